@@ -1,0 +1,227 @@
+"""A store in a local directory.
+
+Every write goes to a temporary file under ``<root>/tmp/``, is fsynced, and is
+then moved into place, so a reader (or a crash) sees a whole value or none:
+
+- ``put``: ``rename`` over the target.
+- ``put_if_absent``: ``link`` to the target, which fails if it exists; two racing
+  writers cannot both win, and no reader ever sees a partial file.
+- ``compare_and_swap``: under ``<key>.lock`` (created with O_EXCL, holding the
+  owner's pid and host), re-read, compare, then ``rename``. A lock whose owner on
+  this host is no longer running is broken at once; see :mod:`objstore.locks`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import BackendError, Conflict, InvalidName, NotFound
+from ..locks import FileLock
+from .base import KeyInfo
+
+TMP_DIR = "tmp"
+LOCK_SUFFIX = ".lock"
+
+
+class LocalBackend:
+    """Blob I/O on a directory tree. Safe for concurrent processes on one machine."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        self.url = str(self.root)
+        self._tmp = self.root / TMP_DIR
+        self._made_dirs: set[Path] = set()
+
+    # -- paths -----------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key or "\0" in key:
+            raise InvalidName(f"{key!r} is not a valid storage key")
+        return self.root.joinpath(*parts)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory not in self._made_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._made_dirs.add(directory)
+
+    def _temp_path(self) -> Path:
+        self._ensure_dir(self._tmp)
+        return self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
+
+    def _write_temp(self, data: bytes | memoryview) -> Path:
+        tmp = self._temp_path()
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise _backend_error(f"cannot write under {self.root}", exc) from exc
+        return tmp
+
+    # -- reads -----------------------------------------------------------
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
+        except IsADirectoryError:
+            raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
+        except OSError as exc:
+            raise _backend_error(f"cannot read {key}", exc) from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except FileNotFoundError:
+            raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
+        except OSError as exc:
+            raise _backend_error(f"cannot read {key}", exc) from exc
+
+    def stat(self, key: str) -> KeyInfo:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
+        return KeyInfo(key, st.st_size, st.st_mtime)
+
+    def iter_prefix(self, prefix: str) -> Iterator[KeyInfo]:
+        # Walk only the directory the prefix names, not the whole store.
+        directory, _, stem = prefix.rpartition("/")
+        base = self.root / directory if directory else self.root
+        if not base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            if rel_dir == ".":
+                rel_dir = ""
+                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+            for name in filenames:
+                if name.endswith(LOCK_SUFFIX):
+                    continue
+                key = f"{rel_dir}/{name}" if rel_dir else name
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:
+                    continue  # deleted while we listed
+                yield KeyInfo(key, st.st_size, st.st_mtime)
+            if stem and rel_dir == directory:
+                dirnames[:] = [d for d in dirnames if d.startswith(stem)]
+
+    # -- writes ----------------------------------------------------------
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        target = self._path(key)
+        tmp = self._write_temp(data)
+        try:
+            self._ensure_dir(target.parent)
+            os.replace(tmp, target)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise _backend_error(f"cannot write {key}", exc) from exc
+        _fsync_dir(target.parent)
+
+    def put_if_absent(self, key: str, data: bytes | memoryview) -> bool:
+        target = self._path(key)
+        if target.exists():
+            return False
+        return self._link_into_place(self._write_temp(data), target, key)
+
+    def put_file_if_absent(self, key: str, path: Path) -> bool:
+        target = self._path(key)
+        if target.exists():
+            return False
+        src = Path(path)
+        try:
+            with open(src, "rb+") as f:
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise _backend_error(f"cannot read {src}", exc) from exc
+        return self._link_into_place(src, target, key)
+
+    def _link_into_place(self, tmp: Path, target: Path, key: str) -> bool:
+        try:
+            self._ensure_dir(target.parent)
+            os.link(tmp, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _backend_error(f"cannot write {key}", exc) from exc
+        finally:
+            _unlink_quietly(tmp)
+        _fsync_dir(target.parent)
+        return True
+
+    def compare_and_swap(self, key: str, expected: bytes | None, data: bytes) -> None:
+        target = self._path(key)
+        self._ensure_dir(target.parent)
+        with FileLock(target.with_name(target.name + LOCK_SUFFIX)):
+            # Re-read under the lock: this read, not the caller's, closes the race.
+            try:
+                actual: bytes | None = target.read_bytes()
+            except FileNotFoundError:
+                actual = None
+            if actual != expected:
+                raise Conflict(key, expected, actual)
+            tmp = self._write_temp(data)
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                _unlink_quietly(tmp)
+                raise _backend_error(f"cannot write {key}", exc) from exc
+            _fsync_dir(target.parent)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _backend_error(f"cannot delete {key}", exc) from exc
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.root)!r})"
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _backend_error(what: str, exc: OSError) -> BackendError:
+    reason = {
+        errno.ENOSPC: "the disk is full; free space and retry",
+        errno.EDQUOT: "the disk quota is exhausted; free space and retry",
+        errno.EFBIG: "the file size limit was reached",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return BackendError(f"{what}: {reason}", retryable=False)

@@ -1,0 +1,84 @@
+"""The byte-level key/value interface every store sits on.
+
+Keys are ``/``-separated relative paths (``packs/ab/abcd….pack``,
+``refs/charlie/mnist/MNIST/aliases/latest``). The same layout is used on every
+backend, so a store directory can be copied to a bucket as it is.
+
+Guarantees each implementation keeps:
+
+- ``put_if_absent`` is create-only and atomic: readers see the whole value or
+  nothing, and of two racing writers exactly one wins. Because immutable
+  objects are named by their content, "already there" is success for them.
+- ``compare_and_swap`` replaces a value only if it still equals what the caller
+  read; otherwise it raises :class:`~objstore.errors.Conflict` with the actual value.
+  Deletion of a mutable ref is a swap to ``b""`` (a tombstone), so it is a CAS too.
+- ``get`` of a missing key raises :class:`~objstore.errors.NotFound`; transport
+  failures raise :class:`~objstore.errors.BackendError` with ``retryable`` set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch, as the backend reports it
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Dumb blob I/O. Stores, packs and refs are built above it."""
+
+    url: str
+
+    def get(self, key: str) -> bytes:
+        """The whole value at ``key``."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer only at the end of the value)."""
+        ...
+
+    def stat(self, key: str) -> KeyInfo:
+        """Size and modification time of ``key``."""
+        ...
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Write ``key`` atomically, replacing any value (caches only, never refs)."""
+        ...
+
+    def put_if_absent(self, key: str, data: bytes | memoryview) -> bool:
+        """Create ``key``; return False (and change nothing) if it already exists."""
+        ...
+
+    def put_file_if_absent(self, key: str, path: Path) -> bool:
+        """Like :meth:`put_if_absent` with the content of a local file, streamed.
+
+        The file may be consumed (moved) by the call.
+        """
+        ...
+
+    def compare_and_swap(self, key: str, expected: bytes | None, data: bytes) -> None:
+        """Set ``key`` to ``data`` if it holds ``expected`` (None: absent), else raise Conflict."""
+        ...
+
+    def iter_prefix(self, prefix: str) -> Iterator[KeyInfo]:
+        """Every key starting with ``prefix``, in no particular order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+def join_key(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p)

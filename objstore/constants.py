@@ -1,0 +1,48 @@
+"""Tunables, with their units and the reason for each value, in one place.
+
+Chunking parameters are copied into a store's config when it is created and
+read from there afterwards: changing them here never changes an existing store.
+"""
+
+from __future__ import annotations
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# FastCDC (gear hash, normalized chunking). 64 KiB average is the usual balance
+# between dedup granularity and per-chunk overhead (index entries, hashing calls);
+# min/max at 1/4 and 4x keep the size distribution tight.
+CHUNK_AVG = 64 * KiB
+CHUNK_MIN = 16 * KiB
+CHUNK_MAX = 256 * KiB
+CHUNK_NORMALIZATION = 1
+
+# How much of a file the chunker reads at once: large enough that per-read
+# overhead vanishes, small enough that memory stays bounded whatever the file size.
+READ_BLOCK = 8 * MiB
+
+# A pack is closed once it holds this many stored bytes. Tens of MiB: few
+# objects on S3 (cheap listing, efficient transfers), bounded memory per pack.
+PACK_TARGET = 32 * MiB
+
+# zstd level for chunks and metadata. Level 1 is within a few percent of level 3
+# on model weights at twice the speed.
+ZSTD_LEVEL = 1
+# A compressed chunk is kept only if it saves at least this fraction; otherwise
+# it is stored raw, so reads of incompressible data cost no decompression.
+MIN_SAVING = 0.02
+
+# gc deletes nothing younger than this: a writer that stored chunks but has not
+# yet written its version must not lose them.
+GC_GRACE_SECONDS = 3600.0
+
+# A lock whose owner is on this host and no longer running is broken at once;
+# one whose owner we cannot check (another host) is broken after this long.
+LOCK_STALE_SECONDS = 600.0
+LOCK_WAIT_SECONDS = 30.0
+
+# Upper bound on a metadata object's decoded size: msgpack from a store or a
+# remote is untrusted and must not be able to exhaust memory.
+MAX_METADATA_BYTES = 256 * MiB
+
+STORE_FORMAT = 1

@@ -1,0 +1,123 @@
+"""The errors objstore raises: one small hierarchy, each with fields a caller can use.
+
+Every error a user can cause or meet derives from :class:`ObjstoreError`, and its
+message says what is wrong and, where there is one, what to do about it. Where a
+stdlib type fits, it is a second base, so ``except FileNotFoundError`` also
+catches :class:`NotFound`.
+"""
+
+from __future__ import annotations
+
+
+class ObjstoreError(Exception):
+    """Base of every error objstore raises on purpose."""
+
+
+class InvalidName(ObjstoreError, ValueError):
+    """A name, alias, selector or path that breaks objstore's naming rules."""
+
+
+class InvalidInput(ObjstoreError, ValueError):
+    """An argument that is well-formed as a name but cannot be acted on."""
+
+
+class NotFound(ObjstoreError, FileNotFoundError):
+    """An artifact, version, alias, object, ref, run or path that does not exist."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __str__(self) -> str:  # FileNotFoundError would render errno fields
+        return self.args[0] if self.args else "not found"
+
+
+class Conflict(ObjstoreError):
+    """A compare-and-swap lost: the ref held something other than what was expected.
+
+    ``expected`` and ``actual`` are the raw values (``None`` for absent), so a
+    caller can re-read and decide whether to retry.
+    """
+
+    def __init__(self, key: str, expected: bytes | None, actual: bytes | None, message: str | None = None) -> None:
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message or f"{key} changed concurrently (expected {_short(expected)}, found {_short(actual)}); re-read and retry")
+
+
+class CorruptObject(ObjstoreError):
+    """Stored bytes that do not hash to their id, or cannot be decoded.
+
+    ``object_id`` names the damaged object, ``expected``/``actual`` the digests
+    where a hash check failed, and ``breaks`` lists the versions known to depend
+    on it (filled in by callers that know, such as fsck and materialize).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        object_id: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+        breaks: tuple[str, ...] = (),
+    ) -> None:
+        self.object_id = object_id
+        self.expected = expected
+        self.actual = actual
+        self.breaks = breaks
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = self.args[0]
+        if self.breaks:
+            text += "; breaks " + ", ".join(self.breaks)
+        return text
+
+
+class VerificationFailed(ObjstoreError):
+    """A materialized copy differs from the version it came from."""
+
+    def __init__(self, message: str, *, paths: tuple[str, ...] = ()) -> None:
+        self.paths = paths
+        super().__init__(message)
+
+
+class UnsafePath(ObjstoreError, ValueError):
+    """A tree entry that would write outside the destination directory."""
+
+
+class WrongType(ObjstoreError, TypeError):
+    """An artifact of a type the operation refuses (``use_model`` of a dataset)."""
+
+
+class BackendError(ObjstoreError, OSError):
+    """The storage under the store failed. ``retryable`` tells a transient failure
+    (a timeout, a 5xx, S3's 409) from a permanent one (denied, missing bucket)."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else "backend error"
+
+
+class LockTimeout(ObjstoreError, TimeoutError):
+    """A lock stayed held by a live owner for longer than we were willing to wait."""
+
+
+class NonFastForward(Conflict):
+    """A push or ref move that would drop versions the other side has."""
+
+
+class StoreBroken(ObjstoreError):
+    """A writer that failed once refuses further use rather than write a broken pack."""
+
+
+def _short(value: bytes | None) -> str:
+    if value is None:
+        return "nothing"
+    text = value.decode("utf-8", "replace").strip()
+    return text[:16] or "a deleted ref"
