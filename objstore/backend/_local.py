@@ -52,6 +52,11 @@ class LocalBackend:
         self._ensure_dir(self._tmp)
         return self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
 
+    def new_temp_path(self) -> Path:
+        """A fresh path on the store's file system, so a finished pack is linked
+        into place rather than copied."""
+        return self._temp_path()
+
     def _write_temp(self, data: bytes | memoryview) -> Path:
         tmp = self._temp_path()
         try:

@@ -1,0 +1,358 @@
+"""The object database: chunks in packs, metadata objects loose, over a backend.
+
+Write order — the rule every writer in objstore keeps, and readers rely on:
+
+1. chunk records, streamed into a pack file;
+2. the pack (``packs/<name>.pack``), then its index (``packs/<name>.idx``);
+3. file, tree, version, link and run objects (``objects/<hh>/<id>``);
+4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.refs`).
+
+So anything a ref reaches was stored before the ref existed, and a crash at any
+point leaves only unreferenced objects behind (gc's business), never a ref to
+something missing. Readers go the other way: ref, then objects, then chunks.
+
+Immutable things are written create-only; "already there" is success, because
+the content is the name. Nothing is ever rewritten in place. Every byte handed
+back is checked against its id first.
+
+The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
+memory as one sorted array, and rebuildable from the packs themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zstandard
+
+from . import codecs
+from .backend import Backend
+from .constants import MAX_METADATA_BYTES, PACK_TARGET
+from .errors import CorruptObject, NotFound, StoreBroken
+from .ids import Kind, ObjectId, hash_bytes
+from .objects import MetaObject, decode, encode
+from .packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx
+
+PACKS = "packs/"
+OBJECTS = "objects/"
+PACK_SUFFIX = ".pack"
+IDX_SUFFIX = ".idx"
+
+# Adjacent chunks of one pack are fetched in one ranged read up to this size.
+COALESCE_LIMIT = 16 * 1024 * 1024
+
+
+def pack_key(name: str) -> str:
+    return f"{PACKS}{name}{PACK_SUFFIX}"
+
+
+def idx_key(name: str) -> str:
+    return f"{PACKS}{name}{IDX_SUFFIX}"
+
+
+def object_key(oid: ObjectId) -> str:
+    h = oid.hex
+    return f"{OBJECTS}{h[:2]}/{h[2:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLocation:
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+
+
+class ChunkIndex:
+    """Which pack holds each chunk: one sorted numpy array over all loaded packs.
+
+    Membership of a batch is a vectorized binary search, so asking about a
+    million ids costs milliseconds, not a million dict probes.
+    """
+
+    def __init__(self) -> None:
+        self.packs: list[str] = []
+        self._pack_no: dict[str, int] = {}
+        self._ids = np.empty(0, dtype="S32")
+        self._entries = np.empty(0, dtype=INDEX_DTYPE)
+        self._owner = np.empty(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, pack_name: str) -> bool:
+        return pack_name in self._pack_no
+
+    def add_packs(self, indexes: Iterable[tuple[str, np.ndarray]]) -> None:
+        new_entries, new_owner = [self._entries], [self._owner]
+        for name, index in indexes:
+            if name in self._pack_no:
+                continue
+            self._pack_no[name] = len(self.packs)
+            self.packs.append(name)
+            new_entries.append(index)
+            new_owner.append(np.full(len(index), self._pack_no[name], dtype=np.int32))
+        if len(new_entries) == 1:
+            return
+        entries = np.concatenate(new_entries)
+        owner = np.concatenate(new_owner)
+        order = np.argsort(entries["id"], kind="stable")
+        self._entries, self._owner = entries[order], owner[order]
+        self._ids = self._entries["id"]
+
+    def contains_many(self, ids: list[bytes]) -> np.ndarray:
+        if not len(self._ids) or not ids:
+            return np.zeros(len(ids), dtype=bool)
+        probe = np.array(ids, dtype="S32")
+        pos = np.searchsorted(self._ids, probe)
+        pos_clipped = np.minimum(pos, len(self._ids) - 1)
+        return (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
+
+    def locate(self, chunk_id: bytes) -> ChunkLocation | None:
+        if not len(self._ids):
+            return None
+        pos = int(np.searchsorted(self._ids, np.bytes_(chunk_id)))
+        if pos >= len(self._ids) or self._ids[pos] != chunk_id:
+            return None
+        e = self._entries[pos]
+        return ChunkLocation(self.packs[self._owner[pos]], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+
+    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
+        for e, owner in zip(self._entries, self._owner):
+            yield bytes(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+
+
+class ObjectDatabase:
+    """Chunks and metadata objects over one backend.
+
+    Writers call :meth:`add_chunk` for each chunk (it is deduplicated against
+    everything stored), then :meth:`flush` before writing any object that
+    refers to those chunks.
+    """
+
+    def __init__(self, backend: Backend, *, codec_policy: codecs.CodecPolicy | None = None) -> None:
+        self.backend = backend
+        self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
+        self.index = ChunkIndex()
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._writer: _OpenPack | None = None
+        self._broken: BaseException | None = None
+        self.new_chunks = 0
+        self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
+
+    # -- index -----------------------------------------------------------
+    def refresh(self) -> None:
+        """Load the index files of packs this process has not seen yet."""
+        with self._lock:
+            names = [info.key[len(PACKS) : -len(IDX_SUFFIX)] for info in self.backend.iter_prefix(PACKS) if info.key.endswith(IDX_SUFFIX)]
+            fresh = [n for n in names if n not in self.index]
+            loaded = []
+            for name in fresh:
+                try:
+                    loaded.append((name, decode_idx(self.backend.get(idx_key(name)), name)))
+                except NotFound:
+                    continue  # removed by gc while we listed
+            self.index.add_packs(loaded)
+            self._loaded = True
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.refresh()
+
+    def has_chunks(self, chunk_ids: list[ObjectId]) -> list[bool]:
+        """For each id, whether it is stored (or queued in the open pack)."""
+        self._ensure_loaded()
+        with self._lock:
+            found = self.index.contains_many([c.raw for c in chunk_ids])
+            if self._writer is not None:
+                return [bool(f) or c in self._writer.builder for f, c in zip(found, chunk_ids)]
+            return [bool(f) for f in found]
+
+    def locate(self, chunk_id: ObjectId) -> ChunkLocation:
+        self._ensure_loaded()
+        loc = self.index.locate(chunk_id.raw)
+        if loc is None:
+            self.refresh()  # another process may have added a pack since we loaded
+            loc = self.index.locate(chunk_id.raw)
+        if loc is None:
+            raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store", key=chunk_id.hex)
+        return loc
+
+    # -- writing chunks --------------------------------------------------
+    def add_chunk(self, chunk_id: ObjectId, raw: bytes | memoryview, dtype: str | None = None, *, known_new: bool = False) -> bool:
+        """Store one chunk unless it is already stored; True if it was new."""
+        if not known_new and self.has_chunks([chunk_id])[0]:
+            return False
+        codec_id, payload = codecs.encode_chunk(raw, dtype, self.codec_policy)
+        return self.add_encoded(chunk_id, codec_id, len(raw), payload)
+
+    def add_encoded(self, chunk_id: ObjectId, codec_id: int, raw_len: int, payload: bytes | memoryview) -> bool:
+        """Append an already-encoded chunk to the open pack (closing it when full)."""
+        with self._lock:
+            if self._broken is not None:
+                raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
+            if self._writer is None:
+                self._writer = _OpenPack(self._temp_path())
+            if chunk_id in self._writer.builder:
+                return False
+            try:
+                self._writer.builder.add(chunk_id, codec_id, raw_len, payload)
+            except BaseException as exc:
+                self._broken = exc
+                raise
+            self.new_chunks += 1
+            self.new_bytes += len(payload)
+            if self._writer.builder.size >= PACK_TARGET:
+                self._flush_locked()
+            return True
+
+    def flush(self) -> None:
+        """Close and store the open pack, then its index. Call before writing objects."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        try:
+            name, index = writer.finish()
+            self.backend.put_file_if_absent(pack_key(name), writer.path)
+            self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
+        except BaseException as exc:
+            self._broken = exc
+            raise
+        finally:
+            writer.discard()
+        self.index.add_packs([(name, index)])
+
+    def abort(self) -> None:
+        """Drop the open pack without storing it."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.discard()
+                self._writer = None
+
+    def _temp_path(self) -> Path:
+        make = getattr(self.backend, "new_temp_path", None)
+        if make is not None:
+            return make()
+        fd, name = tempfile.mkstemp(prefix="objstore-pack-")
+        os.close(fd)
+        return Path(name)
+
+    # -- reading chunks --------------------------------------------------
+    def get_chunk(self, chunk_id: ObjectId) -> bytes:
+        """The raw bytes of one chunk, verified against its id."""
+        loc = self.locate(chunk_id)
+        stored = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.stored_len)
+        return self._decode_verified(chunk_id, loc, stored)
+
+    def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
+        if len(stored) != loc.stored_len:
+            raise CorruptObject(f"chunk {chunk_id.hex[:16]} is truncated in pack {loc.pack[:16]}", object_id=chunk_id.hex)
+        try:
+            raw = codecs.decode_chunk(loc.codec, stored, loc.raw_len)
+        except CorruptObject as exc:
+            raise CorruptObject(f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]}: {exc.args[0]}", object_id=chunk_id.hex) from None
+        actual = hash_bytes(Kind.CHUNK, raw)
+        if actual != chunk_id:
+            raise CorruptObject(
+                f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]} does not hash to its id",
+                object_id=chunk_id.hex, expected=chunk_id.hex, actual=actual.hex,
+            )
+        return raw
+
+    def iter_chunks(self, chunk_ids: Iterable[ObjectId]) -> Iterator[bytes]:
+        """The raw bytes of each chunk in order, verified, fetching runs of
+        neighbouring chunks of one pack in a single ranged read."""
+        self.flush()
+        batch: list[tuple[ObjectId, ChunkLocation]] = []
+        for chunk_id in chunk_ids:
+            loc = self.locate(chunk_id)
+            if batch:
+                first, last = batch[0][1], batch[-1][1]
+                contiguous = loc.pack == last.pack and loc.offset >= last.offset + last.stored_len and loc.offset - first.offset + loc.stored_len <= COALESCE_LIMIT and loc.offset - (last.offset + last.stored_len) <= 4096
+                if not contiguous:
+                    yield from self._read_batch(batch)
+                    batch = []
+            batch.append((chunk_id, loc))
+        if batch:
+            yield from self._read_batch(batch)
+
+    def _read_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> Iterator[bytes]:
+        first, last = batch[0][1], batch[-1][1]
+        start = first.offset
+        data = self.backend.get_range(pack_key(first.pack), start, last.offset + last.stored_len - start)
+        view = memoryview(data)
+        for chunk_id, loc in batch:
+            yield self._decode_verified(chunk_id, loc, view[loc.offset - start : loc.offset - start + loc.stored_len])
+
+    # -- metadata objects ------------------------------------------------
+    def put_object(self, obj: MetaObject) -> ObjectId:
+        """Store a metadata object (create-only) and return its id."""
+        oid, body = encode(obj)
+        self.backend.put_if_absent(object_key(oid), codecs.zstd_compressor().compress(body))
+        return oid
+
+    def get_object(self, oid: ObjectId) -> MetaObject:
+        """Read, decompress and verify a metadata object."""
+        stored = self.backend.get(object_key(oid))
+        try:
+            body = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_METADATA_BYTES)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject(f"object {oid.hex[:16]} does not decompress: {exc}", object_id=oid.hex) from exc
+        return decode(body, oid)
+
+    def has_object(self, oid: ObjectId) -> bool:
+        try:
+            self.backend.stat(object_key(oid))
+            return True
+        except NotFound:
+            return False
+
+    def iter_object_ids(self) -> Iterator[ObjectId]:
+        for info in self.backend.iter_prefix(OBJECTS):
+            rest = info.key[len(OBJECTS) :].replace("/", "")
+            if len(rest) == 64:
+                try:
+                    yield ObjectId.from_hex(rest)
+                except ValueError:
+                    continue
+
+    def iter_pack_names(self) -> Iterator[str]:
+        for info in self.backend.iter_prefix(PACKS):
+            if info.key.endswith(PACK_SUFFIX):
+                yield info.key[len(PACKS) : -len(PACK_SUFFIX)]
+
+
+class _OpenPack:
+    """A pack being written to a local temporary file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")
+        self.builder = PackBuilder(self._file)
+
+    def finish(self) -> tuple[str, np.ndarray]:
+        name = self.builder.finish()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return name, self.builder.index
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,96 @@
+"""Trees: building nested directory objects from flat paths, and walking them.
+
+Entry names are single path components; a tree read from a store or a remote is
+untrusted, so every name is checked here before anything uses it as a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+
+from .errors import CorruptObject, UnsafePath
+from .ids import ObjectId
+from .objects import TREE, Tree, TreeEntry
+from .odb import ObjectDatabase
+
+MAX_DEPTH = 256
+
+
+def check_entry_name(name: str) -> str:
+    """Refuse names that could escape or confuse a destination directory."""
+    if (
+        not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+        or "\0" in name or len(name.encode("utf-8", "surrogatepass")) > 255
+    ):
+        raise UnsafePath(f"unsafe entry name {name!r} in a tree; refusing to write it")
+    return name
+
+
+def split_path(path: str) -> list[str]:
+    """Split an artifact-relative path (``a/b/c.bin``) into checked components."""
+    if path.startswith("/"):
+        raise UnsafePath(f"{path!r} is absolute; artifact paths are relative")
+    return [check_entry_name(p) for p in path.split("/")]
+
+
+def build_tree(odb: ObjectDatabase, leaves: Mapping[str, TreeEntry]) -> tuple[ObjectId, int]:
+    """Store the trees for ``{relative path: leaf entry}`` and return (root id, total size).
+
+    Leaf entries carry their final name as the last path component; directories
+    are created for the rest. Unchanged subdirectories get the ids they had before.
+    """
+    root: dict[str, object] = {}
+    for path, entry in leaves.items():
+        parts = split_path(path)
+        node = root
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UnsafePath(f"{path!r} puts a file where a directory is named the same")
+            node = child
+        if parts[-1] in node:
+            raise UnsafePath(f"{path!r} is added twice, or is both a file and a directory")
+        node[parts[-1]] = replace(entry, name=parts[-1])
+    return _store_dir(odb, root)
+
+
+def _store_dir(odb: ObjectDatabase, node: dict[str, object]) -> tuple[ObjectId, int]:
+    entries = []
+    total = 0
+    for name, child in node.items():
+        if isinstance(child, dict):
+            tree_id, size = _store_dir(odb, child)
+            entries.append(TreeEntry(name, TREE, size, tree_id, 0o755))
+        else:
+            assert isinstance(child, TreeEntry)
+            entries.append(child)
+            size = child.size
+        total += size
+    tree = Tree(tuple(sorted(entries, key=lambda e: e.name)))
+    return odb.put_object(tree), total
+
+
+def read_tree(odb: ObjectDatabase, tree_id: ObjectId) -> Tree:
+    obj = odb.get_object(tree_id)
+    if not isinstance(obj, Tree):
+        raise CorruptObject(f"object {tree_id.hex[:16]} should be a tree", object_id=tree_id.hex)
+    names = [e.name for e in obj.entries]
+    if len(set(names)) != len(names):
+        raise UnsafePath(f"tree {tree_id.hex[:16]} names an entry twice; refusing it")
+    for name in names:
+        check_entry_name(name)
+    return obj
+
+
+def walk_tree(odb: ObjectDatabase, tree_id: ObjectId, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, TreeEntry]]:
+    """Every non-directory entry under ``tree_id`` as (relative path, entry), in name order."""
+    if depth > MAX_DEPTH:
+        raise UnsafePath(f"tree {tree_id.hex[:16]} nests deeper than {MAX_DEPTH} levels; refusing it")
+    for entry in read_tree(odb, tree_id).entries:
+        path = f"{prefix}{entry.name}"
+        if entry.kind == TREE:
+            assert entry.id is not None
+            yield from walk_tree(odb, entry.id, path + "/", depth + 1)
+        else:
+            yield path, entry
