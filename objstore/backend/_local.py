@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import BackendError, Conflict, InvalidName, NotFound
 from ..locks import FileLock
-from .base import KeyInfo
+from .base import BackendStats, KeyInfo
 
 TMP_DIR = "tmp"
 LOCK_SUFFIX = ".lock"
@@ -35,6 +35,7 @@ class LocalBackend:
         self.url = str(self.root)
         self._tmp = self.root / TMP_DIR
         self._made_dirs: set[Path] = set()
+        self.stats = BackendStats()  # one "request" per file operation
 
     # -- paths -----------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -71,9 +72,12 @@ class LocalBackend:
 
     # -- reads -----------------------------------------------------------
     def get(self, key: str) -> bytes:
+        self.stats.add(requests=1)
         try:
             with open(self._path(key), "rb") as f:
-                return f.read()
+                data = f.read()
+            self.stats.add(received=len(data))
+            return data
         except FileNotFoundError:
             raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
         except IsADirectoryError:
@@ -82,16 +86,20 @@ class LocalBackend:
             raise _backend_error(f"cannot read {key}", exc) from exc
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
+        self.stats.add(requests=1)
         try:
             with open(self._path(key), "rb") as f:
                 f.seek(start)
-                return f.read(length)
+                data = f.read(length)
+            self.stats.add(received=len(data))
+            return data
         except FileNotFoundError:
             raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
         except OSError as exc:
             raise _backend_error(f"cannot read {key}", exc) from exc
 
     def stat(self, key: str) -> KeyInfo:
+        self.stats.add(requests=1)
         try:
             st = self._path(key).stat()
         except FileNotFoundError:
@@ -102,6 +110,7 @@ class LocalBackend:
         # Walk only the directory the prefix names, not the whole store.
         directory, _, stem = prefix.rpartition("/")
         base = self.root / directory if directory else self.root
+        self.stats.add(requests=1)
         if not base.is_dir():
             return
         for dirpath, dirnames, filenames in os.walk(base):
@@ -126,6 +135,7 @@ class LocalBackend:
     # -- writes ----------------------------------------------------------
     def put(self, key: str, data: bytes | memoryview) -> None:
         target = self._path(key)
+        self.stats.add(requests=1)
         tmp = self._write_temp(data)
         try:
             self._ensure_dir(target.parent)
@@ -134,24 +144,34 @@ class LocalBackend:
             _unlink_quietly(tmp)
             raise _backend_error(f"cannot write {key}", exc) from exc
         _fsync_dir(target.parent)
+        self.stats.add(sent=len(data))
 
     def put_if_absent(self, key: str, data: bytes | memoryview) -> bool:
         target = self._path(key)
+        self.stats.add(requests=1)
         if target.exists():
             return False
-        return self._link_into_place(self._write_temp(data), target, key)
+        created = self._link_into_place(self._write_temp(data), target, key)
+        if created:
+            self.stats.add(sent=len(data))
+        return created
 
     def put_file_if_absent(self, key: str, path: Path) -> bool:
         target = self._path(key)
+        self.stats.add(requests=1)
         if target.exists():
             return False
         src = Path(path)
         try:
             with open(src, "rb+") as f:
                 os.fsync(f.fileno())
+                size = os.fstat(f.fileno()).st_size
         except OSError as exc:
             raise _backend_error(f"cannot read {src}", exc) from exc
-        return self._link_into_place(src, target, key)
+        created = self._link_into_place(src, target, key)
+        if created:
+            self.stats.add(sent=size)
+        return created
 
     def _link_into_place(self, tmp: Path, target: Path, key: str) -> bool:
         try:
@@ -168,6 +188,7 @@ class LocalBackend:
 
     def compare_and_swap(self, key: str, expected: bytes | None, data: bytes) -> None:
         target = self._path(key)
+        self.stats.add(requests=1)
         self._ensure_dir(target.parent)
         with FileLock(target.with_name(target.name + LOCK_SUFFIX)):
             # Re-read under the lock: this read, not the caller's, closes the race.
@@ -184,8 +205,10 @@ class LocalBackend:
                 _unlink_quietly(tmp)
                 raise _backend_error(f"cannot write {key}", exc) from exc
             _fsync_dir(target.parent)
+            self.stats.add(sent=len(data))
 
     def delete(self, key: str) -> None:
+        self.stats.add(requests=1)
         try:
             os.unlink(self._path(key))
         except FileNotFoundError:

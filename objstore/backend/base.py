@@ -19,7 +19,8 @@ Guarantees each implementation keeps:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -31,11 +32,34 @@ class KeyInfo:
     mtime: float  # seconds since the epoch, as the backend reports it
 
 
+@dataclass(slots=True)
+class BackendStats:
+    """What a backend has done since it was opened: requests made (each attempt,
+    including retries; for the local backend each file operation) and payload
+    bytes sent and received. Thread-safe; transfer tests and benchmarks read it."""
+
+    requests: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, *, requests: int = 0, sent: int = 0, received: int = 0) -> None:
+        with self._lock:
+            self.requests += requests
+            self.bytes_sent += sent
+            self.bytes_received += received
+
+    def snapshot(self) -> "BackendStats":
+        with self._lock:
+            return BackendStats(self.requests, self.bytes_sent, self.bytes_received)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Dumb blob I/O. Stores, packs and refs are built above it."""
 
     url: str
+    stats: BackendStats  # counters since the backend was opened
 
     def get(self, key: str) -> bytes:
         """The whole value at ``key``."""
