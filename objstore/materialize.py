@@ -18,7 +18,7 @@ from .chunking import Chunker
 from .errors import CorruptObject, UnsafePath, VerificationFailed
 from .ids import ObjectId
 from .ingest import file_id_of
-from .objects import FILE, REFERENCE, SYMLINK, FileObject, TreeEntry
+from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
 from .odb import ObjectDatabase
 from .trees import split_path, walk_tree
 
@@ -89,11 +89,16 @@ def materialize(
     """
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
-    entries = list(walk_tree(odb, tree_id))  # validates every name before anything is written
+    entries = list(walk_tree(odb, tree_id, include_dirs=True))  # validates every name before anything is written
     paths: list[Path] = []
     symlinks: list[tuple[Path, str, str]] = []
     for rel, entry in entries:
         dest = _safe_destination(root, rel)
+        if entry.kind == TREE:
+            if dest.is_symlink():
+                raise UnsafePath(f"{dest} is a symlink where the version has a directory; move it away and retry")
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
         if entry.kind == SYMLINK:
             symlinks.append((dest, entry.target or "", rel))
             continue
@@ -140,9 +145,11 @@ def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path)
     """Check that ``root`` holds exactly the tree's files; raise VerificationFailed naming those that differ."""
     root = Path(root)
     bad: list[str] = []
-    for rel, entry in walk_tree(odb, tree_id):
+    for rel, entry in walk_tree(odb, tree_id, include_dirs=True):
         dest = root.joinpath(*split_path(rel))
-        if entry.kind == FILE and not _intact(dest, entry, chunker):
+        if entry.kind == TREE and (dest.is_symlink() or not dest.is_dir()):
+            bad.append(rel + "/")
+        elif entry.kind == FILE and not _intact(dest, entry, chunker):
             bad.append(rel)
         elif entry.kind == SYMLINK and (not dest.is_symlink() or os.readlink(dest) != entry.target):
             bad.append(rel)

@@ -131,7 +131,8 @@ class Version:
     project: str
     name: str
     index: int
-    size: int
+    size: int  # logical bytes of the tree
+    new_bytes: int  # stored bytes this version added (after dedup and compression)
     description: str | None
     metadata: dict[str, Any]
     created_at: float
@@ -147,7 +148,7 @@ class Version:
         return {
             "v": FORMAT, "k": "version", "tree": self.tree.raw, "parent": self.parent.raw if self.parent else None,
             "type": self.artifact_type, "entity": self.entity, "project": self.project, "name": self.name,
-            "index": self.index, "size": self.size, "description": self.description, "metadata": self.metadata,
+            "index": self.index, "size": self.size, "new_bytes": self.new_bytes, "description": self.description, "metadata": self.metadata,
             "created_at": self.created_at, "run": self.run,
         }
 
@@ -157,7 +158,7 @@ class Version:
         return cls(
             ObjectId(_get(d, "tree", bytes)), ObjectId(parent) if parent else None, _get(d, "type", str),
             _get(d, "entity", str), _get(d, "project", str), _get(d, "name", str), _get(d, "index", int),
-            _get(d, "size", int), _opt(d, "description", str), _get(d, "metadata", dict), float(_get(d, "created_at", (int, float))),
+            _get(d, "size", int), _get(d, "new_bytes", int), _opt(d, "description", str), _get(d, "metadata", dict), float(_get(d, "created_at", (int, float))),
             _opt(d, "run", str),
         )
 

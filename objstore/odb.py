@@ -118,15 +118,18 @@ class ChunkIndex:
     def locate(self, chunk_id: bytes) -> ChunkLocation | None:
         if not len(self._ids):
             return None
-        pos = int(np.searchsorted(self._ids, np.bytes_(chunk_id)))
-        if pos >= len(self._ids) or self._ids[pos] != chunk_id:
+        # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
+        # values (both sides trimmed alike), never against a Python bytes object.
+        probe = np.array([chunk_id], dtype="S32")[0]
+        pos = int(np.searchsorted(self._ids, probe))
+        if pos >= len(self._ids) or self._ids[pos] != probe:
             return None
         e = self._entries[pos]
         return ChunkLocation(self.packs[self._owner[pos]], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
 
     def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         for e, owner in zip(self._entries, self._owner):
-            yield bytes(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+            yield bytes(e["id"]).ljust(32, b"\0"), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
 
 
 class ObjectDatabase:

@@ -38,12 +38,20 @@ def build_tree(odb: ObjectDatabase, leaves: Mapping[str, TreeEntry]) -> tuple[Ob
     """Store the trees for ``{relative path: leaf entry}`` and return (root id, total size).
 
     Leaf entries carry their final name as the last path component; directories
-    are created for the rest. Unchanged subdirectories get the ids they had before.
+    are created for the rest. A leaf of kind ``tree`` (with no id) stands for an
+    empty directory. Unchanged subdirectories get the ids they had before.
     """
     root: dict[str, object] = {}
     for path, entry in leaves.items():
         parts = split_path(path)
         node = root
+        if entry.kind == TREE:  # an empty directory: just make sure it exists
+            for part in parts:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise UnsafePath(f"{path!r} is both a file and a directory")
+                node = child
+            continue
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -83,14 +91,20 @@ def read_tree(odb: ObjectDatabase, tree_id: ObjectId) -> Tree:
     return obj
 
 
-def walk_tree(odb: ObjectDatabase, tree_id: ObjectId, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, TreeEntry]]:
-    """Every non-directory entry under ``tree_id`` as (relative path, entry), in name order."""
+def walk_tree(
+    odb: ObjectDatabase, tree_id: ObjectId, prefix: str = "", depth: int = 0, *, include_dirs: bool = False
+) -> Iterator[tuple[str, TreeEntry]]:
+    """Every entry under ``tree_id`` as (relative path, entry), in name order;
+    directories themselves only with ``include_dirs`` (before their contents)."""
     if depth > MAX_DEPTH:
         raise UnsafePath(f"tree {tree_id.hex[:16]} nests deeper than {MAX_DEPTH} levels; refusing it")
     for entry in read_tree(odb, tree_id).entries:
         path = f"{prefix}{entry.name}"
         if entry.kind == TREE:
-            assert entry.id is not None
-            yield from walk_tree(odb, entry.id, path + "/", depth + 1)
+            if entry.id is None:
+                raise CorruptObject(f"directory {path!r} in tree {tree_id.hex[:16]} has no id", object_id=tree_id.hex)
+            if include_dirs:
+                yield path, entry
+            yield from walk_tree(odb, entry.id, path + "/", depth + 1, include_dirs=include_dirs)
         else:
             yield path, entry

@@ -1,0 +1,396 @@
+"""``Artifact``: a set of files to log (a draft), or one logged version of a collection.
+
+Shaped like W&B's ``wandb.Artifact``::
+
+    art = objstore.Artifact("mnist-data", type="dataset", metadata={"rows": 60000})
+    art.add_file("train.csv")
+    art.add_dir("images/", name="images")
+    run.log_artifact(art, aliases=["raw"])
+    art.version, art.digest            # "v0", the tree id
+    art.aliases.append("best"); art.save()
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import msgpack
+
+from .errors import InvalidInput, NotFound, ObjstoreError
+from .ingest import chunk_file
+from .materialize import materialize, verify
+from .names import check_aliases, check_name
+from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
+from .references import describe_reference, fetch_reference, is_uri
+from .store import Store
+from .trees import split_path, walk_tree
+from .versions import (
+    ResolvedVersion,
+    aliases_for,
+    commit_version,
+    delete_alias,
+    set_alias,
+)
+
+if TYPE_CHECKING:
+    from .runs import RunInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFile:
+    """One file of a logged artifact."""
+
+    path: str
+    size: int
+    kind: str  # file | reference | symlink
+    digest: str | None  # the file id (hex) for stored files
+    ref: str | None = None  # a reference's URI or a symlink's target
+
+
+@dataclass(slots=True)
+class _Staged:
+    kind: str
+    size: int
+    source: Path | None = None  # local file to ingest
+    entry: TreeEntry | None = None  # a ready entry (reference, symlink, empty dir)
+
+
+def check_metadata(metadata: object) -> dict[str, Any]:
+    """Metadata must be a dict with string keys of msgpack-able values."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+        raise InvalidInput("metadata must be a dict with string keys")
+    try:
+        msgpack.packb(metadata, use_bin_type=True, strict_types=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"metadata must hold only numbers, strings, lists and dicts: {exc}") from None
+    return dict(metadata)
+
+
+class Artifact:
+    """A versioned set of files. Build one and log it, or get a logged one from
+    :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`."""
+
+    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self._name = check_name(name, "artifact name")
+        self.type = check_name(type, "artifact type")
+        self.description = description
+        self.metadata = check_metadata(metadata)
+        self._staged: dict[str, _Staged] = {}
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._store: Store | None = None
+        self._resolved: ResolvedVersion | None = None
+        self._saved_aliases: list[str] = []
+        self.aliases: list[str] = []
+        self.created = False  # True when logging this draft made a new version
+
+    # -- building a draft -------------------------------------------------
+    def _require_draft(self) -> None:
+        if self._resolved is not None:
+            raise InvalidInput(f"{self.name} is logged and immutable; build a new Artifact to add files")
+
+    def _stage(self, path: str, staged: _Staged, overwrite: bool) -> None:
+        split_path(path)  # refuse unsafe names now, before anything is read
+        if path in self._staged and not overwrite:
+            raise InvalidInput(f"{path!r} is already in the artifact; pass overwrite=True to replace it")
+        self._staged[path] = staged
+
+    def add_file(self, local_path: str | os.PathLike[str], name: str | None = None, *, overwrite: bool = False) -> None:
+        """Add one local file, as ``name`` (default: its base name)."""
+        self._require_draft()
+        p = Path(local_path)
+        if not p.exists():
+            raise NotFound(f"{p} does not exist; check the path", key=str(p))
+        if not p.is_file():
+            raise InvalidInput(f"{p} is not a regular file; use add_dir for a directory")
+        if not os.access(p, os.R_OK):
+            raise InvalidInput(f"{p} is not readable (permission denied)")
+        self._stage(name or p.name, _Staged(FILE, p.stat().st_size, source=p), overwrite)
+
+    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> None:
+        """Add a directory's contents (recursively), under ``name`` if given.
+
+        Empty directories are kept; a symlink that stays inside the directory is
+        kept as a symlink, any other is followed.
+        """
+        self._require_draft()
+        root = Path(local_path)
+        if not root.exists():
+            raise NotFound(f"{root} does not exist; check the path", key=str(root))
+        if not root.is_dir():
+            raise InvalidInput(f"{root} is not a directory; use add_file for a file")
+        prefix = f"{name.strip('/')}/" if name else ""
+        real_root = os.path.realpath(root)
+        staged: dict[str, _Staged] = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            if not dirnames and not filenames and rel_dir:
+                staged[prefix + rel_dir.rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+            for d in list(dirnames):
+                full = Path(dirpath, d)
+                if full.is_symlink():
+                    dirnames.remove(d)
+                    filenames.append(d)
+            for fname in sorted(filenames):
+                full = Path(dirpath, fname)
+                rel = prefix + rel_dir + fname
+                if full.is_symlink():
+                    target = os.readlink(full)
+                    resolved = os.path.realpath(full)
+                    if not os.path.isabs(target) and (resolved == real_root or resolved.startswith(real_root + os.sep)):
+                        staged[rel] = _Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
+                        continue
+                    if not os.path.isfile(resolved):
+                        continue  # a dangling link, or one to a directory outside: nothing to store
+                st = full.stat()
+                if not statmod.S_ISREG(st.st_mode):
+                    continue  # sockets, fifos, devices
+                if not os.access(full, os.R_OK):
+                    raise InvalidInput(f"{full} is not readable (permission denied)")
+                staged[rel] = _Staged(FILE, st.st_size, source=full)
+        if not staged and prefix:
+            staged[prefix.rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+        for rel, item in staged.items():
+            self._stage(rel, item, overwrite=True)
+
+    @contextmanager
+    def new_file(self, name: str, mode: str = "x", encoding: str | None = None) -> Iterator[IO[Any]]:
+        """Write a new file straight into the artifact.
+
+        >>> art = Artifact("notes", type="dataset")
+        >>> with art.new_file("hello.txt") as f:
+        ...     _ = f.write("hello")
+        """
+        self._require_draft()
+        split_path(name)
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="objstore-new-")
+        local = Path(self._tmpdir.name, f"{len(self._staged)}-{Path(name).name}")
+        open_mode = mode.replace("x", "w")
+        with open(local, open_mode, encoding=encoding if "b" not in open_mode else None) as f:
+            yield f
+        self._stage(name, _Staged(FILE, local.stat().st_size, source=local), overwrite="x" not in mode)
+
+    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True) -> None:
+        """Record an external file or prefix (``file://…``, ``s3://bucket/key``) without copying it.
+
+        Its size and checksum (ETag, or BLAKE3 when ``checksum`` reads the bytes) are
+        kept so :meth:`download` can refuse an object that changed since.
+        """
+        self._require_draft()
+        if not isinstance(uri, str) or not is_uri(uri):
+            raise InvalidInput(f"{uri!r} is not a URI; use add_file for local files or give file:///abs/path")
+        entries = describe_reference(uri, checksum)
+        if not entries:
+            raise NotFound(f"reference {uri} matched no objects", key=uri)
+        single = len(entries) == 1 and name is not None
+        for rel, entry in entries:
+            path = name if single else (f"{name.strip('/')}/{rel}" if name else rel)
+            self._stage(path, _Staged(REFERENCE, entry.size, entry=entry), overwrite=True)
+
+    # -- logging ----------------------------------------------------------
+    def _commit(self, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
+                progress: Callable[[int], None] | None = None) -> None:
+        """Store the staged files and make them a version (used by Run.log_artifact)."""
+        self._require_draft()
+        if not self._staged:
+            raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
+        from .names import CollectionPath
+        from .trees import build_tree
+
+        before = store.odb.new_bytes
+        files: list[tuple[str, FileObject, int]] = []
+        try:
+            for path, item in sorted(self._staged.items()):
+                if item.kind == FILE:
+                    assert item.source is not None
+                    mode = item.source.stat().st_mode & 0o777
+                    files.append((path, chunk_file(item.source, store.chunker, store.odb, progress), mode))
+            store.odb.flush()  # chunks and packs first: the write order
+        except BaseException:
+            store.odb.abort()
+            raise
+        leaves: dict[str, TreeEntry] = {}
+        for path, fobj, mode in files:
+            fid = store.odb.put_object(fobj)
+            leaves[path] = TreeEntry("", FILE, fobj.size, fid, mode)
+        for path, item in self._staged.items():
+            if item.kind != FILE:
+                assert item.entry is not None
+                leaves[path] = item.entry
+        tree_id, size = build_tree(store.odb, leaves)
+        resolved, created = commit_version(
+            store, CollectionPath(entity, project, self._name), tree=tree_id, size=size,
+            new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=self.metadata,
+            description=self.description, run=run_path, aliases=aliases,
+        )
+        self._bind(store, resolved)
+        self.created = created
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    def _bind(self, store: Store, resolved: ResolvedVersion) -> None:
+        self._store = store
+        self._resolved = resolved
+        self._staged = {}
+        version = resolved.version
+        self.type = version.artifact_type
+        self.description = version.description
+        self.metadata = dict(version.metadata)
+        self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
+        self.aliases = list(self._saved_aliases)
+
+    @classmethod
+    def _from_resolved(cls, store: Store, resolved: ResolvedVersion) -> "Artifact":
+        art = cls.__new__(cls)
+        art._name = resolved.collection.name
+        art._tmpdir = None
+        art.created = False
+        art._bind(store, resolved)
+        return art
+
+    # -- a logged version ---------------------------------------------------
+    def _logged(self) -> tuple[Store, ResolvedVersion]:
+        if self._store is None or self._resolved is None:
+            raise InvalidInput(f"artifact {self._name} has not been logged yet; log it with run.log_artifact first")
+        return self._store, self._resolved
+
+    def is_draft(self) -> bool:
+        return self._resolved is None
+
+    @property
+    def name(self) -> str:
+        """``name:vN`` once logged, the bare name before."""
+        return self._resolved.name if self._resolved else self._name
+
+    @property
+    def collection_name(self) -> str:
+        return self._name
+
+    @property
+    def qualified_name(self) -> str:
+        return self._logged()[1].qualified_name
+
+    @property
+    def entity(self) -> str:
+        return self._logged()[1].collection.entity
+
+    @property
+    def project(self) -> str:
+        return self._logged()[1].collection.project
+
+    @property
+    def version(self) -> str:
+        return f"v{self._logged()[1].index}"
+
+    @property
+    def id(self) -> str:
+        """The id of the version object (for a registry entry, of the link)."""
+        return self._logged()[1].object_id.hex
+
+    @property
+    def digest(self) -> str:
+        """The id of the version's tree: equal content, equal digest."""
+        return self._logged()[1].version.digest
+
+    @property
+    def size(self) -> int:
+        if self._resolved is None:
+            return sum(s.size for s in self._staged.values())
+        return self._resolved.version.size
+
+    @property
+    def new_bytes(self) -> int:
+        """Stored bytes this version added to the store when it was logged."""
+        return self._logged()[1].version.new_bytes
+
+    @property
+    def created_at(self) -> float:
+        return self._logged()[1].version.created_at
+
+    @property
+    def source_qualified_name(self) -> str:
+        """For a registry entry, the version it links to; else the same as qualified_name."""
+        v = self._logged()[1].version
+        return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
+
+    def files(self) -> list[ArtifactFile]:
+        """The files of this version, in path order."""
+        store, resolved = self._logged()
+        out = []
+        for path, entry in walk_tree(store.odb, resolved.version.tree):
+            out.append(ArtifactFile(path, entry.size, entry.kind, entry.id.hex if entry.id else None, entry.target))
+        return out
+
+    def default_root(self) -> Path:
+        return Path("artifacts") / f"{self._name}:{self.version}"
+
+    def download(self, root: str | os.PathLike[str] | None = None, *, progress: Callable[[int], None] | None = None) -> str:
+        """Materialize the version under ``root`` (default ``./artifacts/<name>:<version>``)
+        and return that directory. Files already there and intact are not rewritten."""
+        store, resolved = self._logged()
+        target = Path(root) if root is not None else self.default_root()
+        materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference)
+        return str(target)
+
+    def verify(self, root: str | os.PathLike[str] | None = None) -> None:
+        """Check a downloaded copy; raise VerificationFailed naming the files that differ."""
+        store, resolved = self._logged()
+        target = Path(root) if root is not None else self.default_root()
+        if not target.is_dir():
+            raise NotFound(f"{target} does not exist; download the artifact first", key=str(target))
+        verify(store.odb, store.chunker, resolved.version.tree, target)
+
+    def save(self) -> None:
+        """Persist changes to ``aliases``."""
+        store, resolved = self._logged()
+        wanted = check_aliases(self.aliases)
+        current = set(aliases_for(store, resolved.collection, resolved.object_id))
+        for alias in wanted:
+            if alias not in current:
+                set_alias(store, resolved.collection, alias, resolved.object_id)
+        for alias in current - set(wanted):
+            delete_alias(store, resolved.collection, alias)
+        self._saved_aliases = list(wanted)
+        self.aliases = list(wanted)
+        if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
+            raise InvalidInput("a logged version's metadata and description are immutable; log a new version to change them")
+
+    def logged_by(self) -> "RunInfo | None":
+        from .runs import read_run_by_path
+
+        store, resolved = self._logged()
+        run = resolved.link.run if resolved.link is not None else resolved.version.run
+        return read_run_by_path(store, run) if run else None
+
+    def used_by(self) -> "list[RunInfo]":
+        from .runs import iter_runs
+
+        store, resolved = self._logged()
+        ids = {resolved.version_id.hex, resolved.object_id.hex}
+        return [r for r in iter_runs(store) if ids & set(r.inputs)]
+
+    def __repr__(self) -> str:
+        if self._resolved is None:
+            return f"<Artifact draft {self._name!r} type={self.type!r} files={len(self._staged)}>"
+        return f"<Artifact {self.qualified_name} type={self.type!r} digest={self.digest[:12]}>"
+
+    def __del__(self) -> None:
+        tmp = getattr(self, "_tmpdir", None)
+        if tmp is not None:
+            try:
+                tmp.cleanup()
+            except (OSError, ObjstoreError):
+                pass
+
