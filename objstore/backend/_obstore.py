@@ -116,6 +116,7 @@ class ObjectStoreBackend:
         # S3, GCS and Azure list keys in byte order, which lets iter_prefix stop early.
         self._sorted_listing = sorted_listing
         self._closed = False
+        self._bucket_checked = False
 
     # -- construction ----------------------------------------------------
     @classmethod
@@ -299,8 +300,19 @@ class ObjectStoreBackend:
 
     def stat(self, key: str) -> KeyInfo:
         _check_key(key)
-        meta = self._call("stat", key, lambda: obstore.head(self._store, key))
+        try:
+            meta = self._call("stat", key, lambda: obstore.head(self._store, key))
+        except NotFound:
+            # A HEAD 404 has no body, so it cannot say "no such bucket"; ask once.
+            self._check_bucket()
+            raise
         return KeyInfo(key, int(meta["size"]), meta["last_modified"].timestamp())
+
+    def _check_bucket(self) -> None:
+        if self._bucket_checked:
+            return
+        self._call("list", "", lambda: obstore.list_with_delimiter(self._store, None))
+        self._bucket_checked = True
 
     def iter_prefix(self, prefix: str) -> Iterator[KeyInfo]:
         # Object stores list by path segment ("refs/a" lists "refs/a/…" only);
