@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .constants import LOCK_STALE_SECONDS, LOCK_WAIT_SECONDS
+from . import faults
 from .errors import LockTimeout
 
 _HOST = socket.gethostname()
@@ -63,6 +64,7 @@ class FileLock:
                 delay = min(delay * 2, 0.05)
                 continue
             try:
+                faults.point("lock")
                 os.write(fd, token)
             finally:
                 os.close(fd)

@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import faults
 from ..errors import BackendError, Conflict, InvalidName, NotFound
 from ..locks import FileLock
 from .base import BackendStats, KeyInfo
@@ -63,6 +64,7 @@ class LocalBackend:
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
+                faults.point("write")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
@@ -136,9 +138,11 @@ class LocalBackend:
     def put(self, key: str, data: bytes | memoryview) -> None:
         target = self._path(key)
         self.stats.add(requests=1)
+        faults.point("put")
         tmp = self._write_temp(data)
         try:
             self._ensure_dir(target.parent)
+            faults.point("rename")
             os.replace(tmp, target)
         except OSError as exc:
             _unlink_quietly(tmp)
@@ -151,6 +155,7 @@ class LocalBackend:
         self.stats.add(requests=1)
         if target.exists():
             return False
+        faults.point("put")
         created = self._link_into_place(self._write_temp(data), target, key)
         if created:
             self.stats.add(sent=len(data))
@@ -161,6 +166,7 @@ class LocalBackend:
         self.stats.add(requests=1)
         if target.exists():
             return False
+        faults.point("put")
         src = Path(path)
         try:
             with open(src, "rb+") as f:
@@ -176,6 +182,7 @@ class LocalBackend:
     def _link_into_place(self, tmp: Path, target: Path, key: str) -> bool:
         try:
             self._ensure_dir(target.parent)
+            faults.point("rename")
             os.link(tmp, target)
         except FileExistsError:
             return False
@@ -190,6 +197,7 @@ class LocalBackend:
         target = self._path(key)
         self.stats.add(requests=1)
         self._ensure_dir(target.parent)
+        faults.point("put")
         with FileLock(target.with_name(target.name + LOCK_SUFFIX)):
             # Re-read under the lock: this read, not the caller's, closes the race.
             try:
@@ -200,6 +208,7 @@ class LocalBackend:
                 raise Conflict(key, expected, actual)
             tmp = self._write_temp(data)
             try:
+                faults.point("rename")
                 os.replace(tmp, target)
             except OSError as exc:
                 _unlink_quietly(tmp)
@@ -210,6 +219,7 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         self.stats.add(requests=1)
         try:
+            faults.point("delete")
             os.unlink(self._path(key))
         except FileNotFoundError:
             pass
