@@ -129,11 +129,8 @@ def _describe(store: Store, coll: CollectionPath) -> str:
 
 
 def _find_by_digest(store: Store, coll: CollectionPath, prefix: str) -> ObjectId | None:
-    if coll.is_registry:
-        matches = [oid for _, oid in list_versions(store, coll) if read_entry(store, coll, oid).version.digest.startswith(prefix)]
-    else:
-        base = collection_prefix(coll.entity, coll.project, coll.name) + "digests/"
-        matches = [oid for _, oid in store.refs.iter_refs(base + prefix)]
+    base = collection_prefix(coll.entity, coll.project, coll.name) + "digests/"
+    matches = [oid for _, oid in store.refs.iter_refs(base + prefix)]
     if len(set(matches)) > 1:
         raise InvalidName(f"digest prefix {prefix!r} matches several versions of {coll}; give more digits")
     return matches[0] if matches else None
@@ -190,8 +187,13 @@ def commit_version(
 
 
 def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None, aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
-    """Link ``target`` into the registered model ``registry`` (once per version)."""
-    digest_key = digest_ref(registry.entity, registry.project, registry.name, target.version_id.hex)
+    """Link ``target`` into the registered model ``registry``.
+
+    A registered model holds each content once: linking a version whose tree is
+    already linked (even when logged by another run under another name) returns
+    the existing registry version.
+    """
+    digest_key = digest_ref(registry.entity, registry.project, registry.name, target.version.tree.hex)
     existing = store.refs.read(digest_key)
     created = existing is None
     if existing is None:
