@@ -35,6 +35,10 @@ MIN_SAVING = 0.02
 # gc deletes nothing younger than this: a writer that stored chunks but has not
 # yet written its version must not lose them.
 GC_GRACE_SECONDS = 3600.0
+# gc rewrites a pack (copying its live chunks to a new pack) once at least this
+# fraction of its stored bytes is garbage; below it, the copy costs more than
+# the space it frees.
+GC_REWRITE_GARBAGE_FRACTION = 0.5
 
 # A lock whose owner is on this host and no longer running is broken at once;
 # one whose owner we cannot check (another host) is broken after this long.
