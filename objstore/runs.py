@@ -303,7 +303,8 @@ class Run:
         art = self._artifact_from_path(path, name, "model", metadata, description)
         return self.log_artifact(art, aliases=list(wanted), progress=progress)
 
-    def use_model(self, name: str, root: str | os.PathLike[str] | None = None) -> str:
+    def use_model(self, name: str, root: str | os.PathLike[str] | None = None, *,
+                  progress: Callable[[int], None] | None = None) -> str:
         """Download a logged model and mark it as this run's input.
 
         Returns the path: the file itself when the version holds exactly one
@@ -316,7 +317,7 @@ class Run:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not a model; use use_artifact for it")
         art = Artifact._from_resolved(self.store, resolved)
         self._add_input(resolved.version_id.hex)
-        directory = Path(art.download(root))
+        directory = Path(art.download(root, progress=progress))
         files = art.files()
         if len(files) == 1 and files[0].kind == FILE:
             return str(directory / files[0].path)
