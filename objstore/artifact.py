@@ -353,8 +353,10 @@ class Artifact:
         verify(store.odb, store.chunker, resolved.version.tree, target)
 
     def save(self) -> None:
-        """Persist changes to ``aliases``."""
+        """Persist changes to ``aliases``. Checks everything before writing anything."""
         store, resolved = self._logged()
+        if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
+            raise InvalidInput("a logged version's metadata and description are immutable; log a new version to change them")
         wanted = check_aliases(self.aliases)
         current = set(aliases_for(store, resolved.collection, resolved.object_id))
         for alias in wanted:
@@ -364,8 +366,6 @@ class Artifact:
             delete_alias(store, resolved.collection, alias)
         self._saved_aliases = list(wanted)
         self.aliases = list(wanted)
-        if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
-            raise InvalidInput("a logged version's metadata and description are immutable; log a new version to change them")
 
     def logged_by(self) -> "RunInfo | None":
         from .runs import read_run_by_path
