@@ -1,0 +1,1 @@
+"""The ``objstore`` command: a thin git-style layer over the objstore library."""

@@ -1,0 +1,509 @@
+"""``objstore``: the git-style command over a store.
+
+Every command is a few lines over the library (:mod:`objstore` and its
+maintenance modules); nothing here decides anything the library does not.
+JSON shapes of ``--json`` are documented in ``docs/cli-json.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from objstore.errors import InvalidInput, ObjstoreError
+
+from . import output as out
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_DAMAGE = 3
+
+MAIN_HELP = """objstore: a git-like content-addressed store for ML models.
+
+\b
+Example:
+  objstore init
+  objstore log-model model.safetensors --name mnist --alias best
+  objstore log mnist
+  objstore diff mnist:v0 mnist:v1
+  objstore use-model mnist:best
+
+The store is --store, else $OBJSTORE_DIR, else the nearest .objstore directory
+above the working directory, else ~/.objstore. Set OBJSTORE_DEBUG=1 to see
+tracebacks.
+"""
+
+
+class ObjstoreGroup(click.Group):
+    """A click group whose errors are one line on stderr and never a traceback."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        debug = os.environ.get("OBJSTORE_DEBUG", "") not in ("", "0")
+        try:
+            code = super().main(args, prog_name or "objstore", complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "objstore"
+            _fail(f"{exc.format_message()} (see '{where} --help')", EXIT_USAGE, debug)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code or EXIT_ERROR, debug)
+        except click.Abort:
+            _fail("aborted", EXIT_ERROR, debug)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130, debug)
+        except BrokenPipeError:
+            sys.exit(EXIT_ERROR)
+        except ObjstoreError as exc:
+            _fail(str(exc), EXIT_ERROR, debug)
+        except Exception as exc:  # noqa: BLE001 - the top level turns anything into one line
+            _fail(f"unexpected {type(exc).__name__}: {exc}; rerun with OBJSTORE_DEBUG=1 and report it", EXIT_ERROR, debug)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    text = " ".join(str(message).split())  # always one line
+    click.echo(f"objstore: error: {text}", err=True)
+    sys.exit(code)
+
+
+class State:
+    """What the group options set up, for the commands."""
+
+    def __init__(self, store: str | None) -> None:
+        self.location = store
+        self._store: Any = None
+
+    def store(self) -> Any:
+        """The store, which must exist (``objstore init`` creates it)."""
+        if self._store is None:
+            from objstore.store import Store
+
+            self._store = Store.open_existing(self.location)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=ObjstoreGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--store", metavar="PATH|URL", envvar=None, help="The store (a directory or an s3:// URL).")
+@click.version_option(package_name="objstore", prog_name="objstore")
+@click.pass_context
+def main(ctx: click.Context, store: str | None) -> None:
+    state = State(store)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def json_option(f: Any) -> Any:
+    def quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:
+            os.environ["OBJSTORE_QUIET"] = "1"  # library notes go to stderr anyway; keep even those out
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, callback=quiet, expose_value=True, is_eager=True,
+                        help="Print JSON (shape in docs/cli-json.md).")(f)
+
+
+def project_option(f: Any) -> Any:
+    return click.option("--project", "-p", envvar="OBJSTORE_PROJECT", default=None,
+                        help="Project for short names [$OBJSTORE_PROJECT, else 'uncategorized'].")(f)
+
+
+def entity_option(f: Any) -> Any:
+    return click.option("--entity", "-e", default=None, help="Entity for short names [the OS user].")(f)
+
+
+def names(entity: str | None, project: str | None) -> tuple[str, str]:
+    from objstore.names import check_name
+    from objstore.runs import DEFAULT_PROJECT, default_entity
+
+    return (check_name(entity, "entity") if entity else default_entity(),
+            check_name(project, "project") if project else DEFAULT_PROJECT)
+
+
+def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> Any:
+    from objstore.names import parse_version_spec
+    from objstore.versions import resolve
+
+    ent, proj = names(entity, project)
+    return resolve(state.store(), parse_version_spec(text, entity=ent, project=proj))
+
+
+def parse_metadata(items: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE pairs; a VALUE that parses as JSON (numbers, true, lists) is kept typed."""
+    import json
+
+    meta: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --metadata lr=0.001)", param_hint="--metadata")
+        try:
+            meta[key] = json.loads(value)
+        except ValueError:
+            meta[key] = value
+    return meta
+
+
+def start_run(state: State, entity: str | None, project: str | None) -> Any:
+    from objstore.runs import Run
+
+    ent, proj = names(entity, project)
+    return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=None)
+
+
+def artifact_dict(art: Any) -> dict[str, Any]:
+    return {
+        "name": art.qualified_name, "version": art.version, "type": art.type, "digest": art.digest,
+        "size": art.size, "new_bytes": art.new_bytes, "aliases": sorted(art.aliases), "created_at": out.iso(art.created_at),
+    }
+
+
+# -- commands -------------------------------------------------------------------
+
+@main.command("init")
+@json_option
+@pass_state
+def init_cmd(state: State, as_json: bool) -> None:
+    """Create a store (or say it is there).
+
+    \b
+    Example:
+      objstore --store ./models init
+    """
+    from objstore.errors import NotFound
+    from objstore.store import Store
+
+    try:
+        store = Store.open_existing(state.location)
+        created = False
+    except NotFound:
+        store = Store.open(state.location, create=True)
+        created = True
+    state._store = store
+    if as_json:
+        out.emit_json({"store": str(store.location), "created": created})
+    else:
+        click.echo(f"{'Initialized empty' if created else 'Reinitialized existing'} objstore store at {store.location}")
+
+
+@main.command("log-model")
+@click.argument("path")
+@click.option("--name", "-n", default=None, help="Collection name [run-<run id>-<basename>].")
+@click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set (repeatable).")
+@click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable; JSON values kept typed).")
+@click.option("--description", "-d", default=None, help="Version description.")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str, ...], metadata: tuple[str, ...],
+                  description: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Log a model file or directory as a new version.
+
+    \b
+    Example:
+      objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
+    """
+    from objstore.names import check_aliases
+
+    meta = parse_metadata(metadata)
+    check_aliases(list(aliases))
+    if not os.path.exists(path) and "://" not in path:
+        raise InvalidInput(f"{path} does not exist; check the path")
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise InvalidInput(f"{path} is not readable (permission denied)")
+    with start_run(state, entity, project) as run:
+        with out.progress_bar(out.path_size(path), "logging") as progress:
+            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description, progress=progress)
+    if as_json:
+        out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
+    else:
+        verb = "logged" if art.created else "unchanged"
+        click.echo(f"{verb} {art.qualified_name}  {out.size(art.size)}, {out.size(art.new_bytes if art.created else 0)} new  digest {art.digest[:12]}")
+
+
+@main.command("use-model")
+@click.argument("name")
+@click.option("--root", default=None, type=click.Path(file_okay=False), help="Where to put it [./artifacts/<name>:<version>].")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def use_model_cmd(state: State, name: str, root: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Download a model version and print its path (the file itself for a one-file model).
+
+    \b
+    Example:
+      objstore use-model mnist:best --root /tmp/mnist
+    """
+    resolved = resolve_spec(state, name, entity, project)  # fail before a run is recorded
+    with start_run(state, entity, project) as run:
+        with out.progress_bar(resolved.version.size, "downloading") as progress:
+            path = run.use_model(resolved.qualified_name, root=root, progress=progress)
+    if as_json:
+        out.emit_json({"name": resolved.qualified_name, "path": path, "run": run.path})
+    else:
+        click.echo(path)
+
+
+@main.command("link-model")
+@click.argument("path")
+@click.argument("registered_model")
+@click.option("--name", "-n", default=None, help="Collection to log PATH into first.")
+@click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set in the registry (repeatable).")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def link_model_cmd(state: State, path: str, registered_model: str, name: str | None, aliases: tuple[str, ...],
+                   project: str | None, entity: str | None, as_json: bool) -> None:
+    """Log (or reuse) a model and link it into <entity>/model-registry/REGISTERED_MODEL.
+
+    \b
+    Example:
+      objstore link-model out/model.safetensors Digits --name mnist --alias production
+    """
+    from objstore.names import check_aliases, check_name
+
+    check_name(registered_model, "registered model name")
+    check_aliases(list(aliases))
+    if not os.path.exists(path) and "://" not in path:
+        raise InvalidInput(f"{path} does not exist; check the path")
+    with start_run(state, entity, project) as run:
+        linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
+    if as_json:
+        out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "run": run.path})
+    else:
+        click.echo(f"linked {linked.source_qualified_name} as {linked.qualified_name}")
+
+
+@main.command("ls")
+@click.argument("where", required=False, metavar="[ENTITY/PROJECT]")
+@entity_option
+@json_option
+@pass_state
+def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -> None:
+    """List projects, or the collections of ENTITY/PROJECT (or PROJECT of your entity).
+
+    \b
+    Example:
+      objstore ls
+      objstore ls charlie/mnist
+    """
+    from objstore.api import Api
+    from objstore.names import check_name
+    from objstore.versions import list_collections, list_projects
+
+    store = state.store()
+    if where is None:
+        rows = []
+        for ent, proj in list_projects(store, entity):
+            rows.append({"entity": ent, "project": proj, "collections": len(list_collections(store, ent, proj))})
+        rows = [r for r in rows if r["collections"]]
+        if as_json:
+            out.emit_json({"projects": rows})
+        else:
+            out.table(["PROJECT", "COLLECTIONS"], [[f"{r['entity']}/{r['project']}", r["collections"]] for r in rows])
+        return
+    parts = where.split("/")
+    if len(parts) == 1:
+        ent, proj = names(entity, None)[0], parts[0]
+    elif len(parts) == 2:
+        ent, proj = parts
+    else:
+        raise click.BadParameter(f"{where!r} is not ENTITY/PROJECT", param_hint="ENTITY/PROJECT")
+    check_name(ent, "entity")
+    check_name(proj, "project")
+    colls = Api(store, entity=ent, project=proj).artifact_collections(proj, entity=ent)
+    data = [{"name": c.name, "type": c.type, "versions": c.version_count, "aliases": list(c.aliases)} for c in colls]
+    if as_json:
+        out.emit_json({"entity": ent, "project": proj, "collections": data})
+    else:
+        out.table(["NAME", "TYPE", "VERSIONS", "ALIASES"], [[d["name"], d["type"], d["versions"], ",".join(d["aliases"])] for d in data])
+
+
+@main.command("log")
+@click.argument("name")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def log_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show the versions of a collection, newest first.
+
+    \b
+    Example:
+      objstore log mnist
+      objstore log charlie/model-registry/Digits --json
+    """
+    from objstore.api import Api
+
+    ent, proj = names(entity, project)
+    versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
+    rows = []
+    for art in reversed(versions):
+        logged = art.logged_by()
+        rows.append({
+            "version": art.version, "aliases": sorted(art.aliases), "size": art.size, "new_bytes": art.new_bytes,
+            "created_at": out.iso(art.created_at), "run": logged.path if logged else None, "digest": art.digest,
+            "source": art.source_qualified_name,
+        })
+    coll = versions[0].qualified_name.rsplit(":", 1)[0]
+    if as_json:
+        out.emit_json({"collection": coll, "versions": rows})
+    else:
+        out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
+            [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
+             out.when(a.created_at), r["run"] or "-"] for r, a in zip(rows, reversed(versions))])
+
+
+@main.command("show")
+@click.argument("name")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def show_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show one version: metadata, description, files, digest, who logged and used it.
+
+    \b
+    Example:
+      objstore show mnist:v1
+    """
+    from objstore.artifact import Artifact
+
+    resolved = resolve_spec(state, name, entity, project)
+    art = Artifact._from_resolved(state.store(), resolved)
+    logged = art.logged_by()
+    data = {
+        **artifact_dict(art), "id": resolved.object_id.hex, "source": art.source_qualified_name,
+        "description": art.description, "metadata": art.metadata,
+        "files": [{"path": f.path, "size": f.size, "kind": f.kind, "digest": f.digest, "ref": f.ref} for f in art.files()],
+        "logged_by": logged.path if logged else None, "used_by": sorted(r.path for r in art.used_by()),
+    }
+    if as_json:
+        out.emit_json(data)
+        return
+    click.echo(f"{data['name']}  ({data['type']})")
+    if data["source"] != data["name"]:
+        click.echo(f"links to    {data['source']}")
+    click.echo(f"digest      {data['digest']}")
+    click.echo(f"id          {data['id']}")
+    click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
+    click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
+    click.echo(f"created     {out.when(art.created_at)}")
+    click.echo(f"logged by   {data['logged_by'] or '-'}")
+    click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
+    click.echo(f"description {art.description or '-'}")
+    if art.metadata:
+        click.echo("metadata")
+        for k, v in sorted(art.metadata.items()):
+            click.echo(f"  {k}: {v}")
+    click.echo("files")
+    for f in data["files"]:
+        click.echo(f"  {out.size(f['size']):>10}  {f['path']}" + (f" -> {f['ref']}" if f["ref"] else ""))
+
+
+@main.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.option("--delete", "delete", is_flag=True, help="Remove ALIAS from the collection NAME.")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Point ALIAS at a version, or remove it with --delete.
+
+    \b
+    Example:
+      objstore alias mnist:v1 production
+      objstore alias --delete mnist production
+    """
+    from objstore.names import check_alias, parse_version_spec
+    from objstore.versions import delete_alias, resolve, set_alias
+
+    check_alias(alias)
+    ent, proj = names(entity, project)
+    if delete:
+        if ":" in name:
+            raise click.BadParameter(f"give the collection without a version: {name.split(':', 1)[0]}", param_hint="NAME")
+        coll = parse_version_spec(name, entity=ent, project=proj).collection
+        resolve(state.store(), parse_version_spec(f"{coll}:{alias}", entity=ent, project=proj))  # says what exists if not
+        delete_alias(state.store(), coll, alias)
+        result = {"collection": str(coll), "alias": alias, "version": None}
+    else:
+        if ":" not in name:
+            raise click.BadParameter(f"give the version to point at, e.g. {name}:v0", param_hint="NAME")
+        resolved = resolve(state.store(), parse_version_spec(name, entity=ent, project=proj))
+        set_alias(state.store(), resolved.collection, alias, resolved.object_id)
+        result = {"collection": str(resolved.collection), "alias": alias, "version": f"v{resolved.index}"}
+    if as_json:
+        out.emit_json(result)
+    elif delete:
+        click.echo(f"removed alias {alias} from {result['collection']}")
+    else:
+        click.echo(f"{result['collection']}:{alias} -> {result['version']}")
+
+
+@main.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Delete a whole collection's refs; 'objstore gc' then frees its unique bytes.
+
+    \b
+    Example:
+      objstore delete old-experiment --yes && objstore gc
+    """
+    from objstore.deletion import delete_collection
+    from objstore.names import parse_version_spec
+
+    if ":" in name:
+        raise click.BadParameter("delete removes a whole collection; give its name without ':'", param_hint="NAME")
+    ent, proj = names(entity, project)
+    coll = parse_version_spec(name, entity=ent, project=proj).collection
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to delete {coll} without confirmation; pass --yes")
+        click.confirm(f"delete every version of {coll}?", abort=True, err=True)
+    result = delete_collection(state.store(), coll)
+    if as_json:
+        out.emit_json({"collection": result.collection, "versions": result.versions, "refs": result.refs})
+    else:
+        click.echo(f"deleted {result.collection} ({result.versions} versions); run 'objstore gc' to free its bytes")
+
+
+def _register_more() -> None:
+    from . import maintenance
+
+    maintenance.register(main)
+    try:
+        from . import remote_commands  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    remote_commands.register(main)
+
+
+_register_more()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""``fsck``: re-hash everything a store holds and say which versions any damage breaks.
+
+Checks, in the order readers depend on them:
+
+1. every pack: its checksum, its ``.idx`` (present, intact, agreeing with the
+   pack), and every chunk the index lists re-hashed after decoding — a chunk is
+   good if at least one copy in some pack is;
+2. every metadata object (file, tree, version, link, run) re-hashed and decoded;
+3. every ref: it holds an id, the object exists and is of the right kind;
+4. every version and registry link: its tree, every subtree and file, and every
+   chunk of every file exist and are good.
+
+Each problem names the object and the versions (``entity/project/name:vN``,
+registry links included) it breaks. Nothing is changed; repair is separate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import codecs
+from .errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
+from .ids import Kind, ObjectId, hash_bytes
+from .inventory import version_label
+from .objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
+from .odb import idx_key, pack_key
+from .packs import INDEX_DTYPE, TRAILER, decode_idx, verify_pack
+from .refs import REFS
+from .store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong. ``kind``: pack, index, chunk, object, ref or missing."""
+
+    kind: str
+    object_id: str
+    message: str
+    breaks: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "object": self.object_id, "message": self.message, "breaks": list(self.breaks)}
+
+
+@dataclass(frozen=True, slots=True)
+class FsckReport:
+    """What fsck checked and found. ``ok`` when nothing is wrong."""
+
+    problems: tuple[Problem, ...]
+    packs: int
+    chunks: int
+    objects: int
+    refs: int
+    versions: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def damaged_versions(self) -> tuple[str, ...]:
+        """Every version some problem breaks, sorted."""
+        return tuple(sorted({v for p in self.problems for v in p.breaks}))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok, "damaged_versions": list(self.damaged_versions), "problems": [p.to_dict() for p in self.problems],
+            "checked": {"packs": self.packs, "chunks": self.chunks, "objects": self.objects, "refs": self.refs, "versions": self.versions},
+        }
+
+
+@dataclass
+class _State:
+    good_chunks: set[bytes] = field(default_factory=set)
+    bad_chunks: dict[bytes, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
+    bad_objects: dict[bytes, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
+    chunks_checked: int = 0
+
+
+def fsck(store: Store) -> FsckReport:
+    """Check the whole store; return a report (never raises for damage it finds)."""
+    st = _State()
+    packs = _check_packs(store, st)
+    for raw in list(st.bad_chunks):
+        if raw in st.good_chunks:
+            del st.bad_chunks[raw]
+    objects = _check_objects(store, st)
+    refs, roots = _check_refs(store, st)
+    breaks, missing = _check_versions(store, st, roots)
+
+    problems = list(st.problems)
+    for raw, why in sorted(st.bad_chunks.items()):
+        problems.append(Problem("chunk", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    for raw, why in sorted(st.bad_objects.items()):
+        problems.append(Problem("object", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    for raw, why in sorted(missing.items()):
+        problems.append(Problem("missing", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    return FsckReport(tuple(problems), packs, st.chunks_checked, objects, refs, len(roots))
+
+
+def _check_packs(store: Store, st: _State) -> int:
+    names = sorted(store.odb.iter_pack_names())
+    idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    for name in sorted(idx_names - set(names)):
+        st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
+    for name in names:
+        try:
+            data = store.backend.get(pack_key(name))
+        except NotFound:
+            continue  # removed by gc while we listed
+        try:
+            verify_pack(data, name)
+        except CorruptObject as exc:
+            st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
+        index = None
+        if name in idx_names:
+            try:
+                index = decode_idx(store.backend.get(idx_key(name)), name)
+            except (CorruptObject, NotFound) as exc:
+                st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged: {exc}; its chunks are unreadable"))
+        else:
+            st.problems.append(Problem("index", name, f"pack {name[:16]} has no index; its chunks are unreadable"))
+        if index is None:
+            # The odb cannot read these chunks, so they are not good; name them so
+            # fsck says which versions the lost index breaks.
+            for raw in _trailer_ids(data):
+                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
+            continue
+        for e in index:
+            raw = bytes(e["id"]).ljust(32, b"\0")
+            st.chunks_checked += 1
+            off, n = int(e["offset"]), int(e["stored_len"])
+            payload = memoryview(data)[off:off + n]
+            try:
+                if len(payload) != n:
+                    raise CorruptObject("truncated")
+                decoded = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
+                ok = hash_bytes(Kind.CHUNK, decoded).raw == raw
+                why = "does not hash to its id"
+            except (CorruptObject, ObjstoreError, ValueError) as exc:
+                ok, why = False, f"does not decode ({exc})"
+            if ok:
+                st.good_chunks.add(raw)
+            else:
+                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} in pack {name[:16]} {why}")
+    return len(names)
+
+
+def _trailer_ids(data: bytes) -> list[bytes]:
+    """Chunk ids a pack's own index section lists (best effort, for naming losses)."""
+    try:
+        index_offset, count, _ = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
+        stop = index_offset + count * INDEX_DTYPE.itemsize
+        if stop > len(data):
+            return []
+        import numpy as np
+
+        arr = np.frombuffer(data[index_offset:stop], dtype=INDEX_DTYPE)
+        return [bytes(x).ljust(32, b"\0") for x in arr["id"]]
+    except Exception:  # a damaged trailer: nothing to name
+        return []
+
+
+def _check_objects(store: Store, st: _State) -> int:
+    n = 0
+    for oid in store.odb.iter_object_ids():
+        n += 1
+        try:
+            store.odb.get_object(oid)
+        except NotFound:
+            continue
+        except ObjstoreError as exc:
+            st.bad_objects[oid.raw] = f"object {oid.hex[:16]}: {exc}"
+    return n
+
+
+def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
+    """Check every ref; return (count, {version or link id: label}) for the version walk."""
+    roots: dict[ObjectId, str] = {}
+    n = 0
+    for info in store.backend.iter_prefix(REFS):
+        n += 1
+        key = info.key
+        try:
+            oid = store.refs.read(key)
+        except CorruptObject as exc:
+            st.problems.append(Problem("ref", key, str(exc)))
+            continue
+        if oid is None:
+            continue  # a tombstone
+        parts = key[len(REFS):].split("/")
+        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}" if len(parts) == 5 and parts[3] == "versions" else None
+        if oid.raw in st.bad_objects:
+            st.problems.append(Problem("ref", key, f"ref {key} points at damaged object {oid.hex[:16]}", (label,) if label else ()))
+            continue
+        try:
+            obj = store.odb.get_object(oid)
+        except NotFound:
+            st.problems.append(Problem("ref", key, f"ref {key} points at {oid.hex[:16]}, which is not in the store", (label,) if label else ()))
+            continue
+        except ObjstoreError as exc:
+            st.problems.append(Problem("ref", key, f"ref {key}: {exc}", (label,) if label else ()))
+            continue
+        is_run = len(parts) == 4 and parts[2] == "runs"
+        want = (RunRecord,) if is_run else (Version, Link)
+        if not isinstance(obj, want):
+            st.problems.append(Problem("ref", key, f"ref {key} points at a {type(obj).__name__}, not a {'run' if is_run else 'version'}"))
+            continue
+        if label is not None:
+            roots[oid] = label
+        elif not is_run:
+            roots.setdefault(oid, "")  # alias / digest refs: checked, named by their version
+    return n, roots
+
+
+def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tuple[dict[bytes, set[str]], dict[bytes, str]]:
+    """Walk every version; return ({bad or missing id: versions broken}, {missing id: why})."""
+    breaks: dict[bytes, set[str]] = {}
+    missing: dict[bytes, str] = {}
+    memo: dict[bytes, frozenset[bytes]] = {}  # tree or file id -> bad ids below it
+
+    def bad_under_file(fid: ObjectId, path: str) -> frozenset[bytes]:
+        if fid.raw in memo:
+            return memo[fid.raw]
+        found: set[bytes] = set()
+        obj = _get(fid, f"file {path!r}")
+        if obj is None:
+            found.add(fid.raw)
+        elif not isinstance(obj, FileObject):
+            st.bad_objects[fid.raw] = f"object {fid.hex[:16]} ({path!r}) should be a file"
+            found.add(fid.raw)
+        else:
+            for c, _ in obj.chunks:
+                if c.raw not in st.good_chunks:
+                    if c.raw not in st.bad_chunks:
+                        missing[c.raw] = f"chunk {c.hex[:16]} of {path!r} is in no pack"
+                    found.add(c.raw)
+        memo[fid.raw] = frozenset(found)
+        return memo[fid.raw]
+
+    def bad_under_tree(tid: ObjectId, path: str, depth: int = 0) -> frozenset[bytes]:
+        if tid.raw in memo:
+            return memo[tid.raw]
+        found: set[bytes] = set()
+        obj = _get(tid, f"directory {path or '/'!r}")
+        if obj is None:
+            found.add(tid.raw)
+        elif not isinstance(obj, Tree) or depth > 256:
+            st.bad_objects[tid.raw] = f"object {tid.hex[:16]} ({path or '/'!r}) should be a tree"
+            found.add(tid.raw)
+        else:
+            for e in obj.entries:
+                if e.id is None:
+                    continue
+                sub = f"{path}{e.name}"
+                if e.kind == TREE:
+                    found |= bad_under_tree(e.id, sub + "/", depth + 1)
+                elif e.kind == FILE:
+                    found |= bad_under_file(e.id, sub)
+        memo[tid.raw] = frozenset(found)
+        return memo[tid.raw]
+
+    def _get(oid: ObjectId, what: str) -> object | None:
+        if oid.raw in st.bad_objects:
+            return None
+        try:
+            return store.odb.get_object(oid)
+        except NotFound:
+            missing[oid.raw] = f"{what} (object {oid.hex[:16]}) is not in the store"
+        except (ObjstoreError, UnsafePath) as exc:
+            st.bad_objects[oid.raw] = f"object {oid.hex[:16]} ({what}): {exc}"
+        return None
+
+    for oid, label in roots.items():
+        try:
+            obj = store.odb.get_object(oid)
+        except ObjstoreError:
+            continue  # reported as a ref problem
+        labels = {label} if label else set()
+        if isinstance(obj, Link):
+            target = _get(obj.target, f"the version {obj.target_name} that {label or obj.registry} links")
+            if not isinstance(target, Version):
+                if target is not None:
+                    st.bad_objects[obj.target.raw] = f"link target {obj.target.hex[:16]} is not a version"
+                breaks.setdefault(obj.target.raw, set()).update(labels or {f"{obj.registry}:v{obj.index}"})
+                continue
+            obj = target
+            labels.add(version_label(target))
+        if not isinstance(obj, Version):
+            continue
+        labels.add(version_label(obj))
+        for bad in bad_under_tree(obj.tree, ""):
+            breaks.setdefault(bad, set()).update(labels)
+    return breaks, missing

@@ -1,0 +1,277 @@
+"""``gc``: drop what no ref or reflog reaches, safely while writers run.
+
+Reachable = everything reached along strong edges (:mod:`objstore.inventory`)
+from every live ref and every object any reflog entry names (so a moved alias
+or an old run record keeps its target until its reflog goes).
+
+Safety while other processes write (they store chunks, then packs, then
+objects, then refs — :mod:`objstore.odb`):
+
+- Nothing younger than ``grace_seconds`` (by the backend's modification time)
+  is ever considered garbage: a writer that stored chunks but not yet its
+  version loses nothing.
+- Two phases. Phase 1 only *marks*: an unreachable pack gets
+  ``gc/marked/<pack>``, unreachable loose objects are listed in one
+  ``gc/objects/<time>-<rand>`` file. Phase 2, in a later gc once a mark is
+  older than the grace period, re-checks against a fresh mark of what is
+  reachable *now*: a marked pack is deleted only if every chunk in it that is
+  reachable now has a copy in a pack that stays; otherwise its mark is dropped
+  (something started using it again). Marked objects are deleted only if still
+  unreachable. With ``grace_seconds=0`` both phases happen in one run — only for
+  when no writer can be running.
+- A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
+  bytes) is rewritten: its live chunks are copied, verified, into a new pack
+  (create-only, index written), and only then is the old pack marked.
+
+Deletion order is the reverse of the write order: a pack's ``.idx`` goes before
+the pack, so no reader learns of a pack that is about to vanish.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+import msgpack
+
+from . import codecs
+from .constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
+from .errors import CorruptObject, NotFound, ObjstoreError
+from .ids import Kind, ObjectId, hash_bytes
+from .inventory import ContentWalker
+from .objects import Link, RunRecord, Version
+from .odb import OBJECTS, idx_key, object_key, pack_key
+from .packs import decode_idx
+from .refs import REFS
+from .store import Store
+
+GC_PREFIX = "gc/"
+MARKED_PACKS = "gc/marked/"
+MARKED_OBJECTS = "gc/objects/"
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What one gc did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    reachable_objects: int
+    reachable_chunks: int
+    packs_marked: int
+    packs_rewritten: int
+    chunks_copied: int
+    packs_deleted: int
+    packs_unmarked: int
+    objects_marked: int
+    objects_deleted: int
+    bytes_marked: int  # freed by a later gc, once the marks are older than the grace period
+    bytes_freed: int  # freed by this run (deleted packs, indexes and objects, minus copies written)
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Reachable:
+    objects: frozenset[ObjectId]
+    chunks: frozenset[bytes]
+
+
+def mark_reachable(store: Store) -> Reachable:
+    """Everything reachable from refs and reflogs. Raises CorruptObject if a ref
+    reaches a damaged or missing object (gc must not guess; run fsck)."""
+    roots: set[ObjectId] = set()
+    for _, oid in store.refs.iter_refs(REFS):
+        roots.add(oid)
+    reflog_only = set(store.refs.iter_reflog_targets()) - roots
+    walker = ContentWalker(store)
+    objects: set[ObjectId] = set()
+    chunks: set[bytes] = set()
+
+    def visit(oid: ObjectId, strict: bool) -> None:
+        if oid in objects:
+            return
+        try:
+            obj = store.odb.get_object(oid)
+        except NotFound:
+            if strict:
+                raise CorruptObject(f"a ref reaches object {oid.hex[:16]}, which is missing; run 'objstore fsck' before gc", object_id=oid.hex) from None
+            return  # a reflog entry naming something long gone
+        objects.add(oid)
+        if isinstance(obj, Link):
+            visit(obj.target, strict)
+        elif isinstance(obj, Version):
+            tree_objects, tree_chunks = walker.tree_contents(obj.tree)
+            objects.update(tree_objects)
+            chunks.update(tree_chunks)
+        elif isinstance(obj, RunRecord):
+            pass  # inputs/outputs are lineage (weak), not content
+
+    for oid in roots:
+        visit(oid, True)
+    for oid in reflog_only:
+        try:
+            visit(oid, False)
+        except ObjstoreError as exc:
+            raise CorruptObject(f"a reflog entry reaches damaged object {oid.hex[:16]} ({exc}); run 'objstore fsck' before gc") from exc
+    return Reachable(frozenset(objects), frozenset(chunks))
+
+
+def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False,
+                    now: float | None = None) -> GcReport:
+    """Run one gc over ``store`` (see the module docstring for the guarantees)."""
+    if grace_seconds < 0:
+        from .errors import InvalidInput
+
+        raise InvalidInput("the grace period cannot be negative; pass 0 or more seconds")
+    start = time.time() if now is None else now
+    # List what exists *before* marking: anything stored after this listing is
+    # simply not considered, and anything listed but referenced by a ref written
+    # after we read the refs is younger than the grace period.
+    pack_infos = {info.key[len("packs/"):-len(".pack")]: info for info in store.backend.iter_prefix("packs/") if info.key.endswith(".pack")}
+    idx_sizes = {info.key[len("packs/"):-len(".idx")]: info.size for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    object_infos = {}
+    for info in store.backend.iter_prefix(OBJECTS):
+        rest = info.key[len(OBJECTS):].replace("/", "")
+        if len(rest) == 64:
+            try:
+                object_infos[ObjectId.from_hex(rest)] = info
+            except ObjstoreError:
+                continue
+    reach = mark_reachable(store)
+
+    def old(mtime: float) -> bool:
+        # grace 0: the caller knows no writer runs, so marks made now are due now.
+        return grace_seconds == 0 or start - mtime >= grace_seconds
+
+    counts = dict(packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
+                  objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0)
+    indexes: dict[str, object] = {}
+    for name in pack_infos:
+        try:
+            indexes[name] = decode_idx(store.backend.get(idx_key(name)), name)
+        except (NotFound, CorruptObject):
+            continue  # no usable index: leave the pack alone (fsck reports it)
+    marked = {info.key[len(MARKED_PACKS):]: info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
+    copied_chunks: set[bytes] = set()
+
+    # -- phase 1: mark unreachable packs, rewrite mostly-garbage ones ----------
+    for name, info in sorted(pack_infos.items()):
+        if name in marked or name not in indexes or not old(info.mtime):
+            continue
+        index = indexes[name]
+        live = [e for e in index if bytes(e["id"]).ljust(32, b"\0") in reach.chunks]
+        if live:
+            garbage = sum(int(e["stored_len"]) for e in index) - sum(int(e["stored_len"]) for e in live)
+            total = sum(int(e["stored_len"]) for e in index)
+            if total == 0 or garbage / total < GC_REWRITE_GARBAGE_FRACTION:
+                continue
+            if not dry_run:
+                copied = _rewrite(store, name, live)
+                if copied is None:
+                    continue  # a live chunk is damaged: keep the pack, fsck will say
+                counts["chunks_copied"] += len(copied)
+                copied_chunks.update(copied)
+                counts["bytes_freed"] -= sum(int(e["stored_len"]) for e in live)
+            else:
+                counts["chunks_copied"] += len(live)
+                copied_chunks.update(bytes(e["id"]).ljust(32, b"\0") for e in live)
+            counts["packs_rewritten"] += 1
+        counts["packs_marked"] += 1
+        counts["bytes_marked"] += info.size + idx_sizes.get(name, 0)
+        marked[name] = start
+        if not dry_run:
+            store.backend.put_if_absent(MARKED_PACKS + name, msgpack.packb({"when": start}))
+
+    # -- phase 1: mark unreachable loose objects ---------------------------------
+    already: set[bytes] = set()
+    object_marks = [(info.key, info.mtime, _read_object_mark(store, info.key)) for info in store.backend.iter_prefix(MARKED_OBJECTS)]
+    for _, _, ids in object_marks:
+        already.update(ids)
+    fresh = [oid for oid, info in object_infos.items() if oid not in reach.objects and oid.raw not in already and old(info.mtime)]
+    if fresh:
+        counts["objects_marked"] = len(fresh)
+        counts["bytes_marked"] += sum(object_infos[o].size for o in fresh)
+        key = f"{MARKED_OBJECTS}{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        if not dry_run:
+            store.backend.put_if_absent(key, b"".join(o.raw for o in fresh))
+        object_marks.append((key, start, [o.raw for o in fresh]))
+
+    # -- phase 2: delete what stayed marked past the grace period ----------------
+    due = {name for name, mtime in marked.items() if old(mtime) and name in pack_infos}
+    for name in marked:
+        if name not in pack_infos and not dry_run:
+            store.backend.delete(MARKED_PACKS + name)  # the pack is gone already
+    # Which packs keep each reachable chunk: a due pack may go only if every live
+    # chunk in it also lives in a pack that stays.
+    staying_chunks: set[bytes] = set(copied_chunks)
+    for name, index in indexes.items():
+        if name not in due:
+            staying_chunks.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
+    for name in sorted(due):
+        index = indexes.get(name)
+        ids = [bytes(x).ljust(32, b"\0") for x in index["id"]] if index is not None else []  # type: ignore[index]
+        needed = [c for c in ids if c in reach.chunks and c not in staying_chunks]
+        if needed:
+            # Reachable again (a version logged since reuses it): keep it, drop the mark.
+            counts["packs_unmarked"] += 1
+            staying_chunks.update(ids)
+            if not dry_run:
+                store.backend.delete(MARKED_PACKS + name)
+            continue
+        counts["packs_deleted"] += 1
+        counts["bytes_freed"] += pack_infos[name].size + idx_sizes.get(name, 0)
+        if not dry_run:
+            store.backend.delete(idx_key(name))
+            store.backend.delete(pack_key(name))
+            store.backend.delete(MARKED_PACKS + name)
+
+    for key, mtime, ids in object_marks:
+        if not old(mtime):
+            continue
+        for raw in ids:
+            oid = ObjectId(raw)
+            if oid in reach.objects:
+                continue  # in use again
+            obj_info = object_infos.get(oid)
+            if obj_info is None:
+                continue
+            counts["objects_deleted"] += 1
+            counts["bytes_freed"] += obj_info.size
+            if not dry_run:
+                store.backend.delete(object_key(oid))
+        if not dry_run:
+            store.backend.delete(key)
+    return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts)
+
+
+def _read_object_mark(store: Store, key: str) -> list[bytes]:
+    try:
+        data = store.backend.get(key)
+    except NotFound:
+        return []
+    return [data[i:i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+
+
+def _rewrite(store: Store, name: str, live: list) -> list[bytes] | None:
+    """Copy the live chunks of pack ``name`` into a new pack, verified. Returns the
+    ids copied, or None (writing nothing) if one of them is damaged."""
+    data = store.backend.get(pack_key(name))
+    copies = []
+    for e in live:
+        raw_id = bytes(e["id"]).ljust(32, b"\0")
+        off, n = int(e["offset"]), int(e["stored_len"])
+        payload = data[off:off + n]
+        try:
+            raw = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
+        except ObjstoreError:
+            return None
+        if len(payload) != n or hash_bytes(Kind.CHUNK, raw).raw != raw_id:
+            return None
+        copies.append((ObjectId(raw_id), int(e["codec"]), int(e["raw_len"]), payload))
+    for chunk_id, codec_id, raw_len, payload in copies:
+        store.odb.add_encoded(chunk_id, codec_id, raw_len, payload)
+    store.odb.flush()  # the new pack and its index exist before the old pack is marked
+    return [c.raw for c, _, _, _ in copies]
