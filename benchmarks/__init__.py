@@ -1,0 +1,1 @@
+"""objstore benchmarks: ``python -m benchmarks --help``."""
