@@ -160,17 +160,19 @@ def commit_version(
     if existing is None:
         n = _next_index_hint(store, coll)
         while True:
-            if store.refs.exists(version_ref(coll.entity, coll.project, coll.name, n)):
-                n += 1
-                continue
-            parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
-            version = Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
-                              new_bytes, description, metadata, time.time(), run)
-            vid = store.odb.put_object(version)
-            if store.refs.create(version_ref(coll.entity, coll.project, coll.name, n), vid, f"log {coll.name}:v{n}"):
-                break
-            # Another writer took v<n> first; it may even hold our content.
-            existing = store.refs.read(digest_key)
+            ref = version_ref(coll.entity, coll.project, coll.name, n)
+            held = store.refs.read(ref)
+            if held is None:
+                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
+                version = Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
+                                  new_bytes, description, metadata, time.time(), run)
+                vid = store.odb.put_object(version)
+                if store.refs.create(ref, vid, f"log {coll.name}:v{n}"):
+                    break
+                held = store.refs.read(ref)
+            # v<n> is taken, perhaps by this very content: a racing writer of it, or
+            # one that crashed between its version ref and its digest ref.
+            existing = store.refs.read(digest_key) or _holding(store, coll, held, tree)
             if existing is not None:
                 created = False
                 break
@@ -178,6 +180,8 @@ def commit_version(
         if created:
             store.refs.create(digest_key, vid, f"digest of {coll.name}:v{n}")
             existing = vid
+        else:
+            store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
     entry = read_entry(store, coll, existing)
     advance_latest(store, coll, entry.index)
@@ -199,15 +203,17 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
     if existing is None:
         n = _next_index_hint(store, registry)
         while True:
-            if store.refs.exists(version_ref(registry.entity, registry.project, registry.name, n)):
-                n += 1
-                continue
-            v = target.version
-            link = Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
-            lid = store.odb.put_object(link)
-            if store.refs.create(version_ref(registry.entity, registry.project, registry.name, n), lid, f"link {link.target_name} as v{n}"):
-                break
-            existing = store.refs.read(digest_key)
+            ref = version_ref(registry.entity, registry.project, registry.name, n)
+            held = store.refs.read(ref)
+            if held is None:
+                v = target.version
+                link = Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
+                lid = store.odb.put_object(link)
+                if store.refs.create(ref, lid, f"link {link.target_name} as v{n}"):
+                    break
+                held = store.refs.read(ref)
+            # As in commit_version: v<n> may already link this content.
+            existing = store.refs.read(digest_key) or _holding(store, registry, held, target.version.tree)
             if existing is not None:
                 created = False
                 break
@@ -215,12 +221,36 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
         if created:
             store.refs.create(digest_key, lid, f"link of {link.target_name}")
             existing = lid
+        else:
+            store.refs.create(digest_key, existing, f"link of {registry.name}, restored")
     assert existing is not None
     entry = read_entry(store, registry, existing)
     advance_latest(store, registry, entry.index)
     for alias in aliases:
         set_alias(store, registry, alias, entry.object_id)
     return entry, created
+
+
+def _holding(store: Store, coll: CollectionPath, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
+    """``oid`` if that entry of ``coll`` holds ``tree`` (a damaged entry is not ours)."""
+    if oid is None:
+        return None
+    try:
+        return oid if read_entry(store, coll, oid).version.tree == tree else None
+    except (CorruptObject, NotFound):
+        return None
+
+
+def _restore_digest_ref(store: Store, coll: CollectionPath, oid: ObjectId) -> None:
+    """Create the digest ref of entry ``oid`` if its writer died before doing so,
+    so logging that content again finds it instead of adding a duplicate version."""
+    try:
+        tree = read_entry(store, coll, oid).version.tree
+    except (CorruptObject, NotFound):
+        return  # fsck reports damaged entries; latest still moves past them
+    key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
+    if not store.refs.exists(key):
+        store.refs.create(key, oid, f"digest of {coll.name}, restored")
 
 
 def _next_index_hint(store: Store, coll: CollectionPath) -> int:
@@ -240,6 +270,10 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
         nxt = store.refs.read(version_ref(coll.entity, coll.project, coll.name, k + 1))
         if nxt is None:
             return  # a later version's writer is still claiming it; it will move latest itself
+        if k + 1 != upto:
+            # Moving latest past another writer's version: that writer may have died
+            # before its digest ref; restore it (create-only, so a live one loses nothing).
+            _restore_digest_ref(store, coll, nxt)
         try:
             store.refs.set_if_equals(ref, raw, nxt, f"v{k + 1} is the newest version")
         except Conflict:
