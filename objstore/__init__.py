@@ -12,9 +12,11 @@ from __future__ import annotations
 from . import errors
 from .api import Api, ArtifactCollection
 from .artifact import Artifact, ArtifactFile
+from .remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
 from .runs import Run, RunInfo, init
 from .store import Store
 
 __version__ = "0.1.0"
 
-__all__ = ["Api", "Artifact", "ArtifactCollection", "ArtifactFile", "Run", "RunInfo", "Store", "errors", "init", "__version__"]
+__all__ = ["Api", "Artifact", "ArtifactCollection", "ArtifactFile", "Remote", "Run", "RunInfo", "Store", "clone", "errors", "fetch",
+           "init", "pull", "push", "remote_add", "remote_list", "remote_remove", "__version__"]
