@@ -314,6 +314,12 @@ class ObjectStoreBackend:
         self._call("list", "", lambda: obstore.list_with_delimiter(self._store, None))
         self._bucket_checked = True
 
+    def head(self, key: str) -> tuple[KeyInfo, str | None]:
+        """Like :meth:`stat`, plus the object's ETag (reference artifacts record it)."""
+        _check_key(key)
+        meta = self._call("stat", key, lambda: obstore.head(self._store, key))
+        return KeyInfo(key, int(meta["size"]), meta["last_modified"].timestamp()), meta.get("e_tag")
+
     def iter_prefix(self, prefix: str) -> Iterator[KeyInfo]:
         # Object stores list by path segment ("refs/a" lists "refs/a/…" only);
         # the contract is a string prefix. So list the parent segment and filter.
