@@ -37,7 +37,7 @@ from .constants import MAX_METADATA_BYTES, PACK_TARGET
 from .errors import CorruptObject, NotFound, StoreBroken
 from .ids import Kind, ObjectId, hash_bytes
 from .objects import MetaObject, decode, encode
-from .packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx
+from .packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, read_pack_index
 
 PACKS = "packs/"
 OBJECTS = "objects/"
@@ -148,6 +148,7 @@ class ObjectDatabase:
         self._loaded = False
         self._writer: _OpenPack | None = None
         self._broken: BaseException | None = None
+        self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
         self.new_chunks = 0
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
 
@@ -156,15 +157,29 @@ class ObjectDatabase:
         """Load the index files of packs this process has not seen yet."""
         with self._lock:
             names = [info.key[len(PACKS) : -len(IDX_SUFFIX)] for info in self.backend.iter_prefix(PACKS) if info.key.endswith(IDX_SUFFIX)]
-            fresh = [n for n in names if n not in self.index]
+            fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
             loaded = []
             for name in fresh:
                 try:
                     loaded.append((name, decode_idx(self.backend.get(idx_key(name)), name)))
                 except NotFound:
                     continue  # removed by gc while we listed
+                except CorruptObject:
+                    # One damaged .idx must not make every version unreadable: the pack
+                    # carries the same index, covered by the pack's own checksum.
+                    index = self._index_from_pack(name)
+                    if index is None:
+                        self.damaged_packs.add(name)
+                    else:
+                        loaded.append((name, index))
             self.index.add_packs(loaded)
             self._loaded = True
+
+    def _index_from_pack(self, name: str) -> np.ndarray | None:
+        try:
+            return read_pack_index(self.backend.get(pack_key(name)), name)
+        except (CorruptObject, NotFound):
+            return None
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
@@ -185,6 +200,11 @@ class ObjectDatabase:
         if loc is None:
             self.refresh()  # another process may have added a pack since we loaded
             loc = self.index.locate(chunk_id.raw)
+        if loc is None and self.damaged_packs:
+            named = ", ".join(sorted(n[:16] for n in self.damaged_packs))
+            raise CorruptObject(
+                f"chunk {chunk_id.hex[:16]} is in no readable pack; pack(s) {named} and their indexes are damaged; "
+                "run objstore fsck", object_id=chunk_id.hex)
         if loc is None:
             raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store", key=chunk_id.hex)
         return loc
