@@ -182,15 +182,16 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
     for info in store.backend.iter_prefix(REFS):
         n += 1
         key = info.key
+        parts = key[len(REFS):].split("/")
+        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}" if len(parts) == 5 and parts[3] == "versions" else None
         try:
             oid = store.refs.read(key)
         except CorruptObject as exc:
-            st.problems.append(Problem("ref", key, str(exc)))
+            # A version ref holding garbage breaks that version: name it.
+            st.problems.append(Problem("ref", key, str(exc), (label,) if label else ()))
             continue
         if oid is None:
             continue  # a tombstone
-        parts = key[len(REFS):].split("/")
-        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}" if len(parts) == 5 and parts[3] == "versions" else None
         if oid.raw in st.bad_objects:
             st.problems.append(Problem("ref", key, f"ref {key} points at damaged object {oid.hex[:16]}", (label,) if label else ()))
             continue
