@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
 
-from .errors import InvalidInput, NotFound, ObjstoreError
+from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from .ingest import chunk_file
 from .materialize import materialize, verify
 from .names import check_aliases, check_name
@@ -341,7 +341,12 @@ class Artifact:
         and return that directory. Files already there and intact are not rewritten."""
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
-        materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference)
+        try:
+            materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference)
+        except CorruptObject as exc:
+            # The odb knows the damaged object, only we know the version it breaks.
+            breaks = tuple(dict.fromkeys((*exc.breaks, resolved.qualified_name, self.source_qualified_name)))
+            raise CorruptObject(exc.args[0], object_id=exc.object_id, expected=exc.expected, actual=exc.actual, breaks=breaks) from exc
         return str(target)
 
     def verify(self, root: str | os.PathLike[str] | None = None) -> None:
