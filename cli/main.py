@@ -158,11 +158,31 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, Any]:
     return meta
 
 
-def start_run(state: State, entity: str | None, project: str | None) -> Any:
+def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Any:
     from objstore.runs import Run
 
     ent, proj = names(entity, project)
-    return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=None)
+    return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
+
+
+def check_log_args(path: str, name: str | None, run_id: str) -> None:
+    """Refuse bad input before a run is recorded, so a failed command changes nothing."""
+    from objstore.names import check_name
+
+    if not os.path.exists(path) and "://" not in path:
+        raise InvalidInput(f"{path} does not exist; check the path")
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        raise InvalidInput(f"{path} is not readable (permission denied)")
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise InvalidInput(f"{path} is not a regular file or directory; give a model file or directory")
+    if name is not None:
+        check_name(name, "artifact name")
+    else:
+        base = os.path.basename(os.path.normpath(path.rstrip("/"))) if "://" not in path else path.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            check_name(f"run-{run_id}-{base}", "artifact name")
+        except ObjstoreError:
+            raise InvalidInput(f"the default name for {path!r} breaks the naming rules; pass --name with 1-128 of A-Z a-z 0-9 . _ -") from None
 
 
 def artifact_dict(art: Any) -> dict[str, Any]:
@@ -219,14 +239,14 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
       objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
     """
     from objstore.names import check_aliases
+    from objstore.runs import new_run_id
 
     meta = parse_metadata(metadata)
     check_aliases(list(aliases))
-    if not os.path.exists(path) and "://" not in path:
-        raise InvalidInput(f"{path} does not exist; check the path")
-    if os.path.exists(path) and not os.access(path, os.R_OK):
-        raise InvalidInput(f"{path} is not readable (permission denied)")
-    with start_run(state, entity, project) as run:
+    run_id = new_run_id()
+    check_log_args(path, name, run_id)
+    state.store()
+    with start_run(state, entity, project, run_id) as run:
         with out.progress_bar(out.path_size(path), "logging") as progress:
             art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description, progress=progress)
     if as_json:
@@ -278,12 +298,14 @@ def link_model_cmd(state: State, path: str, registered_model: str, name: str | N
       objstore link-model out/model.safetensors Digits --name mnist --alias production
     """
     from objstore.names import check_aliases, check_name
+    from objstore.runs import new_run_id
 
     check_name(registered_model, "registered model name")
     check_aliases(list(aliases))
-    if not os.path.exists(path) and "://" not in path:
-        raise InvalidInput(f"{path} does not exist; check the path")
-    with start_run(state, entity, project) as run:
+    run_id = new_run_id()
+    check_log_args(path, name, run_id)
+    state.store()
+    with start_run(state, entity, project, run_id) as run:
         linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
     if as_json:
         out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "run": run.path})

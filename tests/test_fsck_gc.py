@@ -1,0 +1,201 @@
+"""fsck finds and names damage; gc frees exactly the unreachable and nothing a writer needs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from objstore.gc import collect_garbage
+from objstore.ids import Kind, hash_bytes
+from objstore.odb import idx_key
+from objstore.packs import decode_idx
+from objstore.runs import default_entity
+from objstore.store import Store
+
+from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
+
+ENTITY = default_entity()
+HOUR = 3600
+
+
+def _packs(store: Path) -> set[str]:
+    return {p.name[:-5] for p in (store / "packs").glob("*.pack")}
+
+
+def _age(root: Path, seconds: float) -> None:
+    """Pretend everything under ``root`` was written ``seconds`` ago."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = Path(dirpath, name)
+            st = p.stat()
+            os.utime(p, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def test_fsck_names_only_the_version_a_flipped_byte_breaks(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    write_safetensors(a, random_layers(11, prefix="enc"))
+    write_safetensors(b, random_layers(22, prefix="dec"))
+    run_cli(store, "log-model", str(a), "--name", "alpha")
+    packs_after_a = _packs(store)
+    run_cli(store, "log-model", str(b), "--name", "beta")
+    (b_pack,) = _packs(store) - packs_after_a
+    run_cli(store, "link-model", str(b), "Decoder", "--name", "beta")
+
+    opened = Store.open_existing(store)
+    index = decode_idx(opened.backend.get(idx_key(b_pack)), b_pack)
+    entry = max(index, key=lambda e: int(e["raw_len"]))  # a tensor chunk, not a header
+    path = store / "packs" / f"{b_pack}.pack"
+    data = bytearray(path.read_bytes())
+    data[int(entry["offset"]) + 100] ^= 0x01
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes(data))
+
+    r = run_cli(store, "fsck", check=False)
+    assert r.code == 3, r.out + r.err
+    assert f"{ENTITY}/uncategorized/beta:v0" in r.out and f"{ENTITY}/model-registry/Decoder:v0" in r.out
+    assert "alpha" not in r.out
+    report = run_cli(store, "fsck", "--json", check=False).json()
+    assert report["ok"] is False
+    assert report["damaged_versions"] == sorted([f"{ENTITY}/model-registry/Decoder:v0", f"{ENTITY}/uncategorized/beta:v0"])
+    chunk_problems = [p for p in report["problems"] if p["kind"] == "chunk"]
+    assert [p["object"] for p in chunk_problems] == [bytes(entry["id"]).ljust(32, b"\0").hex()]
+    # the undamaged model still comes out whole; the damaged one is refused, not returned wrong
+    assert sha(run_cli(store, "use-model", "alpha", "--root", str(tmp_path / "o1")).out.strip()) == sha(a)
+    bad = run_cli(store, "use-model", "beta", "--root", str(tmp_path / "o2"), check=False)
+    assert bad.code == 1 and "does not hash" in bad.err
+
+
+def test_fsck_reports_a_missing_object_and_a_dangling_ref(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(5, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "gamma")
+    tree = run_cli(store, "show", "gamma", "--json").json()["digest"]
+    (store / "objects" / tree[:2] / tree[2:]).unlink()
+    report = run_cli(store, "fsck", "--json", check=False).json()
+    assert report["damaged_versions"] == [f"{ENTITY}/uncategorized/gamma:v0"]
+    assert any(p["kind"] == "missing" and p["object"] == tree for p in report["problems"])
+
+
+def test_gc_frees_a_deleted_collection_keeps_shared_bytes_and_a_concurrent_version(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    shared = random_layers(31, layers=2, prefix="shared")
+    keep, doomed = tmp_path / "keep.safetensors", tmp_path / "doomed.safetensors"
+    write_safetensors(keep, {**shared, **random_layers(32, layers=2, prefix="keep")})
+    write_safetensors(doomed, {**shared, **random_layers(33, layers=4, prefix="doomed")})
+    run_cli(store, "log-model", str(keep), "--name", "keep")
+    run_cli(store, "log-model", str(doomed), "--name", "doomed")
+    du_before = run_cli(store, "du", "--json").json()
+    doomed_unique = 4 * 256 * 256 * 2  # its own four tensors; the shared two stay
+    run_cli(store, "delete", "doomed", "--yes")
+    assert run_cli(store, "log", "doomed", check=False).code == 1
+
+    # Pretend all of that is old, then mark: nothing is deleted by the first gc.
+    _age(store, 2 * HOUR)
+    first = run_cli(store, "gc", "--grace", "600", "--json").json()
+    assert first["packs_marked"] + first["packs_rewritten"] >= 1 and first["packs_deleted"] == 0
+    assert first["objects_marked"] >= 3 and first["objects_deleted"] == 0
+    _age(store / "gc", 2 * HOUR)  # the marks are past the grace period now
+
+    # A writer logs a new model while gc runs repeatedly.
+    fresh = tmp_path / "fresh.safetensors"
+    write_safetensors(fresh, random_layers(34, layers=8, shape=(512, 512), prefix="fresh"))
+    env = {k: v for k, v in os.environ.items() if k not in ("OBJSTORE_DIR", "OBJSTORE_PROJECT")}
+    packs_before_writer = _packs(store)
+    writer = subprocess.Popen([str(OBJSTORE), "--store", str(store), "log-model", str(fresh), "--name", "fresh"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = []
+    while writer.poll() is None or not runs:
+        runs.append(run_cli(store, "gc", "--grace", "600", "--json").json())
+    out, err = writer.communicate()
+    assert writer.returncode == 0, err
+    runs.append(run_cli(store, "gc", "--grace", "600", "--json").json())
+    assert sum(r["packs_deleted"] for r in runs) >= 1 and sum(r["objects_deleted"] for r in runs) >= 3
+
+    assert run_cli(store, "fsck").code == 0
+    got = run_cli(store, "use-model", "fresh", "--root", str(tmp_path / "f")).out.strip()
+    assert sha(got) == sha(fresh)
+    got = run_cli(store, "use-model", "keep", "--root", str(tmp_path / "k")).out.strip()
+    assert sha(got) == sha(keep)
+    du_after = run_cli(store, "du", "--json").json()
+    fresh_pack_bytes = sum((store / "packs" / f"{p}.pack").stat().st_size for p in _packs(store) - packs_before_writer)
+    # pack bytes: before + what fresh added - what gc removed; gc removed doomed's own tensors only
+    freed = du_before["pack_bytes"] + fresh_pack_bytes - du_after["pack_bytes"]
+    assert doomed_unique <= freed <= doomed_unique * 1.02 + 8192
+    assert sum(r["bytes_freed"] for r in runs) >= doomed_unique
+    shared_bytes = 2 * 256 * 256 * 2
+    assert du_before["unique_bytes"] == keep.stat().st_size + doomed.stat().st_size - shared_bytes
+    assert du_after["logical_bytes"] == du_after["unique_bytes"] == keep.stat().st_size + fresh.stat().st_size
+
+
+def test_gc_grace_protects_chunks_not_yet_in_a_version(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store")
+    payload = np.random.default_rng(7).bytes(100_000)
+    cid = hash_bytes(Kind.CHUNK, payload)
+    store.odb.add_chunk(cid, payload)
+    store.odb.flush()  # a writer's pack, its version not written yet
+    (pack,) = _packs(tmp_path / "store")
+    report = collect_garbage(store, grace_seconds=600)
+    assert report.packs_marked == 0 and pack in _packs(tmp_path / "store")
+    report = collect_garbage(store, grace_seconds=0, dry_run=True)
+    assert report.packs_deleted == 1 and pack in _packs(tmp_path / "store")
+    report = collect_garbage(store, grace_seconds=0)
+    assert report.packs_deleted == 1 and pack not in _packs(tmp_path / "store")
+
+
+def test_gc_unmarks_a_pack_that_became_reachable_again(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(41, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    _age(store, 2 * HOUR)
+    assert run_cli(store, "gc", "--grace", "600", "--json").json()["packs_marked"] == 1
+    _age(store / "gc", 2 * HOUR)
+    run_cli(store, "log-model", str(m), "--name", "two")  # same bytes: dedups against the marked pack
+    second = run_cli(store, "gc", "--grace", "600", "--json").json()
+    assert second["packs_deleted"] == 0 and second["packs_unmarked"] == 1
+    assert run_cli(store, "fsck").code == 0
+    assert sha(run_cli(store, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_rewrites_a_mostly_garbage_pack(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    layers = random_layers(51, layers=4)
+    big, small = tmp_path / "big.safetensors", tmp_path / "small.safetensors"
+    write_safetensors(big, layers)
+    write_safetensors(small, {"layer0.weight": layers["layer0.weight"]})
+    run_cli(store, "log-model", str(big), "--name", "big")
+    run_cli(store, "log-model", str(small), "--name", "small")  # shares one of big's four tensors
+    before = run_cli(store, "du", "--json").json()
+    run_cli(store, "delete", "big", "--yes")
+    report = run_cli(store, "gc", "--grace", "0", "--json").json()
+    assert report["packs_rewritten"] == 1 and report["chunks_copied"] >= 1 and report["packs_deleted"] == 1
+    after = run_cli(store, "du", "--json").json()
+    assert before["stored_bytes"] - after["stored_bytes"] >= 3 * 256 * 256 * 2
+    assert run_cli(store, "fsck").code == 0
+    assert sha(run_cli(store, "use-model", "small", "--root", str(tmp_path / "o")).out.strip()) == sha(small)
+
+
+def test_delete_refuses_a_collection_the_registry_links(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(61, layers=1))
+    run_cli(store, "init")
+    run_cli(store, "link-model", str(m), "Reg", "--name", "linked")
+    r = run_cli(store, "delete", "linked", "--yes", check=False)
+    assert r.code == 1 and "model-registry/Reg:v0" in r.err
+    run_cli(store, "delete", f"{ENTITY}/model-registry/Reg", "--yes")
+    run_cli(store, "delete", "linked", "--yes")
+    assert run_cli(store, "ls", "--json").json()["projects"] == []
