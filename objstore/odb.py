@@ -43,6 +43,7 @@ PACKS = "packs/"
 OBJECTS = "objects/"
 PACK_SUFFIX = ".pack"
 IDX_SUFFIX = ".idx"
+GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.gc)
 
 # Adjacent chunks of one pack are fetched in one ranged read up to this size.
 COALESCE_LIMIT = 16 * 1024 * 1024
@@ -149,6 +150,10 @@ class ObjectDatabase:
         self._writer: _OpenPack | None = None
         self._broken: BaseException | None = None
         self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
+        # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
+        # of them does not count, so the writer stores its own copy and a later
+        # gc deleting the marked pack cannot break the writer's version.
+        self.marked_packs: set[str] = set()
         self.new_chunks = 0
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
 
@@ -173,6 +178,7 @@ class ObjectDatabase:
                     else:
                         loaded.append((name, index))
             self.index.add_packs(loaded)
+            self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
             self._loaded = True
 
     def _index_from_pack(self, name: str) -> np.ndarray | None:
@@ -190,6 +196,11 @@ class ObjectDatabase:
         self._ensure_loaded()
         with self._lock:
             found = self.index.contains_many([c.raw for c in chunk_ids])
+            if self.marked_packs:
+                for i, chunk_id in enumerate(chunk_ids):
+                    loc = self.index.locate(chunk_id.raw) if found[i] else None
+                    if loc is not None and loc.pack in self.marked_packs:
+                        found[i] = False
             if self._writer is not None:
                 return [bool(f) or c in self._writer.builder for f, c in zip(found, chunk_ids)]
             return [bool(f) for f in found]
@@ -248,8 +259,14 @@ class ObjectDatabase:
             return
         try:
             name, index = writer.finish()
-            self.backend.put_file_if_absent(pack_key(name), writer.path)
+            stored = self.backend.put_file_if_absent(pack_key(name), writer.path)
             self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
+            if not stored:
+                # The very same pack exists (same chunks, same order). If gc marked
+                # it for deletion, this writer needs it: lift the mark (gc re-checks
+                # the mark right before it deletes).
+                self.backend.delete(GC_MARKED + name)
+                self.marked_packs.discard(name)
         except BaseException as exc:
             self._broken = exc
             raise
