@@ -42,13 +42,13 @@ from .errors import CorruptObject, NotFound, ObjstoreError
 from .ids import Kind, ObjectId, hash_bytes
 from .inventory import ContentWalker
 from .objects import Link, RunRecord, Version
-from .odb import OBJECTS, idx_key, object_key, pack_key
+from .odb import GC_MARKED, OBJECTS, idx_key, object_key, pack_key
 from .packs import decode_idx
 from .refs import REFS
 from .store import Store
 
 GC_PREFIX = "gc/"
-MARKED_PACKS = "gc/marked/"
+MARKED_PACKS = GC_MARKED
 MARKED_OBJECTS = "gc/objects/"
 
 
@@ -210,6 +210,13 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     for name, index in indexes.items():
         if name not in due:
             staying_chunks.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
+    def marked_now(name: str) -> set[str]:
+        try:
+            store.backend.stat(MARKED_PACKS + name)
+            return {name}
+        except NotFound:
+            return set()
+
     for name in sorted(due):
         index = indexes.get(name)
         ids = [bytes(x).ljust(32, b"\0") for x in index["id"]] if index is not None else []  # type: ignore[index]
@@ -220,6 +227,9 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
             staying_chunks.update(ids)
             if not dry_run:
                 store.backend.delete(MARKED_PACKS + name)
+            continue
+        if not dry_run and name not in marked_now(name):
+            counts["packs_unmarked"] += 1  # a writer stored this very pack again and lifted the mark
             continue
         counts["packs_deleted"] += 1
         counts["bytes_freed"] += pack_infos[name].size + idx_sizes.get(name, 0)

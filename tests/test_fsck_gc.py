@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+import objstore
+
 from objstore.gc import collect_garbage
 from objstore.ids import Kind, hash_bytes
 from objstore.odb import idx_key
@@ -152,7 +154,7 @@ def test_gc_grace_protects_chunks_not_yet_in_a_version(tmp_path: Path) -> None:
     assert report.packs_deleted == 1 and pack not in _packs(tmp_path / "store")
 
 
-def test_gc_unmarks_a_pack_that_became_reachable_again(tmp_path: Path) -> None:
+def test_gc_keeps_a_marked_pack_a_writer_reused(tmp_path: Path) -> None:
     store = tmp_path / "store"
     m = tmp_path / "m.safetensors"
     write_safetensors(m, random_layers(41, layers=2))
@@ -160,11 +162,38 @@ def test_gc_unmarks_a_pack_that_became_reachable_again(tmp_path: Path) -> None:
     run_cli(store, "log-model", str(m), "--name", "one")
     run_cli(store, "delete", "one", "--yes")
     _age(store, 2 * HOUR)
+    # A writer that loaded the index before gc marked the pack dedups against it...
+    writer = objstore.init(project="p", store=Store.open_existing(store))
+    writer.store.odb.refresh()
     assert run_cli(store, "gc", "--grace", "600", "--json").json()["packs_marked"] == 1
     _age(store / "gc", 2 * HOUR)
-    run_cli(store, "log-model", str(m), "--name", "two")  # same bytes: dedups against the marked pack
+    art = writer.log_model(str(m), name="two")
+    writer.finish()
+    assert art.new_bytes < 1024  # it stored no tensor bytes of its own
+    # ...so the next gc finds the marked pack reachable again and keeps it.
     second = run_cli(store, "gc", "--grace", "600", "--json").json()
     assert second["packs_deleted"] == 0 and second["packs_unmarked"] == 1
+    assert run_cli(store, "fsck").code == 0
+    assert sha(run_cli(store, "use-model", "p/two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_a_writer_that_sees_a_mark_stores_its_own_copy(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(42, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    _age(store, 2 * HOUR)
+    assert run_cli(store, "gc", "--grace", "600", "--json").json()["packs_marked"] == 1
+    _age(store / "gc", 2 * HOUR)
+    (marked,) = os.listdir(store / "gc" / "marked")
+    r = run_cli(store, "log-model", str(m), "--name", "two", "--json").json()
+    assert r["new_bytes"] >= 2 * 256 * 256 * 2  # the marked pack's chunks do not count as stored
+    # Same chunks in the same order make the same pack: storing it again lifts the mark.
+    assert os.listdir(store / "gc" / "marked") == [] and marked in _packs(store)
+    second = run_cli(store, "gc", "--grace", "600", "--json").json()
+    assert second["packs_deleted"] == 0
     assert run_cli(store, "fsck").code == 0
     assert sha(run_cli(store, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
 
