@@ -25,7 +25,6 @@ import pytest
 import objstore
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.fsck import fsck
-from objstore.odb import object_key
 from objstore.store import Store
 
 VERSIONS = ("e/p/m:v0", "e/p/m:v1", "e/p/other:v0", "e/model-registry/reg:v0")
@@ -267,3 +266,44 @@ def test_damaged_config_is_a_clear_error(damaged: tuple[Path, Path, dict[str, di
     (store / "config").write_bytes(b"\xc1garbage")
     with pytest.raises(CorruptObject, match="config"):
         Store.open_existing(str(store))
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.__name__)
+def test_repair_from_an_intact_store(damaged: tuple[Path, Path, dict[str, dict[str, str]]], damage: Damage, tmp_path: Path) -> None:
+    from objstore.repair import repair_from
+
+    store_path, intact, expected = damaged
+    damage(store_path)
+    store = Store.open_existing(str(store_path))
+    report = repair_from(store, Store.open_existing(str(intact)))
+    assert report.ok, [p.message for p in report.after.problems] + report.unavailable
+    assert not report.before.ok
+    assert all(v == "ok" for v in _read_all(store_path, expected, tmp_path / "out").values())
+    # Nothing else to do the second time, and the damaged files are kept aside, not read.
+    again = repair_from(Store.open_existing(str(store_path)), Store.open_existing(str(intact)))
+    assert again.before.ok and not again.quarantined
+    from objstore.packs import verify_pack
+
+    for key in report.quarantined:
+        assert (store_path / "quarantine" / key).exists()
+        # Gone, or back under its own (content) name with the content that name promises.
+        if key.endswith(".pack") and (store_path / key).exists():
+            verify_pack((store_path / key).read_bytes(), Path(key).stem)
+
+
+def test_repair_reports_what_the_other_store_lacks(damaged: tuple[Path, Path, dict[str, dict[str, str]]], tmp_path: Path) -> None:
+    from objstore.repair import repair_from
+
+    store_path, intact, _ = damaged
+    flip_chunk_only_in_v0(store_path)
+    flip_chunk_only_in_v0(intact)  # the same chunk is damaged there too
+    report = repair_from(Store.open_existing(str(store_path)), Store.open_existing(str(intact)))
+    assert not report.ok
+    assert report.after.damaged_versions == ("e/p/m:v0",)
+    assert len(report.unavailable) == 1 and "chunk" in report.unavailable[0]
+    # Everything else of the damaged pack was saved into a new pack.
+    assert report.repacked_chunks > 0
+    api = objstore.Api(store=str(store_path), entity="e", project="p")
+    api.artifact("e/p/m:v1").download(tmp_path / "v1")
+    with pytest.raises((CorruptObject, NotFound)):  # its one bad copy is in quarantine now
+        api.artifact("e/p/m:v0").download(tmp_path / "v0")
