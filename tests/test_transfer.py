@@ -300,3 +300,47 @@ def test_any_interleaving_converges_without_losing_a_version(tmp_path_factory: p
     assert set(final) == logged  # every logged content is some version
     for store in stores.values():
         assert aliases(store).get("latest") == (len(final) - 1 if final else None)
+
+
+def objstore_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("objstore")
+    return subprocess.run([str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_remote_push_clone_pull(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    import json
+
+    base, ft = models
+    a = ["--store", str(tmp_path / "a")]
+    assert objstore_cli(*a, "init", cwd=tmp_path).returncode == 0
+    assert objstore_cli(*a, "log-model", str(base), "-e", ENTITY, "-p", PROJECT, "--name", "model", cwd=tmp_path).returncode == 0
+    assert objstore_cli(*a, "remote", "add", "origin", str(tmp_path / "remote"), cwd=tmp_path).returncode == 0
+    listed = json.loads(objstore_cli(*a, "remote", "list", "--json", cwd=tmp_path).stdout)
+    assert listed == [{"name": "origin", "url": str(tmp_path / "remote"), "options": {}}]
+    pushed = json.loads(objstore_cli(*a, "push", "--json", cwd=tmp_path).stdout)
+    assert pushed["direction"] == "push" and pushed["chunks"] > 0 and "refs/team/proj/model/versions/v0" in pushed["refs"]
+
+    cloned = objstore_cli("clone", str(tmp_path / "remote"), "copy", cwd=tmp_path)
+    assert cloned.returncode == 0, cloned.stderr
+    assert (tmp_path / "copy" / ".objstore" / "config").exists()
+    # Inside the clone, commands find its store.
+    assert objstore_cli("log-model", str(ft), "-e", ENTITY, "-p", PROJECT, "--name", "model", cwd=tmp_path / "copy").returncode == 0
+    other = tmp_path / "other.bin"
+    other.write_bytes(os.urandom(5000))
+    assert objstore_cli(*a, "log-model", str(other), "-e", ENTITY, "-p", PROJECT, "--name", "model", cwd=tmp_path).returncode == 0
+    assert objstore_cli(*a, "push", cwd=tmp_path).returncode == 0
+
+    refused = objstore_cli("push", cwd=tmp_path / "copy")
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "pull" in refused.stderr and "Traceback" not in refused.stderr
+    pulled = objstore_cli("pull", cwd=tmp_path / "copy")
+    assert pulled.returncode == 0 and "renumbered team/proj/model:v1 -> v2" in pulled.stdout
+    assert objstore_cli("push", cwd=tmp_path / "copy").returncode == 0
+    assert chain(Store.open_existing(tmp_path / "remote")) == chain(Store.open_existing(tmp_path / "copy" / ".objstore"))
+
+    for bad in (["push", "nowhere"], ["pull", "nowhere"], ["clone", str(tmp_path / "missing"), "nothing"],
+                ["remote", "add", "x", "s3://key:secret@bucket/p"], ["remote", "remove", "nowhere"]):
+        res = objstore_cli(*a, *bad, cwd=tmp_path)
+        assert res.returncode == 1, (bad, res.stdout, res.stderr)
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith("objstore: error:"), (bad, res.stderr)
+    assert not (tmp_path / "nothing").exists()
