@@ -1,0 +1,171 @@
+"""Crash safety: SIGKILL a writer at random points and check the store after each kill.
+
+Each trial forks a child that logs a model, links one into the registry, moves
+an alias (and, once those exist, runs gc or a push), and kills it either at the
+N-th fault point (``OBJSTORE_FAULT`` semantics, see :mod:`objstore.faults`: a
+temp-file write, a rename into place, a put, a lock creation) or at a random
+moment from the parent. After every kill the store must open, be consistent
+(:func:`crash_harness.check_store`, plus ``objstore.fsck`` once it exists), still
+hold everything acknowledged before, and the interrupted operation, repeated,
+must succeed without duplicating content.
+
+Default run: trials until ``FAST_TRIALS`` children were killed mid-operation.
+``OBJSTORE_CRASH_TRIALS=<n>`` asks for ``n`` kills instead; the ``slow``-marked
+test runs until ``FULL_TRIALS`` kills.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import crash_harness as ch
+from objstore.names import CollectionPath
+from objstore.store import Store
+from objstore.versions import list_versions
+
+FAST_TRIALS = 30  # kills, in the default run
+FULL_TRIALS = 200  # kills, with -m slow (or OBJSTORE_CRASH_TRIALS)
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+class Trials:
+    """The trial loop over one store, accumulating what was acknowledged."""
+
+    def __init__(self, root: Path, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.store = str(root / "store")
+        self.remote = str(root / "remote")  # a plain directory store, pushed to
+        self.contents = ch.make_contents(root / "contents", self.rng)
+        self.ledger = ch.Ledger()
+        self.points: dict[str, Counter[str]] = {}
+        self.elapsed: dict[str, float] = {}
+        self.stats: Counter[str] = Counter()
+        Store.open(self.store).close()
+        # Seed the store, and learn how many fault points each operation passes.
+        for op in (ch.Op("log", {"path": str(self.contents[0]), "name": "m1"}),
+                   ch.Op("link", {"path": str(self.contents[1]), "name": "m2", "registered": "reg"}),
+                   ch.Op("alias", {"coll": "e/p/m1", "alias": "best", "version": "v0"})):
+            self._clean(op)
+
+    def _clean(self, op: ch.Op, after: str = "") -> ch.ChildResult:
+        res = ch.run_child(self.store, op)
+        assert res.ok, f"{op} failed without a fault{after}:\n{res.error}"
+        self.ledger.record(res.lines)
+        seen = self.points.setdefault(op.kind, Counter())
+        for kind, n in res.counts.items():
+            seen[kind] = max(seen[kind], n)
+        self.elapsed[op.kind] = max(self.elapsed.get(op.kind, 0.0), res.elapsed)
+        return res
+
+    def choose(self) -> ch.Op:
+        rng = self.rng
+        kinds = ["log"] * 4 + ["link"] * 3 + ["alias"] * 3
+        if _has("objstore.gc"):
+            kinds += ["gc"] * 2
+        if _has("objstore.remotes"):
+            kinds += ["push"] * 2
+        kind = rng.choice(kinds)
+        path = str(rng.choice(self.contents))
+        if kind == "log":
+            args: dict[str, object] = {"path": path, "name": rng.choice(["m1", "m2"])}
+            if rng.random() < 0.4:
+                args["aliases"] = ["candidate"]
+            return ch.Op("log", args)
+        if kind == "link":
+            args = {"path": path, "name": rng.choice(["m1", "m2"]), "registered": "reg"}
+            if rng.random() < 0.4:
+                args["aliases"] = ["staging"]
+            return ch.Op("link", args)
+        if kind == "alias":
+            coll = rng.choice(["e/p/m1", "e/model-registry/reg"])
+            store = Store.open_existing(self.store)
+            versions = list_versions(store, CollectionPath(*coll.split("/")))
+            store.backend.close()
+            args = {"coll": coll, "alias": rng.choice(["best", "prod"]), "version": f"v{rng.choice(versions)[0]}"}
+            if rng.random() < 0.2:
+                args["delete"] = True
+            return ch.Op("alias", args)
+        if kind == "push":
+            return ch.Op("push", {"remote": self.remote})
+        return ch.Op("gc", {})
+
+    def trial(self, number: int) -> None:
+        op = self.choose()
+        if self.rng.random() < 0.7:
+            seen = self.points.get(op.kind, Counter())
+            kind = self.rng.choice(ch.FAULT_KINDS)
+            n = self.rng.randint(1, max(1, seen.get(kind, 0)) + 1)
+            fault, kill_after, how = f"{kind}:{n}", None, f"fault {kind}:{n}"
+        else:
+            fault, kill_after = None, self.rng.uniform(0, self.elapsed.get(op.kind, 0.2) * 0.9)
+            how = f"kill after {kill_after * 1000:.0f} ms"
+        res = ch.run_child(self.store, op, fault=fault, kill_after=kill_after)
+        where = f"trial {number}: {op} with {how}"
+        assert res.killed or res.ok, f"{where}: the operation failed rather than being killed:\n{res.error}"
+        self.stats["killed" if res.killed else "completed"] += 1
+        self.stats[f"{op.kind}-{'killed' if res.killed else 'completed'}"] += 1
+        self.ledger.record(res.lines)
+        problems = ch.check_store(self.store) + ch.check_ledger(self.store, self.ledger)
+        if op.kind == "push" and Path(self.remote, "config").exists():
+            problems += [f"remote: {p}" for p in ch.check_store(self.remote)]
+        assert not problems, f"{where}: after the kill:\n" + "\n".join(problems)
+        # Repeating the interrupted operation succeeds, and leaves no duplicate content.
+        again = self._clean(op, after=f" (repeating {where})")
+        assert again.ok
+        problems = ch.check_ledger(self.store, self.ledger) + ch.duplicate_contents(self.store) + ch.latest_problems(self.store)
+        if op.kind == "push":
+            problems += [f"remote: {p}" for p in ch.check_store(self.remote) + ch.mirror_problems(self.store, self.remote)]
+        assert not problems, f"{where}: after repeating it:\n" + "\n".join(problems)
+
+    def finish(self) -> None:
+        problems = ch.check_store(self.store) + ch.check_ledger(self.store, self.ledger)
+        assert not problems, "\n".join(problems)
+        # Every acknowledged version still materializes to the content that was logged.
+        import objstore
+
+        api = objstore.Api(store=self.store, entity="e", project="p")
+        by_tree: dict[str, str] = {}
+        for (coll, vname), tree in self.ledger.versions.items():
+            if tree in by_tree:
+                continue
+            art = api.artifact(f"{coll}:{vname}")
+            by_tree[tree] = art.download(str(Path(self.store).parent / "out" / tree[:16]))
+            art.verify(by_tree[tree])
+
+
+def _trial_count(default: int) -> int:
+    return int(os.environ.get("OBJSTORE_CRASH_TRIALS", default))
+
+
+def run(tmp_path: Path, kills: int, seed: int) -> Counter[str]:
+    """Run trials until ``kills`` of them killed the child mid-operation (a trial whose
+    operation finished before the fault point was reached is checked too, but not counted)."""
+    t = Trials(tmp_path, seed)
+    i = 0
+    while t.stats["killed"] < kills:
+        assert i < 4 * kills + 20, f"only {t.stats['killed']} of {i} trials killed the child"
+        t.trial(i)
+        i += 1
+    t.finish()
+    print(f"crash trials: {i} run, {t.stats['killed']} killed mid-operation ({dict(sorted(t.stats.items()))})")
+    return t.stats
+
+
+def test_crash_trials(tmp_path: Path) -> None:
+    stats = run(tmp_path, _trial_count(FAST_TRIALS), seed=int(os.environ.get("OBJSTORE_CRASH_SEED", "6")))
+    assert stats["killed"] >= _trial_count(FAST_TRIALS)
+
+
+@pytest.mark.slow
+def test_crash_trials_full(tmp_path: Path) -> None:
+    stats = run(tmp_path, max(FULL_TRIALS, _trial_count(FULL_TRIALS)), seed=int(os.environ.get("OBJSTORE_CRASH_SEED", "7")))
+    assert stats["killed"] >= FULL_TRIALS
