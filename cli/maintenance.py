@@ -124,19 +124,46 @@ def register(group: click.Group) -> None:
             out.emit_json(cat.pretty())
 
     @group.command("fsck")
+    @click.option("--repair-from", "repair_from", metavar="REMOTE", default=None,
+                  help="Fetch damaged or missing chunks and objects from this remote (name, path or URL) and repair.")
     @json_option
     @pass_state
     @click.pass_context
-    def fsck_cmd(ctx: click.Context, state: Any, as_json: bool) -> None:
+    def fsck_cmd(ctx: click.Context, state: Any, repair_from: str | None, as_json: bool) -> None:
         """Re-hash every object and check every ref and tree; exit 3 if anything is damaged.
+
+        With --repair-from, damage is repaired from another store that holds the
+        same versions intact; the exit code then says what is still damaged.
 
         \b
         Example:
           objstore fsck || echo "damaged: see the versions named above"
+          objstore fsck --repair-from origin
         """
         from objstore.fsck import fsck
 
-        report = fsck(state.store())
+        if repair_from is not None:
+            from objstore.remotes import resolve_remote
+            from objstore.repair import repair_from as repair
+
+            store = state.store()
+            other = resolve_remote(store, repair_from).open()
+            try:
+                repaired = repair(store, other)
+            finally:
+                other.close()
+            if not as_json:
+                for text in repaired.quarantined:
+                    click.echo(f"quarantined: {text}")
+                for text in repaired.unavailable:
+                    click.echo(f"not in {repair_from}: {text}")
+                if not repaired.before.ok:
+                    click.echo(f"repair: {repaired.repacked_chunks} chunks re-packed, {repaired.fetched_chunks} chunks and "
+                               f"{repaired.fetched_objects} objects fetched, {len(repaired.rebuilt_indexes)} indexes rebuilt, "
+                               f"{len(repaired.repaired_refs)} refs reset")
+            report = repaired.after
+        else:
+            report = fsck(state.store())
         if as_json:
             out.emit_json(report.to_dict())
         else:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from . import codecs
-from .console import say
 from .errors import CorruptObject, NotFound, ObjstoreError
 from .fsck import FsckReport, fsck
 from .ids import Kind, ObjectId, hash_bytes
@@ -177,9 +176,6 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
 
     store.odb = fresh
     report.after = fsck(store)
-    if report.after.ok:
-        say(f"repaired: {report.repacked_chunks} chunks re-packed, {report.fetched_chunks} chunks and "
-            f"{report.fetched_objects} objects fetched, {len(report.quarantined)} damaged files quarantined")
     return report
 
 

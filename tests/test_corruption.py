@@ -307,3 +307,20 @@ def test_repair_reports_what_the_other_store_lacks(damaged: tuple[Path, Path, di
     api.artifact("e/p/m:v1").download(tmp_path / "v1")
     with pytest.raises((CorruptObject, NotFound)):  # its one bad copy is in quarantine now
         api.artifact("e/p/m:v0").download(tmp_path / "v0")
+
+
+def test_cli_fsck_repair_from(damaged: tuple[Path, Path, dict[str, dict[str, str]]]) -> None:
+    import subprocess
+    import sys
+
+    store_path, intact, _ = damaged
+    flip_shared_chunk(store_path)
+    objstore_cmd = [str(Path(sys.executable).parent / "objstore")]
+    first = subprocess.run([*objstore_cmd, "--store", str(store_path), "fsck"], capture_output=True, text=True)
+    assert first.returncode == 3 and "e/p/m:v0" in first.stdout and "e/p/other:v0" not in first.stdout
+    fixed = subprocess.run([*objstore_cmd, "--store", str(store_path), "fsck", "--repair-from", str(intact)],
+                           capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "quarantined: packs/" in fixed.stdout and "ok: no damage found" in fixed.stdout
+    bad = subprocess.run([*objstore_cmd, "--store", str(store_path), "fsck", "--repair-from", "nosuch"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
