@@ -74,6 +74,10 @@ class _State:
     good_chunks: set[bytes] = field(default_factory=set)
     bad_chunks: dict[bytes, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
     bad_objects: dict[bytes, str] = field(default_factory=dict)
+    # Chunks of intact packs that have no .idx yet: a writer stores the pack, then its
+    # index, so a crash in between leaves exactly this. Not damage unless a version
+    # needs one of them (then it is named as missing, with this reason).
+    unindexed: dict[bytes, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
     chunks_checked: int = 0
 
@@ -111,7 +115,9 @@ def _check_packs(store: Store, st: _State) -> int:
             continue  # removed by gc while we listed
         try:
             verify_pack(data, name)
+            intact = True
         except CorruptObject as exc:
+            intact = False
             st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
         index = None
         if name in idx_names:
@@ -125,6 +131,11 @@ def _check_packs(store: Store, st: _State) -> int:
                     st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); readers use the pack's own index, rewrite packs/{name}.idx from it"))
                 except CorruptObject:
                     st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) and so is the pack; its chunks are unreadable"))
+        elif intact:
+            # An interrupted write (pack stored, index not yet): gc's business, not damage.
+            for raw in _trailer_ids(data):
+                st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
+            continue
         else:
             st.problems.append(Problem("index", name, f"pack {name[:16]} has no index; its chunks are unreadable"))
         if index is None:
@@ -241,7 +252,7 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
             for c, _ in obj.chunks:
                 if c.raw not in st.good_chunks:
                     if c.raw not in st.bad_chunks:
-                        missing[c.raw] = f"chunk {c.hex[:16]} of {path!r} is in no pack"
+                        missing[c.raw] = st.unindexed.get(c.raw, f"chunk {c.hex[:16]} of {path!r} is in no pack")
                     found.add(c.raw)
         memo[fid.raw] = frozenset(found)
         return memo[fid.raw]
