@@ -17,7 +17,7 @@ from pathlib import Path
 from .chunking import Chunker
 from .errors import CorruptObject, UnsafePath, VerificationFailed
 from .ids import ObjectId
-from .ingest import file_id_of
+from .ingest import default_workers, file_id_of
 from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
 from .odb import ObjectDatabase
 from .trees import split_path, walk_tree
@@ -61,7 +61,8 @@ def write_file(odb: ObjectDatabase, file_id: ObjectId, dest: Path, expected_size
     tmp = dest.with_name(f".{dest.name}.objstore-{secrets.token_hex(4)}")
     try:
         with open(tmp, "wb") as out:
-            for data in odb.iter_chunks(c for c, _ in fobj.chunks):
+            # decode and verify on every core while this thread writes
+            for data in odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers()):
                 out.write(data)
                 if progress is not None:
                     progress(len(data))
