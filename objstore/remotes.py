@@ -34,8 +34,8 @@ import blake3
 from . import transfer
 from .backend import is_remote_url, open_backend
 from .chunking import ChunkParams
-from .constants import STORE_FORMAT
 from .console import say
+from .constants import STORE_FORMAT
 from .errors import InvalidInput, InvalidName, NotFound, ObjstoreError
 from .names import check_name
 from .store import CONFIG_KEY, Store, StoreConfig
@@ -92,7 +92,7 @@ def _check_url(url: str) -> str:
         return url
     if "://" in url and not url.startswith("file://"):
         raise InvalidInput(f"unsupported remote URL {url!r}; use a directory path, file://, s3://, gs:// or az://")
-    path = url[len("file://"):] if url.startswith("file://") else url
+    path = url.removeprefix("file://")
     return str(Path(path).expanduser().absolute())
 
 
@@ -176,7 +176,7 @@ def resolve_remote(store: Store, remote: str | Remote | None) -> Remote:
         if not remotes:
             raise NotFound("this store has no remote; add one with 'objstore remote add origin URL'")
         raise InvalidInput(f"several remotes ({', '.join(by_name)}) and none is 'origin'; name the one to use")
-    if is_remote_url(remote) or "/" in remote or remote.startswith((".", "~")) or remote.startswith("file://"):
+    if is_remote_url(remote) or "/" in remote or remote.startswith((".", "~", "file://")):
         url = _check_url(remote)
         for r in remote_list(store):
             if r.url == url:
@@ -194,7 +194,7 @@ def open_store(url: str, *, create: bool = False, like: Store | None = None, opt
     ``like``'s chunking, so dedup carries across) only if ``create``."""
     opts = dict(options or {})
     if not is_remote_url(url):
-        path = Path(url[len("file://"):] if url.startswith("file://") else url)
+        path = Path(url.removeprefix("file://"))
         if not create and not (path / CONFIG_KEY).exists():
             raise NotFound(f"no store at {path}; check the remote URL, or push to it first", key=str(path))
         return Store.open(path, create=create, chunking=like.config.chunking if like else None)

@@ -51,9 +51,27 @@ from .constants import MAX_METADATA_BYTES, PACK_TARGET, MiB
 from .errors import Conflict, CorruptObject, InvalidName, NonFastForward, NotFound
 from .ids import Kind, ObjectId, hash_bytes
 from .names import LATEST, REGISTRY_PROJECT, CollectionPath, version_index
-from .objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version, decode
+from .objects import (
+    FILE,
+    TREE,
+    FileObject,
+    Link,
+    MetaObject,
+    RunRecord,
+    Tree,
+    Version,
+    decode,
+)
 from .odb import ChunkLocation, object_key, pack_key
-from .refs import REFS, alias_ref, collection_prefix, decode_value, digest_ref, encode_value, version_ref
+from .refs import (
+    REFS,
+    alias_ref,
+    collection_prefix,
+    decode_value,
+    digest_ref,
+    encode_value,
+    version_ref,
+)
 from .store import Store
 from .versions import advance_latest
 
@@ -183,7 +201,7 @@ def read_refs(store: Store, prefixes: Sequence[str]) -> dict[str, bytes]:
     keys: list[str] = []
     for prefix in prefixes:
         keys.extend(info.key for info in store.backend.iter_prefix(prefix))
-    keys = sorted(set(k for k in keys if parse_ref(k) is not None))
+    keys = sorted({k for k in keys if parse_ref(k) is not None})
     values = _pmap(store.refs.read_raw, keys)
     return {k: v for k, v in zip(keys, values) if v is not None}
 
@@ -632,6 +650,17 @@ def _entry(store: Store, oid: ObjectId) -> Version | Link:
     return obj
 
 
+def _check_entry(store: Store, coll: CollectionPath, idx: int, oid: ObjectId, label: str) -> None:
+    """A remote's version ref must hold a version (or link) of that collection with that number."""
+    entry = _entry(store, oid)
+    where = entry.registry if isinstance(entry, Link) else f"{entry.entity}/{entry.project}/{entry.name}"
+    if where != str(coll) or entry.index != idx:
+        raise CorruptObject(
+            f"{label} has {coll}:v{idx} pointing at {where}:v{entry.index} (object {oid.hex[:16]}); "
+            f"refusing to take it, nothing was changed here", object_id=oid.hex,
+        )
+
+
 def _set_ref(store: Store, key: str, new: ObjectId | None, why: str) -> bool:
     """Make local ``key`` hold ``new`` (create-only if absent, else CAS from its value). True if it changed."""
     raw = store.refs.read_raw(key)
@@ -667,6 +696,8 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for coll in _registry_last({**my_colls, **their_colls}):
         mine_c, theirs_c = my_colls.get(coll, _Coll()), their_colls.get(coll, _Coll())
         local_chain, remote_chain = _chain(mine_c), _chain(theirs_c)
+        for idx, oid in enumerate(remote_chain):
+            _check_entry(local, coll, idx, oid, label)
         k = 0
         while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
             k += 1

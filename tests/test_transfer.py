@@ -17,6 +17,18 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from transfer_support import (
+    ENTITY,
+    PROJECT,
+    aliases,
+    assert_intact,
+    chain,
+    log,
+    make_models,
+    ref_values,
+    sha,
+    use,
+)
 
 import objstore
 from objstore.errors import CorruptObject, InvalidInput, NonFastForward, NotFound
@@ -25,10 +37,6 @@ from objstore.odb import pack_key
 from objstore.remotes import remote_add, remote_get, remote_list, remote_remove
 from objstore.store import Store
 from objstore.versions import set_alias
-
-from transfer_support import (
-    ENTITY, PROJECT, aliases, assert_intact, chain, log, make_models, ref_values, sha, use,
-)
 
 
 @pytest.fixture
@@ -174,11 +182,9 @@ def push_killed_after_packs(store: Path, remote: str, packs: int, env: dict[str,
                             env={**os.environ, **env, "OBJSTORE_TRANSFER_PACK_BYTES": str(1 << 20), "OBJSTORE_QUIET": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        seen = 0
         assert proc.stdout is not None
-        for line in proc.stdout:
+        for seen, line in enumerate(proc.stdout, 1):
             _, done, total = line.split()
-            seen += 1
             if seen == packs:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
@@ -304,7 +310,7 @@ def test_any_interleaving_converges_without_losing_a_version(tmp_path_factory: p
 
 def objstore_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("objstore")
-    return subprocess.run([str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120)
+    return subprocess.run([str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_cli_remote_push_clone_pull(tmp_path: Path, models: tuple[Path, Path]) -> None:
@@ -344,3 +350,32 @@ def test_cli_remote_push_clone_pull(tmp_path: Path, models: tuple[Path, Path]) -
         assert res.returncode == 1, (bad, res.stdout, res.stderr)
         assert res.stderr.count("\n") == 1 and res.stderr.startswith("objstore: error:"), (bad, res.stderr)
     assert not (tmp_path / "nothing").exists()
+
+
+def test_fetch_moves_objects_but_no_local_ref(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    base, _ = models
+    a = Store.open(tmp_path / "a")
+    log(a, base)
+    objstore.push(a, str(tmp_path / "remote"))
+    b = Store.open(tmp_path / "b")
+    remote_add(b, "origin", str(tmp_path / "remote"))
+    fetched = objstore.fetch(b)
+    assert fetched.chunks > 0 and ref_values(b) == {}
+    assert objstore.fetch(b).chunks == 0  # already there
+    pulled = objstore.pull(b)
+    assert pulled.chunks == 0 and chain(b) == chain(a)
+
+
+def test_pull_refuses_a_version_ref_to_another_collection(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    base, _ = models
+    a = Store.open(tmp_path / "a")
+    log(a, base)
+    remote = Store.open(tmp_path / "remote")
+    objstore.push(a, str(tmp_path / "remote"))
+    v0 = remote.refs.read("refs/team/proj/model/versions/v0")
+    assert v0 is not None
+    remote.refs.create("refs/team/proj/evil/versions/v0", v0, "tampering")  # a version of 'model' posing as 'evil'
+    b = Store.open(tmp_path / "b")
+    with pytest.raises(CorruptObject, match="evil"):
+        objstore.pull(b, str(tmp_path / "remote"))
+    assert ref_values(b) == {}
