@@ -380,6 +380,11 @@ class ObjectDatabase:
     def put_object(self, obj: MetaObject) -> ObjectId:
         """Store a metadata object (create-only) and return its id."""
         oid, body = encode(obj)
+        # Re-logging unchanged content re-puts every object it names; a stat is far
+        # cheaper than put_if_absent's temp file + fsync, and means the same here
+        # (put_if_absent never touches an existing object either).
+        if self.has_object(oid):
+            return oid
         self.backend.put_if_absent(object_key(oid), codecs.zstd_compressor().compress(body))
         return oid
 
