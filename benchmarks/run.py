@@ -6,6 +6,9 @@ median is reported. Throughput is logical bytes over wall time, and also as a
 fraction of the raw limits measured in the same run on the same file: reading
 it, BLAKE3 on one thread and on all, FastCDC alone.
 
+The limits include durable writes (write + fsync on the store's file system),
+because a cold ingest must fsync every pack before the version naming it.
+
 Sections (``--only`` takes a comma-separated list): limits, ingest, variants,
 reingest, materialize, flavours, real, codecs, scaling, index, rss4g.
 Results go to a table on stdout and JSON in ``benchmarks/results/<time>.json``.
@@ -102,7 +105,7 @@ def _child_materialize(store: str, root: str, selector: str = "latest") -> dict[
     return {"seconds": time.perf_counter() - t0}
 
 
-def _child_limits(path: str) -> dict[str, Any]:
+def _child_limits(path: str, work: str) -> dict[str, Any]:
     import blake3
     from pyfastcdc import FastCDC
 
@@ -143,6 +146,20 @@ def _child_limits(path: str) -> dict[str, Any]:
             pass
 
     out["fastcdc_gbps"] = over_blocks(cut)
+    # Durable writes: what storing (packs are fsynced before any version names
+    # them) can cost at most, on the file system the benchmark stores live on.
+    target = Path(work) / "fsync-probe.bin"
+    limit = min(size, 256 * MiB)
+    t0 = time.perf_counter()
+    with open(path, "rb", buffering=0) as f, open(target, "wb") as out_f:
+        done = 0
+        while done < limit and (n := f.readinto(view)):
+            out_f.write(view[:n])
+            done += n
+        out_f.flush()
+        os.fsync(out_f.fileno())
+    out["write_fsync_gbps"] = done / (time.perf_counter() - t0) / GB
+    target.unlink()
     return out
 
 
@@ -316,7 +333,7 @@ class Bench:
     # -- sections --------------------------------------------------------
     def limits_section(self) -> None:
         path, _ = self.model("base")
-        r = in_child("limits", path=str(path))
+        r = in_child("limits", path=str(path), work=str(self.work))
         self.limits = {k: v for k, v in r.items() if k.endswith("_gbps")}
         self.results["limits"] = r
 
