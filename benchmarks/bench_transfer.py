@@ -35,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-import conftest  # noqa: E402  (sets the AWS metadata safety variables; SeaweedFS helpers)
+import conftest
 
-import objstore  # noqa: E402
-from benchmarks.workloads import model_file  # noqa: E402
-from objstore.remotes import clone, push  # noqa: E402
-from objstore.store import Store  # noqa: E402
+import objstore
+from benchmarks.workloads import model_file
+from objstore.remotes import clone, push
+from objstore.store import Store
 
 GiB = 1 << 30
 DEFAULT_SIZE = 512 << 20

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import blake3
 import pytest
+from conftest import S3Server, s3_request
 
 import objstore
 from objstore.errors import NotFound, VerificationFailed
-
-from conftest import S3Server, s3_request
 
 pytestmark = pytest.mark.s3
 
@@ -59,9 +58,9 @@ def test_log_model_of_a_prefix_records_every_object(tmp_path: Path, s3_server: S
         assert (root / rel).read_bytes() == body
     # checksum=True (the default) recorded the bytes' BLAKE3 and the ETag.
     store = objstore.Store.open_existing(tmp_path / "store")
+    from objstore.names import parse_version_spec
     from objstore.trees import walk_tree
     from objstore.versions import resolve
-    from objstore.names import parse_version_spec
 
     resolved = resolve(store, parse_version_spec("team/refs/ckpt:v0", entity=None, project=None))
     extras = {rel: e.extra for rel, e in walk_tree(store.odb, resolved.version.tree)}

@@ -13,6 +13,26 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import (
+    TEST_ACCESS_KEY,
+    TEST_SECRET_KEY,
+    S3Server,
+    _free_ports,
+    create_bucket,
+    start_seaweedfs,
+    stop_process,
+)
+from test_transfer import check_resume
+from transfer_support import (
+    aliases,
+    assert_intact,
+    chain,
+    log,
+    make_models,
+    ref_values,
+    sha,
+    use,
+)
 
 import objstore
 from objstore.errors import BackendError
@@ -20,10 +40,6 @@ from objstore.odb import pack_key
 from objstore.packs import verify_pack
 from objstore.remotes import open_store, remote_add
 from objstore.store import Store
-
-from conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY, S3Server, _free_ports, create_bucket, start_seaweedfs, stop_process
-from test_transfer import check_resume
-from transfer_support import aliases, assert_intact, chain, log, make_models, ref_values, sha, use
 
 pytestmark = pytest.mark.s3
 
