@@ -129,6 +129,16 @@ def materialize(
             dest.unlink()
         os.symlink(target, dest)
         paths.append(dest)
+    # Each target was checked alone, textually; together links can still escape
+    # (sub/up -> "..", then out -> "sub/up/../../x": the kernel follows sub/up
+    # before the ".."). Where a link leads is a property of the finished set, so
+    # check each one's real resolution now, and take them all back if any escapes.
+    for dest, target, rel in symlinks:
+        if not _inside(real_root, Path(os.path.realpath(dest))):
+            for made, _, _ in symlinks:
+                if made.is_symlink():
+                    made.unlink()
+            raise UnsafePath(f"symlink {rel!r} points to {target!r}, which leads outside the destination through other links; refusing")
     return paths
 
 
