@@ -62,7 +62,15 @@ def write_file(odb: ObjectDatabase, file_id: ObjectId, dest: Path, expected_size
     try:
         with open(tmp, "wb") as out:
             # decode and verify on every core while this thread writes
-            for data in odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers()):
+            chunks = odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers())
+            for (chunk_id, claimed), data in zip(fobj.chunks, chunks):
+                # A file's id covers the lengths it claims for its chunks, not their real
+                # lengths: a crafted file object can call a 10-byte chunk 5 bytes and
+                # still hash to its id. Each chunk is verified; so is its length.
+                if len(data) != claimed:
+                    raise CorruptObject(
+                        f"file {file_id.hex[:16]} says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {len(data)}; refusing it",
+                        object_id=file_id.hex)
                 out.write(data)
                 if progress is not None:
                     progress(len(data))
