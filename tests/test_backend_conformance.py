@@ -307,7 +307,18 @@ def _random_file(path: Path, size: int) -> bytes:
     return data
 
 
-def test_large_file_put_file_if_absent(backend: Backend, tmp_path: Path) -> None:
+@pytest.fixture
+def small_multipart_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send files over 8 MiB as multipart uploads, so tests reach that path with small files."""
+    from objstore.backend import _obstore
+
+    monkeypatch.setattr(_obstore, "MULTIPART_THRESHOLD", 8 * MiB)
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["one-put", "multipart"])
+def test_large_file_put_file_if_absent(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest, multipart: bool) -> None:
+    if multipart:
+        request.getfixturevalue("small_multipart_threshold")
     size = 40 * MiB + 12345  # several multipart parts on S3, with a ragged last part
     data = _random_file(tmp_path / "big.bin", size)
     assert backend.put_file_if_absent("packs/big.pack", tmp_path / "big.bin") is True
@@ -322,7 +333,7 @@ def test_large_file_put_file_if_absent(backend: Backend, tmp_path: Path) -> None
     assert [info.key for info in backend.iter_prefix("")] == ["packs/big.pack"]
 
 
-def test_large_file_race_has_one_winner(backend: Backend, tmp_path: Path) -> None:
+def test_large_file_race_has_one_winner(backend: Backend, tmp_path: Path, small_multipart_threshold: None) -> None:
     n = 3
     contents = [_random_file(tmp_path / f"f{i}", 9 * MiB) for i in range(n)]
     barrier = threading.Barrier(n)
