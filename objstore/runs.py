@@ -24,7 +24,7 @@ from .console import human_bytes, say
 from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, WrongType
 from .ids import ObjectId
 from .names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
-from .objects import FILE, RunRecord
+from .objects import FILE, REFERENCE, RunRecord
 from .references import is_uri
 from .refs import REFS, run_ref
 from .store import Store
@@ -164,17 +164,27 @@ class Run:
         self.config = check_metadata(config)
         self.name = name or f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
         self._finished = False
+        self._started_at = time.time()
+        # The record is written with the run's first change (an input, an output,
+        # finishing), not here: a run whose every call was refused as bad input
+        # leaves the store exactly as it was.
+        self._recorded = False
         ref = run_ref(self.entity, self.project, self.id)
         if store.refs.read(ref) is not None:  # resuming a run by id
             previous = read_run(store, self.entity, self.project, self.id)
             self.name = name or previous.name
+            self._recorded = True
             self._update(lambda r: replace(r, state="running", finished_at=None, config={**r.config, **self.config}))
-        else:
-            record = RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
-                               time.time(), None, "running", (), ())
-            oid = store.odb.put_object(record)
-            if not store.refs.create(ref, oid, "run started"):
-                raise InvalidInput(f"run id {self.id} is already in use; pass a different id")
+
+    def _record_start(self) -> None:
+        if self._recorded:
+            return
+        record = RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
+                           self._started_at, None, "running", (), ())
+        oid = self.store.odb.put_object(record)
+        if not self.store.refs.create(run_ref(self.entity, self.project, self.id), oid, "run started"):
+            raise InvalidInput(f"run id {self.id} is already in use; pass a different id")
+        self._recorded = True
 
     # -- the run record -------------------------------------------------
     @property
@@ -182,6 +192,7 @@ class Run:
         return f"{self.entity}/{self.project}/{self.id}"
 
     def _update(self, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
+        self._record_start()
         ref = run_ref(self.entity, self.project, self.id)
         for _ in range(100):
             raw = self.store.refs.read_raw(ref)
@@ -319,7 +330,7 @@ class Run:
         self._add_input(resolved.version_id.hex)
         directory = Path(art.download(root, progress=progress))
         files = art.files()
-        if len(files) == 1 and files[0].kind == FILE:
+        if len(files) == 1 and files[0].kind in (FILE, REFERENCE):
             return str(directory / files[0].path)
         return str(directory)
 
@@ -334,10 +345,16 @@ class Run:
 
     # -- lifecycle ------------------------------------------------------
     def finish(self, exit_code: int = 0) -> None:
-        """Mark the run finished (or crashed for a non-zero exit code) and flush the store."""
+        """Mark the run finished (or crashed for a non-zero exit code) and flush the store.
+
+        A run that crashed before using or logging anything is not recorded.
+        """
         if self._finished:
             return
         self.store.odb.flush()
+        if exit_code != 0 and not self._recorded:
+            self._finished = True  # it crashed before doing anything: leave no trace
+            return
         state = "finished" if exit_code == 0 else "crashed"
         self._update(lambda r: replace(r, state=state, finished_at=time.time()))
         self._finished = True

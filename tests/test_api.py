@@ -13,6 +13,8 @@ from objstore import errors
 from objstore.refs import alias_ref
 from objstore.store import Store, resolve_location
 
+from modelgen import snapshot
+
 
 def test_default_name_uses_run_id_and_basename_even_with_trailing_slash(tmp_path: Path) -> None:
     model_dir = tmp_path / "checkpoint-final"
@@ -148,7 +150,18 @@ def test_finished_run_refuses_more_work(tmp_path: Path) -> None:
 
 
 def test_crashed_run_is_recorded(tmp_path: Path) -> None:
+    (tmp_path / "m.bin").write_bytes(b"weights")
     with pytest.raises(RuntimeError):
         with objstore.init(project="p", entity="e", store=tmp_path / "s") as run:
+            run.log_model(str(tmp_path / "m.bin"), name="m")
             raise RuntimeError("training diverged")
     assert objstore.Api(store=tmp_path / "s").run(run.path).state == "crashed"
+
+
+def test_run_refused_before_doing_anything_leaves_no_trace(tmp_path: Path) -> None:
+    objstore.init(project="p", entity="e", store=tmp_path / "s").finish()  # an empty finished run is recorded
+    before = snapshot(tmp_path / "s")
+    with pytest.raises(errors.NotFound):
+        with objstore.init(project="p", entity="e", store=tmp_path / "s") as run:
+            run.use_model("nothing-here:latest")
+    assert snapshot(tmp_path / "s") == before
