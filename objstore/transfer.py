@@ -73,6 +73,7 @@ from .refs import (
     version_ref,
 )
 from .store import Store
+from .trees import check_tree
 from .versions import advance_latest
 
 T = TypeVar("T")
@@ -294,6 +295,8 @@ def _walk(src: Store, dst: Store, roots: Iterable[ObjectId]) -> _Missing:
         loaded = _pmap(lambda o: read_object_verified(src, o), need)
         nxt: list[ObjectId] = []
         for oid, (obj, stored) in zip(need, loaded):
+            if isinstance(obj, Tree):
+                check_tree(obj, oid)  # a remote is untrusted: refuse unsafe names before storing anything
             kids, chunks = _children(obj)
             missing.objects[oid] = (stored, kids)
             for cid, n in chunks:

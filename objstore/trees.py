@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from .errors import CorruptObject, UnsafePath
 from .ids import ObjectId
-from .objects import TREE, Tree, TreeEntry
+from .objects import SYMLINK, TREE, Tree, TreeEntry
 from .odb import ObjectDatabase
 
 MAX_DEPTH = 256
@@ -83,12 +83,22 @@ def read_tree(odb: ObjectDatabase, tree_id: ObjectId) -> Tree:
     obj = odb.get_object(tree_id)
     if not isinstance(obj, Tree):
         raise CorruptObject(f"object {tree_id.hex[:16]} should be a tree", object_id=tree_id.hex)
-    names = [e.name for e in obj.entries]
+    return check_tree(obj, tree_id)
+
+
+def check_tree(tree: Tree, tree_id: ObjectId) -> Tree:
+    """Refuse a tree (read from a store or a remote) that cannot be written safely:
+    unsafe or repeated names, symlinks with empty or absolute targets. Whether a
+    relative symlink escapes depends on where the tree is written; materialize
+    checks that."""
+    names = [e.name for e in tree.entries]
     if len(set(names)) != len(names):
         raise UnsafePath(f"tree {tree_id.hex[:16]} names an entry twice; refusing it")
-    for name in names:
-        check_entry_name(name)
-    return obj
+    for entry in tree.entries:
+        check_entry_name(entry.name)
+        if entry.kind == SYMLINK and (not entry.target or entry.target.startswith("/") or "\0" in entry.target):
+            raise UnsafePath(f"symlink {entry.name!r} in tree {tree_id.hex[:16]} points to {entry.target!r}, outside any destination; refusing it")
+    return tree
 
 
 def walk_tree(
