@@ -35,6 +35,7 @@ import zstandard
 
 from . import codecs
 from .backend import Backend
+from .backend._local import backend_error
 from .constants import MAX_METADATA_BYTES, PACK_TARGET
 from .errors import CorruptObject, NotFound, StoreBroken
 from .ids import Kind, ObjectId, hash_bytes
@@ -237,12 +238,17 @@ class ObjectDatabase:
         with self._lock:
             if self._broken is not None:
                 raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
-            if self._writer is None:
-                self._writer = _OpenPack(self._temp_path())
-            if chunk_id in self._writer.builder:
-                return False
             try:
+                if self._writer is None:
+                    self._writer = _OpenPack(self._temp_path())
+                if chunk_id in self._writer.builder:
+                    return False
                 self._writer.builder.add(chunk_id, codec_id, raw_len, payload)
+            except OSError as exc:
+                # The pack being written is a local temp file, outside the backend's
+                # own error mapping: say why (disk full, size limit, read-only).
+                self._broken = exc
+                raise backend_error("cannot write a new pack", exc) from exc
             except BaseException as exc:
                 self._broken = exc
                 raise
@@ -262,7 +268,10 @@ class ObjectDatabase:
         if writer is None:
             return
         try:
-            name, index = writer.finish()
+            try:
+                name, index = writer.finish()
+            except OSError as exc:
+                raise backend_error("cannot write a new pack", exc) from exc
             stored = self.backend.put_file_if_absent(pack_key(name), writer.path)
             self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
             if not stored:

@@ -253,7 +253,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _backend_error(what: str, exc: OSError) -> BackendError:
+def backend_error(what: str, exc: OSError) -> BackendError:
+    """A BackendError for a failed local file operation, saying why in words
+    (``the disk is full``) rather than errno numbers."""
     reason = {
         errno.ENOSPC: "the disk is full; free space and retry",
         errno.EDQUOT: "the disk quota is exhausted; free space and retry",
@@ -263,3 +265,6 @@ def _backend_error(what: str, exc: OSError) -> BackendError:
         errno.EPERM: "permission denied",
     }.get(exc.errno or 0, exc.strerror or str(exc))
     return BackendError(f"{what}: {reason}", retryable=False)
+
+
+_backend_error = backend_error
