@@ -198,20 +198,23 @@ def artifact_dict(art: Any) -> dict[str, Any]:
 @json_option
 @pass_state
 def init_cmd(state: State, as_json: bool) -> None:
-    """Create a store (or say it is there).
+    """Create a store (or say it is there): --store, else $OBJSTORE_DIR, else
+    ./.objstore in the current directory, as git init does.
 
     \b
     Example:
-      objstore --store ./models init
+      objstore init
+      objstore --store s3://models/team init
     """
     from objstore.errors import NotFound
-    from objstore.store import Store
+    from objstore.store import STORE_DIRNAME, Store
 
+    location = state.location or os.environ.get("OBJSTORE_DIR") or os.path.join(os.getcwd(), STORE_DIRNAME)
     try:
-        store = Store.open_existing(state.location)
+        store = Store.open_existing(location)
         created = False
     except NotFound:
-        store = Store.open(state.location, create=True)
+        store = Store.open(location, create=True)
         created = True
     state._store = store
     if as_json:

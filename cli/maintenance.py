@@ -36,9 +36,10 @@ def register(group: click.Group) -> None:
             out.emit_json(d.to_dict())
             return
         click.echo(f"--- {d.a}\n+++ {d.b}")
-        marks = {"added": "A", "removed": "D", "changed": "M"}
+        marks = {"added": "A", "removed": "D", "changed": "M", "renamed": "R"}
         for f in d.files:
-            click.echo(f"{marks[f.status]}  {f.path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
+            path = f"{f.old_path} -> {f.path}" if f.old_path else f.path
+            click.echo(f"{marks[f.status]}  {path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
             for t in f.tensors or ():
                 if t.change == "added":
                     detail = f"{t.new_dtype} {list(t.new_shape or ())}"

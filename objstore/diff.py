@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .ids import ObjectId
 from .inventory import ContentWalker
-from .objects import FILE, FileObject
+from .objects import FILE, FileObject, TreeEntry
 from .segmenting import read_safetensors_header
 from .store import Store
 from .trees import walk_tree
@@ -41,18 +41,20 @@ class TensorChange:
 
 @dataclass(frozen=True, slots=True)
 class FileChange:
-    """``status``: added, removed or changed. ``tensors`` is set when both sides are safetensors."""
+    """``status``: added, removed, changed or renamed. ``tensors`` is set when both
+    sides are safetensors; ``old_path`` when the file had another name in A."""
 
     path: str
     status: str
     old_size: int | None
     new_size: int | None
     tensors: tuple[TensorChange, ...] | None = None
+    old_path: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "path": self.path, "status": self.status, "old_size": self.old_size, "new_size": self.new_size,
-            "tensors": None if self.tensors is None else [t.to_dict() for t in self.tensors],
+            "tensors": None if self.tensors is None else [t.to_dict() for t in self.tensors], "old_path": self.old_path,
         }
 
 
@@ -90,15 +92,31 @@ def diff_versions(store: Store, a: ResolvedVersion, b: ResolvedVersion) -> Versi
         elif (ea.kind, ea.id, ea.target, ea.size) == (eb.kind, eb.id, eb.target, eb.size):
             unchanged += 1
         else:
-            tensors = None
-            if ea.kind == FILE and eb.kind == FILE and ea.id and eb.id:
-                tensors = _tensor_changes(store, walker.file(ea.id), walker.file(eb.id))
-            changes.append(FileChange(path, "changed", ea.size, eb.size, tensors))
+            changes.append(_changed(store, walker, path, ea, eb))
+    added = [c for c in changes if c.status == "added"]
+    removed = [c for c in changes if c.status == "removed"]
+    if len(added) == 1 and len(removed) == 1:
+        # One file out, one file in: a model saved under a new name (base.safetensors
+        # -> tuned.safetensors) is compared as the same file, tensor by tensor.
+        ea, eb = entries_a[removed[0].path], entries_b[added[0].path]
+        if ea.kind == eb.kind == FILE:
+            changes = [c for c in changes if c not in (added[0], removed[0])]
+            changes.append(_changed(store, walker, added[0].path, ea, eb, old_path=removed[0].path))
+            changes.sort(key=lambda c: c.path)
     chunks_a = walker.chunk_sizes(a.version.tree)
     chunks_b = walker.chunk_sizes(b.version.tree)
     shared = sum(n for c, n in chunks_b.items() if c in chunks_a)
     new = sum(n for c, n in chunks_b.items() if c not in chunks_a)
     return VersionDiff(a.qualified_name, b.qualified_name, tuple(changes), unchanged, shared, new)
+
+
+def _changed(store: Store, walker: ContentWalker, path: str, ea: TreeEntry, eb: TreeEntry, old_path: str | None = None) -> FileChange:
+    if old_path is not None and ea.id == eb.id:
+        return FileChange(path, "renamed", ea.size, eb.size, (), old_path)
+    tensors = None
+    if ea.kind == FILE and eb.kind == FILE and ea.id and eb.id:
+        tensors = _tensor_changes(store, walker.file(ea.id), walker.file(eb.id))
+    return FileChange(path, "changed", ea.size, eb.size, tensors, old_path)
 
 
 @dataclass(frozen=True, slots=True)
