@@ -78,6 +78,8 @@ class _State:
     # index, so a crash in between leaves exactly this. Not damage unless a version
     # needs one of them (then it is named as missing, with this reason).
     unindexed: dict[bytes, str] = field(default_factory=dict)
+    packs_seen: set[str] = field(default_factory=set)
+    unindexed_packs: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
     chunks_checked: int = 0
 
@@ -91,6 +93,14 @@ def fsck(store: Store) -> FsckReport:
             del st.bad_chunks[raw]
     objects = _check_objects(store, st)
     refs, roots = _check_refs(store, st)
+    # Packs were listed before refs were read; a writer that stored a pack (and
+    # its index), then a version, in between is seen by its ref only. Everything a
+    # ref read above reaches was stored before that read (the write order), so one
+    # more look at packs that are new, or had no index yet, finds all of it.
+    packs += _check_packs(store, st, skip=st.packs_seen - st.unindexed_packs)
+    for raw in list(st.bad_chunks):
+        if raw in st.good_chunks:
+            del st.bad_chunks[raw]
     breaks, missing = _check_versions(store, st, roots)
 
     problems = list(st.problems)
@@ -103,12 +113,16 @@ def fsck(store: Store) -> FsckReport:
     return FsckReport(tuple(problems), packs, st.chunks_checked, objects, refs, len(roots))
 
 
-def _check_packs(store: Store, st: _State) -> int:
-    names = sorted(store.odb.iter_pack_names())
+def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
+    all_names = set(store.odb.iter_pack_names())
+    names = sorted(all_names - (skip or set()))
     idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
-    for name in sorted(idx_names - set(names)):
-        st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
+    if skip is None:
+        for name in sorted(idx_names - all_names):
+            st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
     for name in names:
+        st.packs_seen.add(name)
+        st.unindexed_packs.discard(name)
         try:
             data = store.backend.get(pack_key(name))
         except NotFound:
@@ -133,6 +147,7 @@ def _check_packs(store: Store, st: _State) -> int:
                     st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) and so is the pack; its chunks are unreadable"))
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
+            st.unindexed_packs.add(name)
             for raw in _trailer_ids(data):
                 st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
             continue
