@@ -14,7 +14,6 @@ is ever written outside the store (and the run's ./artifacts directory).
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -28,10 +27,10 @@ from hypothesis import strategies as st
 
 import objstore
 from objstore import codecs
-from objstore.errors import CorruptObject, InvalidName, ObjstoreError, UnsafePath
+from objstore.errors import CorruptObject, ObjstoreError, UnsafePath
 from objstore.ids import Kind, ObjectId, hash_bytes
 from objstore.names import CollectionPath
-from objstore.objects import FILE, SYMLINK, TREE, FileObject, Tree, TreeEntry
+from objstore.objects import FILE, SYMLINK, TREE, FileObject
 from objstore.odb import object_key
 from objstore.store import Store
 from objstore.versions import commit_version
