@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,32 @@ def commit_version(
     Returns (version, created). Everything ``tree`` references must already be
     stored. ``latest`` and ``aliases`` are moved to the version either way.
     """
+    def make(n: int, parent: ObjectId | None) -> Version:
+        return Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
+                       new_bytes, description, metadata, time.time(), run)
+
+    return _add_entry(store, coll, tree, make, aliases)
+
+
+def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None, aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
+    """Link ``target`` into the registered model ``registry``.
+
+    A registered model holds each content once: linking a version whose tree is
+    already linked (even when logged by another run under another name) returns
+    the existing registry version.
+    """
+    v = target.version
+
+    def make(n: int, parent: ObjectId | None) -> Link:
+        return Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
+
+    return _add_entry(store, registry, v.tree, make, aliases)
+
+
+def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callable[[int, ObjectId | None], Version | Link],
+               aliases: tuple[str, ...]) -> tuple[ResolvedVersion, bool]:
+    """Claim the next dense number of ``coll`` for the entry ``make(n, parent)``
+    returns, unless an entry already holds ``tree``; then move latest and aliases."""
     digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
     existing = store.refs.read(digest_key)
     created = existing is None
@@ -164,10 +191,8 @@ def commit_version(
             held = store.refs.read(ref)
             if held is None:
                 parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
-                version = Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
-                                  new_bytes, description, metadata, time.time(), run)
-                vid = store.odb.put_object(version)
-                if store.refs.create(ref, vid, f"log {coll.name}:v{n}"):
+                oid = store.odb.put_object(make(n, parent))
+                if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
                     break
                 held = store.refs.read(ref)
             # v<n> is taken, perhaps by this very content: a racing writer of it, or
@@ -178,8 +203,8 @@ def commit_version(
                 break
             n += 1
         if created:
-            store.refs.create(digest_key, vid, f"digest of {coll.name}:v{n}")
-            existing = vid
+            store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
+            existing = oid
         else:
             store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
@@ -187,47 +212,6 @@ def commit_version(
     advance_latest(store, coll, entry.index)
     for alias in aliases:
         set_alias(store, coll, alias, entry.object_id)
-    return entry, created
-
-
-def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None, aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
-    """Link ``target`` into the registered model ``registry``.
-
-    A registered model holds each content once: linking a version whose tree is
-    already linked (even when logged by another run under another name) returns
-    the existing registry version.
-    """
-    digest_key = digest_ref(registry.entity, registry.project, registry.name, target.version.tree.hex)
-    existing = store.refs.read(digest_key)
-    created = existing is None
-    if existing is None:
-        n = _next_index_hint(store, registry)
-        while True:
-            ref = version_ref(registry.entity, registry.project, registry.name, n)
-            held = store.refs.read(ref)
-            if held is None:
-                v = target.version
-                link = Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
-                lid = store.odb.put_object(link)
-                if store.refs.create(ref, lid, f"link {link.target_name} as v{n}"):
-                    break
-                held = store.refs.read(ref)
-            # As in commit_version: v<n> may already link this content.
-            existing = store.refs.read(digest_key) or _holding(store, registry, held, target.version.tree)
-            if existing is not None:
-                created = False
-                break
-            n += 1
-        if created:
-            store.refs.create(digest_key, lid, f"link of {link.target_name}")
-            existing = lid
-        else:
-            store.refs.create(digest_key, existing, f"link of {registry.name}, restored")
-    assert existing is not None
-    entry = read_entry(store, registry, existing)
-    advance_latest(store, registry, entry.index)
-    for alias in aliases:
-        set_alias(store, registry, alias, entry.object_id)
     return entry, created
 
 
