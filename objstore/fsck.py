@@ -114,12 +114,16 @@ def fsck(store: Store) -> FsckReport:
 
 
 def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
+    # Indexes first, then packs: writers store a pack before its index, so every
+    # index listed here has its pack listed below, unless gc removed both meanwhile
+    # (it removes the index first), which the re-check of orphans tells apart.
+    idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
     all_names = set(store.odb.iter_pack_names())
     names = sorted(all_names - (skip or set()))
-    idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
     if skip is None:
         for name in sorted(idx_names - all_names):
-            st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
+            if _exists(store, idx_key(name)) and not _exists(store, pack_key(name)):
+                st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
     for name in names:
         st.packs_seen.add(name)
         st.unindexed_packs.discard(name)
@@ -177,6 +181,14 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
             else:
                 st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} in pack {name[:16]} {why}")
     return len(names)
+
+
+def _exists(store: Store, key: str) -> bool:
+    try:
+        store.backend.stat(key)
+        return True
+    except NotFound:
+        return False
 
 
 def _trailer_ids(data: bytes) -> list[bytes]:
