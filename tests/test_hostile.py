@@ -126,13 +126,8 @@ def test_hostile_trees_are_refused_and_write_nothing_outside(arena: tuple[Store,
     trees = _hostile_trees(store)
     for i, (case, tree) in enumerate(trees.items()):
         spec = _commit(store, tree, f"hostile-{i}")
-        with pytest.raises(ObjstoreError, match="") as info:
-            try:
-                _download(store, spec, dest)
-            except ObjstoreError:
-                raise
-            else:
-                pytest.fail(f"{case}: materialized without an error")
+        with pytest.raises(ObjstoreError) as info:
+            _download(store, spec, dest)
         assert isinstance(info.value, (UnsafePath, CorruptObject)), f"{case}: {type(info.value).__name__}: {info.value}"
         assert str(info.value), case
         _outside_untouched(tmp_path, sentinel)
