@@ -52,6 +52,9 @@ GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.gc)
 COALESCE_LIMIT = 16 * 1024 * 1024
 # ... and up to this size when runs are decoded by threads (several are in flight).
 THREADED_RUN_LIMIT = 4 * 1024 * 1024
+# Full packs sealed (fsync, store, index) on a background thread while the writer
+# fills the next one; a writer that gets this far ahead of the disk waits.
+MAX_SEALING = 2
 
 
 def pack_key(name: str) -> str:
@@ -153,6 +156,9 @@ class ObjectDatabase:
         self._lock = threading.RLock()
         self._loaded = False
         self._writer: _OpenPack | None = None
+        # Full packs handed to the sealer thread, not yet in the index.
+        self._sealing: list[tuple[_OpenPack, Future[None]]] = []
+        self._sealer: ThreadPoolExecutor | None = None
         self._broken: BaseException | None = None
         self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
         # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
@@ -206,8 +212,11 @@ class ObjectDatabase:
                     loc = self.index.locate(chunk_id.raw) if found[i] else None
                     if loc is not None and loc.pack in self.marked_packs:
                         found[i] = False
+            open_packs = [w.builder for w, _ in self._sealing]
             if self._writer is not None:
-                return [bool(f) or c in self._writer.builder for f, c in zip(found, chunk_ids)]
+                open_packs.append(self._writer.builder)
+            if open_packs:
+                return [bool(f) or any(c in b for b in open_packs) for f, c in zip(found, chunk_ids)]
             return [bool(f) for f in found]
 
     def locate(self, chunk_id: ObjectId) -> ChunkLocation:
@@ -254,19 +263,40 @@ class ObjectDatabase:
                 raise
             self.new_chunks += 1
             self.new_bytes += len(payload)
-            if self._writer.builder.size >= PACK_TARGET:
-                self._flush_locked()
-            return True
+            if self._writer.builder.size < PACK_TARGET:
+                return True
+            writer, self._writer = self._writer, None
+            if self._sealer is None:
+                self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
+            self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
+            oldest = self._sealing[0][1] if len(self._sealing) > MAX_SEALING else None
+        if oldest is not None:
+            oldest.result()  # outside the lock: the sealer needs it to publish the pack
+        return True
 
     def flush(self) -> None:
-        """Close and store the open pack, then its index. Call before writing objects."""
+        """Close and store the open pack, then its index, and wait for packs sealed
+        in the background. Call before writing objects that name the chunks."""
         with self._lock:
-            self._flush_locked()
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._seal(writer)
+        self._wait_sealed()
 
-    def _flush_locked(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is None:
-            return
+    def _wait_sealed(self) -> None:
+        while True:
+            with self._lock:
+                if not self._sealing:
+                    return
+                future = self._sealing[0][1]
+            future.result()  # re-raises the sealer's error; _seal always leaves the list
+
+    def _seal(self, writer: _OpenPack) -> None:
+        """Make a full pack durable, store it and its index, then let readers see it.
+
+        Runs on the sealer thread for packs that filled up, and on the caller's for
+        the last one; either way nothing names the chunks before this returns.
+        """
         try:
             try:
                 name, index = writer.finish()
@@ -279,20 +309,31 @@ class ObjectDatabase:
                 # it for deletion, this writer needs it: lift the mark (gc re-checks
                 # the mark right before it deletes).
                 self.backend.delete(GC_MARKED + name)
-                self.marked_packs.discard(name)
         except BaseException as exc:
-            self._broken = exc
+            with self._lock:
+                self._broken = exc
+                self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
             raise
         finally:
             writer.discard()
-        self.index.add_packs([(name, index)])
+        with self._lock:
+            # One step under the lock: a chunk is always either in the index or in
+            # a pack has_chunks still looks at.
+            self.index.add_packs([(name, index)])
+            self.marked_packs.discard(name)
+            self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
 
     def abort(self) -> None:
-        """Drop the open pack without storing it."""
+        """Drop the open pack without storing it (full packs already sealing are kept:
+        unreferenced, they are gc's)."""
         with self._lock:
             if self._writer is not None:
                 self._writer.discard()
                 self._writer = None
+        try:
+            self._wait_sealed()
+        except BaseException:
+            pass  # the write being aborted already failed or is being abandoned
 
     def _temp_path(self) -> Path:
         make = getattr(self.backend, "new_temp_path", None)
