@@ -18,24 +18,21 @@ A hit is still checked against the store: every chunk it names must be stored
 (gc or a recreated store may have dropped them), else it is a miss.
 
 Where entries live: one small file per source path (named by a hash of the
-path), under ``<store>/cache/stat/`` for a local store, or under
-``~/.cache/objstore/<hash of store URL>/stat/`` for a remote one, so a cache never
-outlives or crosses its store. Entries are written atomically (temp + rename); a
-damaged entry is a miss.
+path), in the store's ``stat`` cache (:mod:`objstore.localcache`); a damaged
+entry is a miss.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
 import msgpack
 
+from . import localcache
 from .ids import ObjectId
 from .objects import FileObject
 
@@ -74,18 +71,9 @@ class CacheStats:
 stats = CacheStats()
 
 
-def _cache_root_for(backend: object) -> Path:
-    root = getattr(backend, "root", None)
-    if isinstance(root, Path):
-        return root / "cache" / "stat"
-    url = str(getattr(backend, "url", backend))
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return home / "objstore" / blake3.blake3(url.encode()).hexdigest()[:32] / "stat"
-
-
 def drop_for_store(store: Path | str) -> None:
     """Forget every entry of a local store (the benchmark's cold-cache runs)."""
-    shutil.rmtree(Path(store) / "cache" / "stat", ignore_errors=True)
+    localcache.drop(store, "stat")
 
 
 class StatCache:
@@ -97,7 +85,7 @@ class StatCache:
 
     @classmethod
     def for_backend(cls, backend: object, chunking: tuple[int, ...] = ()) -> "StatCache":
-        return cls(_cache_root_for(backend), chunking)
+        return cls(localcache.cache_dir(backend, "stat"), chunking)
 
     def _entry_path(self, path: Path) -> Path:
         h = blake3.blake3(os.fsencode(path)).hexdigest()[:40]
@@ -106,9 +94,11 @@ class StatCache:
     def lookup(self, path: Path, st: os.stat_result) -> FileObject | None:
         """The cached file object for ``path`` if its stat is unchanged and not racy."""
         path = Path(os.path.abspath(path))
+        data = localcache.read_entry(self._entry_path(path))
         try:
-            with open(self._entry_path(path), "rb") as f:
-                entry = msgpack.unpackb(f.read(), raw=False)
+            if data is None:
+                raise ValueError("no entry")
+            entry = msgpack.unpackb(data, raw=False)
             fmt, name, key, read_start, chunking, size, chunks = entry
         except (OSError, ValueError, TypeError, msgpack.UnpackException):
             stats.misses += 1
@@ -136,12 +126,5 @@ class StatCache:
         k = StatKey.of(st)
         body = msgpack.packb([FORMAT, os.fsdecode(path), [k.size, k.mtime_ns, k.ino, k.dev, k.ctime_ns], read_start_ns,
                               self.chunking, fobj.size, b"".join(_CHUNK.pack(c.raw, n) for c, n in fobj.chunks)], use_bin_type=True)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}")
-            with open(tmp, "wb") as f:
-                f.write(body)
-            os.replace(tmp, target)
+        if localcache.write_entry(target, body):
             stats.stores += 1
-        except OSError:
-            pass  # a cache that cannot be written only costs speed

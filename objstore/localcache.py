@@ -1,0 +1,58 @@
+"""Where a store's local caches live, and how their small entries are written.
+
+Caches (:mod:`objstore.statcache`, :mod:`objstore.segmentcache`) only save
+work: losing one costs speed, never data. They live under ``<store>/cache/<name>/``
+for a local store, or ``~/.cache/objstore/<hash of store URL>/<name>/`` for a
+remote one, so a cache never outlives or crosses its store. Entries are written
+atomically (temp + rename, no fsync: a torn entry after a power cut is a miss,
+because every reader validates what it reads).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import blake3
+
+
+def cache_dir(backend: object, name: str) -> Path:
+    """The directory of cache ``name`` for the store behind ``backend``."""
+    root = getattr(backend, "root", None)
+    if isinstance(root, Path):
+        return root / "cache" / name
+    url = str(getattr(backend, "url", backend))
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return home / "objstore" / blake3.blake3(url.encode()).hexdigest()[:32] / name
+
+
+def drop(store: Path | str, name: str) -> None:
+    """Forget every entry of cache ``name`` of a local store (the benchmark's cold runs)."""
+    shutil.rmtree(Path(store) / "cache" / name, ignore_errors=True)
+
+
+def write_entry(target: Path, body: bytes) -> bool:
+    """Write one entry atomically; False (and nothing written) if the cache is not writable."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(body)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
+def read_entry(target: Path) -> bytes | None:
+    try:
+        with open(target, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
