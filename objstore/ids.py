@@ -27,6 +27,7 @@ class Kind(enum.Enum):
     LINK = "link"
     RUN = "run"
     PACK = "pack"
+    SEGMENT = "segment"  # a whole tensor's bytes, as the segment cache's key (never stored)
 
 
 _KEYS = {kind: blake3.blake3(b"objstore/v1/" + kind.value.encode()).digest() for kind in Kind}
@@ -63,8 +64,11 @@ class ObjectId:
         return f"ObjectId({self.raw.hex()[:16]}…)"
 
 
-def hasher(kind: Kind) -> "blake3.blake3":
-    """A fresh BLAKE3 hasher keyed for ``kind``."""
+def hasher(kind: Kind, *, all_cores: bool = False) -> "blake3.blake3":
+    """A fresh BLAKE3 hasher keyed for ``kind``; ``all_cores`` hashes large updates
+    on every core (same digest, only faster)."""
+    if all_cores:
+        return blake3.blake3(key=_KEYS[kind], max_threads=blake3.blake3.AUTO)
     return blake3.blake3(key=_KEYS[kind])
 
 

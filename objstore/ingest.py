@@ -18,11 +18,14 @@ The pipeline (what makes this run near the hashing limit on every core):
   whatever the timing.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
-written, each with at most ``QUEUE_BATCHES`` batches of ``BATCH_BYTES`` waiting,
+written, each with at most ``QUEUE_BATCHES`` batches of ``BATCH_BYTES`` of new
+chunks waiting (and ``LIGHT_BATCHES`` batches of ids of chunks already stored),
 plus one read buffer per chunking thread — tens of MiB whatever the file size.
 
 Re-logging an unchanged file skips all of that: :mod:`objstore.statcache`
-remembers each file's chunk list by its stat.
+remembers each file's chunk list by its stat. A tensor the store has seen before,
+in any file at any offset, skips chunking: :mod:`objstore.segmentcache` maps the
+hash of its bytes to its chunk list.
 
 Callers must :meth:`~objstore.odb.ObjectDatabase.flush` before storing the file
 objects returned here (the write order in :mod:`objstore.odb`).
@@ -41,9 +44,10 @@ from pathlib import Path
 from . import codecs
 from .chunking import Chunker
 from .errors import InvalidInput, NotFound
-from .ids import Kind, ObjectId, hash_bytes
+from .ids import Kind, ObjectId, hash_bytes, hasher
 from .objects import FileObject
 from .odb import ObjectDatabase
+from .segmentcache import MIN_SEGMENT, SegmentCache
 from .segmenting import Segment, segment_file
 from .statcache import StatCache
 
@@ -52,7 +56,10 @@ Progress = Callable[[int], None]
 JOB_BYTES = 8 * 1024 * 1024  # segments are grouped into jobs of at least this many bytes
 BATCH_BYTES = 2 * 1024 * 1024  # chunks handed from a chunking thread to the writer at once
 BATCH_CHUNKS = 64
-QUEUE_BATCHES = 4  # batches a job may have waiting for the writer
+QUEUE_BATCHES = 4  # batches carrying new chunk bytes a job may have waiting for the writer
+# ... and batches carrying only ids (chunks already stored): small, so a job whose
+# tensors the segment cache answered can run far ahead of a job still chunking.
+LIGHT_BATCHES = 256
 LOOKAHEAD = 3  # jobs started ahead of the one being written
 # Below this a file is chunked on the calling thread: threads cost more than they save.
 PIPELINE_MIN_BYTES = 4 * 1024 * 1024
@@ -79,6 +86,158 @@ class _PReader:
         return n
 
 
+# A segment's cache key is a two-level hash: BLAKE3 of each PIECE-byte piece, then
+# of the list of those digests. The pieces hash on every core at once (a single
+# BLAKE3 stream over pread'd blocks runs at about one core's read + hash speed),
+# and the key is only ever compared with itself.
+PIECE = 2 * 1024 * 1024
+
+
+class _SegmentKey:
+    """Builds a segment's cache key from its bytes, fed in order in any sizes."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self._piece = hasher(Kind.SEGMENT)
+        self._filled = 0
+
+    def update(self, data: memoryview) -> None:
+        while len(data):
+            take = min(len(data), PIECE - self._filled)
+            self._piece.update(data[:take])
+            self._filled += take
+            data = data[take:]
+            if self._filled == PIECE:
+                self.pieces.append(self._piece.digest())
+                self._piece, self._filled = hasher(Kind.SEGMENT), 0
+
+    def digest(self) -> bytes:
+        pieces = self.pieces + ([self._piece.digest()] if self._filled else [])
+        return _key_of(pieces)
+
+
+def _key_of(pieces: list[bytes]) -> bytes:
+    return hash_bytes(Kind.SEGMENT, b"".join(pieces)).raw
+
+
+class _HashingPReader(_PReader):
+    """A :class:`_PReader` that also computes the segment's cache key: for free
+    while it is chunked (each byte is read exactly once)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, fd: int, offset: int) -> None:
+        super().__init__(fd, offset)
+        self.key = _SegmentKey()
+
+    def readinto(self, buffer: memoryview) -> int:
+        n = super().readinto(buffer)
+        self.key.update(buffer[:n])
+        return n
+
+
+_hash_pool_lock = threading.Lock()
+_hash_pool: ThreadPoolExecutor | None = None
+_piece_buffers = threading.local()
+
+
+def _forget_pool_in_child() -> None:
+    global _hash_pool, _hash_pool_lock
+    _hash_pool, _hash_pool_lock = None, threading.Lock()  # the parent's threads do not exist here
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(default_workers(), thread_name_prefix="objstore-hash")
+        return _hash_pool
+
+
+def _hash_piece(fd: int, offset: int, length: int) -> bytes:
+    buf = getattr(_piece_buffers, "buf", None)
+    if buf is None:
+        buf = _piece_buffers.buf = memoryview(bytearray(PIECE))
+    n = os.preadv(fd, [buf[:length]], offset)
+    if n != length:
+        raise InvalidInput("a file ended early while being read; was it changed while being logged?")
+    return hasher(Kind.SEGMENT).update(buf[:n]).digest()
+
+
+def _hash_segments(fd: int, segments: list[Segment]) -> list[bytes]:
+    """The segment-cache keys of ``segments``, all their pieces hashed on every core at once."""
+    pool = _pool()
+    pieces = [[pool.submit(_hash_piece, fd, off, min(PIECE, seg.offset + seg.length - off))
+               for off in range(seg.offset, seg.offset + seg.length, PIECE)] for seg in segments]
+    return [_key_of([f.result() for f in futures]) for futures in pieces]
+
+
+_Chunks = list[tuple[ObjectId, int]]
+
+
+class _Reuse:
+    """What one ``chunk_file`` call does with the segment cache.
+
+    When the cache holds entries, every large segment is hashed first (all of
+    them at once, on every core) and looked up; a hit whose chunks are all stored
+    is not chunked at all. When the cache is empty (a new store) there is nothing
+    to find, so segments are only recorded, their keys computed as they are read
+    for chunking.
+    """
+
+    def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None) -> None:
+        self.cache = cache
+        self.odb = odb
+        self.known: dict[int, tuple[bytes, _Chunks | None]] = {}  # by segment offset
+
+    @staticmethod
+    def applies(segment: Segment) -> bool:
+        return segment.length >= MIN_SEGMENT
+
+    def plan(self, fd: int, segments: list[Segment]) -> None:
+        if self.cache.is_empty():
+            return
+        large = [seg for seg in segments if self.applies(seg)]
+        for seg, digest in zip(large, _hash_segments(fd, large)):
+            found = self.cache.lookup(digest, seg.align, seg.length, self._stored)
+            self.known[seg.offset] = (digest, found)
+
+    def _stored(self, chunks: _Chunks) -> bool:
+        return self.odb is None or all(self.odb.has_chunks([c for c, _ in chunks]))
+
+    def work(self, segment: Segment) -> int:
+        """Bytes ``segment`` still needs chunked (0 when the cache answered)."""
+        known = self.known.get(segment.offset)
+        return 0 if known is not None and known[1] is not None else segment.length
+
+
+def _segment_chunks(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None
+                    ) -> Iterator[tuple[ObjectId, int, memoryview | None]]:
+    """(id, length, bytes) of each chunk of ``segment``; bytes is None for a chunk
+    known from the segment cache. A view is valid only until the next item."""
+    if reuse is None or not reuse.applies(segment):
+        for view in chunker.iter_chunks(_PReader(fd, segment.offset), segment.length, segment.align):
+            yield hash_bytes(Kind.CHUNK, view), len(view), view
+        return
+    digest, found = reuse.known.get(segment.offset, (None, None))
+    if found is not None:
+        for chunk_id, n in found:
+            yield chunk_id, n, None
+        return
+    reader = _PReader(fd, segment.offset) if digest is not None else _HashingPReader(fd, segment.offset)
+    chunks: _Chunks = []
+    for view in chunker.iter_chunks(reader, segment.length, segment.align):
+        chunk_id = hash_bytes(Kind.CHUNK, view)
+        chunks.append((chunk_id, len(view)))
+        yield chunk_id, len(view), view
+    if digest is None:
+        digest = reader.key.digest()  # type: ignore[attr-defined]
+    reuse.cache.store(digest, segment.align, segment.length, chunks)
+
+
 def _open(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY)
@@ -96,17 +255,24 @@ def stat_cache_for(odb: ObjectDatabase, chunker: Chunker) -> StatCache:
     return StatCache.for_backend(odb.backend, (p.avg_size, p.min_size, p.max_size, p.normalization))
 
 
+def segment_cache_for(odb: ObjectDatabase, chunker: Chunker) -> SegmentCache:
+    """The segment cache of ``odb``'s store, keyed also by the chunking parameters."""
+    p = chunker.params
+    return SegmentCache.for_backend(odb.backend, (p.avg_size, p.min_size, p.max_size, p.normalization))
+
+
 def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progress: Progress | None = None, *,
-               stat_cache: StatCache | None | object = _DEFAULT, workers: int | None = None) -> FileObject:
+               stat_cache: StatCache | None | object = _DEFAULT, segment_cache: SegmentCache | None | object = _DEFAULT,
+               workers: int | None = None) -> FileObject:
     """Chunk and hash ``path``; store its new chunks in ``odb`` (if given).
 
     With ``odb=None`` nothing is stored: the result is just the file's identity,
     used to tell whether a materialized copy is intact.
 
-    ``stat_cache``: by default the store's (only when ``odb`` is given); None
-    disables it. ``workers``: threads for chunking and for encoding (default:
-    one each per CPU); 0 runs everything on the calling thread, the simple
-    sequential path the pipeline must agree with.
+    ``stat_cache``, ``segment_cache``: by default the store's (only when ``odb``
+    is given); None disables one. ``workers``: threads for chunking and for
+    encoding (default: one each per CPU); 0 runs everything on the calling
+    thread, the simple sequential path the pipeline must agree with.
     """
     path = Path(path)
     cache: StatCache | None
@@ -114,6 +280,9 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         cache = stat_cache_for(odb, chunker) if odb is not None else None
     else:
         cache = stat_cache  # type: ignore[assignment]
+    if segment_cache is _DEFAULT:
+        segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
+    reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None
     read_start = time.time_ns()
     if cache is not None and odb is not None:
         try:
@@ -133,10 +302,12 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
             segments = segment_file(f, size)
         n_workers = default_workers() if workers is None else workers
+        if reuse is not None:
+            reuse.plan(fd, segments)
         if n_workers <= 0 or size < PIPELINE_MIN_BYTES:
-            chunks = _sequential(fd, segments, chunker, odb, progress)
+            chunks = _sequential(fd, segments, chunker, odb, progress, reuse)
         else:
-            chunks = _Pipeline(fd, segments, chunker, odb, progress, n_workers).run()
+            chunks = _Pipeline(fd, segments, chunker, odb, progress, n_workers, reuse).run()
         after = os.fstat(fd)
     finally:
         os.close(fd)
@@ -152,26 +323,27 @@ def file_id_of(path: Path, chunker: Chunker) -> ObjectId:
 
 
 def _sequential(fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectDatabase | None,
-                progress: Progress | None) -> list[tuple[ObjectId, int]]:
+                progress: Progress | None, reuse: _Reuse | None = None) -> list[tuple[ObjectId, int]]:
     chunks: list[tuple[ObjectId, int]] = []
     for segment in segments:
-        for view in chunker.iter_chunks(_PReader(fd, segment.offset), segment.length, segment.align):
-            chunk_id = hash_bytes(Kind.CHUNK, view)
-            chunks.append((chunk_id, len(view)))
-            if odb is not None:
+        for chunk_id, n, view in _segment_chunks(fd, segment, chunker, reuse):
+            chunks.append((chunk_id, n))
+            if odb is not None and view is not None:
                 odb.add_chunk(chunk_id, view, segment.dtype)
             if progress is not None:
-                progress(len(view))
+                progress(n)
     return chunks
 
 
-def _jobs(segments: list[Segment]) -> list[list[Segment]]:
+def _jobs(segments: list[Segment], work: Callable[[Segment], int] = lambda seg: seg.length) -> list[list[Segment]]:
+    """Runs of whole segments with at least ``JOB_BYTES`` of chunking ``work`` each
+    (segments the segment cache answered weigh nothing, so they ride along)."""
     jobs: list[list[Segment]] = []
     current: list[Segment] = []
     size = 0
     for seg in segments:
         current.append(seg)
-        size += seg.length
+        size += work(seg)
         if size >= JOB_BYTES:
             jobs.append(current)
             current, size = [], 0
@@ -187,14 +359,17 @@ _DONE = None
 
 class _Pipeline:
     def __init__(self, fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectDatabase | None,
-                 progress: Progress | None, workers: int) -> None:
+                 progress: Progress | None, workers: int, reuse: _Reuse | None = None) -> None:
         self.fd = fd
-        self.jobs = _jobs(segments)
+        self.reuse = reuse
+        self.jobs = _jobs(segments, reuse.work) if reuse is not None else _jobs(segments)
         self.chunker = chunker
         self.odb = odb
         self.progress = progress
         self.workers = workers
-        self.queues: list[queue.Queue[list[_Item] | None | BaseException]] = [queue.Queue(QUEUE_BATCHES) for _ in self.jobs]
+        self.queues: list[queue.Queue[tuple[list[_Item], bool] | None | BaseException]] = [queue.Queue() for _ in self.jobs]
+        # Room for a job's waiting batches: (with new bytes, ids only).
+        self.room = [(threading.Semaphore(QUEUE_BATCHES), threading.Semaphore(LIGHT_BATCHES)) for _ in self.jobs]
         self.ahead = threading.Semaphore(LOOKAHEAD)
         self.next_job = 0
         self.lock = threading.Lock()
@@ -224,15 +399,17 @@ class _Pipeline:
                 self._put(q, exc)
                 return
 
-    def _put(self, q: "queue.Queue[list[_Item] | None | BaseException]", item: "list[_Item] | None | BaseException") -> None:
-        while not self.stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _put(self, q: "queue.Queue[tuple[list[_Item], bool] | None | BaseException]",
+             item: "tuple[list[_Item], bool] | None | BaseException") -> None:
+        q.put(item)  # unbounded: the room semaphores bound what waits
 
-    def _run_job(self, j: int, q: "queue.Queue[list[_Item] | None | BaseException]") -> None:
+    def _wait_for_room(self, room: threading.Semaphore) -> bool:
+        while not self.stop.is_set():
+            if room.acquire(timeout=0.1):
+                return True
+        return False
+
+    def _run_job(self, j: int, q: "queue.Queue[tuple[list[_Item], bool] | None | BaseException]") -> None:
         odb = self.odb
         pending: list[tuple[ObjectId, int, bytes | None, str | None]] = []
         pending_bytes = 0
@@ -244,24 +421,33 @@ class _Pipeline:
                 items = [(cid, n, None, 0) for cid, n, _, _ in pending]
             else:
                 known = odb.has_chunks([cid for cid, _, _, _ in pending])
-                new = [(k, raw, dtype) for k, ((_, _, raw, dtype), seen) in enumerate(zip(pending, known)) if not seen]
+                # raw is None for chunks the segment cache vouched for (checked stored just now)
+                new = [(k, raw, dtype) for k, ((_, _, raw, dtype), seen) in enumerate(zip(pending, known)) if not seen and raw is not None]
                 fut = self.encoders.submit(_encode_many, [(raw, dtype) for _, raw, dtype in new], odb.codec_policy) if new else None  # type: ignore[union-attr]
                 slot = {k: i for i, (k, _, _) in enumerate(new)}
                 items = [(cid, n, fut if k in slot else None, slot.get(k, -1)) for k, (cid, n, _, _) in enumerate(pending)]
             pending, pending_bytes = [], 0
-            self._put(q, items)
+            heavy = any(fut is not None for _, _, fut, _ in items)
+            if self._wait_for_room(self.room[j][0 if heavy else 1]):
+                self._put(q, (items, heavy))
 
         for seg in self.jobs[j]:
-            for view in self.chunker.iter_chunks(_PReader(self.fd, seg.offset), seg.length, seg.align):
+            answered = False
+            for chunk_id, n, view in _segment_chunks(self.fd, seg, self.chunker, self.reuse):
                 if self.stop.is_set():
                     return
-                n = len(view)
+                if view is None:  # from the segment cache: the segment's ids go as one batch
+                    answered = True
+                    pending.append((chunk_id, n, None, seg.dtype))
+                    continue
                 # the one copy of a chunk's bytes: the read buffer is reused for the next block
                 raw = bytes(view) if odb is not None else None
-                pending.append((hash_bytes(Kind.CHUNK, raw if raw is not None else view), n, raw, seg.dtype))
+                pending.append((chunk_id, n, raw, seg.dtype))
                 pending_bytes += n
                 if pending_bytes >= BATCH_BYTES or len(pending) >= BATCH_CHUNKS:
                     flush()
+            if answered:
+                flush()
         if pending:
             flush()
 
@@ -274,20 +460,22 @@ class _Pipeline:
         chunks: list[tuple[ObjectId, int]] = []
         odb, progress = self.odb, self.progress
         try:
-            for q in self.queues:
+            for q, room in zip(self.queues, self.room):
                 while True:
                     got = q.get()
                     if got is _DONE:
                         break
                     if isinstance(got, BaseException):
                         raise got
-                    for chunk_id, n, fut, slot in got:
+                    batch, heavy = got
+                    for chunk_id, n, fut, slot in batch:
                         chunks.append((chunk_id, n))
                         if fut is not None and odb is not None:
                             codec_id, payload = fut.result()[slot]
                             odb.add_encoded(chunk_id, codec_id, n, payload)
                         if progress is not None:
                             progress(n)
+                    room[0 if heavy else 1].release()
                 self.ahead.release()
         finally:
             self.stop.set()
