@@ -11,7 +11,6 @@ because every reader validates what it reads).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -26,11 +25,6 @@ def cache_dir(backend: object, name: str) -> Path:
     url = str(getattr(backend, "url", backend))
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return home / "objstore" / blake3.blake3(url.encode()).hexdigest()[:32] / name
-
-
-def drop(store: Path | str, name: str) -> None:
-    """Forget every entry of cache ``name`` of a local store (the benchmark's cold runs)."""
-    shutil.rmtree(Path(store) / "cache" / name, ignore_errors=True)
 
 
 def write_entry(target: Path, body: bytes) -> bool:

@@ -71,11 +71,6 @@ class CacheStats:
 stats = CacheStats()
 
 
-def drop_for_store(store: Path | str) -> None:
-    """Forget every entry of a local store (the benchmark's cold-cache runs)."""
-    localcache.drop(store, "stat")
-
-
 class StatCache:
     """Per-store entries mapping a file's stat to its chunk list."""
 
