@@ -17,6 +17,16 @@ from pathlib import Path
 import blake3
 
 
+class CacheStats:
+    """Counters of one cache, for tests and the benchmark: how often it answered."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.racy = 0  # stat cache: entries too fresh to trust
+        self.stores = 0
+
+
 def cache_dir(backend: object, name: str) -> Path:
     """The directory of cache ``name`` for the store behind ``backend``."""
     root = getattr(backend, "root", None)

@@ -35,16 +35,7 @@ _CHUNK = struct.Struct("<32sQ")
 ChunkList = list[tuple[ObjectId, int]]
 
 
-class CacheStats:
-    """Counters, for tests and the benchmark."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self.stores = 0
-
-
-stats = CacheStats()
+stats = localcache.CacheStats()
 
 
 class SegmentCache:

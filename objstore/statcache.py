@@ -58,17 +58,7 @@ class StatKey:
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
 
 
-class CacheStats:
-    """Counters, for tests and the benchmark: how often the cache answered."""
-
-    def __init__(self) -> None:
-        self.hits = 0
-        self.misses = 0
-        self.racy = 0
-        self.stores = 0
-
-
-stats = CacheStats()
+stats = localcache.CacheStats()
 
 
 class StatCache:
