@@ -37,6 +37,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -91,6 +92,7 @@ class _PReader:
 # BLAKE3 stream over pread'd blocks runs at about one core's read + hash speed),
 # and the key is only ever compared with itself.
 PIECE = 2 * 1024 * 1024
+PIECES_IN_FLIGHT = 64
 
 
 class _SegmentKey:
@@ -168,11 +170,21 @@ def _hash_piece(fd: int, offset: int, length: int) -> bytes:
 
 
 def _hash_segments(fd: int, segments: list[Segment]) -> list[bytes]:
-    """The segment-cache keys of ``segments``, all their pieces hashed on every core at once."""
+    """The segment-cache keys of ``segments``, their pieces hashed on every core at once
+    (at most ``PIECES_IN_FLIGHT`` queued, so a huge file costs no more memory)."""
     pool = _pool()
-    pieces = [[pool.submit(_hash_piece, fd, off, min(PIECE, seg.offset + seg.length - off))
-               for off in range(seg.offset, seg.offset + seg.length, PIECE)] for seg in segments]
-    return [_key_of([f.result() for f in futures]) for futures in pieces]
+    work = ((i, off, min(PIECE, seg.offset + seg.length - off))
+            for i, seg in enumerate(segments) for off in range(seg.offset, seg.offset + seg.length, PIECE))
+    digests: list[list[bytes]] = [[] for _ in segments]
+    in_flight: deque[tuple[int, Future[bytes]]] = deque()
+    for i, off, length in work:
+        in_flight.append((i, pool.submit(_hash_piece, fd, off, length)))
+        if len(in_flight) >= PIECES_IN_FLIGHT:
+            j, fut = in_flight.popleft()
+            digests[j].append(fut.result())
+    for j, fut in in_flight:
+        digests[j].append(fut.result())
+    return [_key_of(d) for d in digests]
 
 
 _Chunks = list[tuple[ObjectId, int]]
