@@ -2,7 +2,9 @@
 
 Reachable = everything reached along strong edges (:mod:`objstore.inventory`)
 from every live ref and every object any reflog entry names (so a moved alias
-or an old run record keeps its target until its reflog goes).
+or an old run record keeps its target until its reflog goes), and from every
+remote-tracking ref (``remotes/<name>/refs/…``): what ``fetch`` stored for a
+later ``pull`` stays until the tracking ref moves on.
 
 Safety while other processes write (they store chunks, then packs, then
 objects, then refs — :mod:`objstore.odb`):
@@ -85,7 +87,7 @@ def mark_reachable(store: Store) -> Reachable:
     roots: set[ObjectId] = set()
     for _, oid in store.refs.iter_refs(REFS):
         roots.add(oid)
-    reflog_only = set(store.refs.iter_reflog_targets()) - roots
+    reflog_only = (set(store.refs.iter_reflog_targets()) | _tracking_targets(store)) - roots
     walker = ContentWalker(store)
     objects: set[ObjectId] = set()
     chunks: set[bytes] = set()
@@ -117,6 +119,27 @@ def mark_reachable(store: Store) -> Reachable:
         except ObjstoreError as exc:
             raise CorruptObject(f"a reflog entry reaches damaged object {oid.hex[:16]} ({exc}); run 'objstore fsck' before gc") from exc
     return Reachable(frozenset(objects), frozenset(chunks))
+
+
+# Where fetch records a remote's refs (objstore.remotes, a layer above this one).
+TRACKING = "remotes/"
+
+
+def _tracking_targets(store: Store) -> set[ObjectId]:
+    """Objects named by remote-tracking refs: weak roots, like reflog entries
+    (kept if present, not required, since tracking state is only a cache)."""
+    out: set[ObjectId] = set()
+    for info in store.backend.iter_prefix(TRACKING):
+        _, _, rest = info.key[len(TRACKING):].partition("/")
+        if not rest.startswith(REFS) or info.size == 0:
+            continue
+        try:
+            oid = store.refs.read(info.key)
+        except ObjstoreError:
+            continue  # a damaged tracking ref protects nothing; fetch rewrites it
+        if oid is not None:
+            out.add(oid)
+    return out
 
 
 def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False,

@@ -366,6 +366,27 @@ def test_fetch_moves_objects_but_no_local_ref(tmp_path: Path, models: tuple[Path
     assert pulled.chunks == 0 and chain(b) == chain(a)
 
 
+def test_gc_keeps_what_fetch_stored_for_a_later_pull(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    """Fetched content is reached only by remote-tracking refs until a pull:
+    gc must keep it (a fetch-then-offline-pull must not find it gone)."""
+    from objstore.fsck import fsck
+    from objstore.gc import collect_garbage
+
+    base, _ = models
+    a = Store.open(tmp_path / "a")
+    log(a, base)
+    objstore.push(a, str(tmp_path / "remote"))
+    b = Store.open(tmp_path / "b")
+    remote_add(b, "origin", str(tmp_path / "remote"))
+    assert objstore.fetch(b).chunks > 0
+    collect_garbage(Store.open(tmp_path / "b"), grace_seconds=0)
+    b = Store.open(tmp_path / "b")
+    assert objstore.fetch(b).chunks == 0  # nothing was dropped, so nothing to fetch again
+    assert fsck(b).ok
+    objstore.pull(b)
+    assert chain(b) == chain(a)
+
+
 def test_pull_refuses_a_version_ref_to_another_collection(tmp_path: Path, models: tuple[Path, Path]) -> None:
     base, _ = models
     a = Store.open(tmp_path / "a")
