@@ -283,9 +283,9 @@ class ObjectDatabase:
             if self._sealer is None:
                 self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
             self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
-            oldest = self._sealing[0][1] if len(self._sealing) > MAX_SEALING else None
-        if oldest is not None:
-            oldest.result()  # outside the lock: the sealer needs it to publish the pack
+            wait = len(self._sealing) > MAX_SEALING
+        if wait:
+            self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
         return True
 
     def flush(self) -> None:
@@ -298,12 +298,23 @@ class ObjectDatabase:
         self._wait_sealed()
 
     def _wait_sealed(self) -> None:
-        while True:
+        while self._wait_oldest():
+            pass
+
+    def _wait_oldest(self) -> bool:
+        """Wait for the oldest background seal; False if none. A failed seal stays
+        listed until this reports it, so its error always reaches a caller."""
+        with self._lock:
+            if not self._sealing:
+                return False
+            writer, future = self._sealing[0]
+        try:
+            future.result()
+        except BaseException:
             with self._lock:
-                if not self._sealing:
-                    return
-                future = self._sealing[0][1]
-            future.result()  # re-raises the sealer's error; _seal always leaves the list
+                self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
+            raise
+        return True
 
     def _seal(self, writer: _OpenPack) -> None:
         """Make a full pack durable, store it and its index, then let readers see it.
@@ -325,8 +336,7 @@ class ObjectDatabase:
                 self.backend.delete(GC_MARKED + name)
         except BaseException as exc:
             with self._lock:
-                self._broken = exc
-                self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
+                self._broken = exc  # later writes refuse; the error itself goes to the waiter
             raise
         finally:
             writer.discard()
@@ -344,10 +354,12 @@ class ObjectDatabase:
             if self._writer is not None:
                 self._writer.discard()
                 self._writer = None
-        try:
-            self._wait_sealed()
-        except BaseException:
-            pass  # the write being aborted already failed or is being abandoned
+        while True:
+            try:
+                if not self._wait_oldest():
+                    return
+            except BaseException:
+                continue  # the write being aborted already failed or is being abandoned
 
     def _temp_path(self) -> Path:
         make = getattr(self.backend, "new_temp_path", None)

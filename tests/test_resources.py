@@ -192,3 +192,50 @@ def test_error_at_every_write_point(tmp_path: Path, action: str) -> None:
         if failed is None and counted.get(kind, 0) < (n + 1) // 2:
             break
     assert n > 10
+
+
+def test_a_pack_that_fails_to_seal_in_the_background_fails_the_log(tmp_path: Path) -> None:
+    """Full packs are sealed on a background thread; its failure must reach the
+    writer (the log fails, no version), never be lost between two packs."""
+    from objstore.constants import PACK_TARGET
+
+    model = _model(tmp_path / "big.bin", PACK_TARGET + 8 * 1024 * 1024, seed=3)  # incompressible: two packs
+    store = tmp_path / "store"
+    Store.open(store)
+    faults.configure("rename:1:eio")  # the first link into place: the full pack, on the sealer thread
+    try:
+        with pytest.raises(ObjstoreError, match="Input/output error|EIO|I/O"):
+            with objstore.init(project="p", entity="e", store=store) as run:
+                run.log_model(str(model), name="m")
+    finally:
+        faults.configure("")
+    assert _versions(store) == []
+    _assert_sound(store)
+
+
+def test_flush_reports_a_background_seal_that_failed_before_it_was_called(tmp_path: Path) -> None:
+    """The seal of a full pack fails while nobody is waiting for it: the next flush
+    (what every writer calls before naming chunks) must raise, not return."""
+    import time
+
+    from objstore.constants import PACK_TARGET
+    from objstore.ids import Kind, hash_bytes
+
+    store = Store.open(tmp_path / "store")
+    rng = random.Random(5)
+    faults.configure("rename:1:eio")
+    try:
+        added = 0
+        while added < PACK_TARGET:  # the add that crosses the target hands the pack to the sealer
+            payload = rng.randbytes(1 << 20)
+            store.odb.add_encoded(hash_bytes(Kind.CHUNK, payload), 0, len(payload), payload)
+            added += len(payload)
+        deadline = time.monotonic() + 10
+        while faults.counts().get("rename", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # let the failed seal finish unwinding
+        with pytest.raises(ObjstoreError):
+            store.odb.flush()
+    finally:
+        faults.configure("")
+    assert not list((tmp_path / "store" / "packs").glob("*.pack"))
