@@ -64,11 +64,8 @@ class ObjectId:
         return f"ObjectId({self.raw.hex()[:16]}…)"
 
 
-def hasher(kind: Kind, *, all_cores: bool = False) -> "blake3.blake3":
-    """A fresh BLAKE3 hasher keyed for ``kind``; ``all_cores`` hashes large updates
-    on every core (same digest, only faster)."""
-    if all_cores:
-        return blake3.blake3(key=_KEYS[kind], max_threads=blake3.blake3.AUTO)
+def hasher(kind: Kind) -> "blake3.blake3":
+    """A fresh BLAKE3 hasher keyed for ``kind``."""
     return blake3.blake3(key=_KEYS[kind])
 
 
