@@ -27,7 +27,7 @@ class Kind(enum.Enum):
     LINK = "link"
     RUN = "run"
     PACK = "pack"
-    SEGMENT = "segment"  # a whole tensor's bytes, as the segment cache's key (never stored)
+    SEGMENT = "segment"  # segment-cache keys: a tensor's 2 MiB pieces, then their list (never stored)
 
 
 _KEYS = {kind: blake3.blake3(b"objstore/v1/" + kind.value.encode()).digest() for kind in Kind}
