@@ -406,14 +406,10 @@ class _Pipeline:
             q = self.queues[j]
             try:
                 self._run_job(j, q)
-                self._put(q, _DONE)
+                q.put(_DONE)
             except BaseException as exc:  # handed to the writer, which re-raises it
-                self._put(q, exc)
+                q.put(exc)
                 return
-
-    def _put(self, q: "queue.Queue[tuple[list[_Item], bool] | None | BaseException]",
-             item: "tuple[list[_Item], bool] | None | BaseException") -> None:
-        q.put(item)  # unbounded: the room semaphores bound what waits
 
     def _wait_for_room(self, room: threading.Semaphore) -> bool:
         while not self.stop.is_set():
@@ -432,16 +428,18 @@ class _Pipeline:
             if odb is None:
                 items = [(cid, n, None, 0) for cid, n, _, _ in pending]
             else:
-                known = odb.has_chunks([cid for cid, _, _, _ in pending])
-                # raw is None for chunks the segment cache vouched for (checked stored just now)
-                new = [(k, raw, dtype) for k, ((_, _, raw, dtype), seen) in enumerate(zip(pending, known)) if not seen and raw is not None]
+                # raw is None for chunks the segment cache vouched for (checked stored
+                # when it was consulted): only the others are asked about
+                chunked = [k for k, (_, _, raw, _) in enumerate(pending) if raw is not None]
+                known = odb.has_chunks([pending[k][0] for k in chunked]) if chunked else []
+                new = [(k, pending[k][2], pending[k][3]) for k, seen in zip(chunked, known) if not seen]
                 fut = self.encoders.submit(_encode_many, [(raw, dtype) for _, raw, dtype in new], odb.codec_policy) if new else None  # type: ignore[union-attr]
                 slot = {k: i for i, (k, _, _) in enumerate(new)}
                 items = [(cid, n, fut if k in slot else None, slot.get(k, -1)) for k, (cid, n, _, _) in enumerate(pending)]
             pending, pending_bytes = [], 0
             heavy = any(fut is not None for _, _, fut, _ in items)
             if self._wait_for_room(self.room[j][0 if heavy else 1]):
-                self._put(q, (items, heavy))
+                q.put((items, heavy))  # unbounded: the room semaphores bound what waits
 
         for seg in self.jobs[j]:
             answered = False
