@@ -261,16 +261,19 @@ def _open(path: Path) -> int:
         raise InvalidInput(f"{path} is not readable (permission denied)") from None
 
 
+def _chunking_key(chunker: Chunker) -> tuple[int, ...]:
+    p = chunker.params
+    return (p.avg_size, p.min_size, p.max_size, p.normalization)
+
+
 def stat_cache_for(odb: ObjectDatabase, chunker: Chunker) -> StatCache:
     """The stat cache of ``odb``'s store, keyed also by the chunking parameters."""
-    p = chunker.params
-    return StatCache.for_backend(odb.backend, (p.avg_size, p.min_size, p.max_size, p.normalization))
+    return StatCache.for_backend(odb.backend, _chunking_key(chunker))
 
 
 def segment_cache_for(odb: ObjectDatabase, chunker: Chunker) -> SegmentCache:
     """The segment cache of ``odb``'s store, keyed also by the chunking parameters."""
-    p = chunker.params
-    return SegmentCache.for_backend(odb.backend, (p.avg_size, p.min_size, p.max_size, p.normalization))
+    return SegmentCache.for_backend(odb.backend, _chunking_key(chunker))
 
 
 def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progress: Progress | None = None, *,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Self
 
 import blake3
 
@@ -25,6 +26,21 @@ class CacheStats:
         self.misses = 0
         self.racy = 0  # stat cache: entries too fresh to trust
         self.stores = 0
+
+
+class ChunkListCache:
+    """A store's cache ``NAME`` of chunk lists, valid only for the chunking
+    parameters it was made with (``chunking``, compared on every lookup)."""
+
+    NAME = ""
+
+    def __init__(self, directory: Path, chunking: tuple[int, ...] = ()) -> None:
+        self.directory = Path(directory)
+        self.chunking = list(chunking)
+
+    @classmethod
+    def for_backend(cls, backend: object, chunking: tuple[int, ...] = ()) -> "Self":
+        return cls(cache_dir(backend, cls.NAME), chunking)
 
 
 def cache_dir(backend: object, name: str) -> Path:

@@ -38,16 +38,10 @@ ChunkList = list[tuple[ObjectId, int]]
 stats = localcache.CacheStats()
 
 
-class SegmentCache:
+class SegmentCache(localcache.ChunkListCache):
     """Per-store entries mapping a segment's content hash to its chunk list."""
 
-    def __init__(self, directory: Path, chunking: tuple[int, ...] = ()) -> None:
-        self.directory = Path(directory)
-        self.chunking = list(chunking)
-
-    @classmethod
-    def for_backend(cls, backend: object, chunking: tuple[int, ...] = ()) -> "SegmentCache":
-        return cls(localcache.cache_dir(backend, "segments"), chunking)
+    NAME = "segments"
 
     def is_empty(self) -> bool:
         """True when no segment was ever recorded: a new store has nothing to find."""

@@ -61,16 +61,10 @@ class StatKey:
 stats = localcache.CacheStats()
 
 
-class StatCache:
+class StatCache(localcache.ChunkListCache):
     """Per-store entries mapping a file's stat to its chunk list."""
 
-    def __init__(self, directory: Path, chunking: tuple[int, ...] = ()) -> None:
-        self.directory = Path(directory)
-        self.chunking = list(chunking)
-
-    @classmethod
-    def for_backend(cls, backend: object, chunking: tuple[int, ...] = ()) -> "StatCache":
-        return cls(localcache.cache_dir(backend, "stat"), chunking)
+    NAME = "stat"
 
     def _entry_path(self, path: Path) -> Path:
         h = blake3.blake3(os.fsencode(path)).hexdigest()[:40]
