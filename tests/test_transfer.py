@@ -352,13 +352,18 @@ def test_cli_remote_push_clone_pull(tmp_path: Path, models: tuple[Path, Path]) -
     assert not (tmp_path / "nothing").exists()
 
 
-def test_fetch_moves_objects_but_no_local_ref(tmp_path: Path, models: tuple[Path, Path]) -> None:
-    base, _ = models
+def _published_and_tracked(tmp_path: Path, model: Path) -> tuple[Store, Store]:
+    """Store a with ``model`` logged and pushed to a remote; store b, empty, with that remote as origin."""
     a = Store.open(tmp_path / "a")
-    log(a, base)
+    log(a, model)
     objstore.push(a, str(tmp_path / "remote"))
     b = Store.open(tmp_path / "b")
     remote_add(b, "origin", str(tmp_path / "remote"))
+    return a, b
+
+
+def test_fetch_moves_objects_but_no_local_ref(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    a, b = _published_and_tracked(tmp_path, models[0])
     fetched = objstore.fetch(b)
     assert fetched.chunks > 0 and ref_values(b) == {}
     assert objstore.fetch(b).chunks == 0  # already there
@@ -372,12 +377,7 @@ def test_gc_keeps_what_fetch_stored_for_a_later_pull(tmp_path: Path, models: tup
     from objstore.fsck import fsck
     from objstore.gc import collect_garbage
 
-    base, _ = models
-    a = Store.open(tmp_path / "a")
-    log(a, base)
-    objstore.push(a, str(tmp_path / "remote"))
-    b = Store.open(tmp_path / "b")
-    remote_add(b, "origin", str(tmp_path / "remote"))
+    a, b = _published_and_tracked(tmp_path, models[0])
     assert objstore.fetch(b).chunks > 0
     collect_garbage(Store.open(tmp_path / "b"), grace_seconds=0)
     b = Store.open(tmp_path / "b")
