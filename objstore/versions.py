@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Conflict, CorruptObject, InvalidName, NotFound
+from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
 from .ids import ObjectId
 from .names import LATEST, CollectionPath, VersionSpec, check_alias, version_index
 from .objects import Link, Version
@@ -211,7 +211,8 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     entry = read_entry(store, coll, existing)
     advance_latest(store, coll, entry.index)
     for alias in aliases:
-        set_alias(store, coll, alias, entry.object_id)
+        if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
+            set_alias(store, coll, alias, entry.object_id)
     return entry, created
 
 
@@ -265,13 +266,43 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
     raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
 
 
-def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+def _check_movable(alias: str) -> str:
     check_alias(alias)
+    if alias == LATEST:
+        raise InvalidInput(f"alias {LATEST!r} is managed by the store: it moves by itself to each new version "
+                           "and is never set or removed by hand; use another alias")
+    return alias
+
+
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+    """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
+    adding an alias to a version moves it there). Not ``latest``."""
+    _check_movable(alias)
     store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{_entry_index(store, oid)}")
 
 
+def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:
+    """Remove ``alias`` if it still points at ``oid``; True if this call removed it.
+
+    By compare-and-swap against the value read, so an alias another writer
+    moved to another version meanwhile is left where they put it.
+    """
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    for _ in range(attempts):
+        raw = store.refs.read_raw(ref)
+        if raw is None or store.refs.read(ref) != oid:
+            return False
+        try:
+            store.refs.set_if_equals(ref, raw, None, f"alias {alias} removed from v{_entry_index(store, oid)}")
+            return True
+        except Conflict:
+            continue
+    raise Conflict(ref, None, store.refs.read_raw(ref), f"{ref} kept changing under {attempts} attempts; retry later")
+
+
 def delete_alias(store: Store, coll: CollectionPath, alias: str) -> None:
-    check_alias(alias)
+    _check_movable(alias)
     ref = alias_ref(coll.entity, coll.project, coll.name, alias)
     if store.refs.read(ref) is None:
         raise NotFound(f"{coll} has no alias {alias!r}", key=ref)

@@ -125,3 +125,112 @@ def test_legacy_lock_file_among_refs_is_not_a_ref(tmp_path: Path) -> None:
     log(store, "m", B_BYTES, tmp_path, aliases=["best"])
     assert alias_targets(store, "m") == {"latest": 1, "best": 1}
     assert fsck(Store.open(store)).ok
+
+
+# -- class 5: lost alias updates -------------------------------------------------------
+
+def test_two_objects_of_one_version_each_add_an_alias(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    log(store, "m", A_BYTES, tmp_path)
+    api = objstore.Api(store=str(store), entity=E, project=P)
+    first, second = api.artifact("m:v0"), api.artifact("m:v0")
+    first.aliases.append("one")
+    second.aliases.append("two")
+    first.save()
+    second.save()
+    assert alias_targets(store, "m") == {"latest": 0, "one": 0, "two": 0}
+
+
+def test_stale_save_does_not_move_production_back(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    log(store, "m", A_BYTES, tmp_path, aliases=["production"])
+    log(store, "m", B_BYTES, tmp_path)
+    api = objstore.Api(store=str(store), entity=E, project=P)
+    stale = api.artifact("m:v0")  # loaded while production is on v0
+    stale_remover = api.artifact("m:v0")
+    assert "production" in stale.aliases
+    newer = api.artifact("m:v1")
+    newer.aliases.append("production")
+    newer.save()
+    stale.aliases.append("reviewed")
+    stale.save()
+    assert alias_targets(store, "m") == {"latest": 1, "production": 1, "reviewed": 0}
+    # Removing an alias only removes it from this version: production moved on.
+    stale_remover.aliases.remove("production")
+    stale_remover.save()
+    assert alias_targets(store, "m") == {"latest": 1, "production": 1, "reviewed": 0}
+    # Added on purpose, it does move here (W&B: adding an alias points it at this version).
+    stale_remover.aliases.append("production")
+    stale_remover.save()
+    assert alias_targets(store, "m")["production"] == 0
+
+
+def test_removing_an_alias_that_is_here_removes_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    log(store, "m", A_BYTES, tmp_path, aliases=["best", "keep"])
+    art = objstore.Api(store=str(store), entity=E, project=P).artifact("m:v0")
+    art.aliases.remove("best")
+    art.save()
+    assert alias_targets(store, "m") == {"latest": 0, "keep": 0}
+    assert sorted(art.aliases) == ["keep", "latest"]
+
+
+def test_latest_is_not_moved_by_save(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    log(store, "m", A_BYTES, tmp_path)
+    log(store, "m", B_BYTES, tmp_path)
+    api = objstore.Api(store=str(store), entity=E, project=P)
+    old = api.artifact("m:v0")
+    old.aliases.append("latest")
+    with pytest.raises(InvalidInput, match="latest"):
+        old.save()
+    new = api.artifact("m:v1")
+    new.aliases.remove("latest")
+    with pytest.raises(InvalidInput, match="latest"):
+        new.save()
+    assert alias_targets(store, "m") == {"latest": 1}
+
+
+ALIAS_WRITER = textwrap.dedent("""
+    import sys, time
+    import objstore
+    store, me, go = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    api = objstore.Api(store=store, entity="e", project="p")
+    while time.time() < go:
+        time.sleep(0.001)
+    for j in range(5):
+        art = api.artifact("e/p/m:v0")
+        art.aliases.append(f"w{me}-{j}")
+        art.save()
+    print("done", flush=True)
+""")
+
+
+def _alias_race(store: str, tmp_path: Path, writers: int = 8) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(ALIAS_WRITER)
+    go = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, str(script), store, str(i), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(writers)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+
+
+def test_eight_processes_adding_aliases_lose_none(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    log(store, "m", A_BYTES, tmp_path)
+    _alias_race(str(store), tmp_path)
+    got = alias_targets(store, "m")
+    wanted = {f"w{i}-{j}": 0 for i in range(8) for j in range(5)} | {"latest": 0}
+    assert got == wanted, f"lost {sorted(set(wanted) - set(got))}"
+
+
+@pytest.mark.s3
+def test_eight_processes_adding_aliases_lose_none_on_s3(tmp_path: Path, s3_bucket_url: str) -> None:
+    log(s3_bucket_url, "m", A_BYTES, tmp_path)  # type: ignore[arg-type]
+    _alias_race(s3_bucket_url, tmp_path)
+    got = alias_targets(Store.open(s3_bucket_url), "m")
+    wanted = {f"w{i}-{j}": 0 for i in range(8) for j in range(5)} | {"latest": 0}
+    assert got == wanted, f"lost {sorted(set(wanted) - set(got))}"
