@@ -234,3 +234,126 @@ def test_eight_processes_adding_aliases_lose_none_on_s3(tmp_path: Path, s3_bucke
     got = alias_targets(Store.open(s3_bucket_url), "m")
     wanted = {f"w{i}-{j}": 0 for i in range(8) for j in range(5)} | {"latest": 0}
     assert got == wanted, f"lost {sorted(set(wanted) - set(got))}"
+
+
+# -- class 7: refs that point into another collection ---------------------------------
+
+def _two_collections(tmp_path: Path) -> tuple[Path, str, str]:
+    """A store with e/p/a (A's bytes, alias production) and e/p/b (B's bytes);
+    returns the store and the version ids of a:v0 and b:v0."""
+    store = tmp_path / "store"
+    a = log(store, "a", A_BYTES, tmp_path, aliases=["production"])
+    b = log(store, "b", B_BYTES, tmp_path)
+    return store, a.id, b.id
+
+
+def _forge(store: Path, ref: str, oid_hex: str) -> None:
+    _write(ref_file(store, ref), oid_hex.encode() + b"\n")
+
+
+def _pushed_remote(tmp_path: Path, store: Path) -> Path:
+    remote = tmp_path / "remote"
+    remote_add(Store.open(store), "origin", str(remote))
+    objstore.push(str(store), "origin")
+    return remote
+
+
+def test_clone_refuses_an_alias_pointing_into_another_collection(tmp_path: Path) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    remote = _pushed_remote(tmp_path, store)
+    _forge(remote, alias_ref(E, P, "a", "production"), b_id)
+    with pytest.raises(CorruptObject, match="aliases/production"):
+        objstore.clone(str(remote), tmp_path / "clone")
+    assert not (tmp_path / "clone").exists()
+
+
+def test_pull_refuses_a_forged_alias_and_never_serves_the_other_bytes(tmp_path: Path) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    remote = _pushed_remote(tmp_path, store)
+    clone, _ = objstore.clone(str(remote), tmp_path / "clone")
+    clone.close()
+    _forge(remote, alias_ref(E, P, "a", "production"), b_id)
+    with pytest.raises(CorruptObject, match="aliases/production"):
+        objstore.pull(str(tmp_path / "clone"))
+    assert use(tmp_path / "clone", "e/p/a:production", tmp_path / "out") == A_BYTES
+
+
+def test_pull_refuses_a_forged_digest_ref(tmp_path: Path) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    remote = _pushed_remote(tmp_path, store)
+    s = Store.open(store)
+    a_digest = objstore.Api(store=s, entity=E, project=P).artifact("a:v0").digest
+    _forge(remote, digest_ref(E, P, "a", a_digest), b_id)
+    with pytest.raises(CorruptObject, match="digests/"):
+        objstore.clone(str(remote), tmp_path / "clone")
+
+
+@pytest.mark.parametrize("bad_alias", ["v3", "has space", ".hidden"])
+def test_clone_refuses_an_alias_whose_name_breaks_the_rules(tmp_path: Path, bad_alias: str) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    remote = _pushed_remote(tmp_path, store)
+    _forge(remote, alias_ref(E, P, "a", bad_alias), a_id)
+    with pytest.raises(ObjstoreError, match=bad_alias):
+        objstore.clone(str(remote), tmp_path / "clone")
+    assert not (tmp_path / "clone").exists()
+
+
+def test_pull_refuses_an_alias_named_like_a_version(tmp_path: Path) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    remote = _pushed_remote(tmp_path, store)
+    objstore.clone(str(remote), tmp_path / "clone")[0].close()
+    _forge(remote, alias_ref(E, P, "a", "v3"), a_id)
+    with pytest.raises((CorruptObject, InvalidName), match="v3"):
+        objstore.pull(str(tmp_path / "clone"))
+    assert not ref_file(tmp_path / "clone", alias_ref(E, P, "a", "v3")).exists()
+
+
+def test_local_version_ref_edited_to_another_collection_is_refused_and_reported(tmp_path: Path) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    _forge(store, version_ref(E, P, "a", 0), b_id)
+    with pytest.raises(CorruptObject, match="versions/v0"):
+        use(store, "e/p/a:v0", tmp_path / "out")
+    with pytest.raises(CorruptObject):
+        objstore.Api(store=str(store), entity=E, project=P).artifact("a:v0")
+    report = fsck(Store.open(store))
+    assert not report.ok
+    assert any("refs/e/p/a/versions/v0" in p.message for p in report.problems), [p.message for p in report.problems]
+    result = run_cli(store, "fsck", check=False)
+    assert result.code == 3, result
+    assert "refs/e/p/a/versions/v0" in result.out + result.err
+
+
+def test_local_alias_edited_to_another_collection_is_refused_and_reported(tmp_path: Path) -> None:
+    store, a_id, b_id = _two_collections(tmp_path)
+    _forge(store, alias_ref(E, P, "a", "production"), b_id)
+    with pytest.raises(CorruptObject, match="aliases/production"):
+        use(store, "e/p/a:production", tmp_path / "out")
+    report = fsck(Store.open(store))
+    assert any("refs/e/p/a/aliases/production" in p.message for p in report.problems), [p.message for p in report.problems]
+
+
+def test_local_version_ref_with_the_wrong_number_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    a0 = log(store, "a", A_BYTES, tmp_path)
+    log(store, "a", B_BYTES, tmp_path)
+    _forge(store, version_ref(E, P, "a", 1), a0.id)  # v1 now holds the object numbered v0
+    with pytest.raises(CorruptObject, match="versions/v1"):
+        use(store, "e/p/a:v1", tmp_path / "out")
+    report = fsck(Store.open(store))
+    assert any("refs/e/p/a/versions/v1" in p.message for p in report.problems), [p.message for p in report.problems]
+
+
+def test_registry_link_ref_pointing_elsewhere_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    src = _write(tmp_path / "src" / "a.bin", A_BYTES)
+    with objstore.init(project=P, entity=E, store=store) as run:
+        run.link_model(str(src), "RegA", name="a")
+        run.link_model(str(_write(tmp_path / "src" / "b.bin", B_BYTES)), "RegB", name="b")
+    s = Store.open(store)
+    regb_link = s.refs.read(version_ref(E, "model-registry", "RegB", 0))
+    assert regb_link is not None
+    _forge(store, version_ref(E, "model-registry", "RegA", 0), regb_link.hex)
+    with pytest.raises(CorruptObject, match="RegA/versions/v0"):
+        use(store, "e/model-registry/RegA:v0", tmp_path / "out")
+    report = fsck(Store.open(store))
+    assert any("RegA/versions/v0" in p.message for p in report.problems), [p.message for p in report.problems]
