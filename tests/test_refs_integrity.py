@@ -357,3 +357,30 @@ def test_registry_link_ref_pointing_elsewhere_is_refused(tmp_path: Path) -> None
         use(store, "e/model-registry/RegA:v0", tmp_path / "out")
     report = fsck(Store.open(store))
     assert any("RegA/versions/v0" in p.message for p in report.problems), [p.message for p in report.problems]
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("forged", ["other-collection", "alias-v3"])
+def test_clone_and_pull_from_a_forged_bucket_are_refused(tmp_path: Path, s3_bucket_url: str, forged: str) -> None:
+    from objstore.backend import open_backend
+
+    store, a_id, b_id = _two_collections(tmp_path)
+    remote_add(Store.open(store), "origin", s3_bucket_url)
+    objstore.push(str(store), "origin")
+    objstore.clone(s3_bucket_url, tmp_path / "clone")[0].close()
+    bucket = open_backend(s3_bucket_url)
+    try:
+        if forged == "other-collection":
+            key, value = alias_ref(E, P, "a", "production"), b_id
+        else:
+            key, value = alias_ref(E, P, "a", "v3"), a_id
+        bucket.put(key, value.encode() + b"\n")
+    finally:
+        bucket.close()
+    with pytest.raises(CorruptObject, match=key.rsplit("/", 2)[-2] + "/" + key.rsplit("/", 1)[-1]):
+        objstore.clone(s3_bucket_url, tmp_path / "clone2")
+    assert not (tmp_path / "clone2").exists()
+    with pytest.raises(CorruptObject):
+        objstore.pull(str(tmp_path / "clone"))
+    assert use(tmp_path / "clone", "e/p/a:production", tmp_path / "out") == A_BYTES
+    assert not ref_file(tmp_path / "clone", alias_ref(E, P, "a", "v3")).exists()
