@@ -24,9 +24,9 @@ left by a writer killed while holding one. Their content tells them apart from
 refs: a lock holds an owner line ``pid host time``, never an object id, so
 listings under ``refs/`` skip ``*.lock`` files holding one; the empty ones (a
 guard, a lock killed mid-creation) read as tombstones, which every reader
-treats as absent. They protect nothing any more and may be deleted by hand. An objstore of that older kind must not write to
-the same store at the same time as this one: their locks would not exclude
-each other.
+treats as absent. They protect nothing any more and may be deleted by hand.
+An objstore of that older kind must not write to the same store at the same
+time as this one: their locks would not exclude each other.
 """
 
 from __future__ import annotations
