@@ -26,7 +26,7 @@ import msgpack
 from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from .ingest import chunk_file
 from .materialize import materialize, verify
-from .names import check_aliases, check_name
+from .names import LATEST, check_aliases, check_name
 from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
 from .references import describe_reference, fetch_reference, is_uri
 from .store import Store
@@ -35,7 +35,7 @@ from .versions import (
     ResolvedVersion,
     aliases_for,
     commit_version,
-    delete_alias,
+    remove_alias_from,
     set_alias,
 )
 
@@ -358,19 +358,31 @@ class Artifact:
         verify(store.odb, store.chunker, resolved.version.tree, target)
 
     def save(self) -> None:
-        """Persist changes to ``aliases``. Checks everything before writing anything."""
+        """Persist the changes made to ``aliases`` since this object was loaded (or last saved).
+
+        Only those: an alias added here is pointed at this version (W&B: adding
+        an alias moves it), an alias removed here is removed if it still points
+        at this version, each by compare-and-swap; aliases this object did not
+        change are not touched, so a stale object never undoes another writer's
+        move. ``latest`` moves by itself and cannot be added or removed. Checks
+        everything before writing anything; afterwards ``aliases`` is re-read.
+        """
         store, resolved = self._logged()
         if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
             raise InvalidInput("a logged version's metadata and description are immutable; log a new version to change them")
         wanted = check_aliases(self.aliases)
-        current = set(aliases_for(store, resolved.collection, resolved.object_id))
-        for alias in wanted:
-            if alias not in current:
-                set_alias(store, resolved.collection, alias, resolved.object_id)
-        for alias in current - set(wanted):
-            delete_alias(store, resolved.collection, alias)
-        self._saved_aliases = list(wanted)
-        self.aliases = list(wanted)
+        loaded = set(self._saved_aliases)
+        added = [a for a in wanted if a not in loaded]
+        removed = sorted(loaded - set(wanted))
+        if LATEST in added or LATEST in removed:
+            raise InvalidInput(f"alias {LATEST!r} is managed by the store: it moves by itself to each new version "
+                               "and is never set or removed by hand; use another alias")
+        for alias in added:
+            set_alias(store, resolved.collection, alias, resolved.object_id)
+        for alias in removed:
+            remove_alias_from(store, resolved.collection, alias, resolved.object_id)
+        self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
+        self.aliases = list(self._saved_aliases)
 
     def logged_by(self) -> "RunInfo | None":
         from .runs import read_run_by_path

@@ -6,7 +6,9 @@ Checks, in the order readers depend on them:
    pack), and every chunk the index lists re-hashed after decoding — a chunk is
    good if at least one copy in some pack is;
 2. every metadata object (file, tree, version, link, run) re-hashed and decoded;
-3. every ref: it holds an id, the object exists and is of the right kind;
+3. every ref: it holds an id, the object exists and is of the right kind, and it
+   belongs where the ref is (:func:`objstore.versions.check_ref`: names by the
+   name rules, the collection, number, digest or run the ref's place promises);
 4. every version and registry link: its tree, every subtree and file, and every
    chunk of every file exist and are good.
 
@@ -27,6 +29,7 @@ from .odb import idx_key, pack_key
 from .packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
 from .refs import REFS
 from .store import Store
+from .versions import check_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,11 +255,24 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
         if not isinstance(obj, want):
             st.problems.append(Problem("ref", key, f"ref {key} points at a {type(obj).__name__}, not a {'run' if is_run else 'version'}"))
             continue
+        if not _ref_belongs(store, st, key, oid, label):
+            continue
         if label is not None:
             roots[oid] = label
         elif not is_run:
             roots.setdefault(oid, "")  # alias / digest refs: checked, named by their version
     return n, roots
+
+
+def _ref_belongs(store: Store, st: _State, key: str, oid: ObjectId, label: str | None) -> bool:
+    """Report a ref whose object belongs elsewhere (another collection, number,
+    digest or run) or whose name breaks the rules; True if it is where it should be."""
+    try:
+        check_ref(store, key, oid)
+    except (CorruptObject, NotFound) as exc:
+        st.problems.append(Problem("ref", key, str(exc), (label,) if label else ()))
+        return False
+    return True
 
 
 def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tuple[dict[bytes, set[str]], dict[bytes, str]]:

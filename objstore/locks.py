@@ -14,6 +14,12 @@ dies) on a guard file beside the lock and re-read the lock under it: while the
 guard is held nothing else can remove the stale lock (its owner is dead, other
 breakers wait) and nothing can create a new one (the name is taken), so the
 file removed is exactly the one judged stale, never a live owner's.
+
+The owner's private file (``<lock>.<pid>-<random>``) and the breakers' guard
+(``<lock>.break``) live beside the lock, so a lock must be placed in a directory
+that holds nothing but locks (the local backend keeps them under ``locks/``,
+where no key can go): nothing else may be named like them, and a breaker only
+ever removes the lock file itself.
 """
 
 from __future__ import annotations
@@ -32,9 +38,6 @@ from . import faults
 from .errors import LockTimeout
 
 _HOST = socket.gethostname()
-# Files beside a lock (its private token file, its breakers' guard) end like the
-# lock itself, so that store listings skip them as they skip locks.
-LOCK_SUFFIX = ".lock"
 
 
 def _owner_alive(pid: int, host: str) -> bool | None:
@@ -51,10 +54,14 @@ def _owner_alive(pid: int, host: str) -> bool | None:
 
 
 class FileLock:
-    """An exclusive lock on ``path``. Use as a context manager."""
+    """An exclusive lock on ``path``. Use as a context manager.
 
-    def __init__(self, path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> None:
+    ``label`` says what the lock protects, for messages (default: the lock's file name).
+    """
+
+    def __init__(self, path: Path, *, wait_seconds: float = LOCK_WAIT_SECONDS, label: str | None = None) -> None:
         self.path = Path(path)
+        self.label = label or self.path.name
         self.wait_seconds = wait_seconds
         self._held = False
         self._token = b""
@@ -72,7 +79,7 @@ class FileLock:
                 continue
             if time.monotonic() > deadline:
                 raise LockTimeout(
-                    f"{self.path} is held by {self._describe_owner()}; "
+                    f"{self.path} (the lock on {self.label}) is held by {self._describe_owner()}; "
                     "wait for it to finish, or remove the lock file if that process is gone"
                 ) from None
             time.sleep(delay)
@@ -80,7 +87,7 @@ class FileLock:
 
     def _create(self, token: bytes) -> bool:
         """Create the lock holding ``token`` in one step; False if it exists."""
-        mine = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}{LOCK_SUFFIX}")
+        mine = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}")
         fd = os.open(mine, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
             os.write(fd, token)
@@ -125,7 +132,7 @@ class FileLock:
         owner = self._parse(judged)
         if not self._is_stale(owner):
             return False
-        guard = self.path.with_name(f"{self.path.name}.break{LOCK_SUFFIX}")
+        guard = self.path.with_name(f"{self.path.name}.break")
         try:
             gfd = os.open(guard, os.O_CREAT | os.O_RDWR, 0o644)
         except OSError:
@@ -148,7 +155,7 @@ class FileLock:
                 os.close(gfd)  # releases the flock
         pid, host, _ = owner
         print(
-            f"objstore: broke a stale lock {self.path.name} left by process {pid} on {host or 'an unknown host'}",
+            f"objstore: broke a stale lock {self.label} left by process {pid} on {host or 'an unknown host'}",
             file=sys.stderr,
         )
         return True

@@ -190,3 +190,33 @@ def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
 
 def run_ref(entity: str, project: str, run_id: str) -> str:
     return f"{REFS}{entity}/{project}/runs/{run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RefKey:
+    """A ref key taken apart. ``kind``: version, alias, digest or run; ``tail`` is
+    the ``vN``, the alias, the digest hex or the run id; ``name`` is empty for runs.
+    Only the layout is parsed here; whether the parts obey the name rules, and
+    whether the ref's value belongs there, is :func:`objstore.versions.check_ref`'s."""
+
+    key: str
+    kind: str
+    entity: str
+    project: str
+    name: str
+    tail: str
+
+
+_NAMESPACES = {"versions": "version", "aliases": "alias", "digests": "digest"}
+
+
+def parse_ref_key(key: str) -> RefKey | None:
+    """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``; None for any other key."""
+    if not key.startswith(REFS):
+        return None
+    parts = key[len(REFS):].split("/")
+    if len(parts) == 5 and parts[3] in _NAMESPACES:
+        return RefKey(key, _NAMESPACES[parts[3]], parts[0], parts[1], parts[2], parts[4])
+    if len(parts) == 4 and parts[2] == "runs":
+        return RefKey(key, "run", parts[0], parts[1], "", parts[3])
+    return None

@@ -74,7 +74,7 @@ from .refs import (
 )
 from .store import Store
 from .trees import check_tree
-from .versions import advance_latest
+from .versions import advance_latest, check_ref
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -640,10 +640,24 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     theirs = read_refs(remote, prefixes)
     tracked = tracking.read_all(prefixes)
     copy_closure(remote, local, _roots(theirs), result, pack_target=_pack_target(), progress=progress)
+    _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)
     result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
     _finish_stats(result, remote, before, started)
     return result, theirs, tracked
+
+
+def _check_taken_refs(local: Store, theirs: dict[str, bytes], label: str) -> None:
+    """Refuse a remote whose refs break the rules a reader relies on: a name no
+    objstore writes (an alias ``v3``), or an object that belongs elsewhere (an
+    alias holding another collection's version). Checked against the objects
+    just fetched (verified), before any tracking state or local ref is written,
+    so a refused fetch, pull or clone changes no ref here."""
+    for key, raw in sorted(theirs.items()):
+        try:
+            check_ref(local, key, _oid(key, raw))
+        except CorruptObject as exc:
+            raise CorruptObject(f"{label}: {exc.args[0]}; nothing was changed here", object_id=exc.object_id) from exc
 
 
 def _entry(store: Store, oid: ObjectId) -> Version | Link:

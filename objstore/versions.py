@@ -15,6 +15,16 @@ per version, and a writer that crashed after claiming its number never leaves
 A registered model (``<entity>/model-registry/<name>``) is a collection whose
 versions are :class:`~objstore.objects.Link` objects pointing at versions logged
 elsewhere.
+
+A ref says where its object belongs, and the object says it too: a version
+names its ``entity/project/name`` and number, a link its registered model,
+number and target. Every entry read through a collection is checked to be one
+of that collection's (:func:`read_entry`), a ``versions/vN`` ref to hold number
+N (:func:`resolve`), and :func:`check_ref` is the whole rule for any ref key
+and value (names by the name rules, kind, collection, number, digest, run), used
+by fsck and by pull/clone for every ref they take. A ref pointing elsewhere is a
+:class:`~objstore.errors.CorruptObject` naming the ref, never another
+collection's bytes.
 """
 
 from __future__ import annotations
@@ -25,14 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Conflict, CorruptObject, InvalidName, NotFound
+from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
 from .ids import ObjectId
-from .names import LATEST, CollectionPath, VersionSpec, check_alias, version_index
-from .objects import Link, Version
-from .refs import REFS, alias_ref, collection_prefix, digest_ref, version_ref
+from .names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
+from .objects import Link, RunRecord, Version
+from .refs import REFS, alias_ref, collection_prefix, digest_ref, parse_ref_key, version_ref
 from .store import Store
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
+_TREE_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +74,94 @@ def read_version(store: Store, oid: ObjectId) -> Version:
     return obj
 
 
-def read_entry(store: Store, coll: CollectionPath, oid: ObjectId) -> ResolvedVersion:
-    """Resolve what a collection ref points at (a version, or a link to one)."""
+def read_entry(store: Store, coll: CollectionPath, oid: ObjectId, *, ref: str | None = None) -> ResolvedVersion:
+    """Resolve what a collection ref points at (a version, or a link to one).
+
+    Raises CorruptObject (naming ``ref`` when given) if the object is not an
+    entry of ``coll``: a version of another collection, another registered
+    model's link, or a link whose target is not the version it names.
+    """
     obj = store.odb.get_object(oid)
     if isinstance(obj, Version):
-        return ResolvedVersion(coll, obj.index, oid, oid, obj)
-    if isinstance(obj, Link):
-        return ResolvedVersion(coll, obj.index, oid, obj.target, read_version(store, obj.target), obj)
-    raise CorruptObject(f"object {oid.hex[:16]} in {coll} is neither a version nor a link", object_id=oid.hex)
+        entry = ResolvedVersion(coll, obj.index, oid, oid, obj)
+    elif isinstance(obj, Link):
+        entry = ResolvedVersion(coll, obj.index, oid, obj.target, read_version(store, obj.target), obj)
+    else:
+        raise CorruptObject(f"object {oid.hex[:16]} in {coll} is neither a version nor a link", object_id=oid.hex)
+    why = _foreign(coll, entry)
+    if why is not None:
+        raise misplaced(f"ref {ref}" if ref else f"an entry of {coll}", oid, why)
+    return entry
+
+
+def _label(v: Version) -> str:
+    return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
+
+
+def _foreign(coll: CollectionPath, entry: ResolvedVersion) -> str | None:
+    """Why ``entry``, read through ``coll``, is not one of ``coll``'s entries; None if it is."""
+    if entry.link is None:
+        v = entry.version
+        if (v.entity, v.project, v.name) != (coll.entity, coll.project, coll.name):
+            return f"{_label(v)}, a version of another collection"
+        return None
+    if entry.link.registry != str(coll):
+        return f"{entry.link.registry}:v{entry.link.index}, an entry of another registered model"
+    if _label(entry.version) != entry.link.target_name:
+        return f"a link to {entry.link.target_name} whose target is {_label(entry.version)}"
+    return None
+
+
+def misplaced(where: str, oid: ObjectId, why: str) -> CorruptObject:
+    """The error for a ref (``where``: "ref <key>") whose object does not belong there."""
+    return CorruptObject(
+        f"{where} points at {why} (object {oid.hex[:16]}); the store was edited or damaged, "
+        "refusing to use it (objstore fsck lists such refs)", object_id=oid.hex,
+    )
+
+
+def check_ref(store: Store, key: str, oid: ObjectId | None) -> None:
+    """Check that ref ``key`` may hold ``oid`` (None: a tombstone); CorruptObject naming it if not.
+
+    The key's parts must obey the name rules (so an alias is never ``vN``, a
+    version ref is exactly ``v<N>``, a digest ref a full tree id), and its object
+    must be what that place holds: an entry of the collection (numbered N for
+    ``versions/vN``, holding that tree for ``digests/<tree>``), or the run of that
+    entity, project and id. Keys outside the ref layout are not objstore's and pass.
+    """
+    ref = parse_ref_key(key)
+    if ref is None:
+        return
+    try:
+        check_name(ref.entity, "entity")
+        check_name(ref.project, "project")
+        if ref.kind == "run":
+            check_name(ref.tail, "run id")
+        else:
+            check_name(ref.name, "artifact name")
+            if ref.kind == "alias":
+                check_alias(ref.tail)
+            elif ref.kind == "version" and f"v{version_index(ref.tail)}" != ref.tail:
+                raise InvalidName(f"{ref.tail!r} is not v<number>")
+            elif ref.kind == "digest" and not _TREE_HEX.fullmatch(ref.tail):
+                raise InvalidName(f"{ref.tail!r} is not a tree id")
+    except InvalidName as exc:
+        raise CorruptObject(f"ref {key} has a name objstore never writes ({exc}); refusing to use it", object_id=key) from None
+    if oid is None:
+        return
+    if ref.kind == "run":
+        run = store.odb.get_object(oid)
+        if not isinstance(run, RunRecord):
+            raise misplaced(f"ref {key}", oid, f"a {type(run).__name__}, not a run")
+        if (run.entity, run.project, run.id) != (ref.entity, ref.project, ref.tail):
+            raise misplaced(f"ref {key}", oid, f"run {run.path}")
+        return
+    coll = CollectionPath(ref.entity, ref.project, ref.name)
+    entry = read_entry(store, coll, oid, ref=key)
+    if ref.kind == "version" and f"v{entry.index}" != ref.tail:
+        raise misplaced(f"ref {key}", oid, f"{coll}:v{entry.index}, not {ref.tail}")
+    if ref.kind == "digest" and entry.version.tree.hex != ref.tail:
+        raise misplaced(f"ref {key}", oid, f"{entry.qualified_name}, which holds tree {entry.version.tree.hex[:16]}")
 
 
 def _entry_index(store: Store, oid: ObjectId) -> int:
@@ -105,21 +196,30 @@ def collection_exists(store: Store, coll: CollectionPath) -> bool:
 
 
 def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
-    """The version ``spec`` names, or NotFound saying what exists instead."""
+    """The version ``spec`` names, or NotFound saying what exists instead.
+
+    The entry found is checked to be the one the ref's place promises (see
+    :func:`read_entry`): of this collection, with this number for ``vN``.
+    """
     coll, selector = spec.collection, spec.selector
     idx = version_index(selector)
     oid: ObjectId | None = None
     if idx is not None:
-        oid = store.refs.read(version_ref(coll.entity, coll.project, coll.name, idx))
+        ref = version_ref(coll.entity, coll.project, coll.name, idx)
+        oid = store.refs.read(ref)
     else:
-        oid = store.refs.read(alias_ref(coll.entity, coll.project, coll.name, selector))
+        ref = alias_ref(coll.entity, coll.project, coll.name, selector)
+        oid = store.refs.read(ref)
         if oid is None and _HEX.fullmatch(selector):
-            oid = _find_by_digest(store, coll, selector)
+            ref, oid = _find_by_digest(store, coll, selector)
     if oid is None:
         if not collection_exists(store, coll):
             raise NotFound(f"no artifact {coll} in the store at {store.location}; check the name (objstore ls lists them)", key=str(coll))
         raise NotFound(f"{coll} has no version {selector!r}; it has {_describe(store, coll)}", key=str(spec))
-    return read_entry(store, coll, oid)
+    entry = read_entry(store, coll, oid, ref=ref)
+    if idx is not None and entry.index != idx:
+        raise misplaced(f"ref {ref}", oid, f"{coll}:v{entry.index}, not v{idx}")
+    return entry
 
 
 def _describe(store: Store, coll: CollectionPath) -> str:
@@ -129,12 +229,15 @@ def _describe(store: Store, coll: CollectionPath) -> str:
     return text + (f" and aliases {', '.join(aliases)}" if aliases else "")
 
 
-def _find_by_digest(store: Store, coll: CollectionPath, prefix: str) -> ObjectId | None:
+def _find_by_digest(store: Store, coll: CollectionPath, prefix: str) -> tuple[str, ObjectId | None]:
+    """(the digest ref, the entry it holds) for a digest prefix; the entry is None if none matches."""
     base = collection_prefix(coll.entity, coll.project, coll.name) + "digests/"
-    matches = [oid for _, oid in store.refs.iter_refs(base + prefix)]
-    if len(set(matches)) > 1:
+    matches = dict(store.refs.iter_refs(base + prefix))
+    if len(set(matches.values())) > 1:
         raise InvalidName(f"digest prefix {prefix!r} matches several versions of {coll}; give more digits")
-    return matches[0] if matches else None
+    for key, oid in matches.items():
+        return key, oid
+    return base + prefix, None
 
 
 def commit_version(
@@ -211,7 +314,8 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     entry = read_entry(store, coll, existing)
     advance_latest(store, coll, entry.index)
     for alias in aliases:
-        set_alias(store, coll, alias, entry.object_id)
+        if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
+            set_alias(store, coll, alias, entry.object_id)
     return entry, created
 
 
@@ -265,13 +369,43 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
     raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
 
 
-def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+def _check_movable(alias: str) -> str:
     check_alias(alias)
+    if alias == LATEST:
+        raise InvalidInput(f"alias {LATEST!r} is managed by the store: it moves by itself to each new version "
+                           "and is never set or removed by hand; use another alias")
+    return alias
+
+
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+    """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
+    adding an alias to a version moves it there). Not ``latest``."""
+    _check_movable(alias)
     store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{_entry_index(store, oid)}")
 
 
+def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:
+    """Remove ``alias`` if it still points at ``oid``; True if this call removed it.
+
+    By compare-and-swap against the value read, so an alias another writer
+    moved to another version meanwhile is left where they put it.
+    """
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    for _ in range(attempts):
+        raw = store.refs.read_raw(ref)
+        if raw is None or store.refs.read(ref) != oid:
+            return False
+        try:
+            store.refs.set_if_equals(ref, raw, None, f"alias {alias} removed from v{_entry_index(store, oid)}")
+            return True
+        except Conflict:
+            continue
+    raise Conflict(ref, None, store.refs.read_raw(ref), f"{ref} kept changing under {attempts} attempts; retry later")
+
+
 def delete_alias(store: Store, coll: CollectionPath, alias: str) -> None:
-    check_alias(alias)
+    _check_movable(alias)
     ref = alias_ref(coll.entity, coll.project, coll.name, alias)
     if store.refs.read(ref) is None:
         raise NotFound(f"{coll} has no alias {alias!r}", key=ref)

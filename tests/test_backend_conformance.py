@@ -137,6 +137,23 @@ def test_iter_prefix_sees_many_keys(backend: Backend) -> None:
     assert len(list(backend.iter_prefix("many"))) == 151
 
 
+def test_keys_named_like_internal_files_round_trip_and_are_listed(backend: Backend) -> None:
+    """A backend's own locks and temp files never share a name with a key: keys
+    ending like them are ordinary keys, and a CAS of ``k`` leaves ``k.lock`` alone."""
+    keys = {"refs/a/x": b"x\n", "refs/a/x.lock": b"lock-named\n", "refs/a/x.lock.break.lock": b"guard-named\n",
+            "refs/a/x.lock.123-abcdef01.lock": b"token-named\n", "refs/a/x.tmp": b"tmp-named\n",
+            "refs/a/.x.objstore-1234": b"hidden\n", "refs/a/y.lock": b""}
+    for key, value in keys.items():
+        backend.compare_and_swap(key, None, value)
+    backend.compare_and_swap("refs/a/x", b"x\n", b"x2\n")
+    backend.compare_and_swap("refs/a/x.lock", b"lock-named\n", b"lock-moved\n")
+    keys["refs/a/x"], keys["refs/a/x.lock"] = b"x2\n", b"lock-moved\n"
+    for key, value in keys.items():
+        assert backend.get(key) == value, key
+    assert {i.key: i.size for i in backend.iter_prefix("refs/")} == {k: len(v) for k, v in keys.items()}
+    assert {i.key for i in backend.iter_prefix("")} == set(keys)
+
+
 # -- create-only writes ---------------------------------------------------------------
 
 def test_put_if_absent(backend: Backend) -> None:

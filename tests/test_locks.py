@@ -191,7 +191,7 @@ def test_backend_cas_proceeds_after_its_lock_holder_was_killed(tmp_path: Path) -
     backend = open_backend(tmp_path / "store")
     key = "refs/e/p/m/aliases/best"
     backend.compare_and_swap(key, None, b"a\n")
-    proc = _holder(tmp_path / "store" / "refs/e/p/m/aliases/best.lock", tmp_path / "never")
+    proc = _holder(backend.lock_path(key), tmp_path / "never")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     backend.compare_and_swap(key, b"a\n", b"b\n")

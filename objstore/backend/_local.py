@@ -6,15 +6,35 @@ then moved into place, so a reader (or a crash) sees a whole value or none:
 - ``put``: ``rename`` over the target.
 - ``put_if_absent``: ``link`` to the target, which fails if it exists; two racing
   writers cannot both win, and no reader ever sees a partial file.
-- ``compare_and_swap``: under ``<key>.lock`` (created with O_EXCL, holding the
+- ``compare_and_swap``: under the key's lock (created with O_EXCL, holding the
   owner's pid and host), re-read, compare, then ``rename``. A lock whose owner on
   this host is no longer running is broken at once; see :mod:`objstore.locks`.
+
+Internal files never share a name with a key. Temp files live in ``<root>/tmp/``
+and locks in ``<root>/locks/``, named by a hash of their key
+(``locks/<sha256 of key>.lock``); neither directory is listed by
+:meth:`LocalBackend.iter_prefix` (``tmp/`` only when asked for by prefix, as on
+object storage), and no key may start with ``locks/``. Store keys are built
+under ``refs/``, ``logs/``, ``packs/`` … and never there, so an alias named
+``latest.lock`` is a key like any other: listed, and never taken for a lock.
+
+Stores written before locks moved there may hold ``<key>.lock`` files (and
+their ``.lock.break.lock`` / ``.lock.<pid>-<hex>.lock`` companions) beside refs,
+left by a writer killed while holding one. Their content tells them apart from
+refs: a lock holds an owner line ``pid host time``, never an object id, so
+listings under ``refs/`` skip ``*.lock`` files holding one; the empty ones (a
+guard, a lock killed mid-creation) read as tombstones, which every reader
+treats as absent. They protect nothing any more and may be deleted by hand.
+An objstore of that older kind must not write to the same store at the same
+time as this one: their locks would not exclude each other.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +45,14 @@ from ..locks import FileLock
 from .base import BackendStats, KeyInfo
 
 TMP_DIR = "tmp"
+LOCKS_DIR = "locks"
 LOCK_SUFFIX = ".lock"
+# What a lock file written by an older version beside its key holds: an owner
+# line. (Its empty companions read as tombstones, which refs treat as absent.)
+_LEGACY_LOCK_CONTENT = re.compile(rb"-?\d+ \S+ \d+(\.\d*)?\s*")
+_LEGACY_LOCK_MAX = 512
+# Only refs were ever moved by compare-and-swap, so only they had locks beside them.
+_LEGACY_LOCK_AREA = "refs/"
 
 
 class LocalBackend:
@@ -43,7 +70,18 @@ class LocalBackend:
         parts = key.split("/")
         if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key or "\0" in key:
             raise InvalidName(f"{key!r} is not a valid storage key")
+        if parts[0] == LOCKS_DIR or key == TMP_DIR:
+            raise InvalidName(f"{key!r} is not a valid storage key: {parts[0]}/ holds the local backend's own files")
         return self.root.joinpath(*parts)
+
+    def lock_path(self, key: str) -> Path:
+        """The lock file that guards ``key``'s compare-and-swap.
+
+        Named by a hash of the key, in a directory no key can reach, so no key
+        (``x.lock``, ``x.lock.break``, …) can ever be taken for a lock or its guard.
+        """
+        self._path(key)  # the same keys as everywhere else
+        return self.root / LOCKS_DIR / f"{hashlib.sha256(key.encode()).hexdigest()}{LOCK_SUFFIX}"
 
     def _ensure_dir(self, directory: Path) -> None:
         if directory not in self._made_dirs:
@@ -119,12 +157,15 @@ class LocalBackend:
             rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
             if rel_dir == ".":
                 rel_dir = ""
-                dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+                dirnames[:] = [d for d in dirnames if d not in (TMP_DIR, LOCKS_DIR)]
+            elif rel_dir.split("/", 1)[0] == LOCKS_DIR:
+                return
             for name in filenames:
-                if name.endswith(LOCK_SUFFIX):
-                    continue
                 key = f"{rel_dir}/{name}" if rel_dir else name
                 if not key.startswith(prefix):
+                    continue
+                if (name.endswith(LOCK_SUFFIX) and key.startswith(_LEGACY_LOCK_AREA)
+                        and _is_legacy_lock(os.path.join(dirpath, name))):
                     continue
                 try:
                     st = os.stat(os.path.join(dirpath, name))
@@ -197,8 +238,10 @@ class LocalBackend:
         target = self._path(key)
         self.stats.add(requests=1)
         self._ensure_dir(target.parent)
+        lock = self.lock_path(key)
+        self._ensure_dir(lock.parent)
         faults.point("put")
-        with FileLock(target.with_name(target.name + LOCK_SUFFIX)):
+        with FileLock(lock, label=key):
             # Re-read under the lock: this read, not the caller's, closes the race.
             try:
                 actual: bytes | None = target.read_bytes()
@@ -231,6 +274,17 @@ class LocalBackend:
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.root)!r})"
+
+
+def _is_legacy_lock(path: str) -> bool:
+    """True for a lock file an older version left beside its key (see the module
+    docstring): it holds an owner line, which no ref value ever is."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_LEGACY_LOCK_MAX + 1)
+    except OSError:
+        return False
+    return len(head) <= _LEGACY_LOCK_MAX and _LEGACY_LOCK_CONTENT.fullmatch(head) is not None
 
 
 def _unlink_quietly(path: Path) -> None:
