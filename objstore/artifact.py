@@ -175,7 +175,10 @@ class Artifact:
         split_path(name)
         if self._tmpdir is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="objstore-new-")
-        local = Path(self._tmpdir.name, f"{len(self._staged)}-{Path(name).name}")
+        # a fresh short name, not the entry's: a name of the file system's full length has no room for more
+        fd, tmpname = tempfile.mkstemp(dir=self._tmpdir.name)
+        os.close(fd)
+        local = Path(tmpname)
         open_mode = mode.replace("x", "w")
         with open(local, open_mode, encoding=encoding if "b" not in open_mode else None) as f:
             yield f
@@ -338,7 +341,8 @@ class Artifact:
 
     def download(self, root: str | os.PathLike[str] | None = None, *, progress: Callable[[int], None] | None = None) -> str:
         """Materialize the version under ``root`` (default ``./artifacts/<name>:<version>``)
-        and return that directory. Files already there and intact are not rewritten."""
+        and return that directory. Files already there and intact are not rewritten;
+        no link below ``root`` is followed (see :mod:`objstore.safepath`)."""
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
         try:
@@ -350,7 +354,8 @@ class Artifact:
         return str(target)
 
     def verify(self, root: str | os.PathLike[str] | None = None) -> None:
-        """Check a downloaded copy; raise VerificationFailed naming the files that differ."""
+        """Check a downloaded copy; raise VerificationFailed naming the files that differ,
+        are missing, or are there although the version does not hold them."""
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
         if not target.is_dir():
