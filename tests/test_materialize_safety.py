@@ -290,6 +290,58 @@ def test_reserved_temp_prefix_is_refused_in_trees_and_at_logging(arena: tuple[Pa
         art.add_file(_model_dir(tmp_path, {"a": b"a"}) / "a", name=TEMP_PREFIX + "a")
 
 
+# -- class 10: symlinks in logged directories ---------------------------------------------
+
+def test_link_to_a_directory_outside_is_followed(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    store, dest, _ = arena
+    src = _model_dir(tmp_path, {"model.bin": b"weights"})
+    shared = tmp_path / "shared" / "tokenizer"
+    (shared / "deep").mkdir(parents=True)
+    (shared / "vocab.txt").write_text("a b c")
+    (shared / "deep" / "merges.txt").write_text("ab")
+    (src / "tokenizer").symlink_to(shared)
+    art = _log_dir(store, src)
+    assert {f.path: f.kind for f in art.files()} == {"model.bin": FILE, "tokenizer/deep/merges.txt": FILE,
+                                                      "tokenizer/vocab.txt": FILE}
+    got = _api_artifact(store, "m:v0")
+    got.download(dest)
+    assert (dest / "tokenizer" / "vocab.txt").read_text() == "a b c"
+    assert (dest / "tokenizer" / "deep" / "merges.txt").read_text() == "ab"
+    got.verify(dest)
+
+
+def test_link_that_leaves_and_reenters_is_materializable(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """``m/alias.bin -> ../m/file.bin`` names a file inside ``m`` by way of its parent:
+    stored as that link, it could never be written anywhere but a directory named m."""
+    store, dest, _ = arena
+    src = _model_dir(tmp_path, {"file.bin": b"weights", "sub/x.bin": b"x"})
+    assert src.name == "model"
+    (src / "alias.bin").symlink_to("../model/file.bin")
+    (src / "sub" / "up.bin").symlink_to("../../model/sub/x.bin")
+    (src / "inside.bin").symlink_to("sub/x.bin")  # an ordinary inside link stays a link
+    art = _log_dir(store, src)
+    kinds = {f.path: f.kind for f in art.files()}
+    assert kinds["inside.bin"] == SYMLINK
+    got = _api_artifact(store, "m:v0")
+    got.download(dest)
+    assert (dest / "alias.bin").read_bytes() == b"weights"
+    assert (dest / "sub" / "up.bin").read_bytes() == b"x"
+    assert os.readlink(dest / "inside.bin") == "sub/x.bin"
+    got.verify(dest)
+
+
+def test_dangling_and_looping_links_are_refused_with_a_message(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    store, _, _ = arena
+    for i, (name, target) in enumerate((("gone.bin", "missing.bin"), ("gone.bin", str(tmp_path / "nowhere")),
+                                        ("loop", "loop"))):
+        src = _model_dir(tmp_path / str(i), {"model.bin": b"weights"})
+        (src / name).symlink_to(target)
+        with pytest.raises(ObjstoreError, match=name):
+            _log_dir(store, src, name=f"d{i}")
+        with pytest.raises(ObjstoreError):
+            _api_artifact(store, f"d{i}:latest")
+
+
 @pytest.mark.s3
 def test_s3_reference_temp_name_symlink_is_not_followed(arena: tuple[Path, Path, Path], tmp_path: Path,
                                                         s3_server: object, s3_bucket_url: str) -> None:
@@ -326,8 +378,9 @@ def test_s3_reference_temp_name_symlink_is_not_followed(arena: tuple[Path, Path,
 
 # -- the link rule agrees with the kernel ---------------------------------------------------
 
+# "ABS" stands for an absolute path to the file outside the root
 LINK_TARGETS = st.sampled_from([
-    ".", "..", "f", "d", "d/g", "d/..", "d/../f", "../root/f", "../x", "../../x", "/tmp", "l0", "l1", "l2",
+    ".", "..", "f", "d", "d/g", "d/..", "d/../f", "../root/f", "../x", "../../x", "ABS", "l0", "l1", "l2",
     "d/l0", "l0/g", "l1/../f", "d/l1/..", "missing", "f/g", "d/./g", "d//g", "l2/../../x",
 ])
 
@@ -348,6 +401,7 @@ def test_resolve_link_agrees_with_the_kernel(links: list[tuple[str, str]]) -> No
         (root / "d").mkdir(parents=True)
         (root / "f").write_text("f")
         (root / "d" / "g").write_text("g")
+        links = [(rel, str(outer / "x") if target == "ABS" else target) for rel, target in links]
         for rel, target in links:
             os.symlink(target, root / rel)
         for rel, target in links:
@@ -360,3 +414,39 @@ def test_resolve_link_agrees_with_the_kernel(links: list[tuple[str, str]]) -> No
                 assert not os.path.exists(link), (rel, target, found)
             else:
                 assert found.outcome == "escapes"
+
+
+@settings(max_examples=40, deadline=None)
+@given(links=st.lists(st.tuples(st.sampled_from(["l0", "l1", "l2", "d/l0", "d/l1"]), LINK_TARGETS), max_size=4,
+                      unique_by=lambda t: t[0]))
+def test_whatever_add_dir_accepts_materializes_as_it_reads(links: list[tuple[str, str]]) -> None:
+    """Nothing accepted is unreadable: a logged directory with any links either is
+    refused with a message, or downloads to a copy where every path reads as in the
+    original and verify() passes."""
+    # the store and the copy live apart from outer: the links may log all of it
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as elsewhere:
+        work = Path(elsewhere)
+        outer = Path(os.path.realpath(tmp))
+        (outer / "x").write_text("outside")
+        root = outer / "root"
+        (root / "d").mkdir(parents=True)
+        (root / "f").write_text("f")
+        (root / "d" / "g").write_text("g")
+        links = [(rel, str(outer / "x") if target == "ABS" else target) for rel, target in links]
+        for rel, target in links:
+            os.symlink(target, root / rel)
+        try:
+            _log_dir(work / "store", root)
+        except ObjstoreError as exc:
+            assert str(exc) and "symlink" in str(exc), exc
+            return
+        art = _api_artifact(work / "store", "m:v0")
+        dest = work / "dest"
+        art.download(dest)
+        art.verify(dest)
+        for rel in ["f", "d/g", *(r for r, _ in links)]:
+            src, got = root / rel, dest / rel
+            if os.path.isfile(src):
+                assert got.read_bytes() == src.read_bytes(), rel
+            elif os.path.isdir(src):
+                assert sorted(os.listdir(got)) == sorted(os.listdir(src)), rel
