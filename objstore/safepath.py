@@ -57,7 +57,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Parts = tuple[str, ...]
 # What stands at a root-relative path: ("dir" | "file" | "link", the link's target), or None.
-Lookup = Callable[[Parts], "tuple[str, str | None] | None"]
+Lookup = Callable[[Parts], tuple[str, str | None] | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,6 +226,25 @@ def test_sigkilled_use_model_leaves_nothing_the_rerun_hands_back(arena: tuple[Pa
     _api_artifact(store, "m:v0").verify(dest)
 
 
+def test_concurrent_downloads_into_one_root_take_turns(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Each writer removes the temp files it finds; the lock on the root is what keeps
+    it from removing another live writer's."""
+    store, dest, _ = arena
+    files = {f"shard-{i}.bin": os.urandom(256 << 10) for i in range(6)}
+    _log_dir(store, _model_dir(tmp_path, files))
+    code = textwrap.dedent("""
+        import sys, objstore
+        objstore.Api(store=sys.argv[1], entity=sys.argv[2], project=sys.argv[3]).artifact("m:v0").download(sys.argv[4])
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(store), ENTITY, PROJECT, str(dest)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+    assert _listing(dest) == sorted(files)
+    _api_artifact(store, "m:v0").verify(dest)
+
+
 def test_verify_reports_files_the_version_does_not_hold(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
     store, dest, _ = arena
     _log_dir(store, _model_dir(tmp_path, {"model.bin": b"weights", "sub/a.bin": b"a"}))
