@@ -49,7 +49,7 @@ def _describe_file(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
     root = _local_path(uri)
     if not root.exists():
         raise NotFound(f"reference {uri} does not exist; check the path", key=uri)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [root] if root.is_file() else _files_under(root)
     out = []
     for p in files:
         rel = p.name if p == root else p.relative_to(root).as_posix()
@@ -58,6 +58,37 @@ def _describe_file(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
             extra["blake3"] = _blake3_file(p)
         out.append((rel, TreeEntry(p.name, REFERENCE, p.stat().st_size, None, 0o644, p.absolute().as_uri(), extra)))
     return out
+
+
+def _files_under(root: Path) -> list[Path]:
+    """Every regular file under ``root``, in path order, links followed: a reference
+    names bytes wherever they are. A link that leads nowhere, or to a directory that
+    holds it, is refused rather than dropped; sockets, FIFOs and devices are skipped."""
+    files: list[Path] = []
+    st = root.stat()
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(root, frozenset({(st.st_dev, st.st_ino)}))]
+    while stack:
+        directory, above = stack.pop()
+        try:
+            names = os.listdir(directory)
+        except OSError as exc:
+            raise InvalidInput(f"{directory} cannot be listed: {exc.strerror or exc}") from None
+        for name in names:
+            path = directory / name
+            try:
+                st = path.stat()
+            except OSError:
+                if path.is_symlink():
+                    raise InvalidInput(f"symlink {path} -> {os.readlink(path)!r} leads to nothing; "
+                                       f"remove it or point it at a file or directory") from None
+                raise NotFound(f"{path} was removed while {root} was being read; add the reference again", key=str(path)) from None
+            if statmod.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in above:
+                    raise InvalidInput(f"symlink {path} leads to a directory that contains it; remove it or point it elsewhere")
+                stack.append((path, above | {(st.st_dev, st.st_ino)}))
+            elif statmod.S_ISREG(st.st_mode):
+                files.append(path)
+    return sorted(files)
 
 
 def _fetch_file(entry: TreeEntry, out: BinaryIO) -> None:

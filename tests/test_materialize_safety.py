@@ -395,6 +395,34 @@ def test_s3_reference_temp_name_symlink_is_not_followed(arena: tuple[Path, Path,
     assert _listing(tmp_path / "dest2") == []
 
 
+def test_file_reference_to_a_directory_follows_links_and_refuses_dangling_ones(arena: tuple[Path, Path, Path],
+                                                                               tmp_path: Path) -> None:
+    """A ``file://`` reference to a directory dropped its links to directories and its
+    dangling links without a word."""
+    store, dest, _ = arena
+    ref = tmp_path / "refdir"
+    (ref / "own").mkdir(parents=True)
+    (ref / "own" / "a.bin").write_bytes(b"a")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b.bin").write_bytes(b"b")
+    (ref / "linked").symlink_to(other)
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store) as run:
+        art = objstore.Artifact("refdir", type="model")
+        art.add_reference(ref.as_uri())
+        run.log_artifact(art)
+    assert [f.path for f in art.files()] == ["linked/b.bin", "own/a.bin"]
+    art.download(dest)
+    assert (dest / "linked" / "b.bin").read_bytes() == b"b"
+    (ref / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ObjstoreError, match="gone"):
+        objstore.Artifact("refdir2", type="model").add_reference(ref.as_uri())
+    (ref / "gone").unlink()
+    (ref / "own" / "up").symlink_to(ref)
+    with pytest.raises(ObjstoreError, match="contains it"):
+        objstore.Artifact("refdir3", type="model").add_reference(ref.as_uri())
+
+
 # -- the link rule agrees with the kernel ---------------------------------------------------
 
 # "ABS" stands for an absolute path to the file outside the root
