@@ -23,7 +23,8 @@ these invariants:
   first time a writer enters its directory.
 - A destination is locked (``flock`` on the root directory) while it is written, so
   two processes materializing into one root take turns, and neither removes the
-  other's temp file. On a file system without ``flock`` the lock is skipped.
+  other's temp file. On a file system without ``flock`` the lock is skipped (one
+  of two overlapping writers may then fail, with a clear error).
 - Every refusal is an :class:`~objstore.errors.UnsafePath`, every failure of the
   operating system a :class:`~objstore.errors.DestinationError`; both name the path.
 
@@ -171,9 +172,15 @@ class Destination:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
-            pass  # no flock here (some network file systems): writers may overlap, each still safe
+            # No flock here (some network file systems). Writers may then overlap: still
+            # nothing is followed, but one may fail, clearly, when another removes its temp file.
+            pass
         dest = cls(path, fd)
-        dest._enter((), fd)
+        try:
+            dest._enter((), fd)
+        except BaseException:
+            dest.close()
+            raise
         return dest
 
     def __enter__(self) -> "Destination":
