@@ -11,8 +11,9 @@ of writers that were killed. Symlinks are made last, so nothing is ever written
 through one, and checked again once all exist. Every chunk is verified against
 its id before its bytes reach a file.
 
-A copy is verified by :func:`verify`: each entry as the version has it, and
-nothing else under the root (a file the version does not hold is reported).
+A copy is verified by :func:`verify`: each entry as the version has it (a
+downloaded reference by its size and recorded BLAKE3), and nothing else under the
+root (a file the version does not hold is reported).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import stat as statmod
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+import blake3
 
 from .chunking import Chunker
 from .errors import CorruptObject, UnsafePath, VerificationFailed
@@ -159,6 +162,24 @@ def _intact(fd: int | None, entry: TreeEntry, chunker: Chunker) -> bool:
         os.close(fd)
 
 
+def _reference_intact(fd: int | None, entry: TreeEntry) -> bool:
+    """Whether ``fd`` holds a downloaded reference: its size, and its BLAKE3 when logged. Closes ``fd``."""
+    if fd is None:
+        return False
+    try:
+        if os.fstat(fd).st_size != entry.size:
+            return False
+        want = entry.extra.get("blake3")
+        if not want:
+            return True
+        h = blake3.blake3()
+        while block := os.read(fd, 8 << 20):
+            h.update(block)
+        return h.hexdigest() == want
+    finally:
+        os.close(fd)
+
+
 def _open_regular(path: Path) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -184,6 +205,8 @@ def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path)
         elif entry.kind == FILE and not _intact(_open_regular(dest), entry, chunker):
             bad.append(rel)
         elif entry.kind == SYMLINK and (not dest.is_symlink() or os.readlink(dest) != entry.target):
+            bad.append(rel)
+        elif entry.kind == REFERENCE and not _reference_intact(_open_regular(dest), entry):
             bad.append(rel)
     extra: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):  # links are listed, never followed

@@ -82,10 +82,20 @@ def test_reference_temp_name_symlink_is_not_followed(arena: tuple[Path, Path, Pa
         run.log_artifact(art)
     dest.mkdir()
     (dest / ".weights.bin.objstore-ref").symlink_to(sentinel / "evil.bin")
-    _api_artifact(store, "r:v0").download(dest)
+    got = _api_artifact(store, "r:v0")
+    got.download(dest)
     assert (dest / "weights.bin").read_bytes() == b"referenced bytes" and not (dest / "weights.bin").is_symlink()
     assert [p.name for p in sentinel.iterdir()] == ["keep.txt"]
     assert (sentinel / "keep.txt").read_text() == "untouched"
+    (dest / ".weights.bin.objstore-ref").unlink()
+    got.verify(dest)
+    # verify checks a downloaded reference too: by size, and by the BLAKE3 logged with it
+    (dest / "weights.bin").write_bytes(b"referenced bytez")
+    with pytest.raises(VerificationFailed, match="weights.bin"):
+        got.verify(dest)
+    (dest / "weights.bin").unlink()
+    with pytest.raises(VerificationFailed, match="weights.bin"):
+        got.verify(dest)
 
 
 def test_symlink_at_a_files_destination_is_replaced_not_written_through(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
