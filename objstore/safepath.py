@@ -65,8 +65,9 @@ Lookup = Callable[[Parts], tuple[str, str | None] | None]
 class LinkResolution:
     """Where a symlink leads. ``outcome`` is ``inside`` (``path``, root-relative, is a
     file or directory of the namespace, ``kind`` says which), ``escapes`` (absolute,
-    or above the root at some step), ``dangling`` (``path`` is missing, or a file is
-    used as a directory) or ``loop`` (more than :data:`MAX_LINKS` links)."""
+    or above the root at some step, counting the steps after a missing name as if
+    it were a directory), ``dangling`` (``path`` is missing, or a file is used as a
+    directory) or ``loop`` (more than :data:`MAX_LINKS` links)."""
 
     outcome: str
     path: Parts = ()
@@ -95,6 +96,13 @@ def _resolve(lookup: Lookup, start: Parts, target: str, budget: list[int]) -> Li
             continue
         node = lookup((*cur, part))
         if node is None:
+            # What is missing may be made later (a directory the user creates); a
+            # link that would climb out through it leads outside all the same.
+            depth = len(cur) + 1
+            for rest in parts[i + 1:]:
+                depth += -1 if rest == ".." else 1
+                if depth < 0:
+                    return LinkResolution("escapes")
             return LinkResolution("dangling", (*cur, part))
         kind, inner = node
         if kind == "link":

@@ -305,6 +305,20 @@ def test_directory_where_the_version_has_a_symlink_or_file(arena: tuple[Path, Pa
             art.download(other)
 
 
+def test_dangling_link_that_would_climb_out_is_refused_before_writing(arena: tuple[Path, Path, Path],
+                                                                     tmp_path: Path) -> None:
+    """``a -> missing/../../sentinel``: harmless while ``missing`` is missing, out of the
+    destination as soon as anyone makes that directory."""
+    store_path, dest, sentinel = arena
+    store = Store.open(store_path)
+    ok = _file(store, b"payload")
+    spec = _commit(store, _raw_tree(store, [_raw_entry("a", SYMLINK, None, 0, "missing/../../sentinel"),
+                                           _raw_entry("f", FILE, ok, 7)]), "climb")
+    with pytest.raises(UnsafePath, match="'a'"):
+        _api_artifact(store_path, spec).download(dest)
+    assert not (dest / "f").exists() and [p.name for p in sentinel.iterdir()] == ["keep.txt"]
+
+
 def test_reserved_temp_prefix_is_refused_in_trees_and_at_logging(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """Temp files are recognizable because no version can hold a name with their prefix."""
     store_path, dest, _ = arena
@@ -438,7 +452,7 @@ def test_file_reference_to_a_directory_follows_links_and_refuses_dangling_ones(a
 # "ABS" stands for an absolute path to the file outside the root
 LINK_TARGETS = st.sampled_from([
     ".", "..", "f", "d", "d/g", "d/..", "d/../f", "../root/f", "../x", "../../x", "ABS", "l0", "l1", "l2",
-    "d/l0", "l0/g", "l1/../f", "d/l1/..", "missing", "f/g", "d/./g", "d//g", "l2/../../x",
+    "d/l0", "l0/g", "l1/../f", "d/l1/..", "missing", "f/g", "d/./g", "d//g", "l2/../../x", "missing/../../x",
 ])
 
 
