@@ -29,6 +29,7 @@ from .materialize import materialize, verify
 from .names import LATEST, check_aliases, check_name
 from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
 from .references import describe_reference, fetch_reference, is_uri
+from .safepath import directory_lookup, resolve_link
 from .store import Store
 from .trees import split_path, walk_tree
 from .versions import (
@@ -75,6 +76,61 @@ def check_metadata(metadata: object) -> dict[str, Any]:
     return dict(metadata)
 
 
+def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: frozenset[tuple[int, int]]) -> None:
+    """Stage ``top``'s contents under ``prefix`` by the rule :meth:`Artifact.add_dir` states.
+
+    ``ancestors`` are the (device, inode) of the directories being scanned above
+    ``top``, so a link back to one of them is refused rather than followed forever.
+    """
+    lookup = directory_lookup(top)
+    above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        here = Path(dirpath).relative_to(top)
+        parts = () if here == Path(".") else here.parts
+        rel_dir = "".join(p + "/" for p in parts)
+        if not dirnames and not filenames and (rel_dir or prefix):
+            staged[(prefix + rel_dir).rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+        for d in list(dirnames):
+            full = Path(dirpath, d)
+            if full.is_symlink():
+                dirnames.remove(d)  # judged as a link below, never walked into as a directory
+                filenames.append(d)
+            else:
+                st = full.stat()
+                above[str(full)] = above[dirpath] | {(st.st_dev, st.st_ino)}
+        for fname in sorted(filenames):
+            full = Path(dirpath, fname)
+            rel = prefix + rel_dir + fname
+            if full.is_symlink():
+                target = os.readlink(full)
+                found = resolve_link(lookup, (*parts, fname), target)
+                if found.outcome == "inside":
+                    staged[rel] = _Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
+                    continue
+                try:
+                    st = full.stat()  # following it
+                except OSError:
+                    why = "loops" if found.outcome == "loop" else "leads to nothing"
+                    raise InvalidInput(f"symlink {full} -> {target!r} {why}; remove it or point it at a file or directory") from None
+                if statmod.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in above[dirpath]:
+                        raise InvalidInput(f"symlink {full} -> {target!r} leads to a directory that contains it; "
+                                           f"remove it or point it elsewhere")
+                    _scan_dir(full, rel + "/", staged, above[dirpath] | {(st.st_dev, st.st_ino)})
+                    continue
+            else:
+                try:
+                    st = full.lstat()
+                except FileNotFoundError:
+                    raise NotFound(f"{full} was removed while {top} was being read; log it again", key=str(full)) from None
+            if not statmod.S_ISREG(st.st_mode):
+                continue  # sockets, fifos, devices
+            if not os.access(full, os.R_OK):
+                raise InvalidInput(f"{full} is not readable (permission denied)")
+            staged[rel] = _Staged(FILE, st.st_size, source=full)
+
+
 class Artifact:
     """A versioned set of files. Build one and log it, or get a logged one from
     :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`."""
@@ -118,8 +174,18 @@ class Artifact:
     def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> None:
         """Add a directory's contents (recursively), under ``name`` if given.
 
-        Empty directories are kept; a symlink that stays inside the directory is
-        kept as a symlink, any other is followed.
+        Empty directories are kept. A symlink is kept as a symlink when it leads to
+        a file or directory inside the directory (resolved as the kernel does, never
+        above the directory at any step); materialize applies the same rule
+        (:func:`objstore.safepath.resolve_link`), so such a link can always be
+        written back. Any other symlink is followed: a link to a file outside stores
+        that file's bytes, a link to a directory outside stores that directory's
+        contents (its own links judged the same way, with it as the directory), and a
+        link that leaves and re-enters (``../m/file.bin`` inside ``m``) stores the
+        file it reaches. A link that leads nowhere (dangling, a loop, or a directory
+        that contains the link itself) is refused with :class:`InvalidInput` naming
+        it: nothing is dropped silently. Sockets, FIFOs and devices hold no bytes to
+        store and are skipped.
         """
         self._require_draft()
         root = Path(local_path)
@@ -128,36 +194,9 @@ class Artifact:
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a directory; use add_file for a file")
         prefix = f"{name.strip('/')}/" if name else ""
-        real_root = os.path.realpath(root)
         staged: dict[str, _Staged] = {}
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir + "/"
-            if not dirnames and not filenames and rel_dir:
-                staged[prefix + rel_dir.rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
-            for d in list(dirnames):
-                full = Path(dirpath, d)
-                if full.is_symlink():
-                    dirnames.remove(d)
-                    filenames.append(d)
-            for fname in sorted(filenames):
-                full = Path(dirpath, fname)
-                rel = prefix + rel_dir + fname
-                if full.is_symlink():
-                    target = os.readlink(full)
-                    resolved = os.path.realpath(full)
-                    if not os.path.isabs(target) and (resolved == real_root or resolved.startswith(real_root + os.sep)):
-                        staged[rel] = _Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
-                        continue
-                    if not os.path.isfile(resolved):
-                        continue  # a dangling link, or one to a directory outside: nothing to store
-                st = full.stat()
-                if not statmod.S_ISREG(st.st_mode):
-                    continue  # sockets, fifos, devices
-                if not os.access(full, os.R_OK):
-                    raise InvalidInput(f"{full} is not readable (permission denied)")
-                staged[rel] = _Staged(FILE, st.st_size, source=full)
+        st = root.stat()
+        _scan_dir(root, prefix, staged, frozenset({(st.st_dev, st.st_ino)}))
         if not staged and prefix:
             staged[prefix.rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
         for rel, item in staged.items():
@@ -175,7 +214,10 @@ class Artifact:
         split_path(name)
         if self._tmpdir is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="objstore-new-")
-        local = Path(self._tmpdir.name, f"{len(self._staged)}-{Path(name).name}")
+        # a fresh short name, not the entry's: a name of the file system's full length has no room for more
+        fd, tmpname = tempfile.mkstemp(dir=self._tmpdir.name)
+        os.close(fd)
+        local = Path(tmpname)
         open_mode = mode.replace("x", "w")
         with open(local, open_mode, encoding=encoding if "b" not in open_mode else None) as f:
             yield f
@@ -338,7 +380,8 @@ class Artifact:
 
     def download(self, root: str | os.PathLike[str] | None = None, *, progress: Callable[[int], None] | None = None) -> str:
         """Materialize the version under ``root`` (default ``./artifacts/<name>:<version>``)
-        and return that directory. Files already there and intact are not rewritten."""
+        and return that directory. Files already there and intact are not rewritten;
+        no link below ``root`` is followed (see :mod:`objstore.safepath`)."""
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
         try:
@@ -350,7 +393,8 @@ class Artifact:
         return str(target)
 
     def verify(self, root: str | os.PathLike[str] | None = None) -> None:
-        """Check a downloaded copy; raise VerificationFailed naming the files that differ."""
+        """Check a downloaded copy; raise VerificationFailed naming the files that differ,
+        are missing, or are there although the version does not hold them."""
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
         if not target.is_dir():

@@ -88,6 +88,19 @@ class UnsafePath(ObjstoreError, ValueError):
     """A tree entry that would write outside the destination directory."""
 
 
+class DestinationError(ObjstoreError, OSError):
+    """A destination directory that cannot be written: a file where the root goes, a
+    full disk, no permission, a name longer than its file system allows. ``errno``
+    is the operating system's, when there was one."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:  # OSError would render errno fields
+        return self.args[0] if self.args else "destination error"
+
+
 class WrongType(ObjstoreError, TypeError):
     """An artifact of a type the operation refuses (``use_model`` of a dataset)."""
 

@@ -1,18 +1,30 @@
 """Writing a stored tree out as files, and checking a written copy against it.
 
-The tree is untrusted (it may come from a remote): names are checked, no entry
-is written outside the destination, symlinks must point inside it and are
-created last so nothing is ever written through one, and every chunk is
-verified against its id before its bytes reach a file. Each file is written to
-a temporary name beside its destination and renamed into place when complete.
+The tree is untrusted (it may come from a remote): names are checked, and every
+symlink is resolved over the tree itself (:func:`objstore.safepath.resolve_link`,
+the rule logging applies too) before anything is written; one that leads outside
+the destination is refused. Every write goes through
+:class:`objstore.safepath.Destination`, which follows no link below the root
+(planted links are replaced or refused, never written through), writes each file
+to a fresh temp name renamed into place when complete, and removes the temp files
+of writers that were killed. Symlinks are made last, so nothing is ever written
+through one, and checked again once all exist. Every chunk is verified against
+its id before its bytes reach a file.
+
+A copy is verified by :func:`verify`: each entry as the version has it (a
+downloaded reference by its size and recorded BLAKE3), and nothing else under the
+root (a file the version does not hold is reported).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
+import stat as statmod
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
+
+import blake3
 
 from .chunking import Chunker
 from .errors import CorruptObject, UnsafePath, VerificationFailed
@@ -20,26 +32,12 @@ from .ids import ObjectId
 from .ingest import default_workers, file_id_of
 from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
 from .odb import ObjectDatabase
+from .safepath import Destination, Lookup, Parts, resolve_link
 from .trees import split_path, walk_tree
 
 Progress = Callable[[int], None]
-ReferenceFetcher = Callable[[TreeEntry, Path], None]
-
-
-def _inside(root: Path, candidate: Path) -> bool:
-    try:
-        candidate.relative_to(root)
-        return True
-    except ValueError:
-        return False
-
-
-def _safe_destination(root: Path, rel: str) -> Path:
-    dest = root.joinpath(*split_path(rel))
-    parent = Path(os.path.realpath(dest.parent))
-    if not _inside(Path(os.path.realpath(root)), parent):
-        raise UnsafePath(f"{rel!r} would be written outside {root} (through a symlink); refusing")
-    return dest
+# fetch(entry, out): write the referenced bytes to ``out``, raising if they changed since logging
+ReferenceFetcher = Callable[[TreeEntry, BinaryIO], None]
 
 
 def read_file_object(odb: ObjectDatabase, file_id: ObjectId) -> FileObject:
@@ -49,38 +47,51 @@ def read_file_object(odb: ObjectDatabase, file_id: ObjectId) -> FileObject:
     return obj
 
 
-def write_file(odb: ObjectDatabase, file_id: ObjectId, dest: Path, expected_size: int, progress: Progress | None = None) -> None:
-    """Write one stored file to ``dest`` atomically, verifying every chunk."""
+def file_writer(odb: ObjectDatabase, file_id: ObjectId, expected_size: int,
+                progress: Progress | None = None) -> Callable[[BinaryIO], None]:
+    """A ``fill`` for :meth:`Destination.write_file`: the stored file's bytes, every chunk verified."""
     fobj = read_file_object(odb, file_id)
     if fobj.size != expected_size:
         raise CorruptObject(
             f"file {file_id.hex[:16]} is {fobj.size} bytes but its tree entry says {expected_size}; refusing it",
             object_id=file_id.hex,
         )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.objstore-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as out:
-            # decode and verify on every core while this thread writes
-            chunks = odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers())
-            for (chunk_id, claimed), data in zip(fobj.chunks, chunks):
-                # A file's id covers the lengths it claims for its chunks, not their real
-                # lengths: a crafted file object can call a 10-byte chunk 5 bytes and
-                # still hash to its id. Each chunk is verified; so is its length.
-                if len(data) != claimed:
-                    raise CorruptObject(
-                        f"file {file_id.hex[:16]} says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {len(data)}; refusing it",
-                        object_id=file_id.hex)
-                out.write(data)
-                if progress is not None:
-                    progress(len(data))
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+
+    def fill(out: BinaryIO) -> None:
+        # decode and verify on every core while this thread writes
+        chunks = odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers())
+        for (chunk_id, claimed), data in zip(fobj.chunks, chunks):
+            # A file's id covers the lengths it claims for its chunks, not their real
+            # lengths: a crafted file object can call a 10-byte chunk 5 bytes and
+            # still hash to its id. Each chunk is verified; so is its length.
+            if len(data) != claimed:
+                raise CorruptObject(
+                    f"file {file_id.hex[:16]} says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {len(data)}; refusing it",
+                    object_id=file_id.hex)
+            out.write(data)
+            if progress is not None:
+                progress(len(data))
+
+    return fill
+
+
+def tree_lookup(entries: list[tuple[str, TreeEntry]]) -> Lookup:
+    """A :data:`~objstore.safepath.Lookup` over a tree's entries, as materialize will write them."""
+    nodes: dict[Parts, tuple[str, str | None]] = {}
+    for rel, entry in entries:
+        kind = "dir" if entry.kind == TREE else "link" if entry.kind == SYMLINK else "file"
+        nodes[tuple(split_path(rel))] = (kind, entry.target if entry.kind == SYMLINK else None)
+    return lambda parts: ("dir", None) if not parts else nodes.get(parts)
+
+
+def check_symlinks(entries: list[tuple[str, TreeEntry]]) -> None:
+    """Refuse a tree with a symlink that leads outside it, before anything is written."""
+    lookup = tree_lookup(entries)
+    for rel, entry in entries:
+        if entry.kind == SYMLINK:
+            found = resolve_link(lookup, tuple(split_path(rel)), entry.target or "")
+            if found.outcome == "escapes":
+                raise UnsafePath(f"symlink {rel!r} points to {entry.target!r}, which leads outside the destination; refusing")
 
 
 def materialize(
@@ -95,83 +106,127 @@ def materialize(
     """Write the tree under ``root``; files already there and intact are left alone.
 
     Returns the paths of the files in the tree (written or already intact).
+    Files under ``root`` that the tree does not hold are left alone too (only
+    temp files of killed writers are removed); :func:`verify` reports them.
     """
-    root = Path(root).absolute()
-    root.mkdir(parents=True, exist_ok=True)
     entries = list(walk_tree(odb, tree_id, include_dirs=True))  # validates every name before anything is written
+    check_symlinks(entries)
     paths: list[Path] = []
-    symlinks: list[tuple[Path, str, str]] = []
-    for rel, entry in entries:
-        dest = _safe_destination(root, rel)
-        if entry.kind == TREE:
-            if dest.is_symlink():
-                raise UnsafePath(f"{dest} is a symlink where the version has a directory; move it away and retry")
-            dest.mkdir(parents=True, exist_ok=True)
-            continue
-        if entry.kind == SYMLINK:
-            symlinks.append((dest, entry.target or "", rel))
-            continue
-        paths.append(dest)
-        if entry.kind == FILE:
-            assert entry.id is not None
-            if _intact(dest, entry, chunker):
-                if progress is not None:
-                    progress(entry.size)
+    symlinks: list[tuple[Parts, str, str]] = []
+    with Destination.open(root) as dest:
+        for rel, entry in entries:
+            parts = tuple(split_path(rel))
+            path = dest.root.joinpath(*parts)
+            if entry.kind == TREE:
+                dest.directory(parts)
                 continue
-            if dest.is_symlink() or dest.is_dir():
-                raise UnsafePath(f"{dest} exists and is not a regular file; move it away and retry")
-            write_file(odb, entry.id, dest, entry.size, progress)
-            os.chmod(dest, entry.mode & 0o777 or 0o644)
-        elif entry.kind == REFERENCE and fetch_reference is not None:
-            fetch_reference(entry, dest)
-    real_root = Path(os.path.realpath(root))
-    for dest, target, rel in symlinks:
-        if not target or os.path.isabs(target) or "\0" in target:
-            raise UnsafePath(f"symlink {rel!r} points to {target!r}, outside the destination; refusing")
-        resolved = Path(os.path.normpath(os.path.join(os.path.realpath(dest.parent), target)))
-        if not _inside(real_root, resolved):
-            raise UnsafePath(f"symlink {rel!r} points to {target!r}, outside the destination; refusing")
-        if dest.is_symlink() and os.readlink(dest) == target:
-            continue
-        if dest.exists() or dest.is_symlink():
-            dest.unlink()
-        os.symlink(target, dest)
-        paths.append(dest)
-    # Each target was checked alone, textually; together links can still escape
-    # (sub/up -> "..", then out -> "sub/up/../../x": the kernel follows sub/up
-    # before the ".."). Where a link leads is a property of the finished set, so
-    # check each one's real resolution now, and take them all back if any escapes.
-    for dest, target, rel in symlinks:
-        if not _inside(real_root, Path(os.path.realpath(dest))):
-            for made, _, _ in symlinks:
-                if made.is_symlink():
-                    made.unlink()
-            raise UnsafePath(f"symlink {rel!r} points to {target!r}, which leads outside the destination through other links; refusing")
+            if entry.kind == SYMLINK:
+                symlinks.append((parts, entry.target or "", rel))
+                continue
+            paths.append(path)
+            if entry.kind == FILE:
+                assert entry.id is not None
+                if _intact(dest.open_regular(parts), entry, chunker):
+                    if progress is not None:
+                        progress(entry.size)
+                    continue
+                dest.write_file(parts, file_writer(odb, entry.id, entry.size, progress), entry.mode & 0o777 or 0o644)
+            elif entry.kind == REFERENCE and fetch_reference is not None:
+                dest.write_file(parts, lambda out, entry=entry: fetch_reference(entry, out), 0o644)
+        for parts, target, _ in symlinks:
+            dest.symlink(parts, target)
+            paths.append(dest.root.joinpath(*parts))
+        # Over the tree, no link leads out (check_symlinks). Through what else stands
+        # in the destination (a link planted where a dangling one points) one still
+        # could: check each one's real resolution, and take them all back if any escapes.
+        real_root = Path(os.path.realpath(dest.root))
+        for parts, target, rel in symlinks:
+            if not Path(os.path.realpath(dest.root.joinpath(*parts))).is_relative_to(real_root):
+                for made, _, _ in symlinks:
+                    dest.remove_link(made)
+                raise UnsafePath(f"symlink {rel!r} points to {target!r}, which leads outside the destination "
+                                 f"through what else is there; refusing")
     return paths
 
 
-def _intact(dest: Path, entry: TreeEntry, chunker: Chunker) -> bool:
+def _intact(fd: int | None, entry: TreeEntry, chunker: Chunker) -> bool:
+    """Whether the open regular file ``fd`` (None: not one) holds ``entry``'s bytes. Closes ``fd``."""
+    if fd is None:
+        return False
     try:
-        st = dest.lstat()
-    except FileNotFoundError:
+        if os.fstat(fd).st_size != entry.size:
+            return False
+        # hashed through the descriptor, so what was checked is what is read
+        return file_id_of(Path(f"/dev/fd/{fd}"), chunker) == entry.id
+    finally:
+        os.close(fd)
+
+
+def _reference_intact(fd: int | None, entry: TreeEntry) -> bool:
+    """Whether ``fd`` holds a downloaded reference: its size, and its BLAKE3 when logged. Closes ``fd``."""
+    if fd is None:
         return False
-    if not dest.is_file() or dest.is_symlink() or st.st_size != entry.size:
-        return False
-    return file_id_of(dest, chunker) == entry.id
+    try:
+        if os.fstat(fd).st_size != entry.size:
+            return False
+        want = entry.extra.get("blake3")
+        if not want:
+            return True
+        h = blake3.blake3()
+        while block := os.read(fd, 8 << 20):
+            h.update(block)
+        return h.hexdigest() == want
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: Path) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not statmod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path) -> None:
-    """Check that ``root`` holds exactly the tree's files; raise VerificationFailed naming those that differ."""
+    """Check that ``root`` holds exactly the tree's entries and nothing else; raise
+    VerificationFailed naming those that differ, are missing, or are not in the version."""
     root = Path(root)
     bad: list[str] = []
+    expected: dict[str, TreeEntry] = {}
     for rel, entry in walk_tree(odb, tree_id, include_dirs=True):
+        expected[rel] = entry
         dest = root.joinpath(*split_path(rel))
         if entry.kind == TREE and (dest.is_symlink() or not dest.is_dir()):
             bad.append(rel + "/")
-        elif entry.kind == FILE and not _intact(dest, entry, chunker):
+        elif entry.kind == FILE and not _intact(_open_regular(dest), entry, chunker):
             bad.append(rel)
         elif entry.kind == SYMLINK and (not dest.is_symlink() or os.readlink(dest) != entry.target):
             bad.append(rel)
-    if bad:
-        listed = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-        raise VerificationFailed(f"{len(bad)} file(s) under {root} differ from the version: {listed}", paths=tuple(bad))
+        elif entry.kind == REFERENCE and not _reference_intact(_open_regular(dest), entry):
+            bad.append(rel)
+    extra: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):  # links are listed, never followed
+        here = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if here == "." else here + "/"
+        for d in sorted(dirnames):
+            want = expected.get(prefix + d)
+            if want is None:
+                extra.append(prefix + d + ("" if os.path.islink(os.path.join(dirpath, d)) else "/"))
+        # only the version's directories are looked into: an extra one is reported once
+        dirnames[:] = sorted(d for d in dirnames if prefix + d in expected and expected[prefix + d].kind == TREE)
+        extra.extend(prefix + f for f in sorted(filenames) if prefix + f not in expected)
+    if bad or extra:
+        parts = []
+        if bad:
+            parts.append(f"{len(bad)} differ from the version or are missing: " + _listed(bad))
+        if extra:
+            parts.append(f"{len(extra)} are not in the version: " + _listed(extra))
+        raise VerificationFailed(f"{root} is not an intact copy: " + "; ".join(parts), paths=tuple(bad + extra))
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")

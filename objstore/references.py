@@ -4,15 +4,19 @@ whether they changed.
 
 Schemes are handled by resolvers registered in ``RESOLVERS``; ``file://`` is
 built in, object-storage schemes are added by :mod:`objstore.remote_refs` when
-it is importable.
+it is importable. A resolver's fetch writes the referenced bytes to a file object
+it is handed and never names a path in the destination: materialize owns every
+write there (:class:`objstore.safepath.Destination`), and keeps what a fetch wrote
+only when it returns, that is, when the bytes matched what was logged.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import stat as statmod
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 import blake3
@@ -20,9 +24,11 @@ import blake3
 from .errors import InvalidInput, NotFound, VerificationFailed
 from .objects import REFERENCE, TreeEntry
 
-# describe(uri, checksum) -> [(relative name, entry)]; fetch(entry, dest) -> None
+# describe(uri, checksum) -> [(relative name, entry)]; fetch(entry, out) writes the
+# referenced bytes to ``out`` (a temp file the caller renames into place only when
+# fetch returns, so a fetcher never names a path in the destination).
 Describe = Callable[[str, bool], list[tuple[str, TreeEntry]]]
-Fetch = Callable[[TreeEntry, Path], None]
+Fetch = Callable[[TreeEntry, BinaryIO], None]
 RESOLVERS: dict[str, tuple[Describe, Fetch]] = {}
 
 
@@ -43,7 +49,7 @@ def _describe_file(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
     root = _local_path(uri)
     if not root.exists():
         raise NotFound(f"reference {uri} does not exist; check the path", key=uri)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [root] if root.is_file() else _files_under(root)
     out = []
     for p in files:
         rel = p.name if p == root else p.relative_to(root).as_posix()
@@ -54,17 +60,70 @@ def _describe_file(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
     return out
 
 
-def _fetch_file(entry: TreeEntry, dest: Path) -> None:
+def _files_under(root: Path) -> list[Path]:
+    """Every regular file under ``root``, in path order, links followed: a reference
+    names bytes wherever they are. A link that leads nowhere, or to a directory that
+    holds it, is refused rather than dropped; sockets, FIFOs and devices are skipped."""
+    files: list[Path] = []
+    st = root.stat()
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(root, frozenset({(st.st_dev, st.st_ino)}))]
+    while stack:
+        directory, above = stack.pop()
+        try:
+            names = os.listdir(directory)
+        except OSError as exc:
+            raise InvalidInput(f"{directory} cannot be listed: {exc.strerror or exc}") from None
+        for name in names:
+            path = directory / name
+            try:
+                st = path.stat()
+            except OSError:
+                if path.is_symlink():
+                    raise InvalidInput(f"symlink {path} -> {os.readlink(path)!r} leads to nothing; "
+                                       f"remove it or point it at a file or directory") from None
+                raise NotFound(f"{path} was removed while {root} was being read; add the reference again", key=str(path)) from None
+            if statmod.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in above:
+                    raise InvalidInput(f"symlink {path} leads to a directory that contains it; remove it or point it elsewhere")
+                stack.append((path, above | {(st.st_dev, st.st_ino)}))
+            elif statmod.S_ISREG(st.st_mode):
+                files.append(path)
+    return sorted(files)
+
+
+def _fetch_file(entry: TreeEntry, out: BinaryIO) -> None:
     assert entry.target is not None
     src = _local_path(entry.target)
-    if not src.is_file():
-        raise NotFound(f"referenced file {entry.target} no longer exists", key=entry.target)
-    if src.stat().st_size != entry.size or ("blake3" in entry.extra and _blake3_file(src) != entry.extra["blake3"]):
-        raise VerificationFailed(f"referenced file {entry.target} changed since it was logged", paths=(entry.target,))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.objstore-ref")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    changed = VerificationFailed(f"referenced file {entry.target} changed since it was logged; log it again to use the new bytes",
+                                 paths=(entry.target,))
+    try:
+        f = open(src, "rb")
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise NotFound(f"referenced file {entry.target} no longer exists", key=entry.target) from None
+    except OSError as exc:
+        raise InvalidInput(f"referenced file {entry.target} cannot be read: {exc.strerror or exc}") from None
+    with f:
+        st = os.fstat(f.fileno())
+        if not statmod.S_ISREG(st.st_mode):
+            raise NotFound(f"referenced file {entry.target} is no longer a regular file", key=entry.target)
+        if st.st_size != entry.size:
+            raise changed
+        # Hashed as copied, so the check covers the very bytes written; read at most
+        # the logged size plus one, so a file growing meanwhile is caught, not copied whole.
+        h = blake3.blake3()
+        copied = 0
+        while copied <= entry.size:
+            try:
+                block = f.read(min(8 << 20, entry.size + 1 - copied))
+            except OSError as exc:
+                raise InvalidInput(f"referenced file {entry.target} cannot be read: {exc.strerror or exc}") from None
+            if not block:
+                break
+            h.update(block)
+            out.write(block)  # errors writing the destination are the caller's to explain
+            copied += len(block)
+    if copied != entry.size or ("blake3" in entry.extra and h.hexdigest() != entry.extra["blake3"]):
+        raise changed
 
 
 RESOLVERS["file"] = (_describe_file, _fetch_file)
@@ -87,10 +146,10 @@ def describe_reference(uri: str, checksum: bool = True) -> list[tuple[str, TreeE
     return _resolver(uri)[0](uri, checksum)
 
 
-def fetch_reference(entry: TreeEntry, dest: Path) -> None:
-    """Copy a referenced object to ``dest``, failing clearly if it changed since logging."""
+def fetch_reference(entry: TreeEntry, out: BinaryIO) -> None:
+    """Write a referenced object's bytes to ``out``, failing clearly if it changed since logging."""
     assert entry.target is not None
-    _resolver(entry.target)[1](entry, dest)
+    _resolver(entry.target)[1](entry, out)
 
 
 def is_uri(text: str) -> bool:

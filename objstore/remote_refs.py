@@ -4,8 +4,9 @@
 Logging records each object's URI, size and ETag, and with ``checksum=True`` the
 BLAKE3 of its bytes (read once, streamed). A URI naming no single object is a
 prefix: every object under it becomes an entry, named by its path below the
-prefix. Downloading checks size and ETag before and after streaming the object
-(and the BLAKE3 when recorded), so an object overwritten since it was logged is
+prefix. Downloading streams the object into the temp file materialize hands it
+(:class:`objstore.safepath.Destination`: the fetcher never names a path) and checks
+size and ETag before and after (and the BLAKE3 when recorded), so an object overwritten since it was logged is
 a :class:`~objstore.errors.VerificationFailed` naming it, never silently other
 bytes. Credentials come from the environment, as for remote stores.
 
@@ -14,8 +15,7 @@ Importing this module registers the schemes in :data:`objstore.references.RESOLV
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import blake3
@@ -80,7 +80,7 @@ def _describe(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
         backend.close()
 
 
-def _fetch(entry: TreeEntry, dest: Path) -> None:
+def _fetch(entry: TreeEntry, out: BinaryIO) -> None:
     assert entry.target is not None
     uri = entry.target
     scheme, bucket, key = _split(uri)
@@ -98,24 +98,18 @@ def _fetch(entry: TreeEntry, dest: Path) -> None:
                                          paths=(uri,))
 
         check()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.objstore-ref")
         h = blake3.blake3()
-        try:
-            with open(tmp, "wb") as f:
-                for start in range(0, entry.size, READ_BLOCK):
-                    block = backend.get_range(key, start, min(READ_BLOCK, entry.size - start))
-                    h.update(block)
-                    f.write(block)
-            # Checked again after reading: an overwrite during the download is caught too.
-            check()
-            if tmp.stat().st_size != entry.size or ("blake3" in entry.extra and h.hexdigest() != entry.extra["blake3"]):
-                raise VerificationFailed(f"referenced object {uri} changed since it was logged (its bytes differ); log it again to use the new bytes",
-                                         paths=(uri,))
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        written = 0
+        for start in range(0, entry.size, READ_BLOCK):
+            block = backend.get_range(key, start, min(READ_BLOCK, entry.size - start))
+            h.update(block)
+            out.write(block)
+            written += len(block)
+        # Checked again after reading: an overwrite during the download is caught too.
+        check()
+        if written != entry.size or ("blake3" in entry.extra and h.hexdigest() != entry.extra["blake3"]):
+            raise VerificationFailed(f"referenced object {uri} changed since it was logged (its bytes differ); log it again to use the new bytes",
+                                     paths=(uri,))
     finally:
         backend.close()
 

@@ -1,7 +1,9 @@
 """Trees: building nested directory objects from flat paths, and walking them.
 
 Entry names are single path components; a tree read from a store or a remote is
-untrusted, so every name is checked here before anything uses it as a path.
+untrusted, so every name is checked here before anything uses it as a path. Names
+starting with :data:`objstore.safepath.TEMP_PREFIX` are reserved for materialize's
+temp files and refused, when logging and when reading.
 """
 
 from __future__ import annotations
@@ -13,17 +15,22 @@ from .errors import CorruptObject, UnsafePath
 from .ids import ObjectId
 from .objects import SYMLINK, TREE, Tree, TreeEntry
 from .odb import ObjectDatabase
+from .safepath import TEMP_PREFIX
 
 MAX_DEPTH = 256
 
 
 def check_entry_name(name: str) -> str:
-    """Refuse names that could escape or confuse a destination directory."""
+    """Refuse names that could escape or confuse a destination directory, and the
+    prefix materialize reserves for its temp files (so a leftover one is always
+    recognizable as such)."""
     if (
         not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
         or "\0" in name or len(name.encode("utf-8", "surrogatepass")) > 255
     ):
         raise UnsafePath(f"unsafe entry name {name!r} in a tree; refusing to write it")
+    if name.startswith(TEMP_PREFIX):
+        raise UnsafePath(f"entry name {name!r} starts with {TEMP_PREFIX!r}, which is reserved for objstore's temp files; rename it")
     return name
 
 
