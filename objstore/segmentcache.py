@@ -29,7 +29,10 @@ import msgpack
 from . import localcache
 from .ids import ObjectId
 
-FORMAT = 1
+# 2: entries made from one read (key and chunks from the same buffers). Format-1
+# entries may pair one state's key with another state's chunks (a file changed
+# while it was logged), so they are stale: a miss, never an answer.
+FORMAT = 2
 # Segments smaller than this are chunked directly: a handful of chunks at most,
 # not worth a second pass and a cache file.
 MIN_SEGMENT = 4 * 1024 * 1024

@@ -39,7 +39,9 @@ from . import localcache
 from .ids import ObjectId
 from .objects import FileObject
 
-FORMAT = 1
+# 2: racy by ctime too, and never built from a format-1 segment-cache answer
+# (which may have been poisoned); format-1 entries are stale: a miss.
+FORMAT = 2
 # Timestamps come from the kernel's coarse clock, which can lag time.time_ns()
 # by a tick (up to ~10 ms); a change this close to the read start is racy.
 RACY_SLACK_NS = 20_000_000

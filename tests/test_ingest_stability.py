@@ -23,7 +23,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,7 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import objstore
-from objstore import ingest, statcache
+import msgpack
+
+from objstore import ingest, segmentcache, statcache
 from objstore.errors import FileChanged, NotFound, ObjstoreError
 from objstore.ingest import chunk_file
 from objstore.statcache import StatCache
@@ -77,28 +79,34 @@ def cache_files(store_root: Path) -> set[str]:
 
 
 class Mutator:
-    """Rewrites ``path`` (in place, same size) from a second thread, once, right after
-    the first read of it that covers ``trigger``; the log's reads go on after that."""
+    """Changes ``path`` from a second thread, once, right after the first read of it
+    that covers ``trigger``; the log's reads go on after that. By default the change
+    rewrites ``writes`` in place (same size) with write(2); ``mapping`` writes them
+    through that shared mapping instead; ``change`` replaces both."""
 
-    def __init__(self, path: Path, trigger: int, writes: list[tuple[int, bytes]], mapping: mmap.mmap | None = None) -> None:
+    def __init__(self, path: Path, trigger: int, writes: list[tuple[int, bytes]] = (),  # type: ignore[assignment]
+                 mapping: mmap.mmap | None = None, change: Callable[[], None] | None = None) -> None:
         self.path = path
         self.trigger = trigger
-        self.writes = writes
-        self.mapping = mapping  # write through this shared mapping instead of write(2)
+        self.writes = list(writes)
+        self.mapping = mapping
+        self.change = change
         self.ino = os.stat(path).st_ino
         self.fired = threading.Event()
         self.first_read_ns: int | None = None
         self._lock = threading.Lock()
 
     def _rewrite(self) -> None:
-        if self.mapping is not None:
+        if self.change is not None:
+            self.change()
+        elif self.mapping is not None:
             for offset, data in self.writes:
                 self.mapping[offset:offset + len(data)] = data
-            return
-        with open(self.path, "r+b") as f:
-            for offset, data in self.writes:
-                f.seek(offset)
-                f.write(data)
+        else:
+            with open(self.path, "r+b") as f:
+                for offset, data in self.writes:
+                    f.seek(offset)
+                    f.write(data)
 
     def after_read(self, fd: int, offset: int, n: int) -> None:
         try:
@@ -231,6 +239,59 @@ def test_a_same_size_rewrite_during_a_log_is_refused_and_stores_nothing(
     run.log_model(x, name="x")
     assert Path(run.use_model("x:latest", root=tmp_path / "out")).read_bytes() == bytes(new)
     run.finish()
+
+
+def test_a_file_truncated_during_a_log_is_refused_and_stores_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "store"
+    run = objstore.init(project="p", entity="e", store=root)
+    run.log_model(write_safetensors(tmp_path / "other.safetensors", _model(seed=9)), name="other")
+    x = age(write_safetensors(tmp_path / "x.safetensors", _model()))
+    offset, length = tensor_range(x, TARGET)
+    before = cache_files(root)
+    mutator = Mutator(x, offset, change=lambda: os.truncate(x, offset + length // 2))
+    with mutating(monkeypatch, mutator):
+        with pytest.raises(FileChanged, match="x.safetensors changed while it was being logged"):
+            run.log_model(x, name="x")
+    assert mutator.fired.is_set()
+    assert cache_files(root) == before
+    with pytest.raises(NotFound):
+        objstore.Api(store=root).artifact("e/p/x:latest")
+    run.finish()
+
+
+def test_entries_from_before_the_one_read_rule_are_not_answers(tmp_path: Path) -> None:
+    """A cache poisoned by an older objstore (format 1: key from one read, chunks from
+    another) must not keep serving wrong bytes after an upgrade."""
+    store = Store.open(tmp_path / "store")
+    tensors = _model()
+    original = write_safetensors(tmp_path / "original.safetensors", tensors)
+    changed = write_safetensors(tmp_path / "changed.safetensors",
+                                {**tensors, TARGET: (*tensors[TARGET][:2], _noise(6, len(tensors[TARGET][2])))})
+    chunk_file(original, store.chunker, store.odb, stat_cache=None)
+    chunk_file(changed, store.chunker, store.odb, stat_cache=None)
+    store.odb.flush()
+    entries = [p for p in (tmp_path / "store" / "cache" / "segments").rglob("*") if p.is_file()]
+    # forge what the old code wrote for a tensor changed between its two reads:
+    # the original bytes' key, the changed bytes' chunks, format 1
+    original_entry = next(p for p in entries if _is_entry_of(original, TARGET, p))
+    changed_entry = msgpack.unpackb(next(p for p in entries if _is_entry_of(changed, TARGET, p)).read_bytes(), raw=False)
+    original_entry.write_bytes(msgpack.packb([1, *changed_entry[1:]], use_bin_type=True))
+    y = age(write_safetensors(tmp_path / "y.safetensors", tensors, metadata={"note": "y"}))
+    hits = segmentcache.stats.hits
+    fobj = chunk_file(y, store.chunker, store.odb, stat_cache=None)
+    store.odb.flush()
+    assert b"".join(store.odb.iter_chunks([c for c, _ in fobj.chunks])) == y.read_bytes()
+    assert segmentcache.stats.hits - hits == len(tensors) - 1, "every other tensor is still answered"
+
+
+def _is_entry_of(path: Path, tensor: str, entry: Path) -> bool:
+    offset, length = tensor_range(path, tensor)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        key = ingest._SegmentKey()
+        key.update(memoryview(f.read(length)))
+    h = key.digest().hex()
+    return entry.parent.name == h[:2] and entry.name.startswith(h[2:])
 
 
 def _small_tensors(seed: int) -> dict:
