@@ -12,10 +12,11 @@ size — and chunking is skipped.
 An entry is made from one read: its key is hashed from the same buffers its
 chunks were cut from (:mod:`objstore.ingest`), and it is written only after the
 whole file was read without changing, so it never pairs one state's key with
-another state's chunks. An entry is used only if the parameters, element size
-and total length agree and every chunk it names is still stored (gc may have
-dropped them); anything else is a miss. Like git's index and the stat cache, the cache is trusted local state of
-the store: it lives in the store's ``segments`` cache (:mod:`objstore.localcache`).
+another state's chunks. An entry is used only if the format, parameters,
+element size and total length agree and every chunk it names is still stored
+(gc may have dropped them); anything else is a miss. Like git's index and the
+stat cache, the cache is trusted local state of the store: it lives in the
+store's ``segments`` cache (:mod:`objstore.localcache`).
 """
 
 from __future__ import annotations
