@@ -22,7 +22,7 @@ from typing import BinaryIO, Protocol
 from pyfastcdc import FastCDC
 
 from . import constants
-from .errors import ObjstoreError
+from .errors import FileChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class Chunker:
                 while filled < len(buf) and remaining > 0:
                     n = stream.readinto(whole[filled : filled + min(len(buf) - filled, remaining)])  # type: ignore[arg-type]
                     if not n:
-                        raise ObjstoreError(f"the file ended {remaining} bytes early; was it changed while being read?")
+                        raise FileChanged(detail=f" (it ended {remaining} bytes early)")
                     filled += n
                     remaining -= n
                 at_end = remaining == 0

@@ -21,6 +21,18 @@ class InvalidInput(ObjstoreError, ValueError):
     """An argument that is well-formed as a name but cannot be acted on."""
 
 
+class FileChanged(InvalidInput):
+    """A file changed while it was being read for logging: what was read may be a
+    mix of two states, so none of it was kept (no version, no cache entry).
+    ``path`` names the file when known; retry once nothing is writing it."""
+
+    def __init__(self, path: str | None = None, detail: str = "") -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path if path is not None else 'a file'} changed while it was being logged{detail}; "
+                         "nothing was stored from it: log it again once nothing is writing it")
+
+
 class NotFound(ObjstoreError, FileNotFoundError):
     """An artifact, version, alias, object, ref, run or path that does not exist."""
 

@@ -27,6 +27,30 @@ remembers each file's chunk list by its stat. A tensor the store has seen before
 in any file at any offset, skips chunking: :mod:`objstore.segmentcache` maps the
 hash of its bytes to its chunk list.
 
+Invariants kept here, the one place that makes cache entries and file objects
+from a file's bytes:
+
+- **An entry describes the bytes it was made from.** A segment's cache key is
+  hashed from the very buffers that are cut into its chunks (one read gives both),
+  never taken from the earlier hashing pass that looked the cache up; if the two
+  reads differ, the file changed and the log is refused. A stat-cache entry pairs
+  the stat taken before the read with the chunks of that read, and is written only
+  if the read was stable (next point).
+- **A file object is one real state of the file.** Reading begins only once the
+  file's last change (mtime or ctime) is older than a timestamp tick, waiting out
+  at most that tick (:func:`_settled_stat`; git's racy-index rule), so a write
+  during the read must move mtime or ctime; the stat after the read must equal the
+  one before. Otherwise :class:`~objstore.errors.FileChanged` is raised and nothing
+  from the read is kept: no file object returned, no cache entry written (entries
+  are collected while reading and written only after that check), and the caller
+  stores no version. Refusing costs no second pass over the file.
+- Limits: a change no stat shows (a write through a shared mapping to pages
+  already dirty moves neither mtime nor ctime) is caught only when it falls
+  between the two reads of a large tensor; elsewhere it can make a file object a
+  mix. Cache entries stay true even then, since each is made from one buffer.
+  Timestamps are trusted to come from a clock that agrees with ours within the
+  tick, as git trusts them.
+
 Callers must :meth:`~objstore.odb.ObjectDatabase.flush` before storing the file
 objects returned here (the write order in :mod:`objstore.odb`).
 """
@@ -44,13 +68,13 @@ from pathlib import Path
 
 from . import codecs
 from .chunking import Chunker
-from .errors import InvalidInput, NotFound
+from .errors import FileChanged, InvalidInput, NotFound
 from .ids import Kind, ObjectId, hash_bytes, hasher
 from .objects import FileObject
 from .odb import ObjectDatabase
 from .segmentcache import MIN_SEGMENT, SegmentCache
 from .segmenting import Segment, segment_file
-from .statcache import StatCache
+from .statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 
 Progress = Callable[[int], None]
 
@@ -64,6 +88,9 @@ LIGHT_BATCHES = 256
 LOOKAHEAD = 3  # jobs started ahead of the one being written
 # Below this a file is chunked on the calling thread: threads cost more than they save.
 PIPELINE_MIN_BYTES = 4 * 1024 * 1024
+# Longest wait for a just-changed file's timestamp tick to pass before reading it
+# (_settled_stat): the coarsest granularity, plus a little clock skew.
+MAX_SETTLE_NS = COARSE_SLACK_NS + 1_000_000_000
 
 _DEFAULT = object()
 
@@ -165,7 +192,7 @@ def _hash_piece(fd: int, offset: int, length: int) -> bytes:
         buf = _piece_buffers.buf = memoryview(bytearray(PIECE))
     n = os.preadv(fd, [buf[:length]], offset)
     if n != length:
-        raise InvalidInput("a file ended early while being read; was it changed while being logged?")
+        raise FileChanged(detail=" (it ended early)")
     return hasher(Kind.SEGMENT).update(buf[:n]).digest()
 
 
@@ -195,15 +222,20 @@ class _Reuse:
 
     When the cache holds entries, every large segment is hashed first (all of
     them at once, on every core) and looked up; a hit whose chunks are all stored
-    is not chunked at all. When the cache is empty (a new store) there is nothing
-    to find, so segments are only recorded, their keys computed as they are read
-    for chunking.
+    is not chunked at all. Every segment that is chunked has its key computed
+    from the very buffers that are cut (:class:`_HashingPReader`), so an entry's
+    key and chunk list always describe the same bytes; a key that differs from
+    the one hashed first means the file changed in between (:class:`FileChanged`).
+    Entries are only collected while the file is read, and written by
+    :meth:`commit` once the whole read is known to be of one state of the file.
     """
 
     def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None) -> None:
         self.cache = cache
         self.odb = odb
         self.known: dict[int, tuple[bytes, _Chunks | None]] = {}  # by segment offset
+        # (key, align, length, chunks) of each segment chunked: written by commit()
+        self.entries: list[tuple[bytes, int, int, _Chunks]] = []
 
     @staticmethod
     def applies(segment: Segment) -> bool:
@@ -225,6 +257,15 @@ class _Reuse:
         known = self.known.get(segment.offset)
         return 0 if known is not None and known[1] is not None else segment.length
 
+    def record(self, key: bytes, segment: Segment, chunks: _Chunks) -> None:
+        self.entries.append((key, segment.align, segment.length, chunks))
+
+    def commit(self) -> None:
+        """Write the entries collected: only once the file read was found stable."""
+        for key, align, length, chunks in self.entries:
+            self.cache.store(key, align, length, chunks)
+        self.entries = []
+
 
 def _segment_chunks(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None
                     ) -> Iterator[tuple[ObjectId, int, memoryview | None]]:
@@ -234,20 +275,24 @@ def _segment_chunks(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse |
         for view in chunker.iter_chunks(_PReader(fd, segment.offset), segment.length, segment.align):
             yield hash_bytes(Kind.CHUNK, view), len(view), view
         return
-    digest, found = reuse.known.get(segment.offset, (None, None))
+    planned, found = reuse.known.get(segment.offset, (None, None))
     if found is not None:
         for chunk_id, n in found:
             yield chunk_id, n, None
         return
-    reader = _PReader(fd, segment.offset) if digest is not None else _HashingPReader(fd, segment.offset)
+    # The key is hashed from the buffers that are cut, never taken from the plan's
+    # earlier read: a key and a chunk list from two reads describe two states of a
+    # file that changed in between, and would answer for bytes never chunked.
+    reader = _HashingPReader(fd, segment.offset)
     chunks: _Chunks = []
     for view in chunker.iter_chunks(reader, segment.length, segment.align):
         chunk_id = hash_bytes(Kind.CHUNK, view)
         chunks.append((chunk_id, len(view)))
         yield chunk_id, len(view), view
-    if digest is None:
-        digest = reader.key.digest()  # type: ignore[attr-defined]
-    reuse.cache.store(digest, segment.align, segment.length, chunks)
+    key = reader.key.digest()
+    if planned is not None and key != planned:
+        raise FileChanged(detail=f" (tensor {segment.name or segment.offset} read twice, differently)")
+    reuse.record(key, segment, chunks)
 
 
 def _open(path: Path) -> int:
@@ -298,7 +343,9 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
     if segment_cache is _DEFAULT:
         segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
     reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None
-    read_start = time.time_ns()
+    # Whatever is kept (chunks, a file object to store, cache entries) must come from
+    # one state of the file; a bare identity (odb=None, no caches) only has to be honest.
+    keeping = odb is not None or reuse is not None
     if cache is not None and odb is not None:
         try:
             st = os.stat(path)
@@ -312,7 +359,10 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
                 return hit
     fd = _open(path)
     try:
-        st = os.fstat(fd)
+        if keeping:
+            st, read_start = _settled_stat(fd)
+        else:
+            st, read_start = os.fstat(fd), time.time_ns()
         size = st.st_size
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
             segments = segment_file(f, size)
@@ -324,12 +374,47 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         else:
             chunks = _Pipeline(fd, segments, chunker, odb, progress, n_workers, reuse).run()
         after = os.fstat(fd)
+    except FileChanged as exc:
+        if exc.path is None:
+            raise FileChanged(str(path), exc.detail) from None
+        raise
     finally:
         os.close(fd)
+    if keeping and StatKey.of(after) != StatKey.of(st):
+        # The read began a tick after the file's last change (_settled_stat), so any
+        # write since moved mtime or ctime: what was read may be a mix of two states.
+        raise FileChanged(str(path))
     fobj = FileObject(size, tuple(chunks))
-    if cache is not None and odb is not None and (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+    # Entries only now: they describe a read known to be of one state of the file.
+    if reuse is not None:
+        reuse.commit()
+    if cache is not None and odb is not None:
         cache.store(path, st, read_start, fobj)
     return fobj
+
+
+def _settled_stat(fd: int) -> tuple[os.stat_result, int]:
+    """The stat of ``fd`` once its last change is more than a timestamp tick old, and
+    the time reading may begin.
+
+    A write within the tick of the previous change leaves mtime and ctime as they
+    were (the racy-git problem), so only a read that begins after that tick can
+    tell from the stats before and after it whether the file changed meanwhile, and
+    only then may the stat cache trust the entry it records. A file changed this
+    instant costs a wait of at most that tick (a few ms; 2 s where timestamps are
+    whole seconds). A change stamped far in the future (a skewed clock, ``touch -d``)
+    is not waited for: any write now stamps the present, which differs from it.
+    """
+    st = os.fstat(fd)
+    key = StatKey.of(st)
+    settled = key.last_change_ns + racy_slack_ns(key)
+    if 0 <= settled - time.time_ns() <= MAX_SETTLE_NS:
+        while (now := time.time_ns()) <= settled:
+            time.sleep((settled - now) / 1e9 + 1e-4)
+        st = os.fstat(fd)
+        if StatKey.of(st) != key:
+            raise FileChanged(detail=" (it is still being written)")
+    return st, time.time_ns()
 
 
 def file_id_of(path: Path, chunker: Chunker) -> ObjectId:

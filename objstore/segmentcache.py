@@ -9,10 +9,14 @@ bytes; if an entry for that name exists, its chunk list is the one chunking woul
 produce — cuts depend only on the bytes, the chunking parameters and the element
 size — and chunking is skipped.
 
-An entry is used only if the parameters, element size and total length agree and
-every chunk it names is still stored (gc may have dropped them); anything else is
-a miss. Like git's index and the stat cache, the cache is trusted local state of
-the store: it lives in the store's ``segments`` cache (:mod:`objstore.localcache`).
+An entry is made from one read: its key is hashed from the same buffers its
+chunks were cut from (:mod:`objstore.ingest`), and it is written only after the
+whole file was read without changing, so it never pairs one state's key with
+another state's chunks. An entry is used only if the format, parameters,
+element size and total length agree and every chunk it names is still stored
+(gc may have dropped them); anything else is a miss. Like git's index and the
+stat cache, the cache is trusted local state of the store: it lives in the
+store's ``segments`` cache (:mod:`objstore.localcache`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ import msgpack
 from . import localcache
 from .ids import ObjectId
 
-FORMAT = 1
+# 2: entries made from one read (key and chunks from the same buffers). Format-1
+# entries may pair one state's key with another state's chunks (a file changed
+# while it was logged), so they are stale: a miss, never an answer.
+FORMAT = 2
 # Segments smaller than this are chunked directly: a handful of chunks at most,
 # not worth a second pass and a cache file.
 MIN_SEGMENT = 4 * 1024 * 1024

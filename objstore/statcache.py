@@ -7,12 +7,15 @@ A lookup whose ``stat`` matches on every field returns that object without
 opening the file.
 
 Racy entries (as git handles them): a file modified within the same timestamp
-tick as it was last read keeps its mtime, so its stat cannot show the change.
-An entry is therefore trusted only if the file's mtime is strictly older than
-the moment reading began (minus the file system's timestamp granularity);
-otherwise it is ignored and the file re-hashed. ``ctime`` is part of the key, and
-no user can set it, so ``touch -d`` or ``os.utime`` back to an old mtime is also
-caught.
+tick as it was last read keeps its mtime and ctime, so its stat cannot show the
+change. An entry is therefore trusted only if the file's last change — the later
+of mtime and ctime — is older than the moment reading began by more than the
+file system's timestamp granularity (:func:`racy_slack_ns`: a few clock ticks,
+or 2 s where timestamps are whole seconds, as on ext3, HFS+ and FAT); otherwise
+it is ignored and the file re-hashed. ``ctime`` counts because no user can set
+it: ``cp -p``, ``rsync -t``, tar or ``os.utime`` put back an old mtime on bytes
+written this instant, and only ctime shows the instant. :mod:`objstore.ingest`
+waits out that tick before it reads a file, so fresh files get usable entries.
 
 A hit is still checked against the store: every chunk it names must be stored
 (gc or a recreated store may have dropped them), else it is a miss.
@@ -36,10 +39,15 @@ from . import localcache
 from .ids import ObjectId
 from .objects import FileObject
 
-FORMAT = 1
+# 2: racy by ctime too, and never built from a format-1 segment-cache answer
+# (which may have been poisoned); format-1 entries are stale: a miss.
+FORMAT = 2
 # Timestamps come from the kernel's coarse clock, which can lag time.time_ns()
-# by a tick (up to ~10 ms); an mtime this close to the read start is racy.
+# by a tick (up to ~10 ms); a change this close to the read start is racy.
 RACY_SLACK_NS = 20_000_000
+# File systems that keep whole seconds (FAT keeps even ones): a change up to 2 s
+# before the read can share its timestamp with one during the read.
+COARSE_SLACK_NS = 2_000_000_000
 _CHUNK = struct.Struct("<32sQ")
 
 
@@ -56,6 +64,24 @@ class StatKey:
     @classmethod
     def of(cls, st: os.stat_result) -> "StatKey":
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
+
+    @property
+    def last_change_ns(self) -> int:
+        """When the file last changed as far as its stat can tell (a set-back mtime still moves ctime)."""
+        return max(self.mtime_ns, self.ctime_ns)
+
+    def racy(self, read_start_ns: int) -> bool:
+        """True if a change during a read that began at ``read_start_ns`` could have left this stat as it is."""
+        return self.last_change_ns >= read_start_ns - racy_slack_ns(self)
+
+
+def racy_slack_ns(key: StatKey) -> int:
+    """How close to a read a change must be to maybe share its timestamp: the file
+    system's granularity, guessed from the stat (whole seconds in both mtime and
+    ctime happen by chance once in 10^18 on a nanosecond file system)."""
+    if key.mtime_ns % 1_000_000_000 == 0 and key.ctime_ns % 1_000_000_000 == 0:
+        return COARSE_SLACK_NS
+    return RACY_SLACK_NS
 
 
 stats = localcache.CacheStats()
@@ -74,35 +100,34 @@ class StatCache(localcache.ChunkListCache):
         """The cached file object for ``path`` if its stat is unchanged and not racy."""
         path = Path(os.path.abspath(path))
         data = localcache.read_entry(self._entry_path(path))
+        current = StatKey.of(st)
         try:
             if data is None:
                 raise ValueError("no entry")
-            entry = msgpack.unpackb(data, raw=False)
-            fmt, name, key, read_start, chunking, size, chunks = entry
-        except (OSError, ValueError, TypeError, msgpack.UnpackException):
+            fmt, name, key, read_start, chunking, size, chunks = msgpack.unpackb(data, raw=False)
+            if fmt != FORMAT or name != os.fsdecode(path) or chunking != self.chunking or StatKey(*key) != current:
+                raise ValueError("another file, or this one changed")
+            if not isinstance(read_start, int) or current.racy(read_start):
+                stats.racy += 1
+                raise ValueError("racy entry")
+            if not isinstance(chunks, bytes) or len(chunks) % _CHUNK.size:
+                raise ValueError("damaged entry")
+            found = tuple((ObjectId(c), n) for c, n in _CHUNK.iter_unpack(chunks))
+            if size != current.size or sum(n for _, n in found) != size:
+                raise ValueError("damaged entry")
+        except (ValueError, TypeError, msgpack.UnpackException):
             stats.misses += 1
             return None
-        if fmt != FORMAT or name != os.fsdecode(path) or chunking != self.chunking or StatKey(*key) != StatKey.of(st):
-            stats.misses += 1
-            return None
-        if st.st_mtime_ns >= read_start - RACY_SLACK_NS:
-            stats.racy += 1
-            stats.misses += 1
-            return None
-        if not isinstance(chunks, bytes) or len(chunks) % _CHUNK.size:
-            stats.misses += 1
-            return None
-        fobj = FileObject(size, tuple((ObjectId(c), n) for c, n in _CHUNK.iter_unpack(chunks)))
         stats.hits += 1
-        return fobj
+        return FileObject(size, found)
 
     def store(self, path: Path, st: os.stat_result, read_start_ns: int, fobj: FileObject) -> None:
         """Remember ``fobj`` for ``path`` as stat'ed (``st``) just before reading began at ``read_start_ns``."""
-        if st.st_mtime_ns >= read_start_ns - RACY_SLACK_NS:
+        k = StatKey.of(st)
+        if k.racy(read_start_ns):
             return  # racy: it would never be trusted, so do not spend a write on it
         path = Path(os.path.abspath(path))
         target = self._entry_path(path)
-        k = StatKey.of(st)
         body = msgpack.packb([FORMAT, os.fsdecode(path), [k.size, k.mtime_ns, k.ino, k.dev, k.ctime_ns], read_start_ns,
                               self.chunking, fobj.size, b"".join(_CHUNK.pack(c.raw, n) for c, n in fobj.chunks)], use_bin_type=True)
         if localcache.write_entry(target, body):
