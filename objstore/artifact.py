@@ -25,7 +25,7 @@ from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from .ingest import chunk_file
 from .materialize import materialize, verify
 from .names import check_aliases, check_name
-from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict
+from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict, storable_text
 from .references import describe_reference, fetch_reference, is_uri
 from .store import Store
 from .trees import split_path, walk_tree
@@ -198,6 +198,7 @@ class Artifact:
             raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
         # self.metadata may have been filled in since __init__: convert or refuse it before anything is stored.
         metadata = check_metadata(self.metadata)
+        description = storable_text(self.description, "description")
         from .names import CollectionPath
         from .trees import build_tree
 
@@ -225,7 +226,7 @@ class Artifact:
         resolved, created = commit_version(
             store, CollectionPath(entity, project, self._name), tree=tree_id, size=size,
             new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=metadata,
-            description=self.description, run=run_path, aliases=aliases,
+            description=description, run=run_path, aliases=aliases,
         )
         self._bind(store, resolved)
         self.created = created

@@ -285,8 +285,10 @@ def encode(obj: MetaObject) -> tuple[ObjectId, bytes]:
     except (TypeError, ValueError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
         raise InvalidInput(f"this {tag} cannot be stored: {exc}") from None
     if len(body) > MAX_METADATA_BYTES:
+        what = (f"a file of {obj.size / (1 << 30):.0f} GiB has too many chunks for one file object (split it in parts)"
+                if isinstance(obj, FileObject) else "log fewer files per directory or less metadata")
         raise InvalidInput(f"this {tag} would take {len(body) / MiB:.0f} MiB, more than the {MAX_METADATA_BYTES // MiB} MiB "
-                           "a stored object may hold; log fewer files per directory or less metadata")
+                           f"a stored object may hold: {what}")
     try:
         if isinstance(obj, FileObject):
             FileObject.check_dict(_unpack(body, "?", None))  # a file's chunk list can be huge: check, do not build it
@@ -374,8 +376,10 @@ def _storable(value: Any, path: tuple[Any, ...], depth: int) -> Any:
     if depth >= MAX_USER_VALUE_DEPTH:
         raise InvalidInput(f"{_where(path)}: nests deeper than {MAX_USER_VALUE_DEPTH} levels (or contains itself); flatten it")
     if isinstance(value, (list, tuple)):
+        _check_length(value, "array", path)
         return [_storable(v, (*path, i), depth + 1) for i, v in enumerate(value)]
     if isinstance(value, Mapping):
+        _check_length(value, "map", path)
         out: dict[str, Any] = {}
         originals: dict[str, Any] = {}
         for k, v in value.items():
@@ -397,6 +401,24 @@ def _storable(value: Any, path: tuple[Any, ...], depth: int) -> Any:
                        "metadata holds None, bool, int, float, str, bytes, lists and dicts")
 
 
+def storable_text(value: object, what: str) -> str | None:
+    """A free-text field (a description, a run name) as it will be stored: None or a
+    string the decoder reads back; anything else is InvalidInput."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
+    return _storable_str(value, (what,))
+
+
+def _check_length(value: Any, kind: str, path: tuple[Any, ...]) -> None:
+    limit = _UNPACK_OPTIONS[f"max_{kind}_len"]
+    if len(value) > limit:
+        noun = "entries" if kind == "map" else "items"
+        raise InvalidInput(f"{_where(path)}: {len(value)} {noun} are more than the {limit} a stored {'dict' if kind == 'map' else 'list'} "
+                           "may hold; log it as a file of the artifact")
+
+
 def _storable_str(text: str, path: tuple[Any, ...]) -> str:
     try:
         size = len(text.encode("utf-8"))
@@ -406,7 +428,7 @@ def _storable_str(text: str, path: tuple[Any, ...]) -> str:
     if size > MAX_OBJECT_STR_BYTES:
         raise InvalidInput(f"{_where(path)}: a string of {size / MiB:.1f} MiB is longer than the "
                            f"{MAX_OBJECT_STR_BYTES // MiB} MiB a stored string may hold; log it as a file of the artifact")
-    return str(text)
+    return str.__str__(text)  # the characters, not a subclass's __str__ (a str-Enum's is its member name)
 
 
 def _where(path: tuple[Any, ...]) -> str:

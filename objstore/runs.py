@@ -24,7 +24,7 @@ from .console import human_bytes, say
 from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, WrongType
 from .ids import ObjectId
 from .names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
-from .objects import FILE, REFERENCE, RunRecord
+from .objects import FILE, REFERENCE, RunRecord, storable_text
 from .references import is_uri
 from .refs import REFS, run_ref
 from .store import Store
@@ -162,6 +162,7 @@ class Run:
         self.id = check_name(id, "run id") if id is not None else new_run_id()
         self.job_type = check_name(job_type, "job type") if job_type is not None else None
         self.config = check_metadata(config, "config")
+        name = storable_text(name, "run name")
         self.name = name or f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
         self._finished = False
         self._started_at = time.time()
@@ -391,5 +392,6 @@ def init(project: str | None = None, entity: str | None = None, store: str | os.
     entity = check_name(entity, "entity") if entity is not None else default_entity()
     project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
     config = check_metadata(config, "config")  # before the store is created: bad input writes nothing
+    name = storable_text(name, "run name")
     opened = store if isinstance(store, Store) else Store.open(store)
     return Run(opened, entity=entity, project=project, name=name, config=config, job_type=job_type, id=id)

@@ -161,6 +161,46 @@ def test_unstorable_metadata_is_refused_naming_the_key_and_writes_nothing(workdi
     assert_store_healthy(store)
 
 
+def test_map_longer_than_the_decoder_reads_is_refused_before_ingest(workdir: Path) -> None:
+    store = workdir / "store"
+    with objstore.init(project="p", entity="e", store=store) as run:
+        run.log_model(str(workdir / "model.bin"), name="good")
+    run = objstore.init(project="p", entity="e", store=store)
+    before = snapshot(store)
+    with pytest.raises(errors.InvalidInput, match=r"metadata\['big'\]"):
+        run.log_model(str(workdir / "other.bin"), name="bad", metadata={"big": dict.fromkeys(range((1 << 20) + 1))})
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("description", [5, b"bytes", "lone \udcff surrogate", "d" * (16 * MiB + 1)],
+                         ids=["int", "bytes", "surrogate", "huge"])
+def test_unstorable_description_is_refused_before_ingest(workdir: Path, description: Any) -> None:
+    store = workdir / "store"
+    with objstore.init(project="p", entity="e", store=store) as run:
+        run.log_model(str(workdir / "model.bin"), name="good")
+    run = objstore.init(project="p", entity="e", store=store)
+    before = snapshot(store)
+    with pytest.raises(errors.InvalidInput, match="description"):
+        run.log_model(str(workdir / "other.bin"), name="bad", description=description)
+    art = objstore.Artifact("later", type="model")
+    art.add_file(workdir / "other.bin")
+    art.description = description  # W&B lets scripts set it after construction
+    with pytest.raises(errors.InvalidInput, match="description"):
+        run.log_artifact(art)
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("name", [5, "lone \udcff surrogate"], ids=["int", "surrogate"])
+def test_unstorable_run_name_is_refused_before_anything_is_written(workdir: Path, name: Any) -> None:
+    store = workdir / "store"
+    with objstore.init(project="p", entity="e", store=store) as run:
+        run.log_model(str(workdir / "model.bin"), name="good")
+    before = snapshot(store)
+    with pytest.raises(errors.InvalidInput, match="run name"):
+        objstore.init(project="p", entity="e", store=store, name=name).log_model(str(workdir / "other.bin"), name="m")
+    assert snapshot(store) == before
+
+
 def test_self_containing_metadata_is_refused(workdir: Path) -> None:
     loop: dict[str, Any] = {}
     loop["me"] = loop
@@ -197,6 +237,30 @@ def test_metadata_within_the_limits_reads_back(workdir: Path) -> None:
     got = Api(store=store, entity="e", project="p").artifact("m:v0").metadata
     assert math.isnan(got.pop("nan")) and got == {k: v for k, v in value.items() if k != "nan"}
     assert_store_healthy(store)
+
+
+def test_subclasses_of_the_basic_types_are_stored_as_their_base_type(workdir: Path) -> None:
+    import collections
+    import enum
+
+    import numpy as np
+
+    class Split(str, enum.Enum):
+        TRAIN = "train"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    value = collections.OrderedDict([("split", Split.TRAIN), ("level", Level.HIGH), ("lr", np.float64(0.5)),
+                                     ("by_level", {Level.HIGH: "h"}), ("splits", {Split.TRAIN: 1})])
+    with objstore.init(project="p", entity="e", store=workdir / "store") as run:
+        art = run.log_model(str(workdir / "model.bin"), name="m", metadata=value)
+    want = {"split": "train", "level": 3, "lr": 0.5, "by_level": {"3": "h"}, "splits": {"train": 1}}
+    for got in (art.metadata, Api(store=workdir / "store", entity="e", project="p").artifact("m:v0").metadata):
+        assert got == want and [type(v) for v in got.values()] == [str, int, float, dict, dict]
+    with objstore.init(project="p", entity="e", store=workdir / "store") as run:
+        with pytest.raises(errors.InvalidInput, match=r"metadata\['n'\]: a int64"):
+            run.log_model(str(workdir / "other.bin"), name="m", metadata={"n": np.int64(3)})  # numpy scalars: not yet
 
 
 # -- class 3: hypothesis property -------------------------------------------------------------
