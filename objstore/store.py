@@ -52,8 +52,8 @@ def check_chunking(params: ChunkParams) -> ChunkParams:
     why = (
         "min must be 64 B .. 1 MiB" if not 64 <= low <= MiB else
         "max must be 1 KiB .. 16 MiB" if not KiB <= high <= 16 * MiB else
-        "avg must exceed min, and avg - min lie between min and the smaller of max and 4 MiB"
-        if not (avg > low and low <= cdc_avg <= min(high, 4 * MiB)) else
+        "avg - min (256 at least) must lie between min and the smaller of max and 4 MiB"
+        if not low <= cdc_avg <= min(high, 4 * MiB) else
         "nc (normalization) must be 0 .. 3" if not 0 <= nc <= 3 else
         None
     )

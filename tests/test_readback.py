@@ -601,3 +601,30 @@ def test_creating_a_store_with_bad_chunking_writes_nothing(workdir: Path) -> Non
     with pytest.raises(errors.InvalidInput, match="chunking"):
         Store.open(workdir / "store", chunking=ChunkParams(avg_size=100, min_size=50, max_size=200))
     assert not (workdir / "store" / "config").exists()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("label,changes,words", [f for f in FORGED if f[0] in ("min-above-avg", "avg-as-text", "newer-format")],
+                         ids=["min-above-avg", "avg-as-text", "newer-format"])
+def test_forged_config_on_a_bucket_is_a_clear_error(workdir: Path, s3_env: dict[str, str], s3_bucket_url: str, label: str,
+                                                    changes: dict[str, Any], words: str) -> None:
+    """A remote store opens through the same Store.open: its config is checked the same way."""
+    from objstore.backend import open_backend
+
+    with objstore.init(project="p", entity="e", store=s3_bucket_url) as run:
+        run.log_model(str(workdir / "model.bin"), name="m")
+    backend = open_backend(s3_bucket_url)
+    d = msgpack.unpackb(backend.get("config"), raw=False)
+    for k, v in changes.items():
+        (d["chunking"] if k in ("avg", "min", "max", "nc") else d)[k] = v
+    backend.put("config", msgpack.packb(d))
+    backend.close()
+    for call in (lambda: Store.open_existing(s3_bucket_url), lambda: clone(s3_bucket_url, workdir / "copy")):
+        with pytest.raises(errors.ObjstoreError, match=words) as err:
+            call()
+        assert not isinstance(err.value, errors.NotFound) and "\n" not in str(err.value)
+    assert not (workdir / "copy").exists()
+    local = _good_store(workdir)
+    for args in (("push", s3_bucket_url), ("fetch", s3_bucket_url)):
+        result = run_cli(local, *args, check=False)
+        assert result.code != 0 and words in result.err and "unexpected" not in result.err, result.err
