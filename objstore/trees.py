@@ -2,6 +2,9 @@
 
 Entry names are single path components; a tree read from a store or a remote is
 untrusted, so every name is checked here before anything uses it as a path.
+Logging refuses what reading would: a path nested deeper than :data:`MAX_DEPTH`
+trees (walk_tree's limit, and fsck's and gc's) or a name that is not UTF-8 is
+refused by :func:`split_path` when it is staged, before anything is read.
 """
 
 from __future__ import annotations
