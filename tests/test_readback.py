@@ -361,6 +361,30 @@ def test_metadata_either_refused_with_nothing_written_or_reads_back_equal(prop_s
         assert Api(store=s).run(f"e/p/r{_counter[0]}").outputs
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(config=st.dictionaries(_keys, _values, max_size=4))
+def test_run_config_either_refused_with_nothing_written_or_reads_back_equal(prop_store: Path, config: dict[Any, Any]) -> None:
+    store = prop_store / "store"
+    _counter[0] += 1
+    run_id = f"c{_counter[0]}"
+    try:
+        expected = _expected(config)
+    except _Refused:
+        expected = _Refused
+    objstore.init(project="p", entity="e", store=store).finish()  # the store exists; what follows may not write
+    before = snapshot(store)
+    if expected is _Refused:
+        with pytest.raises(errors.InvalidInput) as err:
+            objstore.init(project="p", entity="e", store=store, id=run_id, config=config)
+        assert "config" in str(err.value) and "\n" not in str(err.value)
+        assert snapshot(store) == before
+        return
+    with objstore.init(project="p", entity="e", store=store, id=run_id, config=config) as run:
+        run.log_model(str(prop_store / "model.bin"), name=f"cfg{_counter[0]}")
+    got = Api(store=store).run(f"e/p/{run_id}").config
+    assert _same(got, expected), (got, expected)
+
+
 def test_property_store_stays_healthy(prop_store: Path) -> None:
     """Runs after the property test (same module store): fsck clean, gc runs."""
     if (prop_store / "store").exists():
