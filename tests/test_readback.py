@@ -499,7 +499,8 @@ def test_unknown_scheme_is_an_error_api(workdir: Path, location: str) -> None:
 
 @pytest.mark.parametrize("location", BAD_LOCATIONS)
 def test_unknown_scheme_is_an_error_cli(workdir: Path, location: str) -> None:
-    for args in (("init",), ("ls",), ("log-model", str(workdir / "model.bin"), "--name", "m")):
+    commands = [("init",), ("ls",), ("log-model", str(workdir / "model.bin"), "--name", "m")]
+    for args in commands if location in BAD_LOCATIONS[::3] else commands[:1]:
         result = run_cli(location, *args, cwd=workdir, check=False)
         assert result.code != 0, args
         assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1, result.err
@@ -601,7 +602,23 @@ def test_forged_store_config_is_a_clear_error_on_open_and_clone(workdir: Path, l
     with pytest.raises(errors.ObjstoreError, match=words):
         clone(str(store), workdir / "copy")
     assert not (workdir / "copy").exists()
+    other = workdir / "other-store"
+    with objstore.init(project="p", entity="e", store=other) as run:
+        run.log_model(str(workdir / "other.bin"), name="n")
+    with pytest.raises(errors.ObjstoreError, match=words):
+        objstore.push(str(other), str(store))
     assert snapshot(store) == before
+
+
+# One forged config per kind of damage for the CLI (each command is a subprocess).
+CLI_FORGED = [f for f in FORGED if f[0] in ("min-above-avg", "avg-as-text", "missing-max", "newer-format")]
+
+
+@pytest.mark.parametrize("label,changes,words", CLI_FORGED, ids=[f[0] for f in CLI_FORGED])
+def test_forged_store_config_is_one_line_in_the_cli(workdir: Path, label: str, changes: dict[str, Any], words: str) -> None:
+    store = _good_store(workdir)
+    _forge(store, **changes)
+    before = snapshot(store)
     for args in (("ls",), ("log", "e/p/m"), ("fsck",), ("gc",), ("log-model", str(workdir / "other.bin"), "--name", "m")):
         result = run_cli(store, *args, cwd=workdir, check=False)
         assert result.code != 0, args
