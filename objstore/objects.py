@@ -282,7 +282,9 @@ def encode(obj: MetaObject) -> tuple[ObjectId, bytes]:
     tag = d["k"]
     try:
         body = pack(d)
-    except (TypeError, ValueError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
+    except UnicodeEncodeError as exc:  # a name, symlink target or text decoded with surrogateescape
+        raise InvalidInput(f"this {tag} cannot be stored: {_show(exc.object)} is not valid UTF-8; rename or clean it up") from None
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput(f"this {tag} cannot be stored: {exc}") from None
     if len(body) > MAX_METADATA_BYTES:
         what = (f"a file of {obj.size / (1 << 30):.0f} GiB has too many chunks for one file object (split it in parts)"

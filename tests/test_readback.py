@@ -477,6 +477,19 @@ def test_file_name_that_is_not_utf8_is_refused_cleanly(workdir: Path) -> None:
     assert_store_healthy(store)
 
 
+def test_symlink_target_that_is_not_utf8_is_refused_cleanly(workdir: Path) -> None:
+    d = workdir / "linked"
+    d.mkdir()
+    (d / "weights.bin").write_bytes(b"x")
+    os.symlink(os.fsdecode(b"weights-\xff.bin"), d / "alias.bin")  # inside the directory, so kept as a link
+    store = workdir / "store"
+    run = objstore.init(project="p", entity="e", store=store)
+    with pytest.raises(errors.InvalidInput, match="UTF-8"):
+        run.log_model(str(d), name="linked")
+    assert version_refs(store) == []
+    assert_store_healthy(store)
+
+
 # -- class 9: unknown URL schemes ---------------------------------------------------------------
 
 BAD_LOCATIONS = ["ftp://host/models", "http://host/models", "https://host/models", "S3://bucket/models", "sftp://h/x"]
