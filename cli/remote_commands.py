@@ -243,13 +243,13 @@ def register(group: click.Group) -> None:
           cd models && objstore ls
         """
         from objstore.remotes import clone
-        from objstore.store import STORE_DIRNAME
+        from objstore.store import STORE_DIRNAME, local_directory
 
         given = ctx.find_root().params.get("store")
         if directory is not None:
-            dest = Path(directory) / STORE_DIRNAME
+            dest = local_directory(directory, "the clone's DIRECTORY") / STORE_DIRNAME
         elif given:
-            dest = Path(given)
+            dest = local_directory(given, "--store (the clone's destination)")
         else:
             base = url.rstrip("/").rsplit("/", 1)[-1] or "store"
             dest = Path(base) / STORE_DIRNAME

@@ -21,13 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import msgpack
-
 from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from .ingest import chunk_file
 from .materialize import materialize, verify
 from .names import LATEST, check_aliases, check_name
-from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
+from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict, storable_text
 from .references import describe_reference, fetch_reference, is_uri
 from .safepath import directory_lookup, resolve_link
 from .store import Store
@@ -63,17 +61,10 @@ class _Staged:
     entry: TreeEntry | None = None  # a ready entry (reference, symlink, empty dir)
 
 
-def check_metadata(metadata: object) -> dict[str, Any]:
-    """Metadata must be a dict with string keys of msgpack-able values."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
-        raise InvalidInput("metadata must be a dict with string keys")
-    try:
-        msgpack.packb(metadata, use_bin_type=True, strict_types=False)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInput(f"metadata must hold only numbers, strings, lists and dicts: {exc}") from None
-    return dict(metadata)
+def check_metadata(metadata: object, what: str = "metadata") -> dict[str, Any]:
+    """Metadata (or a run config) as it will be stored: JSON's rules, int keys
+    converted to strings (see :func:`objstore.objects.storable_dict`)."""
+    return storable_dict(metadata, what)
 
 
 def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: frozenset[tuple[int, int]]) -> None:
@@ -154,7 +145,7 @@ class Artifact:
             raise InvalidInput(f"{self.name} is logged and immutable; build a new Artifact to add files")
 
     def _stage(self, path: str, staged: _Staged, overwrite: bool) -> None:
-        split_path(path)  # refuse unsafe names now, before anything is read
+        split_path(path, directory=staged.kind == TREE)  # refuse unsafe names and depths now, before anything is read
         if path in self._staged and not overwrite:
             raise InvalidInput(f"{path!r} is already in the artifact; pass overwrite=True to replace it")
         self._staged[path] = staged
@@ -247,6 +238,9 @@ class Artifact:
         self._require_draft()
         if not self._staged:
             raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
+        # self.metadata may have been filled in since __init__: convert or refuse it before anything is stored.
+        metadata = check_metadata(self.metadata)
+        description = storable_text(self.description, "description")
         from .names import CollectionPath
         from .trees import build_tree
 
@@ -273,8 +267,8 @@ class Artifact:
         tree_id, size = build_tree(store.odb, leaves)
         resolved, created = commit_version(
             store, CollectionPath(entity, project, self._name), tree=tree_id, size=size,
-            new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=self.metadata,
-            description=self.description, run=run_path, aliases=aliases,
+            new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=metadata,
+            description=description, run=run_path, aliases=aliases,
         )
         self._bind(store, resolved)
         self.created = created

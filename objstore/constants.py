@@ -48,5 +48,23 @@ LOCK_WAIT_SECONDS = 30.0
 # Upper bound on a metadata object's decoded size: msgpack from a store or a
 # remote is untrusted and must not be able to exhaust memory.
 MAX_METADATA_BYTES = 256 * MiB
+# Upper bound on one string inside a metadata object (the decoder refuses longer
+# ones, so the encoder refuses to write them).
+MAX_OBJECT_STR_BYTES = 16 * MiB
+
+# User metadata and run config: at most this many bytes once encoded, and this many
+# levels of nested lists and dicts. Every version or run read (``objstore log``
+# lists them all) decodes it, so it stays small; 16 MiB and 100 levels are far
+# beyond any real config (a Hugging Face config.json is a few KiB, 4 levels) and
+# well inside what the decoder accepts (a string of 16 MiB, msgpack's 1024-level
+# stack, Python's recursion limit).
+MAX_USER_VALUE_BYTES = 16 * MiB
+MAX_USER_VALUE_DEPTH = 100
+
+# How deep a logged directory may nest: a tree object at most this many levels
+# below the root tree. Reading (walk, fsck, gc) refuses deeper trees as hostile,
+# so logging refuses them too (a file may sit at most MAX_TREE_DEPTH + 1 path
+# components deep, an empty directory MAX_TREE_DEPTH).
+MAX_TREE_DEPTH = 256
 
 STORE_FORMAT = 1

@@ -8,22 +8,42 @@ files share an id however they were logged.
 
 Decoding treats its input as hostile: sizes are bounded, types are checked, and
 anything unexpected is a :class:`~objstore.errors.CorruptObject`.
+
+Invariant: whatever is stored can be read back. The decoder's rules are defined
+once, here (``_UNPACK_OPTIONS``: the longest string, binary, array and map, map
+keys that are strings; the largest body, :data:`MAX_METADATA_BYTES`; msgpack's
+nesting stack), and :func:`encode` checks every object against those same rules,
+by decoding what it is about to hand out, so an object the decoder would refuse
+is an :class:`~objstore.errors.InvalidInput` before anything is written. Values a
+user passes (metadata, run config) go through :func:`storable_dict` first, which
+converts what JSON would (int keys become strings, tuples lists) and refuses the
+rest naming the key path.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 import msgpack
 
-from .constants import MAX_METADATA_BYTES
-from .errors import CorruptObject
+from .constants import MAX_METADATA_BYTES, MAX_OBJECT_STR_BYTES, MAX_USER_VALUE_BYTES, MAX_USER_VALUE_DEPTH, MiB
+from .errors import CorruptObject, InvalidInput
 from .ids import Kind, ObjectId, file_id_from_chunks, hash_bytes
 
 FORMAT = 1
 _CHUNK_REF = struct.Struct("<32sQ")
+
+# What the decoder accepts; encode() holds every object to the same options.
+_UNPACK_OPTIONS: dict[str, Any] = {
+    "raw": False, "strict_map_key": True,  # map keys: str (or bytes), never int
+    "max_bin_len": MAX_METADATA_BYTES, "max_str_len": MAX_OBJECT_STR_BYTES,
+    "max_array_len": 1 << 24, "max_map_len": 1 << 20,
+}
+# The integers msgpack can encode (int64 and uint64).
+_INT_MIN, _INT_MAX = -(1 << 63), (1 << 64) - 1
 
 # Tree entry kinds.
 FILE = "file"
@@ -50,15 +70,20 @@ class FileObject:
         return {"v": FORMAT, "k": "file", "size": self.size, "chunks": blob}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FileObject":
+    def check_dict(cls, d: dict[str, Any]) -> tuple[bytes, int]:
+        """The decoder's checks, without building the (possibly huge) chunk list."""
         blob = _get(d, "chunks", bytes)
         if len(blob) % _CHUNK_REF.size:
             raise CorruptObject("a file object's chunk list is truncated")
-        chunks = tuple((ObjectId(raw), n) for raw, n in _CHUNK_REF.iter_unpack(blob))
         size = _get(d, "size", int)
-        if sum(n for _, n in chunks) != size or size < 0:
+        if size < 0 or sum(n for _, n in _CHUNK_REF.iter_unpack(blob)) != size:
             raise CorruptObject("a file object's size disagrees with its chunks")
-        return cls(size, chunks)
+        return blob, size
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FileObject":
+        blob, size = cls.check_dict(d)
+        return cls(size, tuple((ObjectId(raw), n) for raw, n in _CHUNK_REF.iter_unpack(blob)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,24 +273,49 @@ def pack(d: dict[str, Any]) -> bytes:
 
 
 def encode(obj: MetaObject) -> tuple[ObjectId, bytes]:
-    """The id and canonical msgpack body of a metadata object."""
-    body = pack(obj.to_dict())
+    """The id and canonical msgpack body of a metadata object.
+
+    Raises :class:`~objstore.errors.InvalidInput` (and stores nothing, since the
+    caller stores only what this returns) for an object :func:`decode` would refuse.
+    """
+    d = obj.to_dict()
+    tag = d["k"]
+    try:
+        body = pack(d)
+    except UnicodeEncodeError as exc:  # a name, symlink target or text decoded with surrogateescape
+        raise InvalidInput(f"this {tag} cannot be stored: {_show(exc.object)} is not valid UTF-8; rename or clean it up") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"this {tag} cannot be stored: {exc}") from None
+    if len(body) > MAX_METADATA_BYTES:
+        what = (f"a file of {obj.size / (1 << 30):.0f} GiB has too many chunks for one file object (split it in parts)"
+                if isinstance(obj, FileObject) else "log fewer files per directory or less metadata")
+        raise InvalidInput(f"this {tag} would take {len(body) / MiB:.0f} MiB, more than the {MAX_METADATA_BYTES // MiB} MiB "
+                           f"a stored object may hold: {what}")
+    try:
+        if isinstance(obj, FileObject):
+            FileObject.check_dict(_unpack(body, "?", None))  # a file's chunk list can be huge: check, do not build it
+        else:
+            decode(body)
+    except CorruptObject as exc:
+        raise InvalidInput(f"this {tag} cannot be stored: it would not read back ({exc})") from None
     oid = obj.compute_id() if isinstance(obj, FileObject) else hash_bytes(obj.kind, body)
     return oid, body
+
+
+def _unpack(body: bytes, label: str, expected: ObjectId | None) -> dict[str, Any]:
+    try:
+        d = msgpack.unpackb(body, **_UNPACK_OPTIONS)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise CorruptObject(f"object {label} is not valid msgpack: {exc}", object_id=expected.hex if expected else None) from exc
+    if not isinstance(d, dict) or d.get("v") != FORMAT or d.get("k") not in _BY_TAG:
+        raise CorruptObject(f"object {label} is not an objstore object of a known format", object_id=expected.hex if expected else None)
+    return d
 
 
 def decode(body: bytes, expected: ObjectId | None = None) -> MetaObject:
     """Parse a msgpack body (untrusted) and, if ``expected`` is given, check its id."""
     label = expected.hex[:16] if expected else "?"
-    try:
-        d = msgpack.unpackb(
-            body, raw=False, strict_map_key=True,
-            max_bin_len=MAX_METADATA_BYTES, max_str_len=1 << 24, max_array_len=1 << 24, max_map_len=1 << 20,
-        )
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise CorruptObject(f"object {label} is not valid msgpack: {exc}", object_id=expected.hex if expected else None) from exc
-    if not isinstance(d, dict) or d.get("v") != FORMAT or d.get("k") not in _BY_TAG:
-        raise CorruptObject(f"object {label} is not an objstore object of a known format", object_id=expected.hex if expected else None)
+    d = _unpack(body, label, expected)
     try:
         obj: MetaObject = _BY_TAG[d["k"]].from_dict(d)
     except CorruptObject as exc:
@@ -280,6 +330,123 @@ def decode(body: bytes, expected: ObjectId | None = None) -> MetaObject:
                 object_id=expected.hex, expected=expected.hex, actual=actual.hex,
             )
     return obj
+
+
+# -- values users pass: metadata, run config ------------------------------------------------
+
+def storable_dict(value: object, what: str) -> dict[str, Any]:
+    """``value`` (metadata or a run config) as it will be stored, or InvalidInput naming the key.
+
+    The rules are JSON's, as W&B's metadata is JSON: keys are strings (int keys are
+    converted, ``{0: "cat"}`` becomes ``{"0": "cat"}``; two keys that convert to the
+    same string are refused); values are None, bool, int (64-bit), float (nan and
+    ±inf kept as they are), str, bytes, lists (tuples become lists) and dicts,
+    nested at most :data:`MAX_USER_VALUE_DEPTH` levels and at most
+    :data:`MAX_USER_VALUE_BYTES` once encoded. Subclasses of these (an ``IntEnum``,
+    a ``numpy.float64``, an ``OrderedDict``) are stored as the base type; anything
+    else (sets, numpy ints and arrays, objects) is refused.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{what} must be a dict (of strings to numbers, strings, lists and dicts), not {type(value).__name__}")
+    out: dict[str, Any] = _storable(value, (what,), 0)
+    try:
+        size = len(pack(out))
+    except (TypeError, ValueError, OverflowError) as exc:  # _storable refuses all of these first
+        raise InvalidInput(f"{what} cannot be stored: {exc}") from None
+    if size > MAX_USER_VALUE_BYTES:
+        biggest = max(out, key=lambda k: len(pack({k: out[k]})))
+        raise InvalidInput(f"{what} takes {size / MiB:.1f} MiB encoded ({_where((what, biggest))} is the largest part), "
+                           f"more than the {MAX_USER_VALUE_BYTES // MiB} MiB allowed; log large values as files of the artifact")
+    return out
+
+
+def _storable(value: Any, path: tuple[Any, ...], depth: int) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise InvalidInput(f"{_where(path)}: {_show(value)} does not fit in 64 bits; store it as a string or a float")
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return _storable_str(value, path)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if depth >= MAX_USER_VALUE_DEPTH:
+        raise InvalidInput(f"{_where(path)}: nests deeper than {MAX_USER_VALUE_DEPTH} levels (or contains itself); flatten it")
+    if isinstance(value, (list, tuple)):
+        _check_length(value, "array", path)
+        return [_storable(v, (*path, i), depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        _check_length(value, "map", path)
+        out: dict[str, Any] = {}
+        originals: dict[str, Any] = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                key = _storable_str(k, path)
+            elif isinstance(k, int) and not isinstance(k, bool):
+                key = str(int(k))  # as JSON does: W&B metadata is JSON
+            else:
+                raise InvalidInput(f"{_where(path)}: key {_show(k)} is a {type(k).__name__}; keys must be strings "
+                                   "(int keys are stored as strings, as JSON does)")
+            if key in out:
+                raise InvalidInput(f"{_where(path)}: keys {_show(originals[key])} and {_show(k)} would both be stored as {key!r}; keep one")
+            originals[key] = k
+            out[key] = _storable(v, (*path, k), depth + 1)
+        return out
+    kind = type(value).__name__
+    hint = "; use a list" if isinstance(value, (set, frozenset)) else ""
+    raise InvalidInput(f"{_where(path)}: a {kind} cannot be stored{hint}; "
+                       "metadata holds None, bool, int, float, str, bytes, lists and dicts")
+
+
+def storable_text(value: object, what: str) -> str | None:
+    """A free-text field (a description, a run name) as it will be stored: None or a
+    string the decoder reads back; anything else is InvalidInput."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be a string, not {type(value).__name__}")
+    return _storable_str(value, (what,))
+
+
+def _check_length(value: Any, kind: str, path: tuple[Any, ...]) -> None:
+    limit = _UNPACK_OPTIONS[f"max_{kind}_len"]
+    if len(value) > limit:
+        noun = "entries" if kind == "map" else "items"
+        raise InvalidInput(f"{_where(path)}: {len(value)} {noun} are more than the {limit} a stored {'dict' if kind == 'map' else 'list'} "
+                           "may hold; log it as a file of the artifact")
+
+
+def _storable_str(text: str, path: tuple[Any, ...]) -> str:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{_where(path)}: {_show(text)} is not valid Unicode (a lone surrogate, as from a "
+                           "file name decoded with surrogateescape); clean it up first") from None
+    if size > MAX_OBJECT_STR_BYTES:
+        raise InvalidInput(f"{_where(path)}: a string of {size / MiB:.1f} MiB is longer than the "
+                           f"{MAX_OBJECT_STR_BYTES // MiB} MiB a stored string may hold; log it as a file of the artifact")
+    return str.__str__(text)  # the characters, not a subclass's __str__ (a str-Enum's is its member name)
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    """``metadata['id2label'][0]``, shortened in the middle for deep paths."""
+    parts = [_show(p) for p in path[1:]]
+    if len(parts) > 8:
+        parts = [*parts[:6], "…", *parts[-1:]]
+    return str(path[0]) + "".join(p if p == "…" else f"[{p}]" for p in parts)
+
+
+def _show(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        text = f"<an int of {value.bit_length()} bits>" if isinstance(value, int) else f"<a {type(value).__name__}>"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _get(d: dict[str, Any], key: str, types: type | tuple[type, ...]) -> Any:

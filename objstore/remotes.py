@@ -23,22 +23,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import blake3
 
 from . import transfer
-from .backend import is_remote_url, open_backend
-from .chunking import ChunkParams
+from .backend import is_remote_url, parse_location
 from .console import say
-from .constants import STORE_FORMAT
 from .errors import InvalidInput, InvalidName, NotFound, ObjstoreError
 from .names import check_name
-from .store import CONFIG_KEY, Store, StoreConfig
+from .store import CONFIG_KEY, Store, local_directory
 from .transfer import Progress, TransferResult
 
 REMOTES = "remotes/"
@@ -82,7 +78,8 @@ def _check_url(url: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput("a remote URL is needed: a directory path or s3://bucket/prefix")
     url = url.strip()
-    if is_remote_url(url):
+    where = parse_location(url)  # the one parser: unknown schemes are refused there
+    if isinstance(where, str):
         parsed = urlparse(url)
         if parsed.username or parsed.password or "@" in parsed.netloc:
             raise InvalidInput(f"{_redact(url)} carries credentials; objstore never stores them: "
@@ -90,10 +87,7 @@ def _check_url(url: str) -> str:
         if parsed.query:
             raise InvalidInput(f"{_redact(url)} has query parameters; pass settings as options, credentials in the environment")
         return url
-    if "://" in url and not url.startswith("file://"):
-        raise InvalidInput(f"unsupported remote URL {url!r}; use a directory path, file://, s3://, gs:// or az://")
-    path = url.removeprefix("file://")
-    return str(Path(path).expanduser().absolute())
+    return str(where.absolute())
 
 
 def _redact(url: str) -> str:
@@ -191,28 +185,13 @@ def resolve_remote(store: Store, remote: str | Remote | None) -> Remote:
 
 def open_store(url: str, *, create: bool = False, like: Store | None = None, options: dict[str, str] | None = None) -> Store:
     """Open a store by URL with remote options; a missing one is created (with
-    ``like``'s chunking, so dedup carries across) only if ``create``."""
-    opts = dict(options or {})
-    if not is_remote_url(url):
-        path = Path(url.removeprefix("file://"))
-        if not create and not (path / CONFIG_KEY).exists():
-            raise NotFound(f"no store at {path}; check the remote URL, or push to it first", key=str(path))
-        return Store.open(path, create=create, chunking=like.config.chunking if like else None)
-    backend = open_backend(url, **opts)
+    ``like``'s chunking, so dedup carries across) only if ``create``.
+
+    The opening itself (config checks included) is :meth:`Store.open`'s."""
     try:
-        try:
-            config = StoreConfig.decode(backend.get(CONFIG_KEY))
-        except NotFound:
-            if not create:
-                raise NotFound(f"no store at {url}; check the URL, or push to it first", key=url) from None
-            base = like.config if like is not None else None
-            config = StoreConfig(STORE_FORMAT, base.chunking if base else ChunkParams(), time.time())
-            if not backend.put_if_absent(CONFIG_KEY, config.encode()):
-                config = StoreConfig.decode(backend.get(CONFIG_KEY))
-    except BaseException:
-        backend.close()
-        raise
-    return Store(backend, config)
+        return Store.open(url, create=create, chunking=like.config.chunking if like else None, options=options)
+    except NotFound:
+        raise NotFound(f"no store at {url}; check the remote URL, or push to it first", key=url) from None
 
 
 def _local(store: Store | str | os.PathLike[str] | None) -> tuple[Store, bool]:
@@ -301,7 +280,7 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     returned open with the transfer's result.
     """
     source = Remote(name, _check_url(url), _check_options(options))
-    dest_path = Path(dest).expanduser()
+    dest_path = local_directory(dest, "a clone's destination")
     if (dest_path / CONFIG_KEY).exists():
         raise InvalidInput(f"{dest_path} already holds a store; clone into a new directory")
     if dest_path.exists() and not dest_path.is_dir():

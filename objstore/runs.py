@@ -24,7 +24,7 @@ from .console import human_bytes, say
 from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, WrongType
 from .ids import ObjectId
 from .names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
-from .objects import FILE, REFERENCE, RunRecord
+from .objects import FILE, REFERENCE, RunRecord, storable_text
 from .references import is_uri
 from .refs import REFS, run_ref
 from .store import Store
@@ -161,7 +161,8 @@ class Run:
         self.project = check_name(project, "project")
         self.id = check_name(id, "run id") if id is not None else new_run_id()
         self.job_type = check_name(job_type, "job type") if job_type is not None else None
-        self.config = check_metadata(config)
+        self.config = check_metadata(config, "config")
+        name = storable_text(name, "run name")
         self.name = name or f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
         self._finished = False
         self._started_at = time.time()
@@ -179,6 +180,7 @@ class Run:
     def _record_start(self) -> None:
         if self._recorded:
             return
+        self.config = check_metadata(self.config, "config")
         record = RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
                            self._started_at, None, "running", (), ())
         oid = self.store.odb.put_object(record)
@@ -217,6 +219,10 @@ class Run:
     def _check_open(self) -> None:
         if self._finished:
             raise InvalidInput(f"run {self.path} has finished; start a new run with objstore.init()")
+        if not self._recorded:
+            # run.config may have been changed since init; it is stored with the run's
+            # first change, so convert or refuse it before this call writes anything.
+            self.config = check_metadata(self.config, "config")
 
     # -- artifacts ------------------------------------------------------
     def log_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
@@ -385,5 +391,7 @@ def init(project: str | None = None, entity: str | None = None, store: str | os.
     """
     entity = check_name(entity, "entity") if entity is not None else default_entity()
     project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
+    config = check_metadata(config, "config")  # before the store is created: bad input writes nothing
+    name = storable_text(name, "run name")
     opened = store if isinstance(store, Store) else Store.open(store)
     return Run(opened, entity=entity, project=project, name=name, config=config, job_type=job_type, id=id)

@@ -4,6 +4,9 @@ Entry names are single path components; a tree read from a store or a remote is
 untrusted, so every name is checked here before anything uses it as a path. Names
 starting with :data:`objstore.safepath.TEMP_PREFIX` are reserved for materialize's
 temp files and refused, when logging and when reading.
+Logging refuses what reading would: a path nested deeper than :data:`MAX_DEPTH`
+trees (walk_tree's limit, and fsck's and gc's) or a name that is not UTF-8 is
+refused by :func:`split_path` when it is staged, before anything is read.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
-from .errors import CorruptObject, UnsafePath
+from .constants import MAX_TREE_DEPTH
+from .errors import CorruptObject, InvalidInput, UnsafePath
 from .ids import ObjectId
 from .objects import SYMLINK, TREE, Tree, TreeEntry
 from .odb import ObjectDatabase
 from .safepath import TEMP_PREFIX
 
-MAX_DEPTH = 256
+# Reading refuses a tree nested deeper than this; so does logging (split_path, build_tree).
+MAX_DEPTH = MAX_TREE_DEPTH
 
 
 def check_entry_name(name: str) -> str:
@@ -34,11 +39,28 @@ def check_entry_name(name: str) -> str:
     return name
 
 
-def split_path(path: str) -> list[str]:
-    """Split an artifact-relative path (``a/b/c.bin``) into checked components."""
+def split_path(path: str, *, directory: bool = False) -> list[str]:
+    """Split an artifact-relative path (``a/b/c.bin``) into checked components.
+
+    Refuses what could not be read back once logged: a name that is not valid
+    UTF-8, or a path deeper than a reader follows (a tree more than MAX_DEPTH
+    levels below the root; a ``directory`` is a tree itself, a file is not).
+    """
     if path.startswith("/"):
         raise UnsafePath(f"{path!r} is absolute; artifact paths are relative")
-    return [check_entry_name(p) for p in path.split("/")]
+    parts = [check_entry_name(p) for p in path.split("/")]
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{path!r} is not valid UTF-8 (a file name in another encoding?); rename it to log it") from None
+    depth = len(parts) if directory else len(parts) - 1
+    if depth > MAX_DEPTH:
+        raise InvalidInput(f"{_short(path)} nests {depth} directories deep; objstore reads at most {MAX_DEPTH} levels")
+    return parts
+
+
+def _short(path: str) -> str:
+    return repr(path) if len(path) <= 80 else repr(path[:40] + "…" + path[-30:])
 
 
 def build_tree(odb: ObjectDatabase, leaves: Mapping[str, TreeEntry]) -> tuple[ObjectId, int]:
@@ -50,7 +72,7 @@ def build_tree(odb: ObjectDatabase, leaves: Mapping[str, TreeEntry]) -> tuple[Ob
     """
     root: dict[str, object] = {}
     for path, entry in leaves.items():
-        parts = split_path(path)
+        parts = split_path(path, directory=entry.kind == TREE)
         node = root
         if entry.kind == TREE:  # an empty directory: just make sure it exists
             for part in parts:
