@@ -342,3 +342,49 @@ def test_cas_loses_no_update_while_lock_holders_are_sigkilled(tmp_path: Path) ->
     assert acked - final == set(), f"lost {len(acked - final)} acknowledged updates"
     assert len(finished) == 8 and f"w{spawned}-59" in final  # the survivors ran to the end
     assert not any(p.name.endswith(".lock") for p in (root / "refs").rglob("*"))
+
+
+# -- pull never undoes a local move made while it runs ---------------------------------------
+
+def test_pull_never_undoes_an_alias_removed_here_while_it_runs(tmp_path: Path) -> None:
+    """pull decides each alias from a snapshot of the local refs; a local writer
+    that moves the alias after that snapshot (here: removes production from v0
+    while the pull is busy with the collections sorted before it) must not be
+    overwritten with the remote's value, as a pull that had seen the removal
+    would have kept it (changed on both sides: the local value wins)."""
+    import threading
+
+    from objstore.versions import remove_alias_from
+
+    theirs, mine = tmp_path / "theirs", tmp_path / "mine"
+    earlier = [f"c{i:02d}" for i in range(40)]  # sorted before "z": processed first by the pull
+    for name in earlier:
+        log(theirs, name, name.encode() * 1000, tmp_path)
+    log(theirs, "z", A_BYTES, tmp_path, aliases=["production"])
+    remote = _pushed_remote(tmp_path, theirs)
+    objstore.clone(str(remote), mine)[0].close()
+    for name in earlier:
+        log(theirs, name, name.encode() * 2000, tmp_path)
+    log(theirs, "z", B_BYTES, tmp_path, aliases=["production"])
+    objstore.push(str(theirs), "origin")
+
+    local = Store.open(mine)
+    z0 = local.refs.read(version_ref(E, P, "z", 0))
+    assert z0 is not None
+    removed: list[bool] = []
+    first_write = ref_file(mine, version_ref(E, P, earlier[0], 1))
+
+    def remover() -> None:  # another writer of this store: starts once the pull writes refs
+        deadline = time.monotonic() + 60
+        while not first_write.exists() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        removed.append(remove_alias_from(local, CollectionPath(E, P, "z"), "production", z0))
+
+    thread = threading.Thread(target=remover)
+    thread.start()
+    objstore.pull(str(mine))
+    thread.join()
+    if removed == [True]:  # the removal landed before the pull wrote production
+        assert local.refs.read(alias_ref(E, P, "z", "production")) is None, "the pull undid the local removal"
+    else:
+        pytest.skip("the local removal came after the pull had moved production; nothing to check")
