@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .artifact import Artifact
 from .errors import NotFound, WrongType
 from .names import CollectionPath, check_name, parse_version_spec
+from .refs import version_ref
 from .runs import DEFAULT_PROJECT, RunInfo, default_entity, read_run_by_path
 from .store import Store
 from .versions import list_aliases, list_collections, list_projects, list_versions, read_entry, resolve
@@ -61,7 +62,8 @@ class Api:
         """Every version of a collection, oldest first."""
         spec = parse_version_spec(name, entity=self.entity, project=self.project)
         coll = spec.collection
-        versions = [Artifact._from_resolved(self.store, read_entry(self.store, coll, oid)) for _, oid in list_versions(self.store, coll)]
+        versions = [Artifact._from_resolved(self.store, read_entry(self.store, coll, oid, ref=version_ref(coll.entity, coll.project, coll.name, idx)))
+                    for idx, oid in list_versions(self.store, coll)]
         if not versions:
             raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
         if type_name is not None:

@@ -691,6 +691,20 @@ def _set_ref(store: Store, key: str, new: ObjectId | None, why: str) -> bool:
     return True
 
 
+def _move_ref(store: Store, key: str, decided_on: bytes | None, new: ObjectId | None, why: str) -> bool:
+    """Move local ``key`` from ``decided_on`` (its raw value in the snapshot pull
+    decided from) to ``new``; True if it changed. Conflict if another writer of
+    this store moved it since: its move is newer than the snapshot and wins."""
+    if _norm(decided_on) == _norm(encode_value(new)):
+        return False
+    if decided_on is None and new is not None:
+        if store.refs.create(key, new, why):
+            return True
+        raise Conflict(key, None, store.refs.read_raw(key))
+    store.refs.set_if_equals(key, decided_on, new, why)
+    return True
+
+
 def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str] | None = None,
          progress: Progress | None = None, remote_label: str | None = None) -> TransferResult:
     """Fetch, then bring the remote's new versions, aliases and runs into ``local``.
@@ -774,8 +788,12 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
                 target = remap.get(current, current) if current is not None else None
                 if target == current:
                     continue
-            if _set_ref(local, key, target, why):
-                result.refs.append(key)
+            try:
+                if _move_ref(local, key, l_raw, target, why):
+                    result.refs.append(key)
+            except Conflict:  # moved here while we pulled: as if seen, changed on both sides
+                if key not in result.kept:
+                    result.kept.append(key)
 
     # Runs: take the remote's unless changed here too; then re-point local runs at re-based versions.
     for key, r_raw in _runs(theirs).items():
@@ -783,8 +801,11 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         if _norm(l_raw) == _norm(r_raw):
             continue
         if l_raw is None or _norm(l_raw) == _norm(t_raw):
-            if _set_ref(local, key, _oid(key, r_raw), why):
-                result.refs.append(key)
+            try:
+                if _move_ref(local, key, l_raw, _oid(key, r_raw), why):
+                    result.refs.append(key)
+            except Conflict:  # the run moved here while we pulled: the local record wins
+                result.kept.append(key)
         elif _norm(r_raw) != _norm(t_raw):
             result.kept.append(key)
     if remap:

@@ -19,11 +19,17 @@ elsewhere.
 A ref says where its object belongs, and the object says it too: a version
 names its ``entity/project/name`` and number, a link its registered model,
 number and target. Every entry read through a collection is checked to be one
-of that collection's (:func:`read_entry`), a ``versions/vN`` ref to hold number
-N (:func:`resolve`), and :func:`check_ref` is the whole rule for any ref key
-and value (names by the name rules, kind, collection, number, digest, run), used
-by fsck and by pull/clone for every ref they take. A ref pointing elsewhere is a
-:class:`~objstore.errors.CorruptObject` naming the ref, never another
+of that collection's, and to be what the ref it was read from promises
+(:func:`read_entry` with ``ref``: ``versions/vN`` holds number N,
+``digests/<tree>`` that tree). Every reader passes the ref it followed: a
+selector (:func:`resolve`), a log finding its content by digest, the number of
+``latest`` a log starts from and the version ``latest`` moves onto, so one
+edited ref never serves another version's bytes, never makes a log skip
+numbers and never spins ``latest`` in place. :func:`check_ref` is the whole
+rule for any ref key and value (names by the name rules, kind, collection,
+number, digest, run), used by fsck and by pull/clone for every ref they take.
+A ref pointing elsewhere is a :class:`Misplaced` (a
+:class:`~objstore.errors.CorruptObject`) naming the ref, never another
 collection's bytes.
 """
 
@@ -39,7 +45,7 @@ from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
 from .ids import ObjectId
 from .names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from .objects import Link, RunRecord, Version
-from .refs import REFS, alias_ref, collection_prefix, digest_ref, parse_ref_key, version_ref
+from .refs import REFS, alias_ref, collection_prefix, decode_value, digest_ref, parse_ref_key, version_ref
 from .store import Store
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
@@ -79,7 +85,9 @@ def read_entry(store: Store, coll: CollectionPath, oid: ObjectId, *, ref: str | 
 
     Raises CorruptObject (naming ``ref`` when given) if the object is not an
     entry of ``coll``: a version of another collection, another registered
-    model's link, or a link whose target is not the version it names.
+    model's link, or a link whose target is not the version it names; and, when
+    ``ref`` is the key it was read from, if it is not what that key promises
+    (``versions/vN``: number N; ``digests/<tree>``: that tree).
     """
     obj = store.odb.get_object(oid)
     if isinstance(obj, Version):
@@ -88,10 +96,22 @@ def read_entry(store: Store, coll: CollectionPath, oid: ObjectId, *, ref: str | 
         entry = ResolvedVersion(coll, obj.index, oid, obj.target, read_version(store, obj.target), obj)
     else:
         raise CorruptObject(f"object {oid.hex[:16]} in {coll} is neither a version nor a link", object_id=oid.hex)
-    why = _foreign(coll, entry)
+    why = _foreign(coll, entry) or (_not_as_promised(ref, entry) if ref else None)
     if why is not None:
         raise misplaced(f"ref {ref}" if ref else f"an entry of {coll}", oid, why)
     return entry
+
+
+def _not_as_promised(ref: str, entry: ResolvedVersion) -> str | None:
+    """Why ``entry`` is not what ref key ``ref`` promises (its number, its tree); None if it is."""
+    key = parse_ref_key(ref)
+    if key is None:
+        return None
+    if key.kind == "version" and key.tail != f"v{entry.index}":
+        return f"{entry.qualified_name}, not {key.tail}"
+    if key.kind == "digest" and key.tail != entry.version.tree.hex:
+        return f"{entry.qualified_name}, which holds tree {entry.version.tree.hex[:16]}"
+    return None
 
 
 def _label(v: Version) -> str:
@@ -112,9 +132,14 @@ def _foreign(coll: CollectionPath, entry: ResolvedVersion) -> str | None:
     return None
 
 
-def misplaced(where: str, oid: ObjectId, why: str) -> CorruptObject:
+class Misplaced(CorruptObject):
+    """A ref holding a readable object that belongs elsewhere (another collection,
+    number, tree or run): the store was edited or damaged."""
+
+
+def misplaced(where: str, oid: ObjectId, why: str) -> Misplaced:
     """The error for a ref (``where``: "ref <key>") whose object does not belong there."""
-    return CorruptObject(
+    return Misplaced(
         f"{where} points at {why} (object {oid.hex[:16]}); the store was edited or damaged, "
         "refusing to use it (objstore fsck lists such refs)", object_id=oid.hex,
     )
@@ -156,12 +181,7 @@ def check_ref(store: Store, key: str, oid: ObjectId | None) -> None:
         if (run.entity, run.project, run.id) != (ref.entity, ref.project, ref.tail):
             raise misplaced(f"ref {key}", oid, f"run {run.path}")
         return
-    coll = CollectionPath(ref.entity, ref.project, ref.name)
-    entry = read_entry(store, coll, oid, ref=key)
-    if ref.kind == "version" and f"v{entry.index}" != ref.tail:
-        raise misplaced(f"ref {key}", oid, f"{coll}:v{entry.index}, not {ref.tail}")
-    if ref.kind == "digest" and entry.version.tree.hex != ref.tail:
-        raise misplaced(f"ref {key}", oid, f"{entry.qualified_name}, which holds tree {entry.version.tree.hex[:16]}")
+    read_entry(store, CollectionPath(ref.entity, ref.project, ref.name), oid, ref=key)
 
 
 def _entry_index(store: Store, oid: ObjectId) -> int:
@@ -199,7 +219,8 @@ def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
     """The version ``spec`` names, or NotFound saying what exists instead.
 
     The entry found is checked to be the one the ref's place promises (see
-    :func:`read_entry`): of this collection, with this number for ``vN``.
+    :func:`read_entry`): of this collection, with this number for ``vN``, this
+    tree for a digest.
     """
     coll, selector = spec.collection, spec.selector
     idx = version_index(selector)
@@ -216,10 +237,7 @@ def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
         if not collection_exists(store, coll):
             raise NotFound(f"no artifact {coll} in the store at {store.location}; check the name (objstore ls lists them)", key=str(coll))
         raise NotFound(f"{coll} has no version {selector!r}; it has {_describe(store, coll)}", key=str(spec))
-    entry = read_entry(store, coll, oid, ref=ref)
-    if idx is not None and entry.index != idx:
-        raise misplaced(f"ref {ref}", oid, f"{coll}:v{entry.index}, not v{idx}")
-    return entry
+    return read_entry(store, coll, oid, ref=ref)
 
 
 def _describe(store: Store, coll: CollectionPath) -> str:
@@ -286,6 +304,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     returns, unless an entry already holds ``tree``; then move latest and aliases."""
     digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
     existing = store.refs.read(digest_key)
+    found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
     created = existing is None
     if existing is None:
         n = _next_index_hint(store, coll)
@@ -300,18 +319,20 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
                 held = store.refs.read(ref)
             # v<n> is taken, perhaps by this very content: a racing writer of it, or
             # one that crashed between its version ref and its digest ref.
-            existing = store.refs.read(digest_key) or _holding(store, coll, held, tree)
+            existing, found_at = store.refs.read(digest_key), digest_key
+            if existing is None:
+                existing, found_at = _holding(store, coll, ref, held, tree), ref
             if existing is not None:
                 created = False
                 break
             n += 1
         if created:
             store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
-            existing = oid
+            existing, found_at = oid, ref
         else:
             store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
-    entry = read_entry(store, coll, existing)
+    entry = read_entry(store, coll, existing, ref=found_at)
     advance_latest(store, coll, entry.index)
     for alias in aliases:
         if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
@@ -319,31 +340,45 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     return entry, created
 
 
-def _holding(store: Store, coll: CollectionPath, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
-    """``oid`` if that entry of ``coll`` holds ``tree`` (a damaged entry is not ours)."""
-    if oid is None:
-        return None
+def _holding(store: Store, coll: CollectionPath, ref: str, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
+    """``oid``, held by version ref ``ref``, if that entry holds ``tree`` (a damaged
+    entry is not ours). One that belongs elsewhere is refused (Misplaced) before
+    any later number is claimed."""
+    entry = None if oid is None else _readable_entry(store, coll, oid, ref)
+    return oid if entry is not None and entry.version.tree == tree else None
+
+
+def _readable_entry(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> ResolvedVersion | None:
+    """The entry ``ref`` holds; None if its object is damaged (fsck reports it, and
+    latest still moves past it). One that belongs elsewhere is refused (Misplaced)."""
     try:
-        return oid if read_entry(store, coll, oid).version.tree == tree else None
+        return read_entry(store, coll, oid, ref=ref)
+    except Misplaced:
+        raise
     except (CorruptObject, NotFound):
         return None
 
 
-def _restore_digest_ref(store: Store, coll: CollectionPath, oid: ObjectId) -> None:
-    """Create the digest ref of entry ``oid`` if its writer died before doing so,
+def _restore_digest_ref(store: Store, coll: CollectionPath, entry: ResolvedVersion) -> None:
+    """Create the digest ref of ``entry`` if its writer died before doing so,
     so logging that content again finds it instead of adding a duplicate version."""
-    try:
-        tree = read_entry(store, coll, oid).version.tree
-    except (CorruptObject, NotFound):
-        return  # fsck reports damaged entries; latest still moves past them
-    key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
+    key = digest_ref(coll.entity, coll.project, coll.name, entry.version.tree.hex)
     if not store.refs.exists(key):
-        store.refs.create(key, oid, f"digest of {coll.name}, restored")
+        store.refs.create(key, entry.object_id, f"digest of {coll.name}, restored")
+
+
+def _latest_index(store: Store, coll: CollectionPath, raw: bytes | None) -> int:
+    """The number of the entry ``latest`` holds (raw value ``raw``), -1 if none.
+
+    Checked to be an entry of ``coll``: a number taken from another collection's
+    version would make the next log skip numbers, or never move latest again."""
+    ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    oid = None if raw is None else decode_value(ref, raw)
+    return -1 if oid is None else read_entry(store, coll, oid, ref=ref).index
 
 
 def _next_index_hint(store: Store, coll: CollectionPath) -> int:
-    latest = store.refs.read(alias_ref(coll.entity, coll.project, coll.name, LATEST))
-    return _entry_index(store, latest) + 1 if latest is not None else 0
+    return _latest_index(store, coll, store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))) + 1
 
 
 def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
@@ -351,17 +386,20 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
     ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     for _ in range(10_000):
         raw = store.refs.read_raw(ref)
-        current = None if raw is None else store.refs.read(ref)
-        k = _entry_index(store, current) if current is not None else -1
+        k = _latest_index(store, coll, raw)
         if k >= upto:
             return
-        nxt = store.refs.read(version_ref(coll.entity, coll.project, coll.name, k + 1))
+        nxt_ref = version_ref(coll.entity, coll.project, coll.name, k + 1)
+        nxt = store.refs.read(nxt_ref)
         if nxt is None:
             return  # a later version's writer is still claiming it; it will move latest itself
-        if k + 1 != upto:
+        # Checked before latest moves onto it: an entry numbered otherwise would
+        # leave latest where it is, and this loop moving it there again and again.
+        entry = _readable_entry(store, coll, nxt, nxt_ref)
+        if k + 1 != upto and entry is not None:
             # Moving latest past another writer's version: that writer may have died
             # before its digest ref; restore it (create-only, so a live one loses nothing).
-            _restore_digest_ref(store, coll, nxt)
+            _restore_digest_ref(store, coll, entry)
         try:
             store.refs.set_if_equals(ref, raw, nxt, f"v{k + 1} is the newest version")
         except Conflict:
