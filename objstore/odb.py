@@ -17,6 +17,13 @@ back is checked against its id first.
 
 The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
 memory as one sorted array, and rebuildable from the packs themselves.
+
+Readers across gc: gc may rewrite a pack (copy its live chunks into a new one)
+and delete the old one while a reader still holds an index naming it. Every
+chunk read goes through :meth:`ObjectDatabase.read_stored`: a pack that is no
+longer there makes the reader reload the index from the ``.idx`` files present
+now and read the chunk from where it lives now, once; only a chunk that is in no
+pack at all is ``NotFound``.
 """
 
 from __future__ import annotations
@@ -206,6 +213,38 @@ class ObjectDatabase:
             self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
             self._loaded = True
 
+    def reload(self) -> None:
+        """Forget the loaded index and load it again from the ``.idx`` files present
+        now: packs gc removed drop out, the packs it wrote come in."""
+        with self._lock:
+            self.index = ChunkIndex()
+            self.damaged_packs = set()
+            self.refresh()
+
+    def _relocate(self, chunk_id: ObjectId, stale: ChunkLocation) -> ChunkLocation:
+        """Where ``chunk_id`` lives now that pack ``stale.pack`` is gone (see the module docstring)."""
+        with self._lock:
+            if stale.pack in self.index:  # nobody reloaded since that location was handed out
+                self.reload()
+            loc = self.index.locate(chunk_id.raw)
+        if loc is None or loc.pack == stale.pack:
+            raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store (pack {stale.pack[:16]} was removed)",
+                           key=chunk_id.hex)
+        return loc
+
+    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+        """The stored bytes of each chunk of ``batch`` (neighbours in one pack), read in
+        one ranged request; if that pack is gone, each chunk again from where it is now."""
+        first, last = batch[0][1], batch[-1][1]
+        try:
+            data = self.backend.get_range(pack_key(first.pack), first.offset, last.offset + last.stored_len - first.offset)
+        except NotFound:
+            moved = [(c, self._relocate(c, loc)) for c, loc in batch]
+            return moved, [self.backend.get_range(pack_key(loc.pack), loc.offset, loc.stored_len) for _, loc in moved]
+        view = memoryview(data)
+        start = first.offset
+        return batch, [view[loc.offset - start : loc.offset - start + loc.stored_len] for _, loc in batch]
+
     def _index_from_pack(self, name: str) -> np.ndarray | None:
         try:
             return read_pack_index(self.backend.get(pack_key(name)), name)
@@ -372,9 +411,8 @@ class ObjectDatabase:
     # -- reading chunks --------------------------------------------------
     def get_chunk(self, chunk_id: ObjectId) -> bytes:
         """The raw bytes of one chunk, verified against its id."""
-        loc = self.locate(chunk_id)
-        stored = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.stored_len)
-        return self._decode_verified(chunk_id, loc, stored)
+        located, (stored,) = self.read_stored([(chunk_id, self.locate(chunk_id))])
+        return self._decode_verified(chunk_id, located[0][1], stored)
 
     def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
         if len(stored) != loc.stored_len:
@@ -442,22 +480,18 @@ class ObjectDatabase:
         if batch:
             yield batch
 
-    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> bytes:
-        first, last = batch[0][1], batch[-1][1]
-        return self.backend.get_range(pack_key(first.pack), first.offset, last.offset + last.stored_len - first.offset)
+    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+        return self.read_stored(batch)
 
-    def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]], data: bytes) -> list[bytes]:
-        start = batch[0][1].offset
-        view = memoryview(data)
-        return [self._decode_verified(c, loc, view[loc.offset - start : loc.offset - start + loc.stored_len]) for c, loc in batch]
+    def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]],
+                      data: tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]) -> list[bytes]:
+        located, stored = data
+        return [self._decode_verified(c, loc, payload) for (c, loc), payload in zip(located, stored)]
 
     def _read_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> Iterator[bytes]:
-        first, last = batch[0][1], batch[-1][1]
-        start = first.offset
-        data = self.backend.get_range(pack_key(first.pack), start, last.offset + last.stored_len - start)
-        view = memoryview(data)
-        for chunk_id, loc in batch:
-            yield self._decode_verified(chunk_id, loc, view[loc.offset - start : loc.offset - start + loc.stored_len])
+        located, stored = self.read_stored(batch)
+        for (chunk_id, loc), payload in zip(located, stored):
+            yield self._decode_verified(chunk_id, loc, payload)
 
     # -- metadata objects ------------------------------------------------
     def put_object(self, obj: MetaObject) -> ObjectId:
