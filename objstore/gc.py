@@ -52,7 +52,7 @@ from . import codecs
 from .constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from .errors import CorruptObject, NotFound, ObjstoreError
 from .ids import Kind, ObjectId, hash_bytes
-from .inventory import reach
+from .inventory import TMP, reach
 from .odb import GC_MARKED, OBJECTS, idx_key, object_key, pack_key
 from .packs import decode_idx
 from .refs import REFS
@@ -61,9 +61,6 @@ from .store import Store
 GC_PREFIX = "gc/"
 MARKED_PACKS = GC_MARKED
 MARKED_OBJECTS = "gc/objects/"
-# Where writers keep temporary files: the local backend's tmp/ directory and the
-# object-store backend's staging prefix (objstore.backend) are both this prefix.
-TMP = "tmp/"
 
 
 @dataclass(frozen=True, slots=True)

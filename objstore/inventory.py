@@ -38,6 +38,9 @@ from .odb import object_key
 from .refs import REFS, run_ref
 from .store import Store
 
+# Where writers keep temporary files: the local backend's tmp/ directory and the
+# object-store backend's staging prefix (objstore.backend) are both this prefix.
+TMP = "tmp/"
 # A body larger than this is not scanned for the ids it names (see :func:`reach`):
 # the object's reach is then unknown. Real metadata objects are far smaller.
 SALVAGE_LIMIT = 64 * 1024 * 1024
