@@ -764,8 +764,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             if idx != entry.index:
                 result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
             new_chain.append(new_id)
-        # Highest index first: at every moment each local version is held by some ref.
-        for idx in range(len(new_chain) - 1, -1, -1):
+        for idx in _ref_write_order(len(local_chain), len(new_chain)):
             key = version_ref(coll.entity, coll.project, coll.name, idx)
             if _set_ref(local, key, new_chain[idx], why):
                 result.refs.append(key)
@@ -824,6 +823,15 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for key in result.kept:
         say(f"kept local {key[len(REFS):]}: it changed both here and on {label}; push --force to overwrite theirs")
     return result
+
+
+def _ref_write_order(held: int, total: int) -> list[int]:
+    """The order in which pull writes version refs v0..v<total-1> over a collection
+    holding v0..v<held-1>, so that a crash at any moment leaves the numbering dense
+    and every local version held by some ref: first the new numbers, lowest first
+    (each one's predecessor exists), then the re-based ones, highest first (a local
+    version moves up, so its new ref is written before its old one is overwritten)."""
+    return list(range(held, total)) + list(range(min(held, total) - 1, -1, -1))
 
 
 def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> None:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import faults
 from .errors import Conflict, CorruptObject, InvalidName, NotFound
 from .ids import ObjectId
 from .names import LATEST, CollectionPath, VersionSpec, check_alias, version_index
@@ -193,6 +194,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
                 parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
                 oid = store.odb.put_object(make(n, parent))
                 if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
+                    faults.point("claim")
                     break
                 held = store.refs.read(ref)
             # v<n> is taken, perhaps by this very content: a racing writer of it, or
