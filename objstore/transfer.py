@@ -743,10 +743,21 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
             k += 1
         new_chain = list(remote_chain) if len(remote_chain) > k else list(local_chain[:k])
+        # Contents re-based by this pull: an entry with one of them is a copy an
+        # interrupted pull already made. (Equal content the remote logged on its own
+        # stays a version of its own, as it would if both were logged here.)
+        held: dict[tuple[str, bytes], ObjectId] = {}
         # Re-base local-only entries after the remote's (or keep them, rewritten
         # only if a link's target was itself renumbered).
         for old_id in local_chain[k:]:
             entry = _entry(local, old_id)
+            key = _content_key(entry, remap)
+            if old_id in new_chain or key in held:
+                # The remote's own version, or a copy an interrupted pull already
+                # re-based: taken once, and whatever named it follows its copy.
+                if held.get(key, old_id) != old_id:
+                    remap[old_id] = held[key]
+                continue
             idx = len(new_chain)
             if isinstance(entry, Version):
                 rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
@@ -764,7 +775,17 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             if idx != entry.index:
                 result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
             new_chain.append(new_id)
-        for idx in _ref_write_order(len(local_chain), len(new_chain)):
+            held[key] = new_id
+        _follow_content(local, mine_c, new_chain, held, remap)
+        creates, overwrites = _ref_write_order(len(local_chain), len(new_chain))
+        for idx in creates:
+            key = version_ref(coll.entity, coll.project, coll.name, idx)
+            if _set_ref(local, key, new_chain[idx], why):
+                result.refs.append(key)
+        # Our aliases and digests move to the re-based copies before the version refs
+        # they named are overwritten, so none ever names an entry no ref holds.
+        _repoint_local(local, coll, mine_c, remap, why, result)
+        for idx in overwrites:
             key = version_ref(coll.entity, coll.project, coll.name, idx)
             if _set_ref(local, key, new_chain[idx], why):
                 result.refs.append(key)
@@ -825,13 +846,55 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     return result
 
 
-def _ref_write_order(held: int, total: int) -> list[int]:
+def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tuple[str, bytes]:
+    """What makes two entries of one collection the same content: a version's tree,
+    a link's (re-based) target."""
+    if isinstance(entry, Version):
+        return ("tree", entry.tree.raw)
+    return ("link", remap.get(entry.target, entry.target).raw)
+
+
+def _follow_content(store: Store, coll: _Coll, chain: list[ObjectId], held: dict[tuple[str, bytes], ObjectId],
+                    remap: dict[ObjectId, ObjectId]) -> None:
+    """Point ``remap`` at the new chain's entry for every alias or digest target of
+    ``coll`` that the chain no longer holds (an interrupted pull overwrote its
+    version ref) but whose content it does."""
+    in_chain = set(chain)
+    for raw in (*coll.aliases.values(), *coll.digests.values()):
+        try:
+            oid = _oid("", raw) if _norm(raw) else None
+            if oid is None or oid in in_chain or oid in remap:
+                continue
+            key = _content_key(_entry(store, oid), remap)
+        except (NotFound, CorruptObject):
+            continue
+        if key in held:
+            remap[oid] = held[key]
+
+
+def _ref_write_order(held: int, total: int) -> tuple[list[int], list[int]]:
     """The order in which pull writes version refs v0..v<total-1> over a collection
     holding v0..v<held-1>, so that a crash at any moment leaves the numbering dense
     and every local version held by some ref: first the new numbers, lowest first
-    (each one's predecessor exists), then the re-based ones, highest first (a local
-    version moves up, so its new ref is written before its old one is overwritten)."""
-    return list(range(held, total)) + list(range(min(held, total) - 1, -1, -1))
+    (each one's predecessor exists), then the overwritten ones, highest first (a
+    local version only moves up, so its new ref exists before its old one goes)."""
+    return list(range(held, total)), list(range(min(held, total) - 1, -1, -1))
+
+
+def _repoint_local(store: Store, coll: CollectionPath, mine: _Coll, remap: dict[ObjectId, ObjectId], why: str,
+                   result: TransferResult) -> None:
+    """Move this store's aliases and digest refs of ``coll`` that name a re-based
+    entry to its copy (the remote's aliases are taken later, once all is in place)."""
+    # latest too: it stays on the newest local entry, which only moves up.
+    refs = [(alias_ref(coll.entity, coll.project, coll.name, a), raw) for a, raw in mine.aliases.items()]
+    refs += [(digest_ref(coll.entity, coll.project, coll.name, d), raw) for d, raw in mine.digests.items()]
+    for key, raw in refs:
+        try:
+            oid = _oid(key, raw)
+        except CorruptObject:
+            continue
+        if oid in remap and _set_ref(store, key, remap[oid], why):
+            result.refs.append(key)
 
 
 def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> None:

@@ -229,7 +229,7 @@ def duplicate_contents(location: str | Path) -> list[str]:
 
 @dataclass
 class Op:
-    """One operation of a trial: ``kind`` in log, link, alias, gc, push, clone, use; ``args`` its parameters."""
+    """One operation of a trial: ``kind`` in log, link, alias, gc, push, pull, clone, use; ``args`` its parameters."""
 
     kind: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -295,6 +295,10 @@ def perform(store_path: str, op: Op, fd: int) -> None:
     elif op.kind == "push":
         remotes = importlib.import_module("objstore.remotes")
         remotes.push(store_path, op.args["remote"])
+        _emit(fd, "DONE")
+    elif op.kind == "pull":
+        remotes = importlib.import_module("objstore.remotes")
+        remotes.pull(store_path, op.args["remote"])
         _emit(fd, "DONE")
     elif op.kind == "clone":
         # Clone the store at store_path into args["dest"] (re-running resumes it).
