@@ -23,7 +23,9 @@ and delete the old one while a reader still holds an index naming it. Every
 chunk read goes through :meth:`ObjectDatabase.read_stored`: a pack that is no
 longer there makes the reader reload the index from the ``.idx`` files present
 now and read the chunk from where it lives now, once; only a chunk that is in no
-pack at all is ``NotFound``.
+pack at all is ``NotFound``. Writers across gc: a dedup hit re-checks, at most
+every ``PACK_RECHECK_SECONDS``, that the pack holding the chunk is still stored
+and not marked, so a long-lived writer never names a chunk gc removed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import itertools
 import os
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,6 +63,10 @@ GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.gc)
 COALESCE_LIMIT = 16 * 1024 * 1024
 # ... and up to this size when runs are decoded by threads (several are in flight).
 THREADED_RUN_LIMIT = 4 * 1024 * 1024
+# A dedup hit trusts that the pack holding the chunk is still stored, and not
+# marked by gc, for this long after it last looked (see _stale_packs_gone); gc's
+# grace period (an hour by default) must be far longer.
+PACK_RECHECK_SECONDS = 30.0
 # Full packs sealed (fsync, store, index) on a background thread while the writer
 # fills the next one; a writer that gets this far ahead of the disk waits.
 MAX_SEALING = 2
@@ -186,6 +193,7 @@ class ObjectDatabase:
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
         self.marked_packs: set[str] = set()
+        self._pack_checked: dict[str, float] = {}  # pack -> when (monotonic) it was last seen stored and its mark read
         self.new_chunks = 0
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
 
@@ -211,6 +219,8 @@ class ObjectDatabase:
                         loaded.append((name, index))
             self.index.add_packs(loaded)
             self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
+            now = time.monotonic()
+            self._pack_checked.update((name, now) for name, _ in loaded)
             self._loaded = True
 
     def reload(self) -> None:
@@ -219,7 +229,33 @@ class ObjectDatabase:
         with self._lock:
             self.index = ChunkIndex()
             self.damaged_packs = set()
+            self._pack_checked = {}
             self.refresh()
+
+    def _stale_packs_gone(self, chunk_ids: list[bytes]) -> bool:
+        """Whether a pack holding one of ``chunk_ids`` (dedup hits) has gone, or been
+        marked by gc, since this process last looked: a dedup hit must never name a
+        chunk a gc removed. Each pack is looked at again (its pack and its mark, two
+        stats) at most every ``PACK_RECHECK_SECONDS``: gc deletes only packs marked
+        for longer than its grace period, far longer than that."""
+        now = time.monotonic()
+        packs = {loc.pack for loc in self.index.locate_many(chunk_ids) if loc is not None}
+        gone = False
+        for name in packs:
+            if now - self._pack_checked.get(name, -PACK_RECHECK_SECONDS) < PACK_RECHECK_SECONDS:
+                continue
+            try:
+                self.backend.stat(pack_key(name))
+            except NotFound:
+                gone = True
+                continue
+            try:
+                self.backend.stat(GC_MARKED + name)
+                self.marked_packs.add(name)
+            except NotFound:
+                self.marked_packs.discard(name)
+            self._pack_checked[name] = now
+        return gone
 
     def _relocate(self, chunk_id: ObjectId, stale: ChunkLocation) -> ChunkLocation:
         """Where ``chunk_id`` lives now that pack ``stale.pack`` is gone (see the module docstring)."""
@@ -260,6 +296,9 @@ class ObjectDatabase:
         self._ensure_loaded()
         with self._lock:
             found = self.index.contains_many([c.raw for c in chunk_ids])
+            if found.any() and self._stale_packs_gone([c.raw for c, f in zip(chunk_ids, found) if f]):
+                self.reload()
+                found = self.index.contains_many([c.raw for c in chunk_ids])
             if self.marked_packs:
                 for i, chunk_id in enumerate(chunk_ids):
                     loc = self.index.locate(chunk_id.raw) if found[i] else None
@@ -384,6 +423,7 @@ class ObjectDatabase:
             # a pack has_chunks still looks at.
             self.index.add_packs([(name, index)])
             self.marked_packs.discard(name)
+            self._pack_checked[name] = time.monotonic()
             self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
 
     def abort(self) -> None:

@@ -256,3 +256,29 @@ def test_cli_fsck_and_gc_go_on_past_an_undecodable_object(tmp_path: Path, comman
     else:
         r = run_cli(store, "gc", "--grace", "0", check=False)
         assert r.code == 0, r.err
+
+
+def test_a_writer_holding_a_store_across_a_gc_that_deleted_a_pack_stores_its_own_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived writer dedups against its loaded index: after a gc deleted the pack
+    its chunks were in, logging that content again must store them anew, not name
+    chunks that are gone. (Failed before: the new version's chunks were in no pack.)
+
+    gc deletes only packs marked longer ago than its grace period; here grace 0 and
+    a zero recheck interval stand for "the writer last looked before that"."""
+    import objstore.odb
+
+    monkeypatch.setattr(objstore.odb, "PACK_RECHECK_SECONDS", 0.0)
+    store = tmp_path / "s"
+    data = _file(tmp_path / "a.bin", 17)
+    s = Store.open(store)
+    _log(s, data, "a")  # the writer's odb has loaded the index, with a's pack in it
+    other = Store.open_existing(store)
+    delete_collection(other, CollectionPath(E, P, "a"))
+    assert collect_garbage(other, grace_seconds=0).packs_deleted == 1
+    other.close()
+    _log(s, data, "again")
+    s.close()
+    _fsck_ok(store)
+    out = objstore.Api(store=store).artifact(f"{E}/{P}/again:v0").download(str(tmp_path / "out"))
+    assert (Path(out) / "a.bin").read_bytes() == data.read_bytes()
