@@ -241,7 +241,20 @@ def _restore_digest_ref(store: Store, coll: CollectionPath, oid: ObjectId) -> No
 
 def _next_index_hint(store: Store, coll: CollectionPath) -> int:
     latest = store.refs.read(alias_ref(coll.entity, coll.project, coll.name, LATEST))
-    return _entry_index(store, latest) + 1 if latest is not None else 0
+    return _index_of(store, coll, latest) + 1 if latest is not None else 0
+
+
+def _index_of(store: Store, coll: CollectionPath, oid: ObjectId) -> int:
+    """The number of entry ``oid`` of ``coll``: from the object, or, if that cannot
+    be decoded (fsck reports it), from the version ref that holds it, so one damaged
+    entry does not stop the collection from growing."""
+    try:
+        return _entry_index(store, oid)
+    except CorruptObject:
+        for idx, held in list_versions(store, coll):
+            if held == oid:
+                return idx
+        raise
 
 
 def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
@@ -250,7 +263,7 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
     for _ in range(10_000):
         raw = store.refs.read_raw(ref)
         current = None if raw is None else store.refs.read(ref)
-        k = _entry_index(store, current) if current is not None else -1
+        k = _index_of(store, coll, current) if current is not None else -1
         if k >= upto:
             return
         nxt = store.refs.read(version_ref(coll.entity, coll.project, coll.name, k + 1))

@@ -282,3 +282,45 @@ def test_a_writer_holding_a_store_across_a_gc_that_deleted_a_pack_stores_its_own
     _fsck_ok(store)
     out = objstore.Api(store=store).artifact(f"{E}/{P}/again:v0").download(str(tmp_path / "out"))
     assert (Path(out) / "a.bin").read_bytes() == data.read_bytes()
+
+
+def test_logging_into_a_collection_whose_latest_does_not_decode(tmp_path: Path) -> None:
+    """A store written before the encoder refused int keys holds an undecodable
+    latest; logging into that collection again works (it failed for good before),
+    and fsck still names only the damaged version."""
+    store = tmp_path / "s"
+    _log(store, _file(tmp_path / "c.bin", 18), "c")
+    _forge_int_key_version(store, "bad", "c")
+    s = Store.open_existing(store)
+    from objstore.refs import alias_ref
+
+    (_, forged), = list_versions(s, CollectionPath(E, P, "bad"))
+    s.refs.set(alias_ref(E, P, "bad", "latest"), forged, "forged")
+    s.close()
+    art = _log(store, _file(tmp_path / "d.bin", 19), "bad")
+    assert art.version == "v1"
+    s = Store.open_existing(store)
+    assert fsck(s).damaged_versions == (f"{E}/{P}/bad:v0",)
+    s.close()
+
+
+def test_log_and_show_go_on_past_an_undecodable_run_record(tmp_path: Path) -> None:
+    """A run record written with int config keys (before the encoder refused them):
+    log and show say the run is damaged instead of failing; fsck names the run ref."""
+    store = tmp_path / "s"
+    art = _log(store, _file(tmp_path / "a.bin", 20), "a")
+    run_id = art.logged_by().id  # type: ignore[union-attr]
+    s = Store.open_existing(store)
+    record = s.odb.get_object(s.refs.read(run_ref(E, P, run_id)))  # type: ignore[arg-type]
+    d = record.to_dict()
+    d["config"] = {0: "lr"}
+    body = msgpack.packb(d, use_bin_type=True)
+    forged = hash_bytes(record.kind, body)
+    s.backend.put_if_absent(object_key(forged), codecs.zstd_compressor().compress(body))
+    s.refs.set(run_ref(E, P, run_id), forged, "forged")
+    report = fsck(s)
+    s.close()
+    assert any(p.object_id == run_ref(E, P, run_id) for p in report.problems), report.to_dict()
+    assert "(damaged" in run_cli(store, "log", f"{E}/{P}/a").out
+    assert "(damaged" in run_cli(store, "show", f"{E}/{P}/a:v0").out
+    assert run_cli(store, "gc", "--grace", "0").code == 0
