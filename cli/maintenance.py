@@ -239,6 +239,8 @@ def register(group: click.Group) -> None:
                    + (f", {usage.temp_files} temp files ({human_bytes(usage.temp_bytes)}; gc removes old ones)" if usage.temp_files else ""))
         click.echo(f"dedup ratio        {t.dedup_ratio:.2f}x")
         click.echo(f"compression ratio  {t.compression_ratio:.2f}x")
+        for label in usage.damaged_versions:
+            click.echo(f"warning: {label} does not read and is left out (run 'objstore fsck')", err=True)
         if by == "project":
             out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
                 [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes), f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]

@@ -117,11 +117,13 @@ def version_label(v: Version) -> str:
     return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
 
 
-def iter_version_refs(store: Store, *, strict: bool = True) -> Iterator[VersionRef]:
+def iter_version_refs(store: Store, *, strict: bool = True,
+                      damaged: Callable[[str, ObjstoreError], None] | None = None) -> Iterator[VersionRef]:
     """Every ``refs/<e>/<p>/<name>/versions/vN`` ref of the store, resolved.
 
     With ``strict=False`` refs whose objects are missing or damaged are skipped
-    (fsck reports them itself); otherwise the error propagates.
+    (fsck reports them itself; ``damaged(label, error)`` hears of each);
+    otherwise the error propagates.
     """
     for key, oid in store.refs.iter_refs(REFS):
         parts = key[len(REFS):].split("/")
@@ -139,9 +141,11 @@ def iter_version_refs(store: Store, *, strict: bool = True) -> Iterator[VersionR
                 yield VersionRef(label, oid, obj.target, target, obj)
             else:
                 raise CorruptObject(f"ref {key} points at a {type(obj).__name__}, not a version", object_id=oid.hex)
-        except (NotFound, CorruptObject):
+        except (NotFound, CorruptObject) as exc:
             if strict:
                 raise
+            if damaged is not None:
+                damaged(label, exc)
             continue
 
 

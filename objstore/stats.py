@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import CorruptObject, NotFound
 from .inventory import TMP, ContentWalker, iter_version_refs
 from .odb import IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS
 from .store import Store
@@ -62,6 +63,7 @@ class StoreUsage:
     projects: dict[str, Usage]
     temp_bytes: int = 0
     temp_files: int = 0
+    damaged_versions: tuple[str, ...] = ()  # left out of the totals: they do not read (fsck says more)
 
     @property
     def stored_bytes(self) -> int:
@@ -72,6 +74,7 @@ class StoreUsage:
             **self.total.to_dict(),
             "stored_bytes": self.stored_bytes, "pack_bytes": self.pack_bytes, "index_bytes": self.index_bytes,
             "object_bytes": self.object_bytes, "temp_bytes": self.temp_bytes, "temp_files": self.temp_files,
+            "damaged_versions": list(self.damaged_versions),
             "packs": self.packs, "objects": self.objects,
             "projects": {name: u.to_dict() for name, u in sorted(self.projects.items())},
         }
@@ -93,12 +96,17 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
     groups: dict[str, tuple[int, int, dict[bytes, int]]] = {}
     total_versions, total_logical = 0, 0
     total_chunks: dict[bytes, int] = {}
-    for ref in iter_version_refs(store):
+    damaged: set[str] = set()
+    for ref in iter_version_refs(store, strict=False, damaged=lambda label, _: damaged.add(label)):
         if ref.version_id.raw in seen_versions:
             continue
-        seen_versions.add(ref.version_id.raw)
         v = ref.version
-        sizes = walker.chunk_sizes(v.tree)
+        try:
+            sizes = walker.chunk_sizes(v.tree)
+        except (CorruptObject, NotFound):
+            damaged.add(ref.label)  # one damaged version never hides the rest
+            continue
+        seen_versions.add(ref.version_id.raw)
         total_versions += 1
         total_logical += v.size
         total_chunks.update(sizes)
@@ -127,5 +135,5 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
         temp_files += 1
     return StoreUsage(
         usage(total_versions, total_logical, total_chunks), pack_bytes, index_bytes, object_bytes, packs, objects,
-        {k: usage(*g) for k, g in groups.items()}, temp_bytes, temp_files,
+        {k: usage(*g) for k, g in groups.items()}, temp_bytes, temp_files, tuple(sorted(damaged)),
     )

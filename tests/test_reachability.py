@@ -324,3 +324,14 @@ def test_log_and_show_go_on_past_an_undecodable_run_record(tmp_path: Path) -> No
     assert "(damaged" in run_cli(store, "log", f"{E}/{P}/a").out
     assert "(damaged" in run_cli(store, "show", f"{E}/{P}/a:v0").out
     assert run_cli(store, "gc", "--grace", "0").code == 0
+
+
+def test_du_and_ls_go_on_past_an_undecodable_version(tmp_path: Path) -> None:
+    """du and ls failed for the whole store on one undecodable version."""
+    store = tmp_path / "s"
+    _log(store, _file(tmp_path / "c.bin", 21), "c")
+    _forge_int_key_version(store, "bad", "c")
+    du = run_cli(store, "du", "--json").json()
+    assert du["versions"] == 1 and du["damaged_versions"] == [f"{E}/{P}/bad:v0"], du  # type: ignore[index]
+    listed = run_cli(store, "ls", f"{E}/{P}", "--json").json()
+    assert sorted(c["name"] for c in listed["collections"]) == ["bad", "c"], listed  # type: ignore[index]
