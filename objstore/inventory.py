@@ -13,8 +13,8 @@ Edges (:func:`edges`), by the kind of object:
   ``refs/<entity>/<project>/runs/<id>``). gc does not keep weak targets,
   transfer does not follow them as content (it moves the runs that logged the
   versions it moves, when the source has them, as refs of their own), and
-  readers treat an absent weak target as "not in this store" (lineage shows a
-  version no longer stored as deleted), never as an error.
+  readers treat an absent weak target as "not in this store" (``log``, ``show``
+  and ``lineage`` say so), never as an error.
 
 Reachability for gc (:func:`reach`) never deletes on uncertainty: an object that
 is stored but cannot be decoded still keeps every stored object and chunk whose

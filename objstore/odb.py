@@ -5,7 +5,9 @@ Write order — the rule every writer in objstore keeps, and readers rely on:
 1. chunk records, streamed into a pack file;
 2. the pack (``packs/<name>.pack``), then its index (``packs/<name>.idx``);
 3. file, tree, version, link and run objects (``objects/<hh>/<id>``);
-4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.refs`).
+4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.refs`);
+   a run's ref (and record) before the version ref of a version that names the
+   run, so no crash leaves a version naming a run the store never recorded.
 
 So anything a ref reaches was stored before the ref existed, and a crash at any
 point leaves only unreferenced objects behind (gc's business), never a ref to
