@@ -175,6 +175,9 @@ def check_store(location: str | Path) -> list[str]:
             if not isinstance(rec, RunRecord):
                 problems.append(f"{key}: not a run record")
                 continue
+            # A run's inputs and outputs are weak edges (objstore.inventory): absent is
+            # legitimate after a delete and gc. The trials delete nothing, so here every
+            # one must be stored: a run records an output only after the version is.
             for vid in rec.inputs + rec.outputs:
                 if not store.odb.has_object(ObjectId.from_hex(vid)):
                     problems.append(f"{key}: names version {vid[:16]}, which is not stored")
