@@ -381,11 +381,10 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
     versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
     rows = []
     for art in reversed(versions):
-        logged = art.logged_by()
         rows.append({
             "version": art.version, "aliases": sorted(art.aliases), "size": art.size, "new_bytes": art.new_bytes,
-            "created_at": out.iso(art.created_at), "run": logged.path if logged else None, "digest": art.digest,
-            "source": art.source_qualified_name,
+            "created_at": out.iso(art.created_at), "run": art.logged_by_path, "run_state": run_state(art),
+            "digest": art.digest, "source": art.source_qualified_name,
         })
     coll = versions[0].qualified_name.rsplit(":", 1)[0]
     if as_json:
@@ -393,7 +392,25 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
     else:
         out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
             [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
-             out.when(a.created_at), r["run"] or "-"] for r, a in zip(rows, reversed(versions))])
+             out.when(a.created_at), run_label(r["run"], r["run_state"])] for r, a in zip(rows, reversed(versions))])
+
+
+def run_state(art: Any) -> str:
+    """``present``, ``absent`` (a run is lineage: a transfer or a crash may leave it
+    out) or ``damaged`` (its ref is here, its record does not read; fsck says more)."""
+    from objstore.errors import CorruptObject, NotFound
+
+    try:
+        return "present" if art.logged_by() is not None else "absent"
+    except (CorruptObject, NotFound):
+        return "damaged"
+
+
+def run_label(path: str | None, state: str) -> str:
+    """A run as log and show print it."""
+    if not path:
+        return "-"
+    return {"present": path, "absent": f"{path} (not in this store)"}.get(state, f"{path} (damaged; run 'objstore fsck')")
 
 
 @main.command("show")
@@ -413,12 +430,13 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
 
     resolved = resolve_spec(state, name, entity, project)
     art = Artifact._from_resolved(state.store(), resolved)
-    logged = art.logged_by()
+    state = run_state(art)
     data = {
         **artifact_dict(art), "id": resolved.object_id.hex, "source": art.source_qualified_name,
         "description": art.description, "metadata": art.metadata,
         "files": [{"path": f.path, "size": f.size, "kind": f.kind, "digest": f.digest, "ref": f.ref} for f in art.files()],
-        "logged_by": logged.path if logged else None, "used_by": sorted(r.path for r in art.used_by()),
+        "logged_by": art.logged_by_path, "logged_by_state": state,
+        "used_by": sorted(r.path for r in art.used_by()),
     }
     if as_json:
         out.emit_json(data)
@@ -431,7 +449,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
     click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
     click.echo(f"created     {out.when(art.created_at)}")
-    click.echo(f"logged by   {data['logged_by'] or '-'}")
+    click.echo(f"logged by   {run_label(data['logged_by'], state)}")
     click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
     click.echo(f"description {art.description or '-'}")
     if art.metadata:

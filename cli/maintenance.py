@@ -206,8 +206,13 @@ def register(group: click.Group) -> None:
         click.echo(f"reachable: {report.reachable_objects} objects, {report.reachable_chunks} chunks")
         click.echo(f"{prefix}mark {report.packs_marked} pack(s) and {report.objects_marked} object(s) ({human_bytes(report.bytes_marked)}); "
                    f"{prefix}rewrite {report.packs_rewritten} pack(s) ({report.chunks_copied} chunks copied)")
-        click.echo(f"{prefix}delete {report.packs_deleted} pack(s) and {report.objects_deleted} object(s); "
-                   f"{prefix}free {human_bytes(max(report.bytes_freed, 0))}")
+        click.echo(f"{prefix}delete {report.packs_deleted} pack(s) and {report.objects_deleted} object(s)"
+                   + (f" and {report.temp_files_deleted} leftover temp file(s)" if report.temp_files_deleted else "")
+                   + f"; {prefix}free {human_bytes(max(report.bytes_freed, 0))}")
+        for oid in report.damaged_objects:
+            click.echo(f"warning: object {oid[:16]} does not decode; kept it and everything it names (run 'objstore fsck')", err=True)
+        if report.held:
+            click.echo(f"warning: {report.held}", err=True)
 
     @group.command("du")
     @click.option("--by", type=click.Choice(["project"]), default=None, help="Also break usage down by project.")
@@ -230,9 +235,12 @@ def register(group: click.Group) -> None:
         click.echo(f"versions           {t.versions}")
         click.echo(f"logical bytes      {human_bytes(t.logical_bytes)} ({t.logical_bytes})")
         click.echo(f"unique bytes       {human_bytes(t.unique_bytes)} ({t.unique_bytes})")
-        click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) in {usage.packs} packs, {usage.objects} objects")
+        click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) in {usage.packs} packs, {usage.objects} objects"
+                   + (f", {usage.temp_files} temp files ({human_bytes(usage.temp_bytes)}; gc removes old ones)" if usage.temp_files else ""))
         click.echo(f"dedup ratio        {t.dedup_ratio:.2f}x")
         click.echo(f"compression ratio  {t.compression_ratio:.2f}x")
+        for label in usage.damaged_versions:
+            click.echo(f"warning: {label} does not read and is left out (run 'objstore fsck')", err=True)
         if by == "project":
             out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
                 [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes), f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from .artifact import Artifact
-from .errors import NotFound, WrongType
+from .errors import CorruptObject, NotFound, WrongType
 from .names import CollectionPath, check_name, parse_version_spec
 from .refs import version_ref
 from .runs import DEFAULT_PROJECT, RunInfo, default_entity, read_run_by_path
@@ -84,8 +84,16 @@ class Api:
 
     def _describe(self, coll: CollectionPath) -> ArtifactCollection:
         versions = list_versions(self.store, coll)
-        newest = read_entry(self.store, coll, versions[-1][1])
-        return ArtifactCollection(coll.entity, coll.project, coll.name, newest.version.artifact_type, len(versions),
+        # The newest entry that reads gives the type: one damaged version (fsck
+        # names it) does not hide its collection, or the project's others.
+        kind = "?"
+        for _, oid in reversed(versions):
+            try:
+                kind = read_entry(self.store, coll, oid).version.artifact_type
+                break
+            except (CorruptObject, NotFound):
+                continue
+        return ArtifactCollection(coll.entity, coll.project, coll.name, kind, len(versions),
                                   tuple(sorted(list_aliases(self.store, coll))))
 
     def projects(self, entity: str | None = None) -> list[tuple[str, str]]:

@@ -233,8 +233,12 @@ class Artifact:
 
     # -- logging ----------------------------------------------------------
     def _commit(self, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
-                progress: Callable[[int], None] | None = None) -> None:
-        """Store the staged files and make them a version (used by Run.log_artifact)."""
+                progress: Callable[[int], None] | None = None, before_ref: Callable[[], None] | None = None) -> None:
+        """Store the staged files and make them a version (used by Run.log_artifact).
+
+        ``before_ref`` runs once everything the version names is stored and before
+        its version ref is claimed: the run records itself there, so a version
+        never names a run that a crash kept out of the store."""
         self._require_draft()
         if not self._staged:
             raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
@@ -265,6 +269,8 @@ class Artifact:
                 assert item.entry is not None
                 leaves[path] = item.entry
         tree_id, size = build_tree(store.odb, leaves)
+        if before_ref is not None:
+            before_ref()
         resolved, created = commit_version(
             store, CollectionPath(entity, project, self._name), tree=tree_id, size=size,
             new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=metadata,
@@ -422,12 +428,21 @@ class Artifact:
         self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
         self.aliases = list(self._saved_aliases)
 
-    def logged_by(self) -> "RunInfo | None":
-        from .runs import read_run_by_path
+    @property
+    def logged_by_path(self) -> str | None:
+        """``entity/project/run-id`` of the run that logged (or linked) this version."""
+        _, resolved = self._logged()
+        return resolved.link.run if resolved.link is not None else resolved.version.run
 
-        store, resolved = self._logged()
-        run = resolved.link.run if resolved.link is not None else resolved.version.run
-        return read_run_by_path(store, run) if run else None
+    def logged_by(self) -> "RunInfo | None":
+        """The run that logged this version; None if it names none, or names one that
+        is not in this store (a run is lineage, not content: a transfer or a crash
+        may leave it out)."""
+        from .runs import find_run
+
+        store, _ = self._logged()
+        path = self.logged_by_path
+        return find_run(store, path) if path else None
 
     def used_by(self) -> "list[RunInfo]":
         from .runs import iter_runs

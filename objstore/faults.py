@@ -9,6 +9,8 @@ point of that kind, do ``action``. Kinds, as the writers call :func:`point`:
 - ``put``    the start of a backend put (put, put-if-absent, CAS, pack upload)
 - ``lock``   a lock file was just created (its owner line not yet written)
 - ``delete`` just before a key is deleted (gc)
+- ``claim``  a version's number was just claimed (its ``versions/vN`` ref exists;
+  its digest ref, ``latest`` and the run's output record not yet)
 - ``any``    counts every point of every kind
 
 Actions: ``kill`` (the default: SIGKILL this process, as a power cut or OOM
@@ -30,7 +32,7 @@ import os
 import signal
 
 ENV = "OBJSTORE_FAULT"
-KINDS = ("write", "rename", "put", "lock", "delete", "any")
+KINDS = ("write", "rename", "put", "lock", "delete", "claim", "any")
 ACTIONS = ("kill", "exit", "enospc", "eio", "efbig")
 
 _ERRNO = {"enospc": errno.ENOSPC, "eio": errno.EIO, "efbig": errno.EFBIG}

@@ -12,6 +12,13 @@ Checks, in the order readers depend on them:
 4. every version and registry link: its tree, every subtree and file, and every
    chunk of every file exist and are good.
 
+What is walked is the strong closure of every ref, by the edges of
+:func:`objstore.inventory.edges` — exactly what gc keeps, a push sends and a
+reader needs. Weak edges (a version's parent, the run it names, a run's inputs
+and outputs) may legitimately point at nothing here, so they are not damage.
+One object that cannot be decoded is reported, naming the versions it breaks,
+and the check goes on with the rest of the store.
+
 Each problem names the object and the versions (``entity/project/name:vN``,
 registry links included) it breaks. Nothing is changed; repair is separate.
 """
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 from . import codecs
 from .errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
 from .ids import Kind, ObjectId, hash_bytes
-from .inventory import version_label
+from .inventory import edges, tree_children, version_label
 from .objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
 from .odb import idx_key, pack_key
 from .packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
@@ -84,6 +91,7 @@ class _State:
     packs_seen: set[str] = field(default_factory=set)
     unindexed_packs: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
+    ref_breaks: dict[bytes, set[str]] = field(default_factory=dict)  # object a version ref holds, damaged -> that version
     chunks_checked: int = 0
 
 
@@ -105,6 +113,8 @@ def fsck(store: Store) -> FsckReport:
         if raw in st.good_chunks:
             del st.bad_chunks[raw]
     breaks, missing = _check_versions(store, st, roots)
+    for raw, labels in st.ref_breaks.items():
+        breaks.setdefault(raw, set()).update(labels)
 
     problems = list(st.problems)
     for raw, why in sorted(st.bad_chunks.items()):
@@ -241,6 +251,8 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
             continue  # a tombstone
         if oid.raw in st.bad_objects:
             st.problems.append(Problem("ref", key, f"ref {key} points at damaged object {oid.hex[:16]}", (label,) if label else ()))
+            if label:
+                st.ref_breaks.setdefault(oid.raw, set()).add(label)
             continue
         try:
             obj = store.odb.get_object(oid)
@@ -249,6 +261,9 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
             continue
         except ObjstoreError as exc:
             st.problems.append(Problem("ref", key, f"ref {key}: {exc}", (label,) if label else ()))
+            st.bad_objects.setdefault(oid.raw, f"object {oid.hex[:16]}: {exc}")
+            if label:
+                st.ref_breaks.setdefault(oid.raw, set()).add(label)
             continue
         is_run = len(parts) == 4 and parts[2] == "runs"
         want = (RunRecord,) if is_run else (Version, Link)
@@ -292,7 +307,7 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
             st.bad_objects[fid.raw] = f"object {fid.hex[:16]} ({path!r}) should be a file"
             found.add(fid.raw)
         else:
-            for c, _ in obj.chunks:
+            for c, _ in edges(obj).chunks:
                 if c.raw not in st.good_chunks:
                     if c.raw not in st.bad_chunks:
                         missing[c.raw] = st.unindexed.get(c.raw, f"chunk {c.hex[:16]} of {path!r} is in no pack")
@@ -311,14 +326,12 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
             st.bad_objects[tid.raw] = f"object {tid.hex[:16]} ({path or '/'!r}) should be a tree"
             found.add(tid.raw)
         else:
-            for e in obj.entries:
-                if e.id is None:
-                    continue
-                sub = f"{path}{e.name}"
-                if e.kind == TREE:
-                    found |= bad_under_tree(e.id, sub + "/", depth + 1)
-                elif e.kind == FILE:
-                    found |= bad_under_file(e.id, sub)
+            for name, kind, child in tree_children(obj):
+                sub = f"{path}{name}"
+                if kind == TREE:
+                    found |= bad_under_tree(child, sub + "/", depth + 1)
+                else:
+                    found |= bad_under_file(child, sub)
         memo[tid.raw] = frozenset(found)
         return memo[tid.raw]
 
@@ -351,6 +364,7 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
         if not isinstance(obj, Version):
             continue
         labels.add(version_label(obj))
-        for bad in bad_under_tree(obj.tree, ""):
+        (tree,) = edges(obj).strong
+        for bad in bad_under_tree(tree, ""):
             breaks.setdefault(bad, set()).update(labels)
     return breaks, missing

@@ -1,10 +1,19 @@
 """``gc``: drop what no ref or reflog reaches, safely while writers run.
 
-Reachable = everything reached along strong edges (:mod:`objstore.inventory`)
-from every live ref and every object any reflog entry names (so a moved alias
-or an old run record keeps its target until its reflog goes), and from every
-remote-tracking ref (``remotes/<name>/refs/…``): what ``fetch`` stored for a
-later ``pull`` stays until the tracking ref moves on.
+Reachable = everything reached along strong edges (:func:`objstore.inventory.reach`,
+the definition transfer and fsck use too) from every live ref and every object
+any reflog entry names (so a moved alias or an old run record keeps its target
+until its reflog goes), and from every remote-tracking ref
+(``remotes/<name>/refs/…``): what ``fetch`` stored for a later ``pull`` stays
+until the tracking ref moves on.
+
+Never delete on uncertainty: an object gc cannot decode keeps everything its
+bytes name; if what some ref reaches cannot be learned at all (an object of its
+closure missing or unreadable), this gc marks and deletes nothing and says why
+in ``GcReport.held`` (run fsck). One damaged object never stops gc from running.
+
+Leftovers: files under ``tmp/`` (a writer's partial pack, a staged upload) older
+than the grace period belong to writers that died; gc removes them.
 
 Safety while other processes write (they store chunks, then packs, then
 objects, then refs — :mod:`objstore.odb`):
@@ -34,6 +43,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgpack
@@ -42,8 +52,7 @@ from . import codecs
 from .constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from .errors import CorruptObject, NotFound, ObjstoreError
 from .ids import Kind, ObjectId, hash_bytes
-from .inventory import ContentWalker
-from .objects import Link, RunRecord, Version
+from .inventory import TMP, reach
 from .odb import GC_MARKED, OBJECTS, idx_key, object_key, pack_key
 from .packs import decode_idx
 from .refs import REFS
@@ -70,6 +79,9 @@ class GcReport:
     objects_deleted: int
     bytes_marked: int  # freed by a later gc, once the marks are older than the grace period
     bytes_freed: int  # freed by this run (deleted packs, indexes and objects, minus copies written)
+    temp_files_deleted: int = 0  # leftovers of dead writers under tmp/
+    damaged_objects: tuple[str, ...] = ()  # reached but undecodable: what their bytes name was kept
+    held: str | None = None  # why nothing was marked or deleted, if so (run fsck)
 
     def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -79,46 +91,18 @@ class GcReport:
 class Reachable:
     objects: frozenset[ObjectId]
     chunks: frozenset[bytes]
+    damaged: tuple[tuple[ObjectId, str], ...] = ()
+    unknown: tuple[tuple[ObjectId, str], ...] = ()
 
 
-def mark_reachable(store: Store) -> Reachable:
-    """Everything reachable from refs and reflogs. Raises CorruptObject if a ref
-    reaches a damaged or missing object (gc must not guess; run fsck)."""
-    roots: set[ObjectId] = set()
-    for _, oid in store.refs.iter_refs(REFS):
-        roots.add(oid)
-    reflog_only = (set(store.refs.iter_reflog_targets()) | _tracking_targets(store)) - roots
-    walker = ContentWalker(store)
-    objects: set[ObjectId] = set()
-    chunks: set[bytes] = set()
-
-    def visit(oid: ObjectId, strict: bool) -> None:
-        if oid in objects:
-            return
-        try:
-            obj = store.odb.get_object(oid)
-        except NotFound:
-            if strict:
-                raise CorruptObject(f"a ref reaches object {oid.hex[:16]}, which is missing; run 'objstore fsck' before gc", object_id=oid.hex) from None
-            return  # a reflog entry naming something long gone
-        objects.add(oid)
-        if isinstance(obj, Link):
-            visit(obj.target, strict)
-        elif isinstance(obj, Version):
-            tree_objects, tree_chunks = walker.tree_contents(obj.tree)
-            objects.update(tree_objects)
-            chunks.update(tree_chunks)
-        elif isinstance(obj, RunRecord):
-            pass  # inputs/outputs are lineage (weak), not content
-
-    for oid in roots:
-        visit(oid, True)
-    for oid in reflog_only:
-        try:
-            visit(oid, False)
-        except ObjstoreError as exc:
-            raise CorruptObject(f"a reflog entry reaches damaged object {oid.hex[:16]} ({exc}); run 'objstore fsck' before gc") from exc
-    return Reachable(frozenset(objects), frozenset(chunks))
+def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None) -> Reachable:
+    """Everything reachable from refs (strictly), reflogs and tracking refs (if
+    still there). ``known()`` lists every stored id, for salvaging what an
+    undecodable object names (see :func:`objstore.inventory.reach`)."""
+    roots = {oid for _, oid in store.refs.iter_refs(REFS)}
+    weak = (set(store.refs.iter_reflog_targets()) | _tracking_targets(store)) - roots
+    r = reach(store, roots, weak, known=known)
+    return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
 
 
 # Where fetch records a remote's refs (objstore.remotes, a layer above this one).
@@ -163,7 +147,20 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
                 object_infos[ObjectId.from_hex(rest)] = info
             except ObjstoreError:
                 continue
-    reach = mark_reachable(store)
+    def known() -> set[bytes]:
+        ids = {o.raw for o in object_infos}
+        for index in indexes.values():
+            ids.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
+        return ids
+
+    indexes: dict[str, object] = {}
+    for name in pack_infos:
+        try:
+            indexes[name] = decode_idx(store.backend.get(idx_key(name)), name)
+        except (NotFound, CorruptObject):
+            continue  # no usable index: leave the pack alone (fsck reports it)
+    reach = mark_reachable(store, known)
+    damaged = tuple(sorted(oid.hex for oid, _ in reach.damaged))
 
     def old(mtime: float) -> bool:
         # grace 0: the caller knows no writer runs, so marks made now are due now.
@@ -171,12 +168,14 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
 
     counts = dict(packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
                   objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0)
-    indexes: dict[str, object] = {}
-    for name in pack_infos:
-        try:
-            indexes[name] = decode_idx(store.backend.get(idx_key(name)), name)
-        except (NotFound, CorruptObject):
-            continue  # no usable index: leave the pack alone (fsck reports it)
+    temp_deleted, temp_freed = _remove_leftovers(store, old, dry_run)
+    counts["bytes_freed"] += temp_freed
+    if reach.unknown:
+        oid, why = reach.unknown[0]
+        more = f" (and {len(reach.unknown) - 1} more)" if len(reach.unknown) > 1 else ""
+        held = f"nothing marked or deleted: cannot tell what object {oid.hex[:16]} reaches ({why}){more}; run 'objstore fsck'"
+        return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
+                        temp_files_deleted=temp_deleted, damaged_objects=damaged, held=held)
     marked = {info.key[len(MARKED_PACKS):]: info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
     copied_chunks: set[bytes] = set()
 
@@ -277,7 +276,26 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
                 store.backend.delete(object_key(oid))
         if not dry_run:
             store.backend.delete(key)
-    return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts)
+    return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
+                    temp_files_deleted=temp_deleted, damaged_objects=damaged)
+
+
+def _remove_leftovers(store: Store, old: Callable[[float], bool], dry_run: bool) -> tuple[int, int]:
+    """Delete files under ``tmp/`` past the grace period (a live writer's temp file
+    is younger: it is written, then renamed or linked away, within one operation).
+    Returns (files, bytes)."""
+    files = size = 0
+    for info in list(store.backend.iter_prefix(TMP)):
+        if not old(info.mtime):
+            continue
+        files += 1
+        size += info.size
+        if not dry_run:
+            try:
+                store.backend.delete(info.key)
+            except NotFound:
+                continue  # its writer finished with it meanwhile
+    return files, size
 
 
 def _read_object_mark(store: Store, key: str) -> list[bytes]:

@@ -4,7 +4,10 @@ Upstream of a version: the run that logged it, the versions that run used, the
 runs that logged those, and so on. Downstream: the runs that used it, the
 versions they logged, the runs that used those, and so on. Each direction is a
 tree of :class:`Node` (a node seen before on a path is not expanded again, so
-cycles end). A version whose refs were deleted shows as ``(deleted)``.
+cycles end). Runs and the versions they name are weak edges
+(:mod:`objstore.inventory`): a version no longer stored (deleted, or never
+transferred here) shows as ``(not in this store)``, and so does the run that
+logged the version when its record is not here.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def lineage(store: Store, target: ResolvedVersion) -> Lineage:
                 labels[vid] = version_label(obj) if isinstance(obj, Version) else (
                     f"{obj.registry}:v{obj.index}" if isinstance(obj, Link) else vid[:16])
             except (NotFound, ObjstoreError):
-                labels[vid] = f"{vid[:16]} (deleted)"
+                labels[vid] = f"{vid[:16]} (not in this store)"
         return labels[vid]
 
     def run_node(r: RunInfo, children: tuple[Node, ...]) -> Node:
@@ -131,7 +134,11 @@ def lineage(store: Store, target: ResolvedVersion) -> Lineage:
     vid = target.version_id.hex
     # A version logged by a run that is not recorded still names it: show it.
     upstream = up(vid, frozenset(), 0)
-    if not upstream and target.version.run and target.version.run in by_path:
-        upstream = (run_node(by_path[target.version.run], ()),)
+    run = target.version.run
+    if not upstream and run:
+        if run in by_path:
+            upstream = (run_node(by_path[run], ()),)
+        else:
+            upstream = (Node("run", run, f"run:{run}", "not in this store"),)
     root = Node("version", version_label(target.version), vid, target.version.artifact_type)
     return Lineage(root, upstream, down(vid, frozenset(), 0))

@@ -5,7 +5,9 @@ Write order — the rule every writer in objstore keeps, and readers rely on:
 1. chunk records, streamed into a pack file;
 2. the pack (``packs/<name>.pack``), then its index (``packs/<name>.idx``);
 3. file, tree, version, link and run objects (``objects/<hh>/<id>``);
-4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.refs`).
+4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.refs`);
+   a run's ref (and record) before the version ref of a version that names the
+   run, so no crash leaves a version naming a run the store never recorded.
 
 So anything a ref reaches was stored before the ref existed, and a crash at any
 point leaves only unreferenced objects behind (gc's business), never a ref to
@@ -17,6 +19,15 @@ back is checked against its id first.
 
 The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
 memory as one sorted array, and rebuildable from the packs themselves.
+
+Readers across gc: gc may rewrite a pack (copy its live chunks into a new one)
+and delete the old one while a reader still holds an index naming it. Every
+chunk read goes through :meth:`ObjectDatabase.read_stored`: a pack that is no
+longer there makes the reader reload the index from the ``.idx`` files present
+now and read the chunk from where it lives now, once; only a chunk that is in no
+pack at all is ``NotFound``. Writers across gc: a dedup hit re-checks, at most
+every ``PACK_RECHECK_SECONDS``, that the pack holding the chunk is still stored
+and not marked, so a long-lived writer never names a chunk gc removed.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import itertools
 import os
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -53,6 +65,10 @@ GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.gc)
 COALESCE_LIMIT = 16 * 1024 * 1024
 # ... and up to this size when runs are decoded by threads (several are in flight).
 THREADED_RUN_LIMIT = 4 * 1024 * 1024
+# A dedup hit trusts that the pack holding the chunk is still stored, and not
+# marked by gc, for this long after it last looked (see _stale_packs_gone); gc's
+# grace period (an hour by default) must be far longer.
+PACK_RECHECK_SECONDS = 30.0
 # Full packs sealed (fsync, store, index) on a background thread while the writer
 # fills the next one; a writer that gets this far ahead of the disk waits.
 MAX_SEALING = 2
@@ -179,6 +195,7 @@ class ObjectDatabase:
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
         self.marked_packs: set[str] = set()
+        self._pack_checked: dict[str, float] = {}  # pack -> when (monotonic) it was last seen stored and its mark read
         self.new_chunks = 0
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
 
@@ -204,7 +221,67 @@ class ObjectDatabase:
                         loaded.append((name, index))
             self.index.add_packs(loaded)
             self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
+            now = time.monotonic()
+            self._pack_checked.update((name, now) for name, _ in loaded)
             self._loaded = True
+
+    def reload(self) -> None:
+        """Forget the loaded index and load it again from the ``.idx`` files present
+        now: packs gc removed drop out, the packs it wrote come in."""
+        with self._lock:
+            self.index = ChunkIndex()
+            self.damaged_packs = set()
+            self._pack_checked = {}
+            self.refresh()
+
+    def _stale_packs_gone(self, chunk_ids: list[bytes]) -> bool:
+        """Whether a pack holding one of ``chunk_ids`` (dedup hits) has gone, or been
+        marked by gc, since this process last looked: a dedup hit must never name a
+        chunk a gc removed. Each pack is looked at again (its pack and its mark, two
+        stats) at most every ``PACK_RECHECK_SECONDS``: gc deletes only packs marked
+        for longer than its grace period, far longer than that."""
+        now = time.monotonic()
+        packs = {loc.pack for loc in self.index.locate_many(chunk_ids) if loc is not None}
+        gone = False
+        for name in packs:
+            if now - self._pack_checked.get(name, -PACK_RECHECK_SECONDS) < PACK_RECHECK_SECONDS:
+                continue
+            try:
+                self.backend.stat(pack_key(name))
+            except NotFound:
+                gone = True
+                continue
+            try:
+                self.backend.stat(GC_MARKED + name)
+                self.marked_packs.add(name)
+            except NotFound:
+                self.marked_packs.discard(name)
+            self._pack_checked[name] = now
+        return gone
+
+    def _relocate(self, chunk_id: ObjectId, stale: ChunkLocation) -> ChunkLocation:
+        """Where ``chunk_id`` lives now that pack ``stale.pack`` is gone (see the module docstring)."""
+        with self._lock:
+            if stale.pack in self.index:  # nobody reloaded since that location was handed out
+                self.reload()
+            loc = self.index.locate(chunk_id.raw)
+        if loc is None or loc.pack == stale.pack:
+            raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store (pack {stale.pack[:16]} was removed)",
+                           key=chunk_id.hex)
+        return loc
+
+    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+        """The stored bytes of each chunk of ``batch`` (neighbours in one pack), read in
+        one ranged request; if that pack is gone, each chunk again from where it is now."""
+        first, last = batch[0][1], batch[-1][1]
+        try:
+            data = self.backend.get_range(pack_key(first.pack), first.offset, last.offset + last.stored_len - first.offset)
+        except NotFound:
+            moved = [(c, self._relocate(c, loc)) for c, loc in batch]
+            return moved, [self.backend.get_range(pack_key(loc.pack), loc.offset, loc.stored_len) for _, loc in moved]
+        view = memoryview(data)
+        start = first.offset
+        return batch, [view[loc.offset - start : loc.offset - start + loc.stored_len] for _, loc in batch]
 
     def _index_from_pack(self, name: str) -> np.ndarray | None:
         try:
@@ -221,6 +298,9 @@ class ObjectDatabase:
         self._ensure_loaded()
         with self._lock:
             found = self.index.contains_many([c.raw for c in chunk_ids])
+            if found.any() and self._stale_packs_gone([c.raw for c, f in zip(chunk_ids, found) if f]):
+                self.reload()
+                found = self.index.contains_many([c.raw for c in chunk_ids])
             if self.marked_packs:
                 for i, chunk_id in enumerate(chunk_ids):
                     loc = self.index.locate(chunk_id.raw) if found[i] else None
@@ -345,6 +425,7 @@ class ObjectDatabase:
             # a pack has_chunks still looks at.
             self.index.add_packs([(name, index)])
             self.marked_packs.discard(name)
+            self._pack_checked[name] = time.monotonic()
             self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
 
     def abort(self) -> None:
@@ -372,9 +453,8 @@ class ObjectDatabase:
     # -- reading chunks --------------------------------------------------
     def get_chunk(self, chunk_id: ObjectId) -> bytes:
         """The raw bytes of one chunk, verified against its id."""
-        loc = self.locate(chunk_id)
-        stored = self.backend.get_range(pack_key(loc.pack), loc.offset, loc.stored_len)
-        return self._decode_verified(chunk_id, loc, stored)
+        located, (stored,) = self.read_stored([(chunk_id, self.locate(chunk_id))])
+        return self._decode_verified(chunk_id, located[0][1], stored)
 
     def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
         if len(stored) != loc.stored_len:
@@ -442,22 +522,18 @@ class ObjectDatabase:
         if batch:
             yield batch
 
-    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> bytes:
-        first, last = batch[0][1], batch[-1][1]
-        return self.backend.get_range(pack_key(first.pack), first.offset, last.offset + last.stored_len - first.offset)
+    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+        return self.read_stored(batch)
 
-    def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]], data: bytes) -> list[bytes]:
-        start = batch[0][1].offset
-        view = memoryview(data)
-        return [self._decode_verified(c, loc, view[loc.offset - start : loc.offset - start + loc.stored_len]) for c, loc in batch]
+    def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]],
+                      data: tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]) -> list[bytes]:
+        located, stored = data
+        return [self._decode_verified(c, loc, payload) for (c, loc), payload in zip(located, stored)]
 
     def _read_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> Iterator[bytes]:
-        first, last = batch[0][1], batch[-1][1]
-        start = first.offset
-        data = self.backend.get_range(pack_key(first.pack), start, last.offset + last.stored_len - start)
-        view = memoryview(data)
-        for chunk_id, loc in batch:
-            yield self._decode_verified(chunk_id, loc, view[loc.offset - start : loc.offset - start + loc.stored_len])
+        located, stored = self.read_stored(batch)
+        for (chunk_id, loc), payload in zip(located, stored):
+            yield self._decode_verified(chunk_id, loc, payload)
 
     # -- metadata objects ------------------------------------------------
     def put_object(self, obj: MetaObject) -> ObjectId:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -271,28 +272,38 @@ def pull(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
             local.close()
 
 
+# A clone's directory holds this file from before its config is written until
+# the clone is done, so a re-run after a crash knows it may carry on.
+CLONE_MARKER = "clone-incomplete"
+
+
 def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE, progress: Progress | None = None,
           **options: str) -> tuple[Store, TransferResult]:
     """Make a new local store at ``dest`` holding everything of the store at ``url``.
 
-    ``dest`` is the store directory itself; it must not hold a store already.
-    The new store chunks like the source, records it as remote ``name``, and is
-    returned open with the transfer's result.
+    ``dest`` is the store directory itself; it must not hold a store already,
+    unless that store is an interrupted clone of the same ``url``: then the clone
+    carries on where it stopped (a transfer re-walks and sends only what is still
+    missing). The new store chunks like the source, records it as remote
+    ``name``, and is returned open with the transfer's result.
     """
     source = Remote(name, _check_url(url), _check_options(options))
     dest_path = local_directory(dest, "a clone's destination")
-    if (dest_path / CONFIG_KEY).exists():
-        raise InvalidInput(f"{dest_path} already holds a store; clone into a new directory")
     if dest_path.exists() and not dest_path.is_dir():
         raise InvalidInput(f"{dest_path} is a file; clone into a directory")
+    resuming = (dest_path / CLONE_MARKER).exists()
+    if (dest_path / CONFIG_KEY).exists() and not resuming:
+        raise InvalidInput(f"{dest_path} already holds a store; clone into a new directory")
     other = source.open()
     created = not dest_path.exists()
     try:
+        _mark_clone_started(dest_path)
         local = Store.open(dest_path, create=True, chunking=other.config.chunking)
         try:
-            remote_add(local, name, source.url, **source.options)
+            _clone_remote(local, source, resuming)
             result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
                                    progress=progress, remote_label=source.url)
+            _mark_clone_done(dest_path)
         except BaseException:
             local.close()
             raise
@@ -305,6 +316,47 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     result.direction = "clone"
     say(transfer.describe(result))
     return local, result
+
+
+def _mark_clone_started(dest: Path) -> None:
+    """Write the marker (durably) before anything of the store exists."""
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / CLONE_MARKER
+    try:
+        with open(marker, "wb") as f:
+            os.fsync(f.fileno())
+        fd = os.open(dest, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write in {dest} ({exc.strerror}); clone into a directory you can write") from None
+
+
+def _mark_clone_done(dest: Path) -> None:
+    """The clone is whole: remove the marker, last."""
+    try:
+        (dest / CLONE_MARKER).unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _clone_remote(local: Store, source: Remote, resuming: bool) -> None:
+    """Record ``source`` as a remote of the clone; an interrupted clone already has
+    it (and must be of the same URL to carry on)."""
+    if resuming:
+        try:
+            known = remote_get(local, source.name)
+        except NotFound:
+            known = None
+        if known is not None:
+            if known.url != source.url:
+                raise InvalidInput(
+                    f"{local.location} holds an interrupted clone of {known.url}, not {source.url}; "
+                    f"re-run the clone of {known.url}, or clone into a new directory")
+            return
+    remote_add(local, source.name, source.url, **source.options)
 
 
 __all__ = [

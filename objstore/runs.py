@@ -122,6 +122,22 @@ def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
     return obj
 
 
+def find_run(store: Store, path: str) -> RunInfo | None:
+    """The run at ``entity/project/run-id``; None if its ref is not in this store (a
+    run is a weak edge: legitimately absent after a transfer that did not carry it).
+    A run ref whose record is damaged or missing still raises: that is damage."""
+    parts = path.split("/")
+    if len(parts) != 3 or not all(parts):
+        return None
+    try:
+        key = run_ref(*parts)
+    except InvalidName:
+        return None
+    if store.refs.read(key) is None:
+        return None
+    return RunInfo.from_record(read_run(store, *parts), store)
+
+
 def read_run_by_path(store: Store, path: str) -> RunInfo:
     parts = path.split("/")
     if len(parts) != 3:
@@ -235,7 +251,9 @@ class Run:
             art = artifact_or_path
         else:
             art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
-        art._commit(self.store, self.entity, self.project, self.path, wanted, progress)
+        # The run's record is stored before the version's ref is claimed (objects
+        # before refs), so no crash leaves a version naming an unrecorded run.
+        art._commit(self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
         self._add_output(art._logged()[1].version_id.hex)
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
@@ -298,6 +316,7 @@ class Run:
         if len(parts) != 3:
             raise InvalidName(f"{target_path!r} is not a link target; use <registered model>, or entity/model-registry/<name>")
         registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"), check_name(parts[2], "registered model name"))
+        self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
         linked = Artifact._from_resolved(self.store, entry)
         if created:

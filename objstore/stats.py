@@ -8,7 +8,9 @@ Terms:
   version would write.
 - *unique bytes*: the raw bytes of the distinct chunks those versions reference.
 - *chunk stored bytes*: those chunks as stored (after compression).
-- *stored bytes*: everything in ``packs/`` and ``objects/``, garbage included.
+- *stored bytes*: everything in ``packs/`` and ``objects/``, garbage included, and
+  *temp bytes*: files under ``tmp/`` (a writer's pack in progress, or the leftover
+  of one that died; ``gc`` removes those older than its grace period).
 - *dedup ratio* = logical / unique; *compression ratio* = unique / chunk stored.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .inventory import ContentWalker, iter_version_refs
+from .errors import CorruptObject, NotFound
+from .inventory import TMP, ContentWalker, iter_version_refs
 from .odb import IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS
 from .store import Store
 
@@ -58,16 +61,21 @@ class StoreUsage:
     packs: int
     objects: int
     projects: dict[str, Usage]
+    temp_bytes: int = 0
+    temp_files: int = 0
+    damaged_versions: tuple[str, ...] = ()  # left out of the totals: they do not read (fsck says more)
 
     @property
     def stored_bytes(self) -> int:
-        return self.pack_bytes + self.index_bytes + self.object_bytes
+        return self.pack_bytes + self.index_bytes + self.object_bytes + self.temp_bytes
 
     def to_dict(self) -> dict[str, object]:
         return {
             **self.total.to_dict(),
             "stored_bytes": self.stored_bytes, "pack_bytes": self.pack_bytes, "index_bytes": self.index_bytes,
-            "object_bytes": self.object_bytes, "packs": self.packs, "objects": self.objects,
+            "object_bytes": self.object_bytes, "temp_bytes": self.temp_bytes, "temp_files": self.temp_files,
+            "damaged_versions": list(self.damaged_versions),
+            "packs": self.packs, "objects": self.objects,
             "projects": {name: u.to_dict() for name, u in sorted(self.projects.items())},
         }
 
@@ -88,12 +96,17 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
     groups: dict[str, tuple[int, int, dict[bytes, int]]] = {}
     total_versions, total_logical = 0, 0
     total_chunks: dict[bytes, int] = {}
-    for ref in iter_version_refs(store):
+    damaged: set[str] = set()
+    for ref in iter_version_refs(store, strict=False, damaged=lambda label, _: damaged.add(label)):
         if ref.version_id.raw in seen_versions:
             continue
-        seen_versions.add(ref.version_id.raw)
         v = ref.version
-        sizes = walker.chunk_sizes(v.tree)
+        try:
+            sizes = walker.chunk_sizes(v.tree)
+        except (CorruptObject, NotFound):
+            damaged.add(ref.label)  # one damaged version never hides the rest
+            continue
+        seen_versions.add(ref.version_id.raw)
         total_versions += 1
         total_logical += v.size
         total_chunks.update(sizes)
@@ -116,7 +129,11 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
     for info in store.backend.iter_prefix(OBJECTS):
         object_bytes += info.size
         objects += 1
+    temp_bytes = temp_files = 0
+    for info in store.backend.iter_prefix(TMP):
+        temp_bytes += info.size
+        temp_files += 1
     return StoreUsage(
         usage(total_versions, total_logical, total_chunks), pack_bytes, index_bytes, object_bytes, packs, objects,
-        {k: usage(*g) for k, g in groups.items()},
+        {k: usage(*g) for k, g in groups.items()}, temp_bytes, temp_files, tuple(sorted(damaged)),
     )

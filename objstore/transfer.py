@@ -4,9 +4,12 @@ Any two stores will do (a local directory, a bucket, either way round). One
 transfer has three phases, in the write order of :mod:`objstore.odb`:
 
 1. **Walk.** From the ids the moved refs point at (versions, registry links,
-   aliases, digests, runs), follow versions to their tree and parent, trees to
-   subtrees and files, links to the versions they point at, runs to the versions
-   they used and logged. An object the destination already holds is not
+   aliases, digests, runs), follow the strong edges of
+   :func:`objstore.inventory.edges` — the one definition gc and fsck use too:
+   versions to their tree, trees to subtrees and files, links to the versions
+   they point at. Weak edges (a version's parent, a run's inputs and outputs)
+   are history, not content, and are not sent: a run may name a version the
+   destination never gets. An object the destination already holds is not
    followed further: whoever stored it stored everything it references first.
    Existence is asked in parallel batches; every object read from the source is
    re-hashed before it is used (a remote is untrusted).
@@ -27,6 +30,10 @@ link on disk; a single PUT, or a multipart upload staged under ``tmp/`` and
 copied create-only, on object storage), its index after it, objects after their
 chunks and refs after their objects. A re-run walks again and finds only what
 is still missing. Nothing here takes a file lock.
+
+A transfer of named collections also moves the run refs of the runs that
+logged their versions (the weak ``run`` edge), when the source has them, so
+``log`` and ``show`` on the other side can say who logged what.
 
 ``pull`` = fetch, then integrate: the remote's new versions are added; local
 versions the remote never had are *re-based* after them (new version objects
@@ -50,11 +57,9 @@ from .console import human_bytes, say
 from .constants import MAX_METADATA_BYTES, PACK_TARGET, MiB
 from .errors import Conflict, CorruptObject, InvalidName, NonFastForward, NotFound
 from .ids import Kind, ObjectId, hash_bytes
+from .inventory import edges, run_ref_of
 from .names import LATEST, REGISTRY_PROJECT, CollectionPath, version_index
 from .objects import (
-    FILE,
-    TREE,
-    FileObject,
     Link,
     MetaObject,
     RunRecord,
@@ -62,7 +67,7 @@ from .objects import (
     Version,
     decode,
 )
-from .odb import ChunkLocation, object_key, pack_key
+from .odb import ChunkLocation, object_key
 from .refs import (
     REFS,
     alias_ref,
@@ -207,6 +212,30 @@ def read_refs(store: Store, prefixes: Sequence[str]) -> dict[str, bytes]:
     return {k: v for k, v in zip(keys, values) if v is not None}
 
 
+def read_keys(store: Store, keys: Iterable[str]) -> dict[str, bytes]:
+    """Raw values of exactly ``keys`` (absent ones left out)."""
+    ordered = sorted(set(keys))
+    values = _pmap(store.refs.read_raw, ordered)
+    return {k: v for k, v in zip(ordered, values) if v is not None}
+
+
+def runs_of(store: Store, snapshot: dict[str, bytes]) -> set[str]:
+    """The run refs of the runs that logged the versions and links ``snapshot``'s
+    version refs hold (their weak ``run`` edge). An entry that cannot be read
+    names no run here; the walk reports it."""
+    ids = [oid for k, raw in snapshot.items()
+           if (r := parse_ref(k)) is not None and r.kind == "version" and (oid := _oid(k, raw)) is not None]
+
+    def run_key(oid: ObjectId) -> str | None:
+        try:
+            obj, _ = read_object_verified(store, oid)
+        except (NotFound, CorruptObject):
+            return None
+        return run_ref_of(edges(obj).run)
+
+    return {k for k in _pmap(run_key, ids) if k is not None}
+
+
 def _oid(key: str, raw: bytes | None) -> ObjectId | None:
     return None if raw is None else decode_value(key, raw)
 
@@ -229,6 +258,15 @@ class Tracking:
                     out[info.key[len(self.prefix):]] = self.store.backend.get(info.key)
                 except NotFound:
                     continue
+        return out
+
+    def read_keys(self, keys: Iterable[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for key in sorted(set(keys)):
+            try:
+                out[key] = self.store.backend.get(self.prefix + key)
+            except NotFound:
+                continue
         return out
 
     def forget(self, key: str, previous: bytes | None) -> None:
@@ -256,24 +294,9 @@ def read_object_verified(store: Store, oid: ObjectId) -> tuple[MetaObject, bytes
 
 
 def _children(obj: MetaObject) -> tuple[list[ObjectId], list[tuple[ObjectId, int]]]:
-    """(object ids, (chunk id, raw length)) an object references."""
-    if isinstance(obj, Version):
-        return ([obj.tree] + ([obj.parent] if obj.parent else [])), []
-    if isinstance(obj, Tree):
-        return [e.id for e in obj.entries if e.kind in (FILE, TREE) and e.id is not None], []
-    if isinstance(obj, FileObject):
-        return [], list(obj.chunks)
-    if isinstance(obj, Link):
-        return [obj.target], []
-    if isinstance(obj, RunRecord):
-        ids = []
-        for text in (*obj.inputs, *obj.outputs):
-            try:
-                ids.append(ObjectId.from_hex(text))
-            except InvalidName:
-                raise CorruptObject(f"run {obj.path} names {text[:20]!r}, which is not an object id") from None
-        return ids, []
-    return [], []
+    """(object ids, (chunk id, raw length)) an object needs: its strong edges only."""
+    e = edges(obj)
+    return list(e.strong), list(e.chunks)
 
 
 @dataclass
@@ -350,15 +373,14 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
     total = sum(loc.stored_len for _, loc in located)
     ranges = _plan_ranges(located)
 
-    def fetch(rng: list[tuple[ObjectId, ChunkLocation]]) -> bytes:
+    def fetch(rng: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
         # Runs in the pool: decoding and hashing release the GIL, so checking
-        # overlaps the next reads and the pack writes.
-        first, last = rng[0][1], rng[-1][1]
-        data = src.backend.get_range(pack_key(first.pack), first.offset, last.offset + last.stored_len - first.offset)
-        view = memoryview(data)
-        for cid, loc in rng:
-            _verify_chunk(cid, loc, view[loc.offset - first.offset: loc.offset - first.offset + loc.stored_len], src.location)
-        return data
+        # overlaps the next reads and the pack writes. The odb reads the range
+        # (and finds chunks again if a gc removed the pack meanwhile).
+        located, payloads = src.odb.read_stored(rng)
+        for (cid, loc), payload in zip(located, payloads):
+            _verify_chunk(cid, loc, payload, src.location)
+        return located, payloads
 
     pending = 0
     done = 0
@@ -373,15 +395,12 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
 
     with ThreadPoolExecutor(max_workers=RANGES_IN_FLIGHT) as pool:
         futures = [pool.submit(fetch, r) for r in ranges[:RANGES_IN_FLIGHT]]
-        for i, rng in enumerate(ranges):
-            data = futures[i].result()
+        for i in range(len(ranges)):
+            located, payloads = futures[i].result()
             futures[i] = None  # type: ignore[call-overload]  # release the bytes once used
             if i + RANGES_IN_FLIGHT < len(ranges):
                 futures.append(pool.submit(fetch, ranges[i + RANGES_IN_FLIGHT]))
-            view = memoryview(data)
-            start = rng[0][1].offset
-            for cid, loc in rng:
-                payload = view[loc.offset - start: loc.offset - start + loc.stored_len]  # verified in fetch()
+            for (cid, loc), payload in zip(located, payloads):  # verified in fetch()
                 if dst.odb.add_encoded(cid, loc.codec, loc.raw_len, payload):
                     result.chunks += 1
                     result.chunk_bytes += loc.stored_len
@@ -476,6 +495,17 @@ def _chain(coll: _Coll) -> list[ObjectId]:
     return out
 
 
+def _add_runs(keys: set[str], tracked: dict[str, bytes], tracking: Tracking,
+              *snapshots: tuple[dict[str, bytes], Store]) -> None:
+    """Add the run refs ``keys`` to each (snapshot, its store) and to the tracking state:
+    a named transfer moves the runs that logged the versions it moves."""
+    if not keys:
+        return
+    for snapshot, store in snapshots:
+        snapshot.update(read_keys(store, keys))
+    tracked.update(tracking.read_keys(keys))
+
+
 def _roots(snapshot: dict[str, bytes]) -> list[ObjectId]:
     return [oid for k, raw in snapshot.items() if (oid := _oid(k, raw)) is not None]
 
@@ -519,6 +549,8 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         raise NotFound(f"nothing to push: no refs under {', '.join(prefixes)} in {local.location}")
     theirs = read_refs(remote, prefixes)
     tracked = tracking.read_all(prefixes)
+    if names:
+        _add_runs(runs_of(local, mine), tracked, tracking, (mine, local), (theirs, remote))
 
     my_colls, their_colls = _collections(mine), _collections(theirs)
     refused: list[str] = []
@@ -639,6 +671,8 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     prefixes = selection_prefixes(names)
     theirs = read_refs(remote, prefixes)
     tracked = tracking.read_all(prefixes)
+    if names:
+        _add_runs(runs_of(remote, theirs), tracked, tracking, (theirs, remote))
     copy_closure(remote, local, _roots(theirs), result, pack_target=_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)
@@ -721,6 +755,10 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     why = f"pull from {label}"
     prefixes = selection_prefixes(names)
     mine = read_refs(local, prefixes)
+    run_keys: set[str] = set()
+    if names:
+        run_keys = set(_runs(theirs)) | runs_of(local, mine)
+        mine.update(read_keys(local, run_keys))
     my_colls, their_colls = _collections(mine), _collections(theirs)
     remap: dict[ObjectId, ObjectId] = {}  # old local version/link id -> its re-based id
 
@@ -733,10 +771,21 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
             k += 1
         new_chain = list(remote_chain) if len(remote_chain) > k else list(local_chain[:k])
+        # Contents re-based by this pull: an entry with one of them is a copy an
+        # interrupted pull already made. (Equal content the remote logged on its own
+        # stays a version of its own, as it would if both were logged here.)
+        held: dict[tuple[str, bytes], ObjectId] = {}
         # Re-base local-only entries after the remote's (or keep them, rewritten
         # only if a link's target was itself renumbered).
         for old_id in local_chain[k:]:
             entry = _entry(local, old_id)
+            key = _content_key(entry, remap)
+            if old_id in new_chain or key in held:
+                # The remote's own version, or a copy an interrupted pull already
+                # re-based: taken once, and whatever named it follows its copy.
+                if held.get(key, old_id) != old_id:
+                    remap[old_id] = held[key]
+                continue
             idx = len(new_chain)
             if isinstance(entry, Version):
                 rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
@@ -754,8 +803,17 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             if idx != entry.index:
                 result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
             new_chain.append(new_id)
-        # Highest index first: at every moment each local version is held by some ref.
-        for idx in range(len(new_chain) - 1, -1, -1):
+            held[key] = new_id
+        _follow_content(local, mine_c, new_chain, held, remap)
+        creates, overwrites = _ref_write_order(len(local_chain), len(new_chain))
+        for idx in creates:
+            key = version_ref(coll.entity, coll.project, coll.name, idx)
+            if _set_ref(local, key, new_chain[idx], why):
+                result.refs.append(key)
+        # Our aliases and digests move to the re-based copies before the version refs
+        # they named are overwritten, so none ever names an entry no ref holds.
+        _repoint_local(local, coll, mine_c, remap, why, result)
+        for idx in overwrites:
             key = version_ref(coll.entity, coll.project, coll.name, idx)
             if _set_ref(local, key, new_chain[idx], why):
                 result.refs.append(key)
@@ -810,7 +868,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             result.kept.append(key)
     if remap:
         hex_map = {o.hex: n.hex for o, n in remap.items()}
-        for key in _runs(read_refs(local, prefixes)):
+        for key in _runs({**read_refs(local, prefixes), **read_keys(local, run_keys)}):
             _remap_run(local, key, hex_map, why)
     # A kept ref stays "not seen" in the tracking state, so the next push is
     # still refused for it unless forced: the remote's value is not overwritten by accident.
@@ -821,6 +879,57 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for key in result.kept:
         say(f"kept local {key[len(REFS):]}: it changed both here and on {label}; push --force to overwrite theirs")
     return result
+
+
+def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tuple[str, bytes]:
+    """What makes two entries of one collection the same content: a version's tree,
+    a link's (re-based) target."""
+    if isinstance(entry, Version):
+        return ("tree", entry.tree.raw)
+    return ("link", remap.get(entry.target, entry.target).raw)
+
+
+def _follow_content(store: Store, coll: _Coll, chain: list[ObjectId], held: dict[tuple[str, bytes], ObjectId],
+                    remap: dict[ObjectId, ObjectId]) -> None:
+    """Point ``remap`` at the new chain's entry for every alias or digest target of
+    ``coll`` that the chain no longer holds (an interrupted pull overwrote its
+    version ref) but whose content it does."""
+    in_chain = set(chain)
+    for raw in (*coll.aliases.values(), *coll.digests.values()):
+        try:
+            oid = _oid("", raw) if _norm(raw) else None
+            if oid is None or oid in in_chain or oid in remap:
+                continue
+            key = _content_key(_entry(store, oid), remap)
+        except (NotFound, CorruptObject):
+            continue
+        if key in held:
+            remap[oid] = held[key]
+
+
+def _ref_write_order(held: int, total: int) -> tuple[list[int], list[int]]:
+    """The order in which pull writes version refs v0..v<total-1> over a collection
+    holding v0..v<held-1>, so that a crash at any moment leaves the numbering dense
+    and every local version held by some ref: first the new numbers, lowest first
+    (each one's predecessor exists), then the overwritten ones, highest first (a
+    local version only moves up, so its new ref exists before its old one goes)."""
+    return list(range(held, total)), list(range(min(held, total) - 1, -1, -1))
+
+
+def _repoint_local(store: Store, coll: CollectionPath, mine: _Coll, remap: dict[ObjectId, ObjectId], why: str,
+                   result: TransferResult) -> None:
+    """Move this store's aliases and digest refs of ``coll`` that name a re-based
+    entry to its copy (the remote's aliases are taken later, once all is in place)."""
+    # latest too: it stays on the newest local entry, which only moves up.
+    refs = [(alias_ref(coll.entity, coll.project, coll.name, a), raw) for a, raw in mine.aliases.items()]
+    refs += [(digest_ref(coll.entity, coll.project, coll.name, d), raw) for d, raw in mine.digests.items()]
+    for key, raw in refs:
+        try:
+            oid = _oid(key, raw)
+        except CorruptObject:
+            continue
+        if oid in remap and _set_ref(store, key, remap[oid], why):
+            result.refs.append(key)
 
 
 def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> None:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import faults
 from .errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
 from .ids import ObjectId
 from .names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
@@ -315,6 +316,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
                 parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
                 oid = store.odb.put_object(make(n, parent))
                 if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
+                    faults.point("claim")
                     break
                 held = store.refs.read(ref)
             # v<n> is taken, perhaps by this very content: a racing writer of it, or
@@ -374,11 +376,27 @@ def _latest_index(store: Store, coll: CollectionPath, raw: bytes | None) -> int:
     version would make the next log skip numbers, or never move latest again."""
     ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     oid = None if raw is None else decode_value(ref, raw)
-    return -1 if oid is None else read_entry(store, coll, oid, ref=ref).index
+    return -1 if oid is None else _index_of(store, coll, oid, ref)
 
 
 def _next_index_hint(store: Store, coll: CollectionPath) -> int:
     return _latest_index(store, coll, store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))) + 1
+
+
+def _index_of(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> int:
+    """The number of entry ``oid`` of ``coll``, held by ``ref``: from the object, or,
+    if that cannot be decoded (fsck reports it), from the version ref that holds it,
+    so one damaged entry does not stop the collection from growing. An entry that
+    belongs elsewhere is refused (Misplaced), never numbered."""
+    try:
+        return read_entry(store, coll, oid, ref=ref).index
+    except Misplaced:
+        raise
+    except CorruptObject:
+        for idx, held in list_versions(store, coll):
+            if held == oid:
+                return idx
+        raise
 
 
 def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:

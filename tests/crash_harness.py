@@ -1,7 +1,8 @@
 """Crash-trial harness: run a store operation in a forked child, kill it, check the store.
 
 A trial forks a child that performs one operation (log a model, link one into
-the registry, move an alias, gc, push) on a local store and writes one line to a
+the registry, move an alias, gc, push, clone a remote, materialize a version
+with ``use_model``) on a local store and writes one line to a
 pipe after each step the store acknowledged. The child dies by SIGKILL, either
 from inside at the N-th fault point (``objstore.faults``, armed in the child
 only) or from the parent after a random delay. The parent then checks:
@@ -44,7 +45,7 @@ from objstore.store import Store
 ENTITY = "e"
 PROJECT = "p"
 REGISTRY = "model-registry"
-FAULT_KINDS = ("write", "rename", "put", "lock", "any")
+FAULT_KINDS = ("write", "rename", "put", "lock", "claim", "any")
 COUNT_ONLY = "any:1000000000"  # armed so the child counts its fault points, never trips
 
 
@@ -174,6 +175,9 @@ def check_store(location: str | Path) -> list[str]:
             if not isinstance(rec, RunRecord):
                 problems.append(f"{key}: not a run record")
                 continue
+            # A run's inputs and outputs are weak edges (objstore.inventory): absent is
+            # legitimate after a delete and gc. The trials delete nothing, so here every
+            # one must be stored: a run records an output only after the version is.
             for vid in rec.inputs + rec.outputs:
                 if not store.odb.has_object(ObjectId.from_hex(vid)):
                     problems.append(f"{key}: names version {vid[:16]}, which is not stored")
@@ -228,7 +232,7 @@ def duplicate_contents(location: str | Path) -> list[str]:
 
 @dataclass
 class Op:
-    """One operation of a trial: ``kind`` in log, link, alias, gc, push; ``args`` its parameters."""
+    """One operation of a trial: ``kind`` in log, link, alias, gc, push, pull, clone, use; ``args`` its parameters."""
 
     kind: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -294,6 +298,24 @@ def perform(store_path: str, op: Op, fd: int) -> None:
     elif op.kind == "push":
         remotes = importlib.import_module("objstore.remotes")
         remotes.push(store_path, op.args["remote"])
+        _emit(fd, "DONE")
+    elif op.kind == "pull":
+        remotes = importlib.import_module("objstore.remotes")
+        remotes.pull(store_path, op.args["remote"])
+        _emit(fd, "DONE")
+    elif op.kind == "clone":
+        # Clone the store at store_path into args["dest"] (re-running resumes it).
+        remotes = importlib.import_module("objstore.remotes")
+        local, _ = remotes.clone(store_path, op.args["dest"])
+        local.close()
+        _emit(fd, "DONE")
+    elif op.kind == "use":
+        # Materialize a version under args["root"], then check the copy byte for byte.
+        with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+            path = run.use_model(op.args["spec"], root=op.args["root"])
+            art = run.use_artifact(op.args["spec"])
+        art.verify(op.args["root"])
+        _emit(fd, "USED", op.args["spec"], path)
         _emit(fd, "DONE")
     else:
         raise ValueError(op.kind)
