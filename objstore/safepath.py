@@ -15,7 +15,15 @@ these invariants:
   renamed over the final name relative to the same descriptor. A rename replaces
   whatever non-directory stands at the name, a planted link included, and never
   writes through it. A directory standing where the version has a file or a symlink
-  is refused: it may hold the user's work.
+  is refused: it may hold the user's work. A file is created with the mode the
+  version gives it, less setuid, setgid and sticky bits, and as the user's umask
+  (or the directory's default ACL) allows: a tree cannot make a file executable as
+  another user or writable by others the umask excludes.
+- An existing file is reused as a finished copy (:meth:`Destination.open_regular`)
+  only when it is a regular file with one link, owned by the user writing: a hard
+  link planted to a file outside, or a file someone else owns (who could rewrite
+  it after it was checked), is replaced instead, so a path handed back never
+  shares its bytes with a file outside the destination.
 - Temp names are :data:`TEMP_PREFIX` and 16 hex digits (30 bytes), whatever the
   final name, so any name the file system allows can be written. No version can hold
   a name with that prefix (:func:`objstore.trees.check_entry_name` refuses it), so a
@@ -308,7 +316,8 @@ class Destination:
 
     # -- files and links ----------------------------------------------------------------
     def open_regular(self, parts: Parts) -> int | None:
-        """A descriptor of the regular file at ``parts``, or None if something else (or
+        """A descriptor of the file at ``parts`` if it can be kept as a finished copy: a
+        regular file with one link, owned by this user. None if something else (or
         nothing) is there. Never follows a link, never blocks on a FIFO. Caller closes it."""
         try:
             dir_fd = self.directory(parts[:-1])
@@ -318,7 +327,10 @@ class Destination:
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:
             return None
-        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        # Another name for the inode (a hard link) or another owner could change the
+        # bytes after they were checked, from outside this destination.
+        if not statmod.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
             os.close(fd)
             return None
         return fd
@@ -326,14 +338,17 @@ class Destination:
     def write_file(self, parts: Parts, fill: Callable[[BinaryIO], None], mode: int) -> None:
         """Write a regular file at ``parts``: ``fill`` writes its bytes to a fresh temp
         file, which is renamed into place only when ``fill`` returns. Whatever ``fill``
-        raises leaves nothing behind."""
+        raises leaves nothing behind. ``mode``'s permission bits are applied as the
+        umask allows; setuid, setgid and sticky never are."""
         dir_fd = self.directory(parts[:-1])
         self._refuse_directory(dir_fd, parts, "a file")
         fds: list[int] = []
 
         def create(name: str) -> None:
-            fds.append(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                               dir_fd=dir_fd))
+            # Created with its final mode, so the kernel applies the umask (fchmod would not).
+            # The descriptor is writable whatever the mode says.
+            fds.append(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               mode & 0o777, dir_fd=dir_fd))
 
         try:
             tmp = self._temp_name(create)
@@ -345,7 +360,6 @@ class Destination:
                     fill(out)
                     out.flush()
                     faults.point("write")
-                    os.fchmod(out.fileno(), mode)  # on the descriptor: never on whatever a path names now
                 except ObjstoreError:
                     raise  # several are OSErrors too (NotFound, BackendError): already explained
                 except OSError as exc:

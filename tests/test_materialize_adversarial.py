@@ -1,0 +1,170 @@
+"""A second, adversarial pass over materializing and logging directories.
+
+The attacker controls a store's or a remote's trees (entry modes, reference targets,
+deep paths), or can write into the destination before a download (a hard link to a
+file outside, a file of their own with the right bytes), or leaves a FIFO where a
+``file://`` reference points. The user's side: an unreadable directory inside a
+logged one, a umask that keeps files private. Each case checks what was written and
+that every refusal is an ``ObjstoreError``; the ordinary workflows (download twice,
+over an older version's copy, one-file and multi-file ``use_model``) still work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from test_hostile import ENTITY, PROJECT, _commit, _file, _raw_entry, _raw_tree
+
+import objstore
+from objstore.errors import ObjstoreError, VerificationFailed
+from objstore.objects import FILE, REFERENCE, TREE
+from objstore.store import Store
+
+
+@pytest.fixture
+def arena(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(store path, destination, sentinel): the sentinel directory sits beside the destination."""
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "keep.txt").write_text("untouched")
+    return tmp_path / "store", tmp_path / "dest", sentinel
+
+
+def _api_artifact(store: Path, spec: str) -> objstore.Artifact:
+    return objstore.Api(store=store, entity=ENTITY, project=PROJECT).artifact(spec)
+
+
+def _entry(name: str, kind: str, oid: object, size: int, target: str | None = None, mode: int = 0o644,
+           extra: dict[str, object] | None = None) -> list[object]:
+    e = _raw_entry(name, kind, oid, size, target)  # type: ignore[arg-type]
+    e[4], e[6] = mode, extra
+    return e
+
+
+class _Umask:
+    def __init__(self, mask: int) -> None:
+        self.mask = mask
+
+    def __enter__(self) -> None:
+        self.old = os.umask(self.mask)
+
+    def __exit__(self, *exc: object) -> None:
+        os.umask(self.old)
+
+
+# -- modes: what a tree says is applied as the user's umask allows -------------------------
+
+def test_tree_modes_never_make_files_setuid_or_writable_by_others(arena: tuple[Path, Path, Path]) -> None:
+    """A remote's tree says 0o6777: before, the copy was 0o777 (fchmod ignores the umask),
+    so any local user could rewrite the model the victim then loads."""
+    store_path, dest, _ = arena
+    store = Store.open(store_path)
+    ok = _file(store, b"payload")
+    spec = _commit(store, _raw_tree(store, [_entry("tool", FILE, ok, 7, mode=0o6777),
+                                           _entry("data", FILE, ok, 7, mode=0o666)]), "modes")
+    with _Umask(0o022):
+        _api_artifact(store_path, spec).download(dest)
+    assert oct(os.stat(dest / "tool").st_mode & 0o7777) == oct(0o755)
+    assert oct(os.stat(dest / "data").st_mode & 0o7777) == oct(0o644)
+    _api_artifact(store_path, spec).verify(dest)
+
+
+def test_a_private_umask_keeps_downloads_private(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """umask 077 says nobody else reads my files; files and references came out 0o644."""
+    store_path, dest, _ = arena
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"weights")
+    (src / "model.bin").chmod(0o644)
+    ref = tmp_path / "ref.bin"
+    ref.write_bytes(b"referenced")
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        art = objstore.Artifact("m", type="model")
+        art.add_dir(src)
+        art.add_reference(ref.as_uri())
+        run.log_artifact(art)
+    with _Umask(0o077):
+        _api_artifact(store_path, "m:v0").download(dest)
+    for name in ("model.bin", "ref.bin"):
+        assert oct(os.stat(dest / name).st_mode & 0o777) == oct(0o600), name
+
+
+# -- what stands in the destination before the download ------------------------------------
+
+def test_planted_hard_link_is_not_kept_as_the_intact_copy(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """dest/model.bin is a hard link to a file outside holding the right bytes: it was
+    kept as intact and use_model handed back a path whose bytes live outside (a write
+    to it, or by its other owner, changes both)."""
+    store_path, dest, _ = arena
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"weights")
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        run.log_model(src / "model.bin", name="m")
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"weights")
+    dest.mkdir()
+    os.link(outside, dest / "model.bin")
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        path = Path(run.use_model("m:v0", root=dest))
+    assert path == dest / "model.bin" and path.read_bytes() == b"weights"
+    assert not os.path.samefile(path, outside) and os.stat(path).st_nlink == 1
+    with open(path, "r+b") as f:  # what a training script saving in place would do
+        f.write(b"W")
+    assert outside.read_bytes() == b"weights"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file owned by another user needs root")
+def test_someone_elses_file_is_not_kept_as_the_intact_copy(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """In a shared directory another user plants the right bytes in a file they own, then
+    rewrites it once the victim trains on it."""
+    store_path, dest, _ = arena
+    store = Store.open(store_path)
+    ok = _file(store, b"payload")
+    spec = _commit(store, _raw_tree(store, [_entry("f", FILE, ok, 7)]), "owned")
+    dest.mkdir()
+    (dest / "f").write_bytes(b"payload")
+    os.chown(dest / "f", 65534, 65534)
+    _api_artifact(store_path, spec).download(dest)
+    assert os.stat(dest / "f").st_uid == os.geteuid()
+
+
+# -- ordinary workflows still work --------------------------------------------------------
+
+def test_ordinary_downloads_still_work(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    store_path, dest, sentinel = arena
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "model.bin").write_bytes(b"v0 weights")
+    (src / "sub" / "a.bin").write_bytes(b"a")
+    (src / "tool.sh").write_bytes(b"#!/bin/sh\n")
+    (src / "tool.sh").chmod(0o755)
+    (src / "latest.bin").symlink_to("model.bin")
+    single = tmp_path / "single.bin"
+    single.write_bytes(b"just one")
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        run.log_model(src, name="m")
+        (src / "model.bin").write_bytes(b"v1 weights, longer")
+        (src / "sub" / "b.bin").write_bytes(b"b")
+        run.log_model(src, name="m")
+        run.log_model(single, name="one")
+    with _Umask(0o022), objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        assert Path(run.use_model("m:v0", root=dest)) == dest
+        ino = os.stat(dest / "sub" / "a.bin").st_ino
+        assert Path(run.use_model("m:v0", root=dest)) == dest  # twice: intact files are not rewritten
+        assert os.stat(dest / "sub" / "a.bin").st_ino == ino
+        assert Path(run.use_model("m:v1", root=dest)) == dest  # over the older version's copy
+        one = Path(run.use_model("one:v0", root=tmp_path / "one"))
+    assert (dest / "model.bin").read_bytes() == b"v1 weights, longer" and os.readlink(dest / "latest.bin") == "model.bin"
+    assert os.stat(dest / "sub" / "a.bin").st_ino == ino
+    assert os.stat(dest / "tool.sh").st_mode & 0o777 == 0o755
+    _api_artifact(store_path, "m:v1").verify(dest)
+    assert one == tmp_path / "one" / "single.bin" and one.read_bytes() == b"just one"
+    assert [p.name for p in sentinel.iterdir()] == ["keep.txt"]
