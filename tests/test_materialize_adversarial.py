@@ -96,6 +96,49 @@ def test_a_private_umask_keeps_downloads_private(arena: tuple[Path, Path, Path],
         assert oct(os.stat(dest / name).st_mode & 0o777) == oct(0o600), name
 
 
+# -- reference entries a hostile tree can hold ---------------------------------------------
+
+def test_file_reference_to_a_fifo_is_refused_not_waited_on(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: the download hung forever."""
+    store_path, dest, _ = arena
+    store = Store.open(store_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    spec = _commit(store, _raw_tree(store, [_entry("w.bin", REFERENCE, None, 7, fifo.as_uri())]), "fifo")
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            _api_artifact(store_path, spec).download(dest)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the stuck reader go
+        worker.join(30)
+        pytest.fail("the download waited on a FIFO named by a reference")
+    assert isinstance(outcome[0], ObjstoreError) and "fifo" in str(outcome[0]), outcome
+    assert not (dest / "w.bin").exists()
+
+
+@pytest.mark.parametrize("target", [None, "file://[x/etc/passwd", "file:///etc/passwd\x00x", "s3://[bucket/key"])
+def test_reference_entries_without_a_usable_target_are_clear_errors(arena: tuple[Path, Path, Path],
+                                                                     target: str | None) -> None:
+    """Before: AssertionError (no target), ValueError (unparsable URL, NUL in the path)."""
+    store_path, dest, _ = arena
+    store = Store.open(store_path)
+    ok = _file(store, b"payload")
+    spec = _commit(store, _raw_tree(store, [_entry("a.bin", FILE, ok, 7), _entry("w.bin", REFERENCE, None, 7, target)]),
+                   "badref")
+    with pytest.raises(ObjstoreError, match="w.bin|reference"):
+        _api_artifact(store_path, spec).download(dest)
+    assert not (dest / "w.bin").exists()
+
+
 # -- what stands in the destination before the download ------------------------------------
 
 def test_planted_hard_link_is_not_kept_as_the_intact_copy(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
