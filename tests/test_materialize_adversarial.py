@@ -179,6 +179,36 @@ def test_someone_elses_file_is_not_kept_as_the_intact_copy(arena: tuple[Path, Pa
     assert os.stat(dest / "f").st_uid == os.geteuid()
 
 
+def test_verify_of_paths_longer_than_path_max_is_an_answer(arena: tuple[Path, Path, Path]) -> None:
+    """Materialize writes relative to directory descriptors, so a tree 20 levels of
+    250-byte names deep downloads; verify went by full paths and raised a bare OSError."""
+    store_path, dest, _ = arena
+    store = Store.open(store_path)
+    ok = _file(store, b"payload")
+    tree = _raw_tree(store, [_entry("f", FILE, ok, 7)])
+    for _ in range(20):
+        tree = _raw_tree(store, [_entry("d" * 250, TREE, tree, 7, mode=0o755)])
+    spec = _commit(store, tree, "deep")
+    art = _api_artifact(store_path, spec)
+    art.download(dest)
+    art.verify(dest)
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(20):
+            new = os.open("d" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        with open(os.open("f", os.O_WRONLY, dir_fd=fd), "wb") as f:
+            f.write(b"changed")
+        with open(os.open("extra", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(b"x")
+    finally:
+        os.close(fd)
+    with pytest.raises(VerificationFailed) as info:
+        art.verify(dest)
+    assert "1 differ" in str(info.value) and "1 are not in the version" in str(info.value)
+
+
 # -- ordinary workflows still work --------------------------------------------------------
 
 def test_ordinary_downloads_still_work(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
