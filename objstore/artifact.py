@@ -84,7 +84,15 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
     """
     lookup = directory_lookup(top)
     above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
-    for dirpath, dirnames, filenames in os.walk(top):
+
+    def unlistable(exc: OSError) -> None:
+        # os.walk would skip the directory: its files would vanish from the version unsaid
+        if isinstance(exc, FileNotFoundError):
+            raise NotFound(f"{exc.filename} was removed while {top} was being read; log it again", key=str(exc.filename))
+        raise InvalidInput(f"directory {exc.filename} cannot be listed ({exc.strerror or exc}); "
+                           f"make it readable or remove it, then log again")
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable):
         dirnames.sort()
         here = Path(dirpath).relative_to(top)
         parts = () if here == Path(".") else here.parts
@@ -184,8 +192,8 @@ class Artifact:
         link that leaves and re-enters (``../m/file.bin`` inside ``m``) stores the
         file it reaches. A link that leads nowhere (dangling, a loop, or a directory
         that contains the link itself) is refused with :class:`InvalidInput` naming
-        it: nothing is dropped silently. Sockets, FIFOs and devices hold no bytes to
-        store and are skipped.
+        it, and so is a directory that cannot be listed: nothing is dropped silently.
+        Sockets, FIFOs and devices hold no bytes to store and are skipped.
         """
         self._require_draft()
         root = Path(local_path)

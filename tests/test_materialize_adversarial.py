@@ -209,6 +209,45 @@ def test_verify_of_paths_longer_than_path_max_is_an_answer(arena: tuple[Path, Pa
     assert "1 differ" in str(info.value) and "1 are not in the version" in str(info.value)
 
 
+# -- logging: nothing is dropped silently --------------------------------------------------
+
+LOG_DIR = textwrap.dedent("""
+    import sys, objstore
+    from objstore.errors import ObjstoreError
+    try:
+        with objstore.init(project=sys.argv[2], entity=sys.argv[3], store=sys.argv[1]) as run:
+            art = run.log_model(sys.argv[4], name="m")
+            print("LOGGED", sorted(f.path for f in art.files()))
+    except ObjstoreError as exc:
+        print("REFUSED", exc)
+""")
+
+
+def _as_unprivileged(cmd: list[str]) -> list[str]:
+    """Root reads everything; drop the capabilities that let it, so permissions apply."""
+    if os.geteuid() != 0:
+        return cmd
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be made to apply")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+
+
+def test_unreadable_directory_in_a_logged_one_is_refused_not_dropped(tmp_path: Path) -> None:
+    """os.walk skips a directory it cannot list: its files vanished from the version."""
+    src = tmp_path / "model"
+    (src / "shards").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "shards" / "part-0.bin").write_bytes(b"weights")
+    (src / "shards").chmod(0)
+    try:
+        done = subprocess.run(_as_unprivileged([sys.executable, "-c", LOG_DIR, str(tmp_path / "store"), PROJECT, ENTITY,
+                                                str(src)]), capture_output=True, text=True, timeout=120)
+    finally:
+        (src / "shards").chmod(0o755)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("REFUSED") and "shards" in done.stdout, done.stdout
+
+
 # -- ordinary workflows still work --------------------------------------------------------
 
 def test_ordinary_downloads_still_work(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
