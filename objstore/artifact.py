@@ -85,10 +85,14 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
     lookup = directory_lookup(top)
     above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
 
+    def changed(full: Path) -> NotFound:
+        # what was listed is gone, or no longer what it was a moment ago (another process at work)
+        return NotFound(f"{full} was removed or replaced while {top} was being read; log it again", key=str(full))
+
     def unlistable(exc: OSError) -> None:
         # os.walk would skip the directory: its files would vanish from the version unsaid
         if isinstance(exc, FileNotFoundError):
-            raise NotFound(f"{exc.filename} was removed while {top} was being read; log it again", key=str(exc.filename))
+            raise changed(Path(str(exc.filename)))
         raise InvalidInput(f"directory {exc.filename} cannot be listed ({exc.strerror or exc}); "
                            f"make it readable or remove it, then log again")
 
@@ -105,13 +109,19 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
                 dirnames.remove(d)  # judged as a link below, never walked into as a directory
                 filenames.append(d)
             else:
-                st = full.stat()
+                try:
+                    st = full.stat()
+                except OSError:
+                    raise changed(full) from None
                 above[str(full)] = above[dirpath] | {(st.st_dev, st.st_ino)}
         for fname in sorted(filenames):
             full = Path(dirpath, fname)
             rel = prefix + rel_dir + fname
             if full.is_symlink():
-                target = os.readlink(full)
+                try:
+                    target = os.readlink(full)
+                except OSError:  # EINVAL: no longer a link
+                    raise changed(full) from None
                 found = resolve_link(lookup, (*parts, fname), target)
                 if found.outcome == "inside":
                     staged[rel] = _Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
@@ -131,7 +141,7 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
                 try:
                     st = full.lstat()
                 except FileNotFoundError:
-                    raise NotFound(f"{full} was removed while {top} was being read; log it again", key=str(full)) from None
+                    raise changed(full) from None
             if not statmod.S_ISREG(st.st_mode):
                 continue  # sockets, fifos, devices
             if not os.access(full, os.R_OK):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -280,3 +281,49 @@ def test_ordinary_downloads_still_work(arena: tuple[Path, Path, Path], tmp_path:
     _api_artifact(store_path, "m:v1").verify(dest)
     assert one == tmp_path / "one" / "single.bin" and one.read_bytes() == b"just one"
     assert [p.name for p in sentinel.iterdir()] == ["keep.txt"]
+
+
+FLIPPER = textwrap.dedent("""
+    import os, sys
+    d, n = sys.argv[1], int(sys.argv[2])
+    while True:
+        for i in range(n):
+            link, tmp = f"{d}/l{i}", f"{d}/t{i}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(b"y")
+                os.replace(tmp, link)  # the link becomes a file...
+                os.symlink(f"f{i}", tmp)
+                os.replace(tmp, link)  # ...and a link again
+                os.rmdir(f"{d}/s{i}")
+                os.mkdir(f"{d}/s{i}")
+            except OSError:
+                pass
+""")
+
+
+def test_a_directory_changing_while_it_is_added_is_a_clear_error(tmp_path: Path) -> None:
+    """Another process turns links into files and back and removes directories while
+    add_dir reads: readlink's EINVAL and stat's ENOENT escaped as bare OSErrors."""
+    src = tmp_path / "m"
+    src.mkdir()
+    n = 400
+    for i in range(n):
+        (src / f"f{i}").write_bytes(b"x")
+        os.symlink(f"f{i}", src / f"l{i}")
+        (src / f"s{i}").mkdir()
+    flipper = subprocess.Popen([sys.executable, "-c", FLIPPER, str(src), str(n)])
+    escaped: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not escaped:
+            try:
+                objstore.Artifact("m", type="model").add_dir(src)
+            except ObjstoreError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what the test is after
+                escaped.append(repr(exc))
+    finally:
+        flipper.kill()
+        flipper.wait()
+    assert not escaped, escaped
