@@ -23,9 +23,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
 
-from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
+from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsafePath
 from .ingest import chunk_file
-from .materialize import materialize, verify
+from .materialize import check_symlinks, materialize, verify
 from .names import LATEST, check_aliases, check_name
 from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
 from .references import describe_reference, fetch_reference, is_uri
@@ -149,6 +149,25 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
             staged[rel] = _Staged(FILE, st.st_size, source=full)
 
 
+def _check_links(staged: dict[str, "_Staged"]) -> None:
+    """Whatever is logged as a link can be materialized: each add_dir judged its links
+    over its own directory, but links from two calls can combine (``l -> k/../..``
+    from one, ``k -> .`` from another) into one that leaves; resolve every link over
+    the whole draft by the rule materialize applies, before anything is stored."""
+    entries: list[tuple[str, TreeEntry]] = []
+    dirs: set[str] = set()
+    for path, item in staged.items():
+        parts = path.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        entries.append((path, item.entry if item.entry is not None else TreeEntry("", FILE, item.size)))
+    entries.extend((d, TreeEntry("", TREE, 0)) for d in sorted(dirs) if d not in staged)
+    try:
+        check_symlinks(entries)
+    except UnsafePath as exc:
+        raise InvalidInput(f"{str(exc).removesuffix('; refusing')} once combined with the artifact's other entries, "
+                           f"so it could never be downloaded; add the link and what it points through in one add_dir") from None
+
+
 class Artifact:
     """A versioned set of files. Build one and log it, or get a logged one from
     :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`."""
@@ -196,7 +215,8 @@ class Artifact:
         a file or directory inside the directory (resolved as the kernel does, never
         above the directory at any step); materialize applies the same rule
         (:func:`objstore.safepath.resolve_link`), so such a link can always be
-        written back. Any other symlink is followed: a link to a file outside stores
+        written back; logging checks that again over the whole draft, since links
+        from two calls can combine into one that leaves. Any other symlink is followed: a link to a file outside stores
         that file's bytes, a link to a directory outside stores that directory's
         contents (its own links judged the same way, with it as the directory), and a
         link that leaves and re-enters (``../m/file.bin`` inside ``m``) stores the
@@ -265,6 +285,7 @@ class Artifact:
         self._require_draft()
         if not self._staged:
             raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
+        _check_links(self._staged)
         from .names import CollectionPath
         from .trees import build_tree
 

@@ -327,3 +327,31 @@ def test_a_directory_changing_while_it_is_added_is_a_clear_error(tmp_path: Path)
         flipper.kill()
         flipper.wait()
     assert not escaped, escaped
+
+
+def test_links_from_two_add_dirs_that_combine_to_leave_are_refused_at_logging(arena: tuple[Path, Path, Path],
+                                                                              tmp_path: Path) -> None:
+    """Each add_dir judges its links over its own directory: ``l -> k/../..`` is inside A
+    (k -> x/y), ``k -> .`` is inside B; B's k replaces A's, and l leads out. It was
+    logged, and then could never be downloaded (UnsafePath on every download)."""
+    store_path, dest, _ = arena
+    a, b = tmp_path / "A", tmp_path / "B"
+    (a / "x" / "y").mkdir(parents=True)
+    (a / "x" / "y" / "f").write_bytes(b"data")
+    (a / "k").symlink_to("x/y")
+    (a / "l").symlink_to("k/../..")
+    b.mkdir()
+    (b / "k").symlink_to(".")
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        art = objstore.Artifact("combo", type="model")
+        art.add_dir(a)
+        art.add_dir(b)
+        with pytest.raises(ObjstoreError, match="'l'"):
+            run.log_artifact(art)
+        alone = objstore.Artifact("alone", type="model")
+        alone.add_dir(a)
+        run.log_artifact(alone)  # each directory alone is fine, and materializes
+    with pytest.raises(ObjstoreError):
+        _api_artifact(store_path, "combo:latest")
+    _api_artifact(store_path, "alone:v0").download(dest)
+    assert (dest / "l" / "x" / "y" / "f").read_bytes() == b"data"
