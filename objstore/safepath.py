@@ -32,7 +32,8 @@ these invariants:
 - A destination is locked (``flock`` on the root directory) while it is written, so
   two processes materializing into one root take turns, and neither removes the
   other's temp file. On a file system without ``flock`` the lock is skipped (one
-  of two overlapping writers may then fail, with a clear error).
+  of two overlapping writers may then fail, with a clear error). Whoever can open
+  the root can hold its lock (a reader too), so a writer that has to wait says so.
 - Every refusal is an :class:`~objstore.errors.UnsafePath`, every failure of the
   operating system a :class:`~objstore.errors.DestinationError`; both name the path.
 
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import faults
+from .console import say
 from .errors import DestinationError, ObjstoreError, UnsafePath
 
 TEMP_PREFIX = ".objstore-tmp-"  # reserved: no version holds a name that starts so
@@ -186,7 +188,14 @@ class Destination:
         except OSError as exc:
             raise _os_error(path, (), "open", exc) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Anyone who can open the directory can hold its lock, a reader too: never
+                # wait without saying so, and say how to find who holds it.
+                say(f"waiting for another process writing into {path} (it holds the directory's lock; "
+                    f"'fuser {path}' names it)")
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
             # No flock here (some network file systems). Writers may then overlap: still
             # nothing is followed, but one may fail, clearly, when another removes its temp file.

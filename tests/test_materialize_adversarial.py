@@ -355,3 +355,37 @@ def test_links_from_two_add_dirs_that_combine_to_leave_are_refused_at_logging(ar
         _api_artifact(store_path, "combo:latest")
     _api_artifact(store_path, "alone:v0").download(dest)
     assert (dest / "l" / "x" / "y" / "f").read_bytes() == b"data"
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)  # read access is enough to take the lock
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+""")
+
+
+def test_a_download_waiting_for_the_roots_lock_says_so(arena: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Any process that can open the destination can hold its lock: the download waited
+    without a word (forever, if the holder never lets go)."""
+    store_path, dest, _ = arena
+    store = Store.open(store_path)
+    ok = _file(store, b"payload")
+    spec = _commit(store, _raw_tree(store, [_entry("f", FILE, ok, 7)]), "locked")
+    dest.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(dest), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code = textwrap.dedent("""
+            import sys, objstore
+            objstore.Api(store=sys.argv[1], entity=sys.argv[2], project=sys.argv[3]).artifact(sys.argv[4]).download(sys.argv[5])
+        """)
+        done = subprocess.run([sys.executable, "-c", code, str(store_path), ENTITY, PROJECT, spec, str(dest)],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "OBJSTORE_QUIET": ""})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "waiting for another process writing into" in done.stderr and str(dest) in done.stderr
+    assert (dest / "f").read_bytes() == b"payload"
