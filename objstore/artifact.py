@@ -424,7 +424,8 @@ class Artifact:
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
         try:
-            materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference)
+            materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference,
+                        follow_root=root is not None)  # the default directory is objstore's: a link there is not the caller's
         except CorruptObject as exc:
             # The odb knows the damaged object, only we know the version it breaks.
             breaks = tuple(dict.fromkeys((*exc.breaks, resolved.qualified_name, self.source_qualified_name)))

@@ -104,8 +104,12 @@ def materialize(
     *,
     progress: Progress | None = None,
     fetch_reference: ReferenceFetcher | None = None,
+    follow_root: bool = True,
 ) -> list[Path]:
     """Write the tree under ``root``; files already there and intact are left alone.
+
+    ``follow_root=False`` when the root is objstore's default, not the caller's
+    (see :meth:`objstore.safepath.Destination.open`).
 
     Returns the paths of the files in the tree (written or already intact).
     Files under ``root`` that the tree does not hold are left alone too (only
@@ -115,7 +119,7 @@ def materialize(
     check_symlinks(entries)
     paths: list[Path] = []
     symlinks: list[tuple[Parts, str, str]] = []
-    with Destination.open(root) as dest:
+    with Destination.open(root, follow_root=follow_root) as dest:
         for rel, entry in entries:
             parts = tuple(split_path(rel))
             path = dest.root.joinpath(*parts)

@@ -9,7 +9,9 @@ these invariants:
   where the version has a directory is refused, never followed, and a directory
   swapped for a link after it was checked changes nothing: writes go to the
   descriptor, not to a path. The root itself is taken as the caller names it (links
-  in the path leading to it are the caller's own).
+  in the path leading to it are the caller's own); when objstore chose it (the
+  default ``artifacts/<name>:<version>``), its last component is entered like any
+  directory below it, so a link planted there is refused.
 - Files are written to a new temp name, created with ``O_CREAT | O_EXCL |
   O_NOFOLLOW`` in the directory's descriptor (so never through a planted link), then
   renamed over the final name relative to the same descriptor. A rename replaces
@@ -173,20 +175,28 @@ class Destination:
         self._visited: set[Parts] = set()
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str]) -> "Destination":
-        """Create ``root`` if needed, lock it, and remove stale temp files at its top."""
+    def open(cls, root: str | os.PathLike[str], *, follow_root: bool = True) -> "Destination":
+        """Create ``root`` if needed, lock it, and remove stale temp files at its top.
+
+        ``follow_root=False`` when objstore chose the root's last component itself (the
+        default download directory): a link standing there is not the caller's, so it is
+        refused like one below the root, and the root is entered through its parent's
+        descriptor (no window between making it and opening it)."""
         path = Path(root).absolute()
+        made = path if follow_root else path.parent
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(made, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise DestinationError(f"{path} cannot be a destination directory: it, or a directory above it, "
                                    f"is a file; choose another root") from None
         except OSError as exc:
-            raise _os_error(path, (), "create", exc) from None
+            raise _os_error(made, (), "create", exc) from None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise _os_error(path, (), "open", exc) from None
+            raise _os_error(made, (), "open", exc) from None
+        if not follow_root:
+            fd = cls._enter_root(fd, path)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -207,6 +217,27 @@ class Destination:
             dest.close()
             raise
         return dest
+
+    @classmethod
+    def _enter_root(cls, parent: int, path: Path) -> int:
+        """Open (making it if missing) directory ``path.name`` in ``parent``, never through a link. Closes ``parent``."""
+        try:
+            try:
+                return os.open(path.name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(path.name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made meanwhile: opened and checked like any other
+                return os.open(path.name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST):
+                what = cls._what(parent, path.name)
+                raise UnsafePath(f"{path} is {what}, not a directory; objstore downloads there by default and follows "
+                                 f"no link it did not make: move it away, or pass root= to download elsewhere") from None
+            raise _os_error(path, (), "create", exc) from None
+        finally:
+            os.close(parent)
 
     def __enter__(self) -> "Destination":
         return self

@@ -389,3 +389,35 @@ def test_a_download_waiting_for_the_roots_lock_says_so(arena: tuple[Path, Path, 
     assert done.returncode == 0, done.stderr[-2000:]
     assert "waiting for another process writing into" in done.stderr and str(dest) in done.stderr
     assert (dest / "f").read_bytes() == b"payload"
+
+
+def test_a_link_planted_as_the_default_download_directory_is_refused(arena: tuple[Path, Path, Path], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """use_model with no root writes into artifacts/<name>:<version>, a name objstore
+    chose: someone who can write into artifacts/ planted that name as a link, and the
+    model's files (config.json over the victim's own) went where it pointed."""
+    store_path, _, sentinel = arena
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.bin").write_bytes(b"weights")
+    (src / "keep.txt").write_text("the model's")
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        run.log_model(src, name="m")
+    work = tmp_path / "work"
+    (work / "artifacts").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    (work / "artifacts" / "m:v0").symlink_to(sentinel)
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        with pytest.raises(ObjstoreError, match="m:v0"):
+            run.use_model("m:v0")
+    assert [p.name for p in sentinel.iterdir()] == ["keep.txt"] and (sentinel / "keep.txt").read_text() == "untouched"
+    # the user's own link at artifacts/ (a bigger disk) is the user's: followed as before
+    (work / "artifacts" / "m:v0").unlink()
+    (work / "artifacts").rmdir()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (work / "artifacts").symlink_to(scratch)
+    with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
+        got = Path(run.use_model("m:v0"))
+    assert got == Path("artifacts") / "m:v0" and (scratch / "m:v0" / "model.bin").read_bytes() == b"weights"
+    _api_artifact(store_path, "m:v0").verify(got)
