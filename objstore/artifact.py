@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
+from .errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsafePath
 from .ingest import chunk_file
-from .materialize import materialize, verify
+from .materialize import check_symlinks, materialize, verify
 from .names import LATEST, check_aliases, check_name
 from .objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict, storable_text
 from .references import describe_reference, fetch_reference, is_uri
@@ -75,7 +75,19 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
     """
     lookup = directory_lookup(top)
     above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
-    for dirpath, dirnames, filenames in os.walk(top):
+
+    def changed(full: Path) -> NotFound:
+        # what was listed is gone, or no longer what it was a moment ago (another process at work)
+        return NotFound(f"{full} was removed or replaced while {top} was being read; log it again", key=str(full))
+
+    def unlistable(exc: OSError) -> None:
+        # os.walk would skip the directory: its files would vanish from the version unsaid
+        if isinstance(exc, FileNotFoundError):
+            raise changed(Path(str(exc.filename)))
+        raise InvalidInput(f"directory {exc.filename} cannot be listed ({exc.strerror or exc}); "
+                           f"make it readable or remove it, then log again")
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable):
         dirnames.sort()
         here = Path(dirpath).relative_to(top)
         parts = () if here == Path(".") else here.parts
@@ -88,13 +100,19 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
                 dirnames.remove(d)  # judged as a link below, never walked into as a directory
                 filenames.append(d)
             else:
-                st = full.stat()
+                try:
+                    st = full.stat()
+                except OSError:
+                    raise changed(full) from None
                 above[str(full)] = above[dirpath] | {(st.st_dev, st.st_ino)}
         for fname in sorted(filenames):
             full = Path(dirpath, fname)
             rel = prefix + rel_dir + fname
             if full.is_symlink():
-                target = os.readlink(full)
+                try:
+                    target = os.readlink(full)
+                except OSError:  # EINVAL: no longer a link
+                    raise changed(full) from None
                 found = resolve_link(lookup, (*parts, fname), target)
                 if found.outcome == "inside":
                     staged[rel] = _Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
@@ -114,12 +132,31 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
                 try:
                     st = full.lstat()
                 except FileNotFoundError:
-                    raise NotFound(f"{full} was removed while {top} was being read; log it again", key=str(full)) from None
+                    raise changed(full) from None
             if not statmod.S_ISREG(st.st_mode):
                 continue  # sockets, fifos, devices
             if not os.access(full, os.R_OK):
                 raise InvalidInput(f"{full} is not readable (permission denied)")
             staged[rel] = _Staged(FILE, st.st_size, source=full)
+
+
+def _check_links(staged: dict[str, "_Staged"]) -> None:
+    """Whatever is logged as a link can be materialized: each add_dir judged its links
+    over its own directory, but links from two calls can combine (``l -> k/../..``
+    from one, ``k -> .`` from another) into one that leaves; resolve every link over
+    the whole draft by the rule materialize applies, before anything is stored."""
+    entries: list[tuple[str, TreeEntry]] = []
+    dirs: set[str] = set()
+    for path, item in staged.items():
+        parts = path.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        entries.append((path, item.entry if item.entry is not None else TreeEntry("", FILE, item.size)))
+    entries.extend((d, TreeEntry("", TREE, 0)) for d in sorted(dirs) if d not in staged)
+    try:
+        check_symlinks(entries)
+    except UnsafePath as exc:
+        raise InvalidInput(f"{str(exc).removesuffix('; refusing')} once combined with the artifact's other entries, "
+                           f"so it could never be downloaded; add the link and what it points through in one add_dir") from None
 
 
 class Artifact:
@@ -169,14 +206,15 @@ class Artifact:
         a file or directory inside the directory (resolved as the kernel does, never
         above the directory at any step); materialize applies the same rule
         (:func:`objstore.safepath.resolve_link`), so such a link can always be
-        written back. Any other symlink is followed: a link to a file outside stores
+        written back; logging checks that again over the whole draft, since links
+        from two calls can combine into one that leaves. Any other symlink is followed: a link to a file outside stores
         that file's bytes, a link to a directory outside stores that directory's
         contents (its own links judged the same way, with it as the directory), and a
         link that leaves and re-enters (``../m/file.bin`` inside ``m``) stores the
         file it reaches. A link that leads nowhere (dangling, a loop, or a directory
         that contains the link itself) is refused with :class:`InvalidInput` naming
-        it: nothing is dropped silently. Sockets, FIFOs and devices hold no bytes to
-        store and are skipped.
+        it, and so is a directory that cannot be listed: nothing is dropped silently.
+        Sockets, FIFOs and devices hold no bytes to store and are skipped.
         """
         self._require_draft()
         root = Path(local_path)
@@ -245,6 +283,7 @@ class Artifact:
         # self.metadata may have been filled in since __init__: convert or refuse it before anything is stored.
         metadata = check_metadata(self.metadata)
         description = storable_text(self.description, "description")
+        _check_links(self._staged)
         from .names import CollectionPath
         from .trees import build_tree
 
@@ -385,7 +424,8 @@ class Artifact:
         store, resolved = self._logged()
         target = Path(root) if root is not None else self.default_root()
         try:
-            materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference)
+            materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference,
+                        follow_root=root is not None)  # the default directory is objstore's: a link there is not the caller's
         except CorruptObject as exc:
             # The odb knows the damaged object, only we know the version it breaks.
             breaks = tuple(dict.fromkeys((*exc.breaks, resolved.qualified_name, self.source_qualified_name)))

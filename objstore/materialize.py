@@ -13,7 +13,9 @@ its id before its bytes reach a file.
 
 A copy is verified by :func:`verify`: each entry as the version has it (a
 downloaded reference by its size and recorded BLAKE3), and nothing else under the
-root (a file the version does not hold is reported).
+root (a file the version does not hold is reported). It reads as materialize
+writes, each directory through its parent's descriptor with no link below the
+root followed, so whatever depth materialize wrote can be verified.
 """
 
 from __future__ import annotations
@@ -102,8 +104,12 @@ def materialize(
     *,
     progress: Progress | None = None,
     fetch_reference: ReferenceFetcher | None = None,
+    follow_root: bool = True,
 ) -> list[Path]:
     """Write the tree under ``root``; files already there and intact are left alone.
+
+    ``follow_root=False`` when the root is objstore's default, not the caller's
+    (see :meth:`objstore.safepath.Destination.open`).
 
     Returns the paths of the files in the tree (written or already intact).
     Files under ``root`` that the tree does not hold are left alone too (only
@@ -113,7 +119,7 @@ def materialize(
     check_symlinks(entries)
     paths: list[Path] = []
     symlinks: list[tuple[Parts, str, str]] = []
-    with Destination.open(root) as dest:
+    with Destination.open(root, follow_root=follow_root) as dest:
         for rel, entry in entries:
             parts = tuple(split_path(rel))
             path = dest.root.joinpath(*parts)
@@ -180,9 +186,9 @@ def _reference_intact(fd: int | None, entry: TreeEntry) -> bool:
         os.close(fd)
 
 
-def _open_regular(path: Path) -> int | None:
+def _open_file_at(dir_fd: int, name: str) -> int | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     if not statmod.S_ISREG(os.fstat(fd).st_mode):
@@ -191,41 +197,81 @@ def _open_regular(path: Path) -> int | None:
     return fd
 
 
+def _kind_at(dir_fd: int, name: str) -> str | None:
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return None
+    return "link" if statmod.S_ISLNK(mode) else "dir" if statmod.S_ISDIR(mode) else "other"
+
+
 def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path) -> None:
     """Check that ``root`` holds exactly the tree's entries and nothing else; raise
-    VerificationFailed naming those that differ, are missing, or are not in the version."""
+    VerificationFailed naming those that differ, are missing, or are not in the version.
+
+    Read as materialize writes: each directory relative to its parent's descriptor,
+    no link below ``root`` followed, so any depth the file system holds can be checked
+    (full paths may exceed PATH_MAX) and a directory swapped for a link is reported,
+    not read through."""
     root = Path(root)
+    children: dict[Parts, dict[str, TreeEntry]] = {(): {}}
+    for rel, entry in walk_tree(odb, tree_id, include_dirs=True):  # a directory comes before its contents
+        parts = tuple(split_path(rel))
+        children[parts[:-1]][parts[-1]] = entry
+        if entry.kind == TREE:
+            children[parts] = {}
     bad: list[str] = []
-    expected: dict[str, TreeEntry] = {}
-    for rel, entry in walk_tree(odb, tree_id, include_dirs=True):
-        expected[rel] = entry
-        dest = root.joinpath(*split_path(rel))
-        if entry.kind == TREE and (dest.is_symlink() or not dest.is_dir()):
-            bad.append(rel + "/")
-        elif entry.kind == FILE and not _intact(_open_regular(dest), entry, chunker):
-            bad.append(rel)
-        elif entry.kind == SYMLINK and (not dest.is_symlink() or os.readlink(dest) != entry.target):
-            bad.append(rel)
-        elif entry.kind == REFERENCE and not _reference_intact(_open_regular(dest), entry):
-            bad.append(rel)
     extra: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):  # links are listed, never followed
-        here = Path(dirpath).relative_to(root).as_posix()
-        prefix = "" if here == "." else here + "/"
-        for d in sorted(dirnames):
-            want = expected.get(prefix + d)
-            if want is None:
-                extra.append(prefix + d + ("" if os.path.islink(os.path.join(dirpath, d)) else "/"))
-        # only the version's directories are looked into: an extra one is reported once
-        dirnames[:] = sorted(d for d in dirnames if prefix + d in expected and expected[prefix + d].kind == TREE)
-        extra.extend(prefix + f for f in sorted(filenames) if prefix + f not in expected)
+    visited: set[Parts] = set()
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise VerificationFailed(f"{root} cannot be opened as a directory: {exc.strerror or exc}", paths=()) from None
+    try:
+        # fwalk lists each directory through a descriptor; links (to directories too) are never entered
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            here = Path(dirpath).parts
+            want = children.get(here)
+            if want is None:  # not the version's: pruned below, so only if one appeared meanwhile
+                dirnames[:] = []
+                continue
+            visited.add(here)
+            prefix = "".join(p + "/" for p in here)
+            for name, entry in want.items():
+                rel = prefix + name
+                if entry.kind == TREE:
+                    ok = _kind_at(dir_fd, name) == "dir"
+                elif entry.kind == SYMLINK:
+                    try:
+                        ok = os.readlink(name, dir_fd=dir_fd) == entry.target
+                    except OSError:
+                        ok = False
+                elif entry.kind == REFERENCE:
+                    ok = _reference_intact(_open_file_at(dir_fd, name), entry)
+                else:
+                    ok = _intact(_open_file_at(dir_fd, name), entry, chunker)
+                if not ok:
+                    bad.append(rel + ("/" if entry.kind == TREE else ""))
+            for d in sorted(dirnames):
+                if d not in want:
+                    extra.append(prefix + d + ("" if _kind_at(dir_fd, d) == "link" else "/"))
+            extra.extend(prefix + f for f in sorted(filenames) if f not in want)
+            # only the version's directories are looked into: an extra one is reported once
+            dirnames[:] = sorted(d for d in dirnames if d in want and want[d].kind == TREE)
+    finally:
+        os.close(top)
+    # What is under a directory that is missing, a link, or cannot be listed was not checked.
+    for parts, want in children.items():
+        if parts not in visited:
+            prefix = "".join(p + "/" for p in parts)
+            bad.extend(prefix + name + ("/" if e.kind == TREE else "") for name, e in want.items())
     if bad or extra:
-        parts = []
+        parts_msg = []
         if bad:
-            parts.append(f"{len(bad)} differ from the version or are missing: " + _listed(bad))
+            parts_msg.append(f"{len(bad)} differ from the version or are missing: " + _listed(bad))
         if extra:
-            parts.append(f"{len(extra)} are not in the version: " + _listed(extra))
-        raise VerificationFailed(f"{root} is not an intact copy: " + "; ".join(parts), paths=tuple(bad + extra))
+            parts_msg.append(f"{len(extra)} are not in the version: " + _listed(extra))
+        raise VerificationFailed(f"{root} is not an intact copy: " + "; ".join(parts_msg), paths=tuple(bad + extra))
 
 
 def _listed(items: list[str]) -> str:

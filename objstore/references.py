@@ -97,15 +97,18 @@ def _fetch_file(entry: TreeEntry, out: BinaryIO) -> None:
     changed = VerificationFailed(f"referenced file {entry.target} changed since it was logged; log it again to use the new bytes",
                                  paths=(entry.target,))
     try:
-        f = open(src, "rb")
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer, forever;
+        # O_NOCTTY: a terminal named here must not become ours. Both are only for the open.
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise NotFound(f"referenced file {entry.target} no longer exists", key=entry.target) from None
     except OSError as exc:
         raise InvalidInput(f"referenced file {entry.target} cannot be read: {exc.strerror or exc}") from None
-    with f:
-        st = os.fstat(f.fileno())
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
         if not statmod.S_ISREG(st.st_mode):
             raise NotFound(f"referenced file {entry.target} is no longer a regular file", key=entry.target)
+        os.set_blocking(fd, True)
         if st.st_size != entry.size:
             raise changed
         # Hashed as copied, so the check covers the very bytes written; read at most
@@ -130,7 +133,12 @@ RESOLVERS["file"] = (_describe_file, _fetch_file)
 
 
 def _resolver(uri: str) -> tuple[Describe, Fetch]:
-    scheme = urlparse(uri).scheme
+    try:
+        scheme = urlparse(uri).scheme
+    except ValueError as exc:  # e.g. an unbalanced "[" where the host goes
+        raise InvalidInput(f"reference {uri!r} is not a valid URI ({exc}); check it") from None
+    if "\0" in uri:
+        raise InvalidInput(f"reference {uri!r} holds a NUL character, which no path or key can; check it")
     if scheme not in RESOLVERS and scheme in ("s3", "gs", "gcs", "az", "azure", "abfs"):
         try:
             from . import remote_refs  # noqa: F401  (registers object-storage schemes)
@@ -148,10 +156,14 @@ def describe_reference(uri: str, checksum: bool = True) -> list[tuple[str, TreeE
 
 def fetch_reference(entry: TreeEntry, out: BinaryIO) -> None:
     """Write a referenced object's bytes to ``out``, failing clearly if it changed since logging."""
-    assert entry.target is not None
+    if not entry.target:  # a tree from a store or a remote is untrusted (trees.check_tree refuses it first)
+        raise InvalidInput(f"reference {entry.name!r} names no URI; the tree holding it is damaged")
     _resolver(entry.target)[1](entry, out)
 
 
 def is_uri(text: str) -> bool:
-    scheme = urlparse(text).scheme
+    try:
+        scheme = urlparse(text).scheme
+    except ValueError:
+        return "://" in text  # meant as a URI; describing it says what is wrong
     return len(scheme) > 1 and "://" in text

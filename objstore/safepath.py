@@ -9,13 +9,23 @@ these invariants:
   where the version has a directory is refused, never followed, and a directory
   swapped for a link after it was checked changes nothing: writes go to the
   descriptor, not to a path. The root itself is taken as the caller names it (links
-  in the path leading to it are the caller's own).
+  in the path leading to it are the caller's own); when objstore chose it (the
+  default ``artifacts/<name>:<version>``), its last component is entered like any
+  directory below it, so a link planted there is refused.
 - Files are written to a new temp name, created with ``O_CREAT | O_EXCL |
   O_NOFOLLOW`` in the directory's descriptor (so never through a planted link), then
   renamed over the final name relative to the same descriptor. A rename replaces
   whatever non-directory stands at the name, a planted link included, and never
   writes through it. A directory standing where the version has a file or a symlink
-  is refused: it may hold the user's work.
+  is refused: it may hold the user's work. A file is created with the mode the
+  version gives it, less setuid, setgid and sticky bits, and as the user's umask
+  (or the directory's default ACL) allows: a tree cannot make a file executable as
+  another user or writable by others the umask excludes.
+- An existing file is reused as a finished copy (:meth:`Destination.open_regular`)
+  only when it is a regular file with one link, owned by the user writing: a hard
+  link planted to a file outside, or a file someone else owns (who could rewrite
+  it after it was checked), is replaced instead, so a path handed back never
+  shares its bytes with a file outside the destination.
 - Temp names are :data:`TEMP_PREFIX` and 16 hex digits (30 bytes), whatever the
   final name, so any name the file system allows can be written. No version can hold
   a name with that prefix (:func:`objstore.trees.check_entry_name` refuses it), so a
@@ -24,7 +34,8 @@ these invariants:
 - A destination is locked (``flock`` on the root directory) while it is written, so
   two processes materializing into one root take turns, and neither removes the
   other's temp file. On a file system without ``flock`` the lock is skipped (one
-  of two overlapping writers may then fail, with a clear error).
+  of two overlapping writers may then fail, with a clear error). Whoever can open
+  the root can hold its lock (a reader too), so a writer that has to wait says so.
 - Every refusal is an :class:`~objstore.errors.UnsafePath`, every failure of the
   operating system a :class:`~objstore.errors.DestinationError`; both name the path.
 
@@ -48,6 +59,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import faults
+from .console import say
 from .errors import DestinationError, ObjstoreError, UnsafePath
 
 TEMP_PREFIX = ".objstore-tmp-"  # reserved: no version holds a name that starts so
@@ -163,22 +175,37 @@ class Destination:
         self._visited: set[Parts] = set()
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str]) -> "Destination":
-        """Create ``root`` if needed, lock it, and remove stale temp files at its top."""
+    def open(cls, root: str | os.PathLike[str], *, follow_root: bool = True) -> "Destination":
+        """Create ``root`` if needed, lock it, and remove stale temp files at its top.
+
+        ``follow_root=False`` when objstore chose the root's last component itself (the
+        default download directory): a link standing there is not the caller's, so it is
+        refused like one below the root, and the root is entered through its parent's
+        descriptor (no window between making it and opening it)."""
         path = Path(root).absolute()
+        made = path if follow_root else path.parent
         try:
-            os.makedirs(path, exist_ok=True)
+            os.makedirs(made, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise DestinationError(f"{path} cannot be a destination directory: it, or a directory above it, "
                                    f"is a file; choose another root") from None
         except OSError as exc:
-            raise _os_error(path, (), "create", exc) from None
+            raise _os_error(made, (), "create", exc) from None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise _os_error(path, (), "open", exc) from None
+            raise _os_error(made, (), "open", exc) from None
+        if not follow_root:
+            fd = cls._enter_root(fd, path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Anyone who can open the directory can hold its lock, a reader too: never
+                # wait without saying so, and say how to find who holds it.
+                say(f"waiting for another process writing into {path} (it holds the directory's lock; "
+                    f"'fuser {path}' names it)")
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:
             # No flock here (some network file systems). Writers may then overlap: still
             # nothing is followed, but one may fail, clearly, when another removes its temp file.
@@ -190,6 +217,27 @@ class Destination:
             dest.close()
             raise
         return dest
+
+    @classmethod
+    def _enter_root(cls, parent: int, path: Path) -> int:
+        """Open (making it if missing) directory ``path.name`` in ``parent``, never through a link. Closes ``parent``."""
+        try:
+            try:
+                return os.open(path.name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(path.name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made meanwhile: opened and checked like any other
+                return os.open(path.name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EEXIST):
+                what = cls._what(parent, path.name)
+                raise UnsafePath(f"{path} is {what}, not a directory; objstore downloads there by default and follows "
+                                 f"no link it did not make: move it away, or pass root= to download elsewhere") from None
+            raise _os_error(path, (), "create", exc) from None
+        finally:
+            os.close(parent)
 
     def __enter__(self) -> "Destination":
         return self
@@ -308,7 +356,8 @@ class Destination:
 
     # -- files and links ----------------------------------------------------------------
     def open_regular(self, parts: Parts) -> int | None:
-        """A descriptor of the regular file at ``parts``, or None if something else (or
+        """A descriptor of the file at ``parts`` if it can be kept as a finished copy: a
+        regular file with one link, owned by this user. None if something else (or
         nothing) is there. Never follows a link, never blocks on a FIFO. Caller closes it."""
         try:
             dir_fd = self.directory(parts[:-1])
@@ -318,7 +367,10 @@ class Destination:
             fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:
             return None
-        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        # Another name for the inode (a hard link) or another owner could change the
+        # bytes after they were checked, from outside this destination.
+        if not statmod.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
             os.close(fd)
             return None
         return fd
@@ -326,14 +378,17 @@ class Destination:
     def write_file(self, parts: Parts, fill: Callable[[BinaryIO], None], mode: int) -> None:
         """Write a regular file at ``parts``: ``fill`` writes its bytes to a fresh temp
         file, which is renamed into place only when ``fill`` returns. Whatever ``fill``
-        raises leaves nothing behind."""
+        raises leaves nothing behind. ``mode``'s permission bits are applied as the
+        umask allows; setuid, setgid and sticky never are."""
         dir_fd = self.directory(parts[:-1])
         self._refuse_directory(dir_fd, parts, "a file")
         fds: list[int] = []
 
         def create(name: str) -> None:
-            fds.append(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                               dir_fd=dir_fd))
+            # Created with its final mode, so the kernel applies the umask (fchmod would not).
+            # The descriptor is writable whatever the mode says.
+            fds.append(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               mode & 0o777, dir_fd=dir_fd))
 
         try:
             tmp = self._temp_name(create)
@@ -345,7 +400,6 @@ class Destination:
                     fill(out)
                     out.flush()
                     faults.point("write")
-                    os.fchmod(out.fileno(), mode)  # on the descriptor: never on whatever a path names now
                 except ObjstoreError:
                     raise  # several are OSErrors too (NotFound, BackendError): already explained
                 except OSError as exc:

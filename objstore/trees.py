@@ -17,7 +17,7 @@ from dataclasses import replace
 from .constants import MAX_TREE_DEPTH
 from .errors import CorruptObject, InvalidInput, UnsafePath
 from .ids import ObjectId
-from .objects import SYMLINK, TREE, Tree, TreeEntry
+from .objects import REFERENCE, SYMLINK, TREE, Tree, TreeEntry
 from .odb import ObjectDatabase
 from .safepath import TEMP_PREFIX
 
@@ -117,7 +117,8 @@ def read_tree(odb: ObjectDatabase, tree_id: ObjectId) -> Tree:
 
 def check_tree(tree: Tree, tree_id: ObjectId) -> Tree:
     """Refuse a tree (read from a store or a remote) that cannot be written safely:
-    unsafe or repeated names, symlinks with empty or absolute targets. Whether a
+    unsafe or repeated names, symlinks with empty or absolute targets, references
+    naming no URI (or one with a NUL, which no path or key holds). Whether a
     relative symlink escapes depends on where the tree is written; materialize
     checks that."""
     names = [e.name for e in tree.entries]
@@ -127,6 +128,8 @@ def check_tree(tree: Tree, tree_id: ObjectId) -> Tree:
         check_entry_name(entry.name)
         if entry.kind == SYMLINK and (not entry.target or entry.target.startswith("/") or "\0" in entry.target):
             raise UnsafePath(f"symlink {entry.name!r} in tree {tree_id.hex[:16]} points to {entry.target!r}, outside any destination; refusing it")
+        if entry.kind == REFERENCE and (not entry.target or "\0" in entry.target):
+            raise UnsafePath(f"reference {entry.name!r} in tree {tree_id.hex[:16]} names no usable URI ({entry.target!r}); refusing it")
     return tree
 
 
