@@ -35,7 +35,7 @@ from . import transfer
 from .backend import is_remote_url, open_backend
 from .chunking import ChunkParams
 from .console import say
-from .constants import STORE_FORMAT
+from .constants import MAX_CONFIG_BYTES, STORE_FORMAT
 from .errors import InvalidInput, InvalidName, NotFound, ObjstoreError
 from .names import check_name
 from .store import CONFIG_KEY, Store, StoreConfig
@@ -130,7 +130,7 @@ def remote_add(store: Store, name: str, url: str, **options: str) -> Remote:
 def remote_get(store: Store, name: str) -> Remote:
     """The remote called ``name``, or NotFound listing the ones there are."""
     try:
-        data = json.loads(store.backend.get(_config_key(name)))
+        data = json.loads(store.backend.get(_config_key(name), max_size=MAX_CONFIG_BYTES))
     except NotFound:
         known = ", ".join(r.name for r in remote_list(store)) or "none"
         raise NotFound(f"no remote {name!r} (remotes: {known}); add one with 'objstore remote add {name} URL'", key=name) from None
@@ -201,14 +201,14 @@ def open_store(url: str, *, create: bool = False, like: Store | None = None, opt
     backend = open_backend(url, **opts)
     try:
         try:
-            config = StoreConfig.decode(backend.get(CONFIG_KEY))
+            config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES))
         except NotFound:
             if not create:
                 raise NotFound(f"no store at {url}; check the URL, or push to it first", key=url) from None
             base = like.config if like is not None else None
             config = StoreConfig(STORE_FORMAT, base.chunking if base else ChunkParams(), time.time())
             if not backend.put_if_absent(CONFIG_KEY, config.encode()):
-                config = StoreConfig.decode(backend.get(CONFIG_KEY))
+                config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES))
     except BaseException:
         backend.close()
         raise

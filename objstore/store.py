@@ -16,7 +16,7 @@ import msgpack
 
 from .backend import Backend, is_remote_url, open_backend
 from .chunking import Chunker, ChunkParams
-from .constants import STORE_FORMAT
+from .constants import MAX_CONFIG_BYTES, STORE_FORMAT
 from .errors import CorruptObject, InvalidInput, NotFound
 from .odb import ObjectDatabase
 from .refs import RefStore
@@ -90,13 +90,13 @@ class Store:
                 where.mkdir(parents=True, exist_ok=True)
         backend = open_backend(where)
         try:
-            config = StoreConfig.decode(backend.get(CONFIG_KEY))
+            config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES))
         except NotFound:
             if not create:
                 raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where)) from None
             config = StoreConfig(STORE_FORMAT, chunking or ChunkParams(), time.time())
             if not backend.put_if_absent(CONFIG_KEY, config.encode()):
-                config = StoreConfig.decode(backend.get(CONFIG_KEY))  # another process created it first
+                config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES))  # another process created it first
         if config.format > STORE_FORMAT:
             raise InvalidInput(f"the store at {where} has format {config.format}; this objstore reads up to {STORE_FORMAT}: upgrade objstore")
         return cls(backend, config)
