@@ -36,7 +36,7 @@ from .backend import is_remote_url, open_backend
 from .chunking import ChunkParams
 from .console import say
 from .constants import MAX_CONFIG_BYTES, STORE_FORMAT
-from .errors import InvalidInput, InvalidName, NotFound, ObjstoreError
+from .errors import InvalidInput, InvalidName, NotFound
 from .names import check_name
 from .store import CONFIG_KEY, Store, StoreConfig
 from .transfer import Progress, TransferResult
@@ -307,25 +307,64 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     if dest_path.exists() and not dest_path.is_dir():
         raise InvalidInput(f"{dest_path} is a file; clone into a directory")
     other = source.open()
-    created = not dest_path.exists()
+    # A failed clone leaves nothing half-made, whatever failed (a damaged remote,
+    # a full disk, an interrupt): the topmost directory it created goes, or, in a
+    # directory that was there, every entry it added.
+    made = _topmost_missing(dest_path)
+    before = None if made is not None else set(os.listdir(dest_path))
+    local: Store | None = None
     try:
         local = Store.open(dest_path, create=True, chunking=other.config.chunking)
-        try:
-            remote_add(local, name, source.url, **source.options)
-            result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
-                                   progress=progress, remote_label=source.url)
-        except BaseException:
-            local.close()
-            raise
-    except ObjstoreError:
-        if created:
-            shutil.rmtree(dest_path, ignore_errors=True)  # a failed clone leaves nothing half-made
+        remote_add(local, name, source.url, **source.options)
+        result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
+                               progress=progress, remote_label=source.url)
+    except BaseException:
+        if local is not None:
+            _discard(local)
+        _remove_added(dest_path, made, before)
         raise
     finally:
         other.close()
     result.direction = "clone"
     say(transfer.describe(result))
     return local, result
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None if it exists)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _discard(store: Store) -> None:
+    """Close a store without storing its open pack (a failed clone's)."""
+    try:
+        store.odb.abort()
+    finally:
+        store.backend.close()
+
+
+def _remove_added(dest: Path, made: Path | None, before: set[str] | None) -> None:
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    try:
+        added = set(os.listdir(dest)) - (before or set())
+    except OSError:
+        return
+    for entry in added:
+        path = dest / entry
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 __all__ = [
