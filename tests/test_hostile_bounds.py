@@ -308,3 +308,25 @@ def test_intact_indexes_are_read_without_their_packs(template: Template) -> None
         assert len(store.odb.index) > 0
         packs = sum(p.stat().st_size for p in (template.store / "packs").glob("*.pack"))
         assert store.backend.stats.snapshot().bytes_received < packs / 4
+
+
+def test_fifo_in_the_local_cache_does_not_block_a_log(arena: Arena, tmp_path: Path) -> None:
+    """The stat and segment caches live in the store directory too: a FIFO (or a device)
+    planted as an entry is a miss, not a reader blocked forever."""
+    from objstore.tensorfiles import transformer, write_safetensors
+
+    model = write_safetensors(tmp_path / "m.safetensors", transformer(5, layers=1, hidden=128, vocab=256))
+    first = run_probe("--store", str(arena.store), "log-model", str(model), "-n", "fresh", "-p", "demo", "-e", "e",
+                      cwd=arena.work)
+    _assert_clean(first, (0,))
+    entries = [p for p in (arena.store / "cache").rglob("*") if p.is_file()]
+    assert entries
+    for i, entry in enumerate(entries):
+        entry.unlink()
+        if i % 2:
+            entry.symlink_to("/dev/zero")
+        else:
+            os.mkfifo(entry)
+    again = run_probe("--store", str(arena.store), "log-model", str(model), "-n", "fresh", "-p", "demo", "-e", "e",
+                      cwd=arena.work, timeout=HANG_TIMEOUT)
+    _assert_clean(again, (0,))
