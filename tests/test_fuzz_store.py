@@ -24,7 +24,8 @@ failed clone leaves no directory, and a sentinel directory beside the store
 
 Budgets: ``FUZZ_EXAMPLES`` examples in the default run (derandomized, so CI
 sees the same ones each time), ``OBJSTORE_FUZZ_EXAMPLES`` (default 2000) in the
-``-m slow`` run.
+``-m slow`` run. ``OBJSTORE_FUZZ_LOG=FILE`` appends one line per example
+(mutation, file kind, each probe's exit code).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ from hostile_support import (
 FUZZ_EXAMPLES = 30
 LONG_EXAMPLES = int(os.environ.get("OBJSTORE_FUZZ_EXAMPLES", "2000"))
 FUZZ_TIMEOUT = 30.0
+# Set to a file path to get one line per example (mutation, category, exit codes).
+LOG = os.environ.get("OBJSTORE_FUZZ_LOG")
 
 CATEGORIES = ("pack", "idx", "object", "ref", "config", "reflog")
 MUTATIONS = ("flip", "truncate", "extend", "fifo", "dev-zero", "link-outside", "zstd-bomb", "msgpack-bomb",
@@ -221,6 +224,11 @@ def run_case(template: Template, case: Case) -> list[str]:
         strays = sorted(p.name for p in arena.root.iterdir() if p.name not in ("store", "store-use", "work", "sentinel"))
         if strays:
             found.append(f"files appeared beside the store: {strays}")
+        if LOG:
+            with open(LOG, "a") as f:
+                codes = " ".join(f"{name}={p.code}" for name, p in
+                                 (("fsck", fsck), ("clone", clone), ("pull", pull), ("use", use)))
+                f.write(f"{case.mutation}\t{category(case.file)}\t{codes}\t{len(found)}\n")
         return found
     finally:
         shutil.rmtree(root, ignore_errors=True)
