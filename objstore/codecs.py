@@ -59,14 +59,65 @@ def zstd_decompressor() -> zstandard.ZstdDecompressor:
     return dec
 
 
-def zstd_decompress(stored: bytes | memoryview, raw_len: int) -> bytes:
+def zstd_declared_size(stored: bytes | memoryview) -> int | None:
+    """The content size a zstd frame's header declares (None if it declares none).
+
+    python-zstandard's one-shot ``decompress`` allocates the declared size before it
+    decodes a byte, ``max_output_size`` notwithstanding, so a 16-byte frame claiming
+    4 TiB would exhaust memory: every decode here reads the header first.
+    """
     try:
-        out = zstd_decompressor().decompress(stored, max_output_size=raw_len)
+        size = zstandard.frame_content_size(stored)
     except zstandard.ZstdError as exc:
-        raise CorruptObject(f"a zstd payload does not decode: {exc}") from exc
+        raise CorruptObject(f"a zstd payload has no valid frame header ({exc})") from exc
+    return None if size < 0 else size
+
+
+def zstd_decompress(stored: bytes | memoryview, raw_len: int) -> bytes:
+    """Decode a frame that must hold exactly ``raw_len`` bytes, allocating no more."""
+    declared = zstd_declared_size(stored)
+    if declared is not None and declared != raw_len:
+        raise CorruptObject(f"a zstd payload declares {declared} bytes, expected {raw_len}")
+    out = zstd_decompress_bounded(stored, raw_len)
     if len(out) != raw_len:
         raise CorruptObject(f"a zstd payload decoded to {len(out)} bytes, expected {raw_len}")
     return out
+
+
+# A frame that declares no size is decoded in steps of this many bytes.
+_STREAM_STEP = 1 << 20
+
+
+def zstd_decompress_bounded(stored: bytes | memoryview, max_size: int) -> bytes:
+    """Decode one frame of at most ``max_size`` bytes, allocating at most that.
+
+    A frame that declares more is refused from its header; one that declares
+    nothing (objstore's writers always declare) is decoded by a streaming reader
+    that stops one byte past the bound.
+    """
+    declared = zstd_declared_size(stored)
+    if declared is not None and declared > max_size:
+        raise CorruptObject(f"a zstd payload declares {declared} bytes, more than the {max_size} it can hold")
+    try:
+        if declared is not None:
+            return zstd_decompressor().decompress(stored, max_output_size=max_size)
+        parts: list[bytes] = []
+        got = 0
+        # The window a frame asks for is allocated too; none needs more than its content.
+        window = 1 << min(max(max_size.bit_length(), 10), 27)
+        streaming = zstandard.ZstdDecompressor(max_window_size=window)
+        with streaming.stream_reader(stored, read_across_frames=False) as reader:
+            while got <= max_size:
+                block = reader.read(min(_STREAM_STEP, max_size + 1 - got))
+                if not block:
+                    break
+                parts.append(block)
+                got += len(block)
+    except zstandard.ZstdError as exc:
+        raise CorruptObject(f"a zstd payload does not decode: {exc}") from exc
+    if got > max_size:
+        raise CorruptObject(f"a zstd payload decodes to more than the {max_size} bytes it can hold")
+    return b"".join(parts)
 
 
 class RawCodec:
@@ -210,7 +261,6 @@ class ByteGroupCodec:
                 (lengths[k],) = _BG_LEN.unpack_from(view, pos)
                 pos += 4
         planes: list[np.ndarray] = []
-        dec = zstd_decompressor()
         for k in range(w):
             n = lengths.get(k, m)
             part = view[pos : pos + n]
@@ -219,11 +269,9 @@ class ByteGroupCodec:
             pos += n
             if k in lengths:
                 try:
-                    plane = dec.decompress(part, max_output_size=m)
-                except zstandard.ZstdError as exc:
-                    raise CorruptObject(f"a bytegroup plane does not decode: {exc}") from exc
-                if len(plane) != m:
-                    raise CorruptObject(f"a bytegroup plane decoded to {len(plane)} bytes, expected {m}")
+                    plane = zstd_decompress(part, m)
+                except CorruptObject as exc:
+                    raise CorruptObject(f"a bytegroup plane: {exc}") from None
                 planes.append(np.frombuffer(plane, dtype=np.uint8))
             else:
                 planes.append(np.frombuffer(part, dtype=np.uint8))
@@ -297,6 +345,11 @@ def encode_chunk(raw: bytes | memoryview, dtype: str | None, policy: CodecPolicy
 
 
 def decode_chunk(codec_id: int, stored: bytes | memoryview, raw_len: int) -> bytes:
+    """A chunk's raw bytes. ``raw_len`` comes from an index, which is untrusted: a
+    length no chunk can have is refused before anything is allocated for it."""
+    if not 0 <= raw_len <= constants.MAX_CHUNK_BYTES or len(stored) > constants.MAX_STORED_CHUNK_BYTES:
+        raise CorruptObject(f"a chunk claims {raw_len} bytes ({len(stored)} stored), more than any chunk holds "
+                            f"({constants.MAX_CHUNK_BYTES})")
     codec = CODECS.get(codec_id)
     if codec is None:
         raise CorruptObject(f"a chunk names codec {codec_id}, which this objstore does not know; upgrade objstore")

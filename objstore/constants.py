@@ -67,4 +67,29 @@ MAX_USER_VALUE_DEPTH = 100
 # components deep, an empty directory MAX_TREE_DEPTH).
 MAX_TREE_DEPTH = 256
 
+# -- read bounds: the most bytes each kind of stored value can legitimately hold --
+# Every read of a store's bytes (a store or a remote is untrusted) is bounded by
+# one of these, so a forged size, a huge file or an endless one (a link to
+# /dev/zero) is refused as damage instead of exhausting memory.
+
+# A stored metadata object: a zstd frame of at most MAX_METADATA_BYTES, and zstd
+# grows incompressible input by at most size/256 plus a few hundred bytes.
+MAX_STORED_METADATA_BYTES = MAX_METADATA_BYTES + MAX_METADATA_BYTES // 128 + 64 * KiB
+# A chunk, in any store: FastCDC (pyfastcdc) refuses a max_size over 16 MiB, and
+# a cut rounded up to an element boundary adds at most 7 bytes. Not the store's
+# own max: a pull from a store that chunks differently keeps that store's chunks.
+MAX_CHUNK_BYTES = 16 * MiB + 8
+# What a chunk's stored payload can take (no codec grows a chunk past this).
+MAX_STORED_CHUNK_BYTES = MAX_CHUNK_BYTES + MAX_CHUNK_BYTES // 128 + 64 * KiB
+# A pack: every writer closes one at PACK_TARGET, so with its last chunk and an
+# index of tiny chunks it stays near 110 MiB; room for a larger PACK_TARGET later.
+MAX_PACK_BYTES = 256 * MiB
+# A ref holds a hex id and a newline (65 bytes); a reflog entry a few short strings
+# (the reflog reader caps each at 4 KiB); a store's or remote's config a small map.
+MAX_REF_BYTES = 4 * KiB
+MAX_REFLOG_ENTRY_BYTES = 64 * KiB
+MAX_CONFIG_BYTES = 64 * KiB
+# Anything else read whole (nothing objstore stores is larger than a pack).
+MAX_VALUE_BYTES = MAX_PACK_BYTES
+
 STORE_FORMAT = 1

@@ -11,11 +11,14 @@ because every reader validates what it reads).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Self
 
 import blake3
+
+from .constants import MAX_VALUE_BYTES
 
 
 class CacheStats:
@@ -70,9 +73,23 @@ def write_entry(target: Path, body: bytes) -> bool:
         return False
 
 
-def read_entry(target: Path) -> bytes | None:
+def read_entry(target: Path, max_size: int = MAX_VALUE_BYTES) -> bytes | None:
+    """An entry's bytes; None (a miss) if it is absent, not a regular file (a FIFO
+    must not block the reader) or larger than any entry is."""
     try:
-        with open(target, "rb") as f:
-            return f.read()
+        if not stat.S_ISREG(os.stat(target).st_mode):
+            return None  # not opened at all: opening a device can act
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_size:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(st.st_size + 1)
+        return data if len(data) == st.st_size else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

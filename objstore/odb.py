@@ -17,6 +17,14 @@ Immutable things are written create-only; "already there" is success, because
 the content is the name. Nothing is ever rewritten in place. Every byte handed
 back is checked against its id first.
 
+Every read is bounded by what the thing read can legitimately be, before it is
+verified (a store or a remote is untrusted): a metadata object by
+``MAX_STORED_METADATA_BYTES`` stored and ``MAX_METADATA_BYTES`` decoded, whatever
+its zstd header declares; an index by its pack's size (from the listing); a pack
+read whole by ``MAX_PACK_BYTES``; a chunk by the lengths of an index entry that
+:func:`objstore.packs.check_index` accepted. Damage of that kind is a
+CorruptObject naming the object, never a MemoryError.
+
 The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
 memory as one sorted array, and rebuildable from the packs themselves.
 
@@ -44,16 +52,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zstandard
 
 from . import codecs
 from .backend import Backend
 from .backend._local import backend_error
-from .constants import MAX_METADATA_BYTES, PACK_TARGET
+from .constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from .errors import CorruptObject, NotFound, StoreBroken
 from .ids import Kind, ObjectId, hash_bytes
 from .objects import MetaObject, decode, encode
-from .packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, read_pack_index
+from .packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, max_idx_bytes, read_pack_index
 
 PACKS = "packs/"
 OBJECTS = "objects/"
@@ -203,12 +210,22 @@ class ObjectDatabase:
     def refresh(self) -> None:
         """Load the index files of packs this process has not seen yet."""
         with self._lock:
-            names = [info.key[len(PACKS) : -len(IDX_SUFFIX)] for info in self.backend.iter_prefix(PACKS) if info.key.endswith(IDX_SUFFIX)]
+            names: list[str] = []
+            pack_sizes: dict[str, int] = {}
+            for info in self.backend.iter_prefix(PACKS):
+                if info.key.endswith(IDX_SUFFIX):
+                    names.append(info.key[len(PACKS) : -len(IDX_SUFFIX)])
+                elif info.key.endswith(PACK_SUFFIX):
+                    pack_sizes[info.key[len(PACKS) : -len(PACK_SUFFIX)]] = info.size
             fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
             loaded = []
             for name in fresh:
+                # The listing gave the pack's size: its index can be no larger than
+                # that many entries, and no entry may point outside it.
+                size = pack_sizes.get(name)
                 try:
-                    loaded.append((name, decode_idx(self.backend.get(idx_key(name)), name)))
+                    data = self.backend.get(idx_key(name), max_size=max_idx_bytes(size))
+                    loaded.append((name, decode_idx(data, name, size)))
                 except NotFound:
                     continue  # removed by gc while we listed
                 except CorruptObject:
@@ -285,7 +302,7 @@ class ObjectDatabase:
 
     def _index_from_pack(self, name: str) -> np.ndarray | None:
         try:
-            return read_pack_index(self.backend.get(pack_key(name)), name)
+            return read_pack_index(self.backend.get(pack_key(name), max_size=MAX_PACK_BYTES), name)
         except (CorruptObject, NotFound):
             return None
 
@@ -549,12 +566,21 @@ class ObjectDatabase:
 
     def get_object(self, oid: ObjectId) -> MetaObject:
         """Read, decompress and verify a metadata object."""
-        stored = self.backend.get(object_key(oid))
+        return self.get_object_stored(oid)[0]
+
+    def get_object_stored(self, oid: ObjectId) -> tuple[MetaObject, bytes]:
+        """A metadata object and its bytes as stored, verified against ``oid``.
+
+        Every step is bounded by what a metadata object can legitimately be
+        (MAX_STORED_METADATA_BYTES stored, MAX_METADATA_BYTES decoded), whatever
+        the file's size or the zstd header claims."""
+        stored = self.backend.get(object_key(oid), max_size=MAX_STORED_METADATA_BYTES)
         try:
-            body = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_METADATA_BYTES)
-        except zstandard.ZstdError as exc:
-            raise CorruptObject(f"object {oid.hex[:16]} does not decompress: {exc}", object_id=oid.hex) from exc
-        return decode(body, oid)
+            body = codecs.zstd_decompress_bounded(stored, MAX_METADATA_BYTES)
+        except CorruptObject as exc:
+            raise CorruptObject(f"object {oid.hex[:16]} in the store at {self.backend.url} does not decompress: {exc}",
+                                object_id=oid.hex) from None
+        return decode(body, oid), stored
 
     def has_object(self, oid: ObjectId) -> bool:
         try:

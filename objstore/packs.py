@@ -15,6 +15,12 @@ a pack is create-only and self-verifying. The records repeat what the index says
 so a lost or damaged index can always be rebuilt by scanning the records. The
 ``.idx`` file beside each pack is the index section with its own checksum, so a
 reader can learn a pack's contents without fetching the pack.
+
+An index is untrusted like every stored byte, and a checksum only proves that
+whoever wrote it meant it: both parsers refuse an index whose entries no
+objstore pack can hold (a chunk over :data:`~objstore.constants.MAX_CHUNK_BYTES`,
+a payload outside the pack's records), so no reader ever allocates what a forged
+entry claims.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .constants import MAX_CHUNK_BYTES, MAX_PACK_BYTES, MAX_STORED_CHUNK_BYTES
 from .errors import CorruptObject
 from .ids import DIGEST_SIZE, Kind, ObjectId, hash_bytes, hasher
 
@@ -115,8 +122,39 @@ def encode_idx(pack_name: str, index: np.ndarray) -> bytes:
     return body + hash_bytes(Kind.PACK, body).raw
 
 
-def decode_idx(data: bytes, pack_name: str) -> np.ndarray:
-    """Parse and verify an ``.idx`` file; raise CorruptObject if it is damaged."""
+IDX_OVERHEAD = len(IDX_MAGIC) + 4 + 32 + 32
+PACK_OVERHEAD = len(PACK_MAGIC) + TRAILER.size + 32
+
+
+def max_idx_bytes(pack_size: int | None = None) -> int:
+    """The largest ``.idx`` a pack of ``pack_size`` bytes (else the largest pack) can
+    have: every entry costs the pack a record head and an index entry."""
+    size = MAX_PACK_BYTES if pack_size is None else min(pack_size, MAX_PACK_BYTES)
+    return IDX_OVERHEAD + INDEX_DTYPE.itemsize * max(size - PACK_OVERHEAD, 0) // (RECORD_HEAD.size + INDEX_DTYPE.itemsize)
+
+
+def check_index(index: np.ndarray, pack_name: str | None, records_end: int | None) -> np.ndarray:
+    """``index``, unless an entry claims what no pack holds: a chunk over
+    MAX_CHUNK_BYTES, a payload over MAX_STORED_CHUNK_BYTES, or bytes outside the
+    records (which end at ``records_end``, when known)."""
+    if not len(index):
+        return index
+    raw, stored, offset = index["raw_len"], index["stored_len"], index["offset"]
+    bad = (raw > MAX_CHUNK_BYTES) | (stored > MAX_STORED_CHUNK_BYTES) | (offset < len(PACK_MAGIC) + RECORD_HEAD.size)
+    if records_end is not None:
+        end = np.uint64(max(records_end, 0))
+        bad |= (offset > end) | (stored.astype(np.uint64) > end - np.minimum(offset, end))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CorruptObject(
+            f"the index of pack {(pack_name or '?')[:16]} claims a chunk of {int(raw[i])} bytes ({int(stored[i])} stored "
+            f"at offset {int(offset[i])}), which no pack holds; the pack is damaged or forged", object_id=pack_name)
+    return index
+
+
+def decode_idx(data: bytes, pack_name: str, pack_size: int | None = None) -> np.ndarray:
+    """Parse and verify an ``.idx`` file; raise CorruptObject if it is damaged or
+    claims what its pack (of ``pack_size`` bytes, when known) cannot hold."""
     if len(data) < 8 + 4 + 32 + 32 or data[:8] != IDX_MAGIC:
         raise CorruptObject(f"the index of pack {pack_name[:16]} is damaged (bad header); rebuild it with fsck", object_id=pack_name)
     body, digest = data[:-32], data[-32:]
@@ -126,7 +164,8 @@ def decode_idx(data: bytes, pack_name: str) -> np.ndarray:
     entries = body[12:-32]
     if len(entries) != count * INDEX_DTYPE.itemsize or body[-32:].hex() != pack_name:
         raise CorruptObject(f"the index of pack {pack_name[:16]} does not match its pack", object_id=pack_name)
-    return np.frombuffer(entries, dtype=INDEX_DTYPE)
+    records_end = None if pack_size is None else pack_size - TRAILER.size - 32 - len(entries)
+    return check_index(np.frombuffer(entries, dtype=INDEX_DTYPE), pack_name, records_end)
 
 
 def read_pack_index(data: bytes | memoryview, pack_name: str | None = None) -> np.ndarray:
@@ -138,7 +177,7 @@ def read_pack_index(data: bytes | memoryview, pack_name: str | None = None) -> n
     start, stop = index_offset, index_offset + count * INDEX_DTYPE.itemsize
     if stop != len(data) - 32 - TRAILER.size:
         raise CorruptObject("a pack's trailer disagrees with its size", object_id=pack_name)
-    return np.frombuffer(bytes(data[start:stop]), dtype=INDEX_DTYPE)
+    return check_index(np.frombuffer(bytes(data[start:stop]), dtype=INDEX_DTYPE), pack_name, start)
 
 
 def verify_pack(data: bytes | memoryview, pack_name: str | None = None) -> str:

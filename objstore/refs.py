@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import msgpack
 
 from .backend import Backend
+from .constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
 from .errors import Conflict, CorruptObject, NotFound
 from .ids import ObjectId
 
@@ -76,7 +77,7 @@ class RefStore:
 
     def read_raw(self, ref: str) -> bytes | None:
         try:
-            return self.backend.get(ref)
+            return self.backend.get(ref, max_size=MAX_REF_BYTES)  # a ref is a hex id; never read more
         except NotFound:
             return None
 
@@ -146,14 +147,15 @@ class RefStore:
         entries = []
         for info in self.backend.iter_prefix(f"{LOGS}{ref}/"):
             try:
-                d = msgpack.unpackb(self.backend.get(info.key), raw=False, max_bin_len=64, max_str_len=4096)
+                d = msgpack.unpackb(self.backend.get(info.key, max_size=MAX_REFLOG_ENTRY_BYTES), raw=False,
+                                    max_bin_len=64, max_str_len=4096)
                 entries.append((info.key, ReflogEntry(
                     ref,
                     ObjectId(d["old"]) if d.get("old") else None,
                     ObjectId(d["new"]) if d.get("new") else None,
                     float(d["when"]), str(d["who"]), str(d["why"]),
                 )))
-            except (NotFound, ValueError, KeyError, TypeError, msgpack.UnpackException):
+            except (NotFound, CorruptObject, ValueError, KeyError, TypeError, msgpack.UnpackException):
                 continue  # a damaged log entry must not hide the others
         entries.sort(key=lambda kv: kv[0])
         return [e for _, e in entries]
@@ -162,8 +164,9 @@ class RefStore:
         """Every id any reflog entry names (gc keeps these reachable)."""
         for info in self.backend.iter_prefix(LOGS):
             try:
-                d = msgpack.unpackb(self.backend.get(info.key), raw=False, max_bin_len=64, max_str_len=4096)
-            except (NotFound, ValueError, msgpack.UnpackException):
+                d = msgpack.unpackb(self.backend.get(info.key, max_size=MAX_REFLOG_ENTRY_BYTES), raw=False,
+                                    max_bin_len=64, max_str_len=4096)
+            except (NotFound, CorruptObject, ValueError, msgpack.UnpackException):
                 continue
             for k in ("old", "new"):
                 if isinstance(d, dict) and isinstance(d.get(k), bytes) and len(d[k]) == 32:

@@ -33,7 +33,8 @@ import blake3
 from . import transfer
 from .backend import is_remote_url, parse_location
 from .console import say
-from .errors import InvalidInput, InvalidName, NotFound, ObjstoreError
+from .constants import MAX_CONFIG_BYTES
+from .errors import InvalidInput, InvalidName, NotFound
 from .names import check_name
 from .store import CONFIG_KEY, Store, local_directory
 from .transfer import Progress, TransferResult
@@ -125,7 +126,7 @@ def remote_add(store: Store, name: str, url: str, **options: str) -> Remote:
 def remote_get(store: Store, name: str) -> Remote:
     """The remote called ``name``, or NotFound listing the ones there are."""
     try:
-        data = json.loads(store.backend.get(_config_key(name)))
+        data = json.loads(store.backend.get(_config_key(name), max_size=MAX_CONFIG_BYTES))
     except NotFound:
         known = ", ".join(r.name for r in remote_list(store)) or "none"
         raise NotFound(f"no remote {name!r} (remotes: {known}); add one with 'objstore remote add {name} URL'", key=name) from None
@@ -295,21 +296,23 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     if (dest_path / CONFIG_KEY).exists() and not resuming:
         raise InvalidInput(f"{dest_path} already holds a store; clone into a new directory")
     other = source.open()
-    created = not dest_path.exists()
+    # A failed clone leaves nothing half-made, whatever failed (a damaged remote,
+    # a full disk, an interrupt): the topmost directory it created goes, or, in a
+    # directory that was there, every entry it added.
+    made = _topmost_missing(dest_path)
+    before = None if made is not None else set(os.listdir(dest_path))
+    local: Store | None = None
     try:
         _mark_clone_started(dest_path)
         local = Store.open(dest_path, create=True, chunking=other.config.chunking)
-        try:
-            _clone_remote(local, source, resuming)
-            result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
-                                   progress=progress, remote_label=source.url)
-            _mark_clone_done(dest_path)
-        except BaseException:
-            local.close()
-            raise
-    except ObjstoreError:
-        if created:
-            shutil.rmtree(dest_path, ignore_errors=True)  # a failed clone leaves nothing half-made
+        _clone_remote(local, source, resuming)
+        result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
+                               progress=progress, remote_label=source.url)
+        _mark_clone_done(dest_path)
+    except BaseException:
+        if local is not None:
+            _discard(local)
+        _remove_added(dest_path, made, before)  # an interrupted clone's own files were there before: kept
         raise
     finally:
         other.close()
@@ -357,6 +360,43 @@ def _clone_remote(local: Store, source: Remote, resuming: bool) -> None:
                     f"re-run the clone of {known.url}, or clone into a new directory")
             return
     remote_add(local, source.name, source.url, **source.options)
+
+
+def _topmost_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (None if it exists)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _discard(store: Store) -> None:
+    """Close a store without storing its open pack (a failed clone's)."""
+    try:
+        store.odb.abort()
+    finally:
+        store.backend.close()
+
+
+def _remove_added(dest: Path, made: Path | None, before: set[str] | None) -> None:
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    try:
+        added = set(os.listdir(dest)) - (before or set())
+    except OSError:
+        return
+    for entry in added:
+        path = dest / entry
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 __all__ = [

@@ -26,7 +26,7 @@ import msgpack
 
 from .backend import Backend, open_backend, parse_location
 from .chunking import Chunker, ChunkParams
-from .constants import KiB, MiB, STORE_FORMAT
+from .constants import MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
 from .errors import CorruptObject, InvalidInput, NotFound
 from .odb import ObjectDatabase
 from .refs import RefStore
@@ -182,13 +182,13 @@ class Store:
         backend = open_backend(where, **(options or {}))
         try:
             try:
-                config = StoreConfig.decode(backend.get(CONFIG_KEY), where)
+                config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)
             except NotFound:
                 if not create:
                     raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where)) from None
                 config = StoreConfig(STORE_FORMAT, chunking or ChunkParams(), time.time())
                 if not backend.put_if_absent(CONFIG_KEY, config.encode()):
-                    config = StoreConfig.decode(backend.get(CONFIG_KEY), where)  # another process created it first
+                    config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)  # another process created it first
             return cls(backend, config)
         except BaseException:
             backend.close()

@@ -50,11 +50,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import zstandard
-
 from . import codecs
 from .console import human_bytes, say
-from .constants import MAX_METADATA_BYTES, PACK_TARGET, MiB
+from .constants import MAX_REF_BYTES, PACK_TARGET, MiB
 from .errors import Conflict, CorruptObject, InvalidName, NonFastForward, NotFound
 from .ids import Kind, ObjectId, hash_bytes
 from .inventory import edges, run_ref_of
@@ -65,7 +63,6 @@ from .objects import (
     RunRecord,
     Tree,
     Version,
-    decode,
 )
 from .odb import ChunkLocation, object_key
 from .refs import (
@@ -255,7 +252,7 @@ class Tracking:
         for p in prefixes:
             for info in self.store.backend.iter_prefix(self.prefix + p):
                 try:
-                    out[info.key[len(self.prefix):]] = self.store.backend.get(info.key)
+                    out[info.key[len(self.prefix):]] = self.store.backend.get(info.key, max_size=MAX_REF_BYTES)
                 except NotFound:
                     continue
         return out
@@ -285,12 +282,7 @@ class Tracking:
 
 def read_object_verified(store: Store, oid: ObjectId) -> tuple[MetaObject, bytes]:
     """A metadata object and its stored bytes, after checking it hashes to ``oid``."""
-    stored = store.backend.get(object_key(oid))
-    try:
-        body = zstandard.ZstdDecompressor().decompress(stored, max_output_size=MAX_METADATA_BYTES)
-    except zstandard.ZstdError as exc:
-        raise CorruptObject(f"object {oid.hex[:16]} at {store.location} does not decompress: {exc}", object_id=oid.hex) from exc
-    return decode(body, oid), stored
+    return store.odb.get_object_stored(oid)  # bounded reads: a remote is untrusted
 
 
 def _children(obj: MetaObject) -> tuple[list[ObjectId], list[tuple[ObjectId, int]]]:
@@ -355,7 +347,11 @@ def _plan_ranges(located: list[tuple[ObjectId, ChunkLocation]]) -> list[list[tup
 def _verify_chunk(cid: ObjectId, loc: ChunkLocation, payload: memoryview, where: str) -> None:
     if len(payload) != loc.stored_len:
         raise CorruptObject(f"chunk {cid.hex[:16]} is truncated in pack {loc.pack[:16]} at {where}", object_id=cid.hex)
-    raw = codecs.decode_chunk(loc.codec, payload, loc.raw_len)
+    try:
+        raw = codecs.decode_chunk(loc.codec, payload, loc.raw_len)
+    except CorruptObject as exc:
+        raise CorruptObject(f"chunk {cid.hex[:16]} in pack {loc.pack[:16]} at {where}: {exc}; nothing of it was stored",
+                            object_id=cid.hex) from None
     actual = hash_bytes(Kind.CHUNK, raw)
     if actual != cid:
         raise CorruptObject(

@@ -27,6 +27,14 @@ guard, a lock killed mid-creation) read as tombstones, which every reader
 treats as absent. They protect nothing any more and may be deleted by hand.
 An objstore of that older kind must not write to the same store at the same
 time as this one: their locks would not exclude each other.
+
+Reads open only regular files. objstore never makes a link inside a store, but a
+link to a regular file is followed (a user may have moved files to another disk;
+what is read is verified above this layer anyway); anything else — a FIFO, a
+device, a socket, a link to one — is refused as damage. The file is opened with
+O_NONBLOCK, so a FIFO cannot block the open, and checked with ``fstat`` on the
+opened descriptor, so it cannot be swapped between the check and the read. A
+read never takes more than its bound, whatever the file's size says.
 """
 
 from __future__ import annotations
@@ -36,13 +44,15 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import faults
-from ..errors import BackendError, Conflict, InvalidName, NotFound
+from ..constants import MAX_VALUE_BYTES, MiB
+from ..errors import BackendError, Conflict, CorruptObject, InvalidName, NotFound
 from ..locks import FileLock
-from .base import BackendStats, KeyInfo
+from .base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
 
 TMP_DIR = "tmp"
 LOCKS_DIR = "locks"
@@ -53,6 +63,8 @@ _LEGACY_LOCK_CONTENT = re.compile(rb"-?\d+ \S+ \d+(\.\d*)?\s*")
 _LEGACY_LOCK_MAX = 512
 # Only refs were ever moved by compare-and-swap, so only they had locks beside them.
 _LEGACY_LOCK_AREA = "refs/"
+# Reads go in steps of this size, so a bound is never allocated up front.
+READ_STEP = 8 * MiB
 
 
 class LocalBackend:
@@ -111,32 +123,91 @@ class LocalBackend:
         return tmp
 
     # -- reads -----------------------------------------------------------
-    def get(self, key: str) -> bytes:
-        self.stats.add(requests=1)
+    def _open_regular(self, key: str, path: Path | None = None) -> tuple[int, int]:
+        """An O_RDONLY descriptor on the regular file at ``key`` and its size.
+
+        NotFound for a missing key (or a directory: no key names one); CorruptObject
+        for anything that is not a regular file."""
+        path = path or self._path(key)
         try:
-            with open(self._path(key), "rb") as f:
-                data = f.read()
-            self.stats.add(received=len(data))
-            return data
-        except FileNotFoundError:
-            raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
-        except IsADirectoryError:
+            st = os.stat(path)
+            # Only a regular file is opened at all: opening a device can act, a FIFO block.
+            if stat.S_ISREG(st.st_mode):
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    st = os.fstat(fd)  # the file opened, which may not be the one checked
+                except OSError:
+                    os.close(fd)
+                    raise
+                if stat.S_ISREG(st.st_mode):
+                    return fd, st.st_size
+                os.close(fd)
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._not_regular(key, "a symlink loop") from None
             raise _backend_error(f"cannot read {key}", exc) from exc
+        if stat.S_ISDIR(st.st_mode):
+            raise NotFound(f"{key} is not in the store at {self.root}", key=key)
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+        raise self._not_regular(key, kind)
+
+    def _not_regular(self, key: str, kind: str) -> CorruptObject:
+        return CorruptObject(f"{key} in the store at {self.root} is {kind}, not a regular file; the store is damaged "
+                             f"or was tampered with: remove it (objstore fsck says what it breaks)", object_id=key)
+
+    @staticmethod
+    def _read_at_most(fd: int, size: int, start: int, limit: int) -> bytes:
+        """Up to ``limit`` bytes from ``start``: one read of what fstat says the file
+        holds (``size``) plus a byte to notice growth, then bounded steps."""
+        first = min(limit, max(size - start, 0) + 1)
+        parts: list[bytes] = []
+        got = 0
+        while got < limit:
+            block = os.pread(fd, first - got if got < first else min(limit - got, READ_STEP), start + got)
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        if len(parts) == 1:
+            return parts[0]  # the usual case: no copy
+        return b"".join(parts)
+
+    def get(self, key: str, max_size: int = MAX_VALUE_BYTES) -> bytes:
+        self.stats.add(requests=1)
+        data = self._read_value(key, self._path(key), max_size)
+        self.stats.add(received=len(data))
+        return data
+
+    def _read_value(self, key: str, path: Path, max_size: int) -> bytes:
+        fd, size = self._open_regular(key, path)
+        try:
+            if size > max_size:
+                raise too_large(key, self.url, size, max_size)  # refused before reading a byte
+            data = self._read_at_most(fd, size, 0, max_size + 1)
+        except OSError as exc:
+            raise _backend_error(f"cannot read {key}", exc) from exc
+        finally:
+            os.close(fd)
+        if len(data) > max_size:
+            raise too_large(key, self.url, len(data), max_size)
+        return data
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         self.stats.add(requests=1)
+        if start < 0 or length < 0:
+            raise ValueError(f"bad range start={start} length={length}")
+        fd, size = self._open_regular(key)
         try:
-            with open(self._path(key), "rb") as f:
-                f.seek(start)
-                data = f.read(length)
-            self.stats.add(received=len(data))
-            return data
-        except FileNotFoundError:
-            raise NotFound(f"{key} is not in the store at {self.root}", key=key) from None
+            data = self._read_at_most(fd, size, start, length)
         except OSError as exc:
             raise _backend_error(f"cannot read {key}", exc) from exc
+        finally:
+            os.close(fd)
+        self.stats.add(received=len(data))
+        return data
 
     def stat(self, key: str) -> KeyInfo:
         self.stats.add(requests=1)
@@ -244,8 +315,8 @@ class LocalBackend:
         with FileLock(lock, label=key):
             # Re-read under the lock: this read, not the caller's, closes the race.
             try:
-                actual: bytes | None = target.read_bytes()
-            except FileNotFoundError:
+                actual: bytes | None = self._read_value(key, target, max(len(expected or b""), len(data), CAS_READ_MIN))
+            except NotFound:
                 actual = None
             if actual != expected:
                 raise Conflict(key, expected, actual)

@@ -53,9 +53,9 @@ from obstore.exceptions import (
     UnauthenticatedError,
 )
 
-from ..constants import MiB
+from ..constants import MAX_VALUE_BYTES, MiB
 from ..errors import BackendError, Conflict, InvalidName, NotFound, ObjstoreError
-from .base import BackendStats, KeyInfo
+from .base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
 
 T = TypeVar("T")
 
@@ -258,21 +258,32 @@ class ObjectStoreBackend:
         return BackendError(f"{op} {where} failed: {first.splitlines()[0][:200]}", retryable=False)
 
     # -- reads -----------------------------------------------------------
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, max_size: int = MAX_VALUE_BYTES) -> bytes:
         _check_key(key)
 
         def attempt() -> bytes:
-            return bytes(obstore.get(self._store, key).bytes())
+            return self._body(key, obstore.get(self._store, key), max_size)
 
         data = self._call("get", key, attempt)
         self.stats.add(received=len(data))
         return data
 
-    def _get_with_etag(self, key: str) -> tuple[bytes, str | None] | None:
+    def _body(self, key: str, result: Any, max_size: int) -> bytes:
+        """The body of a GET, refused from its Content-Length (before a byte of it is
+        read) if it is over ``max_size``, and checked again after."""
+        size = int(result.meta["size"])
+        if size > max_size:
+            raise too_large(key, self.url, size, max_size)
+        data = bytes(result.bytes())
+        if len(data) > max_size:
+            raise too_large(key, self.url, len(data), max_size)
+        return data
+
+    def _get_with_etag(self, key: str, max_size: int) -> tuple[bytes, str | None] | None:
         def attempt() -> tuple[bytes, str | None]:
             result = obstore.get(self._store, key)
             etag = result.meta.get("e_tag")
-            return bytes(result.bytes()), etag
+            return self._body(key, result, max_size), etag
 
         try:
             data, etag = self._call("get", key, attempt)
@@ -421,8 +432,9 @@ class ObjectStoreBackend:
     def compare_and_swap(self, key: str, expected: bytes | None, data: bytes) -> None:
         _check_key(key)
         payload = bytes(data)
+        bound = max(len(expected or b""), len(payload), CAS_READ_MIN)  # anything longer is not expected
         for _ in range(CAS_REREAD_ATTEMPTS):
-            current = self._get_with_etag(key)
+            current = self._get_with_etag(key, bound)
             actual = None if current is None else current[0]
             if actual != expected:
                 raise Conflict(key, expected, actual)
@@ -437,7 +449,7 @@ class ObjectStoreBackend:
             try:
                 self._call("compare_and_swap", key, attempt)
             except (AlreadyExistsError, PreconditionError):
-                after = self._get_with_etag(key)
+                after = self._get_with_etag(key, bound)
                 now = None if after is None else after[0]
                 if now == expected:
                     continue  # rewritten with the same bytes (new ETag): compare again
@@ -446,7 +458,7 @@ class ObjectStoreBackend:
                 raise Conflict(key, expected, now) from None
             self.stats.add(sent=len(payload))
             return
-        current = self._get_with_etag(key)
+        current = self._get_with_etag(key, bound)
         raise Conflict(key, expected, None if current is None else current[0])
 
     def delete(self, key: str) -> None:

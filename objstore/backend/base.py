@@ -14,6 +14,13 @@ Guarantees each implementation keeps:
   Deletion of a mutable ref is a swap to ``b""`` (a tombstone), so it is a CAS too.
 - ``get`` of a missing key raises :class:`~objstore.errors.NotFound`; transport
   failures raise :class:`~objstore.errors.BackendError` with ``retryable`` set.
+- Reads are bounded: ``get`` never returns (or allocates) more than its
+  ``max_size`` (the most the caller's kind of value can legitimately hold;
+  :data:`~objstore.constants.MAX_VALUE_BYTES` unless told) and raises
+  :class:`~objstore.errors.CorruptObject` naming the key for a larger value,
+  ideally before reading it; ``get_range`` never more than ``length``. A value
+  that is not a stored blob (on disk: a FIFO, a device, a socket, a link to one)
+  is refused the same way, without blocking on it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+from ..constants import MAX_VALUE_BYTES
+from ..errors import CorruptObject
+
+# A compare-and-swap reads the current value up to this size (or that of the values
+# compared, if larger): enough for any ref, bounded for a value that is not one.
+CAS_READ_MIN = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +75,8 @@ class Backend(Protocol):
     url: str
     stats: BackendStats  # counters since the backend was opened
 
-    def get(self, key: str) -> bytes:
-        """The whole value at ``key``."""
+    def get(self, key: str, max_size: int = MAX_VALUE_BYTES) -> bytes:
+        """The whole value at ``key``; CorruptObject if it holds more than ``max_size`` bytes."""
         ...
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -102,6 +116,12 @@ class Backend(Protocol):
 
     def close(self) -> None:
         ...
+
+
+def too_large(key: str, where: str, size: int, max_size: int) -> CorruptObject:
+    """The error for a value over its read bound (``size`` as far as it was seen)."""
+    return CorruptObject(f"{key} in the store at {where} holds {size}+ bytes, more than the {max_size} a value "
+                         f"of its kind can hold; the store is damaged or was tampered with", object_id=key)
 
 
 def join_key(*parts: str) -> str:
