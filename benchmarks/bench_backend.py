@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import conftest  # noqa: E402  (sets the AWS metadata safety variables, SeaweedFS helpers)
 
-from objstore.backend import open_backend  # noqa: E402
+from objstore.storage.backend import open_backend  # noqa: E402
 
 
 def bench(backend, small_count: int, small_size: int, large_size: int, tmp: Path) -> list[dict]:  # type: ignore[no-untyped-def]

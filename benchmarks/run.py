@@ -104,7 +104,7 @@ def _child_limits(path: str, work: str) -> dict[str, Any]:
     import blake3
     from pyfastcdc import FastCDC
 
-    from objstore.chunking import ChunkParams
+    from objstore.storage.chunking import ChunkParams
 
     size = os.path.getsize(path)
     block = 8 * MiB
@@ -203,10 +203,10 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
     """Chunk-index load and lookups with ``n_chunks`` chunks in ``n_packs`` packs (synthetic index files)."""
     import numpy as np
 
-    from objstore.backend import open_backend
-    from objstore.ids import ObjectId
-    from objstore.odb import ObjectDatabase, idx_key
-    from objstore.packs import INDEX_DTYPE, encode_idx
+    from objstore.storage.backend import open_backend
+    from objstore.storage.ids import ObjectId
+    from objstore.storage.odb import ObjectDatabase, idx_key
+    from objstore.storage.packs import INDEX_DTYPE, encode_idx
 
     rng = np.random.default_rng(3)
     backend = open_backend(Path(store))
@@ -244,9 +244,9 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
 
 def _child_codecs(path: str, limit: int) -> dict[str, Any]:
     """Speed and ratio of each codec over the float-tensor chunks of ``path`` (one thread)."""
-    from objstore import codecs
-    from objstore.chunking import Chunker, ChunkParams
-    from objstore.segmenting import segment_file
+    from objstore.storage import codecs
+    from objstore.storage.chunking import Chunker, ChunkParams
+    from objstore.storage.segmenting import segment_file
 
     chunker = Chunker(ChunkParams())
     chunks: list[tuple[bytes, str | None]] = []

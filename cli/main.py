@@ -84,7 +84,7 @@ class State:
     def store(self) -> Any:
         """The store, which must exist (``objstore init`` creates it)."""
         if self._store is None:
-            from objstore.store import Store
+            from objstore.model.store import Store
 
             self._store = Store.open_existing(self.location)
         return self._store
@@ -127,16 +127,16 @@ def entity_option(f: Any) -> Any:
 
 
 def names(entity: str | None, project: str | None) -> tuple[str, str]:
-    from objstore.names import check_name
-    from objstore.runs import DEFAULT_PROJECT, default_entity
+    from objstore.model.names import check_name
+    from objstore.api.runs import DEFAULT_PROJECT, default_entity
 
     return (check_name(entity, "entity") if entity else default_entity(),
             check_name(project, "project") if project else DEFAULT_PROJECT)
 
 
 def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> Any:
-    from objstore.names import parse_version_spec
-    from objstore.versions import resolve
+    from objstore.model.names import parse_version_spec
+    from objstore.model.versions import resolve
 
     ent, proj = names(entity, project)
     return resolve(state.store(), parse_version_spec(text, entity=ent, project=proj))
@@ -159,7 +159,7 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Any:
-    from objstore.runs import Run
+    from objstore.api.runs import Run
 
     ent, proj = names(entity, project)
     return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
@@ -167,7 +167,7 @@ def start_run(state: State, entity: str | None, project: str | None, run_id: str
 
 def check_log_args(path: str, name: str | None, run_id: str) -> None:
     """Refuse bad input before a run is recorded, so a failed command changes nothing."""
-    from objstore.names import check_name
+    from objstore.model.names import check_name
 
     if not os.path.exists(path) and "://" not in path:
         raise InvalidInput(f"{path} does not exist; check the path")
@@ -207,7 +207,7 @@ def init_cmd(state: State, as_json: bool) -> None:
       objstore --store s3://models/team init
     """
     from objstore.errors import NotFound
-    from objstore.store import STORE_DIRNAME, Store
+    from objstore.model.store import STORE_DIRNAME, Store
 
     location = state.location or os.environ.get("OBJSTORE_DIR") or os.path.join(os.getcwd(), STORE_DIRNAME)
     try:
@@ -241,8 +241,8 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
     Example:
       objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
     """
-    from objstore.names import check_aliases
-    from objstore.runs import new_run_id
+    from objstore.model.names import check_aliases
+    from objstore.api.runs import new_run_id
 
     meta = parse_metadata(metadata)
     check_aliases(list(aliases))
@@ -300,8 +300,8 @@ def link_model_cmd(state: State, path: str, registered_model: str, name: str | N
     Example:
       objstore link-model out/model.safetensors Digits --name mnist --alias production
     """
-    from objstore.names import check_aliases, check_name
-    from objstore.runs import new_run_id
+    from objstore.model.names import check_aliases, check_name
+    from objstore.api.runs import new_run_id
 
     check_name(registered_model, "registered model name")
     check_aliases(list(aliases))
@@ -329,9 +329,9 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
       objstore ls
       objstore ls charlie/mnist
     """
-    from objstore.api import Api
-    from objstore.names import check_name
-    from objstore.versions import list_collections, list_projects
+    from objstore.api.public import Api
+    from objstore.model.names import check_name
+    from objstore.model.versions import list_collections, list_projects
 
     store = state.store()
     if where is None:
@@ -375,7 +375,7 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
       objstore log mnist
       objstore log charlie/model-registry/Digits --json
     """
-    from objstore.api import Api
+    from objstore.api.public import Api
 
     ent, proj = names(entity, project)
     versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
@@ -426,7 +426,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     Example:
       objstore show mnist:v1
     """
-    from objstore.artifact import Artifact
+    from objstore.api.artifact import Artifact
 
     resolved = resolve_spec(state, name, entity, project)
     art = Artifact._from_resolved(state.store(), resolved)
@@ -477,8 +477,8 @@ def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | 
       objstore alias mnist:v1 production
       objstore alias --delete mnist production
     """
-    from objstore.names import check_alias, parse_version_spec
-    from objstore.versions import delete_alias, resolve, set_alias
+    from objstore.model.names import check_alias, parse_version_spec
+    from objstore.model.versions import delete_alias, resolve, set_alias
 
     check_alias(alias)
     ent, proj = names(entity, project)
@@ -517,8 +517,8 @@ def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: 
     Example:
       objstore delete old-experiment --yes && objstore gc
     """
-    from objstore.deletion import delete_collection
-    from objstore.names import parse_version_spec
+    from objstore.model.deletion import delete_collection
+    from objstore.model.names import parse_version_spec
 
     if ":" in name:
         raise click.BadParameter("delete removes a whole collection; give its name without ':'", param_hint="NAME")

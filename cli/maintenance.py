@@ -29,7 +29,7 @@ def register(group: click.Group) -> None:
         Example:
           objstore diff mnist:v0 mnist:v1
         """
-        from objstore.diff import diff_versions
+        from objstore.api.diff import diff_versions
 
         d = diff_versions(state.store(), resolve_spec(state, a, entity, project), resolve_spec(state, b, entity, project))
         if as_json:
@@ -67,7 +67,7 @@ def register(group: click.Group) -> None:
           objstore lineage mnist:v1
           objstore lineage mnist:v1 --format dot | dot -Tpng > lineage.png
         """
-        from objstore.lineage import lineage
+        from objstore.api.lineage import lineage
 
         lin = lineage(state.store(), resolve_spec(state, name, entity, project))
         if as_json:
@@ -105,7 +105,7 @@ def register(group: click.Group) -> None:
           objstore cat-file -t 3fa1c2d4
           objstore cat-file -p $(objstore show mnist --json | jq -r .digest)
         """
-        from objstore.catfile import cat_object, chunk_bytes
+        from objstore.maintenance.catfile import cat_object, chunk_bytes
 
         if sum((show_type, show_size, pretty)) != 1:
             raise click.UsageError("give exactly one of -t, -s, -p")
@@ -141,11 +141,11 @@ def register(group: click.Group) -> None:
           objstore fsck || echo "damaged: see the versions named above"
           objstore fsck --repair-from origin
         """
-        from objstore.fsck import fsck
+        from objstore.maintenance.fsck import fsck
 
         if repair_from is not None:
-            from objstore.remotes import resolve_remote
-            from objstore.repair import repair_from as repair
+            from objstore.transfer.remotes import resolve_remote
+            from objstore.maintenance.repair import repair_from as repair
 
             store = state.store()
             other = resolve_remote(store, repair_from).open()
@@ -196,7 +196,7 @@ def register(group: click.Group) -> None:
           objstore gc
         """
         from objstore.constants import GC_GRACE_SECONDS
-        from objstore.gc import collect_garbage
+        from objstore.maintenance.gc import collect_garbage
 
         report = collect_garbage(state.store(), grace_seconds=GC_GRACE_SECONDS if grace is None else grace, dry_run=dry_run)
         if as_json:
@@ -225,7 +225,7 @@ def register(group: click.Group) -> None:
         Example:
           objstore du --by project
         """
-        from objstore.stats import disk_usage
+        from objstore.maintenance.stats import disk_usage
 
         usage = disk_usage(state.store(), by=by)
         if as_json:

@@ -1,7 +1,7 @@
 """Commands that move work between stores: remote, push, fetch, pull, clone.
 
-Thin over :mod:`objstore.remotes`. ``--json`` prints the transfer's
-:meth:`~objstore.transfer.TransferResult.to_dict` (push / fetch / pull / clone)
+Thin over :mod:`objstore.transfer.remotes`. ``--json`` prints the transfer's
+:meth:`~objstore.transfer.sync.TransferResult.to_dict` (push / fetch / pull / clone)
 or the list of remotes (``[{"name", "url", "options"}]``).
 """
 
@@ -31,7 +31,7 @@ def _split_remote(state: Any, args: tuple[str, ...]) -> tuple[str | None, list[s
     remote or looks like a URL or path; otherwise every word is a NAME."""
     if not args:
         return None, []
-    from objstore.remotes import remote_list
+    from objstore.transfer.remotes import remote_list
 
     first = args[0]
     if _looks_like_url(first) or first in {r.name for r in remote_list(state.store())}:
@@ -72,7 +72,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _report(result: Any, as_json: bool) -> None:
-    from objstore.transfer import describe
+    from objstore.transfer.sync import describe
 
     if as_json:
         out.emit_json(result.to_dict())
@@ -113,7 +113,7 @@ def register(group: click.Group) -> None:
           objstore remote add origin s3://team-models/store --endpoint http://127.0.0.1:8333
           objstore remote add backup /mnt/nas/models-store
         """
-        from objstore.remotes import remote_add
+        from objstore.transfer.remotes import remote_add
 
         options = {k: v for k, v in (("endpoint", endpoint), ("region", region)) if v}
         remote = remote_add(state.store(), name, url, **options)
@@ -132,7 +132,7 @@ def register(group: click.Group) -> None:
         Example:
           objstore remote list --json
         """
-        from objstore.remotes import remote_list
+        from objstore.transfer.remotes import remote_list
 
         remotes = remote_list(state.store())
         if as_json:
@@ -154,7 +154,7 @@ def register(group: click.Group) -> None:
         Example:
           objstore remote remove origin
         """
-        from objstore.remotes import remote_remove
+        from objstore.transfer.remotes import remote_remove
 
         remote_remove(state.store(), name)
         click.echo(f"removed remote {name}")
@@ -175,7 +175,7 @@ def register(group: click.Group) -> None:
           objstore push
           objstore push origin charlie/mnist/MNIST
         """
-        from objstore.remotes import push
+        from objstore.transfer.remotes import push
 
         remote, selected = _split_remote(state, args)
         progress = _progress("push")
@@ -194,7 +194,7 @@ def register(group: click.Group) -> None:
         Example:
           objstore fetch origin
         """
-        from objstore.remotes import fetch
+        from objstore.transfer.remotes import fetch
 
         remote, selected = _split_remote(state, args)
         progress = _progress("fetch")
@@ -217,7 +217,7 @@ def register(group: click.Group) -> None:
           objstore pull
           objstore pull origin charlie/mnist/MNIST
         """
-        from objstore.remotes import pull
+        from objstore.transfer.remotes import pull
 
         remote, selected = _split_remote(state, args)
         progress = _progress("pull")
@@ -242,8 +242,8 @@ def register(group: click.Group) -> None:
           objstore clone s3://team-models/store models
           cd models && objstore ls
         """
-        from objstore.remotes import clone
-        from objstore.store import STORE_DIRNAME, local_directory
+        from objstore.transfer.remotes import clone
+        from objstore.model.store import STORE_DIRNAME, local_directory
 
         given = ctx.find_root().params.get("store")
         if directory is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import objstore
 from objstore.console import human_bytes
-from objstore.tensorfiles import fine_tune, transformer, write_safetensors
+from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
 
 
 def main() -> None:

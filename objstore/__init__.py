@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-from . import errors
-from .api import Api, ArtifactCollection
-from .artifact import Artifact, ArtifactFile
-from .remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
-from .runs import Run, RunInfo, init
-from .store import Store
+from objstore import errors
+from objstore.api.public import Api, ArtifactCollection
+from objstore.api.artifact import Artifact, ArtifactFile
+from objstore.transfer.remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
+from objstore.api.runs import Run, RunInfo, init
+from objstore.model.store import Store
 
 __version__ = "0.1.0"
 

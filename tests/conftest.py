@@ -255,7 +255,7 @@ def s3_bucket_url(s3_server: S3Server, s3_env: dict[str, str]) -> str:
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
-    from objstore.backend import open_backend
+    from objstore.storage.backend import open_backend
 
     if request.param == "local":
         opened = open_backend(tmp_path / "store")

@@ -9,7 +9,7 @@ only) or from the parent after a random delay. The parent then checks:
 
 - the store opens and is consistent (:func:`check_store`: every ref resolves,
   every reachable object and chunk reads back verified, versions are dense,
-  aliases and digests point into their own collection; plus ``objstore.fsck``
+  aliases and digests point into their own collection; plus ``objstore.maintenance.fsck``
   when that module exists);
 - everything ever acknowledged is still there (versions with their content,
   alias moves);
@@ -37,10 +37,10 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.ids import ObjectId
-from objstore.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
-from objstore.packs import decode_idx, verify_pack
-from objstore.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
+from objstore.storage.packs import decode_idx, verify_pack
+from objstore.model.store import Store
 
 ENTITY = "e"
 PROJECT = "p"
@@ -175,7 +175,7 @@ def check_store(location: str | Path) -> list[str]:
             if not isinstance(rec, RunRecord):
                 problems.append(f"{key}: not a run record")
                 continue
-            # A run's inputs and outputs are weak edges (objstore.inventory): absent is
+            # A run's inputs and outputs are weak edges (objstore.model.inventory): absent is
             # legitimate after a delete and gc. The trials delete nothing, so here every
             # one must be stored: a run records an output only after the version is.
             for vid in rec.inputs + rec.outputs:
@@ -189,9 +189,9 @@ def check_store(location: str | Path) -> list[str]:
 
 
 def _fsck_module_problems(store: Store) -> list[str]:
-    """What ``objstore.fsck`` reports, once that module exists (it is written in parallel)."""
+    """What ``objstore.maintenance.fsck`` reports, once that module exists (it is written in parallel)."""
     try:
-        fsck_mod = importlib.import_module("objstore.fsck")
+        fsck_mod = importlib.import_module("objstore.maintenance.fsck")
     except ImportError:
         return []
     run = getattr(fsck_mod, "fsck", None)
@@ -203,7 +203,7 @@ def _fsck_module_problems(store: Store) -> list[str]:
         ok = ok()
     if ok:
         return []
-    return [f"objstore.fsck: {getattr(p, 'message', p)}" for p in getattr(report, "problems", [report])]
+    return [f"objstore.maintenance.fsck: {getattr(p, 'message', p)}" for p in getattr(report, "problems", [report])]
 
 
 def duplicate_contents(location: str | Path) -> list[str]:
@@ -248,8 +248,8 @@ def _emit(fd: int, *words: object) -> None:
 def perform(store_path: str, op: Op, fd: int) -> None:
     """Carry out ``op`` in this process, writing TRY/ACK lines to ``fd``."""
     import objstore
-    from objstore.names import CollectionPath
-    from objstore.versions import list_versions
+    from objstore.model.names import CollectionPath
+    from objstore.model.versions import list_versions
 
     if op.kind in ("log", "link"):
         with objstore.init(project=PROJECT, entity=ENTITY, store=store_path) as run:
@@ -290,22 +290,22 @@ def perform(store_path: str, op: Op, fd: int) -> None:
         _emit(fd, "ACK", "alias", coll, op.args["alias"], "-" if op.args.get("delete") else target)
         _emit(fd, "DONE")
     elif op.kind == "gc":
-        gc_mod = importlib.import_module("objstore.gc")
+        gc_mod = importlib.import_module("objstore.maintenance.gc")
         store = Store.open_existing(store_path)
         # The writer of every earlier trial is dead, so no grace period is needed.
         gc_mod.collect_garbage(store, grace_seconds=op.args.get("grace_seconds", 0.0))
         _emit(fd, "DONE")
     elif op.kind == "push":
-        remotes = importlib.import_module("objstore.remotes")
+        remotes = importlib.import_module("objstore.transfer.remotes")
         remotes.push(store_path, op.args["remote"])
         _emit(fd, "DONE")
     elif op.kind == "pull":
-        remotes = importlib.import_module("objstore.remotes")
+        remotes = importlib.import_module("objstore.transfer.remotes")
         remotes.pull(store_path, op.args["remote"])
         _emit(fd, "DONE")
     elif op.kind == "clone":
         # Clone the store at store_path into args["dest"] (re-running resumes it).
-        remotes = importlib.import_module("objstore.remotes")
+        remotes = importlib.import_module("objstore.transfer.remotes")
         local, _ = remotes.clone(store_path, op.args["dest"])
         local.close()
         _emit(fd, "DONE")
@@ -432,9 +432,9 @@ class Ledger:
 def check_ledger(location: str | Path, ledger: Ledger) -> list[str]:
     """Every acknowledged version is there with its content; every alias is where an
     acknowledged (or since attempted) move put it."""
-    from objstore.refs import alias_ref, version_ref
-    from objstore.versions import read_entry
-    from objstore.names import CollectionPath
+    from objstore.model.refs import alias_ref, version_ref
+    from objstore.model.versions import read_entry
+    from objstore.model.names import CollectionPath
 
     store = Store.open_existing(str(location))
     problems = []
@@ -477,8 +477,8 @@ def mirror_problems(local: str | Path, remote: str | Path) -> list[str]:
 
 def latest_problems(location: str | Path) -> list[str]:
     """``latest`` of every collection is its newest version (true once a writer finished)."""
-    from objstore.names import CollectionPath
-    from objstore.versions import list_aliases, list_collections, list_projects, list_versions
+    from objstore.model.names import CollectionPath
+    from objstore.model.versions import list_aliases, list_collections, list_projects, list_versions
 
     store = Store.open_existing(str(location))
     out = []

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 
 import objstore
-from objstore.ids import Kind, ObjectId, hash_bytes
-from objstore.objects import FileObject, Tree, Version
-from objstore.odb import object_key
-from objstore.packs import INDEX_DTYPE, TRAILER, PackBuilder, PackEntry, decode_idx, encode_idx, scan_records
-from objstore.store import Store
-from objstore.tensorfiles import fine_tune, transformer, write_safetensors
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.objects import FileObject, Tree, Version
+from objstore.storage.odb import object_key
+from objstore.storage.packs import INDEX_DTYPE, TRAILER, PackBuilder, PackEntry, decode_idx, encode_idx, scan_records
+from objstore.model.store import Store
+from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
 
 from cli_helpers import OBJSTORE
 

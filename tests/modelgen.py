@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from objstore.tensorfiles import fine_tune, random_weights, transformer, write_safetensors
+from objstore.testing.tensorfiles import fine_tune, random_weights, transformer, write_safetensors
 
 __all__ = ["fine_tune", "random_weights", "snapshot", "store_bytes", "transformer", "write_safetensors"]
 

@@ -10,8 +10,8 @@ import pytest
 
 import objstore
 from objstore import errors
-from objstore.refs import alias_ref
-from objstore.store import Store, resolve_location
+from objstore.model.refs import alias_ref
+from objstore.model.store import Store, resolve_location
 
 from modelgen import snapshot
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
-from objstore.backend import Backend, KeyInfo, LocalBackend, open_backend
-from objstore.backend.base import BackendStats
+from objstore.storage.backend import Backend, KeyInfo, LocalBackend, open_backend
+from objstore.storage.backend.base import BackendStats
 from objstore.errors import BackendError, Conflict, InvalidName, NotFound
 
 MiB = 1024 * 1024
@@ -184,7 +184,7 @@ def test_put_if_absent_thread_race_has_one_winner(backend: Backend) -> None:
 _CHILD_PRELUDE = """
 import os, sys, time
 sys.path.insert(0, {root!r})
-from objstore.backend import open_backend
+from objstore.storage.backend import open_backend
 from objstore.errors import Conflict
 backend = open_backend({url!r})
 go = {go!r}
@@ -327,7 +327,7 @@ def _random_file(path: Path, size: int) -> bytes:
 @pytest.fixture
 def small_multipart_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Send files over 8 MiB as multipart uploads, so tests reach that path with small files."""
-    from objstore.backend import _obstore
+    from objstore.storage.backend import _obstore
 
     monkeypatch.setattr(_obstore, "MULTIPART_THRESHOLD", 8 * MiB)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import objstore
-from objstore.runs import default_entity
+from objstore.api.runs import default_entity
 
 from cli_helpers import OBJSTORE, random_layers, run_cli, sha, snapshot, write_safetensors
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from objstore import codecs
+from objstore.storage import codecs
 from objstore.errors import CorruptObject
 
 DTYPES = ["BF16", "F16", "F32", None, "I8"]

@@ -30,10 +30,10 @@ from pathlib import Path
 import pytest
 
 import objstore
-from objstore.fsck import fsck
-from objstore.names import CollectionPath
-from objstore.store import Store
-from objstore.versions import list_aliases, list_collections, list_versions
+from objstore.maintenance.fsck import fsck
+from objstore.model.names import CollectionPath
+from objstore.model.store import Store
+from objstore.model.versions import list_aliases, list_collections, list_versions
 
 WRITER = textwrap.dedent("""
     import os, random, sys, time, json
@@ -73,8 +73,8 @@ WRITER = textwrap.dedent("""
 
 GC = textwrap.dedent("""
     import sys, time
-    from objstore.store import Store
-    from objstore.gc import collect_garbage
+    from objstore.model.store import Store
+    from objstore.maintenance.gc import collect_garbage
     store, deadline, grace = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
     runs = 0
     while time.time() < deadline:
@@ -86,8 +86,8 @@ GC = textwrap.dedent("""
 
 FSCK = textwrap.dedent("""
     import sys, time, json
-    from objstore.store import Store
-    from objstore.fsck import fsck
+    from objstore.model.store import Store
+    from objstore.maintenance.fsck import fsck
     store, deadline = sys.argv[1], float(sys.argv[2])
     runs = 0
     while time.time() < deadline:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import objstore
-from objstore.refs import alias_ref
-from objstore.store import Store
+from objstore.model.refs import alias_ref
+from objstore.model.store import Store
 
 WRITERS = 8
 

@@ -24,8 +24,8 @@ import pytest
 
 import objstore
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.fsck import fsck
-from objstore.store import Store
+from objstore.maintenance.fsck import fsck
+from objstore.model.store import Store
 
 VERSIONS = ("e/p/m:v0", "e/p/m:v1", "e/p/other:v0", "e/model-registry/reg:v0")
 
@@ -121,8 +121,8 @@ def _object_of(store_path: Path, spec: str, what: str) -> str:
 
 
 def _chunks_of(store_path: Path, spec: str, path: str) -> list[bytes]:
-    from objstore.materialize import read_file_object
-    from objstore.ids import ObjectId
+    from objstore.files.materialize import read_file_object
+    from objstore.storage.ids import ObjectId
 
     store = Store.open_existing(str(store_path))
     art = objstore.Api(store=store, entity="e", project="p").artifact(spec)
@@ -131,7 +131,7 @@ def _chunks_of(store_path: Path, spec: str, path: str) -> list[bytes]:
 
 
 def _locate(store_path: Path, chunk: bytes) -> tuple[Path, int, int]:
-    from objstore.ids import ObjectId
+    from objstore.storage.ids import ObjectId
 
     store = Store.open_existing(str(store_path))
     loc = store.odb.locate(ObjectId(chunk))
@@ -270,7 +270,7 @@ def test_damaged_config_is_a_clear_error(damaged: tuple[Path, Path, dict[str, di
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.__name__)
 def test_repair_from_an_intact_store(damaged: tuple[Path, Path, dict[str, dict[str, str]]], damage: Damage, tmp_path: Path) -> None:
-    from objstore.repair import repair_from
+    from objstore.maintenance.repair import repair_from
 
     store_path, intact, expected = damaged
     damage(store_path)
@@ -282,7 +282,7 @@ def test_repair_from_an_intact_store(damaged: tuple[Path, Path, dict[str, dict[s
     # Nothing else to do the second time, and the damaged files are kept aside, not read.
     again = repair_from(Store.open_existing(str(store_path)), Store.open_existing(str(intact)))
     assert again.before.ok and not again.quarantined
-    from objstore.packs import verify_pack
+    from objstore.storage.packs import verify_pack
 
     for key in report.quarantined:
         assert (store_path / "quarantine" / key).exists()
@@ -292,7 +292,7 @@ def test_repair_from_an_intact_store(damaged: tuple[Path, Path, dict[str, dict[s
 
 
 def test_repair_reports_what_the_other_store_lacks(damaged: tuple[Path, Path, dict[str, dict[str, str]]], tmp_path: Path) -> None:
-    from objstore.repair import repair_from
+    from objstore.maintenance.repair import repair_from
 
     store_path, intact, _ = damaged
     flip_chunk_only_in_v0(store_path)

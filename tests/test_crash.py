@@ -6,7 +6,7 @@ an alias, runs gc or a push, clones the store, or materializes a version with
 N-th fault point (``OBJSTORE_FAULT`` semantics, see :mod:`objstore.faults`: a
 temp-file write, a rename into place, a put, a lock creation) or at a random
 moment from the parent. After every kill the store must open, be consistent
-(:func:`crash_harness.check_store`, plus ``objstore.fsck`` once it exists), still
+(:func:`crash_harness.check_store`, plus ``objstore.maintenance.fsck`` once it exists), still
 hold everything acknowledged before, and the interrupted operation, repeated,
 must succeed without duplicating content.
 
@@ -32,11 +32,11 @@ from cli_helpers import run_cli
 
 import crash_harness as ch
 import objstore
-from objstore.gc import collect_garbage
-from objstore.names import CollectionPath
-from objstore.stats import disk_usage
-from objstore.store import Store
-from objstore.versions import list_versions
+from objstore.maintenance.gc import collect_garbage
+from objstore.model.names import CollectionPath
+from objstore.maintenance.stats import disk_usage
+from objstore.model.store import Store
+from objstore.model.versions import list_versions
 
 FAST_TRIALS = 30  # kills, in the default run
 FULL_TRIALS = 200  # kills, with -m slow (or OBJSTORE_CRASH_TRIALS)
@@ -79,9 +79,9 @@ class Trials:
     def choose(self) -> ch.Op:
         rng = self.rng
         kinds = ["log"] * 4 + ["link"] * 3 + ["alias"] * 3
-        if _has("objstore.gc"):
+        if _has("objstore.maintenance.gc"):
             kinds += ["gc"] * 2
-        if _has("objstore.remotes"):
+        if _has("objstore.transfer.remotes"):
             kinds += ["push"] * 2 + ["clone"]
         kinds += ["use"]
         kind = rng.choice(kinds)
@@ -289,7 +289,7 @@ def test_an_interrupted_pull_that_re_bases_can_be_run_again(tmp_path: Path, kind
     own versions and the half-done copies again, so contents were doubled.)"""
     import shutil
 
-    from objstore.remotes import remote_add
+    from objstore.transfer.remotes import remote_add
 
     seed, contents = _seeded(tmp_path)
     remote, other = str(tmp_path / "remote"), str(tmp_path / "other")

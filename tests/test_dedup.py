@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import objstore
-from objstore.ingest import chunk_file
-from objstore.store import Store
-from objstore.versions import list_versions
+from objstore.files.ingest import chunk_file
+from objstore.model.store import Store
+from objstore.model.versions import list_versions
 
 from modelgen import fine_tune, store_bytes, transformer, write_safetensors
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import objstore
-from objstore.diff import diff_versions
+from objstore.api.diff import diff_versions
 
 from modelgen import fine_tune, transformer, write_safetensors
 

@@ -12,12 +12,12 @@ import numpy as np
 
 import objstore
 
-from objstore.gc import collect_garbage
-from objstore.ids import Kind, hash_bytes
-from objstore.odb import idx_key
-from objstore.packs import decode_idx
-from objstore.runs import default_entity
-from objstore.store import Store
+from objstore.maintenance.gc import collect_garbage
+from objstore.storage.ids import Kind, hash_bytes
+from objstore.storage.odb import idx_key
+from objstore.storage.packs import decode_idx
+from objstore.api.runs import default_entity
+from objstore.model.store import Store
 
 from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
 

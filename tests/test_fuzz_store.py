@@ -43,10 +43,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import objstore
-from objstore import codecs
-from objstore.chunking import Chunker
+from objstore.storage import codecs
+from objstore.storage.chunking import Chunker
 from objstore.errors import ObjstoreError
-from objstore.store import StoreConfig
+from objstore.model.store import StoreConfig
 
 from hostile_support import (
     SPECS,

@@ -1,6 +1,6 @@
 """Hostile input: hand-crafted trees and objects, and fuzzed names and metadata.
 
-Trees and manifests are built directly (with objstore.objects and odb.put_object,
+Trees and manifests are built directly (with objstore.storage.objects and odb.put_object,
 and as raw msgpack bodies that bypass the dataclasses' own checks), committed as
 versions, and then materialized or pulled. Each must be refused with a clear
 objstore error, and nothing may be written outside the destination: a sentinel
@@ -26,14 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import objstore
-from objstore import codecs
+from objstore.storage import codecs
 from objstore.errors import CorruptObject, ObjstoreError, UnsafePath
-from objstore.ids import Kind, ObjectId, hash_bytes
-from objstore.names import CollectionPath
-from objstore.objects import FILE, SYMLINK, TREE, FileObject
-from objstore.odb import object_key
-from objstore.store import Store
-from objstore.versions import commit_version
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.model.names import CollectionPath
+from objstore.storage.objects import FILE, SYMLINK, TREE, FileObject
+from objstore.storage.odb import object_key
+from objstore.model.store import Store
+from objstore.model.versions import commit_version
 
 ENTITY, PROJECT = "e", "p"
 
@@ -175,8 +175,8 @@ def test_file_object_lying_about_its_chunks(arena: tuple[Store, Path, Path], tmp
 BOMB = textwrap.dedent("""
     import resource, sys
     resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[2]), int(sys.argv[2])))
-    from objstore.store import Store
-    from objstore.ids import ObjectId
+    from objstore.model.store import Store
+    from objstore.storage.ids import ObjectId
     from objstore.errors import ObjstoreError
     store = Store.open_existing(sys.argv[1])
     for hexid in sys.argv[3:]:
@@ -225,7 +225,7 @@ def test_msgpack_bombs_are_refused_in_bounded_memory(tmp_path: Path) -> None:
 def test_pull_refuses_each_hostile_tree(tmp_path: Path) -> None:
     """Each hostile version alone on a remote: pull refuses it with a clear error and
     the local store gets no ref to it (materialize would refuse it anyway)."""
-    remotes = pytest.importorskip("objstore.remotes")
+    remotes = pytest.importorskip("objstore.transfer.remotes")
     sentinel = tmp_path / "sentinel"
     sentinel.mkdir()
     (sentinel / "keep.txt").write_text("untouched")

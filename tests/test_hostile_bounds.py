@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objstore import codecs
+from objstore.storage import codecs
 from objstore.errors import CorruptObject, ObjstoreError
-from objstore.remotes import clone, open_store
-from objstore.store import Store
+from objstore.transfer.remotes import clone, open_store
+from objstore.model.store import Store
 
 from hostile_support import (
     SPECS,
@@ -313,7 +313,7 @@ def test_intact_indexes_are_read_without_their_packs(template: Template) -> None
 def test_fifo_in_the_local_cache_does_not_block_a_log(arena: Arena, tmp_path: Path) -> None:
     """The stat and segment caches live in the store directory too: a FIFO (or a device)
     planted as an entry is a miss, not a reader blocked forever."""
-    from objstore.tensorfiles import transformer, write_safetensors
+    from objstore.testing.tensorfiles import transformer, write_safetensors
 
     model = write_safetensors(tmp_path / "m.safetensors", transformer(5, layers=1, hidden=128, vocab=256))
     first = run_probe("--store", str(arena.store), "log-model", str(model), "-n", "fresh", "-p", "demo", "-e", "e",

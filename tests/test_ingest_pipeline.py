@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objstore import ingest
+from objstore.files import ingest
 from objstore.errors import NotFound
-from objstore.ingest import chunk_file
-from objstore.store import Store
-from objstore.tensorfiles import transformer, write_safetensors
+from objstore.files.ingest import chunk_file
+from objstore.model.store import Store
+from objstore.testing.tensorfiles import transformer, write_safetensors
 
 
 @pytest.fixture(scope="module")

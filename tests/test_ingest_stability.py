@@ -35,11 +35,15 @@ from hypothesis import strategies as st
 import objstore
 import msgpack
 
-from objstore import ingest, segmentcache, statcache
+from objstore.files import ingest
+
+from objstore.files import segmentcache
+
+from objstore.files import statcache
 from objstore.errors import FileChanged, NotFound, ObjstoreError
-from objstore.ingest import chunk_file
-from objstore.statcache import StatCache
-from objstore.store import Store
+from objstore.files.ingest import chunk_file
+from objstore.files.statcache import StatCache
+from objstore.model.store import Store
 
 from modelgen import random_weights, transformer, write_safetensors
 

@@ -1,6 +1,6 @@
 """Lock files: a writer that died holding a lock never blocks the store for good.
 
-Real processes take :class:`objstore.locks.FileLock` and are SIGKILLed while
+Real processes take :class:`objstore.storage.backend.locks.FileLock` and are SIGKILLed while
 holding it; the lock records its owner's pid and host, is broken at once when
 that owner is gone (with a message naming it), waited for while the owner
 lives, and a timeout names the owner. Breaking is safe when many waiters race
@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from objstore.backend import open_backend
+from objstore.storage.backend import open_backend
 from objstore.constants import LOCK_STALE_SECONDS
 from objstore.errors import LockTimeout
-from objstore.locks import FileLock
+from objstore.storage.backend.locks import FileLock
 
 HOST = socket.gethostname()
 
 HOLDER = textwrap.dedent("""
     import sys, time, pathlib
-    from objstore.locks import FileLock
+    from objstore.storage.backend.locks import FileLock
     lock = FileLock(pathlib.Path(sys.argv[1]))
     lock.acquire()
     print("held", flush=True)
@@ -129,7 +129,7 @@ def test_killed_at_lock_creation_leaves_no_empty_lock(tmp_path: Path) -> None:
     """OBJSTORE_FAULT=lock:1 kills the process as the lock is created: whatever it
     left, the next taker gets the lock at once (no 10-minute wait on an empty file)."""
     lock = tmp_path / "ref.lock"
-    code = "import sys, pathlib; from objstore.locks import FileLock; FileLock(pathlib.Path(sys.argv[1])).acquire()"
+    code = "import sys, pathlib; from objstore.storage.backend.locks import FileLock; FileLock(pathlib.Path(sys.argv[1])).acquire()"
     proc = subprocess.run([sys.executable, "-c", code, str(lock)], env={**os.environ, "OBJSTORE_FAULT": "lock:1"})
     assert proc.returncode == -signal.SIGKILL
     assert not lock.exists() or lock.read_text().strip()
@@ -139,7 +139,7 @@ def test_killed_at_lock_creation_leaves_no_empty_lock(tmp_path: Path) -> None:
 
 RACER = textwrap.dedent("""
     import os, sys, pathlib
-    from objstore.locks import FileLock
+    from objstore.storage.backend.locks import FileLock
     lock, inside, counter = (pathlib.Path(p) for p in sys.argv[1:4])
     for _ in range(int(sys.argv[4])):
         with FileLock(lock, wait_seconds=60):

@@ -31,10 +31,10 @@ from test_hostile import ENTITY, PROJECT, _commit, _file, _raw_entry, _raw_tree
 
 import objstore
 from objstore.errors import ObjstoreError, UnsafePath, VerificationFailed
-from objstore.objects import FILE, SYMLINK
-from objstore.store import Store
+from objstore.storage.objects import FILE, SYMLINK
+from objstore.model.store import Store
 
-TEMP_PREFIX = ".objstore-tmp-"  # objstore.safepath.TEMP_PREFIX; spelled out so this file imports on old code
+TEMP_PREFIX = ".objstore-tmp-"  # objstore.files.safepath.TEMP_PREFIX; spelled out so this file imports on old code
 
 
 @pytest.fixture
@@ -463,7 +463,7 @@ def test_resolve_link_agrees_with_the_kernel(links: list[tuple[str, str]]) -> No
     """Inside: the kernel reaches that very path. Dangling or a loop: the kernel reaches
     nothing. (Escapes: the kernel may still come back, as ``../root/f`` does; such a
     link is followed at logging and refused at materializing, never stored as a link.)"""
-    from objstore.safepath import directory_lookup, resolve_link
+    from objstore.files.safepath import directory_lookup, resolve_link
 
     with tempfile.TemporaryDirectory() as tmp:
         outer = Path(os.path.realpath(tmp))

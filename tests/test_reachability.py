@@ -16,18 +16,18 @@ import pytest
 from cli_helpers import run_cli
 
 import objstore
-from objstore import codecs
-from objstore.deletion import delete_collection
-from objstore.fsck import fsck
-from objstore.gc import collect_garbage
-from objstore.ids import ObjectId, hash_bytes
-from objstore.names import CollectionPath
-from objstore.objects import Version
-from objstore.odb import object_key
-from objstore.refs import run_ref, version_ref
-from objstore.remotes import remote_add as _remote_add
-from objstore.store import Store
-from objstore.versions import list_versions
+from objstore.storage import codecs
+from objstore.model.deletion import delete_collection
+from objstore.maintenance.fsck import fsck
+from objstore.maintenance.gc import collect_garbage
+from objstore.storage.ids import ObjectId, hash_bytes
+from objstore.model.names import CollectionPath
+from objstore.storage.objects import Version
+from objstore.storage.odb import object_key
+from objstore.model.refs import run_ref, version_ref
+from objstore.transfer.remotes import remote_add as _remote_add
+from objstore.model.store import Store
+from objstore.model.versions import list_versions
 
 E, P = "team", "proj"
 
@@ -212,7 +212,7 @@ def test_an_undecodable_version_is_reported_and_gc_keeps_what_it_reaches(tmp_pat
     art_dir = objstore.Api(store=store).artifact(f"{E}/{P}/keep:v0").download(str(tmp_path / "k"))
     assert (Path(art_dir) / "keep.bin").read_bytes() == (tmp_path / "keep.bin").read_bytes()
     # The chunks under the forged version's tree are all still readable.
-    from objstore.inventory import ContentWalker
+    from objstore.model.inventory import ContentWalker
 
     _, chunks = ContentWalker(s).tree_contents(c_tree)
     assert chunks and all(s.odb.has_chunks([ObjectId(c) for c in chunks]))
@@ -266,9 +266,9 @@ def test_a_writer_holding_a_store_across_a_gc_that_deleted_a_pack_stores_its_own
 
     gc deletes only packs marked longer ago than its grace period; here grace 0 and
     a zero recheck interval stand for "the writer last looked before that"."""
-    import objstore.odb
+    import objstore.storage.odb
 
-    monkeypatch.setattr(objstore.odb, "PACK_RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(objstore.storage.odb, "PACK_RECHECK_SECONDS", 0.0)
     store = tmp_path / "s"
     data = _file(tmp_path / "a.bin", 17)
     s = Store.open(store)
@@ -292,7 +292,7 @@ def test_logging_into_a_collection_whose_latest_does_not_decode(tmp_path: Path) 
     _log(store, _file(tmp_path / "c.bin", 18), "c")
     _forge_int_key_version(store, "bad", "c")
     s = Store.open_existing(store)
-    from objstore.refs import alias_ref
+    from objstore.model.refs import alias_ref
 
     (_, forged), = list_versions(s, CollectionPath(E, P, "bad"))
     s.refs.set(alias_ref(E, P, "bad", "latest"), forged, "forged")

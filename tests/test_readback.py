@@ -29,11 +29,11 @@ from hypothesis import strategies as st
 
 import objstore
 from objstore import errors
-from objstore.api import Api
-from objstore.fsck import fsck
-from objstore.gc import collect_garbage
-from objstore.remotes import clone
-from objstore.store import Store
+from objstore.api.public import Api
+from objstore.maintenance.fsck import fsck
+from objstore.maintenance.gc import collect_garbage
+from objstore.transfer.remotes import clone
+from objstore.model.store import Store
 
 from cli_helpers import run_cli
 from modelgen import snapshot
@@ -652,7 +652,7 @@ def test_forged_store_config_is_one_line_in_the_cli(workdir: Path, label: str, c
 
 
 def test_creating_a_store_with_bad_chunking_writes_nothing(workdir: Path) -> None:
-    from objstore.chunking import ChunkParams
+    from objstore.storage.chunking import ChunkParams
 
     with pytest.raises(errors.InvalidInput, match="chunking"):
         Store.open(workdir / "store", chunking=ChunkParams(avg_size=100, min_size=50, max_size=200))
@@ -665,7 +665,7 @@ def test_creating_a_store_with_bad_chunking_writes_nothing(workdir: Path) -> Non
 def test_forged_config_on_a_bucket_is_a_clear_error(workdir: Path, s3_env: dict[str, str], s3_bucket_url: str, label: str,
                                                     changes: dict[str, Any], words: str) -> None:
     """A remote store opens through the same Store.open: its config is checked the same way."""
-    from objstore.backend import open_backend
+    from objstore.storage.backend import open_backend
 
     with objstore.init(project="p", entity="e", store=s3_bucket_url) as run:
         run.log_model(str(workdir / "model.bin"), name="m")

@@ -39,11 +39,11 @@ from test_refs_integrity import A_BYTES, B_BYTES, E, P, _forge, _pushed_remote, 
 
 import objstore
 from objstore.errors import CorruptObject
-from objstore.fsck import fsck
-from objstore.names import CollectionPath
-from objstore.refs import alias_ref, digest_ref, run_ref, version_ref
-from objstore.store import Store
-from objstore.versions import list_versions
+from objstore.maintenance.fsck import fsck
+from objstore.model.names import CollectionPath
+from objstore.model.refs import alias_ref, digest_ref, run_ref, version_ref
+from objstore.model.store import Store
+from objstore.model.versions import list_versions
 
 C_BYTES = b"model C " * 4000
 
@@ -274,7 +274,7 @@ def test_pull_takes_a_legitimately_moved_and_a_deleted_alias(tmp_path: Path) -> 
 
 CAS_WORKER = textwrap.dedent("""
     import os, sys
-    from objstore.backend._local import LocalBackend
+    from objstore.storage.backend._local import LocalBackend
     from objstore.errors import Conflict
     root, me, n, log_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     backend = LocalBackend(root)
@@ -354,7 +354,7 @@ def test_pull_never_undoes_an_alias_removed_here_while_it_runs(tmp_path: Path) -
     would have kept it (changed on both sides: the local value wins)."""
     import threading
 
-    from objstore.versions import remove_alias_from
+    from objstore.model.versions import remove_alias_from
 
     theirs, mine = tmp_path / "theirs", tmp_path / "mine"
     earlier = [f"c{i:02d}" for i in range(40)]  # sorted before "z": processed first by the pull

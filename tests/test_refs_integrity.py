@@ -30,12 +30,12 @@ from cli_helpers import run_cli
 
 import objstore
 from objstore.errors import CorruptObject, InvalidInput, InvalidName, ObjstoreError
-from objstore.fsck import fsck
-from objstore.names import CollectionPath
-from objstore.refs import alias_ref, digest_ref, version_ref
-from objstore.remotes import remote_add
-from objstore.store import Store
-from objstore.versions import list_aliases, list_versions
+from objstore.maintenance.fsck import fsck
+from objstore.model.names import CollectionPath
+from objstore.model.refs import alias_ref, digest_ref, version_ref
+from objstore.transfer.remotes import remote_add
+from objstore.model.store import Store
+from objstore.model.versions import list_aliases, list_versions
 
 E, P = "e", "p"
 
@@ -362,7 +362,7 @@ def test_registry_link_ref_pointing_elsewhere_is_refused(tmp_path: Path) -> None
 @pytest.mark.s3
 @pytest.mark.parametrize("forged", ["other-collection", "alias-v3"])
 def test_clone_and_pull_from_a_forged_bucket_are_refused(tmp_path: Path, s3_bucket_url: str, forged: str) -> None:
-    from objstore.backend import open_backend
+    from objstore.storage.backend import open_backend
 
     store, a_id, b_id = _two_collections(tmp_path)
     remote_add(Store.open(store), "origin", s3_bucket_url)

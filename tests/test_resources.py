@@ -29,8 +29,8 @@ import pytest
 import objstore
 from objstore import faults
 from objstore.errors import BackendError, ObjstoreError
-from objstore.fsck import fsck
-from objstore.store import Store
+from objstore.maintenance.fsck import fsck
+from objstore.model.store import Store
 
 LOG = textwrap.dedent("""
     import sys, objstore
@@ -219,7 +219,7 @@ def test_flush_reports_a_background_seal_that_failed_before_it_was_called(tmp_pa
     import time
 
     from objstore.constants import PACK_TARGET
-    from objstore.ids import Kind, hash_bytes
+    from objstore.storage.ids import Kind, hash_bytes
 
     store = Store.open(tmp_path / "store")
     rng = random.Random(5)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import objstore
 from objstore.errors import VerificationFailed
-from objstore.store import Store
+from objstore.model.store import Store
 
 # Names as file systems allow them: unicode, dots, spaces, but no separators.
 names = st.text(
@@ -67,7 +67,7 @@ def _read(root: Path) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def small_chunk_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    from objstore.chunking import ChunkParams
+    from objstore.storage.chunking import ChunkParams
 
     return Store.open(tmp_path_factory.mktemp("rt") / "store", chunking=ChunkParams(4096, 1024, 16384))
 

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from objstore import ingest, segmentcache
-from objstore.ingest import chunk_file
-from objstore.segmenting import Segment
-from objstore.store import Store
+from objstore.files import ingest
+
+from objstore.files import segmentcache
+from objstore.files.ingest import chunk_file
+from objstore.storage.segmenting import Segment
+from objstore.model.store import Store
 
 from modelgen import fine_tune, transformer, write_safetensors
 

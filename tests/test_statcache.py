@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import objstore
-from objstore import statcache
-from objstore.ingest import chunk_file, stat_cache_for
-from objstore.statcache import StatCache
-from objstore.store import Store
+from objstore.files import statcache
+from objstore.files.ingest import chunk_file, stat_cache_for
+from objstore.files.statcache import StatCache
+from objstore.model.store import Store
 
 HOUR_NS = 3600 * 10**9
 

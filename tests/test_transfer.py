@@ -32,11 +32,11 @@ from transfer_support import (
 
 import objstore
 from objstore.errors import CorruptObject, InvalidInput, NonFastForward, NotFound
-from objstore.names import CollectionPath
-from objstore.odb import pack_key
-from objstore.remotes import remote_add, remote_get, remote_list, remote_remove
-from objstore.store import Store
-from objstore.versions import set_alias
+from objstore.model.names import CollectionPath
+from objstore.storage.odb import pack_key
+from objstore.transfer.remotes import remote_add, remote_get, remote_list, remote_remove
+from objstore.model.store import Store
+from objstore.model.versions import set_alias
 
 
 @pytest.fixture
@@ -204,7 +204,7 @@ def check_resume(tmp_path: Path, remote: str, env: dict[str, str], models: tuple
     local.close()
     done, total = push_killed_after_packs(tmp_path / "local", remote, 2, env)
     assert 0 < done < total
-    half = objstore.remotes.open_store(remote)
+    half = objstore.transfer.remotes.open_store(remote)
     assert ref_values(half) == {}  # no ref, so none to anything missing
     assert_intact(half)
     assert len(list(half.odb.iter_pack_names())) == 2
@@ -374,8 +374,8 @@ def test_fetch_moves_objects_but_no_local_ref(tmp_path: Path, models: tuple[Path
 def test_gc_keeps_what_fetch_stored_for_a_later_pull(tmp_path: Path, models: tuple[Path, Path]) -> None:
     """Fetched content is reached only by remote-tracking refs until a pull:
     gc must keep it (a fetch-then-offline-pull must not find it gone)."""
-    from objstore.fsck import fsck
-    from objstore.gc import collect_garbage
+    from objstore.maintenance.fsck import fsck
+    from objstore.maintenance.gc import collect_garbage
 
     a, b = _published_and_tracked(tmp_path, models[0])
     assert objstore.fetch(b).chunks > 0

@@ -7,12 +7,12 @@ import hashlib
 from pathlib import Path
 
 import objstore
-from objstore.ids import ObjectId
-from objstore.names import CollectionPath
-from objstore.refs import REFS
-from objstore.store import Store
-from objstore.tensorfiles import fine_tune, transformer, write_safetensors
-from objstore.versions import list_aliases, list_versions, read_entry
+from objstore.storage.ids import ObjectId
+from objstore.model.names import CollectionPath
+from objstore.model.refs import REFS
+from objstore.model.store import Store
+from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
+from objstore.model.versions import list_aliases, list_versions, read_entry
 
 ENTITY = "team"
 PROJECT = "proj"
@@ -69,7 +69,7 @@ def aliases(store: Store, name: str = "model") -> dict[str, int]:
 
 def assert_intact(store: Store) -> None:
     """fsck finds nothing wrong, and every ref resolves."""
-    from objstore.fsck import fsck
+    from objstore.maintenance.fsck import fsck
 
     report = fsck(store)
     assert report.ok, [p.message for p in report.problems]

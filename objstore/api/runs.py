@@ -1,0 +1,416 @@
+"""``Run``: one execution of a script, logging and using artifacts (W&B's ``wandb.Run``).
+
+A run is recorded as a :class:`~objstore.storage.objects.RunRecord` behind the ref
+``refs/<entity>/<project>/runs/<id>``; each change (an input, an output, the
+final state) stores a new record and moves the ref by compare-and-swap. Runs
+carry the lineage graph: what each run used and what it logged.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from objstore.api.artifact import Artifact, check_metadata
+from objstore.console import human_bytes, say
+from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, WrongType
+from objstore.storage.ids import ObjectId
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
+from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
+from objstore.files.references import is_uri
+from objstore.model.refs import REFS, run_ref
+from objstore.model.store import Store
+from objstore.model.versions import link_version, resolve
+
+if TYPE_CHECKING:
+    pass
+
+DEFAULT_PROJECT = "uncategorized"
+_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen", "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
+_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze", "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
+
+
+def default_entity() -> str:
+    """The OS user name, made a valid entity name."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "user"
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", user).lstrip(".")[:128]
+    return cleaned or "user"
+
+
+def new_run_id() -> str:
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as recorded in the store (read-only)."""
+
+    id: str
+    entity: str
+    project: str
+    name: str
+    config: dict[str, Any]
+    job_type: str | None
+    state: str
+    started_at: float
+    finished_at: float | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    _store: Store | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.id}"
+
+    @classmethod
+    def from_record(cls, record: RunRecord, store: Store | None = None) -> "RunInfo":
+        return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
+                   record.started_at, record.finished_at, record.inputs, record.outputs, store)
+
+    def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
+        from objstore.model.versions import read_entry
+
+        if self._store is None:
+            return []
+        out = []
+        for hex_id in ids:
+            try:
+                entry = read_entry(self._store, _collection_of(self._store, ObjectId.from_hex(hex_id)), ObjectId.from_hex(hex_id))
+            except (NotFound, CorruptObject):
+                continue
+            out.append(Artifact._from_resolved(self._store, entry))
+        return out
+
+    def used_artifacts(self) -> list[Artifact]:
+        return self._artifacts(self.inputs)
+
+    def logged_artifacts(self) -> list[Artifact]:
+        return self._artifacts(self.outputs)
+
+
+def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
+    from objstore.storage.objects import Link, Version
+
+    obj = store.odb.get_object(oid)
+    if isinstance(obj, Version):
+        return CollectionPath(obj.entity, obj.project, obj.name)
+    if isinstance(obj, Link):
+        e, p, n = obj.registry.split("/")
+        return CollectionPath(e, p, n)
+    raise CorruptObject(f"object {oid.hex[:16]} is not a version", object_id=oid.hex)
+
+
+def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
+    oid = store.refs.read(run_ref(entity, project, run_id))
+    if oid is None:
+        raise NotFound(f"no run {entity}/{project}/{run_id} in the store", key=f"{entity}/{project}/{run_id}")
+    obj = store.odb.get_object(oid)
+    if not isinstance(obj, RunRecord):
+        raise CorruptObject(f"run ref {entity}/{project}/{run_id} points at a non-run object", object_id=oid.hex)
+    return obj
+
+
+def find_run(store: Store, path: str) -> RunInfo | None:
+    """The run at ``entity/project/run-id``; None if its ref is not in this store (a
+    run is a weak edge: legitimately absent after a transfer that did not carry it).
+    A run ref whose record is damaged or missing still raises: that is damage."""
+    parts = path.split("/")
+    if len(parts) != 3 or not all(parts):
+        return None
+    try:
+        key = run_ref(*parts)
+    except InvalidName:
+        return None
+    if store.refs.read(key) is None:
+        return None
+    return RunInfo.from_record(read_run(store, *parts), store)
+
+
+def read_run_by_path(store: Store, path: str) -> RunInfo:
+    parts = path.split("/")
+    if len(parts) != 3:
+        raise InvalidName(f"{path!r} is not a run path; use entity/project/run-id")
+    return RunInfo.from_record(read_run(store, *parts), store)
+
+
+def iter_runs(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunInfo]:
+    prefix = REFS + (f"{entity}/" if entity else "") + (f"{project}/" if entity and project else "")
+    for key, oid in store.refs.iter_refs(prefix):
+        parts = key[len(REFS):].split("/")
+        if len(parts) == 4 and parts[2] == "runs":
+            try:
+                obj = store.odb.get_object(oid)
+            except (NotFound, CorruptObject):
+                continue
+            if isinstance(obj, RunRecord):
+                yield RunInfo.from_record(obj, store)
+
+
+class Run:
+    """A run: log and use models and artifacts, with lineage recorded.
+
+    >>> import objstore, tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); (d / "model.bin").write_bytes(b"weights")
+    7
+    >>> with objstore.init(project="demo", entity="doc", store=d / "store") as run:
+    ...     art = run.log_model(path=str(d / "model.bin"), name="demo-model")
+    >>> art.version
+    'v0'
+    """
+
+    def __init__(self, store: Store, *, entity: str, project: str, name: str | None, config: dict[str, Any] | None,
+                 job_type: str | None, id: str | None) -> None:
+        self.store = store
+        self.entity = check_name(entity, "entity")
+        self.project = check_name(project, "project")
+        self.id = check_name(id, "run id") if id is not None else new_run_id()
+        self.job_type = check_name(job_type, "job type") if job_type is not None else None
+        self.config = check_metadata(config, "config")
+        name = storable_text(name, "run name")
+        self.name = name or f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
+        self._finished = False
+        self._started_at = time.time()
+        # The record is written with the run's first change (an input, an output,
+        # finishing), not here: a run whose every call was refused as bad input
+        # leaves the store exactly as it was.
+        self._recorded = False
+        ref = run_ref(self.entity, self.project, self.id)
+        if store.refs.read(ref) is not None:  # resuming a run by id
+            previous = read_run(store, self.entity, self.project, self.id)
+            self.name = name or previous.name
+            self._recorded = True
+            self._update(lambda r: replace(r, state="running", finished_at=None, config={**r.config, **self.config}))
+
+    def _record_start(self) -> None:
+        if self._recorded:
+            return
+        self.config = check_metadata(self.config, "config")
+        record = RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
+                           self._started_at, None, "running", (), ())
+        oid = self.store.odb.put_object(record)
+        if not self.store.refs.create(run_ref(self.entity, self.project, self.id), oid, "run started"):
+            raise InvalidInput(f"run id {self.id} is already in use; pass a different id")
+        self._recorded = True
+
+    # -- the run record -------------------------------------------------
+    @property
+    def path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.id}"
+
+    def _update(self, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
+        self._record_start()
+        ref = run_ref(self.entity, self.project, self.id)
+        for _ in range(100):
+            raw = self.store.refs.read_raw(ref)
+            current = read_run(self.store, self.entity, self.project, self.id)
+            new = change(current)
+            if new == current:
+                return current
+            oid = self.store.odb.put_object(new)
+            try:
+                self.store.refs.set_if_equals(ref, raw, oid, f"run {new.state}")
+                return new
+            except Conflict:
+                continue
+        raise Conflict(ref, None, None, f"run {self.path} kept changing; retry")
+
+    def _add_output(self, version_id: str) -> None:
+        self._update(lambda r: r if version_id in r.outputs else replace(r, outputs=r.outputs + (version_id,)))
+
+    def _add_input(self, version_id: str) -> None:
+        self._update(lambda r: r if version_id in r.inputs else replace(r, inputs=r.inputs + (version_id,)))
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise InvalidInput(f"run {self.path} has finished; start a new run with objstore.init()")
+        if not self._recorded:
+            # run.config may have been changed since init; it is stored with the run's
+            # first change, so convert or refuse it before this call writes anything.
+            self.config = check_metadata(self.config, "config")
+
+    # -- artifacts ------------------------------------------------------
+    def log_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
+                     type: str | None = None, aliases: list[str] | None = None, *,
+                     progress: Callable[[int], None] | None = None) -> Artifact:
+        """Log an Artifact (or a path, as a new artifact) as this run's output."""
+        self._check_open()
+        wanted = check_aliases(aliases)
+        if isinstance(artifact_or_path, Artifact):
+            art = artifact_or_path
+        else:
+            art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
+        # The run's record is stored before the version's ref is claimed (objects
+        # before refs), so no crash leaves a version naming an unrecorded run.
+        art._commit(self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
+        self._add_output(art._logged()[1].version_id.hex)
+        alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
+        if art.created:
+            say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
+        else:
+            say(f"{art.qualified_name} already holds this content (digest {art.digest[:12]}); no new version{alias_note}")
+        return art
+
+    def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
+                            metadata: dict[str, Any] | None, description: str | None) -> Artifact:
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text:
+            raise InvalidInput("path must be a file, a directory or a URI")
+        if is_uri(text):
+            base = text.rstrip("/").rsplit("/", 1)[-1]
+        else:
+            base = os.path.basename(os.path.normpath(text))
+            if not os.path.exists(text):
+                raise NotFound(f"{text} does not exist; check the path", key=text)
+        if name is None:
+            name = f"run-{self.id}-{base}"
+            try:
+                check_name(name, "artifact name")
+            except InvalidName:
+                raise InvalidName(f"the default name {name!r} breaks the naming rules; pass name= with 1-128 of A-Z a-z 0-9 . _ -") from None
+        art = Artifact(name, type=type, description=description, metadata=metadata)
+        if is_uri(text):
+            art.add_reference(text)
+        elif os.path.isdir(text):
+            art.add_dir(text)
+        else:
+            art.add_file(text)
+        return art
+
+    def use_artifact(self, artifact_or_name: Artifact | str, type: str | None = None) -> Artifact:
+        """Mark a logged version as this run's input and return it (not yet downloaded)."""
+        self._check_open()
+        if isinstance(artifact_or_name, Artifact):
+            store, resolved = artifact_or_name._logged()
+            art = artifact_or_name
+        else:
+            spec = parse_version_spec(artifact_or_name, entity=self.entity, project=self.project)
+            resolved = resolve(self.store, spec)
+            art = Artifact._from_resolved(self.store, resolved)
+        if type is not None and resolved.version.artifact_type != type:
+            raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
+        self._add_input(resolved.version_id.hex)
+        return art
+
+    def link_artifact(self, artifact: Artifact, target_path: str, aliases: list[str] | None = None) -> Artifact:
+        """Link a logged version into a collection elsewhere (typically ``<entity>/model-registry/<name>``)."""
+        self._check_open()
+        wanted = check_aliases(aliases)
+        _, resolved = artifact._logged()
+        parts = target_path.split("/") if isinstance(target_path, str) else []
+        if len(parts) == 1:
+            parts = [self.entity, REGISTRY_PROJECT, parts[0]]
+        elif len(parts) == 2:
+            parts = [self.entity, *parts]
+        if len(parts) != 3:
+            raise InvalidName(f"{target_path!r} is not a link target; use <registered model>, or entity/model-registry/<name>")
+        registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"), check_name(parts[2], "registered model name"))
+        self._record_start()  # before the link's ref names this run
+        entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
+        linked = Artifact._from_resolved(self.store, entry)
+        if created:
+            say(f"linked {artifact.qualified_name} as {linked.qualified_name}")
+        else:
+            say(f"{artifact.qualified_name} is already linked as {linked.qualified_name}; no new version")
+        return linked
+
+    # -- models (the log_model / use_model / link_model page) -------------
+    def log_model(self, path: str | os.PathLike[str], name: str | None = None, aliases: list[str] | None = None,
+                  metadata: dict[str, Any] | None = None, description: str | None = None, *,
+                  progress: Callable[[int], None] | None = None) -> Artifact:
+        """Log a model file, directory or external URI as a ``model`` artifact, output of this run.
+
+        The default name is ``run-<run id>-<basename of path>``. Logging content
+        that the artifact already holds returns that version and creates none.
+        """
+        self._check_open()
+        wanted = check_aliases(aliases)
+        art = self._artifact_from_path(path, name, "model", metadata, description)
+        return self.log_artifact(art, aliases=list(wanted), progress=progress)
+
+    def use_model(self, name: str, root: str | os.PathLike[str] | None = None, *,
+                  progress: Callable[[int], None] | None = None) -> str:
+        """Download a logged model and mark it as this run's input.
+
+        Returns the path: the file itself when the version holds exactly one
+        file, else the directory. Raises WrongType if the artifact is not a model.
+        """
+        self._check_open()
+        spec = parse_version_spec(name, entity=self.entity, project=self.project)
+        resolved = resolve(self.store, spec)
+        if "model" not in resolved.version.artifact_type:
+            raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not a model; use use_artifact for it")
+        art = Artifact._from_resolved(self.store, resolved)
+        self._add_input(resolved.version_id.hex)
+        directory = Path(art.download(root, progress=progress))
+        files = art.files()
+        if len(files) == 1 and files[0].kind in (FILE, REFERENCE):
+            return str(directory / files[0].path)
+        return str(directory)
+
+    def link_model(self, path: str | os.PathLike[str], registered_model_name: str, name: str | None = None,
+                   aliases: list[str] | None = None) -> Artifact:
+        """Log (or reuse) the model at ``path`` and link it into ``<entity>/model-registry/<registered_model_name>``."""
+        self._check_open()
+        check_name(registered_model_name, "registered model name")
+        wanted = check_aliases(aliases)
+        art = self.log_model(path, name=name)
+        return self.link_artifact(art, f"{self.entity}/{REGISTRY_PROJECT}/{registered_model_name}", aliases=list(wanted))
+
+    # -- lifecycle ------------------------------------------------------
+    def finish(self, exit_code: int = 0) -> None:
+        """Mark the run finished (or crashed for a non-zero exit code) and flush the store.
+
+        A run that crashed before using or logging anything is not recorded.
+        """
+        if self._finished:
+            return
+        self.store.odb.flush()
+        if exit_code != 0 and not self._recorded:
+            self._finished = True  # it crashed before doing anything: leave no trace
+            return
+        state = "finished" if exit_code == 0 else "crashed"
+        self._update(lambda r: replace(r, state=state, finished_at=time.time()))
+        self._finished = True
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.finish(0 if exc_type is None else 1)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.path} ({self.name})>"
+
+
+def init(project: str | None = None, entity: str | None = None, store: str | os.PathLike[str] | Store | None = None,
+         name: str | None = None, config: dict[str, Any] | None = None, job_type: str | None = None,
+         id: str | None = None) -> Run:
+    """Start a run.
+
+    The store is, in order: ``store`` (a path or ``s3://`` URL), ``$OBJSTORE_DIR``,
+    the nearest ``.objstore`` above the working directory, else ``~/.objstore``.
+    The entity defaults to the OS user name, the project to ``uncategorized``.
+
+    >>> import objstore, tempfile
+    >>> run = objstore.init(project="mnist", entity="charlie", store=tempfile.mkdtemp())
+    >>> run.path.startswith("charlie/mnist/")
+    True
+    """
+    entity = check_name(entity, "entity") if entity is not None else default_entity()
+    project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
+    config = check_metadata(config, "config")  # before the store is created: bad input writes nothing
+    name = storable_text(name, "run name")
+    opened = store if isinstance(store, Store) else Store.open(store)
+    return Run(opened, entity=entity, project=project, name=name, config=config, job_type=job_type, id=id)

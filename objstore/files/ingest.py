@@ -1,0 +1,600 @@
+"""Turning local files into stored chunks and file objects.
+
+A file is segmented (:mod:`objstore.storage.segmenting`), each segment chunked
+(:mod:`objstore.storage.chunking`), each chunk hashed and, if the store lacks it,
+encoded and appended to the open pack.
+
+The pipeline (what makes this run near the hashing limit on every core):
+
+- **jobs**: runs of whole segments (tensors) of about ``JOB_BYTES``. Segments
+  are chunked independently, so different jobs are cut at the same time by
+  ``workers`` chunking threads; each reads its bytes with ``pread`` on one shared
+  descriptor, runs FastCDC, hashes every chunk (BLAKE3, GIL released) and asks
+  the index which chunks are new, in batches;
+- **encode**: new chunks, copied once out of the read buffer, are encoded by a
+  pool of ``workers`` threads (zstd and numpy release the GIL);
+- **write**: the calling thread takes the results job by job, in file order, and
+  appends new chunks to the pack, so packs and file objects are the same
+  whatever the timing.
+
+Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
+written, each with at most ``QUEUE_BATCHES`` batches of ``BATCH_BYTES`` of new
+chunks waiting (and ``LIGHT_BATCHES`` batches of ids of chunks already stored),
+plus one read buffer per chunking thread — tens of MiB whatever the file size.
+
+Re-logging an unchanged file skips all of that: :mod:`objstore.files.statcache`
+remembers each file's chunk list by its stat. A tensor the store has seen before,
+in any file at any offset, skips chunking: :mod:`objstore.files.segmentcache` maps the
+hash of its bytes to its chunk list.
+
+Invariants kept here, the one place that makes cache entries and file objects
+from a file's bytes:
+
+- **An entry describes the bytes it was made from.** A segment's cache key is
+  hashed from the very buffers that are cut into its chunks (one read gives both),
+  never taken from the earlier hashing pass that looked the cache up; if the two
+  reads differ, the file changed and the log is refused. A stat-cache entry pairs
+  the stat taken before the read with the chunks of that read, and is written only
+  if the read was stable (next point).
+- **A file object is one real state of the file.** Reading begins only once the
+  file's last change (mtime or ctime) is older than a timestamp tick, waiting out
+  at most that tick (:func:`_settled_stat`; git's racy-index rule), so a write
+  during the read must move mtime or ctime; the stat after the read must equal the
+  one before. Otherwise :class:`~objstore.errors.FileChanged` is raised and nothing
+  from the read is kept: no file object returned, no cache entry written (entries
+  are collected while reading and written only after that check), and the caller
+  stores no version. Refusing costs no second pass over the file.
+- Limits: a change no stat shows (a write through a shared mapping to pages
+  already dirty moves neither mtime nor ctime) is caught only when it falls
+  between the two reads of a large tensor; elsewhere it can make a file object a
+  mix. Cache entries stay true even then, since each is made from one buffer.
+  Timestamps are trusted to come from a clock that agrees with ours within the
+  tick, as git trusts them.
+
+Callers must :meth:`~objstore.storage.odb.ObjectDatabase.flush` before storing the file
+objects returned here (the write order in :mod:`objstore.storage.odb`).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from objstore.storage import codecs
+from objstore.storage.chunking import Chunker
+from objstore.errors import FileChanged, InvalidInput, NotFound
+from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher
+from objstore.storage.objects import FileObject
+from objstore.storage.odb import ObjectDatabase
+from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
+from objstore.storage.segmenting import Segment, segment_file
+from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
+
+Progress = Callable[[int], None]
+
+JOB_BYTES = 8 * 1024 * 1024  # segments are grouped into jobs of at least this many bytes
+BATCH_BYTES = 2 * 1024 * 1024  # chunks handed from a chunking thread to the writer at once
+BATCH_CHUNKS = 64
+QUEUE_BATCHES = 4  # batches carrying new chunk bytes a job may have waiting for the writer
+# ... and batches carrying only ids (chunks already stored): small, so a job whose
+# tensors the segment cache answered can run far ahead of a job still chunking.
+LIGHT_BATCHES = 256
+LOOKAHEAD = 3  # jobs started ahead of the one being written
+# Below this a file is chunked on the calling thread: threads cost more than they save.
+PIPELINE_MIN_BYTES = 4 * 1024 * 1024
+# Longest wait for a just-changed file's timestamp tick to pass before reading it
+# (_settled_stat): the coarsest granularity, plus a little clock skew.
+MAX_SETTLE_NS = COARSE_SLACK_NS + 1_000_000_000
+
+_DEFAULT = object()
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class _PReader:
+    """``readinto`` over a shared descriptor at an explicit offset (pread: no shared file position)."""
+
+    __slots__ = ("fd", "offset")
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self.fd = fd
+        self.offset = offset
+
+    def readinto(self, buffer: memoryview) -> int:
+        n = os.preadv(self.fd, [buffer], self.offset)
+        self.offset += n
+        return n
+
+
+# A segment's cache key is a two-level hash: BLAKE3 of each PIECE-byte piece, then
+# of the list of those digests. The pieces hash on every core at once (a single
+# BLAKE3 stream over pread'd blocks runs at about one core's read + hash speed),
+# and the key is only ever compared with itself.
+PIECE = 2 * 1024 * 1024
+PIECES_IN_FLIGHT = 64
+
+
+class _SegmentKey:
+    """Builds a segment's cache key from its bytes, fed in order in any sizes."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self._piece = hasher(Kind.SEGMENT)
+        self._filled = 0
+
+    def update(self, data: memoryview) -> None:
+        while len(data):
+            take = min(len(data), PIECE - self._filled)
+            self._piece.update(data[:take])
+            self._filled += take
+            data = data[take:]
+            if self._filled == PIECE:
+                self.pieces.append(self._piece.digest())
+                self._piece, self._filled = hasher(Kind.SEGMENT), 0
+
+    def digest(self) -> bytes:
+        pieces = self.pieces + ([self._piece.digest()] if self._filled else [])
+        return _key_of(pieces)
+
+
+def _key_of(pieces: list[bytes]) -> bytes:
+    return hash_bytes(Kind.SEGMENT, b"".join(pieces)).raw
+
+
+class _HashingPReader(_PReader):
+    """A :class:`_PReader` that also computes the segment's cache key: for free
+    while it is chunked (each byte is read exactly once)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, fd: int, offset: int) -> None:
+        super().__init__(fd, offset)
+        self.key = _SegmentKey()
+
+    def readinto(self, buffer: memoryview) -> int:
+        n = super().readinto(buffer)
+        self.key.update(buffer[:n])
+        return n
+
+
+_hash_pool_lock = threading.Lock()
+_hash_pool: ThreadPoolExecutor | None = None
+_piece_buffers = threading.local()
+
+
+def _forget_pool_in_child() -> None:
+    global _hash_pool, _hash_pool_lock
+    _hash_pool, _hash_pool_lock = None, threading.Lock()  # the parent's threads do not exist here
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(default_workers(), thread_name_prefix="objstore-hash")
+        return _hash_pool
+
+
+def _hash_piece(fd: int, offset: int, length: int) -> bytes:
+    buf = getattr(_piece_buffers, "buf", None)
+    if buf is None:
+        buf = _piece_buffers.buf = memoryview(bytearray(PIECE))
+    n = os.preadv(fd, [buf[:length]], offset)
+    if n != length:
+        raise FileChanged(detail=" (it ended early)")
+    return hasher(Kind.SEGMENT).update(buf[:n]).digest()
+
+
+def _hash_segments(fd: int, segments: list[Segment]) -> list[bytes]:
+    """The segment-cache keys of ``segments``, their pieces hashed on every core at once
+    (at most ``PIECES_IN_FLIGHT`` queued, so a huge file costs no more memory)."""
+    pool = _pool()
+    work = ((i, off, min(PIECE, seg.offset + seg.length - off))
+            for i, seg in enumerate(segments) for off in range(seg.offset, seg.offset + seg.length, PIECE))
+    digests: list[list[bytes]] = [[] for _ in segments]
+    in_flight: deque[tuple[int, Future[bytes]]] = deque()
+    for i, off, length in work:
+        in_flight.append((i, pool.submit(_hash_piece, fd, off, length)))
+        if len(in_flight) >= PIECES_IN_FLIGHT:
+            j, fut = in_flight.popleft()
+            digests[j].append(fut.result())
+    for j, fut in in_flight:
+        digests[j].append(fut.result())
+    return [_key_of(d) for d in digests]
+
+
+_Chunks = list[tuple[ObjectId, int]]
+
+
+class _Reuse:
+    """What one ``chunk_file`` call does with the segment cache.
+
+    When the cache holds entries, every large segment is hashed first (all of
+    them at once, on every core) and looked up; a hit whose chunks are all stored
+    is not chunked at all. Every segment that is chunked has its key computed
+    from the very buffers that are cut (:class:`_HashingPReader`), so an entry's
+    key and chunk list always describe the same bytes; a key that differs from
+    the one hashed first means the file changed in between (:class:`FileChanged`).
+    Entries are only collected while the file is read, and written by
+    :meth:`commit` once the whole read is known to be of one state of the file.
+    """
+
+    def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None) -> None:
+        self.cache = cache
+        self.odb = odb
+        self.known: dict[int, tuple[bytes, _Chunks | None]] = {}  # by segment offset
+        # (key, align, length, chunks) of each segment chunked: written by commit()
+        self.entries: list[tuple[bytes, int, int, _Chunks]] = []
+
+    @staticmethod
+    def applies(segment: Segment) -> bool:
+        return segment.length >= MIN_SEGMENT
+
+    def plan(self, fd: int, segments: list[Segment]) -> None:
+        if self.cache.is_empty():
+            return
+        large = [seg for seg in segments if self.applies(seg)]
+        for seg, digest in zip(large, _hash_segments(fd, large)):
+            found = self.cache.lookup(digest, seg.align, seg.length, self._stored)
+            self.known[seg.offset] = (digest, found)
+
+    def _stored(self, chunks: _Chunks) -> bool:
+        return self.odb is None or all(self.odb.has_chunks([c for c, _ in chunks]))
+
+    def work(self, segment: Segment) -> int:
+        """Bytes ``segment`` still needs chunked (0 when the cache answered)."""
+        known = self.known.get(segment.offset)
+        return 0 if known is not None and known[1] is not None else segment.length
+
+    def record(self, key: bytes, segment: Segment, chunks: _Chunks) -> None:
+        self.entries.append((key, segment.align, segment.length, chunks))
+
+    def commit(self) -> None:
+        """Write the entries collected: only once the file read was found stable."""
+        for key, align, length, chunks in self.entries:
+            self.cache.store(key, align, length, chunks)
+        self.entries = []
+
+
+def _segment_chunks(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None
+                    ) -> Iterator[tuple[ObjectId, int, memoryview | None]]:
+    """(id, length, bytes) of each chunk of ``segment``; bytes is None for a chunk
+    known from the segment cache. A view is valid only until the next item."""
+    if reuse is None or not reuse.applies(segment):
+        for view in chunker.iter_chunks(_PReader(fd, segment.offset), segment.length, segment.align):
+            yield hash_bytes(Kind.CHUNK, view), len(view), view
+        return
+    planned, found = reuse.known.get(segment.offset, (None, None))
+    if found is not None:
+        for chunk_id, n in found:
+            yield chunk_id, n, None
+        return
+    # The key is hashed from the buffers that are cut, never taken from the plan's
+    # earlier read: a key and a chunk list from two reads describe two states of a
+    # file that changed in between, and would answer for bytes never chunked.
+    reader = _HashingPReader(fd, segment.offset)
+    chunks: _Chunks = []
+    for view in chunker.iter_chunks(reader, segment.length, segment.align):
+        chunk_id = hash_bytes(Kind.CHUNK, view)
+        chunks.append((chunk_id, len(view)))
+        yield chunk_id, len(view), view
+    key = reader.key.digest()
+    if planned is not None and key != planned:
+        raise FileChanged(detail=f" (tensor {segment.name or segment.offset} read twice, differently)")
+    reuse.record(key, segment, chunks)
+
+
+def _open(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFound(f"{path} does not exist; check the path", key=str(path)) from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a directory; use add_dir or pass the directory as path") from None
+    except PermissionError:
+        raise InvalidInput(f"{path} is not readable (permission denied)") from None
+
+
+def _chunking_key(chunker: Chunker) -> tuple[int, ...]:
+    p = chunker.params
+    return (p.avg_size, p.min_size, p.max_size, p.normalization)
+
+
+def stat_cache_for(odb: ObjectDatabase, chunker: Chunker) -> StatCache:
+    """The stat cache of ``odb``'s store, keyed also by the chunking parameters."""
+    return StatCache.for_backend(odb.backend, _chunking_key(chunker))
+
+
+def segment_cache_for(odb: ObjectDatabase, chunker: Chunker) -> SegmentCache:
+    """The segment cache of ``odb``'s store, keyed also by the chunking parameters."""
+    return SegmentCache.for_backend(odb.backend, _chunking_key(chunker))
+
+
+def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progress: Progress | None = None, *,
+               stat_cache: StatCache | None | object = _DEFAULT, segment_cache: SegmentCache | None | object = _DEFAULT,
+               workers: int | None = None) -> FileObject:
+    """Chunk and hash ``path``; store its new chunks in ``odb`` (if given).
+
+    With ``odb=None`` nothing is stored: the result is just the file's identity,
+    used to tell whether a materialized copy is intact.
+
+    ``stat_cache``, ``segment_cache``: by default the store's (only when ``odb``
+    is given); None disables one. ``workers``: threads for chunking and for
+    encoding (default: one each per CPU); 0 runs everything on the calling
+    thread, the simple sequential path the pipeline must agree with.
+    """
+    path = Path(path)
+    cache: StatCache | None
+    if stat_cache is _DEFAULT:
+        cache = stat_cache_for(odb, chunker) if odb is not None else None
+    else:
+        cache = stat_cache  # type: ignore[assignment]
+    if segment_cache is _DEFAULT:
+        segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
+    reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None
+    # Whatever is kept (chunks, a file object to store, cache entries) must come from
+    # one state of the file; a bare identity (odb=None, no caches) only has to be honest.
+    keeping = odb is not None or reuse is not None
+    if cache is not None and odb is not None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and os.path.isfile(path):
+            hit = cache.lookup(path, st)
+            if hit is not None and all(odb.has_chunks([c for c, _ in hit.chunks])):
+                if progress is not None:
+                    progress(hit.size)
+                return hit
+    fd = _open(path)
+    try:
+        if keeping:
+            st, read_start = _settled_stat(fd)
+        else:
+            st, read_start = os.fstat(fd), time.time_ns()
+        size = st.st_size
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+            segments = segment_file(f, size)
+        n_workers = default_workers() if workers is None else workers
+        if reuse is not None:
+            reuse.plan(fd, segments)
+        if n_workers <= 0 or size < PIPELINE_MIN_BYTES:
+            chunks = _sequential(fd, segments, chunker, odb, progress, reuse)
+        else:
+            chunks = _Pipeline(fd, segments, chunker, odb, progress, n_workers, reuse).run()
+        after = os.fstat(fd)
+    except FileChanged as exc:
+        if exc.path is None:
+            raise FileChanged(str(path), exc.detail) from None
+        raise
+    finally:
+        os.close(fd)
+    if keeping and StatKey.of(after) != StatKey.of(st):
+        # The read began a tick after the file's last change (_settled_stat), so any
+        # write since moved mtime or ctime: what was read may be a mix of two states.
+        raise FileChanged(str(path))
+    fobj = FileObject(size, tuple(chunks))
+    # Entries only now: they describe a read known to be of one state of the file.
+    if reuse is not None:
+        reuse.commit()
+    if cache is not None and odb is not None:
+        cache.store(path, st, read_start, fobj)
+    return fobj
+
+
+def _settled_stat(fd: int) -> tuple[os.stat_result, int]:
+    """The stat of ``fd`` once its last change is more than a timestamp tick old, and
+    the time reading may begin.
+
+    A write within the tick of the previous change leaves mtime and ctime as they
+    were (the racy-git problem), so only a read that begins after that tick can
+    tell from the stats before and after it whether the file changed meanwhile, and
+    only then may the stat cache trust the entry it records. A file changed this
+    instant costs a wait of at most that tick (a few ms; 2 s where timestamps are
+    whole seconds). A change stamped far in the future (a skewed clock, ``touch -d``)
+    is not waited for: any write now stamps the present, which differs from it.
+    """
+    st = os.fstat(fd)
+    key = StatKey.of(st)
+    settled = key.last_change_ns + racy_slack_ns(key)
+    if 0 <= settled - time.time_ns() <= MAX_SETTLE_NS:
+        while (now := time.time_ns()) <= settled:
+            time.sleep((settled - now) / 1e9 + 1e-4)
+        st = os.fstat(fd)
+        if StatKey.of(st) != key:
+            raise FileChanged(detail=" (it is still being written)")
+    return st, time.time_ns()
+
+
+def file_id_of(path: Path, chunker: Chunker) -> ObjectId:
+    """The id ``path`` would have if logged, without storing anything."""
+    return chunk_file(path, chunker, None).compute_id()
+
+
+def _sequential(fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectDatabase | None,
+                progress: Progress | None, reuse: _Reuse | None = None) -> list[tuple[ObjectId, int]]:
+    chunks: list[tuple[ObjectId, int]] = []
+    for segment in segments:
+        for chunk_id, n, view in _segment_chunks(fd, segment, chunker, reuse):
+            chunks.append((chunk_id, n))
+            if odb is not None and view is not None:
+                odb.add_chunk(chunk_id, view, segment.dtype)
+            if progress is not None:
+                progress(n)
+    return chunks
+
+
+def _jobs(segments: list[Segment], work: Callable[[Segment], int] = lambda seg: seg.length) -> list[list[Segment]]:
+    """Runs of whole segments with at least ``JOB_BYTES`` of chunking ``work`` each
+    (segments the segment cache answered weigh nothing, so they ride along)."""
+    jobs: list[list[Segment]] = []
+    current: list[Segment] = []
+    size = 0
+    for seg in segments:
+        current.append(seg)
+        size += work(seg)
+        if size >= JOB_BYTES:
+            jobs.append(current)
+            current, size = [], 0
+    if current:
+        jobs.append(current)
+    return jobs
+
+
+# One chunk in flight: id, raw length, and (new chunks only) the raw copy then the encoding.
+_Item = tuple[ObjectId, int, "Future[list[tuple[int, bytes | memoryview]]] | None", int]
+_DONE = None
+
+
+class _Pipeline:
+    def __init__(self, fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectDatabase | None,
+                 progress: Progress | None, workers: int, reuse: _Reuse | None = None) -> None:
+        self.fd = fd
+        self.reuse = reuse
+        self.jobs = _jobs(segments, reuse.work) if reuse is not None else _jobs(segments)
+        self.chunker = chunker
+        self.odb = odb
+        self.progress = progress
+        self.workers = workers
+        self.queues: list[queue.Queue[tuple[list[_Item], bool] | None | BaseException]] = [queue.Queue() for _ in self.jobs]
+        # Room for a job's waiting batches: (with new bytes, ids only).
+        self.room = [(threading.Semaphore(QUEUE_BATCHES), threading.Semaphore(LIGHT_BATCHES)) for _ in self.jobs]
+        self.ahead = threading.Semaphore(LOOKAHEAD)
+        self.next_job = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.encoders = ThreadPoolExecutor(workers, thread_name_prefix="objstore-encode") if odb is not None else None
+
+    # -- chunking threads -------------------------------------------------
+    def _take_job(self) -> int | None:
+        while not self.stop.is_set():
+            if self.ahead.acquire(timeout=0.1):
+                with self.lock:
+                    if self.next_job >= len(self.jobs):
+                        self.ahead.release()
+                        return None
+                    j = self.next_job
+                    self.next_job += 1
+                return j
+        return None
+
+    def _chunk_worker(self) -> None:
+        while (j := self._take_job()) is not None:
+            q = self.queues[j]
+            try:
+                self._run_job(j, q)
+                q.put(_DONE)
+            except BaseException as exc:  # handed to the writer, which re-raises it
+                q.put(exc)
+                return
+
+    def _wait_for_room(self, room: threading.Semaphore) -> bool:
+        while not self.stop.is_set():
+            if room.acquire(timeout=0.1):
+                return True
+        return False
+
+    def _run_job(self, j: int, q: "queue.Queue[tuple[list[_Item], bool] | None | BaseException]") -> None:
+        odb = self.odb
+        pending: list[tuple[ObjectId, int, bytes | None, str | None]] = []
+        pending_bytes = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_bytes
+            items: list[_Item] = []
+            if odb is None:
+                items = [(cid, n, None, 0) for cid, n, _, _ in pending]
+            else:
+                # raw is None for chunks the segment cache vouched for (checked stored
+                # when it was consulted): only the others are asked about
+                chunked = [k for k, (_, _, raw, _) in enumerate(pending) if raw is not None]
+                known = odb.has_chunks([pending[k][0] for k in chunked]) if chunked else []
+                new = [(k, pending[k][2], pending[k][3]) for k, seen in zip(chunked, known) if not seen]
+                fut = self.encoders.submit(_encode_many, [(raw, dtype) for _, raw, dtype in new], odb.codec_policy) if new else None  # type: ignore[union-attr]
+                slot = {k: i for i, (k, _, _) in enumerate(new)}
+                items = [(cid, n, fut if k in slot else None, slot.get(k, -1)) for k, (cid, n, _, _) in enumerate(pending)]
+            pending, pending_bytes = [], 0
+            heavy = any(fut is not None for _, _, fut, _ in items)
+            if self._wait_for_room(self.room[j][0 if heavy else 1]):
+                q.put((items, heavy))  # unbounded: the room semaphores bound what waits
+
+        for seg in self.jobs[j]:
+            answered = False
+            for chunk_id, n, view in _segment_chunks(self.fd, seg, self.chunker, self.reuse):
+                if self.stop.is_set():
+                    return
+                if view is None:  # from the segment cache: the segment's ids go as one batch
+                    answered = True
+                    pending.append((chunk_id, n, None, seg.dtype))
+                    continue
+                # the one copy of a chunk's bytes: the read buffer is reused for the next block
+                raw = bytes(view) if odb is not None else None
+                pending.append((chunk_id, n, raw, seg.dtype))
+                pending_bytes += n
+                if pending_bytes >= BATCH_BYTES or len(pending) >= BATCH_CHUNKS:
+                    flush()
+            if answered:
+                flush()
+        if pending:
+            flush()
+
+    # -- the writer (calling thread) ----------------------------------------
+    def run(self) -> list[tuple[ObjectId, int]]:
+        threads = [threading.Thread(target=self._chunk_worker, name=f"objstore-chunk-{i}", daemon=True)
+                   for i in range(min(self.workers, len(self.jobs)))]
+        for t in threads:
+            t.start()
+        chunks: list[tuple[ObjectId, int]] = []
+        odb, progress = self.odb, self.progress
+        try:
+            for q, room in zip(self.queues, self.room):
+                while True:
+                    got = q.get()
+                    if got is _DONE:
+                        break
+                    if isinstance(got, BaseException):
+                        raise got
+                    batch, heavy = got
+                    for chunk_id, n, fut, slot in batch:
+                        chunks.append((chunk_id, n))
+                        if fut is not None and odb is not None:
+                            codec_id, payload = fut.result()[slot]
+                            odb.add_encoded(chunk_id, codec_id, n, payload)
+                        if progress is not None:
+                            progress(n)
+                    room[0 if heavy else 1].release()
+                self.ahead.release()
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join()
+            if self.encoders is not None:
+                self.encoders.shutdown(wait=True, cancel_futures=True)
+        return chunks
+
+
+def _encode_many(items: list[tuple[bytes, str | None]], policy: codecs.CodecPolicy) -> list[tuple[int, bytes | memoryview]]:
+    return [codecs.encode_chunk(raw, dtype, policy) for raw, dtype in items]
+
+
+def iter_file_chunks(path: Path, chunker: Chunker) -> Iterator[tuple[ObjectId, int]]:
+    """The (id, length) of each chunk of ``path``, in order (sequential; for tools and tests)."""
+    fd = _open(Path(path))
+    try:
+        size = os.fstat(fd).st_size
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
+            segments = segment_file(f, size)
+        yield from _sequential(fd, segments, chunker, None, None)
+    finally:
+        os.close(fd)

@@ -1,0 +1,278 @@
+"""Writing a stored tree out as files, and checking a written copy against it.
+
+The tree is untrusted (it may come from a remote): names are checked, and every
+symlink is resolved over the tree itself (:func:`objstore.files.safepath.resolve_link`,
+the rule logging applies too) before anything is written; one that leads outside
+the destination is refused. Every write goes through
+:class:`objstore.files.safepath.Destination`, which follows no link below the root
+(planted links are replaced or refused, never written through), writes each file
+to a fresh temp name renamed into place when complete, and removes the temp files
+of writers that were killed. Symlinks are made last, so nothing is ever written
+through one, and checked again once all exist. Every chunk is verified against
+its id before its bytes reach a file.
+
+A copy is verified by :func:`verify`: each entry as the version has it (a
+downloaded reference by its size and recorded BLAKE3), and nothing else under the
+root (a file the version does not hold is reported). It reads as materialize
+writes, each directory through its parent's descriptor with no link below the
+root followed, so whatever depth materialize wrote can be verified.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as statmod
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import blake3
+
+from objstore.storage.chunking import Chunker
+from objstore.errors import CorruptObject, UnsafePath, VerificationFailed
+from objstore.storage.ids import ObjectId
+from objstore.files.ingest import default_workers, file_id_of
+from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry
+from objstore.storage.odb import ObjectDatabase
+from objstore.files.safepath import Destination, Lookup, Parts, resolve_link
+from objstore.storage.trees import split_path, walk_tree
+
+Progress = Callable[[int], None]
+# fetch(entry, out): write the referenced bytes to ``out``, raising if they changed since logging
+ReferenceFetcher = Callable[[TreeEntry, BinaryIO], None]
+
+
+def read_file_object(odb: ObjectDatabase, file_id: ObjectId) -> FileObject:
+    obj = odb.get_object(file_id)
+    if not isinstance(obj, FileObject):
+        raise CorruptObject(f"object {file_id.hex[:16]} should be a file", object_id=file_id.hex)
+    return obj
+
+
+def file_writer(odb: ObjectDatabase, file_id: ObjectId, expected_size: int,
+                progress: Progress | None = None) -> Callable[[BinaryIO], None]:
+    """A ``fill`` for :meth:`Destination.write_file`: the stored file's bytes, every chunk verified."""
+    fobj = read_file_object(odb, file_id)
+    if fobj.size != expected_size:
+        raise CorruptObject(
+            f"file {file_id.hex[:16]} is {fobj.size} bytes but its tree entry says {expected_size}; refusing it",
+            object_id=file_id.hex,
+        )
+
+    def fill(out: BinaryIO) -> None:
+        # decode and verify on every core while this thread writes
+        chunks = odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers())
+        for (chunk_id, claimed), data in zip(fobj.chunks, chunks):
+            # A file's id covers the lengths it claims for its chunks, not their real
+            # lengths: a crafted file object can call a 10-byte chunk 5 bytes and
+            # still hash to its id. Each chunk is verified; so is its length.
+            if len(data) != claimed:
+                raise CorruptObject(
+                    f"file {file_id.hex[:16]} says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {len(data)}; refusing it",
+                    object_id=file_id.hex)
+            out.write(data)
+            if progress is not None:
+                progress(len(data))
+
+    return fill
+
+
+def tree_lookup(entries: list[tuple[str, TreeEntry]]) -> Lookup:
+    """A :data:`~objstore.files.safepath.Lookup` over a tree's entries, as materialize will write them."""
+    nodes: dict[Parts, tuple[str, str | None]] = {}
+    for rel, entry in entries:
+        kind = "dir" if entry.kind == TREE else "link" if entry.kind == SYMLINK else "file"
+        nodes[tuple(split_path(rel))] = (kind, entry.target if entry.kind == SYMLINK else None)
+    return lambda parts: ("dir", None) if not parts else nodes.get(parts)
+
+
+def check_symlinks(entries: list[tuple[str, TreeEntry]]) -> None:
+    """Refuse a tree with a symlink that leads outside it, before anything is written."""
+    lookup = tree_lookup(entries)
+    for rel, entry in entries:
+        if entry.kind == SYMLINK:
+            found = resolve_link(lookup, tuple(split_path(rel)), entry.target or "")
+            if found.outcome == "escapes":
+                raise UnsafePath(f"symlink {rel!r} points to {entry.target!r}, which leads outside the destination; refusing")
+
+
+def materialize(
+    odb: ObjectDatabase,
+    chunker: Chunker,
+    tree_id: ObjectId,
+    root: Path,
+    *,
+    progress: Progress | None = None,
+    fetch_reference: ReferenceFetcher | None = None,
+    follow_root: bool = True,
+) -> list[Path]:
+    """Write the tree under ``root``; files already there and intact are left alone.
+
+    ``follow_root=False`` when the root is objstore's default, not the caller's
+    (see :meth:`objstore.files.safepath.Destination.open`).
+
+    Returns the paths of the files in the tree (written or already intact).
+    Files under ``root`` that the tree does not hold are left alone too (only
+    temp files of killed writers are removed); :func:`verify` reports them.
+    """
+    entries = list(walk_tree(odb, tree_id, include_dirs=True))  # validates every name before anything is written
+    check_symlinks(entries)
+    paths: list[Path] = []
+    symlinks: list[tuple[Parts, str, str]] = []
+    with Destination.open(root, follow_root=follow_root) as dest:
+        for rel, entry in entries:
+            parts = tuple(split_path(rel))
+            path = dest.root.joinpath(*parts)
+            if entry.kind == TREE:
+                dest.directory(parts)
+                continue
+            if entry.kind == SYMLINK:
+                symlinks.append((parts, entry.target or "", rel))
+                continue
+            paths.append(path)
+            if entry.kind == FILE:
+                assert entry.id is not None
+                if _intact(dest.open_regular(parts), entry, chunker):
+                    if progress is not None:
+                        progress(entry.size)
+                    continue
+                dest.write_file(parts, file_writer(odb, entry.id, entry.size, progress), entry.mode & 0o777 or 0o644)
+            elif entry.kind == REFERENCE and fetch_reference is not None:
+                dest.write_file(parts, lambda out, entry=entry: fetch_reference(entry, out), 0o644)
+        for parts, target, _ in symlinks:
+            dest.symlink(parts, target)
+            paths.append(dest.root.joinpath(*parts))
+        # Over the tree, no link leads out (check_symlinks). Through what else stands
+        # in the destination (a link planted where a dangling one points) one still
+        # could: check each one's real resolution, and take them all back if any escapes.
+        real_root = Path(os.path.realpath(dest.root))
+        for parts, target, rel in symlinks:
+            if not Path(os.path.realpath(dest.root.joinpath(*parts))).is_relative_to(real_root):
+                for made, _, _ in symlinks:
+                    dest.remove_link(made)
+                raise UnsafePath(f"symlink {rel!r} points to {target!r}, which leads outside the destination "
+                                 f"through what else is there; refusing")
+    return paths
+
+
+def _intact(fd: int | None, entry: TreeEntry, chunker: Chunker) -> bool:
+    """Whether the open regular file ``fd`` (None: not one) holds ``entry``'s bytes. Closes ``fd``."""
+    if fd is None:
+        return False
+    try:
+        if os.fstat(fd).st_size != entry.size:
+            return False
+        # hashed through the descriptor, so what was checked is what is read
+        return file_id_of(Path(f"/dev/fd/{fd}"), chunker) == entry.id
+    finally:
+        os.close(fd)
+
+
+def _reference_intact(fd: int | None, entry: TreeEntry) -> bool:
+    """Whether ``fd`` holds a downloaded reference: its size, and its BLAKE3 when logged. Closes ``fd``."""
+    if fd is None:
+        return False
+    try:
+        if os.fstat(fd).st_size != entry.size:
+            return False
+        want = entry.extra.get("blake3")
+        if not want:
+            return True
+        h = blake3.blake3()
+        while block := os.read(fd, 8 << 20):
+            h.update(block)
+        return h.hexdigest() == want
+    finally:
+        os.close(fd)
+
+
+def _open_file_at(dir_fd: int, name: str) -> int | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    if not statmod.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _kind_at(dir_fd: int, name: str) -> str | None:
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return None
+    return "link" if statmod.S_ISLNK(mode) else "dir" if statmod.S_ISDIR(mode) else "other"
+
+
+def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path) -> None:
+    """Check that ``root`` holds exactly the tree's entries and nothing else; raise
+    VerificationFailed naming those that differ, are missing, or are not in the version.
+
+    Read as materialize writes: each directory relative to its parent's descriptor,
+    no link below ``root`` followed, so any depth the file system holds can be checked
+    (full paths may exceed PATH_MAX) and a directory swapped for a link is reported,
+    not read through."""
+    root = Path(root)
+    children: dict[Parts, dict[str, TreeEntry]] = {(): {}}
+    for rel, entry in walk_tree(odb, tree_id, include_dirs=True):  # a directory comes before its contents
+        parts = tuple(split_path(rel))
+        children[parts[:-1]][parts[-1]] = entry
+        if entry.kind == TREE:
+            children[parts] = {}
+    bad: list[str] = []
+    extra: list[str] = []
+    visited: set[Parts] = set()
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise VerificationFailed(f"{root} cannot be opened as a directory: {exc.strerror or exc}", paths=()) from None
+    try:
+        # fwalk lists each directory through a descriptor; links (to directories too) are never entered
+        for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            here = Path(dirpath).parts
+            want = children.get(here)
+            if want is None:  # not the version's: pruned below, so only if one appeared meanwhile
+                dirnames[:] = []
+                continue
+            visited.add(here)
+            prefix = "".join(p + "/" for p in here)
+            for name, entry in want.items():
+                rel = prefix + name
+                if entry.kind == TREE:
+                    ok = _kind_at(dir_fd, name) == "dir"
+                elif entry.kind == SYMLINK:
+                    try:
+                        ok = os.readlink(name, dir_fd=dir_fd) == entry.target
+                    except OSError:
+                        ok = False
+                elif entry.kind == REFERENCE:
+                    ok = _reference_intact(_open_file_at(dir_fd, name), entry)
+                else:
+                    ok = _intact(_open_file_at(dir_fd, name), entry, chunker)
+                if not ok:
+                    bad.append(rel + ("/" if entry.kind == TREE else ""))
+            for d in sorted(dirnames):
+                if d not in want:
+                    extra.append(prefix + d + ("" if _kind_at(dir_fd, d) == "link" else "/"))
+            extra.extend(prefix + f for f in sorted(filenames) if f not in want)
+            # only the version's directories are looked into: an extra one is reported once
+            dirnames[:] = sorted(d for d in dirnames if d in want and want[d].kind == TREE)
+    finally:
+        os.close(top)
+    # What is under a directory that is missing, a link, or cannot be listed was not checked.
+    for parts, want in children.items():
+        if parts not in visited:
+            prefix = "".join(p + "/" for p in parts)
+            bad.extend(prefix + name + ("/" if e.kind == TREE else "") for name, e in want.items())
+    if bad or extra:
+        parts_msg = []
+        if bad:
+            parts_msg.append(f"{len(bad)} differ from the version or are missing: " + _listed(bad))
+        if extra:
+            parts_msg.append(f"{len(extra)} are not in the version: " + _listed(extra))
+        raise VerificationFailed(f"{root} is not an intact copy: " + "; ".join(parts_msg), paths=tuple(bad + extra))
+
+
+def _listed(items: list[str]) -> str:
+    return ", ".join(items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")

@@ -1,0 +1,370 @@
+"""``fsck``: re-hash everything a store holds and say which versions any damage breaks.
+
+Checks, in the order readers depend on them:
+
+1. every pack: its checksum, its ``.idx`` (present, intact, agreeing with the
+   pack), and every chunk the index lists re-hashed after decoding — a chunk is
+   good if at least one copy in some pack is;
+2. every metadata object (file, tree, version, link, run) re-hashed and decoded;
+3. every ref: it holds an id, the object exists and is of the right kind, and it
+   belongs where the ref is (:func:`objstore.model.versions.check_ref`: names by the
+   name rules, the collection, number, digest or run the ref's place promises);
+4. every version and registry link: its tree, every subtree and file, and every
+   chunk of every file exist and are good.
+
+What is walked is the strong closure of every ref, by the edges of
+:func:`objstore.model.inventory.edges` — exactly what gc keeps, a push sends and a
+reader needs. Weak edges (a version's parent, the run it names, a run's inputs
+and outputs) may legitimately point at nothing here, so they are not damage.
+One object that cannot be decoded is reported, naming the versions it breaks,
+and the check goes on with the rest of the store.
+
+Each problem names the object and the versions (``entity/project/name:vN``,
+registry links included) it breaks. Nothing is changed; repair is separate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from objstore.storage import codecs
+from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.model.inventory import edges, tree_children, version_label
+from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
+from objstore.storage.odb import idx_key, pack_key
+from objstore.storage.packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
+from objstore.model.refs import REFS
+from objstore.model.store import Store
+from objstore.model.versions import check_ref
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong. ``kind``: pack, index, chunk, object, ref or missing."""
+
+    kind: str
+    object_id: str
+    message: str
+    breaks: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "object": self.object_id, "message": self.message, "breaks": list(self.breaks)}
+
+
+@dataclass(frozen=True, slots=True)
+class FsckReport:
+    """What fsck checked and found. ``ok`` when nothing is wrong."""
+
+    problems: tuple[Problem, ...]
+    packs: int
+    chunks: int
+    objects: int
+    refs: int
+    versions: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def damaged_versions(self) -> tuple[str, ...]:
+        """Every version some problem breaks, sorted."""
+        return tuple(sorted({v for p in self.problems for v in p.breaks}))
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok, "damaged_versions": list(self.damaged_versions), "problems": [p.to_dict() for p in self.problems],
+            "checked": {"packs": self.packs, "chunks": self.chunks, "objects": self.objects, "refs": self.refs, "versions": self.versions},
+        }
+
+
+@dataclass
+class _State:
+    good_chunks: set[bytes] = field(default_factory=set)
+    bad_chunks: dict[bytes, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
+    bad_objects: dict[bytes, str] = field(default_factory=dict)
+    # Chunks of intact packs that have no .idx yet: a writer stores the pack, then its
+    # index, so a crash in between leaves exactly this. Not damage unless a version
+    # needs one of them (then it is named as missing, with this reason).
+    unindexed: dict[bytes, str] = field(default_factory=dict)
+    packs_seen: set[str] = field(default_factory=set)
+    unindexed_packs: set[str] = field(default_factory=set)
+    problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
+    ref_breaks: dict[bytes, set[str]] = field(default_factory=dict)  # object a version ref holds, damaged -> that version
+    chunks_checked: int = 0
+
+
+def fsck(store: Store) -> FsckReport:
+    """Check the whole store; return a report (never raises for damage it finds)."""
+    st = _State()
+    packs = _check_packs(store, st)
+    for raw in list(st.bad_chunks):
+        if raw in st.good_chunks:
+            del st.bad_chunks[raw]
+    objects = _check_objects(store, st)
+    refs, roots = _check_refs(store, st)
+    # Packs were listed before refs were read; a writer that stored a pack (and
+    # its index), then a version, in between is seen by its ref only. Everything a
+    # ref read above reaches was stored before that read (the write order), so one
+    # more look at packs that are new, or had no index yet, finds all of it.
+    packs += _check_packs(store, st, skip=st.packs_seen - st.unindexed_packs)
+    for raw in list(st.bad_chunks):
+        if raw in st.good_chunks:
+            del st.bad_chunks[raw]
+    breaks, missing = _check_versions(store, st, roots)
+    for raw, labels in st.ref_breaks.items():
+        breaks.setdefault(raw, set()).update(labels)
+
+    problems = list(st.problems)
+    for raw, why in sorted(st.bad_chunks.items()):
+        problems.append(Problem("chunk", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    for raw, why in sorted(st.bad_objects.items()):
+        problems.append(Problem("object", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    for raw, why in sorted(missing.items()):
+        problems.append(Problem("missing", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    return FsckReport(tuple(problems), packs, st.chunks_checked, objects, refs, len(roots))
+
+
+def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
+    # Indexes first, then packs: writers store a pack before its index, so every
+    # index listed here has its pack listed below, unless gc removed both meanwhile
+    # (it removes the index first), which the re-check of orphans tells apart.
+    idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    all_names = set(store.odb.iter_pack_names())
+    names = sorted(all_names - (skip or set()))
+    if skip is None:
+        for name in sorted(idx_names - all_names):
+            if _exists(store, idx_key(name)) and not _exists(store, pack_key(name)):
+                st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
+    for name in names:
+        st.packs_seen.add(name)
+        st.unindexed_packs.discard(name)
+        try:
+            data = store.backend.get(pack_key(name))
+        except NotFound:
+            continue  # removed by gc while we listed
+        try:
+            verify_pack(data, name)
+            intact = True
+        except CorruptObject as exc:
+            intact = False
+            st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
+        index = None
+        if name in idx_names:
+            try:
+                index = decode_idx(store.backend.get(idx_key(name)), name)
+            except (CorruptObject, NotFound) as exc:
+                # Readers fall back to the pack's own index section when the pack's
+                # checksum holds (odb.refresh), so the chunks stay readable then.
+                try:
+                    index = read_pack_index(data, name)
+                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); readers use the pack's own index, rewrite packs/{name}.idx from it"))
+                except CorruptObject:
+                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) and so is the pack; its chunks are unreadable"))
+        elif intact:
+            # An interrupted write (pack stored, index not yet): gc's business, not damage.
+            st.unindexed_packs.add(name)
+            for raw in _trailer_ids(data):
+                st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
+            continue
+        else:
+            st.problems.append(Problem("index", name, f"pack {name[:16]} has no index; its chunks are unreadable"))
+        if index is None:
+            # The odb cannot read these chunks, so they are not good; name them so
+            # fsck says which versions the lost index breaks.
+            for raw in _trailer_ids(data):
+                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
+            continue
+        for e in index:
+            raw = bytes(e["id"]).ljust(32, b"\0")
+            st.chunks_checked += 1
+            off, n = int(e["offset"]), int(e["stored_len"])
+            payload = memoryview(data)[off:off + n]
+            try:
+                if len(payload) != n:
+                    raise CorruptObject("truncated")
+                decoded = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
+                ok = hash_bytes(Kind.CHUNK, decoded).raw == raw
+                why = "does not hash to its id"
+            except (CorruptObject, ObjstoreError, ValueError) as exc:
+                ok, why = False, f"does not decode ({exc})"
+            if ok:
+                st.good_chunks.add(raw)
+            else:
+                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} in pack {name[:16]} {why}")
+    return len(names)
+
+
+def _exists(store: Store, key: str) -> bool:
+    try:
+        store.backend.stat(key)
+        return True
+    except NotFound:
+        return False
+
+
+def _trailer_ids(data: bytes) -> list[bytes]:
+    """Chunk ids a pack's own index section lists (best effort, for naming losses)."""
+    try:
+        index_offset, count, _ = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
+        stop = index_offset + count * INDEX_DTYPE.itemsize
+        if stop > len(data):
+            return []
+        import numpy as np
+
+        arr = np.frombuffer(data[index_offset:stop], dtype=INDEX_DTYPE)
+        return [bytes(x).ljust(32, b"\0") for x in arr["id"]]
+    except Exception:  # a damaged trailer: nothing to name
+        return []
+
+
+def _check_objects(store: Store, st: _State) -> int:
+    n = 0
+    for oid in store.odb.iter_object_ids():
+        n += 1
+        try:
+            store.odb.get_object(oid)
+        except NotFound:
+            continue
+        except ObjstoreError as exc:
+            st.bad_objects[oid.raw] = f"object {oid.hex[:16]}: {exc}"
+    return n
+
+
+def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
+    """Check every ref; return (count, {version or link id: label}) for the version walk."""
+    roots: dict[ObjectId, str] = {}
+    n = 0
+    for info in store.backend.iter_prefix(REFS):
+        n += 1
+        key = info.key
+        parts = key[len(REFS):].split("/")
+        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}" if len(parts) == 5 and parts[3] == "versions" else None
+        try:
+            oid = store.refs.read(key)
+        except CorruptObject as exc:
+            # A version ref holding garbage breaks that version: name it.
+            st.problems.append(Problem("ref", key, str(exc), (label,) if label else ()))
+            continue
+        if oid is None:
+            continue  # a tombstone
+        if oid.raw in st.bad_objects:
+            st.problems.append(Problem("ref", key, f"ref {key} points at damaged object {oid.hex[:16]}", (label,) if label else ()))
+            if label:
+                st.ref_breaks.setdefault(oid.raw, set()).add(label)
+            continue
+        try:
+            obj = store.odb.get_object(oid)
+        except NotFound:
+            st.problems.append(Problem("ref", key, f"ref {key} points at {oid.hex[:16]}, which is not in the store", (label,) if label else ()))
+            continue
+        except ObjstoreError as exc:
+            st.problems.append(Problem("ref", key, f"ref {key}: {exc}", (label,) if label else ()))
+            st.bad_objects.setdefault(oid.raw, f"object {oid.hex[:16]}: {exc}")
+            if label:
+                st.ref_breaks.setdefault(oid.raw, set()).add(label)
+            continue
+        is_run = len(parts) == 4 and parts[2] == "runs"
+        want = (RunRecord,) if is_run else (Version, Link)
+        if not isinstance(obj, want):
+            st.problems.append(Problem("ref", key, f"ref {key} points at a {type(obj).__name__}, not a {'run' if is_run else 'version'}"))
+            continue
+        if not _ref_belongs(store, st, key, oid, label):
+            continue
+        if label is not None:
+            roots[oid] = label
+        elif not is_run:
+            roots.setdefault(oid, "")  # alias / digest refs: checked, named by their version
+    return n, roots
+
+
+def _ref_belongs(store: Store, st: _State, key: str, oid: ObjectId, label: str | None) -> bool:
+    """Report a ref whose object belongs elsewhere (another collection, number,
+    digest or run) or whose name breaks the rules; True if it is where it should be."""
+    try:
+        check_ref(store, key, oid)
+    except (CorruptObject, NotFound) as exc:
+        st.problems.append(Problem("ref", key, str(exc), (label,) if label else ()))
+        return False
+    return True
+
+
+def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tuple[dict[bytes, set[str]], dict[bytes, str]]:
+    """Walk every version; return ({bad or missing id: versions broken}, {missing id: why})."""
+    breaks: dict[bytes, set[str]] = {}
+    missing: dict[bytes, str] = {}
+    memo: dict[bytes, frozenset[bytes]] = {}  # tree or file id -> bad ids below it
+
+    def bad_under_file(fid: ObjectId, path: str) -> frozenset[bytes]:
+        if fid.raw in memo:
+            return memo[fid.raw]
+        found: set[bytes] = set()
+        obj = _get(fid, f"file {path!r}")
+        if obj is None:
+            found.add(fid.raw)
+        elif not isinstance(obj, FileObject):
+            st.bad_objects[fid.raw] = f"object {fid.hex[:16]} ({path!r}) should be a file"
+            found.add(fid.raw)
+        else:
+            for c, _ in edges(obj).chunks:
+                if c.raw not in st.good_chunks:
+                    if c.raw not in st.bad_chunks:
+                        missing[c.raw] = st.unindexed.get(c.raw, f"chunk {c.hex[:16]} of {path!r} is in no pack")
+                    found.add(c.raw)
+        memo[fid.raw] = frozenset(found)
+        return memo[fid.raw]
+
+    def bad_under_tree(tid: ObjectId, path: str, depth: int = 0) -> frozenset[bytes]:
+        if tid.raw in memo:
+            return memo[tid.raw]
+        found: set[bytes] = set()
+        obj = _get(tid, f"directory {path or '/'!r}")
+        if obj is None:
+            found.add(tid.raw)
+        elif not isinstance(obj, Tree) or depth > 256:
+            st.bad_objects[tid.raw] = f"object {tid.hex[:16]} ({path or '/'!r}) should be a tree"
+            found.add(tid.raw)
+        else:
+            for name, kind, child in tree_children(obj):
+                sub = f"{path}{name}"
+                if kind == TREE:
+                    found |= bad_under_tree(child, sub + "/", depth + 1)
+                else:
+                    found |= bad_under_file(child, sub)
+        memo[tid.raw] = frozenset(found)
+        return memo[tid.raw]
+
+    def _get(oid: ObjectId, what: str) -> object | None:
+        if oid.raw in st.bad_objects:
+            return None
+        try:
+            return store.odb.get_object(oid)
+        except NotFound:
+            missing[oid.raw] = f"{what} (object {oid.hex[:16]}) is not in the store"
+        except (ObjstoreError, UnsafePath) as exc:
+            st.bad_objects[oid.raw] = f"object {oid.hex[:16]} ({what}): {exc}"
+        return None
+
+    for oid, label in roots.items():
+        try:
+            obj = store.odb.get_object(oid)
+        except ObjstoreError:
+            continue  # reported as a ref problem
+        labels = {label} if label else set()
+        if isinstance(obj, Link):
+            target = _get(obj.target, f"the version {obj.target_name} that {label or obj.registry} links")
+            if not isinstance(target, Version):
+                if target is not None:
+                    st.bad_objects[obj.target.raw] = f"link target {obj.target.hex[:16]} is not a version"
+                breaks.setdefault(obj.target.raw, set()).update(labels or {f"{obj.registry}:v{obj.index}"})
+                continue
+            obj = target
+            labels.add(version_label(target))
+        if not isinstance(obj, Version):
+            continue
+        labels.add(version_label(obj))
+        (tree,) = edges(obj).strong
+        for bad in bad_under_tree(tree, ""):
+            breaks.setdefault(bad, set()).update(labels)
+    return breaks, missing

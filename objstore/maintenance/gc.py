@@ -1,0 +1,328 @@
+"""``gc``: drop what no ref or reflog reaches, safely while writers run.
+
+Reachable = everything reached along strong edges (:func:`objstore.model.inventory.reach`,
+the definition transfer and fsck use too) from every live ref and every object
+any reflog entry names (so a moved alias or an old run record keeps its target
+until its reflog goes), and from every remote-tracking ref
+(``remotes/<name>/refs/…``): what ``fetch`` stored for a later ``pull`` stays
+until the tracking ref moves on.
+
+Never delete on uncertainty: an object gc cannot decode keeps everything its
+bytes name; if what some ref reaches cannot be learned at all (an object of its
+closure missing or unreadable), this gc marks and deletes nothing and says why
+in ``GcReport.held`` (run fsck). One damaged object never stops gc from running.
+
+Leftovers: files under ``tmp/`` (a writer's partial pack, a staged upload) older
+than the grace period belong to writers that died; gc removes them.
+
+Safety while other processes write (they store chunks, then packs, then
+objects, then refs — :mod:`objstore.storage.odb`):
+
+- Nothing younger than ``grace_seconds`` (by the backend's modification time)
+  is ever considered garbage: a writer that stored chunks but not yet its
+  version loses nothing.
+- Two phases. Phase 1 only *marks*: an unreachable pack gets
+  ``gc/marked/<pack>``, unreachable loose objects are listed in one
+  ``gc/objects/<time>-<rand>`` file. Phase 2, in a later gc once a mark is
+  older than the grace period, re-checks against a fresh mark of what is
+  reachable *now*: a marked pack is deleted only if every chunk in it that is
+  reachable now has a copy in a pack that stays; otherwise its mark is dropped
+  (something started using it again). Marked objects are deleted only if still
+  unreachable. With ``grace_seconds=0`` both phases happen in one run — only for
+  when no writer can be running.
+- A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
+  bytes) is rewritten: its live chunks are copied, verified, into a new pack
+  (create-only, index written), and only then is the old pack marked.
+
+Deletion order is the reverse of the write order: a pack's ``.idx`` goes before
+the pack, so no reader learns of a pack that is about to vanish.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgpack
+
+from objstore.storage import codecs
+from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
+from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.model.inventory import TMP, reach
+from objstore.storage.odb import GC_MARKED, OBJECTS, idx_key, object_key, pack_key
+from objstore.storage.packs import decode_idx
+from objstore.model.refs import REFS
+from objstore.model.store import Store
+
+GC_PREFIX = "gc/"
+MARKED_PACKS = GC_MARKED
+MARKED_OBJECTS = "gc/objects/"
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What one gc did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    reachable_objects: int
+    reachable_chunks: int
+    packs_marked: int
+    packs_rewritten: int
+    chunks_copied: int
+    packs_deleted: int
+    packs_unmarked: int
+    objects_marked: int
+    objects_deleted: int
+    bytes_marked: int  # freed by a later gc, once the marks are older than the grace period
+    bytes_freed: int  # freed by this run (deleted packs, indexes and objects, minus copies written)
+    temp_files_deleted: int = 0  # leftovers of dead writers under tmp/
+    damaged_objects: tuple[str, ...] = ()  # reached but undecodable: what their bytes name was kept
+    held: str | None = None  # why nothing was marked or deleted, if so (run fsck)
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Reachable:
+    objects: frozenset[ObjectId]
+    chunks: frozenset[bytes]
+    damaged: tuple[tuple[ObjectId, str], ...] = ()
+    unknown: tuple[tuple[ObjectId, str], ...] = ()
+
+
+def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None) -> Reachable:
+    """Everything reachable from refs (strictly), reflogs and tracking refs (if
+    still there). ``known()`` lists every stored id, for salvaging what an
+    undecodable object names (see :func:`objstore.model.inventory.reach`)."""
+    roots = {oid for _, oid in store.refs.iter_refs(REFS)}
+    weak = (set(store.refs.iter_reflog_targets()) | _tracking_targets(store)) - roots
+    r = reach(store, roots, weak, known=known)
+    return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
+
+
+# Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
+TRACKING = "remotes/"
+
+
+def _tracking_targets(store: Store) -> set[ObjectId]:
+    """Objects named by remote-tracking refs: weak roots, like reflog entries
+    (kept if present, not required, since tracking state is only a cache)."""
+    out: set[ObjectId] = set()
+    for info in store.backend.iter_prefix(TRACKING):
+        _, _, rest = info.key[len(TRACKING):].partition("/")
+        if not rest.startswith(REFS) or info.size == 0:
+            continue
+        try:
+            oid = store.refs.read(info.key)
+        except ObjstoreError:
+            continue  # a damaged tracking ref protects nothing; fetch rewrites it
+        if oid is not None:
+            out.add(oid)
+    return out
+
+
+def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False,
+                    now: float | None = None) -> GcReport:
+    """Run one gc over ``store`` (see the module docstring for the guarantees)."""
+    if grace_seconds < 0:
+        from objstore.errors import InvalidInput
+
+        raise InvalidInput("the grace period cannot be negative; pass 0 or more seconds")
+    start = time.time() if now is None else now
+    # List what exists *before* marking: anything stored after this listing is
+    # simply not considered, and anything listed but referenced by a ref written
+    # after we read the refs is younger than the grace period.
+    pack_infos = {info.key[len("packs/"):-len(".pack")]: info for info in store.backend.iter_prefix("packs/") if info.key.endswith(".pack")}
+    idx_sizes = {info.key[len("packs/"):-len(".idx")]: info.size for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    object_infos = {}
+    for info in store.backend.iter_prefix(OBJECTS):
+        rest = info.key[len(OBJECTS):].replace("/", "")
+        if len(rest) == 64:
+            try:
+                object_infos[ObjectId.from_hex(rest)] = info
+            except ObjstoreError:
+                continue
+    def known() -> set[bytes]:
+        ids = {o.raw for o in object_infos}
+        for index in indexes.values():
+            ids.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
+        return ids
+
+    indexes: dict[str, object] = {}
+    for name in pack_infos:
+        try:
+            indexes[name] = decode_idx(store.backend.get(idx_key(name)), name)
+        except (NotFound, CorruptObject):
+            continue  # no usable index: leave the pack alone (fsck reports it)
+    reach = mark_reachable(store, known)
+    damaged = tuple(sorted(oid.hex for oid, _ in reach.damaged))
+
+    def old(mtime: float) -> bool:
+        # grace 0: the caller knows no writer runs, so marks made now are due now.
+        return grace_seconds == 0 or start - mtime >= grace_seconds
+
+    counts = dict(packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
+                  objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0)
+    temp_deleted, temp_freed = _remove_leftovers(store, old, dry_run)
+    counts["bytes_freed"] += temp_freed
+    if reach.unknown:
+        oid, why = reach.unknown[0]
+        more = f" (and {len(reach.unknown) - 1} more)" if len(reach.unknown) > 1 else ""
+        held = f"nothing marked or deleted: cannot tell what object {oid.hex[:16]} reaches ({why}){more}; run 'objstore fsck'"
+        return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
+                        temp_files_deleted=temp_deleted, damaged_objects=damaged, held=held)
+    marked = {info.key[len(MARKED_PACKS):]: info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
+    copied_chunks: set[bytes] = set()
+
+    # -- phase 1: mark unreachable packs, rewrite mostly-garbage ones ----------
+    for name, info in sorted(pack_infos.items()):
+        if name in marked or name not in indexes or not old(info.mtime):
+            continue
+        index = indexes[name]
+        live = [e for e in index if bytes(e["id"]).ljust(32, b"\0") in reach.chunks]
+        if live:
+            garbage = sum(int(e["stored_len"]) for e in index) - sum(int(e["stored_len"]) for e in live)
+            total = sum(int(e["stored_len"]) for e in index)
+            if total == 0 or garbage / total < GC_REWRITE_GARBAGE_FRACTION:
+                continue
+            if not dry_run:
+                copied = _rewrite(store, name, live)
+                if copied is None:
+                    continue  # a live chunk is damaged: keep the pack, fsck will say
+                counts["chunks_copied"] += len(copied)
+                copied_chunks.update(copied)
+                counts["bytes_freed"] -= sum(int(e["stored_len"]) for e in live)
+            else:
+                counts["chunks_copied"] += len(live)
+                copied_chunks.update(bytes(e["id"]).ljust(32, b"\0") for e in live)
+            counts["packs_rewritten"] += 1
+        counts["packs_marked"] += 1
+        counts["bytes_marked"] += info.size + idx_sizes.get(name, 0)
+        marked[name] = start
+        if not dry_run:
+            store.backend.put_if_absent(MARKED_PACKS + name, msgpack.packb({"when": start}))
+
+    # -- phase 1: mark unreachable loose objects ---------------------------------
+    already: set[bytes] = set()
+    object_marks = [(info.key, info.mtime, _read_object_mark(store, info.key)) for info in store.backend.iter_prefix(MARKED_OBJECTS)]
+    for _, _, ids in object_marks:
+        already.update(ids)
+    fresh = [oid for oid, info in object_infos.items() if oid not in reach.objects and oid.raw not in already and old(info.mtime)]
+    if fresh:
+        counts["objects_marked"] = len(fresh)
+        counts["bytes_marked"] += sum(object_infos[o].size for o in fresh)
+        key = f"{MARKED_OBJECTS}{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        if not dry_run:
+            store.backend.put_if_absent(key, b"".join(o.raw for o in fresh))
+        object_marks.append((key, start, [o.raw for o in fresh]))
+
+    # -- phase 2: delete what stayed marked past the grace period ----------------
+    due = {name for name, mtime in marked.items() if old(mtime) and name in pack_infos}
+    for name in marked:
+        if name not in pack_infos and not dry_run:
+            store.backend.delete(MARKED_PACKS + name)  # the pack is gone already
+    # Which packs keep each reachable chunk: a due pack may go only if every live
+    # chunk in it also lives in a pack that stays.
+    staying_chunks: set[bytes] = set(copied_chunks)
+    for name, index in indexes.items():
+        if name not in due:
+            staying_chunks.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
+    def marked_now(name: str) -> set[str]:
+        try:
+            store.backend.stat(MARKED_PACKS + name)
+            return {name}
+        except NotFound:
+            return set()
+
+    for name in sorted(due):
+        index = indexes.get(name)
+        ids = [bytes(x).ljust(32, b"\0") for x in index["id"]] if index is not None else []  # type: ignore[index]
+        needed = [c for c in ids if c in reach.chunks and c not in staying_chunks]
+        if needed:
+            # Reachable again (a version logged since reuses it): keep it, drop the mark.
+            counts["packs_unmarked"] += 1
+            staying_chunks.update(ids)
+            if not dry_run:
+                store.backend.delete(MARKED_PACKS + name)
+            continue
+        if not dry_run and name not in marked_now(name):
+            counts["packs_unmarked"] += 1  # a writer stored this very pack again and lifted the mark
+            continue
+        counts["packs_deleted"] += 1
+        counts["bytes_freed"] += pack_infos[name].size + idx_sizes.get(name, 0)
+        if not dry_run:
+            store.backend.delete(idx_key(name))
+            store.backend.delete(pack_key(name))
+            store.backend.delete(MARKED_PACKS + name)
+
+    for key, mtime, ids in object_marks:
+        if not old(mtime):
+            continue
+        for raw in ids:
+            oid = ObjectId(raw)
+            if oid in reach.objects:
+                continue  # in use again
+            obj_info = object_infos.get(oid)
+            if obj_info is None:
+                continue
+            counts["objects_deleted"] += 1
+            counts["bytes_freed"] += obj_info.size
+            if not dry_run:
+                store.backend.delete(object_key(oid))
+        if not dry_run:
+            store.backend.delete(key)
+    return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
+                    temp_files_deleted=temp_deleted, damaged_objects=damaged)
+
+
+def _remove_leftovers(store: Store, old: Callable[[float], bool], dry_run: bool) -> tuple[int, int]:
+    """Delete files under ``tmp/`` past the grace period (a live writer's temp file
+    is younger: it is written, then renamed or linked away, within one operation).
+    Returns (files, bytes)."""
+    files = size = 0
+    for info in list(store.backend.iter_prefix(TMP)):
+        if not old(info.mtime):
+            continue
+        files += 1
+        size += info.size
+        if not dry_run:
+            try:
+                store.backend.delete(info.key)
+            except NotFound:
+                continue  # its writer finished with it meanwhile
+    return files, size
+
+
+def _read_object_mark(store: Store, key: str) -> list[bytes]:
+    try:
+        data = store.backend.get(key)
+    except NotFound:
+        return []
+    return [data[i:i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+
+
+def _rewrite(store: Store, name: str, live: list) -> list[bytes] | None:
+    """Copy the live chunks of pack ``name`` into a new pack, verified. Returns the
+    ids copied, or None (writing nothing) if one of them is damaged."""
+    data = store.backend.get(pack_key(name))
+    copies = []
+    for e in live:
+        raw_id = bytes(e["id"]).ljust(32, b"\0")
+        off, n = int(e["offset"]), int(e["stored_len"])
+        payload = data[off:off + n]
+        try:
+            raw = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
+        except ObjstoreError:
+            return None
+        if len(payload) != n or hash_bytes(Kind.CHUNK, raw).raw != raw_id:
+            return None
+        copies.append((ObjectId(raw_id), int(e["codec"]), int(e["raw_len"]), payload))
+    for chunk_id, codec_id, raw_len, payload in copies:
+        store.odb.add_encoded(chunk_id, codec_id, raw_len, payload)
+    store.odb.flush()  # the new pack and its index exist before the old pack is marked
+    return [c.raw for c, _, _, _ in copies]

@@ -1,0 +1,225 @@
+"""Refs: named pointers to object ids, with a reflog.
+
+Layout (the same on every backend)::
+
+    refs/<entity>/<project>/<name>/versions/v<N>     written once (create-only)
+    refs/<entity>/<project>/<name>/aliases/<alias>   moved by compare-and-swap
+    refs/<entity>/<project>/<name>/digests/<hex>     digest -> version, written once
+    refs/<entity>/<project>/runs/<run-id>            moved by compare-and-swap
+    logs/<ref>/<time ns>-<random>                    one reflog entry each
+
+A ref's value is the hex id and a newline; an empty value is a tombstone (a
+deleted alias), so deleting is a compare-and-swap too and never races a move.
+A reflog entry is written after the move it records succeeded, so the log never
+claims a move that did not happen (a crash in between loses one entry, never
+a ref).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+
+from objstore.storage.backend import Backend
+from objstore.constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
+from objstore.errors import Conflict, CorruptObject, NotFound
+from objstore.storage.ids import ObjectId
+
+REFS = "refs/"
+LOGS = "logs/"
+
+
+def default_who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReflogEntry:
+    ref: str
+    old: ObjectId | None
+    new: ObjectId | None
+    when: float
+    who: str
+    why: str
+
+
+def encode_value(oid: ObjectId | None) -> bytes:
+    return b"" if oid is None else oid.hex.encode() + b"\n"
+
+
+def decode_value(ref: str, value: bytes) -> ObjectId | None:
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return ObjectId.from_hex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise CorruptObject(f"ref {ref} holds garbage rather than an object id", object_id=ref) from None
+
+
+class RefStore:
+    """Reads and moves refs on a backend."""
+
+    def __init__(self, backend: Backend, who: str | None = None) -> None:
+        self.backend = backend
+        self.who = who or default_who()
+
+    def read_raw(self, ref: str) -> bytes | None:
+        try:
+            return self.backend.get(ref, max_size=MAX_REF_BYTES)  # a ref is a hex id; never read more
+        except NotFound:
+            return None
+
+    def read(self, ref: str) -> ObjectId | None:
+        """The id a ref points at; None if it is absent or deleted."""
+        raw = self.read_raw(ref)
+        return None if raw is None else decode_value(ref, raw)
+
+    def exists(self, ref: str) -> bool:
+        try:
+            self.backend.stat(ref)
+            return True
+        except NotFound:
+            return False
+
+    def create(self, ref: str, oid: ObjectId, why: str) -> bool:
+        """Write a ref that is never moved afterwards. False if it already exists."""
+        if not self.backend.put_if_absent(ref, encode_value(oid)):
+            return False
+        self._log(ref, None, oid, why)
+        return True
+
+    def set_if_equals(self, ref: str, expected_raw: bytes | None, new: ObjectId | None, why: str) -> None:
+        """Move ``ref`` to ``new`` (None deletes it) if it still holds ``expected_raw``
+        (the raw value last read, None for absent). Raises Conflict otherwise."""
+        old = None if expected_raw is None else decode_value(ref, expected_raw)
+        self.backend.compare_and_swap(ref, expected_raw, encode_value(new))
+        self._log(ref, old, new, why)
+
+    def set(self, ref: str, new: ObjectId | None, why: str, *, attempts: int = 100) -> ObjectId | None:
+        """Move ``ref`` to ``new`` whatever it holds, by CAS retried against fresh reads.
+        Returns the previous value."""
+        for _ in range(attempts):
+            raw = self.read_raw(ref)
+            old = None if raw is None else decode_value(ref, raw)
+            if old == new and raw is not None:
+                return old
+            try:
+                self.set_if_equals(ref, raw, new, why)
+                return old
+            except Conflict:
+                time.sleep(0.001 * secrets.randbelow(10))
+        raise Conflict(ref, None, self.read_raw(ref), f"{ref} kept changing under {attempts} attempts; retry later")
+
+    def iter_refs(self, prefix: str) -> Iterator[tuple[str, ObjectId]]:
+        """(ref, id) for every live ref under ``prefix``; tombstones are skipped."""
+        for info in self.backend.iter_prefix(prefix):
+            if info.size == 0:
+                continue
+            oid = self.read(info.key)
+            if oid is not None:
+                yield info.key, oid
+
+    def iter_names(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix``, without reading them (tombstones included)."""
+        for info in self.backend.iter_prefix(prefix):
+            yield info.key
+
+    # -- reflog ----------------------------------------------------------
+    def _log(self, ref: str, old: ObjectId | None, new: ObjectId | None, why: str) -> None:
+        entry = msgpack.packb({"old": old.raw if old else None, "new": new.raw if new else None, "when": time.time(), "who": self.who, "why": why})
+        key = f"{LOGS}{ref}/{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.backend.put_if_absent(key, entry)
+
+    def reflog(self, ref: str) -> list[ReflogEntry]:
+        """The moves of ``ref``, oldest first."""
+        entries = []
+        for info in self.backend.iter_prefix(f"{LOGS}{ref}/"):
+            try:
+                d = msgpack.unpackb(self.backend.get(info.key, max_size=MAX_REFLOG_ENTRY_BYTES), raw=False,
+                                    max_bin_len=64, max_str_len=4096)
+                entries.append((info.key, ReflogEntry(
+                    ref,
+                    ObjectId(d["old"]) if d.get("old") else None,
+                    ObjectId(d["new"]) if d.get("new") else None,
+                    float(d["when"]), str(d["who"]), str(d["why"]),
+                )))
+            except (NotFound, CorruptObject, ValueError, KeyError, TypeError, msgpack.UnpackException):
+                continue  # a damaged log entry must not hide the others
+        entries.sort(key=lambda kv: kv[0])
+        return [e for _, e in entries]
+
+    def iter_reflog_targets(self) -> Iterator[ObjectId]:
+        """Every id any reflog entry names (gc keeps these reachable)."""
+        for info in self.backend.iter_prefix(LOGS):
+            try:
+                d = msgpack.unpackb(self.backend.get(info.key, max_size=MAX_REFLOG_ENTRY_BYTES), raw=False,
+                                    max_bin_len=64, max_str_len=4096)
+            except (NotFound, CorruptObject, ValueError, msgpack.UnpackException):
+                continue
+            for k in ("old", "new"):
+                if isinstance(d, dict) and isinstance(d.get(k), bytes) and len(d[k]) == 32:
+                    yield ObjectId(d[k])
+
+
+# -- ref names ---------------------------------------------------------------
+
+def collection_prefix(entity: str, project: str, name: str) -> str:
+    return f"{REFS}{entity}/{project}/{name}/"
+
+
+def version_ref(entity: str, project: str, name: str, index: int) -> str:
+    return f"{REFS}{entity}/{project}/{name}/versions/v{index}"
+
+
+def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
+    return f"{REFS}{entity}/{project}/{name}/aliases/{alias}"
+
+
+def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
+    return f"{REFS}{entity}/{project}/{name}/digests/{digest_hex}"
+
+
+def run_ref(entity: str, project: str, run_id: str) -> str:
+    return f"{REFS}{entity}/{project}/runs/{run_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RefKey:
+    """A ref key taken apart. ``kind``: version, alias, digest or run; ``tail`` is
+    the ``vN``, the alias, the digest hex or the run id; ``name`` is empty for runs.
+    Only the layout is parsed here; whether the parts obey the name rules, and
+    whether the ref's value belongs there, is :func:`objstore.model.versions.check_ref`'s."""
+
+    key: str
+    kind: str
+    entity: str
+    project: str
+    name: str
+    tail: str
+
+
+_NAMESPACES = {"versions": "version", "aliases": "alias", "digests": "digest"}
+
+
+def parse_ref_key(key: str) -> RefKey | None:
+    """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``; None for any other key."""
+    if not key.startswith(REFS):
+        return None
+    parts = key[len(REFS):].split("/")
+    if len(parts) == 5 and parts[3] in _NAMESPACES:
+        return RefKey(key, _NAMESPACES[parts[3]], parts[0], parts[1], parts[2], parts[4])
+    if len(parts) == 4 and parts[2] == "runs":
+        return RefKey(key, "run", parts[0], parts[1], "", parts[3])
+    return None

@@ -1,0 +1,212 @@
+"""A store: a backend with its config, object database and refs.
+
+Where a store is, in order (DESIGN.md): the ``store`` argument (a path or an
+``s3://`` URL), ``$OBJSTORE_DIR``, the nearest ``.objstore`` directory at or above
+the working directory, else ``~/.objstore`` (created on first use). Locations are
+parsed by :func:`objstore.storage.backend.parse_location` only: a scheme objstore has no
+backend for is an error, never a directory.
+
+:meth:`Store.open` is the one way a store is opened, local or remote (remotes
+and clone use it too): its config is untrusted, so :meth:`StoreConfig.decode`
+checks the format version (a newer one asks for an upgrade), the types and the
+chunking ranges (:func:`check_chunking`, the very rules the chunker applies)
+before anything else reads the store, and a bad config is a one-line error,
+never a chunker's ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from objstore.storage.backend import Backend, open_backend, parse_location
+from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.constants import MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
+from objstore.errors import CorruptObject, InvalidInput, NotFound
+from objstore.storage.odb import ObjectDatabase
+from objstore.model.refs import RefStore
+
+CONFIG_KEY = "config"
+STORE_DIRNAME = ".objstore"
+
+_CHUNKING_FIELDS = ("avg", "min", "max", "nc")
+
+
+def check_chunking(params: ChunkParams) -> ChunkParams:
+    """Refuse chunking parameters the chunker cannot use (InvalidInput saying the ranges).
+
+    The ranges are pyfastcdc's, applied to what :class:`~objstore.storage.chunking.Chunker`
+    hands it (it asks FastCDC for ``avg - min``, see there); building a Chunker is
+    the final word, so this can never accept what chunking would refuse.
+    """
+    values = (params.avg_size, params.min_size, params.max_size, params.normalization)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise InvalidInput(f"chunking parameters must be integers, got {_show_params(params)}")
+    avg, low, high, nc = values
+    cdc_avg = max(avg - low, 256)
+    why = (
+        "min must be 64 B .. 1 MiB" if not 64 <= low <= MiB else
+        "max must be 1 KiB .. 16 MiB" if not KiB <= high <= 16 * MiB else
+        "avg - min (256 at least) must lie between min and the smaller of max and 4 MiB"
+        if not low <= cdc_avg <= min(high, 4 * MiB) else
+        "nc (normalization) must be 0 .. 3" if not 0 <= nc <= 3 else
+        None
+    )
+    if why is None:
+        try:
+            Chunker(params)
+        except (ValueError, TypeError, IndexError, OverflowError) as exc:
+            why = str(exc)
+    if why is not None:
+        raise InvalidInput(f"chunking parameters {_show_params(params)} are out of range: {why}")
+    return params
+
+
+def _show_params(params: ChunkParams) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.to_dict().items())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """What a store fixes at creation and never changes."""
+
+    format: int
+    chunking: ChunkParams
+    created_at: float
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
+
+    @classmethod
+    def decode(cls, data: bytes, where: object = "this store") -> "StoreConfig":
+        """Parse and check a store's config (untrusted: a forged store or remote)."""
+        damaged = f"the config of the store at {where} is damaged"
+        fix = "restore it from a clone or recreate the store"
+        try:
+            d = msgpack.unpackb(data, raw=False, max_str_len=4096, max_bin_len=4096, max_array_len=64, max_map_len=64)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise CorruptObject(f"{damaged} (not msgpack: {exc}); {fix}") from None
+        if not isinstance(d, dict):
+            raise CorruptObject(f"{damaged} (not a map); {fix}")
+        fmt = d.get("format")
+        if not _is_int(fmt) or fmt < 1:
+            raise CorruptObject(f"{damaged} (its format field is {fmt!r}, not a format number); {fix}")
+        if fmt > STORE_FORMAT:  # checked first: a newer format may lay out everything else differently
+            raise InvalidInput(f"the store at {where} has format {fmt}; this objstore reads up to {STORE_FORMAT}: upgrade objstore")
+        chunking = d.get("chunking")
+        if not isinstance(chunking, dict) or not all(_is_int(chunking.get(k)) for k in _CHUNKING_FIELDS):
+            raise CorruptObject(f"{damaged} (its chunking field is {_short(chunking)}, not integers {', '.join(_CHUNKING_FIELDS)}); {fix}")
+        params = ChunkParams(chunking["avg"], chunking["min"], chunking["max"], chunking["nc"])
+        try:
+            check_chunking(params)
+        except InvalidInput as exc:
+            raise CorruptObject(f"{damaged} ({exc}); {fix}") from None
+        created = d.get("created_at")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            raise CorruptObject(f"{damaged} (its created_at field is {_short(created)}); {fix}")
+        return cls(fmt, params, float(created))
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def resolve_location(store: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> str | Path:
+    """Where the store is: argument, ``$OBJSTORE_DIR``, nearest ``.objstore`` upward, ``~/.objstore``."""
+    if store is not None and str(store) != "":
+        return parse_location(store)
+    env = os.environ.get("OBJSTORE_DIR")
+    if env:
+        return parse_location(env)
+    here = (cwd or Path.cwd()).absolute()
+    for directory in (here, *here.parents):
+        candidate = directory / STORE_DIRNAME
+        if candidate.is_dir():
+            return candidate
+    return Path.home() / STORE_DIRNAME
+
+
+def local_directory(location: str | os.PathLike[str], purpose: str) -> Path:
+    """``location`` as a local directory, for what must be local (a clone's destination)."""
+    where = parse_location(location)
+    if not isinstance(where, Path):
+        raise InvalidInput(f"{purpose} must be a local directory, not {where}")
+    return where
+
+
+class Store:
+    """An opened store. Use :meth:`open` (create if missing) or :meth:`open_existing`.
+
+    >>> import tempfile
+    >>> store = Store.open(tempfile.mkdtemp())
+    >>> store.config.chunking.avg_size
+    65536
+    """
+
+    def __init__(self, backend: Backend, config: StoreConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self.location = backend.url
+        self.odb = ObjectDatabase(backend)
+        self.refs = RefStore(backend)
+        self.chunker = Chunker(config.chunking)
+
+    @classmethod
+    def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True, chunking: ChunkParams | None = None,
+             options: dict[str, str] | None = None) -> "Store":
+        """Open the store at ``location`` (resolved as the module says), creating it if allowed.
+
+        ``chunking`` is used only when creating; ``options`` (endpoint, region …) go to
+        an object-storage backend. Every opening of a store, local or remote, is this one.
+        """
+        where = resolve_location(location)
+        if create and chunking is not None:
+            check_chunking(chunking)  # before anything is created
+        if isinstance(where, Path):
+            if where.exists() and not where.is_dir():
+                raise InvalidInput(f"{where} is a file, not a store directory; pass a directory path")
+            if not where.exists():
+                if not create:
+                    raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where))
+                where.mkdir(parents=True, exist_ok=True)
+        backend = open_backend(where, **(options or {}))
+        try:
+            try:
+                config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)
+            except NotFound:
+                if not create:
+                    raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where)) from None
+                config = StoreConfig(STORE_FORMAT, chunking or ChunkParams(), time.time())
+                if not backend.put_if_absent(CONFIG_KEY, config.encode()):
+                    config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)  # another process created it first
+            return cls(backend, config)
+        except BaseException:
+            backend.close()
+            raise
+
+    @classmethod
+    def open_existing(cls, location: str | os.PathLike[str] | None = None) -> "Store":
+        return cls.open(location, create=False)
+
+    def close(self) -> None:
+        self.odb.flush()
+        self.backend.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"

@@ -1,0 +1,488 @@
+"""Versions, aliases and registry links of collections, on refs alone.
+
+Dense numbering without a lock: a writer stores its version object, then claims
+``versions/v<N>`` with a create-only write; if another writer got there first it
+rebuilds the version as N+1 and tries again. Create-only writes are atomic on
+every backend (O_EXCL-style link locally, If-None-Match on S3), so numbers stay
+dense however many processes or machines log at once.
+
+``latest`` moves through every version in order: whoever finds it at v<K> below
+its own version moves it to v<K+1> by compare-and-swap (helping slower writers
+along), so each version is ``latest`` once, the reflog of ``latest`` has one entry
+per version, and a writer that crashed after claiming its number never leaves
+``latest`` behind for good.
+
+A registered model (``<entity>/model-registry/<name>``) is a collection whose
+versions are :class:`~objstore.storage.objects.Link` objects pointing at versions logged
+elsewhere.
+
+A ref says where its object belongs, and the object says it too: a version
+names its ``entity/project/name`` and number, a link its registered model,
+number and target. Every entry read through a collection is checked to be one
+of that collection's, and to be what the ref it was read from promises
+(:func:`read_entry` with ``ref``: ``versions/vN`` holds number N,
+``digests/<tree>`` that tree). Every reader passes the ref it followed: a
+selector (:func:`resolve`), a log finding its content by digest, the number of
+``latest`` a log starts from and the version ``latest`` moves onto, so one
+edited ref never serves another version's bytes, never makes a log skip
+numbers and never spins ``latest`` in place. :func:`check_ref` is the whole
+rule for any ref key and value (names by the name rules, kind, collection,
+number, digest, run), used by fsck and by pull/clone for every ref they take.
+A ref pointing elsewhere is a :class:`Misplaced` (a
+:class:`~objstore.errors.CorruptObject`) naming the ref, never another
+collection's bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from objstore import faults
+from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
+from objstore.storage.ids import ObjectId
+from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
+from objstore.storage.objects import Link, RunRecord, Version
+from objstore.model.refs import REFS, alias_ref, collection_prefix, decode_value, digest_ref, parse_ref_key, version_ref
+from objstore.model.store import Store
+
+_HEX = re.compile(r"[0-9a-f]{8,64}")
+_TREE_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedVersion:
+    """A version as addressed in one collection. For a registry entry, ``link`` is
+    the link and ``version``/``version_id`` the version it points at."""
+
+    collection: CollectionPath
+    index: int
+    object_id: ObjectId  # what the collection's ref holds (a version, or a link)
+    version_id: ObjectId
+    version: Version
+    link: Link | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.collection.name}:v{self.index}"
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.collection}:v{self.index}"
+
+
+def read_version(store: Store, oid: ObjectId) -> Version:
+    obj = store.odb.get_object(oid)
+    if not isinstance(obj, Version):
+        raise CorruptObject(f"object {oid.hex[:16]} should be a version", object_id=oid.hex)
+    return obj
+
+
+def read_entry(store: Store, coll: CollectionPath, oid: ObjectId, *, ref: str | None = None) -> ResolvedVersion:
+    """Resolve what a collection ref points at (a version, or a link to one).
+
+    Raises CorruptObject (naming ``ref`` when given) if the object is not an
+    entry of ``coll``: a version of another collection, another registered
+    model's link, or a link whose target is not the version it names; and, when
+    ``ref`` is the key it was read from, if it is not what that key promises
+    (``versions/vN``: number N; ``digests/<tree>``: that tree).
+    """
+    obj = store.odb.get_object(oid)
+    if isinstance(obj, Version):
+        entry = ResolvedVersion(coll, obj.index, oid, oid, obj)
+    elif isinstance(obj, Link):
+        entry = ResolvedVersion(coll, obj.index, oid, obj.target, read_version(store, obj.target), obj)
+    else:
+        raise CorruptObject(f"object {oid.hex[:16]} in {coll} is neither a version nor a link", object_id=oid.hex)
+    why = _foreign(coll, entry) or (_not_as_promised(ref, entry) if ref else None)
+    if why is not None:
+        raise misplaced(f"ref {ref}" if ref else f"an entry of {coll}", oid, why)
+    return entry
+
+
+def _not_as_promised(ref: str, entry: ResolvedVersion) -> str | None:
+    """Why ``entry`` is not what ref key ``ref`` promises (its number, its tree); None if it is."""
+    key = parse_ref_key(ref)
+    if key is None:
+        return None
+    if key.kind == "version" and key.tail != f"v{entry.index}":
+        return f"{entry.qualified_name}, not {key.tail}"
+    if key.kind == "digest" and key.tail != entry.version.tree.hex:
+        return f"{entry.qualified_name}, which holds tree {entry.version.tree.hex[:16]}"
+    return None
+
+
+def _label(v: Version) -> str:
+    return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
+
+
+def _foreign(coll: CollectionPath, entry: ResolvedVersion) -> str | None:
+    """Why ``entry``, read through ``coll``, is not one of ``coll``'s entries; None if it is."""
+    if entry.link is None:
+        v = entry.version
+        if (v.entity, v.project, v.name) != (coll.entity, coll.project, coll.name):
+            return f"{_label(v)}, a version of another collection"
+        return None
+    if entry.link.registry != str(coll):
+        return f"{entry.link.registry}:v{entry.link.index}, an entry of another registered model"
+    if _label(entry.version) != entry.link.target_name:
+        return f"a link to {entry.link.target_name} whose target is {_label(entry.version)}"
+    return None
+
+
+class Misplaced(CorruptObject):
+    """A ref holding a readable object that belongs elsewhere (another collection,
+    number, tree or run): the store was edited or damaged."""
+
+
+def misplaced(where: str, oid: ObjectId, why: str) -> Misplaced:
+    """The error for a ref (``where``: "ref <key>") whose object does not belong there."""
+    return Misplaced(
+        f"{where} points at {why} (object {oid.hex[:16]}); the store was edited or damaged, "
+        "refusing to use it (objstore fsck lists such refs)", object_id=oid.hex,
+    )
+
+
+def check_ref(store: Store, key: str, oid: ObjectId | None) -> None:
+    """Check that ref ``key`` may hold ``oid`` (None: a tombstone); CorruptObject naming it if not.
+
+    The key's parts must obey the name rules (so an alias is never ``vN``, a
+    version ref is exactly ``v<N>``, a digest ref a full tree id), and its object
+    must be what that place holds: an entry of the collection (numbered N for
+    ``versions/vN``, holding that tree for ``digests/<tree>``), or the run of that
+    entity, project and id. Keys outside the ref layout are not objstore's and pass.
+    """
+    ref = parse_ref_key(key)
+    if ref is None:
+        return
+    try:
+        check_name(ref.entity, "entity")
+        check_name(ref.project, "project")
+        if ref.kind == "run":
+            check_name(ref.tail, "run id")
+        else:
+            check_name(ref.name, "artifact name")
+            if ref.kind == "alias":
+                check_alias(ref.tail)
+            elif ref.kind == "version" and f"v{version_index(ref.tail)}" != ref.tail:
+                raise InvalidName(f"{ref.tail!r} is not v<number>")
+            elif ref.kind == "digest" and not _TREE_HEX.fullmatch(ref.tail):
+                raise InvalidName(f"{ref.tail!r} is not a tree id")
+    except InvalidName as exc:
+        raise CorruptObject(f"ref {key} has a name objstore never writes ({exc}); refusing to use it", object_id=key) from None
+    if oid is None:
+        return
+    if ref.kind == "run":
+        run = store.odb.get_object(oid)
+        if not isinstance(run, RunRecord):
+            raise misplaced(f"ref {key}", oid, f"a {type(run).__name__}, not a run")
+        if (run.entity, run.project, run.id) != (ref.entity, ref.project, ref.tail):
+            raise misplaced(f"ref {key}", oid, f"run {run.path}")
+        return
+    read_entry(store, CollectionPath(ref.entity, ref.project, ref.name), oid, ref=key)
+
+
+def _entry_index(store: Store, oid: ObjectId) -> int:
+    obj = store.odb.get_object(oid)
+    if isinstance(obj, (Version, Link)):
+        return obj.index
+    raise CorruptObject(f"object {oid.hex[:16]} should be a version or a link", object_id=oid.hex)
+
+
+def list_versions(store: Store, coll: CollectionPath) -> list[tuple[int, ObjectId]]:
+    """(index, object id) of every version of a collection, oldest first."""
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "versions/"
+    out = []
+    for ref, oid in store.refs.iter_refs(prefix):
+        idx = version_index(ref.rsplit("/", 1)[-1])
+        if idx is not None:
+            out.append((idx, oid))
+    return sorted(out)
+
+
+def list_aliases(store: Store, coll: CollectionPath) -> dict[str, ObjectId]:
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
+    return {ref.rsplit("/", 1)[-1]: oid for ref, oid in store.refs.iter_refs(prefix)}
+
+
+def aliases_for(store: Store, coll: CollectionPath, oid: ObjectId) -> list[str]:
+    return sorted(a for a, target in list_aliases(store, coll).items() if target == oid)
+
+
+def collection_exists(store: Store, coll: CollectionPath) -> bool:
+    return store.refs.exists(version_ref(coll.entity, coll.project, coll.name, 0))
+
+
+def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
+    """The version ``spec`` names, or NotFound saying what exists instead.
+
+    The entry found is checked to be the one the ref's place promises (see
+    :func:`read_entry`): of this collection, with this number for ``vN``, this
+    tree for a digest.
+    """
+    coll, selector = spec.collection, spec.selector
+    idx = version_index(selector)
+    oid: ObjectId | None = None
+    if idx is not None:
+        ref = version_ref(coll.entity, coll.project, coll.name, idx)
+        oid = store.refs.read(ref)
+    else:
+        ref = alias_ref(coll.entity, coll.project, coll.name, selector)
+        oid = store.refs.read(ref)
+        if oid is None and _HEX.fullmatch(selector):
+            ref, oid = _find_by_digest(store, coll, selector)
+    if oid is None:
+        if not collection_exists(store, coll):
+            raise NotFound(f"no artifact {coll} in the store at {store.location}; check the name (objstore ls lists them)", key=str(coll))
+        raise NotFound(f"{coll} has no version {selector!r}; it has {_describe(store, coll)}", key=str(spec))
+    return read_entry(store, coll, oid, ref=ref)
+
+
+def _describe(store: Store, coll: CollectionPath) -> str:
+    versions = list_versions(store, coll)
+    aliases = sorted(list_aliases(store, coll))
+    text = f"v0..v{versions[-1][0]}" if versions else "no versions"
+    return text + (f" and aliases {', '.join(aliases)}" if aliases else "")
+
+
+def _find_by_digest(store: Store, coll: CollectionPath, prefix: str) -> tuple[str, ObjectId | None]:
+    """(the digest ref, the entry it holds) for a digest prefix; the entry is None if none matches."""
+    base = collection_prefix(coll.entity, coll.project, coll.name) + "digests/"
+    matches = dict(store.refs.iter_refs(base + prefix))
+    if len(set(matches.values())) > 1:
+        raise InvalidName(f"digest prefix {prefix!r} matches several versions of {coll}; give more digits")
+    for key, oid in matches.items():
+        return key, oid
+    return base + prefix, None
+
+
+def commit_version(
+    store: Store,
+    coll: CollectionPath,
+    *,
+    tree: ObjectId,
+    size: int,
+    new_bytes: int,
+    artifact_type: str,
+    metadata: dict[str, Any],
+    description: str | None,
+    run: str | None,
+    aliases: tuple[str, ...] = (),
+) -> tuple[ResolvedVersion, bool]:
+    """Make ``tree`` a version of ``coll`` (or find the version that already holds it).
+
+    Returns (version, created). Everything ``tree`` references must already be
+    stored. ``latest`` and ``aliases`` are moved to the version either way.
+    """
+    def make(n: int, parent: ObjectId | None) -> Version:
+        return Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
+                       new_bytes, description, metadata, time.time(), run)
+
+    return _add_entry(store, coll, tree, make, aliases)
+
+
+def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None, aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
+    """Link ``target`` into the registered model ``registry``.
+
+    A registered model holds each content once: linking a version whose tree is
+    already linked (even when logged by another run under another name) returns
+    the existing registry version.
+    """
+    v = target.version
+
+    def make(n: int, parent: ObjectId | None) -> Link:
+        return Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
+
+    return _add_entry(store, registry, v.tree, make, aliases)
+
+
+def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callable[[int, ObjectId | None], Version | Link],
+               aliases: tuple[str, ...]) -> tuple[ResolvedVersion, bool]:
+    """Claim the next dense number of ``coll`` for the entry ``make(n, parent)``
+    returns, unless an entry already holds ``tree``; then move latest and aliases."""
+    digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
+    existing = store.refs.read(digest_key)
+    found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
+    created = existing is None
+    if existing is None:
+        n = _next_index_hint(store, coll)
+        while True:
+            ref = version_ref(coll.entity, coll.project, coll.name, n)
+            held = store.refs.read(ref)
+            if held is None:
+                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
+                oid = store.odb.put_object(make(n, parent))
+                if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
+                    faults.point("claim")
+                    break
+                held = store.refs.read(ref)
+            # v<n> is taken, perhaps by this very content: a racing writer of it, or
+            # one that crashed between its version ref and its digest ref.
+            existing, found_at = store.refs.read(digest_key), digest_key
+            if existing is None:
+                existing, found_at = _holding(store, coll, ref, held, tree), ref
+            if existing is not None:
+                created = False
+                break
+            n += 1
+        if created:
+            store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
+            existing, found_at = oid, ref
+        else:
+            store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
+    assert existing is not None
+    entry = read_entry(store, coll, existing, ref=found_at)
+    advance_latest(store, coll, entry.index)
+    for alias in aliases:
+        if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
+            set_alias(store, coll, alias, entry.object_id)
+    return entry, created
+
+
+def _holding(store: Store, coll: CollectionPath, ref: str, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
+    """``oid``, held by version ref ``ref``, if that entry holds ``tree`` (a damaged
+    entry is not ours). One that belongs elsewhere is refused (Misplaced) before
+    any later number is claimed."""
+    entry = None if oid is None else _readable_entry(store, coll, oid, ref)
+    return oid if entry is not None and entry.version.tree == tree else None
+
+
+def _readable_entry(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> ResolvedVersion | None:
+    """The entry ``ref`` holds; None if its object is damaged (fsck reports it, and
+    latest still moves past it). One that belongs elsewhere is refused (Misplaced)."""
+    try:
+        return read_entry(store, coll, oid, ref=ref)
+    except Misplaced:
+        raise
+    except (CorruptObject, NotFound):
+        return None
+
+
+def _restore_digest_ref(store: Store, coll: CollectionPath, entry: ResolvedVersion) -> None:
+    """Create the digest ref of ``entry`` if its writer died before doing so,
+    so logging that content again finds it instead of adding a duplicate version."""
+    key = digest_ref(coll.entity, coll.project, coll.name, entry.version.tree.hex)
+    if not store.refs.exists(key):
+        store.refs.create(key, entry.object_id, f"digest of {coll.name}, restored")
+
+
+def _latest_index(store: Store, coll: CollectionPath, raw: bytes | None) -> int:
+    """The number of the entry ``latest`` holds (raw value ``raw``), -1 if none.
+
+    Checked to be an entry of ``coll``: a number taken from another collection's
+    version would make the next log skip numbers, or never move latest again."""
+    ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    oid = None if raw is None else decode_value(ref, raw)
+    return -1 if oid is None else _index_of(store, coll, oid, ref)
+
+
+def _next_index_hint(store: Store, coll: CollectionPath) -> int:
+    return _latest_index(store, coll, store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))) + 1
+
+
+def _index_of(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> int:
+    """The number of entry ``oid`` of ``coll``, held by ``ref``: from the object, or,
+    if that cannot be decoded (fsck reports it), from the version ref that holds it,
+    so one damaged entry does not stop the collection from growing. An entry that
+    belongs elsewhere is refused (Misplaced), never numbered."""
+    try:
+        return read_entry(store, coll, oid, ref=ref).index
+    except Misplaced:
+        raise
+    except CorruptObject:
+        for idx, held in list_versions(store, coll):
+            if held == oid:
+                return idx
+        raise
+
+
+def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
+    """Move ``latest`` forward, one version at a time, until it is at least v<upto>."""
+    ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    for _ in range(10_000):
+        raw = store.refs.read_raw(ref)
+        k = _latest_index(store, coll, raw)
+        if k >= upto:
+            return
+        nxt_ref = version_ref(coll.entity, coll.project, coll.name, k + 1)
+        nxt = store.refs.read(nxt_ref)
+        if nxt is None:
+            return  # a later version's writer is still claiming it; it will move latest itself
+        # Checked before latest moves onto it: an entry numbered otherwise would
+        # leave latest where it is, and this loop moving it there again and again.
+        entry = _readable_entry(store, coll, nxt, nxt_ref)
+        if k + 1 != upto and entry is not None:
+            # Moving latest past another writer's version: that writer may have died
+            # before its digest ref; restore it (create-only, so a live one loses nothing).
+            _restore_digest_ref(store, coll, entry)
+        try:
+            store.refs.set_if_equals(ref, raw, nxt, f"v{k + 1} is the newest version")
+        except Conflict:
+            continue
+    raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
+
+
+def _check_movable(alias: str) -> str:
+    check_alias(alias)
+    if alias == LATEST:
+        raise InvalidInput(f"alias {LATEST!r} is managed by the store: it moves by itself to each new version "
+                           "and is never set or removed by hand; use another alias")
+    return alias
+
+
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+    """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
+    adding an alias to a version moves it there). Not ``latest``."""
+    _check_movable(alias)
+    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{_entry_index(store, oid)}")
+
+
+def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:
+    """Remove ``alias`` if it still points at ``oid``; True if this call removed it.
+
+    By compare-and-swap against the value read, so an alias another writer
+    moved to another version meanwhile is left where they put it.
+    """
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    for _ in range(attempts):
+        raw = store.refs.read_raw(ref)
+        if raw is None or store.refs.read(ref) != oid:
+            return False
+        try:
+            store.refs.set_if_equals(ref, raw, None, f"alias {alias} removed from v{_entry_index(store, oid)}")
+            return True
+        except Conflict:
+            continue
+    raise Conflict(ref, None, store.refs.read_raw(ref), f"{ref} kept changing under {attempts} attempts; retry later")
+
+
+def delete_alias(store: Store, coll: CollectionPath, alias: str) -> None:
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    if store.refs.read(ref) is None:
+        raise NotFound(f"{coll} has no alias {alias!r}", key=ref)
+    store.refs.set(ref, None, f"alias {alias} removed")
+
+
+def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, str]]:
+    """(entity, project) pairs that hold anything."""
+    seen: set[tuple[str, str]] = set()
+    prefix = REFS + (f"{entity}/" if entity else "")
+    for key in store.refs.iter_names(prefix):
+        parts = key[len(REFS):].split("/")
+        if len(parts) >= 3:
+            seen.add((parts[0], parts[1]))
+    return sorted(seen)
+
+
+def list_collections(store: Store, entity: str, project: str) -> list[CollectionPath]:
+    names: set[str] = set()
+    for key in store.refs.iter_names(f"{REFS}{entity}/{project}/"):
+        parts = key[len(REFS):].split("/")
+        if len(parts) == 5 and parts[3] == "versions":
+            names.add(parts[2])
+    return [CollectionPath(entity, project, n) for n in sorted(names)]

@@ -1,0 +1,628 @@
+"""The object database: chunks in packs, metadata objects loose, over a backend.
+
+Write order — the rule every writer in objstore keeps, and readers rely on:
+
+1. chunk records, streamed into a pack file;
+2. the pack (``packs/<name>.pack``), then its index (``packs/<name>.idx``);
+3. file, tree, version, link and run objects (``objects/<hh>/<id>``);
+4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.model.refs`);
+   a run's ref (and record) before the version ref of a version that names the
+   run, so no crash leaves a version naming a run the store never recorded.
+
+So anything a ref reaches was stored before the ref existed, and a crash at any
+point leaves only unreferenced objects behind (gc's business), never a ref to
+something missing. Readers go the other way: ref, then objects, then chunks.
+
+Immutable things are written create-only; "already there" is success, because
+the content is the name. Nothing is ever rewritten in place. Every byte handed
+back is checked against its id first.
+
+Every read is bounded by what the thing read can legitimately be, before it is
+verified (a store or a remote is untrusted): a metadata object by
+``MAX_STORED_METADATA_BYTES`` stored and ``MAX_METADATA_BYTES`` decoded, whatever
+its zstd header declares; an index by its pack's size (from the listing); a pack
+read whole by ``MAX_PACK_BYTES``; a chunk by the lengths of an index entry that
+:func:`objstore.storage.packs.check_index` accepted. Damage of that kind is a
+CorruptObject naming the object, never a MemoryError.
+
+The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
+memory as one sorted array, and rebuildable from the packs themselves.
+
+Readers across gc: gc may rewrite a pack (copy its live chunks into a new one)
+and delete the old one while a reader still holds an index naming it. Every
+chunk read goes through :meth:`ObjectDatabase.read_stored`: a pack that is no
+longer there makes the reader reload the index from the ``.idx`` files present
+now and read the chunk from where it lives now, once; only a chunk that is in no
+pack at all is ``NotFound``. Writers across gc: a dedup hit re-checks, at most
+every ``PACK_RECHECK_SECONDS``, that the pack holding the chunk is still stored
+and not marked, so a long-lived writer never names a chunk gc removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from objstore.storage import codecs
+from objstore.storage.backend import Backend
+from objstore.storage.backend._local import backend_error
+from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
+from objstore.errors import CorruptObject, NotFound, StoreBroken
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.objects import MetaObject, decode, encode
+from objstore.storage.packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, max_idx_bytes, read_pack_index
+
+PACKS = "packs/"
+OBJECTS = "objects/"
+PACK_SUFFIX = ".pack"
+IDX_SUFFIX = ".idx"
+GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.maintenance.gc)
+
+# Adjacent chunks of one pack are fetched in one ranged read up to this size.
+COALESCE_LIMIT = 16 * 1024 * 1024
+# ... and up to this size when runs are decoded by threads (several are in flight).
+THREADED_RUN_LIMIT = 4 * 1024 * 1024
+# A dedup hit trusts that the pack holding the chunk is still stored, and not
+# marked by gc, for this long after it last looked (see _stale_packs_gone); gc's
+# grace period (an hour by default) must be far longer.
+PACK_RECHECK_SECONDS = 30.0
+# Full packs sealed (fsync, store, index) on a background thread while the writer
+# fills the next one; a writer that gets this far ahead of the disk waits.
+MAX_SEALING = 2
+
+
+def pack_key(name: str) -> str:
+    return f"{PACKS}{name}{PACK_SUFFIX}"
+
+
+def idx_key(name: str) -> str:
+    return f"{PACKS}{name}{IDX_SUFFIX}"
+
+
+def object_key(oid: ObjectId) -> str:
+    h = oid.hex
+    return f"{OBJECTS}{h[:2]}/{h[2:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLocation:
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+
+
+class ChunkIndex:
+    """Which pack holds each chunk: one sorted numpy array over all loaded packs.
+
+    Membership of a batch is a vectorized binary search, so asking about a
+    million ids costs milliseconds, not a million dict probes.
+    """
+
+    def __init__(self) -> None:
+        self.packs: list[str] = []
+        self._pack_no: dict[str, int] = {}
+        self._ids = np.empty(0, dtype="S32")
+        self._entries = np.empty(0, dtype=INDEX_DTYPE)
+        self._owner = np.empty(0, dtype=np.int32)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, pack_name: str) -> bool:
+        return pack_name in self._pack_no
+
+    def add_packs(self, indexes: Iterable[tuple[str, np.ndarray]]) -> None:
+        new_entries, new_owner = [self._entries], [self._owner]
+        for name, index in indexes:
+            if name in self._pack_no:
+                continue
+            self._pack_no[name] = len(self.packs)
+            self.packs.append(name)
+            new_entries.append(index)
+            new_owner.append(np.full(len(index), self._pack_no[name], dtype=np.int32))
+        if len(new_entries) == 1:
+            return
+        entries = np.concatenate(new_entries)
+        owner = np.concatenate(new_owner)
+        order = np.argsort(entries["id"], kind="stable")
+        self._entries, self._owner = entries[order], owner[order]
+        self._ids = self._entries["id"]
+
+    def contains_many(self, ids: list[bytes]) -> np.ndarray:
+        if not len(self._ids) or not ids:
+            return np.zeros(len(ids), dtype=bool)
+        probe = np.array(ids, dtype="S32")
+        pos = np.searchsorted(self._ids, probe)
+        pos_clipped = np.minimum(pos, len(self._ids) - 1)
+        return (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
+
+    def locate(self, chunk_id: bytes) -> ChunkLocation | None:
+        if not len(self._ids):
+            return None
+        # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
+        # values (both sides trimmed alike), never against a Python bytes object.
+        probe = np.array([chunk_id], dtype="S32")[0]
+        pos = int(np.searchsorted(self._ids, probe))
+        if pos >= len(self._ids) or self._ids[pos] != probe:
+            return None
+        e = self._entries[pos]
+        return ChunkLocation(self.packs[self._owner[pos]], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+
+    def locate_many(self, chunk_ids: list[bytes]) -> list[ChunkLocation | None]:
+        """:meth:`locate` for a batch, with one vectorized search."""
+        if not len(self._ids) or not chunk_ids:
+            return [None] * len(chunk_ids)
+        probe = np.array(chunk_ids, dtype="S32")
+        pos = np.minimum(np.searchsorted(self._ids, probe), len(self._ids) - 1)
+        hit = self._ids[pos] == probe
+        entries, owners = self._entries[pos], self._owner[pos]
+        offsets, stored, raw, codec = (entries[f].tolist() for f in ("offset", "stored_len", "raw_len", "codec"))
+        packs = self.packs
+        return [ChunkLocation(packs[o], offsets[i], stored[i], raw[i], codec[i]) if hit[i] else None
+                for i, o in enumerate(owners.tolist())]
+
+    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
+        for e, owner in zip(self._entries, self._owner):
+            yield bytes(e["id"]).ljust(32, b"\0"), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+
+
+class ObjectDatabase:
+    """Chunks and metadata objects over one backend.
+
+    Writers call :meth:`add_chunk` for each chunk (it is deduplicated against
+    everything stored), then :meth:`flush` before writing any object that
+    refers to those chunks.
+    """
+
+    def __init__(self, backend: Backend, *, codec_policy: codecs.CodecPolicy | None = None) -> None:
+        self.backend = backend
+        self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
+        self.index = ChunkIndex()
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._writer: _OpenPack | None = None
+        # Full packs handed to the sealer thread, not yet in the index.
+        self._sealing: list[tuple[_OpenPack, Future[None]]] = []
+        self._sealer: ThreadPoolExecutor | None = None
+        self._broken: BaseException | None = None
+        self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
+        # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
+        # of them does not count, so the writer stores its own copy and a later
+        # gc deleting the marked pack cannot break the writer's version.
+        self.marked_packs: set[str] = set()
+        self._pack_checked: dict[str, float] = {}  # pack -> when (monotonic) it was last seen stored and its mark read
+        self.new_chunks = 0
+        self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
+
+    # -- index -----------------------------------------------------------
+    def refresh(self) -> None:
+        """Load the index files of packs this process has not seen yet."""
+        with self._lock:
+            names: list[str] = []
+            pack_sizes: dict[str, int] = {}
+            for info in self.backend.iter_prefix(PACKS):
+                if info.key.endswith(IDX_SUFFIX):
+                    names.append(info.key[len(PACKS) : -len(IDX_SUFFIX)])
+                elif info.key.endswith(PACK_SUFFIX):
+                    pack_sizes[info.key[len(PACKS) : -len(PACK_SUFFIX)]] = info.size
+            fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
+            loaded = []
+            for name in fresh:
+                # The listing gave the pack's size: its index can be no larger than
+                # that many entries, and no entry may point outside it.
+                size = pack_sizes.get(name)
+                try:
+                    data = self.backend.get(idx_key(name), max_size=max_idx_bytes(size))
+                    loaded.append((name, decode_idx(data, name, size)))
+                except NotFound:
+                    continue  # removed by gc while we listed
+                except CorruptObject:
+                    # One damaged .idx must not make every version unreadable: the pack
+                    # carries the same index, covered by the pack's own checksum.
+                    index = self._index_from_pack(name)
+                    if index is None:
+                        self.damaged_packs.add(name)
+                    else:
+                        loaded.append((name, index))
+            self.index.add_packs(loaded)
+            self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
+            now = time.monotonic()
+            self._pack_checked.update((name, now) for name, _ in loaded)
+            self._loaded = True
+
+    def reload(self) -> None:
+        """Forget the loaded index and load it again from the ``.idx`` files present
+        now: packs gc removed drop out, the packs it wrote come in."""
+        with self._lock:
+            self.index = ChunkIndex()
+            self.damaged_packs = set()
+            self._pack_checked = {}
+            self.refresh()
+
+    def _stale_packs_gone(self, chunk_ids: list[bytes]) -> bool:
+        """Whether a pack holding one of ``chunk_ids`` (dedup hits) has gone, or been
+        marked by gc, since this process last looked: a dedup hit must never name a
+        chunk a gc removed. Each pack is looked at again (its pack and its mark, two
+        stats) at most every ``PACK_RECHECK_SECONDS``: gc deletes only packs marked
+        for longer than its grace period, far longer than that."""
+        now = time.monotonic()
+        packs = {loc.pack for loc in self.index.locate_many(chunk_ids) if loc is not None}
+        gone = False
+        for name in packs:
+            if now - self._pack_checked.get(name, -PACK_RECHECK_SECONDS) < PACK_RECHECK_SECONDS:
+                continue
+            try:
+                self.backend.stat(pack_key(name))
+            except NotFound:
+                gone = True
+                continue
+            try:
+                self.backend.stat(GC_MARKED + name)
+                self.marked_packs.add(name)
+            except NotFound:
+                self.marked_packs.discard(name)
+            self._pack_checked[name] = now
+        return gone
+
+    def _relocate(self, chunk_id: ObjectId, stale: ChunkLocation) -> ChunkLocation:
+        """Where ``chunk_id`` lives now that pack ``stale.pack`` is gone (see the module docstring)."""
+        with self._lock:
+            if stale.pack in self.index:  # nobody reloaded since that location was handed out
+                self.reload()
+            loc = self.index.locate(chunk_id.raw)
+        if loc is None or loc.pack == stale.pack:
+            raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store (pack {stale.pack[:16]} was removed)",
+                           key=chunk_id.hex)
+        return loc
+
+    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+        """The stored bytes of each chunk of ``batch`` (neighbours in one pack), read in
+        one ranged request; if that pack is gone, each chunk again from where it is now."""
+        first, last = batch[0][1], batch[-1][1]
+        try:
+            data = self.backend.get_range(pack_key(first.pack), first.offset, last.offset + last.stored_len - first.offset)
+        except NotFound:
+            moved = [(c, self._relocate(c, loc)) for c, loc in batch]
+            return moved, [self.backend.get_range(pack_key(loc.pack), loc.offset, loc.stored_len) for _, loc in moved]
+        view = memoryview(data)
+        start = first.offset
+        return batch, [view[loc.offset - start : loc.offset - start + loc.stored_len] for _, loc in batch]
+
+    def _index_from_pack(self, name: str) -> np.ndarray | None:
+        try:
+            return read_pack_index(self.backend.get(pack_key(name), max_size=MAX_PACK_BYTES), name)
+        except (CorruptObject, NotFound):
+            return None
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.refresh()
+
+    def has_chunks(self, chunk_ids: list[ObjectId]) -> list[bool]:
+        """For each id, whether it is stored (or queued in the open pack)."""
+        self._ensure_loaded()
+        with self._lock:
+            found = self.index.contains_many([c.raw for c in chunk_ids])
+            if found.any() and self._stale_packs_gone([c.raw for c, f in zip(chunk_ids, found) if f]):
+                self.reload()
+                found = self.index.contains_many([c.raw for c in chunk_ids])
+            if self.marked_packs:
+                for i, chunk_id in enumerate(chunk_ids):
+                    loc = self.index.locate(chunk_id.raw) if found[i] else None
+                    if loc is not None and loc.pack in self.marked_packs:
+                        found[i] = False
+            open_packs = [w.builder for w, _ in self._sealing]
+            if self._writer is not None:
+                open_packs.append(self._writer.builder)
+            if open_packs:
+                return [bool(f) or any(c in b for b in open_packs) for f, c in zip(found, chunk_ids)]
+            return [bool(f) for f in found]
+
+    def locate(self, chunk_id: ObjectId) -> ChunkLocation:
+        self._ensure_loaded()
+        loc = self.index.locate(chunk_id.raw)
+        if loc is None:
+            self.refresh()  # another process may have added a pack since we loaded
+            loc = self.index.locate(chunk_id.raw)
+        if loc is None and self.damaged_packs:
+            named = ", ".join(sorted(n[:16] for n in self.damaged_packs))
+            raise CorruptObject(
+                f"chunk {chunk_id.hex[:16]} is in no readable pack; pack(s) {named} and their indexes are damaged; "
+                "run objstore fsck", object_id=chunk_id.hex)
+        if loc is None:
+            raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store", key=chunk_id.hex)
+        return loc
+
+    # -- writing chunks --------------------------------------------------
+    def add_chunk(self, chunk_id: ObjectId, raw: bytes | memoryview, dtype: str | None = None, *, known_new: bool = False) -> bool:
+        """Store one chunk unless it is already stored; True if it was new."""
+        if not known_new and self.has_chunks([chunk_id])[0]:
+            return False
+        codec_id, payload = codecs.encode_chunk(raw, dtype, self.codec_policy)
+        return self.add_encoded(chunk_id, codec_id, len(raw), payload)
+
+    def add_encoded(self, chunk_id: ObjectId, codec_id: int, raw_len: int, payload: bytes | memoryview) -> bool:
+        """Append an already-encoded chunk to the open pack (closing it when full)."""
+        with self._lock:
+            if self._broken is not None:
+                raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
+            try:
+                if self._writer is None:
+                    self._writer = _OpenPack(self._temp_path())
+                if chunk_id in self._writer.builder:
+                    return False
+                self._writer.builder.add(chunk_id, codec_id, raw_len, payload)
+            except OSError as exc:
+                # The pack being written is a local temp file, outside the backend's
+                # own error mapping: say why (disk full, size limit, read-only).
+                self._broken = exc
+                raise backend_error("cannot write a new pack", exc) from exc
+            except BaseException as exc:
+                self._broken = exc
+                raise
+            self.new_chunks += 1
+            self.new_bytes += len(payload)
+            if self._writer.builder.size < PACK_TARGET:
+                return True
+            writer, self._writer = self._writer, None
+            if self._sealer is None:
+                self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
+            self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
+            wait = len(self._sealing) > MAX_SEALING
+        if wait:
+            self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
+        return True
+
+    def flush(self) -> None:
+        """Close and store the open pack, then its index, and wait for packs sealed
+        in the background. Call before writing objects that name the chunks."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._seal(writer)
+        self._wait_sealed()
+
+    def _wait_sealed(self) -> None:
+        while self._wait_oldest():
+            pass
+
+    def _wait_oldest(self) -> bool:
+        """Wait for the oldest background seal; False if none. A failed seal stays
+        listed until this reports it, so its error always reaches a caller."""
+        with self._lock:
+            if not self._sealing:
+                return False
+            writer, future = self._sealing[0]
+        try:
+            future.result()
+        except BaseException:
+            with self._lock:
+                self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
+            raise
+        return True
+
+    def _seal(self, writer: _OpenPack) -> None:
+        """Make a full pack durable, store it and its index, then let readers see it.
+
+        Runs on the sealer thread for packs that filled up, and on the caller's for
+        the last one; either way nothing names the chunks before this returns.
+        """
+        try:
+            try:
+                name, index = writer.finish()
+            except OSError as exc:
+                raise backend_error("cannot write a new pack", exc) from exc
+            stored = self.backend.put_file_if_absent(pack_key(name), writer.path)
+            self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
+            if not stored:
+                # The very same pack exists (same chunks, same order). If gc marked
+                # it for deletion, this writer needs it: lift the mark (gc re-checks
+                # the mark right before it deletes).
+                self.backend.delete(GC_MARKED + name)
+        except BaseException as exc:
+            with self._lock:
+                self._broken = exc  # later writes refuse; the error itself goes to the waiter
+            raise
+        finally:
+            writer.discard()
+        with self._lock:
+            # One step under the lock: a chunk is always either in the index or in
+            # a pack has_chunks still looks at.
+            self.index.add_packs([(name, index)])
+            self.marked_packs.discard(name)
+            self._pack_checked[name] = time.monotonic()
+            self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
+
+    def abort(self) -> None:
+        """Drop the open pack without storing it (full packs already sealing are kept:
+        unreferenced, they are gc's)."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.discard()
+                self._writer = None
+        while True:
+            try:
+                if not self._wait_oldest():
+                    return
+            except BaseException:
+                continue  # the write being aborted already failed or is being abandoned
+
+    def _temp_path(self) -> Path:
+        make = getattr(self.backend, "new_temp_path", None)
+        if make is not None:
+            return make()
+        fd, name = tempfile.mkstemp(prefix="objstore-pack-")
+        os.close(fd)
+        return Path(name)
+
+    # -- reading chunks --------------------------------------------------
+    def get_chunk(self, chunk_id: ObjectId) -> bytes:
+        """The raw bytes of one chunk, verified against its id."""
+        located, (stored,) = self.read_stored([(chunk_id, self.locate(chunk_id))])
+        return self._decode_verified(chunk_id, located[0][1], stored)
+
+    def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
+        if len(stored) != loc.stored_len:
+            raise CorruptObject(f"chunk {chunk_id.hex[:16]} is truncated in pack {loc.pack[:16]}", object_id=chunk_id.hex)
+        try:
+            raw = codecs.decode_chunk(loc.codec, stored, loc.raw_len)
+        except CorruptObject as exc:
+            raise CorruptObject(f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]}: {exc.args[0]}", object_id=chunk_id.hex) from None
+        actual = hash_bytes(Kind.CHUNK, raw)
+        if actual != chunk_id:
+            raise CorruptObject(
+                f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]} does not hash to its id",
+                object_id=chunk_id.hex, expected=chunk_id.hex, actual=actual.hex,
+            )
+        return raw
+
+    def iter_chunks(self, chunk_ids: Iterable[ObjectId], *, workers: int = 0) -> Iterator[bytes]:
+        """The raw bytes of each chunk in order, verified, fetching runs of
+        neighbouring chunks of one pack in a single ranged read.
+
+        With ``workers`` > 0, runs are decoded and verified by that many threads
+        (zstd, numpy and BLAKE3 release the GIL) while this thread reads the next
+        runs; at most ``workers + 1`` runs of ``THREADED_RUN_LIMIT`` are in flight.
+        """
+        self.flush()
+        limit = COALESCE_LIMIT if workers <= 0 else THREADED_RUN_LIMIT
+        runs = self._runs(chunk_ids, limit)
+        if workers <= 0:
+            for batch in runs:
+                yield from self._read_batch(batch)
+            return
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="objstore-decode")
+        pending: deque[Future[list[bytes]]] = deque()
+        try:
+            for batch in runs:
+                data = self._fetch_batch(batch)
+                pending.append(pool.submit(self._decode_batch, batch, data))
+                while len(pending) > workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+
+    def _locations(self, chunk_ids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, ChunkLocation]]:
+        """Each id with its location, looked up a thousand at a time."""
+        self._ensure_loaded()
+        it = iter(chunk_ids)
+        while batch := list(itertools.islice(it, 1024)):
+            for chunk_id, loc in zip(batch, self.index.locate_many([c.raw for c in batch])):
+                yield chunk_id, loc if loc is not None else self.locate(chunk_id)  # locate refreshes or raises
+
+    def _runs(self, chunk_ids: Iterable[ObjectId], limit: int) -> Iterator[list[tuple[ObjectId, ChunkLocation]]]:
+        batch: list[tuple[ObjectId, ChunkLocation]] = []
+        for chunk_id, loc in self._locations(chunk_ids):
+            if batch:
+                first, last = batch[0][1], batch[-1][1]
+                contiguous = loc.pack == last.pack and loc.offset >= last.offset + last.stored_len and loc.offset - first.offset + loc.stored_len <= limit and loc.offset - (last.offset + last.stored_len) <= 4096
+                if not contiguous:
+                    yield batch
+                    batch = []
+            batch.append((chunk_id, loc))
+        if batch:
+            yield batch
+
+    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+        return self.read_stored(batch)
+
+    def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]],
+                      data: tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]) -> list[bytes]:
+        located, stored = data
+        return [self._decode_verified(c, loc, payload) for (c, loc), payload in zip(located, stored)]
+
+    def _read_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> Iterator[bytes]:
+        located, stored = self.read_stored(batch)
+        for (chunk_id, loc), payload in zip(located, stored):
+            yield self._decode_verified(chunk_id, loc, payload)
+
+    # -- metadata objects ------------------------------------------------
+    def put_object(self, obj: MetaObject) -> ObjectId:
+        """Store a metadata object (create-only) and return its id."""
+        oid, body = encode(obj)
+        # Re-logging unchanged content re-puts every object it names; a stat is far
+        # cheaper than put_if_absent's temp file + fsync, and means the same here
+        # (put_if_absent never touches an existing object either).
+        if self.has_object(oid):
+            return oid
+        self.backend.put_if_absent(object_key(oid), codecs.zstd_compressor().compress(body))
+        return oid
+
+    def get_object(self, oid: ObjectId) -> MetaObject:
+        """Read, decompress and verify a metadata object."""
+        return self.get_object_stored(oid)[0]
+
+    def get_object_stored(self, oid: ObjectId) -> tuple[MetaObject, bytes]:
+        """A metadata object and its bytes as stored, verified against ``oid``.
+
+        Every step is bounded by what a metadata object can legitimately be
+        (MAX_STORED_METADATA_BYTES stored, MAX_METADATA_BYTES decoded), whatever
+        the file's size or the zstd header claims."""
+        stored = self.backend.get(object_key(oid), max_size=MAX_STORED_METADATA_BYTES)
+        try:
+            body = codecs.zstd_decompress_bounded(stored, MAX_METADATA_BYTES)
+        except CorruptObject as exc:
+            raise CorruptObject(f"object {oid.hex[:16]} in the store at {self.backend.url} does not decompress: {exc}",
+                                object_id=oid.hex) from None
+        return decode(body, oid), stored
+
+    def has_object(self, oid: ObjectId) -> bool:
+        try:
+            self.backend.stat(object_key(oid))
+            return True
+        except NotFound:
+            return False
+
+    def iter_object_ids(self) -> Iterator[ObjectId]:
+        for info in self.backend.iter_prefix(OBJECTS):
+            rest = info.key[len(OBJECTS) :].replace("/", "")
+            if len(rest) == 64:
+                try:
+                    yield ObjectId.from_hex(rest)
+                except ValueError:
+                    continue
+
+    def iter_pack_names(self) -> Iterator[str]:
+        for info in self.backend.iter_prefix(PACKS):
+            if info.key.endswith(PACK_SUFFIX):
+                yield info.key[len(PACKS) : -len(PACK_SUFFIX)]
+
+
+class _OpenPack:
+    """A pack being written to a local temporary file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")
+        self.builder = PackBuilder(self._file)
+
+    def finish(self) -> tuple[str, np.ndarray]:
+        name = self.builder.finish()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return name, self.builder.index
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,216 @@
+"""The pack format: chunk records, then the pack's own index, then a checksum.
+
+Plain functions over bytes and file objects; nothing here knows where packs live.
+
+Layout (all integers little-endian)::
+
+    header   "OSPK" u8 version=1 3×pad                         8 bytes
+    records  id[32] codec u8 raw_len u32 stored_len u32 payload  (41-byte head each)
+    index    id[32] offset u64 stored_len u32 raw_len u32 codec u8, sorted by id
+    trailer  index_offset u64 count u32 "OSPKEND1"               20 bytes
+    checksum BLAKE3 (keyed for packs) of every byte before it    32 bytes
+
+A pack is written front to back in one stream; its name is the hex checksum, so
+a pack is create-only and self-verifying. The records repeat what the index says,
+so a lost or damaged index can always be rebuilt by scanning the records. The
+``.idx`` file beside each pack is the index section with its own checksum, so a
+reader can learn a pack's contents without fetching the pack.
+
+An index is untrusted like every stored byte, and a checksum only proves that
+whoever wrote it meant it: both parsers refuse an index whose entries no
+objstore pack can hold (a chunk over :data:`~objstore.constants.MAX_CHUNK_BYTES`,
+a payload outside the pack's records), so no reader ever allocates what a forged
+entry claims.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from objstore.constants import MAX_CHUNK_BYTES, MAX_PACK_BYTES, MAX_STORED_CHUNK_BYTES
+from objstore.errors import CorruptObject
+from objstore.storage.ids import DIGEST_SIZE, Kind, ObjectId, hash_bytes, hasher
+
+PACK_MAGIC = b"OSPK\x01\x00\x00\x00"
+PACK_END = b"OSPKEND1"
+IDX_MAGIC = b"OSIX\x01\x00\x00\x00"
+RECORD_HEAD = struct.Struct("<32sBII")
+TRAILER = struct.Struct("<QI8s")
+
+# One index entry, as numpy sees it: a packed little-endian record.
+INDEX_DTYPE = np.dtype([("id", "S32"), ("offset", "<u8"), ("stored_len", "<u4"), ("raw_len", "<u4"), ("codec", "u1")])
+assert INDEX_DTYPE.itemsize == 49
+
+
+@dataclass(frozen=True, slots=True)
+class PackEntry:
+    """Where one chunk is: payload ``offset`` in its pack, sizes and codec."""
+
+    chunk_id: ObjectId
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+
+
+class PackBuilder:
+    """Writes one pack to a binary file, in one forward stream.
+
+    >>> import io
+    >>> out = io.BytesIO(); b = PackBuilder(out)
+    >>> b.add(hash_bytes(Kind.CHUNK, b"hi"), 0, 2, b"hi")
+    >>> name = b.finish(); len(name)
+    64
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._hash = hasher(Kind.PACK)
+        self._entries: list[tuple[bytes, int, int, int, int]] = []
+        self._ids: set[bytes] = set()
+        self.size = 0
+        self._write(PACK_MAGIC)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._out.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def __contains__(self, chunk_id: ObjectId) -> bool:
+        return chunk_id.raw in self._ids
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, chunk_id: ObjectId, codec: int, raw_len: int, payload: bytes | memoryview) -> None:
+        if chunk_id.raw in self._ids:
+            return
+        self._ids.add(chunk_id.raw)
+        self._write(RECORD_HEAD.pack(chunk_id.raw, codec, raw_len, len(payload)))
+        self._entries.append((chunk_id.raw, self.size, len(payload), raw_len, codec))
+        self._write(payload)
+
+    def index_array(self) -> np.ndarray:
+        arr = np.array(self._entries, dtype=INDEX_DTYPE)
+        return np.sort(arr, order="id", kind="stable") if len(arr) else arr
+
+    def finish(self) -> str:
+        """Write index, trailer and checksum; return the pack's name (hex checksum)."""
+        index = self.index_array()
+        index_offset = self.size
+        self._write(index.tobytes())
+        self._write(TRAILER.pack(index_offset, len(index), PACK_END))
+        digest = self._hash.digest()
+        self._out.write(digest)
+        self.size += len(digest)
+        self._index = index
+        return digest.hex()
+
+    @property
+    def index(self) -> np.ndarray:
+        return self._index
+
+
+def encode_idx(pack_name: str, index: np.ndarray) -> bytes:
+    """The ``.idx`` file for a pack: magic, count, entries, pack name, checksum."""
+    body = IDX_MAGIC + struct.pack("<I", len(index)) + index.tobytes() + bytes.fromhex(pack_name)
+    return body + hash_bytes(Kind.PACK, body).raw
+
+
+IDX_OVERHEAD = len(IDX_MAGIC) + 4 + 32 + 32
+PACK_OVERHEAD = len(PACK_MAGIC) + TRAILER.size + 32
+
+
+def max_idx_bytes(pack_size: int | None = None) -> int:
+    """The largest ``.idx`` a pack of ``pack_size`` bytes (else the largest pack) can
+    have: every entry costs the pack a record head and an index entry."""
+    size = MAX_PACK_BYTES if pack_size is None else min(pack_size, MAX_PACK_BYTES)
+    return IDX_OVERHEAD + INDEX_DTYPE.itemsize * max(size - PACK_OVERHEAD, 0) // (RECORD_HEAD.size + INDEX_DTYPE.itemsize)
+
+
+def check_index(index: np.ndarray, pack_name: str | None, records_end: int | None) -> np.ndarray:
+    """``index``, unless an entry claims what no pack holds: a chunk over
+    MAX_CHUNK_BYTES, a payload over MAX_STORED_CHUNK_BYTES, or bytes outside the
+    records (which end at ``records_end``, when known)."""
+    if not len(index):
+        return index
+    raw, stored, offset = index["raw_len"], index["stored_len"], index["offset"]
+    bad = (raw > MAX_CHUNK_BYTES) | (stored > MAX_STORED_CHUNK_BYTES) | (offset < len(PACK_MAGIC) + RECORD_HEAD.size)
+    if records_end is not None:
+        end = np.uint64(max(records_end, 0))
+        bad |= (offset > end) | (stored.astype(np.uint64) > end - np.minimum(offset, end))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CorruptObject(
+            f"the index of pack {(pack_name or '?')[:16]} claims a chunk of {int(raw[i])} bytes ({int(stored[i])} stored "
+            f"at offset {int(offset[i])}), which no pack holds; the pack is damaged or forged", object_id=pack_name)
+    return index
+
+
+def decode_idx(data: bytes, pack_name: str, pack_size: int | None = None) -> np.ndarray:
+    """Parse and verify an ``.idx`` file; raise CorruptObject if it is damaged or
+    claims what its pack (of ``pack_size`` bytes, when known) cannot hold."""
+    if len(data) < 8 + 4 + 32 + 32 or data[:8] != IDX_MAGIC:
+        raise CorruptObject(f"the index of pack {pack_name[:16]} is damaged (bad header); rebuild it with fsck", object_id=pack_name)
+    body, digest = data[:-32], data[-32:]
+    if hash_bytes(Kind.PACK, body).raw != digest:
+        raise CorruptObject(f"the index of pack {pack_name[:16]} is damaged (checksum mismatch); rebuild it with fsck", object_id=pack_name)
+    (count,) = struct.unpack_from("<I", body, 8)
+    entries = body[12:-32]
+    if len(entries) != count * INDEX_DTYPE.itemsize or body[-32:].hex() != pack_name:
+        raise CorruptObject(f"the index of pack {pack_name[:16]} does not match its pack", object_id=pack_name)
+    records_end = None if pack_size is None else pack_size - TRAILER.size - 32 - len(entries)
+    return check_index(np.frombuffer(entries, dtype=INDEX_DTYPE), pack_name, records_end)
+
+
+def read_pack_index(data: bytes | memoryview, pack_name: str | None = None) -> np.ndarray:
+    """The index section of a whole pack held in memory, after checking its checksum."""
+    verify_pack(data, pack_name)
+    index_offset, count, end = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
+    if end != PACK_END:
+        raise CorruptObject("a pack has no valid trailer", object_id=pack_name)
+    start, stop = index_offset, index_offset + count * INDEX_DTYPE.itemsize
+    if stop != len(data) - 32 - TRAILER.size:
+        raise CorruptObject("a pack's trailer disagrees with its size", object_id=pack_name)
+    return check_index(np.frombuffer(bytes(data[start:stop]), dtype=INDEX_DTYPE), pack_name, start)
+
+
+def verify_pack(data: bytes | memoryview, pack_name: str | None = None) -> str:
+    """Check a whole pack's checksum (and name, if given); return the name."""
+    if len(data) < len(PACK_MAGIC) + TRAILER.size + 32 or bytes(data[:8]) != PACK_MAGIC:
+        raise CorruptObject(f"pack {(pack_name or '?')[:16]} is truncated or not a pack", object_id=pack_name)
+    digest = hash_bytes(Kind.PACK, data[:-32]).raw
+    if digest != bytes(data[-32:]) or (pack_name is not None and digest.hex() != pack_name):
+        raise CorruptObject(
+            f"pack {(pack_name or digest.hex())[:16]} fails its checksum",
+            object_id=pack_name, expected=pack_name, actual=digest.hex(),
+        )
+    return digest.hex()
+
+
+def scan_records(data: bytes | memoryview) -> Iterator[tuple[PackEntry, memoryview]]:
+    """Every record of a pack in write order, from the records alone (index rebuild, fsck)."""
+    view = memoryview(data)
+    pos = len(PACK_MAGIC)
+    limit = len(view) - 32 - TRAILER.size
+    try:
+        index_offset, _, end = TRAILER.unpack_from(view, limit)
+        if end == PACK_END and len(PACK_MAGIC) <= index_offset <= limit:
+            limit = index_offset
+    except struct.error:
+        pass
+    while pos + RECORD_HEAD.size <= limit:
+        raw_id, codec, raw_len, stored_len = RECORD_HEAD.unpack_from(view, pos)
+        start = pos + RECORD_HEAD.size
+        if start + stored_len > limit:
+            break
+        yield PackEntry(ObjectId(raw_id), start, stored_len, raw_len, codec), view[start : start + stored_len]
+        pos = start + stored_len
+
+
+assert DIGEST_SIZE == 32
