@@ -2,7 +2,7 @@
 
 Entry names are single path components; a tree read from a store or a remote is
 untrusted, so every name is checked here before anything uses it as a path. Names
-starting with :data:`objstore.files.safepath.TEMP_PREFIX` are reserved for materialize's
+starting with :data:`TEMP_PREFIX` are reserved for materialize's
 temp files and refused, when logging and when reading.
 Logging refuses what reading would: a path nested deeper than :data:`MAX_DEPTH`
 trees (walk_tree's limit, and fsck's and gc's) or a name that is not UTF-8 is
@@ -19,10 +19,13 @@ from objstore.errors import CorruptObject, InvalidInput, UnsafePath
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import REFERENCE, SYMLINK, TREE, Tree, TreeEntry
 from objstore.storage.odb import ObjectDatabase
-from objstore.files.safepath import TEMP_PREFIX
 
 # Reading refuses a tree nested deeper than this; so does logging (split_path, build_tree).
 MAX_DEPTH = MAX_TREE_DEPTH
+
+# Reserved for materialize's temp files (objstore.files.safepath): no version holds a
+# name that starts so, so a file in a destination that does is a leftover of objstore's.
+TEMP_PREFIX = ".objstore-tmp-"
 
 
 def check_entry_name(name: str) -> str:
