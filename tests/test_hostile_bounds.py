@@ -330,3 +330,19 @@ def test_fifo_in_the_local_cache_does_not_block_a_log(arena: Arena, tmp_path: Pa
     again = run_probe("--store", str(arena.store), "log-model", str(model), "-n", "fresh", "-p", "demo", "-e", "e",
                       cwd=arena.work, timeout=HANG_TIMEOUT)
     _assert_clean(again, (0,))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev zero"])
+def test_fsck_reports_an_unreadable_pack_and_goes_on(arena: Arena, kind: str) -> None:
+    """A pack that is not a regular file is damage fsck reports (exit 3, naming the
+    pack and the versions it breaks), not a reason to stop checking (exit 1)."""
+    objs = version_objects(arena.store, BEST)
+    path = arena.store / "packs" / f"{pack_of(arena.store, objs['chunk'])}.pack"
+    if kind == "fifo":
+        _fifo(path)
+    else:
+        path.unlink()
+        path.symlink_to("/dev/zero")
+    p = _fsck(arena)
+    _assert_clean(p, (3,))
+    assert path.stem[:16] in p.out + p.err, p.describe()

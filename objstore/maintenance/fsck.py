@@ -144,6 +144,9 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
             data = store.backend.get(pack_key(name))
         except NotFound:
             continue  # removed by gc while we listed
+        except CorruptObject as exc:  # not a regular file, or larger than any pack: report it and go on
+            st.problems.append(Problem("pack", name, f"pack {name[:16]} cannot be read ({exc.args[0]})"))
+            continue
         try:
             verify_pack(data, name)
             intact = True
