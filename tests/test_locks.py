@@ -197,3 +197,18 @@ def test_backend_cas_proceeds_after_its_lock_holder_was_killed(tmp_path: Path) -
     backend.compare_and_swap(key, b"a\n", b"b\n")
     assert backend.get(key) == b"b\n"
     assert [i.key for i in backend.iter_prefix("refs/")] == [key]  # lock files are never listed as refs
+
+
+def test_a_fifo_at_the_lock_name_never_blocks(tmp_path: Path) -> None:
+    """A FIFO standing where a lock file goes (a hostile or broken store) reads as an
+    unknown owner judged by its age, never as a read that waits for a writer."""
+    lock = tmp_path / "ref.lock"
+    os.mkfifo(lock)
+    started = time.monotonic()
+    with pytest.raises(LockTimeout, match="unknown process"):
+        FileLock(lock, wait_seconds=0.2).acquire()
+    assert time.monotonic() - started < 10
+    old = time.time() - LOCK_STALE_SECONDS - 5
+    os.utime(lock, (old, old))
+    with FileLock(lock, wait_seconds=5):
+        pass

@@ -28,6 +28,7 @@ import fcntl
 import os
 import secrets
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,8 @@ from objstore import faults
 from objstore.errors import LockTimeout
 
 _HOST = socket.gethostname()
+# An owner line is `pid host time`; a host name is at most 255 bytes.
+_MAX_OWNER_LINE = 4096
 
 
 def _owner_alive(pid: int, host: str) -> bool | None:
@@ -111,7 +114,7 @@ class FileLock:
             try:
                 # Remove only our own lock: had it been broken as stale (a very
                 # slow owner on another host), the file may now be someone else's.
-                if self.path.read_bytes() == self._token:
+                if self._read_raw() == self._token:
                     os.unlink(self.path)
             except FileNotFoundError:
                 pass
@@ -161,10 +164,22 @@ class FileLock:
         return True
 
     def _read_raw(self) -> bytes | None:
+        """The lock file's owner line; None if there is none. A lock is a small
+        regular file: anything else standing at its name (a FIFO, a device, a link
+        to one, a huge file) reads as an unknown owner, never as a blocked or
+        unbounded read."""
         try:
-            return self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError:
+            return b""
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return b""
+            return os.read(fd, _MAX_OWNER_LINE)
+        finally:
+            os.close(fd)
 
     def _parse(self, raw: bytes) -> tuple[int, str, float]:
         parts = raw.decode("utf-8", "replace").split()
