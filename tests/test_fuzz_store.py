@@ -37,16 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import objstore
 from objstore.storage import codecs
-from objstore.storage.chunking import Chunker
 from objstore.errors import ObjstoreError
-from objstore.model.store import StoreConfig
 
 from hostile_support import (
     SPECS,
@@ -157,30 +154,6 @@ def mutate(arena: Arena, case: Case, store: Path | None = None) -> None:
         path.unlink()
     else:  # pragma: no cover
         raise AssertionError(m)
-
-
-def another_areas_bug(template: Template, case: Case) -> str | None:
-    """Why ``case`` would fail for a bug another part of issue 10 owns, or None.
-
-    Class 12 (readback: validate a store's config when it is opened): a config whose
-    chunking parameters FastCDC refuses ends in pyfastcdc's bare ValueError today.
-    Found by this fuzzer (flip of config, 753rd example of the first long run).
-    Drop this once that validation is merged: the case then ends in a clean error.
-    """
-    if case.file != "config":
-        return None
-    new = edited((template.store / case.file).read_bytes(), case)
-    if new is None:
-        return None
-    try:
-        config = StoreConfig.decode(new)
-    except ObjstoreError:
-        return None  # refused cleanly
-    try:
-        Chunker(config.chunking)
-    except ValueError:
-        return "class 12: out-of-range chunking parameters in the config"
-    return None
 
 
 def _digest(data: bytes) -> str:
@@ -297,7 +270,6 @@ def _fuzz(template: Template, examples: int, derandomize: bool) -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(case=cases(_files(template)))
     def check(case: Case) -> None:
-        assume(another_areas_bug(template, case) is None)
         found = run_case(template, case)
         assert not found, f"{case}:\n" + "\n".join(found)
 
