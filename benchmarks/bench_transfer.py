@@ -39,8 +39,8 @@ import conftest
 
 import objstore
 from benchmarks.workloads import model_file
-from objstore.transfer.remotes import clone, push
 from objstore.model.store import Store
+from objstore.transfer.remotes import clone, push
 
 GiB = 1 << 30
 DEFAULT_SIZE = 512 << 20

@@ -162,7 +162,7 @@ def s3_request(method: str, endpoint: str, path: str, access_key: str, secret_ke
     """One SigV4-signed request with the standard library (boto3 is not a dependency)."""
     url = urlparse(endpoint)
     host = url.netloc
-    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     day = amz_date[:8]
     payload = hashlib.sha256(body).hexdigest()
     signed = "host;x-amz-content-sha256;x-amz-date"

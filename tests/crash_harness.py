@@ -37,10 +37,10 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, verify_pack
-from objstore.model.store import Store
 
 ENTITY = "e"
 PROJECT = "p"
@@ -432,9 +432,9 @@ class Ledger:
 def check_ledger(location: str | Path, ledger: Ledger) -> list[str]:
     """Every acknowledged version is there with its content; every alias is where an
     acknowledged (or since attempted) move put it."""
+    from objstore.model.names import CollectionPath
     from objstore.model.refs import alias_ref, version_ref
     from objstore.model.versions import read_entry
-    from objstore.model.names import CollectionPath
 
     store = Store.open_existing(str(location))
     problems = []

@@ -32,16 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cli_helpers import OBJSTORE
 
 import objstore
+from objstore.model.store import Store
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.storage.objects import FileObject, Tree, Version
 from objstore.storage.odb import object_key
 from objstore.storage.packs import INDEX_DTYPE, TRAILER, PackBuilder, PackEntry, decode_idx, encode_idx, scan_records
-from objstore.model.store import Store
 from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
-
-from cli_helpers import OBJSTORE
 
 ENTITY, PROJECT = "e", "demo"
 AS_LIMIT = 1 << 30
@@ -217,7 +216,7 @@ class Arena:
     sentinel_state: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, template: Template, root: Path) -> "Arena":
+    def make(cls, template: Template, root: Path) -> Arena:
         root.mkdir(parents=True)
         store = root / "store"
         shutil.copytree(template.store, store, symlinks=True)

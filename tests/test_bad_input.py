@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from modelgen import snapshot
 
 import objstore
 from objstore import errors
-
-from modelgen import snapshot
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import OBJSTORE, random_layers, run_cli, sha, snapshot, write_safetensors
 
 import objstore
 from objstore.api.runs import default_entity
-
-from cli_helpers import OBJSTORE, random_layers, run_cli, sha, snapshot, write_safetensors
 
 ENTITY = default_entity()
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from objstore.storage import codecs
 from objstore.errors import CorruptObject
+from objstore.storage import codecs
 
 DTYPES = ["BF16", "F16", "F32", None, "I8"]
 

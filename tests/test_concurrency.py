@@ -31,7 +31,6 @@ import pytest
 
 import objstore
 from objstore.maintenance.fsck import fsck
-from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_collections, list_versions
 

@@ -37,17 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-
-import objstore
-from objstore.storage import codecs
-from objstore.storage.chunking import Chunker
-from objstore.errors import ObjstoreError
-from objstore.model.store import StoreConfig
-
 from hostile_support import (
     SPECS,
     ZSTD_BOMB,
@@ -59,6 +49,14 @@ from hostile_support import (
     problem,
     run_probe,
 )
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import objstore
+from objstore.errors import ObjstoreError
+from objstore.model.store import StoreConfig
+from objstore.storage import codecs
+from objstore.storage.chunking import Chunker
 
 FUZZ_EXAMPLES = 30
 LONG_EXAMPLES = int(os.environ.get("OBJSTORE_FUZZ_EXAMPLES", "2000"))

@@ -31,8 +31,8 @@ from test_hostile import ENTITY, PROJECT, _commit, _file, _raw_entry, _raw_tree
 
 import objstore
 from objstore.errors import ObjstoreError, UnsafePath, VerificationFailed
-from objstore.storage.objects import FILE, SYMLINK
 from objstore.model.store import Store
+from objstore.storage.objects import FILE, SYMLINK
 
 TEMP_PREFIX = ".objstore-tmp-"  # objstore.files.safepath.TEMP_PREFIX; spelled out so this file imports on old code
 

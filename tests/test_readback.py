@@ -24,19 +24,18 @@ from typing import Any
 
 import msgpack
 import pytest
+from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelgen import snapshot
 
 import objstore
 from objstore import errors
 from objstore.api.public import Api
 from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
-from objstore.transfer.remotes import clone
 from objstore.model.store import Store
-
-from cli_helpers import run_cli
-from modelgen import snapshot
+from objstore.transfer.remotes import clone
 
 MiB = 1 << 20
 

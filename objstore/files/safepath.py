@@ -175,7 +175,7 @@ class Destination:
         self._visited: set[Parts] = set()
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], *, follow_root: bool = True) -> "Destination":
+    def open(cls, root: str | os.PathLike[str], *, follow_root: bool = True) -> Destination:
         """Create ``root`` if needed, lock it, and remove stale temp files at its top.
 
         ``follow_root=False`` when objstore chose the root's last component itself (the
@@ -239,7 +239,7 @@ class Destination:
         finally:
             os.close(parent)
 
-    def __enter__(self) -> "Destination":
+    def __enter__(self) -> Destination:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,10 +16,10 @@ from dataclasses import replace
 
 from objstore.constants import MAX_TREE_DEPTH
 from objstore.errors import CorruptObject, InvalidInput, UnsafePath
+from objstore.files.safepath import TEMP_PREFIX
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import REFERENCE, SYMLINK, TREE, Tree, TreeEntry
 from objstore.storage.odb import ObjectDatabase
-from objstore.files.safepath import TEMP_PREFIX
 
 # Reading refuses a tree nested deeper than this; so does logging (split_path, build_tree).
 MAX_DEPTH = MAX_TREE_DEPTH
@@ -127,7 +127,8 @@ def check_tree(tree: Tree, tree_id: ObjectId) -> Tree:
     for entry in tree.entries:
         check_entry_name(entry.name)
         if entry.kind == SYMLINK and (not entry.target or entry.target.startswith("/") or "\0" in entry.target):
-            raise UnsafePath(f"symlink {entry.name!r} in tree {tree_id.hex[:16]} points to {entry.target!r}, outside any destination; refusing it")
+            raise UnsafePath(
+                f"symlink {entry.name!r} in tree {tree_id.hex[:16]} points to {entry.target!r}, outside any destination; refusing it")
         if entry.kind == REFERENCE and (not entry.target or "\0" in entry.target):
             raise UnsafePath(f"reference {entry.name!r} in tree {tree_id.hex[:16]} names no usable URI ({entry.target!r}); refusing it")
     return tree

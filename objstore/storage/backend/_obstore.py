@@ -35,7 +35,6 @@ import os
 import random
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -124,7 +123,7 @@ class ObjectStoreBackend:
 
     # -- construction ----------------------------------------------------
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "ObjectStoreBackend":
+    def from_url(cls, url: str, **options: Any) -> ObjectStoreBackend:
         """Open ``s3://bucket/prefix`` (or ``gs://``, ``az://`` … through obstore's ``from_url``).
 
         For S3 the endpoint, credentials and region come from ``options``
@@ -185,7 +184,9 @@ class ObjectStoreBackend:
 
         if "allow_http" in opts:
             client_options["allow_http"] = _truthy(opts.pop("allow_http"))
-        store = store_from_url(url, client_options=client_options,  # type: ignore[arg-type]
+        # opts are the URL's query options, a dict[str, Any] no overload of the
+        # typed from_url can match; obstore checks them at run time.
+        store = store_from_url(url, client_options=client_options,  # type: ignore[call-overload]
                                retry_config=retry_config, **opts)
         return cls(store, url, endpoint=url, bucket=parsed.netloc or None, max_attempts=max_attempts,
                    sorted_listing=scheme != "memory")
@@ -441,7 +442,7 @@ class ObjectStoreBackend:
             mode: Any = "create" if current is None else {"e_tag": current[1]}
             calls = 0
 
-            def attempt() -> Any:
+            def attempt(mode: Any = mode) -> Any:  # bound now; called only in this iteration anyway
                 nonlocal calls
                 calls += 1
                 return obstore.put(self._store, key, payload, mode=mode)
