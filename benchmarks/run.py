@@ -244,6 +244,7 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
 
 def _child_codecs(path: str, limit: int) -> dict[str, Any]:
     """Speed and ratio of each codec over the float-tensor chunks of ``path`` (one thread)."""
+    from benchmarks.codec_variants import benchmark_variants
     from objstore.storage import codecs
     from objstore.storage.chunking import Chunker, ChunkParams
     from objstore.storage.segmenting import segment_file
@@ -265,7 +266,7 @@ def _child_codecs(path: str, limit: int) -> dict[str, Any]:
                 break
     out: dict[str, Any] = {"bytes": total, "codecs": {}}
     for codec_id, codec in sorted(codecs.CODECS.items()):
-        variants = codecs.benchmark_variants(codec_id) if hasattr(codecs, "benchmark_variants") else [(codec.name, codec.encode)]
+        variants = benchmark_variants(codec_id)
         for variant, enc in variants:
             stored = []
             t0 = time.perf_counter()
