@@ -471,7 +471,8 @@ def mirror_problems(local: str | Path, remote: str | Path) -> list[str]:
         if len(parts) == 6 and parts[4] == "versions":
             mine, theirs = here.refs.read(info.key), there.refs.read(info.key)
             if mine != theirs:
-                out.append(f"remote {info.key} holds {theirs.hex[:12] if theirs else 'nothing'}, local {mine.hex[:12] if mine else 'nothing'}")
+                out.append(f"remote {info.key} holds {theirs.hex[:12] if theirs else 'nothing'}, "
+                           f"local {mine.hex[:12] if mine else 'nothing'}")
     return out
 
 
@@ -505,7 +506,7 @@ def make_contents(root: Path, rng: random.Random, count: int = 6) -> list[Path]:
     for i in range(count):
         data = bytearray(base)
         start = rng.randrange(0, len(data) - 40_000)
-        data[start:start + 40_000] = rng.randbytes(40_000)
+        data[start : start + 40_000] = rng.randbytes(40_000)
         p = root / f"model-{i}.bin"
         p.write_bytes(bytes(data[: 200_000 + 20_000 * i]))
         paths.append(p)

@@ -130,7 +130,9 @@ class Probe:
     seconds: float
 
     def describe(self) -> str:
-        return f"objstore {' '.join(self.args)} -> {self.code} in {self.seconds:.1f}s\nstdout: {self.out[-1500:]}\nstderr: {self.err[-3000:]}"
+        return (
+            f"objstore {' '.join(self.args)} -> {self.code} in {self.seconds:.1f}s\nstdout: {self.out[-1500:]}\nstderr: {self.err[-3000:]}"
+        )
 
 
 def _limit_address_space(limit: int) -> None:
@@ -143,13 +145,20 @@ def probe_env() -> dict[str, str]:
     return env
 
 
-def run_probe(*args: str, cwd: Path, timeout: float = PROBE_TIMEOUT, limit: int = AS_LIMIT,
-              env: dict[str, str] | None = None) -> Probe:
+def run_probe(*args: str, cwd: Path, timeout: float = PROBE_TIMEOUT, limit: int = AS_LIMIT, env: dict[str, str] | None = None) -> Probe:
     """Run ``objstore ARGS`` under ``RLIMIT_AS=limit``; kill its process group after ``timeout``."""
     started = time.monotonic()
-    proc = subprocess.Popen([str(OBJSTORE), *args], cwd=cwd, env=env or probe_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: _limit_address_space(limit))
+    proc = subprocess.Popen(
+        [str(OBJSTORE), *args],
+        cwd=cwd,
+        env=env or probe_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: _limit_address_space(limit),
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
@@ -235,6 +244,7 @@ class Arena:
 
 # -- forging packs and indexes --------------------------------------------------------------
 
+
 def pack_of(store_path: Path, chunk: ObjectId) -> str:
     with Store.open_existing(store_path) as store:
         return store.odb.locate(chunk).pack
@@ -275,9 +285,9 @@ def forge_pack_index(store_path: Path, name: str, edit: Callable[[np.ndarray], N
     packs = store_path / "packs"
     data = (packs / f"{name}.pack").read_bytes()
     index_offset, count, end = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
-    index = np.frombuffer(data[index_offset:index_offset + count * INDEX_DTYPE.itemsize], dtype=INDEX_DTYPE).copy()
+    index = np.frombuffer(data[index_offset : index_offset + count * INDEX_DTYPE.itemsize], dtype=INDEX_DTYPE).copy()
     edit(index)
-    body = data[:index_offset] + index.tobytes() + data[index_offset + count * INDEX_DTYPE.itemsize:-32]
+    body = data[:index_offset] + index.tobytes() + data[index_offset + count * INDEX_DTYPE.itemsize : -32]
     digest = hash_bytes(Kind.PACK, body)
     new = digest.hex
     (packs / f"{new}.pack").write_bytes(body + digest.raw)

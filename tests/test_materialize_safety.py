@@ -151,7 +151,7 @@ def test_intermediate_directory_swapped_for_a_symlink_during_materialize(arena: 
         (root / "sub").mkdir(parents=True)
         stop = threading.Event()
 
-        def flip() -> None:
+        def flip(root: Path = root, stop: threading.Event = stop) -> None:  # this attempt's
             sub, moved = root / "sub", root / "sub.real"
             while not stop.is_set():
                 try:
