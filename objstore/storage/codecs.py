@@ -307,11 +307,6 @@ def register(codec: Codec) -> None:
     CODECS[codec.codec_id] = codec
 
 
-def codec_name(codec_id: int) -> str:
-    codec = CODECS.get(codec_id)
-    return codec.name if codec else f"unknown({codec_id})"
-
-
 class CodecPolicy(Protocol):
     def candidates(self, dtype: str | None) -> tuple[int, ...]: ...
 
@@ -326,13 +321,6 @@ class DefaultPolicy:
     def candidates(self, dtype: str | None) -> tuple[int, ...]:
         bytegroup = BYTEGROUP_FOR_DTYPE.get(dtype) if dtype else None
         return (bytegroup,) if bytegroup is not None else (ZSTD,)
-
-
-class ZstdOnlyPolicy:
-    """zstd for every chunk (the policy before bytegroup existed; for comparison)."""
-
-    def candidates(self, dtype: str | None) -> tuple[int, ...]:
-        return (ZSTD,)
 
 
 def encode_chunk(raw: bytes | memoryview, dtype: str | None, policy: CodecPolicy | None = None) -> tuple[int, bytes | memoryview]:

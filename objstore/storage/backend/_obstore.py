@@ -90,13 +90,6 @@ _CONNECT_HINTS = ("error sending request", "connection refused", "connection res
                   "timeout", "dns error", "broken pipe", "connection closed", "incomplete message")
 
 
-class _Retryable(Exception):
-    """Internal: an attempt failed transiently; carries the translated error."""
-
-    def __init__(self, error: BackendError) -> None:
-        self.error = error
-
-
 class ObjectStoreBackend:
     """Blob I/O on an object store bucket (and optional prefix). Safe for many machines."""
 
