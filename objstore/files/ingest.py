@@ -57,6 +57,7 @@ objects returned here (the write order in :mod:`objstore.storage.odb`).
 
 from __future__ import annotations
 
+import enum
 import os
 import queue
 import threading
@@ -92,7 +93,13 @@ PIPELINE_MIN_BYTES = 4 * 1024 * 1024
 # (_settled_stat): the coarsest granularity, plus a little clock skew.
 MAX_SETTLE_NS = COARSE_SLACK_NS + 1_000_000_000
 
-_DEFAULT = object()
+class _Default(enum.Enum):
+    """The type of ``_DEFAULT``: "the store's own cache", told apart from None (no cache)."""
+
+    DEFAULT = enum.auto()
+
+
+_DEFAULT = _Default.DEFAULT
 
 
 def default_workers() -> int:
@@ -322,7 +329,7 @@ def segment_cache_for(odb: ObjectDatabase, chunker: Chunker) -> SegmentCache:
 
 
 def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progress: Progress | None = None, *,
-               stat_cache: StatCache | None | object = _DEFAULT, segment_cache: SegmentCache | None | object = _DEFAULT,
+               stat_cache: StatCache | None | _Default = _DEFAULT, segment_cache: SegmentCache | None | _Default = _DEFAULT,
                workers: int | None = None) -> FileObject:
     """Chunk and hash ``path``; store its new chunks in ``odb`` (if given).
 
@@ -339,7 +346,7 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
     if stat_cache is _DEFAULT:
         cache = stat_cache_for(odb, chunker) if odb is not None else None
     else:
-        cache = stat_cache  # type: ignore[assignment]
+        cache = stat_cache
     if segment_cache is _DEFAULT:
         segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
     reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None

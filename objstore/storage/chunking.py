@@ -63,6 +63,7 @@ class Chunker:
             max(params.avg_size - params.min_size, 256),
             min_size=params.min_size,
             max_size=params.max_size,
+            # pyfastcdc types it Literal[0, 1, 2, 3]; ours is an int read from the store's config
             normalized_chunking=params.normalization,  # type: ignore[arg-type]
         )
         self._capacity = read_block + params.max_size

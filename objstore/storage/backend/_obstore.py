@@ -169,6 +169,8 @@ class ObjectStoreBackend:
             config.update(opts)
             from obstore.store import S3Store
 
+            # config and client_options are plain dicts built from the environment and the
+            # URL's options, not obstore's TypedDicts; obstore checks them at run time.
             store = S3Store(bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
                             client_options=client_options, retry_config=retry_config)  # type: ignore[arg-type]
             shown_endpoint = endpoint or f"s3 ({region})"
