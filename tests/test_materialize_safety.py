@@ -34,7 +34,7 @@ from objstore.errors import ObjstoreError, UnsafePath, VerificationFailed
 from objstore.model.store import Store
 from objstore.storage.objects import FILE, SYMLINK
 
-TEMP_PREFIX = ".objstore-tmp-"  # objstore.files.safepath.TEMP_PREFIX; spelled out so this file imports on old code
+TEMP_PREFIX = ".objstore-tmp-"  # objstore.storage.trees.TEMP_PREFIX; spelled out so this file imports on old code
 
 
 @pytest.fixture

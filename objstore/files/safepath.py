@@ -61,8 +61,8 @@ from typing import BinaryIO
 from objstore import faults
 from objstore.console import say
 from objstore.errors import DestinationError, ObjstoreError, UnsafePath
+from objstore.storage.trees import TEMP_PREFIX  # reserved there: no version holds a name that starts so
 
-TEMP_PREFIX = ".objstore-tmp-"  # reserved: no version holds a name that starts so
 MAX_LINKS = 40  # links followed while resolving one path, as Linux allows before ELOOP
 OPEN_DIRS = 64  # directory descriptors kept open (an LRU); a tree may have many more directories
 

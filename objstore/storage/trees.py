@@ -2,8 +2,8 @@
 
 Entry names are single path components; a tree read from a store or a remote is
 untrusted, so every name is checked here before anything uses it as a path. Names
-starting with :data:`objstore.files.safepath.TEMP_PREFIX` are reserved for materialize's
-temp files and refused, when logging and when reading.
+starting with :data:`TEMP_PREFIX` are reserved for materialize's temp files
+(:mod:`objstore.files.safepath`) and refused, when logging and when reading.
 Logging refuses what reading would: a path nested deeper than :data:`MAX_DEPTH`
 trees (walk_tree's limit, and fsck's and gc's) or a name that is not UTF-8 is
 refused by :func:`split_path` when it is staged, before anything is read.
@@ -16,13 +16,14 @@ from dataclasses import replace
 
 from objstore.constants import MAX_TREE_DEPTH
 from objstore.errors import CorruptObject, InvalidInput, UnsafePath
-from objstore.files.safepath import TEMP_PREFIX
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import REFERENCE, SYMLINK, TREE, Tree, TreeEntry
 from objstore.storage.odb import ObjectDatabase
 
 # Reading refuses a tree nested deeper than this; so does logging (split_path, build_tree).
 MAX_DEPTH = MAX_TREE_DEPTH
+# The prefix of materialize's temp names (objstore.files.safepath): no entry name may start so.
+TEMP_PREFIX = ".objstore-tmp-"
 
 
 def check_entry_name(name: str) -> str:
