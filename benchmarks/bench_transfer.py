@@ -39,8 +39,8 @@ import conftest
 
 import objstore
 from benchmarks.workloads import model_file
-from objstore.transfer.remotes import clone, push
 from objstore.model.store import Store
+from objstore.transfer.remotes import clone, push
 
 GiB = 1 << 30
 DEFAULT_SIZE = 512 << 20
@@ -118,19 +118,25 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"model {size >> 20} MiB bf16: base stored {info['base_stored'] / 1e6:.1f} MB, "
               f"head adds {info['head_stored'] / 1e6:.1f} MB stored ({info['head_changed_logical'] / 1e6:.1f} MB of tensors changed)")
-        print(f"{'remote':<6} {'operation':<26} {'s':>7} {'stored MB/s':>12} {'logical MB/s':>13} {'requests':>9} {'req/GiB':>8} {'sent MB':>8} {'recv MB':>8}")
+        print(
+            f"{'remote':<6} {'operation':<26} {'s':>7} {'stored MB/s':>12} {'logical MB/s':>13} "
+            f"{'requests':>9} {'req/GiB':>8} {'sent MB':>8} {'recv MB':>8}"
+        )
         for r in rows:
             per_gib = f"{r['requests_per_gib']:.0f}" if r["requests_per_gib"] else "-"
-            print(f"{r['remote']:<6} {r['op']:<26} {r['seconds']:>7.2f} {r['stored_mb_per_s']:>12.1f} {r['logical_mb_per_s']:>13.1f} "
-                  f"{r['requests']:>9} {per_gib:>8} {r['bytes_sent'] / 1e6:>8.1f} {r['bytes_received'] / 1e6:>8.1f}")
+            print(
+                f"{r['remote']:<6} {r['op']:<26} {r['seconds']:>7.2f} {r['stored_mb_per_s']:>12.1f} {r['logical_mb_per_s']:>13.1f} "
+                f"{r['requests']:>9} {per_gib:>8} {r['bytes_sent'] / 1e6:>8.1f} {r['bytes_received'] / 1e6:>8.1f}"
+            )
         for r in rows:
             if "sent_over_changed_stored" in r:
                 print(f"{r['remote']}: incremental push sent {r['sent_over_changed_stored']:.3f}x the stored size of the changed tensors")
         out_dir = ROOT / "benchmarks" / "results"
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"transfer-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        out.write_text(json.dumps({"when": time.time(), "machine": platform.platform(), "size": size,
-                                   "model": info, "rows": rows}, indent=2))
+        out.write_text(
+            json.dumps({"when": time.time(), "machine": platform.platform(), "size": size, "model": info, "rows": rows}, indent=2)
+        )
         print(f"wrote {out}")
     finally:
         if proc is not None:

@@ -212,7 +212,7 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
     backend = open_backend(Path(store))
     all_ids = []
     per = n_chunks // n_packs
-    for k in range(n_packs):
+    for _ in range(n_packs):
         ids = rng.bytes(32 * per)
         arr = np.zeros(per, dtype=INDEX_DTYPE)
         arr["id"] = np.frombuffer(ids, dtype="S32")
@@ -244,6 +244,7 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
 
 def _child_codecs(path: str, limit: int) -> dict[str, Any]:
     """Speed and ratio of each codec over the float-tensor chunks of ``path`` (one thread)."""
+    from benchmarks.codec_variants import benchmark_variants
     from objstore.storage import codecs
     from objstore.storage.chunking import Chunker, ChunkParams
     from objstore.storage.segmenting import segment_file
@@ -265,7 +266,7 @@ def _child_codecs(path: str, limit: int) -> dict[str, Any]:
                 break
     out: dict[str, Any] = {"bytes": total, "codecs": {}}
     for codec_id, codec in sorted(codecs.CODECS.items()):
-        variants = codecs.benchmark_variants(codec_id) if hasattr(codecs, "benchmark_variants") else [(codec.name, codec.encode)]
+        variants = benchmark_variants(codec_id)
         for variant, enc in variants:
             stored = []
             t0 = time.perf_counter()
@@ -530,9 +531,12 @@ def print_table(b: Bench, summary: dict[str, Any]) -> None:
     for name, x in r.get("ingest", {}).items():
         rows.append((f"ingest cold {name}", x["gbps"], x["stored_ratio"], x["peak_rss_mib"], x.get("vs_limits", {}).get("blake3_1t_gbps")))
     for name, x in r.get("variants", {}).items():
-        rows.append((f"ingest {name} after base", x["gbps"], x["stored"] / x["logical"], x["peak_rss_mib"], x["vs_limits"].get("blake3_1t_gbps")))
+        rows.append((f"ingest {name} after base", x["gbps"], x["stored"] / x["logical"], x["peak_rss_mib"],
+                     x["vs_limits"].get("blake3_1t_gbps")))
     for name, x in r.get("reingest", {}).items():
-        rows.append((f"re-ingest unchanged, {name}", x["gbps"], x["stored"] / x["logical"], x["peak_rss_mib"], x["vs_limits"].get("blake3_1t_gbps")))
+        rows.append(
+            (f"re-ingest unchanged, {name}", x["gbps"], x["stored"] / x["logical"], x["peak_rss_mib"], x["vs_limits"].get("blake3_1t_gbps"))
+        )
     if "materialize" in r:
         x = r["materialize"]
         rows.append(("materialize", x["gbps"], None, x["peak_rss_mib"], x["vs_limits"].get("blake3_1t_gbps")))
@@ -554,11 +558,17 @@ def print_table(b: Bench, summary: dict[str, Any]) -> None:
                 print(f"{dtype + ' ' + name:34s} {c['ratio']:7.3f} {c['encode_gbps']:9.2f} {c['decode_gbps']:9.2f}")
     if "scaling" in r:
         s = r["scaling"]
-        print(f"\nlog 4 MiB with N versions stored: N=1 {s['1']:.3f}s  N=100 {s['100']:.3f}s  N=1000 {s['1000']:.3f}s  (1000/1 = {s['ratio_1000_vs_1']:.2f})")
+        print(
+            f"\nlog 4 MiB with N versions stored: N=1 {s['1']:.3f}s  N=100 {s['100']:.3f}s  N=1000 {s['1000']:.3f}s  "
+            f"(1000/1 = {s['ratio_1000_vs_1']:.2f})"
+        )
     if "index" in r:
         x = r["index"]
-        print(f"\nchunk index, {x['chunks']:,} chunks in {x['packs']} packs: load {x['load_s']:.3f}s, "
-              f"{x['batch_size']:,} ids batch {x['batch_lookup_s'] * 1e3:.1f} ms ({x['batch_per_id_us']:.2f} us/id), locate {x['single_locate_us']:.1f} us")
+        print(
+            f"\nchunk index, {x['chunks']:,} chunks in {x['packs']} packs: load {x['load_s']:.3f}s, "
+            f"{x['batch_size']:,} ids batch {x['batch_lookup_s'] * 1e3:.1f} ms ({x['batch_per_id_us']:.2f} us/id), "
+            f"locate {x['single_locate_us']:.1f} us"
+        )
     print(f"\n{'target':28s} {'wanted':>10s} {'measured':>10s}  met")
     for key, t in summary.items():
         met = {True: "yes", False: "NO", None: "-"}[t["met"]]
@@ -600,9 +610,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     summary = bench.summary()
-    doc = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "size": size, "trials": args.trials,
-           "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-           "limits": bench.limits, "results": bench.results, "targets": summary}
+    doc = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "size": size,
+        "trials": args.trials,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "limits": bench.limits,
+        "results": bench.results,
+        "targets": summary,
+    }
     for x in bench.results.get("ingest", {}).values():
         x.pop("store", None)
     out = Path(args.out) if args.out else RESULTS / (time.strftime("%Y%m%d-%H%M%S", time.localtime(started)) + ".json")

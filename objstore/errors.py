@@ -82,7 +82,7 @@ class CorruptObject(ObjstoreError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        text = self.args[0]
+        text = str(self.args[0])
         if self.breaks:
             text += "; breaks " + ", ".join(self.breaks)
         return text

@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import json
 import os
 import secrets
 import shutil
@@ -98,8 +99,8 @@ def start_seaweedfs(workdir: Path, *, access_key: str = TEST_ACCESS_KEY,
     (workdir / "data").mkdir(exist_ok=True)
     (workdir / "master.toml").write_text(_MASTER_TOML)
     (workdir / "s3.json").write_text(
-        '{"identities": [{"name": "objstore-test", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],'
-        ' "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (access_key, secret_key)
+        json.dumps({"identities": [{"name": "objstore-test", "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]})
     )
     master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
     args = [
@@ -162,7 +163,7 @@ def s3_request(method: str, endpoint: str, path: str, access_key: str, secret_ke
     """One SigV4-signed request with the standard library (boto3 is not a dependency)."""
     url = urlparse(endpoint)
     host = url.netloc
-    amz_date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    amz_date = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     day = amz_date[:8]
     payload = hashlib.sha256(body).hexdigest()
     signed = "host;x-amz-content-sha256;x-amz-date"

@@ -37,10 +37,10 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, verify_pack
-from objstore.model.store import Store
 
 ENTITY = "e"
 PROJECT = "p"
@@ -432,9 +432,9 @@ class Ledger:
 def check_ledger(location: str | Path, ledger: Ledger) -> list[str]:
     """Every acknowledged version is there with its content; every alias is where an
     acknowledged (or since attempted) move put it."""
+    from objstore.model.names import CollectionPath
     from objstore.model.refs import alias_ref, version_ref
     from objstore.model.versions import read_entry
-    from objstore.model.names import CollectionPath
 
     store = Store.open_existing(str(location))
     problems = []
@@ -471,7 +471,8 @@ def mirror_problems(local: str | Path, remote: str | Path) -> list[str]:
         if len(parts) == 6 and parts[4] == "versions":
             mine, theirs = here.refs.read(info.key), there.refs.read(info.key)
             if mine != theirs:
-                out.append(f"remote {info.key} holds {theirs.hex[:12] if theirs else 'nothing'}, local {mine.hex[:12] if mine else 'nothing'}")
+                out.append(f"remote {info.key} holds {theirs.hex[:12] if theirs else 'nothing'}, "
+                           f"local {mine.hex[:12] if mine else 'nothing'}")
     return out
 
 
@@ -505,7 +506,7 @@ def make_contents(root: Path, rng: random.Random, count: int = 6) -> list[Path]:
     for i in range(count):
         data = bytearray(base)
         start = rng.randrange(0, len(data) - 40_000)
-        data[start:start + 40_000] = rng.randbytes(40_000)
+        data[start : start + 40_000] = rng.randbytes(40_000)
         p = root / f"model-{i}.bin"
         p.write_bytes(bytes(data[: 200_000 + 20_000 * i]))
         paths.append(p)

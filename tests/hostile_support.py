@@ -32,16 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cli_helpers import OBJSTORE
 
 import objstore
+from objstore.model.store import Store
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.storage.objects import FileObject, Tree, Version
 from objstore.storage.odb import object_key
 from objstore.storage.packs import INDEX_DTYPE, TRAILER, PackBuilder, PackEntry, decode_idx, encode_idx, scan_records
-from objstore.model.store import Store
 from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
-
-from cli_helpers import OBJSTORE
 
 ENTITY, PROJECT = "e", "demo"
 AS_LIMIT = 1 << 30
@@ -131,7 +130,9 @@ class Probe:
     seconds: float
 
     def describe(self) -> str:
-        return f"objstore {' '.join(self.args)} -> {self.code} in {self.seconds:.1f}s\nstdout: {self.out[-1500:]}\nstderr: {self.err[-3000:]}"
+        return (
+            f"objstore {' '.join(self.args)} -> {self.code} in {self.seconds:.1f}s\nstdout: {self.out[-1500:]}\nstderr: {self.err[-3000:]}"
+        )
 
 
 def _limit_address_space(limit: int) -> None:
@@ -144,13 +145,20 @@ def probe_env() -> dict[str, str]:
     return env
 
 
-def run_probe(*args: str, cwd: Path, timeout: float = PROBE_TIMEOUT, limit: int = AS_LIMIT,
-              env: dict[str, str] | None = None) -> Probe:
+def run_probe(*args: str, cwd: Path, timeout: float = PROBE_TIMEOUT, limit: int = AS_LIMIT, env: dict[str, str] | None = None) -> Probe:
     """Run ``objstore ARGS`` under ``RLIMIT_AS=limit``; kill its process group after ``timeout``."""
     started = time.monotonic()
-    proc = subprocess.Popen([str(OBJSTORE), *args], cwd=cwd, env=env or probe_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: _limit_address_space(limit))
+    proc = subprocess.Popen(
+        [str(OBJSTORE), *args],
+        cwd=cwd,
+        env=env or probe_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: _limit_address_space(limit),
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         code: int | None = proc.returncode
@@ -217,7 +225,7 @@ class Arena:
     sentinel_state: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, template: Template, root: Path) -> "Arena":
+    def make(cls, template: Template, root: Path) -> Arena:
         root.mkdir(parents=True)
         store = root / "store"
         shutil.copytree(template.store, store, symlinks=True)
@@ -235,6 +243,7 @@ class Arena:
 
 
 # -- forging packs and indexes --------------------------------------------------------------
+
 
 def pack_of(store_path: Path, chunk: ObjectId) -> str:
     with Store.open_existing(store_path) as store:
@@ -276,9 +285,9 @@ def forge_pack_index(store_path: Path, name: str, edit: Callable[[np.ndarray], N
     packs = store_path / "packs"
     data = (packs / f"{name}.pack").read_bytes()
     index_offset, count, end = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
-    index = np.frombuffer(data[index_offset:index_offset + count * INDEX_DTYPE.itemsize], dtype=INDEX_DTYPE).copy()
+    index = np.frombuffer(data[index_offset : index_offset + count * INDEX_DTYPE.itemsize], dtype=INDEX_DTYPE).copy()
     edit(index)
-    body = data[:index_offset] + index.tobytes() + data[index_offset + count * INDEX_DTYPE.itemsize:-32]
+    body = data[:index_offset] + index.tobytes() + data[index_offset + count * INDEX_DTYPE.itemsize : -32]
     digest = hash_bytes(Kind.PACK, body)
     new = digest.hex
     (packs / f"{new}.pack").write_bytes(body + digest.raw)

@@ -7,13 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from modelgen import snapshot
 
 import objstore
 from objstore import errors
 from objstore.model.refs import alias_ref
 from objstore.model.store import Store, resolve_location
-
-from modelgen import snapshot
 
 
 def test_default_name_uses_run_id_and_basename_even_with_trailing_slash(tmp_path: Path) -> None:

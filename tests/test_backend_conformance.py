@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule
 
+from objstore.errors import BackendError, Conflict, InvalidName, NotFound
 from objstore.storage.backend import Backend, KeyInfo, LocalBackend, open_backend
 from objstore.storage.backend.base import BackendStats
-from objstore.errors import BackendError, Conflict, InvalidName, NotFound
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from modelgen import snapshot
 
 import objstore
 from objstore import errors
-
-from modelgen import snapshot
 
 
 @pytest.fixture
@@ -42,10 +41,20 @@ CASES: list[tuple[str, type[Exception], str, Callable]] = [
     ("use unknown model", errors.NotFound, "no artifact", lambda run, d: run.use_model("never-logged:latest")),
     ("use unknown version", errors.NotFound, "has no version", lambda run, d: run.use_model("good:v9")),
     ("use a dataset as a model", errors.WrongType, "not a model", lambda run, d: run.use_model("table:v0")),
-    ("registered name with slash", errors.InvalidName, "registered model name", lambda run, d: run.link_model(str(d / "model.bin"), registered_model_name="a/b")),
+    (
+        "registered name with slash",
+        errors.InvalidName,
+        "registered model name",
+        lambda run, d: run.link_model(str(d / "model.bin"), registered_model_name="a/b"),
+    ),
     ("bad default name", errors.InvalidName, "pass name=", lambda run, d: run.log_model(str(_odd_file(d)))),
     ("metadata not a dict", errors.InvalidInput, "metadata", lambda run, d: run.log_model(str(d / "model.bin"), name="ok", metadata=["x"])),
-    ("metadata unserializable", errors.InvalidInput, "metadata", lambda run, d: run.log_model(str(d / "model.bin"), name="ok", metadata={"f": object()})),
+    (
+        "metadata unserializable",
+        errors.InvalidInput,
+        "metadata",
+        lambda run, d: run.log_model(str(d / "model.bin"), name="ok", metadata={"f": object()}),
+    ),
     ("malformed selector", errors.InvalidName, "':'", lambda run, d: run.use_model("good:")),
     ("too many slashes", errors.InvalidName, "too many", lambda run, d: run.use_model("a/b/c/d:v0")),
 ]

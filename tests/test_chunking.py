@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from objstore.files.ingest import chunk_file, iter_file_chunks
 from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.storage.ids import Kind, hash_bytes
-from objstore.files.ingest import chunk_file, iter_file_chunks
 
 GOLDEN = Path(__file__).parent / "golden" / "chunking_v1.json"
 SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=1)

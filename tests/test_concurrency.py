@@ -31,7 +31,6 @@ import pytest
 
 import objstore
 from objstore.maintenance.fsck import fsck
-from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_collections, list_versions
 
@@ -107,12 +106,16 @@ def _run(store: str, tmp_path: Path, writers: int, seconds: float, grace: float)
     env = dict(os.environ)
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, store, str(i), str(deadline), str(work)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for i in range(writers)]
-    gc = subprocess.Popen([sys.executable, "-c", GC, store, str(deadline), str(grace)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    checker = subprocess.Popen([sys.executable, "-c", FSCK, store, str(deadline)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    gc = subprocess.Popen(
+        [sys.executable, "-c", GC, store, str(deadline), str(grace)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    checker = subprocess.Popen(
+        [sys.executable, "-c", FSCK, store, str(deadline)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     outputs = [p.communicate(timeout=seconds + 300) for p in procs]
     gc_out = gc.communicate(timeout=300)
     fsck_out = checker.communicate(timeout=300)
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     assert gc.returncode == 0, gc_out[1][-3000:]
     assert checker.returncode == 0, fsck_out[1][-3000:]

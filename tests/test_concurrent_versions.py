@@ -42,7 +42,13 @@ def _race(tmp_path: Path, mode: str) -> list[dict[str, object]]:
     go = tmp_path / "go"
     env = {**os.environ, "OBJSTORE_QUIET": "1"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(store), str(go), mode, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(store), str(go), mode, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for i in range(WRITERS)
     ]
     time.sleep(1.0)  # let every interpreter start and wait at the barrier

@@ -232,7 +232,9 @@ DAMAGES = [flip_chunk_only_in_v0, flip_shared_chunk, truncate_pack, delete_pack,
 
 
 @pytest.mark.parametrize("damage", DAMAGES, ids=lambda d: d.__name__)
-def test_damage_is_an_error_never_wrong_bytes(damaged: tuple[Path, Path, dict[str, dict[str, str]]], damage: Damage, tmp_path: Path) -> None:
+def test_damage_is_an_error_never_wrong_bytes(
+    damaged: tuple[Path, Path, dict[str, dict[str, str]]], damage: Damage, tmp_path: Path
+) -> None:
     store, intact, expected = damaged
     must_break = damage(store)
     results = _read_all(store, expected, tmp_path / "out")
@@ -247,7 +249,11 @@ def test_damage_is_an_error_never_wrong_bytes(damaged: tuple[Path, Path, dict[st
     assert not report.ok, f"{damage.__name__}: fsck found nothing"
     if must_break:
         assert set(report.damaged_versions) >= must_break, (report.damaged_versions, [p.message for p in report.problems])
-        assert set(report.damaged_versions) <= must_break | {"e/p/m:v1"} if "e/model-registry/reg:v0" in must_break else set(report.damaged_versions) <= must_break
+        assert (
+            set(report.damaged_versions) <= must_break | {"e/p/m:v1"}
+            if "e/model-registry/reg:v0" in must_break
+            else set(report.damaged_versions) <= must_break
+        )
 
 
 def test_download_names_the_object_and_the_version(damaged: tuple[Path, Path, dict[str, dict[str, str]]], tmp_path: Path) -> None:
@@ -318,8 +324,9 @@ def test_cli_fsck_repair_from(damaged: tuple[Path, Path, dict[str, dict[str, str
     objstore_cmd = [str(Path(sys.executable).parent / "objstore")]
     first = subprocess.run([*objstore_cmd, "--store", str(store_path), "fsck"], capture_output=True, text=True)
     assert first.returncode == 3 and "e/p/m:v0" in first.stdout and "e/p/other:v0" not in first.stdout
-    fixed = subprocess.run([*objstore_cmd, "--store", str(store_path), "fsck", "--repair-from", str(intact)],
-                           capture_output=True, text=True)
+    fixed = subprocess.run(
+        [*objstore_cmd, "--store", str(store_path), "fsck", "--repair-from", str(intact)], capture_output=True, text=True
+    )
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "quarantined: packs/" in fixed.stdout and "ok: no damage found" in fixed.stdout
     bad = subprocess.run([*objstore_cmd, "--store", str(store_path), "fsck", "--repair-from", "nosuch"], capture_output=True, text=True)

@@ -27,14 +27,14 @@ import random
 from collections import Counter
 from pathlib import Path
 
+import crash_harness as ch
 import pytest
 from cli_helpers import run_cli
 
-import crash_harness as ch
 import objstore
 from objstore.maintenance.gc import collect_garbage
-from objstore.model.names import CollectionPath
 from objstore.maintenance.stats import disk_usage
+from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import list_versions
 

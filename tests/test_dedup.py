@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from modelgen import fine_tune, store_bytes, transformer, write_safetensors
 
 import objstore
 from objstore.files.ingest import chunk_file
 from objstore.model.store import Store
 from objstore.model.versions import list_versions
-
-from modelgen import fine_tune, store_bytes, transformer, write_safetensors
 
 MiB = 1024 * 1024
 CHANGED = [f"layers.{i}.attn.{p}.weight" for i in (5, 6) for p in ("q", "k", "v", "o")]  # the last two layers

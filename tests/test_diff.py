@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from modelgen import fine_tune, transformer, write_safetensors
+
 import objstore
 from objstore.api.diff import diff_versions
-
-from modelgen import fine_tune, transformer, write_safetensors
 
 
 def test_renamed_model_file_is_compared_tensor_by_tensor(tmp_path: Path) -> None:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
 
 import objstore
-
+from objstore.api.runs import default_entity
 from objstore.maintenance.gc import collect_garbage
+from objstore.model.store import Store
 from objstore.storage.ids import Kind, hash_bytes
 from objstore.storage.odb import idx_key
 from objstore.storage.packs import decode_idx
-from objstore.api.runs import default_entity
-from objstore.model.store import Store
-
-from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
 
 ENTITY = default_entity()
 HOUR = 3600

@@ -38,13 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import objstore
-from objstore.storage import codecs
-from objstore.errors import ObjstoreError
-
 from hostile_support import (
     SPECS,
     ZSTD_BOMB,
@@ -56,6 +49,12 @@ from hostile_support import (
     problem,
     run_probe,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import objstore
+from objstore.errors import ObjstoreError
+from objstore.storage import codecs
 
 FUZZ_EXAMPLES = 30
 LONG_EXAMPLES = int(os.environ.get("OBJSTORE_FUZZ_EXAMPLES", "2000"))

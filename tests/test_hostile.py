@@ -26,14 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import objstore
-from objstore.storage import codecs
 from objstore.errors import CorruptObject, ObjstoreError, UnsafePath
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.model.names import CollectionPath
-from objstore.storage.objects import FILE, SYMLINK, TREE, FileObject
-from objstore.storage.odb import object_key
 from objstore.model.store import Store
 from objstore.model.versions import commit_version
+from objstore.storage import codecs
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.objects import FILE, SYMLINK, TREE, FileObject
+from objstore.storage.odb import object_key
 
 ENTITY, PROJECT = "e", "p"
 

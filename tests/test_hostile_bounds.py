@@ -20,12 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from objstore.storage import codecs
-from objstore.errors import CorruptObject, ObjstoreError
-from objstore.transfer.remotes import clone, open_store
-from objstore.model.store import Store
-
 from hostile_support import (
     SPECS,
     ZSTD_BOMB,
@@ -38,12 +32,17 @@ from hostile_support import (
     materialized,
     object_path,
     pack_of,
-    problem,
     probe_env,
+    problem,
     rewrite_pack,
     run_probe,
     version_objects,
 )
+
+from objstore.errors import CorruptObject, ObjstoreError
+from objstore.model.store import Store
+from objstore.storage import codecs
+from objstore.transfer.remotes import clone, open_store
 
 BEST = "refs/e/demo/llm/versions/v1"
 HANG_TIMEOUT = 20.0

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from objstore.files import ingest
 from objstore.errors import NotFound
+from objstore.files import ingest
 from objstore.files.ingest import chunk_file
 from objstore.model.store import Store
 from objstore.testing.tensorfiles import transformer, write_safetensors

@@ -27,25 +27,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelgen import random_weights, transformer, write_safetensors
 
 import objstore
-import msgpack
-
-from objstore.files import ingest
-
-from objstore.files import segmentcache
-
-from objstore.files import statcache
 from objstore.errors import FileChanged, NotFound, ObjstoreError
+from objstore.files import ingest, segmentcache, statcache
 from objstore.files.ingest import chunk_file
 from objstore.files.statcache import StatCache
 from objstore.model.store import Store
-
-from modelgen import random_weights, transformer, write_safetensors
 
 KiB = 1024
 TARGET = "layers.0.attn.q.weight"

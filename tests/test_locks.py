@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from objstore.storage.backend import open_backend
 from objstore.constants import LOCK_STALE_SECONDS
 from objstore.errors import LockTimeout
+from objstore.storage.backend import open_backend
 from objstore.storage.backend.locks import FileLock
 
 HOST = socket.gethostname()

@@ -25,8 +25,8 @@ from test_hostile import ENTITY, PROJECT, _commit, _file, _raw_entry, _raw_tree
 
 import objstore
 from objstore.errors import ObjstoreError, VerificationFailed
-from objstore.storage.objects import FILE, REFERENCE, TREE
 from objstore.model.store import Store
+from objstore.storage.objects import FILE, REFERENCE, TREE
 
 
 @pytest.fixture

@@ -31,10 +31,10 @@ from test_hostile import ENTITY, PROJECT, _commit, _file, _raw_entry, _raw_tree
 
 import objstore
 from objstore.errors import ObjstoreError, UnsafePath, VerificationFailed
-from objstore.storage.objects import FILE, SYMLINK
 from objstore.model.store import Store
+from objstore.storage.objects import FILE, SYMLINK
 
-TEMP_PREFIX = ".objstore-tmp-"  # objstore.files.safepath.TEMP_PREFIX; spelled out so this file imports on old code
+TEMP_PREFIX = ".objstore-tmp-"  # objstore.storage.trees.TEMP_PREFIX; spelled out so this file imports on old code
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_intermediate_directory_swapped_for_a_symlink_during_materialize(arena: 
         (root / "sub").mkdir(parents=True)
         stop = threading.Event()
 
-        def flip() -> None:
+        def flip(root: Path = root, stop: threading.Event = stop) -> None:  # this attempt's
             sub, moved = root / "sub", root / "sub.real"
             while not stop.is_set():
                 try:

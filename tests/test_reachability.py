@@ -16,18 +16,18 @@ import pytest
 from cli_helpers import run_cli
 
 import objstore
-from objstore.storage import codecs
-from objstore.model.deletion import delete_collection
 from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
-from objstore.storage.ids import ObjectId, hash_bytes
+from objstore.model.deletion import delete_collection
 from objstore.model.names import CollectionPath
-from objstore.storage.objects import Version
-from objstore.storage.odb import object_key
 from objstore.model.refs import run_ref, version_ref
-from objstore.transfer.remotes import remote_add as _remote_add
 from objstore.model.store import Store
 from objstore.model.versions import list_versions
+from objstore.storage import codecs
+from objstore.storage.ids import ObjectId, hash_bytes
+from objstore.storage.objects import Version
+from objstore.storage.odb import object_key
+from objstore.transfer.remotes import remote_add as _remote_add
 
 E, P = "team", "proj"
 

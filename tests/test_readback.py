@@ -24,19 +24,18 @@ from typing import Any
 
 import msgpack
 import pytest
+from cli_helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelgen import snapshot
 
 import objstore
 from objstore import errors
 from objstore.api.public import Api
 from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
-from objstore.transfer.remotes import clone
 from objstore.model.store import Store
-
-from cli_helpers import run_cli
-from modelgen import snapshot
+from objstore.transfer.remotes import clone
 
 MiB = 1 << 20
 
@@ -82,10 +81,15 @@ def assert_store_healthy(store: Path | str) -> None:
 
 
 def version_refs(store: Path) -> list[str]:
-    return sorted(p.relative_to(store).as_posix() for p in (store / "refs").rglob("v[0-9]*") if p.is_file()) if (store / "refs").exists() else []
+    return (
+        sorted(p.relative_to(store).as_posix() for p in (store / "refs").rglob("v[0-9]*") if p.is_file())
+        if (store / "refs").exists()
+        else []
+    )
 
 
 # -- class 3: metadata and config ----------------------------------------------------------
+
 
 def test_hf_config_metadata_with_int_keys_reads_back(workdir: Path) -> None:
     store = workdir / "store"
@@ -131,17 +135,21 @@ def test_run_config_with_int_keys_reads_back(workdir: Path) -> None:
     assert run_cli(store, "log", "e/p/m").code == 0
 
 
-@pytest.mark.parametrize("bad,words", [
-    ({"ids": {(1, 2): "tuple key"}}, "['ids']"),
-    ({"ids": {b"raw": 1}}, "['ids']"),
-    ({"ids": {0: "a", "0": "b"}}, "'0'"),
-    ({"n": 2**64}, "['n']"),
-    ({"n": -(2**63) - 1}, "['n']"),
-    ({"tags": {"a", "b"}}, "['tags']"),
-    ({"obj": object()}, "['obj']"),
-    ({"name": "bad \udcff surrogate"}, "['name']"),
-    ({"deep": "NEST"}, "['deep']"),
-], ids=["tuple-key", "bytes-key", "colliding-keys", "int-too-big", "int-too-small", "set", "object", "surrogate", "too-deep"])
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        ({"ids": {(1, 2): "tuple key"}}, "['ids']"),
+        ({"ids": {b"raw": 1}}, "['ids']"),
+        ({"ids": {0: "a", "0": "b"}}, "'0'"),
+        ({"n": 2**64}, "['n']"),
+        ({"n": -(2**63) - 1}, "['n']"),
+        ({"tags": {"a", "b"}}, "['tags']"),
+        ({"obj": object()}, "['obj']"),
+        ({"name": "bad \udcff surrogate"}, "['name']"),
+        ({"deep": "NEST"}, "['deep']"),
+    ],
+    ids=["tuple-key", "bytes-key", "colliding-keys", "int-too-big", "int-too-small", "set", "object", "surrogate", "too-deep"],
+)
 def test_unstorable_metadata_is_refused_naming_the_key_and_writes_nothing(workdir: Path, bad: dict[str, Any], words: str) -> None:
     if bad.get("deep") == "NEST":
         bad = {"deep": _nest(1021)}  # packs, but deeper than msgpack's decoder stack (1024) once wrapped
@@ -172,8 +180,9 @@ def test_map_longer_than_the_decoder_reads_is_refused_before_ingest(workdir: Pat
     assert snapshot(store) == before
 
 
-@pytest.mark.parametrize("description", [5, b"bytes", "lone \udcff surrogate", "d" * (16 * MiB + 1)],
-                         ids=["int", "bytes", "surrogate", "huge"])
+@pytest.mark.parametrize(
+    "description", [5, b"bytes", "lone \udcff surrogate", "d" * (16 * MiB + 1)], ids=["int", "bytes", "surrogate", "huge"]
+)
 def test_unstorable_description_is_refused_before_ingest(workdir: Path, description: Any) -> None:
     store = workdir / "store"
     with objstore.init(project="p", entity="e", store=store) as run:
@@ -230,8 +239,15 @@ def test_string_over_16_mib_is_refused_or_reads_back(workdir: Path) -> None:
 
 def test_metadata_within_the_limits_reads_back(workdir: Path) -> None:
     store = workdir / "store"
-    value = {"big": 2**64 - 1, "small": -(2**63), "blob": b"\x00\xff" * 1000, "nan": math.nan, "inf": -math.inf,
-             "text": "üñíçødé ✓", "nested": {"a": [1, [2, [3, {"b": None}]]]}}
+    value = {
+        "big": 2**64 - 1,
+        "small": -(2**63),
+        "blob": b"\x00\xff" * 1000,
+        "nan": math.nan,
+        "inf": -math.inf,
+        "text": "üñíçødé ✓",
+        "nested": {"a": [1, [2, [3, {"b": None}]]]},
+    }
     with objstore.init(project="p", entity="e", store=store) as run:
         run.log_model(str(workdir / "model.bin"), name="m", metadata=value)
     got = Api(store=store, entity="e", project="p").artifact("m:v0").metadata
@@ -245,14 +261,21 @@ def test_subclasses_of_the_basic_types_are_stored_as_their_base_type(workdir: Pa
 
     import numpy as np
 
-    class Split(str, enum.Enum):
+    class Split(str, enum.Enum):  # noqa: UP042 (the str-and-Enum subclass is what is tested)
         TRAIN = "train"
 
     class Level(enum.IntEnum):
         HIGH = 3
 
-    value = collections.OrderedDict([("split", Split.TRAIN), ("level", Level.HIGH), ("lr", np.float64(0.5)),
-                                     ("by_level", {Level.HIGH: "h"}), ("splits", {Split.TRAIN: 1})])
+    value = collections.OrderedDict(
+        [
+            ("split", Split.TRAIN),
+            ("level", Level.HIGH),
+            ("lr", np.float64(0.5)),
+            ("by_level", {Level.HIGH: "h"}),
+            ("splits", {Split.TRAIN: 1}),
+        ]
+    )
     with objstore.init(project="p", entity="e", store=workdir / "store") as run:
         art = run.log_model(str(workdir / "model.bin"), name="m", metadata=value)
     want = {"split": "train", "level": 3, "lr": 0.5, "by_level": {"3": "h"}, "splits": {"train": 1}}
@@ -266,14 +289,17 @@ def test_subclasses_of_the_basic_types_are_stored_as_their_base_type(workdir: Pa
 # -- class 3: hypothesis property -------------------------------------------------------------
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.binary(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=20),
 )
 _keys = st.one_of(st.text(max_size=8), st.integers(min_value=-5, max_value=5), st.binary(max_size=3), st.booleans(), st.none())
 _values = st.recursive(
     _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(inner, max_size=3).map(tuple),
-                            st.dictionaries(_keys, inner, max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.lists(inner, max_size=3).map(tuple), st.dictionaries(_keys, inner, max_size=4)),
     max_leaves=20,
 )
 
@@ -393,6 +419,7 @@ def test_property_store_stays_healthy(prop_store: Path) -> None:
 
 # -- class 3: trees --------------------------------------------------------------------------
 
+
 def _deep_dir(root: Path, levels: int) -> Path:
     d = root
     for _ in range(levels):
@@ -503,8 +530,12 @@ def _made_anything(workdir: Path) -> list[str]:
 
 @pytest.mark.parametrize("location", BAD_LOCATIONS)
 def test_unknown_scheme_is_an_error_api(workdir: Path, location: str) -> None:
-    for call in (lambda: objstore.init(project="p", entity="e", store=location), lambda: Api(store=location),
-                 lambda: Store.open(location), lambda: Store.open_existing(location)):
+    for call in (
+        lambda: objstore.init(project="p", entity="e", store=location),
+        lambda: Api(store=location),
+        lambda: Store.open(location),
+        lambda: Store.open_existing(location),
+    ):
         with pytest.raises(errors.InvalidInput) as err:
             call()
         message = str(err.value)
@@ -553,6 +584,7 @@ def test_file_url_still_opens_the_directory(workdir: Path) -> None:
 
 
 # -- class 12: store config ----------------------------------------------------------------------
+
 
 def _forge(store: Path, **changes: Any) -> None:
     key = store / "config"
@@ -604,7 +636,8 @@ def test_forged_store_config_is_a_clear_error_on_open_and_clone(workdir: Path, l
     _forge(store, **changes)
     before = snapshot(store)
     calls = [
-        lambda: Store.open_existing(store), lambda: Store.open(store),
+        lambda: Store.open_existing(store),
+        lambda: Store.open(store),
         lambda: objstore.init(project="p", entity="e", store=store).log_model(str(workdir / "other.bin"), name="m"),
         lambda: Api(store=store, entity="e", project="p").artifact("m:v0").download(workdir / "dl"),
     ]
@@ -660,10 +693,14 @@ def test_creating_a_store_with_bad_chunking_writes_nothing(workdir: Path) -> Non
 
 
 @pytest.mark.s3
-@pytest.mark.parametrize("label,changes,words", [f for f in FORGED if f[0] in ("min-above-avg", "avg-as-text", "newer-format")],
-                         ids=["min-above-avg", "avg-as-text", "newer-format"])
-def test_forged_config_on_a_bucket_is_a_clear_error(workdir: Path, s3_env: dict[str, str], s3_bucket_url: str, label: str,
-                                                    changes: dict[str, Any], words: str) -> None:
+@pytest.mark.parametrize(
+    "label,changes,words",
+    [f for f in FORGED if f[0] in ("min-above-avg", "avg-as-text", "newer-format")],
+    ids=["min-above-avg", "avg-as-text", "newer-format"],
+)
+def test_forged_config_on_a_bucket_is_a_clear_error(
+    workdir: Path, s3_env: dict[str, str], s3_bucket_url: str, label: str, changes: dict[str, Any], words: str
+) -> None:
     """A remote store opens through the same Store.open: its config is checked the same way."""
     from objstore.storage.backend import open_backend
 

@@ -61,8 +61,8 @@ def test_log_model_of_a_prefix_records_every_object(tmp_path: Path, s3_server: S
     # checksum=True (the default) recorded the bytes' BLAKE3 and the ETag.
     store = objstore.Store.open_existing(tmp_path / "store")
     from objstore.model.names import parse_version_spec
-    from objstore.storage.trees import walk_tree
     from objstore.model.versions import resolve
+    from objstore.storage.trees import walk_tree
 
     resolved = resolve(store, parse_version_spec("team/refs/ckpt:v0", entity=None, project=None))
     extras = {rel: e.extra for rel, e in walk_tree(store.odb, resolved.version.tree)}

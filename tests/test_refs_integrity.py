@@ -33,9 +33,9 @@ from objstore.errors import CorruptObject, InvalidInput, InvalidName, ObjstoreEr
 from objstore.maintenance.fsck import fsck
 from objstore.model.names import CollectionPath
 from objstore.model.refs import alias_ref, digest_ref, version_ref
-from objstore.transfer.remotes import remote_add
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_versions
+from objstore.transfer.remotes import remote_add
 
 E, P = "e", "p"
 

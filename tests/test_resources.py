@@ -82,7 +82,9 @@ def test_file_size_limit(tmp_path: Path) -> None:
     assert proc.stdout.startswith("error BackendError") and "file size limit" in proc.stdout, proc.stdout
     assert _versions(store) == []
     _assert_sound(store)
-    assert {k: v for k, v in _snapshot(store).items() if not k.startswith("refs/e/p/runs") and not k.startswith(("logs/", "objects/"))} == before
+    assert {
+        k: v for k, v in _snapshot(store).items() if not k.startswith("refs/e/p/runs") and not k.startswith(("logs/", "objects/"))
+    } == before
     proc = subprocess.run([sys.executable, "-c", LOG, str(store), str(model)], capture_output=True, text=True)
     assert proc.stdout.startswith("logged v0"), proc.stdout + proc.stderr
 
@@ -186,8 +188,9 @@ def test_error_at_every_write_point(tmp_path: Path, action: str) -> None:
         _assert_sound(store)
         with objstore.init(project="p", entity="e", store=store) as run:
             art = run.log_model(model, name="m")
-        holding = [v for v in objstore.Api(store=str(store), entity="e", project="p").artifact_versions("model", "m")
-                   if v.digest == art.digest]
+        holding = [
+            v for v in objstore.Api(store=str(store), entity="e", project="p").artifact_versions("model", "m") if v.digest == art.digest
+        ]
         assert len(holding) == 1, f"{kind} #{(n + 1) // 2}: {len(holding)} versions hold the content"
         if failed is None and counted.get(kind, 0) < (n + 1) // 2:
             break

@@ -10,15 +10,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from objstore.files import ingest
-
-from objstore.files import segmentcache
-from objstore.files.ingest import chunk_file
-from objstore.storage.segmenting import Segment
-from objstore.model.store import Store
-
 from modelgen import fine_tune, transformer, write_safetensors
+
+from objstore.files import ingest, segmentcache
+from objstore.files.ingest import chunk_file
+from objstore.model.store import Store
+from objstore.storage.segmenting import Segment
 
 KiB = 1024
 LARGE = [f"layers.{i}.attn.{p}.weight" for i in range(2) for p in ("q", "k", "v", "o")] + ["embed.weight"]

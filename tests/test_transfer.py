@@ -33,10 +33,10 @@ from transfer_support import (
 import objstore
 from objstore.errors import CorruptObject, InvalidInput, NonFastForward, NotFound
 from objstore.model.names import CollectionPath
-from objstore.storage.odb import pack_key
-from objstore.transfer.remotes import remote_add, remote_get, remote_list, remote_remove
 from objstore.model.store import Store
 from objstore.model.versions import set_alias
+from objstore.storage.odb import pack_key
+from objstore.transfer.remotes import remote_add, remote_get, remote_list, remote_remove
 
 
 @pytest.fixture
@@ -279,7 +279,9 @@ def test_remote_config(tmp_path: Path) -> None:
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["log", "sync"]), st.integers(0, 5)), min_size=1, max_size=6))
-def test_any_interleaving_converges_without_losing_a_version(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int]]) -> None:
+def test_any_interleaving_converges_without_losing_a_version(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int]]
+) -> None:
     root = tmp_path_factory.mktemp("converge")
     remote = str(root / "remote")
     stores = {w: Store.open(root / w) for w in "ab"}
@@ -310,7 +312,9 @@ def test_any_interleaving_converges_without_losing_a_version(tmp_path_factory: p
 
 def objstore_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("objstore")
-    return subprocess.run([str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_cli_remote_push_clone_pull(tmp_path: Path, models: tuple[Path, Path]) -> None:
@@ -344,8 +348,13 @@ def test_cli_remote_push_clone_pull(tmp_path: Path, models: tuple[Path, Path]) -
     assert objstore_cli("push", cwd=tmp_path / "copy").returncode == 0
     assert chain(Store.open_existing(tmp_path / "remote")) == chain(Store.open_existing(tmp_path / "copy" / ".objstore"))
 
-    for bad in (["push", "nowhere"], ["pull", "nowhere"], ["clone", str(tmp_path / "missing"), "nothing"],
-                ["remote", "add", "x", "s3://key:secret@bucket/p"], ["remote", "remove", "nowhere"]):
+    for bad in (
+        ["push", "nowhere"],
+        ["pull", "nowhere"],
+        ["clone", str(tmp_path / "missing"), "nothing"],
+        ["remote", "add", "x", "s3://key:secret@bucket/p"],
+        ["remote", "remove", "nowhere"],
+    ):
         res = objstore_cli(*a, *bad, cwd=tmp_path)
         assert res.returncode == 1, (bad, res.stdout, res.stderr)
         assert res.stderr.count("\n") == 1 and res.stderr.startswith("objstore: error:"), (bad, res.stderr)

@@ -57,6 +57,7 @@ objects returned here (the write order in :mod:`objstore.storage.odb`).
 
 from __future__ import annotations
 
+import enum
 import os
 import queue
 import threading
@@ -66,15 +67,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from objstore.errors import FileChanged, InvalidInput, NotFound
+from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
+from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 from objstore.storage import codecs
 from objstore.storage.chunking import Chunker
-from objstore.errors import FileChanged, InvalidInput, NotFound
 from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher
 from objstore.storage.objects import FileObject
 from objstore.storage.odb import ObjectDatabase
-from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
 from objstore.storage.segmenting import Segment, segment_file
-from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 
 Progress = Callable[[int], None]
 
@@ -92,7 +93,13 @@ PIPELINE_MIN_BYTES = 4 * 1024 * 1024
 # (_settled_stat): the coarsest granularity, plus a little clock skew.
 MAX_SETTLE_NS = COARSE_SLACK_NS + 1_000_000_000
 
-_DEFAULT = object()
+class _Default(enum.Enum):
+    """The type of ``_DEFAULT``: "the store's own cache", told apart from None (no cache)."""
+
+    DEFAULT = enum.auto()
+
+
+_DEFAULT = _Default.DEFAULT
 
 
 def default_workers() -> int:
@@ -322,7 +329,7 @@ def segment_cache_for(odb: ObjectDatabase, chunker: Chunker) -> SegmentCache:
 
 
 def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progress: Progress | None = None, *,
-               stat_cache: StatCache | None | object = _DEFAULT, segment_cache: SegmentCache | None | object = _DEFAULT,
+               stat_cache: StatCache | None | _Default = _DEFAULT, segment_cache: SegmentCache | None | _Default = _DEFAULT,
                workers: int | None = None) -> FileObject:
     """Chunk and hash ``path``; store its new chunks in ``odb`` (if given).
 
@@ -339,7 +346,7 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
     if stat_cache is _DEFAULT:
         cache = stat_cache_for(odb, chunker) if odb is not None else None
     else:
-        cache = stat_cache  # type: ignore[assignment]
+        cache = stat_cache
     if segment_cache is _DEFAULT:
         segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
     reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None
@@ -505,7 +512,7 @@ class _Pipeline:
                 return True
         return False
 
-    def _run_job(self, j: int, q: "queue.Queue[tuple[list[_Item], bool] | None | BaseException]") -> None:
+    def _run_job(self, j: int, q: queue.Queue[tuple[list[_Item], bool] | None | BaseException]) -> None:
         odb = self.odb
         pending: list[tuple[ObjectId, int, bytes | None, str | None]] = []
         pending_bytes = 0
@@ -520,8 +527,14 @@ class _Pipeline:
                 # when it was consulted): only the others are asked about
                 chunked = [k for k, (_, _, raw, _) in enumerate(pending) if raw is not None]
                 known = odb.has_chunks([pending[k][0] for k in chunked]) if chunked else []
-                new = [(k, pending[k][2], pending[k][3]) for k, seen in zip(chunked, known) if not seen]
-                fut = self.encoders.submit(_encode_many, [(raw, dtype) for _, raw, dtype in new], odb.codec_policy) if new else None  # type: ignore[union-attr]
+                new: list[tuple[int, bytes, str | None]] = []
+                for k, seen in zip(chunked, known):
+                    raw = pending[k][2]
+                    if not seen and raw is not None:  # raw is set for every k in chunked
+                        new.append((k, raw, pending[k][3]))
+                encoders = self.encoders
+                assert encoders is not None  # made whenever odb is given
+                fut = encoders.submit(_encode_many, [(raw, dtype) for _, raw, dtype in new], odb.codec_policy) if new else None
                 slot = {k: i for i, (k, _, _) in enumerate(new)}
                 items = [(cid, n, fut if k in slot else None, slot.get(k, -1)) for k, (cid, n, _, _) in enumerate(pending)]
             pending, pending_bytes = [], 0

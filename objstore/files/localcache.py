@@ -42,7 +42,7 @@ class ChunkListCache:
         self.chunking = list(chunking)
 
     @classmethod
-    def for_backend(cls, backend: object, chunking: tuple[int, ...] = ()) -> "Self":
+    def for_backend(cls, backend: object, chunking: tuple[int, ...] = ()) -> Self:
         return cls(cache_dir(backend, cls.NAME), chunking)
 
 

@@ -61,7 +61,7 @@ from typing import BinaryIO
 from objstore import faults
 from objstore.console import say
 from objstore.errors import DestinationError, ObjstoreError, UnsafePath
-from objstore.storage.trees import TEMP_PREFIX
+from objstore.storage.trees import TEMP_PREFIX  # reserved there: no version holds a name that starts so
 
 MAX_LINKS = 40  # links followed while resolving one path, as Linux allows before ELOOP
 OPEN_DIRS = 64  # directory descriptors kept open (an LRU); a tree may have many more directories
@@ -175,7 +175,7 @@ class Destination:
         self._visited: set[Parts] = set()
 
     @classmethod
-    def open(cls, root: str | os.PathLike[str], *, follow_root: bool = True) -> "Destination":
+    def open(cls, root: str | os.PathLike[str], *, follow_root: bool = True) -> Destination:
         """Create ``root`` if needed, lock it, and remove stale temp files at its top.
 
         ``follow_root=False`` when objstore chose the root's last component itself (the
@@ -239,7 +239,7 @@ class Destination:
         finally:
             os.close(parent)
 
-    def __enter__(self) -> "Destination":
+    def __enter__(self) -> Destination:
         return self
 
     def __exit__(self, *exc: object) -> None:

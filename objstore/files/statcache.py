@@ -62,7 +62,7 @@ class StatKey:
     ctime_ns: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> "StatKey":
+    def of(cls, st: os.stat_result) -> StatKey:
         return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns)
 
     @property

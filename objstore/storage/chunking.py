@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from pyfastcdc import FastCDC
 
@@ -38,7 +38,7 @@ class ChunkParams:
         return {"avg": self.avg_size, "min": self.min_size, "max": self.max_size, "nc": self.normalization}
 
     @classmethod
-    def from_dict(cls, d: dict[str, int]) -> "ChunkParams":
+    def from_dict(cls, d: dict[str, int]) -> ChunkParams:
         return cls(int(d["avg"]), int(d["min"]), int(d["max"]), int(d["nc"]))
 
 
@@ -63,11 +63,12 @@ class Chunker:
             max(params.avg_size - params.min_size, 256),
             min_size=params.min_size,
             max_size=params.max_size,
+            # pyfastcdc types it Literal[0, 1, 2, 3]; ours is an int read from the store's config
             normalized_chunking=params.normalization,  # type: ignore[arg-type]
         )
         self._capacity = read_block + params.max_size
 
-    def iter_chunks(self, stream: Readable | BinaryIO, length: int, align: int = 1) -> Iterator[memoryview]:
+    def iter_chunks(self, stream: Readable, length: int, align: int = 1) -> Iterator[memoryview]:
         """Yield the chunks of the next ``length`` bytes of ``stream``.
 
         Each yielded view is valid only until the next one is requested; copy it
@@ -84,7 +85,7 @@ class Chunker:
         try:
             while True:
                 while filled < len(buf) and remaining > 0:
-                    n = stream.readinto(whole[filled : filled + min(len(buf) - filled, remaining)])  # type: ignore[arg-type]
+                    n = stream.readinto(whole[filled : filled + min(len(buf) - filled, remaining)])
                     if not n:
                         raise FileChanged(detail=f" (it ended {remaining} bytes early)")
                     filled += n

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import zstandard
@@ -147,6 +147,10 @@ class ZstdCodec:
         return zstd_decompress(stored, raw_len)
 
 
+def _compress_plane(plane: np.ndarray) -> bytes:
+    return plane_compressor().compress(plane.data)
+
+
 def plane_compressor() -> zstandard.ZstdCompressor:
     """The per-thread zstd set up for byte planes: an entropy coder, nearly no match finder.
 
@@ -167,7 +171,7 @@ def plane_compressor() -> zstandard.ZstdCompressor:
     return comp
 
 
-_WORD_DTYPES = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_WORD_DTYPES: dict[int, np.dtype[Any]] = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 # Header of a bytegroup payload: word size, bitmask of compressed planes.
 _BG_HEAD = struct.Struct("<BB")
 _BG_LEN = struct.Struct("<I")
@@ -194,7 +198,7 @@ class ByteGroupCodec:
         self.word = word
         self.planes = planes
         self.name = f"bytegroup{word}+zstd"
-        self._compress = compress or (lambda plane: plane_compressor().compress(plane))
+        self._compress = compress or _compress_plane
 
     def split(self, raw: bytes | memoryview) -> list[np.ndarray]:
         """The byte planes of ``raw``'s whole words, each contiguous.
@@ -236,7 +240,7 @@ class ByteGroupCodec:
                     lengths.append(_BG_LEN.pack(len(packed)))
                     parts.append(packed)
                     continue
-            parts.append(memoryview(plane))
+            parts.append(plane.data)  # the plane is contiguous: its bytes, without a copy
         if not mask:
             return None  # nothing paid: let the caller store the chunk raw
         tail = memoryview(raw)[m * w :]
@@ -303,11 +307,6 @@ def register(codec: Codec) -> None:
     CODECS[codec.codec_id] = codec
 
 
-def codec_name(codec_id: int) -> str:
-    codec = CODECS.get(codec_id)
-    return codec.name if codec else f"unknown({codec_id})"
-
-
 class CodecPolicy(Protocol):
     def candidates(self, dtype: str | None) -> tuple[int, ...]: ...
 
@@ -322,13 +321,6 @@ class DefaultPolicy:
     def candidates(self, dtype: str | None) -> tuple[int, ...]:
         bytegroup = BYTEGROUP_FOR_DTYPE.get(dtype) if dtype else None
         return (bytegroup,) if bytegroup is not None else (ZSTD,)
-
-
-class ZstdOnlyPolicy:
-    """zstd for every chunk (the policy before bytegroup existed; for comparison)."""
-
-    def candidates(self, dtype: str | None) -> tuple[int, ...]:
-        return (ZSTD,)
 
 
 def encode_chunk(raw: bytes | memoryview, dtype: str | None, policy: CodecPolicy | None = None) -> tuple[int, bytes | memoryview]:
@@ -357,17 +349,3 @@ def decode_chunk(codec_id: int, stored: bytes | memoryview, raw_len: int) -> byt
 
 
 DEFAULT_POLICY: CodecPolicy = DefaultPolicy()
-
-
-def benchmark_variants(codec_id: int) -> list[tuple[str, Callable[[bytes | memoryview, str | None], bytes | None]]]:
-    """Settings of one codec worth comparing in the benchmark: (label, encode)."""
-    codec = CODECS[codec_id]
-    if codec_id == ZSTD:
-        return [(f"zstd level {lvl}", lambda raw, dtype, lvl=lvl: zstd_compressor(lvl).compress(raw)) for lvl in (1, 3, -5)]
-    if isinstance(codec, ByteGroupCodec):
-        def level1(plane: np.ndarray) -> bytes:
-            return zstd_compressor(1).compress(plane)
-
-        slow = ByteGroupCodec(codec.codec_id, codec.word, codec.planes, level1)
-        return [(f"{codec.name} (entropy-stage zstd, default)", codec.encode), (f"{codec.name} (zstd level 1 planes)", slow.encode)]
-    return [(codec.name, codec.encode)]

@@ -44,7 +44,7 @@ class ObjectId:
             raise ValueError(f"an object id is {DIGEST_SIZE} bytes, got {len(self.raw)}")
 
     @classmethod
-    def from_hex(cls, text: str) -> "ObjectId":
+    def from_hex(cls, text: str) -> ObjectId:
         try:
             raw = bytes.fromhex(text)
         except ValueError:
@@ -64,7 +64,7 @@ class ObjectId:
         return f"ObjectId({self.raw.hex()[:16]}…)"
 
 
-def hasher(kind: Kind) -> "blake3.blake3":
+def hasher(kind: Kind) -> blake3.blake3:
     """A fresh BLAKE3 hasher keyed for ``kind``."""
     return blake3.blake3(key=_KEYS[kind])
 

@@ -23,9 +23,9 @@ rest naming the key path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import msgpack
 
@@ -81,7 +81,7 @@ class FileObject:
         return blob, size
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FileObject":
+    def from_dict(cls, d: dict[str, Any]) -> FileObject:
         blob, size = cls.check_dict(d)
         return cls(size, tuple((ObjectId(raw), n) for raw, n in _CHUNK_REF.iter_unpack(blob)))
 
@@ -106,7 +106,7 @@ class TreeEntry:
         return [self.name, self.kind, self.id.raw if self.id else None, self.size, self.mode, self.target, self.extra or None]
 
     @classmethod
-    def from_list(cls, item: Any) -> "TreeEntry":
+    def from_list(cls, item: Any) -> TreeEntry:
         if not isinstance(item, list) or len(item) != 7:
             raise CorruptObject("a tree entry is malformed")
         name, kind, raw, size, mode, target, extra = item
@@ -137,7 +137,7 @@ class Tree:
         return {"v": FORMAT, "k": "tree", "entries": [e.to_list() for e in sorted(self.entries, key=lambda e: e.name)]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Tree":
+    def from_dict(cls, d: dict[str, Any]) -> Tree:
         items = _get(d, "entries", list)
         return cls(tuple(TreeEntry.from_list(i) for i in items))
 
@@ -178,13 +178,13 @@ class Version:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Version":
+    def from_dict(cls, d: dict[str, Any]) -> Version:
         parent = d.get("parent")
         return cls(
             ObjectId(_get(d, "tree", bytes)), ObjectId(parent) if parent else None, _get(d, "type", str),
             _get(d, "entity", str), _get(d, "project", str), _get(d, "name", str), _get(d, "index", int),
-            _get(d, "size", int), _get(d, "new_bytes", int), _opt(d, "description", str), _get(d, "metadata", dict), float(_get(d, "created_at", (int, float))),
-            _opt(d, "run", str),
+            _get(d, "size", int), _get(d, "new_bytes", int), _opt(d, "description", str), _get(d, "metadata", dict),
+            float(_get(d, "created_at", (int, float))), _opt(d, "run", str),
         )
 
     def compute_id(self) -> ObjectId:
@@ -211,7 +211,7 @@ class Link:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Link":
+    def from_dict(cls, d: dict[str, Any]) -> Link:
         return cls(
             _get(d, "registry", str), _get(d, "index", int), ObjectId(_get(d, "target", bytes)), _get(d, "target_name", str),
             float(_get(d, "created_at", (int, float))), _opt(d, "run", str),
@@ -252,7 +252,7 @@ class RunRecord:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
         finished = d.get("finished_at")
         return cls(
             _get(d, "id", str), _get(d, "entity", str), _get(d, "project", str), _get(d, "name", str), _get(d, "config", dict),
@@ -264,12 +264,15 @@ class RunRecord:
         return hash_bytes(Kind.RUN, pack(self.to_dict()))
 
 
-MetaObject = Union[FileObject, Tree, Version, Link, RunRecord]
-_BY_TAG: dict[str, type] = {"file": FileObject, "tree": Tree, "version": Version, "link": Link, "run": RunRecord}
+MetaObject = FileObject | Tree | Version | Link | RunRecord
+_BY_TAG: dict[str, Callable[[dict[str, Any]], MetaObject]] = {
+    "file": FileObject.from_dict, "tree": Tree.from_dict, "version": Version.from_dict, "link": Link.from_dict, "run": RunRecord.from_dict,
+}
 
 
 def pack(d: dict[str, Any]) -> bytes:
-    return msgpack.packb(d, use_bin_type=True)
+    body: bytes = msgpack.packb(d, use_bin_type=True)
+    return body
 
 
 def encode(obj: MetaObject) -> tuple[ObjectId, bytes]:
@@ -317,7 +320,7 @@ def decode(body: bytes, expected: ObjectId | None = None) -> MetaObject:
     label = expected.hex[:16] if expected else "?"
     d = _unpack(body, label, expected)
     try:
-        obj: MetaObject = _BY_TAG[d["k"]].from_dict(d)
+        obj = _BY_TAG[d["k"]](d)
     except CorruptObject as exc:
         raise CorruptObject(f"object {label}: {exc.args[0]}", object_id=expected.hex if expected else None) from None
     except (ValueError, TypeError, KeyError) as exc:

@@ -23,7 +23,6 @@ DTYPE_SIZES: dict[str, int] = {
     "I32": 4, "U32": 4, "F32": 4,
     "I64": 8, "U64": 8, "F64": 8, "C64": 8,
 }
-FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 
 # A header larger than this is not a safetensors file we will trust.
 MAX_HEADER = 100 * 1024 * 1024

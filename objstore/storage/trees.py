@@ -2,8 +2,8 @@
 
 Entry names are single path components; a tree read from a store or a remote is
 untrusted, so every name is checked here before anything uses it as a path. Names
-starting with :data:`TEMP_PREFIX` are reserved for materialize's
-temp files and refused, when logging and when reading.
+starting with :data:`TEMP_PREFIX` are reserved for materialize's temp files
+(:mod:`objstore.files.safepath`) and refused, when logging and when reading.
 Logging refuses what reading would: a path nested deeper than :data:`MAX_DEPTH`
 trees (walk_tree's limit, and fsck's and gc's) or a name that is not UTF-8 is
 refused by :func:`split_path` when it is staged, before anything is read.
@@ -22,9 +22,7 @@ from objstore.storage.odb import ObjectDatabase
 
 # Reading refuses a tree nested deeper than this; so does logging (split_path, build_tree).
 MAX_DEPTH = MAX_TREE_DEPTH
-
-# Reserved for materialize's temp files (objstore.files.safepath): no version holds a
-# name that starts so, so a file in a destination that does is a leftover of objstore's.
+# The prefix of materialize's temp names (objstore.files.safepath): no entry name may start so.
 TEMP_PREFIX = ".objstore-tmp-"
 
 
@@ -130,7 +128,8 @@ def check_tree(tree: Tree, tree_id: ObjectId) -> Tree:
     for entry in tree.entries:
         check_entry_name(entry.name)
         if entry.kind == SYMLINK and (not entry.target or entry.target.startswith("/") or "\0" in entry.target):
-            raise UnsafePath(f"symlink {entry.name!r} in tree {tree_id.hex[:16]} points to {entry.target!r}, outside any destination; refusing it")
+            raise UnsafePath(
+                f"symlink {entry.name!r} in tree {tree_id.hex[:16]} points to {entry.target!r}, outside any destination; refusing it")
         if entry.kind == REFERENCE and (not entry.target or "\0" in entry.target):
             raise UnsafePath(f"reference {entry.name!r} in tree {tree_id.hex[:16]} names no usable URI ({entry.target!r}); refusing it")
     return tree

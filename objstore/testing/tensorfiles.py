@@ -52,7 +52,7 @@ def transformer(seed: int, *, layers: int = 7, hidden: int = 1024, vocab: int = 
     """A transformer-shaped state dict: embeddings, then per layer four square
     attention matrices. With the defaults in bf16 it is 64 MiB."""
     rng = np.random.default_rng(seed)
-    tensors = {"embed.weight": (dtype, (vocab, hidden), random_weights(rng, (vocab, hidden), dtype))}
+    tensors: dict[str, Tensor] = {"embed.weight": (dtype, (vocab, hidden), random_weights(rng, (vocab, hidden), dtype))}
     for i in range(layers):
         for part in ("q", "k", "v", "o"):
             tensors[f"layers.{i}.attn.{part}.weight"] = (dtype, (hidden, hidden), random_weights(rng, (hidden, hidden), dtype))

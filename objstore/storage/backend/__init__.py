@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 
 from objstore.errors import InvalidInput
-from objstore.storage.backend.base import Backend, KeyInfo, join_key
 from objstore.storage.backend._local import LocalBackend
+from objstore.storage.backend.base import Backend, KeyInfo, join_key
 
 __all__ = ["Backend", "KeyInfo", "LocalBackend", "join_key", "open_backend", "is_remote_url", "parse_location"]
 

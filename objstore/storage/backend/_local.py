@@ -51,8 +51,8 @@ from pathlib import Path
 from objstore import faults
 from objstore.constants import MAX_VALUE_BYTES, MiB
 from objstore.errors import BackendError, Conflict, CorruptObject, InvalidName, NotFound
-from objstore.storage.backend.locks import FileLock
 from objstore.storage.backend.base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
+from objstore.storage.backend.locks import FileLock
 
 TMP_DIR = "tmp"
 LOCKS_DIR = "locks"

@@ -35,7 +35,6 @@ import os
 import random
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -91,13 +90,6 @@ _CONNECT_HINTS = ("error sending request", "connection refused", "connection res
                   "timeout", "dns error", "broken pipe", "connection closed", "incomplete message")
 
 
-class _Retryable(Exception):
-    """Internal: an attempt failed transiently; carries the translated error."""
-
-    def __init__(self, error: BackendError) -> None:
-        self.error = error
-
-
 class ObjectStoreBackend:
     """Blob I/O on an object store bucket (and optional prefix). Safe for many machines."""
 
@@ -124,7 +116,7 @@ class ObjectStoreBackend:
 
     # -- construction ----------------------------------------------------
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "ObjectStoreBackend":
+    def from_url(cls, url: str, **options: Any) -> ObjectStoreBackend:
         """Open ``s3://bucket/prefix`` (or ``gs://``, ``az://`` … through obstore's ``from_url``).
 
         For S3 the endpoint, credentials and region come from ``options``
@@ -177,6 +169,8 @@ class ObjectStoreBackend:
             config.update(opts)
             from obstore.store import S3Store
 
+            # config and client_options are plain dicts built from the environment and the
+            # URL's options, not obstore's TypedDicts; obstore checks them at run time.
             store = S3Store(bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
                             client_options=client_options, retry_config=retry_config)  # type: ignore[arg-type]
             shown_endpoint = endpoint or f"s3 ({region})"
@@ -185,7 +179,9 @@ class ObjectStoreBackend:
 
         if "allow_http" in opts:
             client_options["allow_http"] = _truthy(opts.pop("allow_http"))
-        store = store_from_url(url, client_options=client_options,  # type: ignore[arg-type]
+        # opts are the URL's query options, a dict[str, Any] no overload of the
+        # typed from_url can match; obstore checks them at run time.
+        store = store_from_url(url, client_options=client_options,  # type: ignore[call-overload]
                                retry_config=retry_config, **opts)
         return cls(store, url, endpoint=url, bucket=parsed.netloc or None, max_attempts=max_attempts,
                    sorted_listing=scheme != "memory")
@@ -441,7 +437,7 @@ class ObjectStoreBackend:
             mode: Any = "create" if current is None else {"e_tag": current[1]}
             calls = 0
 
-            def attempt() -> Any:
+            def attempt(mode: Any = mode) -> Any:  # bound now; called only in this iteration anyway
                 nonlocal calls
                 calls += 1
                 return obstore.put(self._store, key, payload, mode=mode)

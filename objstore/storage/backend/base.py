@@ -25,8 +25,8 @@ Guarantees each implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -63,7 +63,7 @@ class BackendStats:
             self.bytes_sent += sent
             self.bytes_received += received
 
-    def snapshot(self) -> "BackendStats":
+    def snapshot(self) -> BackendStats:
         with self._lock:
             return BackendStats(self.requests, self.bytes_sent, self.bytes_received)
 

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from objstore.constants import LOCK_STALE_SECONDS, LOCK_WAIT_SECONDS
 from objstore import faults
+from objstore.constants import LOCK_STALE_SECONDS, LOCK_WAIT_SECONDS
 from objstore.errors import LockTimeout
 
 _HOST = socket.gethostname()
@@ -200,7 +200,7 @@ class FileLock:
         alive = _owner_alive(pid, host) if pid > 0 else None
         return alive is False or (alive is None and time.time() - since > LOCK_STALE_SECONDS)
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         self.acquire()
         return self
 
