@@ -432,7 +432,7 @@ class Ledger:
 def check_ledger(location: str | Path, ledger: Ledger) -> list[str]:
     """Every acknowledged version is there with its content; every alias is where an
     acknowledged (or since attempted) move put it."""
-    from objstore.model.refs import alias_ref, version_ref
+    from objstore.storage.keys import alias_ref, version_ref
     from objstore.model.versions import read_entry
     from objstore.model.names import CollectionPath
 

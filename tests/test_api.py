@@ -10,7 +10,7 @@ import pytest
 
 import objstore
 from objstore import errors
-from objstore.model.refs import alias_ref
+from objstore.storage.keys import alias_ref
 from objstore.model.store import Store, resolve_location
 
 from modelgen import snapshot

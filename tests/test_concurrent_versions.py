@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import objstore
-from objstore.model.refs import alias_ref
+from objstore.storage.keys import alias_ref
 from objstore.model.store import Store
 
 WRITERS = 8

@@ -31,7 +31,7 @@ from objstore.errors import CorruptObject, ObjstoreError, UnsafePath
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.model.names import CollectionPath
 from objstore.storage.objects import FILE, SYMLINK, TREE, FileObject
-from objstore.storage.odb import object_key
+from objstore.storage.keys import object_key
 from objstore.model.store import Store
 from objstore.model.versions import commit_version
 

@@ -32,7 +32,7 @@ import objstore
 from objstore.errors import CorruptObject, InvalidInput, InvalidName, ObjstoreError
 from objstore.maintenance.fsck import fsck
 from objstore.model.names import CollectionPath
-from objstore.model.refs import alias_ref, digest_ref, version_ref
+from objstore.storage.keys import alias_ref, digest_ref, version_ref
 from objstore.transfer.remotes import remote_add
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_versions

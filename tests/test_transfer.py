@@ -33,7 +33,7 @@ from transfer_support import (
 import objstore
 from objstore.errors import CorruptObject, InvalidInput, NonFastForward, NotFound
 from objstore.model.names import CollectionPath
-from objstore.storage.odb import pack_key
+from objstore.storage.keys import pack_key
 from objstore.transfer.remotes import remote_add, remote_get, remote_list, remote_remove
 from objstore.model.store import Store
 from objstore.model.versions import set_alias

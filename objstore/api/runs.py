@@ -26,7 +26,7 @@ from objstore.storage.ids import ObjectId
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 from objstore.files.references import is_uri
-from objstore.model.refs import REFS, run_ref
+from objstore.storage.keys import REFS, run_ref
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 

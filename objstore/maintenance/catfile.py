@@ -14,7 +14,7 @@ from typing import Any
 from objstore.errors import InvalidName, NotFound
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FileObject, Link, RunRecord, Tree, Version, encode
-from objstore.storage.odb import OBJECTS
+from objstore.storage.keys import OBJECTS
 from objstore.model.store import Store
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")

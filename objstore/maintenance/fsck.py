@@ -32,9 +32,9 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.model.inventory import edges, tree_children, version_label
 from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
-from objstore.storage.odb import idx_key, pack_key
+from objstore.storage.keys import idx_key, pack_key
 from objstore.storage.packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
-from objstore.model.refs import REFS
+from objstore.storage.keys import REFS
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
 

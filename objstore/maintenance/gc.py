@@ -53,9 +53,9 @@ from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.model.inventory import TMP, reach
-from objstore.storage.odb import GC_MARKED, OBJECTS, idx_key, object_key, pack_key
+from objstore.storage.keys import GC_MARKED, idx_key, object_key, OBJECTS, pack_key
 from objstore.storage.packs import decode_idx
-from objstore.model.refs import REFS
+from objstore.storage.keys import REFS
 from objstore.model.store import Store
 
 GC_PREFIX = "gc/"

@@ -37,10 +37,12 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.maintenance.fsck import FsckReport, fsck
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.storage.objects import Link, Version, encode
-from objstore.storage.odb import IDX_SUFFIX, PACKS, ObjectDatabase, idx_key, object_key, pack_key
+from objstore.storage.keys import idx_key, IDX_SUFFIX, object_key, pack_key, PACKS
+from objstore.storage.odb import ObjectDatabase
 from objstore.constants import PACK_TARGET
 from objstore.storage.packs import PACK_MAGIC, RECORD_HEAD, PackBuilder, decode_idx, encode_idx, read_pack_index, scan_records, verify_pack
-from objstore.model.refs import REFS, decode_value, encode_value
+from objstore.storage.keys import REFS
+from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 
 QUARANTINE = "quarantine/"

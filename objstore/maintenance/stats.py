@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.inventory import TMP, ContentWalker, iter_version_refs
-from objstore.storage.odb import IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS
+from objstore.storage.keys import IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS
 from objstore.model.store import Store
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from objstore.errors import InvalidInput, NotFound
 from objstore.model.inventory import iter_version_refs
 from objstore.model.names import CollectionPath
-from objstore.model.refs import LOGS, collection_prefix
+from objstore.storage.keys import collection_prefix, LOGS
 from objstore.model.store import Store
 from objstore.model.versions import collection_exists, list_versions
 

@@ -34,8 +34,8 @@ import zstandard
 from objstore.errors import CorruptObject, InvalidName, NotFound, ObjstoreError
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version
-from objstore.storage.odb import object_key
-from objstore.model.refs import REFS, run_ref
+from objstore.storage.keys import object_key
+from objstore.storage.keys import REFS, run_ref
 from objstore.model.store import Store
 
 # Where writers keep temporary files: the local backend's tmp/ directory and the

@@ -31,9 +31,8 @@ from objstore.storage.backend import Backend
 from objstore.constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
 from objstore.errors import Conflict, CorruptObject, NotFound
 from objstore.storage.ids import ObjectId
+from objstore.storage.keys import LOGS
 
-REFS = "refs/"
-LOGS = "logs/"
 
 
 def default_who() -> str:
@@ -171,55 +170,3 @@ class RefStore:
             for k in ("old", "new"):
                 if isinstance(d, dict) and isinstance(d.get(k), bytes) and len(d[k]) == 32:
                     yield ObjectId(d[k])
-
-
-# -- ref names ---------------------------------------------------------------
-
-def collection_prefix(entity: str, project: str, name: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/"
-
-
-def version_ref(entity: str, project: str, name: str, index: int) -> str:
-    return f"{REFS}{entity}/{project}/{name}/versions/v{index}"
-
-
-def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/aliases/{alias}"
-
-
-def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/digests/{digest_hex}"
-
-
-def run_ref(entity: str, project: str, run_id: str) -> str:
-    return f"{REFS}{entity}/{project}/runs/{run_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class RefKey:
-    """A ref key taken apart. ``kind``: version, alias, digest or run; ``tail`` is
-    the ``vN``, the alias, the digest hex or the run id; ``name`` is empty for runs.
-    Only the layout is parsed here; whether the parts obey the name rules, and
-    whether the ref's value belongs there, is :func:`objstore.model.versions.check_ref`'s."""
-
-    key: str
-    kind: str
-    entity: str
-    project: str
-    name: str
-    tail: str
-
-
-_NAMESPACES = {"versions": "version", "aliases": "alias", "digests": "digest"}
-
-
-def parse_ref_key(key: str) -> RefKey | None:
-    """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``; None for any other key."""
-    if not key.startswith(REFS):
-        return None
-    parts = key[len(REFS):].split("/")
-    if len(parts) == 5 and parts[3] in _NAMESPACES:
-        return RefKey(key, _NAMESPACES[parts[3]], parts[0], parts[1], parts[2], parts[4])
-    if len(parts) == 4 and parts[2] == "runs":
-        return RefKey(key, "run", parts[0], parts[1], "", parts[3])
-    return None

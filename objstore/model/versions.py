@@ -46,7 +46,8 @@ from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, 
 from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from objstore.storage.objects import Link, RunRecord, Version
-from objstore.model.refs import REFS, alias_ref, collection_prefix, decode_value, digest_ref, parse_ref_key, version_ref
+from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, REFS, version_ref
+from objstore.model.refs import decode_value
 from objstore.model.store import Store
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")

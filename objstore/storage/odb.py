@@ -59,14 +59,10 @@ from objstore.storage.backend._local import backend_error
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.keys import GC_MARKED, IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS, idx_key, object_key, pack_key
 from objstore.storage.objects import MetaObject, decode, encode
 from objstore.storage.packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, max_idx_bytes, read_pack_index
 
-PACKS = "packs/"
-OBJECTS = "objects/"
-PACK_SUFFIX = ".pack"
-IDX_SUFFIX = ".idx"
-GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.maintenance.gc)
 
 # Adjacent chunks of one pack are fetched in one ranged read up to this size.
 COALESCE_LIMIT = 16 * 1024 * 1024
@@ -79,19 +75,6 @@ PACK_RECHECK_SECONDS = 30.0
 # Full packs sealed (fsync, store, index) on a background thread while the writer
 # fills the next one; a writer that gets this far ahead of the disk waits.
 MAX_SEALING = 2
-
-
-def pack_key(name: str) -> str:
-    return f"{PACKS}{name}{PACK_SUFFIX}"
-
-
-def idx_key(name: str) -> str:
-    return f"{PACKS}{name}{IDX_SUFFIX}"
-
-
-def object_key(oid: ObjectId) -> str:
-    h = oid.hex
-    return f"{OBJECTS}{h[:2]}/{h[2:]}"
 
 
 @dataclass(frozen=True, slots=True)

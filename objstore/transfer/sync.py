@@ -64,16 +64,10 @@ from objstore.storage.objects import (
     Tree,
     Version,
 )
-from objstore.storage.odb import ChunkLocation, object_key
-from objstore.model.refs import (
-    REFS,
-    alias_ref,
-    collection_prefix,
-    decode_value,
-    digest_ref,
-    encode_value,
-    version_ref,
-)
+from objstore.storage.keys import object_key
+from objstore.storage.odb import ChunkLocation
+from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, REFS, version_ref
+from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.trees import check_tree
 from objstore.model.versions import advance_latest, check_ref
