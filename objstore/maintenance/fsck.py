@@ -32,9 +32,9 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.model.inventory import edges, tree_children, version_label
 from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
-from objstore.storage.keys import idx_key, pack_key
+from objstore.storage.keys import PACKS, idx_key, idx_name_of, pack_key
 from objstore.storage.packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
-from objstore.storage.keys import REFS
+from objstore.storage.keys import REFS, parse_ref_key, ref_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
 
@@ -130,7 +130,7 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
     # Indexes first, then packs: writers store a pack before its index, so every
     # index listed here has its pack listed below, unless gc removed both meanwhile
     # (it removes the index first), which the re-check of orphans tells apart.
-    idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    idx_names = {n for info in store.backend.iter_prefix(PACKS) if (n := idx_name_of(info.key)) is not None}
     all_names = set(store.odb.iter_pack_names())
     names = sorted(all_names - (skip or set()))
     if skip is None:
@@ -239,8 +239,8 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
     for info in store.backend.iter_prefix(REFS):
         n += 1
         key = info.key
-        parts = key[len(REFS):].split("/")
-        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}" if len(parts) == 5 and parts[3] == "versions" else None
+        parsed = parse_ref_key(key)
+        label = ref_label(parsed) if parsed is not None and parsed.kind == "version" else None
         try:
             oid = store.refs.read(key)
         except CorruptObject as exc:
@@ -265,7 +265,7 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
             if label:
                 st.ref_breaks.setdefault(oid.raw, set()).add(label)
             continue
-        is_run = len(parts) == 4 and parts[2] == "runs"
+        is_run = parsed is not None and parsed.kind == "run"
         want = (RunRecord,) if is_run else (Version, Link)
         if not isinstance(obj, want):
             st.problems.append(Problem("ref", key, f"ref {key} points at a {type(obj).__name__}, not a {'run' if is_run else 'version'}"))

@@ -52,15 +52,31 @@ from objstore.storage import codecs
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
-from objstore.model.inventory import TMP, reach
-from objstore.storage.keys import GC_MARKED, idx_key, object_key, OBJECTS, pack_key
+from objstore.model.inventory import reach
+from objstore.storage.keys import (
+    GC_MARKED,
+    GC_MARKED_OBJECTS,
+    OBJECTS,
+    PACKS,
+    REMOTES,
+    TMP,
+    idx_key,
+    idx_name_of,
+    marked_objects_key,
+    marked_pack_key,
+    marked_pack_name_of,
+    object_hex_of,
+    object_key,
+    pack_key,
+    pack_name_of,
+    tracked_ref_of,
+)
 from objstore.storage.packs import decode_idx
 from objstore.storage.keys import REFS
 from objstore.model.store import Store
 
-GC_PREFIX = "gc/"
 MARKED_PACKS = GC_MARKED
-MARKED_OBJECTS = "gc/objects/"
+MARKED_OBJECTS = GC_MARKED_OBJECTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +121,15 @@ def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None) 
     return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
 
 
-# Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
-TRACKING = "remotes/"
 
 
 def _tracking_targets(store: Store) -> set[ObjectId]:
     """Objects named by remote-tracking refs: weak roots, like reflog entries
     (kept if present, not required, since tracking state is only a cache)."""
     out: set[ObjectId] = set()
-    for info in store.backend.iter_prefix(TRACKING):
-        _, _, rest = info.key[len(TRACKING):].partition("/")
-        if not rest.startswith(REFS) or info.size == 0:
+    # Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
+    for info in store.backend.iter_prefix(REMOTES):
+        if tracked_ref_of(info.key) is None or info.size == 0:
             continue
         try:
             oid = store.refs.read(info.key)
@@ -137,12 +151,13 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     # List what exists *before* marking: anything stored after this listing is
     # simply not considered, and anything listed but referenced by a ref written
     # after we read the refs is younger than the grace period.
-    pack_infos = {info.key[len("packs/"):-len(".pack")]: info for info in store.backend.iter_prefix("packs/") if info.key.endswith(".pack")}
-    idx_sizes = {info.key[len("packs/"):-len(".idx")]: info.size for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    pack_listing = list(store.backend.iter_prefix(PACKS))
+    pack_infos = {n: info for info in pack_listing if (n := pack_name_of(info.key)) is not None}
+    idx_sizes = {n: info.size for info in pack_listing if (n := idx_name_of(info.key)) is not None}
     object_infos = {}
     for info in store.backend.iter_prefix(OBJECTS):
-        rest = info.key[len(OBJECTS):].replace("/", "")
-        if len(rest) == 64:
+        rest = object_hex_of(info.key)
+        if rest is not None:
             try:
                 object_infos[ObjectId.from_hex(rest)] = info
             except ObjstoreError:
@@ -176,7 +191,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
         held = f"nothing marked or deleted: cannot tell what object {oid.hex[:16]} reaches ({why}){more}; run 'objstore fsck'"
         return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
                         temp_files_deleted=temp_deleted, damaged_objects=damaged, held=held)
-    marked = {info.key[len(MARKED_PACKS):]: info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
+    marked = {marked_pack_name_of(info.key): info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
     copied_chunks: set[bytes] = set()
 
     # -- phase 1: mark unreachable packs, rewrite mostly-garbage ones ----------
@@ -205,7 +220,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
         counts["bytes_marked"] += info.size + idx_sizes.get(name, 0)
         marked[name] = start
         if not dry_run:
-            store.backend.put_if_absent(MARKED_PACKS + name, msgpack.packb({"when": start}))
+            store.backend.put_if_absent(marked_pack_key(name), msgpack.packb({"when": start}))
 
     # -- phase 1: mark unreachable loose objects ---------------------------------
     already: set[bytes] = set()
@@ -216,7 +231,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     if fresh:
         counts["objects_marked"] = len(fresh)
         counts["bytes_marked"] += sum(object_infos[o].size for o in fresh)
-        key = f"{MARKED_OBJECTS}{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        key = marked_objects_key(f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}")
         if not dry_run:
             store.backend.put_if_absent(key, b"".join(o.raw for o in fresh))
         object_marks.append((key, start, [o.raw for o in fresh]))
@@ -225,7 +240,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     due = {name for name, mtime in marked.items() if old(mtime) and name in pack_infos}
     for name in marked:
         if name not in pack_infos and not dry_run:
-            store.backend.delete(MARKED_PACKS + name)  # the pack is gone already
+            store.backend.delete(marked_pack_key(name))  # the pack is gone already
     # Which packs keep each reachable chunk: a due pack may go only if every live
     # chunk in it also lives in a pack that stays.
     staying_chunks: set[bytes] = set(copied_chunks)
@@ -234,7 +249,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
             staying_chunks.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
     def marked_now(name: str) -> set[str]:
         try:
-            store.backend.stat(MARKED_PACKS + name)
+            store.backend.stat(marked_pack_key(name))
             return {name}
         except NotFound:
             return set()
@@ -248,7 +263,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
             counts["packs_unmarked"] += 1
             staying_chunks.update(ids)
             if not dry_run:
-                store.backend.delete(MARKED_PACKS + name)
+                store.backend.delete(marked_pack_key(name))
             continue
         if not dry_run and name not in marked_now(name):
             counts["packs_unmarked"] += 1  # a writer stored this very pack again and lifted the mark
@@ -258,7 +273,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
         if not dry_run:
             store.backend.delete(idx_key(name))
             store.backend.delete(pack_key(name))
-            store.backend.delete(MARKED_PACKS + name)
+            store.backend.delete(marked_pack_key(name))
 
     for key, mtime, ids in object_marks:
         if not old(mtime):

@@ -37,15 +37,13 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.maintenance.fsck import FsckReport, fsck
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.storage.objects import Link, Version, encode
-from objstore.storage.keys import idx_key, IDX_SUFFIX, object_key, pack_key, PACKS
+from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
 from objstore.storage.odb import ObjectDatabase
 from objstore.constants import PACK_TARGET
 from objstore.storage.packs import PACK_MAGIC, RECORD_HEAD, PackBuilder, decode_idx, encode_idx, read_pack_index, scan_records, verify_pack
-from objstore.storage.keys import REFS
-from objstore.model.refs import decode_value, encode_value
+from objstore.model.refs import decode_value
 from objstore.model.store import Store
 
-QUARANTINE = "quarantine/"
 
 Progress = Callable[[str], None]
 
@@ -94,7 +92,7 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
 
     # -- packs: sort healthy from damaged, rebuild lost indexes -------------------------
     pack_names = sorted(store.odb.iter_pack_names())
-    idx_names = {i.key[len(PACKS):-len(IDX_SUFFIX)] for i in backend.iter_prefix(PACKS) if i.key.endswith(IDX_SUFFIX)}
+    idx_names = {n for i in backend.iter_prefix(PACKS) if (n := idx_name_of(i.key)) is not None}
     healthy: dict[str, set[bytes]] = {}
     damaged: dict[str, bytes] = {}
     for name in pack_names:
@@ -230,7 +228,7 @@ class _Packer:
 
 def _quarantine_copy(store: Store, key: str, report: RepairReport) -> None:
     try:
-        store.backend.put(QUARANTINE + key, store.backend.get(key))
+        store.backend.put(quarantine_key(key), store.backend.get(key))
         report.quarantined.append(key)
     except NotFound:
         pass
@@ -283,14 +281,14 @@ def _quarantine(store: Store, key: str, report: RepairReport) -> None:
         data = store.backend.get(key)
     except NotFound:
         return
-    store.backend.put(QUARANTINE + key, data)
+    store.backend.put(quarantine_key(key), data)
     store.backend.delete(key)
     report.quarantined.append(key)
 
 
 def _repair_version_ref(store: Store, other: Store, odb: ObjectDatabase, key: str, report: RepairReport) -> None:
-    parts = key[len(REFS):].split("/")
-    if len(parts) != 5 or parts[3] != "versions":
+    parsed = parse_ref_key(key)
+    if parsed is None or parsed.kind != "version":
         return
     try:
         current = store.backend.get(key)
@@ -306,7 +304,7 @@ def _repair_version_ref(store: Store, other: Store, odb: ObjectDatabase, key: st
     except (NotFound, CorruptObject) as exc:
         report.unavailable.append(f"ref {key}: {exc}")
         return
-    entity, project, name, _, vname = parts
+    entity, project, name, vname = parsed.entity, parsed.project, parsed.name, parsed.tail
     if isinstance(obj, Version):
         same = (obj.entity, obj.project, obj.name, f"v{obj.index}") == (entity, project, name, vname)
     elif isinstance(obj, Link):
@@ -319,5 +317,5 @@ def _repair_version_ref(store: Store, other: Store, odb: ObjectDatabase, key: st
     odb.put_object(obj)  # the objects below it are checked by the closing fsck
     # Version refs are write-once; repair is the one writer allowed to replace garbage
     # (by CAS against the garbage read, so a concurrent repair cannot be overwritten).
-    store.backend.compare_and_swap(key, current, encode_value(oid))
+    store.refs.replace_garbage(key, current, oid, "repair: replaced with the other store's value")
     report.repaired_refs.append(key)

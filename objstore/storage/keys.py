@@ -32,8 +32,14 @@ OBJECTS = "objects/"
 PACK_SUFFIX = ".pack"
 IDX_SUFFIX = ".idx"
 GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.maintenance.gc)
+GC_MARKED_OBJECTS = "gc/objects/"  # where gc lists loose objects it will delete
+TMP = "tmp/"  # staging: never content, swept by gc, skipped by listings of other prefixes
 REFS = "refs/"
 LOGS = "logs/"
+REMOTES = "remotes/"
+QUARANTINE = "quarantine/"
+# Before locks lived beside the keys they guard, local ref locks sat under refs/.
+LEGACY_LOCK_AREA = REFS
 
 
 def pack_key(name: str) -> str:
@@ -49,7 +55,104 @@ def object_key(oid: ObjectId) -> str:
     return f"{OBJECTS}{h[:2]}/{h[2:]}"
 
 
+def pack_name_of(key: str) -> str | None:
+    """The pack name of ``packs/<name>.pack``; None for any other key."""
+    if key.startswith(PACKS) and key.endswith(PACK_SUFFIX):
+        return key[len(PACKS):-len(PACK_SUFFIX)]
+    return None
+
+
+def idx_name_of(key: str) -> str | None:
+    """The pack name of ``packs/<name>.idx``; None for any other key."""
+    if key.startswith(PACKS) and key.endswith(IDX_SUFFIX):
+        return key[len(PACKS):-len(IDX_SUFFIX)]
+    return None
+
+
+def object_prefix(hex_prefix: str) -> str:
+    """The listing prefix of the loose objects whose hex id starts with ``hex_prefix``."""
+    return f"{OBJECTS}{hex_prefix[:2]}/{hex_prefix[2:]}"
+
+
+def object_hex_of(key: str) -> str | None:
+    """The 64-digit hex id a loose-object key spells; None if it spells none
+    (the digits are not checked: ``ObjectId.from_hex`` does that)."""
+    if not key.startswith(OBJECTS):
+        return None
+    rest = key[len(OBJECTS):].replace("/", "")
+    return rest if len(rest) == 64 else None
+
+
+def marked_pack_key(name: str) -> str:
+    return f"{GC_MARKED}{name}"
+
+
+def marked_pack_name_of(key: str) -> str:
+    return key[len(GC_MARKED):]
+
+
+def marked_objects_key(stamp: str) -> str:
+    return f"{GC_MARKED_OBJECTS}{stamp}"
+
+
+def quarantine_key(key: str) -> str:
+    """Where repair moves a damaged ``key``."""
+    return f"{QUARANTINE}{key}"
+
+
+# -- remotes -----------------------------------------------------------------
+
+def remote_prefix(name: str) -> str:
+    """Everything kept about remote ``name``: its config and its tracking refs."""
+    return f"{REMOTES}{name}/"
+
+
+def remote_config_key(name: str) -> str:
+    return f"{REMOTES}{name}/config"
+
+
+def remote_name_of_config(key: str) -> str | None:
+    """The remote name of ``remotes/<name>/config``; None for any other key."""
+    if not key.startswith(REMOTES):
+        return None
+    parts = key[len(REMOTES):].split("/")
+    return parts[0] if len(parts) == 2 and parts[1] == "config" else None
+
+
+def tracked_ref_of(key: str) -> str | None:
+    """The ref that ``remotes/<name>/refs/...`` tracks; None for any other key."""
+    if not key.startswith(REMOTES):
+        return None
+    _, _, rest = key[len(REMOTES):].partition("/")
+    return rest if rest.startswith(REFS) else None
+
+
 # -- ref names ---------------------------------------------------------------
+
+def refs_prefix(entity: str | None = None, project: str | None = None) -> str:
+    """The listing prefix of every ref, of one entity's, or of one project's
+    (``project`` counts only with ``entity``)."""
+    return REFS + (f"{entity}/" if entity else "") + (f"{project}/" if entity and project else "")
+
+
+def reflog_prefix(ref: str) -> str:
+    """The listing prefix of ``ref``'s reflog entries (``LOGS`` lists them all)."""
+    return f"{LOGS}{ref}/"
+
+
+def reflogs_under(ref_prefix: str) -> str:
+    """The listing prefix of the reflog entries of every ref under ``ref_prefix``."""
+    return f"{LOGS}{ref_prefix}"
+
+
+def reflog_key(ref: str, stamp: str) -> str:
+    return f"{LOGS}{ref}/{stamp}"
+
+
+def ref_display(key: str) -> str:
+    """How messages name a ref: its key without ``refs/``."""
+    return key.removeprefix(REFS)
+
 
 def collection_prefix(entity: str, project: str, name: str) -> str:
     return f"{REFS}{entity}/{project}/{name}/"
@@ -99,3 +202,15 @@ def parse_ref_key(key: str) -> RefKey | None:
     if len(parts) == 4 and parts[2] == "runs":
         return RefKey(key, "run", parts[0], parts[1], "", parts[3])
     return None
+
+
+def ref_key_parts(key: str) -> list[str] | None:
+    """The ``/``-separated parts of a key under ``refs/``, the prefix removed;
+    None for a key outside ``refs/``. For listings that want what lies under a
+    prefix (projects, collections) rather than one ref kind."""
+    return key[len(REFS):].split("/") if key.startswith(REFS) else None
+
+
+def ref_label(ref: RefKey) -> str:
+    """``entity/project/name:vN``, how messages name a version ref."""
+    return f"{ref.entity}/{ref.project}/{ref.name}:{ref.tail}"

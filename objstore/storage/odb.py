@@ -59,7 +59,19 @@ from objstore.storage.backend._local import backend_error
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
-from objstore.storage.keys import GC_MARKED, IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS, idx_key, object_key, pack_key
+from objstore.storage.keys import (
+    GC_MARKED,
+    OBJECTS,
+    PACKS,
+    idx_key,
+    idx_name_of,
+    marked_pack_key,
+    marked_pack_name_of,
+    object_hex_of,
+    object_key,
+    pack_key,
+    pack_name_of,
+)
 from objstore.storage.objects import MetaObject, decode, encode
 from objstore.storage.packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, max_idx_bytes, read_pack_index
 
@@ -196,10 +208,10 @@ class ObjectDatabase:
             names: list[str] = []
             pack_sizes: dict[str, int] = {}
             for info in self.backend.iter_prefix(PACKS):
-                if info.key.endswith(IDX_SUFFIX):
-                    names.append(info.key[len(PACKS) : -len(IDX_SUFFIX)])
-                elif info.key.endswith(PACK_SUFFIX):
-                    pack_sizes[info.key[len(PACKS) : -len(PACK_SUFFIX)]] = info.size
+                if (idx_name := idx_name_of(info.key)) is not None:
+                    names.append(idx_name)
+                elif (pack_name := pack_name_of(info.key)) is not None:
+                    pack_sizes[pack_name] = info.size
             fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
             loaded = []
             for name in fresh:
@@ -220,7 +232,7 @@ class ObjectDatabase:
                     else:
                         loaded.append((name, index))
             self.index.add_packs(loaded)
-            self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
+            self.marked_packs = {marked_pack_name_of(info.key) for info in self.backend.iter_prefix(GC_MARKED)}
             now = time.monotonic()
             self._pack_checked.update((name, now) for name, _ in loaded)
             self._loaded = True
@@ -252,7 +264,7 @@ class ObjectDatabase:
                 gone = True
                 continue
             try:
-                self.backend.stat(GC_MARKED + name)
+                self.backend.stat(marked_pack_key(name))
                 self.marked_packs.add(name)
             except NotFound:
                 self.marked_packs.discard(name)
@@ -413,7 +425,7 @@ class ObjectDatabase:
                 # The very same pack exists (same chunks, same order). If gc marked
                 # it for deletion, this writer needs it: lift the mark (gc re-checks
                 # the mark right before it deletes).
-                self.backend.delete(GC_MARKED + name)
+                self.backend.delete(marked_pack_key(name))
         except BaseException as exc:
             with self._lock:
                 self._broken = exc  # later writes refuse; the error itself goes to the waiter
@@ -574,8 +586,8 @@ class ObjectDatabase:
 
     def iter_object_ids(self) -> Iterator[ObjectId]:
         for info in self.backend.iter_prefix(OBJECTS):
-            rest = info.key[len(OBJECTS) :].replace("/", "")
-            if len(rest) == 64:
+            rest = object_hex_of(info.key)
+            if rest is not None:
                 try:
                     yield ObjectId.from_hex(rest)
                 except ValueError:
@@ -583,8 +595,8 @@ class ObjectDatabase:
 
     def iter_pack_names(self) -> Iterator[str]:
         for info in self.backend.iter_prefix(PACKS):
-            if info.key.endswith(PACK_SUFFIX):
-                yield info.key[len(PACKS) : -len(PACK_SUFFIX)]
+            if (name := pack_name_of(info.key)) is not None:
+                yield name
 
 
 class _OpenPack:

@@ -37,9 +37,9 @@ from objstore.constants import MAX_CONFIG_BYTES
 from objstore.errors import InvalidInput, InvalidName, NotFound
 from objstore.model.names import check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
+from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
 from objstore.transfer.sync import Progress, TransferResult
 
-REMOTES = "remotes/"
 DEFAULT_REMOTE = "origin"
 
 # Settings a remote may carry. Anything secret stays in the environment.
@@ -62,7 +62,7 @@ class Remote:
 
     @property
     def tracking_prefix(self) -> str:
-        return f"{REMOTES}{self.name}/"
+        return remote_prefix(self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "url": self.url, "options": dict(self.options)}
@@ -73,7 +73,7 @@ class Remote:
 
 
 def _config_key(name: str) -> str:
-    return f"{REMOTES}{name}/config"
+    return remote_config_key(name)
 
 
 def _check_url(url: str) -> str:
@@ -139,9 +139,8 @@ def remote_list(store: Store) -> list[Remote]:
     """Every configured remote, by name."""
     names = []
     for info in store.backend.iter_prefix(REMOTES):
-        parts = info.key[len(REMOTES):].split("/")
-        if len(parts) == 2 and parts[1] == "config":
-            names.append(parts[0])
+        if (name := remote_name_of_config(info.key)) is not None:
+            names.append(name)
     out = []
     for name in sorted(names):
         try:
@@ -154,7 +153,7 @@ def remote_list(store: Store) -> list[Remote]:
 def remote_remove(store: Store, name: str) -> None:
     """Forget a remote and what we knew of its refs (nothing on the remote changes)."""
     remote_get(store, name)
-    for info in list(store.backend.iter_prefix(f"{REMOTES}{name}/")):
+    for info in list(store.backend.iter_prefix(remote_prefix(name))):
         store.backend.delete(info.key)
 
 

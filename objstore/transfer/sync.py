@@ -66,7 +66,7 @@ from objstore.storage.objects import (
 )
 from objstore.storage.keys import object_key
 from objstore.storage.odb import ChunkLocation
-from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, REFS, version_ref
+from objstore.storage.keys import REFS, alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_display, refs_prefix, version_ref
 from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.trees import check_tree
@@ -162,17 +162,10 @@ class RefName:
 
 def parse_ref(key: str) -> RefName | None:
     """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``; None otherwise."""
-    if not key.startswith(REFS):
+    parsed = parse_ref_key(key)  # the layout is keys'; the version-number rule is versions'
+    if parsed is None or (parsed.kind == "version" and version_index(parsed.tail) is None):
         return None
-    parts = key[len(REFS):].split("/")
-    if len(parts) == 5 and parts[3] in ("versions", "aliases", "digests"):
-        kind = {"versions": "version", "aliases": "alias", "digests": "digest"}[parts[3]]
-        if kind == "version" and version_index(parts[4]) is None:
-            return None
-        return RefName(key, kind, parts[0], parts[1], parts[2], parts[4])
-    if len(parts) == 4 and parts[2] == "runs":
-        return RefName(key, "run", parts[0], parts[1], "", parts[3])
-    return None
+    return RefName(parsed.key, parsed.kind, parsed.entity, parsed.project, parsed.name, parsed.tail)
 
 
 def selection_prefixes(names: Iterable[str] | None) -> list[str]:
@@ -187,7 +180,7 @@ def selection_prefixes(names: Iterable[str] | None) -> list[str]:
         if len(parts) == 3 and all(parts):
             out.append(collection_prefix(*parts))
         elif len(parts) == 2 and all(parts):
-            out.append(f"{REFS}{parts[0]}/{parts[1]}/")
+            out.append(refs_prefix(parts[0], parts[1]))
         else:
             raise InvalidName(f"{name!r} names no collection; use entity/project/name or entity/project")
     return sorted(set(out))
@@ -543,7 +536,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         _add_runs(runs_of(local, mine), tracked, tracking, (mine, local), (theirs, remote))
 
     my_colls, their_colls = _collections(mine), _collections(theirs)
-    refused: list[str] = []
+    refused: list[tuple[CollectionPath, int]] = []
     plan_versions: dict[CollectionPath, list[tuple[int, ObjectId]]] = {}
     for coll, c in my_colls.items():
         theirs_c = their_colls.get(coll, _Coll())
@@ -553,13 +546,13 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             if other is None:
                 todo.append((idx, oid))
             elif other != oid:
-                refused.append(f"{coll}:v{idx}")
+                refused.append((coll, idx))
         plan_versions[coll] = todo
     if refused:
-        listed = ", ".join(refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
-        first = refused[0].rsplit(":", 1)
+        listed = ", ".join(f"{coll}:v{idx}" for coll, idx in refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
+        first, first_idx = refused[0]
         raise NonFastForward(
-            version_ref(*first[0].split("/"), int(first[1][1:])), None, None,
+            version_ref(first.entity, first.project, first.name, first_idx), None, None,
             f"push refused: {label} has different versions at {listed} (logged elsewhere); "
             f"run 'objstore pull' to re-base your versions after them, then push again",
         )
@@ -581,7 +574,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     if diverged:
         raise NonFastForward(
             diverged[0], tracked.get(diverged[0]), theirs.get(diverged[0]),
-            f"push refused: {', '.join(d[len(REFS):] for d in diverged[:3])}{' …' if len(diverged) > 3 else ''} "
+            f"push refused: {', '.join(ref_display(d) for d in diverged[:3])}{' …' if len(diverged) > 3 else ''} "
             f"changed on {label} since your last fetch; run 'objstore pull' first (or push --force to overwrite)",
         )
 
@@ -637,7 +630,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         except Conflict as exc:
             raise NonFastForward(
                 key, expected, exc.actual,
-                f"push refused: {key[len(REFS):]} changed on {label} while pushing; run 'objstore pull' first",
+                f"push refused: {ref_display(key)} changed on {label} while pushing; run 'objstore pull' first",
             ) from None
         result.refs.append(key)
         final[key] = new
@@ -867,7 +860,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for old, new in result.renumbered:
         say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {label})")
     for key in result.kept:
-        say(f"kept local {key[len(REFS):]}: it changed both here and on {label}; push --force to overwrite theirs")
+        say(f"kept local {ref_display(key)}: it changed both here and on {label}; push --force to overwrite theirs")
     return result
 
 
