@@ -75,3 +75,28 @@ def test_replacing_garbage_and_removing_a_ref_are_logged(tmp_path: Path) -> None
     refs.create(other, ObjectId(oid.raw), "kept")
     assert refs.drop_reflogs(keys.collection_prefix("e", "p", "n")) == 2
     assert refs.reflog(ref) == [] and len(refs.reflog(other)) == 1  # a sibling collection's log is untouched
+
+
+def test_chunk_verification_and_id_padding_have_one_owner() -> None:
+    """Chunks are decoded and checked only by packs.decode_verified, and index ids
+    padded only by packs.entry_id (a copy that forgets the padding mishandles ids
+    ending in a zero byte)."""
+    offenders = []
+    for path in sorted([*(ROOT / "objstore").rglob("*.py"), *(ROOT / "cli").rglob("*.py")]):
+        if path in (ROOT / "objstore" / "storage" / "packs.py", ROOT / "objstore" / "storage" / "codecs.py"):
+            continue
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            if "decode_chunk(" in line or "ljust(32" in line or "hash_bytes(Kind.CHUNK, raw" in line:
+                offenders.append(f"{path.relative_to(ROOT)}:{no}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_entry_id_keeps_a_trailing_zero_byte() -> None:
+    import numpy as np
+
+    from objstore.storage.packs import INDEX_DTYPE, entry_id, index_ids
+
+    raw = bytes(range(1, 32)) + b"\0"
+    index = np.zeros(1, dtype=INDEX_DTYPE)
+    index["id"][0] = raw
+    assert entry_id(index[0]["id"]) == raw and index_ids(index) == [raw]

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from objstore.storage import codecs
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges, tree_children, version_label
-from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
+from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.keys import PACKS, idx_key, idx_name_of, pack_key
-from objstore.storage.packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
+from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 from objstore.storage.keys import REFS, parse_ref_key, ref_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
@@ -165,7 +164,7 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
             st.unindexed_packs.add(name)
-            for raw in _trailer_ids(data):
+            for raw in trailer_ids(data):
                 st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
             continue
         else:
@@ -173,26 +172,19 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         if index is None:
             # The odb cannot read these chunks, so they are not good; name them so
             # fsck says which versions the lost index breaks.
-            for raw in _trailer_ids(data):
+            for raw in trailer_ids(data):
                 st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
             continue
         for e in index:
-            raw = bytes(e["id"]).ljust(32, b"\0")
+            raw = entry_id(e["id"])
             st.chunks_checked += 1
             off, n = int(e["offset"]), int(e["stored_len"])
-            payload = memoryview(data)[off:off + n]
             try:
-                if len(payload) != n:
-                    raise CorruptObject("truncated")
-                decoded = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
-                ok = hash_bytes(Kind.CHUNK, decoded).raw == raw
-                why = "does not hash to its id"
-            except (CorruptObject, ObjstoreError, ValueError) as exc:
-                ok, why = False, f"does not decode ({exc})"
-            if ok:
-                st.good_chunks.add(raw)
+                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), n, memoryview(data)[off:off + n], f"pack {name[:16]}")
+            except ObjstoreError as exc:
+                st.bad_chunks.setdefault(raw, str(exc.args[0]) if exc.args else str(exc))
             else:
-                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} in pack {name[:16]} {why}")
+                st.good_chunks.add(raw)
     return len(names)
 
 
@@ -202,21 +194,6 @@ def _exists(store: Store, key: str) -> bool:
         return True
     except NotFound:
         return False
-
-
-def _trailer_ids(data: bytes) -> list[bytes]:
-    """Chunk ids a pack's own index section lists (best effort, for naming losses)."""
-    try:
-        index_offset, count, _ = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
-        stop = index_offset + count * INDEX_DTYPE.itemsize
-        if stop > len(data):
-            return []
-        import numpy as np
-
-        arr = np.frombuffer(data[index_offset:stop], dtype=INDEX_DTYPE)
-        return [bytes(x).ljust(32, b"\0") for x in arr["id"]]
-    except Exception:  # a damaged trailer: nothing to name
-        return []
 
 
 def _check_objects(store: Store, st: _State) -> int:

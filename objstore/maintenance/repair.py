@@ -35,12 +35,23 @@ from typing import BinaryIO
 from objstore.storage import codecs
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.maintenance.fsck import FsckReport, fsck
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
 from objstore.storage.objects import Link, Version, encode
 from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
 from objstore.storage.odb import ObjectDatabase
 from objstore.constants import PACK_TARGET
-from objstore.storage.packs import PACK_MAGIC, RECORD_HEAD, PackBuilder, decode_idx, encode_idx, read_pack_index, scan_records, verify_pack
+from objstore.storage.packs import (
+    PackBuilder,
+    decode_idx,
+    decode_verified,
+    encode_idx,
+    entry_id,
+    index_ids,
+    read_pack_index,
+    scan_all_records,
+    scan_records,
+    verify_pack,
+)
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
 
@@ -109,7 +120,7 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
         if not all(_record_ok(entry.chunk_id, entry.codec, entry.raw_len, payload) for entry, payload in scan_records(data)):
             damaged[name] = data  # written bad, checksum and all: still not to be trusted
             continue
-        healthy[name] = {bytes(i).ljust(32, b"\0") for i in index["id"]}
+        healthy[name] = set(index_ids(index))
         if not _idx_intact(store, name, idx_names):
             backend.put(idx_key(name), encode_idx(name, index))  # a cache, derived from the verified pack
             report.rebuilt_indexes.append(name)
@@ -236,9 +247,10 @@ def _quarantine_copy(store: Store, key: str, report: RepairReport) -> None:
 
 def _record_ok(chunk_id: ObjectId, codec: int, raw_len: int, payload: memoryview | bytes) -> bool:
     try:
-        return hash_bytes(Kind.CHUNK, codecs.decode_chunk(codec, payload, raw_len)) == chunk_id
-    except (ObjstoreError, ValueError):
+        decode_verified(chunk_id, codec, raw_len, len(payload), payload, "a damaged pack")
+    except ObjstoreError:
         return False
+    return True
 
 
 def _salvage(store: Store, name: str, data: bytes) -> list[tuple[ObjectId, int, int, memoryview]]:
@@ -251,17 +263,11 @@ def _salvage(store: Store, name: str, data: bytes) -> list[tuple[ObjectId, int, 
         for e in decode_idx(store.backend.get(idx_key(name)), name):
             off, n = int(e["offset"]), int(e["stored_len"])
             if off + n <= len(view):
-                found.append((ObjectId(bytes(e["id"]).ljust(32, b"\0")), int(e["codec"]), int(e["raw_len"]), view[off:off + n]))
+                found.append((ObjectId(entry_id(e["id"])), int(e["codec"]), int(e["raw_len"]), view[off:off + n]))
     except (CorruptObject, NotFound):
         pass
-    pos = len(PACK_MAGIC)
-    while pos + RECORD_HEAD.size <= len(view):
-        raw_id, codec, raw_len, stored_len = RECORD_HEAD.unpack_from(view, pos)
-        start = pos + RECORD_HEAD.size
-        if start + stored_len > len(view):
-            break
-        found.append((ObjectId(raw_id), codec, raw_len, view[start:start + stored_len]))
-        pos = start + stored_len
+    for entry, payload in scan_all_records(view):
+        found.append((entry.chunk_id, entry.codec, entry.raw_len, payload))
     return found
 
 

@@ -58,7 +58,7 @@ from objstore.storage.backend import Backend
 from objstore.storage.backend._local import backend_error
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, StoreBroken
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,
     OBJECTS,
@@ -73,7 +73,16 @@ from objstore.storage.keys import (
     pack_name_of,
 )
 from objstore.storage.objects import MetaObject, decode, encode
-from objstore.storage.packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, max_idx_bytes, read_pack_index
+from objstore.storage.packs import (
+    INDEX_DTYPE,
+    PackBuilder,
+    decode_idx,
+    decode_verified,
+    encode_idx,
+    entry_id,
+    max_idx_bytes,
+    read_pack_index,
+)
 
 
 # Adjacent chunks of one pack are fetched in one ranged read up to this size.
@@ -170,7 +179,7 @@ class ChunkIndex:
 
     def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         for e, owner in zip(self._entries, self._owner):
-            yield bytes(e["id"]).ljust(32, b"\0"), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
 
 
 class ObjectDatabase:
@@ -469,19 +478,7 @@ class ObjectDatabase:
         return self._decode_verified(chunk_id, located[0][1], stored)
 
     def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
-        if len(stored) != loc.stored_len:
-            raise CorruptObject(f"chunk {chunk_id.hex[:16]} is truncated in pack {loc.pack[:16]}", object_id=chunk_id.hex)
-        try:
-            raw = codecs.decode_chunk(loc.codec, stored, loc.raw_len)
-        except CorruptObject as exc:
-            raise CorruptObject(f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]}: {exc.args[0]}", object_id=chunk_id.hex) from None
-        actual = hash_bytes(Kind.CHUNK, raw)
-        if actual != chunk_id:
-            raise CorruptObject(
-                f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]} does not hash to its id",
-                object_id=chunk_id.hex, expected=chunk_id.hex, actual=actual.hex,
-            )
-        return raw
+        return decode_verified(chunk_id, loc.codec, loc.raw_len, loc.stored_len, stored, f"pack {loc.pack[:16]}")
 
     def iter_chunks(self, chunk_ids: Iterable[ObjectId], *, workers: int = 0) -> Iterator[bytes]:
         """The raw bytes of each chunk in order, verified, fetching runs of

@@ -50,13 +50,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from objstore.storage import codecs
 from objstore.console import human_bytes, say
 from objstore.constants import MAX_REF_BYTES, PACK_TARGET, MiB
 from objstore.errors import Conflict, CorruptObject, InvalidName, NonFastForward, NotFound
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges, run_ref_of
 from objstore.model.names import LATEST, REGISTRY_PROJECT, CollectionPath, version_index
+from objstore.storage.packs import decode_verified
 from objstore.storage.objects import (
     Link,
     MetaObject,
@@ -332,19 +332,11 @@ def _plan_ranges(located: list[tuple[ObjectId, ChunkLocation]]) -> list[list[tup
 
 
 def _verify_chunk(cid: ObjectId, loc: ChunkLocation, payload: memoryview, where: str) -> None:
-    if len(payload) != loc.stored_len:
-        raise CorruptObject(f"chunk {cid.hex[:16]} is truncated in pack {loc.pack[:16]} at {where}", object_id=cid.hex)
     try:
-        raw = codecs.decode_chunk(loc.codec, payload, loc.raw_len)
+        decode_verified(cid, loc.codec, loc.raw_len, loc.stored_len, payload, f"pack {loc.pack[:16]} at {where}")
     except CorruptObject as exc:
-        raise CorruptObject(f"chunk {cid.hex[:16]} in pack {loc.pack[:16]} at {where}: {exc}; nothing of it was stored",
-                            object_id=cid.hex) from None
-    actual = hash_bytes(Kind.CHUNK, raw)
-    if actual != cid:
-        raise CorruptObject(
-            f"chunk {cid.hex[:16]} in pack {loc.pack[:16]} at {where} does not hash to its id; nothing of it was stored",
-            object_id=cid.hex, expected=cid.hex, actual=actual.hex,
-        )
+        raise CorruptObject(f"{exc.args[0]}; nothing of it was stored", object_id=exc.object_id,
+                            expected=exc.expected, actual=exc.actual) from None
 
 
 def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: TransferResult,
