@@ -460,8 +460,8 @@ class ObjectDatabase:
             try:
                 if not self._wait_oldest():
                     return
-            except BaseException:
-                continue  # the write being aborted already failed or is being abandoned
+            except Exception:  # noqa: BLE001, S112 - that seal failed; its pack is abandoned with the rest (gc's)
+                continue  # an interrupt (BaseException) is not swallowed: it ends the abort
 
     def _temp_path(self) -> Path:
         make = getattr(self.backend, "new_temp_path", None)

@@ -365,15 +365,26 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
+# Errors fsyncing a directory that only say "this filesystem cannot" (or that the
+# directory went away), as restic ignores them; any other is a write that may not
+# be durable and is reported.
+_FSYNC_DIR_IGNORED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL})
+
+
 def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable; raise BackendError if the
+    filesystem fails to (not for one that cannot fsync directories at all)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+    except OSError as exc:
+        if exc.errno in _FSYNC_DIR_IGNORED:
+            return
+        raise backend_error(f"open directory {directory} to make it durable", exc) from exc
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in _FSYNC_DIR_IGNORED:
+            raise backend_error(f"make directory {directory} durable", exc) from exc
     finally:
         os.close(fd)
 
