@@ -5,7 +5,7 @@ A remote is a name and a URL (a directory path, ``file://…``, ``s3://bucket/pr
 with a few non-secret settings (endpoint, region). Credentials are never
 written: they come from the environment (``AWS_ACCESS_KEY_ID`` …) when the
 remote is opened. What the remote's refs held when last seen is kept under
-``remotes/<name>/refs/…`` (see :class:`objstore.transfer.sync.Tracking`).
+``remotes/<name>/refs/…`` (see :class:`objstore.transfer.tracking.Tracking`).
 
     import objstore
     store = objstore.Store.open("~/models/.objstore")
@@ -30,7 +30,8 @@ from urllib.parse import urlparse
 
 import blake3
 
-from objstore.transfer import sync as transfer
+from objstore.transfer import pull as pulling
+from objstore.transfer import push as pushing
 from objstore.storage.backend import is_remote_url, parse_location
 from objstore.console import say
 from objstore.constants import MAX_CONFIG_BYTES
@@ -38,7 +39,8 @@ from objstore.errors import InvalidInput, InvalidName, NotFound
 from objstore.model.names import check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
 from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
-from objstore.transfer.sync import Progress, TransferResult
+from objstore.transfer.sync import Progress, TransferResult, describe
+from objstore.transfer.tracking import Tracking
 
 DEFAULT_REMOTE = "origin"
 
@@ -221,11 +223,11 @@ def push(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         other = r.open(create=True, like=local)
         try:
             _check_compatible(local, other)
-            result = transfer.push(local, other, tracking=transfer.Tracking(local, r.tracking_prefix), names=names,
+            result = pushing.push(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    force=force, progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(transfer.describe(result))
+        say(describe(result))
         return result
     finally:
         if owned:
@@ -240,11 +242,11 @@ def fetch(store: Store | str | os.PathLike[str] | None, remote: str | Remote | N
         r = resolve_remote(local, remote)
         other = r.open()
         try:
-            result, _, _ = transfer.fetch(local, other, tracking=transfer.Tracking(local, r.tracking_prefix), names=names,
+            result, _, _ = pulling.fetch(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                           progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(transfer.describe(result))
+        say(describe(result))
         return result
     finally:
         if owned:
@@ -261,11 +263,11 @@ def pull(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         r = resolve_remote(local, remote)
         other = r.open()
         try:
-            result = transfer.pull(local, other, tracking=transfer.Tracking(local, r.tracking_prefix), names=names,
+            result = pulling.pull(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(transfer.describe(result))
+        say(describe(result))
         return result
     finally:
         if owned:
@@ -305,7 +307,7 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
         _mark_clone_started(dest_path)
         local = Store.open(dest_path, create=True, chunking=other.config.chunking)
         _clone_remote(local, source, resuming)
-        result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
+        result = pulling.pull(local, other, tracking=Tracking(local, source.tracking_prefix),
                                progress=progress, remote_label=source.url)
         _mark_clone_done(dest_path)
     except BaseException:
@@ -316,7 +318,7 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     finally:
         other.close()
     result.direction = "clone"
-    say(transfer.describe(result))
+    say(describe(result))
     return local, result
 
 
