@@ -39,6 +39,12 @@ logged their versions (the weak ``run`` edge), when the source has them, so
 versions the remote never had are *re-based* after them (new version objects
 with new index and parent, the same tree and chunks), their aliases, digests,
 runs and registry links following. Each renumbering is reported.
+
+The jobs live one per module: :mod:`objstore.transfer.tracking` (remote-tracking
+state, the collections a ref snapshot names), :mod:`objstore.transfer.closure`
+(phases 1 and 2), :mod:`objstore.transfer.push` and :mod:`objstore.transfer.pull`
+(phase 3, each its own way). This module holds what they share: the result,
+reading and parsing ref snapshots, and the selection of refs by name.
 """
 
 from __future__ import annotations
