@@ -205,7 +205,8 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
 
     from objstore.storage.backend import open_backend
     from objstore.storage.ids import ObjectId
-    from objstore.storage.odb import ObjectDatabase, idx_key
+    from objstore.storage.keys import idx_key
+    from objstore.storage.odb import ObjectDatabase
     from objstore.storage.packs import INDEX_DTYPE, encode_idx
 
     rng = np.random.default_rng(3)

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from objstore.console import human_bytes
+from objstore.storage.keys import ref_display
 
 from . import output as out
 
@@ -81,7 +82,7 @@ def _report(result: Any, as_json: bool) -> None:
     for old, new in result.renumbered:
         click.echo(f"renumbered {old} -> {new.rsplit(':', 1)[1]}")
     for key in result.kept:
-        click.echo(f"kept local {key.removeprefix('refs/')} (changed on both sides)")
+        click.echo(f"kept local {ref_display(key)} (changed on both sides)")
 
 
 def register(group: click.Group) -> None:

@@ -433,8 +433,8 @@ def check_ledger(location: str | Path, ledger: Ledger) -> list[str]:
     """Every acknowledged version is there with its content; every alias is where an
     acknowledged (or since attempted) move put it."""
     from objstore.model.names import CollectionPath
-    from objstore.model.refs import alias_ref, version_ref
     from objstore.model.versions import read_entry
+    from objstore.storage.keys import alias_ref, version_ref
 
     store = Store.open_existing(str(location))
     problems = []

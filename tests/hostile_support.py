@@ -37,8 +37,8 @@ from cli_helpers import OBJSTORE
 import objstore
 from objstore.model.store import Store
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.keys import object_key
 from objstore.storage.objects import FileObject, Tree, Version
-from objstore.storage.odb import object_key
 from objstore.storage.packs import INDEX_DTYPE, TRAILER, PackBuilder, PackEntry, decode_idx, encode_idx, scan_records
 from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
 

@@ -11,8 +11,8 @@ from modelgen import snapshot
 
 import objstore
 from objstore import errors
-from objstore.model.refs import alias_ref
 from objstore.model.store import Store, resolve_location
+from objstore.storage.keys import alias_ref
 
 
 def test_default_name_uses_run_id_and_basename_even_with_trailing_slash(tmp_path: Path) -> None:

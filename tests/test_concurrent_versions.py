@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import objstore
-from objstore.model.refs import alias_ref
 from objstore.model.store import Store
+from objstore.storage.keys import alias_ref
 
 WRITERS = 8
 

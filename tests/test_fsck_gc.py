@@ -14,7 +14,7 @@ from objstore.api.runs import default_entity
 from objstore.maintenance.gc import collect_garbage
 from objstore.model.store import Store
 from objstore.storage.ids import Kind, hash_bytes
-from objstore.storage.odb import idx_key
+from objstore.storage.keys import idx_key
 from objstore.storage.packs import decode_idx
 
 ENTITY = default_entity()

@@ -32,8 +32,8 @@ from objstore.model.store import Store
 from objstore.model.versions import commit_version
 from objstore.storage import codecs
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.keys import object_key
 from objstore.storage.objects import FILE, SYMLINK, TREE, FileObject
-from objstore.storage.odb import object_key
 
 ENTITY, PROJECT = "e", "p"
 

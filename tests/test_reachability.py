@@ -20,13 +20,12 @@ from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
 from objstore.model.deletion import delete_collection
 from objstore.model.names import CollectionPath
-from objstore.model.refs import run_ref, version_ref
 from objstore.model.store import Store
 from objstore.model.versions import list_versions
 from objstore.storage import codecs
 from objstore.storage.ids import ObjectId, hash_bytes
+from objstore.storage.keys import object_key, run_ref, version_ref
 from objstore.storage.objects import Version
-from objstore.storage.odb import object_key
 from objstore.transfer.remotes import remote_add as _remote_add
 
 E, P = "team", "proj"
@@ -292,7 +291,7 @@ def test_logging_into_a_collection_whose_latest_does_not_decode(tmp_path: Path) 
     _log(store, _file(tmp_path / "c.bin", 18), "c")
     _forge_int_key_version(store, "bad", "c")
     s = Store.open_existing(store)
-    from objstore.model.refs import alias_ref
+    from objstore.storage.keys import alias_ref
 
     (_, forged), = list_versions(s, CollectionPath(E, P, "bad"))
     s.refs.set(alias_ref(E, P, "bad", "latest"), forged, "forged")

@@ -41,9 +41,9 @@ import objstore
 from objstore.errors import CorruptObject
 from objstore.maintenance.fsck import fsck
 from objstore.model.names import CollectionPath
-from objstore.model.refs import alias_ref, digest_ref, run_ref, version_ref
 from objstore.model.store import Store
 from objstore.model.versions import list_versions
+from objstore.storage.keys import alias_ref, digest_ref, run_ref, version_ref
 
 C_BYTES = b"model C " * 4000
 

@@ -32,9 +32,9 @@ import objstore
 from objstore.errors import CorruptObject, InvalidInput, InvalidName, ObjstoreError
 from objstore.maintenance.fsck import fsck
 from objstore.model.names import CollectionPath
-from objstore.model.refs import alias_ref, digest_ref, version_ref
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_versions
+from objstore.storage.keys import alias_ref, digest_ref, version_ref
 from objstore.transfer.remotes import remote_add
 
 E, P = "e", "p"

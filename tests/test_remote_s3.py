@@ -37,7 +37,7 @@ from transfer_support import (
 import objstore
 from objstore.errors import BackendError
 from objstore.model.store import Store
-from objstore.storage.odb import pack_key
+from objstore.storage.keys import pack_key
 from objstore.storage.packs import verify_pack
 from objstore.transfer.remotes import open_store, remote_add
 

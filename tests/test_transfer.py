@@ -35,7 +35,7 @@ from objstore.errors import CorruptObject, InvalidInput, NonFastForward, NotFoun
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import set_alias
-from objstore.storage.odb import pack_key
+from objstore.storage.keys import pack_key
 from objstore.transfer.remotes import remote_add, remote_get, remote_list, remote_remove
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import objstore
 from objstore.model.names import CollectionPath
-from objstore.model.refs import REFS
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_versions, read_entry
 from objstore.storage.ids import ObjectId
+from objstore.storage.keys import REFS
 from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
 
 ENTITY = "team"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from objstore.api.artifact import Artifact
 from objstore.errors import CorruptObject, NotFound, WrongType
 from objstore.model.names import CollectionPath, check_name, parse_version_spec
-from objstore.model.refs import version_ref
+from objstore.storage.keys import version_ref
 from objstore.api.runs import DEFAULT_PROJECT, RunInfo, default_entity, read_run_by_path
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_collections, list_projects, list_versions, read_entry, resolve

@@ -26,7 +26,7 @@ from objstore.storage.ids import ObjectId
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 from objstore.files.references import is_uri
-from objstore.model.refs import REFS, run_ref
+from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 
@@ -146,10 +146,9 @@ def read_run_by_path(store: Store, path: str) -> RunInfo:
 
 
 def iter_runs(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunInfo]:
-    prefix = REFS + (f"{entity}/" if entity else "") + (f"{project}/" if entity and project else "")
-    for key, oid in store.refs.iter_refs(prefix):
-        parts = key[len(REFS):].split("/")
-        if len(parts) == 4 and parts[2] == "runs":
+    for key, oid in store.refs.iter_refs(refs_prefix(entity, project)):
+        parsed = parse_ref_key(key)
+        if parsed is not None and parsed.kind == "run":
             try:
                 obj = store.odb.get_object(oid)
             except (NotFound, CorruptObject):

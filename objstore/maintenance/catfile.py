@@ -14,7 +14,7 @@ from typing import Any
 from objstore.errors import InvalidName, NotFound
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FileObject, Link, RunRecord, Tree, Version, encode
-from objstore.storage.odb import OBJECTS
+from objstore.storage.keys import object_hex_of, object_prefix
 from objstore.model.store import Store
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
@@ -59,9 +59,9 @@ def _resolve_object_prefix(store: Store, prefix: str) -> ObjectId | None:
 
 def _objects_under(store: Store, prefix: str) -> list[ObjectId]:
     out = []
-    for info in store.backend.iter_prefix(f"{OBJECTS}{prefix[:2]}/{prefix[2:]}"):
-        rest = info.key[len(OBJECTS):].replace("/", "")
-        if len(rest) == 64:
+    for info in store.backend.iter_prefix(object_prefix(prefix)):
+        rest = object_hex_of(info.key)
+        if rest is not None:
             out.append(ObjectId.from_hex(rest))
     return out
 

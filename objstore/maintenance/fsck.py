@@ -27,14 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from objstore.storage import codecs
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges, tree_children, version_label
-from objstore.storage.objects import FILE, TREE, FileObject, Link, RunRecord, Tree, Version
-from objstore.storage.odb import idx_key, pack_key
-from objstore.storage.packs import INDEX_DTYPE, TRAILER, decode_idx, read_pack_index, verify_pack
-from objstore.model.refs import REFS
+from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
+from objstore.storage.keys import PACKS, idx_key, idx_name_of, pack_key
+from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
+from objstore.storage.keys import REFS, parse_ref_key, ref_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
 
@@ -130,7 +129,7 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
     # Indexes first, then packs: writers store a pack before its index, so every
     # index listed here has its pack listed below, unless gc removed both meanwhile
     # (it removes the index first), which the re-check of orphans tells apart.
-    idx_names = {info.key[len("packs/"):-len(".idx")] for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    idx_names = {n for info in store.backend.iter_prefix(PACKS) if (n := idx_name_of(info.key)) is not None}
     all_names = set(store.odb.iter_pack_names())
     names = sorted(all_names - (skip or set()))
     if skip is None:
@@ -168,7 +167,7 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
             st.unindexed_packs.add(name)
-            for raw in _trailer_ids(data):
+            for raw in trailer_ids(data):
                 st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
             continue
         else:
@@ -176,26 +175,19 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         if index is None:
             # The odb cannot read these chunks, so they are not good; name them so
             # fsck says which versions the lost index breaks.
-            for raw in _trailer_ids(data):
+            for raw in trailer_ids(data):
                 st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
             continue
         for e in index:
-            raw = bytes(e["id"]).ljust(32, b"\0")
+            raw = entry_id(e["id"])
             st.chunks_checked += 1
             off, n = int(e["offset"]), int(e["stored_len"])
-            payload = memoryview(data)[off:off + n]
             try:
-                if len(payload) != n:
-                    raise CorruptObject("truncated")
-                decoded = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
-                ok = hash_bytes(Kind.CHUNK, decoded).raw == raw
-                why = "does not hash to its id"
-            except (CorruptObject, ObjstoreError, ValueError) as exc:
-                ok, why = False, f"does not decode ({exc})"
-            if ok:
-                st.good_chunks.add(raw)
+                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), n, memoryview(data)[off:off + n], f"pack {name[:16]}")
+            except ObjstoreError as exc:
+                st.bad_chunks.setdefault(raw, str(exc.args[0]) if exc.args else str(exc))
             else:
-                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} in pack {name[:16]} {why}")
+                st.good_chunks.add(raw)
     return len(names)
 
 
@@ -205,21 +197,6 @@ def _exists(store: Store, key: str) -> bool:
         return True
     except NotFound:
         return False
-
-
-def _trailer_ids(data: bytes) -> list[bytes]:
-    """Chunk ids a pack's own index section lists (best effort, for naming losses)."""
-    try:
-        index_offset, count, _ = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
-        stop = index_offset + count * INDEX_DTYPE.itemsize
-        if stop > len(data):
-            return []
-        import numpy as np
-
-        arr = np.frombuffer(data[index_offset:stop], dtype=INDEX_DTYPE)
-        return [bytes(x).ljust(32, b"\0") for x in arr["id"]]
-    except Exception:  # a damaged trailer: nothing to name
-        return []
 
 
 def _check_objects(store: Store, st: _State) -> int:
@@ -242,8 +219,8 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
     for info in store.backend.iter_prefix(REFS):
         n += 1
         key = info.key
-        parts = key[len(REFS):].split("/")
-        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}" if len(parts) == 5 and parts[3] == "versions" else None
+        parsed = parse_ref_key(key)
+        label = ref_label(parsed) if parsed is not None and parsed.kind == "version" else None
         try:
             oid = store.refs.read(key)
         except CorruptObject as exc:
@@ -268,7 +245,7 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
             if label:
                 st.ref_breaks.setdefault(oid.raw, set()).add(label)
             continue
-        is_run = len(parts) == 4 and parts[2] == "runs"
+        is_run = parsed is not None and parsed.kind == "run"
         want = (RunRecord,) if is_run else (Version, Link)
         if not isinstance(obj, want):
             st.problems.append(Problem("ref", key, f"ref {key} points at a {type(obj).__name__}, not a {'run' if is_run else 'version'}"))

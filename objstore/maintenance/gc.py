@@ -44,23 +44,40 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
+import numpy as np
 
-from objstore.storage import codecs
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
-from objstore.model.inventory import TMP, reach
-from objstore.storage.odb import GC_MARKED, OBJECTS, idx_key, object_key, pack_key
-from objstore.storage.packs import decode_idx
-from objstore.model.refs import REFS
+from objstore.storage.ids import ObjectId
+from objstore.model.inventory import reach
+from objstore.storage.keys import (
+    GC_MARKED,
+    GC_MARKED_OBJECTS,
+    OBJECTS,
+    PACKS,
+    REMOTES,
+    TMP,
+    idx_key,
+    idx_name_of,
+    marked_objects_key,
+    marked_pack_key,
+    marked_pack_name_of,
+    object_hex_of,
+    object_key,
+    pack_key,
+    pack_name_of,
+    tracked_ref_of,
+)
+from objstore.storage.packs import decode_idx, decode_verified, entry_id, index_ids
+from objstore.storage.keys import REFS
 from objstore.model.store import Store
+from objstore.storage.backend import KeyInfo
 
-GC_PREFIX = "gc/"
 MARKED_PACKS = GC_MARKED
-MARKED_OBJECTS = "gc/objects/"
+MARKED_OBJECTS = GC_MARKED_OBJECTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +122,15 @@ def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None) 
     return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
 
 
-# Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
-TRACKING = "remotes/"
 
 
 def _tracking_targets(store: Store) -> set[ObjectId]:
     """Objects named by remote-tracking refs: weak roots, like reflog entries
     (kept if present, not required, since tracking state is only a cache)."""
     out: set[ObjectId] = set()
-    for info in store.backend.iter_prefix(TRACKING):
-        _, _, rest = info.key[len(TRACKING):].partition("/")
-        if not rest.startswith(REFS) or info.size == 0:
+    # Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
+    for info in store.backend.iter_prefix(REMOTES):
+        if tracked_ref_of(info.key) is None or info.size == 0:
             continue
         try:
             oid = store.refs.read(info.key)
@@ -124,6 +139,42 @@ def _tracking_targets(store: Store) -> set[ObjectId]:
         if oid is not None:
             out.add(oid)
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """What the store held when this gc listed it, before marking anything."""
+
+    packs: dict[str, KeyInfo]  # pack name -> the .pack key's listing
+    idx_sizes: dict[str, int]  # pack name -> size of its .idx
+    objects: dict[ObjectId, KeyInfo]  # loose objects
+    indexes: dict[str, np.ndarray]  # pack name -> its decoded index (packs without a usable one are left alone)
+
+    def known(self) -> set[bytes]:
+        """Every id stored, for salvaging what an undecodable object names."""
+        ids = {o.raw for o in self.objects}
+        for index in self.indexes.values():
+            ids.update(index_ids(index))
+        return ids
+
+
+@dataclass(slots=True)
+class _Run:
+    """One gc run's fixed inputs and its running counts."""
+
+    store: Store
+    dry_run: bool
+    start: float
+    grace_seconds: float
+    reach: Reachable
+    listing: _Listing
+    counts: dict[str, int] = field(default_factory=lambda: dict(
+        packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
+        objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0))
+
+    def old(self, mtime: float) -> bool:
+        # grace 0: the caller knows no writer runs, so marks made now are due now.
+        return self.grace_seconds == 0 or self.start - mtime >= self.grace_seconds
 
 
 def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False,
@@ -137,61 +188,64 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     # List what exists *before* marking: anything stored after this listing is
     # simply not considered, and anything listed but referenced by a ref written
     # after we read the refs is younger than the grace period.
-    pack_infos = {info.key[len("packs/"):-len(".pack")]: info for info in store.backend.iter_prefix("packs/") if info.key.endswith(".pack")}
-    idx_sizes = {info.key[len("packs/"):-len(".idx")]: info.size for info in store.backend.iter_prefix("packs/") if info.key.endswith(".idx")}
+    listing = _list_stored(store)
+    run = _Run(store, dry_run, start, grace_seconds, mark_reachable(store, listing.known), listing)
+    damaged = tuple(sorted(oid.hex for oid, _ in run.reach.damaged))
+    temp_deleted, temp_freed = _remove_leftovers(store, run.old, dry_run)
+    run.counts["bytes_freed"] += temp_freed
+    if run.reach.unknown:
+        oid, why = run.reach.unknown[0]
+        more = f" (and {len(run.reach.unknown) - 1} more)" if len(run.reach.unknown) > 1 else ""
+        held = f"nothing marked or deleted: cannot tell what object {oid.hex[:16]} reaches ({why}){more}; run 'objstore fsck'"
+        return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
+                        temp_files_deleted=temp_deleted, damaged_objects=damaged, held=held)
+    marked = {marked_pack_name_of(info.key): info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
+    copied_chunks = _mark_packs(run, marked)  # phase 1
+    object_marks = _mark_objects(run)  # phase 1
+    _delete_due_packs(run, marked, copied_chunks)  # phase 2
+    _delete_due_objects(run, object_marks)  # phase 2
+    return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
+                    temp_files_deleted=temp_deleted, damaged_objects=damaged)
+
+
+def _list_stored(store: Store) -> _Listing:
+    pack_listing = list(store.backend.iter_prefix(PACKS))
+    pack_infos = {n: info for info in pack_listing if (n := pack_name_of(info.key)) is not None}
+    idx_sizes = {n: info.size for info in pack_listing if (n := idx_name_of(info.key)) is not None}
     object_infos = {}
     for info in store.backend.iter_prefix(OBJECTS):
-        rest = info.key[len(OBJECTS):].replace("/", "")
-        if len(rest) == 64:
+        rest = object_hex_of(info.key)
+        if rest is not None:
             try:
                 object_infos[ObjectId.from_hex(rest)] = info
             except ObjstoreError:
                 continue
-    def known() -> set[bytes]:
-        ids = {o.raw for o in object_infos}
-        for index in indexes.values():
-            ids.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
-        return ids
-
-    indexes: dict[str, object] = {}
+    indexes: dict[str, np.ndarray] = {}
     for name in pack_infos:
         try:
             indexes[name] = decode_idx(store.backend.get(idx_key(name)), name)
         except (NotFound, CorruptObject):
             continue  # no usable index: leave the pack alone (fsck reports it)
-    reach = mark_reachable(store, known)
-    damaged = tuple(sorted(oid.hex for oid, _ in reach.damaged))
+    return _Listing(pack_infos, idx_sizes, object_infos, indexes)
 
-    def old(mtime: float) -> bool:
-        # grace 0: the caller knows no writer runs, so marks made now are due now.
-        return grace_seconds == 0 or start - mtime >= grace_seconds
 
-    counts = dict(packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
-                  objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0)
-    temp_deleted, temp_freed = _remove_leftovers(store, old, dry_run)
-    counts["bytes_freed"] += temp_freed
-    if reach.unknown:
-        oid, why = reach.unknown[0]
-        more = f" (and {len(reach.unknown) - 1} more)" if len(reach.unknown) > 1 else ""
-        held = f"nothing marked or deleted: cannot tell what object {oid.hex[:16]} reaches ({why}){more}; run 'objstore fsck'"
-        return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
-                        temp_files_deleted=temp_deleted, damaged_objects=damaged, held=held)
-    marked = {info.key[len(MARKED_PACKS):]: info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
+def _mark_packs(run: _Run, marked: dict[str, float]) -> set[bytes]:
+    """Phase 1 for packs: mark unreachable packs, rewrite mostly-garbage ones
+    (their live chunks copied to a new pack first). Returns the chunks copied."""
+    counts, listing = run.counts, run.listing
     copied_chunks: set[bytes] = set()
-
-    # -- phase 1: mark unreachable packs, rewrite mostly-garbage ones ----------
-    for name, info in sorted(pack_infos.items()):
-        if name in marked or name not in indexes or not old(info.mtime):
+    for name, info in sorted(listing.packs.items()):
+        if name in marked or name not in listing.indexes or not run.old(info.mtime):
             continue
-        index = indexes[name]
-        live = [e for e in index if bytes(e["id"]).ljust(32, b"\0") in reach.chunks]
+        index = listing.indexes[name]
+        live = [e for e in index if entry_id(e["id"]) in run.reach.chunks]
         if live:
             garbage = sum(int(e["stored_len"]) for e in index) - sum(int(e["stored_len"]) for e in live)
             total = sum(int(e["stored_len"]) for e in index)
             if total == 0 or garbage / total < GC_REWRITE_GARBAGE_FRACTION:
                 continue
-            if not dry_run:
-                copied = _rewrite(store, name, live)
+            if not run.dry_run:
+                copied = _rewrite(run.store, name, live)
                 if copied is None:
                     continue  # a live chunk is damaged: keep the pack, fsck will say
                 counts["chunks_copied"] += len(copied)
@@ -199,85 +253,98 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
                 counts["bytes_freed"] -= sum(int(e["stored_len"]) for e in live)
             else:
                 counts["chunks_copied"] += len(live)
-                copied_chunks.update(bytes(e["id"]).ljust(32, b"\0") for e in live)
+                copied_chunks.update(entry_id(e["id"]) for e in live)
             counts["packs_rewritten"] += 1
         counts["packs_marked"] += 1
-        counts["bytes_marked"] += info.size + idx_sizes.get(name, 0)
-        marked[name] = start
-        if not dry_run:
-            store.backend.put_if_absent(MARKED_PACKS + name, msgpack.packb({"when": start}))
+        counts["bytes_marked"] += info.size + listing.idx_sizes.get(name, 0)
+        marked[name] = run.start
+        if not run.dry_run:
+            run.store.backend.put_if_absent(marked_pack_key(name), msgpack.packb({"when": run.start}))
+    return copied_chunks
 
-    # -- phase 1: mark unreachable loose objects ---------------------------------
+
+def _mark_objects(run: _Run) -> list[tuple[str, float, list[bytes]]]:
+    """Phase 1 for loose objects: one mark listing the unreachable ones not marked
+    yet. Returns every mark (key, when, ids), the new one included."""
+    store, objects = run.store, run.listing.objects
     already: set[bytes] = set()
     object_marks = [(info.key, info.mtime, _read_object_mark(store, info.key)) for info in store.backend.iter_prefix(MARKED_OBJECTS)]
     for _, _, ids in object_marks:
         already.update(ids)
-    fresh = [oid for oid, info in object_infos.items() if oid not in reach.objects and oid.raw not in already and old(info.mtime)]
+    fresh = [oid for oid, info in objects.items() if oid not in run.reach.objects and oid.raw not in already and run.old(info.mtime)]
     if fresh:
-        counts["objects_marked"] = len(fresh)
-        counts["bytes_marked"] += sum(object_infos[o].size for o in fresh)
-        key = f"{MARKED_OBJECTS}{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
-        if not dry_run:
+        run.counts["objects_marked"] = len(fresh)
+        run.counts["bytes_marked"] += sum(objects[o].size for o in fresh)
+        key = marked_objects_key(f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}")
+        if not run.dry_run:
             store.backend.put_if_absent(key, b"".join(o.raw for o in fresh))
-        object_marks.append((key, start, [o.raw for o in fresh]))
+        object_marks.append((key, run.start, [o.raw for o in fresh]))
+    return object_marks
 
-    # -- phase 2: delete what stayed marked past the grace period ----------------
-    due = {name for name, mtime in marked.items() if old(mtime) and name in pack_infos}
+
+def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[bytes]) -> None:
+    """Phase 2 for packs: delete those marked past the grace period whose live
+    chunks all live on in a pack that stays; unmark those reachable again."""
+    store, counts, listing = run.store, run.counts, run.listing
+    due = {name for name, mtime in marked.items() if run.old(mtime) and name in listing.packs}
     for name in marked:
-        if name not in pack_infos and not dry_run:
-            store.backend.delete(MARKED_PACKS + name)  # the pack is gone already
+        if name not in listing.packs and not run.dry_run:
+            store.backend.delete(marked_pack_key(name))  # the pack is gone already
     # Which packs keep each reachable chunk: a due pack may go only if every live
     # chunk in it also lives in a pack that stays.
     staying_chunks: set[bytes] = set(copied_chunks)
-    for name, index in indexes.items():
+    for name, index in listing.indexes.items():
         if name not in due:
-            staying_chunks.update(bytes(x).ljust(32, b"\0") for x in index["id"])  # type: ignore[index]
+            staying_chunks.update(index_ids(index))
+
     def marked_now(name: str) -> set[str]:
         try:
-            store.backend.stat(MARKED_PACKS + name)
+            store.backend.stat(marked_pack_key(name))
             return {name}
         except NotFound:
             return set()
 
     for name in sorted(due):
-        index = indexes.get(name)
-        ids = [bytes(x).ljust(32, b"\0") for x in index["id"]] if index is not None else []  # type: ignore[index]
-        needed = [c for c in ids if c in reach.chunks and c not in staying_chunks]
+        due_index = listing.indexes.get(name)
+        ids = index_ids(due_index) if due_index is not None else []
+        needed = [c for c in ids if c in run.reach.chunks and c not in staying_chunks]
         if needed:
             # Reachable again (a version logged since reuses it): keep it, drop the mark.
             counts["packs_unmarked"] += 1
             staying_chunks.update(ids)
-            if not dry_run:
-                store.backend.delete(MARKED_PACKS + name)
+            if not run.dry_run:
+                store.backend.delete(marked_pack_key(name))
             continue
-        if not dry_run and name not in marked_now(name):
+        if not run.dry_run and name not in marked_now(name):
             counts["packs_unmarked"] += 1  # a writer stored this very pack again and lifted the mark
             continue
         counts["packs_deleted"] += 1
-        counts["bytes_freed"] += pack_infos[name].size + idx_sizes.get(name, 0)
-        if not dry_run:
+        counts["bytes_freed"] += listing.packs[name].size + listing.idx_sizes.get(name, 0)
+        if not run.dry_run:
             store.backend.delete(idx_key(name))
             store.backend.delete(pack_key(name))
-            store.backend.delete(MARKED_PACKS + name)
+            store.backend.delete(marked_pack_key(name))
 
+
+def _delete_due_objects(run: _Run, object_marks: list[tuple[str, float, list[bytes]]]) -> None:
+    """Phase 2 for loose objects: delete those of marks past the grace period that
+    are still unreachable, then the marks."""
     for key, mtime, ids in object_marks:
-        if not old(mtime):
+        if not run.old(mtime):
             continue
         for raw in ids:
             oid = ObjectId(raw)
-            if oid in reach.objects:
+            if oid in run.reach.objects:
                 continue  # in use again
-            obj_info = object_infos.get(oid)
+            obj_info = run.listing.objects.get(oid)
             if obj_info is None:
                 continue
-            counts["objects_deleted"] += 1
-            counts["bytes_freed"] += obj_info.size
-            if not dry_run:
-                store.backend.delete(object_key(oid))
-        if not dry_run:
-            store.backend.delete(key)
-    return GcReport(dry_run, len(reach.objects), len(reach.chunks), **counts,
-                    temp_files_deleted=temp_deleted, damaged_objects=damaged)
+            run.counts["objects_deleted"] += 1
+            run.counts["bytes_freed"] += obj_info.size
+            if not run.dry_run:
+                run.store.backend.delete(object_key(oid))
+        if not run.dry_run:
+            run.store.backend.delete(key)
 
 
 def _remove_leftovers(store: Store, old: Callable[[float], bool], dry_run: bool) -> tuple[int, int]:
@@ -312,14 +379,12 @@ def _rewrite(store: Store, name: str, live: list) -> list[bytes] | None:
     data = store.backend.get(pack_key(name))
     copies = []
     for e in live:
-        raw_id = bytes(e["id"]).ljust(32, b"\0")
+        raw_id = entry_id(e["id"])
         off, n = int(e["offset"]), int(e["stored_len"])
         payload = data[off:off + n]
         try:
-            raw = codecs.decode_chunk(int(e["codec"]), payload, int(e["raw_len"]))
+            decode_verified(ObjectId(raw_id), int(e["codec"]), int(e["raw_len"]), n, payload, f"pack {name[:16]}")
         except ObjstoreError:
-            return None
-        if len(payload) != n or hash_bytes(Kind.CHUNK, raw).raw != raw_id:
             return None
         copies.append((ObjectId(raw_id), int(e["codec"]), int(e["raw_len"]), payload))
     for chunk_id, codec_id, raw_len, payload in copies:

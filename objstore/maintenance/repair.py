@@ -35,15 +35,26 @@ from typing import BinaryIO
 from objstore.storage import codecs
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.maintenance.fsck import FsckReport, fsck
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
 from objstore.storage.objects import Link, Version, encode
-from objstore.storage.odb import IDX_SUFFIX, PACKS, ObjectDatabase, idx_key, object_key, pack_key
+from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
+from objstore.storage.odb import ObjectDatabase
 from objstore.constants import PACK_TARGET
-from objstore.storage.packs import PACK_MAGIC, RECORD_HEAD, PackBuilder, decode_idx, encode_idx, read_pack_index, scan_records, verify_pack
-from objstore.model.refs import REFS, decode_value, encode_value
+from objstore.storage.packs import (
+    PackBuilder,
+    decode_idx,
+    decode_verified,
+    encode_idx,
+    entry_id,
+    index_ids,
+    read_pack_index,
+    scan_all_records,
+    scan_records,
+    verify_pack,
+)
+from objstore.model.refs import decode_value
 from objstore.model.store import Store
 
-QUARANTINE = "quarantine/"
 
 Progress = Callable[[str], None]
 
@@ -92,7 +103,7 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
 
     # -- packs: sort healthy from damaged, rebuild lost indexes -------------------------
     pack_names = sorted(store.odb.iter_pack_names())
-    idx_names = {i.key[len(PACKS):-len(IDX_SUFFIX)] for i in backend.iter_prefix(PACKS) if i.key.endswith(IDX_SUFFIX)}
+    idx_names = {n for i in backend.iter_prefix(PACKS) if (n := idx_name_of(i.key)) is not None}
     healthy: dict[str, set[bytes]] = {}
     damaged: dict[str, bytes] = {}
     for name in pack_names:
@@ -109,7 +120,7 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
         if not all(_record_ok(entry.chunk_id, entry.codec, entry.raw_len, payload) for entry, payload in scan_records(data)):
             damaged[name] = data  # written bad, checksum and all: still not to be trusted
             continue
-        healthy[name] = {bytes(i).ljust(32, b"\0") for i in index["id"]}
+        healthy[name] = set(index_ids(index))
         if not _idx_intact(store, name, idx_names):
             backend.put(idx_key(name), encode_idx(name, index))  # a cache, derived from the verified pack
             report.rebuilt_indexes.append(name)
@@ -228,7 +239,7 @@ class _Packer:
 
 def _quarantine_copy(store: Store, key: str, report: RepairReport) -> None:
     try:
-        store.backend.put(QUARANTINE + key, store.backend.get(key))
+        store.backend.put(quarantine_key(key), store.backend.get(key))
         report.quarantined.append(key)
     except NotFound:
         pass
@@ -236,9 +247,10 @@ def _quarantine_copy(store: Store, key: str, report: RepairReport) -> None:
 
 def _record_ok(chunk_id: ObjectId, codec: int, raw_len: int, payload: memoryview | bytes) -> bool:
     try:
-        return hash_bytes(Kind.CHUNK, codecs.decode_chunk(codec, payload, raw_len)) == chunk_id
-    except (ObjstoreError, ValueError):
+        decode_verified(chunk_id, codec, raw_len, len(payload), payload, "a damaged pack")
+    except ObjstoreError:
         return False
+    return True
 
 
 def _salvage(store: Store, name: str, data: bytes) -> list[tuple[ObjectId, int, int, memoryview]]:
@@ -251,17 +263,11 @@ def _salvage(store: Store, name: str, data: bytes) -> list[tuple[ObjectId, int, 
         for e in decode_idx(store.backend.get(idx_key(name)), name):
             off, n = int(e["offset"]), int(e["stored_len"])
             if off + n <= len(view):
-                found.append((ObjectId(bytes(e["id"]).ljust(32, b"\0")), int(e["codec"]), int(e["raw_len"]), view[off:off + n]))
+                found.append((ObjectId(entry_id(e["id"])), int(e["codec"]), int(e["raw_len"]), view[off:off + n]))
     except (CorruptObject, NotFound):
         pass
-    pos = len(PACK_MAGIC)
-    while pos + RECORD_HEAD.size <= len(view):
-        raw_id, codec, raw_len, stored_len = RECORD_HEAD.unpack_from(view, pos)
-        start = pos + RECORD_HEAD.size
-        if start + stored_len > len(view):
-            break
-        found.append((ObjectId(raw_id), codec, raw_len, view[start:start + stored_len]))
-        pos = start + stored_len
+    for entry, payload in scan_all_records(view):
+        found.append((entry.chunk_id, entry.codec, entry.raw_len, payload))
     return found
 
 
@@ -281,14 +287,14 @@ def _quarantine(store: Store, key: str, report: RepairReport) -> None:
         data = store.backend.get(key)
     except NotFound:
         return
-    store.backend.put(QUARANTINE + key, data)
+    store.backend.put(quarantine_key(key), data)
     store.backend.delete(key)
     report.quarantined.append(key)
 
 
 def _repair_version_ref(store: Store, other: Store, odb: ObjectDatabase, key: str, report: RepairReport) -> None:
-    parts = key[len(REFS):].split("/")
-    if len(parts) != 5 or parts[3] != "versions":
+    parsed = parse_ref_key(key)
+    if parsed is None or parsed.kind != "version":
         return
     try:
         current = store.backend.get(key)
@@ -304,7 +310,7 @@ def _repair_version_ref(store: Store, other: Store, odb: ObjectDatabase, key: st
     except (NotFound, CorruptObject) as exc:
         report.unavailable.append(f"ref {key}: {exc}")
         return
-    entity, project, name, _, vname = parts
+    entity, project, name, vname = parsed.entity, parsed.project, parsed.name, parsed.tail
     if isinstance(obj, Version):
         same = (obj.entity, obj.project, obj.name, f"v{obj.index}") == (entity, project, name, vname)
     elif isinstance(obj, Link):
@@ -317,5 +323,5 @@ def _repair_version_ref(store: Store, other: Store, odb: ObjectDatabase, key: st
     odb.put_object(obj)  # the objects below it are checked by the closing fsck
     # Version refs are write-once; repair is the one writer allowed to replace garbage
     # (by CAS against the garbage read, so a concurrent repair cannot be overwritten).
-    store.backend.compare_and_swap(key, current, encode_value(oid))
+    store.refs.replace_garbage(key, current, oid, "repair: replaced with the other store's value")
     report.repaired_refs.append(key)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from objstore.errors import CorruptObject, NotFound
-from objstore.model.inventory import TMP, ContentWalker, iter_version_refs
-from objstore.storage.odb import IDX_SUFFIX, OBJECTS, PACK_SUFFIX, PACKS
+from objstore.model.inventory import ContentWalker, iter_version_refs
+from objstore.storage.keys import OBJECTS, PACKS, TMP, idx_name_of, pack_name_of
 from objstore.model.store import Store
 
 
@@ -121,10 +121,10 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
 
     pack_bytes = index_bytes = object_bytes = packs = objects = 0
     for info in store.backend.iter_prefix(PACKS):
-        if info.key.endswith(PACK_SUFFIX):
+        if pack_name_of(info.key) is not None:
             pack_bytes += info.size
             packs += 1
-        elif info.key.endswith(IDX_SUFFIX):
+        elif idx_name_of(info.key) is not None:
             index_bytes += info.size
     for info in store.backend.iter_prefix(OBJECTS):
         object_bytes += info.size

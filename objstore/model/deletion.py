@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from objstore.errors import InvalidInput, NotFound
 from objstore.model.inventory import iter_version_refs
 from objstore.model.names import CollectionPath
-from objstore.model.refs import LOGS, collection_prefix
+from objstore.storage.keys import collection_prefix
 from objstore.model.store import Store
 from objstore.model.versions import collection_exists, list_versions
 
@@ -42,7 +42,6 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
     # still resolves by number, never half by alias.
     keys.sort(key=lambda k: ("/versions/" in k, k))
     for key in keys:
-        store.backend.delete(key)
-    for key in list(store.refs.iter_names(f"{LOGS}{prefix}")):
-        store.backend.delete(key)
+        store.refs.remove(key, f"collection {coll} deleted")
+    store.refs.drop_reflogs(prefix)  # after the refs: a crash between leaves logs, which only keep objects
     return Deleted(str(coll), len(versions), len(keys))

@@ -34,13 +34,12 @@ import zstandard
 from objstore.errors import CorruptObject, InvalidName, NotFound, ObjstoreError
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version
-from objstore.storage.odb import object_key
-from objstore.model.refs import REFS, run_ref
+from objstore.storage.keys import object_key
+from objstore.storage.keys import REFS, parse_ref_key, ref_label, run_ref
 from objstore.model.store import Store
 
 # Where writers keep temporary files: the local backend's tmp/ directory and the
 # object-store backend's staging prefix (objstore.storage.backend) are both this prefix.
-TMP = "tmp/"
 # A body larger than this is not scanned for the ids it names (see :func:`reach`):
 # the object's reach is then unknown. Real metadata objects are far smaller.
 SALVAGE_LIMIT = 64 * 1024 * 1024
@@ -126,10 +125,10 @@ def iter_version_refs(store: Store, *, strict: bool = True,
     otherwise the error propagates.
     """
     for key, oid in store.refs.iter_refs(REFS):
-        parts = key[len(REFS):].split("/")
-        if len(parts) != 5 or parts[3] != "versions":
+        parsed = parse_ref_key(key)
+        if parsed is None or parsed.kind != "version":
             continue
-        label = f"{parts[0]}/{parts[1]}/{parts[2]}:{parts[4]}"
+        label = ref_label(parsed)
         try:
             obj = store.odb.get_object(oid)
             if isinstance(obj, Version):

@@ -31,9 +31,8 @@ from objstore.storage.backend import Backend
 from objstore.constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
 from objstore.errors import Conflict, CorruptObject, NotFound
 from objstore.storage.ids import ObjectId
+from objstore.storage.keys import LOGS, reflog_key, reflog_prefix, reflogs_under
 
-REFS = "refs/"
-LOGS = "logs/"
 
 
 def default_who() -> str:
@@ -122,6 +121,32 @@ class RefStore:
                 time.sleep(0.001 * secrets.randbelow(10))
         raise Conflict(ref, None, self.read_raw(ref), f"{ref} kept changing under {attempts} attempts; retry later")
 
+    def replace_garbage(self, ref: str, garbage: bytes, new: ObjectId, why: str) -> None:
+        """Move ``ref`` from the undecodable value ``garbage`` (the raw value last read)
+        to ``new``, by CAS so a concurrent writer is never overwritten; the reflog
+        entry records no old id, since there was none. Only repair replaces a
+        write-once ref, and only this way."""
+        self.backend.compare_and_swap(ref, garbage, encode_value(new))
+        self._log(ref, None, new, why)
+
+    def remove(self, ref: str, why: str) -> None:
+        """Delete ``ref`` outright (not a tombstone), logging the id it held. Only for
+        refs whose collection is deleted whole (objstore.model.deletion); absent is fine."""
+        try:
+            old = self.read(ref)
+        except CorruptObject:
+            old = None  # garbage is removed all the same
+        self.backend.delete(ref)
+        self._log(ref, old, None, why)
+
+    def drop_reflogs(self, prefix: str) -> int:
+        """Delete the reflog entries of every ref under ``prefix``; how many."""
+        n = 0
+        for info in list(self.backend.iter_prefix(reflogs_under(prefix))):
+            self.backend.delete(info.key)
+            n += 1
+        return n
+
     def iter_refs(self, prefix: str) -> Iterator[tuple[str, ObjectId]]:
         """(ref, id) for every live ref under ``prefix``; tombstones are skipped."""
         for info in self.backend.iter_prefix(prefix):
@@ -139,13 +164,13 @@ class RefStore:
     # -- reflog ----------------------------------------------------------
     def _log(self, ref: str, old: ObjectId | None, new: ObjectId | None, why: str) -> None:
         entry = msgpack.packb({"old": old.raw if old else None, "new": new.raw if new else None, "when": time.time(), "who": self.who, "why": why})
-        key = f"{LOGS}{ref}/{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"
+        key = reflog_key(ref, f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}")
         self.backend.put_if_absent(key, entry)
 
     def reflog(self, ref: str) -> list[ReflogEntry]:
         """The moves of ``ref``, oldest first."""
         entries = []
-        for info in self.backend.iter_prefix(f"{LOGS}{ref}/"):
+        for info in self.backend.iter_prefix(reflog_prefix(ref)):
             try:
                 d = msgpack.unpackb(self.backend.get(info.key, max_size=MAX_REFLOG_ENTRY_BYTES), raw=False,
                                     max_bin_len=64, max_str_len=4096)
@@ -171,55 +196,3 @@ class RefStore:
             for k in ("old", "new"):
                 if isinstance(d, dict) and isinstance(d.get(k), bytes) and len(d[k]) == 32:
                     yield ObjectId(d[k])
-
-
-# -- ref names ---------------------------------------------------------------
-
-def collection_prefix(entity: str, project: str, name: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/"
-
-
-def version_ref(entity: str, project: str, name: str, index: int) -> str:
-    return f"{REFS}{entity}/{project}/{name}/versions/v{index}"
-
-
-def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/aliases/{alias}"
-
-
-def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/digests/{digest_hex}"
-
-
-def run_ref(entity: str, project: str, run_id: str) -> str:
-    return f"{REFS}{entity}/{project}/runs/{run_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class RefKey:
-    """A ref key taken apart. ``kind``: version, alias, digest or run; ``tail`` is
-    the ``vN``, the alias, the digest hex or the run id; ``name`` is empty for runs.
-    Only the layout is parsed here; whether the parts obey the name rules, and
-    whether the ref's value belongs there, is :func:`objstore.model.versions.check_ref`'s."""
-
-    key: str
-    kind: str
-    entity: str
-    project: str
-    name: str
-    tail: str
-
-
-_NAMESPACES = {"versions": "version", "aliases": "alias", "digests": "digest"}
-
-
-def parse_ref_key(key: str) -> RefKey | None:
-    """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``; None for any other key."""
-    if not key.startswith(REFS):
-        return None
-    parts = key[len(REFS):].split("/")
-    if len(parts) == 5 and parts[3] in _NAMESPACES:
-        return RefKey(key, _NAMESPACES[parts[3]], parts[0], parts[1], parts[2], parts[4])
-    if len(parts) == 4 and parts[2] == "runs":
-        return RefKey(key, "run", parts[0], parts[1], "", parts[3])
-    return None

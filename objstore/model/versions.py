@@ -46,7 +46,8 @@ from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, 
 from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from objstore.storage.objects import Link, RunRecord, Version
-from objstore.model.refs import REFS, alias_ref, collection_prefix, decode_value, digest_ref, parse_ref_key, version_ref
+from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
+from objstore.model.refs import decode_value
 from objstore.model.store import Store
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
@@ -471,18 +472,17 @@ def delete_alias(store: Store, coll: CollectionPath, alias: str) -> None:
 def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, str]]:
     """(entity, project) pairs that hold anything."""
     seen: set[tuple[str, str]] = set()
-    prefix = REFS + (f"{entity}/" if entity else "")
-    for key in store.refs.iter_names(prefix):
-        parts = key[len(REFS):].split("/")
-        if len(parts) >= 3:
+    for key in store.refs.iter_names(refs_prefix(entity)):
+        parts = ref_key_parts(key)
+        if parts is not None and len(parts) >= 3:
             seen.add((parts[0], parts[1]))
     return sorted(seen)
 
 
 def list_collections(store: Store, entity: str, project: str) -> list[CollectionPath]:
     names: set[str] = set()
-    for key in store.refs.iter_names(f"{REFS}{entity}/{project}/"):
-        parts = key[len(REFS):].split("/")
-        if len(parts) == 5 and parts[3] == "versions":
-            names.add(parts[2])
+    for key in store.refs.iter_names(refs_prefix(entity, project)):
+        parsed = parse_ref_key(key)
+        if parsed is not None and parsed.kind == "version":
+            names.add(parsed.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]

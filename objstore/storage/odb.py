@@ -58,15 +58,32 @@ from objstore.storage.backend import Backend
 from objstore.storage.backend._local import backend_error
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, StoreBroken
-from objstore.storage.ids import Kind, ObjectId, hash_bytes
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import (
+    GC_MARKED,
+    OBJECTS,
+    PACKS,
+    idx_key,
+    idx_name_of,
+    marked_pack_key,
+    marked_pack_name_of,
+    object_hex_of,
+    object_key,
+    pack_key,
+    pack_name_of,
+)
 from objstore.storage.objects import MetaObject, decode, encode
-from objstore.storage.packs import INDEX_DTYPE, PackBuilder, decode_idx, encode_idx, max_idx_bytes, read_pack_index
+from objstore.storage.packs import (
+    INDEX_DTYPE,
+    PackBuilder,
+    decode_idx,
+    decode_verified,
+    encode_idx,
+    entry_id,
+    max_idx_bytes,
+    read_pack_index,
+)
 
-PACKS = "packs/"
-OBJECTS = "objects/"
-PACK_SUFFIX = ".pack"
-IDX_SUFFIX = ".idx"
-GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.maintenance.gc)
 
 # Adjacent chunks of one pack are fetched in one ranged read up to this size.
 COALESCE_LIMIT = 16 * 1024 * 1024
@@ -79,19 +96,6 @@ PACK_RECHECK_SECONDS = 30.0
 # Full packs sealed (fsync, store, index) on a background thread while the writer
 # fills the next one; a writer that gets this far ahead of the disk waits.
 MAX_SEALING = 2
-
-
-def pack_key(name: str) -> str:
-    return f"{PACKS}{name}{PACK_SUFFIX}"
-
-
-def idx_key(name: str) -> str:
-    return f"{PACKS}{name}{IDX_SUFFIX}"
-
-
-def object_key(oid: ObjectId) -> str:
-    h = oid.hex
-    return f"{OBJECTS}{h[:2]}/{h[2:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,7 @@ class ChunkIndex:
 
     def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         for e, owner in zip(self._entries, self._owner):
-            yield bytes(e["id"]).ljust(32, b"\0"), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
 
 
 class ObjectDatabase:
@@ -213,10 +217,10 @@ class ObjectDatabase:
             names: list[str] = []
             pack_sizes: dict[str, int] = {}
             for info in self.backend.iter_prefix(PACKS):
-                if info.key.endswith(IDX_SUFFIX):
-                    names.append(info.key[len(PACKS) : -len(IDX_SUFFIX)])
-                elif info.key.endswith(PACK_SUFFIX):
-                    pack_sizes[info.key[len(PACKS) : -len(PACK_SUFFIX)]] = info.size
+                if (idx_name := idx_name_of(info.key)) is not None:
+                    names.append(idx_name)
+                elif (pack_name := pack_name_of(info.key)) is not None:
+                    pack_sizes[pack_name] = info.size
             fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
             loaded = []
             for name in fresh:
@@ -237,7 +241,7 @@ class ObjectDatabase:
                     else:
                         loaded.append((name, index))
             self.index.add_packs(loaded)
-            self.marked_packs = {info.key[len(GC_MARKED) :] for info in self.backend.iter_prefix(GC_MARKED)}
+            self.marked_packs = {marked_pack_name_of(info.key) for info in self.backend.iter_prefix(GC_MARKED)}
             now = time.monotonic()
             self._pack_checked.update((name, now) for name, _ in loaded)
             self._loaded = True
@@ -269,7 +273,7 @@ class ObjectDatabase:
                 gone = True
                 continue
             try:
-                self.backend.stat(GC_MARKED + name)
+                self.backend.stat(marked_pack_key(name))
                 self.marked_packs.add(name)
             except NotFound:
                 self.marked_packs.discard(name)
@@ -430,7 +434,7 @@ class ObjectDatabase:
                 # The very same pack exists (same chunks, same order). If gc marked
                 # it for deletion, this writer needs it: lift the mark (gc re-checks
                 # the mark right before it deletes).
-                self.backend.delete(GC_MARKED + name)
+                self.backend.delete(marked_pack_key(name))
         except BaseException as exc:
             with self._lock:
                 self._broken = exc  # later writes refuse; the error itself goes to the waiter
@@ -456,8 +460,8 @@ class ObjectDatabase:
             try:
                 if not self._wait_oldest():
                     return
-            except BaseException:
-                continue  # the write being aborted already failed or is being abandoned
+            except Exception:  # noqa: BLE001, S112 - that seal failed; its pack is abandoned with the rest (gc's)
+                continue  # an interrupt (BaseException) is not swallowed: it ends the abort
 
     def _temp_path(self) -> Path:
         make = getattr(self.backend, "new_temp_path", None)
@@ -474,19 +478,7 @@ class ObjectDatabase:
         return self._decode_verified(chunk_id, located[0][1], stored)
 
     def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
-        if len(stored) != loc.stored_len:
-            raise CorruptObject(f"chunk {chunk_id.hex[:16]} is truncated in pack {loc.pack[:16]}", object_id=chunk_id.hex)
-        try:
-            raw = codecs.decode_chunk(loc.codec, stored, loc.raw_len)
-        except CorruptObject as exc:
-            raise CorruptObject(f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]}: {exc.args[0]}", object_id=chunk_id.hex) from None
-        actual = hash_bytes(Kind.CHUNK, raw)
-        if actual != chunk_id:
-            raise CorruptObject(
-                f"chunk {chunk_id.hex[:16]} in pack {loc.pack[:16]} does not hash to its id",
-                object_id=chunk_id.hex, expected=chunk_id.hex, actual=actual.hex,
-            )
-        return raw
+        return decode_verified(chunk_id, loc.codec, loc.raw_len, loc.stored_len, stored, f"pack {loc.pack[:16]}")
 
     def iter_chunks(self, chunk_ids: Iterable[ObjectId], *, workers: int = 0) -> Iterator[bytes]:
         """The raw bytes of each chunk in order, verified, fetching runs of
@@ -591,8 +583,8 @@ class ObjectDatabase:
 
     def iter_object_ids(self) -> Iterator[ObjectId]:
         for info in self.backend.iter_prefix(OBJECTS):
-            rest = info.key[len(OBJECTS) :].replace("/", "")
-            if len(rest) == 64:
+            rest = object_hex_of(info.key)
+            if rest is not None:
                 try:
                     yield ObjectId.from_hex(rest)
                 except ValueError:
@@ -600,8 +592,8 @@ class ObjectDatabase:
 
     def iter_pack_names(self) -> Iterator[str]:
         for info in self.backend.iter_prefix(PACKS):
-            if info.key.endswith(PACK_SUFFIX):
-                yield info.key[len(PACKS) : -len(PACK_SUFFIX)]
+            if (name := pack_name_of(info.key)) is not None:
+                yield name
 
 
 class _OpenPack:

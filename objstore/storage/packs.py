@@ -33,6 +33,7 @@ from typing import BinaryIO
 import numpy as np
 
 from objstore.constants import MAX_CHUNK_BYTES, MAX_PACK_BYTES, MAX_STORED_CHUNK_BYTES
+from objstore.storage import codecs
 from objstore.errors import CorruptObject
 from objstore.storage.ids import DIGEST_SIZE, Kind, ObjectId, hash_bytes, hasher
 
@@ -211,6 +212,68 @@ def scan_records(data: bytes | memoryview) -> Iterator[tuple[PackEntry, memoryvi
             break
         yield PackEntry(ObjectId(raw_id), start, stored_len, raw_len, codec), view[start : start + stored_len]
         pos = start + stored_len
+
+
+
+def entry_id(raw: bytes | np.bytes_) -> bytes:
+    """The 32-byte chunk id of an index entry's ``id`` field. numpy's ``S32`` drops
+    trailing NUL bytes when an item is read, so an id ending in a zero byte comes
+    back short; every reader of an index pads through here, never by hand."""
+    return bytes(raw).ljust(DIGEST_SIZE, b"\0")
+
+
+def index_ids(index: np.ndarray) -> list[bytes]:
+    """The chunk ids an index lists, in its order, each 32 bytes (see :func:`entry_id`)."""
+    return [entry_id(x) for x in index["id"]]
+
+
+def trailer_ids(data: bytes | memoryview) -> list[bytes]:
+    """Chunk ids a pack's own index section lists, without checking the pack's
+    checksum (best effort, to name what a damaged pack loses); [] if unreadable."""
+    try:
+        index_offset, count, _ = TRAILER.unpack_from(data, len(data) - 32 - TRAILER.size)
+        stop = index_offset + count * INDEX_DTYPE.itemsize
+        if stop > len(data):
+            return []
+        return index_ids(np.frombuffer(bytes(data[index_offset:stop]), dtype=INDEX_DTYPE))
+    except (struct.error, ValueError):  # a damaged trailer: nothing to name
+        return []
+
+
+def scan_all_records(data: bytes | memoryview) -> Iterator[tuple[PackEntry, memoryview]]:
+    """Every whole record from the front of a possibly truncated pack, running to
+    the end of ``data`` (a truncated pack has no trailer to stop at): salvage."""
+    view = memoryview(data)
+    pos = len(PACK_MAGIC)
+    while pos + RECORD_HEAD.size <= len(view):
+        raw_id, codec, raw_len, stored_len = RECORD_HEAD.unpack_from(view, pos)
+        start = pos + RECORD_HEAD.size
+        if start + stored_len > len(view):
+            break
+        yield PackEntry(ObjectId(raw_id), start, stored_len, raw_len, codec), view[start:start + stored_len]
+        pos = start + stored_len
+
+
+def decode_verified(chunk_id: ObjectId, codec: int, raw_len: int, stored_len: int,
+                    payload: bytes | memoryview, where: str) -> bytes:
+    """The raw bytes of one stored chunk record, decoded and checked against its id.
+
+    The one chunk check: every reader, fsck, gc, repair and transfer call it.
+    ``where`` names the record in messages ("pack 1a2b…"). Raises CorruptObject
+    (with expected and actual ids on a hash mismatch) if the payload is short,
+    does not decode, or does not hash to ``chunk_id``."""
+    name = chunk_id.hex[:16]
+    if len(payload) != stored_len:
+        raise CorruptObject(f"chunk {name} is truncated in {where}", object_id=chunk_id.hex)
+    try:
+        raw = codecs.decode_chunk(codec, payload, raw_len)
+    except (CorruptObject, ValueError) as exc:
+        raise CorruptObject(f"chunk {name} in {where}: {exc.args[0] if exc.args else exc}", object_id=chunk_id.hex) from None
+    actual = hash_bytes(Kind.CHUNK, raw)
+    if actual != chunk_id:
+        raise CorruptObject(f"chunk {name} in {where} does not hash to its id",
+                            object_id=chunk_id.hex, expected=chunk_id.hex, actual=actual.hex)
+    return raw
 
 
 assert DIGEST_SIZE == 32

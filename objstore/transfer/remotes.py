@@ -5,7 +5,7 @@ A remote is a name and a URL (a directory path, ``file://…``, ``s3://bucket/pr
 with a few non-secret settings (endpoint, region). Credentials are never
 written: they come from the environment (``AWS_ACCESS_KEY_ID`` …) when the
 remote is opened. What the remote's refs held when last seen is kept under
-``remotes/<name>/refs/…`` (see :class:`objstore.transfer.sync.Tracking`).
+``remotes/<name>/refs/…`` (see :class:`objstore.transfer.tracking.Tracking`).
 
     import objstore
     store = objstore.Store.open("~/models/.objstore")
@@ -30,16 +30,18 @@ from urllib.parse import urlparse
 
 import blake3
 
-from objstore.transfer import sync as transfer
+from objstore.transfer import pull as pulling
+from objstore.transfer import push as pushing
 from objstore.storage.backend import is_remote_url, parse_location
 from objstore.console import say
 from objstore.constants import MAX_CONFIG_BYTES
 from objstore.errors import InvalidInput, InvalidName, NotFound
 from objstore.model.names import check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
-from objstore.transfer.sync import Progress, TransferResult
+from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
+from objstore.transfer.sync import Progress, TransferResult, describe
+from objstore.transfer.tracking import Tracking
 
-REMOTES = "remotes/"
 DEFAULT_REMOTE = "origin"
 
 # Settings a remote may carry. Anything secret stays in the environment.
@@ -62,7 +64,7 @@ class Remote:
 
     @property
     def tracking_prefix(self) -> str:
-        return f"{REMOTES}{self.name}/"
+        return remote_prefix(self.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "url": self.url, "options": dict(self.options)}
@@ -73,7 +75,7 @@ class Remote:
 
 
 def _config_key(name: str) -> str:
-    return f"{REMOTES}{name}/config"
+    return remote_config_key(name)
 
 
 def _check_url(url: str) -> str:
@@ -139,9 +141,8 @@ def remote_list(store: Store) -> list[Remote]:
     """Every configured remote, by name."""
     names = []
     for info in store.backend.iter_prefix(REMOTES):
-        parts = info.key[len(REMOTES):].split("/")
-        if len(parts) == 2 and parts[1] == "config":
-            names.append(parts[0])
+        if (name := remote_name_of_config(info.key)) is not None:
+            names.append(name)
     out = []
     for name in sorted(names):
         try:
@@ -154,7 +155,7 @@ def remote_list(store: Store) -> list[Remote]:
 def remote_remove(store: Store, name: str) -> None:
     """Forget a remote and what we knew of its refs (nothing on the remote changes)."""
     remote_get(store, name)
-    for info in list(store.backend.iter_prefix(f"{REMOTES}{name}/")):
+    for info in list(store.backend.iter_prefix(remote_prefix(name))):
         store.backend.delete(info.key)
 
 
@@ -222,11 +223,11 @@ def push(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         other = r.open(create=True, like=local)
         try:
             _check_compatible(local, other)
-            result = transfer.push(local, other, tracking=transfer.Tracking(local, r.tracking_prefix), names=names,
+            result = pushing.push(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    force=force, progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(transfer.describe(result))
+        say(describe(result))
         return result
     finally:
         if owned:
@@ -241,11 +242,11 @@ def fetch(store: Store | str | os.PathLike[str] | None, remote: str | Remote | N
         r = resolve_remote(local, remote)
         other = r.open()
         try:
-            result, _, _ = transfer.fetch(local, other, tracking=transfer.Tracking(local, r.tracking_prefix), names=names,
+            result, _, _ = pulling.fetch(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                           progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(transfer.describe(result))
+        say(describe(result))
         return result
     finally:
         if owned:
@@ -262,11 +263,11 @@ def pull(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         r = resolve_remote(local, remote)
         other = r.open()
         try:
-            result = transfer.pull(local, other, tracking=transfer.Tracking(local, r.tracking_prefix), names=names,
+            result = pulling.pull(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(transfer.describe(result))
+        say(describe(result))
         return result
     finally:
         if owned:
@@ -306,7 +307,7 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
         _mark_clone_started(dest_path)
         local = Store.open(dest_path, create=True, chunking=other.config.chunking)
         _clone_remote(local, source, resuming)
-        result = transfer.pull(local, other, tracking=transfer.Tracking(local, source.tracking_prefix),
+        result = pulling.pull(local, other, tracking=Tracking(local, source.tracking_prefix),
                                progress=progress, remote_label=source.url)
         _mark_clone_done(dest_path)
     except BaseException:
@@ -317,7 +318,7 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     finally:
         other.close()
     result.direction = "clone"
-    say(transfer.describe(result))
+    say(describe(result))
     return local, result
 
 

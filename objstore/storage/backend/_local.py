@@ -53,6 +53,7 @@ from objstore.constants import MAX_VALUE_BYTES, MiB
 from objstore.errors import BackendError, Conflict, CorruptObject, InvalidName, NotFound
 from objstore.storage.backend.base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
 from objstore.storage.backend.locks import FileLock
+from objstore.storage.keys import LEGACY_LOCK_AREA
 
 TMP_DIR = "tmp"
 LOCKS_DIR = "locks"
@@ -62,7 +63,6 @@ LOCK_SUFFIX = ".lock"
 _LEGACY_LOCK_CONTENT = re.compile(rb"-?\d+ \S+ \d+(\.\d*)?\s*")
 _LEGACY_LOCK_MAX = 512
 # Only refs were ever moved by compare-and-swap, so only they had locks beside them.
-_LEGACY_LOCK_AREA = "refs/"
 # Reads go in steps of this size, so a bound is never allocated up front.
 READ_STEP = 8 * MiB
 
@@ -235,7 +235,7 @@ class LocalBackend:
                 key = f"{rel_dir}/{name}" if rel_dir else name
                 if not key.startswith(prefix):
                     continue
-                if (name.endswith(LOCK_SUFFIX) and key.startswith(_LEGACY_LOCK_AREA)
+                if (name.endswith(LOCK_SUFFIX) and key.startswith(LEGACY_LOCK_AREA)
                         and _is_legacy_lock(os.path.join(dirpath, name))):
                     continue
                 try:
@@ -365,15 +365,26 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
+# Errors fsyncing a directory that only say "this filesystem cannot" (or that the
+# directory went away), as restic ignores them; any other is a write that may not
+# be durable and is reported.
+_FSYNC_DIR_IGNORED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT, errno.EINVAL})
+
+
 def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable; raise BackendError if the
+    filesystem fails to (not for one that cannot fsync directories at all)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
+    except OSError as exc:
+        if exc.errno in _FSYNC_DIR_IGNORED:
+            return
+        raise backend_error(f"open directory {directory} to make it durable", exc) from exc
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as exc:
+        if exc.errno not in _FSYNC_DIR_IGNORED:
+            raise backend_error(f"make directory {directory} durable", exc) from exc
     finally:
         os.close(fd)
 

@@ -55,6 +55,7 @@ from obstore.exceptions import (
 from objstore.constants import MAX_VALUE_BYTES, MiB
 from objstore.errors import BackendError, Conflict, InvalidName, NotFound, ObjstoreError
 from objstore.storage.backend.base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
+from objstore.storage.keys import TMP
 
 T = TypeVar("T")
 
@@ -82,7 +83,7 @@ CAS_REREAD_ATTEMPTS = 5
 CONNECT_TIMEOUT = "5s"
 REQUEST_TIMEOUT = "120s"  # per request; a PART_SIZE part on a slow link fits
 
-STAGING_PREFIX = "tmp/"
+STAGING_PREFIX = TMP
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _S3_CODE = re.compile(r"<Code>([^<]+)</Code>")

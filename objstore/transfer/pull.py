@@ -1,0 +1,323 @@
+"""fetch and pull: bring in what the remote's refs reach, record them as
+tracking state, then integrate: new remote versions are added and local-only
+versions re-based after them. Split from :mod:`objstore.transfer.sync`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+from objstore.console import say
+from objstore.errors import Conflict, CorruptObject, NotFound
+from objstore.storage.ids import ObjectId
+from objstore.model.names import LATEST, CollectionPath
+from objstore.storage.objects import (
+    Link,
+    RunRecord,
+    Version,
+)
+from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
+from objstore.model.refs import encode_value
+from objstore.model.store import Store
+from objstore.model.versions import advance_latest, check_ref
+from objstore.transfer.closure import _pack_target, copy_closure
+from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, read_keys, read_refs, selection_prefixes
+from objstore.transfer.tracking import Tracking, _Coll, _add_runs, _chain, _collections, _finish_stats, _registry_last, _remote_stats, _roots, _runs, runs_of
+
+
+# -- fetch and pull ---------------------------------------------------------------------
+
+def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str] | None = None,
+          progress: Progress | None = None, remote_label: str | None = None) -> tuple[TransferResult, dict[str, bytes], dict[str, bytes]]:
+    """Store everything the remote's refs reach that ``local`` lacks, and record
+    the remote's refs as tracking state. Local refs are not touched.
+
+    Returns (result, the remote's refs, the tracking state before this fetch).
+    """
+    started = time.monotonic()
+    before = _remote_stats(remote)
+    result = TransferResult("fetch", remote_label or remote.location)
+    prefixes = selection_prefixes(names)
+    theirs = read_refs(remote, prefixes)
+    tracked = tracking.read_all(prefixes)
+    if names:
+        _add_runs(runs_of(remote, theirs), tracked, tracking, (theirs, remote))
+    copy_closure(remote, local, _roots(theirs), result, pack_target=_pack_target(), progress=progress)
+    _check_taken_refs(local, theirs, result.remote)
+    tracking.update(theirs, tracked)
+    result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
+    _finish_stats(result, remote, before, started)
+    return result, theirs, tracked
+
+
+def _check_taken_refs(local: Store, theirs: dict[str, bytes], label: str) -> None:
+    """Refuse a remote whose refs break the rules a reader relies on: a name no
+    objstore writes (an alias ``v3``), or an object that belongs elsewhere (an
+    alias holding another collection's version). Checked against the objects
+    just fetched (verified), before any tracking state or local ref is written,
+    so a refused fetch, pull or clone changes no ref here."""
+    for key, raw in sorted(theirs.items()):
+        try:
+            check_ref(local, key, _oid(key, raw))
+        except CorruptObject as exc:
+            raise CorruptObject(f"{label}: {exc.args[0]}; nothing was changed here", object_id=exc.object_id) from exc
+
+
+def _entry(store: Store, oid: ObjectId) -> Version | Link:
+    obj = store.odb.get_object(oid)
+    if not isinstance(obj, (Version, Link)):
+        raise CorruptObject(f"object {oid.hex[:16]} in a collection is neither a version nor a link", object_id=oid.hex)
+    return obj
+
+
+def _check_entry(store: Store, coll: CollectionPath, idx: int, oid: ObjectId, label: str) -> None:
+    """A remote's version ref must hold a version (or link) of that collection with that number."""
+    entry = _entry(store, oid)
+    where = entry.registry if isinstance(entry, Link) else f"{entry.entity}/{entry.project}/{entry.name}"
+    if where != str(coll) or entry.index != idx:
+        raise CorruptObject(
+            f"{label} has {coll}:v{idx} pointing at {where}:v{entry.index} (object {oid.hex[:16]}); "
+            f"refusing to take it, nothing was changed here", object_id=oid.hex,
+        )
+
+
+def _set_ref(store: Store, key: str, new: ObjectId | None, why: str) -> bool:
+    """Make local ``key`` hold ``new`` (create-only if absent, else CAS from its value). True if it changed."""
+    raw = store.refs.read_raw(key)
+    if _norm(raw) == _norm(encode_value(new)):
+        return False
+    if raw is None and new is not None:
+        if store.refs.create(key, new, why):
+            return True
+        raw = store.refs.read_raw(key)
+    store.refs.set_if_equals(key, raw, new, why)
+    return True
+
+
+def _move_ref(store: Store, key: str, decided_on: bytes | None, new: ObjectId | None, why: str) -> bool:
+    """Move local ``key`` from ``decided_on`` (its raw value in the snapshot pull
+    decided from) to ``new``; True if it changed. Conflict if another writer of
+    this store moved it since: its move is newer than the snapshot and wins."""
+    if _norm(decided_on) == _norm(encode_value(new)):
+        return False
+    if decided_on is None and new is not None:
+        if store.refs.create(key, new, why):
+            return True
+        raise Conflict(key, None, store.refs.read_raw(key))
+    store.refs.set_if_equals(key, decided_on, new, why)
+    return True
+
+
+def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str] | None = None,
+         progress: Progress | None = None, remote_label: str | None = None) -> TransferResult:
+    """Fetch, then bring the remote's new versions, aliases and runs into ``local``.
+
+    Local versions the remote does not have are re-based after the remote's
+    (renumbered; the same tree and chunks); each renumbering is in
+    ``result.renumbered`` and said on stderr. An alias or run changed on both
+    sides keeps its local value and is listed in ``result.kept``.
+    """
+    fetched, theirs, tracked = fetch(local, remote, tracking=tracking, names=names, progress=progress,
+                                     remote_label=remote_label)
+    result = replace(fetched, direction="pull", refs=[])
+    label = result.remote
+    why = f"pull from {label}"
+    prefixes = selection_prefixes(names)
+    mine = read_refs(local, prefixes)
+    run_keys: set[str] = set()
+    if names:
+        run_keys = set(_runs(theirs)) | runs_of(local, mine)
+        mine.update(read_keys(local, run_keys))
+    my_colls, their_colls = _collections(mine), _collections(theirs)
+    remap: dict[ObjectId, ObjectId] = {}  # old local version/link id -> its re-based id
+
+    for coll in _registry_last({**my_colls, **their_colls}):
+        mine_c, theirs_c = my_colls.get(coll, _Coll()), their_colls.get(coll, _Coll())
+        local_chain, remote_chain = _chain(mine_c), _chain(theirs_c)
+        for idx, oid in enumerate(remote_chain):
+            _check_entry(local, coll, idx, oid, label)
+        k = 0
+        while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
+            k += 1
+        new_chain = list(remote_chain) if len(remote_chain) > k else list(local_chain[:k])
+        # Contents re-based by this pull: an entry with one of them is a copy an
+        # interrupted pull already made. (Equal content the remote logged on its own
+        # stays a version of its own, as it would if both were logged here.)
+        held: dict[tuple[str, bytes], ObjectId] = {}
+        # Re-base local-only entries after the remote's (or keep them, rewritten
+        # only if a link's target was itself renumbered).
+        for old_id in local_chain[k:]:
+            entry = _entry(local, old_id)
+            key = _content_key(entry, remap)
+            if old_id in new_chain or key in held:
+                # The remote's own version, or a copy an interrupted pull already
+                # re-based: taken once, and whatever named it follows its copy.
+                if held.get(key, old_id) != old_id:
+                    remap[old_id] = held[key]
+                continue
+            idx = len(new_chain)
+            if isinstance(entry, Version):
+                rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
+            else:
+                target = remap.get(entry.target, entry.target)
+                name = entry.target_name
+                if target != entry.target:
+                    tv = _entry(local, target)
+                    assert isinstance(tv, Version)
+                    name = f"{tv.entity}/{tv.project}/{tv.name}:v{tv.index}"
+                rebased = replace(entry, index=idx, target=target, target_name=name)
+            new_id = local.odb.put_object(rebased) if rebased != entry else old_id
+            if new_id != old_id:
+                remap[old_id] = new_id
+            if idx != entry.index:
+                result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
+            new_chain.append(new_id)
+            held[key] = new_id
+        _follow_content(local, mine_c, new_chain, held, remap)
+        creates, overwrites = _ref_write_order(len(local_chain), len(new_chain))
+        for idx in creates:
+            key = version_ref(coll.entity, coll.project, coll.name, idx)
+            if _set_ref(local, key, new_chain[idx], why):
+                result.refs.append(key)
+        # Our aliases and digests move to the re-based copies before the version refs
+        # they named are overwritten, so none ever names an entry no ref holds.
+        _repoint_local(local, coll, mine_c, remap, why, result)
+        for idx in overwrites:
+            key = version_ref(coll.entity, coll.project, coll.name, idx)
+            if _set_ref(local, key, new_chain[idx], why):
+                result.refs.append(key)
+        # Digests: the remote's as they are; ours re-pointed at re-based ids.
+        for hexd, raw in theirs_c.digests.items():
+            key = digest_ref(coll.entity, coll.project, coll.name, hexd)
+            if key not in mine and (oid := _oid(key, raw)) is not None and local.refs.create(key, oid, why):
+                result.refs.append(key)
+        for hexd, raw in mine_c.digests.items():
+            key = digest_ref(coll.entity, coll.project, coll.name, hexd)
+            oid = _oid(key, raw)
+            if oid in remap and _set_ref(local, key, remap[oid], why):
+                result.refs.append(key)
+        if new_chain:
+            advance_latest(local, coll, len(new_chain) - 1)
+        # Aliases (latest moves by itself above).
+        for alias in sorted(set(mine_c.aliases) | set(theirs_c.aliases)):
+            if alias == LATEST:
+                continue
+            key = alias_ref(coll.entity, coll.project, coll.name, alias)
+            l_raw, r_raw, t_raw = mine.get(key), theirs.get(key), tracked.get(key)
+            if _norm(l_raw) == _norm(r_raw):
+                continue
+            if _norm(l_raw) == _norm(t_raw):  # unchanged here since the last fetch: take theirs
+                target = _oid(key, r_raw)
+            else:
+                if _norm(r_raw) != _norm(t_raw):
+                    result.kept.append(key)
+                current = _oid(key, l_raw)
+                target = remap.get(current, current) if current is not None else None
+                if target == current:
+                    continue
+            try:
+                if _move_ref(local, key, l_raw, target, why):
+                    result.refs.append(key)
+            except Conflict:  # moved here while we pulled: as if seen, changed on both sides
+                if key not in result.kept:
+                    result.kept.append(key)
+
+    # Runs: take the remote's unless changed here too; then re-point local runs at re-based versions.
+    for key, r_raw in _runs(theirs).items():
+        l_raw, t_raw = mine.get(key), tracked.get(key)
+        if _norm(l_raw) == _norm(r_raw):
+            continue
+        if l_raw is None or _norm(l_raw) == _norm(t_raw):
+            try:
+                if _move_ref(local, key, l_raw, _oid(key, r_raw), why):
+                    result.refs.append(key)
+            except Conflict:  # the run moved here while we pulled: the local record wins
+                result.kept.append(key)
+        elif _norm(r_raw) != _norm(t_raw):
+            result.kept.append(key)
+    if remap:
+        hex_map = {o.hex: n.hex for o, n in remap.items()}
+        for key in _runs({**read_refs(local, prefixes), **read_keys(local, run_keys)}):
+            _remap_run(local, key, hex_map, why)
+    # A kept ref stays "not seen" in the tracking state, so the next push is
+    # still refused for it unless forced: the remote's value is not overwritten by accident.
+    for key in result.kept:
+        tracking.forget(key, tracked.get(key))
+    for old, new in result.renumbered:
+        say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {label})")
+    for key in result.kept:
+        say(f"kept local {ref_display(key)}: it changed both here and on {label}; push --force to overwrite theirs")
+    return result
+
+
+def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tuple[str, bytes]:
+    """What makes two entries of one collection the same content: a version's tree,
+    a link's (re-based) target."""
+    if isinstance(entry, Version):
+        return ("tree", entry.tree.raw)
+    return ("link", remap.get(entry.target, entry.target).raw)
+
+
+def _follow_content(store: Store, coll: _Coll, chain: list[ObjectId], held: dict[tuple[str, bytes], ObjectId],
+                    remap: dict[ObjectId, ObjectId]) -> None:
+    """Point ``remap`` at the new chain's entry for every alias or digest target of
+    ``coll`` that the chain no longer holds (an interrupted pull overwrote its
+    version ref) but whose content it does."""
+    in_chain = set(chain)
+    for raw in (*coll.aliases.values(), *coll.digests.values()):
+        try:
+            oid = _oid("", raw) if _norm(raw) else None
+            if oid is None or oid in in_chain or oid in remap:
+                continue
+            key = _content_key(_entry(store, oid), remap)
+        except (NotFound, CorruptObject):
+            continue
+        if key in held:
+            remap[oid] = held[key]
+
+
+def _ref_write_order(held: int, total: int) -> tuple[list[int], list[int]]:
+    """The order in which pull writes version refs v0..v<total-1> over a collection
+    holding v0..v<held-1>, so that a crash at any moment leaves the numbering dense
+    and every local version held by some ref: first the new numbers, lowest first
+    (each one's predecessor exists), then the overwritten ones, highest first (a
+    local version only moves up, so its new ref exists before its old one goes)."""
+    return list(range(held, total)), list(range(min(held, total) - 1, -1, -1))
+
+
+def _repoint_local(store: Store, coll: CollectionPath, mine: _Coll, remap: dict[ObjectId, ObjectId], why: str,
+                   result: TransferResult) -> None:
+    """Move this store's aliases and digest refs of ``coll`` that name a re-based
+    entry to its copy (the remote's aliases are taken later, once all is in place)."""
+    # latest too: it stays on the newest local entry, which only moves up.
+    refs = [(alias_ref(coll.entity, coll.project, coll.name, a), raw) for a, raw in mine.aliases.items()]
+    refs += [(digest_ref(coll.entity, coll.project, coll.name, d), raw) for d, raw in mine.digests.items()]
+    for key, raw in refs:
+        try:
+            oid = _oid(key, raw)
+        except CorruptObject:
+            continue
+        if oid in remap and _set_ref(store, key, remap[oid], why):
+            result.refs.append(key)
+
+
+def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> None:
+    for _ in range(100):
+        raw = store.refs.read_raw(key)
+        oid = _oid(key, raw)
+        if oid is None:
+            return
+        run = store.odb.get_object(oid)
+        if not isinstance(run, RunRecord):
+            return
+        new = replace(run, inputs=tuple(hex_map.get(i, i) for i in run.inputs),
+                      outputs=tuple(hex_map.get(o, o) for o in run.outputs))
+        if new == run:
+            return
+        try:
+            store.refs.set_if_equals(key, raw, store.odb.put_object(new), why + " (versions re-based)")
+            return
+        except Conflict:
+            continue

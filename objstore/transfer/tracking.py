@@ -1,0 +1,154 @@
+"""Remote-tracking state and ref snapshots: what a remote's refs held when this
+store last saw them, and the collections and runs a snapshot of refs names.
+
+Tracking state is kept under ``remotes/<remote>/refs/…`` in the local store (a cache, never moved
+by CAS); push and pull decide from it. Split from :mod:`objstore.transfer.sync`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from objstore.constants import MAX_REF_BYTES
+from objstore.errors import CorruptObject, NotFound
+from objstore.storage.ids import ObjectId
+from objstore.model.inventory import edges, run_ref_of
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath, version_index
+from objstore.model.store import Store
+from objstore.transfer.closure import read_object_verified
+from objstore.transfer.sync import TransferResult, _oid, _pmap, parse_ref, read_keys
+
+
+def runs_of(store: Store, snapshot: dict[str, bytes]) -> set[str]:
+    """The run refs of the runs that logged the versions and links ``snapshot``'s
+    version refs hold (their weak ``run`` edge). An entry that cannot be read
+    names no run here; the walk reports it."""
+    ids = [oid for k, raw in snapshot.items()
+           if (r := parse_ref(k)) is not None and r.kind == "version" and (oid := _oid(k, raw)) is not None]
+
+    def run_key(oid: ObjectId) -> str | None:
+        try:
+            obj, _ = read_object_verified(store, oid)
+        except (NotFound, CorruptObject):
+            return None
+        return run_ref_of(edges(obj).run)
+
+    return {k for k in _pmap(run_key, ids) if k is not None}
+
+
+
+# -- tracking state -------------------------------------------------------------
+
+class Tracking:
+    """What a remote's refs held when this store last saw them: keys
+    ``<prefix>refs/…`` in the local store (a cache; never moved by CAS)."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix.rstrip("/") + "/"
+
+    def read_all(self, prefixes: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for p in prefixes:
+            for info in self.store.backend.iter_prefix(self.prefix + p):
+                try:
+                    out[info.key[len(self.prefix):]] = self.store.backend.get(info.key, max_size=MAX_REF_BYTES)
+                except NotFound:
+                    continue
+        return out
+
+    def read_keys(self, keys: Iterable[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for key in sorted(set(keys)):
+            try:
+                out[key] = self.store.backend.get(self.prefix + key)
+            except NotFound:
+                continue
+        return out
+
+    def forget(self, key: str, previous: bytes | None) -> None:
+        """Put back what was known of ``key`` before the last fetch."""
+        if previous is None:
+            self.store.backend.delete(self.prefix + key)
+        else:
+            self.store.backend.put(self.prefix + key, previous)
+
+    def update(self, values: dict[str, bytes], previous: dict[str, bytes]) -> None:
+        changed = [(k, v) for k, v in values.items() if previous.get(k) != v]
+        _pmap(lambda kv: self.store.backend.put(self.prefix + kv[0], kv[1]), changed)
+
+
+
+# -- collections in a ref snapshot ------------------------------------------------
+
+@dataclass
+class _Coll:
+    versions: dict[int, ObjectId] = field(default_factory=dict)
+    aliases: dict[str, bytes] = field(default_factory=dict)  # raw, tombstones included
+    digests: dict[str, bytes] = field(default_factory=dict)
+
+
+def _collections(snapshot: dict[str, bytes]) -> dict[CollectionPath, _Coll]:
+    out: dict[CollectionPath, _Coll] = {}
+    for key, raw in snapshot.items():
+        ref = parse_ref(key)
+        if ref is None or ref.kind == "run":
+            continue
+        coll = out.setdefault(ref.collection, _Coll())
+        if ref.kind == "version":
+            oid = _oid(key, raw)
+            if oid is not None:
+                coll.versions[version_index(ref.tail)] = oid  # type: ignore[index]
+        elif ref.kind == "alias":
+            coll.aliases[ref.tail] = raw
+        else:
+            coll.digests[ref.tail] = raw
+    return out
+
+
+def _runs(snapshot: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in snapshot.items() if (r := parse_ref(k)) is not None and r.kind == "run"}
+
+
+def _chain(coll: _Coll) -> list[ObjectId]:
+    """The versions v0..vK in order, stopping at the first gap."""
+    out = []
+    while len(out) in coll.versions:
+        out.append(coll.versions[len(out)])
+    return out
+
+
+def _add_runs(keys: set[str], tracked: dict[str, bytes], tracking: Tracking,
+              *snapshots: tuple[dict[str, bytes], Store]) -> None:
+    """Add the run refs ``keys`` to each (snapshot, its store) and to the tracking state:
+    a named transfer moves the runs that logged the versions it moves."""
+    if not keys:
+        return
+    for snapshot, store in snapshots:
+        snapshot.update(read_keys(store, keys))
+    tracked.update(tracking.read_keys(keys))
+
+
+def _roots(snapshot: dict[str, bytes]) -> list[ObjectId]:
+    return [oid for k, raw in snapshot.items() if (oid := _oid(k, raw)) is not None]
+
+
+def _registry_last(colls: dict[CollectionPath, Any]) -> list[CollectionPath]:
+    """Collections with registries last (their links point at the others' versions)."""
+    return sorted(colls, key=lambda c: (c.project == REGISTRY_PROJECT, str(c)))
+
+
+def _remote_stats(store: Store) -> tuple[int, int, int]:
+    s = store.backend.stats.snapshot()
+    return s.requests, s.bytes_sent, s.bytes_received
+
+
+def _finish_stats(result: TransferResult, remote: Store, before: tuple[int, int, int], started: float) -> None:
+    after = _remote_stats(remote)
+    result.requests = after[0] - before[0]
+    result.bytes_sent = after[1] - before[1]
+    result.bytes_received = after[2] - before[2]
+    result.seconds = time.monotonic() - started
