@@ -13,22 +13,22 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from objstore.api.artifact import Artifact, check_metadata
 from objstore.console import human_bytes, say
-from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, WrongType
-from objstore.storage.ids import ObjectId
+from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 from objstore.files.references import is_uri
-from objstore.model.refs import REFS, run_ref
+from objstore.model.refs import run_ref
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     pass
@@ -51,111 +51,6 @@ def default_entity() -> str:
 def new_run_id() -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run as recorded in the store (read-only)."""
-
-    id: str
-    entity: str
-    project: str
-    name: str
-    config: dict[str, Any]
-    job_type: str | None
-    state: str
-    started_at: float
-    finished_at: float | None
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    _store: Store | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def path(self) -> str:
-        return f"{self.entity}/{self.project}/{self.id}"
-
-    @classmethod
-    def from_record(cls, record: RunRecord, store: Store | None = None) -> "RunInfo":
-        return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
-                   record.started_at, record.finished_at, record.inputs, record.outputs, store)
-
-    def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
-        from objstore.model.versions import read_entry
-
-        if self._store is None:
-            return []
-        out = []
-        for hex_id in ids:
-            try:
-                entry = read_entry(self._store, _collection_of(self._store, ObjectId.from_hex(hex_id)), ObjectId.from_hex(hex_id))
-            except (NotFound, CorruptObject):
-                continue
-            out.append(Artifact._from_resolved(self._store, entry))
-        return out
-
-    def used_artifacts(self) -> list[Artifact]:
-        return self._artifacts(self.inputs)
-
-    def logged_artifacts(self) -> list[Artifact]:
-        return self._artifacts(self.outputs)
-
-
-def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
-    from objstore.storage.objects import Link, Version
-
-    obj = store.odb.get_object(oid)
-    if isinstance(obj, Version):
-        return CollectionPath(obj.entity, obj.project, obj.name)
-    if isinstance(obj, Link):
-        e, p, n = obj.registry.split("/")
-        return CollectionPath(e, p, n)
-    raise CorruptObject(f"object {oid.hex[:16]} is not a version", object_id=oid.hex)
-
-
-def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
-    oid = store.refs.read(run_ref(entity, project, run_id))
-    if oid is None:
-        raise NotFound(f"no run {entity}/{project}/{run_id} in the store", key=f"{entity}/{project}/{run_id}")
-    obj = store.odb.get_object(oid)
-    if not isinstance(obj, RunRecord):
-        raise CorruptObject(f"run ref {entity}/{project}/{run_id} points at a non-run object", object_id=oid.hex)
-    return obj
-
-
-def find_run(store: Store, path: str) -> RunInfo | None:
-    """The run at ``entity/project/run-id``; None if its ref is not in this store (a
-    run is a weak edge: legitimately absent after a transfer that did not carry it).
-    A run ref whose record is damaged or missing still raises: that is damage."""
-    parts = path.split("/")
-    if len(parts) != 3 or not all(parts):
-        return None
-    try:
-        key = run_ref(*parts)
-    except InvalidName:
-        return None
-    if store.refs.read(key) is None:
-        return None
-    return RunInfo.from_record(read_run(store, *parts), store)
-
-
-def read_run_by_path(store: Store, path: str) -> RunInfo:
-    parts = path.split("/")
-    if len(parts) != 3:
-        raise InvalidName(f"{path!r} is not a run path; use entity/project/run-id")
-    return RunInfo.from_record(read_run(store, *parts), store)
-
-
-def iter_runs(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunInfo]:
-    prefix = REFS + (f"{entity}/" if entity else "") + (f"{project}/" if entity and project else "")
-    for key, oid in store.refs.iter_refs(prefix):
-        parts = key[len(REFS):].split("/")
-        if len(parts) == 4 and parts[2] == "runs":
-            try:
-                obj = store.odb.get_object(oid)
-            except (NotFound, CorruptObject):
-                continue
-            if isinstance(obj, RunRecord):
-                yield RunInfo.from_record(obj, store)
 
 
 class Run:
