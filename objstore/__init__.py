@@ -13,7 +13,8 @@ from objstore import errors
 from objstore.api.public import Api, ArtifactCollection
 from objstore.api.artifact import Artifact, ArtifactFile
 from objstore.transfer.remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
-from objstore.api.runs import Run, RunInfo, init
+from objstore.api.runinfo import RunInfo
+from objstore.api.runs import Run, init
 from objstore.model.store import Store
 from objstore.files import bucket_references
 

@@ -19,17 +19,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsafePath
 from objstore.files.ingest import chunk_file
 from objstore.files.materialize import check_symlinks, materialize, verify
-from objstore.model.names import LATEST, check_aliases, check_name
+from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict, storable_text
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
 from objstore.model.store import Store
-from objstore.storage.trees import split_path, walk_tree
+from objstore.storage.trees import build_tree, split_path, walk_tree
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
@@ -37,9 +38,6 @@ from objstore.model.versions import (
     remove_alias_from,
     set_alias,
 )
-
-if TYPE_CHECKING:
-    from objstore.api.runs import RunInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,9 +282,6 @@ class Artifact:
         metadata = check_metadata(self.metadata)
         description = storable_text(self.description, "description")
         _check_links(self._staged)
-        from objstore.model.names import CollectionPath
-        from objstore.storage.trees import build_tree
-
         before = store.odb.new_bytes
         files: list[tuple[str, FileObject, int]] = []
         try:
@@ -474,19 +469,15 @@ class Artifact:
         _, resolved = self._logged()
         return resolved.link.run if resolved.link is not None else resolved.version.run
 
-    def logged_by(self) -> "RunInfo | None":
+    def logged_by(self) -> RunInfo | None:
         """The run that logged this version; None if it names none, or names one that
         is not in this store (a run is lineage, not content: a transfer or a crash
         may leave it out)."""
-        from objstore.api.runs import find_run
-
         store, _ = self._logged()
         path = self.logged_by_path
         return find_run(store, path) if path else None
 
-    def used_by(self) -> "list[RunInfo]":
-        from objstore.api.runs import iter_runs
-
+    def used_by(self) -> list[RunInfo]:
         store, resolved = self._logged()
         ids = {resolved.version_id.hex, resolved.object_id.hex}
         return [r for r in iter_runs(store) if ids & set(r.inputs)]
@@ -504,3 +495,11 @@ class Artifact:
             except (OSError, ObjstoreError):
                 pass
 
+
+def artifact_of(store: Store, resolved: ResolvedVersion) -> Artifact:
+    """The logged version ``resolved`` of ``store`` as an :class:`Artifact` (what
+    ``Api.artifact`` and ``run.use_artifact`` hand out)."""
+    return Artifact._from_resolved(store, resolved)
+
+
+set_artifact_loader(artifact_of)

@@ -9,17 +9,32 @@ not in this store, while a ref whose record is damaged still raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from objstore.api.artifact import Artifact
 from objstore.errors import CorruptObject, InvalidName, NotFound
 from objstore.storage.ids import ObjectId
 from objstore.model.names import CollectionPath
-from objstore.storage.objects import RunRecord
+from objstore.storage.objects import Link, RunRecord, Version
 from objstore.model.refs import REFS, run_ref
 from objstore.model.store import Store
+from objstore.model.versions import ResolvedVersion, read_entry
+
+if TYPE_CHECKING:
+    from objstore.api.artifact import Artifact
+
+# How a logged version becomes an Artifact: artifact.py registers it
+# (set_artifact_loader), so this module, which artifact.py imports for
+# ``logged_by``/``used_by``, never imports artifact.py back.
+ArtifactLoader = Callable[[Store, ResolvedVersion], "Artifact"]
+_artifact_loader: ArtifactLoader | None = None
+
+
+def set_artifact_loader(loader: ArtifactLoader) -> None:
+    """Make :meth:`RunInfo.used_artifacts` and ``logged_artifacts`` build their Artifacts with ``loader``."""
+    global _artifact_loader
+    _artifact_loader = loader
 
 
 @dataclass(frozen=True)
@@ -48,30 +63,27 @@ class RunInfo:
         return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
                    record.started_at, record.finished_at, record.inputs, record.outputs, store)
 
-    def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
-        from objstore.model.versions import read_entry
-
+    def _artifacts(self, ids: tuple[str, ...]) -> "list[Artifact]":
         if self._store is None:
             return []
+        assert _artifact_loader is not None, "objstore.api.artifact registers the loader when imported"
         out = []
         for hex_id in ids:
             try:
                 entry = read_entry(self._store, _collection_of(self._store, ObjectId.from_hex(hex_id)), ObjectId.from_hex(hex_id))
             except (NotFound, CorruptObject):
                 continue
-            out.append(Artifact._from_resolved(self._store, entry))
+            out.append(_artifact_loader(self._store, entry))
         return out
 
-    def used_artifacts(self) -> list[Artifact]:
+    def used_artifacts(self) -> "list[Artifact]":
         return self._artifacts(self.inputs)
 
-    def logged_artifacts(self) -> list[Artifact]:
+    def logged_artifacts(self) -> "list[Artifact]":
         return self._artifacts(self.outputs)
 
 
 def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
-    from objstore.storage.objects import Link, Version
-
     obj = store.odb.get_object(oid)
     if isinstance(obj, Version):
         return CollectionPath(obj.entity, obj.project, obj.name)

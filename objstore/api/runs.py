@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from objstore.api.artifact import Artifact, check_metadata
+from objstore.api.artifact import Artifact, artifact_of, check_metadata
 from objstore.console import human_bytes, say
 from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
@@ -29,9 +29,6 @@ from objstore.model.refs import run_ref
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_PROJECT = "uncategorized"
 _ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen", "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
@@ -192,7 +189,7 @@ class Run:
         else:
             spec = parse_version_spec(artifact_or_name, entity=self.entity, project=self.project)
             resolved = resolve(self.store, spec)
-            art = Artifact._from_resolved(self.store, resolved)
+            art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
         self._add_input(resolved.version_id.hex)
@@ -213,7 +210,7 @@ class Run:
         registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"), check_name(parts[2], "registered model name"))
         self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
-        linked = Artifact._from_resolved(self.store, entry)
+        linked = artifact_of(self.store, entry)
         if created:
             say(f"linked {artifact.qualified_name} as {linked.qualified_name}")
         else:
@@ -246,7 +243,7 @@ class Run:
         resolved = resolve(self.store, spec)
         if "model" not in resolved.version.artifact_type:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not a model; use use_artifact for it")
-        art = Artifact._from_resolved(self.store, resolved)
+        art = artifact_of(self.store, resolved)
         self._add_input(resolved.version_id.hex)
         directory = Path(art.download(root, progress=progress))
         files = art.files()
