@@ -14,9 +14,13 @@ from typing import Any
 
 import click
 
-from objstore.errors import InvalidInput, ObjstoreError
+from objstore.errors import ObjstoreError
 
 from . import output as out
+from .context import (
+    State, artifact_dict, check_log_args, entity_option, json_option, names, parse_metadata, pass_state, project_option,
+    resolve_spec, start_run,
+)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -74,29 +78,6 @@ def _fail(message: str, code: int, debug: bool) -> None:
     sys.exit(code)
 
 
-class State:
-    """What the group options set up, for the commands."""
-
-    def __init__(self, store: str | None) -> None:
-        self.location = store
-        self._store: Any = None
-
-    def store(self) -> Any:
-        """The store, which must exist (``objstore init`` creates it)."""
-        if self._store is None:
-            from objstore.model.store import Store
-
-            self._store = Store.open_existing(self.location)
-        return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-
-pass_state = click.make_pass_decorator(State)
-
-
 @click.group(cls=ObjstoreGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--store", metavar="PATH|URL", envvar=None, help="The store (a directory or an s3:// URL).")
 @click.version_option(package_name="objstore", prog_name="objstore")
@@ -105,91 +86,6 @@ def main(ctx: click.Context, store: str | None) -> None:
     state = State(store)
     ctx.obj = state
     ctx.call_on_close(state.close)
-
-
-def json_option(f: Any) -> Any:
-    def quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        if value:
-            os.environ["OBJSTORE_QUIET"] = "1"  # library notes go to stderr anyway; keep even those out
-        return value
-
-    return click.option("--json", "as_json", is_flag=True, callback=quiet, expose_value=True, is_eager=True,
-                        help="Print JSON (shape in docs/cli-json.md).")(f)
-
-
-def project_option(f: Any) -> Any:
-    return click.option("--project", "-p", envvar="OBJSTORE_PROJECT", default=None,
-                        help="Project for short names [$OBJSTORE_PROJECT, else 'uncategorized'].")(f)
-
-
-def entity_option(f: Any) -> Any:
-    return click.option("--entity", "-e", default=None, help="Entity for short names [the OS user].")(f)
-
-
-def names(entity: str | None, project: str | None) -> tuple[str, str]:
-    from objstore.model.names import check_name
-    from objstore.api.runs import DEFAULT_PROJECT, default_entity
-
-    return (check_name(entity, "entity") if entity else default_entity(),
-            check_name(project, "project") if project else DEFAULT_PROJECT)
-
-
-def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> Any:
-    from objstore.model.names import parse_version_spec
-    from objstore.model.versions import resolve
-
-    ent, proj = names(entity, project)
-    return resolve(state.store(), parse_version_spec(text, entity=ent, project=proj))
-
-
-def parse_metadata(items: tuple[str, ...]) -> dict[str, Any]:
-    """KEY=VALUE pairs; a VALUE that parses as JSON (numbers, true, lists) is kept typed."""
-    import json
-
-    meta: dict[str, Any] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. --metadata lr=0.001)", param_hint="--metadata")
-        try:
-            meta[key] = json.loads(value)
-        except ValueError:
-            meta[key] = value
-    return meta
-
-
-def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Any:
-    from objstore.api.runs import Run
-
-    ent, proj = names(entity, project)
-    return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
-
-
-def check_log_args(path: str, name: str | None, run_id: str) -> None:
-    """Refuse bad input before a run is recorded, so a failed command changes nothing."""
-    from objstore.model.names import check_name
-
-    if not os.path.exists(path) and "://" not in path:
-        raise InvalidInput(f"{path} does not exist; check the path")
-    if os.path.exists(path) and not os.access(path, os.R_OK):
-        raise InvalidInput(f"{path} is not readable (permission denied)")
-    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
-        raise InvalidInput(f"{path} is not a regular file or directory; give a model file or directory")
-    if name is not None:
-        check_name(name, "artifact name")
-    else:
-        base = os.path.basename(os.path.normpath(path.rstrip("/"))) if "://" not in path else path.rstrip("/").rsplit("/", 1)[-1]
-        try:
-            check_name(f"run-{run_id}-{base}", "artifact name")
-        except ObjstoreError:
-            raise InvalidInput(f"the default name for {path!r} breaks the naming rules; pass --name with 1-128 of A-Z a-z 0-9 . _ -") from None
-
-
-def artifact_dict(art: Any) -> dict[str, Any]:
-    return {
-        "name": art.qualified_name, "version": art.version, "type": art.type, "digest": art.digest,
-        "size": art.size, "new_bytes": art.new_bytes, "aliases": sorted(art.aliases), "created_at": out.iso(art.created_at),
-    }
 
 
 # -- commands -------------------------------------------------------------------

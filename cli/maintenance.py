@@ -13,7 +13,7 @@ from . import output as out
 
 
 def register(group: click.Group) -> None:
-    from .main import entity_option, json_option, pass_state, project_option, resolve_spec
+    from .context import entity_option, json_option, pass_state, project_option, resolve_spec
 
     @group.command("diff")
     @click.argument("a")

@@ -85,7 +85,7 @@ def _report(result: Any, as_json: bool) -> None:
 
 
 def register(group: click.Group) -> None:
-    from .main import json_option, pass_state
+    from .context import json_option, pass_state
 
     @group.group("remote")
     def remote_grp() -> None:
