@@ -16,6 +16,7 @@ import click
 
 from objstore.errors import ObjstoreError
 
+from . import maintenance, remote_commands
 from . import output as out
 from .context import (
     State, artifact_dict, check_log_args, entity_option, json_option, names, parse_metadata, pass_state, project_option,
@@ -431,18 +432,8 @@ def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: 
         click.echo(f"deleted {result.collection} ({result.versions} versions); run 'objstore gc' to free its bytes")
 
 
-def _register_more() -> None:
-    from . import maintenance
-
-    maintenance.register(main)
-    try:
-        from . import remote_commands  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    remote_commands.register(main)
-
-
-_register_more()
+for _command in (*maintenance.COMMANDS, *remote_commands.COMMANDS):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()
