@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
-from objstore.errors import InvalidInput, ObjstoreError
+from objstore.api.runs import artifact_name_for
+from objstore.errors import InvalidInput
+from objstore.model.store import Store
 
 from . import output as out
 
@@ -22,19 +24,21 @@ class State:
 
     def __init__(self, store: str | None) -> None:
         self.location = store
-        self._store: Any = None
+        self.opened: Store | None = None
 
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The store, which must exist (``objstore init`` creates it)."""
-        if self._store is None:
-            from objstore.model.store import Store
+        if self.opened is None:
+            self.opened = Store.open_existing(self.location)
+        return self.opened
 
-            self._store = Store.open_existing(self.location)
-        return self._store
+    def adopt(self, store: Store) -> None:
+        """Use ``store`` (just opened or created by the command) and close it at the end."""
+        self.opened = store
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        if self.opened is not None:
+            self.opened.close()
 
 
 pass_state = click.make_pass_decorator(State)
@@ -99,23 +103,16 @@ def start_run(state: State, entity: str | None, project: str | None, run_id: str
 
 
 def check_log_args(path: str, name: str | None, run_id: str) -> None:
-    """Refuse bad input before a run is recorded, so a failed command changes nothing."""
-    from objstore.model.names import check_name
+    """Refuse bad input before a run is recorded, so a failed command changes nothing.
 
-    if not os.path.exists(path) and "://" not in path:
-        raise InvalidInput(f"{path} does not exist; check the path")
+    The library's rules (the path exists, the name or the default name is valid)
+    are :func:`objstore.api.runs.artifact_name_for`'s; only what a command line
+    adds (a path the user cannot read, a socket or device) is checked here."""
+    artifact_name_for(path, name, run_id)
     if os.path.exists(path) and not os.access(path, os.R_OK):
         raise InvalidInput(f"{path} is not readable (permission denied)")
     if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
         raise InvalidInput(f"{path} is not a regular file or directory; give a model file or directory")
-    if name is not None:
-        check_name(name, "artifact name")
-    else:
-        base = os.path.basename(os.path.normpath(path.rstrip("/"))) if "://" not in path else path.rstrip("/").rsplit("/", 1)[-1]
-        try:
-            check_name(f"run-{run_id}-{base}", "artifact name")
-        except ObjstoreError:
-            raise InvalidInput(f"the default name for {path!r} breaks the naming rules; pass --name with 1-128 of A-Z a-z 0-9 . _ -") from None
 
 
 def artifact_dict(art: Any) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def init_cmd(state: State, as_json: bool) -> None:
     except NotFound:
         store = Store.open(location, create=True)
         created = True
-    state._store = store
+    state.adopt(store)
     if as_json:
         out.emit_json({"store": str(store.location), "created": created})
     else:
@@ -323,10 +323,10 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     Example:
       objstore show mnist:v1
     """
-    from objstore.api.artifact import Artifact
+    from objstore.api.artifact import artifact_of
 
     resolved = resolve_spec(state, name, entity, project)
-    art = Artifact._from_resolved(state.store(), resolved)
+    art = artifact_of(state.store(), resolved)
     state = run_state(art)
     data = {
         **artifact_dict(art), "id": resolved.object_id.hex, "source": art.source_qualified_name,

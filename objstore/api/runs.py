@@ -50,6 +50,28 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+def artifact_name_for(path: str, name: str | None, run_id: str) -> str:
+    """The collection a run logs ``path`` (a file, a directory or a URI) into: ``name``,
+    checked, else the default ``run-<run id>-<basename>``. Refuses a local path that
+    does not exist, and a default name that breaks the naming rules, before anything
+    is written."""
+    if not isinstance(path, str) or not path:
+        raise InvalidInput("path must be a file, a directory or a URI")
+    if is_uri(path):
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+    else:
+        base = os.path.basename(os.path.normpath(path))
+        if not os.path.exists(path):
+            raise NotFound(f"{path} does not exist; check the path", key=path)
+    if name is not None:
+        return check_name(name, "artifact name")
+    name = f"run-{run_id}-{base}"
+    try:
+        return check_name(name, "artifact name")
+    except InvalidName:
+        raise InvalidName(f"the default name {name!r} breaks the naming rules; pass name= with 1-128 of A-Z a-z 0-9 . _ -") from None
+
+
 class Run:
     """A run: log and use models and artifacts, with lineage recorded.
 
@@ -157,20 +179,7 @@ class Run:
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
                             metadata: dict[str, Any] | None, description: str | None) -> Artifact:
         text = os.fspath(path)
-        if not isinstance(text, str) or not text:
-            raise InvalidInput("path must be a file, a directory or a URI")
-        if is_uri(text):
-            base = text.rstrip("/").rsplit("/", 1)[-1]
-        else:
-            base = os.path.basename(os.path.normpath(text))
-            if not os.path.exists(text):
-                raise NotFound(f"{text} does not exist; check the path", key=text)
-        if name is None:
-            name = f"run-{self.id}-{base}"
-            try:
-                check_name(name, "artifact name")
-            except InvalidName:
-                raise InvalidName(f"the default name {name!r} breaks the naming rules; pass name= with 1-128 of A-Z a-z 0-9 . _ -") from None
+        name = artifact_name_for(text, name, self.id)
         art = Artifact(name, type=type, description=description, metadata=metadata)
         if is_uri(text):
             art.add_reference(text)
