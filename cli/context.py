@@ -8,13 +8,16 @@ Command modules import this module and the library, never each other or
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
-from objstore.api.runs import artifact_name_for
+from objstore.api.artifact import Artifact
+from objstore.api.runs import Run, artifact_name_for
 from objstore.errors import InvalidInput
 from objstore.model.store import Store
+from objstore.model.versions import ResolvedVersion
 
 from . import output as out
 
@@ -44,7 +47,10 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
-def json_option(f: Any) -> Any:
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def json_option(f: F) -> F:
     def quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         if value:
             os.environ["OBJSTORE_QUIET"] = "1"  # library notes go to stderr anyway; keep even those out
@@ -54,12 +60,12 @@ def json_option(f: Any) -> Any:
                         help="Print JSON (shape in docs/cli-json.md).")(f)
 
 
-def project_option(f: Any) -> Any:
+def project_option(f: F) -> F:
     return click.option("--project", "-p", envvar="OBJSTORE_PROJECT", default=None,
                         help="Project for short names [$OBJSTORE_PROJECT, else 'uncategorized'].")(f)
 
 
-def entity_option(f: Any) -> Any:
+def entity_option(f: F) -> F:
     return click.option("--entity", "-e", default=None, help="Entity for short names [the OS user].")(f)
 
 
@@ -71,7 +77,7 @@ def names(entity: str | None, project: str | None) -> tuple[str, str]:
             check_name(project, "project") if project else DEFAULT_PROJECT)
 
 
-def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> Any:
+def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> ResolvedVersion:
     from objstore.model.names import parse_version_spec
     from objstore.model.versions import resolve
 
@@ -79,11 +85,11 @@ def resolve_spec(state: State, text: str, entity: str | None, project: str | Non
     return resolve(state.store(), parse_version_spec(text, entity=ent, project=proj))
 
 
-def parse_metadata(items: tuple[str, ...]) -> dict[str, Any]:
+def parse_metadata(items: tuple[str, ...]) -> dict[str, object]:
     """KEY=VALUE pairs; a VALUE that parses as JSON (numbers, true, lists) is kept typed."""
     import json
 
-    meta: dict[str, Any] = {}
+    meta: dict[str, object] = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key:
@@ -95,7 +101,7 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, Any]:
     return meta
 
 
-def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Any:
+def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Run:
     from objstore.api.runs import Run
 
     ent, proj = names(entity, project)
@@ -115,7 +121,7 @@ def check_log_args(path: str, name: str | None, run_id: str) -> None:
         raise InvalidInput(f"{path} is not a regular file or directory; give a model file or directory")
 
 
-def artifact_dict(art: Any) -> dict[str, Any]:
+def artifact_dict(art: Artifact) -> dict[str, Any]:  # JSON: the shape is docs/cli-json.md's
     return {
         "name": art.qualified_name, "version": art.version, "type": art.type, "digest": art.digest,
         "size": art.size, "new_bytes": art.new_bytes, "aliases": sorted(art.aliases), "created_at": out.iso(art.created_at),

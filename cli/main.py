@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
+from objstore.api.artifact import Artifact
 from objstore.errors import ObjstoreError
 
 from . import maintenance, remote_commands
@@ -46,8 +48,8 @@ tracebacks.
 class ObjstoreGroup(click.Group):
     """A click group whose errors are one line on stderr and never a traceback."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # click's own signature
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         debug = os.environ.get("OBJSTORE_DEBUG", "") not in ("", "0")
@@ -251,7 +253,7 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
     check_name(ent, "entity")
     check_name(proj, "project")
     colls = Api(store, entity=ent, project=proj).artifact_collections(proj, entity=ent)
-    data = [{"name": c.name, "type": c.type, "versions": c.version_count, "aliases": list(c.aliases)} for c in colls]
+    data: list[dict[str, Any]] = [{"name": c.name, "type": c.type, "versions": c.version_count, "aliases": list(c.aliases)} for c in colls]
     if as_json:
         out.emit_json({"entity": ent, "project": proj, "collections": data})
     else:
@@ -276,7 +278,7 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
 
     ent, proj = names(entity, project)
     versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
-    rows = []
+    rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
     for art in reversed(versions):
         rows.append({
             "version": art.version, "aliases": sorted(art.aliases), "size": art.size, "new_bytes": art.new_bytes,
@@ -292,7 +294,7 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
              out.when(a.created_at), run_label(r["run"], r["run_state"])] for r, a in zip(rows, reversed(versions))])
 
 
-def run_state(art: Any) -> str:
+def run_state(art: Artifact) -> str:
     """``present``, ``absent`` (a run is lineage: a transfer or a crash may leave it
     out) or ``damaged`` (its ref is here, its record does not read; fsck says more)."""
     from objstore.errors import CorruptObject, NotFound
@@ -327,12 +329,12 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
 
     resolved = resolve_spec(state, name, entity, project)
     art = artifact_of(state.store(), resolved)
-    state = run_state(art)
+    recorded = run_state(art)
     data = {
         **artifact_dict(art), "id": resolved.object_id.hex, "source": art.source_qualified_name,
         "description": art.description, "metadata": art.metadata,
         "files": [{"path": f.path, "size": f.size, "kind": f.kind, "digest": f.digest, "ref": f.ref} for f in art.files()],
-        "logged_by": art.logged_by_path, "logged_by_state": state,
+        "logged_by": art.logged_by_path, "logged_by_state": recorded,
         "used_by": sorted(r.path for r in art.used_by()),
     }
     if as_json:
@@ -346,7 +348,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
     click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
     click.echo(f"created     {out.when(art.created_at)}")
-    click.echo(f"logged by   {run_label(data['logged_by'], state)}")
+    click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
     click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
     click.echo(f"description {art.description or '-'}")
     if art.metadata:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
+from objstore.api.lineage import Node
 from objstore.console import human_bytes
 
 from . import output as out
-from .context import entity_option, json_option, pass_state, project_option, resolve_spec
+from .context import State, entity_option, json_option, pass_state, project_option, resolve_spec
 
 
 
@@ -21,7 +21,7 @@ from .context import entity_option, json_option, pass_state, project_option, res
 @entity_option
 @json_option
 @pass_state
-def diff_cmd(state: Any, a: str, b: str, project: str | None, entity: str | None, as_json: bool) -> None:
+def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | None, as_json: bool) -> None:
     """Compare two versions: files added, removed, changed; tensors of safetensors files.
 
     \b
@@ -58,7 +58,7 @@ def diff_cmd(state: Any, a: str, b: str, project: str | None, entity: str | None
 @entity_option
 @json_option
 @pass_state
-def lineage_cmd(state: Any, name: str, fmt: str, project: str | None, entity: str | None, as_json: bool) -> None:
+def lineage_cmd(state: State, name: str, fmt: str, project: str | None, entity: str | None, as_json: bool) -> None:
     """Show the runs and versions upstream and downstream of a version.
 
     \b
@@ -76,7 +76,7 @@ def lineage_cmd(state: Any, name: str, fmt: str, project: str | None, entity: st
         click.echo(lin.to_dot(), nl=False)
         return
 
-    def show(nodes: Any, depth: int) -> None:
+    def show(nodes: tuple[Node, ...], depth: int) -> None:
         for n in nodes:
             tag = "run" if n.kind == "run" else "version"
             extra = f" ({n.detail})" if n.detail else ""
@@ -96,7 +96,7 @@ def lineage_cmd(state: Any, name: str, fmt: str, project: str | None, entity: st
 @click.argument("object_id", metavar="ID")
 @json_option
 @pass_state
-def cat_file_cmd(state: Any, show_type: bool, show_size: bool, pretty: bool, object_id: str, as_json: bool) -> None:
+def cat_file_cmd(state: State, show_type: bool, show_size: bool, pretty: bool, object_id: str, as_json: bool) -> None:
     """Print the type, size or content of an object or chunk.
 
     \b
@@ -129,7 +129,7 @@ def cat_file_cmd(state: Any, show_type: bool, show_size: bool, pretty: bool, obj
 @json_option
 @pass_state
 @click.pass_context
-def fsck_cmd(ctx: click.Context, state: Any, repair_from: str | None, as_json: bool) -> None:
+def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json: bool) -> None:
     """Re-hash every object and check every ref and tree; exit 3 if anything is damaged.
 
     With --repair-from, damage is repaired from another store that holds the
@@ -186,7 +186,7 @@ def fsck_cmd(ctx: click.Context, state: Any, repair_from: str | None, as_json: b
               help="Keep anything younger than this [3600]. 0 only when no writer can be running.")
 @json_option
 @pass_state
-def gc_cmd(state: Any, dry_run: bool, grace: float | None, as_json: bool) -> None:
+def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> None:
     """Remove what no ref or reflog reaches (two-phase, never anything younger than the grace period).
 
     \b
@@ -217,7 +217,7 @@ def gc_cmd(state: Any, dry_run: bool, grace: float | None, as_json: bool) -> Non
 @click.option("--by", type=click.Choice(["project"]), default=None, help="Also break usage down by project.")
 @json_option
 @pass_state
-def du_cmd(state: Any, by: str | None, as_json: bool) -> None:
+def du_cmd(state: State, by: str | None, as_json: bool) -> None:
     """Logical and stored bytes, dedup and compression ratios.
 
     \b

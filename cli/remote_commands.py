@@ -13,21 +13,21 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
 from objstore.console import human_bytes
+from objstore.transfer.sync import TransferResult
 
 from . import output as out
-from .context import json_option, pass_state
+from .context import State, json_option, pass_state
 
 
 def _looks_like_url(text: str) -> bool:
     return "://" in text or text.startswith(("/", ".", "~"))
 
 
-def _split_remote(state: Any, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
+def _split_remote(state: State, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """``[REMOTE] [NAME…]``: the first word is the remote if it is a configured
     remote or looks like a URL or path; otherwise every word is a NAME."""
     if not args:
@@ -72,7 +72,7 @@ def _quiet() -> Iterator[None]:
             os.environ["OBJSTORE_QUIET"] = old
 
 
-def _report(result: Any, as_json: bool) -> None:
+def _report(result: TransferResult, as_json: bool) -> None:
     from objstore.transfer.sync import describe
 
     if as_json:
@@ -104,7 +104,7 @@ def remote_grp() -> None:
 @click.option("--region", default=None, help="Region (else $AWS_REGION).")
 @json_option
 @pass_state
-def remote_add_cmd(state: Any, name: str, url: str, endpoint: str | None, region: str | None, as_json: bool) -> None:
+def remote_add_cmd(state: State, name: str, url: str, endpoint: str | None, region: str | None, as_json: bool) -> None:
     """Add a remote. Credentials are never stored: they come from AWS_ACCESS_KEY_ID etc.
 
     \b
@@ -124,7 +124,7 @@ def remote_add_cmd(state: Any, name: str, url: str, endpoint: str | None, region
 @remote_grp.command("list")
 @json_option
 @pass_state
-def remote_list_cmd(state: Any, as_json: bool) -> None:
+def remote_list_cmd(state: State, as_json: bool) -> None:
     """List remotes.
 
     \b
@@ -146,7 +146,7 @@ def remote_list_cmd(state: Any, as_json: bool) -> None:
 @remote_grp.command("remove")
 @click.argument("name")
 @pass_state
-def remote_remove_cmd(state: Any, name: str) -> None:
+def remote_remove_cmd(state: State, name: str) -> None:
     """Forget a remote (nothing on the remote changes).
 
     \b
@@ -163,7 +163,7 @@ def remote_remove_cmd(state: Any, name: str) -> None:
 @click.option("--force", is_flag=True, help="Overwrite aliases and runs changed on the remote (never versions).")
 @json_option
 @pass_state
-def push_cmd(state: Any, args: tuple[str, ...], force: bool, as_json: bool) -> None:
+def push_cmd(state: State, args: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Send versions the remote lacks, then move its refs (fast-forward only).
 
     NAME is entity/project/name or entity/project; none means everything.
@@ -186,7 +186,7 @@ def push_cmd(state: Any, args: tuple[str, ...], force: bool, as_json: bool) -> N
 @click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
 @json_option
 @pass_state
-def fetch_cmd(state: Any, args: tuple[str, ...], as_json: bool) -> None:
+def fetch_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
     """Download what the remote has that this store lacks; local refs do not move.
 
     \b
@@ -205,7 +205,7 @@ def fetch_cmd(state: Any, args: tuple[str, ...], as_json: bool) -> None:
 @click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
 @json_option
 @pass_state
-def pull_cmd(state: Any, args: tuple[str, ...], as_json: bool) -> None:
+def pull_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
     """Fetch, then take the remote's new versions, aliases and runs.
 
     Local versions the remote never had are renumbered after the remote's
