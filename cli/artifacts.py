@@ -10,14 +10,40 @@ from typing import Any
 
 import click
 
-from objstore.api.artifact import Artifact
+from objstore.api.artifact import Artifact, artifact_of
+from objstore.api.public import Api
+from objstore.api.runs import new_run_id
+from objstore.errors import CorruptObject, NotFound
+from objstore.model.deletion import delete_collection
+from objstore.model.names import (
+    check_alias,
+    check_aliases,
+    check_name,
+    parse_version_spec,
+)
+from objstore.model.store import STORE_DIRNAME, Store
+from objstore.model.versions import (
+    delete_alias,
+    list_collections,
+    list_projects,
+    resolve,
+    set_alias,
+)
 
 from . import output as out
 from .context import (
-    State, artifact_dict, check_log_args, entity_option, json_option, names, parse_metadata, pass_state, project_option,
-    resolve_spec, start_run,
+    State,
+    artifact_dict,
+    check_log_args,
+    entity_option,
+    json_option,
+    names,
+    parse_metadata,
+    pass_state,
+    project_option,
+    resolve_spec,
+    start_run,
 )
-
 
 # -- commands -------------------------------------------------------------------
 
@@ -33,9 +59,6 @@ def init_cmd(state: State, as_json: bool) -> None:
       objstore init
       objstore --store s3://models/team init
     """
-    from objstore.errors import NotFound
-    from objstore.model.store import STORE_DIRNAME, Store
-
     location = state.location or os.environ.get("OBJSTORE_DIR") or os.path.join(os.getcwd(), STORE_DIRNAME)
     try:
         store = Store.open_existing(location)
@@ -68,9 +91,6 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
     Example:
       objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
     """
-    from objstore.model.names import check_aliases
-    from objstore.api.runs import new_run_id
-
     meta = parse_metadata(metadata)
     check_aliases(list(aliases))
     run_id = new_run_id()
@@ -127,9 +147,6 @@ def link_model_cmd(state: State, path: str, registered_model: str, name: str | N
     Example:
       objstore link-model out/model.safetensors Digits --name mnist --alias production
     """
-    from objstore.model.names import check_aliases, check_name
-    from objstore.api.runs import new_run_id
-
     check_name(registered_model, "registered model name")
     check_aliases(list(aliases))
     run_id = new_run_id()
@@ -156,10 +173,6 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
       objstore ls
       objstore ls charlie/mnist
     """
-    from objstore.api.public import Api
-    from objstore.model.names import check_name
-    from objstore.model.versions import list_collections, list_projects
-
     store = state.store()
     if where is None:
         rows = []
@@ -202,8 +215,6 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
       objstore log mnist
       objstore log charlie/model-registry/Digits --json
     """
-    from objstore.api.public import Api
-
     ent, proj = names(entity, project)
     versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
     rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
@@ -225,8 +236,6 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
 def run_state(art: Artifact) -> str:
     """``present``, ``absent`` (a run is lineage: a transfer or a crash may leave it
     out) or ``damaged`` (its ref is here, its record does not read; fsck says more)."""
-    from objstore.errors import CorruptObject, NotFound
-
     try:
         return "present" if art.logged_by() is not None else "absent"
     except (CorruptObject, NotFound):
@@ -253,8 +262,6 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     Example:
       objstore show mnist:v1
     """
-    from objstore.api.artifact import artifact_of
-
     resolved = resolve_spec(state, name, entity, project)
     art = artifact_of(state.store(), resolved)
     recorded = run_state(art)
@@ -304,9 +311,6 @@ def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | 
       objstore alias mnist:v1 production
       objstore alias --delete mnist production
     """
-    from objstore.model.names import check_alias, parse_version_spec
-    from objstore.model.versions import delete_alias, resolve, set_alias
-
     check_alias(alias)
     ent, proj = names(entity, project)
     if delete:
@@ -344,9 +348,6 @@ def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: 
     Example:
       objstore delete old-experiment --yes && objstore gc
     """
-    from objstore.model.deletion import delete_collection
-    from objstore.model.names import parse_version_spec
-
     if ":" in name:
         raise click.BadParameter("delete removes a whole collection; give its name without ':'", param_hint="NAME")
     ent, proj = names(entity, project)

@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 import click
 
 from objstore.api.artifact import Artifact
-from objstore.api.runs import Run, artifact_name_for
+from objstore.api.runs import DEFAULT_PROJECT, Run, artifact_name_for, default_entity
 from objstore.errors import InvalidInput
+from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
-from objstore.model.versions import ResolvedVersion
+from objstore.model.versions import ResolvedVersion, resolve
 
 from . import output as out
 
@@ -70,17 +71,11 @@ def entity_option(f: F) -> F:
 
 
 def names(entity: str | None, project: str | None) -> tuple[str, str]:
-    from objstore.model.names import check_name
-    from objstore.api.runs import DEFAULT_PROJECT, default_entity
-
     return (check_name(entity, "entity") if entity else default_entity(),
             check_name(project, "project") if project else DEFAULT_PROJECT)
 
 
 def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> ResolvedVersion:
-    from objstore.model.names import parse_version_spec
-    from objstore.model.versions import resolve
-
     ent, proj = names(entity, project)
     return resolve(state.store(), parse_version_spec(text, entity=ent, project=proj))
 
@@ -102,8 +97,6 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, object]:
 
 
 def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Run:
-    from objstore.api.runs import Run
-
     ent, proj = names(entity, project)
     return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
 

@@ -6,12 +6,26 @@ import sys
 
 import click
 
-from objstore.api.lineage import Node
+from objstore.api.diff import diff_versions
+from objstore.api.lineage import Node, lineage
 from objstore.console import human_bytes
+from objstore.constants import GC_GRACE_SECONDS
+from objstore.maintenance.catfile import cat_object, chunk_bytes
+from objstore.maintenance.fsck import fsck
+from objstore.maintenance.gc import collect_garbage
+from objstore.maintenance.repair import repair_from as repair
+from objstore.maintenance.stats import disk_usage
+from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
-from .context import State, entity_option, json_option, pass_state, project_option, resolve_spec
-
+from .context import (
+    State,
+    entity_option,
+    json_option,
+    pass_state,
+    project_option,
+    resolve_spec,
+)
 
 
 @click.command("diff")
@@ -28,8 +42,6 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
     Example:
       objstore diff mnist:v0 mnist:v1
     """
-    from objstore.api.diff import diff_versions
-
     d = diff_versions(state.store(), resolve_spec(state, a, entity, project), resolve_spec(state, b, entity, project))
     if as_json:
         out.emit_json(d.to_dict())
@@ -66,8 +78,6 @@ def lineage_cmd(state: State, name: str, fmt: str, project: str | None, entity: 
       objstore lineage mnist:v1
       objstore lineage mnist:v1 --format dot | dot -Tpng > lineage.png
     """
-    from objstore.api.lineage import lineage
-
     lin = lineage(state.store(), resolve_spec(state, name, entity, project))
     if as_json:
         out.emit_json(lin.to_dict())
@@ -104,8 +114,6 @@ def cat_file_cmd(state: State, show_type: bool, show_size: bool, pretty: bool, o
       objstore cat-file -t 3fa1c2d4
       objstore cat-file -p $(objstore show mnist --json | jq -r .digest)
     """
-    from objstore.maintenance.catfile import cat_object, chunk_bytes
-
     if sum((show_type, show_size, pretty)) != 1:
         raise click.UsageError("give exactly one of -t, -s, -p")
     cat = cat_object(state.store(), object_id)
@@ -140,12 +148,7 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
       objstore fsck || echo "damaged: see the versions named above"
       objstore fsck --repair-from origin
     """
-    from objstore.maintenance.fsck import fsck
-
     if repair_from is not None:
-        from objstore.transfer.remotes import resolve_remote
-        from objstore.maintenance.repair import repair_from as repair
-
         store = state.store()
         other = resolve_remote(store, repair_from).open()
         try:
@@ -194,9 +197,6 @@ def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> N
       objstore gc --dry-run
       objstore gc
     """
-    from objstore.constants import GC_GRACE_SECONDS
-    from objstore.maintenance.gc import collect_garbage
-
     report = collect_garbage(state.store(), grace_seconds=GC_GRACE_SECONDS if grace is None else grace, dry_run=dry_run)
     if as_json:
         out.emit_json(report.to_dict())
@@ -224,8 +224,6 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
     Example:
       objstore du --by project
     """
-    from objstore.maintenance.stats import disk_usage
-
     usage = disk_usage(state.store(), by=by)
     if as_json:
         out.emit_json(usage.to_dict())

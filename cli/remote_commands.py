@@ -17,7 +17,17 @@ from pathlib import Path
 import click
 
 from objstore.console import human_bytes
-from objstore.transfer.sync import TransferResult
+from objstore.model.store import STORE_DIRNAME, local_directory
+from objstore.transfer.remotes import (
+    clone,
+    fetch,
+    pull,
+    push,
+    remote_add,
+    remote_list,
+    remote_remove,
+)
+from objstore.transfer.sync import TransferResult, describe
 
 from . import output as out
 from .context import State, json_option, pass_state
@@ -32,8 +42,6 @@ def _split_remote(state: State, args: tuple[str, ...]) -> tuple[str | None, list
     remote or looks like a URL or path; otherwise every word is a NAME."""
     if not args:
         return None, []
-    from objstore.transfer.remotes import remote_list
-
     first = args[0]
     if _looks_like_url(first) or first in {r.name for r in remote_list(state.store())}:
         return first, list(args[1:])
@@ -73,8 +81,6 @@ def _quiet() -> Iterator[None]:
 
 
 def _report(result: TransferResult, as_json: bool) -> None:
-    from objstore.transfer.sync import describe
-
     if as_json:
         out.emit_json(result.to_dict())
         return
@@ -112,8 +118,6 @@ def remote_add_cmd(state: State, name: str, url: str, endpoint: str | None, regi
       objstore remote add origin s3://team-models/store --endpoint http://127.0.0.1:8333
       objstore remote add backup /mnt/nas/models-store
     """
-    from objstore.transfer.remotes import remote_add
-
     options = {k: v for k, v in (("endpoint", endpoint), ("region", region)) if v}
     remote = remote_add(state.store(), name, url, **options)
     if as_json:
@@ -131,8 +135,6 @@ def remote_list_cmd(state: State, as_json: bool) -> None:
     Example:
       objstore remote list --json
     """
-    from objstore.transfer.remotes import remote_list
-
     remotes = remote_list(state.store())
     if as_json:
         out.emit_json([r.to_dict() for r in remotes])
@@ -153,8 +155,6 @@ def remote_remove_cmd(state: State, name: str) -> None:
     Example:
       objstore remote remove origin
     """
-    from objstore.transfer.remotes import remote_remove
-
     remote_remove(state.store(), name)
     click.echo(f"removed remote {name}")
 
@@ -174,8 +174,6 @@ def push_cmd(state: State, args: tuple[str, ...], force: bool, as_json: bool) ->
       objstore push
       objstore push origin charlie/mnist/MNIST
     """
-    from objstore.transfer.remotes import push
-
     remote, selected = _split_remote(state, args)
     progress = _progress("push")
     with _quiet():
@@ -193,8 +191,6 @@ def fetch_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
     Example:
       objstore fetch origin
     """
-    from objstore.transfer.remotes import fetch
-
     remote, selected = _split_remote(state, args)
     progress = _progress("fetch")
     with _quiet():
@@ -216,8 +212,6 @@ def pull_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
       objstore pull
       objstore pull origin charlie/mnist/MNIST
     """
-    from objstore.transfer.remotes import pull
-
     remote, selected = _split_remote(state, args)
     progress = _progress("pull")
     with _quiet():
@@ -241,9 +235,6 @@ def clone_cmd(ctx: click.Context, url: str, directory: str | None, endpoint: str
       objstore clone s3://team-models/store models
       cd models && objstore ls
     """
-    from objstore.transfer.remotes import clone
-    from objstore.model.store import STORE_DIRNAME, local_directory
-
     given = ctx.find_root().params.get("store")
     if directory is not None:
         dest = local_directory(directory, "the clone's DIRECTORY") / STORE_DIRNAME
