@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsafePath
+from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from objstore.files.ingest import chunk_file
-from objstore.files.materialize import check_symlinks, materialize, verify
+from objstore.files.materialize import materialize, verify
 from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict, storable_text
 from objstore.files.references import describe_reference, fetch_reference, is_uri
@@ -31,6 +31,7 @@ from objstore.files.safepath import directory_lookup, resolve_link
 from objstore.model.store import Store
 from objstore.storage.trees import build_tree, split_path, walk_tree
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
+from objstore.api.commit import _check_links, _Staged
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
@@ -49,14 +50,6 @@ class ArtifactFile:
     kind: str  # file | reference | symlink
     digest: str | None  # the file id (hex) for stored files
     ref: str | None = None  # a reference's URI or a symlink's target
-
-
-@dataclass(slots=True)
-class _Staged:
-    kind: str
-    size: int
-    source: Path | None = None  # local file to ingest
-    entry: TreeEntry | None = None  # a ready entry (reference, symlink, empty dir)
 
 
 def check_metadata(metadata: object, what: str = "metadata") -> dict[str, Any]:
@@ -136,25 +129,6 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
             if not os.access(full, os.R_OK):
                 raise InvalidInput(f"{full} is not readable (permission denied)")
             staged[rel] = _Staged(FILE, st.st_size, source=full)
-
-
-def _check_links(staged: dict[str, "_Staged"]) -> None:
-    """Whatever is logged as a link can be materialized: each add_dir judged its links
-    over its own directory, but links from two calls can combine (``l -> k/../..``
-    from one, ``k -> .`` from another) into one that leaves; resolve every link over
-    the whole draft by the rule materialize applies, before anything is stored."""
-    entries: list[tuple[str, TreeEntry]] = []
-    dirs: set[str] = set()
-    for path, item in staged.items():
-        parts = path.split("/")
-        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        entries.append((path, item.entry if item.entry is not None else TreeEntry("", FILE, item.size)))
-    entries.extend((d, TreeEntry("", TREE, 0)) for d in sorted(dirs) if d not in staged)
-    try:
-        check_symlinks(entries)
-    except UnsafePath as exc:
-        raise InvalidInput(f"{str(exc).removesuffix('; refusing')} once combined with the artifact's other entries, "
-                           f"so it could never be downloaded; add the link and what it points through in one add_dir") from None
 
 
 class Artifact:
