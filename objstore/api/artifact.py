@@ -456,4 +456,18 @@ def artifact_of(store: Store, resolved: ResolvedVersion) -> Artifact:
     return Artifact._from_resolved(store, resolved)
 
 
+def logged_version(art: Artifact) -> tuple[Store, ResolvedVersion]:
+    """The store and version a logged artifact is; InvalidInput for a draft."""
+    return art._logged()
+
+
+def log_draft(art: Artifact, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
+              progress: Callable[[int], None] | None = None, before_ref: Callable[[], None] | None = None) -> None:
+    """Store the draft ``art`` in ``store`` as a new version of ``entity/project/<its name>``
+    (or find the version already holding its content) and bind ``art`` to it.
+    ``before_ref`` runs once everything the version names is stored and before its
+    ref is claimed (see :meth:`Artifact._commit`)."""
+    art._commit(store, entity, project, run_path, aliases, progress, before_ref=before_ref)
+
+
 set_artifact_loader(artifact_of)

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from objstore.api.artifact import Artifact, artifact_of, check_metadata
+from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
 from objstore.console import human_bytes, say
 from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
@@ -167,8 +167,8 @@ class Run:
             art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
-        art._commit(self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
-        self._add_output(art._logged()[1].version_id.hex)
+        log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
+        self._add_output(logged_version(art)[1].version_id.hex)
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
@@ -193,7 +193,7 @@ class Run:
         """Mark a logged version as this run's input and return it (not yet downloaded)."""
         self._check_open()
         if isinstance(artifact_or_name, Artifact):
-            store, resolved = artifact_or_name._logged()
+            store, resolved = logged_version(artifact_or_name)
             art = artifact_or_name
         else:
             spec = parse_version_spec(artifact_or_name, entity=self.entity, project=self.project)
@@ -208,7 +208,7 @@ class Run:
         """Link a logged version into a collection elsewhere (typically ``<entity>/model-registry/<name>``)."""
         self._check_open()
         wanted = check_aliases(aliases)
-        _, resolved = artifact._logged()
+        _, resolved = logged_version(artifact)
         parts = target_path.split("/") if isinstance(target_path, str) else []
         if len(parts) == 1:
             parts = [self.entity, REGISTRY_PROJECT, parts[0]]
