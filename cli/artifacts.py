@@ -4,7 +4,6 @@ the shared options come from :mod:`cli.context`."""
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
@@ -21,7 +20,7 @@ from objstore.model.names import (
     check_name,
     parse_version_spec,
 )
-from objstore.model.store import STORE_DIRNAME, Store
+from objstore.model.store import init_store
 from objstore.model.versions import (
     delete_alias,
     list_collections,
@@ -59,13 +58,7 @@ def init_cmd(state: State, as_json: bool) -> None:
       objstore init
       objstore --store s3://models/team init
     """
-    location = state.location or os.environ.get("OBJSTORE_DIR") or os.path.join(os.getcwd(), STORE_DIRNAME)
-    try:
-        store = Store.open_existing(location)
-        created = False
-    except NotFound:
-        store = Store.open(location, create=True)
-        created = True
+    store, created = init_store(state.location)
     state.adopt(store)
     if as_json:
         out.emit_json({"store": str(store.location), "created": created})
