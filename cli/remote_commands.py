@@ -8,7 +8,6 @@ or the list of remotes (``[{"name", "url", "options"}]``).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -244,15 +243,9 @@ def clone_cmd(ctx: click.Context, url: str, directory: str | None, endpoint: str
         base = url.rstrip("/").rsplit("/", 1)[-1] or "store"
         dest = Path(base) / STORE_DIRNAME
     options = {"endpoint": endpoint} if endpoint else {}
-    made = dest.parent if dest.name == STORE_DIRNAME and not dest.parent.exists() else None
     progress = _progress("clone")
-    try:
-        with _quiet():
-            store, result = clone(url, dest, progress=progress, **options)
-    except BaseException:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)  # a failed clone leaves no directory behind
-        raise
+    with _quiet():  # a failed clone leaves nothing behind, DIRECTORY included: clone() removes what it made
+        store, result = clone(url, dest, progress=progress, **options)
     store.close()
     if as_json:
         out.emit_json({**result.to_dict(), "store": str(dest.absolute())})
