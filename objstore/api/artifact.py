@@ -237,7 +237,7 @@ class Artifact:
             raise NotFound(f"reference {uri} matched no objects", key=uri)
         single = len(entries) == 1 and name is not None
         for rel, entry in entries:
-            path = name if single else (f"{name.strip('/')}/{rel}" if name else rel)
+            path = name if single and name is not None else (f"{name.strip('/')}/{rel}" if name else rel)
             self._stage(path, Staged(REFERENCE, entry.size, entry=entry), overwrite=True)
 
     # -- logging ----------------------------------------------------------

@@ -61,7 +61,7 @@ def _describe_file(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
     out = []
     for p in files:
         rel = p.name if p == root else p.relative_to(root).as_posix()
-        extra = {"mtime": p.stat().st_mtime}
+        extra: dict[str, object] = {"mtime": p.stat().st_mtime}
         if checksum:
             extra["blake3"] = _blake3_file(p)
         out.append((rel, TreeEntry(p.name, REFERENCE, p.stat().st_size, None, 0o644, p.absolute().as_uri(), extra)))
