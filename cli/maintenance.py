@@ -3,245 +3,244 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
+from objstore.api.diff import diff_versions
+from objstore.api.lineage import Node, lineage
 from objstore.console import human_bytes
+from objstore.constants import GC_GRACE_SECONDS
+from objstore.maintenance.catfile import cat_object, chunk_bytes
+from objstore.maintenance.fsck import fsck
+from objstore.maintenance.gc import collect_garbage
+from objstore.maintenance.repair import repair_from as repair
+from objstore.maintenance.stats import disk_usage
+from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
+from .context import (
+    State,
+    entity_option,
+    json_option,
+    pass_state,
+    project_option,
+    resolve_spec,
+)
 
 
-def register(group: click.Group) -> None:
-    from .main import entity_option, json_option, pass_state, project_option, resolve_spec
+@click.command("diff")
+@click.argument("a")
+@click.argument("b")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Compare two versions: files added, removed, changed; tensors of safetensors files.
 
-    @group.command("diff")
-    @click.argument("a")
-    @click.argument("b")
-    @project_option
-    @entity_option
-    @json_option
-    @pass_state
-    def diff_cmd(state: Any, a: str, b: str, project: str | None, entity: str | None, as_json: bool) -> None:
-        """Compare two versions: files added, removed, changed; tensors of safetensors files.
-
-        \b
-        Example:
-          objstore diff mnist:v0 mnist:v1
-        """
-        from objstore.api.diff import diff_versions
-
-        d = diff_versions(state.store(), resolve_spec(state, a, entity, project), resolve_spec(state, b, entity, project))
-        if as_json:
-            out.emit_json(d.to_dict())
-            return
-        click.echo(f"--- {d.a}\n+++ {d.b}")
-        marks = {"added": "A", "removed": "D", "changed": "M", "renamed": "R"}
-        for f in d.files:
-            path = f"{f.old_path} -> {f.path}" if f.old_path else f.path
-            click.echo(f"{marks[f.status]}  {path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
-            for t in f.tensors or ():
-                if t.change == "added":
-                    detail = f"{t.new_dtype} {list(t.new_shape or ())}"
-                elif t.change == "removed":
-                    detail = f"{t.old_dtype} {list(t.old_shape or ())}"
-                elif t.change == "values":
-                    detail = f"{t.new_dtype} {list(t.new_shape or ())}"
-                else:
-                    detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
-                click.echo(f"     tensor {t.name}: {t.change} ({detail})")
-        click.echo(f"{len(d.files)} file(s) differ, {d.unchanged} unchanged; {human_bytes(d.bytes_shared)} shared, {human_bytes(d.bytes_new)} new")
-
-    @group.command("lineage")
-    @click.argument("name")
-    @click.option("--format", "fmt", type=click.Choice(["tree", "dot"]), default="tree", show_default=True)
-    @project_option
-    @entity_option
-    @json_option
-    @pass_state
-    def lineage_cmd(state: Any, name: str, fmt: str, project: str | None, entity: str | None, as_json: bool) -> None:
-        """Show the runs and versions upstream and downstream of a version.
-
-        \b
-        Example:
-          objstore lineage mnist:v1
-          objstore lineage mnist:v1 --format dot | dot -Tpng > lineage.png
-        """
-        from objstore.api.lineage import lineage
-
-        lin = lineage(state.store(), resolve_spec(state, name, entity, project))
-        if as_json:
-            out.emit_json(lin.to_dict())
-            return
-        if fmt == "dot":
-            click.echo(lin.to_dot(), nl=False)
-            return
-
-        def show(nodes: Any, depth: int) -> None:
-            for n in nodes:
-                tag = "run" if n.kind == "run" else "version"
-                extra = f" ({n.detail})" if n.detail else ""
-                click.echo(f"{'  ' * depth}{tag} {n.name}{extra}")
-                show(n.children, depth + 1)
-
-        click.echo(f"{lin.root.name} ({lin.root.detail})")
-        click.echo("upstream:")
-        show(lin.upstream, 1) if lin.upstream else click.echo("  (none)")
-        click.echo("downstream:")
-        show(lin.downstream, 1) if lin.downstream else click.echo("  (none)")
-
-    @group.command("cat-file")
-    @click.option("-t", "show_type", is_flag=True, help="Print the object's type.")
-    @click.option("-s", "show_size", is_flag=True, help="Print its size in bytes.")
-    @click.option("-p", "pretty", is_flag=True, help="Print its content (JSON; a chunk's raw bytes).")
-    @click.argument("object_id", metavar="ID")
-    @json_option
-    @pass_state
-    def cat_file_cmd(state: Any, show_type: bool, show_size: bool, pretty: bool, object_id: str, as_json: bool) -> None:
-        """Print the type, size or content of an object or chunk.
-
-        \b
-        Example:
-          objstore cat-file -t 3fa1c2d4
-          objstore cat-file -p $(objstore show mnist --json | jq -r .digest)
-        """
-        from objstore.maintenance.catfile import cat_object, chunk_bytes
-
-        if sum((show_type, show_size, pretty)) != 1:
-            raise click.UsageError("give exactly one of -t, -s, -p")
-        cat = cat_object(state.store(), object_id)
-        if show_type:
-            out.emit_json({"id": cat.id, "type": cat.type}) if as_json else click.echo(cat.type)
-        elif show_size:
-            out.emit_json({"id": cat.id, "size": cat.size}) if as_json else click.echo(str(cat.size))
-        elif cat.obj is None:
-            data = chunk_bytes(state.store(), cat)
-            if as_json:
-                out.emit_json({"id": cat.id, "type": "chunk", "hex": data.hex()})
+    \b
+    Example:
+      objstore diff mnist:v0 mnist:v1
+    """
+    d = diff_versions(state.store(), resolve_spec(state, a, entity, project), resolve_spec(state, b, entity, project))
+    if as_json:
+        out.emit_json(d.to_dict())
+        return
+    click.echo(f"--- {d.a}\n+++ {d.b}")
+    marks = {"added": "A", "removed": "D", "changed": "M", "renamed": "R"}
+    for f in d.files:
+        path = f"{f.old_path} -> {f.path}" if f.old_path else f.path
+        click.echo(f"{marks[f.status]}  {path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
+        for t in f.tensors or ():
+            if t.change == "added":
+                detail = f"{t.new_dtype} {list(t.new_shape or ())}"
+            elif t.change == "removed":
+                detail = f"{t.old_dtype} {list(t.old_shape or ())}"
+            elif t.change == "values":
+                detail = f"{t.new_dtype} {list(t.new_shape or ())}"
             else:
-                sys.stdout.buffer.write(data)
-                sys.stdout.flush()
-        else:
-            out.emit_json(cat.pretty())
+                detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
+            click.echo(f"     tensor {t.name}: {t.change} ({detail})")
+    click.echo(f"{len(d.files)} file(s) differ, {d.unchanged} unchanged; {human_bytes(d.bytes_shared)} shared, {human_bytes(d.bytes_new)} new")
 
-    @group.command("fsck")
-    @click.option("--repair-from", "repair_from", metavar="REMOTE", default=None,
-                  help="Fetch damaged or missing chunks and objects from this remote (name, path or URL) and repair.")
-    @json_option
-    @pass_state
-    @click.pass_context
-    def fsck_cmd(ctx: click.Context, state: Any, repair_from: str | None, as_json: bool) -> None:
-        """Re-hash every object and check every ref and tree; exit 3 if anything is damaged.
+@click.command("lineage")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["tree", "dot"]), default="tree", show_default=True)
+@project_option
+@entity_option
+@json_option
+@pass_state
+def lineage_cmd(state: State, name: str, fmt: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show the runs and versions upstream and downstream of a version.
 
-        With --repair-from, damage is repaired from another store that holds the
-        same versions intact; the exit code then says what is still damaged.
+    \b
+    Example:
+      objstore lineage mnist:v1
+      objstore lineage mnist:v1 --format dot | dot -Tpng > lineage.png
+    """
+    lin = lineage(state.store(), resolve_spec(state, name, entity, project))
+    if as_json:
+        out.emit_json(lin.to_dict())
+        return
+    if fmt == "dot":
+        click.echo(lin.to_dot(), nl=False)
+        return
 
-        \b
-        Example:
-          objstore fsck || echo "damaged: see the versions named above"
-          objstore fsck --repair-from origin
-        """
-        from objstore.maintenance.fsck import fsck
+    def show(nodes: tuple[Node, ...], depth: int) -> None:
+        for n in nodes:
+            tag = "run" if n.kind == "run" else "version"
+            extra = f" ({n.detail})" if n.detail else ""
+            click.echo(f"{'  ' * depth}{tag} {n.name}{extra}")
+            show(n.children, depth + 1)
 
-        if repair_from is not None:
-            from objstore.transfer.remotes import resolve_remote
-            from objstore.maintenance.repair import repair_from as repair
+    click.echo(f"{lin.root.name} ({lin.root.detail})")
+    click.echo("upstream:")
+    show(lin.upstream, 1) if lin.upstream else click.echo("  (none)")
+    click.echo("downstream:")
+    show(lin.downstream, 1) if lin.downstream else click.echo("  (none)")
 
-            store = state.store()
-            other = resolve_remote(store, repair_from).open()
-            try:
-                repaired = repair(store, other)
-            finally:
-                other.close()
-            if not as_json:
-                for text in repaired.quarantined:
-                    click.echo(f"quarantined: {text}")
-                for text in repaired.unavailable:
-                    click.echo(f"not in {repair_from}: {text}")
-                if not repaired.before.ok:
-                    click.echo(f"repair: {repaired.repacked_chunks} chunks re-packed, {repaired.fetched_chunks} chunks and "
-                               f"{repaired.fetched_objects} objects fetched, {len(repaired.rebuilt_indexes)} indexes rebuilt, "
-                               f"{len(repaired.repaired_refs)} refs reset")
-            report = repaired.after
-        else:
-            report = fsck(state.store())
+@click.command("cat-file")
+@click.option("-t", "show_type", is_flag=True, help="Print the object's type.")
+@click.option("-s", "show_size", is_flag=True, help="Print its size in bytes.")
+@click.option("-p", "pretty", is_flag=True, help="Print its content (JSON; a chunk's raw bytes).")
+@click.argument("object_id", metavar="ID")
+@json_option
+@pass_state
+def cat_file_cmd(state: State, show_type: bool, show_size: bool, pretty: bool, object_id: str, as_json: bool) -> None:
+    """Print the type, size or content of an object or chunk.
+
+    \b
+    Example:
+      objstore cat-file -t 3fa1c2d4
+      objstore cat-file -p $(objstore show mnist --json | jq -r .digest)
+    """
+    if sum((show_type, show_size, pretty)) != 1:
+        raise click.UsageError("give exactly one of -t, -s, -p")
+    cat = cat_object(state.store(), object_id)
+    if show_type:
+        out.emit_json({"id": cat.id, "type": cat.type}) if as_json else click.echo(cat.type)
+    elif show_size:
+        out.emit_json({"id": cat.id, "size": cat.size}) if as_json else click.echo(str(cat.size))
+    elif cat.obj is None:
+        data = chunk_bytes(state.store(), cat)
         if as_json:
-            out.emit_json(report.to_dict())
+            out.emit_json({"id": cat.id, "type": "chunk", "hex": data.hex()})
         else:
-            click.echo(f"checked {report.packs} packs, {report.chunks} chunks, {report.objects} objects, "
-                       f"{report.refs} refs, {report.versions} versions")
-            for p in report.problems:
-                breaks = f" (breaks {', '.join(p.breaks)})" if p.breaks else ""
-                click.echo(f"{p.kind}: {p.message}{breaks}")
-            if report.ok:
-                click.echo("ok: no damage found")
-            else:
-                damaged = ", ".join(report.damaged_versions) or "no version"
-                click.echo(f"damage found: {len(report.problems)} problem(s); broken versions: {damaged}")
-        if not report.ok:
-            ctx.exit(3)
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+    else:
+        out.emit_json(cat.pretty())
 
-    @group.command("gc")
-    @click.option("--dry-run", "-n", is_flag=True, help="Report what would be marked and freed; change nothing.")
-    @click.option("--grace", "grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-                  help="Keep anything younger than this [3600]. 0 only when no writer can be running.")
-    @json_option
-    @pass_state
-    def gc_cmd(state: Any, dry_run: bool, grace: float | None, as_json: bool) -> None:
-        """Remove what no ref or reflog reaches (two-phase, never anything younger than the grace period).
+@click.command("fsck")
+@click.option("--repair-from", "repair_from", metavar="REMOTE", default=None,
+              help="Fetch damaged or missing chunks and objects from this remote (name, path or URL) and repair.")
+@json_option
+@pass_state
+@click.pass_context
+def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json: bool) -> None:
+    """Re-hash every object and check every ref and tree; exit 3 if anything is damaged.
 
-        \b
-        Example:
-          objstore gc --dry-run
-          objstore gc
-        """
-        from objstore.constants import GC_GRACE_SECONDS
-        from objstore.maintenance.gc import collect_garbage
+    With --repair-from, damage is repaired from another store that holds the
+    same versions intact; the exit code then says what is still damaged.
 
-        report = collect_garbage(state.store(), grace_seconds=GC_GRACE_SECONDS if grace is None else grace, dry_run=dry_run)
-        if as_json:
-            out.emit_json(report.to_dict())
-            return
-        prefix = "would " if dry_run else ""
-        click.echo(f"reachable: {report.reachable_objects} objects, {report.reachable_chunks} chunks")
-        click.echo(f"{prefix}mark {report.packs_marked} pack(s) and {report.objects_marked} object(s) ({human_bytes(report.bytes_marked)}); "
-                   f"{prefix}rewrite {report.packs_rewritten} pack(s) ({report.chunks_copied} chunks copied)")
-        click.echo(f"{prefix}delete {report.packs_deleted} pack(s) and {report.objects_deleted} object(s)"
-                   + (f" and {report.temp_files_deleted} leftover temp file(s)" if report.temp_files_deleted else "")
-                   + f"; {prefix}free {human_bytes(max(report.bytes_freed, 0))}")
-        for oid in report.damaged_objects:
-            click.echo(f"warning: object {oid[:16]} does not decode; kept it and everything it names (run 'objstore fsck')", err=True)
-        if report.held:
-            click.echo(f"warning: {report.held}", err=True)
+    \b
+    Example:
+      objstore fsck || echo "damaged: see the versions named above"
+      objstore fsck --repair-from origin
+    """
+    if repair_from is not None:
+        store = state.store()
+        other = resolve_remote(store, repair_from).open()
+        try:
+            repaired = repair(store, other)
+        finally:
+            other.close()
+        if not as_json:
+            for text in repaired.quarantined:
+                click.echo(f"quarantined: {text}")
+            for text in repaired.unavailable:
+                click.echo(f"not in {repair_from}: {text}")
+            if not repaired.before.ok:
+                click.echo(f"repair: {repaired.repacked_chunks} chunks re-packed, {repaired.fetched_chunks} chunks and "
+                           f"{repaired.fetched_objects} objects fetched, {len(repaired.rebuilt_indexes)} indexes rebuilt, "
+                           f"{len(repaired.repaired_refs)} refs reset")
+        report = repaired.after
+    else:
+        report = fsck(state.store())
+    if as_json:
+        out.emit_json(report.to_dict())
+    else:
+        click.echo(f"checked {report.packs} packs, {report.chunks} chunks, {report.objects} objects, "
+                   f"{report.refs} refs, {report.versions} versions")
+        for p in report.problems:
+            breaks = f" (breaks {', '.join(p.breaks)})" if p.breaks else ""
+            click.echo(f"{p.kind}: {p.message}{breaks}")
+        if report.ok:
+            click.echo("ok: no damage found")
+        else:
+            damaged = ", ".join(report.damaged_versions) or "no version"
+            click.echo(f"damage found: {len(report.problems)} problem(s); broken versions: {damaged}")
+    if not report.ok:
+        ctx.exit(3)
 
-    @group.command("du")
-    @click.option("--by", type=click.Choice(["project"]), default=None, help="Also break usage down by project.")
-    @json_option
-    @pass_state
-    def du_cmd(state: Any, by: str | None, as_json: bool) -> None:
-        """Logical and stored bytes, dedup and compression ratios.
+@click.command("gc")
+@click.option("--dry-run", "-n", is_flag=True, help="Report what would be marked and freed; change nothing.")
+@click.option("--grace", "grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Keep anything younger than this [3600]. 0 only when no writer can be running.")
+@json_option
+@pass_state
+def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> None:
+    """Remove what no ref or reflog reaches (two-phase, never anything younger than the grace period).
 
-        \b
-        Example:
-          objstore du --by project
-        """
-        from objstore.maintenance.stats import disk_usage
+    \b
+    Example:
+      objstore gc --dry-run
+      objstore gc
+    """
+    report = collect_garbage(state.store(), grace_seconds=GC_GRACE_SECONDS if grace is None else grace, dry_run=dry_run)
+    if as_json:
+        out.emit_json(report.to_dict())
+        return
+    prefix = "would " if dry_run else ""
+    click.echo(f"reachable: {report.reachable_objects} objects, {report.reachable_chunks} chunks")
+    click.echo(f"{prefix}mark {report.packs_marked} pack(s) and {report.objects_marked} object(s) ({human_bytes(report.bytes_marked)}); "
+               f"{prefix}rewrite {report.packs_rewritten} pack(s) ({report.chunks_copied} chunks copied)")
+    click.echo(f"{prefix}delete {report.packs_deleted} pack(s) and {report.objects_deleted} object(s)"
+               + (f" and {report.temp_files_deleted} leftover temp file(s)" if report.temp_files_deleted else "")
+               + f"; {prefix}free {human_bytes(max(report.bytes_freed, 0))}")
+    for oid in report.damaged_objects:
+        click.echo(f"warning: object {oid[:16]} does not decode; kept it and everything it names (run 'objstore fsck')", err=True)
+    if report.held:
+        click.echo(f"warning: {report.held}", err=True)
 
-        usage = disk_usage(state.store(), by=by)
-        if as_json:
-            out.emit_json(usage.to_dict())
-            return
-        t = usage.total
-        click.echo(f"versions           {t.versions}")
-        click.echo(f"logical bytes      {human_bytes(t.logical_bytes)} ({t.logical_bytes})")
-        click.echo(f"unique bytes       {human_bytes(t.unique_bytes)} ({t.unique_bytes})")
-        click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) in {usage.packs} packs, {usage.objects} objects"
-                   + (f", {usage.temp_files} temp files ({human_bytes(usage.temp_bytes)}; gc removes old ones)" if usage.temp_files else ""))
-        click.echo(f"dedup ratio        {t.dedup_ratio:.2f}x")
-        click.echo(f"compression ratio  {t.compression_ratio:.2f}x")
-        for label in usage.damaged_versions:
-            click.echo(f"warning: {label} does not read and is left out (run 'objstore fsck')", err=True)
-        if by == "project":
-            out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
-                [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes), f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
-                for name, u in sorted(usage.projects.items())])
+@click.command("du")
+@click.option("--by", type=click.Choice(["project"]), default=None, help="Also break usage down by project.")
+@json_option
+@pass_state
+def du_cmd(state: State, by: str | None, as_json: bool) -> None:
+    """Logical and stored bytes, dedup and compression ratios.
+
+    \b
+    Example:
+      objstore du --by project
+    """
+    usage = disk_usage(state.store(), by=by)
+    if as_json:
+        out.emit_json(usage.to_dict())
+        return
+    t = usage.total
+    click.echo(f"versions           {t.versions}")
+    click.echo(f"logical bytes      {human_bytes(t.logical_bytes)} ({t.logical_bytes})")
+    click.echo(f"unique bytes       {human_bytes(t.unique_bytes)} ({t.unique_bytes})")
+    click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) in {usage.packs} packs, {usage.objects} objects"
+               + (f", {usage.temp_files} temp files ({human_bytes(usage.temp_bytes)}; gc removes old ones)" if usage.temp_files else ""))
+    click.echo(f"dedup ratio        {t.dedup_ratio:.2f}x")
+    click.echo(f"compression ratio  {t.compression_ratio:.2f}x")
+    for label in usage.damaged_versions:
+        click.echo(f"warning: {label} does not read and is left out (run 'objstore fsck')", err=True)
+    if by == "project":
+        out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
+            [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes), f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
+            for name, u in sorted(usage.projects.items())])
+
+COMMANDS: tuple[click.Command, ...] = (diff_cmd, lineage_cmd, cat_file_cmd, fsck_cmd, gc_cmd, du_cmd)

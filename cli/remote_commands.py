@@ -8,32 +8,40 @@ or the list of remotes (``[{"name", "url", "options"}]``).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
 from objstore.console import human_bytes
 from objstore.storage.keys import ref_display
+from objstore.model.store import STORE_DIRNAME, local_directory
+from objstore.transfer.remotes import (
+    clone,
+    fetch,
+    pull,
+    push,
+    remote_add,
+    remote_list,
+    remote_remove,
+)
+from objstore.transfer.sync import TransferResult, describe
 
 from . import output as out
+from .context import State, json_option, pass_state
 
 
 def _looks_like_url(text: str) -> bool:
     return "://" in text or text.startswith(("/", ".", "~"))
 
 
-def _split_remote(state: Any, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
+def _split_remote(state: State, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """``[REMOTE] [NAME…]``: the first word is the remote if it is a configured
     remote or looks like a URL or path; otherwise every word is a NAME."""
     if not args:
         return None, []
-    from objstore.transfer.remotes import remote_list
-
     first = args[0]
     if _looks_like_url(first) or first in {r.name for r in remote_list(state.store())}:
         return first, list(args[1:])
@@ -72,9 +80,7 @@ def _quiet() -> Iterator[None]:
             os.environ["OBJSTORE_QUIET"] = old
 
 
-def _report(result: Any, as_json: bool) -> None:
-    from objstore.transfer.sync import describe
-
+def _report(result: TransferResult, as_json: bool) -> None:
     if as_json:
         out.emit_json(result.to_dict())
         return
@@ -85,188 +91,167 @@ def _report(result: Any, as_json: bool) -> None:
         click.echo(f"kept local {ref_display(key)} (changed on both sides)")
 
 
-def register(group: click.Group) -> None:
-    from .main import json_option, pass_state
 
-    @group.group("remote")
-    def remote_grp() -> None:
-        """Name other stores to push to and pull from.
+@click.group("remote")
+def remote_grp() -> None:
+    """Name other stores to push to and pull from.
 
-        \b
-        Example:
-          objstore remote add origin s3://team-models/store
-          objstore remote list
-          objstore remote remove origin
-        """
+    \b
+    Example:
+      objstore remote add origin s3://team-models/store
+      objstore remote list
+      objstore remote remove origin
+    """
 
-    @remote_grp.command("add")
-    @click.argument("name")
-    @click.argument("url")
-    @click.option("--endpoint", default=None, help="S3-compatible endpoint (else $AWS_ENDPOINT_URL).")
-    @click.option("--region", default=None, help="Region (else $AWS_REGION).")
-    @json_option
-    @pass_state
-    def remote_add_cmd(state: Any, name: str, url: str, endpoint: str | None, region: str | None, as_json: bool) -> None:
-        """Add a remote. Credentials are never stored: they come from AWS_ACCESS_KEY_ID etc.
+@remote_grp.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--endpoint", default=None, help="S3-compatible endpoint (else $AWS_ENDPOINT_URL).")
+@click.option("--region", default=None, help="Region (else $AWS_REGION).")
+@json_option
+@pass_state
+def remote_add_cmd(state: State, name: str, url: str, endpoint: str | None, region: str | None, as_json: bool) -> None:
+    """Add a remote. Credentials are never stored: they come from AWS_ACCESS_KEY_ID etc.
 
-        \b
-        Example:
-          objstore remote add origin s3://team-models/store --endpoint http://127.0.0.1:8333
-          objstore remote add backup /mnt/nas/models-store
-        """
-        from objstore.transfer.remotes import remote_add
+    \b
+    Example:
+      objstore remote add origin s3://team-models/store --endpoint http://127.0.0.1:8333
+      objstore remote add backup /mnt/nas/models-store
+    """
+    options = {k: v for k, v in (("endpoint", endpoint), ("region", region)) if v}
+    remote = remote_add(state.store(), name, url, **options)
+    if as_json:
+        out.emit_json(remote.to_dict())
+    else:
+        click.echo(f"added remote {remote.name} -> {remote.url}")
 
-        options = {k: v for k, v in (("endpoint", endpoint), ("region", region)) if v}
-        remote = remote_add(state.store(), name, url, **options)
-        if as_json:
-            out.emit_json(remote.to_dict())
-        else:
-            click.echo(f"added remote {remote.name} -> {remote.url}")
+@remote_grp.command("list")
+@json_option
+@pass_state
+def remote_list_cmd(state: State, as_json: bool) -> None:
+    """List remotes.
 
-    @remote_grp.command("list")
-    @json_option
-    @pass_state
-    def remote_list_cmd(state: Any, as_json: bool) -> None:
-        """List remotes.
+    \b
+    Example:
+      objstore remote list --json
+    """
+    remotes = remote_list(state.store())
+    if as_json:
+        out.emit_json([r.to_dict() for r in remotes])
+        return
+    if not remotes:
+        click.echo("no remotes (add one with 'objstore remote add origin URL')")
+        return
+    out.table(["name", "url", "options"],
+              [[r.name, r.url, " ".join(f"{k}={v}" for k, v in sorted(r.options.items())) or "-"] for r in remotes])
 
-        \b
-        Example:
-          objstore remote list --json
-        """
-        from objstore.transfer.remotes import remote_list
+@remote_grp.command("remove")
+@click.argument("name")
+@pass_state
+def remote_remove_cmd(state: State, name: str) -> None:
+    """Forget a remote (nothing on the remote changes).
 
-        remotes = remote_list(state.store())
-        if as_json:
-            out.emit_json([r.to_dict() for r in remotes])
-            return
-        if not remotes:
-            click.echo("no remotes (add one with 'objstore remote add origin URL')")
-            return
-        out.table(["name", "url", "options"],
-                  [[r.name, r.url, " ".join(f"{k}={v}" for k, v in sorted(r.options.items())) or "-"] for r in remotes])
+    \b
+    Example:
+      objstore remote remove origin
+    """
+    remote_remove(state.store(), name)
+    click.echo(f"removed remote {name}")
 
-    @remote_grp.command("remove")
-    @click.argument("name")
-    @pass_state
-    def remote_remove_cmd(state: Any, name: str) -> None:
-        """Forget a remote (nothing on the remote changes).
+@click.command("push")
+@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
+@click.option("--force", is_flag=True, help="Overwrite aliases and runs changed on the remote (never versions).")
+@json_option
+@pass_state
+def push_cmd(state: State, args: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Send versions the remote lacks, then move its refs (fast-forward only).
 
-        \b
-        Example:
-          objstore remote remove origin
-        """
-        from objstore.transfer.remotes import remote_remove
+    NAME is entity/project/name or entity/project; none means everything.
+    A push whose versions diverge from the remote's is refused: pull, then push.
 
-        remote_remove(state.store(), name)
-        click.echo(f"removed remote {name}")
+    \b
+    Example:
+      objstore push
+      objstore push origin charlie/mnist/MNIST
+    """
+    remote, selected = _split_remote(state, args)
+    progress = _progress("push")
+    with _quiet():
+        result = push(state.store(), remote, selected or None, force=force, progress=progress)
+    _report(result, as_json)
 
-    @group.command("push")
-    @click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
-    @click.option("--force", is_flag=True, help="Overwrite aliases and runs changed on the remote (never versions).")
-    @json_option
-    @pass_state
-    def push_cmd(state: Any, args: tuple[str, ...], force: bool, as_json: bool) -> None:
-        """Send versions the remote lacks, then move its refs (fast-forward only).
+@click.command("fetch")
+@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
+@json_option
+@pass_state
+def fetch_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
+    """Download what the remote has that this store lacks; local refs do not move.
 
-        NAME is entity/project/name or entity/project; none means everything.
-        A push whose versions diverge from the remote's is refused: pull, then push.
+    \b
+    Example:
+      objstore fetch origin
+    """
+    remote, selected = _split_remote(state, args)
+    progress = _progress("fetch")
+    with _quiet():
+        result = fetch(state.store(), remote, selected or None, progress=progress)
+    _report(result, as_json)
 
-        \b
-        Example:
-          objstore push
-          objstore push origin charlie/mnist/MNIST
-        """
-        from objstore.transfer.remotes import push
+@click.command("pull")
+@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
+@json_option
+@pass_state
+def pull_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
+    """Fetch, then take the remote's new versions, aliases and runs.
 
-        remote, selected = _split_remote(state, args)
-        progress = _progress("push")
-        with _quiet():
-            result = push(state.store(), remote, selected or None, force=force, progress=progress)
-        _report(result, as_json)
+    Local versions the remote never had are renumbered after the remote's
+    (same content; their aliases follow); each renumbering is printed.
 
-    @group.command("fetch")
-    @click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
-    @json_option
-    @pass_state
-    def fetch_cmd(state: Any, args: tuple[str, ...], as_json: bool) -> None:
-        """Download what the remote has that this store lacks; local refs do not move.
+    \b
+    Example:
+      objstore pull
+      objstore pull origin charlie/mnist/MNIST
+    """
+    remote, selected = _split_remote(state, args)
+    progress = _progress("pull")
+    with _quiet():
+        result = pull(state.store(), remote, selected or None, progress=progress)
+    _report(result, as_json)
 
-        \b
-        Example:
-          objstore fetch origin
-        """
-        from objstore.transfer.remotes import fetch
+@click.command("clone")
+@click.argument("url")
+@click.argument("directory", required=False)
+@click.option("--endpoint", default=None, help="S3-compatible endpoint (else $AWS_ENDPOINT_URL).")
+@json_option
+@click.pass_context
+def clone_cmd(ctx: click.Context, url: str, directory: str | None, endpoint: str | None, as_json: bool) -> None:
+    """Copy a whole store into DIRECTORY/.objstore, with URL as remote 'origin'.
 
-        remote, selected = _split_remote(state, args)
-        progress = _progress("fetch")
-        with _quiet():
-            result = fetch(state.store(), remote, selected or None, progress=progress)
-        _report(result, as_json)
+    DIRECTORY defaults to the last part of URL; objstore commands run inside
+    it find the store. With --store and no DIRECTORY, clone into that path.
 
-    @group.command("pull")
-    @click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
-    @json_option
-    @pass_state
-    def pull_cmd(state: Any, args: tuple[str, ...], as_json: bool) -> None:
-        """Fetch, then take the remote's new versions, aliases and runs.
+    \b
+    Example:
+      objstore clone s3://team-models/store models
+      cd models && objstore ls
+    """
+    given = ctx.find_root().params.get("store")
+    if directory is not None:
+        dest = local_directory(directory, "the clone's DIRECTORY") / STORE_DIRNAME
+    elif given:
+        dest = local_directory(given, "--store (the clone's destination)")
+    else:
+        base = url.rstrip("/").rsplit("/", 1)[-1] or "store"
+        dest = Path(base) / STORE_DIRNAME
+    options = {"endpoint": endpoint} if endpoint else {}
+    progress = _progress("clone")
+    with _quiet():  # a failed clone leaves nothing behind, DIRECTORY included: clone() removes what it made
+        store, result = clone(url, dest, progress=progress, **options)
+    store.close()
+    if as_json:
+        out.emit_json({**result.to_dict(), "store": str(dest.absolute())})
+    else:
+        _report(result, False)
+        click.echo(f"store at {dest}")
 
-        Local versions the remote never had are renumbered after the remote's
-        (same content; their aliases follow); each renumbering is printed.
-
-        \b
-        Example:
-          objstore pull
-          objstore pull origin charlie/mnist/MNIST
-        """
-        from objstore.transfer.remotes import pull
-
-        remote, selected = _split_remote(state, args)
-        progress = _progress("pull")
-        with _quiet():
-            result = pull(state.store(), remote, selected or None, progress=progress)
-        _report(result, as_json)
-
-    @group.command("clone")
-    @click.argument("url")
-    @click.argument("directory", required=False)
-    @click.option("--endpoint", default=None, help="S3-compatible endpoint (else $AWS_ENDPOINT_URL).")
-    @json_option
-    @click.pass_context
-    def clone_cmd(ctx: click.Context, url: str, directory: str | None, endpoint: str | None, as_json: bool) -> None:
-        """Copy a whole store into DIRECTORY/.objstore, with URL as remote 'origin'.
-
-        DIRECTORY defaults to the last part of URL; objstore commands run inside
-        it find the store. With --store and no DIRECTORY, clone into that path.
-
-        \b
-        Example:
-          objstore clone s3://team-models/store models
-          cd models && objstore ls
-        """
-        from objstore.transfer.remotes import clone
-        from objstore.model.store import STORE_DIRNAME, local_directory
-
-        given = ctx.find_root().params.get("store")
-        if directory is not None:
-            dest = local_directory(directory, "the clone's DIRECTORY") / STORE_DIRNAME
-        elif given:
-            dest = local_directory(given, "--store (the clone's destination)")
-        else:
-            base = url.rstrip("/").rsplit("/", 1)[-1] or "store"
-            dest = Path(base) / STORE_DIRNAME
-        options = {"endpoint": endpoint} if endpoint else {}
-        made = dest.parent if dest.name == STORE_DIRNAME and not dest.parent.exists() else None
-        progress = _progress("clone")
-        try:
-            with _quiet():
-                store, result = clone(url, dest, progress=progress, **options)
-        except BaseException:
-            if made is not None:
-                shutil.rmtree(made, ignore_errors=True)  # a failed clone leaves no directory behind
-            raise
-        store.close()
-        if as_json:
-            out.emit_json({**result.to_dict(), "store": str(dest.absolute())})
-        else:
-            _report(result, False)
-            click.echo(f"store at {dest}")
+COMMANDS: tuple[click.Command, ...] = (remote_grp, push_cmd, fetch_cmd, pull_cmd, clone_cmd)

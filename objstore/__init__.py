@@ -13,8 +13,14 @@ from objstore import errors
 from objstore.api.public import Api, ArtifactCollection
 from objstore.api.artifact import Artifact, ArtifactFile
 from objstore.transfer.remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
-from objstore.api.runs import Run, RunInfo, init
+from objstore.api.runinfo import RunInfo
+from objstore.api.runs import Run, init
 from objstore.model.store import Store
+from objstore.files import bucket_references
+
+# Wiring: reference schemes other than file:// are registered here, above the
+# resolvers, so files.references never imports the modules that extend it.
+bucket_references.register()
 
 __version__ = "0.1.0"
 

@@ -19,17 +19,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsafePath
-from objstore.files.ingest import chunk_file
-from objstore.files.materialize import check_symlinks, materialize, verify
-from objstore.model.names import LATEST, check_aliases, check_name
-from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, FileObject, TreeEntry, storable_dict, storable_text
+from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
+from objstore.files.materialize import materialize, verify
+from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
+from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict, storable_text
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
 from objstore.model.store import Store
 from objstore.storage.trees import split_path, walk_tree
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
+from objstore.api.commit import check_links, Staged, store_staged
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
@@ -37,9 +38,6 @@ from objstore.model.versions import (
     remove_alias_from,
     set_alias,
 )
-
-if TYPE_CHECKING:
-    from objstore.api.runs import RunInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +51,13 @@ class ArtifactFile:
     ref: str | None = None  # a reference's URI or a symlink's target
 
 
-@dataclass(slots=True)
-class _Staged:
-    kind: str
-    size: int
-    source: Path | None = None  # local file to ingest
-    entry: TreeEntry | None = None  # a ready entry (reference, symlink, empty dir)
-
-
 def check_metadata(metadata: object, what: str = "metadata") -> dict[str, Any]:
     """Metadata (or a run config) as it will be stored: JSON's rules, int keys
     converted to strings (see :func:`objstore.storage.objects.storable_dict`)."""
     return storable_dict(metadata, what)
 
 
-def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: frozenset[tuple[int, int]]) -> None:
+def _scan_dir(top: Path, prefix: str, staged: dict[str, "Staged"], ancestors: frozenset[tuple[int, int]]) -> None:
     """Stage ``top``'s contents under ``prefix`` by the rule :meth:`Artifact.add_dir` states.
 
     ``ancestors`` are the (device, inode) of the directories being scanned above
@@ -93,7 +83,7 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
         parts = () if here == Path(".") else here.parts
         rel_dir = "".join(p + "/" for p in parts)
         if not dirnames and not filenames and (rel_dir or prefix):
-            staged[(prefix + rel_dir).rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+            staged[(prefix + rel_dir).rstrip("/")] = Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
         for d in list(dirnames):
             full = Path(dirpath, d)
             if full.is_symlink():
@@ -115,7 +105,7 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
                     raise changed(full) from None
                 found = resolve_link(lookup, (*parts, fname), target)
                 if found.outcome == "inside":
-                    staged[rel] = _Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
+                    staged[rel] = Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
                     continue
                 try:
                     st = full.stat()  # following it
@@ -137,26 +127,7 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, "_Staged"], ancestors: f
                 continue  # sockets, fifos, devices
             if not os.access(full, os.R_OK):
                 raise InvalidInput(f"{full} is not readable (permission denied)")
-            staged[rel] = _Staged(FILE, st.st_size, source=full)
-
-
-def _check_links(staged: dict[str, "_Staged"]) -> None:
-    """Whatever is logged as a link can be materialized: each add_dir judged its links
-    over its own directory, but links from two calls can combine (``l -> k/../..``
-    from one, ``k -> .`` from another) into one that leaves; resolve every link over
-    the whole draft by the rule materialize applies, before anything is stored."""
-    entries: list[tuple[str, TreeEntry]] = []
-    dirs: set[str] = set()
-    for path, item in staged.items():
-        parts = path.split("/")
-        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        entries.append((path, item.entry if item.entry is not None else TreeEntry("", FILE, item.size)))
-    entries.extend((d, TreeEntry("", TREE, 0)) for d in sorted(dirs) if d not in staged)
-    try:
-        check_symlinks(entries)
-    except UnsafePath as exc:
-        raise InvalidInput(f"{str(exc).removesuffix('; refusing')} once combined with the artifact's other entries, "
-                           f"so it could never be downloaded; add the link and what it points through in one add_dir") from None
+            staged[rel] = Staged(FILE, st.st_size, source=full)
 
 
 class Artifact:
@@ -168,7 +139,7 @@ class Artifact:
         self.type = check_name(type, "artifact type")
         self.description = description
         self.metadata = check_metadata(metadata)
-        self._staged: dict[str, _Staged] = {}
+        self._staged: dict[str, Staged] = {}
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self._store: Store | None = None
         self._resolved: ResolvedVersion | None = None
@@ -181,7 +152,7 @@ class Artifact:
         if self._resolved is not None:
             raise InvalidInput(f"{self.name} is logged and immutable; build a new Artifact to add files")
 
-    def _stage(self, path: str, staged: _Staged, overwrite: bool) -> None:
+    def _stage(self, path: str, staged: Staged, overwrite: bool) -> None:
         split_path(path, directory=staged.kind == TREE)  # refuse unsafe names and depths now, before anything is read
         if path in self._staged and not overwrite:
             raise InvalidInput(f"{path!r} is already in the artifact; pass overwrite=True to replace it")
@@ -197,7 +168,7 @@ class Artifact:
             raise InvalidInput(f"{p} is not a regular file; use add_dir for a directory")
         if not os.access(p, os.R_OK):
             raise InvalidInput(f"{p} is not readable (permission denied)")
-        self._stage(name or p.name, _Staged(FILE, p.stat().st_size, source=p), overwrite)
+        self._stage(name or p.name, Staged(FILE, p.stat().st_size, source=p), overwrite)
 
     def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> None:
         """Add a directory's contents (recursively), under ``name`` if given.
@@ -223,11 +194,11 @@ class Artifact:
         if not root.is_dir():
             raise InvalidInput(f"{root} is not a directory; use add_file for a file")
         prefix = f"{name.strip('/')}/" if name else ""
-        staged: dict[str, _Staged] = {}
+        staged: dict[str, Staged] = {}
         st = root.stat()
         _scan_dir(root, prefix, staged, frozenset({(st.st_dev, st.st_ino)}))
         if not staged and prefix:
-            staged[prefix.rstrip("/")] = _Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+            staged[prefix.rstrip("/")] = Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
         for rel, item in staged.items():
             self._stage(rel, item, overwrite=True)
 
@@ -250,7 +221,7 @@ class Artifact:
         open_mode = mode.replace("x", "w")
         with open(local, open_mode, encoding=encoding if "b" not in open_mode else None) as f:
             yield f
-        self._stage(name, _Staged(FILE, local.stat().st_size, source=local), overwrite="x" not in mode)
+        self._stage(name, Staged(FILE, local.stat().st_size, source=local), overwrite="x" not in mode)
 
     def add_reference(self, uri: str, name: str | None = None, checksum: bool = True) -> None:
         """Record an external file or prefix (``file://…``, ``s3://bucket/key``) without copying it.
@@ -266,8 +237,8 @@ class Artifact:
             raise NotFound(f"reference {uri} matched no objects", key=uri)
         single = len(entries) == 1 and name is not None
         for rel, entry in entries:
-            path = name if single else (f"{name.strip('/')}/{rel}" if name else rel)
-            self._stage(path, _Staged(REFERENCE, entry.size, entry=entry), overwrite=True)
+            path = name if single and name is not None else (f"{name.strip('/')}/{rel}" if name else rel)
+            self._stage(path, Staged(REFERENCE, entry.size, entry=entry), overwrite=True)
 
     # -- logging ----------------------------------------------------------
     def _commit(self, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
@@ -283,31 +254,9 @@ class Artifact:
         # self.metadata may have been filled in since __init__: convert or refuse it before anything is stored.
         metadata = check_metadata(self.metadata)
         description = storable_text(self.description, "description")
-        _check_links(self._staged)
-        from objstore.model.names import CollectionPath
-        from objstore.storage.trees import build_tree
-
+        check_links(self._staged)
         before = store.odb.new_bytes
-        files: list[tuple[str, FileObject, int]] = []
-        try:
-            for path, item in sorted(self._staged.items()):
-                if item.kind == FILE:
-                    assert item.source is not None
-                    mode = item.source.stat().st_mode & 0o777
-                    files.append((path, chunk_file(item.source, store.chunker, store.odb, progress), mode))
-            store.odb.flush()  # chunks and packs first: the write order
-        except BaseException:
-            store.odb.abort()
-            raise
-        leaves: dict[str, TreeEntry] = {}
-        for path, fobj, mode in files:
-            fid = store.odb.put_object(fobj)
-            leaves[path] = TreeEntry("", FILE, fobj.size, fid, mode)
-        for path, item in self._staged.items():
-            if item.kind != FILE:
-                assert item.entry is not None
-                leaves[path] = item.entry
-        tree_id, size = build_tree(store.odb, leaves)
+        tree_id, size = store_staged(store, self._staged, progress)
         if before_ref is not None:
             before_ref()
         resolved, created = commit_version(
@@ -474,19 +423,15 @@ class Artifact:
         _, resolved = self._logged()
         return resolved.link.run if resolved.link is not None else resolved.version.run
 
-    def logged_by(self) -> "RunInfo | None":
+    def logged_by(self) -> RunInfo | None:
         """The run that logged this version; None if it names none, or names one that
         is not in this store (a run is lineage, not content: a transfer or a crash
         may leave it out)."""
-        from objstore.api.runs import find_run
-
         store, _ = self._logged()
         path = self.logged_by_path
         return find_run(store, path) if path else None
 
-    def used_by(self) -> "list[RunInfo]":
-        from objstore.api.runs import iter_runs
-
+    def used_by(self) -> list[RunInfo]:
         store, resolved = self._logged()
         ids = {resolved.version_id.hex, resolved.object_id.hex}
         return [r for r in iter_runs(store) if ids & set(r.inputs)]
@@ -504,3 +449,25 @@ class Artifact:
             except (OSError, ObjstoreError):
                 pass
 
+
+def artifact_of(store: Store, resolved: ResolvedVersion) -> Artifact:
+    """The logged version ``resolved`` of ``store`` as an :class:`Artifact` (what
+    ``Api.artifact`` and ``run.use_artifact`` hand out)."""
+    return Artifact._from_resolved(store, resolved)
+
+
+def logged_version(art: Artifact) -> tuple[Store, ResolvedVersion]:
+    """The store and version a logged artifact is; InvalidInput for a draft."""
+    return art._logged()
+
+
+def log_draft(art: Artifact, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
+              progress: Callable[[int], None] | None = None, before_ref: Callable[[], None] | None = None) -> None:
+    """Store the draft ``art`` in ``store`` as a new version of ``entity/project/<its name>``
+    (or find the version already holding its content) and bind ``art`` to it.
+    ``before_ref`` runs once everything the version names is stored and before its
+    ref is claimed (see :meth:`Artifact._commit`)."""
+    art._commit(store, entity, project, run_path, aliases, progress, before_ref=before_ref)
+
+
+set_artifact_loader(artifact_of)

@@ -18,7 +18,7 @@ from objstore.errors import NotFound, ObjstoreError
 from objstore.storage.ids import ObjectId
 from objstore.model.inventory import version_label
 from objstore.storage.objects import Link, Version
-from objstore.api.runs import RunInfo, iter_runs
+from objstore.api.runinfo import RunInfo, iter_runs
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from objstore.api.artifact import Artifact
+from objstore.api.artifact import Artifact, artifact_of
 from objstore.errors import CorruptObject, NotFound, WrongType
 from objstore.model.names import CollectionPath, check_name, parse_version_spec
 from objstore.storage.keys import version_ref
-from objstore.api.runs import DEFAULT_PROJECT, RunInfo, default_entity, read_run_by_path
+from objstore.api.runinfo import RunInfo, read_run_by_path
+from objstore.api.runs import DEFAULT_PROJECT, default_entity
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_collections, list_projects, list_versions, read_entry, resolve
 
@@ -49,7 +50,7 @@ class Api:
         resolved = resolve(self.store, parse_version_spec(name, entity=self.entity, project=self.project))
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
-        return Artifact._from_resolved(self.store, resolved)
+        return artifact_of(self.store, resolved)
 
     def artifact_exists(self, name: str) -> bool:
         try:
@@ -62,7 +63,7 @@ class Api:
         """Every version of a collection, oldest first."""
         spec = parse_version_spec(name, entity=self.entity, project=self.project)
         coll = spec.collection
-        versions = [Artifact._from_resolved(self.store, read_entry(self.store, coll, oid, ref=version_ref(coll.entity, coll.project, coll.name, idx)))
+        versions = [artifact_of(self.store, read_entry(self.store, coll, oid, ref=version_ref(coll.entity, coll.project, coll.name, idx)))
                     for idx, oid in list_versions(self.store, coll)]
         if not versions:
             raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))

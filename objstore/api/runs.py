@@ -13,25 +13,22 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from objstore.api.artifact import Artifact, check_metadata
+from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
 from objstore.console import human_bytes, say
-from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, WrongType
-from objstore.storage.ids import ObjectId
+from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 from objstore.files.references import is_uri
-from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
+from objstore.storage.keys import run_ref
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
-
-if TYPE_CHECKING:
-    pass
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
 
 DEFAULT_PROJECT = "uncategorized"
 _ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen", "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
@@ -53,108 +50,26 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """A run as recorded in the store (read-only)."""
-
-    id: str
-    entity: str
-    project: str
-    name: str
-    config: dict[str, Any]
-    job_type: str | None
-    state: str
-    started_at: float
-    finished_at: float | None
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    _store: Store | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def path(self) -> str:
-        return f"{self.entity}/{self.project}/{self.id}"
-
-    @classmethod
-    def from_record(cls, record: RunRecord, store: Store | None = None) -> "RunInfo":
-        return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
-                   record.started_at, record.finished_at, record.inputs, record.outputs, store)
-
-    def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
-        from objstore.model.versions import read_entry
-
-        if self._store is None:
-            return []
-        out = []
-        for hex_id in ids:
-            try:
-                entry = read_entry(self._store, _collection_of(self._store, ObjectId.from_hex(hex_id)), ObjectId.from_hex(hex_id))
-            except (NotFound, CorruptObject):
-                continue
-            out.append(Artifact._from_resolved(self._store, entry))
-        return out
-
-    def used_artifacts(self) -> list[Artifact]:
-        return self._artifacts(self.inputs)
-
-    def logged_artifacts(self) -> list[Artifact]:
-        return self._artifacts(self.outputs)
-
-
-def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
-    from objstore.storage.objects import Link, Version
-
-    obj = store.odb.get_object(oid)
-    if isinstance(obj, Version):
-        return CollectionPath(obj.entity, obj.project, obj.name)
-    if isinstance(obj, Link):
-        e, p, n = obj.registry.split("/")
-        return CollectionPath(e, p, n)
-    raise CorruptObject(f"object {oid.hex[:16]} is not a version", object_id=oid.hex)
-
-
-def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
-    oid = store.refs.read(run_ref(entity, project, run_id))
-    if oid is None:
-        raise NotFound(f"no run {entity}/{project}/{run_id} in the store", key=f"{entity}/{project}/{run_id}")
-    obj = store.odb.get_object(oid)
-    if not isinstance(obj, RunRecord):
-        raise CorruptObject(f"run ref {entity}/{project}/{run_id} points at a non-run object", object_id=oid.hex)
-    return obj
-
-
-def find_run(store: Store, path: str) -> RunInfo | None:
-    """The run at ``entity/project/run-id``; None if its ref is not in this store (a
-    run is a weak edge: legitimately absent after a transfer that did not carry it).
-    A run ref whose record is damaged or missing still raises: that is damage."""
-    parts = path.split("/")
-    if len(parts) != 3 or not all(parts):
-        return None
+def artifact_name_for(path: str, name: str | None, run_id: str) -> str:
+    """The collection a run logs ``path`` (a file, a directory or a URI) into: ``name``,
+    checked, else the default ``run-<run id>-<basename>``. Refuses a local path that
+    does not exist, and a default name that breaks the naming rules, before anything
+    is written."""
+    if not isinstance(path, str) or not path:
+        raise InvalidInput("path must be a file, a directory or a URI")
+    if is_uri(path):
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+    else:
+        base = os.path.basename(os.path.normpath(path))
+        if not os.path.exists(path):
+            raise NotFound(f"{path} does not exist; check the path", key=path)
+    if name is not None:
+        return check_name(name, "artifact name")
+    name = f"run-{run_id}-{base}"
     try:
-        key = run_ref(*parts)
+        return check_name(name, "artifact name")
     except InvalidName:
-        return None
-    if store.refs.read(key) is None:
-        return None
-    return RunInfo.from_record(read_run(store, *parts), store)
-
-
-def read_run_by_path(store: Store, path: str) -> RunInfo:
-    parts = path.split("/")
-    if len(parts) != 3:
-        raise InvalidName(f"{path!r} is not a run path; use entity/project/run-id")
-    return RunInfo.from_record(read_run(store, *parts), store)
-
-
-def iter_runs(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunInfo]:
-    for key, oid in store.refs.iter_refs(refs_prefix(entity, project)):
-        parsed = parse_ref_key(key)
-        if parsed is not None and parsed.kind == "run":
-            try:
-                obj = store.odb.get_object(oid)
-            except (NotFound, CorruptObject):
-                continue
-            if isinstance(obj, RunRecord):
-                yield RunInfo.from_record(obj, store)
+        raise InvalidName(f"the default name {name!r} breaks the naming rules; pass name= with 1-128 of A-Z a-z 0-9 . _ -") from None
 
 
 class Run:
@@ -252,8 +167,8 @@ class Run:
             art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
-        art._commit(self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
-        self._add_output(art._logged()[1].version_id.hex)
+        log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
+        self._add_output(logged_version(art)[1].version_id.hex)
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
@@ -264,20 +179,7 @@ class Run:
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
                             metadata: dict[str, Any] | None, description: str | None) -> Artifact:
         text = os.fspath(path)
-        if not isinstance(text, str) or not text:
-            raise InvalidInput("path must be a file, a directory or a URI")
-        if is_uri(text):
-            base = text.rstrip("/").rsplit("/", 1)[-1]
-        else:
-            base = os.path.basename(os.path.normpath(text))
-            if not os.path.exists(text):
-                raise NotFound(f"{text} does not exist; check the path", key=text)
-        if name is None:
-            name = f"run-{self.id}-{base}"
-            try:
-                check_name(name, "artifact name")
-            except InvalidName:
-                raise InvalidName(f"the default name {name!r} breaks the naming rules; pass name= with 1-128 of A-Z a-z 0-9 . _ -") from None
+        name = artifact_name_for(text, name, self.id)
         art = Artifact(name, type=type, description=description, metadata=metadata)
         if is_uri(text):
             art.add_reference(text)
@@ -291,12 +193,12 @@ class Run:
         """Mark a logged version as this run's input and return it (not yet downloaded)."""
         self._check_open()
         if isinstance(artifact_or_name, Artifact):
-            store, resolved = artifact_or_name._logged()
+            store, resolved = logged_version(artifact_or_name)
             art = artifact_or_name
         else:
             spec = parse_version_spec(artifact_or_name, entity=self.entity, project=self.project)
             resolved = resolve(self.store, spec)
-            art = Artifact._from_resolved(self.store, resolved)
+            art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
         self._add_input(resolved.version_id.hex)
@@ -306,7 +208,7 @@ class Run:
         """Link a logged version into a collection elsewhere (typically ``<entity>/model-registry/<name>``)."""
         self._check_open()
         wanted = check_aliases(aliases)
-        _, resolved = artifact._logged()
+        _, resolved = logged_version(artifact)
         parts = target_path.split("/") if isinstance(target_path, str) else []
         if len(parts) == 1:
             parts = [self.entity, REGISTRY_PROJECT, parts[0]]
@@ -317,7 +219,7 @@ class Run:
         registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"), check_name(parts[2], "registered model name"))
         self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
-        linked = Artifact._from_resolved(self.store, entry)
+        linked = artifact_of(self.store, entry)
         if created:
             say(f"linked {artifact.qualified_name} as {linked.qualified_name}")
         else:
@@ -350,7 +252,7 @@ class Run:
         resolved = resolve(self.store, spec)
         if "model" not in resolved.version.artifact_type:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not a model; use use_artifact for it")
-        art = Artifact._from_resolved(self.store, resolved)
+        art = artifact_of(self.store, resolved)
         self._add_input(resolved.version_id.hex)
         directory = Path(art.download(root, progress=progress))
         files = art.files()

@@ -10,7 +10,8 @@ size and ETag before and after (and the BLAKE3 when recorded), so an object over
 a :class:`~objstore.errors.VerificationFailed` naming it, never silently other
 bytes. Credentials come from the environment, as for remote stores.
 
-Importing this module registers the schemes in :data:`objstore.files.references.RESOLVERS`.
+:func:`register` adds the schemes to :mod:`objstore.files.references`'s resolvers
+(``objstore/__init__`` calls it); importing this module registers nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from objstore.storage.backend import open_backend
 from objstore.constants import MiB
 from objstore.errors import InvalidInput, NotFound, VerificationFailed
 from objstore.storage.objects import REFERENCE, TreeEntry
-from objstore.files.references import RESOLVERS
+from objstore.files.references import register_resolver
 
 SCHEMES = ("s3", "gs", "gcs", "az", "azure", "abfs")
 READ_BLOCK = 8 * MiB  # ranged reads while streaming: bounded memory whatever the object size
@@ -114,5 +115,7 @@ def _fetch(entry: TreeEntry, out: BinaryIO) -> None:
         backend.close()
 
 
-for _scheme in SCHEMES:
-    RESOLVERS[_scheme] = (_describe, _fetch)
+def register() -> None:
+    """Handle every object-storage scheme's references here."""
+    for scheme in SCHEMES:
+        register_resolver(scheme, _describe, _fetch)

@@ -2,9 +2,11 @@
 URIs), recorded with their size and a checksum so a later download can tell
 whether they changed.
 
-Schemes are handled by resolvers registered in ``RESOLVERS``; ``file://`` is
-built in, object-storage schemes are added by :mod:`objstore.files.bucket_references` when
-it is importable. A resolver's fetch writes the referenced bytes to a file object
+Schemes are handled by resolvers registered with :func:`register_resolver`;
+``file://`` is built in. This module imports no other resolver: object-storage
+schemes live in :mod:`objstore.files.bucket_references`, which the package that
+wires the library together (``objstore/__init__``) registers, so the dependency
+runs one way (bucket references on this module, never back). A resolver's fetch writes the referenced bytes to a file object
 it is handed and never names a path in the destination: materialize owns every
 write there (:class:`objstore.files.safepath.Destination`), and keeps what a fetch wrote
 only when it returns, that is, when the bytes matched what was logged.
@@ -32,6 +34,12 @@ Fetch = Callable[[TreeEntry, BinaryIO], None]
 RESOLVERS: dict[str, tuple[Describe, Fetch]] = {}
 
 
+def register_resolver(scheme: str, describe: Describe, fetch: Fetch) -> None:
+    """Handle references with ``scheme://`` by ``describe`` and ``fetch`` (a later
+    registration of the same scheme replaces the earlier one)."""
+    RESOLVERS[scheme] = (describe, fetch)
+
+
 def _blake3_file(path: Path) -> str:
     h = blake3.blake3()
     with open(path, "rb") as f:
@@ -53,7 +61,7 @@ def _describe_file(uri: str, checksum: bool) -> list[tuple[str, TreeEntry]]:
     out = []
     for p in files:
         rel = p.name if p == root else p.relative_to(root).as_posix()
-        extra = {"mtime": p.stat().st_mtime}
+        extra: dict[str, object] = {"mtime": p.stat().st_mtime}
         if checksum:
             extra["blake3"] = _blake3_file(p)
         out.append((rel, TreeEntry(p.name, REFERENCE, p.stat().st_size, None, 0o644, p.absolute().as_uri(), extra)))
@@ -129,7 +137,7 @@ def _fetch_file(entry: TreeEntry, out: BinaryIO) -> None:
         raise changed
 
 
-RESOLVERS["file"] = (_describe_file, _fetch_file)
+register_resolver("file", _describe_file, _fetch_file)
 
 
 def _resolver(uri: str) -> tuple[Describe, Fetch]:
@@ -139,11 +147,6 @@ def _resolver(uri: str) -> tuple[Describe, Fetch]:
         raise InvalidInput(f"reference {uri!r} is not a valid URI ({exc}); check it") from None
     if "\0" in uri:
         raise InvalidInput(f"reference {uri!r} holds a NUL character, which no path or key can; check it")
-    if scheme not in RESOLVERS and scheme in ("s3", "gs", "gcs", "az", "azure", "abfs"):
-        try:
-            from objstore.files import bucket_references as remote_refs  # noqa: F401  (registers object-storage schemes)
-        except ImportError:
-            pass
     if scheme not in RESOLVERS:
         raise InvalidInput(f"references with scheme {scheme or '(none)'}:// are not supported; use file:// or s3://")
     return RESOLVERS[scheme]

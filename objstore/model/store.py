@@ -136,6 +136,14 @@ def resolve_location(store: str | os.PathLike[str] | None = None, *, cwd: Path |
     return Path.home() / STORE_DIRNAME
 
 
+def init_location(store: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> str | os.PathLike[str]:
+    """Where a new store is made (``objstore init``): argument, ``$OBJSTORE_DIR``, else
+    ``.objstore`` in the working directory, as git init does (never a store found above)."""
+    if store is not None and str(store) != "":
+        return store
+    return os.environ.get("OBJSTORE_DIR") or (cwd or Path.cwd()) / STORE_DIRNAME
+
+
 def local_directory(location: str | os.PathLike[str], purpose: str) -> Path:
     """``location`` as a local directory, for what must be local (a clone's destination)."""
     where = parse_location(location)
@@ -210,3 +218,12 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.location!r})"
+
+
+def init_store(location: str | os.PathLike[str] | None = None) -> tuple[Store, bool]:
+    """The store at :func:`init_location` (``location``), created if absent: (store, created)."""
+    where = init_location(location)
+    try:
+        return Store.open_existing(where), False
+    except NotFound:
+        return Store.open(where, create=True), True

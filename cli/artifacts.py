@@ -1,0 +1,359 @@
+"""Commands over artifacts and models: init, log-model, use-model, link-model, ls,
+log, show, alias, delete. Each is a few lines over the library; the store and
+the shared options come from :mod:`cli.context`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from objstore.api.artifact import Artifact, artifact_of
+from objstore.api.public import Api
+from objstore.api.runs import new_run_id
+from objstore.errors import CorruptObject, NotFound
+from objstore.model.deletion import delete_collection
+from objstore.model.names import (
+    check_alias,
+    check_aliases,
+    check_name,
+    parse_version_spec,
+)
+from objstore.model.store import init_store
+from objstore.model.versions import (
+    delete_alias,
+    list_collections,
+    list_projects,
+    resolve,
+    set_alias,
+)
+
+from . import output as out
+from .context import (
+    State,
+    artifact_dict,
+    check_log_args,
+    entity_option,
+    json_option,
+    names,
+    parse_metadata,
+    pass_state,
+    project_option,
+    resolve_spec,
+    start_run,
+)
+
+# -- commands -------------------------------------------------------------------
+
+@click.command("init")
+@json_option
+@pass_state
+def init_cmd(state: State, as_json: bool) -> None:
+    """Create a store (or say it is there): --store, else $OBJSTORE_DIR, else
+    ./.objstore in the current directory, as git init does.
+
+    \b
+    Example:
+      objstore init
+      objstore --store s3://models/team init
+    """
+    store, created = init_store(state.location)
+    state.adopt(store)
+    if as_json:
+        out.emit_json({"store": str(store.location), "created": created})
+    else:
+        click.echo(f"{'Initialized empty' if created else 'Reinitialized existing'} objstore store at {store.location}")
+
+
+@click.command("log-model")
+@click.argument("path")
+@click.option("--name", "-n", default=None, help="Collection name [run-<run id>-<basename>].")
+@click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set (repeatable).")
+@click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable; JSON values kept typed).")
+@click.option("--description", "-d", default=None, help="Version description.")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str, ...], metadata: tuple[str, ...],
+                  description: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Log a model file or directory as a new version.
+
+    \b
+    Example:
+      objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
+    """
+    meta = parse_metadata(metadata)
+    check_aliases(list(aliases))
+    run_id = new_run_id()
+    check_log_args(path, name, run_id)
+    state.store()
+    with start_run(state, entity, project, run_id) as run:
+        with out.progress_bar(out.path_size(path), "logging") as progress:
+            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description, progress=progress)
+    if as_json:
+        out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
+    else:
+        verb = "logged" if art.created else "unchanged"
+        click.echo(f"{verb} {art.qualified_name}  {out.size(art.size)}, {out.size(art.new_bytes if art.created else 0)} new  digest {art.digest[:12]}")
+
+
+@click.command("use-model")
+@click.argument("name")
+@click.option("--root", default=None, type=click.Path(file_okay=False), help="Where to put it [./artifacts/<name>:<version>].")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def use_model_cmd(state: State, name: str, root: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Download a model version and print its path (the file itself for a one-file model).
+
+    \b
+    Example:
+      objstore use-model mnist:best --root /tmp/mnist
+    """
+    resolved = resolve_spec(state, name, entity, project)  # fail before a run is recorded
+    with start_run(state, entity, project) as run:
+        with out.progress_bar(resolved.version.size, "downloading") as progress:
+            path = run.use_model(resolved.qualified_name, root=root, progress=progress)
+    if as_json:
+        out.emit_json({"name": resolved.qualified_name, "path": path, "run": run.path})
+    else:
+        click.echo(path)
+
+
+@click.command("link-model")
+@click.argument("path")
+@click.argument("registered_model")
+@click.option("--name", "-n", default=None, help="Collection to log PATH into first.")
+@click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set in the registry (repeatable).")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def link_model_cmd(state: State, path: str, registered_model: str, name: str | None, aliases: tuple[str, ...],
+                   project: str | None, entity: str | None, as_json: bool) -> None:
+    """Log (or reuse) a model and link it into <entity>/model-registry/REGISTERED_MODEL.
+
+    \b
+    Example:
+      objstore link-model out/model.safetensors Digits --name mnist --alias production
+    """
+    check_name(registered_model, "registered model name")
+    check_aliases(list(aliases))
+    run_id = new_run_id()
+    check_log_args(path, name, run_id)
+    state.store()
+    with start_run(state, entity, project, run_id) as run:
+        linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
+    if as_json:
+        out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "run": run.path})
+    else:
+        click.echo(f"linked {linked.source_qualified_name} as {linked.qualified_name}")
+
+
+@click.command("ls")
+@click.argument("where", required=False, metavar="[ENTITY/PROJECT]")
+@entity_option
+@json_option
+@pass_state
+def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -> None:
+    """List projects, or the collections of ENTITY/PROJECT (or PROJECT of your entity).
+
+    \b
+    Example:
+      objstore ls
+      objstore ls charlie/mnist
+    """
+    store = state.store()
+    if where is None:
+        rows = []
+        for ent, proj in list_projects(store, entity):
+            rows.append({"entity": ent, "project": proj, "collections": len(list_collections(store, ent, proj))})
+        rows = [r for r in rows if r["collections"]]
+        if as_json:
+            out.emit_json({"projects": rows})
+        else:
+            out.table(["PROJECT", "COLLECTIONS"], [[f"{r['entity']}/{r['project']}", r["collections"]] for r in rows])
+        return
+    parts = where.split("/")
+    if len(parts) == 1:
+        ent, proj = names(entity, None)[0], parts[0]
+    elif len(parts) == 2:
+        ent, proj = parts
+    else:
+        raise click.BadParameter(f"{where!r} is not ENTITY/PROJECT", param_hint="ENTITY/PROJECT")
+    check_name(ent, "entity")
+    check_name(proj, "project")
+    colls = Api(store, entity=ent, project=proj).artifact_collections(proj, entity=ent)
+    data: list[dict[str, Any]] = [{"name": c.name, "type": c.type, "versions": c.version_count, "aliases": list(c.aliases)} for c in colls]
+    if as_json:
+        out.emit_json({"entity": ent, "project": proj, "collections": data})
+    else:
+        out.table(["NAME", "TYPE", "VERSIONS", "ALIASES"], [[d["name"], d["type"], d["versions"], ",".join(d["aliases"])] for d in data])
+
+
+@click.command("log")
+@click.argument("name")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def log_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show the versions of a collection, newest first.
+
+    \b
+    Example:
+      objstore log mnist
+      objstore log charlie/model-registry/Digits --json
+    """
+    ent, proj = names(entity, project)
+    versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
+    rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
+    for art in reversed(versions):
+        rows.append({
+            "version": art.version, "aliases": sorted(art.aliases), "size": art.size, "new_bytes": art.new_bytes,
+            "created_at": out.iso(art.created_at), "run": art.logged_by_path, "run_state": run_state(art),
+            "digest": art.digest, "source": art.source_qualified_name,
+        })
+    coll = versions[0].qualified_name.rsplit(":", 1)[0]
+    if as_json:
+        out.emit_json({"collection": coll, "versions": rows})
+    else:
+        out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
+            [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
+             out.when(a.created_at), run_label(r["run"], r["run_state"])] for r, a in zip(rows, reversed(versions))])
+
+
+def run_state(art: Artifact) -> str:
+    """``present``, ``absent`` (a run is lineage: a transfer or a crash may leave it
+    out) or ``damaged`` (its ref is here, its record does not read; fsck says more)."""
+    try:
+        return "present" if art.logged_by() is not None else "absent"
+    except (CorruptObject, NotFound):
+        return "damaged"
+
+
+def run_label(path: str | None, state: str) -> str:
+    """A run as log and show print it."""
+    if not path:
+        return "-"
+    return {"present": path, "absent": f"{path} (not in this store)"}.get(state, f"{path} (damaged; run 'objstore fsck')")
+
+
+@click.command("show")
+@click.argument("name")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def show_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show one version: metadata, description, files, digest, who logged and used it.
+
+    \b
+    Example:
+      objstore show mnist:v1
+    """
+    resolved = resolve_spec(state, name, entity, project)
+    art = artifact_of(state.store(), resolved)
+    recorded = run_state(art)
+    data = {
+        **artifact_dict(art), "id": resolved.object_id.hex, "source": art.source_qualified_name,
+        "description": art.description, "metadata": art.metadata,
+        "files": [{"path": f.path, "size": f.size, "kind": f.kind, "digest": f.digest, "ref": f.ref} for f in art.files()],
+        "logged_by": art.logged_by_path, "logged_by_state": recorded,
+        "used_by": sorted(r.path for r in art.used_by()),
+    }
+    if as_json:
+        out.emit_json(data)
+        return
+    click.echo(f"{data['name']}  ({data['type']})")
+    if data["source"] != data["name"]:
+        click.echo(f"links to    {data['source']}")
+    click.echo(f"digest      {data['digest']}")
+    click.echo(f"id          {data['id']}")
+    click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
+    click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
+    click.echo(f"created     {out.when(art.created_at)}")
+    click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
+    click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
+    click.echo(f"description {art.description or '-'}")
+    if art.metadata:
+        click.echo("metadata")
+        for k, v in sorted(art.metadata.items()):
+            click.echo(f"  {k}: {v}")
+    click.echo("files")
+    for f in data["files"]:
+        click.echo(f"  {out.size(f['size']):>10}  {f['path']}" + (f" -> {f['ref']}" if f["ref"] else ""))
+
+
+@click.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.option("--delete", "delete", is_flag=True, help="Remove ALIAS from the collection NAME.")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Point ALIAS at a version, or remove it with --delete.
+
+    \b
+    Example:
+      objstore alias mnist:v1 production
+      objstore alias --delete mnist production
+    """
+    check_alias(alias)
+    ent, proj = names(entity, project)
+    if delete:
+        if ":" in name:
+            raise click.BadParameter(f"give the collection without a version: {name.split(':', 1)[0]}", param_hint="NAME")
+        coll = parse_version_spec(name, entity=ent, project=proj).collection
+        resolve(state.store(), parse_version_spec(f"{coll}:{alias}", entity=ent, project=proj))  # says what exists if not
+        delete_alias(state.store(), coll, alias)
+        result = {"collection": str(coll), "alias": alias, "version": None}
+    else:
+        if ":" not in name:
+            raise click.BadParameter(f"give the version to point at, e.g. {name}:v0", param_hint="NAME")
+        resolved = resolve(state.store(), parse_version_spec(name, entity=ent, project=proj))
+        set_alias(state.store(), resolved.collection, alias, resolved.object_id)
+        result = {"collection": str(resolved.collection), "alias": alias, "version": f"v{resolved.index}"}
+    if as_json:
+        out.emit_json(result)
+    elif delete:
+        click.echo(f"removed alias {alias} from {result['collection']}")
+    else:
+        click.echo(f"{result['collection']}:{alias} -> {result['version']}")
+
+
+@click.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Delete a whole collection's refs; 'objstore gc' then frees its unique bytes.
+
+    \b
+    Example:
+      objstore delete old-experiment --yes && objstore gc
+    """
+    if ":" in name:
+        raise click.BadParameter("delete removes a whole collection; give its name without ':'", param_hint="NAME")
+    ent, proj = names(entity, project)
+    coll = parse_version_spec(name, entity=ent, project=proj).collection
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to delete {coll} without confirmation; pass --yes")
+        click.confirm(f"delete every version of {coll}?", abort=True, err=True)
+    result = delete_collection(state.store(), coll)
+    if as_json:
+        out.emit_json({"collection": result.collection, "versions": result.versions, "refs": result.refs})
+    else:
+        click.echo(f"deleted {result.collection} ({result.versions} versions); run 'objstore gc' to free its bytes")
+
+
+COMMANDS: tuple[click.Command, ...] = (init_cmd, log_model_cmd, use_model_cmd, link_model_cmd, ls_cmd, log_cmd, show_cmd, alias_cmd, delete_cmd)

@@ -1,0 +1,76 @@
+"""The logging pipeline: what a draft artifact's staged entries become in the store.
+
+Invariants: every link among the staged entries is checked over the whole draft
+before anything is stored; chunks and packs are flushed before any file object
+or tree names them (the write order objects, then refs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from objstore.errors import InvalidInput, UnsafePath
+from objstore.files.ingest import chunk_file
+from objstore.files.materialize import check_symlinks
+from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.objects import FILE, TREE, FileObject, TreeEntry
+from objstore.storage.trees import build_tree
+
+
+@dataclass(slots=True)
+class Staged:
+    """One entry of a draft: a local file to ingest, or a ready entry (reference, symlink, empty directory)."""
+
+    kind: str
+    size: int
+    source: Path | None = None  # local file to ingest
+    entry: TreeEntry | None = None  # a ready entry (reference, symlink, empty dir)
+
+
+def check_links(staged: dict[str, "Staged"]) -> None:
+    """Whatever is logged as a link can be materialized: each add_dir judged its links
+    over its own directory, but links from two calls can combine (``l -> k/../..``
+    from one, ``k -> .`` from another) into one that leaves; resolve every link over
+    the whole draft by the rule materialize applies, before anything is stored."""
+    entries: list[tuple[str, TreeEntry]] = []
+    dirs: set[str] = set()
+    for path, item in staged.items():
+        parts = path.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        entries.append((path, item.entry if item.entry is not None else TreeEntry("", FILE, item.size)))
+    entries.extend((d, TreeEntry("", TREE, 0)) for d in sorted(dirs) if d not in staged)
+    try:
+        check_symlinks(entries)
+    except UnsafePath as exc:
+        raise InvalidInput(f"{str(exc).removesuffix('; refusing')} once combined with the artifact's other entries, "
+                           f"so it could never be downloaded; add the link and what it points through in one add_dir") from None
+
+
+def store_staged(store: Store, staged: dict[str, Staged], progress: Callable[[int], None] | None = None) -> tuple[ObjectId, int]:
+    """Store every staged entry and the tree holding them; return the tree's id and
+    total size. Files are chunked first and the chunks flushed (aborted on any
+    failure, so no pack is left half-written) before any file object or tree is
+    stored: nothing stored ever names bytes that are not."""
+    files: list[tuple[str, FileObject, int]] = []
+    try:
+        for path, item in sorted(staged.items()):
+            if item.kind == FILE:
+                assert item.source is not None
+                mode = item.source.stat().st_mode & 0o777
+                files.append((path, chunk_file(item.source, store.chunker, store.odb, progress), mode))
+        store.odb.flush()  # chunks and packs first: the write order
+    except BaseException:
+        store.odb.abort()
+        raise
+    leaves: dict[str, TreeEntry] = {}
+    for path, fobj, mode in files:
+        fid = store.odb.put_object(fobj)
+        leaves[path] = TreeEntry("", FILE, fobj.size, fid, mode)
+    for path, item in staged.items():
+        if item.kind != FILE:
+            assert item.entry is not None
+            leaves[path] = item.entry
+    return build_tree(store.odb, leaves)

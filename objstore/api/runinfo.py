@@ -1,0 +1,138 @@
+"""Runs as recorded in the store, read back: :class:`RunInfo` and the lookups
+that find one (by path, by ref, every run under a prefix).
+
+A run is a :class:`~objstore.storage.objects.RunRecord` behind the ref
+``refs/<entity>/<project>/runs/<id>``; reading one never writes. A run is a weak
+edge of the lineage graph: :func:`find_run` answers None for a run whose ref is
+not in this store, while a ref whose record is damaged still raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from objstore.errors import CorruptObject, InvalidName, NotFound
+from objstore.storage.ids import ObjectId
+from objstore.model.names import CollectionPath
+from objstore.storage.objects import Link, RunRecord, Version
+from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
+from objstore.model.store import Store
+from objstore.model.versions import ResolvedVersion, read_entry
+
+if TYPE_CHECKING:
+    from objstore.api.artifact import Artifact
+
+# How a logged version becomes an Artifact: artifact.py registers it
+# (set_artifact_loader), so this module, which artifact.py imports for
+# ``logged_by``/``used_by``, never imports artifact.py back.
+ArtifactLoader = Callable[[Store, ResolvedVersion], "Artifact"]
+_artifact_loader: ArtifactLoader | None = None
+
+
+def set_artifact_loader(loader: ArtifactLoader) -> None:
+    """Make :meth:`RunInfo.used_artifacts` and ``logged_artifacts`` build their Artifacts with ``loader``."""
+    global _artifact_loader
+    _artifact_loader = loader
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as recorded in the store (read-only)."""
+
+    id: str
+    entity: str
+    project: str
+    name: str
+    config: dict[str, Any]
+    job_type: str | None
+    state: str
+    started_at: float
+    finished_at: float | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    _store: Store | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.id}"
+
+    @classmethod
+    def from_record(cls, record: RunRecord, store: Store | None = None) -> "RunInfo":
+        return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
+                   record.started_at, record.finished_at, record.inputs, record.outputs, store)
+
+    def _artifacts(self, ids: tuple[str, ...]) -> "list[Artifact]":
+        if self._store is None:
+            return []
+        assert _artifact_loader is not None, "objstore.api.artifact registers the loader when imported"
+        out = []
+        for hex_id in ids:
+            try:
+                entry = read_entry(self._store, _collection_of(self._store, ObjectId.from_hex(hex_id)), ObjectId.from_hex(hex_id))
+            except (NotFound, CorruptObject):
+                continue
+            out.append(_artifact_loader(self._store, entry))
+        return out
+
+    def used_artifacts(self) -> "list[Artifact]":
+        return self._artifacts(self.inputs)
+
+    def logged_artifacts(self) -> "list[Artifact]":
+        return self._artifacts(self.outputs)
+
+
+def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
+    obj = store.odb.get_object(oid)
+    if isinstance(obj, Version):
+        return CollectionPath(obj.entity, obj.project, obj.name)
+    if isinstance(obj, Link):
+        e, p, n = obj.registry.split("/")
+        return CollectionPath(e, p, n)
+    raise CorruptObject(f"object {oid.hex[:16]} is not a version", object_id=oid.hex)
+
+
+def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
+    oid = store.refs.read(run_ref(entity, project, run_id))
+    if oid is None:
+        raise NotFound(f"no run {entity}/{project}/{run_id} in the store", key=f"{entity}/{project}/{run_id}")
+    obj = store.odb.get_object(oid)
+    if not isinstance(obj, RunRecord):
+        raise CorruptObject(f"run ref {entity}/{project}/{run_id} points at a non-run object", object_id=oid.hex)
+    return obj
+
+
+def find_run(store: Store, path: str) -> RunInfo | None:
+    """The run at ``entity/project/run-id``; None if its ref is not in this store (a
+    run is a weak edge: legitimately absent after a transfer that did not carry it).
+    A run ref whose record is damaged or missing still raises: that is damage."""
+    parts = path.split("/")
+    if len(parts) != 3 or not all(parts):
+        return None
+    try:
+        key = run_ref(*parts)
+    except InvalidName:
+        return None
+    if store.refs.read(key) is None:
+        return None
+    return RunInfo.from_record(read_run(store, *parts), store)
+
+
+def read_run_by_path(store: Store, path: str) -> RunInfo:
+    parts = path.split("/")
+    if len(parts) != 3:
+        raise InvalidName(f"{path!r} is not a run path; use entity/project/run-id")
+    return RunInfo.from_record(read_run(store, *parts), store)
+
+
+def iter_runs(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunInfo]:
+    for key, oid in store.refs.iter_refs(refs_prefix(entity, project)):
+        parsed = parse_ref_key(key)
+        if parsed is not None and parsed.kind == "run":
+            try:
+                obj = store.odb.get_object(oid)
+            except (NotFound, CorruptObject):
+                continue
+            if isinstance(obj, RunRecord):
+                yield RunInfo.from_record(obj, store)
