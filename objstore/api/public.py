@@ -12,13 +12,13 @@ import os
 from dataclasses import dataclass
 
 from objstore.api.artifact import Artifact, artifact_of
-from objstore.errors import CorruptObject, NotFound, WrongType
-from objstore.model.names import CollectionPath, check_name, parse_version_spec
-from objstore.storage.keys import version_ref
 from objstore.api.runinfo import RunInfo, read_run_by_path
 from objstore.api.runs import DEFAULT_PROJECT, default_entity
+from objstore.errors import CorruptObject, NotFound, WrongType
+from objstore.model.names import CollectionPath, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_collections, list_projects, list_versions, read_entry, resolve
+from objstore.storage.keys import version_ref
 
 
 @dataclass(frozen=True, slots=True)

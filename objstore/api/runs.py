@@ -20,15 +20,15 @@ from types import TracebackType
 from typing import Any
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
 from objstore.console import human_bytes, say
 from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
-from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
-from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 from objstore.files.references import is_uri
-from objstore.storage.keys import run_ref
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
-from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
+from objstore.storage.keys import run_ref
+from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 
 DEFAULT_PROJECT = "uncategorized"
 _ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen", "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
@@ -285,7 +285,7 @@ class Run:
         self._update(lambda r: replace(r, state=state, finished_at=time.time()))
         self._finished = True
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

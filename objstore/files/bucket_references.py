@@ -21,11 +21,11 @@ from urllib.parse import urlparse
 
 import blake3
 
-from objstore.storage.backend import open_backend
 from objstore.constants import MiB
 from objstore.errors import InvalidInput, NotFound, VerificationFailed
-from objstore.storage.objects import REFERENCE, TreeEntry
 from objstore.files.references import register_resolver
+from objstore.storage.backend import open_backend
+from objstore.storage.objects import REFERENCE, TreeEntry
 
 SCHEMES = ("s3", "gs", "gcs", "az", "azure", "abfs")
 READ_BLOCK = 8 * MiB  # ranged reads while streaming: bounded memory whatever the object size

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from objstore.errors import InvalidName, NotFound
-from objstore.storage.ids import ObjectId
-from objstore.storage.objects import FileObject, Link, RunRecord, Tree, Version, encode
-from objstore.storage.keys import object_hex_of, object_prefix
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import object_hex_of, object_prefix
+from objstore.storage.objects import FileObject, Link, RunRecord, Tree, Version, encode
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 

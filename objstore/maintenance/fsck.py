@@ -28,14 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges, tree_children, version_label
-from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
-from objstore.storage.keys import PACKS, idx_key, idx_name_of, pack_key
-from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
-from objstore.storage.keys import REFS, parse_ref_key, ref_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import PACKS, REFS, idx_key, idx_name_of, pack_key, parse_ref_key, ref_label
+from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
+from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 
 
 @dataclass(frozen=True, slots=True)

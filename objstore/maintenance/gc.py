@@ -51,13 +51,16 @@ import numpy as np
 
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import reach
+from objstore.model.store import Store
+from objstore.storage.backend import KeyInfo
+from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,
     GC_MARKED_OBJECTS,
     OBJECTS,
     PACKS,
+    REFS,
     REMOTES,
     TMP,
     idx_key,
@@ -72,9 +75,6 @@ from objstore.storage.keys import (
     tracked_ref_of,
 )
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, index_ids
-from objstore.storage.keys import REFS
-from objstore.model.store import Store
-from objstore.storage.backend import KeyInfo
 
 MARKED_PACKS = GC_MARKED
 MARKED_OBJECTS = GC_MARKED_OBJECTS

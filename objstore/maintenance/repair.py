@@ -32,14 +32,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from objstore.storage import codecs
+from objstore.constants import PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.maintenance.fsck import FsckReport, fsck
+from objstore.model.refs import decode_value
+from objstore.model.store import Store
+from objstore.storage import codecs
 from objstore.storage.ids import ObjectId
-from objstore.storage.objects import Link, Version, encode
 from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
+from objstore.storage.objects import Link, Version, encode
 from objstore.storage.odb import ObjectDatabase
-from objstore.constants import PACK_TARGET
 from objstore.storage.packs import (
     PackBuilder,
     decode_idx,
@@ -52,9 +54,6 @@ from objstore.storage.packs import (
     scan_records,
     verify_pack,
 )
-from objstore.model.refs import decode_value
-from objstore.model.store import Store
-
 
 Progress = Callable[[str], None]
 

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import msgpack
 
-from objstore.storage.backend import Backend
 from objstore.constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
 from objstore.errors import Conflict, CorruptObject, NotFound
+from objstore.storage.backend import Backend
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import LOGS, reflog_key, reflog_prefix, reflogs_under
-
 
 
 def default_who() -> str:

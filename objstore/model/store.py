@@ -24,12 +24,12 @@ from typing import Any
 
 import msgpack
 
-from objstore.storage.backend import Backend, open_backend, parse_location
-from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.constants import MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
 from objstore.errors import CorruptObject, InvalidInput, NotFound
-from objstore.storage.odb import ObjectDatabase
 from objstore.model.refs import RefStore
+from objstore.storage.backend import Backend, open_backend, parse_location
+from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.odb import ObjectDatabase
 
 CONFIG_KEY = "config"
 STORE_DIRNAME = ".objstore"
@@ -87,7 +87,7 @@ class StoreConfig:
         return msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
 
     @classmethod
-    def decode(cls, data: bytes, where: object = "this store") -> "StoreConfig":
+    def decode(cls, data: bytes, where: object = "this store") -> StoreConfig:
         """Parse and check a store's config (untrusted: a forged store or remote)."""
         damaged = f"the config of the store at {where} is damaged"
         fix = "restore it from a clone or recreate the store"
@@ -171,7 +171,7 @@ class Store:
 
     @classmethod
     def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True, chunking: ChunkParams | None = None,
-             options: dict[str, str] | None = None) -> "Store":
+             options: dict[str, str] | None = None) -> Store:
         """Open the store at ``location`` (resolved as the module says), creating it if allowed.
 
         ``chunking`` is used only when creating; ``options`` (endpoint, region …) go to
@@ -203,14 +203,14 @@ class Store:
             raise
 
     @classmethod
-    def open_existing(cls, location: str | os.PathLike[str] | None = None) -> "Store":
+    def open_existing(cls, location: str | os.PathLike[str] | None = None) -> Store:
         return cls.open(location, create=False)
 
     def close(self) -> None:
         self.odb.flush()
         self.backend.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

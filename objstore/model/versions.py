@@ -43,12 +43,12 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
-from objstore.storage.objects import Link, RunRecord, Version
-from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
+from objstore.storage.objects import Link, RunRecord, Version
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 _TREE_HEX = re.compile(r"[0-9a-f]{64}")

@@ -53,11 +53,11 @@ from pathlib import Path
 
 import numpy as np
 
+from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
+from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage import codecs
 from objstore.storage.backend import Backend
 from objstore.storage.backend._local import backend_error
-from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
-from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,
@@ -83,7 +83,6 @@ from objstore.storage.packs import (
     max_idx_bytes,
     read_pack_index,
 )
-
 
 # Adjacent chunks of one pack are fetched in one ranged read up to this size.
 COALESCE_LIMIT = 16 * 1024 * 1024

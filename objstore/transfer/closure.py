@@ -14,19 +14,18 @@ from dataclasses import dataclass, field
 
 from objstore.constants import PACK_TARGET
 from objstore.errors import CorruptObject
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges
-from objstore.storage.packs import decode_verified
+from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import object_key
 from objstore.storage.objects import (
     MetaObject,
     Tree,
 )
-from objstore.storage.keys import object_key
 from objstore.storage.odb import ChunkLocation
-from objstore.model.store import Store
+from objstore.storage.packs import decode_verified
 from objstore.storage.trees import check_tree
-from objstore.transfer.sync import HAS_BATCH, Progress, RANGES_IN_FLIGHT, RANGE_GAP, RANGE_MAX, TransferResult, _pmap
-
+from objstore.transfer.sync import HAS_BATCH, RANGE_GAP, RANGE_MAX, RANGES_IN_FLIGHT, Progress, TransferResult, _pmap
 
 # -- reading and verifying objects ------------------------------------------
 

@@ -11,21 +11,32 @@ from dataclasses import replace
 
 from objstore.console import say
 from objstore.errors import Conflict, CorruptObject, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath
+from objstore.model.refs import encode_value
+from objstore.model.store import Store
+from objstore.model.versions import advance_latest, check_ref
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
 from objstore.storage.objects import (
     Link,
     RunRecord,
     Version,
 )
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
-from objstore.model.refs import encode_value
-from objstore.model.store import Store
-from objstore.model.versions import advance_latest, check_ref
 from objstore.transfer.closure import _pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, read_keys, read_refs, selection_prefixes
-from objstore.transfer.tracking import Tracking, _Coll, _add_runs, _chain, _collections, _finish_stats, _registry_last, _remote_stats, _roots, _runs, runs_of
-
+from objstore.transfer.tracking import (
+    Tracking,
+    _add_runs,
+    _chain,
+    _Coll,
+    _collections,
+    _finish_stats,
+    _registry_last,
+    _remote_stats,
+    _roots,
+    _runs,
+    runs_of,
+)
 
 # -- fetch and pull ---------------------------------------------------------------------
 

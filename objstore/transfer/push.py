@@ -9,16 +9,15 @@ import time
 from collections.abc import Iterable
 
 from objstore.errors import Conflict, NonFastForward, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import advance_latest
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
 from objstore.transfer.closure import _pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, parse_ref, read_refs, selection_prefixes
-from objstore.transfer.tracking import Tracking, _Coll, _add_runs, _collections, _finish_stats, _registry_last, _remote_stats, runs_of
-
+from objstore.transfer.tracking import Tracking, _add_runs, _Coll, _collections, _finish_stats, _registry_last, _remote_stats, runs_of
 
 # -- push -----------------------------------------------------------------------------
 
