@@ -93,7 +93,7 @@ def _plan_ranges(located: list[tuple[ObjectId, ChunkLocation]]) -> list[list[tup
     return ranges
 
 
-def _verify_chunk(cid: ObjectId, loc: ChunkLocation, payload: memoryview, where: str) -> None:
+def _verify_chunk(cid: ObjectId, loc: ChunkLocation, payload: bytes | memoryview, where: str) -> None:
     try:
         decode_verified(cid, loc.codec, loc.raw_len, loc.stored_len, payload, f"pack {loc.pack[:16]} at {where}")
     except CorruptObject as exc:

@@ -115,7 +115,7 @@ def _runs(snapshot: dict[str, bytes]) -> dict[str, bytes]:
 
 def _chain(coll: _Coll) -> list[ObjectId]:
     """The versions v0..vK in order, stopping at the first gap."""
-    out = []
+    out: list[ObjectId] = []
     while len(out) in coll.versions:
         out.append(coll.versions[len(out)])
     return out
