@@ -33,8 +33,9 @@ class CatObject:
     def pretty(self) -> dict[str, Any]:
         """A JSON-ready view of a metadata object."""
         assert self.obj is not None
-        return _jsonable(self.obj.to_dict() if not isinstance(self.obj, FileObject) else {
+        view: dict[str, Any] = _jsonable(self.obj.to_dict() if not isinstance(self.obj, FileObject) else {
             "v": 1, "k": "file", "size": self.obj.size, "chunks": [[c.hex, n] for c, n in self.obj.chunks]})
+        return view
 
 
 def _jsonable(value: Any) -> Any:

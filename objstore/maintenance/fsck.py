@@ -180,9 +180,10 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         for e in index:
             raw = entry_id(e["id"])
             st.chunks_checked += 1
-            off, n = int(e["offset"]), int(e["stored_len"])
+            off, stored_len = int(e["offset"]), int(e["stored_len"])
             try:
-                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), n, memoryview(data)[off:off + n], f"pack {name[:16]}")
+                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), stored_len,
+                                memoryview(data)[off:off + stored_len], f"pack {name[:16]}")
             except ObjstoreError as exc:
                 st.bad_chunks.setdefault(raw, str(exc.args[0]) if exc.args else str(exc))
             else:

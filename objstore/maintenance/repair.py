@@ -150,8 +150,8 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
         except (NotFound, CorruptObject) as exc:
             report.unavailable.append(f"chunk {hex_id[:16]}: {exc}")
             continue
-        codec_id, payload = codecs.encode_chunk(raw, None, store.odb.codec_policy)
-        packer.add(oid, codec_id, len(raw), payload)
+        codec_id, encoded = codecs.encode_chunk(raw, None, store.odb.codec_policy)
+        packer.add(oid, codec_id, len(raw), encoded)
         have_good.add(oid.raw)
         report.fetched_chunks += 1
     packer.close()  # new packs, then their indexes: before any damaged pack goes

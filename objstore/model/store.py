@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard
 
 import msgpack
 
@@ -71,7 +71,7 @@ def _show_params(params: ChunkParams) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.to_dict().items())
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -84,7 +84,8 @@ class StoreConfig:
     created_at: float
 
     def encode(self) -> bytes:
-        return msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
+        packed: bytes = msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
+        return packed
 
     @classmethod
     def decode(cls, data: bytes, where: object = "this store") -> StoreConfig:

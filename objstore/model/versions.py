@@ -333,6 +333,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
             store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
             existing, found_at = oid, ref
         else:
+            assert existing is not None  # the claim loop ends uncreated only on finding an entry that holds tree
             store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
     entry = read_entry(store, coll, existing, ref=found_at)

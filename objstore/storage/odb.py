@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +149,8 @@ class ChunkIndex:
         probe = np.array(ids, dtype="S32")
         pos = np.searchsorted(self._ids, probe)
         pos_clipped = np.minimum(pos, len(self._ids) - 1)
-        return (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
+        hits: np.ndarray = (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
+        return hits
 
     def locate(self, chunk_id: bytes) -> ChunkLocation | None:
         if not len(self._ids):
@@ -463,7 +464,7 @@ class ObjectDatabase:
                 continue  # an interrupt (BaseException) is not swallowed: it ends the abort
 
     def _temp_path(self) -> Path:
-        make = getattr(self.backend, "new_temp_path", None)
+        make: Callable[[], Path] | None = getattr(self.backend, "new_temp_path", None)
         if make is not None:
             return make()
         fd, name = tempfile.mkstemp(prefix="objstore-pack-")
