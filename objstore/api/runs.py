@@ -31,8 +31,10 @@ from objstore.storage.keys import run_ref
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 
 DEFAULT_PROJECT = "uncategorized"
-_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen", "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
-_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze", "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
+_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen",
+               "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
+_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze",
+          "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
 
 
 def default_entity() -> str:
@@ -216,7 +218,8 @@ class Run:
             parts = [self.entity, *parts]
         if len(parts) != 3:
             raise InvalidName(f"{target_path!r} is not a link target; use <registered model>, or entity/model-registry/<name>")
-        registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"), check_name(parts[2], "registered model name"))
+        registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"),
+                                  check_name(parts[2], "registered model name"))
         self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
         linked = artifact_of(self.store, entry)
@@ -251,7 +254,8 @@ class Run:
         spec = parse_version_spec(name, entity=self.entity, project=self.project)
         resolved = resolve(self.store, spec)
         if "model" not in resolved.version.artifact_type:
-            raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not a model; use use_artifact for it")
+            raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
+                            f"not a model; use use_artifact for it")
         art = artifact_of(self.store, resolved)
         self._add_input(resolved.version_id.hex)
         directory = Path(art.download(root, progress=progress))

@@ -109,7 +109,8 @@ def _fetch(entry: TreeEntry, out: BinaryIO) -> None:
         # Checked again after reading: an overwrite during the download is caught too.
         check()
         if written != entry.size or ("blake3" in entry.extra and h.hexdigest() != entry.extra["blake3"]):
-            raise VerificationFailed(f"referenced object {uri} changed since it was logged (its bytes differ); log it again to use the new bytes",
+            raise VerificationFailed(f"referenced object {uri} changed since it was logged (its bytes differ); "
+                                     f"log it again to use the new bytes",
                                      paths=(uri,))
     finally:
         backend.close()

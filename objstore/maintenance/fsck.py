@@ -160,9 +160,11 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
                 # checksum holds (odb.refresh), so the chunks stay readable then.
                 try:
                     index = read_pack_index(data, name)
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); readers use the pack's own index, rewrite packs/{name}.idx from it"))
+                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); "
+                                                              f"readers use the pack's own index, rewrite packs/{name}.idx from it"))
                 except CorruptObject:
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) and so is the pack; its chunks are unreadable"))
+                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) "
+                                                              f"and so is the pack; its chunks are unreadable"))
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
             st.unindexed_packs.add(name)
@@ -237,7 +239,8 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
         try:
             obj = store.odb.get_object(oid)
         except NotFound:
-            st.problems.append(Problem("ref", key, f"ref {key} points at {oid.hex[:16]}, which is not in the store", (label,) if label else ()))
+            st.problems.append(Problem("ref", key, f"ref {key} points at {oid.hex[:16]}, which is not in the store",
+                                       (label,) if label else ()))
             continue
         except ObjstoreError as exc:
             st.problems.append(Problem("ref", key, f"ref {key}: {exc}", (label,) if label else ()))

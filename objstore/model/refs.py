@@ -162,7 +162,8 @@ class RefStore:
 
     # -- reflog ----------------------------------------------------------
     def _log(self, ref: str, old: ObjectId | None, new: ObjectId | None, why: str) -> None:
-        entry = msgpack.packb({"old": old.raw if old else None, "new": new.raw if new else None, "when": time.time(), "who": self.who, "why": why})
+        entry = msgpack.packb({"old": old.raw if old else None, "new": new.raw if new else None,
+                               "when": time.time(), "who": self.who, "why": why})
         key = reflog_key(ref, f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}")
         self.backend.put_if_absent(key, entry)
 

@@ -197,7 +197,8 @@ class Store:
                     raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where)) from None
                 config = StoreConfig(STORE_FORMAT, chunking or ChunkParams(), time.time())
                 if not backend.put_if_absent(CONFIG_KEY, config.encode()):
-                    config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)  # another process created it first
+                    # another process created it first
+                    config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)
             return cls(backend, config)
         except BaseException:
             backend.close()

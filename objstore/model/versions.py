@@ -285,7 +285,8 @@ def commit_version(
     return _add_entry(store, coll, tree, make, aliases)
 
 
-def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None, aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
+def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None,
+                 aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
     """Link ``target`` into the registered model ``registry``.
 
     A registered model holds each content once: linking a version whose tree is

@@ -179,7 +179,8 @@ class ChunkIndex:
 
     def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         for e, owner in zip(self._entries, self._owner):
-            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]),
+                                                   int(e["raw_len"]), int(e["codec"]))
 
 
 class ObjectDatabase:
@@ -291,7 +292,8 @@ class ObjectDatabase:
                            key=chunk_id.hex)
         return loc
 
-    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]
+                    ) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
         """The stored bytes of each chunk of ``batch`` (neighbours in one pack), read in
         one ranged request; if that pack is gone, each chunk again from where it is now."""
         first, last = batch[0][1], batch[-1][1]
@@ -523,7 +525,9 @@ class ObjectDatabase:
         for chunk_id, loc in self._locations(chunk_ids):
             if batch:
                 first, last = batch[0][1], batch[-1][1]
-                contiguous = loc.pack == last.pack and loc.offset >= last.offset + last.stored_len and loc.offset - first.offset + loc.stored_len <= limit and loc.offset - (last.offset + last.stored_len) <= 4096
+                contiguous = (loc.pack == last.pack and loc.offset >= last.offset + last.stored_len
+                              and loc.offset - first.offset + loc.stored_len <= limit
+                              and loc.offset - (last.offset + last.stored_len) <= 4096)
                 if not contiguous:
                     yield batch
                     batch = []
@@ -531,7 +535,8 @@ class ObjectDatabase:
         if batch:
             yield batch
 
-    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]
+                     ) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
         return self.read_stored(batch)
 
     def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]],
