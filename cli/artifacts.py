@@ -96,7 +96,8 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
         out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
     else:
         verb = "logged" if art.created else "unchanged"
-        click.echo(f"{verb} {art.qualified_name}  {out.size(art.size)}, {out.size(art.new_bytes if art.created else 0)} new  digest {art.digest[:12]}")
+        click.echo(f"{verb} {art.qualified_name}  {out.size(art.size)}, "
+                   f"{out.size(art.new_bytes if art.created else 0)} new  digest {art.digest[:12]}")
 
 
 @click.command("use-model")
@@ -356,4 +357,6 @@ def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: 
         click.echo(f"deleted {result.collection} ({result.versions} versions); run 'objstore gc' to free its bytes")
 
 
-COMMANDS: tuple[click.Command, ...] = (init_cmd, log_model_cmd, use_model_cmd, link_model_cmd, ls_cmd, log_cmd, show_cmd, alias_cmd, delete_cmd)
+COMMANDS: tuple[click.Command, ...] = (
+    init_cmd, log_model_cmd, use_model_cmd, link_model_cmd, ls_cmd, log_cmd, show_cmd, alias_cmd, delete_cmd,
+)

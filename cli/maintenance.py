@@ -61,7 +61,8 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
             else:
                 detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
             click.echo(f"     tensor {t.name}: {t.change} ({detail})")
-    click.echo(f"{len(d.files)} file(s) differ, {d.unchanged} unchanged; {human_bytes(d.bytes_shared)} shared, {human_bytes(d.bytes_new)} new")
+    click.echo(f"{len(d.files)} file(s) differ, {d.unchanged} unchanged; "
+               f"{human_bytes(d.bytes_shared)} shared, {human_bytes(d.bytes_new)} new")
 
 @click.command("lineage")
 @click.argument("name")
@@ -232,7 +233,8 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
     click.echo(f"versions           {t.versions}")
     click.echo(f"logical bytes      {human_bytes(t.logical_bytes)} ({t.logical_bytes})")
     click.echo(f"unique bytes       {human_bytes(t.unique_bytes)} ({t.unique_bytes})")
-    click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) in {usage.packs} packs, {usage.objects} objects"
+    click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) "
+               f"in {usage.packs} packs, {usage.objects} objects"
                + (f", {usage.temp_files} temp files ({human_bytes(usage.temp_bytes)}; gc removes old ones)" if usage.temp_files else ""))
     click.echo(f"dedup ratio        {t.dedup_ratio:.2f}x")
     click.echo(f"compression ratio  {t.compression_ratio:.2f}x")
@@ -240,7 +242,8 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
         click.echo(f"warning: {label} does not read and is left out (run 'objstore fsck')", err=True)
     if by == "project":
         out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
-            [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes), f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
+            [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes),
+             f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
             for name, u in sorted(usage.projects.items())])
 
 COMMANDS: tuple[click.Command, ...] = (diff_cmd, lineage_cmd, cat_file_cmd, fsck_cmd, gc_cmd, du_cmd)

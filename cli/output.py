@@ -29,7 +29,7 @@ def when(ts: float | None) -> str:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat()
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

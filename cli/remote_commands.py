@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from objstore.console import human_bytes
-from objstore.storage.keys import ref_display
 from objstore.model.store import STORE_DIRNAME, local_directory
+from objstore.storage.keys import ref_display
 from objstore.transfer.remotes import (
     clone,
     fetch,

@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 from objstore import errors
-from objstore.api.public import Api, ArtifactCollection
 from objstore.api.artifact import Artifact, ArtifactFile
-from objstore.transfer.remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
+from objstore.api.public import Api, ArtifactCollection
 from objstore.api.runinfo import RunInfo
 from objstore.api.runs import Run, init
-from objstore.model.store import Store
 from objstore.files import bucket_references
+from objstore.model.store import Store
+from objstore.transfer.remotes import Remote, clone, fetch, pull, push, remote_add, remote_list, remote_remove
 
 # Wiring: reference schemes other than file:// are registered here, above the
 # resolvers, so files.references never imports the modules that extend it.

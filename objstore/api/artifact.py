@@ -21,16 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from objstore.api.commit import Staged, check_links, store_staged
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from objstore.files.materialize import materialize, verify
-from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
-from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict, storable_text
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
+from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
 from objstore.model.store import Store
-from objstore.storage.trees import split_path, walk_tree
-from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
-from objstore.api.commit import check_links, Staged, store_staged
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
@@ -38,6 +36,8 @@ from objstore.model.versions import (
     remove_alias_from,
     set_alias,
 )
+from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict, storable_text
+from objstore.storage.trees import split_path, walk_tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ def check_metadata(metadata: object, what: str = "metadata") -> dict[str, Any]:
     return storable_dict(metadata, what)
 
 
-def _scan_dir(top: Path, prefix: str, staged: dict[str, "Staged"], ancestors: frozenset[tuple[int, int]]) -> None:
+def _scan_dir(top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]]) -> None:
     """Stage ``top``'s contents under ``prefix`` by the rule :meth:`Artifact.add_dir` states.
 
     ``ancestors`` are the (device, inode) of the directories being scanned above
@@ -282,7 +282,7 @@ class Artifact:
         self.aliases = list(self._saved_aliases)
 
     @classmethod
-    def _from_resolved(cls, store: Store, resolved: ResolvedVersion) -> "Artifact":
+    def _from_resolved(cls, store: Store, resolved: ResolvedVersion) -> Artifact:
         art = cls.__new__(cls)
         art._name = resolved.collection.name
         art._tmpdir = None

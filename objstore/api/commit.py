@@ -30,7 +30,7 @@ class Staged:
     entry: TreeEntry | None = None  # a ready entry (reference, symlink, empty dir)
 
 
-def check_links(staged: dict[str, "Staged"]) -> None:
+def check_links(staged: dict[str, Staged]) -> None:
     """Whatever is logged as a link can be materialized: each add_dir judged its links
     over its own directory, but links from two calls can combine (``l -> k/../..``
     from one, ``k -> .`` from another) into one that leaves; resolve every link over

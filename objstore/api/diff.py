@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import ContentWalker
+from objstore.model.store import Store
+from objstore.model.versions import ResolvedVersion
+from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, FileObject, TreeEntry
 from objstore.storage.segmenting import read_safetensors_header
-from objstore.model.store import Store
 from objstore.storage.trees import walk_tree
-from objstore.model.versions import ResolvedVersion
 
 
 @dataclass(frozen=True, slots=True)

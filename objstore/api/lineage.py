@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from objstore.errors import NotFound, ObjstoreError
-from objstore.storage.ids import ObjectId
-from objstore.model.inventory import version_label
-from objstore.storage.objects import Link, Version
 from objstore.api.runinfo import RunInfo, iter_runs
+from objstore.errors import NotFound, ObjstoreError
+from objstore.model.inventory import version_label
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
+from objstore.storage.ids import ObjectId
+from objstore.storage.objects import Link, Version
 
 MAX_DEPTH = 64
 
@@ -33,7 +33,7 @@ class Node:
     name: str
     id: str
     detail: str = ""
-    children: tuple["Node", ...] = field(default_factory=tuple)
+    children: tuple[Node, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "name": self.name, "id": self.id, "detail": self.detail,

@@ -12,13 +12,13 @@ import os
 from dataclasses import dataclass
 
 from objstore.api.artifact import Artifact, artifact_of
-from objstore.errors import CorruptObject, NotFound, WrongType
-from objstore.model.names import CollectionPath, check_name, parse_version_spec
-from objstore.storage.keys import version_ref
 from objstore.api.runinfo import RunInfo, read_run_by_path
 from objstore.api.runs import DEFAULT_PROJECT, default_entity
+from objstore.errors import CorruptObject, NotFound, WrongType
+from objstore.model.names import CollectionPath, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import list_aliases, list_collections, list_projects, list_versions, read_entry, resolve
+from objstore.storage.keys import version_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,8 @@ class ArtifactCollection:
 class Api:
     """Queries over a store. ``entity``/``project`` fill in short names."""
 
-    def __init__(self, store: str | os.PathLike[str] | Store | None = None, *, entity: str | None = None, project: str | None = None) -> None:
+    def __init__(self, store: str | os.PathLike[str] | Store | None = None, *,
+                 entity: str | None = None, project: str | None = None) -> None:
         self.store = store if isinstance(store, Store) else Store.open(store)
         self.entity = check_name(entity, "entity") if entity else default_entity()
         self.project = check_name(project, "project") if project else DEFAULT_PROJECT
@@ -73,7 +74,8 @@ class Api:
 
     artifacts = artifact_versions
 
-    def artifact_collections(self, project_name: str | None = None, type_name: str | None = None, *, entity: str | None = None) -> list[ArtifactCollection]:
+    def artifact_collections(self, project_name: str | None = None, type_name: str | None = None, *,
+                             entity: str | None = None) -> list[ArtifactCollection]:
         """The collections of a project (``entity/project`` or just ``project``)."""
         ent, proj = entity or self.entity, project_name or self.project
         if proj and "/" in proj:

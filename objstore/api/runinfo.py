@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from objstore.errors import CorruptObject, InvalidName, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import CollectionPath
-from objstore.storage.objects import Link, RunRecord, Version
-from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, read_entry
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
+from objstore.storage.objects import Link, RunRecord, Version
 
 if TYPE_CHECKING:
     from objstore.api.artifact import Artifact
@@ -59,11 +59,11 @@ class RunInfo:
         return f"{self.entity}/{self.project}/{self.id}"
 
     @classmethod
-    def from_record(cls, record: RunRecord, store: Store | None = None) -> "RunInfo":
+    def from_record(cls, record: RunRecord, store: Store | None = None) -> RunInfo:
         return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
                    record.started_at, record.finished_at, record.inputs, record.outputs, store)
 
-    def _artifacts(self, ids: tuple[str, ...]) -> "list[Artifact]":
+    def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
         if self._store is None:
             return []
         assert _artifact_loader is not None, "objstore.api.artifact registers the loader when imported"
@@ -76,10 +76,10 @@ class RunInfo:
             out.append(_artifact_loader(self._store, entry))
         return out
 
-    def used_artifacts(self) -> "list[Artifact]":
+    def used_artifacts(self) -> list[Artifact]:
         return self._artifacts(self.inputs)
 
-    def logged_artifacts(self) -> "list[Artifact]":
+    def logged_artifacts(self) -> list[Artifact]:
         return self._artifacts(self.outputs)
 
 

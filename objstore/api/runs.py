@@ -20,19 +20,21 @@ from types import TracebackType
 from typing import Any
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
 from objstore.console import human_bytes, say
 from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
-from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
-from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 from objstore.files.references import is_uri
-from objstore.storage.keys import run_ref
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
-from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
+from objstore.storage.keys import run_ref
+from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 
 DEFAULT_PROJECT = "uncategorized"
-_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen", "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
-_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze", "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
+_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen",
+               "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
+_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze",
+          "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
 
 
 def default_entity() -> str:
@@ -216,7 +218,8 @@ class Run:
             parts = [self.entity, *parts]
         if len(parts) != 3:
             raise InvalidName(f"{target_path!r} is not a link target; use <registered model>, or entity/model-registry/<name>")
-        registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"), check_name(parts[2], "registered model name"))
+        registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"),
+                                  check_name(parts[2], "registered model name"))
         self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
         linked = artifact_of(self.store, entry)
@@ -251,7 +254,8 @@ class Run:
         spec = parse_version_spec(name, entity=self.entity, project=self.project)
         resolved = resolve(self.store, spec)
         if "model" not in resolved.version.artifact_type:
-            raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, not a model; use use_artifact for it")
+            raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
+                            f"not a model; use use_artifact for it")
         art = artifact_of(self.store, resolved)
         self._add_input(resolved.version_id.hex)
         directory = Path(art.download(root, progress=progress))
@@ -285,7 +289,7 @@ class Run:
         self._update(lambda r: replace(r, state=state, finished_at=time.time()))
         self._finished = True
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -21,11 +21,11 @@ from urllib.parse import urlparse
 
 import blake3
 
-from objstore.storage.backend import open_backend
 from objstore.constants import MiB
 from objstore.errors import InvalidInput, NotFound, VerificationFailed
-from objstore.storage.objects import REFERENCE, TreeEntry
 from objstore.files.references import register_resolver
+from objstore.storage.backend import open_backend
+from objstore.storage.objects import REFERENCE, TreeEntry
 
 SCHEMES = ("s3", "gs", "gcs", "az", "azure", "abfs")
 READ_BLOCK = 8 * MiB  # ranged reads while streaming: bounded memory whatever the object size
@@ -109,7 +109,8 @@ def _fetch(entry: TreeEntry, out: BinaryIO) -> None:
         # Checked again after reading: an overwrite during the download is caught too.
         check()
         if written != entry.size or ("blake3" in entry.extra and h.hexdigest() != entry.extra["blake3"]):
-            raise VerificationFailed(f"referenced object {uri} changed since it was logged (its bytes differ); log it again to use the new bytes",
+            raise VerificationFailed(f"referenced object {uri} changed since it was logged (its bytes differ); "
+                                     f"log it again to use the new bytes",
                                      paths=(uri,))
     finally:
         backend.close()

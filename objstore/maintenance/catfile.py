@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from objstore.errors import InvalidName, NotFound
-from objstore.storage.ids import ObjectId
-from objstore.storage.objects import FileObject, Link, RunRecord, Tree, Version, encode
-from objstore.storage.keys import object_hex_of, object_prefix
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import object_hex_of, object_prefix
+from objstore.storage.objects import FileObject, Link, RunRecord, Tree, Version, encode
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 
@@ -33,8 +33,9 @@ class CatObject:
     def pretty(self) -> dict[str, Any]:
         """A JSON-ready view of a metadata object."""
         assert self.obj is not None
-        return _jsonable(self.obj.to_dict() if not isinstance(self.obj, FileObject) else {
+        view: dict[str, Any] = _jsonable(self.obj.to_dict() if not isinstance(self.obj, FileObject) else {
             "v": 1, "k": "file", "size": self.obj.size, "chunks": [[c.hex, n] for c, n in self.obj.chunks]})
+        return view
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,14 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges, tree_children, version_label
-from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
-from objstore.storage.keys import PACKS, idx_key, idx_name_of, pack_key
-from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
-from objstore.storage.keys import REFS, parse_ref_key, ref_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import PACKS, REFS, idx_key, idx_name_of, pack_key, parse_ref_key, ref_label
+from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
+from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +160,11 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
                 # checksum holds (odb.refresh), so the chunks stay readable then.
                 try:
                     index = read_pack_index(data, name)
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); readers use the pack's own index, rewrite packs/{name}.idx from it"))
+                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); "
+                                                              f"readers use the pack's own index, rewrite packs/{name}.idx from it"))
                 except CorruptObject:
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) and so is the pack; its chunks are unreadable"))
+                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) "
+                                                              f"and so is the pack; its chunks are unreadable"))
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
             st.unindexed_packs.add(name)
@@ -181,9 +182,10 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         for e in index:
             raw = entry_id(e["id"])
             st.chunks_checked += 1
-            off, n = int(e["offset"]), int(e["stored_len"])
+            off, stored_len = int(e["offset"]), int(e["stored_len"])
             try:
-                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), n, memoryview(data)[off:off + n], f"pack {name[:16]}")
+                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), stored_len,
+                                memoryview(data)[off:off + stored_len], f"pack {name[:16]}")
             except ObjstoreError as exc:
                 st.bad_chunks.setdefault(raw, str(exc.args[0]) if exc.args else str(exc))
             else:
@@ -237,7 +239,8 @@ def _check_refs(store: Store, st: _State) -> tuple[int, dict[ObjectId, str]]:
         try:
             obj = store.odb.get_object(oid)
         except NotFound:
-            st.problems.append(Problem("ref", key, f"ref {key} points at {oid.hex[:16]}, which is not in the store", (label,) if label else ()))
+            st.problems.append(Problem("ref", key, f"ref {key} points at {oid.hex[:16]}, which is not in the store",
+                                       (label,) if label else ()))
             continue
         except ObjstoreError as exc:
             st.problems.append(Problem("ref", key, f"ref {key}: {exc}", (label,) if label else ()))

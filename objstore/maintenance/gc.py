@@ -45,19 +45,23 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import msgpack
 import numpy as np
 
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import reach
+from objstore.model.store import Store
+from objstore.storage.backend import KeyInfo
+from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,
     GC_MARKED_OBJECTS,
     OBJECTS,
     PACKS,
+    REFS,
     REMOTES,
     TMP,
     idx_key,
@@ -72,9 +76,6 @@ from objstore.storage.keys import (
     tracked_ref_of,
 )
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, index_ids
-from objstore.storage.keys import REFS
-from objstore.model.store import Store
-from objstore.storage.backend import KeyInfo
 
 MARKED_PACKS = GC_MARKED
 MARKED_OBJECTS = GC_MARKED_OBJECTS
@@ -101,7 +102,7 @@ class GcReport:
     held: str | None = None  # why nothing was marked or deleted, if so (run fsck)
 
     def to_dict(self) -> dict[str, object]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,20 @@ class _Listing:
         return ids
 
 
+class _Counts(TypedDict):
+    """The running counts of one gc run: the GcReport fields of the same names."""
+
+    packs_marked: int
+    packs_rewritten: int
+    chunks_copied: int
+    packs_deleted: int
+    packs_unmarked: int
+    objects_marked: int
+    objects_deleted: int
+    bytes_marked: int
+    bytes_freed: int
+
+
 @dataclass(slots=True)
 class _Run:
     """One gc run's fixed inputs and its running counts."""
@@ -168,7 +183,7 @@ class _Run:
     grace_seconds: float
     reach: Reachable
     listing: _Listing
-    counts: dict[str, int] = field(default_factory=lambda: dict(
+    counts: _Counts = field(default_factory=lambda: _Counts(
         packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
         objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0))
 
@@ -373,7 +388,7 @@ def _read_object_mark(store: Store, key: str) -> list[bytes]:
     return [data[i:i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
 
 
-def _rewrite(store: Store, name: str, live: list) -> list[bytes] | None:
+def _rewrite(store: Store, name: str, live: list[np.void]) -> list[bytes] | None:
     """Copy the live chunks of pack ``name`` into a new pack, verified. Returns the
     ids copied, or None (writing nothing) if one of them is damaged."""
     data = store.backend.get(pack_key(name))

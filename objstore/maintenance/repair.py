@@ -32,14 +32,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from objstore.storage import codecs
+from objstore.constants import PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.maintenance.fsck import FsckReport, fsck
+from objstore.model.refs import decode_value
+from objstore.model.store import Store
+from objstore.storage import codecs
 from objstore.storage.ids import ObjectId
-from objstore.storage.objects import Link, Version, encode
 from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
+from objstore.storage.objects import Link, Version, encode
 from objstore.storage.odb import ObjectDatabase
-from objstore.constants import PACK_TARGET
 from objstore.storage.packs import (
     PackBuilder,
     decode_idx,
@@ -52,9 +54,6 @@ from objstore.storage.packs import (
     scan_records,
     verify_pack,
 )
-from objstore.model.refs import decode_value
-from objstore.model.store import Store
-
 
 Progress = Callable[[str], None]
 
@@ -151,8 +150,8 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
         except (NotFound, CorruptObject) as exc:
             report.unavailable.append(f"chunk {hex_id[:16]}: {exc}")
             continue
-        codec_id, payload = codecs.encode_chunk(raw, None, store.odb.codec_policy)
-        packer.add(oid, codec_id, len(raw), payload)
+        codec_id, encoded = codecs.encode_chunk(raw, None, store.odb.codec_policy)
+        packer.add(oid, codec_id, len(raw), encoded)
         have_good.add(oid.raw)
         report.fetched_chunks += 1
     packer.close()  # new packs, then their indexes: before any damaged pack goes

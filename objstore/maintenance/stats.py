@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.inventory import ContentWalker, iter_version_refs
-from objstore.storage.keys import OBJECTS, PACKS, TMP, idx_name_of, pack_name_of
 from objstore.model.store import Store
+from objstore.storage.keys import OBJECTS, PACKS, TMP, idx_name_of, pack_name_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from objstore.errors import InvalidInput, NotFound
 from objstore.model.inventory import iter_version_refs
 from objstore.model.names import CollectionPath
-from objstore.storage.keys import collection_prefix
 from objstore.model.store import Store
 from objstore.model.versions import collection_exists, list_versions
+from objstore.storage.keys import collection_prefix
 
 
 @dataclass(frozen=True, slots=True)

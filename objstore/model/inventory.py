@@ -32,11 +32,10 @@ from dataclasses import dataclass
 import zstandard
 
 from objstore.errors import CorruptObject, InvalidName, NotFound, ObjstoreError
-from objstore.storage.ids import ObjectId
-from objstore.storage.objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version
-from objstore.storage.keys import object_key
-from objstore.storage.keys import REFS, parse_ref_key, ref_label, run_ref
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import REFS, object_key, parse_ref_key, ref_label, run_ref
+from objstore.storage.objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version
 
 # Where writers keep temporary files: the local backend's tmp/ directory and the
 # object-store backend's staging prefix (objstore.storage.backend) are both this prefix.

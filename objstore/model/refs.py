@@ -27,12 +27,11 @@ from dataclasses import dataclass
 
 import msgpack
 
-from objstore.storage.backend import Backend
 from objstore.constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
 from objstore.errors import Conflict, CorruptObject, NotFound
+from objstore.storage.backend import Backend
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import LOGS, reflog_key, reflog_prefix, reflogs_under
-
 
 
 def default_who() -> str:
@@ -163,7 +162,8 @@ class RefStore:
 
     # -- reflog ----------------------------------------------------------
     def _log(self, ref: str, old: ObjectId | None, new: ObjectId | None, why: str) -> None:
-        entry = msgpack.packb({"old": old.raw if old else None, "new": new.raw if new else None, "when": time.time(), "who": self.who, "why": why})
+        entry = msgpack.packb({"old": old.raw if old else None, "new": new.raw if new else None,
+                               "when": time.time(), "who": self.who, "why": why})
         key = reflog_key(ref, f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}")
         self.backend.put_if_absent(key, entry)
 

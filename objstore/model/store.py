@@ -20,16 +20,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard
 
 import msgpack
 
-from objstore.storage.backend import Backend, open_backend, parse_location
-from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.constants import MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
 from objstore.errors import CorruptObject, InvalidInput, NotFound
-from objstore.storage.odb import ObjectDatabase
 from objstore.model.refs import RefStore
+from objstore.storage.backend import Backend, open_backend, parse_location
+from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.odb import ObjectDatabase
 
 CONFIG_KEY = "config"
 STORE_DIRNAME = ".objstore"
@@ -71,7 +71,7 @@ def _show_params(params: ChunkParams) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.to_dict().items())
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -84,10 +84,11 @@ class StoreConfig:
     created_at: float
 
     def encode(self) -> bytes:
-        return msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
+        packed: bytes = msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
+        return packed
 
     @classmethod
-    def decode(cls, data: bytes, where: object = "this store") -> "StoreConfig":
+    def decode(cls, data: bytes, where: object = "this store") -> StoreConfig:
         """Parse and check a store's config (untrusted: a forged store or remote)."""
         damaged = f"the config of the store at {where} is damaged"
         fix = "restore it from a clone or recreate the store"
@@ -171,7 +172,7 @@ class Store:
 
     @classmethod
     def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True, chunking: ChunkParams | None = None,
-             options: dict[str, str] | None = None) -> "Store":
+             options: dict[str, str] | None = None) -> Store:
         """Open the store at ``location`` (resolved as the module says), creating it if allowed.
 
         ``chunking`` is used only when creating; ``options`` (endpoint, region …) go to
@@ -196,21 +197,22 @@ class Store:
                     raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where)) from None
                 config = StoreConfig(STORE_FORMAT, chunking or ChunkParams(), time.time())
                 if not backend.put_if_absent(CONFIG_KEY, config.encode()):
-                    config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)  # another process created it first
+                    # another process created it first
+                    config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)
             return cls(backend, config)
         except BaseException:
             backend.close()
             raise
 
     @classmethod
-    def open_existing(cls, location: str | os.PathLike[str] | None = None) -> "Store":
+    def open_existing(cls, location: str | os.PathLike[str] | None = None) -> Store:
         return cls.open(location, create=False)
 
     def close(self) -> None:
         self.odb.flush()
         self.backend.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -43,12 +43,12 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
-from objstore.storage.objects import Link, RunRecord, Version
-from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
+from objstore.storage.objects import Link, RunRecord, Version
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 _TREE_HEX = re.compile(r"[0-9a-f]{64}")
@@ -285,7 +285,8 @@ def commit_version(
     return _add_entry(store, coll, tree, make, aliases)
 
 
-def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None, aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
+def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None,
+                 aliases: tuple[str, ...] = ()) -> tuple[ResolvedVersion, bool]:
     """Link ``target`` into the registered model ``registry``.
 
     A registered model holds each content once: linking a version whose tree is
@@ -333,6 +334,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
             store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
             existing, found_at = oid, ref
         else:
+            assert existing is not None  # the claim loop ends uncreated only on finding an entry that holds tree
             store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
     entry = read_entry(store, coll, existing, ref=found_at)

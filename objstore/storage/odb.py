@@ -46,18 +46,18 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
+from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage import codecs
 from objstore.storage.backend import Backend
 from objstore.storage.backend._local import backend_error
-from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
-from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,
@@ -83,7 +83,6 @@ from objstore.storage.packs import (
     max_idx_bytes,
     read_pack_index,
 )
-
 
 # Adjacent chunks of one pack are fetched in one ranged read up to this size.
 COALESCE_LIMIT = 16 * 1024 * 1024
@@ -150,7 +149,8 @@ class ChunkIndex:
         probe = np.array(ids, dtype="S32")
         pos = np.searchsorted(self._ids, probe)
         pos_clipped = np.minimum(pos, len(self._ids) - 1)
-        return (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
+        hits: np.ndarray = (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
+        return hits
 
     def locate(self, chunk_id: bytes) -> ChunkLocation | None:
         if not len(self._ids):
@@ -179,7 +179,8 @@ class ChunkIndex:
 
     def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
         for e, owner in zip(self._entries, self._owner):
-            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
+            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]),
+                                                   int(e["raw_len"]), int(e["codec"]))
 
 
 class ObjectDatabase:
@@ -291,7 +292,8 @@ class ObjectDatabase:
                            key=chunk_id.hex)
         return loc
 
-    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+    def read_stored(self, batch: list[tuple[ObjectId, ChunkLocation]]
+                    ) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
         """The stored bytes of each chunk of ``batch`` (neighbours in one pack), read in
         one ranged request; if that pack is gone, each chunk again from where it is now."""
         first, last = batch[0][1], batch[-1][1]
@@ -464,7 +466,7 @@ class ObjectDatabase:
                 continue  # an interrupt (BaseException) is not swallowed: it ends the abort
 
     def _temp_path(self) -> Path:
-        make = getattr(self.backend, "new_temp_path", None)
+        make: Callable[[], Path] | None = getattr(self.backend, "new_temp_path", None)
         if make is not None:
             return make()
         fd, name = tempfile.mkstemp(prefix="objstore-pack-")
@@ -523,7 +525,9 @@ class ObjectDatabase:
         for chunk_id, loc in self._locations(chunk_ids):
             if batch:
                 first, last = batch[0][1], batch[-1][1]
-                contiguous = loc.pack == last.pack and loc.offset >= last.offset + last.stored_len and loc.offset - first.offset + loc.stored_len <= limit and loc.offset - (last.offset + last.stored_len) <= 4096
+                contiguous = (loc.pack == last.pack and loc.offset >= last.offset + last.stored_len
+                              and loc.offset - first.offset + loc.stored_len <= limit
+                              and loc.offset - (last.offset + last.stored_len) <= 4096)
                 if not contiguous:
                     yield batch
                     batch = []
@@ -531,7 +535,8 @@ class ObjectDatabase:
         if batch:
             yield batch
 
-    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
+    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]
+                     ) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
         return self.read_stored(batch)
 
     def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]],

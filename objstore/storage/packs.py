@@ -33,8 +33,8 @@ from typing import BinaryIO
 import numpy as np
 
 from objstore.constants import MAX_CHUNK_BYTES, MAX_PACK_BYTES, MAX_STORED_CHUNK_BYTES
-from objstore.storage import codecs
 from objstore.errors import CorruptObject
+from objstore.storage import codecs
 from objstore.storage.ids import DIGEST_SIZE, Kind, ObjectId, hash_bytes, hasher
 
 PACK_MAGIC = b"OSPK\x01\x00\x00\x00"

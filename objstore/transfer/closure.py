@@ -14,19 +14,18 @@ from dataclasses import dataclass, field
 
 from objstore.constants import PACK_TARGET
 from objstore.errors import CorruptObject
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges
-from objstore.storage.packs import decode_verified
+from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import object_key
 from objstore.storage.objects import (
     MetaObject,
     Tree,
 )
-from objstore.storage.keys import object_key
 from objstore.storage.odb import ChunkLocation
-from objstore.model.store import Store
+from objstore.storage.packs import decode_verified
 from objstore.storage.trees import check_tree
-from objstore.transfer.sync import HAS_BATCH, Progress, RANGES_IN_FLIGHT, RANGE_GAP, RANGE_MAX, TransferResult, _pmap
-
+from objstore.transfer.sync import HAS_BATCH, RANGE_GAP, RANGE_MAX, RANGES_IN_FLIGHT, Progress, TransferResult, _pmap
 
 # -- reading and verifying objects ------------------------------------------
 
@@ -94,7 +93,7 @@ def _plan_ranges(located: list[tuple[ObjectId, ChunkLocation]]) -> list[list[tup
     return ranges
 
 
-def _verify_chunk(cid: ObjectId, loc: ChunkLocation, payload: memoryview, where: str) -> None:
+def _verify_chunk(cid: ObjectId, loc: ChunkLocation, payload: bytes | memoryview, where: str) -> None:
     try:
         decode_verified(cid, loc.codec, loc.raw_len, loc.stored_len, payload, f"pack {loc.pack[:16]} at {where}")
     except CorruptObject as exc:

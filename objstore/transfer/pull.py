@@ -11,21 +11,32 @@ from dataclasses import replace
 
 from objstore.console import say
 from objstore.errors import Conflict, CorruptObject, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath
+from objstore.model.refs import encode_value
+from objstore.model.store import Store
+from objstore.model.versions import advance_latest, check_ref
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
 from objstore.storage.objects import (
     Link,
     RunRecord,
     Version,
 )
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
-from objstore.model.refs import encode_value
-from objstore.model.store import Store
-from objstore.model.versions import advance_latest, check_ref
 from objstore.transfer.closure import _pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, read_keys, read_refs, selection_prefixes
-from objstore.transfer.tracking import Tracking, _Coll, _add_runs, _chain, _collections, _finish_stats, _registry_last, _remote_stats, _roots, _runs, runs_of
-
+from objstore.transfer.tracking import (
+    Tracking,
+    _add_runs,
+    _chain,
+    _Coll,
+    _collections,
+    _finish_stats,
+    _registry_last,
+    _remote_stats,
+    _roots,
+    _runs,
+    runs_of,
+)
 
 # -- fetch and pull ---------------------------------------------------------------------
 
@@ -136,8 +147,8 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for coll in _registry_last({**my_colls, **their_colls}):
         mine_c, theirs_c = my_colls.get(coll, _Coll()), their_colls.get(coll, _Coll())
         local_chain, remote_chain = _chain(mine_c), _chain(theirs_c)
-        for idx, oid in enumerate(remote_chain):
-            _check_entry(local, coll, idx, oid, label)
+        for idx, version_id in enumerate(remote_chain):
+            _check_entry(local, coll, idx, version_id, label)
         k = 0
         while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
             k += 1
@@ -150,31 +161,31 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         # only if a link's target was itself renumbered).
         for old_id in local_chain[k:]:
             entry = _entry(local, old_id)
-            key = _content_key(entry, remap)
-            if old_id in new_chain or key in held:
+            content_key = _content_key(entry, remap)
+            if old_id in new_chain or content_key in held:
                 # The remote's own version, or a copy an interrupted pull already
                 # re-based: taken once, and whatever named it follows its copy.
-                if held.get(key, old_id) != old_id:
-                    remap[old_id] = held[key]
+                if held.get(content_key, old_id) != old_id:
+                    remap[old_id] = held[content_key]
                 continue
             idx = len(new_chain)
             if isinstance(entry, Version):
                 rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
             else:
-                target = remap.get(entry.target, entry.target)
+                link_target = remap.get(entry.target, entry.target)
                 name = entry.target_name
-                if target != entry.target:
-                    tv = _entry(local, target)
+                if link_target != entry.target:
+                    tv = _entry(local, link_target)
                     assert isinstance(tv, Version)
                     name = f"{tv.entity}/{tv.project}/{tv.name}:v{tv.index}"
-                rebased = replace(entry, index=idx, target=target, target_name=name)
+                rebased = replace(entry, index=idx, target=link_target, target_name=name)
             new_id = local.odb.put_object(rebased) if rebased != entry else old_id
             if new_id != old_id:
                 remap[old_id] = new_id
             if idx != entry.index:
                 result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
             new_chain.append(new_id)
-            held[key] = new_id
+            held[content_key] = new_id
         _follow_content(local, mine_c, new_chain, held, remap)
         creates, overwrites = _ref_write_order(len(local_chain), len(new_chain))
         for idx in creates:

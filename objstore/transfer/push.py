@@ -9,16 +9,15 @@ import time
 from collections.abc import Iterable
 
 from objstore.errors import Conflict, NonFastForward, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.names import LATEST, CollectionPath
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import advance_latest
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
 from objstore.transfer.closure import _pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, parse_ref, read_refs, selection_prefixes
-from objstore.transfer.tracking import Tracking, _Coll, _add_runs, _collections, _finish_stats, _registry_last, _remote_stats, runs_of
-
+from objstore.transfer.tracking import Tracking, _add_runs, _Coll, _collections, _finish_stats, _registry_last, _remote_stats, runs_of
 
 # -- push -----------------------------------------------------------------------------
 
@@ -50,11 +49,11 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for coll, c in my_colls.items():
         theirs_c = their_colls.get(coll, _Coll())
         todo = []
-        for idx, oid in sorted(c.versions.items()):
+        for idx, version_id in sorted(c.versions.items()):
             other = theirs_c.versions.get(idx)
             if other is None:
-                todo.append((idx, oid))
-            elif other != oid:
+                todo.append((idx, version_id))
+            elif other != version_id:
                 refused.append((coll, idx))
         plan_versions[coll] = todo
     if refused:
@@ -93,7 +92,9 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             roots.append(oid)
     for coll, c in my_colls.items():
         for hexd, raw in c.digests.items():
-            if hexd not in their_colls.get(coll, _Coll()).digests and (oid := _oid(digest_ref(coll.entity, coll.project, coll.name, hexd), raw)):
+            if hexd not in their_colls.get(coll, _Coll()).digests and (
+                oid := _oid(digest_ref(coll.entity, coll.project, coll.name, hexd), raw)
+            ):
                 roots.append(oid)
     copy_closure(local, remote, roots, result, pack_target=_pack_target(), progress=progress)
 
@@ -105,11 +106,11 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     final = {k: v for k, v in theirs.items() if _norm(mine.get(k)) == _norm(v)}
     for coll in _registry_last(plan_versions):
         todo = plan_versions[coll]
-        for idx, oid in todo:
+        for idx, version_id in todo:
             key = version_ref(coll.entity, coll.project, coll.name, idx)
-            if not remote.refs.create(key, oid, why):
+            if not remote.refs.create(key, version_id, why):
                 actual = remote.refs.read_raw(key)
-                if _oid(key, actual) != oid:
+                if _oid(key, actual) != version_id:
                     raise NonFastForward(
                         key, None, actual,
                         f"push refused: {coll}:v{idx} was just pushed to {label} from elsewhere; "
@@ -117,7 +118,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
                     )
             else:
                 result.refs.append(key)
-            final[key] = encode_value(oid)
+            final[key] = encode_value(version_id)
         for hexd, raw in my_colls[coll].digests.items():
             key = digest_ref(coll.entity, coll.project, coll.name, hexd)
             oid = _oid(key, raw)

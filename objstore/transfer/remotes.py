@@ -30,15 +30,15 @@ from urllib.parse import urlparse
 
 import blake3
 
-from objstore.transfer import pull as pulling
-from objstore.transfer import push as pushing
-from objstore.storage.backend import is_remote_url, parse_location
 from objstore.console import say
 from objstore.constants import MAX_CONFIG_BYTES
 from objstore.errors import InvalidInput, InvalidName, NotFound
 from objstore.model.names import check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
+from objstore.storage.backend import is_remote_url, parse_location
 from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
+from objstore.transfer import pull as pulling
+from objstore.transfer import push as pushing
 from objstore.transfer.sync import Progress, TransferResult, describe
 from objstore.transfer.tracking import Tracking
 

@@ -57,11 +57,11 @@ from typing import Any, TypeVar
 from objstore.console import human_bytes
 from objstore.constants import MiB
 from objstore.errors import InvalidName
-from objstore.storage.ids import ObjectId
 from objstore.model.names import CollectionPath, version_index
-from objstore.storage.keys import REFS, collection_prefix, parse_ref_key, refs_prefix
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import REFS, collection_prefix, parse_ref_key, refs_prefix
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -14,10 +14,10 @@ from typing import Any
 
 from objstore.constants import MAX_REF_BYTES
 from objstore.errors import CorruptObject, NotFound
-from objstore.storage.ids import ObjectId
 from objstore.model.inventory import edges, run_ref_of
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, version_index
 from objstore.model.store import Store
+from objstore.storage.ids import ObjectId
 from objstore.transfer.closure import read_object_verified
 from objstore.transfer.sync import TransferResult, _oid, _pmap, parse_ref, read_keys
 
@@ -115,7 +115,7 @@ def _runs(snapshot: dict[str, bytes]) -> dict[str, bytes]:
 
 def _chain(coll: _Coll) -> list[ObjectId]:
     """The versions v0..vK in order, stopping at the first gap."""
-    out = []
+    out: list[ObjectId] = []
     while len(out) in coll.versions:
         out.append(coll.versions[len(out)])
     return out
