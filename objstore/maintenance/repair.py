@@ -92,20 +92,48 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
     quarantined packs). Safe to re-run: a second run finds nothing to do, or only
     what ``other`` could not supply.
     """
-    note = progress or (lambda text: None)
     before = fsck(store)
     report = RepairReport(before, before)
     if before.ok:
         return report
-    backend = store.backend
     store.odb.flush()
+    run = _Run(store, other, report, progress or (lambda text: None))
+    _sort_packs(run)
+    fresh = ObjectDatabase(store.backend, codec_policy=store.odb.codec_policy)
+    packer = _Packer(store, set(run.damaged), report)
+    _repack_salvaged(run, packer)
+    _fetch_chunks(run, packer)
+    packer.close()  # new packs, then their indexes: before any damaged pack goes
+    _quarantine_damaged(run, packer.restored)
+    _fetch_objects(run, fresh)
+    _repair_version_refs(run, fresh)
+    store.odb = fresh
+    report.after = fsck(store)
+    return report
 
-    # -- packs: sort healthy from damaged, rebuild lost indexes -------------------------
-    pack_names = sorted(store.odb.iter_pack_names())
-    idx_names = {n for i in backend.iter_prefix(PACKS) if (n := idx_name_of(i.key)) is not None}
-    healthy: dict[str, set[bytes]] = {}
-    damaged: dict[str, bytes] = {}
-    for name in pack_names:
+
+@dataclass
+class _Run:
+    """One repair's state, shared by its steps."""
+
+    store: Store
+    other: Store
+    report: RepairReport
+    note: Progress
+    pack_names: list[str] = field(default_factory=list)
+    idx_names: set[str] = field(default_factory=set)
+    healthy: dict[str, set[bytes]] = field(default_factory=dict)
+    damaged: dict[str, bytes] = field(default_factory=dict)
+    have_good: set[bytes] = field(default_factory=set)  # chunk ids held intact, in a healthy or a new pack
+    missing_objects: set[str] = field(default_factory=set)  # metadata objects to fetch
+
+
+def _sort_packs(run: _Run) -> None:
+    """Sort healthy packs from damaged ones; rebuild a lost or damaged index beside a healthy pack."""
+    store, backend, report = run.store, run.store.backend, run.report
+    run.pack_names = sorted(store.odb.iter_pack_names())
+    run.idx_names = {n for i in backend.iter_prefix(PACKS) if (n := idx_name_of(i.key)) is not None}
+    for name in run.pack_names:
         try:
             data = backend.get(pack_key(name))
         except NotFound:
@@ -114,36 +142,44 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
             verify_pack(data, name)
             index = read_pack_index(data, name)
         except CorruptObject:
-            damaged[name] = data
+            run.damaged[name] = data
             continue
         if not all(_record_ok(entry.chunk_id, entry.codec, entry.raw_len, payload) for entry, payload in scan_records(data)):
-            damaged[name] = data  # written bad, checksum and all: still not to be trusted
+            run.damaged[name] = data  # written bad, checksum and all: still not to be trusted
             continue
-        healthy[name] = set(index_ids(index))
-        if not _idx_intact(store, name, idx_names):
+        run.healthy[name] = set(index_ids(index))
+        if not _idx_intact(store, name, run.idx_names):
             backend.put(idx_key(name), encode_idx(name, index))  # a cache, derived from the verified pack
             report.rebuilt_indexes.append(name)
-            note(f"rebuilt the index of pack {name[:16]}")
-    have_good = set().union(*healthy.values()) if healthy else set()
+            run.note(f"rebuilt the index of pack {name[:16]}")
+    run.have_good = set().union(*run.healthy.values()) if run.healthy else set()
 
-    # -- chunks: re-pack the good ones of damaged packs, fetch the bad and missing ------
-    fresh = ObjectDatabase(backend, codec_policy=store.odb.codec_policy)
-    packer = _Packer(store, set(damaged), report)
-    for name, data in damaged.items():
-        for chunk_id, codec, raw_len, payload in _salvage(store, name, data):
-            if chunk_id.raw in have_good or not _record_ok(chunk_id, codec, raw_len, payload):
+
+def _repack_salvaged(run: _Run, packer: _Packer) -> None:
+    """Copy every still-good chunk of a damaged pack that no healthy pack holds into a new pack."""
+    for name, data in run.damaged.items():
+        for chunk_id, codec, raw_len, payload in _salvage(run.store, name, data):
+            if chunk_id.raw in run.have_good or not _record_ok(chunk_id, codec, raw_len, payload):
                 continue
             packer.add(chunk_id, codec, raw_len, payload)
-            have_good.add(chunk_id.raw)
-            report.repacked_chunks += 1
-    wanted = {p.object_id for p in before.problems if p.kind in ("chunk", "missing")}
-    missing_objects: set[str] = {p.object_id for p in before.problems if p.kind == "object"}
+            run.have_good.add(chunk_id.raw)
+            run.report.repacked_chunks += 1
+
+
+def _fetch_chunks(run: _Run, packer: _Packer) -> None:
+    """Fetch the damaged and missing chunks from the other store into a new pack.
+
+    A "missing" id the other store holds as an object is left for :func:`_fetch_objects`.
+    """
+    store, other, report = run.store, run.other, run.report
+    wanted = {p.object_id for p in report.before.problems if p.kind in ("chunk", "missing")}
+    run.missing_objects = {p.object_id for p in report.before.problems if p.kind == "object"}
     for hex_id in sorted(wanted):
         oid = ObjectId.from_hex(hex_id)
-        if oid.raw in have_good:
+        if oid.raw in run.have_good:
             continue
         if other.odb.has_object(oid):
-            missing_objects.add(hex_id)  # "missing" names objects as well as chunks
+            run.missing_objects.add(hex_id)  # "missing" names objects as well as chunks
             continue
         try:
             raw = other.odb.get_chunk(oid)  # verified against its id by the other odb
@@ -152,41 +188,43 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
             continue
         codec_id, encoded = codecs.encode_chunk(raw, None, store.odb.codec_policy)
         packer.add(oid, codec_id, len(raw), encoded)
-        have_good.add(oid.raw)
+        run.have_good.add(oid.raw)
         report.fetched_chunks += 1
-    packer.close()  # new packs, then their indexes: before any damaged pack goes
 
-    # -- quarantine damaged packs and indexes that lost their pack ----------------------
-    for name in sorted(set(damaged) - packer.restored):
-        _quarantine(store, idx_key(name), report)
-        _quarantine(store, pack_key(name), report)
-        note(f"quarantined damaged pack {name[:16]}")
-    for name in sorted(idx_names - set(pack_names)):
-        _quarantine(store, idx_key(name), report)
 
-    # -- metadata objects ----------------------------------------------------------------
-    for hex_id in sorted(missing_objects):
+def _quarantine_damaged(run: _Run, restored: set[str]) -> None:
+    """Quarantine each damaged pack not restored in place (index first), and indexes that lost their pack."""
+    for name in sorted(set(run.damaged) - restored):
+        _quarantine(run.store, idx_key(name), run.report)
+        _quarantine(run.store, pack_key(name), run.report)
+        run.note(f"quarantined damaged pack {name[:16]}")
+    for name in sorted(run.idx_names - set(run.pack_names)):
+        _quarantine(run.store, idx_key(name), run.report)
+
+
+def _fetch_objects(run: _Run, fresh: ObjectDatabase) -> None:
+    """Fetch each damaged or missing metadata object, verify it, quarantine the bad copy, store the good one."""
+    report = run.report
+    for hex_id in sorted(run.missing_objects):
         oid = ObjectId.from_hex(hex_id)
         try:
-            obj = other.odb.get_object(oid)  # decoded and verified against its id
+            obj = run.other.odb.get_object(oid)  # decoded and verified against its id
         except (NotFound, CorruptObject) as exc:
             report.unavailable.append(f"object {hex_id[:16]}: {exc}")
             continue
         if encode(obj)[0] != oid:
             report.unavailable.append(f"object {hex_id[:16]}: the other store's copy re-encodes to another id")
             continue
-        _quarantine(store, object_key(oid), report)
+        _quarantine(run.store, object_key(oid), report)
         fresh.put_object(obj)
         report.fetched_objects += 1
 
-    # -- version refs holding garbage ----------------------------------------------------
-    for p in before.problems:
-        if p.kind == "ref" and p.breaks:
-            _repair_version_ref(store, other, fresh, p.object_id, report)
 
-    store.odb = fresh
-    report.after = fsck(store)
-    return report
+def _repair_version_refs(run: _Run, fresh: ObjectDatabase) -> None:
+    """Reset each version ref holding garbage to the other store's value, where that value fits."""
+    for p in run.report.before.problems:
+        if p.kind == "ref" and p.breaks:
+            _repair_version_ref(run.store, run.other, fresh, p.object_id, run.report)
 
 
 class _Packer:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from objstore.console import say
 from objstore.errors import Conflict, CorruptObject, NotFound
@@ -133,134 +133,199 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     fetched, theirs, tracked = fetch(local, remote, tracking=tracking, names=names, progress=progress,
                                      remote_label=remote_label)
     result = replace(fetched, direction="pull", refs=[])
-    label = result.remote
-    why = f"pull from {label}"
-    prefixes = selection_prefixes(names)
-    mine = read_refs(local, prefixes)
-    run_keys: set[str] = set()
+    run = _Pull(local, tracking, result.remote, f"pull from {result.remote}", result, theirs, tracked,
+                selection_prefixes(names))
+    _read_local(run, names)
+    for coll in _registry_last({**run.my_colls, **run.their_colls}):
+        _integrate_collection(run, coll)
+    _merge_runs(run)
+    _remap_runs(run)
+    _report_kept_and_renumbered(run)
+    return result
+
+
+@dataclass
+class _Pull:
+    """One pull's state (after its fetch), shared by its steps."""
+
+    local: Store
+    tracking: Tracking
+    label: str
+    why: str
+    result: TransferResult
+    theirs: dict[str, bytes]
+    tracked: dict[str, bytes]
+    prefixes: list[str]
+    mine: dict[str, bytes] = field(default_factory=dict)
+    run_keys: set[str] = field(default_factory=set)
+    my_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
+    their_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
+    remap: dict[ObjectId, ObjectId] = field(default_factory=dict)  # old local version/link id -> its re-based id
+
+
+def _read_local(run: _Pull, names: Iterable[str] | None) -> None:
+    """Read the selected local refs (and, for a selection, the runs either side names)."""
+    run.mine = read_refs(run.local, run.prefixes)
     if names:
-        run_keys = set(_runs(theirs)) | runs_of(local, mine)
-        mine.update(read_keys(local, run_keys))
-    my_colls, their_colls = _collections(mine), _collections(theirs)
-    remap: dict[ObjectId, ObjectId] = {}  # old local version/link id -> its re-based id
+        run.run_keys = set(_runs(run.theirs)) | runs_of(run.local, run.mine)
+        run.mine.update(read_keys(run.local, run.run_keys))
+    run.my_colls, run.their_colls = _collections(run.mine), _collections(run.theirs)
 
-    for coll in _registry_last({**my_colls, **their_colls}):
-        mine_c, theirs_c = my_colls.get(coll, _Coll()), their_colls.get(coll, _Coll())
-        local_chain, remote_chain = _chain(mine_c), _chain(theirs_c)
-        for idx, version_id in enumerate(remote_chain):
-            _check_entry(local, coll, idx, version_id, label)
-        k = 0
-        while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
-            k += 1
-        new_chain = list(remote_chain) if len(remote_chain) > k else list(local_chain[:k])
-        # Contents re-based by this pull: an entry with one of them is a copy an
-        # interrupted pull already made. (Equal content the remote logged on its own
-        # stays a version of its own, as it would if both were logged here.)
-        held: dict[tuple[str, bytes], ObjectId] = {}
-        # Re-base local-only entries after the remote's (or keep them, rewritten
-        # only if a link's target was itself renumbered).
-        for old_id in local_chain[k:]:
-            entry = _entry(local, old_id)
-            content_key = _content_key(entry, remap)
-            if old_id in new_chain or content_key in held:
-                # The remote's own version, or a copy an interrupted pull already
-                # re-based: taken once, and whatever named it follows its copy.
-                if held.get(content_key, old_id) != old_id:
-                    remap[old_id] = held[content_key]
-                continue
-            idx = len(new_chain)
-            if isinstance(entry, Version):
-                rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
-            else:
-                link_target = remap.get(entry.target, entry.target)
-                name = entry.target_name
-                if link_target != entry.target:
-                    tv = _entry(local, link_target)
-                    assert isinstance(tv, Version)
-                    name = f"{tv.entity}/{tv.project}/{tv.name}:v{tv.index}"
-                rebased = replace(entry, index=idx, target=link_target, target_name=name)
-            new_id = local.odb.put_object(rebased) if rebased != entry else old_id
-            if new_id != old_id:
-                remap[old_id] = new_id
-            if idx != entry.index:
-                result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
-            new_chain.append(new_id)
-            held[content_key] = new_id
-        _follow_content(local, mine_c, new_chain, held, remap)
-        creates, overwrites = _ref_write_order(len(local_chain), len(new_chain))
-        for idx in creates:
-            key = version_ref(coll.entity, coll.project, coll.name, idx)
-            if _set_ref(local, key, new_chain[idx], why):
-                result.refs.append(key)
-        # Our aliases and digests move to the re-based copies before the version refs
-        # they named are overwritten, so none ever names an entry no ref holds.
-        _repoint_local(local, coll, mine_c, remap, why, result)
-        for idx in overwrites:
-            key = version_ref(coll.entity, coll.project, coll.name, idx)
-            if _set_ref(local, key, new_chain[idx], why):
-                result.refs.append(key)
-        # Digests: the remote's as they are; ours re-pointed at re-based ids.
-        for hexd, raw in theirs_c.digests.items():
-            key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-            if key not in mine and (oid := _oid(key, raw)) is not None and local.refs.create(key, oid, why):
-                result.refs.append(key)
-        for hexd, raw in mine_c.digests.items():
-            key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-            oid = _oid(key, raw)
-            if oid in remap and _set_ref(local, key, remap[oid], why):
-                result.refs.append(key)
-        if new_chain:
-            advance_latest(local, coll, len(new_chain) - 1)
-        # Aliases (latest moves by itself above).
-        for alias in sorted(set(mine_c.aliases) | set(theirs_c.aliases)):
-            if alias == LATEST:
-                continue
-            key = alias_ref(coll.entity, coll.project, coll.name, alias)
-            l_raw, r_raw, t_raw = mine.get(key), theirs.get(key), tracked.get(key)
-            if _norm(l_raw) == _norm(r_raw):
-                continue
-            if _norm(l_raw) == _norm(t_raw):  # unchanged here since the last fetch: take theirs
-                target = _oid(key, r_raw)
-            else:
-                if _norm(r_raw) != _norm(t_raw):
-                    result.kept.append(key)
-                current = _oid(key, l_raw)
-                target = remap.get(current, current) if current is not None else None
-                if target == current:
-                    continue
-            try:
-                if _move_ref(local, key, l_raw, target, why):
-                    result.refs.append(key)
-            except Conflict:  # moved here while we pulled: as if seen, changed on both sides
-                if key not in result.kept:
-                    result.kept.append(key)
 
-    # Runs: take the remote's unless changed here too; then re-point local runs at re-based versions.
-    for key, r_raw in _runs(theirs).items():
-        l_raw, t_raw = mine.get(key), tracked.get(key)
+def _integrate_collection(run: _Pull, coll: CollectionPath) -> None:
+    """Re-base one collection's local-only entries after the remote's, then write its refs."""
+    mine_c, theirs_c = run.my_colls.get(coll, _Coll()), run.their_colls.get(coll, _Coll())
+    local_chain = _chain(mine_c)
+    new_chain, held = _rebase_chain(run, coll, local_chain, _chain(theirs_c))
+    _follow_content(run.local, mine_c, new_chain, held, run.remap)
+    _write_version_refs(run, coll, mine_c, len(local_chain), new_chain)
+    _take_digests(run, coll, mine_c, theirs_c)
+    if new_chain:
+        advance_latest(run.local, coll, len(new_chain) - 1)
+    _merge_aliases(run, coll, mine_c, theirs_c)
+
+
+def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
+                  remote_chain: list[ObjectId]) -> tuple[list[ObjectId], dict[tuple[str, bytes], ObjectId]]:
+    """Check the remote's chain, then append the local-only entries after it; return the new chain and the
+    contents re-based by this pull."""
+    local, remap, result = run.local, run.remap, run.result
+    for idx, version_id in enumerate(remote_chain):
+        _check_entry(local, coll, idx, version_id, run.label)
+    k = 0
+    while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
+        k += 1
+    new_chain = list(remote_chain) if len(remote_chain) > k else list(local_chain[:k])
+    # Contents re-based by this pull: an entry with one of them is a copy an
+    # interrupted pull already made. (Equal content the remote logged on its own
+    # stays a version of its own, as it would if both were logged here.)
+    held: dict[tuple[str, bytes], ObjectId] = {}
+    # Re-base local-only entries after the remote's (or keep them, rewritten
+    # only if a link's target was itself renumbered).
+    for old_id in local_chain[k:]:
+        entry = _entry(local, old_id)
+        content_key = _content_key(entry, remap)
+        if old_id in new_chain or content_key in held:
+            # The remote's own version, or a copy an interrupted pull already
+            # re-based: taken once, and whatever named it follows its copy.
+            if held.get(content_key, old_id) != old_id:
+                remap[old_id] = held[content_key]
+            continue
+        idx = len(new_chain)
+        if isinstance(entry, Version):
+            rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
+        else:
+            link_target = remap.get(entry.target, entry.target)
+            name = entry.target_name
+            if link_target != entry.target:
+                tv = _entry(local, link_target)
+                assert isinstance(tv, Version)
+                name = f"{tv.entity}/{tv.project}/{tv.name}:v{tv.index}"
+            rebased = replace(entry, index=idx, target=link_target, target_name=name)
+        new_id = local.odb.put_object(rebased) if rebased != entry else old_id
+        if new_id != old_id:
+            remap[old_id] = new_id
+        if idx != entry.index:
+            result.renumbered.append((f"{coll}:v{entry.index}", f"{coll}:v{idx}"))
+        new_chain.append(new_id)
+        held[content_key] = new_id
+    return new_chain, held
+
+
+def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: _Coll, held: int, new_chain: list[ObjectId]) -> None:
+    """Write the version refs in crash-safe order, re-pointing our aliases and digests in between."""
+    local, why, result = run.local, run.why, run.result
+    creates, overwrites = _ref_write_order(held, len(new_chain))
+    for idx in creates:
+        key = version_ref(coll.entity, coll.project, coll.name, idx)
+        if _set_ref(local, key, new_chain[idx], why):
+            result.refs.append(key)
+    # Our aliases and digests move to the re-based copies before the version refs
+    # they named are overwritten, so none ever names an entry no ref holds.
+    _repoint_local(local, coll, mine_c, run.remap, why, result)
+    for idx in overwrites:
+        key = version_ref(coll.entity, coll.project, coll.name, idx)
+        if _set_ref(local, key, new_chain[idx], why):
+            result.refs.append(key)
+
+
+def _take_digests(run: _Pull, coll: CollectionPath, mine_c: _Coll, theirs_c: _Coll) -> None:
+    """Digests: the remote's as they are; ours re-pointed at re-based ids."""
+    local, why, result, remap = run.local, run.why, run.result, run.remap
+    for hexd, raw in theirs_c.digests.items():
+        key = digest_ref(coll.entity, coll.project, coll.name, hexd)
+        if key not in run.mine and (oid := _oid(key, raw)) is not None and local.refs.create(key, oid, why):
+            result.refs.append(key)
+    for hexd, raw in mine_c.digests.items():
+        key = digest_ref(coll.entity, coll.project, coll.name, hexd)
+        oid = _oid(key, raw)
+        if oid in remap and _set_ref(local, key, remap[oid], why):
+            result.refs.append(key)
+
+
+def _merge_aliases(run: _Pull, coll: CollectionPath, mine_c: _Coll, theirs_c: _Coll) -> None:
+    """Aliases (latest moves by itself): take theirs if unchanged here, else keep ours (re-pointed if re-based)."""
+    result = run.result
+    for alias in sorted(set(mine_c.aliases) | set(theirs_c.aliases)):
+        if alias == LATEST:
+            continue
+        key = alias_ref(coll.entity, coll.project, coll.name, alias)
+        l_raw, r_raw, t_raw = run.mine.get(key), run.theirs.get(key), run.tracked.get(key)
+        if _norm(l_raw) == _norm(r_raw):
+            continue
+        if _norm(l_raw) == _norm(t_raw):  # unchanged here since the last fetch: take theirs
+            target = _oid(key, r_raw)
+        else:
+            if _norm(r_raw) != _norm(t_raw):
+                result.kept.append(key)
+            current = _oid(key, l_raw)
+            target = run.remap.get(current, current) if current is not None else None
+            if target == current:
+                continue
+        try:
+            if _move_ref(run.local, key, l_raw, target, run.why):
+                result.refs.append(key)
+        except Conflict:  # moved here while we pulled: as if seen, changed on both sides
+            if key not in result.kept:
+                result.kept.append(key)
+
+
+def _merge_runs(run: _Pull) -> None:
+    """Runs: take the remote's unless changed here too."""
+    result = run.result
+    for key, r_raw in _runs(run.theirs).items():
+        l_raw, t_raw = run.mine.get(key), run.tracked.get(key)
         if _norm(l_raw) == _norm(r_raw):
             continue
         if l_raw is None or _norm(l_raw) == _norm(t_raw):
             try:
-                if _move_ref(local, key, l_raw, _oid(key, r_raw), why):
+                if _move_ref(run.local, key, l_raw, _oid(key, r_raw), run.why):
                     result.refs.append(key)
             except Conflict:  # the run moved here while we pulled: the local record wins
                 result.kept.append(key)
         elif _norm(r_raw) != _norm(t_raw):
             result.kept.append(key)
-    if remap:
-        hex_map = {o.hex: n.hex for o, n in remap.items()}
-        for key in _runs({**read_refs(local, prefixes), **read_keys(local, run_keys)}):
-            _remap_run(local, key, hex_map, why)
+
+
+def _remap_runs(run: _Pull) -> None:
+    """Re-point local runs at re-based versions."""
+    if run.remap:
+        hex_map = {o.hex: n.hex for o, n in run.remap.items()}
+        for key in _runs({**read_refs(run.local, run.prefixes), **read_keys(run.local, run.run_keys)}):
+            _remap_run(run.local, key, hex_map, run.why)
+
+
+def _report_kept_and_renumbered(run: _Pull) -> None:
+    """Forget the tracking state of kept refs, then say what was renumbered and kept."""
     # A kept ref stays "not seen" in the tracking state, so the next push is
     # still refused for it unless forced: the remote's value is not overwritten by accident.
+    result = run.result
     for key in result.kept:
-        tracking.forget(key, tracked.get(key))
+        run.tracking.forget(key, run.tracked.get(key))
     for old, new in result.renumbered:
-        say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {label})")
+        say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {run.label})")
     for key in result.kept:
-        say(f"kept local {ref_display(key)}: it changed both here and on {label}; push --force to overwrite theirs")
-    return result
+        say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
 
 
 def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tuple[str, bytes]:

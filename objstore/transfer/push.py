@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from objstore.errors import Conflict, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
@@ -33,21 +34,56 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     started = time.monotonic()
     before = _remote_stats(remote)
     label = remote_label or remote.location
-    result = TransferResult("push", label)
-    prefixes = selection_prefixes(names)
-    mine = read_refs(local, prefixes)
-    if names and not mine:
-        raise NotFound(f"nothing to push: no refs under {', '.join(prefixes)} in {local.location}")
-    theirs = read_refs(remote, prefixes)
-    tracked = tracking.read_all(prefixes)
-    if names:
-        _add_runs(runs_of(local, mine), tracked, tracking, (mine, local), (theirs, remote))
+    run = _Push(local, remote, tracking, force, label, TransferResult("push", label))
+    _read_sides(run, names)
+    _plan_versions(run)
+    _plan_moves(run)
+    _send_objects(run, progress)
+    _create_versions(run)
+    _move_refs(run)
+    tracking.update(run.final, run.tracked)
+    _finish_stats(run.result, remote, before, started)
+    return run.result
 
-    my_colls, their_colls = _collections(mine), _collections(theirs)
+
+@dataclass
+class _Push:
+    """One push's state, shared by its steps."""
+
+    local: Store
+    remote: Store
+    tracking: Tracking
+    force: bool
+    label: str
+    result: TransferResult
+    mine: dict[str, bytes] = field(default_factory=dict)
+    theirs: dict[str, bytes] = field(default_factory=dict)
+    tracked: dict[str, bytes] = field(default_factory=dict)
+    my_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
+    their_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
+    plan_versions: dict[CollectionPath, list[tuple[int, ObjectId]]] = field(default_factory=dict)
+    moves: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # key, expected raw on the remote, new raw
+    final: dict[str, bytes] = field(default_factory=dict)  # what tracking records afterwards
+
+
+def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
+    """Read the selected refs here, on the remote, and as last fetched (adding the runs a selection implies)."""
+    prefixes = selection_prefixes(names)
+    run.mine = read_refs(run.local, prefixes)
+    if names and not run.mine:
+        raise NotFound(f"nothing to push: no refs under {', '.join(prefixes)} in {run.local.location}")
+    run.theirs = read_refs(run.remote, prefixes)
+    run.tracked = run.tracking.read_all(prefixes)
+    if names:
+        _add_runs(runs_of(run.local, run.mine), run.tracked, run.tracking, (run.mine, run.local), (run.theirs, run.remote))
+    run.my_colls, run.their_colls = _collections(run.mine), _collections(run.theirs)
+
+
+def _plan_versions(run: _Push) -> None:
+    """Plan the versions the remote lacks; refuse if it holds a different one at any index."""
     refused: list[tuple[CollectionPath, int]] = []
-    plan_versions: dict[CollectionPath, list[tuple[int, ObjectId]]] = {}
-    for coll, c in my_colls.items():
-        theirs_c = their_colls.get(coll, _Coll())
+    for coll, c in run.my_colls.items():
+        theirs_c = run.their_colls.get(coll, _Coll())
         todo = []
         for idx, version_id in sorted(c.versions.items()):
             other = theirs_c.versions.get(idx)
@@ -55,57 +91,65 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
                 todo.append((idx, version_id))
             elif other != version_id:
                 refused.append((coll, idx))
-        plan_versions[coll] = todo
+        run.plan_versions[coll] = todo
     if refused:
         listed = ", ".join(f"{coll}:v{idx}" for coll, idx in refused[:5]) + (f" and {len(refused) - 5} more" if len(refused) > 5 else "")
         first, first_idx = refused[0]
         raise NonFastForward(
             version_ref(first.entity, first.project, first.name, first_idx), None, None,
-            f"push refused: {label} has different versions at {listed} (logged elsewhere); "
+            f"push refused: {run.label} has different versions at {listed} (logged elsewhere); "
             f"run 'objstore pull' to re-base your versions after them, then push again",
         )
 
-    # Movable refs (aliases except latest, runs): decide each against what we last fetched.
-    moves: list[tuple[str, bytes | None, bytes]] = []  # key, expected raw on the remote, new raw
+
+def _plan_moves(run: _Push) -> None:
+    """Movable refs (aliases except latest, runs): decide each against what we last fetched."""
     diverged: list[str] = []
-    for key, raw in mine.items():
+    theirs, tracked = run.theirs, run.tracked
+    for key, raw in run.mine.items():
         ref = parse_ref(key)
         if ref is None or ref.kind not in ("alias", "run") or (ref.kind == "alias" and ref.tail == LATEST):
             continue
         r, t = theirs.get(key), tracked.get(key)
         if _norm(raw) == _norm(r) or _norm(raw) == _norm(t):
             continue  # the same already, or unchanged here since the fetch (the remote moved it)
-        if _norm(r) == _norm(t) or force:
-            moves.append((key, r, raw if _norm(raw) else b""))
+        if _norm(r) == _norm(t) or run.force:
+            run.moves.append((key, r, raw if _norm(raw) else b""))
         else:
             diverged.append(key)
     if diverged:
         raise NonFastForward(
             diverged[0], tracked.get(diverged[0]), theirs.get(diverged[0]),
             f"push refused: {', '.join(ref_display(d) for d in diverged[:3])}{' …' if len(diverged) > 3 else ''} "
-            f"changed on {label} since your last fetch; run 'objstore pull' first (or push --force to overwrite)",
+            f"changed on {run.label} since your last fetch; run 'objstore pull' first (or push --force to overwrite)",
         )
 
-    roots = [oid for todo in plan_versions.values() for _, oid in todo]
-    for key, _, new in moves:
+
+def _send_objects(run: _Push, progress: Progress | None) -> None:
+    """Copy the closure of every planned version, moved ref and new digest ref to the remote."""
+    roots = [oid for todo in run.plan_versions.values() for _, oid in todo]
+    for key, _, new in run.moves:
         if (oid := _oid(key, new)) is not None:
             roots.append(oid)
-    for coll, c in my_colls.items():
+    for coll, c in run.my_colls.items():
         for hexd, raw in c.digests.items():
-            if hexd not in their_colls.get(coll, _Coll()).digests and (
+            if hexd not in run.their_colls.get(coll, _Coll()).digests and (
                 oid := _oid(digest_ref(coll.entity, coll.project, coll.name, hexd), raw)
             ):
                 roots.append(oid)
-    copy_closure(local, remote, roots, result, pack_target=_pack_target(), progress=progress)
+    copy_closure(run.local, run.remote, roots, run.result, pack_target=_pack_target(), progress=progress)
 
-    # Refs, last. Versions in order, create-only: losing a race is a refusal.
-    why = f"push from {local.refs.who}"
+
+def _create_versions(run: _Push) -> None:
+    """Refs, last. Versions in order, create-only (losing a race is a refusal); then digests, then latest."""
+    remote, result, label = run.remote, run.result, run.label
+    why = f"push from {run.local.refs.who}"
     # Tracking records only what we know the remote holds *and* we hold too:
     # recording a remote change we have not pulled would make the next pull
     # think it was already seen, and the next push overwrite it.
-    final = {k: v for k, v in theirs.items() if _norm(mine.get(k)) == _norm(v)}
-    for coll in _registry_last(plan_versions):
-        todo = plan_versions[coll]
+    run.final = final = {k: v for k, v in run.theirs.items() if _norm(run.mine.get(k)) == _norm(v)}
+    for coll in _registry_last(run.plan_versions):
+        todo = run.plan_versions[coll]
         for idx, version_id in todo:
             key = version_ref(coll.entity, coll.project, coll.name, idx)
             if not remote.refs.create(key, version_id, why):
@@ -119,10 +163,10 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             else:
                 result.refs.append(key)
             final[key] = encode_value(version_id)
-        for hexd, raw in my_colls[coll].digests.items():
+        for hexd, raw in run.my_colls[coll].digests.items():
             key = digest_ref(coll.entity, coll.project, coll.name, hexd)
             oid = _oid(key, raw)
-            if key not in theirs and oid is not None and remote.refs.create(key, oid, why):
+            if key not in run.theirs and oid is not None and remote.refs.create(key, oid, why):
                 result.refs.append(key)
                 final[key] = raw
         if todo:
@@ -131,19 +175,21 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
             value = remote.refs.read_raw(latest)
             if value is not None:
                 final[latest] = value
-    for key, expected, new in moves:
+
+
+def _move_refs(run: _Push) -> None:
+    """Move the planned aliases and runs: by CAS against the remote's value, or set outright if forced."""
+    why = f"push from {run.local.refs.who}"
+    for key, expected, new in run.moves:
         try:
-            if force:
-                remote.refs.set(key, _oid(key, new), why + " (forced)")
+            if run.force:
+                run.remote.refs.set(key, _oid(key, new), why + " (forced)")
             else:
-                remote.refs.set_if_equals(key, expected, _oid(key, new), why)
+                run.remote.refs.set_if_equals(key, expected, _oid(key, new), why)
         except Conflict as exc:
             raise NonFastForward(
                 key, expected, exc.actual,
-                f"push refused: {ref_display(key)} changed on {label} while pushing; run 'objstore pull' first",
+                f"push refused: {ref_display(key)} changed on {run.label} while pushing; run 'objstore pull' first",
             ) from None
-        result.refs.append(key)
-        final[key] = new
-    tracking.update(final, tracked)
-    _finish_stats(result, remote, before, started)
-    return result
+        run.result.refs.append(key)
+        run.final[key] = new
