@@ -406,10 +406,7 @@ class Destination:
                     raise _os_error(self.root, parts, "write", exc) from None
             self._replace(dir_fd, tmp, parts, "a file")
         except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
+            _discard_temp(dir_fd, tmp)
             raise
 
     def symlink(self, parts: Parts, target: str) -> bool:
@@ -429,10 +426,7 @@ class Destination:
         try:
             self._replace(dir_fd, tmp, parts, "a symlink")
         except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
+            _discard_temp(dir_fd, tmp)
             raise
         return True
 
@@ -444,3 +438,12 @@ class Destination:
                 os.unlink(parts[-1], dir_fd=dir_fd)
         except (OSError, UnsafePath):
             pass
+
+
+def _discard_temp(dir_fd: int, tmp: str) -> None:
+    """Remove a temp file of ours that will not be renamed into place (a failed or
+    interrupted write); one already gone is fine."""
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except OSError:
+        pass
