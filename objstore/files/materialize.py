@@ -9,7 +9,9 @@ the destination is refused. Every write goes through
 to a fresh temp name renamed into place when complete, and removes the temp files
 of writers that were killed. Symlinks are made last, so nothing is ever written
 through one, and checked again once all exist. Every chunk is verified against
-its id before its bytes reach a file.
+its id (and its length against the file's claim) before its bytes reach a file:
+a file's runs of chunks are decoded and verified on every core, and written in
+order at their offsets into the temp file, reserved at its full size first.
 
 A copy is verified by :func:`verify`: each entry as the version has it (a
 downloaded reference by its size and recorded BLAKE3), and nothing else under the
@@ -20,7 +22,9 @@ root followed, so whatever depth materialize wrote can be verified.
 
 from __future__ import annotations
 
+import errno
 import functools
+import itertools
 import os
 import stat as statmod
 from collections.abc import Callable
@@ -39,6 +43,7 @@ from objstore.storage.odb import ObjectDatabase
 from objstore.storage.trees import split_path, walk_tree
 
 Progress = Callable[[int], None]
+
 # fetch(entry, out): write the referenced bytes to ``out``, raising if they changed since logging
 ReferenceFetcher = Callable[[TreeEntry, BinaryIO], None]
 
@@ -60,22 +65,60 @@ def file_writer(odb: ObjectDatabase, file_id: ObjectId, expected_size: int,
             object_id=file_id.hex,
         )
 
-    def fill(out: BinaryIO) -> None:
-        # decode and verify on every core while this thread writes
-        chunks = odb.iter_chunks((c for c, _ in fobj.chunks), workers=default_workers())
-        for (chunk_id, claimed), data in zip(fobj.chunks, chunks):
+    claimed = [n for _, n in fobj.chunks]
+    offsets = list(itertools.accumulate(claimed, initial=0))
+
+    def check_lengths(first: int, chunks: list[bytes]) -> None:
+        for i, data in enumerate(chunks, first):
             # A file's id covers the lengths it claims for its chunks, not their real
             # lengths: a crafted file object can call a 10-byte chunk 5 bytes and
             # still hash to its id. Each chunk is verified; so is its length.
-            if len(data) != claimed:
+            if len(data) != claimed[i]:
                 raise CorruptObject(
-                    f"file {file_id.hex[:16]} says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {len(data)}; refusing it",
-                    object_id=file_id.hex)
-            out.write(data)
+                    f"file {file_id.hex[:16]} says chunk {fobj.chunks[i][0].hex[:16]} is {claimed[i]} bytes, "
+                    f"but it is {len(data)}; refusing it", object_id=file_id.hex)
+
+    def fill(out: BinaryIO) -> None:
+        fd = out.fileno()
+        _preallocate(fd, offsets[-1])
+
+        def sink(first: int, chunks: list[bytes]) -> None:
+            check_lengths(first, chunks)
+            for i, data in enumerate(chunks, first):
+                _pwrite_all(fd, data, offsets[i])
             if progress is not None:
-                progress(len(data))
+                progress(offsets[first + len(chunks)] - offsets[first])
+
+        # Runs are decoded and verified on every core while this thread writes them
+        # in order, a chunk per call: parallel writes to one file contend in the
+        # kernel, and on the VMs measured, writes of megabytes cost 2-4x the system
+        # time of 64 KiB ones. Nothing goes through ``out``'s buffer.
+        odb.decode_runs((c for c, _ in fobj.chunks), sink, workers=default_workers())
 
     return fill
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks before writing: one allocation instead of one per page
+    (writing into reserved blocks costs half the CPU on ext4), and a full disk is
+    found before any decoding. A file system that cannot reserve is written as is."""
+    if size <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write ``data`` at ``offset``, however short each write the kernel makes."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "a write wrote nothing")
+        view, offset = view[n:], offset + n
 
 
 def tree_lookup(entries: list[tuple[str, TreeEntry]]) -> Lookup:
