@@ -258,19 +258,11 @@ def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path)
     (full paths may exceed PATH_MAX) and a directory swapped for a link is reported,
     not read through."""
     root = Path(root)
-    children: dict[Parts, dict[str, TreeEntry]] = {(): {}}
-    for rel, entry in walk_tree(odb, tree_id, include_dirs=True):  # a directory comes before its contents
-        parts = tuple(split_path(rel))
-        children[parts[:-1]][parts[-1]] = entry
-        if entry.kind == TREE:
-            children[parts] = {}
+    children = _expected_children(odb, tree_id)
     bad: list[str] = []
     extra: list[str] = []
     visited: set[Parts] = set()
-    try:
-        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise VerificationFailed(f"{root} cannot be opened as a directory: {exc.strerror or exc}", paths=()) from None
+    top = _open_root(root)
     try:
         # fwalk lists each directory through a descriptor; links (to directories too) are never entered
         for dirpath, dirnames, filenames, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
@@ -281,41 +273,79 @@ def verify(odb: ObjectDatabase, chunker: Chunker, tree_id: ObjectId, root: Path)
                 continue
             visited.add(here)
             prefix = "".join(p + "/" for p in here)
-            for name, entry in want.items():
-                rel = prefix + name
-                if entry.kind == TREE:
-                    ok = _kind_at(dir_fd, name) == "dir"
-                elif entry.kind == SYMLINK:
-                    try:
-                        ok = os.readlink(name, dir_fd=dir_fd) == entry.target
-                    except OSError:
-                        ok = False
-                elif entry.kind == REFERENCE:
-                    ok = _reference_intact(_open_file_at(dir_fd, name), entry)
-                else:
-                    ok = _intact(_open_file_at(dir_fd, name), entry, chunker)
-                if not ok:
-                    bad.append(rel + ("/" if entry.kind == TREE else ""))
-            for d in sorted(dirnames):
-                if d not in want:
-                    extra.append(prefix + d + ("" if _kind_at(dir_fd, d) == "link" else "/"))
-            extra.extend(prefix + f for f in sorted(filenames) if f not in want)
+            bad.extend(_differing(dir_fd, prefix, want, chunker))
+            extra.extend(_extras(dir_fd, prefix, want, dirnames, filenames))
             # only the version's directories are looked into: an extra one is reported once
             dirnames[:] = sorted(d for d in dirnames if d in want and want[d].kind == TREE)
     finally:
         os.close(top)
-    # What is under a directory that is missing, a link, or cannot be listed was not checked.
+    bad.extend(_unvisited(children, visited))
+    _report(root, bad, extra)
+
+
+def _expected_children(odb: ObjectDatabase, tree_id: ObjectId) -> dict[Parts, dict[str, TreeEntry]]:
+    """Each directory of the tree (root-relative parts) with its entries by name."""
+    children: dict[Parts, dict[str, TreeEntry]] = {(): {}}
+    for rel, entry in walk_tree(odb, tree_id, include_dirs=True):  # a directory comes before its contents
+        parts = tuple(split_path(rel))
+        children[parts[:-1]][parts[-1]] = entry
+        if entry.kind == TREE:
+            children[parts] = {}
+    return children
+
+
+def _open_root(root: Path) -> int:
+    try:
+        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise VerificationFailed(f"{root} cannot be opened as a directory: {exc.strerror or exc}", paths=()) from None
+
+
+def _differing(dir_fd: int, prefix: str, want: dict[str, TreeEntry], chunker: Chunker) -> list[str]:
+    """The entries of one directory (open as ``dir_fd``) that are missing or differ."""
+    return [prefix + name + ("/" if entry.kind == TREE else "")
+            for name, entry in want.items() if not _entry_intact(dir_fd, name, entry, chunker)]
+
+
+def _entry_intact(dir_fd: int, name: str, entry: TreeEntry, chunker: Chunker) -> bool:
+    if entry.kind == TREE:
+        return _kind_at(dir_fd, name) == "dir"
+    if entry.kind == SYMLINK:
+        try:
+            return os.readlink(name, dir_fd=dir_fd) == entry.target
+        except OSError:
+            return False
+    if entry.kind == REFERENCE:
+        return _reference_intact(_open_file_at(dir_fd, name), entry)
+    return _intact(_open_file_at(dir_fd, name), entry, chunker)
+
+
+def _extras(dir_fd: int, prefix: str, want: dict[str, TreeEntry], dirnames: list[str], filenames: list[str]) -> list[str]:
+    """What one directory holds that the version does not (a directory with a slash, a link to one without)."""
+    extra = [prefix + d + ("" if _kind_at(dir_fd, d) == "link" else "/") for d in sorted(dirnames) if d not in want]
+    extra.extend(prefix + f for f in sorted(filenames) if f not in want)
+    return extra
+
+
+def _unvisited(children: dict[Parts, dict[str, TreeEntry]], visited: set[Parts]) -> list[str]:
+    """What is under a directory that is missing, a link, or cannot be listed: not checked, so not intact."""
+    bad: list[str] = []
     for parts, want in children.items():
         if parts not in visited:
             prefix = "".join(p + "/" for p in parts)
             bad.extend(prefix + name + ("/" if e.kind == TREE else "") for name, e in want.items())
-    if bad or extra:
-        parts_msg = []
-        if bad:
-            parts_msg.append(f"{len(bad)} differ from the version or are missing: " + _listed(bad))
-        if extra:
-            parts_msg.append(f"{len(extra)} are not in the version: " + _listed(extra))
-        raise VerificationFailed(f"{root} is not an intact copy: " + "; ".join(parts_msg), paths=tuple(bad + extra))
+    return bad
+
+
+def _report(root: Path, bad: list[str], extra: list[str]) -> None:
+    if not bad and not extra:
+        return
+    parts_msg = []
+    if bad:
+        parts_msg.append(f"{len(bad)} differ from the version or are missing: " + _listed(bad))
+    if extra:
+        parts_msg.append(f"{len(extra)} are not in the version: " + _listed(extra))
+    raise VerificationFailed(f"{root} is not an intact copy: " + "; ".join(parts_msg), paths=tuple(bad + extra))
 
 
 def _listed(items: list[str]) -> str:
