@@ -531,6 +531,11 @@ class ObjectDatabase:
                 fut.cancel()
             pool.shutdown(wait=True)
 
+    def locate_many(self, chunk_ids: Iterable[ObjectId]) -> list[tuple[ObjectId, ChunkLocation]]:
+        """Each id with its location (:meth:`locate` for a batch: NotFound or CorruptObject
+        for one that is in no readable pack)."""
+        return list(self._locations(chunk_ids))
+
     def _locations(self, chunk_ids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, ChunkLocation]]:
         """Each id with its location, looked up a thousand at a time."""
         self._ensure_loaded()
