@@ -500,28 +500,24 @@ class ObjectDatabase:
         Runs (neighbours in one pack, up to ``THREADED_RUN_LIMIT`` stored) are read,
         decoded and verified by ``workers`` threads (pread, zstd and BLAKE3 release
         the GIL) while ``sink`` runs on this thread, so a sink that writes overlaps
-        the decoding of the next runs; at most ``2 * workers`` runs are in flight.
+        the decoding of the next runs; at most ``2 * workers + 1`` runs are in flight.
         When this returns or raises, no worker is still running.
         """
         self.flush()
         runs = self._runs(chunk_ids, THREADED_RUN_LIMIT)
-        first = next(runs, None)
-        if first is None:
-            return
-        second = next(runs, None)
-        if second is None or workers <= 1:  # one run (a small file), or no threads: no pool to start
-            pos = 0
-            for batch in itertools.chain([first], [] if second is None else [second], runs):
-                chunks = list(self._read_batch(batch))
+        head = list(itertools.islice(runs, 2))
+        pos = 0
+        if len(head) < 2 or workers <= 1:  # one run (a small file), or no threads: no pool to start
+            for batch in itertools.chain(head, runs):
+                chunks = self._decode_run(batch)
                 sink(pos, chunks)
                 pos += len(chunks)
             return
         pool = ThreadPoolExecutor(workers, thread_name_prefix="objstore-decode")
         pending: deque[Future[list[bytes]]] = deque()
         try:
-            pos = 0
-            for batch in itertools.chain([first, second], runs):
-                pending.append(pool.submit(lambda b: list(self._read_batch(b)), batch))
+            for batch in itertools.chain(head, runs):
+                pending.append(pool.submit(self._decode_run, batch))
                 while len(pending) > 2 * workers:
                     pos = _sink_next(pending, pos, sink)
             while pending:
@@ -530,6 +526,9 @@ class ObjectDatabase:
             for fut in pending:
                 fut.cancel()
             pool.shutdown(wait=True)
+
+    def _decode_run(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> list[bytes]:
+        return list(self._read_batch(batch))
 
     def locate_many(self, chunk_ids: Iterable[ObjectId]) -> list[tuple[ObjectId, ChunkLocation]]:
         """Each id with its location (:meth:`locate` for a batch: NotFound or CorruptObject
