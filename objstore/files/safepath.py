@@ -377,7 +377,8 @@ class Destination:
 
     def write_file(self, parts: Parts, fill: Callable[[BinaryIO], None], mode: int) -> None:
         """Write a regular file at ``parts``: ``fill`` writes its bytes to a fresh temp
-        file, which is renamed into place only when ``fill`` returns. Whatever ``fill``
+        file (through ``out``, or at offsets through ``out.fileno()``), which is
+        renamed into place only when ``fill`` returns. Whatever ``fill``
         raises leaves nothing behind. ``mode``'s permission bits are applied as the
         umask allows; setuid, setgid and sticky never are."""
         dir_fd = self.directory(parts[:-1])

@@ -97,6 +97,10 @@ PACK_RECHECK_SECONDS = 30.0
 MAX_SEALING = 2
 
 
+# sink(position of the run's first chunk, raw bytes of the run's chunks), see ObjectDatabase.decode_runs
+RunSink = Callable[[int, list[bytes]], None]
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkLocation:
     pack: str
@@ -482,35 +486,54 @@ class ObjectDatabase:
     def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
         return decode_verified(chunk_id, loc.codec, loc.raw_len, loc.stored_len, stored, f"pack {loc.pack[:16]}")
 
-    def iter_chunks(self, chunk_ids: Iterable[ObjectId], *, workers: int = 0) -> Iterator[bytes]:
+    def iter_chunks(self, chunk_ids: Iterable[ObjectId]) -> Iterator[bytes]:
         """The raw bytes of each chunk in order, verified, fetching runs of
-        neighbouring chunks of one pack in a single ranged read.
+        neighbouring chunks of one pack in a single ranged read."""
+        self.flush()
+        for batch in self._runs(chunk_ids, COALESCE_LIMIT):
+            yield from self._read_batch(batch)
 
-        With ``workers`` > 0, runs are decoded and verified by that many threads
-        (zstd, numpy and BLAKE3 release the GIL) while this thread reads the next
-        runs; at most ``workers + 1`` runs of ``THREADED_RUN_LIMIT`` are in flight.
+    def decode_runs(self, chunk_ids: Iterable[ObjectId], sink: RunSink, *, workers: int) -> None:
+        """Hand every chunk of ``chunk_ids``, verified, to ``sink`` in order, a run at a
+        time: ``sink(i, chunks)`` gets the raw bytes of chunks ``i .. i + len(chunks) - 1``.
+
+        Runs (neighbours in one pack, up to ``THREADED_RUN_LIMIT`` stored) are read,
+        decoded and verified by ``workers`` threads (pread, zstd and BLAKE3 release
+        the GIL) while ``sink`` runs on this thread, so a sink that writes overlaps
+        the decoding of the next runs; at most ``2 * workers + 1`` runs are in flight.
+        When this returns or raises, no worker is still running.
         """
         self.flush()
-        limit = COALESCE_LIMIT if workers <= 0 else THREADED_RUN_LIMIT
-        runs = self._runs(chunk_ids, limit)
-        if workers <= 0:
-            for batch in runs:
-                yield from self._read_batch(batch)
+        runs = self._runs(chunk_ids, THREADED_RUN_LIMIT)
+        head = list(itertools.islice(runs, 2))
+        pos = 0
+        if len(head) < 2 or workers <= 1:  # one run (a small file), or no threads: no pool to start
+            for batch in itertools.chain(head, runs):
+                chunks = self._decode_run(batch)
+                sink(pos, chunks)
+                pos += len(chunks)
             return
         pool = ThreadPoolExecutor(workers, thread_name_prefix="objstore-decode")
         pending: deque[Future[list[bytes]]] = deque()
         try:
-            for batch in runs:
-                data = self._fetch_batch(batch)
-                pending.append(pool.submit(self._decode_batch, batch, data))
-                while len(pending) > workers:
-                    yield from pending.popleft().result()
+            for batch in itertools.chain(head, runs):
+                pending.append(pool.submit(self._decode_run, batch))
+                while len(pending) > 2 * workers:
+                    pos = _sink_next(pending, pos, sink)
             while pending:
-                yield from pending.popleft().result()
+                pos = _sink_next(pending, pos, sink)
         finally:
             for fut in pending:
                 fut.cancel()
             pool.shutdown(wait=True)
+
+    def _decode_run(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> list[bytes]:
+        return list(self._read_batch(batch))
+
+    def locate_many(self, chunk_ids: Iterable[ObjectId]) -> list[tuple[ObjectId, ChunkLocation]]:
+        """Each id with its location (:meth:`locate` for a batch: NotFound or CorruptObject
+        for one that is in no readable pack)."""
+        return list(self._locations(chunk_ids))
 
     def _locations(self, chunk_ids: Iterable[ObjectId]) -> Iterator[tuple[ObjectId, ChunkLocation]]:
         """Each id with its location, looked up a thousand at a time."""
@@ -534,15 +557,6 @@ class ObjectDatabase:
             batch.append((chunk_id, loc))
         if batch:
             yield batch
-
-    def _fetch_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]
-                     ) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
-        return self.read_stored(batch)
-
-    def _decode_batch(self, batch: list[tuple[ObjectId, ChunkLocation]],
-                      data: tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]) -> list[bytes]:
-        located, stored = data
-        return [self._decode_verified(c, loc, payload) for (c, loc), payload in zip(located, stored)]
 
     def _read_batch(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> Iterator[bytes]:
         located, stored = self.read_stored(batch)
@@ -599,6 +613,12 @@ class ObjectDatabase:
         for info in self.backend.iter_prefix(PACKS):
             if (name := pack_name_of(info.key)) is not None:
                 yield name
+
+
+def _sink_next(pending: deque[Future[list[bytes]]], pos: int, sink: RunSink) -> int:
+    chunks = pending.popleft().result()
+    sink(pos, chunks)
+    return pos + len(chunks)
 
 
 class _OpenPack:

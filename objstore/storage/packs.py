@@ -262,16 +262,16 @@ def decode_verified(chunk_id: ObjectId, codec: int, raw_len: int, stored_len: in
     ``where`` names the record in messages ("pack 1a2b…"). Raises CorruptObject
     (with expected and actual ids on a hash mismatch) if the payload is short,
     does not decode, or does not hash to ``chunk_id``."""
-    name = chunk_id.hex[:16]
     if len(payload) != stored_len:
-        raise CorruptObject(f"chunk {name} is truncated in {where}", object_id=chunk_id.hex)
+        raise CorruptObject(f"chunk {chunk_id.hex[:16]} is truncated in {where}", object_id=chunk_id.hex)
     try:
         raw = codecs.decode_chunk(codec, payload, raw_len)
     except (CorruptObject, ValueError) as exc:
-        raise CorruptObject(f"chunk {name} in {where}: {exc.args[0] if exc.args else exc}", object_id=chunk_id.hex) from None
+        raise CorruptObject(f"chunk {chunk_id.hex[:16]} in {where}: {exc.args[0] if exc.args else exc}",
+                            object_id=chunk_id.hex) from None
     actual = hash_bytes(Kind.CHUNK, raw)
     if actual != chunk_id:
-        raise CorruptObject(f"chunk {name} in {where} does not hash to its id",
+        raise CorruptObject(f"chunk {chunk_id.hex[:16]} in {where} does not hash to its id",
                             object_id=chunk_id.hex, expected=chunk_id.hex, actual=actual.hex)
     return raw
 

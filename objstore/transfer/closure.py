@@ -106,7 +106,7 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
     """Copy chunks as stored into new destination packs, verifying each on the way."""
     if not chunk_ids:
         return
-    located = [(cid, src.odb.locate(cid)) for cid in chunk_ids]
+    located = src.odb.locate_many(chunk_ids)
     total = sum(loc.stored_len for _, loc in located)
     ranges = _plan_ranges(located)
 

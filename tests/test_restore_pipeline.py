@@ -1,0 +1,113 @@
+"""The restore pipeline (ObjectDatabase.decode_runs under materialize): many runs
+decoded by threads and written at their offsets in order give exactly the file,
+a damaged chunk anywhere stops it with nothing left behind, and progress adds up.
+
+Runs are made tiny (a few chunks each) so a small file spans many of them, in
+flight on several workers at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import objstore
+from objstore import errors
+from objstore.files import materialize
+from objstore.files.materialize import read_file_object
+from objstore.model.store import Store
+from objstore.storage import odb as odb_module
+from objstore.storage.chunking import ChunkParams
+from objstore.storage.keys import pack_key
+from objstore.storage.trees import walk_tree
+from objstore.testing.tensorfiles import random_weights, write_safetensors
+
+SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=1)
+
+
+def _log(store: Path, src: Path) -> objstore.Artifact:
+    if not store.exists():
+        Store.open(store, chunking=SMALL).close()
+    with objstore.init(project="p", entity="e", store=store) as run:
+        return run.log_model(src, name="m")
+
+
+def _content(seed: int, size: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    # half compressible, half noise: zstd and raw chunks interleaved
+    return b"".join(bytes(rng.integers(0, 4, 3000, dtype=np.uint8)) + rng.bytes(3000) for _ in range(size // 6000 + 1))[:size]
+
+
+@pytest.fixture(autouse=True)
+def tiny_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(odb_module, "THREADED_RUN_LIMIT", 20_000)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(0, 300_000), seed=st.integers(0, 2**16), workers=st.integers(1, 4))
+def test_many_runs_on_many_workers_give_the_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+                                                 size: int, seed: int, workers: int) -> None:
+    monkeypatch.setattr(materialize, "default_workers", lambda: workers)
+    tmp = tmp_path_factory.mktemp("run")
+    src = tmp / "blob.bin"
+    src.write_bytes(_content(seed, size))
+    art = _log(tmp / "store", src)
+    seen: list[int] = []
+    out = Path(art.download(tmp / "out", progress=seen.append))
+    assert (out / "blob.bin").read_bytes() == src.read_bytes()
+    assert sum(seen) == size
+
+
+def test_a_safetensors_file_over_many_runs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    src = tmp_path / "model.safetensors"
+    write_safetensors(src, {"a": ("BF16", (256, 256), random_weights(rng, (256, 256), "BF16")),
+                            "b": ("F32", (128, 256), random_weights(rng, (128, 256), "F32"))})
+    out = Path(_log(tmp_path / "store", src).download(tmp_path / "out"))
+    assert (out / "model.safetensors").read_bytes() == src.read_bytes()
+
+
+def _damage_late_chunk(store: Path) -> None:
+    """Flip a byte in the payload of the file's last-but-one chunk."""
+    st_, resolved = objstore.Api(store).artifact("e/p/m:latest")._logged()  # noqa: SLF001 - the test needs the tree
+    entry = next(e for _, e in walk_tree(st_.odb, resolved.version.tree) if e.id is not None)
+    assert entry.id is not None
+    chunk_id, _ = read_file_object(st_.odb, entry.id).chunks[-2]
+    loc = st_.odb.locate(chunk_id)
+    path = store / pack_key(loc.pack)
+    data = bytearray(path.read_bytes())
+    data[loc.offset + loc.stored_len // 2] ^= 0xFF
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_chunk_late_in_the_file_leaves_nothing_behind(tmp_path: Path) -> None:
+    src = tmp_path / "blob.bin"
+    src.write_bytes(_content(5, 400_000))
+    _log(tmp_path / "store", src)
+    _damage_late_chunk(tmp_path / "store")
+    out = tmp_path / "out"
+    with pytest.raises(errors.CorruptObject, match="does not hash to its id|does not decode|zstd"):
+        objstore.Api(tmp_path / "store").artifact("e/p/m:latest").download(out)
+    assert os.listdir(out) == []  # neither the file nor its temp file
+
+
+def test_a_progress_callback_that_raises_stops_the_restore_cleanly(tmp_path: Path) -> None:
+    src = tmp_path / "blob.bin"
+    src.write_bytes(_content(6, 300_000))
+    art = _log(tmp_path / "store", src)
+
+    def stop(n: int) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        art.download(out, progress=stop)
+    assert os.listdir(out) == []
+    art.download(out)  # and a second try writes it whole
+    assert (out / "blob.bin").read_bytes() == src.read_bytes()
