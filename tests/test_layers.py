@@ -174,6 +174,28 @@ def test_cli_uses_only_public_names() -> None:
     assert not private, "the CLI calls private names:\n" + "\n".join(private)
 
 
+def test_library_modules_import_no_private_names() -> None:
+    """A module's underscore names are its own: one that another module needs gets a
+    public name where it lives. A private module (``backend/_local.py``) is imported
+    only by its own package, which re-exports what others may use."""
+    known = modules()
+    private = []
+    for module, path in known.items():
+        if not module.startswith("objstore"):
+            continue
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for target, line, names in imports_of(module, path, known):
+            if not target.startswith("objstore") or target == module:
+                continue
+            hidden = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            owner, _, leaf = target.rpartition(".")
+            if leaf.startswith("_") and owner != package:
+                hidden.append(leaf)
+            if hidden:
+                private.append(f"{path.relative_to(ROOT)}:{line}: {target} {hidden}")
+    assert not private, "modules import other modules' private names:\n" + "\n".join(private)
+
+
 def test_nothing_shipped_imports_the_test_fixtures() -> None:
     """objstore.testing is for tests, benchmarks and examples: the library and the CLI never import it."""
     known = modules()
