@@ -47,6 +47,9 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 
+# Exit codes beyond click's own (1 an error, 2 a usage error): fsck found damage.
+EXIT_DAMAGE = 3
+
 
 F = TypeVar("F", bound=Callable[..., object])
 

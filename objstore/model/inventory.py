@@ -147,10 +147,6 @@ def iter_version_refs(store: Store, *, strict: bool = True,
             continue
 
 
-def read_meta(store: Store, oid: ObjectId) -> FileObject | Tree | Version | Link | RunRecord:
-    return store.odb.get_object(oid)
-
-
 class ContentWalker:
     """Walks trees to files to chunks, reading each tree and file object once.
 
@@ -218,17 +214,13 @@ class Reach:
     ``damaged`` lists (object, why) for objects reached that could not be decoded;
     what their bytes name was kept anyway. ``unknown`` lists (object, why) for
     objects whose reach could not be learned at all (missing, or unreadable): with
-    any, the result is not ``certain`` and nothing may be deleted.
+    any ``unknown``, the result is uncertain and nothing may be deleted.
     """
 
     objects: frozenset[ObjectId]
     chunks: frozenset[bytes]
     damaged: tuple[tuple[ObjectId, str], ...] = ()
     unknown: tuple[tuple[ObjectId, str], ...] = ()
-
-    @property
-    def certain(self) -> bool:
-        return not self.unknown
 
 
 def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId] = (), *,
