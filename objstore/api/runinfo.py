@@ -61,7 +61,8 @@ class RunInfo:
     @classmethod
     def from_record(cls, record: RunRecord, store: Store | None = None) -> RunInfo:
         return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
-                   record.started_at, record.finished_at, record.inputs, record.outputs, store)
+                   record.started_at, record.finished_at, tuple(i.hex for i in record.inputs),
+                   tuple(o.hex for o in record.outputs), store)
 
     def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
         if self._store is None:

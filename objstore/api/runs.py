@@ -27,6 +27,7 @@ from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
+from objstore.storage.ids import ObjectId
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
 
@@ -142,10 +143,10 @@ class Run:
                 continue
         raise Conflict(ref, None, None, f"run {self.path} kept changing; retry")
 
-    def _add_output(self, version_id: str) -> None:
+    def _add_output(self, version_id: ObjectId) -> None:
         self._update(lambda r: r if version_id in r.outputs else replace(r, outputs=r.outputs + (version_id,)))
 
-    def _add_input(self, version_id: str) -> None:
+    def _add_input(self, version_id: ObjectId) -> None:
         self._update(lambda r: r if version_id in r.inputs else replace(r, inputs=r.inputs + (version_id,)))
 
     def _check_open(self) -> None:
@@ -170,7 +171,7 @@ class Run:
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
-        self._add_output(logged_version(art)[1].version_id.hex)
+        self._add_output(logged_version(art)[1].version_id)
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
@@ -203,7 +204,7 @@ class Run:
             art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
-        self._add_input(resolved.version_id.hex)
+        self._add_input(resolved.version_id)
         return art
 
     def link_artifact(self, artifact: Artifact, target_path: str, aliases: list[str] | None = None) -> Artifact:
@@ -257,7 +258,7 @@ class Run:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
                             f"not a model; use use_artifact for it")
         art = artifact_of(self.store, resolved)
-        self._add_input(resolved.version_id.hex)
+        self._add_input(resolved.version_id)
         directory = Path(art.download(root, progress=progress))
         files = art.files()
         if len(files) == 1 and files[0].kind in (FILE, REFERENCE):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from objstore.errors import CorruptObject, InvalidName, NotFound, ObjstoreError
+from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import REFS, object_key, parse_ref_key, ref_label, run_ref
@@ -67,13 +67,7 @@ def edges(obj: MetaObject) -> Edges:
     if isinstance(obj, FileObject):
         return Edges(chunks=obj.chunks)
     if isinstance(obj, RunRecord):
-        weak = []
-        for text in (*obj.inputs, *obj.outputs):
-            try:
-                weak.append(ObjectId.from_hex(text))
-            except (InvalidName, ValueError):
-                continue  # not an id: names nothing (lineage shows it as it is)
-        return Edges(weak=tuple(weak))
+        return Edges(weak=(*obj.inputs, *obj.outputs))
     return Edges()
 
 

@@ -31,7 +31,7 @@ import msgpack
 
 from objstore.constants import MAX_METADATA_BYTES, MAX_OBJECT_STR_BYTES, MAX_USER_VALUE_BYTES, MAX_USER_VALUE_DEPTH, MiB
 from objstore.errors import CorruptObject, InvalidInput
-from objstore.storage.ids import Kind, ObjectId, file_id_from_chunks, hash_bytes
+from objstore.storage.ids import DIGEST_SIZE, Kind, ObjectId, file_id_from_chunks, hash_bytes
 
 FORMAT = 1
 _CHUNK_REF = struct.Struct("<32sQ")
@@ -235,8 +235,8 @@ class RunRecord:
     started_at: float
     finished_at: float | None
     state: str  # running | finished | crashed
-    inputs: tuple[str, ...]  # version object ids (hex) used
-    outputs: tuple[str, ...]  # version object ids (hex) logged
+    inputs: tuple[ObjectId, ...]  # versions (or registry links) used; stored as hex strings
+    outputs: tuple[ObjectId, ...]  # versions logged; stored as hex strings
 
     kind = Kind.RUN
 
@@ -248,7 +248,7 @@ class RunRecord:
         return {
             "v": FORMAT, "k": "run", "id": self.id, "entity": self.entity, "project": self.project, "name": self.name,
             "config": self.config, "job_type": self.job_type, "started_at": self.started_at, "finished_at": self.finished_at,
-            "state": self.state, "inputs": list(self.inputs), "outputs": list(self.outputs),
+            "state": self.state, "inputs": [i.hex for i in self.inputs], "outputs": [o.hex for o in self.outputs],
         }
 
     @classmethod
@@ -257,7 +257,7 @@ class RunRecord:
         return cls(
             _get(d, "id", str), _get(d, "entity", str), _get(d, "project", str), _get(d, "name", str), _get(d, "config", dict),
             _opt(d, "job_type", str), float(_get(d, "started_at", (int, float))), float(finished) if finished is not None else None,
-            _get(d, "state", str), tuple(_str_list(d, "inputs")), tuple(_str_list(d, "outputs")),
+            _get(d, "state", str), _hex_ids(d, "inputs"), _hex_ids(d, "outputs"),
         )
 
     def compute_id(self) -> ObjectId:
@@ -466,8 +466,20 @@ def _opt(d: dict[str, Any], key: str, types: type) -> Any:
     return value
 
 
-def _str_list(d: dict[str, Any], key: str) -> list[str]:
+def _hex_ids(d: dict[str, Any], key: str) -> tuple[ObjectId, ...]:
+    """A list of ids stored as lower-case hex strings (the run record's format since
+    the first release). Only that exact form is accepted, so the object re-encodes
+    to the bytes that were hashed."""
     value = d.get(key)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise CorruptObject(f"field {key!r} is missing or has the wrong type")
-    return value
+    out = []
+    for text in value:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) != DIGEST_SIZE or raw.hex() != text:
+            raise CorruptObject(f"field {key!r} holds {_show(text)}, not a {DIGEST_SIZE * 2}-digit lower-case hex id")
+        out.append(ObjectId(raw))
+    return tuple(out)

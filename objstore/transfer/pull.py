@@ -310,9 +310,8 @@ def _merge_runs(run: _Pull) -> None:
 def _remap_runs(run: _Pull) -> None:
     """Re-point local runs at re-based versions."""
     if run.remap:
-        hex_map = {o.hex: n.hex for o, n in run.remap.items()}
         for key in run_refs_in({**read_refs(run.local, run.prefixes), **read_keys(run.local, run.run_keys)}):
-            _remap_run(run.local, key, hex_map, run.why)
+            _remap_run(run.local, key, run.remap, run.why)
 
 
 def _report_kept_and_renumbered(run: _Pull) -> None:
@@ -379,7 +378,7 @@ def _repoint_local(store: Store, coll: CollectionPath, mine: CollectionRefs, rem
             result.refs.append(key)
 
 
-def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> None:
+def _remap_run(store: Store, key: str, remap: dict[ObjectId, ObjectId], why: str) -> None:
     for _ in range(100):
         raw = store.refs.read_raw(key)
         oid = ref_target(key, raw)
@@ -388,8 +387,8 @@ def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> Non
         run = store.odb.get_object(oid)
         if not isinstance(run, RunRecord):
             return
-        new = replace(run, inputs=tuple(hex_map.get(i, i) for i in run.inputs),
-                      outputs=tuple(hex_map.get(o, o) for o in run.outputs))
+        new = replace(run, inputs=tuple(remap.get(i, i) for i in run.inputs),
+                      outputs=tuple(remap.get(o, o) for o in run.outputs))
         if new == run:
             return
         try:
