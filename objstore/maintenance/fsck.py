@@ -31,7 +31,7 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
 from objstore.model.inventory import edges, tree_children, version_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import PACKS, REFS, idx_key, idx_name_of, pack_key, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
@@ -79,13 +79,13 @@ class FsckReport:
 
 @dataclass
 class _State:
-    good_chunks: set[bytes] = field(default_factory=set)
-    bad_chunks: dict[bytes, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
+    good_chunks: set[ChunkKey] = field(default_factory=set)
+    bad_chunks: dict[ChunkKey, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
     bad_objects: dict[bytes, str] = field(default_factory=dict)
     # Chunks of intact packs that have no .idx yet: a writer stores the pack, then its
     # index, so a crash in between leaves exactly this. Not damage unless a version
     # needs one of them (then it is named as missing, with this reason).
-    unindexed: dict[bytes, str] = field(default_factory=dict)
+    unindexed: dict[ChunkKey, str] = field(default_factory=dict)
     packs_seen: set[str] = field(default_factory=set)
     unindexed_packs: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
@@ -97,9 +97,9 @@ def fsck(store: Store) -> FsckReport:
     """Check the whole store; return a report (never raises for damage it finds)."""
     st = _State()
     packs = _check_packs(store, st)
-    for raw in list(st.bad_chunks):
-        if raw in st.good_chunks:
-            del st.bad_chunks[raw]
+    for chunk in list(st.bad_chunks):
+        if chunk in st.good_chunks:
+            del st.bad_chunks[chunk]
     objects = _check_objects(store, st)
     refs, roots = _check_refs(store, st)
     # Packs were listed before refs were read; a writer that stored a pack (and
@@ -107,16 +107,16 @@ def fsck(store: Store) -> FsckReport:
     # ref read above reaches was stored before that read (the write order), so one
     # more look at packs that are new, or had no index yet, finds all of it.
     packs += _check_packs(store, st, skip=st.packs_seen - st.unindexed_packs)
-    for raw in list(st.bad_chunks):
-        if raw in st.good_chunks:
-            del st.bad_chunks[raw]
+    for chunk in list(st.bad_chunks):
+        if chunk in st.good_chunks:
+            del st.bad_chunks[chunk]
     breaks, missing = _check_versions(store, st, roots)
     for raw, labels in st.ref_breaks.items():
         breaks.setdefault(raw, set()).update(labels)
 
     problems = list(st.problems)
-    for raw, why in sorted(st.bad_chunks.items()):
-        problems.append(Problem("chunk", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    for chunk_id, why in sorted(st.bad_chunks.items()):
+        problems.append(Problem("chunk", chunk_id.hex(), why, tuple(sorted(breaks.get(chunk_id, ())))))
     for raw, why in sorted(st.bad_objects.items()):
         problems.append(Problem("object", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
     for raw, why in sorted(missing.items()):
@@ -291,10 +291,11 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
             found.add(fid.raw)
         else:
             for c, _ in edges(obj).chunks:
-                if c.raw not in st.good_chunks:
-                    if c.raw not in st.bad_chunks:
-                        missing[c.raw] = st.unindexed.get(c.raw, f"chunk {c.hex[:16]} of {path!r} is in no pack")
-                    found.add(c.raw)
+                key = chunk_key(c)
+                if key not in st.good_chunks:
+                    if key not in st.bad_chunks:
+                        missing[key] = st.unindexed.get(key, f"chunk {c.hex[:16]} of {path!r} is in no pack")
+                    found.add(key)
         memo[fid.raw] = frozenset(found)
         return memo[fid.raw]
 

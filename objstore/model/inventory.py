@@ -33,7 +33,7 @@ import zstandard
 
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.model.store import Store
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import REFS, object_key, parse_ref_key, ref_label, run_ref
 from objstore.storage.objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version
 
@@ -151,7 +151,7 @@ class ContentWalker:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._trees: dict[ObjectId, tuple[frozenset[ObjectId], frozenset[bytes]]] = {}
+        self._trees: dict[ObjectId, tuple[frozenset[ObjectId], frozenset[ChunkKey]]] = {}
         self._files: dict[ObjectId, FileObject] = {}
 
     def file(self, file_id: ObjectId) -> FileObject:
@@ -163,7 +163,7 @@ class ContentWalker:
             self._files[file_id] = fobj = obj
         return fobj
 
-    def tree_contents(self, tree_id: ObjectId, depth: int = 0) -> tuple[frozenset[ObjectId], frozenset[bytes]]:
+    def tree_contents(self, tree_id: ObjectId, depth: int = 0) -> tuple[frozenset[ObjectId], frozenset[ChunkKey]]:
         """Metadata ids (the tree itself, subtrees, files) and chunk ids under ``tree_id``."""
         cached = self._trees.get(tree_id)
         if cached is not None:
@@ -174,7 +174,7 @@ class ContentWalker:
         if not isinstance(tree, Tree):
             raise CorruptObject(f"object {tree_id.hex[:16]} should be a tree", object_id=tree_id.hex)
         objects: set[ObjectId] = {tree_id}
-        chunks: set[bytes] = set()
+        chunks: set[ChunkKey] = set()
         for _, kind, oid in tree_children(tree):
             if kind == TREE:
                 sub_objects, sub_chunks = self.tree_contents(oid, depth + 1)
@@ -182,20 +182,20 @@ class ContentWalker:
                 chunks |= sub_chunks
             else:
                 objects.add(oid)
-                chunks.update(c.raw for c, _ in edges(self.file(oid)).chunks)
+                chunks.update(chunk_key(c) for c, _ in edges(self.file(oid)).chunks)
         result = (frozenset(objects), frozenset(chunks))
         self._trees[tree_id] = result
         return result
 
-    def chunk_sizes(self, tree_id: ObjectId) -> dict[bytes, int]:
+    def chunk_sizes(self, tree_id: ObjectId) -> dict[ChunkKey, int]:
         """Raw length of every distinct chunk under ``tree_id``."""
-        sizes: dict[bytes, int] = {}
+        sizes: dict[ChunkKey, int] = {}
         objects, _ = self.tree_contents(tree_id)
         for oid in objects:
             fobj = self._files.get(oid)
             if fobj is not None:
                 for c, n in fobj.chunks:
-                    sizes[c.raw] = n
+                    sizes[chunk_key(c)] = n
         return sizes
 
 
@@ -212,7 +212,7 @@ class Reach:
     """
 
     objects: frozenset[ObjectId]
-    chunks: frozenset[bytes]
+    chunks: frozenset[ChunkKey]
     damaged: tuple[tuple[ObjectId, str], ...] = ()
     unknown: tuple[tuple[ObjectId, str], ...] = ()
 
@@ -226,7 +226,7 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
     only if some object cannot be decoded, to learn which of them its bytes name.
     """
     objects: set[ObjectId] = set()
-    chunks: set[bytes] = set()
+    chunks: set[ChunkKey] = set()
     damaged: dict[ObjectId, str] = {}
     unknown: dict[ObjectId, str] = {}
     known_ids: set[bytes] | None = None
@@ -243,7 +243,7 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
         named = {body[i:i + 32] for i in range(len(body) - 31)} & known_ids
         out = []
         for raw in named:
-            chunks.add(raw)  # harmless if it is an object id: only chunk ids are looked up there
+            chunks.add(ChunkKey(raw))  # harmless if it is an object id: only chunk ids are looked up there
             out.append(ObjectId(raw))
         return out
 
@@ -266,7 +266,7 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
                 continue
             objects.add(oid)
             e = edges(obj)
-            chunks.update(c.raw for c, _ in e.chunks)
+            chunks.update(chunk_key(c) for c, _ in e.chunks)
             # Iterative and depth-blind: a tree nested deeper than readers accept
             # still keeps what it names (content ids cannot form a cycle).
             stack.extend((child, must) for child in e.strong if child not in objects)
