@@ -14,9 +14,9 @@ from objstore.errors import Conflict, CorruptObject, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, check_ref
+from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
+from objstore.storage.keys import alias_ref, ref_display, version_ref
 from objstore.storage.objects import (
     Link,
     RunRecord,
@@ -179,7 +179,7 @@ def _integrate_collection(run: _Pull, coll: CollectionPath) -> None:
     new_chain, held = _rebase_chain(run, coll, local_chain, version_chain(theirs_c))
     _follow_content(run.local, mine_c, new_chain, held, run.remap)
     _write_version_refs(run, coll, mine_c, len(local_chain), new_chain)
-    _take_digests(run, coll, mine_c, theirs_c)
+    _take_digests(run, coll, theirs_c)
     if new_chain:
         advance_latest(run.local, coll, len(new_chain) - 1)
     _merge_aliases(run, coll, mine_c, theirs_c)
@@ -249,18 +249,12 @@ def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs
             result.refs.append(key)
 
 
-def _take_digests(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs, theirs_c: CollectionRefs) -> None:
-    """Digests: the remote's as they are; ours re-pointed at re-based ids."""
-    local, why, result, remap = run.local, run.why, run.result, run.remap
-    for hexd, raw in theirs_c.digests.items():
-        key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-        if key not in run.mine and (oid := ref_target(key, raw)) is not None and local.refs.create(key, oid, why):
-            result.refs.append(key)
-    for hexd, raw in mine_c.digests.items():
-        key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-        oid = ref_target(key, raw)
-        if oid in remap and _set_ref(local, key, remap[oid], why):
-            result.refs.append(key)
+def _take_digests(run: _Pull, coll: CollectionPath, theirs_c: CollectionRefs) -> None:
+    """The remote's digest refs this store lacks (ours were re-pointed at re-based
+    ids by :func:`_repoint_local` already)."""
+    for key, oid in digest_targets(coll, theirs_c.digests):
+        if key not in run.mine and create_digest_ref(run.local, key, oid, run.why):
+            run.result.refs.append(key)
 
 
 def _merge_aliases(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs, theirs_c: CollectionRefs) -> None:
@@ -368,14 +362,27 @@ def _repoint_local(store: Store, coll: CollectionPath, mine: CollectionRefs, rem
     entry to its copy (the remote's aliases are taken later, once all is in place)."""
     # latest too: it stays on the newest local entry, which only moves up.
     refs = [(alias_ref(coll.entity, coll.project, coll.name, a), raw) for a, raw in mine.aliases.items()]
-    refs += [(digest_ref(coll.entity, coll.project, coll.name, d), raw) for d, raw in mine.digests.items()]
+    targets = []
     for key, raw in refs:
         try:
-            oid = ref_target(key, raw)
+            targets.append((key, ref_target(key, raw)))
         except CorruptObject:
             continue
+    targets += _readable_digest_targets(coll, mine.digests)
+    for key, oid in targets:
         if oid in remap and _set_ref(store, key, remap[oid], why):
             result.refs.append(key)
+
+
+def _readable_digest_targets(coll: CollectionPath, digests: dict[str, bytes]) -> list[tuple[str, ObjectId]]:
+    """The digest refs of a snapshot whose value is an id (a damaged one names nothing to re-point)."""
+    out: list[tuple[str, ObjectId]] = []
+    for tree_hex, raw in digests.items():
+        try:
+            out += digest_targets(coll, {tree_hex: raw})
+        except CorruptObject:
+            continue
+    return out
 
 
 def _remap_run(store: Store, key: str, remap: dict[ObjectId, ObjectId], why: str) -> None:

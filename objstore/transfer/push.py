@@ -13,9 +13,9 @@ from objstore.errors import Conflict, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest
+from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
+from objstore.storage.keys import alias_ref, ref_display, version_ref
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
@@ -141,11 +141,8 @@ def _send_objects(run: _Push, progress: Progress | None) -> None:
         if (oid := ref_target(key, new)) is not None:
             roots.append(oid)
     for coll, c in run.my_colls.items():
-        for hexd, raw in c.digests.items():
-            if hexd not in run.their_colls.get(coll, CollectionRefs()).digests and (
-                oid := ref_target(digest_ref(coll.entity, coll.project, coll.name, hexd), raw)
-            ):
-                roots.append(oid)
+        theirs = run.their_colls.get(coll, CollectionRefs()).digests
+        roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})]
     copy_closure(run.local, run.remote, roots, run.result, pack_target=configured_pack_target(), progress=progress)
 
 
@@ -172,12 +169,10 @@ def _create_versions(run: _Push) -> None:
             else:
                 result.refs.append(key)
             final[key] = encode_value(version_id)
-        for hexd, raw in run.my_colls[coll].digests.items():
-            key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-            oid = ref_target(key, raw)
-            if key not in run.theirs and oid is not None and remote.refs.create(key, oid, why):
+        for key, oid in digest_targets(coll, run.my_colls[coll].digests):
+            if key not in run.theirs and create_digest_ref(remote, key, oid, why):
                 result.refs.append(key)
-                final[key] = raw
+                final[key] = run.mine[key]
         if todo:
             advance_latest(remote, coll, max(idx for idx, _ in todo))
             latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)
