@@ -8,12 +8,19 @@ version. Changing how an object is held in memory must never change its bytes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import msgpack
 import pytest
 
+import objstore
 from objstore.errors import CorruptObject
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath
+from objstore.model.store import Store
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
-from objstore.storage.objects import Link, RunRecord, decode, encode
+from objstore.storage.keys import version_ref
+from objstore.storage.objects import Link, RunRecord, Version, decode, encode
 
 A = ObjectId.from_hex("15eb0bffa753f32acdf2f50ee8271008e67f2cefbb026852658d9fb13c4a063f")
 B = ObjectId.from_hex("a4270201a6bcf26871e634423abc5c9f27cbe7be9bca2eebe9a82d9b3efdd102")
@@ -64,10 +71,42 @@ def test_run_ids_are_object_ids_in_memory_and_hex_when_stored() -> None:
     assert stored["inputs"] == [A.hex] and stored["outputs"] == [B.hex, A.hex]
 
 
-def test_link_display_name_is_not_read_from_the_stored_field() -> None:
-    oid_hex, body_hex = GOLDEN["link"]
-    link = decode(bytes.fromhex(body_hex), ObjectId.from_hex(oid_hex))
-    assert isinstance(link, Link) and link.target == A
+def _version(index: int) -> Version:
+    return Version(B, None, "model", "e", "p", "m", index, 1, 1, None, {}, 1700000000.0, None)
+
+
+def test_a_new_link_is_written_as_before_with_its_targets_name() -> None:
+    """Readers before this change require ``target_name`` and compare it with the
+    target version's name, so a new link still stores it, derived from the target."""
+    link = Link.to_version("e/model-registry/m", 0, A, _version(0), 1700000200.0, "e/p/r1")
+    assert encode(link) == (ObjectId.from_hex(GOLDEN["link"][0]), bytes.fromhex(GOLDEN["link"][1]))
+
+
+def test_a_link_without_the_name_field_decodes_and_keeps_its_bytes() -> None:
+    d = msgpack.unpackb(bytes.fromhex(GOLDEN["link"][1]), raw=False)
+    del d["target_name"]
+    body = msgpack.packb(d, use_bin_type=True)
+    link = decode(body, hash_bytes(Kind.LINK, body))
+    assert isinstance(link, Link) and link.target == A and link.written_name is None
+    assert encode(link)[1] == body
+
+
+def test_a_links_name_comes_from_its_target_not_the_stored_field(tmp_path: Path) -> None:
+    """A link whose stored name disagrees with its target (a store edited, or
+    renumbered by an older pull) still resolves, named by the version it links."""
+    with objstore.init(project="p", entity="e", store=str(tmp_path / "s")) as run:
+        (tmp_path / "m.bin").write_bytes(b"weights")
+        run.link_model(str(tmp_path / "m.bin"), registered_model_name="reg", name="m")
+    store = Store.open(tmp_path / "s")
+    registry = CollectionPath("e", REGISTRY_PROJECT, "reg")
+    ref = version_ref(registry.entity, registry.project, registry.name, 0)
+    link = store.odb.get_object(store.refs.read(ref))  # type: ignore[arg-type]
+    assert isinstance(link, Link) and link.written_name == "e/p/m:v0"
+    edited = replace(link, written_name="x/y/z:v9")
+    store.refs.set(ref, store.odb.put_object(edited), "edited")
+    store.close()
+    art = objstore.Api(store=str(tmp_path / "s")).artifact("e/model-registry/reg:v0")
+    assert art.source_qualified_name == "e/p/m:v0"
 
 
 @pytest.mark.parametrize("bad", ["not hex", A.hex.upper(), A.hex[:-2], 7])

@@ -337,7 +337,7 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
             continue  # reported as a ref problem
         labels = {label} if label else set()
         if isinstance(obj, Link):
-            target = _get(obj.target, f"the version {obj.target_name} that {label or obj.registry} links")
+            target = _get(obj.target, f"the version {obj.target.hex[:16]} that {label or obj.registry} links")
             if not isinstance(target, Version):
                 if target is not None:
                     st.bad_objects[obj.target.raw] = f"link target {obj.target.hex[:16]} is not a version"

@@ -124,21 +124,15 @@ def _not_as_promised(ref: str, entry: ResolvedVersion) -> str | None:
     return None
 
 
-def _label(v: Version) -> str:
-    return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
-
-
 def _foreign(coll: CollectionPath, entry: ResolvedVersion) -> str | None:
     """Why ``entry``, read through ``coll``, is not one of ``coll``'s entries; None if it is."""
     if entry.link is None:
         v = entry.version
         if (v.entity, v.project, v.name) != (coll.entity, coll.project, coll.name):
-            return f"{_label(v)}, a version of another collection"
+            return f"{v.label}, a version of another collection"
         return None
     if entry.link.registry != str(coll):
         return f"{entry.link.registry}:v{entry.link.index}, an entry of another registered model"
-    if _label(entry.version) != entry.link.target_name:
-        return f"a link to {entry.link.target_name} whose target is {_label(entry.version)}"
     return None
 
 
@@ -304,7 +298,7 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
     v = target.version
 
     def make(n: int, parent: ObjectId | None) -> Link:
-        return Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
+        return Link.to_version(str(registry), n, target.version_id, v, time.time(), run)
 
     return _add_entry(store, registry, v.tree, make, aliases)
 

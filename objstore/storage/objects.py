@@ -169,6 +169,11 @@ class Version:
     def digest(self) -> str:
         return self.tree.hex
 
+    @property
+    def label(self) -> str:
+        """``entity/project/name:vN``: how a version is named to people."""
+        return f"{self.entity}/{self.project}/{self.name}:v{self.index}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": FORMAT, "k": "version", "tree": self.tree.raw, "parent": self.parent.raw if self.parent else None,
@@ -193,28 +198,44 @@ class Version:
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """A registry entry: a registered model's version pointing at a version logged elsewhere."""
+    """A registry entry: a registered model's version pointing at a version logged elsewhere.
+
+    What the entry links is ``target`` alone; its name for people is the target
+    version's (:attr:`Version.label`), read from that version. ``written_name``
+    is that label as it was when the link was written: the stored format has
+    always held it (field ``target_name``), and readers before this one require
+    it and refuse a link whose field disagrees with the target, so links are
+    still written with it (:meth:`to_version` derives it from the target). It is
+    never read back for anything; a link stored without it decodes too.
+    """
 
     registry: str  # "entity/model-registry/<registered model>"
     index: int
     target: ObjectId  # the version object
-    target_name: str  # "entity/project/name:vN", for display
     created_at: float
     run: str | None
+    written_name: str | None = None  # stored as "target_name"; see above
 
     kind = Kind.LINK
 
+    @classmethod
+    def to_version(cls, registry: str, index: int, target_id: ObjectId, target: Version, created_at: float,
+                   run: str | None) -> Link:
+        """The link ``index`` of ``registry`` to version ``target`` (stored as ``target_id``)."""
+        return cls(registry, index, target_id, created_at, run, target.label)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "v": FORMAT, "k": "link", "registry": self.registry, "index": self.index, "target": self.target.raw,
-            "target_name": self.target_name, "created_at": self.created_at, "run": self.run,
-        }
+        d: dict[str, Any] = {"v": FORMAT, "k": "link", "registry": self.registry, "index": self.index, "target": self.target.raw}
+        if self.written_name is not None:
+            d["target_name"] = self.written_name
+        d.update(created_at=self.created_at, run=self.run)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Link:
         return cls(
-            _get(d, "registry", str), _get(d, "index", int), ObjectId(_get(d, "target", bytes)), _get(d, "target_name", str),
-            float(_get(d, "created_at", (int, float))), _opt(d, "run", str),
+            _get(d, "registry", str), _get(d, "index", int), ObjectId(_get(d, "target", bytes)),
+            float(_get(d, "created_at", (int, float))), _opt(d, "run", str), _opt(d, "target_name", str),
         )
 
     def compute_id(self) -> ObjectId:

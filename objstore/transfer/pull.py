@@ -215,13 +215,7 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
         if isinstance(entry, Version):
             rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
         else:
-            link_target = remap.get(entry.target, entry.target)
-            name = entry.target_name
-            if link_target != entry.target:
-                tv = _entry(local, link_target)
-                assert isinstance(tv, Version)
-                name = f"{tv.entity}/{tv.project}/{tv.name}:v{tv.index}"
-            rebased = replace(entry, index=idx, target=link_target, target_name=name)
+            rebased = _rebased_link(local, entry, idx, remap)
         new_id = local.odb.put_object(rebased) if rebased != entry else old_id
         if new_id != old_id:
             remap[old_id] = new_id
@@ -230,6 +224,16 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
         new_chain.append(new_id)
         held[content_key] = new_id
     return new_chain, held
+
+
+def _rebased_link(store: Store, link: Link, index: int, remap: dict[ObjectId, ObjectId]) -> Link:
+    """``link`` as entry ``index``, pointing at its target's re-based copy if there is one."""
+    target = remap.get(link.target, link.target)
+    if target == link.target:
+        return replace(link, index=index)
+    version = _entry(store, target)
+    assert isinstance(version, Version)  # a re-based copy of a version is a version
+    return Link.to_version(link.registry, index, target, version, link.created_at, link.run)
 
 
 def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs, held: int, new_chain: list[ObjectId]) -> None:
