@@ -352,8 +352,7 @@ class Artifact:
     @property
     def source_qualified_name(self) -> str:
         """For a registry entry, the version it links to; else the same as qualified_name."""
-        v = self._logged()[1].version
-        return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
+        return self._logged()[1].version.label
 
     def files(self) -> list[ArtifactFile]:
         """The files of this version, in path order."""

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from objstore.api.runinfo import RunInfo, iter_runs
 from objstore.errors import NotFound, ObjstoreError
-from objstore.model.inventory import version_label
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
 from objstore.storage.ids import ObjectId
@@ -101,7 +100,7 @@ def lineage(store: Store, target: ResolvedVersion) -> Lineage:
         if vid not in labels:
             try:
                 obj = store.odb.get_object(ObjectId.from_hex(vid))
-                labels[vid] = version_label(obj) if isinstance(obj, Version) else (
+                labels[vid] = obj.label if isinstance(obj, Version) else (
                     f"{obj.registry}:v{obj.index}" if isinstance(obj, Link) else vid[:16])
             except (NotFound, ObjstoreError):
                 labels[vid] = f"{vid[:16]} (not in this store)"
@@ -140,5 +139,5 @@ def lineage(store: Store, target: ResolvedVersion) -> Lineage:
             upstream = (run_node(by_path[run], ()),)
         else:
             upstream = (Node("run", run, f"run:{run}", "not in this store"),)
-    root = Node("version", version_label(target.version), vid, target.version.artifact_type)
+    root = Node("version", target.version.label, vid, target.version.artifact_type)
     return Lineage(root, upstream, down(vid, frozenset(), 0))

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
-from objstore.model.inventory import edges, tree_children, version_label
+from objstore.model.inventory import edges, tree_children
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
 from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
@@ -344,10 +344,10 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
                 breaks.setdefault(obj.target.raw, set()).update(labels or {f"{obj.registry}:v{obj.index}"})
                 continue
             obj = target
-            labels.add(version_label(target))
+            labels.add(target.label)
         if not isinstance(obj, Version):
             continue
-        labels.add(version_label(obj))
+        labels.add(obj.label)
         (tree,) = edges(obj).strong
         for bad in bad_under_tree(tree, ""):
             breaks.setdefault(bad, set()).update(labels)

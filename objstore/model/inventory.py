@@ -105,10 +105,6 @@ class VersionRef:
     link: Link | None = None
 
 
-def version_label(v: Version) -> str:
-    return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
-
-
 def iter_version_refs(store: Store, *, strict: bool = True,
                       damaged: Callable[[str, ObjstoreError], None] | None = None) -> Iterator[VersionRef]:
     """Every ``refs/<e>/<p>/<name>/versions/vN`` ref of the store, resolved.
