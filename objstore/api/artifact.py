@@ -21,22 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from objstore.api.commit import Staged, check_links, store_staged
+from objstore.api.commit import Draft, Staged, commit_draft
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
-from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
+from objstore.model.names import LATEST, check_aliases, check_name
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
-    commit_version,
     remove_alias_from,
     set_alias,
 )
-from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict, storable_text
+from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
 from objstore.storage.trees import split_path, walk_tree
 
 
@@ -243,27 +242,10 @@ class Artifact:
     # -- logging ----------------------------------------------------------
     def _commit(self, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
                 progress: Callable[[int], None] | None = None, before_ref: Callable[[], None] | None = None) -> None:
-        """Store the staged files and make them a version (used by Run.log_artifact).
-
-        ``before_ref`` runs once everything the version names is stored and before
-        its version ref is claimed: the run records itself there, so a version
-        never names a run that a crash kept out of the store."""
+        """Log this draft through :func:`objstore.api.commit.commit_draft` and become the version it made."""
         self._require_draft()
-        if not self._staged:
-            raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
-        # self.metadata may have been filled in since __init__: convert or refuse it before anything is stored.
-        metadata = check_metadata(self.metadata)
-        description = storable_text(self.description, "description")
-        check_links(self._staged)
-        before = store.odb.new_bytes
-        tree_id, size = store_staged(store, self._staged, progress)
-        if before_ref is not None:
-            before_ref()
-        resolved, created = commit_version(
-            store, CollectionPath(entity, project, self._name), tree=tree_id, size=size,
-            new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=metadata,
-            description=description, run=run_path, aliases=aliases,
-        )
+        draft = Draft(self._name, self.type, self.description, self.metadata, self._staged)
+        resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         self._bind(store, resolved)
         self.created = created
         if self._tmpdir is not None:
@@ -465,7 +447,7 @@ def log_draft(art: Artifact, store: Store, entity: str, project: str, run_path: 
     """Store the draft ``art`` in ``store`` as a new version of ``entity/project/<its name>``
     (or find the version already holding its content) and bind ``art`` to it.
     ``before_ref`` runs once everything the version names is stored and before its
-    ref is claimed (see :meth:`Artifact._commit`)."""
+    ref is claimed (see :func:`objstore.api.commit.commit_draft`)."""
     art._commit(store, entity, project, run_path, aliases, progress, before_ref=before_ref)
 
 
