@@ -1,4 +1,4 @@
-"""Default names: the entity, project and run id a run gets when none is given, and
+"""Default names: the entity, project, run id and run name a run gets when none is given, and
 the collection a path is logged into (``run-<run id>-<basename>``).
 
 Split from :mod:`objstore.api.runs`.
@@ -16,6 +16,10 @@ from objstore.files.references import is_uri
 from objstore.model.names import check_name
 
 DEFAULT_PROJECT = "uncategorized"
+_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen",
+               "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
+_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze",
+          "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
 
 
 def default_entity() -> str:
@@ -26,6 +30,11 @@ def default_entity() -> str:
         user = "user"
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", user).lstrip(".")[:128]
     return cleaned or "user"
+
+
+def default_run_name() -> str:
+    """A run's display name when none is given: ``adjective-noun-NN``, as W&B does."""
+    return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
 
 
 def new_run_id() -> str:

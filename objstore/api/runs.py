@@ -9,7 +9,6 @@ carry the lineage graph: what each run used and what it logged.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,22 +17,17 @@ from types import TracebackType
 from typing import Any
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
-from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, new_run_id
+from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
+from objstore.api.runrecord import create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
-from objstore.errors import Conflict, InvalidInput, InvalidName, WrongType
+from objstore.errors import InvalidInput, InvalidName, WrongType
 from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
-from objstore.storage.ids import ObjectId
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
-
-_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen",
-               "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
-_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze",
-          "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
 
 
 class Run:
@@ -57,7 +51,7 @@ class Run:
         self.job_type = check_name(job_type, "job type") if job_type is not None else None
         self.config = check_metadata(config, "config")
         name = storable_text(name, "run name")
-        self.name = name or f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
+        self.name = name or default_run_name()
         self._finished = False
         self._started_at = time.time()
         # The record is written with the run's first change (an input, an output,
@@ -75,11 +69,8 @@ class Run:
         if self._recorded:
             return
         self.config = check_metadata(self.config, "config")
-        record = RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
-                           self._started_at, None, "running", (), ())
-        oid = self.store.odb.put_object(record)
-        if not self.store.refs.create(run_ref(self.entity, self.project, self.id), oid, "run started"):
-            raise InvalidInput(f"run id {self.id} is already in use; pass a different id")
+        create_record(self.store, RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
+                                            self._started_at, None, "running", (), ()))
         self._recorded = True
 
     # -- the run record -------------------------------------------------
@@ -89,26 +80,7 @@ class Run:
 
     def _update(self, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
         self._record_start()
-        ref = run_ref(self.entity, self.project, self.id)
-        for _ in range(100):
-            raw = self.store.refs.read_raw(ref)
-            current = read_run(self.store, self.entity, self.project, self.id)
-            new = change(current)
-            if new == current:
-                return current
-            oid = self.store.odb.put_object(new)
-            try:
-                self.store.refs.set_if_equals(ref, raw, oid, f"run {new.state}")
-                return new
-            except Conflict:
-                continue
-        raise Conflict(ref, None, None, f"run {self.path} kept changing; retry")
-
-    def _add_output(self, version_id: ObjectId) -> None:
-        self._update(lambda r: r if version_id in r.outputs else replace(r, outputs=r.outputs + (version_id,)))
-
-    def _add_input(self, version_id: ObjectId) -> None:
-        self._update(lambda r: r if version_id in r.inputs else replace(r, inputs=r.inputs + (version_id,)))
+        return update_record(self.store, self.entity, self.project, self.id, change)
 
     def _check_open(self) -> None:
         if self._finished:
@@ -132,7 +104,7 @@ class Run:
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
-        self._add_output(logged_version(art)[1].version_id)
+        self._update(with_output(logged_version(art)[1].version_id))
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
@@ -165,7 +137,7 @@ class Run:
             art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
-        self._add_input(resolved.version_id)
+        self._update(with_input(resolved.version_id))
         return art
 
     def link_artifact(self, artifact: Artifact, target_path: str, aliases: list[str] | None = None) -> Artifact:
@@ -219,7 +191,7 @@ class Run:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
                             f"not a model; use use_artifact for it")
         art = artifact_of(self.store, resolved)
-        self._add_input(resolved.version_id)
+        self._update(with_input(resolved.version_id))
         directory = Path(art.download(root, progress=progress))
         files = art.files()
         if len(files) == 1 and files[0].kind in (FILE, REFERENCE):
