@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from objstore.api.artifact import Artifact, artifact_of
+from objstore.api.naming import new_run_id
 from objstore.api.public import Api
-from objstore.api.runs import new_run_id
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.deletion import delete_collection
 from objstore.model.names import (

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import click
 
 from objstore.api.artifact import Artifact
-from objstore.api.runs import DEFAULT_PROJECT, Run, artifact_name_for, default_entity
+from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity
+from objstore.api.runs import Run
 from objstore.errors import InvalidInput
 from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
@@ -46,6 +47,9 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+# Exit codes beyond click's own (1 an error, 2 a usage error): fsck found damage.
+EXIT_DAMAGE = 3
 
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -105,7 +109,7 @@ def check_log_args(path: str, name: str | None, run_id: str) -> None:
     """Refuse bad input before a run is recorded, so a failed command changes nothing.
 
     The library's rules (the path exists, the name or the default name is valid)
-    are :func:`objstore.api.runs.artifact_name_for`'s; only what a command line
+    are :func:`objstore.api.naming.artifact_name_for`'s; only what a command line
     adds (a path the user cannot read, a socket or device) is checked here."""
     artifact_name_for(path, name, run_id)
     if os.path.exists(path) and not os.access(path, os.R_OK):

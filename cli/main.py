@@ -24,7 +24,6 @@ from .context import State
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_DAMAGE = 3
 
 MAIN_HELP = """objstore: a git-like content-addressed store for ML models.
 

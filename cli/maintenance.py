@@ -19,6 +19,7 @@ from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
 from .context import (
+    EXIT_DAMAGE,
     State,
     entity_option,
     json_option,
@@ -182,7 +183,7 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
             damaged = ", ".join(report.damaged_versions) or "no version"
             click.echo(f"damage found: {len(report.problems)} problem(s); broken versions: {damaged}")
     if not report.ok:
-        ctx.exit(3)
+        ctx.exit(EXIT_DAMAGE)
 
 @click.command("gc")
 @click.option("--dry-run", "-n", is_flag=True, help="Report what would be marked and freed; change nothing.")

@@ -179,8 +179,8 @@ def check_store(location: str | Path) -> list[str]:
             # legitimate after a delete and gc. The trials delete nothing, so here every
             # one must be stored: a run records an output only after the version is.
             for vid in rec.inputs + rec.outputs:
-                if not store.odb.has_object(ObjectId.from_hex(vid)):
-                    problems.append(f"{key}: names version {vid[:16]}, which is not stored")
+                if not store.odb.has_object(vid):
+                    problems.append(f"{key}: names version {vid.hex[:16]}, which is not stored")
         except (CorruptObject, NotFound) as exc:
             problems.append(f"{key}: {exc}")
     problems.extend(_fsck_module_problems(store))

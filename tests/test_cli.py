@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import OBJSTORE, random_layers, run_cli, sha, snapshot, write_safetensors
 
 import objstore
-from objstore.api.runs import default_entity
+from objstore.api.naming import default_entity
 
 ENTITY = default_entity()
 

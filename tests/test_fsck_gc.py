@@ -10,7 +10,7 @@ import numpy as np
 from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
 
 import objstore
-from objstore.api.runs import default_entity
+from objstore.api.naming import default_entity
 from objstore.maintenance.gc import collect_garbage
 from objstore.model.store import Store
 from objstore.storage.ids import Kind, hash_bytes

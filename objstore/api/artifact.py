@@ -21,22 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from objstore.api.commit import Staged, check_links, store_staged
+from objstore.api.commit import Draft, Staged, commit_draft
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
-from objstore.model.names import LATEST, CollectionPath, check_aliases, check_name
+from objstore.model.names import LATEST, check_aliases, check_name
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
-    commit_version,
     remove_alias_from,
     set_alias,
 )
-from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict, storable_text
+from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
 from objstore.storage.trees import split_path, walk_tree
 
 
@@ -63,27 +62,42 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, Staged], ancestors: froz
     ``ancestors`` are the (device, inode) of the directories being scanned above
     ``top``, so a link back to one of them is refused rather than followed forever.
     """
-    lookup = directory_lookup(top)
-    above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
+    _DirScan(top, prefix, staged, ancestors).run()
 
-    def changed(full: Path) -> NotFound:
+
+class _DirScan:
+    """One :func:`_scan_dir`: a walk of ``top`` staging each entry it finds."""
+
+    def __init__(self, top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]]) -> None:
+        self.top, self.prefix, self.staged = top, prefix, staged
+        self.lookup = directory_lookup(top)
+        self.above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
+
+    def changed(self, full: Path) -> NotFound:
         # what was listed is gone, or no longer what it was a moment ago (another process at work)
-        return NotFound(f"{full} was removed or replaced while {top} was being read; log it again", key=str(full))
+        return NotFound(f"{full} was removed or replaced while {self.top} was being read; log it again", key=str(full))
 
-    def unlistable(exc: OSError) -> None:
+    def unlistable(self, exc: OSError) -> None:
         # os.walk would skip the directory: its files would vanish from the version unsaid
         if isinstance(exc, FileNotFoundError):
-            raise changed(Path(str(exc.filename)))
+            raise self.changed(Path(str(exc.filename)))
         raise InvalidInput(f"directory {exc.filename} cannot be listed ({exc.strerror or exc}); "
                            f"make it readable or remove it, then log again")
 
-    for dirpath, dirnames, filenames in os.walk(top, onerror=unlistable):
-        dirnames.sort()
-        here = Path(dirpath).relative_to(top)
-        parts = () if here == Path(".") else here.parts
-        rel_dir = "".join(p + "/" for p in parts)
-        if not dirnames and not filenames and (rel_dir or prefix):
-            staged[(prefix + rel_dir).rstrip("/")] = Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+    def run(self) -> None:
+        for dirpath, dirnames, filenames in os.walk(self.top, onerror=self.unlistable):
+            dirnames.sort()
+            here = Path(dirpath).relative_to(self.top)
+            parts = () if here == Path(".") else here.parts
+            rel_dir = "".join(p + "/" for p in parts)
+            if not dirnames and not filenames and (rel_dir or self.prefix):
+                self.staged[(self.prefix + rel_dir).rstrip("/")] = Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
+            self._enter_subdirectories(dirpath, dirnames, filenames)
+            for fname in sorted(filenames):
+                self._stage(dirpath, parts, self.prefix + rel_dir + fname, fname)
+
+    def _enter_subdirectories(self, dirpath: str, dirnames: list[str], filenames: list[str]) -> None:
+        """Walk into the real subdirectories (noting their ancestry); links among them are judged as entries."""
         for d in list(dirnames):
             full = Path(dirpath, d)
             if full.is_symlink():
@@ -93,41 +107,52 @@ def _scan_dir(top: Path, prefix: str, staged: dict[str, Staged], ancestors: froz
                 try:
                     st = full.stat()
                 except OSError:
-                    raise changed(full) from None
-                above[str(full)] = above[dirpath] | {(st.st_dev, st.st_ino)}
-        for fname in sorted(filenames):
-            full = Path(dirpath, fname)
-            rel = prefix + rel_dir + fname
-            if full.is_symlink():
-                try:
-                    target = os.readlink(full)
-                except OSError:  # EINVAL: no longer a link
-                    raise changed(full) from None
-                found = resolve_link(lookup, (*parts, fname), target)
-                if found.outcome == "inside":
-                    staged[rel] = Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
-                    continue
-                try:
-                    st = full.stat()  # following it
-                except OSError:
-                    why = "loops" if found.outcome == "loop" else "leads to nothing"
-                    raise InvalidInput(f"symlink {full} -> {target!r} {why}; remove it or point it at a file or directory") from None
-                if statmod.S_ISDIR(st.st_mode):
-                    if (st.st_dev, st.st_ino) in above[dirpath]:
-                        raise InvalidInput(f"symlink {full} -> {target!r} leads to a directory that contains it; "
-                                           f"remove it or point it elsewhere")
-                    _scan_dir(full, rel + "/", staged, above[dirpath] | {(st.st_dev, st.st_ino)})
-                    continue
-            else:
-                try:
-                    st = full.lstat()
-                except FileNotFoundError:
-                    raise changed(full) from None
-            if not statmod.S_ISREG(st.st_mode):
-                continue  # sockets, fifos, devices
-            if not os.access(full, os.R_OK):
-                raise InvalidInput(f"{full} is not readable (permission denied)")
-            staged[rel] = Staged(FILE, st.st_size, source=full)
+                    raise self.changed(full) from None
+                self.above[str(full)] = self.above[dirpath] | {(st.st_dev, st.st_ino)}
+
+    def _stage(self, dirpath: str, parts: tuple[str, ...], rel: str, fname: str) -> None:
+        """Stage the entry ``fname`` of ``dirpath`` as ``rel``: a regular file, or what a link stands for."""
+        full = Path(dirpath, fname)
+        if full.is_symlink():
+            followed = self._follow(dirpath, parts, rel, fname, full)
+            if followed is None:
+                return
+            st = followed
+        else:
+            try:
+                st = full.lstat()
+            except FileNotFoundError:
+                raise self.changed(full) from None
+        if not statmod.S_ISREG(st.st_mode):
+            return  # sockets, fifos, devices
+        if not os.access(full, os.R_OK):
+            raise InvalidInput(f"{full} is not readable (permission denied)")
+        self.staged[rel] = Staged(FILE, st.st_size, source=full)
+
+    def _follow(self, dirpath: str, parts: tuple[str, ...], rel: str, fname: str, full: Path) -> os.stat_result | None:
+        """A symlink: kept as a link if it leads inside ``top``, else followed. Returns the
+        stat of what it leads to when that is to be staged as a file; None when it is
+        dealt with here (kept as a link, or a directory scanned in its place)."""
+        try:
+            target = os.readlink(full)
+        except OSError:  # EINVAL: no longer a link
+            raise self.changed(full) from None
+        found = resolve_link(self.lookup, (*parts, fname), target)
+        if found.outcome == "inside":
+            self.staged[rel] = Staged(SYMLINK, 0, entry=TreeEntry("", SYMLINK, 0, None, 0o777, target))
+            return None
+        try:
+            st = full.stat()  # following it
+        except OSError:
+            why = "loops" if found.outcome == "loop" else "leads to nothing"
+            raise InvalidInput(f"symlink {full} -> {target!r} {why}; remove it or point it at a file or directory") from None
+        if statmod.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) in self.above[dirpath]:
+                raise InvalidInput(f"symlink {full} -> {target!r} leads to a directory that contains it; "
+                                   f"remove it or point it elsewhere")
+            _scan_dir(full, rel + "/", self.staged, self.above[dirpath] | {(st.st_dev, st.st_ino)})
+            return None
+        return st
 
 
 class Artifact:
@@ -243,27 +268,10 @@ class Artifact:
     # -- logging ----------------------------------------------------------
     def _commit(self, store: Store, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
                 progress: Callable[[int], None] | None = None, before_ref: Callable[[], None] | None = None) -> None:
-        """Store the staged files and make them a version (used by Run.log_artifact).
-
-        ``before_ref`` runs once everything the version names is stored and before
-        its version ref is claimed: the run records itself there, so a version
-        never names a run that a crash kept out of the store."""
+        """Log this draft through :func:`objstore.api.commit.commit_draft` and become the version it made."""
         self._require_draft()
-        if not self._staged:
-            raise InvalidInput(f"artifact {self._name} has no files; add some before logging it")
-        # self.metadata may have been filled in since __init__: convert or refuse it before anything is stored.
-        metadata = check_metadata(self.metadata)
-        description = storable_text(self.description, "description")
-        check_links(self._staged)
-        before = store.odb.new_bytes
-        tree_id, size = store_staged(store, self._staged, progress)
-        if before_ref is not None:
-            before_ref()
-        resolved, created = commit_version(
-            store, CollectionPath(entity, project, self._name), tree=tree_id, size=size,
-            new_bytes=store.odb.new_bytes - before, artifact_type=self.type, metadata=metadata,
-            description=description, run=run_path, aliases=aliases,
-        )
+        draft = Draft(self._name, self.type, self.description, self.metadata, self._staged)
+        resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         self._bind(store, resolved)
         self.created = created
         if self._tmpdir is not None:
@@ -352,8 +360,7 @@ class Artifact:
     @property
     def source_qualified_name(self) -> str:
         """For a registry entry, the version it links to; else the same as qualified_name."""
-        v = self._logged()[1].version
-        return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
+        return self._logged()[1].version.label
 
     def files(self) -> list[ArtifactFile]:
         """The files of this version, in path order."""
@@ -466,7 +473,7 @@ def log_draft(art: Artifact, store: Store, entity: str, project: str, run_path: 
     """Store the draft ``art`` in ``store`` as a new version of ``entity/project/<its name>``
     (or find the version already holding its content) and bind ``art`` to it.
     ``before_ref`` runs once everything the version names is stored and before its
-    ref is claimed (see :meth:`Artifact._commit`)."""
+    ref is claimed (see :func:`objstore.api.commit.commit_draft`)."""
     art._commit(store, entity, project, run_path, aliases, progress, before_ref=before_ref)
 
 

@@ -1,8 +1,15 @@
 """The logging pipeline: what a draft artifact's staged entries become in the store.
 
-Invariants: every link among the staged entries is checked over the whole draft
-before anything is stored; chunks and packs are flushed before any file object
-or tree names them (the write order objects, then refs).
+:func:`commit_draft` is the whole of it, in order: check the draft (not empty;
+metadata and description storable; every link among the staged entries checked
+over the whole draft), store the entries and their tree, run the caller's hook
+(the run records itself there), then claim the version
+(:func:`objstore.model.versions.commit_version`). ``Artifact`` only builds drafts
+and binds the result.
+
+Invariants: nothing is stored before the checks pass; chunks and packs are
+flushed before any file object or tree names them, and the version ref is
+claimed last (the write order objects, then refs).
 """
 
 from __future__ import annotations
@@ -10,13 +17,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from objstore.errors import InvalidInput, UnsafePath
 from objstore.files.ingest import chunk_file
 from objstore.files.materialize import check_symlinks
+from objstore.model.names import CollectionPath
 from objstore.model.store import Store
+from objstore.model.versions import ResolvedVersion, commit_version
 from objstore.storage.ids import ObjectId
-from objstore.storage.objects import FILE, TREE, FileObject, TreeEntry
+from objstore.storage.objects import FILE, TREE, FileObject, TreeEntry, storable_dict, storable_text
 from objstore.storage.trees import build_tree
 
 
@@ -74,3 +84,41 @@ def store_staged(store: Store, staged: dict[str, Staged], progress: Callable[[in
             assert item.entry is not None
             leaves[path] = item.entry
     return build_tree(store.odb, leaves)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What logging needs of a draft artifact: its name, type, the user's description
+    and metadata (checked here, as they may have been set after the draft was made)
+    and its staged entries."""
+
+    name: str
+    artifact_type: str
+    description: object
+    metadata: object
+    staged: dict[str, Staged]
+
+
+def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path: str | None, aliases: tuple[str, ...],
+                 progress: Callable[[int], None] | None = None,
+                 before_ref: Callable[[], None] | None = None) -> tuple[ResolvedVersion, bool]:
+    """Store ``draft`` as a version of ``entity/project/<name>`` (or find the version
+    already holding its content); return it and whether it is new.
+
+    ``before_ref`` runs once everything the version names is stored and before
+    its version ref is claimed: the run records itself there, so a version
+    never names a run that a crash kept out of the store."""
+    if not draft.staged:
+        raise InvalidInput(f"artifact {draft.name} has no files; add some before logging it")
+    metadata: dict[str, Any] = storable_dict(draft.metadata, "metadata")
+    description = storable_text(draft.description, "description")
+    check_links(draft.staged)
+    before = store.odb.new_bytes
+    tree_id, size = store_staged(store, draft.staged, progress)
+    if before_ref is not None:
+        before_ref()
+    return commit_version(
+        store, CollectionPath(entity, project, draft.name), tree=tree_id, size=size,
+        new_bytes=store.odb.new_bytes - before, artifact_type=draft.artifact_type, metadata=metadata,
+        description=description, run=run_path, aliases=aliases,
+    )

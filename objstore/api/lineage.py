@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from objstore.api.runinfo import RunInfo, iter_runs
+from objstore.api.runinfo import iter_run_records
 from objstore.errors import NotFound, ObjstoreError
-from objstore.model.inventory import version_label
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
 from objstore.storage.ids import ObjectId
-from objstore.storage.objects import Link, Version
+from objstore.storage.objects import Link, RunRecord, Version
 
 MAX_DEPTH = 64
 
@@ -86,59 +85,71 @@ def _esc(text: str) -> str:
 
 def lineage(store: Store, target: ResolvedVersion) -> Lineage:
     """The lineage of ``target`` (for a registry entry, of the version it links)."""
-    runs = list(iter_runs(store))
-    by_path = {r.path: r for r in runs}
-    logged_by: dict[str, list[RunInfo]] = {}
-    used_by: dict[str, list[RunInfo]] = {}
-    for r in runs:
-        for vid in r.outputs:
-            logged_by.setdefault(vid, []).append(r)
-        for vid in r.inputs:
-            used_by.setdefault(vid, []).append(r)
-    labels: dict[str, str] = {}
-
-    def label(vid: str) -> str:
-        if vid not in labels:
-            try:
-                obj = store.odb.get_object(ObjectId.from_hex(vid))
-                labels[vid] = version_label(obj) if isinstance(obj, Version) else (
-                    f"{obj.registry}:v{obj.index}" if isinstance(obj, Link) else vid[:16])
-            except (NotFound, ObjstoreError):
-                labels[vid] = f"{vid[:16]} (not in this store)"
-        return labels[vid]
-
-    def run_node(r: RunInfo, children: tuple[Node, ...]) -> Node:
-        return Node("run", r.path, f"run:{r.path}", f"{r.name}, {r.job_type or 'no job type'}, {r.state}", children)
-
-    def up(vid: str, seen: frozenset[str], depth: int) -> tuple[Node, ...]:
-        out = []
-        creators = logged_by.get(vid, [])
-        for r in creators:
-            if r.path in seen or depth > MAX_DEPTH:
-                out.append(run_node(r, ()))
-                continue
-            inputs = tuple(Node("version", label(i), i, "", up(i, seen | {r.path}, depth + 1)) for i in r.inputs)
-            out.append(run_node(r, inputs))
-        return tuple(out)
-
-    def down(vid: str, seen: frozenset[str], depth: int) -> tuple[Node, ...]:
-        out = []
-        for r in used_by.get(vid, []):
-            if r.path in seen or depth > MAX_DEPTH:
-                out.append(run_node(r, ()))
-                continue
-            outputs = tuple(Node("version", label(o), o, "", down(o, seen | {r.path}, depth + 1)) for o in r.outputs)
-            out.append(run_node(r, outputs))
-        return tuple(out)
-
-    vid = target.version_id.hex
+    graph = _RunGraph(store)
+    vid = target.version_id
     # A version logged by a run that is not recorded still names it: show it.
-    upstream = up(vid, frozenset(), 0)
+    upstream = graph.up(vid, frozenset(), 0)
     run = target.version.run
     if not upstream and run:
-        if run in by_path:
-            upstream = (run_node(by_path[run], ()),)
+        if run in graph.by_path:
+            upstream = (_run_node(graph.by_path[run], ()),)
         else:
             upstream = (Node("run", run, f"run:{run}", "not in this store"),)
-    root = Node("version", version_label(target.version), vid, target.version.artifact_type)
-    return Lineage(root, upstream, down(vid, frozenset(), 0))
+    root = Node("version", target.version.label, vid.hex, target.version.artifact_type)
+    return Lineage(root, upstream, graph.down(vid, frozenset(), 0))
+
+
+def _run_node(r: RunRecord, children: tuple[Node, ...]) -> Node:
+    return Node("run", r.path, f"run:{r.path}", f"{r.name}, {r.job_type or 'no job type'}, {r.state}", children)
+
+
+class _RunGraph:
+    """Every run of a store, indexed by the versions it logged and used."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        runs = list(iter_run_records(store))
+        self.by_path = {r.path: r for r in runs}
+        self.logged_by: dict[ObjectId, list[RunRecord]] = {}
+        self.used_by: dict[ObjectId, list[RunRecord]] = {}
+        for r in runs:
+            for vid in r.outputs:
+                self.logged_by.setdefault(vid, []).append(r)
+            for vid in r.inputs:
+                self.used_by.setdefault(vid, []).append(r)
+        self.labels: dict[ObjectId, str] = {}
+
+    def label(self, vid: ObjectId) -> str:
+        if vid not in self.labels:
+            try:
+                obj = self.store.odb.get_object(vid)
+                self.labels[vid] = obj.label if isinstance(obj, Version) else (
+                    f"{obj.registry}:v{obj.index}" if isinstance(obj, Link) else vid.hex[:16])
+            except (NotFound, ObjstoreError):
+                self.labels[vid] = f"{vid.hex[:16]} (not in this store)"
+        return self.labels[vid]
+
+    def version_node(self, vid: ObjectId, children: tuple[Node, ...]) -> Node:
+        return Node("version", self.label(vid), vid.hex, "", children)
+
+    def up(self, vid: ObjectId, seen: frozenset[str], depth: int) -> tuple[Node, ...]:
+        """The runs that logged ``vid``, each with the versions it used, and so on up."""
+        out = []
+        for r in self.logged_by.get(vid, []):
+            if r.path in seen or depth > MAX_DEPTH:
+                out.append(_run_node(r, ()))
+                continue
+            inputs = tuple(self.version_node(i, self.up(i, seen | {r.path}, depth + 1)) for i in r.inputs)
+            out.append(_run_node(r, inputs))
+        return tuple(out)
+
+    def down(self, vid: ObjectId, seen: frozenset[str], depth: int) -> tuple[Node, ...]:
+        """The runs that used ``vid``, each with the versions it logged, and so on down."""
+        out = []
+        for r in self.used_by.get(vid, []):
+            if r.path in seen or depth > MAX_DEPTH:
+                out.append(_run_node(r, ()))
+                continue
+            outputs = tuple(self.version_node(o, self.down(o, seen | {r.path}, depth + 1)) for o in r.outputs)
+            out.append(_run_node(r, outputs))
+        return tuple(out)

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 
 from objstore.api.artifact import Artifact, artifact_of
+from objstore.api.naming import DEFAULT_PROJECT, default_entity
 from objstore.api.runinfo import RunInfo, read_run_by_path
-from objstore.api.runs import DEFAULT_PROJECT, default_entity
 from objstore.errors import CorruptObject, NotFound, WrongType
 from objstore.model.names import CollectionPath, check_name, parse_version_spec
 from objstore.model.store import Store

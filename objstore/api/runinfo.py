@@ -50,9 +50,10 @@ class RunInfo:
     state: str
     started_at: float
     finished_at: float | None
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # version ids, hex (the ids themselves are the record's)
     outputs: tuple[str, ...]
     _store: Store | None = field(default=None, repr=False, compare=False)
+    _record: RunRecord | None = field(default=None, repr=False, compare=False)
 
     @property
     def path(self) -> str:
@@ -61,26 +62,27 @@ class RunInfo:
     @classmethod
     def from_record(cls, record: RunRecord, store: Store | None = None) -> RunInfo:
         return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
-                   record.started_at, record.finished_at, record.inputs, record.outputs, store)
+                   record.started_at, record.finished_at, tuple(i.hex for i in record.inputs),
+                   tuple(o.hex for o in record.outputs), store, record)
 
-    def _artifacts(self, ids: tuple[str, ...]) -> list[Artifact]:
+    def _artifacts(self, ids: tuple[ObjectId, ...]) -> list[Artifact]:
         if self._store is None:
             return []
         assert _artifact_loader is not None, "objstore.api.artifact registers the loader when imported"
         out = []
-        for hex_id in ids:
+        for oid in ids:
             try:
-                entry = read_entry(self._store, _collection_of(self._store, ObjectId.from_hex(hex_id)), ObjectId.from_hex(hex_id))
+                entry = read_entry(self._store, _collection_of(self._store, oid), oid)
             except (NotFound, CorruptObject):
                 continue
             out.append(_artifact_loader(self._store, entry))
         return out
 
     def used_artifacts(self) -> list[Artifact]:
-        return self._artifacts(self.inputs)
+        return self._artifacts(self._record.inputs if self._record else ())
 
     def logged_artifacts(self) -> list[Artifact]:
-        return self._artifacts(self.outputs)
+        return self._artifacts(self._record.outputs if self._record else ())
 
 
 def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
@@ -127,6 +129,13 @@ def read_run_by_path(store: Store, path: str) -> RunInfo:
 
 
 def iter_runs(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunInfo]:
+    """Every readable run under ``entity`` / ``project`` (None: all)."""
+    for record in iter_run_records(store, entity, project):
+        yield RunInfo.from_record(record, store)
+
+
+def iter_run_records(store: Store, entity: str | None = None, project: str | None = None) -> Iterator[RunRecord]:
+    """The records behind :func:`iter_runs` (a damaged or missing one is left out)."""
     for key, oid in store.refs.iter_refs(refs_prefix(entity, project)):
         parsed = parse_ref_key(key)
         if parsed is not None and parsed.kind == "run":
@@ -135,4 +144,4 @@ def iter_runs(store: Store, entity: str | None = None, project: str | None = Non
             except (NotFound, CorruptObject):
                 continue
             if isinstance(obj, RunRecord):
-                yield RunInfo.from_record(obj, store)
+                yield obj

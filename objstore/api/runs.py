@@ -8,10 +8,7 @@ carry the lineage graph: what each run used and what it logged.
 
 from __future__ import annotations
 
-import getpass
 import os
-import re
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -20,58 +17,17 @@ from types import TracebackType
 from typing import Any
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
+from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
+from objstore.api.runrecord import create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
-from objstore.errors import Conflict, InvalidInput, InvalidName, NotFound, WrongType
+from objstore.errors import InvalidInput, InvalidName, WrongType
 from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
-
-DEFAULT_PROJECT = "uncategorized"
-_ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen",
-               "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
-_NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze",
-          "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
-
-
-def default_entity() -> str:
-    """The OS user name, made a valid entity name."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "user"
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", user).lstrip(".")[:128]
-    return cleaned or "user"
-
-
-def new_run_id() -> str:
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def artifact_name_for(path: str, name: str | None, run_id: str) -> str:
-    """The collection a run logs ``path`` (a file, a directory or a URI) into: ``name``,
-    checked, else the default ``run-<run id>-<basename>``. Refuses a local path that
-    does not exist, and a default name that breaks the naming rules, before anything
-    is written."""
-    if not isinstance(path, str) or not path:
-        raise InvalidInput("path must be a file, a directory or a URI")
-    if is_uri(path):
-        base = path.rstrip("/").rsplit("/", 1)[-1]
-    else:
-        base = os.path.basename(os.path.normpath(path))
-        if not os.path.exists(path):
-            raise NotFound(f"{path} does not exist; check the path", key=path)
-    if name is not None:
-        return check_name(name, "artifact name")
-    name = f"run-{run_id}-{base}"
-    try:
-        return check_name(name, "artifact name")
-    except InvalidName:
-        raise InvalidName(f"the default name {name!r} breaks the naming rules; pass name= with 1-128 of A-Z a-z 0-9 . _ -") from None
 
 
 class Run:
@@ -95,7 +51,7 @@ class Run:
         self.job_type = check_name(job_type, "job type") if job_type is not None else None
         self.config = check_metadata(config, "config")
         name = storable_text(name, "run name")
-        self.name = name or f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{secrets.randbelow(100)}"
+        self.name = name or default_run_name()
         self._finished = False
         self._started_at = time.time()
         # The record is written with the run's first change (an input, an output,
@@ -113,11 +69,8 @@ class Run:
         if self._recorded:
             return
         self.config = check_metadata(self.config, "config")
-        record = RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
-                           self._started_at, None, "running", (), ())
-        oid = self.store.odb.put_object(record)
-        if not self.store.refs.create(run_ref(self.entity, self.project, self.id), oid, "run started"):
-            raise InvalidInput(f"run id {self.id} is already in use; pass a different id")
+        create_record(self.store, RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
+                                            self._started_at, None, "running", (), ()))
         self._recorded = True
 
     # -- the run record -------------------------------------------------
@@ -127,26 +80,7 @@ class Run:
 
     def _update(self, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
         self._record_start()
-        ref = run_ref(self.entity, self.project, self.id)
-        for _ in range(100):
-            raw = self.store.refs.read_raw(ref)
-            current = read_run(self.store, self.entity, self.project, self.id)
-            new = change(current)
-            if new == current:
-                return current
-            oid = self.store.odb.put_object(new)
-            try:
-                self.store.refs.set_if_equals(ref, raw, oid, f"run {new.state}")
-                return new
-            except Conflict:
-                continue
-        raise Conflict(ref, None, None, f"run {self.path} kept changing; retry")
-
-    def _add_output(self, version_id: str) -> None:
-        self._update(lambda r: r if version_id in r.outputs else replace(r, outputs=r.outputs + (version_id,)))
-
-    def _add_input(self, version_id: str) -> None:
-        self._update(lambda r: r if version_id in r.inputs else replace(r, inputs=r.inputs + (version_id,)))
+        return update_record(self.store, self.entity, self.project, self.id, change)
 
     def _check_open(self) -> None:
         if self._finished:
@@ -170,7 +104,7 @@ class Run:
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
-        self._add_output(logged_version(art)[1].version_id.hex)
+        self._update(with_output(logged_version(art)[1].version_id))
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
@@ -203,7 +137,7 @@ class Run:
             art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
-        self._add_input(resolved.version_id.hex)
+        self._update(with_input(resolved.version_id))
         return art
 
     def link_artifact(self, artifact: Artifact, target_path: str, aliases: list[str] | None = None) -> Artifact:
@@ -257,7 +191,7 @@ class Run:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
                             f"not a model; use use_artifact for it")
         art = artifact_of(self.store, resolved)
-        self._add_input(resolved.version_id.hex)
+        self._update(with_input(resolved.version_id))
         directory = Path(art.download(root, progress=progress))
         files = art.files()
         if len(files) == 1 and files[0].kind in (FILE, REFERENCE):

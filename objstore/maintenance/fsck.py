@@ -27,11 +27,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
-from objstore.model.inventory import edges, tree_children, version_label
+from objstore.model.inventory import edges, tree_children
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import PACKS, REFS, idx_key, idx_name_of, pack_key, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
@@ -79,13 +81,13 @@ class FsckReport:
 
 @dataclass
 class _State:
-    good_chunks: set[bytes] = field(default_factory=set)
-    bad_chunks: dict[bytes, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
+    good_chunks: set[ChunkKey] = field(default_factory=set)
+    bad_chunks: dict[ChunkKey, str] = field(default_factory=dict)  # chunk -> why (only if no good copy)
     bad_objects: dict[bytes, str] = field(default_factory=dict)
     # Chunks of intact packs that have no .idx yet: a writer stores the pack, then its
     # index, so a crash in between leaves exactly this. Not damage unless a version
     # needs one of them (then it is named as missing, with this reason).
-    unindexed: dict[bytes, str] = field(default_factory=dict)
+    unindexed: dict[ChunkKey, str] = field(default_factory=dict)
     packs_seen: set[str] = field(default_factory=set)
     unindexed_packs: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)  # pack / index / ref problems (no breaks known)
@@ -97,9 +99,9 @@ def fsck(store: Store) -> FsckReport:
     """Check the whole store; return a report (never raises for damage it finds)."""
     st = _State()
     packs = _check_packs(store, st)
-    for raw in list(st.bad_chunks):
-        if raw in st.good_chunks:
-            del st.bad_chunks[raw]
+    for chunk in list(st.bad_chunks):
+        if chunk in st.good_chunks:
+            del st.bad_chunks[chunk]
     objects = _check_objects(store, st)
     refs, roots = _check_refs(store, st)
     # Packs were listed before refs were read; a writer that stored a pack (and
@@ -107,16 +109,16 @@ def fsck(store: Store) -> FsckReport:
     # ref read above reaches was stored before that read (the write order), so one
     # more look at packs that are new, or had no index yet, finds all of it.
     packs += _check_packs(store, st, skip=st.packs_seen - st.unindexed_packs)
-    for raw in list(st.bad_chunks):
-        if raw in st.good_chunks:
-            del st.bad_chunks[raw]
+    for chunk in list(st.bad_chunks):
+        if chunk in st.good_chunks:
+            del st.bad_chunks[chunk]
     breaks, missing = _check_versions(store, st, roots)
     for raw, labels in st.ref_breaks.items():
         breaks.setdefault(raw, set()).update(labels)
 
     problems = list(st.problems)
-    for raw, why in sorted(st.bad_chunks.items()):
-        problems.append(Problem("chunk", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
+    for chunk_id, why in sorted(st.bad_chunks.items()):
+        problems.append(Problem("chunk", chunk_id.hex(), why, tuple(sorted(breaks.get(chunk_id, ())))))
     for raw, why in sorted(st.bad_objects.items()):
         problems.append(Problem("object", raw.hex(), why, tuple(sorted(breaks.get(raw, ())))))
     for raw, why in sorted(missing.items()):
@@ -125,6 +127,7 @@ def fsck(store: Store) -> FsckReport:
 
 
 def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
+    """Verify every pack not in ``skip``, its index and each chunk in it; return how many were checked."""
     # Indexes first, then packs: writers store a pack before its index, so every
     # index listed here has its pack listed below, unless gc removed both meanwhile
     # (it removes the index first), which the re-check of orphans tells apart.
@@ -138,59 +141,78 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
     for name in names:
         st.packs_seen.add(name)
         st.unindexed_packs.discard(name)
-        try:
-            data = store.backend.get(pack_key(name))
-        except NotFound:
-            continue  # removed by gc while we listed
-        except CorruptObject as exc:  # not a regular file, or larger than any pack: report it and go on
-            st.problems.append(Problem("pack", name, f"pack {name[:16]} cannot be read ({exc.args[0]})"))
+        data = _read_pack(store, st, name)
+        if data is None:
             continue
-        try:
-            verify_pack(data, name)
-            intact = True
-        except CorruptObject as exc:
-            intact = False
-            st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
-        index = None
-        if name in idx_names:
-            try:
-                index = decode_idx(store.backend.get(idx_key(name)), name)
-            except (CorruptObject, NotFound) as exc:
-                # Readers fall back to the pack's own index section when the pack's
-                # checksum holds (odb.refresh), so the chunks stay readable then.
-                try:
-                    index = read_pack_index(data, name)
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); "
-                                                              f"readers use the pack's own index, rewrite packs/{name}.idx from it"))
-                except CorruptObject:
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) "
-                                                              f"and so is the pack; its chunks are unreadable"))
-        elif intact:
-            # An interrupted write (pack stored, index not yet): gc's business, not damage.
-            st.unindexed_packs.add(name)
-            for raw in trailer_ids(data):
-                st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
-            continue
-        else:
-            st.problems.append(Problem("index", name, f"pack {name[:16]} has no index; its chunks are unreadable"))
-        if index is None:
-            # The odb cannot read these chunks, so they are not good; name them so
-            # fsck says which versions the lost index breaks.
-            for raw in trailer_ids(data):
-                st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
-            continue
-        for e in index:
-            raw = entry_id(e["id"])
-            st.chunks_checked += 1
-            off, stored_len = int(e["offset"]), int(e["stored_len"])
-            try:
-                decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), stored_len,
-                                memoryview(data)[off:off + stored_len], f"pack {name[:16]}")
-            except ObjstoreError as exc:
-                st.bad_chunks.setdefault(raw, str(exc.args[0]) if exc.args else str(exc))
-            else:
-                st.good_chunks.add(raw)
+        index = _pack_index(store, st, name, data, name in idx_names)
+        if index is not None:
+            _verify_chunks(st, name, data, index)
     return len(names)
+
+
+def _read_pack(store: Store, st: _State, name: str) -> bytes | None:
+    """The bytes of pack ``name``; None if gc removed it meanwhile or it cannot be read (reported)."""
+    try:
+        return store.backend.get(pack_key(name))
+    except NotFound:
+        return None  # removed by gc while we listed
+    except CorruptObject as exc:  # not a regular file, or larger than any pack: report it and go on
+        st.problems.append(Problem("pack", name, f"pack {name[:16]} cannot be read ({exc.args[0]})"))
+        return None
+
+
+def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool) -> np.ndarray | None:
+    """The index readers use for pack ``name``, after checking the pack's checksum;
+    None if there is none (its chunks are recorded as unindexed or bad)."""
+    try:
+        verify_pack(data, name)
+        intact = True
+    except CorruptObject as exc:
+        intact = False
+        st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
+    index = None
+    if has_idx:
+        try:
+            index = decode_idx(store.backend.get(idx_key(name)), name)
+        except (CorruptObject, NotFound) as exc:
+            # Readers fall back to the pack's own index section when the pack's
+            # checksum holds (odb.refresh), so the chunks stay readable then.
+            try:
+                index = read_pack_index(data, name)
+                st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); "
+                                                          f"readers use the pack's own index, rewrite packs/{name}.idx from it"))
+            except CorruptObject:
+                st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) "
+                                                          f"and so is the pack; its chunks are unreadable"))
+    elif intact:
+        # An interrupted write (pack stored, index not yet): gc's business, not damage.
+        st.unindexed_packs.add(name)
+        for raw in trailer_ids(data):
+            st.unindexed[raw] = f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, which has no index (an interrupted write)"
+        return None
+    else:
+        st.problems.append(Problem("index", name, f"pack {name[:16]} has no index; its chunks are unreadable"))
+    if index is None:
+        # The odb cannot read these chunks, so they are not good; name them so
+        # fsck says which versions the lost index breaks.
+        for raw in trailer_ids(data):
+            st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
+    return index
+
+
+def _verify_chunks(st: _State, name: str, data: bytes, index: np.ndarray) -> None:
+    """Decode and re-hash every chunk ``index`` lists in pack ``name``."""
+    for e in index:
+        raw = entry_id(e["id"])
+        st.chunks_checked += 1
+        off, stored_len = int(e["offset"]), int(e["stored_len"])
+        try:
+            decode_verified(ObjectId(raw), int(e["codec"]), int(e["raw_len"]), stored_len,
+                            memoryview(data)[off:off + stored_len], f"pack {name[:16]}")
+        except ObjstoreError as exc:
+            st.bad_chunks.setdefault(raw, str(exc.args[0]) if exc.args else str(exc))
+        else:
+            st.good_chunks.add(raw)
 
 
 def _exists(store: Store, key: str) -> bool:
@@ -275,15 +297,51 @@ def _ref_belongs(store: Store, st: _State, key: str, oid: ObjectId, label: str |
 
 def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tuple[dict[bytes, set[str]], dict[bytes, str]]:
     """Walk every version; return ({bad or missing id: versions broken}, {missing id: why})."""
-    breaks: dict[bytes, set[str]] = {}
-    missing: dict[bytes, str] = {}
-    memo: dict[bytes, frozenset[bytes]] = {}  # tree or file id -> bad ids below it
+    walk = _VersionWalk(store, st)
+    for oid, label in roots.items():
+        walk.check_root(oid, label)
+    return walk.breaks, walk.missing
 
-    def bad_under_file(fid: ObjectId, path: str) -> frozenset[bytes]:
-        if fid.raw in memo:
-            return memo[fid.raw]
+
+class _VersionWalk:
+    """What every version reaches, each tree and file judged once (``memo``): the
+    ids below it that are damaged or missing, and the versions each one breaks."""
+
+    def __init__(self, store: Store, st: _State) -> None:
+        self.store, self.st = store, st
+        self.breaks: dict[bytes, set[str]] = {}
+        self.missing: dict[bytes, str] = {}
+        self.memo: dict[bytes, frozenset[bytes]] = {}  # tree or file id -> bad ids below it
+
+    def check_root(self, oid: ObjectId, label: str) -> None:
+        """Charge every bad id under the version (or link) ``oid`` to its names."""
+        try:
+            obj = self.store.odb.get_object(oid)
+        except ObjstoreError:
+            return  # reported as a ref problem
+        labels = {label} if label else set()
+        if isinstance(obj, Link):
+            target = self.get(obj.target, f"the version {obj.target.hex[:16]} that {label or obj.registry} links")
+            if not isinstance(target, Version):
+                if target is not None:
+                    self.st.bad_objects[obj.target.raw] = f"link target {obj.target.hex[:16]} is not a version"
+                self.breaks.setdefault(obj.target.raw, set()).update(labels or {f"{obj.registry}:v{obj.index}"})
+                return
+            obj = target
+            labels.add(target.label)
+        if not isinstance(obj, Version):
+            return
+        labels.add(obj.label)
+        (tree,) = edges(obj).strong
+        for bad in self.bad_under_tree(tree, ""):
+            self.breaks.setdefault(bad, set()).update(labels)
+
+    def bad_under_file(self, fid: ObjectId, path: str) -> frozenset[bytes]:
+        st = self.st
+        if fid.raw in self.memo:
+            return self.memo[fid.raw]
         found: set[bytes] = set()
-        obj = _get(fid, f"file {path!r}")
+        obj = self.get(fid, f"file {path!r}")
         if obj is None:
             found.add(fid.raw)
         elif not isinstance(obj, FileObject):
@@ -291,63 +349,42 @@ def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tup
             found.add(fid.raw)
         else:
             for c, _ in edges(obj).chunks:
-                if c.raw not in st.good_chunks:
-                    if c.raw not in st.bad_chunks:
-                        missing[c.raw] = st.unindexed.get(c.raw, f"chunk {c.hex[:16]} of {path!r} is in no pack")
-                    found.add(c.raw)
-        memo[fid.raw] = frozenset(found)
-        return memo[fid.raw]
+                key = chunk_key(c)
+                if key not in st.good_chunks:
+                    if key not in st.bad_chunks:
+                        self.missing[key] = st.unindexed.get(key, f"chunk {c.hex[:16]} of {path!r} is in no pack")
+                    found.add(key)
+        self.memo[fid.raw] = frozenset(found)
+        return self.memo[fid.raw]
 
-    def bad_under_tree(tid: ObjectId, path: str, depth: int = 0) -> frozenset[bytes]:
-        if tid.raw in memo:
-            return memo[tid.raw]
+    def bad_under_tree(self, tid: ObjectId, path: str, depth: int = 0) -> frozenset[bytes]:
+        if tid.raw in self.memo:
+            return self.memo[tid.raw]
         found: set[bytes] = set()
-        obj = _get(tid, f"directory {path or '/'!r}")
+        obj = self.get(tid, f"directory {path or '/'!r}")
         if obj is None:
             found.add(tid.raw)
         elif not isinstance(obj, Tree) or depth > 256:
-            st.bad_objects[tid.raw] = f"object {tid.hex[:16]} ({path or '/'!r}) should be a tree"
+            self.st.bad_objects[tid.raw] = f"object {tid.hex[:16]} ({path or '/'!r}) should be a tree"
             found.add(tid.raw)
         else:
             for name, kind, child in tree_children(obj):
                 sub = f"{path}{name}"
                 if kind == TREE:
-                    found |= bad_under_tree(child, sub + "/", depth + 1)
+                    found |= self.bad_under_tree(child, sub + "/", depth + 1)
                 else:
-                    found |= bad_under_file(child, sub)
-        memo[tid.raw] = frozenset(found)
-        return memo[tid.raw]
+                    found |= self.bad_under_file(child, sub)
+        self.memo[tid.raw] = frozenset(found)
+        return self.memo[tid.raw]
 
-    def _get(oid: ObjectId, what: str) -> object | None:
-        if oid.raw in st.bad_objects:
+    def get(self, oid: ObjectId, what: str) -> object | None:
+        """The object ``oid`` (``what`` names it), or None, recorded as bad or missing."""
+        if oid.raw in self.st.bad_objects:
             return None
         try:
-            return store.odb.get_object(oid)
+            return self.store.odb.get_object(oid)
         except NotFound:
-            missing[oid.raw] = f"{what} (object {oid.hex[:16]}) is not in the store"
+            self.missing[oid.raw] = f"{what} (object {oid.hex[:16]}) is not in the store"
         except (ObjstoreError, UnsafePath) as exc:
-            st.bad_objects[oid.raw] = f"object {oid.hex[:16]} ({what}): {exc}"
+            self.st.bad_objects[oid.raw] = f"object {oid.hex[:16]} ({what}): {exc}"
         return None
-
-    for oid, label in roots.items():
-        try:
-            obj = store.odb.get_object(oid)
-        except ObjstoreError:
-            continue  # reported as a ref problem
-        labels = {label} if label else set()
-        if isinstance(obj, Link):
-            target = _get(obj.target, f"the version {obj.target_name} that {label or obj.registry} links")
-            if not isinstance(target, Version):
-                if target is not None:
-                    st.bad_objects[obj.target.raw] = f"link target {obj.target.hex[:16]} is not a version"
-                breaks.setdefault(obj.target.raw, set()).update(labels or {f"{obj.registry}:v{obj.index}"})
-                continue
-            obj = target
-            labels.add(version_label(target))
-        if not isinstance(obj, Version):
-            continue
-        labels.add(version_label(obj))
-        (tree,) = edges(obj).strong
-        for bad in bad_under_tree(tree, ""):
-            breaks.setdefault(bad, set()).update(labels)
-    return breaks, missing

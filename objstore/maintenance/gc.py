@@ -55,7 +55,7 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.model.inventory import reach
 from objstore.model.store import Store
 from objstore.storage.backend import KeyInfo
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import (
     GC_MARKED,
     GC_MARKED_OBJECTS,
@@ -108,7 +108,7 @@ class GcReport:
 @dataclass(frozen=True, slots=True)
 class Reachable:
     objects: frozenset[ObjectId]
-    chunks: frozenset[bytes]
+    chunks: frozenset[ChunkKey]
     damaged: tuple[tuple[ObjectId, str], ...] = ()
     unknown: tuple[tuple[ObjectId, str], ...] = ()
 
@@ -244,11 +244,11 @@ def _list_stored(store: Store) -> _Listing:
     return _Listing(pack_infos, idx_sizes, object_infos, indexes)
 
 
-def _mark_packs(run: _Run, marked: dict[str, float]) -> set[bytes]:
+def _mark_packs(run: _Run, marked: dict[str, float]) -> set[ChunkKey]:
     """Phase 1 for packs: mark unreachable packs, rewrite mostly-garbage ones
     (their live chunks copied to a new pack first). Returns the chunks copied."""
     counts, listing = run.counts, run.listing
-    copied_chunks: set[bytes] = set()
+    copied_chunks: set[ChunkKey] = set()
     for name, info in sorted(listing.packs.items()):
         if name in marked or name not in listing.indexes or not run.old(info.mtime):
             continue
@@ -297,7 +297,7 @@ def _mark_objects(run: _Run) -> list[tuple[str, float, list[bytes]]]:
     return object_marks
 
 
-def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[bytes]) -> None:
+def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[ChunkKey]) -> None:
     """Phase 2 for packs: delete those marked past the grace period whose live
     chunks all live on in a pack that stays; unmark those reachable again."""
     store, counts, listing = run.store, run.counts, run.listing
@@ -307,7 +307,7 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[by
             store.backend.delete(marked_pack_key(name))  # the pack is gone already
     # Which packs keep each reachable chunk: a due pack may go only if every live
     # chunk in it also lives in a pack that stays.
-    staying_chunks: set[bytes] = set(copied_chunks)
+    staying_chunks: set[ChunkKey] = set(copied_chunks)
     for name, index in listing.indexes.items():
         if name not in due:
             staying_chunks.update(index_ids(index))
@@ -388,7 +388,7 @@ def _read_object_mark(store: Store, key: str) -> list[bytes]:
     return [data[i:i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
 
 
-def _rewrite(store: Store, name: str, live: list[np.void]) -> list[bytes] | None:
+def _rewrite(store: Store, name: str, live: list[np.void]) -> list[ChunkKey] | None:
     """Copy the live chunks of pack ``name`` into a new pack, verified. Returns the
     ids copied, or None (writing nothing) if one of them is damaged."""
     data = store.backend.get(pack_key(name))
@@ -405,4 +405,4 @@ def _rewrite(store: Store, name: str, live: list[np.void]) -> list[bytes] | None
     for chunk_id, codec_id, raw_len, payload in copies:
         store.odb.add_encoded(chunk_id, codec_id, raw_len, payload)
     store.odb.flush()  # the new pack and its index exist before the old pack is marked
-    return [c.raw for c, _, _, _ in copies]
+    return [chunk_key(c) for c, _, _, _ in copies]

@@ -38,7 +38,7 @@ from objstore.maintenance.fsck import FsckReport, fsck
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
 from objstore.storage import codecs
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
 from objstore.storage.objects import Link, Version, encode
 from objstore.storage.odb import ObjectDatabase
@@ -122,9 +122,9 @@ class _Run:
     note: Progress
     pack_names: list[str] = field(default_factory=list)
     idx_names: set[str] = field(default_factory=set)
-    healthy: dict[str, set[bytes]] = field(default_factory=dict)
+    healthy: dict[str, set[ChunkKey]] = field(default_factory=dict)
     damaged: dict[str, bytes] = field(default_factory=dict)
-    have_good: set[bytes] = field(default_factory=set)  # chunk ids held intact, in a healthy or a new pack
+    have_good: set[ChunkKey] = field(default_factory=set)  # chunk ids held intact, in a healthy or a new pack
     missing_objects: set[str] = field(default_factory=set)  # metadata objects to fetch
 
 
@@ -159,10 +159,10 @@ def _repack_salvaged(run: _Run, packer: _Packer) -> None:
     """Copy every still-good chunk of a damaged pack that no healthy pack holds into a new pack."""
     for name, data in run.damaged.items():
         for chunk_id, codec, raw_len, payload in _salvage(run.store, name, data):
-            if chunk_id.raw in run.have_good or not _record_ok(chunk_id, codec, raw_len, payload):
+            if chunk_key(chunk_id) in run.have_good or not _record_ok(chunk_id, codec, raw_len, payload):
                 continue
             packer.add(chunk_id, codec, raw_len, payload)
-            run.have_good.add(chunk_id.raw)
+            run.have_good.add(chunk_key(chunk_id))
             run.report.repacked_chunks += 1
 
 
@@ -188,7 +188,7 @@ def _fetch_chunks(run: _Run, packer: _Packer) -> None:
             continue
         codec_id, encoded = codecs.encode_chunk(raw, None, store.odb.codec_policy)
         packer.add(oid, codec_id, len(raw), encoded)
-        run.have_good.add(oid.raw)
+        run.have_good.add(chunk_key(oid))
         report.fetched_chunks += 1
 
 

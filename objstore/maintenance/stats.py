@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.inventory import ContentWalker, iter_version_refs
 from objstore.model.store import Store
+from objstore.storage.ids import ChunkKey, ObjectId
 from objstore.storage.keys import OBJECTS, PACKS, TMP, idx_name_of, pack_name_of
 
 
@@ -88,17 +89,17 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
 
         raise InvalidInput(f"du can group by 'project' only, not {by!r}")
     store.odb.refresh()
-    stored_len: dict[bytes, int] = {}
+    stored_len: dict[ChunkKey, int] = {}
     for raw, loc in store.odb.index.iter_entries():
-        stored_len.setdefault(raw, loc.stored_len)
+        stored_len.setdefault(ChunkKey(raw), loc.stored_len)
     walker = ContentWalker(store)
-    seen_versions: set[bytes] = set()
-    groups: dict[str, tuple[int, int, dict[bytes, int]]] = {}
+    seen_versions: set[ObjectId] = set()
+    groups: dict[str, tuple[int, int, dict[ChunkKey, int]]] = {}
     total_versions, total_logical = 0, 0
-    total_chunks: dict[bytes, int] = {}
+    total_chunks: dict[ChunkKey, int] = {}
     damaged: set[str] = set()
     for ref in iter_version_refs(store, strict=False, damaged=lambda label, _: damaged.add(label)):
-        if ref.version_id.raw in seen_versions:
+        if ref.version_id in seen_versions:
             continue
         v = ref.version
         try:
@@ -106,7 +107,7 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
         except (CorruptObject, NotFound):
             damaged.add(ref.label)  # one damaged version never hides the rest
             continue
-        seen_versions.add(ref.version_id.raw)
+        seen_versions.add(ref.version_id)
         total_versions += 1
         total_logical += v.size
         total_chunks.update(sizes)
@@ -116,7 +117,7 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
             chunks.update(sizes)
             groups[key] = (n + 1, logical + v.size, chunks)
 
-    def usage(n: int, logical: int, chunks: dict[bytes, int]) -> Usage:
+    def usage(n: int, logical: int, chunks: dict[ChunkKey, int]) -> Usage:
         return Usage(n, logical, sum(chunks.values()), sum(stored_len.get(c, 0) for c in chunks))
 
     pack_bytes = index_bytes = object_bytes = packs = objects = 0

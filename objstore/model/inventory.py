@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import zstandard
 
-from objstore.errors import CorruptObject, InvalidName, NotFound, ObjstoreError
+from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.model.store import Store
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import REFS, object_key, parse_ref_key, ref_label, run_ref
 from objstore.storage.objects import FILE, TREE, FileObject, Link, MetaObject, RunRecord, Tree, Version
 
@@ -67,13 +67,7 @@ def edges(obj: MetaObject) -> Edges:
     if isinstance(obj, FileObject):
         return Edges(chunks=obj.chunks)
     if isinstance(obj, RunRecord):
-        weak = []
-        for text in (*obj.inputs, *obj.outputs):
-            try:
-                weak.append(ObjectId.from_hex(text))
-            except (InvalidName, ValueError):
-                continue  # not an id: names nothing (lineage shows it as it is)
-        return Edges(weak=tuple(weak))
+        return Edges(weak=(*obj.inputs, *obj.outputs))
     return Edges()
 
 
@@ -111,10 +105,6 @@ class VersionRef:
     link: Link | None = None
 
 
-def version_label(v: Version) -> str:
-    return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
-
-
 def iter_version_refs(store: Store, *, strict: bool = True,
                       damaged: Callable[[str, ObjstoreError], None] | None = None) -> Iterator[VersionRef]:
     """Every ``refs/<e>/<p>/<name>/versions/vN`` ref of the store, resolved.
@@ -147,10 +137,6 @@ def iter_version_refs(store: Store, *, strict: bool = True,
             continue
 
 
-def read_meta(store: Store, oid: ObjectId) -> FileObject | Tree | Version | Link | RunRecord:
-    return store.odb.get_object(oid)
-
-
 class ContentWalker:
     """Walks trees to files to chunks, reading each tree and file object once.
 
@@ -161,7 +147,7 @@ class ContentWalker:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._trees: dict[ObjectId, tuple[frozenset[ObjectId], frozenset[bytes]]] = {}
+        self._trees: dict[ObjectId, tuple[frozenset[ObjectId], frozenset[ChunkKey]]] = {}
         self._files: dict[ObjectId, FileObject] = {}
 
     def file(self, file_id: ObjectId) -> FileObject:
@@ -173,7 +159,7 @@ class ContentWalker:
             self._files[file_id] = fobj = obj
         return fobj
 
-    def tree_contents(self, tree_id: ObjectId, depth: int = 0) -> tuple[frozenset[ObjectId], frozenset[bytes]]:
+    def tree_contents(self, tree_id: ObjectId, depth: int = 0) -> tuple[frozenset[ObjectId], frozenset[ChunkKey]]:
         """Metadata ids (the tree itself, subtrees, files) and chunk ids under ``tree_id``."""
         cached = self._trees.get(tree_id)
         if cached is not None:
@@ -184,7 +170,7 @@ class ContentWalker:
         if not isinstance(tree, Tree):
             raise CorruptObject(f"object {tree_id.hex[:16]} should be a tree", object_id=tree_id.hex)
         objects: set[ObjectId] = {tree_id}
-        chunks: set[bytes] = set()
+        chunks: set[ChunkKey] = set()
         for _, kind, oid in tree_children(tree):
             if kind == TREE:
                 sub_objects, sub_chunks = self.tree_contents(oid, depth + 1)
@@ -192,20 +178,20 @@ class ContentWalker:
                 chunks |= sub_chunks
             else:
                 objects.add(oid)
-                chunks.update(c.raw for c, _ in edges(self.file(oid)).chunks)
+                chunks.update(chunk_key(c) for c, _ in edges(self.file(oid)).chunks)
         result = (frozenset(objects), frozenset(chunks))
         self._trees[tree_id] = result
         return result
 
-    def chunk_sizes(self, tree_id: ObjectId) -> dict[bytes, int]:
+    def chunk_sizes(self, tree_id: ObjectId) -> dict[ChunkKey, int]:
         """Raw length of every distinct chunk under ``tree_id``."""
-        sizes: dict[bytes, int] = {}
+        sizes: dict[ChunkKey, int] = {}
         objects, _ = self.tree_contents(tree_id)
         for oid in objects:
             fobj = self._files.get(oid)
             if fobj is not None:
                 for c, n in fobj.chunks:
-                    sizes[c.raw] = n
+                    sizes[chunk_key(c)] = n
         return sizes
 
 
@@ -218,17 +204,13 @@ class Reach:
     ``damaged`` lists (object, why) for objects reached that could not be decoded;
     what their bytes name was kept anyway. ``unknown`` lists (object, why) for
     objects whose reach could not be learned at all (missing, or unreadable): with
-    any, the result is not ``certain`` and nothing may be deleted.
+    any ``unknown``, the result is uncertain and nothing may be deleted.
     """
 
     objects: frozenset[ObjectId]
-    chunks: frozenset[bytes]
+    chunks: frozenset[ChunkKey]
     damaged: tuple[tuple[ObjectId, str], ...] = ()
     unknown: tuple[tuple[ObjectId, str], ...] = ()
-
-    @property
-    def certain(self) -> bool:
-        return not self.unknown
 
 
 def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId] = (), *,
@@ -240,7 +222,7 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
     only if some object cannot be decoded, to learn which of them its bytes name.
     """
     objects: set[ObjectId] = set()
-    chunks: set[bytes] = set()
+    chunks: set[ChunkKey] = set()
     damaged: dict[ObjectId, str] = {}
     unknown: dict[ObjectId, str] = {}
     known_ids: set[bytes] | None = None
@@ -257,7 +239,7 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
         named = {body[i:i + 32] for i in range(len(body) - 31)} & known_ids
         out = []
         for raw in named:
-            chunks.add(raw)  # harmless if it is an object id: only chunk ids are looked up there
+            chunks.add(ChunkKey(raw))  # harmless if it is an object id: only chunk ids are looked up there
             out.append(ObjectId(raw))
         return out
 
@@ -280,7 +262,7 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
                 continue
             objects.add(oid)
             e = edges(obj)
-            chunks.update(c.raw for c, _ in e.chunks)
+            chunks.update(chunk_key(c) for c, _ in e.chunks)
             # Iterative and depth-blind: a tree nested deeper than readers accept
             # still keeps what it names (content ids cannot form a cycle).
             stack.extend((child, must) for child in e.strong if child not in objects)

@@ -31,13 +31,21 @@ number, digest, run), used by fsck and by pull/clone for every ref they take.
 A ref pointing elsewhere is a :class:`Misplaced` (a
 :class:`~objstore.errors.CorruptObject`) naming the ref, never another
 collection's bytes.
+
+Digest refs are this module's: ``digests/<tree>`` holds the entry of the
+collection whose content is ``tree`` (for a registry, the tree of the version
+linked), so logging that content again finds it. They are derived from the
+entries, so they are only ever created (create-only: the first entry found with
+that content keeps it) or, when pull re-bases the entry one names, re-pointed
+at its copy. Push and pull ask here (:func:`digest_targets`,
+:func:`create_digest_ref`) rather than writing digest keys themselves.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,21 +124,15 @@ def _not_as_promised(ref: str, entry: ResolvedVersion) -> str | None:
     return None
 
 
-def _label(v: Version) -> str:
-    return f"{v.entity}/{v.project}/{v.name}:v{v.index}"
-
-
 def _foreign(coll: CollectionPath, entry: ResolvedVersion) -> str | None:
     """Why ``entry``, read through ``coll``, is not one of ``coll``'s entries; None if it is."""
     if entry.link is None:
         v = entry.version
         if (v.entity, v.project, v.name) != (coll.entity, coll.project, coll.name):
-            return f"{_label(v)}, a version of another collection"
+            return f"{v.label}, a version of another collection"
         return None
     if entry.link.registry != str(coll):
         return f"{entry.link.registry}:v{entry.link.index}, an entry of another registered model"
-    if _label(entry.version) != entry.link.target_name:
-        return f"a link to {entry.link.target_name} whose target is {_label(entry.version)}"
     return None
 
 
@@ -296,7 +298,7 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
     v = target.version
 
     def make(n: int, parent: ObjectId | None) -> Link:
-        return Link(str(registry), n, target.version_id, f"{v.entity}/{v.project}/{v.name}:v{v.index}", time.time(), run)
+        return Link.to_version(str(registry), n, target.version_id, v, time.time(), run)
 
     return _add_entry(store, registry, v.tree, make, aliases)
 
@@ -370,6 +372,24 @@ def _restore_digest_ref(store: Store, coll: CollectionPath, entry: ResolvedVersi
     key = digest_ref(coll.entity, coll.project, coll.name, entry.version.tree.hex)
     if not store.refs.exists(key):
         store.refs.create(key, entry.object_id, f"digest of {coll.name}, restored")
+
+
+def digest_targets(coll: CollectionPath, digests: Mapping[str, bytes]) -> Iterator[tuple[str, ObjectId]]:
+    """(digest ref key, entry it holds) for the digest refs of ``coll`` in a ref
+    snapshot (``digests``: tree hex -> raw value); tombstones left out. A value
+    that is not an id raises :class:`~objstore.errors.CorruptObject` naming the ref."""
+    for tree_hex, raw in digests.items():
+        key = digest_ref(coll.entity, coll.project, coll.name, tree_hex)
+        oid = decode_value(key, raw)
+        if oid is not None:
+            yield key, oid
+
+
+def create_digest_ref(store: Store, key: str, entry: ObjectId, why: str) -> bool:
+    """Create digest ref ``key`` (one :func:`digest_targets` named) holding ``entry``,
+    unless ``store`` has it already: a digest ref is never moved, so the entry a
+    store first found with that content keeps it. True if created."""
+    return store.refs.create(key, entry, why)
 
 
 def _latest_index(store: Store, coll: CollectionPath, raw: bytes | None) -> int:

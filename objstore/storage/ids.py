@@ -11,6 +11,7 @@ import enum
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NewType, cast
 
 import blake3
 
@@ -62,6 +63,20 @@ class ObjectId:
 
     def __repr__(self) -> str:
         return f"ObjectId({self.raw.hex()[:16]}…)"
+
+
+ChunkKey = NewType("ChunkKey", bytes)
+"""A chunk's id as its 32 raw bytes: the form chunk sets, dict keys and the numpy
+``S32`` index use (an :class:`ObjectId` per chunk would cost an object each).
+A ``NewType``: at run time it is plain ``bytes``, and mypy still tells a chunk id
+from other bytes (a ref value, a payload, an object id's raw form). Per-chunk
+conversions use ``cast`` (half the cost of calling the NewType), a list of them
+one ``cast`` for the whole list."""
+
+
+def chunk_key(oid: ObjectId) -> ChunkKey:
+    """The :data:`ChunkKey` of a chunk named by an ObjectId (in a file object's chunk list)."""
+    return cast(ChunkKey, oid.raw)
 
 
 def hasher(kind: Kind) -> blake3.blake3:

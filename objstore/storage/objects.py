@@ -31,7 +31,7 @@ import msgpack
 
 from objstore.constants import MAX_METADATA_BYTES, MAX_OBJECT_STR_BYTES, MAX_USER_VALUE_BYTES, MAX_USER_VALUE_DEPTH, MiB
 from objstore.errors import CorruptObject, InvalidInput
-from objstore.storage.ids import Kind, ObjectId, file_id_from_chunks, hash_bytes
+from objstore.storage.ids import DIGEST_SIZE, Kind, ObjectId, file_id_from_chunks, hash_bytes
 
 FORMAT = 1
 _CHUNK_REF = struct.Struct("<32sQ")
@@ -169,6 +169,11 @@ class Version:
     def digest(self) -> str:
         return self.tree.hex
 
+    @property
+    def label(self) -> str:
+        """``entity/project/name:vN``: how a version is named to people."""
+        return f"{self.entity}/{self.project}/{self.name}:v{self.index}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": FORMAT, "k": "version", "tree": self.tree.raw, "parent": self.parent.raw if self.parent else None,
@@ -193,28 +198,44 @@ class Version:
 
 @dataclass(frozen=True, slots=True)
 class Link:
-    """A registry entry: a registered model's version pointing at a version logged elsewhere."""
+    """A registry entry: a registered model's version pointing at a version logged elsewhere.
+
+    What the entry links is ``target`` alone; its name for people is the target
+    version's (:attr:`Version.label`), read from that version. ``written_name``
+    is that label as it was when the link was written: the stored format has
+    always held it (field ``target_name``), and readers before this one require
+    it and refuse a link whose field disagrees with the target, so links are
+    still written with it (:meth:`to_version` derives it from the target). It is
+    never read back for anything; a link stored without it decodes too.
+    """
 
     registry: str  # "entity/model-registry/<registered model>"
     index: int
     target: ObjectId  # the version object
-    target_name: str  # "entity/project/name:vN", for display
     created_at: float
     run: str | None
+    written_name: str | None = None  # stored as "target_name"; see above
 
     kind = Kind.LINK
 
+    @classmethod
+    def to_version(cls, registry: str, index: int, target_id: ObjectId, target: Version, created_at: float,
+                   run: str | None) -> Link:
+        """The link ``index`` of ``registry`` to version ``target`` (stored as ``target_id``)."""
+        return cls(registry, index, target_id, created_at, run, target.label)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "v": FORMAT, "k": "link", "registry": self.registry, "index": self.index, "target": self.target.raw,
-            "target_name": self.target_name, "created_at": self.created_at, "run": self.run,
-        }
+        d: dict[str, Any] = {"v": FORMAT, "k": "link", "registry": self.registry, "index": self.index, "target": self.target.raw}
+        if self.written_name is not None:
+            d["target_name"] = self.written_name
+        d.update(created_at=self.created_at, run=self.run)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Link:
         return cls(
-            _get(d, "registry", str), _get(d, "index", int), ObjectId(_get(d, "target", bytes)), _get(d, "target_name", str),
-            float(_get(d, "created_at", (int, float))), _opt(d, "run", str),
+            _get(d, "registry", str), _get(d, "index", int), ObjectId(_get(d, "target", bytes)),
+            float(_get(d, "created_at", (int, float))), _opt(d, "run", str), _opt(d, "target_name", str),
         )
 
     def compute_id(self) -> ObjectId:
@@ -235,8 +256,8 @@ class RunRecord:
     started_at: float
     finished_at: float | None
     state: str  # running | finished | crashed
-    inputs: tuple[str, ...]  # version object ids (hex) used
-    outputs: tuple[str, ...]  # version object ids (hex) logged
+    inputs: tuple[ObjectId, ...]  # versions (or registry links) used; stored as hex strings
+    outputs: tuple[ObjectId, ...]  # versions logged; stored as hex strings
 
     kind = Kind.RUN
 
@@ -248,7 +269,7 @@ class RunRecord:
         return {
             "v": FORMAT, "k": "run", "id": self.id, "entity": self.entity, "project": self.project, "name": self.name,
             "config": self.config, "job_type": self.job_type, "started_at": self.started_at, "finished_at": self.finished_at,
-            "state": self.state, "inputs": list(self.inputs), "outputs": list(self.outputs),
+            "state": self.state, "inputs": [i.hex for i in self.inputs], "outputs": [o.hex for o in self.outputs],
         }
 
     @classmethod
@@ -257,7 +278,7 @@ class RunRecord:
         return cls(
             _get(d, "id", str), _get(d, "entity", str), _get(d, "project", str), _get(d, "name", str), _get(d, "config", dict),
             _opt(d, "job_type", str), float(_get(d, "started_at", (int, float))), float(finished) if finished is not None else None,
-            _get(d, "state", str), tuple(_str_list(d, "inputs")), tuple(_str_list(d, "outputs")),
+            _get(d, "state", str), _hex_ids(d, "inputs"), _hex_ids(d, "outputs"),
         )
 
     def compute_id(self) -> ObjectId:
@@ -466,8 +487,20 @@ def _opt(d: dict[str, Any], key: str, types: type) -> Any:
     return value
 
 
-def _str_list(d: dict[str, Any], key: str) -> list[str]:
+def _hex_ids(d: dict[str, Any], key: str) -> tuple[ObjectId, ...]:
+    """A list of ids stored as lower-case hex strings (the run record's format since
+    the first release). Only that exact form is accepted, so the object re-encodes
+    to the bytes that were hashed."""
     value = d.get(key)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise CorruptObject(f"field {key!r} is missing or has the wrong type")
-    return value
+    out = []
+    for text in value:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+        if len(raw) != DIGEST_SIZE or raw.hex() != text:
+            raise CorruptObject(f"field {key!r} holds {_show(text)}, not a {DIGEST_SIZE * 2}-digit lower-case hex id")
+        out.append(ObjectId(raw))
+    return tuple(out)

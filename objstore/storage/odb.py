@@ -56,8 +56,7 @@ import numpy as np
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, NotFound, StoreBroken
 from objstore.storage import codecs
-from objstore.storage.backend import Backend
-from objstore.storage.backend._local import backend_error
+from objstore.storage.backend import Backend, backend_error
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,

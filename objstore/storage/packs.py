@@ -28,14 +28,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 
 from objstore.constants import MAX_CHUNK_BYTES, MAX_PACK_BYTES, MAX_STORED_CHUNK_BYTES
 from objstore.errors import CorruptObject
 from objstore.storage import codecs
-from objstore.storage.ids import DIGEST_SIZE, Kind, ObjectId, hash_bytes, hasher
+from objstore.storage.ids import DIGEST_SIZE, ChunkKey, Kind, ObjectId, hash_bytes, hasher
 
 PACK_MAGIC = b"OSPK\x01\x00\x00\x00"
 PACK_END = b"OSPKEND1"
@@ -215,19 +215,19 @@ def scan_records(data: bytes | memoryview) -> Iterator[tuple[PackEntry, memoryvi
 
 
 
-def entry_id(raw: bytes | np.bytes_) -> bytes:
+def entry_id(raw: bytes | np.bytes_) -> ChunkKey:
     """The 32-byte chunk id of an index entry's ``id`` field. numpy's ``S32`` drops
     trailing NUL bytes when an item is read, so an id ending in a zero byte comes
     back short; every reader of an index pads through here, never by hand."""
-    return bytes(raw).ljust(DIGEST_SIZE, b"\0")
+    return cast(ChunkKey, bytes(raw).ljust(DIGEST_SIZE, b"\0"))
 
 
-def index_ids(index: np.ndarray) -> list[bytes]:
+def index_ids(index: np.ndarray) -> list[ChunkKey]:
     """The chunk ids an index lists, in its order, each 32 bytes (see :func:`entry_id`)."""
-    return [entry_id(x) for x in index["id"]]
+    return cast("list[ChunkKey]", [bytes(x).ljust(DIGEST_SIZE, b"\0") for x in index["id"]])  # entry_id, inlined
 
 
-def trailer_ids(data: bytes | memoryview) -> list[bytes]:
+def trailer_ids(data: bytes | memoryview) -> list[ChunkKey]:
     """Chunk ids a pack's own index section lists, without checking the pack's
     checksum (best effort, to name what a damaged pack loses); [] if unreadable."""
     try:

@@ -25,7 +25,7 @@ from objstore.storage.objects import (
 from objstore.storage.odb import ChunkLocation
 from objstore.storage.packs import decode_verified
 from objstore.storage.trees import check_tree
-from objstore.transfer.sync import HAS_BATCH, RANGE_GAP, RANGE_MAX, RANGES_IN_FLIGHT, Progress, TransferResult, _pmap
+from objstore.transfer.sync import HAS_BATCH, RANGE_GAP, RANGE_MAX, RANGES_IN_FLIGHT, Progress, TransferResult, pmap
 
 # -- reading and verifying objects ------------------------------------------
 
@@ -54,9 +54,9 @@ def _walk(src: Store, dst: Store, roots: Iterable[ObjectId]) -> _Missing:
     while frontier:
         frontier = [o for o in frontier if o not in seen]
         seen.update(frontier)
-        present = _pmap(dst.odb.has_object, frontier)
+        present = pmap(dst.odb.has_object, frontier)
         need = [o for o, p in zip(frontier, present) if not p]
-        loaded = _pmap(lambda o: read_object_verified(src, o), need)
+        loaded = pmap(lambda o: read_object_verified(src, o), need)
         nxt: list[ObjectId] = []
         for oid, (obj, stored) in zip(need, loaded):
             if isinstance(obj, Tree):
@@ -160,7 +160,7 @@ def _send_objects(dst: Store, missing: _Missing, result: TransferResult, progres
     total = len(waiting)
     written = 0
     while ready:
-        _pmap(lambda oid: dst.backend.put_if_absent(object_key(oid), missing.objects[oid][0]), ready)
+        pmap(lambda oid: dst.backend.put_if_absent(object_key(oid), missing.objects[oid][0]), ready)
         written += len(ready)
         if progress is not None:
             progress("objects", written, total)
@@ -187,7 +187,7 @@ def copy_closure(src: Store, dst: Store, roots: Iterable[ObjectId], result: Tran
     _send_objects(dst, missing, result, progress)
 
 
-def _pack_target() -> int:
+def configured_pack_target() -> int:
     # A test and benchmark knob: smaller packs make "halfway" reachable in a small push.
     text = os.environ.get("OBJSTORE_TRANSFER_PACK_BYTES")
     return max(1, int(text)) if text else PACK_TARGET

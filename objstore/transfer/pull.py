@@ -14,28 +14,28 @@ from objstore.errors import Conflict, CorruptObject, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, check_ref
+from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
+from objstore.storage.keys import alias_ref, ref_display, version_ref
 from objstore.storage.objects import (
     Link,
     RunRecord,
     Version,
 )
-from objstore.transfer.closure import _pack_target, copy_closure
-from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, read_keys, read_refs, selection_prefixes
+from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.sync import Progress, TransferResult, read_keys, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
+    CollectionRefs,
     Tracking,
-    _add_runs,
-    _chain,
-    _Coll,
-    _collections,
-    _finish_stats,
-    _registry_last,
-    _remote_stats,
-    _roots,
-    _runs,
+    add_run_refs,
+    collections_in,
+    finish_stats,
+    registry_last,
+    remote_counters,
+    root_ids,
+    run_refs_in,
     runs_of,
+    version_chain,
 )
 
 # -- fetch and pull ---------------------------------------------------------------------
@@ -48,18 +48,18 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     Returns (result, the remote's refs, the tracking state before this fetch).
     """
     started = time.monotonic()
-    before = _remote_stats(remote)
+    before = remote_counters(remote)
     result = TransferResult("fetch", remote_label or remote.location)
     prefixes = selection_prefixes(names)
     theirs = read_refs(remote, prefixes)
     tracked = tracking.read_all(prefixes)
     if names:
-        _add_runs(runs_of(remote, theirs), tracked, tracking, (theirs, remote))
-    copy_closure(remote, local, _roots(theirs), result, pack_target=_pack_target(), progress=progress)
+        add_run_refs(runs_of(remote, theirs), tracked, tracking, (theirs, remote))
+    copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)
     result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
-    _finish_stats(result, remote, before, started)
+    finish_stats(result, remote, before, started)
     return result, theirs, tracked
 
 
@@ -71,7 +71,7 @@ def _check_taken_refs(local: Store, theirs: dict[str, bytes], label: str) -> Non
     so a refused fetch, pull or clone changes no ref here."""
     for key, raw in sorted(theirs.items()):
         try:
-            check_ref(local, key, _oid(key, raw))
+            check_ref(local, key, ref_target(key, raw))
         except CorruptObject as exc:
             raise CorruptObject(f"{label}: {exc.args[0]}; nothing was changed here", object_id=exc.object_id) from exc
 
@@ -97,7 +97,7 @@ def _check_entry(store: Store, coll: CollectionPath, idx: int, oid: ObjectId, la
 def _set_ref(store: Store, key: str, new: ObjectId | None, why: str) -> bool:
     """Make local ``key`` hold ``new`` (create-only if absent, else CAS from its value). True if it changed."""
     raw = store.refs.read_raw(key)
-    if _norm(raw) == _norm(encode_value(new)):
+    if ref_value(raw) == ref_value(encode_value(new)):
         return False
     if raw is None and new is not None:
         if store.refs.create(key, new, why):
@@ -111,7 +111,7 @@ def _move_ref(store: Store, key: str, decided_on: bytes | None, new: ObjectId | 
     """Move local ``key`` from ``decided_on`` (its raw value in the snapshot pull
     decided from) to ``new``; True if it changed. Conflict if another writer of
     this store moved it since: its move is newer than the snapshot and wins."""
-    if _norm(decided_on) == _norm(encode_value(new)):
+    if ref_value(decided_on) == ref_value(encode_value(new)):
         return False
     if decided_on is None and new is not None:
         if store.refs.create(key, new, why):
@@ -136,7 +136,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     run = _Pull(local, tracking, result.remote, f"pull from {result.remote}", result, theirs, tracked,
                 selection_prefixes(names))
     _read_local(run, names)
-    for coll in _registry_last({**run.my_colls, **run.their_colls}):
+    for coll in registry_last({**run.my_colls, **run.their_colls}):
         _integrate_collection(run, coll)
     _merge_runs(run)
     _remap_runs(run)
@@ -158,8 +158,8 @@ class _Pull:
     prefixes: list[str]
     mine: dict[str, bytes] = field(default_factory=dict)
     run_keys: set[str] = field(default_factory=set)
-    my_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
-    their_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
+    my_colls: dict[CollectionPath, CollectionRefs] = field(default_factory=dict)
+    their_colls: dict[CollectionPath, CollectionRefs] = field(default_factory=dict)
     remap: dict[ObjectId, ObjectId] = field(default_factory=dict)  # old local version/link id -> its re-based id
 
 
@@ -167,19 +167,19 @@ def _read_local(run: _Pull, names: Iterable[str] | None) -> None:
     """Read the selected local refs (and, for a selection, the runs either side names)."""
     run.mine = read_refs(run.local, run.prefixes)
     if names:
-        run.run_keys = set(_runs(run.theirs)) | runs_of(run.local, run.mine)
+        run.run_keys = set(run_refs_in(run.theirs)) | runs_of(run.local, run.mine)
         run.mine.update(read_keys(run.local, run.run_keys))
-    run.my_colls, run.their_colls = _collections(run.mine), _collections(run.theirs)
+    run.my_colls, run.their_colls = collections_in(run.mine), collections_in(run.theirs)
 
 
 def _integrate_collection(run: _Pull, coll: CollectionPath) -> None:
     """Re-base one collection's local-only entries after the remote's, then write its refs."""
-    mine_c, theirs_c = run.my_colls.get(coll, _Coll()), run.their_colls.get(coll, _Coll())
-    local_chain = _chain(mine_c)
-    new_chain, held = _rebase_chain(run, coll, local_chain, _chain(theirs_c))
+    mine_c, theirs_c = run.my_colls.get(coll, CollectionRefs()), run.their_colls.get(coll, CollectionRefs())
+    local_chain = version_chain(mine_c)
+    new_chain, held = _rebase_chain(run, coll, local_chain, version_chain(theirs_c))
     _follow_content(run.local, mine_c, new_chain, held, run.remap)
     _write_version_refs(run, coll, mine_c, len(local_chain), new_chain)
-    _take_digests(run, coll, mine_c, theirs_c)
+    _take_digests(run, coll, theirs_c)
     if new_chain:
         advance_latest(run.local, coll, len(new_chain) - 1)
     _merge_aliases(run, coll, mine_c, theirs_c)
@@ -215,13 +215,7 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
         if isinstance(entry, Version):
             rebased: Version | Link = replace(entry, index=idx, parent=new_chain[-1] if new_chain else None)
         else:
-            link_target = remap.get(entry.target, entry.target)
-            name = entry.target_name
-            if link_target != entry.target:
-                tv = _entry(local, link_target)
-                assert isinstance(tv, Version)
-                name = f"{tv.entity}/{tv.project}/{tv.name}:v{tv.index}"
-            rebased = replace(entry, index=idx, target=link_target, target_name=name)
+            rebased = _rebased_link(local, entry, idx, remap)
         new_id = local.odb.put_object(rebased) if rebased != entry else old_id
         if new_id != old_id:
             remap[old_id] = new_id
@@ -232,7 +226,17 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
     return new_chain, held
 
 
-def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: _Coll, held: int, new_chain: list[ObjectId]) -> None:
+def _rebased_link(store: Store, link: Link, index: int, remap: dict[ObjectId, ObjectId]) -> Link:
+    """``link`` as entry ``index``, pointing at its target's re-based copy if there is one."""
+    target = remap.get(link.target, link.target)
+    if target == link.target:
+        return replace(link, index=index)
+    version = _entry(store, target)
+    assert isinstance(version, Version)  # a re-based copy of a version is a version
+    return Link.to_version(link.registry, index, target, version, link.created_at, link.run)
+
+
+def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs, held: int, new_chain: list[ObjectId]) -> None:
     """Write the version refs in crash-safe order, re-pointing our aliases and digests in between."""
     local, why, result = run.local, run.why, run.result
     creates, overwrites = _ref_write_order(held, len(new_chain))
@@ -249,21 +253,15 @@ def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: _Coll, held: i
             result.refs.append(key)
 
 
-def _take_digests(run: _Pull, coll: CollectionPath, mine_c: _Coll, theirs_c: _Coll) -> None:
-    """Digests: the remote's as they are; ours re-pointed at re-based ids."""
-    local, why, result, remap = run.local, run.why, run.result, run.remap
-    for hexd, raw in theirs_c.digests.items():
-        key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-        if key not in run.mine and (oid := _oid(key, raw)) is not None and local.refs.create(key, oid, why):
-            result.refs.append(key)
-    for hexd, raw in mine_c.digests.items():
-        key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-        oid = _oid(key, raw)
-        if oid in remap and _set_ref(local, key, remap[oid], why):
-            result.refs.append(key)
+def _take_digests(run: _Pull, coll: CollectionPath, theirs_c: CollectionRefs) -> None:
+    """The remote's digest refs this store lacks (ours were re-pointed at re-based
+    ids by :func:`_repoint_local` already)."""
+    for key, oid in digest_targets(coll, theirs_c.digests):
+        if key not in run.mine and create_digest_ref(run.local, key, oid, run.why):
+            run.result.refs.append(key)
 
 
-def _merge_aliases(run: _Pull, coll: CollectionPath, mine_c: _Coll, theirs_c: _Coll) -> None:
+def _merge_aliases(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs, theirs_c: CollectionRefs) -> None:
     """Aliases (latest moves by itself): take theirs if unchanged here, else keep ours (re-pointed if re-based)."""
     result = run.result
     for alias in sorted(set(mine_c.aliases) | set(theirs_c.aliases)):
@@ -271,14 +269,14 @@ def _merge_aliases(run: _Pull, coll: CollectionPath, mine_c: _Coll, theirs_c: _C
             continue
         key = alias_ref(coll.entity, coll.project, coll.name, alias)
         l_raw, r_raw, t_raw = run.mine.get(key), run.theirs.get(key), run.tracked.get(key)
-        if _norm(l_raw) == _norm(r_raw):
+        if ref_value(l_raw) == ref_value(r_raw):
             continue
-        if _norm(l_raw) == _norm(t_raw):  # unchanged here since the last fetch: take theirs
-            target = _oid(key, r_raw)
+        if ref_value(l_raw) == ref_value(t_raw):  # unchanged here since the last fetch: take theirs
+            target = ref_target(key, r_raw)
         else:
-            if _norm(r_raw) != _norm(t_raw):
+            if ref_value(r_raw) != ref_value(t_raw):
                 result.kept.append(key)
-            current = _oid(key, l_raw)
+            current = ref_target(key, l_raw)
             target = run.remap.get(current, current) if current is not None else None
             if target == current:
                 continue
@@ -293,26 +291,25 @@ def _merge_aliases(run: _Pull, coll: CollectionPath, mine_c: _Coll, theirs_c: _C
 def _merge_runs(run: _Pull) -> None:
     """Runs: take the remote's unless changed here too."""
     result = run.result
-    for key, r_raw in _runs(run.theirs).items():
+    for key, r_raw in run_refs_in(run.theirs).items():
         l_raw, t_raw = run.mine.get(key), run.tracked.get(key)
-        if _norm(l_raw) == _norm(r_raw):
+        if ref_value(l_raw) == ref_value(r_raw):
             continue
-        if l_raw is None or _norm(l_raw) == _norm(t_raw):
+        if l_raw is None or ref_value(l_raw) == ref_value(t_raw):
             try:
-                if _move_ref(run.local, key, l_raw, _oid(key, r_raw), run.why):
+                if _move_ref(run.local, key, l_raw, ref_target(key, r_raw), run.why):
                     result.refs.append(key)
             except Conflict:  # the run moved here while we pulled: the local record wins
                 result.kept.append(key)
-        elif _norm(r_raw) != _norm(t_raw):
+        elif ref_value(r_raw) != ref_value(t_raw):
             result.kept.append(key)
 
 
 def _remap_runs(run: _Pull) -> None:
     """Re-point local runs at re-based versions."""
     if run.remap:
-        hex_map = {o.hex: n.hex for o, n in run.remap.items()}
-        for key in _runs({**read_refs(run.local, run.prefixes), **read_keys(run.local, run.run_keys)}):
-            _remap_run(run.local, key, hex_map, run.why)
+        for key in run_refs_in({**read_refs(run.local, run.prefixes), **read_keys(run.local, run.run_keys)}):
+            _remap_run(run.local, key, run.remap, run.why)
 
 
 def _report_kept_and_renumbered(run: _Pull) -> None:
@@ -336,7 +333,7 @@ def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tupl
     return ("link", remap.get(entry.target, entry.target).raw)
 
 
-def _follow_content(store: Store, coll: _Coll, chain: list[ObjectId], held: dict[tuple[str, bytes], ObjectId],
+def _follow_content(store: Store, coll: CollectionRefs, chain: list[ObjectId], held: dict[tuple[str, bytes], ObjectId],
                     remap: dict[ObjectId, ObjectId]) -> None:
     """Point ``remap`` at the new chain's entry for every alias or digest target of
     ``coll`` that the chain no longer holds (an interrupted pull overwrote its
@@ -344,7 +341,7 @@ def _follow_content(store: Store, coll: _Coll, chain: list[ObjectId], held: dict
     in_chain = set(chain)
     for raw in (*coll.aliases.values(), *coll.digests.values()):
         try:
-            oid = _oid("", raw) if _norm(raw) else None
+            oid = ref_target("", raw) if ref_value(raw) else None
             if oid is None or oid in in_chain or oid in remap:
                 continue
             key = _content_key(_entry(store, oid), remap)
@@ -363,33 +360,46 @@ def _ref_write_order(held: int, total: int) -> tuple[list[int], list[int]]:
     return list(range(held, total)), list(range(min(held, total) - 1, -1, -1))
 
 
-def _repoint_local(store: Store, coll: CollectionPath, mine: _Coll, remap: dict[ObjectId, ObjectId], why: str,
+def _repoint_local(store: Store, coll: CollectionPath, mine: CollectionRefs, remap: dict[ObjectId, ObjectId], why: str,
                    result: TransferResult) -> None:
     """Move this store's aliases and digest refs of ``coll`` that name a re-based
     entry to its copy (the remote's aliases are taken later, once all is in place)."""
     # latest too: it stays on the newest local entry, which only moves up.
     refs = [(alias_ref(coll.entity, coll.project, coll.name, a), raw) for a, raw in mine.aliases.items()]
-    refs += [(digest_ref(coll.entity, coll.project, coll.name, d), raw) for d, raw in mine.digests.items()]
+    targets = []
     for key, raw in refs:
         try:
-            oid = _oid(key, raw)
+            targets.append((key, ref_target(key, raw)))
         except CorruptObject:
             continue
+    targets += _readable_digest_targets(coll, mine.digests)
+    for key, oid in targets:
         if oid in remap and _set_ref(store, key, remap[oid], why):
             result.refs.append(key)
 
 
-def _remap_run(store: Store, key: str, hex_map: dict[str, str], why: str) -> None:
+def _readable_digest_targets(coll: CollectionPath, digests: dict[str, bytes]) -> list[tuple[str, ObjectId]]:
+    """The digest refs of a snapshot whose value is an id (a damaged one names nothing to re-point)."""
+    out: list[tuple[str, ObjectId]] = []
+    for tree_hex, raw in digests.items():
+        try:
+            out += digest_targets(coll, {tree_hex: raw})
+        except CorruptObject:
+            continue
+    return out
+
+
+def _remap_run(store: Store, key: str, remap: dict[ObjectId, ObjectId], why: str) -> None:
     for _ in range(100):
         raw = store.refs.read_raw(key)
-        oid = _oid(key, raw)
+        oid = ref_target(key, raw)
         if oid is None:
             return
         run = store.odb.get_object(oid)
         if not isinstance(run, RunRecord):
             return
-        new = replace(run, inputs=tuple(hex_map.get(i, i) for i in run.inputs),
-                      outputs=tuple(hex_map.get(o, o) for o in run.outputs))
+        new = replace(run, inputs=tuple(remap.get(i, i) for i in run.inputs),
+                      outputs=tuple(remap.get(o, o) for o in run.outputs))
         if new == run:
             return
         try:

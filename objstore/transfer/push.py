@@ -13,12 +13,21 @@ from objstore.errors import Conflict, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest
+from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, digest_ref, ref_display, version_ref
-from objstore.transfer.closure import _pack_target, copy_closure
-from objstore.transfer.sync import Progress, TransferResult, _norm, _oid, parse_ref, read_refs, selection_prefixes
-from objstore.transfer.tracking import Tracking, _add_runs, _Coll, _collections, _finish_stats, _registry_last, _remote_stats, runs_of
+from objstore.storage.keys import alias_ref, ref_display, version_ref
+from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
+from objstore.transfer.tracking import (
+    CollectionRefs,
+    Tracking,
+    add_run_refs,
+    collections_in,
+    finish_stats,
+    registry_last,
+    remote_counters,
+    runs_of,
+)
 
 # -- push -----------------------------------------------------------------------------
 
@@ -32,7 +41,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     sides raises NonFastForward unless ``force`` (versions are never forced).
     """
     started = time.monotonic()
-    before = _remote_stats(remote)
+    before = remote_counters(remote)
     label = remote_label or remote.location
     run = _Push(local, remote, tracking, force, label, TransferResult("push", label))
     _read_sides(run, names)
@@ -42,7 +51,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _create_versions(run)
     _move_refs(run)
     tracking.update(run.final, run.tracked)
-    _finish_stats(run.result, remote, before, started)
+    finish_stats(run.result, remote, before, started)
     return run.result
 
 
@@ -59,8 +68,8 @@ class _Push:
     mine: dict[str, bytes] = field(default_factory=dict)
     theirs: dict[str, bytes] = field(default_factory=dict)
     tracked: dict[str, bytes] = field(default_factory=dict)
-    my_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
-    their_colls: dict[CollectionPath, _Coll] = field(default_factory=dict)
+    my_colls: dict[CollectionPath, CollectionRefs] = field(default_factory=dict)
+    their_colls: dict[CollectionPath, CollectionRefs] = field(default_factory=dict)
     plan_versions: dict[CollectionPath, list[tuple[int, ObjectId]]] = field(default_factory=dict)
     moves: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # key, expected raw on the remote, new raw
     final: dict[str, bytes] = field(default_factory=dict)  # what tracking records afterwards
@@ -75,15 +84,15 @@ def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
     run.theirs = read_refs(run.remote, prefixes)
     run.tracked = run.tracking.read_all(prefixes)
     if names:
-        _add_runs(runs_of(run.local, run.mine), run.tracked, run.tracking, (run.mine, run.local), (run.theirs, run.remote))
-    run.my_colls, run.their_colls = _collections(run.mine), _collections(run.theirs)
+        add_run_refs(runs_of(run.local, run.mine), run.tracked, run.tracking, (run.mine, run.local), (run.theirs, run.remote))
+    run.my_colls, run.their_colls = collections_in(run.mine), collections_in(run.theirs)
 
 
 def _plan_versions(run: _Push) -> None:
     """Plan the versions the remote lacks; refuse if it holds a different one at any index."""
     refused: list[tuple[CollectionPath, int]] = []
     for coll, c in run.my_colls.items():
-        theirs_c = run.their_colls.get(coll, _Coll())
+        theirs_c = run.their_colls.get(coll, CollectionRefs())
         todo = []
         for idx, version_id in sorted(c.versions.items()):
             other = theirs_c.versions.get(idx)
@@ -111,10 +120,10 @@ def _plan_moves(run: _Push) -> None:
         if ref is None or ref.kind not in ("alias", "run") or (ref.kind == "alias" and ref.tail == LATEST):
             continue
         r, t = theirs.get(key), tracked.get(key)
-        if _norm(raw) == _norm(r) or _norm(raw) == _norm(t):
+        if ref_value(raw) == ref_value(r) or ref_value(raw) == ref_value(t):
             continue  # the same already, or unchanged here since the fetch (the remote moved it)
-        if _norm(r) == _norm(t) or run.force:
-            run.moves.append((key, r, raw if _norm(raw) else b""))
+        if ref_value(r) == ref_value(t) or run.force:
+            run.moves.append((key, r, raw if ref_value(raw) else b""))
         else:
             diverged.append(key)
     if diverged:
@@ -129,15 +138,12 @@ def _send_objects(run: _Push, progress: Progress | None) -> None:
     """Copy the closure of every planned version, moved ref and new digest ref to the remote."""
     roots = [oid for todo in run.plan_versions.values() for _, oid in todo]
     for key, _, new in run.moves:
-        if (oid := _oid(key, new)) is not None:
+        if (oid := ref_target(key, new)) is not None:
             roots.append(oid)
     for coll, c in run.my_colls.items():
-        for hexd, raw in c.digests.items():
-            if hexd not in run.their_colls.get(coll, _Coll()).digests and (
-                oid := _oid(digest_ref(coll.entity, coll.project, coll.name, hexd), raw)
-            ):
-                roots.append(oid)
-    copy_closure(run.local, run.remote, roots, run.result, pack_target=_pack_target(), progress=progress)
+        theirs = run.their_colls.get(coll, CollectionRefs()).digests
+        roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})]
+    copy_closure(run.local, run.remote, roots, run.result, pack_target=configured_pack_target(), progress=progress)
 
 
 def _create_versions(run: _Push) -> None:
@@ -147,14 +153,14 @@ def _create_versions(run: _Push) -> None:
     # Tracking records only what we know the remote holds *and* we hold too:
     # recording a remote change we have not pulled would make the next pull
     # think it was already seen, and the next push overwrite it.
-    run.final = final = {k: v for k, v in run.theirs.items() if _norm(run.mine.get(k)) == _norm(v)}
-    for coll in _registry_last(run.plan_versions):
+    run.final = final = {k: v for k, v in run.theirs.items() if ref_value(run.mine.get(k)) == ref_value(v)}
+    for coll in registry_last(run.plan_versions):
         todo = run.plan_versions[coll]
         for idx, version_id in todo:
             key = version_ref(coll.entity, coll.project, coll.name, idx)
             if not remote.refs.create(key, version_id, why):
                 actual = remote.refs.read_raw(key)
-                if _oid(key, actual) != version_id:
+                if ref_target(key, actual) != version_id:
                     raise NonFastForward(
                         key, None, actual,
                         f"push refused: {coll}:v{idx} was just pushed to {label} from elsewhere; "
@@ -163,12 +169,10 @@ def _create_versions(run: _Push) -> None:
             else:
                 result.refs.append(key)
             final[key] = encode_value(version_id)
-        for hexd, raw in run.my_colls[coll].digests.items():
-            key = digest_ref(coll.entity, coll.project, coll.name, hexd)
-            oid = _oid(key, raw)
-            if key not in run.theirs and oid is not None and remote.refs.create(key, oid, why):
+        for key, oid in digest_targets(coll, run.my_colls[coll].digests):
+            if key not in run.theirs and create_digest_ref(remote, key, oid, why):
                 result.refs.append(key)
-                final[key] = raw
+                final[key] = run.mine[key]
         if todo:
             advance_latest(remote, coll, max(idx for idx, _ in todo))
             latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)
@@ -183,9 +187,9 @@ def _move_refs(run: _Push) -> None:
     for key, expected, new in run.moves:
         try:
             if run.force:
-                run.remote.refs.set(key, _oid(key, new), why + " (forced)")
+                run.remote.refs.set(key, ref_target(key, new), why + " (forced)")
             else:
-                run.remote.refs.set_if_equals(key, expected, _oid(key, new), why)
+                run.remote.refs.set_if_equals(key, expected, ref_target(key, new), why)
         except Conflict as exc:
             raise NonFastForward(
                 key, expected, exc.actual,

@@ -120,14 +120,15 @@ class TransferResult:
 
 # -- small helpers -------------------------------------------------------------
 
-def _pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = IO_WORKERS) -> list[R]:
+def pmap(fn: Callable[[T], R], items: Sequence[T], workers: int = IO_WORKERS) -> list[R]:
+    """``[fn(i) for i in items]``, run on up to ``workers`` threads (round trips, not CPU)."""
     if len(items) <= 1:
         return [fn(i) for i in items]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
         return list(pool.map(fn, items))
 
 
-def _norm(raw: bytes | None) -> bytes | None:
+def ref_value(raw: bytes | None) -> bytes | None:
     """A ref's value for comparison: absent and tombstone are both 'nothing'."""
     if raw is None:
         return None
@@ -183,18 +184,19 @@ def read_refs(store: Store, prefixes: Sequence[str]) -> dict[str, bytes]:
     for prefix in prefixes:
         keys.extend(info.key for info in store.backend.iter_prefix(prefix))
     keys = sorted({k for k in keys if parse_ref(k) is not None})
-    values = _pmap(store.refs.read_raw, keys)
+    values = pmap(store.refs.read_raw, keys)
     return {k: v for k, v in zip(keys, values) if v is not None}
 
 
 def read_keys(store: Store, keys: Iterable[str]) -> dict[str, bytes]:
     """Raw values of exactly ``keys`` (absent ones left out)."""
     ordered = sorted(set(keys))
-    values = _pmap(store.refs.read_raw, ordered)
+    values = pmap(store.refs.read_raw, ordered)
     return {k: v for k, v in zip(ordered, values) if v is not None}
 
 
-def _oid(key: str, raw: bytes | None) -> ObjectId | None:
+def ref_target(key: str, raw: bytes | None) -> ObjectId | None:
+    """The id a ref value points at; None for an absent ref or a tombstone."""
     return None if raw is None else decode_value(key, raw)
 
 

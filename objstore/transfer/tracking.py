@@ -19,7 +19,7 @@ from objstore.model.names import REGISTRY_PROJECT, CollectionPath, version_index
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.transfer.closure import read_object_verified
-from objstore.transfer.sync import TransferResult, _oid, _pmap, parse_ref, read_keys
+from objstore.transfer.sync import TransferResult, parse_ref, pmap, read_keys, ref_target
 
 
 def runs_of(store: Store, snapshot: dict[str, bytes]) -> set[str]:
@@ -27,7 +27,7 @@ def runs_of(store: Store, snapshot: dict[str, bytes]) -> set[str]:
     version refs hold (their weak ``run`` edge). An entry that cannot be read
     names no run here; the walk reports it."""
     ids = [oid for k, raw in snapshot.items()
-           if (r := parse_ref(k)) is not None and r.kind == "version" and (oid := _oid(k, raw)) is not None]
+           if (r := parse_ref(k)) is not None and r.kind == "version" and (oid := ref_target(k, raw)) is not None]
 
     def run_key(oid: ObjectId) -> str | None:
         try:
@@ -36,7 +36,7 @@ def runs_of(store: Store, snapshot: dict[str, bytes]) -> set[str]:
             return None
         return run_ref_of(edges(obj).run)
 
-    return {k for k in _pmap(run_key, ids) if k is not None}
+    return {k for k in pmap(run_key, ids) if k is not None}
 
 
 
@@ -78,28 +78,31 @@ class Tracking:
 
     def update(self, values: dict[str, bytes], previous: dict[str, bytes]) -> None:
         changed = [(k, v) for k, v in values.items() if previous.get(k) != v]
-        _pmap(lambda kv: self.store.backend.put(self.prefix + kv[0], kv[1]), changed)
+        pmap(lambda kv: self.store.backend.put(self.prefix + kv[0], kv[1]), changed)
 
 
 
 # -- collections in a ref snapshot ------------------------------------------------
 
 @dataclass
-class _Coll:
+class CollectionRefs:
+    """One collection's refs in a snapshot: versions by number, raw aliases and digests."""
+
     versions: dict[int, ObjectId] = field(default_factory=dict)
     aliases: dict[str, bytes] = field(default_factory=dict)  # raw, tombstones included
     digests: dict[str, bytes] = field(default_factory=dict)
 
 
-def _collections(snapshot: dict[str, bytes]) -> dict[CollectionPath, _Coll]:
-    out: dict[CollectionPath, _Coll] = {}
+def collections_in(snapshot: dict[str, bytes]) -> dict[CollectionPath, CollectionRefs]:
+    """The version, alias and digest refs of ``snapshot`` grouped by collection (runs left out)."""
+    out: dict[CollectionPath, CollectionRefs] = {}
     for key, raw in snapshot.items():
         ref = parse_ref(key)
         if ref is None or ref.kind == "run":
             continue
-        coll = out.setdefault(ref.collection, _Coll())
+        coll = out.setdefault(ref.collection, CollectionRefs())
         if ref.kind == "version":
-            oid = _oid(key, raw)
+            oid = ref_target(key, raw)
             if oid is not None:
                 coll.versions[version_index(ref.tail)] = oid  # type: ignore[index]
         elif ref.kind == "alias":
@@ -109,11 +112,12 @@ def _collections(snapshot: dict[str, bytes]) -> dict[CollectionPath, _Coll]:
     return out
 
 
-def _runs(snapshot: dict[str, bytes]) -> dict[str, bytes]:
+def run_refs_in(snapshot: dict[str, bytes]) -> dict[str, bytes]:
+    """The run refs of ``snapshot``."""
     return {k: v for k, v in snapshot.items() if (r := parse_ref(k)) is not None and r.kind == "run"}
 
 
-def _chain(coll: _Coll) -> list[ObjectId]:
+def version_chain(coll: CollectionRefs) -> list[ObjectId]:
     """The versions v0..vK in order, stopping at the first gap."""
     out: list[ObjectId] = []
     while len(out) in coll.versions:
@@ -121,7 +125,7 @@ def _chain(coll: _Coll) -> list[ObjectId]:
     return out
 
 
-def _add_runs(keys: set[str], tracked: dict[str, bytes], tracking: Tracking,
+def add_run_refs(keys: set[str], tracked: dict[str, bytes], tracking: Tracking,
               *snapshots: tuple[dict[str, bytes], Store]) -> None:
     """Add the run refs ``keys`` to each (snapshot, its store) and to the tracking state:
     a named transfer moves the runs that logged the versions it moves."""
@@ -132,22 +136,25 @@ def _add_runs(keys: set[str], tracked: dict[str, bytes], tracking: Tracking,
     tracked.update(tracking.read_keys(keys))
 
 
-def _roots(snapshot: dict[str, bytes]) -> list[ObjectId]:
-    return [oid for k, raw in snapshot.items() if (oid := _oid(k, raw)) is not None]
+def root_ids(snapshot: dict[str, bytes]) -> list[ObjectId]:
+    """The ids ``snapshot``'s refs point at (tombstones left out): where a transfer walk starts."""
+    return [oid for k, raw in snapshot.items() if (oid := ref_target(k, raw)) is not None]
 
 
-def _registry_last(colls: dict[CollectionPath, Any]) -> list[CollectionPath]:
+def registry_last(colls: dict[CollectionPath, Any]) -> list[CollectionPath]:
     """Collections with registries last (their links point at the others' versions)."""
     return sorted(colls, key=lambda c: (c.project == REGISTRY_PROJECT, str(c)))
 
 
-def _remote_stats(store: Store) -> tuple[int, int, int]:
+def remote_counters(store: Store) -> tuple[int, int, int]:
+    """The backend's (requests, bytes sent, bytes received) so far; :func:`finish_stats` takes the difference."""
     s = store.backend.stats.snapshot()
     return s.requests, s.bytes_sent, s.bytes_received
 
 
-def _finish_stats(result: TransferResult, remote: Store, before: tuple[int, int, int], started: float) -> None:
-    after = _remote_stats(remote)
+def finish_stats(result: TransferResult, remote: Store, before: tuple[int, int, int], started: float) -> None:
+    """Fill ``result``'s request and byte counters and its duration since ``before`` / ``started``."""
+    after = remote_counters(remote)
     result.requests = after[0] - before[0]
     result.bytes_sent = after[1] - before[1]
     result.bytes_received = after[2] - before[2]

@@ -16,10 +16,10 @@ import re
 from pathlib import Path
 
 from objstore.errors import InvalidInput
-from objstore.storage.backend._local import LocalBackend
+from objstore.storage.backend._local import LocalBackend, backend_error
 from objstore.storage.backend.base import Backend, KeyInfo, join_key
 
-__all__ = ["Backend", "KeyInfo", "LocalBackend", "join_key", "open_backend", "is_remote_url", "parse_location"]
+__all__ = ["Backend", "KeyInfo", "LocalBackend", "backend_error", "join_key", "open_backend", "is_remote_url", "parse_location"]
 
 _OBJECT_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "azure://", "abfs://", "memory://")
 # RFC 3986: a scheme is a letter, then letters, digits, + - . ; "C:\models" has no "//".

@@ -139,43 +139,8 @@ class ObjectStoreBackend:
         parsed = urlparse(url)
         scheme = parsed.scheme.lower()
         if scheme in ("s3", "s3a"):
-            bucket = parsed.netloc
-            if not bucket:
-                raise InvalidName(f"{url!r} names no bucket; use s3://<bucket>/<prefix>")
-            prefix = parsed.path.strip("/")
-            env = os.environ
-            endpoint = (opts.pop("endpoint", None) or env.get("AWS_ENDPOINT_URL_S3")
-                        or env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT"))
-            region = (opts.pop("region", None) or env.get("AWS_REGION")
-                      or env.get("AWS_DEFAULT_REGION") or "us-east-1")
-            config: dict[str, Any] = {
-                "region": region,
-                "conditional_put": "etag",
-                "copy_if_not_exists": "multipart",
-            }
-            for key, var in (("access_key_id", "AWS_ACCESS_KEY_ID"),
-                             ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                             ("session_token", "AWS_SESSION_TOKEN")):
-                value = opts.pop(key, None) or env.get(var)
-                if value:
-                    config[key] = value
-            allow_http = opts.pop("allow_http", None)
-            if allow_http is None:
-                allow_http = _truthy(env.get("AWS_ALLOW_HTTP")) or bool(endpoint and endpoint.startswith("http://"))
-            client_options["allow_http"] = _truthy(allow_http)
-            if endpoint:
-                config["endpoint"] = endpoint
-                # S3-compatible servers (SeaweedFS, MinIO) want path-style requests.
-                config.setdefault("virtual_hosted_style_request", False)
-            config.update(opts)
-            from obstore.store import S3Store
-
-            # config and client_options are plain dicts built from the environment and the
-            # URL's options, not obstore's TypedDicts; obstore checks them at run time.
-            store = S3Store(bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
-                            client_options=client_options, retry_config=retry_config)  # type: ignore[arg-type]
-            shown_endpoint = endpoint or f"s3 ({region})"
-            return cls(store, url, endpoint=shown_endpoint, bucket=bucket, max_attempts=max_attempts)
+            store, shown_endpoint = _open_s3(url, parsed.netloc, parsed.path, opts, client_options, retry_config)
+            return cls(store, url, endpoint=shown_endpoint, bucket=parsed.netloc, max_attempts=max_attempts)
         from obstore.store import from_url as store_from_url
 
         if "allow_http" in opts:
@@ -482,3 +447,50 @@ def _check_key(key: str) -> None:
     parts = key.split("/")
     if not key or any(p in ("", ".", "..") for p in parts) or "\\" in key or "\0" in key:
         raise InvalidName(f"{key!r} is not a valid storage key")
+
+
+def _open_s3(url: str, bucket: str, path: str, opts: dict[str, Any], client_options: dict[str, Any],
+             retry_config: Any) -> tuple[Any, str]:
+    """An obstore ``S3Store`` for ``s3://<bucket><path>`` and the endpoint to show for it."""
+    if not bucket:
+        raise InvalidName(f"{url!r} names no bucket; use s3://<bucket>/<prefix>")
+    prefix = path.strip("/")
+    config, endpoint, region = _s3_config(opts, client_options)
+    from obstore.store import S3Store
+
+    # config and client_options are plain dicts built from the environment and the
+    # URL's options, not obstore's TypedDicts; obstore checks them at run time.
+    store = S3Store(bucket, prefix=prefix or None, config=config,  # type: ignore[arg-type]
+                    client_options=client_options, retry_config=retry_config)  # type: ignore[arg-type]
+    return store, endpoint or f"s3 ({region})"
+
+
+def _s3_config(opts: dict[str, Any], client_options: dict[str, Any]) -> tuple[dict[str, Any], str | None, str]:
+    """(obstore S3 config, endpoint, region) from ``opts``, else the AWS variables;
+    sets ``client_options["allow_http"]``. Options left in ``opts`` go to obstore as they are."""
+    env = os.environ
+    endpoint = (opts.pop("endpoint", None) or env.get("AWS_ENDPOINT_URL_S3")
+                or env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT"))
+    region = (opts.pop("region", None) or env.get("AWS_REGION")
+              or env.get("AWS_DEFAULT_REGION") or "us-east-1")
+    config: dict[str, Any] = {
+        "region": region,
+        "conditional_put": "etag",
+        "copy_if_not_exists": "multipart",
+    }
+    for key, var in (("access_key_id", "AWS_ACCESS_KEY_ID"),
+                     ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                     ("session_token", "AWS_SESSION_TOKEN")):
+        value = opts.pop(key, None) or env.get(var)
+        if value:
+            config[key] = value
+    allow_http = opts.pop("allow_http", None)
+    if allow_http is None:
+        allow_http = _truthy(env.get("AWS_ALLOW_HTTP")) or bool(endpoint and endpoint.startswith("http://"))
+    client_options["allow_http"] = _truthy(allow_http)
+    if endpoint:
+        config["endpoint"] = endpoint
+        # S3-compatible servers (SeaweedFS, MinIO) want path-style requests.
+        config.setdefault("virtual_hosted_style_request", False)
+    config.update(opts)
+    return config, endpoint, region
