@@ -53,21 +53,28 @@ from pathlib import Path
 import numpy as np
 
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
-from objstore.errors import CorruptObject, NotFound, StoreBroken
+from objstore.errors import CorruptObject, NotFound, ObjstoreError, StoreBroken
 from objstore.storage import codecs
 from objstore.storage.backend import Backend
 from objstore.storage.backend._local import backend_error
-from objstore.storage.chunkindex import ChunkIndex
+from objstore.storage.chunkindex import (
+    ChunkIndex,
+    CompactReport,
+    IndexListing,
+    compact,
+    compact_threshold,
+    list_indexes,
+    loose_count,
+    marked_packs,
+    open_index_file,
+)
 from objstore.storage.chunkindex import ChunkLocation as ChunkLocation  # re-exported: callers name it odb.ChunkLocation
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
-    GC_MARKED,
     OBJECTS,
     PACKS,
     idx_key,
-    idx_name_of,
     marked_pack_key,
-    marked_pack_name_of,
     object_hex_of,
     object_key,
     pack_key,
@@ -94,6 +101,11 @@ PACK_RECHECK_SECONDS = 30.0
 # Full packs sealed (fsync, store, index) on a background thread while the writer
 # fills the next one; a writer that gets this far ahead of the disk waits.
 MAX_SEALING = 2
+# A refresh lists again at most this many times when something it listed was
+# replaced (by a compaction) before it could read it.
+REFRESH_ATTEMPTS = 4
+# Uncovered .idx files are fetched this many at a time (each is one request).
+IDX_FETCH_THREADS = 8
 
 
 class ObjectDatabase:
@@ -116,6 +128,10 @@ class ObjectDatabase:
         self._sealer: ThreadPoolExecutor | None = None
         self._broken: BaseException | None = None
         self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
+        self.damaged_files: set[str] = set()  # index files that fail their checks (fsck names them)
+        self._loose = 0  # .idx files no index file covered, at the last refresh
+        self._sealed = 0  # packs this process stored
+        self._compacted = False
         # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
@@ -126,48 +142,106 @@ class ObjectDatabase:
 
     # -- index -----------------------------------------------------------
     def refresh(self) -> None:
-        """Load the index files of packs this process has not seen yet."""
+        """Load what this process has not seen yet: new index files (mapped, not
+        read), and the ``.idx`` of packs no index file covers."""
         with self._lock:
-            names: list[str] = []
-            pack_sizes: dict[str, int] = {}
-            for info in self.backend.iter_prefix(PACKS):
-                if (idx_name := idx_name_of(info.key)) is not None:
-                    names.append(idx_name)
-                elif (pack_name := pack_name_of(info.key)) is not None:
-                    pack_sizes[pack_name] = info.size
-            fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
-            loaded = []
-            for name in fresh:
-                # The listing gave the pack's size: its index can be no larger than
-                # that many entries, and no entry may point outside it.
-                size = pack_sizes.get(name)
-                try:
-                    data = self.backend.get(idx_key(name), max_size=max_idx_bytes(size))
-                    loaded.append((name, decode_idx(data, name, size)))
-                except NotFound:
-                    continue  # removed by gc while we listed
-                except CorruptObject:
-                    # One damaged .idx must not make every version unreadable: the pack
-                    # carries the same index, covered by the pack's own checksum.
-                    index = self._index_from_pack(name)
-                    if index is None:
-                        self.damaged_packs.add(name)
-                    else:
-                        loaded.append((name, index))
-            self.index.add_packs(loaded)
-            self.marked_packs = {marked_pack_name_of(info.key) for info in self.backend.iter_prefix(GC_MARKED)}
-            now = time.monotonic()
-            self._pack_checked.update((name, now) for name, _ in loaded)
+            for _ in range(REFRESH_ATTEMPTS):
+                listing = list_indexes(self.backend)
+                if not self._load(listing):
+                    break
+                # An index file or .idx listed but gone when read: a compaction
+                # replaced it meanwhile; the next listing shows its replacement.
+            self._loose = loose_count(listing, self.index._covered)
+            # A pack stored again under the same name (same content) is back.
+            self.index.gone.difference_update(listing.packs)
+            self.marked_packs = marked_packs(self.backend)
             self._loaded = True
 
+    def _load(self, listing: IndexListing) -> bool:
+        """Add ``listing``'s unseen index files and uncovered ``.idx`` files to the
+        index; True if one of them was gone when read."""
+        missing = False
+        for name, size in listing.files.items():
+            if name in self.index.files or name in self.damaged_files:
+                continue
+            try:
+                self.index.add_file(open_index_file(self.backend, name, size))
+            except NotFound:
+                missing = True
+            except CorruptObject:
+                self.damaged_files.add(name)
+        fresh = [n for n in listing.idx if n not in self.index and n not in self.damaged_packs]
+        if self.damaged_files:
+            # The .idx of the packs a damaged index file covered are gone: every pack
+            # nothing indexes is read from its own index section instead.
+            fresh += [n for n in listing.packs if n not in self.index and n not in listing.idx and n not in self.damaged_packs]
+        loaded: list[tuple[str, np.ndarray]] = []
+        with ThreadPoolExecutor(min(IDX_FETCH_THREADS, max(len(fresh), 1)), thread_name_prefix="objstore-idx") as pool:
+            for name, index in zip(fresh, pool.map(lambda n: self._read_idx(n, listing), fresh)):
+                if index is None:
+                    missing = missing or (name in listing.idx and not self.index.covers(name))
+                elif isinstance(index, np.ndarray):
+                    loaded.append((name, index))
+                else:
+                    self.damaged_packs.add(name)
+        self.index.add_packs(loaded)
+        now = time.monotonic()
+        self._pack_checked.update((name, now) for name, _ in loaded)
+        return missing
+
+    def _read_idx(self, name: str, listing: IndexListing) -> np.ndarray | None | CorruptObject:
+        """Pack ``name``'s index: from its ``.idx``, else from the pack itself. None
+        if both are gone; the error if both are damaged."""
+        # The listing gave the pack's size: its index can be no larger than
+        # that many entries, and no entry may point outside it.
+        size = listing.packs.get(name)
+        if name in listing.idx:
+            try:
+                data = self.backend.get(idx_key(name), max_size=max_idx_bytes(size))
+                return decode_idx(data, name, size)
+            except NotFound:
+                return None  # replaced by an index file, or removed by gc, while we listed
+            except CorruptObject:
+                pass
+        # One damaged .idx must not make every version unreadable: the pack
+        # carries the same index, covered by the pack's own checksum.
+        index = self._index_from_pack(name)
+        if index is None:
+            return CorruptObject(f"pack {name[:16]} has no readable index", object_id=name)
+        return index
+
     def reload(self) -> None:
-        """Forget the loaded index and load it again from the ``.idx`` files present
-        now: packs gc removed drop out, the packs it wrote come in."""
+        """Forget the loaded index and load it again from the index files and
+        ``.idx`` files present now: packs gc removed drop out, the packs it wrote
+        come in. Packs found gone stay skipped (see ChunkIndex.gone)."""
         with self._lock:
-            self.index = ChunkIndex()
+            self.index = ChunkIndex(self.index.gone)
             self.damaged_packs = set()
+            self.damaged_files = set()
             self._pack_checked = {}
             self.refresh()
+
+    def compact_index(self, *, min_loose: int = 1) -> CompactReport:
+        """Merge the store's uncovered ``.idx`` files into a consolidated index file
+        (:func:`objstore.storage.chunkindex.compact`), then load it."""
+        report = compact(self.backend, min_loose=min_loose)
+        with self._lock:
+            if self._loaded:
+                self.refresh()
+        return report
+
+    def _maybe_compact(self) -> None:
+        """After a writer stored packs: compact once the store has more uncovered
+        ``.idx`` files than the threshold. A failure leaves the store as it was
+        (compaction is crash-safe), so it never fails the write that triggered it."""
+        threshold = compact_threshold()
+        if self._compacted or not threshold or self._loose + self._sealed < threshold:
+            return
+        self._compacted = True  # once per process: a failing backend is not retried on every flush
+        try:
+            self.compact_index(min_loose=threshold)
+        except ObjstoreError:
+            pass
 
     def _stale_packs_gone(self, chunk_ids: list[bytes]) -> bool:
         """Whether a pack holding one of ``chunk_ids`` (dedup hits) has gone, or been
@@ -185,6 +259,7 @@ class ObjectDatabase:
                 self.backend.stat(pack_key(name))
             except NotFound:
                 gone = True
+                self.index.gone.add(name)  # an index file may still name it; no dedup hit may
                 continue
             try:
                 self.backend.stat(marked_pack_key(name))
@@ -197,6 +272,9 @@ class ObjectDatabase:
     def _relocate(self, chunk_id: ObjectId, stale: ChunkLocation) -> ChunkLocation:
         """Where ``chunk_id`` lives now that pack ``stale.pack`` is gone (see the module docstring)."""
         with self._lock:
+            # The pack is gone (the read said so); another copy may still be listed,
+            # even by an index file a racing compaction wrote: take that one.
+            self.index.gone.add(stale.pack)
             if stale.pack in self.index:  # nobody reloaded since that location was handed out
                 self.reload()
             loc = self.index.locate(chunk_id.raw)
@@ -312,6 +390,7 @@ class ObjectDatabase:
         if writer is not None:
             self._seal(writer)
         self._wait_sealed()
+        self._maybe_compact()
 
     def _wait_sealed(self) -> None:
         while self._wait_oldest():
@@ -360,6 +439,8 @@ class ObjectDatabase:
             # One step under the lock: a chunk is always either in the index or in
             # a pack has_chunks still looks at.
             self.index.add_packs([(name, index)])
+            self.index.gone.discard(name)
+            self._sealed += 1
             self.marked_packs.discard(name)
             self._pack_checked[name] = time.monotonic()
             self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
