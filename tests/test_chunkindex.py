@@ -38,6 +38,7 @@ from objstore.storage.indexfile import (
     checksum_ok,
     from_pack_index,
     merge,
+    search,
     verify_index_file,
     write_index_file,
 )
@@ -97,6 +98,23 @@ def test_index_file_answers_like_the_pack_indexes_it_merges() -> None:
     other = on_disk.locate(shared[0])
     assert other is not None and other.pack != first.pack
     assert on_disk.locate_many([shared[0]])[0] == other and on_disk.contains_many([shared[0]]).tolist() == [True]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=60), st.lists(st.binary(min_size=32, max_size=32), max_size=30),
+       st.integers(0, 3))
+def test_search_agrees_with_searchsorted(ids: list[bytes], extra: list[bytes], tie_prefix: int) -> None:
+    # Ids sharing their 8-byte prefix, duplicates, ids ending in NUL: what a plain
+    # prefix search would get wrong.
+    ids = ids + [b"\xaa" * 8 + bytes([i]) * 24 for i in range(tie_prefix)] + ids[:3] + [b"\x05" * 31 + b"\0"]
+    arr = np.sort(np.array(ids, dtype="S32"))
+    probe = np.array(ids + extra + [b"\xaa" * 8 + b"\x09" * 24], dtype="S32")
+    fanout = np.cumsum(np.bincount(arr.view(np.uint8)[::32], minlength=256)).astype("<u8")
+    for fan in (None, fanout):
+        pos, hit = search(arr, probe, fan)
+        want = np.searchsorted(arr, probe)
+        assert hit.tolist() == [bool(w < len(arr) and arr[w] == p) for w, p in zip(want, probe)]
+        assert pos[hit].tolist() == want[hit].tolist()
 
 
 def test_merge_is_the_union_and_idempotent() -> None:

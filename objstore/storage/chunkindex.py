@@ -36,6 +36,7 @@ import mmap
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ from objstore.storage.indexfile import (
     checksum_ok,
     from_pack_index,
     merge,
+    search,
     verify_index_file,
     write_index_file,
 )
@@ -109,6 +111,11 @@ class ChunkIndex:
     def __contains__(self, pack_name: str) -> bool:
         return pack_name in self._pack_no or pack_name in self._covered
 
+    @property
+    def covered_packs(self) -> set[str]:
+        """The packs the loaded index files cover."""
+        return self._covered
+
     def covers(self, pack_name: str) -> bool:
         """Whether a loaded index file covers ``pack_name``."""
         return pack_name in self._covered
@@ -133,7 +140,7 @@ class ChunkIndex:
         owner = np.concatenate(new_owner)
         order = np.argsort(entries["id"], kind="stable")
         self._entries, self._owner = entries[order], owner[order]
-        self._ids = self._entries["id"]
+        self._ids = np.ascontiguousarray(self._entries["id"])  # search views it as bytes
 
     # -- the sources, alike: (ids, pack names, pack numbers, entries) ------------
     def _sources(self) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray, IndexFile | None]]:
@@ -143,6 +150,10 @@ class ChunkIndex:
             if len(f):
                 yield f.ids, f.pack_names, f.entries["pack"], f.entries, f
 
+    @staticmethod
+    def _search(src_ids: np.ndarray, probe: np.ndarray, f: IndexFile | None) -> tuple[np.ndarray, np.ndarray]:
+        return search(src_ids, probe, None if f is None else f.fanout)
+
     def _gone_numbers(self, names: list[str]) -> np.ndarray:
         return np.array([i for i, n in enumerate(names) if n in self.gone], dtype=np.int64)
 
@@ -151,9 +162,8 @@ class ChunkIndex:
         if not ids:
             return found
         probe = np.array(ids, dtype="S32")
-        for src_ids, names, owner, _, _ in self._sources():
-            pos = np.minimum(np.searchsorted(src_ids, probe), len(src_ids) - 1)
-            hit = src_ids[pos] == probe
+        for src_ids, names, owner, _, f in self._sources():
+            pos, hit = self._search(src_ids, probe, f)
             if self.gone and hit.any():
                 gone = self._gone_numbers(names)
                 if len(gone):
@@ -168,9 +178,11 @@ class ChunkIndex:
     def locate(self, chunk_id: bytes) -> ChunkLocation | None:
         # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
         # values (both sides trimmed alike), never against a Python bytes object.
-        probe = np.array([chunk_id], dtype="S32")[0]
+        probes = np.array([chunk_id], dtype="S32")
+        probe = probes[0]
         for src_ids, names, owner, entries, f in self._sources():
-            pos = int(np.searchsorted(src_ids, probe))
+            found, hit = self._search(src_ids, probes, f)
+            pos = int(found[0]) if hit[0] else len(src_ids)
             while pos < len(src_ids) and src_ids[pos] == probe:
                 loc = _location(names, entries[pos:pos + 1], np.asarray(owner[pos:pos + 1]), f)[0]
                 if loc.pack not in self.gone:
@@ -188,8 +200,7 @@ class ChunkIndex:
         for src_ids, names, owner, entries, f in self._sources():
             if not len(todo):
                 break
-            pos = np.minimum(np.searchsorted(src_ids, probe[todo]), len(src_ids) - 1)
-            hit = src_ids[pos] == probe[todo]
+            pos, hit = self._search(src_ids, probe[todo], f)
             rows = pos[hit]
             for i, loc in zip(todo[hit].tolist(), _location(names, entries[rows], np.asarray(owner)[rows], f)):
                 out[i] = loc if loc.pack not in self.gone else self.locate(chunk_ids[i])
@@ -280,6 +291,27 @@ def cache_path(backend: Backend, name: str) -> Path:
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     store = blake3.blake3(str(getattr(backend, "url", backend)).encode()).hexdigest()[:32]
     return home / "objstore" / store / "index" / f"{name}.midx"
+
+
+def prune_cache(backend: Backend, listed: Iterable[str], min_age: float = 3600.0) -> None:
+    """Delete this remote store's cached index files that it no longer lists (merged
+    away), once they are ``min_age`` seconds old: a process that just fetched one
+    keeps it, and one that has it mapped keeps reading it after the unlink."""
+    if _local_path(backend, PACKS) is not None:
+        return
+    keep = {f"{name}.midx" for name in listed}
+    directory = cache_path(backend, "x").parent
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        try:
+            if entry.name not in keep and now - entry.stat(follow_symlinks=False).st_mtime > min_age:
+                os.unlink(entry.path)
+        except OSError:
+            continue
 
 
 def _fetch(backend: Backend, name: str, size: int, target: Path) -> None:

@@ -67,9 +67,11 @@ from objstore.storage.chunkindex import (
     loose_count,
     marked_packs,
     open_index_file,
+    prune_cache,
 )
 from objstore.storage.chunkindex import ChunkLocation as ChunkLocation  # re-exported: callers name it odb.ChunkLocation
 from objstore.storage.ids import ObjectId
+from objstore.storage.indexfile import IndexFile
 from objstore.storage.keys import (
     OBJECTS,
     PACKS,
@@ -132,6 +134,7 @@ class ObjectDatabase:
         self._loose = 0  # .idx files no index file covered, at the last refresh
         self._sealed = 0  # packs this process stored
         self._compacted = False
+        self._opened: dict[str, IndexFile] = {}  # index files mapped and checked, by name
         # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
@@ -151,7 +154,11 @@ class ObjectDatabase:
                     break
                 # An index file or .idx listed but gone when read: a compaction
                 # replaced it meanwhile; the next listing shows its replacement.
-            self._loose = loose_count(listing, self.index._covered)
+            self._loose = loose_count(listing, self.index.covered_packs)
+            # Index files merged away since: forget them (a mapping stays valid for
+            # whoever still holds it) and drop their cached copies.
+            self._opened = {n: f for n, f in self._opened.items() if n in listing.files}
+            prune_cache(self.backend, listing.files)
             # A pack stored again under the same name (same content) is back.
             self.index.gone.difference_update(listing.packs)
             self.marked_packs = marked_packs(self.backend)
@@ -165,7 +172,10 @@ class ObjectDatabase:
             if name in self.index.files or name in self.damaged_files:
                 continue
             try:
-                self.index.add_file(open_index_file(self.backend, name, size))
+                # Opened once per process: a reload after gc reuses the mapping.
+                if name not in self._opened:
+                    self._opened[name] = open_index_file(self.backend, name, size)
+                self.index.add_file(self._opened[name])
             except NotFound:
                 missing = True
             except CorruptObject:
