@@ -347,3 +347,41 @@ def test_remote_index_file_is_cached_verified_and_refetched_when_damaged(
     _read_all(s3_bucket_url, files, range(3))
     assert fsck(s).ok
 
+
+
+def test_a_reader_whose_listing_names_merged_idx_files_lists_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import objstore.storage.odb as odb_module
+
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 5)
+    stale = list_indexes(Store.open_existing(store).backend)  # the five .idx, no index file
+    compact(Store.open_existing(store).backend)
+    listings = [stale]
+    real = odb_module.list_indexes
+    monkeypatch.setattr(odb_module, "list_indexes", lambda backend: listings.pop() if listings else real(backend))
+    reader = Store.open_existing(store)
+    reader.odb.refresh()  # every .idx it listed is gone: it must list again, not lose them
+    assert not listings and len(reader.odb.index.files) == 1 and not reader.odb.damaged_packs
+    _read_all(store, files, range(5))
+
+
+def test_fsck_names_an_index_file_that_disagrees_with_its_pack(tmp_path: Path) -> None:
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 3)
+    s = Store.open_existing(store)
+    listing = list_indexes(s.backend)
+    from objstore.storage.packs import decode_idx
+
+    parts = []
+    for name in sorted(listing.idx):
+        index = decode_idx(s.backend.get(f"packs/{name}.idx"), name).copy()
+        if not parts:
+            index["offset"][0] += 1  # forged: a checksum only proves the writer meant it
+        parts.append(from_pack_index(name, listing.packs[name], index))
+    out = io.BytesIO()
+    forged = write_index_file(out, *merge(parts))
+    (store / "packs" / f"{forged}.midx").write_bytes(out.getvalue())
+    for name in listing.idx:
+        (store / "packs" / f"{name}.idx").unlink()
+    report = fsck(Store.open_existing(store))
+    assert any("disagrees" in p.message for p in report.problems), [p.message for p in report.problems]

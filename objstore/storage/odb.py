@@ -4,6 +4,8 @@ Write order — the rule every writer in objstore keeps, and readers rely on:
 
 1. chunk records, streamed into a pack file;
 2. the pack (``packs/<name>.pack``), then its index (``packs/<name>.idx``);
+   later, a compaction merges ``.idx`` files into a consolidated index file
+   (``packs/<checksum>.midx``) and only then deletes them;
 3. file, tree, version, link and run objects (``objects/<hh>/<id>``);
 4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.model.refs`);
    a run's ref (and record) before the version ref of a version that names the
@@ -25,15 +27,20 @@ read whole by ``MAX_PACK_BYTES``; a chunk by the lengths of an index entry that
 :func:`objstore.storage.packs.check_index` accepted. Damage of that kind is a
 CorruptObject naming the object, never a MemoryError.
 
-The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
-memory as one sorted array, and rebuildable from the packs themselves.
+The store-wide chunk index is a cache, rebuildable from the packs themselves:
+the union of the consolidated index files (memory-mapped and searched on disk)
+and the ``.idx`` files none covers (in memory), see
+:mod:`objstore.storage.chunkindex`. Opening a store reads the index files and
+at most about ``INDEX_COMPACT_THRESHOLD`` ``.idx`` files, whatever its history:
+a writer that finds more merges them.
 
 Readers across gc: gc may rewrite a pack (copy its live chunks into a new one)
 and delete the old one while a reader still holds an index naming it. Every
 chunk read goes through :meth:`ObjectDatabase.read_stored`: a pack that is no
 longer there makes the reader reload the index from the ``.idx`` files present
 now and read the chunk from where it lives now, once; only a chunk that is in no
-pack at all is ``NotFound``. Writers across gc: a dedup hit re-checks, at most
+pack at all is ``NotFound``. A pack found gone stays skipped (an index file a
+racing compaction wrote may still name it), so the other copy gc kept answers. Writers across gc: a dedup hit re-checks, at most
 every ``PACK_RECHECK_SECONDS``, that the pack holding the chunk is still stored
 and not marked, so a long-lived writer never names a chunk gc removed.
 """
@@ -245,7 +252,8 @@ class ObjectDatabase:
         ``.idx`` files than the threshold. A failure leaves the store as it was
         (compaction is crash-safe), so it never fails the write that triggered it."""
         threshold = compact_threshold()
-        if self._compacted or not threshold or self._loose + self._sealed < threshold:
+        # Only a process that stored packs: a reader never writes (it may have no write access).
+        if self._compacted or not threshold or not self._sealed or self._loose + self._sealed < threshold:
             return
         self._compacted = True  # once per process: a failing backend is not retried on every flush
         try:
