@@ -74,7 +74,9 @@ def test_index_file_answers_like_the_pack_indexes_it_merges() -> None:
     shared = [hash_bytes(Kind.CHUNK, b"in two packs").raw, b"\x07" * 31 + b"\0"]  # an id ending in NUL too
     packs = {name: _pack_index(i, 50, shared) for i, name in enumerate(_names(3))}
     data, name = _file(packs)
-    assert checksum_ok(iter([data[:100], data[100:]]), name)
+    for block in (7, 100, 1 << 20):
+        assert checksum_ok(lambda start, n: data[start:start + n], len(data), name, block)
+    assert not checksum_ok(lambda start, n: data[start:start + n], len(data) - 1, name)
     f = IndexFile.parse(data, name)
     verify_index_file(f)
     assert len(f) == 3 * 52 and f.pack_names == sorted(packs)
@@ -158,7 +160,7 @@ def test_hostile_index_files_are_corrupt_object_never_a_crash(data: st.DataObjec
     forged = _forge(bytes(buf)) if data.draw(st.booleans()) and len(buf) >= 32 else bytes(buf)
     name = forged[-32:].hex() if len(forged) >= 32 else "0" * 64
     try:
-        if not checksum_ok(iter([forged]), name):
+        if not checksum_ok(lambda start, n: forged[start:start + n], len(forged), name):
             return
         f = IndexFile.parse(forged, name)
     except CorruptObject:

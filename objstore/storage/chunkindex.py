@@ -270,7 +270,8 @@ def open_index_file(backend: Backend, name: str, size: int) -> IndexFile:
     except OSError:
         # No usable cache directory: read it into memory (bounded by its listed size).
         data = backend.get(index_file_key(name), max_size=size)
-        if not checksum_ok(iter([data]), name):
+        view = memoryview(data)
+        if not checksum_ok(lambda start, n: view[start:start + n], len(data), name):
             raise _damaged(name) from None
         return IndexFile.parse(data, name)
     return _map_verified(cached, name)
@@ -343,21 +344,13 @@ def _map_verified(path: Path, name: str) -> IndexFile:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
             raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
-
-        def blocks() -> Iterator[bytes]:
-            pos = 0
-            while pos < st.st_size:
-                block = os.pread(fd, min(BLOCK, st.st_size - pos), pos)
-                if not block:
-                    return
-                pos += len(block)
-                yield block
-
-        if not checksum_ok(blocks(), name):
+        if not checksum_ok(lambda start, n: os.pread(fd, n, start), st.st_size, name, BLOCK):
             raise _damaged(name)
         # Checked, then mapped: a later change to a mapped local file can only make
         # a lookup miss or a chunk fail its own check (entries are checked on use).
         mapped = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)
+        if hasattr(mmap, "MADV_RANDOM"):
+            mapped.madvise(mmap.MADV_RANDOM)  # binary searches: no read-ahead around each probe
     finally:
         os.close(fd)
     return IndexFile.parse(memoryview(mapped), name)

@@ -34,7 +34,7 @@ lookup miss, never crash or allocate; :func:`verify_index_file` checks all of it
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -268,16 +268,20 @@ class IndexFile:
         return list(zip(self.pack_names, (int(s) for s in self.pack_sizes))), self.ids, self.check(np.asarray(self.entries))
 
 
-def checksum_ok(read: Iterator[bytes], name: str) -> bool:
-    """Whether the bytes ``read`` yields (a file, in blocks) end in the checksum of
-    everything before them and that checksum is ``name``."""
+def checksum_ok(read_at: Callable[[int, int], bytes | memoryview], size: int, name: str, block: int = 8 << 20) -> bool:
+    """Whether the ``size`` bytes ``read_at(offset, length)`` returns end in the
+    checksum of everything before them, and that checksum is ``name``. Reads in
+    blocks, so memory stays bounded whatever the size."""
+    if size < 32:
+        return False
     h = hasher(Kind.PACK)
-    tail = b""
-    for block in read:
-        data = tail + block
-        h.update(memoryview(data)[:-32] if len(data) >= 32 else b"")
-        tail = data[-32:] if len(data) >= 32 else data
-    return len(tail) == 32 and h.digest() == tail and tail.hex() == name
+    for start in range(0, size - 32, block):
+        data = read_at(start, min(block, size - 32 - start))
+        if not data:
+            return False
+        h.update(data)
+    tail = bytes(read_at(size - 32, 32))
+    return h.digest() == tail and tail.hex() == name
 
 
 def verify_index_file(index_file: IndexFile) -> None:

@@ -193,17 +193,24 @@ class ObjectDatabase:
             # nothing indexes is read from its own index section instead.
             fresh += [n for n in listing.packs if n not in self.index and n not in listing.idx and n not in self.damaged_packs]
         loaded: list[tuple[str, np.ndarray]] = []
-        with ThreadPoolExecutor(min(IDX_FETCH_THREADS, max(len(fresh), 1)), thread_name_prefix="objstore-idx") as pool:
-            for name, index in zip(fresh, pool.map(lambda n: self._read_idx(n, listing), fresh)):
-                if index is None:
-                    missing = missing or (name in listing.idx and not self.index.covers(name))
-                elif isinstance(index, np.ndarray):
-                    loaded.append((name, index))
-                else:
-                    self.damaged_packs.add(name)
+        if len(fresh) > 1:
+            with ThreadPoolExecutor(min(IDX_FETCH_THREADS, len(fresh)), thread_name_prefix="objstore-idx") as pool:
+                results = list(pool.map(lambda n: self._read_idx(n, listing), fresh))
+        else:
+            results = [self._read_idx(n, listing) for n in fresh]
+        for name, index in zip(fresh, results):
+            if index is None:
+                missing = missing or (name in listing.idx and not self.index.covers(name))
+            elif isinstance(index, np.ndarray):
+                loaded.append((name, index))
+            else:
+                self.damaged_packs.add(name)
         self.index.add_packs(loaded)
         now = time.monotonic()
+        # Seen stored just now, by this listing (a covered pack the listing lacks is
+        # looked at on its first dedup hit: an index file may name a pack gc removed).
         self._pack_checked.update((name, now) for name, _ in loaded)
+        self._pack_checked.update((name, now) for name in self.index.covered_packs if name in listing.packs)
         return missing
 
     def _read_idx(self, name: str, listing: IndexListing) -> np.ndarray | None | CorruptObject:
