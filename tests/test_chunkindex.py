@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from objstore.maintenance.gc import collect_garbage
 from objstore.model.deletion import delete_collection
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
-from objstore.storage.chunkindex import ChunkIndex, compact, list_indexes
+from objstore.storage.chunkindex import ChunkIndex, compact, list_indexes, open_index_file
 from objstore.storage.ids import Kind, hash_bytes
 from objstore.storage.indexfile import (
     HEADER,
@@ -307,25 +308,66 @@ def test_compaction_killed_at_every_point_leaves_a_readable_store(tmp_path: Path
     assert not list((store / "packs").glob("*.idx"))
 
 
-def test_compaction_racing_writers_and_gc_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# Beside the writers: one process compacting in a loop, one logging scratch
+# collections and deleting them (so gc really deletes packs index files cover).
+CHURN = textwrap.dedent("""
+    import os, sys, time
+    import objstore
+    from objstore.model.deletion import delete_collection
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    store, deadline, work, role = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+    n = 0
+    while time.time() < deadline:
+        n += 1
+        if role == "compact":
+            Store.open_existing(store).odb.compact_index()
+            time.sleep(0.1)
+            continue
+        path = os.path.join(work, f"scratch-{n}.bin")
+        with open(path, "wb") as f:
+            f.write(os.urandom(30_000))
+        with objstore.init(project="p", entity="e", store=store) as run:
+            run.log_model(path, name=f"scratch-{n}")
+        delete_collection(Store.open_existing(store), CollectionPath("e", "p", f"scratch-{n}"))
+    print(role, n, flush=True)
+""")
+
+
+def _race(store: str, tmp_path: Path, writers: int) -> None:
     from test_concurrency import _run
 
-    # Every writer session and every gc run compacts: the index churns all the time.
+    seconds = float(os.environ.get("OBJSTORE_CONCURRENCY_SECONDS", "20"))
+    Store.open(store).close()
+    (tmp_path / "churn").mkdir()
+    deadline = str(time.time() + seconds)
+    churn = [subprocess.Popen([sys.executable, "-c", CHURN, store, deadline, str(tmp_path / "churn"), role],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for role in ("compact", "delete")]
+    _run(store, tmp_path, writers=writers, seconds=seconds, grace=1.0)
+    for proc in churn:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    report = collect_garbage(Store.open_existing(store), grace_seconds=0)  # nobody writes now
+    assert report.held is None
+    s = Store.open_existing(store)
+    assert fsck(s).ok
+    listing = list_indexes(s.backend)
+    assert listing.files, "no index file was written"
+    for name, size in listing.files.items():  # gc left no index naming a deleted pack
+        assert set(open_index_file(s.backend, name, size).pack_names) <= set(listing.packs)
+
+
+def test_compaction_racing_writers_and_gc_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every writer session and every gc run compacts too: the index churns all the time.
     monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "2")
-    store = tmp_path / "store"
-    _run(str(store), tmp_path, writers=4, seconds=float(os.environ.get("OBJSTORE_CONCURRENCY_SECONDS", "10")), grace=1.0)
-    assert list((store / "packs").glob("*.midx"))
+    _race(str(tmp_path / "store"), tmp_path, writers=4)
 
 
 @pytest.mark.s3
 def test_compaction_racing_writers_and_gc_s3(s3_bucket_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_concurrency import _run
-
     monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "2")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    _run(s3_bucket_url, tmp_path, writers=3, seconds=float(os.environ.get("OBJSTORE_CONCURRENCY_SECONDS", "10")), grace=1.0)
-    s = Store.open_existing(s3_bucket_url)
-    assert list_indexes(s.backend).files
+    _race(s3_bucket_url, tmp_path, writers=3)
     assert list((tmp_path / "cache").rglob("*.midx"))  # mapped from the local cache
 
 

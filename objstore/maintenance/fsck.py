@@ -25,7 +25,7 @@ registry links included) it breaks. Nothing is changed; repair is separate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,12 +139,15 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         for file_name, why in damaged_files:
             st.problems.append(Problem("index", file_name, f"{why}; readers fall back to the packs' own indexes, "
                                                            "and repair rebuilds their .idx files"))
-    relisted: list[dict[str, np.ndarray]] = []
+    seen_files = set(listing.files)
 
     def relist() -> dict[str, np.ndarray]:
-        if not relisted:  # once per pass: a pack listed before a compaction moved its .idx
-            relisted.append(covered_indexes(store.backend, list_indexes(store.backend))[0])
-        return relisted[0]
+        """``covered``, with the index files written since (a compaction moved a .idx)."""
+        now = list_indexes(store.backend)
+        now_files = {n: size for n, size in now.files.items() if n not in seen_files}
+        seen_files.update(now_files)
+        covered.update(covered_indexes(store.backend, replace(now, files=now_files))[0])
+        return covered
 
     all_names = set(store.odb.iter_pack_names())
     names = sorted(all_names - (skip or set()))
@@ -177,8 +180,10 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
             try:
                 index = decode_idx(store.backend.get(idx_key(name)), name)
             except (CorruptObject, NotFound) as exc:
+                if isinstance(exc, NotFound) and not _exists(store, pack_key(name)):
+                    continue  # removed by gc (.idx first, then the pack) since we read it
                 if isinstance(exc, NotFound) and name not in covered:
-                    covered.update(relist())  # a compaction may have replaced the .idx since the listing
+                    relist()  # a compaction may have replaced the .idx since the listing
                 if isinstance(exc, NotFound) and name in covered:
                     index = covered[name]
                 else:
@@ -186,7 +191,7 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         elif index is not None:
             pass
         elif name in relist():  # its .idx was merged into an index file since the listing
-            index = covered[name] = relist()[name]
+            index = covered[name]
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
             st.unindexed_packs.add(name)
