@@ -429,3 +429,24 @@ def test_fsck_names_an_index_file_that_disagrees_with_its_pack(tmp_path: Path) -
         (store / "packs" / f"{name}.idx").unlink()
     report = fsck(Store.open_existing(store))
     assert any("disagrees" in p.message for p in report.problems), [p.message for p in report.problems]
+
+
+def test_a_checked_index_file_is_not_hashed_again_but_fsck_rehashes_it(tmp_path: Path) -> None:
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 3)
+    compact(Store.open_existing(store).backend)
+    Store.open_existing(store).odb.refresh()  # checked once: stamped under cache/index/
+    (midx,) = (store / "packs").glob("*.midx")
+    assert (store / "cache" / "index" / f"{midx.stem}.ok").exists()
+    st_before = midx.stat()
+    data = bytearray(midx.read_bytes())
+    data[-40] ^= 0x01  # inside the entries, behind a stat that still matches
+    os.chmod(midx, 0o644)
+    midx.write_bytes(bytes(data))
+    os.utime(midx, ns=(st_before.st_atime_ns, st_before.st_mtime_ns))
+    try:
+        _read_all(store, files, range(3))  # a wrong entry fails its chunk's own check, never wrong bytes
+    except CorruptObject:
+        pass
+    report = fsck(Store.open_existing(store))
+    assert any(p.object_id == midx.stem for p in report.problems), [p.message for p in report.problems]

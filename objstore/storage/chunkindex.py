@@ -249,18 +249,20 @@ def marked_packs(backend: Backend) -> set[str]:
     return {marked_pack_name_of(info.key) for info in backend.iter_prefix(GC_MARKED)}
 
 
-def open_index_file(backend: Backend, name: str, size: int) -> IndexFile:
+def open_index_file(backend: Backend, name: str, size: int, *, recheck: bool = False) -> IndexFile:
     """Index file ``name`` (``size`` bytes, from the listing), mapped and checked
     against its checksum. A local store's file is mapped in place; a remote one's
-    is fetched into the cache once. NotFound if it is gone, CorruptObject if damaged."""
+    is fetched into the cache once. NotFound if it is gone, CorruptObject if damaged.
+    ``recheck``: hash it even if it was checked before (fsck)."""
     if size > MAX_INDEX_FILE_BYTES:
         raise CorruptObject(f"index file {name[:16]} is {size} bytes, larger than any index file", object_id=name)
     local = _local_path(backend, index_file_key(name))
     if local is not None:
-        return _map_verified(local, name)
+        root = getattr(backend, "root")  # noqa: B009 - _local_path saw it is a Path
+        return _map_verified(local, name, root / "cache" / "index" / f"{name}.ok", recheck)
     cached = cache_path(backend, name)
     try:
-        return _map_verified(cached, name)
+        return _map_verified(cached, name, cached.with_suffix(".ok"), recheck)
     except (NotFound, CorruptObject):
         pass  # not cached yet, or a damaged entry: a miss, never an answer
     try:
@@ -274,7 +276,7 @@ def open_index_file(backend: Backend, name: str, size: int) -> IndexFile:
         if not checksum_ok(lambda start, n: view[start:start + n], len(data), name):
             raise _damaged(name) from None
         return IndexFile.parse(data, name)
-    return _map_verified(cached, name)
+    return _map_verified(cached, name, cached.with_suffix(".ok"))
 
 
 def _damaged(name: str) -> CorruptObject:
@@ -300,7 +302,7 @@ def prune_cache(backend: Backend, listed: Iterable[str], min_age: float = 3600.0
     keeps it, and one that has it mapped keeps reading it after the unlink."""
     if _local_path(backend, PACKS) is not None:
         return
-    keep = {f"{name}.midx" for name in listed}
+    keep = {f"{name}{suffix}" for name in listed for suffix in (".midx", ".ok")}
     directory = cache_path(backend, "x").parent
     try:
         entries = list(os.scandir(directory))
@@ -333,7 +335,33 @@ def _fetch(backend: Backend, name: str, size: int, target: Path) -> None:
             pass
 
 
-def _map_verified(path: Path, name: str) -> IndexFile:
+def _stat_key(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+
+
+def _stamped(stamp: Path, st: os.stat_result) -> bool:
+    try:
+        return stamp.read_text() == _stat_key(st)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _write_stamp(stamp: Path, st: os.stat_result) -> None:
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(_stat_key(st))
+        os.replace(tmp, stamp)
+    except OSError:
+        pass  # no stamp: the next open checks the checksum again
+
+
+def _map_verified(path: Path, name: str, stamp: Path, recheck: bool = False) -> IndexFile:
+    """Map the index file at ``path`` once its checksum holds. The check reads the
+    whole file, so it is done once per file: ``stamp`` records the file's size,
+    mtime and inode after a check, and a file whose stat matches is not hashed
+    again (the stat cache's trust, git's index's; entries are still checked on
+    use and every chunk against its id)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -344,8 +372,10 @@ def _map_verified(path: Path, name: str) -> IndexFile:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
             raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
-        if not checksum_ok(lambda start, n: os.pread(fd, n, start), st.st_size, name, BLOCK):
-            raise _damaged(name)
+        if recheck or not _stamped(stamp, st):
+            if not checksum_ok(lambda start, n: os.pread(fd, n, start), st.st_size, name, BLOCK):
+                raise _damaged(name)
+            _write_stamp(stamp, st)
         # Checked, then mapped: a later change to a mapped local file can only make
         # a lookup miss or a chunk fail its own check (entries are checked on use).
         mapped = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)
@@ -506,7 +536,7 @@ def covered_indexes(backend: Backend, listing: IndexListing) -> tuple[dict[str, 
     damaged: list[tuple[str, str]] = []
     for name, size in sorted(listing.files.items()):
         try:
-            f = open_index_file(backend, name, size)
+            f = open_index_file(backend, name, size, recheck=True)
             verify_index_file(f)
             for pack, index in f.pack_indexes():
                 indexes.setdefault(pack, index)
