@@ -450,3 +450,21 @@ def test_a_checked_index_file_is_not_hashed_again_but_fsck_rehashes_it(tmp_path:
         pass
     report = fsck(Store.open_existing(store))
     assert any(p.object_id == midx.stem for p in report.problems), [p.message for p in report.problems]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev zero", "garbage"])
+def test_a_hostile_stamp_is_a_miss_never_a_hang(tmp_path: Path, kind: str) -> None:
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 2)
+    compact(Store.open_existing(store).backend)
+    Store.open_existing(store).odb.refresh()
+    (stamp,) = (store / "cache" / "index").glob("*.ok")
+    stamp.unlink()
+    if kind == "fifo":
+        os.mkfifo(stamp)
+    elif kind == "dev zero":
+        stamp.symlink_to("/dev/zero")
+    else:
+        stamp.write_bytes(os.urandom(4096))
+    r = run_cli(store, "use-model", "e/p/m1:latest", check=False, timeout=60, cwd=tmp_path)
+    assert r.code == 0, r.err

@@ -340,20 +340,37 @@ def _stat_key(st: os.stat_result) -> str:
 
 
 def _stamped(stamp: Path, st: os.stat_result) -> bool:
+    """Whether ``stamp`` records ``st``. A stamp is a cache entry: anything but a
+    small regular file (a FIFO, a link to /dev/zero) is a miss, never a wait."""
     try:
-        return stamp.read_text() == _stat_key(st)
-    except (OSError, UnicodeDecodeError):
+        fd = os.open(stamp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.read(fd, 128) == _stat_key(st).encode()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _write_stamp(stamp: Path, st: os.stat_result) -> None:
-    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(_stat_key(st))
+        fd, tmp = tempfile.mkstemp(dir=stamp.parent, prefix=f".{stamp.name}.")  # exclusive: never a planted file
+    except OSError:
+        return  # no stamp: the next open checks the checksum again
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(_stat_key(st))
         os.replace(tmp, stamp)
     except OSError:
-        pass  # no stamp: the next open checks the checksum again
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _map_verified(path: Path, name: str, stamp: Path, recheck: bool = False) -> IndexFile:
