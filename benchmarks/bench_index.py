@@ -204,6 +204,9 @@ def main() -> None:
         from objstore.storage.indexfile import FIXED_BYTES, PACK_DTYPE
 
         big = child(OPEN, str(tmp / "big"), str(sample), str(args.queries))
+        # Again, as the next command would: the file was checked once (stamped), and a
+        # command asks about far fewer chunks (1,000: a few 64 MiB models).
+        small = child(OPEN, str(tmp / "big"), str(sample), "1000")
         offset = FIXED_BYTES - 32 + max(args.entries // 500, 1) * PACK_DTYPE.itemsize
         raw = child(RAW, str(path), str(sample), str(args.queries), str(args.entries), str(offset))
         rows = history(str(tmp / "hist"), args.sessions, "local")
@@ -232,6 +235,9 @@ def main() -> None:
         print(f"  {args.queries:,} membership queries  {big['membership_s']:8.3f} s     (target < 0.5; searchsorted in memory "
               f"{raw['searchsorted_s']:.3f} s, ratio {big['membership_s'] / raw['searchsorted_s']:.2f})")
         print(f"  {args.queries:,} locates             {big['locate_s']:8.3f} s")
+        print(f"  next open (checked before)   {small['open_s']:8.3f} s; after 1,000 queries "
+              f"RSS +{small['rss_after_queries'] / mib:.1f} MiB "
+              f"(anonymous {small['anon_after_queries'] / mib:.1f} MiB), {small['membership_s'] * 1000:.1f} ms")
         print(f"{'backend':<14} {'history':<28} {'sessions':>8} {'packs':>6} {'.idx':>5} {'index files':>11} {'open requests':>13}")
         for r in rows:
             print(f"{r['backend']:<14} {r['mode']:<28} {r['sessions']:>8} {r['packs']:>6} {r['idx_files']:>5} "
@@ -240,7 +246,7 @@ def main() -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / f"index-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.write_text(json.dumps({"when": time.time(), "machine": platform.platform(), "load": load, "args": vars(args),
-                                   "big_index": big, "raw_limits": raw, "history": rows}, indent=2))
+                                   "big_index": big, "next_open_1000_queries": small, "raw_limits": raw, "history": rows}, indent=2))
         print(f"wrote {out}")
     finally:
         if proc is not None:
