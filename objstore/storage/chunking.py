@@ -89,19 +89,21 @@ class Chunker:
                 start = end
 
     def iter_blocks(self, stream: Readable, length: int, align: int = 1, key: bytes | None = None,
-                    fresh: bool = False) -> Iterator[Block]:
+                    fresh: bool = False, read_block: int | None = None) -> Iterator[Block]:
         """The chunks of the next ``length`` bytes of ``stream``, a read buffer at a
         time, cut (and, given a BLAKE3 ``key``, hashed) in one call of the core
         (:mod:`objstore.storage.native`) per buffer.
 
         ``fresh``: every block gets a buffer of its own (the bytes carried over to the
         next read are copied, not the chunks), so its views stay valid as long as
-        they are referenced. Raises if the stream ends early.
+        they are referenced. ``read_block``: bytes read per block, instead of the
+        chunker's own. Raises if the stream ends early.
         """
         if length <= 0:
             return
         core = native.core
-        buf = bytearray(min(self._capacity, length))
+        capacity = self._capacity if read_block is None else read_block + self.params.max_size
+        buf = bytearray(min(capacity, length))
         whole = memoryview(buf)
         filled = 0  # valid bytes in buf
         remaining = length  # bytes not yet read from the stream
@@ -124,7 +126,7 @@ class Chunker:
                 carry_from = cuts.carry_from
                 keep = filled - carry_from
                 if fresh:  # the old buffer lives on in the views handed out (not released here)
-                    old, buf = whole, bytearray(min(self._capacity, keep + remaining))
+                    old, buf = whole, bytearray(min(capacity, keep + remaining))
                     buf[:keep] = old[carry_from:filled]
                     whole = memoryview(buf)
                     del old
