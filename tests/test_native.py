@@ -144,3 +144,14 @@ def test_forced_fallback_passes_the_golden_vectors() -> None:
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_golden_ingest.py",
                           "tests/test_chunking.py"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("forced_off", [False, True])
+def test_version_names_the_core(forced_off: bool) -> None:
+    env = {**os.environ, "OBJSTORE_NATIVE": "0" if forced_off else "1"}
+    run = subprocess.run([sys.executable, "-c", "import sys; from cli.main import main; sys.argv[0] = 'objstore'; main()", "--version"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    if forced_off or native.native_core is None:
+        assert run.stdout.strip() == "objstore 0.1.0 (native core: python)"
+    else:
+        assert run.stdout.strip() == f"objstore 0.1.0 (native core: native, {native.native_core.simd})"
