@@ -20,7 +20,8 @@ The pipeline (what makes this run near the hashing limit on every core):
   appends new chunks to the pack, so packs and file objects are the same
   whatever the timing.
 
-No Python runs per chunk but building its id and its pack record.
+Per chunk, Python only builds its id, calls the codec (new chunks) and appends its
+pack record; everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
 written, each with at most ``QUEUE_BATCHES`` blocks holding new chunks waiting
