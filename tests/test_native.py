@@ -194,3 +194,24 @@ def test_packs_agree(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     got = ingest_with(native.native_core, path, tmp / "native", params, workers)
     want = ingest_with(native.python_core, path, tmp / "python", params, 0)
     assert got == want
+
+
+@requires_native
+def test_native_refuses_parameters_that_would_not_progress() -> None:
+    assert native.native_core is not None
+    m = native.native_core._m
+    for config in [(1, 256, 4096, 0, 0), (64, 256, 32, 0, 0), (0, 0, 0, 0, 0)]:
+        with pytest.raises(ValueError):
+            m.chunk_block(bytes(10_000), 10_000, True, 0, 1, 0, config, None)
+
+
+@requires_native
+@settings(max_examples=10, deadline=None)
+@given(min_size=st.integers(64, 200), seed=st.integers(0, 100))
+def test_odd_minimum_sizes_agree(min_size: int, seed: int) -> None:
+    """An odd min_size lets FastCDC cut at min_size - 1: the native ends[] must have room."""
+    data = bytearray(tensor_bytes(seed, 200_000, "runs"))
+    cdc = native.Cdc(256, min_size, 1024, 3)
+    assert native.native_core is not None
+    args = (cdc, data, len(data), True, 0, 1, 0, KEY)
+    assert native.native_core.chunk_block(*args) == native.python_core.chunk_block(*args)

@@ -56,7 +56,7 @@ static void hash_one(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *data, siz
 
 /* chunking.py's loop over one filled buffer (see Chunker.iter_chunks there): the
  * chunk ends to emit, where the next buffer must restart (carry_from), and whether
- * the segment is done. ends has room for filled / min_size + 2 entries; with a key,
+ * the segment is done. ends has room for filled / (min_size - 1) + 2 entries; with a key,
  * each chunk is hashed into ids as soon as it is cut, while its bytes are still in
  * the CPU's caches from the cut scan. */
 static size_t block_cuts(const cdc_config *c, const uint8_t *buf, uint64_t filled, int at_end, uint64_t base,
@@ -130,8 +130,10 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OKpKKK(KKKKK)O", &buf_obj, &filled, &at_end, &base, &align, &emitted, &min_size,
                           &avg_size, &max_size, &mask_s, &mask_l, &key_obj))
         return NULL;
-    if (min_size < 1 || align < 1 || emitted > filled) {
-        PyErr_SetString(PyExc_ValueError, "chunk_block: min_size and align must be >= 1, emitted <= filled");
+    /* pyfastcdc's own bounds (min >= 64, max >= min) keep every chunk >= min - 1 bytes
+     * long, which is what sizes ends[] below and guarantees progress. */
+    if (min_size < 64 || max_size < min_size || align < 1 || emitted > filled) {
+        PyErr_SetString(PyExc_ValueError, "chunk_block: needs min_size >= 64, max_size >= min_size, align >= 1, emitted <= filled");
         return NULL;
     }
     Py_buffer buf, key = {0};
@@ -144,7 +146,7 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     int hashing = key_obj != Py_None;
     if (hashing && get_key(key_obj, &key) < 0) { PyBuffer_Release(&buf); return NULL; }
     cdc_config c = {min_size, avg_size, max_size, mask_s, mask_l, mask_s << 1, mask_l << 1};
-    size_t cap = (size_t)(filled / min_size) + 2;
+    size_t cap = (size_t)(filled / (min_size - 1)) + 2;
     uint64_t *ends = PyMem_RawMalloc(cap * sizeof(uint64_t));
     uint8_t *ids = hashing ? PyMem_RawMalloc(cap * BLAKE3_OUT_LEN) : NULL;
     if (ends == NULL || (hashing && ids == NULL)) {
