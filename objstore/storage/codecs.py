@@ -25,6 +25,12 @@ RAW = 0
 ZSTD = 1
 BYTEGROUP2 = 2  # bytegroup+zstd over 2-byte words (bf16, fp16)
 BYTEGROUP4 = 3  # bytegroup+zstd over 4-byte words (fp32)
+# Words rotated left, then byte-grouped: the rotation is part of the format (the
+# decoder undoes it), which planes are compressed is the encoder's choice (a mask).
+ROTGROUP2 = 4  # 2-byte words rotated left 3 bits: exponent low 6 bits + top 2 mantissa bits in one byte (bf16)
+ROTGROUP4 = 5  # 4-byte words rotated left 3 bits, likewise (fp32)
+EXPGROUP2 = 6  # 2-byte words rotated left 1 bit: the exponent fills the top byte (ZipNN's layout, bf16)
+EXPGROUP4 = 7  # 4-byte words rotated left 1 bit (ZipNN's layout, fp32)
 
 
 class Codec(Protocol):
@@ -191,13 +197,28 @@ class ByteGroupCodec:
     compressed only if it saves ``MIN_SAVING`` of its size. (ZipNN groups bytes
     the same way.) The grouping is per chunk, so chunk cuts inside a tensor must
     fall on element boundaries, which :mod:`objstore.storage.chunking` guarantees.
+
+    With ``rotate`` r, each word is rotated left by r bits before the split (and
+    right after the merge), which moves bit boundaries, not bytes. r = 1 moves the
+    sign to the bottom, so a bf16/fp32 top byte is the 8-bit exponent alone (ZipNN's
+    layout). r = 3 is better still: the top byte holds the exponent's low 6 bits
+    and the mantissa's top 2, whose distribution depends on the exponent (a normal
+    weight's density falls across an octave), so coding them jointly gains ~0.08
+    bit per weight; the bottom byte then holds the exponent's top 2 bits (nearly
+    constant), the sign and 5 mantissa bits, which codes to ~6 bits. Measured on
+    Normal(0, 0.02) bf16 in 64 KiB chunks: 0.671 unrotated, 0.664 with r = 1, 0.658
+    with r = 3 (the order-0 entropy bound of r = 3 is 0.654).
     """
 
-    def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[np.ndarray], bytes] | None = None) -> None:
+    def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[np.ndarray], bytes] | None = None,
+                 rotate: int = 0) -> None:
+        if not 0 <= rotate < 8 * word:
+            raise ValueError(f"a {word}-byte word cannot be rotated by {rotate} bits")
         self.codec_id = codec_id
         self.word = word
         self.planes = planes
-        self.name = f"bytegroup{word}+zstd"
+        self.rotate = rotate
+        self.name = f"bytegroup{word}+zstd" if not rotate else f"rotgroup{word}r{rotate}+zstd"
         self._compress = compress or _compress_plane
 
     def split(self, raw: bytes | memoryview) -> list[np.ndarray]:
@@ -208,18 +229,23 @@ class ByteGroupCodec:
         w = self.word
         m = len(raw) // w
         words = np.frombuffer(raw, dtype=_WORD_DTYPES[w], count=m)
+        if self.rotate:
+            words = (words << self.rotate) | (words >> (8 * w - self.rotate))
         return [(words >> (8 * k)).astype(np.uint8) if k else words.astype(np.uint8) for k in range(w)]
 
     def merge(self, planes: list[np.ndarray]) -> np.ndarray:
         """Interleave byte planes back into words (the inverse of :meth:`split`)."""
         if self.word == 2:
-            out = planes[0].astype("<u2")
-            out |= planes[1].astype("<u2") << 8
-            return out
-        out = np.empty((len(planes[0]), self.word), dtype=np.uint8)
-        for k, plane in enumerate(planes):
-            out[:, k] = plane
-        return out
+            words = planes[0].astype("<u2")
+            words |= planes[1].astype("<u2") << 8
+        else:
+            out = np.empty((len(planes[0]), self.word), dtype=np.uint8)
+            for k, plane in enumerate(planes):
+                out[:, k] = plane
+            words = out.view(_WORD_DTYPES[self.word]).reshape(-1)
+        if self.rotate:
+            words = (words >> self.rotate) | (words << (8 * self.word - self.rotate))
+        return words
 
     def encode(self, raw: bytes | memoryview, dtype: str | None) -> bytes | None:
         w = self.word
@@ -293,10 +319,16 @@ CODECS: dict[int, Codec] = {
     ZSTD: ZstdCodec(),
     BYTEGROUP2: ByteGroupCodec(BYTEGROUP2, 2, (1,)),
     BYTEGROUP4: ByteGroupCodec(BYTEGROUP4, 4, (3,)),
+    ROTGROUP2: ByteGroupCodec(ROTGROUP2, 2, (0, 1), rotate=3),
+    ROTGROUP4: ByteGroupCodec(ROTGROUP4, 4, (0, 3), rotate=3),
+    EXPGROUP2: ByteGroupCodec(EXPGROUP2, 2, (1,), rotate=1),
+    EXPGROUP4: ByteGroupCodec(EXPGROUP4, 4, (3,), rotate=1),
 }
 
-# The codec worth trying for each float dtype (safetensors names).
-BYTEGROUP_FOR_DTYPE = {"BF16": BYTEGROUP2, "F16": BYTEGROUP2, "F32": BYTEGROUP4}
+# The codec worth trying for each float dtype (safetensors names). fp16 keeps the
+# unrotated layout: its top byte already holds the sign, all 5 exponent bits and 2
+# mantissa bits, and rotating the sign out gains 0.05% (measured) for the cost of a shift.
+BYTEGROUP_FOR_DTYPE = {"BF16": ROTGROUP2, "F16": BYTEGROUP2, "F32": ROTGROUP4}
 
 
 def register(codec: Codec) -> None:
@@ -312,10 +344,12 @@ class CodecPolicy(Protocol):
 
 
 class DefaultPolicy:
-    """Which codecs to try for a chunk: bytegroup for bf16/fp16/fp32 tensors, zstd for the rest.
+    """Which codecs to try for a chunk: a byte-plane codec for bf16/fp16/fp32 tensors, zstd for the rest.
 
     One candidate per chunk, because trying two doubles the encode time, and on
     float weights plain zstd never beat bytegroup in the benchmark's workloads.
+    Chunks written earlier keep the codec id they were written with; only new
+    chunks get this choice.
     """
 
     def candidates(self, dtype: str | None) -> tuple[int, ...]:
