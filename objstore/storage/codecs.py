@@ -10,9 +10,11 @@ Codec ids are part of the pack format: never renumber one.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -153,8 +155,8 @@ class ZstdCodec:
         return zstd_decompress(stored, raw_len)
 
 
-def _compress_plane(plane: np.ndarray) -> bytes:
-    return plane_compressor().compress(plane.data)
+def _compress_plane(plane: bytes | memoryview) -> bytes:
+    return plane_compressor().compress(plane)
 
 
 def plane_compressor() -> zstandard.ZstdCompressor:
@@ -176,6 +178,22 @@ def plane_compressor() -> zstandard.ZstdCompressor:
         comp = _local.plane = zstandard.ZstdCompressor(compression_params=params)
     return comp
 
+
+def _load_planes() -> ModuleType | None:
+    """The C byte-plane transforms (csrc/planes), unless absent or ``OBJSTORE_NATIVE=0``."""
+    if os.environ.get("OBJSTORE_NATIVE", "") == "0":
+        return None
+    try:
+        from objstore.storage import _planes  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    module: ModuleType = _planes
+    return module
+
+
+_PLANES = _load_planes()
+# Which split/merge the bytegroup codecs run: both give the same bytes (tested).
+PLANES_IMPLEMENTATION = "native" if _PLANES is not None else "python"
 
 _WORD_DTYPES: dict[int, np.dtype[Any]] = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 # Header of a bytegroup payload: word size, bitmask of compressed planes.
@@ -210,7 +228,7 @@ class ByteGroupCodec:
     with r = 3 (the order-0 entropy bound of r = 3 is 0.654).
     """
 
-    def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[np.ndarray], bytes] | None = None,
+    def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[bytes | memoryview], bytes] | None = None,
                  rotate: int = 0) -> None:
         if not 0 <= rotate < 8 * word:
             raise ValueError(f"a {word}-byte word cannot be rotated by {rotate} bits")
@@ -221,31 +239,44 @@ class ByteGroupCodec:
         self.name = f"bytegroup{word}+zstd" if not rotate else f"rotgroup{word}r{rotate}+zstd"
         self._compress = compress or _compress_plane
 
-    def split(self, raw: bytes | memoryview) -> list[np.ndarray]:
-        """The byte planes of ``raw``'s whole words, each contiguous.
+    def split(self, raw: bytes | memoryview) -> list[bytes] | list[memoryview]:
+        """The byte planes of ``raw``'s rotated whole words, each contiguous (trailing bytes left out)."""
+        if _PLANES is not None:
+            planes: list[bytes] = _PLANES.split(raw, self.word, self.rotate)
+            return planes
+        return self.split_python(raw)
 
-        Shift-and-narrow on whole words runs 3-8 GB/s; a transposing copy, 2.5.
-        """
+    def merge(self, planes: list[bytes | memoryview], tail: bytes | memoryview = b"") -> bytes:
+        """Interleave byte planes back into words, unrotate them, append ``tail`` (the inverse of :meth:`split`)."""
+        if _PLANES is not None:
+            out: bytes = _PLANES.merge(planes, self.word, self.rotate, tail)
+            return out
+        return self.merge_python(planes, tail)
+
+    def split_python(self, raw: bytes | memoryview) -> list[memoryview]:
+        """:meth:`split` in numpy, the reference. Shift-and-narrow on whole words runs
+        3-8 GB/s; a transposing copy, 2.5."""
         w = self.word
         m = len(raw) // w
         words = np.frombuffer(raw, dtype=_WORD_DTYPES[w], count=m)
         if self.rotate:
             words = (words << self.rotate) | (words >> (8 * w - self.rotate))
-        return [(words >> (8 * k)).astype(np.uint8) if k else words.astype(np.uint8) for k in range(w)]
+        return [((words >> (8 * k)).astype(np.uint8) if k else words.astype(np.uint8)).data for k in range(w)]
 
-    def merge(self, planes: list[np.ndarray]) -> np.ndarray:
-        """Interleave byte planes back into words (the inverse of :meth:`split`)."""
+    def merge_python(self, planes: list[bytes | memoryview], tail: bytes | memoryview = b"") -> bytes:
+        """:meth:`merge` in numpy, the reference."""
+        arrays = [np.frombuffer(p, dtype=np.uint8) for p in planes]
         if self.word == 2:
-            words = planes[0].astype("<u2")
-            words |= planes[1].astype("<u2") << 8
+            words = arrays[0].astype("<u2")
+            words |= arrays[1].astype("<u2") << 8
         else:
-            out = np.empty((len(planes[0]), self.word), dtype=np.uint8)
-            for k, plane in enumerate(planes):
+            out = np.empty((len(arrays[0]), self.word), dtype=np.uint8)
+            for k, plane in enumerate(arrays):
                 out[:, k] = plane
             words = out.view(_WORD_DTYPES[self.word]).reshape(-1)
         if self.rotate:
             words = (words >> self.rotate) | (words << (8 * self.word - self.rotate))
-        return words
+        return words.tobytes() + bytes(tail) if len(tail) else words.tobytes()
 
     def encode(self, raw: bytes | memoryview, dtype: str | None) -> bytes | None:
         w = self.word
@@ -266,7 +297,7 @@ class ByteGroupCodec:
                     lengths.append(_BG_LEN.pack(len(packed)))
                     parts.append(packed)
                     continue
-            parts.append(plane.data)  # the plane is contiguous: its bytes, without a copy
+            parts.append(memoryview(plane))  # the plane is contiguous: its bytes, without a copy
         if not mask:
             return None  # nothing paid: let the caller store the chunk raw
         tail = memoryview(raw)[m * w :]
@@ -290,7 +321,7 @@ class ByteGroupCodec:
                     raise CorruptObject("a bytegroup payload is truncated")
                 (lengths[k],) = _BG_LEN.unpack_from(view, pos)
                 pos += 4
-        planes: list[np.ndarray] = []
+        planes: list[bytes | memoryview] = []
         for k in range(w):
             n = lengths.get(k, m)
             part = view[pos : pos + n]
@@ -302,16 +333,13 @@ class ByteGroupCodec:
                     plane = zstd_decompress(part, m)
                 except CorruptObject as exc:
                     raise CorruptObject(f"a bytegroup plane: {exc}") from None
-                planes.append(np.frombuffer(plane, dtype=np.uint8))
+                planes.append(plane)
             else:
-                planes.append(np.frombuffer(part, dtype=np.uint8))
+                planes.append(part)
         tail = view[pos:]
         if len(tail) != raw_len - m * w:
             raise CorruptObject(f"a bytegroup payload holds {pos + len(tail)} bytes, which does not match {raw_len} raw bytes")
-        out = self.merge(planes)
-        if not len(tail):
-            return out.tobytes()
-        return out.tobytes() + bytes(tail)
+        return self.merge(planes, tail)
 
 
 CODECS: dict[int, Codec] = {
