@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from objstore.errors import ObjstoreError
+from objstore.storage import native
 
 from . import artifacts, maintenance, remote_commands
 from .context import State
@@ -80,7 +81,8 @@ def _fail(message: str, code: int, debug: bool) -> None:
 
 @click.group(cls=ObjstoreGroup, help=MAIN_HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--store", metavar="PATH|URL", envvar=None, help="The store (a directory or an s3:// URL).")
-@click.version_option(package_name="objstore", prog_name="objstore")
+@click.version_option(package_name="objstore", prog_name="objstore",
+                      message=f"%(prog)s %(version)s (native core: {native.describe()})")
 @click.pass_context
 def main(ctx: click.Context, store: str | None) -> None:
     state = State(store)

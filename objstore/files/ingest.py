@@ -9,18 +9,24 @@ The pipeline (what makes this run near the hashing limit on every core):
 - **jobs**: runs of whole segments (tensors) of about ``JOB_BYTES``. Segments
   are chunked independently, so different jobs are cut at the same time by
   ``workers`` chunking threads; each reads its bytes with ``pread`` on one shared
-  descriptor, runs FastCDC, hashes every chunk (BLAKE3, GIL released) and asks
-  the index which chunks are new, in batches;
-- **encode**: new chunks, copied once out of the read buffer, are encoded by a
-  pool of ``workers`` threads (zstd and numpy release the GIL);
+  descriptor into a buffer of its own per ``BLOCK_BYTES`` block, and cuts and
+  hashes the whole block in one call of the core (:mod:`objstore.storage.native`,
+  GIL released), then asks the index which of the block's chunks are new, in one
+  batch;
+- **encode**: a block's new chunks, views into its buffer (never copied), are
+  encoded in one task by a pool of ``workers`` threads (zstd and numpy release
+  the GIL);
 - **write**: the calling thread takes the results job by job, in file order, and
   appends new chunks to the pack, so packs and file objects are the same
   whatever the timing.
 
+No Python runs per chunk but building its id and its pack record.
+
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
-written, each with at most ``QUEUE_BATCHES`` batches of ``BATCH_BYTES`` of new
-chunks waiting (and ``LIGHT_BATCHES`` batches of ids of chunks already stored),
-plus one read buffer per chunking thread — tens of MiB whatever the file size.
+written, each with at most ``QUEUE_BATCHES`` blocks holding new chunks waiting
+(and ``LIGHT_BATCHES`` blocks of ids of chunks already stored, which hold no
+buffer), plus one block being cut per chunking thread — tens of MiB whatever the
+file size.
 
 Re-logging an unchanged file skips all of that: :mod:`objstore.files.statcache`
 remembers each file's chunk list by its stat. A tensor the store has seen before,
@@ -65,14 +71,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from objstore.errors import FileChanged, InvalidInput, NotFound
 from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
 from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 from objstore.storage import codecs
-from objstore.storage.chunking import Chunker
-from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher
+from objstore.storage.chunking import Block, Chunker
+from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher, ids_from_digests, key_of
 from objstore.storage.objects import FileObject
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.segmenting import Segment, segment_file
@@ -80,10 +87,12 @@ from objstore.storage.segmenting import Segment, segment_file
 Progress = Callable[[int], None]
 
 JOB_BYTES = 8 * 1024 * 1024  # segments are grouped into jobs of at least this many bytes
-BATCH_BYTES = 2 * 1024 * 1024  # chunks handed from a chunking thread to the writer at once
-BATCH_CHUNKS = 64
-QUEUE_BATCHES = 4  # batches carrying new chunk bytes a job may have waiting for the writer
-# ... and batches carrying only ids (chunks already stored): small, so a job whose
+# A chunking thread reads, cuts and hashes this much per call of the core, and hands
+# the block's chunks to the writer at once: large enough that the per-block Python
+# (a few calls) vanishes, small enough that the blocks waiting stay a few MiB each.
+BLOCK_BYTES = 2 * 1024 * 1024
+QUEUE_BATCHES = 4  # blocks carrying new chunk bytes a job may have waiting for the writer
+# ... and blocks carrying only ids (chunks already stored): small, so a job whose
 # tensors the segment cache answered can run far ahead of a job still chunking.
 LIGHT_BATCHES = 256
 LOOKAHEAD = 3  # jobs started ahead of the one being written
@@ -274,28 +283,65 @@ class _Reuse:
         self.entries = []
 
 
-def _segment_chunks(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None
-                    ) -> Iterator[tuple[ObjectId, int, memoryview | None]]:
-    """(id, length, bytes) of each chunk of ``segment``; bytes is None for a chunk
-    known from the segment cache. A view is valid only until the next item."""
+_CHUNK_KEY = key_of(Kind.CHUNK)
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """Consecutive chunks of one segment: one cut block, or a segment-cache answer
+    (``block`` None: every chunk known stored)."""
+
+    ids: list[ObjectId]
+    lengths: list[int]
+    block: Block | None
+
+    def view(self, k: int) -> memoryview:
+        """The bytes of chunk ``k`` (only for a cut block)."""
+        assert self.block is not None
+        ends = self.block.ends
+        return self.block.data[ends[k - 1] if k else self.block.start : ends[k]]
+
+    def new_chunks(self, odb: ObjectDatabase) -> list[int]:
+        """The chunks of a cut block the store lacks, each id once (its first copy)."""
+        if self.block is None:
+            return []
+        seen: set[ObjectId] = set()
+        new = []
+        for k, (chunk_id, stored) in enumerate(zip(self.ids, odb.has_chunks(self.ids))):
+            if not stored and chunk_id not in seen:
+                seen.add(chunk_id)
+                new.append(k)
+        return new
+
+
+def _cut(chunker: Chunker, reader: _PReader, segment: Segment, fresh: bool) -> Iterator[_Run]:
+    read_block = BLOCK_BYTES if fresh else None
+    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block):
+        assert block.ids is not None  # asked for with a key
+        ends = block.ends
+        lengths = [ends[0] - block.start, *(b - a for a, b in zip(ends, ends[1:]))]
+        yield _Run(ids_from_digests(block.ids), lengths, block)
+
+
+def _segment_runs(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None, fresh: bool = False
+                  ) -> Iterator[_Run]:
+    """The chunks of ``segment``, a block at a time. A block's views are valid only
+    until the next run, unless ``fresh`` (every block in a buffer of its own)."""
     if reuse is None or not reuse.applies(segment):
-        for view in chunker.iter_chunks(_PReader(fd, segment.offset), segment.length, segment.align):
-            yield hash_bytes(Kind.CHUNK, view), len(view), view
+        yield from _cut(chunker, _PReader(fd, segment.offset), segment, fresh)
         return
     planned, found = reuse.known.get(segment.offset, (None, None))
     if found is not None:
-        for chunk_id, n in found:
-            yield chunk_id, n, None
+        yield _Run([c for c, _ in found], [n for _, n in found], None)
         return
     # The key is hashed from the buffers that are cut, never taken from the plan's
     # earlier read: a key and a chunk list from two reads describe two states of a
     # file that changed in between, and would answer for bytes never chunked.
     reader = _HashingPReader(fd, segment.offset)
     chunks: _Chunks = []
-    for view in chunker.iter_chunks(reader, segment.length, segment.align):
-        chunk_id = hash_bytes(Kind.CHUNK, view)
-        chunks.append((chunk_id, len(view)))
-        yield chunk_id, len(view), view
+    for run in _cut(chunker, reader, segment, fresh):
+        chunks.extend(zip(run.ids, run.lengths))
+        yield run
     key = reader.key.digest()
     if planned is not None and key != planned:
         raise FileChanged(detail=f" (tensor {segment.name or segment.offset} read twice, differently)")
@@ -342,41 +388,69 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
     thread, the simple sequential path the pipeline must agree with.
     """
     path = Path(path)
-    cache: StatCache | None
     if stat_cache is _DEFAULT:
-        cache = stat_cache_for(odb, chunker) if odb is not None else None
-    else:
-        cache = stat_cache
+        stat_cache = stat_cache_for(odb, chunker) if odb is not None else None
     if segment_cache is _DEFAULT:
         segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
     reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None
+    cache = stat_cache if odb is not None and isinstance(stat_cache, StatCache) else None
+    if cache is not None and odb is not None and (hit := _stat_cache_hit(path, cache, odb)) is not None:
+        if progress is not None:
+            progress(hit.size)
+        return hit
+    read = _read_file(path, chunker, odb, progress, reuse, workers)
+    fobj = FileObject(read.size, tuple(read.chunks))
+    # Entries only now: they describe a read known to be of one state of the file.
+    if reuse is not None:
+        reuse.commit()
+    if cache is not None:
+        cache.store(path, read.stat, read.start_ns, fobj)
+    return fobj
+
+
+def _stat_cache_hit(path: Path, cache: StatCache, odb: ObjectDatabase) -> FileObject | None:
+    """The file object the stat cache remembers for ``path``, if its chunks are all stored."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    hit = cache.lookup(path, st)
+    if hit is not None and all(odb.has_chunks([c for c, _ in hit.chunks])):
+        return hit
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One read of a file: its chunks, the stat taken before it and when it began."""
+
+    chunks: list[tuple[ObjectId, int]]
+    stat: os.stat_result
+    start_ns: int
+
+    @property
+    def size(self) -> int:
+        return self.stat.st_size
+
+
+def _read_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progress: Progress | None,
+               reuse: _Reuse | None, workers: int | None) -> _Read:
+    """Segment, chunk and (with ``odb``) store ``path``; FileChanged unless what was read
+    is one state of the file, whenever anything is kept (chunks, cache entries)."""
     # Whatever is kept (chunks, a file object to store, cache entries) must come from
     # one state of the file; a bare identity (odb=None, no caches) only has to be honest.
     keeping = odb is not None or reuse is not None
-    if cache is not None and odb is not None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            st = None
-        if st is not None and os.path.isfile(path):
-            hit = cache.lookup(path, st)
-            if hit is not None and all(odb.has_chunks([c for c, _ in hit.chunks])):
-                if progress is not None:
-                    progress(hit.size)
-                return hit
     fd = _open(path)
     try:
-        if keeping:
-            st, read_start = _settled_stat(fd)
-        else:
-            st, read_start = os.fstat(fd), time.time_ns()
-        size = st.st_size
+        st, read_start = _settled_stat(fd) if keeping else (os.fstat(fd), time.time_ns())
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-            segments = segment_file(f, size)
+            segments = segment_file(f, st.st_size)
         n_workers = default_workers() if workers is None else workers
         if reuse is not None:
             reuse.plan(fd, segments)
-        if n_workers <= 0 or size < PIPELINE_MIN_BYTES:
+        if n_workers <= 0 or st.st_size < PIPELINE_MIN_BYTES:
             chunks = _sequential(fd, segments, chunker, odb, progress, reuse)
         else:
             chunks = _Pipeline(fd, segments, chunker, odb, progress, n_workers, reuse).run()
@@ -391,13 +465,7 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         # The read began a tick after the file's last change (_settled_stat), so any
         # write since moved mtime or ctime: what was read may be a mix of two states.
         raise FileChanged(str(path))
-    fobj = FileObject(size, tuple(chunks))
-    # Entries only now: they describe a read known to be of one state of the file.
-    if reuse is not None:
-        reuse.commit()
-    if cache is not None and odb is not None:
-        cache.store(path, st, read_start, fobj)
-    return fobj
+    return _Read(chunks, st, read_start)
 
 
 def _settled_stat(fd: int) -> tuple[os.stat_result, int]:
@@ -433,12 +501,13 @@ def _sequential(fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectD
                 progress: Progress | None, reuse: _Reuse | None = None) -> list[tuple[ObjectId, int]]:
     chunks: list[tuple[ObjectId, int]] = []
     for segment in segments:
-        for chunk_id, n, view in _segment_chunks(fd, segment, chunker, reuse):
-            chunks.append((chunk_id, n))
-            if odb is not None and view is not None:
-                odb.add_chunk(chunk_id, view, segment.dtype)
+        for run in _segment_runs(fd, segment, chunker, reuse):
+            chunks.extend(zip(run.ids, run.lengths))
+            if odb is not None:
+                for k in run.new_chunks(odb):
+                    odb.add_chunk(run.ids[k], run.view(k), segment.dtype, known_new=True)
             if progress is not None:
-                progress(n)
+                progress(sum(run.lengths))
     return chunks
 
 
@@ -459,8 +528,10 @@ def _jobs(segments: list[Segment], work: Callable[[Segment], int] = lambda seg: 
     return jobs
 
 
-# One chunk in flight: id, raw length, and (new chunks only) the raw copy then the encoding.
-_Item = tuple[ObjectId, int, "Future[list[tuple[int, bytes | memoryview]]] | None", int]
+# One run in flight: its ids and lengths, and (if it has new chunks) the encoding
+# task and which of the run's chunks it encodes, in order.
+_Item = tuple[list[ObjectId], list[int], "Future[list[tuple[int, bytes | memoryview]]] | None", list[int]]
+_Queue = queue.Queue[tuple[_Item, bool] | None | BaseException]
 _DONE = None
 
 
@@ -474,7 +545,7 @@ class _Pipeline:
         self.odb = odb
         self.progress = progress
         self.workers = workers
-        self.queues: list[queue.Queue[tuple[list[_Item], bool] | None | BaseException]] = [queue.Queue() for _ in self.jobs]
+        self.queues: list[_Queue] = [queue.Queue() for _ in self.jobs]
         # Room for a job's waiting batches: (with new bytes, ids only).
         self.room = [(threading.Semaphore(QUEUE_BATCHES), threading.Semaphore(LIGHT_BATCHES)) for _ in self.jobs]
         self.ahead = threading.Semaphore(LOOKAHEAD)
@@ -512,55 +583,22 @@ class _Pipeline:
                 return True
         return False
 
-    def _run_job(self, j: int, q: queue.Queue[tuple[list[_Item], bool] | None | BaseException]) -> None:
+    def _run_job(self, j: int, q: _Queue) -> None:
         odb = self.odb
-        pending: list[tuple[ObjectId, int, bytes | None, str | None]] = []
-        pending_bytes = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_bytes
-            items: list[_Item] = []
-            if odb is None:
-                items = [(cid, n, None, 0) for cid, n, _, _ in pending]
-            else:
-                # raw is None for chunks the segment cache vouched for (checked stored
-                # when it was consulted): only the others are asked about
-                chunked = [k for k, (_, _, raw, _) in enumerate(pending) if raw is not None]
-                known = odb.has_chunks([pending[k][0] for k in chunked]) if chunked else []
-                new: list[tuple[int, bytes, str | None]] = []
-                for k, seen in zip(chunked, known):
-                    raw = pending[k][2]
-                    if not seen and raw is not None:  # raw is set for every k in chunked
-                        new.append((k, raw, pending[k][3]))
-                encoders = self.encoders
-                assert encoders is not None  # made whenever odb is given
-                fut = encoders.submit(_encode_many, [(raw, dtype) for _, raw, dtype in new], odb.codec_policy) if new else None
-                slot = {k: i for i, (k, _, _) in enumerate(new)}
-                items = [(cid, n, fut if k in slot else None, slot.get(k, -1)) for k, (cid, n, _, _) in enumerate(pending)]
-            pending, pending_bytes = [], 0
-            heavy = any(fut is not None for _, _, fut, _ in items)
-            if self._wait_for_room(self.room[j][0 if heavy else 1]):
-                q.put((items, heavy))  # unbounded: the room semaphores bound what waits
-
         for seg in self.jobs[j]:
-            answered = False
-            for chunk_id, n, view in _segment_chunks(self.fd, seg, self.chunker, self.reuse):
+            # with a store, each block in a buffer of its own: the encoder reads the
+            # new chunks where they were read, and the buffer goes when they are written
+            for run in _segment_runs(self.fd, seg, self.chunker, self.reuse, fresh=odb is not None):
                 if self.stop.is_set():
                     return
-                if view is None:  # from the segment cache: the segment's ids go as one batch
-                    answered = True
-                    pending.append((chunk_id, n, None, seg.dtype))
-                    continue
-                # the one copy of a chunk's bytes: the read buffer is reused for the next block
-                raw = bytes(view) if odb is not None else None
-                pending.append((chunk_id, n, raw, seg.dtype))
-                pending_bytes += n
-                if pending_bytes >= BATCH_BYTES or len(pending) >= BATCH_CHUNKS:
-                    flush()
-            if answered:
-                flush()
-        if pending:
-            flush()
+                fut = None
+                new = run.new_chunks(odb) if odb is not None else []
+                if odb is not None and new:
+                    assert self.encoders is not None  # made whenever odb is given
+                    fut = self.encoders.submit(_encode_many, [(run.view(k), seg.dtype) for k in new], odb.codec_policy)
+                heavy = fut is not None
+                if self._wait_for_room(self.room[j][0 if heavy else 1]):
+                    q.put(((run.ids, run.lengths, fut, new), heavy))  # unbounded: the room semaphores bound what waits
 
     # -- the writer (calling thread) ----------------------------------------
     def run(self) -> list[tuple[ObjectId, int]]:
@@ -578,14 +616,13 @@ class _Pipeline:
                         break
                     if isinstance(got, BaseException):
                         raise got
-                    batch, heavy = got
-                    for chunk_id, n, fut, slot in batch:
-                        chunks.append((chunk_id, n))
-                        if fut is not None and odb is not None:
-                            codec_id, payload = fut.result()[slot]
-                            odb.add_encoded(chunk_id, codec_id, n, payload)
-                        if progress is not None:
-                            progress(n)
+                    (ids, lengths, fut, new), heavy = got
+                    chunks.extend(zip(ids, lengths))
+                    if fut is not None and odb is not None:
+                        for k, (codec_id, payload) in zip(new, fut.result()):
+                            odb.add_encoded(ids[k], codec_id, lengths[k], payload)
+                    if progress is not None:
+                        progress(sum(lengths))
                     room[0 if heavy else 1].release()
                 self.ahead.release()
         finally:
@@ -597,7 +634,7 @@ class _Pipeline:
         return chunks
 
 
-def _encode_many(items: list[tuple[bytes, str | None]], policy: codecs.CodecPolicy) -> list[tuple[int, bytes | memoryview]]:
+def _encode_many(items: list[tuple[memoryview, str | None]], policy: codecs.CodecPolicy) -> list[tuple[int, bytes | memoryview]]:
     return [codecs.encode_chunk(raw, dtype, policy) for raw, dtype in items]
 
 

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyfastcdc import FastCDC
-
 from objstore import constants
 from objstore.errors import FileChanged
+from objstore.storage import native
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +45,20 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview) -> int | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Block:
+    """The chunks cut from one filled read buffer: chunk ``i`` is
+    ``data[ends[i-1]:ends[i]]`` (the first starts at ``start``); ``ids`` holds their
+    keyed BLAKE3 digests, 32 bytes each, when a key was asked for. ``data`` is valid
+    until the next block is requested, unless the blocks were asked for in fresh
+    buffers."""
+
+    data: memoryview
+    start: int
+    ends: list[int]
+    ids: bytes | None
+
+
 class Chunker:
     """Cuts byte streams into content-defined chunks.
 
@@ -59,13 +72,8 @@ class Chunker:
         self.params = params
         # FastCDC's avg_size counts bytes after the min_size skip (its paper's
         # "cut-point skipping"), so ask for avg - min to get chunks of avg on average.
-        self._cdc = FastCDC(
-            max(params.avg_size - params.min_size, 256),
-            min_size=params.min_size,
-            max_size=params.max_size,
-            # pyfastcdc types it Literal[0, 1, 2, 3]; ours is an int read from the store's config
-            normalized_chunking=params.normalization,  # type: ignore[arg-type]
-        )
+        self._cdc = native.Cdc(max(params.avg_size - params.min_size, 256), params.min_size, params.max_size,
+                               params.normalization)
         self._capacity = read_block + params.max_size
 
     def iter_chunks(self, stream: Readable, length: int, align: int = 1) -> Iterator[memoryview]:
@@ -74,9 +82,28 @@ class Chunker:
         Each yielded view is valid only until the next one is requested; copy it
         (``bytes(view)``) to keep it. Raises if the stream ends early.
         """
+        for block in self.iter_blocks(stream, length, align):
+            start = block.start
+            for end in block.ends:
+                yield block.data[start:end]
+                start = end
+
+    def iter_blocks(self, stream: Readable, length: int, align: int = 1, key: bytes | None = None,
+                    fresh: bool = False, read_block: int | None = None) -> Iterator[Block]:
+        """The chunks of the next ``length`` bytes of ``stream``, a read buffer at a
+        time, cut (and, given a BLAKE3 ``key``, hashed) in one call of the core
+        (:mod:`objstore.storage.native`) per buffer.
+
+        ``fresh``: every block gets a buffer of its own (the bytes carried over to the
+        next read are copied, not the chunks), so its views stay valid as long as
+        they are referenced. ``read_block``: bytes read per block, instead of the
+        chunker's own. Raises if the stream ends early.
+        """
         if length <= 0:
             return
-        buf = bytearray(min(self._capacity, length))
+        core = native.core
+        capacity = self._capacity if read_block is None else read_block + self.params.max_size
+        buf = bytearray(min(capacity, length))
         whole = memoryview(buf)
         filled = 0  # valid bytes in buf
         remaining = length  # bytes not yet read from the stream
@@ -90,35 +117,24 @@ class Chunker:
                         raise FileChanged(detail=f" (it ended {remaining} bytes early)")
                     filled += n
                     remaining -= n
-                at_end = remaining == 0
-                carry_from = filled
-                view = whole[:filled]
-                for chunk in self._cdc.cut_buf(view):
-                    start = chunk.offset
-                    end = start + chunk.length
-                    if end == filled and not at_end:
-                        carry_from = start  # may not be a real cut: redo it with more data
-                        break
-                    cut = end
-                    if align > 1:
-                        cut = -(-(base + end) // align) * align - base
-                        if cut > filled:
-                            if not at_end:
-                                carry_from = start  # the rounded cut needs bytes not read yet
-                                break
-                            cut = filled
-                    if cut > emitted:
-                        yield whole[emitted:cut]
-                        emitted = cut
-                del view
-                if at_end and carry_from == filled:
-                    if emitted < filled:
-                        yield whole[emitted:filled]
+                cuts = core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
+                if cuts.ends:
+                    yield Block(whole, emitted, cuts.ends, cuts.ids)
+                    emitted = cuts.ends[-1]
+                if cuts.done:
                     return
+                carry_from = cuts.carry_from
                 keep = filled - carry_from
-                buf[:keep] = buf[carry_from:filled]
+                if fresh:  # the old buffer lives on in the views handed out (not released here)
+                    old, buf = whole, bytearray(min(capacity, keep + remaining))
+                    buf[:keep] = old[carry_from:filled]
+                    whole = memoryview(buf)
+                    del old
+                else:
+                    buf[:keep] = buf[carry_from:filled]
                 base += carry_from
                 emitted -= carry_from
                 filled = keep
         finally:
-            whole.release()
+            if not fresh:
+                whole.release()

@@ -69,6 +69,16 @@ def hasher(kind: Kind) -> blake3.blake3:
     return blake3.blake3(key=_KEYS[kind])
 
 
+def key_of(kind: Kind) -> bytes:
+    """The BLAKE3 key of ``kind``'s ids (for hashing many objects in one native call)."""
+    return _KEYS[kind]
+
+
+def ids_from_digests(digests: bytes) -> list[ObjectId]:
+    """The ids packed one after another in ``digests`` (32 bytes each)."""
+    return [ObjectId(digests[i : i + DIGEST_SIZE]) for i in range(0, len(digests), DIGEST_SIZE)]
+
+
 def hash_bytes(kind: Kind, data: bytes | bytearray | memoryview) -> ObjectId:
     """The id of ``data`` as an object of ``kind``."""
     return ObjectId(blake3.blake3(data, key=_KEYS[kind]).digest())

@@ -1,0 +1,157 @@
+"""The per-chunk core of ingest, in C when built, in Python otherwise.
+
+Two implementations of the same functions, which must agree byte for byte:
+
+- ``native``: the C extension :mod:`objstore.storage._native` (built by ``pip
+  install`` from ``csrc/``; FastCDC and the vendored BLAKE3 with SIMD dispatch),
+  releasing the GIL for a whole read block at a time;
+- ``python``: the reference, pyfastcdc and the ``blake3`` package, the code paths
+  objstore used before the extension existed.
+
+:data:`IMPLEMENTATION` names the one in use: the native one if it imported and
+``OBJSTORE_NATIVE`` is not ``0`` (tests and the benchmark's fallback row set it).
+``tests/test_native.py`` checks that both give the same cuts and ids, and
+``tests/test_golden_ingest.py`` that both give the recorded ones.
+
+Cut semantics (see :class:`objstore.storage.chunking.Chunker`): FastCDC runs over a
+buffer whose offset 0 is one of its own cuts; every cut is rounded up to the next
+multiple of ``align`` counted from the segment start (``base`` is the segment
+offset of the buffer); a chunk ending exactly at the end of a buffer that is not
+the segment's last, or whose rounded cut needs bytes not read yet, is not a cut
+yet: the next buffer restarts at its start (``carry_from``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Protocol
+
+import blake3
+from pyfastcdc import FastCDC
+from pyfastcdc.py.constants import MASKS
+from pyfastcdc.utils import logarithm2
+
+DIGEST = 32
+
+
+@dataclass(frozen=True, slots=True)
+class BlockCuts:
+    """The chunks one buffer yields: each ends at ``ends[i]`` (buffer offsets; the
+    first starts where the previous buffer's last emitted chunk ended), their
+    keyed BLAKE3 digests (32 bytes each, if a key was given), where the next buffer
+    must start, and whether the segment is done."""
+
+    ends: list[int]
+    ids: bytes | None
+    carry_from: int
+    done: bool
+
+
+class Cdc:
+    """One set of FastCDC parameters, usable by both implementations.
+
+    ``avg_size`` is FastCDC's own (objstore asks for avg - min; see chunking.py)."""
+
+    def __init__(self, avg_size: int, min_size: int, max_size: int, normalization: int) -> None:
+        # pyfastcdc validates the parameters (and is the Python path's cutter)
+        self.fastcdc = FastCDC(avg_size, min_size=min_size, max_size=max_size,
+                               normalized_chunking=normalization)  # type: ignore[arg-type]
+        bits = logarithm2(avg_size)
+        self.config = (min_size, avg_size, max_size, MASKS[bits + normalization], MASKS[bits - normalization])
+
+
+class Core(Protocol):
+    name: str
+
+    def chunk_block(self, cdc: Cdc, buf: bytearray | memoryview, filled: int, at_end: bool, base: int, align: int,
+                    emitted: int, key: bytes | None) -> BlockCuts: ...
+
+    def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes: ...
+
+
+class PythonCore:
+    """The reference implementation (pyfastcdc + blake3)."""
+
+    name = "python"
+
+    def chunk_block(self, cdc: Cdc, buf: bytearray | memoryview, filled: int, at_end: bool, base: int, align: int,
+                    emitted: int, key: bytes | None) -> BlockCuts:
+        ends: list[int] = []
+        first = emitted  # where the first chunk starts
+        carry_from = filled
+        view = memoryview(buf)[:filled]
+        try:
+            for chunk in cdc.fastcdc.cut_buf(view):
+                start = chunk.offset
+                end = start + chunk.length
+                if end == filled and not at_end:
+                    carry_from = start  # may not be a real cut: redo it with more data
+                    break
+                cut = end
+                if align > 1:
+                    cut = -(-(base + end) // align) * align - base
+                    if cut > filled:
+                        if not at_end:
+                            carry_from = start  # the rounded cut needs bytes not read yet
+                            break
+                        cut = filled
+                if cut > emitted:
+                    ends.append(cut)
+                    emitted = cut
+            done = at_end and carry_from == filled
+            if done and emitted < filled:
+                ends.append(filled)
+            ids = None if key is None else self.hash_many(key, view, first, ends)
+        finally:
+            view.release()
+        return BlockCuts(ends, ids, carry_from, done)
+
+    def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes:
+        with memoryview(buf) as view:
+            out = []
+            for end in ends:
+                out.append(blake3.blake3(view[start:end], key=key).digest())
+                start = end
+            return b"".join(out)
+
+
+class NativeCore:
+    """The C extension."""
+
+    name = "native"
+
+    def __init__(self, module: ModuleType) -> None:
+        self._m = module
+        self.simd: str = module.simd()
+
+    def chunk_block(self, cdc: Cdc, buf: bytearray | memoryview, filled: int, at_end: bool, base: int, align: int,
+                    emitted: int, key: bytes | None) -> BlockCuts:
+        ends, ids, carry_from, done = self._m.chunk_block(buf, filled, at_end, base, align, emitted, cdc.config, key)
+        return BlockCuts(ends, ids, carry_from, done)
+
+    def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes:
+        out: bytes = self._m.hash_many(key, buf, start, ends)
+        return out
+
+
+def _load_native() -> NativeCore | None:
+    try:
+        from objstore.storage import _native  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return NativeCore(_native)
+
+
+python_core = PythonCore()
+native_core = _load_native()  # None when the extension was not built
+FORCED_OFF = os.environ.get("OBJSTORE_NATIVE", "") == "0"
+core: Core = native_core if native_core is not None and not FORCED_OFF else python_core
+IMPLEMENTATION: str = core.name
+SIMD: str = native_core.simd if native_core is not None and core is native_core else "none"
+
+
+def describe() -> str:
+    """What ``objstore --version`` reports: ``native, avx512`` or ``python``."""
+    return f"native, {SIMD}" if IMPLEMENTATION == "native" else "python"

@@ -1,0 +1,204 @@
+"""Golden vectors for the ingest path, recorded from the pure-Python implementation
+before the native core existed: chunk boundaries and ids for many shapes of input,
+alignments, chunking parameters and read splits, file ids, and the exact pack and
+index bytes of a small store ingest (by their checksums, which cover every byte).
+
+Both implementations (:mod:`objstore.storage.native`: the compiled one and the
+Python fallback, ``OBJSTORE_NATIVE=0``) must reproduce them; a difference is a
+format change. Regenerate only with a new store format:
+``OBJSTORE_WRITE_GOLDEN=1 pytest tests/test_golden_ingest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+
+from objstore.files.ingest import chunk_file
+from objstore.storage import codecs
+from objstore.storage.backend import open_backend
+from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.ids import Kind, hash_bytes
+from objstore.storage.odb import ObjectDatabase
+
+GOLDEN = Path(__file__).parent / "data" / "golden" / "ingest_v1.json"
+
+TINY = ChunkParams(avg_size=1024, min_size=256, max_size=4096, normalization=1)
+SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=2)
+DEFAULT = ChunkParams()
+PARAMS = {"tiny": TINY, "small": SMALL, "default": DEFAULT,
+          "nc0": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=0),
+          "nc3": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=3)}
+
+
+def xof(seed: str, n: int) -> bytes:
+    """Deterministic incompressible bytes (BLAKE3 XOF): the same on every machine and numpy."""
+    return blake3.blake3(seed.encode()).digest(length=n)
+
+
+def bf16_like(seed: str, n_words: int) -> bytes:
+    """bf16 words as trained weights look (sign, exponents in a narrow band, random
+    mantissas), from integer arithmetic only, so every platform makes the same bytes."""
+    r = np.frombuffer(xof(seed, 2 * n_words), dtype="<u2").astype(np.uint32)
+    exp = 118 + (r % 7)
+    word = ((r >> 15) << 15) | (exp << 7) | ((r >> 3) & 0x7F)
+    return word.astype("<u2").tobytes()
+
+
+def fp32_like(seed: str, n_words: int) -> bytes:
+    r = np.frombuffer(xof(seed, 4 * n_words), dtype="<u4").astype(np.uint64)
+    exp = 116 + (r % 9)
+    word = ((r >> 31) << 31) | (exp << 23) | ((r >> 5) & 0x7FFFFF)
+    return word.astype("<u4").tobytes()
+
+
+def repetitive(seed: str, n: int) -> bytes:
+    block = xof(seed, 50_000)
+    out = b"".join(block[i * 7:] + bytes([i]) * 3001 for i in range(40))
+    return (out * (n // len(out) + 1))[:n]
+
+
+class SplitReader:
+    """A stream whose reads return the given sizes in turn (a pipe, a socket, a slow disk)."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.pos, self.sizes, self.k = data, 0, sizes, 0
+
+    def readinto(self, buf: memoryview) -> int:
+        want = self.sizes[self.k % len(self.sizes)]
+        self.k += 1
+        n = min(want, len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def _inputs() -> dict[str, tuple[bytes, int]]:
+    """name -> (bytes, align)."""
+    return {
+        "random": (xof("golden random", 700_001), 1),
+        "random_a2": (xof("golden random a2", 300_000), 2),
+        "random_a4": (xof("golden random a4", 300_000), 4),
+        "bf16": (bf16_like("golden bf16", 400_000), 2),
+        "fp32": (fp32_like("golden fp32", 150_000), 4),
+        "zeros": (bytes(200_000), 1),
+        "zeros_a4": (bytes(200_000), 4),
+        "repetitive": (repetitive("golden rep", 500_000), 1),
+        "below_min": (xof("golden small", 255), 1),
+        "exactly_min": (xof("golden min", 256), 1),
+        "exactly_max": (xof("golden max", 4096), 1),
+        "max_plus_one": (xof("golden max1", 4097), 1),
+        "odd_a2": (xof("golden odd", 99_999), 2),
+        "one_byte": (b"\x07", 1),
+    }
+
+
+# (read_block, read sizes): one big read, short reads, and odd splits straddling cuts
+_SPLITS = {"whole": (1 << 20, [1 << 30]), "block_1": (1, [1 << 30]), "block_5000": (5000, [1 << 30]),
+           "reads_odd": (65_536, [1, 4095, 12_289, 777]), "reads_7": (20_000, [7, 1 << 30])}
+
+
+def _chunk_case(data: bytes, align: int, params: ChunkParams, read_block: int, sizes: list[int], full: bool) -> dict[str, object]:
+    """Lengths in full for one split of each input (to read in a diff), as a digest for the others."""
+    chunker = Chunker(params, read_block=read_block)
+    lengths, ids = [], blake3.blake3()
+    for view in chunker.iter_chunks(SplitReader(data, sizes), len(data), align):
+        lengths.append(len(view))
+        ids.update(hash_bytes(Kind.CHUNK, view).raw)
+    digest = blake3.blake3(np.array(lengths, dtype="<u4").tobytes()).hexdigest()
+    return {"n": len(lengths), "lengths": lengths if full else digest, "ids": ids.hexdigest()}
+
+
+def chunk_vectors() -> dict[str, object]:
+    out: dict[str, object] = {}
+    inputs = _inputs()
+    for pname, params in PARAMS.items():
+        names = list(inputs) if pname == "tiny" else ["random", "bf16", "fp32", "zeros", "repetitive", "odd_a2"]
+        splits = list(_SPLITS) if pname in ("tiny", "small") else ["whole", "reads_odd"]
+        for name in names:
+            data, align = inputs[name]
+            for split in splits:
+                read_block, sizes = _SPLITS[split]
+                out[f"{pname}/{name}/{split}"] = _chunk_case(data, align, params, read_block, sizes, split == "whole")
+    return out
+
+
+def safetensors_file(path: Path) -> Path:
+    """A small safetensors file: bf16 and fp32 tensors, a tiny one, an odd-sized I8 one, a repeat."""
+    w = bf16_like("golden st w", 600_000)
+    tensors = [("a.weight", "BF16", [600, 1000], w), ("b.bias", "F32", [1023], fp32_like("golden st b", 1023)),
+               ("c.weight", "F32", [300, 700], fp32_like("golden st c", 210_000)), ("d.tiny", "BF16", [3], w[:6]),
+               ("e.bytes", "I8", [77_777], xof("golden st e", 77_777)), ("f.copy", "BF16", [600, 1000], w)]
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(t[3] for t in tensors))
+    return path
+
+
+class PinnedPolicy:
+    """Today's default codec choice, by codec id, so the pack bytes stay pinned even
+    if the default policy for new stores changes."""
+
+    def candidates(self, dtype: str | None) -> tuple[int, ...]:
+        return {"BF16": (2,), "F16": (2,), "F32": (3,)}.get(dtype or "", (codecs.ZSTD,))
+
+
+def store_vectors(tmp: Path, workers: int) -> dict[str, object]:
+    st = safetensors_file(tmp / "model.safetensors")
+    plain = tmp / "plain.bin"
+    plain.write_bytes(repetitive("golden plain", 3_000_000))
+    root = tmp / f"store-{workers}"
+    odb = ObjectDatabase(open_backend(str(root)), codec_policy=PinnedPolicy())
+    out: dict[str, object] = {}
+    for name, path, params in (("st_default", st, DEFAULT), ("st_small", st, SMALL), ("plain_small", plain, SMALL)):
+        fobj = chunk_file(path, Chunker(params), odb, stat_cache=None, segment_cache=None, workers=workers)
+        out[name] = {"file_id": fobj.compute_id().hex, "chunks": len(fobj.chunks), "size": fobj.size}
+        out[name + "/identity"] = chunk_file(path, Chunker(params), None, workers=workers).compute_id().hex
+    odb.flush()
+    packs = sorted(p.name for p in (root / "packs").iterdir())
+    out["packs"] = packs
+    out["pack_bytes"] = {p: blake3.blake3((root / "packs" / p).read_bytes()).hexdigest() for p in packs}
+    return out
+
+
+def golden_vectors(tmp: Path) -> dict[str, object]:
+    return {"chunks": chunk_vectors(), "store": store_vectors(tmp, 0)}
+
+
+def _dump(vectors: dict[str, object]) -> str:
+    """JSON with one case per line: small, and a change shows as a one-line diff."""
+    lines = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(vectors["chunks"].items())]  # type: ignore[attr-defined]
+    chunks = "{\n" + ",\n".join(lines) + "\n}"
+    return f'{{"chunks": {chunks},\n"store": {json.dumps(vectors["store"], sort_keys=True, indent=1)}}}\n'
+
+
+def test_golden_ingest(tmp_path: Path) -> None:
+    got = golden_vectors(tmp_path)
+    if os.environ.get("OBJSTORE_WRITE_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_text(_dump(got))
+    want = json.loads(GOLDEN.read_text())
+    moved = [k for k in want["chunks"] if got["chunks"].get(k) != want["chunks"][k]]  # type: ignore[attr-defined]
+    assert not moved, f"chunk boundaries or ids changed for {moved[:5]} (+{max(len(moved) - 5, 0)})"
+    assert got["store"] == want["store"], "file ids or pack bytes changed"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_golden_store_through_the_pipeline(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from objstore.files import ingest
+
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest, "JOB_BYTES", 1 << 20)
+    want = json.loads(GOLDEN.read_text())["store"]
+    assert store_vectors(tmp_path, workers) == want

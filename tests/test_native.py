@@ -1,0 +1,157 @@
+"""The native core and the Python reference agree byte for byte: cuts, carries and
+chunk ids over random tensors, dtypes, alignments, chunking parameters and read
+splits; and objstore installs and works with the fallback forced."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from objstore.storage import native
+from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.ids import _KEYS, Kind
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = _KEYS[Kind.CHUNK]
+
+requires_native = pytest.mark.skipif(native.native_core is None, reason="the C extension is not built")
+
+
+def test_the_extension_is_built_where_ci_requires_it() -> None:
+    if os.environ.get("OBJSTORE_REQUIRE_NATIVE") == "1":
+        assert native.native_core is not None, "the C extension did not build"
+        assert native.IMPLEMENTATION == ("python" if native.FORCED_OFF else "native")
+
+
+def tensor_bytes(seed: int, n: int, dtype: str) -> bytes:
+    """Weights-like floats (narrow exponents), or raw bytes, or long runs: what chunking meets."""
+    rng = np.random.default_rng(seed)
+    if dtype == "bf16":
+        return ((rng.standard_normal(n // 2 + 1, dtype=np.float32) * 0.02).view(np.uint32) >> 16).astype("<u2").tobytes()[:n]
+    if dtype == "f32":
+        return (rng.standard_normal(n // 4 + 1, dtype=np.float32) * 0.02).astype("<f4").tobytes()[:n]
+    if dtype == "runs":
+        return bytes(rng.integers(0, 3, n, dtype=np.uint8) * (rng.random(n) < 0.01))
+    return rng.bytes(n)
+
+
+PARAMS = st.sampled_from([ChunkParams(1024, 256, 4096, 1), ChunkParams(4096, 1024, 16384, 2),
+                          ChunkParams(2048, 1024, 8192, 0), ChunkParams(8192, 64, 65536, 3), ChunkParams()])
+needs_native = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@requires_native
+@needs_native
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300_000), dtype=st.sampled_from(["bf16", "f32", "bytes", "runs"]),
+       params=PARAMS, align=st.sampled_from([1, 2, 4, 8]), base=st.integers(0, 7), emitted_frac=st.floats(0, 1),
+       at_end=st.booleans())
+def test_one_block_cuts_and_ids_agree(seed: int, n: int, dtype: str, params: ChunkParams, align: int, base: int,
+                                      emitted_frac: float, at_end: bool) -> None:
+    data = bytearray(tensor_bytes(seed, n, dtype))
+    cdc = native.Cdc(max(params.avg_size - params.min_size, 256), params.min_size, params.max_size, params.normalization)
+    emitted = min(int(emitted_frac * params.max_size), n)
+    args = (cdc, data, n, at_end, base, align, emitted, KEY)
+    assert native.native_core is not None
+    assert native.native_core.chunk_block(*args) == native.python_core.chunk_block(*args)
+
+
+class SplitReader:
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.pos, self.sizes, self.k = data, 0, sizes, 0
+
+    def readinto(self, buf: memoryview) -> int:
+        want = self.sizes[self.k % len(self.sizes)]
+        self.k += 1
+        n = min(want, len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def stream_chunks(core: native.Core, data: bytes, params: ChunkParams, read_block: int, sizes: list[int], align: int,
+                  fresh: bool) -> list[tuple[bytes, bytes]]:
+    saved = native.core
+    native.core = core
+    try:
+        out = []
+        for block in Chunker(params, read_block=read_block).iter_blocks(SplitReader(data, sizes), len(data), align, KEY, fresh):
+            assert block.ids is not None
+            start = block.start
+            for i, end in enumerate(block.ends):
+                out.append((bytes(block.data[start:end]), block.ids[32 * i : 32 * i + 32]))
+                start = end
+        return out
+    finally:
+        native.core = saved
+
+
+@requires_native
+@needs_native
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400_000), dtype=st.sampled_from(["bf16", "f32", "bytes", "runs"]),
+       params=PARAMS, align=st.sampled_from([1, 2, 4]), read_block=st.sampled_from([1, 5000, 65_536, 1 << 20]),
+       sizes=st.lists(st.integers(1, 100_000), min_size=1, max_size=5), fresh=st.booleans())
+def test_streams_agree_whatever_the_read_splits(seed: int, n: int, dtype: str, params: ChunkParams, align: int,
+                                                read_block: int, sizes: list[int], fresh: bool) -> None:
+    data = tensor_bytes(seed, n, dtype)
+    assert native.native_core is not None
+    got = stream_chunks(native.native_core, data, params, read_block, sizes, align, fresh)
+    want = stream_chunks(native.python_core, data, params, 1 << 20, [1 << 30], align, False)
+    assert [len(c) for c, _ in got] == [len(c) for c, _ in want]
+    assert got == want
+    assert all(blake3.blake3(c, key=KEY).digest() == i for c, i in got)
+    assert b"".join(c for c, _ in got) == data
+
+
+@requires_native
+@settings(max_examples=20, deadline=None)
+@given(data=st.binary(max_size=20_000), cuts=st.lists(st.integers(0, 20_000), max_size=10), start=st.integers(0, 100))
+def test_hash_many_agrees(data: bytes, cuts: list[int], start: int) -> None:
+    start = min(start, len(data))
+    ends = sorted(min(c, len(data)) for c in cuts if c >= start)
+    assert native.native_core is not None
+    assert native.native_core.hash_many(KEY, data, start, ends) == native.python_core.hash_many(KEY, data, start, ends)
+
+
+@requires_native
+def test_native_refuses_bad_arguments() -> None:
+    assert native.native_core is not None
+    m = native.native_core._m
+    cdc = native.Cdc(1024, 256, 4096, 1)
+    with pytest.raises(ValueError):
+        m.chunk_block(b"abc", 10, True, 0, 1, 0, cdc.config, None)  # filled past the buffer
+    with pytest.raises(ValueError):
+        m.chunk_block(b"abc", 3, True, 0, 1, 0, cdc.config, b"short key")
+    with pytest.raises(ValueError):
+        m.hash_many(KEY, b"abc", 0, [2, 1])
+    with pytest.raises(ValueError):
+        m.hash_many(KEY, b"abc", 0, [4])
+
+
+def test_forced_fallback_passes_the_golden_vectors() -> None:
+    """A machine without a compiler runs the Python path: forced here, in a subprocess."""
+    env = {**os.environ, "OBJSTORE_NATIVE": "0"}
+    probe = subprocess.run([sys.executable, "-c", "from objstore.storage import native; print(native.IMPLEMENTATION)"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "python"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_golden_ingest.py",
+                          "tests/test_chunking.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("forced_off", [False, True])
+def test_version_names_the_core(forced_off: bool) -> None:
+    env = {**os.environ, "OBJSTORE_NATIVE": "0" if forced_off else "1"}
+    run = subprocess.run([sys.executable, "-c", "import sys; from cli.main import main; sys.argv[0] = 'objstore'; main()", "--version"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    if forced_off or native.native_core is None:
+        assert run.stdout.strip() == "objstore 0.1.0 (native core: python)"
+    else:
+        assert run.stdout.strip() == f"objstore 0.1.0 (native core: native, {native.native_core.simd})"
