@@ -1,6 +1,7 @@
-"""The rotated byte-plane codecs (ids 4-7): their bit layout, exact round trips of
-any words, decoding of recorded payloads (the format is pinned), and refusal of
-hostile payloads without allocating more than the chunk they claim to be."""
+"""The rotated byte-plane codecs (ids 4, 5): their bit layout, the 6-bit packing of
+a plane whose low bits agree, exact round trips of any words, decoding of recorded
+payloads (the format is pinned), refusal of hostile payloads without allocating
+more than the chunk they claim to be, and the C transforms equal to numpy's."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 from objstore.errors import CorruptObject
 from objstore.storage import codecs
 
-ROTATED = [codecs.ROTGROUP2, codecs.ROTGROUP4, codecs.EXPGROUP2, codecs.EXPGROUP4]
+ROTATED = [codecs.ROTGROUP2, codecs.ROTGROUP4]
 GOLDEN = Path(__file__).parent / "golden" / "codec_planes_v1.json"
 
 
@@ -55,7 +56,7 @@ def test_planes_are_the_bytes_of_the_rotated_words(codec_id: int) -> None:
 def test_rotation_puts_the_exponent_where_the_layout_says() -> None:
     bf16 = 0b1_10110101_1100110  # sign 1, exponent 0xB5, mantissa 0x66
     raw = struct.pack("<H", bf16) * 300
-    top, bottom = (bytes(p)[0] for p in reversed(codecs.CODECS[codecs.EXPGROUP2].split(raw)))
+    top, bottom = (bytes(p)[0] for p in reversed(codecs.ByteGroupCodec(99, 2, (1,), rotate=1).split(raw)))
     assert (top, bottom) == (0xB5, 0b1100110_1)  # exponent byte; mantissa then sign
     top, bottom = (bytes(p)[0] for p in reversed(codecs.CODECS[codecs.ROTGROUP2].split(raw)))
     assert top == 0b110101_11  # exponent's low 6 bits, mantissa's top 2
@@ -69,11 +70,44 @@ def test_any_words_round_trip_whatever_planes_are_compressed(codec_id: int, word
     base = codecs.CODECS[codec_id]
     assert isinstance(base, codecs.ByteGroupCodec)
     w = base.word
-    codec = codecs.ByteGroupCodec(codec_id, w, tuple(k for k in planes if k < w), rotate=base.rotate)
+    codec = codecs.ByteGroupCodec(codec_id, w, tuple(k for k in planes if k < w), rotate=base.rotate,
+                                  pack6=tuple(k for k in planes if k < w and k % 2 == 0))
     raw = b"".join((x & ((1 << (8 * w)) - 1)).to_bytes(w, "little") for x in words) + tail[: w - 1]
     stored = codec.encode(raw, None)
     if stored is not None:
         assert base.decode(stored, len(raw)) == raw  # the decoder reads the plane mask, not the encoder's settings
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.integers(0, 63), max_size=300), low=st.integers(0, 3))
+def test_pack6_round_trips_planes_whose_low_bits_agree(values: list[int], low: int) -> None:
+    plane = bytes(v << 2 | low for v in values)
+    packed = codecs.pack6(plane)
+    assert packed is not None and len(packed) == 1 + 3 * ((len(plane) + 3) // 4)
+    assert codecs.unpack6(packed, len(plane)) == plane
+    if len(plane) > 1:
+        assert codecs.pack6(plane[:-1] + bytes([plane[-1] ^ 1])) is None  # one byte's low bits differ
+
+
+def test_pack6_refuses_what_it_never_writes() -> None:
+    plane = bytes(v << 2 | 1 for v in range(10))
+    packed = codecs.pack6(plane)
+    assert packed is not None
+    for bad, m in [(packed[:-1], 10), (packed + b"\0", 10), (b"\x04" + packed[1:], 10), (packed, 9), (packed, 13), (b"", 0),
+                   (packed[:-1] + bytes([packed[-1] | 0x80]), 10)]:  # the last group's padding bits set
+        with pytest.raises(CorruptObject):
+            codecs.unpack6(bad, m)
+
+
+def test_bf16_weights_pack_the_bottom_plane() -> None:
+    x = np.random.default_rng(3).standard_normal(32_768).astype(np.float32) * np.float32(0.02)
+    raw = (x.view(np.uint32) >> 16).astype("<u2").tobytes()
+    stored = codecs.CODECS[codecs.ROTGROUP2].encode(raw, "BF16")
+    assert stored is not None and tuple(stored[:3]) == (2, 0b10, 0b01)  # top plane coded, bottom packed
+    raw = raw[:-2] + struct.pack("<H", 0x4100)  # one weight of 8.0: its exponent's top bits differ
+    stored = codecs.CODECS[codecs.ROTGROUP2].encode(raw, "BF16")
+    assert stored is not None and tuple(stored[:3]) == (2, 0b11, 0)  # both planes coded instead
+    assert codecs.CODECS[codecs.ROTGROUP2].decode(stored, len(raw)) == raw
 
 
 @settings(max_examples=40, deadline=None)
@@ -145,9 +179,11 @@ def test_hostile_headers_are_refused(codec_id: int) -> None:
         b"", stored[:1], stored[:2], stored[:5],  # truncated inside the header or the lengths
         bytes([w ^ 6]) + stored[1:],  # another word size
         stored[:1] + bytes([mask | 1 << w]) + stored[2:],  # a plane the word does not have
+        stored[:2] + bytes([stored[2] | 1 << w]) + stored[3:],  # a packed plane the word does not have
+        stored[:2] + bytes([stored[2] | mask]) + stored[3:],  # a plane both compressed and packed
         stored[:-1], stored + b"\x00",  # one byte short or long overall
-        stored[:2] + struct.pack("<I", 0xFFFFFFFF) + stored[6:],  # a plane length past the end
-        stored[:2] + struct.pack("<I", 0) + stored[6:],  # an empty compressed plane
+        stored[:3] + struct.pack("<I", 0xFFFFFFFF) + stored[7:],  # a plane length past the end
+        stored[:3] + struct.pack("<I", 0) + stored[7:],  # an empty compressed plane
     ]
     for payload in bad:
         with pytest.raises(CorruptObject):
@@ -176,13 +212,13 @@ def test_a_plane_claiming_more_bytes_than_the_chunk_is_refused_before_allocating
     for frame in frames:
         mask = 1 << (w - 1)
         others = b"".join(bytes(p) for p in codecs.CODECS[codec_id].split(raw)[: w - 1])  # type: ignore[attr-defined]
-        payload = bytes([w, mask]) + struct.pack("<I", len(frame)) + others + frame
+        payload = bytes([w, mask, 0]) + struct.pack("<I", len(frame)) + others + frame
         assert m == len(others) // max(w - 1, 1)
         with pytest.raises(CorruptObject):
             codecs.decode_chunk(codec_id, payload, len(raw))
     # a frame header claiming 4 TiB: single-segment frame, content size field of 8 bytes
     claim = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (4 << 40).to_bytes(8, "little") + b"\x01\x00\x00"
-    payload = bytes([w, 1 << (w - 1)]) + struct.pack("<I", len(claim)) + b"\x00" * (m * (w - 1)) + claim
+    payload = bytes([w, 1 << (w - 1), 0]) + struct.pack("<I", len(claim)) + b"\x00" * (m * (w - 1)) + claim
     with pytest.raises(CorruptObject):
         codecs.decode_chunk(codec_id, payload, len(raw))
 
@@ -223,6 +259,36 @@ def test_native_split_and_merge_equal_the_numpy_reference(word: int, rotate: int
     python = codec.split_python(raw)
     assert [bytes(p) for p in native] == [bytes(p) for p in python]
     assert codec.merge(list(native), tail) == codec.merge_python(list(python), tail) == raw[: len(raw) // word * word] + tail
+
+
+@needs_native
+@settings(max_examples=80, deadline=None)
+@given(plane=st.binary(max_size=600), low=st.sampled_from([None, 0, 1, 2, 3]), cut=st.integers(0, 4))
+def test_native_pack6_equals_the_numpy_reference(plane: bytes, low: int | None, cut: int) -> None:
+    if low is not None:
+        plane = bytes(b & 0xFC | low for b in plane)
+    native = codecs.pack6(plane)
+    saved = codecs._PLANES
+    try:
+        codecs._PLANES = None
+        python = codecs.pack6(plane)
+        if python is not None:
+            python_back = codecs.unpack6(python, len(plane))
+            hurt = python[: len(python) - cut]
+            try:
+                python_hurt: bytes | str = codecs.unpack6(hurt, len(plane))
+            except CorruptObject:
+                python_hurt = "refused"
+    finally:
+        codecs._PLANES = saved
+    assert native == python
+    if native is not None:
+        assert codecs.unpack6(native, len(plane)) == python_back == plane
+        try:
+            native_hurt: bytes | str = codecs.unpack6(hurt, len(plane))
+        except CorruptObject:
+            native_hurt = "refused"
+        assert native_hurt == python_hurt
 
 
 @needs_native

@@ -27,12 +27,11 @@ RAW = 0
 ZSTD = 1
 BYTEGROUP2 = 2  # bytegroup+zstd over 2-byte words (bf16, fp16)
 BYTEGROUP4 = 3  # bytegroup+zstd over 4-byte words (fp32)
-# Words rotated left, then byte-grouped: the rotation is part of the format (the
-# decoder undoes it), which planes are compressed is the encoder's choice (a mask).
-ROTGROUP2 = 4  # 2-byte words rotated left 3 bits: exponent low 6 bits + top 2 mantissa bits in one byte (bf16)
-ROTGROUP4 = 5  # 4-byte words rotated left 3 bits, likewise (fp32)
-EXPGROUP2 = 6  # 2-byte words rotated left 1 bit: the exponent fills the top byte (ZipNN's layout, bf16)
-EXPGROUP4 = 7  # 4-byte words rotated left 1 bit (ZipNN's layout, fp32)
+# Words rotated left 3 bits, then byte-grouped: the exponent's low 6 bits and the
+# mantissa's top 2 share the top byte, entropy-coded; the bottom byte's 2 exponent
+# bits, nearly always equal, are stored once and its other 6 bits packed.
+ROTGROUP2 = 4  # bf16
+ROTGROUP4 = 5  # fp32
 
 
 class Codec(Protocol):
@@ -198,9 +197,55 @@ PLANES_IMPLEMENTATION = "native" if _PLANES is not None else "python"
 _WORD_DTYPES: dict[int, np.dtype[Any]] = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 # Header of a bytegroup payload: word size, bitmask of compressed planes.
 _BG_HEAD = struct.Struct("<BB")
+# ... and with 6-bit packed planes: word size, compressed planes, packed planes.
+_BG_HEAD3 = struct.Struct("<BBB")
 _BG_LEN = struct.Struct("<I")
 # A chunk smaller than this many words is not worth splitting.
 _BG_MIN_WORDS = 256
+
+
+def _packed6_size(m: int) -> int:
+    return 1 + 3 * ((m + 3) // 4)
+
+
+def pack6(plane: bytes | memoryview) -> bytes | None:
+    """The plane with its low 2 bits stored once: that value as a byte, then each
+    byte's high 6 bits, 4 to 3 bytes (24 bits little-endian, first value lowest,
+    the last group zero-padded); None unless every byte's low 2 bits are equal."""
+    if _PLANES is not None:
+        out: bytes | None = _PLANES.pack6(plane)
+        return out
+    p = np.frombuffer(plane, dtype=np.uint8)
+    low = int(p[0] & 3) if len(p) else 0
+    if np.any((p & 3) != low):
+        return None
+    v = np.zeros(-(-len(p) // 4) * 4, dtype=np.uint32)
+    v[: len(p)] = p >> 2
+    g = v.reshape(-1, 4)
+    x = g[:, 0] | (g[:, 1] << 6) | (g[:, 2] << 12) | (g[:, 3] << 18)
+    return bytes([low]) + x.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+def unpack6(packed: bytes | memoryview, m: int) -> bytes:
+    """The ``m``-byte plane :func:`pack6` packed; CorruptObject unless ``packed`` is
+    exactly what pack6 writes (length, a low value below 4, zero padding)."""
+    if _PLANES is not None:
+        try:
+            out: bytes = _PLANES.unpack6(packed, m)
+        except ValueError as exc:
+            raise CorruptObject(f"a bytegroup plane: {exc}") from None
+        return out
+    if len(packed) != _packed6_size(m):
+        raise CorruptObject(f"a bytegroup plane: a 6-bit packed plane of {m} bytes holds {len(packed)} bytes")
+    low = packed[0]
+    if low > 3:
+        raise CorruptObject(f"a bytegroup plane: a 6-bit packed plane names low bits {low}")
+    b = np.frombuffer(packed, dtype=np.uint8, offset=1).reshape(-1, 3).astype(np.uint32)
+    x = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    v = np.stack([(x >> (6 * j)) & 63 for j in range(4)], axis=1).reshape(-1)
+    if np.any(v[m:]):
+        raise CorruptObject("a bytegroup plane: a 6-bit packed plane has nonzero padding")
+    return ((v[:m] << 2) | low).astype(np.uint8).tobytes()
 
 
 class ByteGroupCodec:
@@ -229,13 +274,16 @@ class ByteGroupCodec:
     """
 
     def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[bytes | memoryview], bytes] | None = None,
-                 rotate: int = 0) -> None:
+                 rotate: int = 0, pack6: tuple[int, ...] | None = None) -> None:
         if not 0 <= rotate < 8 * word:
             raise ValueError(f"a {word}-byte word cannot be rotated by {rotate} bits")
         self.codec_id = codec_id
         self.word = word
         self.planes = planes
         self.rotate = rotate
+        # None: the two-byte header of ids 2 and 3, no packed planes; a tuple (even
+        # empty): the three-byte header, these planes packed when their low bits agree.
+        self.pack6 = pack6
         self.name = f"bytegroup{word}+zstd" if not rotate else f"rotgroup{word}r{rotate}+zstd"
         self._compress = compress or _compress_plane
 
@@ -284,36 +332,48 @@ class ByteGroupCodec:
         if m < _BG_MIN_WORDS:
             return None
         planes = self.split(raw)
-        mask = 0
+        mask = packed = 0
         parts: list[bytes | memoryview] = []
         lengths: list[bytes] = []
         limit = m * (1.0 - constants.MIN_SAVING)
         for k in range(w):
             plane = planes[k]
+            if self.pack6 is not None and k in self.pack6:
+                six = pack6(plane)
+                if six is not None:
+                    packed |= 1 << k
+                    parts.append(six)
+                    continue
             if k in self.planes:
-                packed = self._compress(plane)
-                if len(packed) <= limit:
+                out = self._compress(plane)
+                if len(out) <= limit:
                     mask |= 1 << k
-                    lengths.append(_BG_LEN.pack(len(packed)))
-                    parts.append(packed)
+                    lengths.append(_BG_LEN.pack(len(out)))
+                    parts.append(out)
                     continue
             parts.append(memoryview(plane))  # the plane is contiguous: its bytes, without a copy
-        if not mask:
+        if not mask | packed:
             return None  # nothing paid: let the caller store the chunk raw
         tail = memoryview(raw)[m * w :]
-        return b"".join([_BG_HEAD.pack(w, mask), *lengths, *parts, tail])
+        head = _BG_HEAD.pack(w, mask) if self.pack6 is None else _BG_HEAD3.pack(w, mask, packed)
+        return b"".join([head, *lengths, *parts, tail])
 
     def decode(self, stored: bytes | memoryview, raw_len: int) -> bytes:
         w = self.word
         m = raw_len // w
         view = memoryview(stored)
         try:
-            word, mask = _BG_HEAD.unpack_from(view, 0)
+            if self.pack6 is None:
+                word, mask = _BG_HEAD.unpack_from(view, 0)
+                packed = 0
+            else:
+                word, mask, packed = _BG_HEAD3.unpack_from(view, 0)
         except struct.error:
             raise CorruptObject("a bytegroup payload is truncated") from None
-        if word != w or mask >> w:
-            raise CorruptObject(f"a bytegroup payload names word size {word} and planes {mask:#x}, expected {w}-byte words")
-        pos = _BG_HEAD.size
+        if word != w or (mask | packed) >> w or mask & packed:
+            raise CorruptObject(f"a bytegroup payload names word size {word}, compressed planes {mask:#x} and packed "
+                                f"planes {packed:#x}, expected {w}-byte words")
+        pos = _BG_HEAD.size if self.pack6 is None else _BG_HEAD3.size
         lengths = {}
         for k in range(w):
             if mask >> k & 1:
@@ -323,7 +383,7 @@ class ByteGroupCodec:
                 pos += 4
         planes: list[bytes | memoryview] = []
         for k in range(w):
-            n = lengths.get(k, m)
+            n = lengths.get(k, _packed6_size(m) if packed >> k & 1 else m)
             part = view[pos : pos + n]
             if len(part) != n:
                 raise CorruptObject("a bytegroup payload is truncated")
@@ -334,6 +394,8 @@ class ByteGroupCodec:
                 except CorruptObject as exc:
                     raise CorruptObject(f"a bytegroup plane: {exc}") from None
                 planes.append(plane)
+            elif packed >> k & 1:
+                planes.append(unpack6(part, m))
             else:
                 planes.append(part)
         tail = view[pos:]
@@ -347,10 +409,8 @@ CODECS: dict[int, Codec] = {
     ZSTD: ZstdCodec(),
     BYTEGROUP2: ByteGroupCodec(BYTEGROUP2, 2, (1,)),
     BYTEGROUP4: ByteGroupCodec(BYTEGROUP4, 4, (3,)),
-    ROTGROUP2: ByteGroupCodec(ROTGROUP2, 2, (0, 1), rotate=3),
-    ROTGROUP4: ByteGroupCodec(ROTGROUP4, 4, (0, 3), rotate=3),
-    EXPGROUP2: ByteGroupCodec(EXPGROUP2, 2, (1,), rotate=1),
-    EXPGROUP4: ByteGroupCodec(EXPGROUP4, 4, (3,), rotate=1),
+    ROTGROUP2: ByteGroupCodec(ROTGROUP2, 2, (0, 1), rotate=3, pack6=(0,)),
+    ROTGROUP4: ByteGroupCodec(ROTGROUP4, 4, (0, 3), rotate=3, pack6=(0,)),
 }
 
 # The codec worth trying for each float dtype (safetensors names). fp16 keeps the
