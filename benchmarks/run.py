@@ -351,10 +351,9 @@ def _child_codecs(path: str, limit: int) -> dict[str, Any]:
     dtype = chunks[0][1] if chunks else None
     picked = codecs.DEFAULT_POLICY.candidates(dtype)
     for codec_id in codecs_for(dtype or "BF16"):
-        codec = codecs.CODECS[codec_id]
-        variants = [(f"{label} *" if codec_id in picked and not i else label, enc)
-                    for i, (label, enc) in enumerate(benchmark_variants(codec_id))]
-        for variant, enc in variants:
+        variants = [(f"{label} *" if codec_id in picked and not i else label, enc, dec)
+                    for i, (label, enc, dec) in enumerate(benchmark_variants(codec_id))]
+        for variant, enc, dec in variants:
             stored = []
             t0 = time.perf_counter()
             for raw, dtype in chunks:
@@ -366,7 +365,7 @@ def _child_codecs(path: str, limit: int) -> dict[str, Any]:
             for s, (raw, _) in zip(stored, chunks):
                 if s is raw:
                     continue
-                codec.decode(s, len(raw))
+                dec(s, len(raw))
             dec_s = time.perf_counter() - t0
             ratio = sum(min(len(s), n) for s, n in kept) / total
             out["codecs"][variant] = {"ratio": ratio, "encode_gbps": total / enc_s / GB, "decode_gbps": total / max(dec_s, 1e-9) / GB}
