@@ -310,7 +310,7 @@ def _child_index(store: str, n_chunks: int, n_packs: int, n_probe: int) -> dict[
         pack = Path(store) / pack_key(name)
         pack.parent.mkdir(parents=True, exist_ok=True)
         with open(pack, "wb") as f:
-            f.truncate(int(arr["offset"].max()) + 2 * 65536)
+            f.truncate(int(arr["offset"].max()) + 65536 + 128 * per + (1 << 20))  # the pack ends with its own index
         all_ids.append(ids)
     present = [ObjectId(all_ids[i % n_packs][32 * (i // n_packs) : 32 * (i // n_packs) + 32]) for i in range(n_probe // 2)]
     absent = [ObjectId(rng.bytes(32)) for _ in range(n_probe - len(present))]
