@@ -155,3 +155,63 @@ def test_version_names_the_core(forced_off: bool) -> None:
         assert run.stdout.strip() == "objstore 0.1.0 (native core: python)"
     else:
         assert run.stdout.strip() == f"objstore 0.1.0 (native core: native, {native.native_core.simd})"
+
+
+def ingest_with(core: native.Core, path: Path, root: Path, params: ChunkParams, workers: int) -> tuple[object, dict[str, bytes]]:
+    from objstore.files.ingest import chunk_file
+    from objstore.storage.backend import open_backend
+    from objstore.storage.odb import ObjectDatabase
+
+    saved = native.core
+    native.core = core
+    try:
+        odb = ObjectDatabase(open_backend(str(root)))
+        fobj = chunk_file(path, Chunker(params), odb, stat_cache=None, segment_cache=None, workers=workers)
+        odb.flush()
+    finally:
+        native.core = saved
+    return fobj, {p.name: p.read_bytes() for p in sorted((root / "packs").iterdir())}
+
+
+@requires_native
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), tensors=st.lists(st.tuples(st.sampled_from(["BF16", "F32", "I8"]), st.integers(0, 120_000)),
+                                                        min_size=1, max_size=4), workers=st.sampled_from([0, 2]))
+def test_packs_agree(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, seed: int,
+                     tensors: list[tuple[str, int]], workers: int) -> None:
+    from objstore.files import ingest
+    from objstore.testing.tensorfiles import write_safetensors
+
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest, "BLOCK_BYTES", 40_000)
+    tmp = tmp_path_factory.mktemp("packs")
+    size = {"BF16": 2, "F32": 4, "I8": 1}
+    data = {f"t{i}": (dt, (n,), tensor_bytes(seed + i, n * size[dt], {"BF16": "bf16", "F32": "f32", "I8": "bytes"}[dt]))
+            for i, (dt, n) in enumerate(tensors)}
+    path = write_safetensors(tmp / "m.safetensors", data)
+    params = ChunkParams(4096, 1024, 16384, 1)
+    assert native.native_core is not None
+    got = ingest_with(native.native_core, path, tmp / "native", params, workers)
+    want = ingest_with(native.python_core, path, tmp / "python", params, 0)
+    assert got == want
+
+
+@requires_native
+def test_native_refuses_parameters_that_would_not_progress() -> None:
+    assert native.native_core is not None
+    m = native.native_core._m
+    for config in [(1, 256, 4096, 0, 0), (64, 256, 32, 0, 0), (0, 0, 0, 0, 0)]:
+        with pytest.raises(ValueError):
+            m.chunk_block(bytes(10_000), 10_000, True, 0, 1, 0, config, None)
+
+
+@requires_native
+@settings(max_examples=10, deadline=None)
+@given(min_size=st.integers(64, 200), seed=st.integers(0, 100))
+def test_odd_minimum_sizes_agree(min_size: int, seed: int) -> None:
+    """An odd min_size lets FastCDC cut at min_size - 1: the native ends[] must have room."""
+    data = bytearray(tensor_bytes(seed, 200_000, "runs"))
+    cdc = native.Cdc(256, min_size, 1024, 3)
+    assert native.native_core is not None
+    args = (cdc, data, len(data), True, 0, 1, 0, KEY)
+    assert native.native_core.chunk_block(*args) == native.python_core.chunk_block(*args)

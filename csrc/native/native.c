@@ -47,11 +47,21 @@ static uint64_t cut_gear(const cdc_config *c, const uint8_t *buf, uint64_t len) 
     return remaining;
 }
 
+static void hash_one(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *data, size_t len, uint8_t *out) {
+    blake3_hasher h;
+    blake3_hasher_init_keyed(&h, key);
+    blake3_hasher_update(&h, data, len);
+    blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
+}
+
 /* chunking.py's loop over one filled buffer (see Chunker.iter_chunks there): the
  * chunk ends to emit, where the next buffer must restart (carry_from), and whether
- * the segment is done. ends has room for filled / min_size + 2 entries. */
+ * the segment is done. ends has room for filled / (min_size - 1) + 2 entries; with a key,
+ * each chunk is hashed into ids as soon as it is cut, while its bytes are still in
+ * the CPU's caches from the cut scan. */
 static size_t block_cuts(const cdc_config *c, const uint8_t *buf, uint64_t filled, int at_end, uint64_t base,
-                         uint64_t align, uint64_t emitted, uint64_t *ends, uint64_t *carry_from, int *done) {
+                         uint64_t align, uint64_t emitted, uint64_t *ends, uint64_t *carry_from, int *done,
+                         const uint8_t *key, uint8_t *ids) {
     size_t n = 0;
     uint64_t off = 0, carry = filled;
     while (off < filled) {
@@ -65,22 +75,26 @@ static size_t block_cuts(const cdc_config *c, const uint8_t *buf, uint64_t fille
                 cut = filled;
             }
         }
-        if (cut > emitted) { ends[n++] = cut; emitted = cut; }
+        if (cut > emitted) {
+            if (key) hash_one(key, buf + emitted, (size_t)(cut - emitted), ids + (size_t)BLAKE3_OUT_LEN * n);
+            ends[n++] = cut;
+            emitted = cut;
+        }
         off = end;
     }
     *done = at_end && carry == filled;
-    if (*done && emitted < filled) ends[n++] = filled;
+    if (*done && emitted < filled) {
+        if (key) hash_one(key, buf + emitted, (size_t)(filled - emitted), ids + (size_t)BLAKE3_OUT_LEN * n);
+        ends[n++] = filled;
+    }
     *carry_from = carry;
     return n;
 }
 
 static void hash_slices(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *buf, uint64_t start, const uint64_t *ends,
                         size_t n, uint8_t *out) {
-    blake3_hasher h;
     for (size_t i = 0; i < n; i++) {
-        blake3_hasher_init_keyed(&h, key);
-        blake3_hasher_update(&h, buf + start, (size_t)(ends[i] - start));
-        blake3_hasher_finalize(&h, out + (size_t)BLAKE3_OUT_LEN * i, BLAKE3_OUT_LEN);
+        hash_one(key, buf + start, (size_t)(ends[i] - start), out + (size_t)BLAKE3_OUT_LEN * i);
         start = ends[i];
     }
 }
@@ -116,8 +130,10 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OKpKKK(KKKKK)O", &buf_obj, &filled, &at_end, &base, &align, &emitted, &min_size,
                           &avg_size, &max_size, &mask_s, &mask_l, &key_obj))
         return NULL;
-    if (min_size < 1 || align < 1 || emitted > filled) {
-        PyErr_SetString(PyExc_ValueError, "chunk_block: min_size and align must be >= 1, emitted <= filled");
+    /* pyfastcdc's own bounds (min >= 64, max >= min) keep every chunk >= min - 1 bytes
+     * long, which is what sizes ends[] below and guarantees progress. */
+    if (min_size < 64 || max_size < min_size || align < 1 || emitted > filled) {
+        PyErr_SetString(PyExc_ValueError, "chunk_block: needs min_size >= 64, max_size >= min_size, align >= 1, emitted <= filled");
         return NULL;
     }
     Py_buffer buf, key = {0};
@@ -130,7 +146,7 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     int hashing = key_obj != Py_None;
     if (hashing && get_key(key_obj, &key) < 0) { PyBuffer_Release(&buf); return NULL; }
     cdc_config c = {min_size, avg_size, max_size, mask_s, mask_l, mask_s << 1, mask_l << 1};
-    size_t cap = (size_t)(filled / min_size) + 2;
+    size_t cap = (size_t)(filled / (min_size - 1)) + 2;
     uint64_t *ends = PyMem_RawMalloc(cap * sizeof(uint64_t));
     uint8_t *ids = hashing ? PyMem_RawMalloc(cap * BLAKE3_OUT_LEN) : NULL;
     if (ends == NULL || (hashing && ids == NULL)) {
@@ -143,8 +159,7 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     int done;
     size_t n;
     Py_BEGIN_ALLOW_THREADS
-    n = block_cuts(&c, buf.buf, filled, at_end, base, align, emitted, ends, &carry, &done);
-    if (hashing) hash_slices(key.buf, buf.buf, emitted, ends, n, ids);
+    n = block_cuts(&c, buf.buf, filled, at_end, base, align, emitted, ends, &carry, &done, hashing ? key.buf : NULL, ids);
     Py_END_ALLOW_THREADS
     if (hashing) PyBuffer_Release(&key);
     PyBuffer_Release(&buf);

@@ -20,7 +20,8 @@ The pipeline (what makes this run near the hashing limit on every core):
   appends new chunks to the pack, so packs and file objects are the same
   whatever the timing.
 
-No Python runs per chunk but building its id and its pack record.
+Per chunk, Python only builds its id, calls the codec (new chunks) and appends its
+pack record; everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
 written, each with at most ``QUEUE_BATCHES`` blocks holding new chunks waiting
@@ -70,7 +71,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,22 +213,41 @@ def _hash_piece(fd: int, offset: int, length: int) -> bytes:
     return hasher(Kind.SEGMENT).update(buf[:n]).digest()
 
 
-def _hash_segments(fd: int, segments: list[Segment]) -> list[bytes]:
-    """The segment-cache keys of ``segments``, their pieces hashed on every core at once
-    (at most ``PIECES_IN_FLIGHT`` queued, so a huge file costs no more memory)."""
+def _hash_segments(fd: int, segments: list[Segment]) -> Iterator[bytes]:
+    """The segment-cache keys of ``segments`` in order, their pieces hashed on every core
+    at once (at most ``PIECES_IN_FLIGHT`` queued, so a huge file costs no more memory).
+    Each key is yielded as soon as its pieces are hashed, so the caller's look-ups
+    overlap the hashing of the segments after it."""
     pool = _pool()
     work = ((i, off, min(PIECE, seg.offset + seg.length - off))
             for i, seg in enumerate(segments) for off in range(seg.offset, seg.offset + seg.length, PIECE))
     digests: list[list[bytes]] = [[] for _ in segments]
+    pieces_left = [-(-seg.length // PIECE) for seg in segments]
     in_flight: deque[tuple[int, Future[bytes]]] = deque()
-    for i, off, length in work:
-        in_flight.append((i, pool.submit(_hash_piece, fd, off, length)))
-        if len(in_flight) >= PIECES_IN_FLIGHT:
-            j, fut = in_flight.popleft()
-            digests[j].append(fut.result())
-    for j, fut in in_flight:
+    ready = 0  # keys yielded so far
+
+    def collect() -> None:
+        j, fut = in_flight.popleft()
         digests[j].append(fut.result())
-    return [_key_of(d) for d in digests]
+        pieces_left[j] -= 1
+
+    try:
+        for i, off, length in work:
+            in_flight.append((i, pool.submit(_hash_piece, fd, off, length)))
+            if len(in_flight) >= PIECES_IN_FLIGHT:
+                collect()
+            while ready < len(segments) and pieces_left[ready] == 0:
+                yield _key_of(digests[ready])
+                ready += 1
+        while in_flight:
+            collect()
+        for d in digests[ready:]:
+            yield _key_of(d)
+    finally:
+        # abandoned (an error): the pieces still queued must not outlive the descriptor
+        for _, fut in in_flight:
+            fut.cancel()
+        wait([fut for _, fut in in_flight])
 
 
 _Chunks = list[tuple[ObjectId, int]]

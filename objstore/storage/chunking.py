@@ -11,6 +11,10 @@ a chunk never splits a bf16 or fp32 word and byte-plane codecs see whole words.
 The rounding is applied to the cuts FastCDC reports; FastCDC itself always
 restarts at its own, unrounded cut, so the boundaries are the same however the
 stream is split into reads.
+
+Each filled read buffer is cut (and its chunks hashed) in one call of the core,
+:mod:`objstore.storage.native`: C when built, else the pure-Python reference
+(pyfastcdc), with identical cuts.
 """
 
 from __future__ import annotations
