@@ -99,6 +99,8 @@ class Run:
         wanted = check_aliases(aliases)
         if isinstance(artifact_or_path, Artifact):
             art = artifact_or_path
+            if art.is_draft():  # aliases set on the draft are given to the version too, as in W&B
+                wanted = check_aliases(list(dict.fromkeys([*art.aliases, *wanted])))
         else:
             art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
         # The run's record is stored before the version's ref is claimed (objects
