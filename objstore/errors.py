@@ -13,12 +13,33 @@ class ObjstoreError(Exception):
     """Base of every error objstore raises on purpose."""
 
 
-class InvalidName(ObjstoreError, ValueError):
+class UsageError(ObjstoreError):
+    """W&B's name for a call made wrongly (a bad argument, a call before ``init``):
+    ``except wandb.errors.UsageError`` catches objstore's bad-input errors too."""
+
+
+class UnsupportedError(UsageError, AttributeError):
+    """W&B's name for a feature not offered here: an argument or attribute W&B has
+    that objstore does not store (``Artifact.tags``, ``init(fork_from=…)``). It is
+    raised rather than the value being dropped; an AttributeError too, as an
+    assignment to an attribute a class does not have would be."""
+
+
+class InvalidName(UsageError, ValueError):
     """A name, alias, selector or path that breaks objstore's naming rules."""
 
 
-class InvalidInput(ObjstoreError, ValueError):
+class InvalidInput(UsageError, ValueError):
     """An argument that is well-formed as a name but cannot be acted on."""
+
+
+class ArtifactStatusError(ObjstoreError, AttributeError):
+    """W&B's: an artifact in the wrong state (draft or logged) for what was asked."""
+
+
+class ArtifactFinalizedError(ArtifactStatusError, InvalidInput):
+    """W&B's: a change that a logged (finalized) version does not take, such as
+    setting its description or metadata (immutable here, see ``Artifact.save``)."""
 
 
 class FileChanged(InvalidInput):

@@ -118,3 +118,44 @@ def test_a_run_naming_a_non_id_is_corrupt(bad: object) -> None:
     body = msgpack.packb(d, use_bin_type=True)
     with pytest.raises(CorruptObject):
         decode(body, hash_bytes(Kind.RUN, body))
+
+
+# A run record with the optional fields added for W&B's init (tags, notes, group,
+# summary), frozen here as the old kinds are above.
+RUN_WITH_ANNOTATIONS = (
+    "8bd3c5d2b8bc0e6689bb0f569d5ca67459e27b8d334ccaa9dcf0abd44386c3c6",
+    "de0011a17601a16ba372756ea26964a27232a6656e74697479a165a770726f6a656374a170a46e616d65a5747261696ea6636f6e66696781"
+    "a26c72cb3fb999999999999aa86a6f625f74797065a5747261696eaa737461727465645f6174cb41d954fc40200000ab66696e6973686564"
+    "5f6174cb41d954fc59100000a57374617465a866696e6973686564a6696e7075747391d94031356562306266666137353366333261636466"
+    "326635306565383237313030386536376632636566626230323638353236353864396662313363346130363366a76f75747075747390a474"
+    "61677392a8626173656c696e65a178a56e6f746573a9666972737420747279a567726f7570a773776565702d31a773756d6d61727982a46c"
+    "6f7373cb3fd0000000000000a361636381a4746f7031cb3feccccccccccccd",
+)
+
+
+def test_a_run_without_the_optional_fields_is_stored_as_before() -> None:
+    old = decode(bytes.fromhex(GOLDEN["run"][1]), ObjectId.from_hex(GOLDEN["run"][0]))
+    assert isinstance(old, RunRecord)
+    assert (old.tags, old.notes, old.group, old.summary) == ((), None, None, {})
+    assert set(msgpack.unpackb(encode(old)[1], raw=False)) == set(msgpack.unpackb(bytes.fromhex(GOLDEN["run"][1]), raw=False))
+
+
+def test_a_run_with_tags_notes_group_summary_decodes_and_re_encodes_byte_identically() -> None:
+    oid, body = ObjectId.from_hex(RUN_WITH_ANNOTATIONS[0]), bytes.fromhex(RUN_WITH_ANNOTATIONS[1])
+    run = decode(body, oid)
+    assert isinstance(run, RunRecord)
+    assert (run.tags, run.notes, run.group, run.summary) == (("baseline", "x"), "first try", "sweep-1",
+                                                              {"loss": 0.25, "acc": {"top1": 0.9}})
+    assert encode(run) == (oid, body)
+    # the fields readers before them know are all still there, as they were: those readers read the rest
+    d = msgpack.unpackb(body, raw=False)
+    old_keys = set(msgpack.unpackb(bytes.fromhex(GOLDEN["run"][1]), raw=False))
+    assert old_keys <= set(d) and set(d) - old_keys == {"tags", "notes", "group", "summary"}
+
+
+@pytest.mark.parametrize("field, bad", [("tags", "x"), ("tags", [1]), ("notes", 3), ("group", []), ("summary", [1])])
+def test_a_run_with_a_malformed_optional_field_is_corrupt(field: str, bad: object) -> None:
+    d = msgpack.unpackb(bytes.fromhex(GOLDEN["run"][1]), raw=False)
+    d[field] = bad
+    with pytest.raises(CorruptObject, match=field):
+        decode(msgpack.packb(d, use_bin_type=True))

@@ -82,7 +82,8 @@ def assert_store_healthy(store: Path | str) -> None:
 
 def version_refs(store: Path) -> list[str]:
     return (
-        sorted(p.relative_to(store).as_posix() for p in (store / "refs").rglob("v[0-9]*") if p.is_file())
+        # under versions/ only: a random run id may start with v and a digit too
+        sorted(p.relative_to(store).as_posix() for p in (store / "refs").rglob("v[0-9]*") if p.is_file() and p.parent.name == "versions")
         if (store / "refs").exists()
         else []
     )

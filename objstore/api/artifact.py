@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from objstore.api.commit import Draft, Staged, commit_draft
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
-from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
+from objstore.errors import ArtifactFinalizedError, CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsupportedError
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
@@ -155,22 +155,87 @@ class _DirScan:
         return st
 
 
+# The public attributes an Artifact stores when assigned; every other assignment
+# raises (Artifact.__setattr__), so nothing set by a script is silently lost.
+SETTABLE = ("aliases", "description", "metadata")
+# W&B's settable Artifact attributes that objstore does not store (yet), and what to do instead.
+_NOT_STORED = {
+    "tags": "objstore does not store artifact tags; put them in metadata or use aliases",
+    "ttl": "objstore has no time-to-live for versions; versions are kept until deleted",
+    "distributed_id": "objstore has no distributed artifacts; log each part as its own artifact, or one draft",
+    "incremental": "objstore has no incremental artifacts; a new version stores only the chunks that changed anyway",
+}
+
+
 class Artifact:
     """A versioned set of files. Build one and log it, or get a logged one from
-    :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`."""
+    :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`.
+
+    Settable attributes are :data:`SETTABLE` only: ``aliases`` (a draft's are
+    given when it is logged, a logged version's persist with :meth:`save`), and a
+    draft's ``description`` and ``metadata`` (stored when it is logged; a logged
+    version's are immutable, so assigning them raises ArtifactFinalizedError).
+    Any other assignment raises: UnsupportedError for W&B attributes objstore does
+    not store (``tags``, ``ttl``, ``distributed_id``, ``incremental``) or for a
+    read-only one (``name``, ``type``, ``version``, …), and likewise for a name
+    the class does not have, so a value set is never accepted and dropped.
+    """
 
     def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+        self._resolved: ResolvedVersion | None = None
         self._name = check_name(name, "artifact name")
-        self.type = check_name(type, "artifact type")
-        self.description = description
-        self.metadata = check_metadata(metadata)
+        self._type = check_name(type, "artifact type")
+        self._description = description
+        self._metadata = check_metadata(metadata)
         self._staged: dict[str, Staged] = {}
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self._store: Store | None = None
-        self._resolved: ResolvedVersion | None = None
         self._saved_aliases: list[str] = []
         self.aliases: list[str] = []
-        self.created = False  # True when logging this draft made a new version
+        self._created = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_") or name in SETTABLE:
+            object.__setattr__(self, name, value)  # a property's setter still runs
+            return
+        cls = type(self)
+        if name in _NOT_STORED:
+            raise UnsupportedError(f"Artifact.{name} cannot be set: {_NOT_STORED[name]}")
+        if isinstance(getattr(cls, name, None), property):
+            raise UnsupportedError(f"Artifact.{name} is read-only; the settable attributes are {', '.join(SETTABLE)}")
+        raise UnsupportedError(f"Artifact has no attribute {name!r} to set; the settable attributes are {', '.join(SETTABLE)}")
+
+    def _refuse_if_logged(self, what: str) -> None:
+        if self._resolved is not None:
+            raise ArtifactFinalizedError(f"'Artifact.{what}' used on logged artifact {self.name}: a logged version's "
+                                         f"{what} is immutable; log a new version to change it", name=what, obj=self)
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def description(self) -> str | None:
+        return self._description
+
+    @description.setter
+    def description(self, value: str | None) -> None:
+        self._refuse_if_logged("description")
+        self._description = value  # checked when logged, as metadata is
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._refuse_if_logged("metadata")
+        self._metadata = value
+
+    @property
+    def created(self) -> bool:
+        """True when logging this draft made a new version (False when the content was already a version)."""
+        return self._created
 
     # -- building a draft -------------------------------------------------
     def _require_draft(self) -> None:
@@ -273,7 +338,7 @@ class Artifact:
         draft = Draft(self._name, self.type, self.description, self.metadata, self._staged)
         resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         self._bind(store, resolved)
-        self.created = created
+        self._created = created
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
@@ -283,9 +348,9 @@ class Artifact:
         self._resolved = resolved
         self._staged = {}
         version = resolved.version
-        self.type = version.artifact_type
-        self.description = version.description
-        self.metadata = dict(version.metadata)
+        self._type = version.artifact_type
+        self._description = version.description
+        self._metadata = dict(version.metadata)
         self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
         self.aliases = list(self._saved_aliases)
 
@@ -294,7 +359,7 @@ class Artifact:
         art = cls.__new__(cls)
         art._name = resolved.collection.name
         art._tmpdir = None
-        art.created = False
+        art._created = False
         art._bind(store, resolved)
         return art
 
@@ -409,7 +474,8 @@ class Artifact:
         """
         store, resolved = self._logged()
         if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
-            raise InvalidInput("a logged version's metadata and description are immutable; log a new version to change them")
+            raise ArtifactFinalizedError("a logged version's metadata and description are immutable; "
+                                         "log a new version to change them", name="metadata", obj=self)
         wanted = check_aliases(self.aliases)
         loaded = set(self._saved_aliases)
         added = [a for a in wanted if a not in loaded]

@@ -52,6 +52,10 @@ class RunInfo:
     finished_at: float | None
     inputs: tuple[str, ...]  # version ids, hex (the ids themselves are the record's)
     outputs: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    notes: str | None = None
+    group: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)  # the latest value of each metric logged, not a history
     _store: Store | None = field(default=None, repr=False, compare=False)
     _record: RunRecord | None = field(default=None, repr=False, compare=False)
 
@@ -63,7 +67,8 @@ class RunInfo:
     def from_record(cls, record: RunRecord, store: Store | None = None) -> RunInfo:
         return cls(record.id, record.entity, record.project, record.name, record.config, record.job_type, record.state,
                    record.started_at, record.finished_at, tuple(i.hex for i in record.inputs),
-                   tuple(o.hex for o in record.outputs), store, record)
+                   tuple(o.hex for o in record.outputs), record.tags, record.notes, record.group, record.summary,
+                   store, record)
 
     def _artifacts(self, ids: tuple[ObjectId, ...]) -> list[Artifact]:
         if self._store is None:

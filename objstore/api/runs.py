@@ -14,14 +14,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, cast
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
 from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
+from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
 from objstore.api.runrecord import create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
-from objstore.errors import InvalidInput, InvalidName, WrongType
+from objstore.errors import InvalidInput, InvalidName, UnsupportedError, UsageError, WrongType
 from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
@@ -42,14 +43,17 @@ class Run:
     'v0'
     """
 
+    disabled = False
+
     def __init__(self, store: Store, *, entity: str, project: str, name: str | None, config: dict[str, Any] | None,
-                 job_type: str | None, id: str | None) -> None:
+                 job_type: str | None, id: str | None, tags: tuple[str, ...] = (), notes: str | None = None,
+                 group: str | None = None, resume: str | None = None) -> None:
         self.store = store
         self.entity = check_name(entity, "entity")
         self.project = check_name(project, "project")
         self.id = check_name(id, "run id") if id is not None else new_run_id()
         self.job_type = check_name(job_type, "job type") if job_type is not None else None
-        self.config = check_metadata(config, "config")
+        self.tags, self.notes, self.group = tags, notes, group
         name = storable_text(name, "run name")
         self.name = name or default_run_name()
         self._finished = False
@@ -58,20 +62,50 @@ class Run:
         # finishing), not here: a run whose every call was refused as bad input
         # leaves the store exactly as it was.
         self._recorded = False
-        ref = run_ref(self.entity, self.project, self.id)
-        if store.refs.read(ref) is not None:  # resuming a run by id
+        self.config = RunValues("config", config, self._config_changed)
+        self.summary = RunValues("summary")  # stored with the run's next change: a log() is not a write each
+        exists = store.refs.read(run_ref(self.entity, self.project, self.id)) is not None
+        if exists and resume == "never":
+            raise UsageError(f"run {self.path} exists and resume='never'; pass another id, or resume='allow'")
+        if not exists and resume == "must":
+            raise UsageError(f"no run {self.path} to resume and resume='must'; pass the id of a run in the store")
+        if exists:  # resuming a run by id
             previous = read_run(store, self.entity, self.project, self.id)
             self.name = name or previous.name
+            self.config.setdefaults(previous.config)
+            self.summary.update(previous.summary)
+            self.tags = tags or previous.tags
+            self.notes = notes if notes is not None else previous.notes
+            self.group = group if group is not None else previous.group
             self._recorded = True
-            self._update(lambda r: replace(r, state="running", finished_at=None, config={**r.config, **self.config}))
+            self._update(lambda r: replace(r, state="running", finished_at=None))
+
+    def _config_changed(self) -> None:
+        # a config set after the record exists is stored at once: it is rare, and W&B's is too
+        if self._recorded and not self._finished:
+            self._update(lambda r: r)
 
     def _record_start(self) -> None:
         if self._recorded:
             return
-        self.config = check_metadata(self.config, "config")
-        create_record(self.store, RunRecord(self.id, self.entity, self.project, self.name, self.config, self.job_type,
-                                            self._started_at, None, "running", (), ()))
+        create_record(self.store, self._with_values(RunRecord(self.id, self.entity, self.project, self.name, {},
+                                                              self.job_type, self._started_at, None, "running", (), ())))
         self._recorded = True
+
+    def _with_values(self, record: RunRecord) -> RunRecord:
+        """``record`` holding this run's config, summary, tags, notes and group as they are now."""
+        return replace(record, config={**record.config, **self.config.as_dict()},
+                       summary={**record.summary, **self.summary.as_dict()},
+                       tags=tuple(self.tags), notes=self.notes or None, group=self.group or None)
+
+    def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+        """Record ``data``'s values as the run's latest (its summary), stored with the
+        run's next change or when it finishes. Only the summary is kept, not each
+        step's history: ``step`` and ``commit`` are accepted and ignored."""
+        self._check_open()
+        if not isinstance(data, dict):
+            raise InvalidInput(f"run.log takes a dict of metric names to values, not {type(data).__name__}")
+        self.summary.update(data)
 
     # -- the run record -------------------------------------------------
     @property
@@ -80,15 +114,11 @@ class Run:
 
     def _update(self, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
         self._record_start()
-        return update_record(self.store, self.entity, self.project, self.id, change)
+        return update_record(self.store, self.entity, self.project, self.id, lambda r: self._with_values(change(r)))
 
     def _check_open(self) -> None:
         if self._finished:
             raise InvalidInput(f"run {self.path} has finished; start a new run with objstore.init()")
-        if not self._recorded:
-            # run.config may have been changed since init; it is stored with the run's
-            # first change, so convert or refuse it before this call writes anything.
-            self.config = check_metadata(self.config, "config")
 
     # -- artifacts ------------------------------------------------------
     def log_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
@@ -99,6 +129,8 @@ class Run:
         wanted = check_aliases(aliases)
         if isinstance(artifact_or_path, Artifact):
             art = artifact_or_path
+            if art.is_draft():  # aliases set on the draft are given to the version too, as in W&B
+                wanted = check_aliases(list(dict.fromkeys([*art.aliases, *wanted])))
         else:
             art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
         # The run's record is stored before the version's ref is claimed (objects
@@ -208,20 +240,23 @@ class Run:
         return self.link_artifact(art, f"{self.entity}/{REGISTRY_PROJECT}/{registered_model_name}", aliases=list(wanted))
 
     # -- lifecycle ------------------------------------------------------
-    def finish(self, exit_code: int = 0) -> None:
+    def finish(self, exit_code: int | None = 0, quiet: bool | None = None) -> None:
         """Mark the run finished (or crashed for a non-zero exit code) and flush the store.
 
         A run that crashed before using or logging anything is not recorded.
         """
         if self._finished:
             return
+        exit_code = exit_code or 0
         self.store.odb.flush()
-        if exit_code != 0 and not self._recorded:
+        if exit_code != 0 and not self._recorded and not len(self.summary):
             self._finished = True  # it crashed before doing anything: leave no trace
+            _forget(self)
             return
         state = "finished" if exit_code == 0 else "crashed"
         self._update(lambda r: replace(r, state=state, finished_at=time.time()))
         self._finished = True
+        _forget(self)
 
     def __enter__(self) -> Run:
         return self
@@ -233,23 +268,220 @@ class Run:
         return f"<Run {self.path} ({self.name})>"
 
 
-def init(project: str | None = None, entity: str | None = None, store: str | os.PathLike[str] | Store | None = None,
-         name: str | None = None, config: dict[str, Any] | None = None, job_type: str | None = None,
-         id: str | None = None) -> Run:
-    """Start a run.
+class _Noop:
+    """What a disabled run's calls return, as W&B's: any attribute or call gives itself."""
+
+    def __getattr__(self, _: str) -> _Noop:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Noop:
+        return self
+
+
+class DisabledRun(Run):
+    """The run of ``init(mode="disabled")``: no store is opened and its calls do nothing
+    (those that return an artifact or path return a do-nothing object, as W&B's);
+    ``config`` and ``summary`` still hold what is set, in memory only."""
+
+    disabled = True
+
+    def __init__(self, *, entity: str, project: str, name: str | None, config: dict[str, Any], job_type: str | None,
+                 id: str | None) -> None:  # no super().__init__: that opens the run's record
+        self.entity, self.project = entity, project
+        self.id = id or new_run_id()
+        self.name = name or f"dummy-{self.id}"
+        self.job_type = job_type
+        self.tags, self.notes, self.group = (), None, None
+        self.config = RunValues("config", config)
+        self.summary = RunValues("summary")
+        self._finished = False
+
+    def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+        pass
+
+    def log_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def use_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def link_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def log_model(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def use_model(self, *args: Any, **kwargs: Any) -> str:
+        return cast(str, _Noop())
+
+    def link_model(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def finish(self, exit_code: int | None = 0, quiet: bool | None = None) -> None:
+        self._finished = True
+        _forget(self)
+
+
+# The current run: what objstore.run, objstore.log() and the other module-level calls act on.
+_current: Run | None = None
+
+MODES = (None, "online", "offline", "shared", "disabled")
+RESUMES = (None, False, True, "allow", "never", "must", "auto")
+REINITS = (None, False, True, "default", "return_previous", "finish_previous", "create_new")
+MAX_TAG_LENGTH = 64  # W&B's limit for a run tag
+
+
+def current_run() -> Run | None:
+    """The run the module-level calls act on (``objstore.run``): the last one started
+    by ``init`` (unless with ``reinit="create_new"``) and not finished."""
+    return _current
+
+
+def _forget(run: Run) -> None:
+    global _current
+    if _current is run:
+        _current = None
+
+
+def _check_choice(value: object, allowed: tuple[object, ...], what: str) -> None:
+    if not any(value is a or (isinstance(a, str) and value == a) for a in allowed):
+        shown = ", ".join(repr(a) for a in allowed if a is not None)
+        raise UsageError(f"{what}={value!r} is not one of {shown}")
+
+
+def _check_modes(mode: object, resume: object, reinit: object, dir: object, resume_from: object, fork_from: object) -> None:
+    """Refuse what ``init`` cannot honour among its choices, before anything is written."""
+    for value, unsupported in ((resume_from, "resume_from"), (fork_from, "fork_from")):
+        if value is not None:
+            raise UnsupportedError(f"init({unsupported}=…) is not offered: objstore keeps no step history to "
+                                   f"rewind or fork; resume the run by id instead")
+    _check_choice(mode, MODES, "mode")
+    _check_choice(resume, RESUMES, "resume")
+    _check_choice(reinit, REINITS, "reinit")
+    if dir is not None and not isinstance(dir, str | os.PathLike):
+        raise UsageError(f"dir must be a path, not {type(dir).__name__}")
+
+
+def _check_tags(tags: object) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str) or not isinstance(tags, list | tuple):
+        raise UsageError(f"tags must be a list of strings, not {type(tags).__name__}")
+    for tag in tags:
+        if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_LENGTH:
+            raise UsageError(f"tag {tag!r} is not a string of 1 to {MAX_TAG_LENGTH} characters")
+        storable_text(tag, "tag")
+    return tuple(dict.fromkeys(tags))
+
+
+def _check_text(value: object, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"{what} must be a string, not {type(value).__name__}")
+    return storable_text(value, what)
+
+
+def init(entity: str | None = None, project: str | None = None, dir: str | os.PathLike[str] | None = None,
+         id: str | None = None, name: str | None = None, notes: str | None = None, tags: list[str] | tuple[str, ...] | None = None,
+         config: dict[str, Any] | str | object | None = None, config_exclude_keys: list[str] | None = None,
+         config_include_keys: list[str] | None = None, allow_val_change: bool | None = None, group: str | None = None,
+         job_type: str | None = None, mode: Literal["online", "offline", "disabled", "shared"] | None = None,
+         force: bool | None = None,
+         reinit: bool | Literal["default", "return_previous", "finish_previous", "create_new"] | None = None,
+         resume: bool | Literal["allow", "never", "must", "auto"] | None = None, resume_from: str | None = None,
+         fork_from: str | None = None, save_code: bool | None = None, tensorboard: bool | None = None,
+         sync_tensorboard: bool | None = None, monitor_gym: bool | None = None, settings: object = None,
+         anonymous: object = None, *, store: str | os.PathLike[str] | Store | None = None) -> Run:
+    """Start a run: W&B's ``wandb.init``, with its parameters in its order.
 
     The store is, in order: ``store`` (a path or ``s3://`` URL), ``$OBJSTORE_DIR``,
     the nearest ``.objstore`` above the working directory, else ``~/.objstore``.
     The entity defaults to the OS user name, the project to ``uncategorized``.
 
+    Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
+    ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
+    ``config_include_keys``/``config_exclude_keys``), ``tags``, ``notes``, ``group``.
+    ``mode``: ``"online"``, ``"offline"`` and ``"shared"`` behave alike (local or bucket); ``"disabled"`` gives a run whose
+    calls do nothing and opens no store. ``resume``: ``"never"`` refuses an id in
+    use, ``"must"`` an id not in use; otherwise an existing id resumes that run.
+    ``reinit``: ``"return_previous"`` returns the current unfinished run,
+    ``True``/``"finish_previous"`` finishes it first, ``"create_new"`` leaves
+    ``objstore.run`` as it is; by default (unlike W&B's ``"return_previous"`` in
+    scripts) a new run is started and becomes ``objstore.run``. ``resume_from``
+    and ``fork_from`` are refused (UnsupportedError). Accepted and ignored:
+    ``dir`` (objstore writes no run files), ``allow_val_change`` (config values
+    may always change), ``force``, ``save_code``, ``tensorboard``,
+    ``sync_tensorboard``, ``monitor_gym``, ``settings``, ``anonymous``.
+    Bad arguments raise UsageError before anything is written.
+
     >>> import objstore, tempfile
-    >>> run = objstore.init(project="mnist", entity="charlie", store=tempfile.mkdtemp())
+    >>> run = objstore.init("charlie", "mnist", store=tempfile.mkdtemp())
     >>> run.path.startswith("charlie/mnist/")
     True
     """
+    global _current
+    _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
     entity = check_name(entity, "entity") if entity is not None else default_entity()
     project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
-    config = check_metadata(config, "config")  # before the store is created: bad input writes nothing
+    values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")
+    run_tags, run_notes, run_group = _check_tags(tags), _check_text(notes, "notes"), _check_text(group, "group")
     name = storable_text(name, "run name")
-    opened = store if isinstance(store, Store) else Store.open(store)
-    return Run(opened, entity=entity, project=project, name=name, config=config, job_type=job_type, id=id)
+    if _current is not None and not _current._finished:
+        if reinit == "return_previous":
+            return _current
+        if reinit in (True, "finish_previous"):
+            _current.finish()
+    if mode == "disabled":
+        run: Run = DisabledRun(entity=entity, project=project, name=name, config=values, job_type=job_type, id=id)
+    else:
+        opened = store if isinstance(store, Store) else Store.open(store)
+        run = Run(opened, entity=entity, project=project, name=name, config=values, job_type=job_type, id=id,
+                  tags=run_tags, notes=run_notes, group=run_group,
+                  resume=resume if resume in ("never", "must") else None)
+    if reinit != "create_new":
+        _current = run
+    return run
+
+
+# -- the module-level calls (W&B's wandb.log, wandb.log_model, …) ---------------
+def _require_run(call: str) -> Run:
+    if _current is None:
+        raise UsageError(f"objstore.{call}() needs a run: call objstore.init() first")
+    return _current
+
+
+def log(data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
+    """:meth:`Run.log` of the current run."""
+    _require_run("log").log(data, step, commit)
+
+
+def log_artifact(artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None, type: str | None = None,
+                 aliases: list[str] | None = None) -> Artifact:
+    """:meth:`Run.log_artifact` of the current run."""
+    return _require_run("log_artifact").log_artifact(artifact_or_path, name, type, aliases)
+
+
+def use_artifact(artifact_or_name: Artifact | str, type: str | None = None) -> Artifact:
+    """:meth:`Run.use_artifact` of the current run."""
+    return _require_run("use_artifact").use_artifact(artifact_or_name, type)
+
+
+def log_model(path: str | os.PathLike[str], name: str | None = None, aliases: list[str] | None = None) -> Artifact:
+    """:meth:`Run.log_model` of the current run."""
+    return _require_run("log_model").log_model(path, name, aliases)
+
+
+def use_model(name: str) -> str:
+    """:meth:`Run.use_model` of the current run."""
+    return _require_run("use_model").use_model(name)
+
+
+def link_model(path: str | os.PathLike[str], registered_model_name: str, name: str | None = None,
+               aliases: list[str] | None = None) -> Artifact:
+    """:meth:`Run.link_model` of the current run."""
+    return _require_run("link_model").link_model(path, registered_model_name, name, aliases)
+
+
+def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
+    """Finish the current run, if there is one (W&B's ``wandb.finish``)."""
+    if _current is not None:
+        _current.finish(exit_code, quiet)

@@ -245,7 +245,13 @@ class Link:
 @dataclass(frozen=True, slots=True)
 class RunRecord:
     """A run's state. Runs change (inputs, outputs, state), so each change is a new
-    object and the run's ref moves by compare-and-swap."""
+    object and the run's ref moves by compare-and-swap.
+
+    ``tags``, ``notes``, ``group`` and ``summary`` (the latest value of each metric
+    the run logged) came later: each is stored only when it is set, so a record
+    without them encodes to the bytes earlier code wrote, and readers before them
+    (which ignore fields they do not know) still read the rest of the record.
+    """
 
     id: str
     entity: str
@@ -258,6 +264,10 @@ class RunRecord:
     state: str  # running | finished | crashed
     inputs: tuple[ObjectId, ...]  # versions (or registry links) used; stored as hex strings
     outputs: tuple[ObjectId, ...]  # versions logged; stored as hex strings
+    tags: tuple[str, ...] = ()
+    notes: str | None = None
+    group: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
     kind = Kind.RUN
 
@@ -266,19 +276,26 @@ class RunRecord:
         return f"{self.entity}/{self.project}/{self.id}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "v": FORMAT, "k": "run", "id": self.id, "entity": self.entity, "project": self.project, "name": self.name,
             "config": self.config, "job_type": self.job_type, "started_at": self.started_at, "finished_at": self.finished_at,
             "state": self.state, "inputs": [i.hex for i in self.inputs], "outputs": [o.hex for o in self.outputs],
         }
+        optional = {"tags": list(self.tags), "notes": self.notes, "group": self.group, "summary": self.summary}
+        d.update((k, v) for k, v in optional.items() if v)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRecord:
         finished = d.get("finished_at")
+        tags = d.get("tags", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise CorruptObject("field 'tags' has the wrong type")
         return cls(
             _get(d, "id", str), _get(d, "entity", str), _get(d, "project", str), _get(d, "name", str), _get(d, "config", dict),
             _opt(d, "job_type", str), float(_get(d, "started_at", (int, float))), float(finished) if finished is not None else None,
             _get(d, "state", str), _hex_ids(d, "inputs"), _hex_ids(d, "outputs"),
+            tuple(tags), _opt(d, "notes", str), _opt(d, "group", str), _opt(d, "summary", dict) or {},
         )
 
     def compute_id(self) -> ObjectId:
