@@ -52,6 +52,8 @@ EXTENSIONS = [
         define_macros=_blake3_macros,
         extra_compile_args=_cflags,
     ),
+    # The bytegroup codecs' byte-plane split and merge (objstore/storage/codecs.py).
+    Extension("objstore.storage._planes", sources=["csrc/planes/planes.c"], extra_compile_args=_cflags),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Commands that inspect and maintain a store: diff, lineage, cat-file, fsck, gc, du."""
+"""Commands that inspect and maintain a store: diff, lineage, cat-file, fsck, gc, du, maintenance."""
 
 from __future__ import annotations
 
@@ -246,4 +246,28 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
              f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
             for name, u in sorted(usage.projects.items())])
 
-COMMANDS: tuple[click.Command, ...] = (diff_cmd, lineage_cmd, cat_file_cmd, fsck_cmd, gc_cmd, du_cmd)
+@click.command("maintenance")
+@json_option
+@pass_state
+def maintenance_cmd(state: State, as_json: bool) -> None:
+    """Merge the store's pack indexes into a consolidated index file, so opening it reads few files.
+
+    Writers do this by themselves once OBJSTORE_INDEX_COMPACT_THRESHOLD (64) pack
+    indexes are unmerged, and gc does it after each run; safe beside writers and gc.
+
+    \b
+    Example:
+      objstore maintenance
+    """
+    report = state.store().odb.compact_index()
+    if as_json:
+        out.emit_json(report.to_dict())
+        return
+    if report.written is None:
+        click.echo("index: nothing to merge")
+        return
+    click.echo(f"index: merged {report.idx_merged} pack index(es) and {report.files_merged} index file(s) "
+               f"into {report.written[:16]} ({report.entries} entries)")
+
+
+COMMANDS: tuple[click.Command, ...] = (diff_cmd, lineage_cmd, cat_file_cmd, fsck_cmd, gc_cmd, du_cmd, maintenance_cmd)

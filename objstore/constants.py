@@ -32,6 +32,13 @@ ZSTD_LEVEL = 1
 # it is stored raw, so reads of incompressible data cost no decompression.
 MIN_SAVING = 0.02
 
+# Once a store has this many pack indexes (.idx) not covered by a consolidated
+# index file, the next writer merges them into one (objstore.storage.chunkindex):
+# opening a store then reads at most this many .idx files plus O(log packs)
+# consolidated ones. 64 keeps the per-open cost small while a compaction runs
+# about once per 64 sessions. OBJSTORE_INDEX_COMPACT_THRESHOLD overrides it (0: never).
+INDEX_COMPACT_THRESHOLD = 64
+
 # gc deletes nothing younger than this: a writer that stored chunks but has not
 # yet written its version must not lose them.
 GC_GRACE_SECONDS = 3600.0

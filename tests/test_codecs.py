@@ -40,8 +40,7 @@ def test_every_codec_round_trips_random_bytes(data: bytes, dtype: str | None) ->
        seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.02, 1.0, 1e-6, 0.0]))
 def test_float_arrays_round_trip_including_odd_lengths(dtype: str, n: int, extra: int, seed: int, scale: float) -> None:
     raw = floats(dtype, n, seed, scale) + os.urandom(extra)
-    for codec_id in (codecs.BYTEGROUP2, codecs.BYTEGROUP4, codecs.ZSTD):
-        codec = codecs.CODECS[codec_id]
+    for codec in codecs.CODECS.values():
         stored = codec.encode(raw, dtype)
         if stored is not None:
             assert codec.decode(stored, len(raw)) == raw
@@ -51,12 +50,12 @@ def test_float_arrays_round_trip_including_odd_lengths(dtype: str, n: int, extra
 
 
 @pytest.mark.parametrize(
-    "dtype,codec_id,most", [("BF16", codecs.BYTEGROUP2, 0.70), ("F32", codecs.BYTEGROUP4, 0.85), ("F16", codecs.BYTEGROUP2, 0.90)]
+    "dtype,codec_id,most", [("BF16", codecs.ROTGROUP2, 0.70), ("F32", codecs.ROTGROUP4, 0.85), ("F16", codecs.BYTEGROUP2, 0.90)]
 )
 def test_bytegroup_pays_on_trained_looking_weights(dtype: str, codec_id: int, most: float) -> None:
     raw = floats(dtype, 32_768 if dtype != "F32" else 16_384, seed=5)
     chosen, stored = codecs.encode_chunk(raw, dtype)
-    assert chosen == codec_id, "the default policy should pick bytegroup for float tensors"
+    assert chosen == codec_id, "the default policy should pick a byte-plane codec for float tensors"
     assert len(stored) / len(raw) <= most
     # and it beats plain zstd on the same chunk
     assert len(stored) < len(codecs.CODECS[codecs.ZSTD].encode(raw, dtype))
@@ -81,7 +80,7 @@ def test_bytegroup_keeps_planes_that_do_not_pay_raw() -> None:
     assert low_plane in stored, "the mantissa plane should be stored as it is"
 
 
-@pytest.mark.parametrize("codec_id", [codecs.ZSTD, codecs.BYTEGROUP2, codecs.BYTEGROUP4])
+@pytest.mark.parametrize("codec_id", [codecs.ZSTD, codecs.BYTEGROUP2, codecs.BYTEGROUP4, codecs.ROTGROUP2, codecs.ROTGROUP4])
 def test_damaged_payloads_raise(codec_id: int) -> None:
     raw = floats("F32", 8_192, seed=2)
     stored = codecs.CODECS[codec_id].encode(raw, "F32")

@@ -2,7 +2,7 @@
 
 A template store is built once (two versions of a safetensors model, a
 directory model, a registry link; :func:`hostile_support.build_template`). Each
-example copies it, picks one of its files (a pack, an index, a metadata object,
+example copies it, picks one of its files (a pack, an index, a consolidated index file, a metadata object,
 a ref, the config, a reflog entry) and one mutation (flip a byte, truncate,
 extend with junk, replace by a FIFO, by a link to ``/dev/zero`` or to a file
 outside the store, by a tiny zstd frame declaring 4 TiB, by msgpack declaring a
@@ -62,7 +62,7 @@ FUZZ_TIMEOUT = 30.0
 # Set to a file path to get one line per example (mutation, category, exit codes).
 LOG = os.environ.get("OBJSTORE_FUZZ_LOG")
 
-CATEGORIES = ("pack", "idx", "object", "ref", "config", "reflog")
+CATEGORIES = ("pack", "idx", "midx", "object", "ref", "config", "reflog")
 MUTATIONS = ("flip", "truncate", "extend", "fifo", "dev-zero", "link-outside", "zstd-bomb", "msgpack-bomb",
              "sparse-2gib", "remove")
 
@@ -78,7 +78,10 @@ MSGPACK_BOMBS = (
 
 def category(rel: str) -> str | None:
     if rel.startswith("packs/"):
-        return "pack" if rel.endswith(".pack") else "idx" if rel.endswith(".idx") else None
+        for suffix, kind in ((".pack", "pack"), (".midx", "midx"), (".idx", "idx")):
+            if rel.endswith(suffix):
+                return kind
+        return None
     if rel.startswith("objects/"):
         return "object"
     if rel.startswith("refs/"):
@@ -241,7 +244,27 @@ def run_case(template: Template, case: Case) -> list[str]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
-    return build_template(tmp_path_factory.mktemp("fuzz-template"))
+    built = build_template(tmp_path_factory.mktemp("fuzz-template"))
+    _consolidate_half(built.store)
+    return built
+
+
+def _consolidate_half(store: Path) -> None:
+    """Merge half the packs' ``.idx`` into a consolidated index file (as a
+    compaction does), so the template holds both kinds of index."""
+    import io
+
+    from objstore.storage.indexfile import from_pack_index, merge, write_index_file
+    from objstore.storage.packs import decode_idx
+
+    idx = sorted((store / "packs").glob("*.idx"))[: max(len(list((store / "packs").glob("*.idx"))) // 2, 1)]
+    parts = [from_pack_index(p.stem, (store / "packs" / f"{p.stem}.pack").stat().st_size, decode_idx(p.read_bytes(), p.stem))
+             for p in idx]
+    out = io.BytesIO()
+    name = write_index_file(out, *merge(parts))
+    (store / "packs" / f"{name}.midx").write_bytes(out.getvalue())
+    for p in idx:
+        p.unlink()
 
 
 def _files(template: Template) -> list[str]:
@@ -282,3 +305,11 @@ def test_fuzz_hostile_store(template: Template) -> None:
 @pytest.mark.slow
 def test_fuzz_hostile_store_long(template: Template) -> None:
     _fuzz(template, LONG_EXAMPLES, derandomize=False)
+
+
+# The mutations that mean something for a binary index (the bombs are for zstd and msgpack).
+@pytest.mark.parametrize("mutation", ["flip", "truncate", "extend", "fifo", "link-outside", "sparse-2gib", "remove"])
+def test_every_mutation_of_a_consolidated_index_file(template: Template, mutation: str) -> None:
+    (midx,) = [f for f in _files(template) if category(f) == "midx"]
+    found = run_case(template, Case(midx, mutation, 3000, 0x10, b"junk" * 4, MSGPACK_BOMBS[0], SPECS[0]))
+    assert not found, "\n".join(found)

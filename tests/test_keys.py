@@ -28,6 +28,9 @@ def test_builders_and_parsers_round_trip() -> None:
     assert keys.idx_name_of(keys.idx_key("abc")) == "abc"
     assert keys.pack_name_of(keys.idx_key("abc")) is None and keys.idx_name_of(keys.pack_key("abc")) is None
     assert keys.marked_pack_name_of(keys.marked_pack_key("abc")) == "abc"
+    assert keys.index_file_name_of(keys.index_file_key("abc")) == "abc"
+    assert keys.idx_name_of(keys.index_file_key("abc")) is None and keys.pack_name_of(keys.index_file_key("abc")) is None
+    assert keys.index_file_name_of(keys.idx_key("abc")) is None
     assert keys.remote_name_of_config(keys.remote_config_key("origin")) == "origin"
     assert keys.remote_name_of_config(keys.remote_prefix("origin") + "refs/a/b/c/versions/v1") is None
     ref = keys.version_ref("e", "p", "n", 3)

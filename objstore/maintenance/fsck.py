@@ -25,14 +25,17 @@ registry links included) it breaks. Nothing is changed; repair is separate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
 from objstore.model.inventory import edges, tree_children, version_label
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
+from objstore.storage.chunkindex import covered_indexes, list_indexes
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import PACKS, REFS, idx_key, idx_name_of, pack_key, parse_ref_key, ref_label
+from objstore.storage.keys import REFS, idx_key, pack_key, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 
@@ -128,7 +131,24 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
     # Indexes first, then packs: writers store a pack before its index, so every
     # index listed here has its pack listed below, unless gc removed both meanwhile
     # (it removes the index first), which the re-check of orphans tells apart.
-    idx_names = {n for info in store.backend.iter_prefix(PACKS) if (n := idx_name_of(info.key)) is not None}
+    listing = list_indexes(store.backend)
+    idx_names = set(listing.idx)
+    # Consolidated index files, each checked whole; a pack they cover needs no .idx.
+    covered, damaged_files = covered_indexes(store.backend, listing)
+    if skip is None:
+        for file_name, why in damaged_files:
+            st.problems.append(Problem("index", file_name, f"{why}; readers fall back to the packs' own indexes, "
+                                                           "and repair rebuilds their .idx files"))
+    seen_files = set(listing.files)
+
+    def relist() -> dict[str, np.ndarray]:
+        """``covered``, with the index files written since (a compaction moved a .idx)."""
+        now = list_indexes(store.backend)
+        now_files = {n: size for n, size in now.files.items() if n not in seen_files}
+        seen_files.update(now_files)
+        covered.update(covered_indexes(store.backend, replace(now, files=now_files))[0])
+        return covered
+
     all_names = set(store.odb.iter_pack_names())
     names = sorted(all_names - (skip or set()))
     if skip is None:
@@ -151,20 +171,27 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         except CorruptObject as exc:
             intact = False
             st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
-        index = None
+        index = covered.get(name)
+        if index is not None and intact and not _same_entries(index, read_pack_index(data, name)):
+            st.problems.append(Problem("index", name, f"a consolidated index file disagrees with pack {name[:16]} "
+                                                      "about its chunks; delete the index file and run repair"))
+            index = None
         if name in idx_names:
             try:
                 index = decode_idx(store.backend.get(idx_key(name)), name)
             except (CorruptObject, NotFound) as exc:
-                # Readers fall back to the pack's own index section when the pack's
-                # checksum holds (odb.refresh), so the chunks stay readable then.
-                try:
-                    index = read_pack_index(data, name)
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); "
-                                                              f"readers use the pack's own index, rewrite packs/{name}.idx from it"))
-                except CorruptObject:
-                    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) "
-                                                              f"and so is the pack; its chunks are unreadable"))
+                if isinstance(exc, NotFound) and not _exists(store, pack_key(name)):
+                    continue  # removed by gc (.idx first, then the pack) since we read it
+                if isinstance(exc, NotFound) and name not in covered:
+                    relist()  # a compaction may have replaced the .idx since the listing
+                if isinstance(exc, NotFound) and name in covered:
+                    index = covered[name]
+                else:
+                    index = _index_damaged(st, name, data, exc)
+        elif index is not None:
+            pass
+        elif name in relist():  # its .idx was merged into an index file since the listing
+            index = covered[name]
         elif intact:
             # An interrupted write (pack stored, index not yet): gc's business, not damage.
             st.unindexed_packs.add(name)
@@ -191,6 +218,25 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
             else:
                 st.good_chunks.add(raw)
     return len(names)
+
+
+def _index_damaged(st: _State, name: str, data: bytes, exc: Exception) -> np.ndarray | None:
+    # Readers fall back to the pack's own index section when the pack's
+    # checksum holds (odb.refresh), so the chunks stay readable then.
+    try:
+        index = read_pack_index(data, name)
+    except CorruptObject:
+        st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}) "
+                                                  f"and so is the pack; its chunks are unreadable"))
+        return None
+    st.problems.append(Problem("index", name, f"index of pack {name[:16]} is damaged ({exc}); "
+                                              f"readers use the pack's own index, rewrite packs/{name}.idx from it"))
+    return index
+
+
+def _same_entries(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two indexes of one pack list the same entries (in any order)."""
+    return len(a) == len(b) and bool(np.array_equal(np.sort(a, order=["id", "offset"]), np.sort(b, order=["id", "offset"])))
 
 
 def _exists(store: Store, key: str) -> bool:

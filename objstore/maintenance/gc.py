@@ -51,10 +51,11 @@ import msgpack
 import numpy as np
 
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
-from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.errors import NotFound, ObjstoreError
 from objstore.model.inventory import reach
 from objstore.model.store import Store
 from objstore.storage.backend import KeyInfo
+from objstore.storage.chunkindex import IndexListing, compact, drop_packs, read_all_indexes
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     GC_MARKED,
@@ -66,6 +67,7 @@ from objstore.storage.keys import (
     TMP,
     idx_key,
     idx_name_of,
+    index_file_name_of,
     marked_objects_key,
     marked_pack_key,
     marked_pack_name_of,
@@ -75,7 +77,7 @@ from objstore.storage.keys import (
     pack_name_of,
     tracked_ref_of,
 )
-from objstore.storage.packs import decode_idx, decode_verified, entry_id, index_ids
+from objstore.storage.packs import decode_verified, entry_id, index_ids
 
 MARKED_PACKS = GC_MARKED
 MARKED_OBJECTS = GC_MARKED_OBJECTS
@@ -150,6 +152,7 @@ class _Listing:
     idx_sizes: dict[str, int]  # pack name -> size of its .idx
     objects: dict[ObjectId, KeyInfo]  # loose objects
     indexes: dict[str, np.ndarray]  # pack name -> its decoded index (packs without a usable one are left alone)
+    unlisted: frozenset[str] = frozenset()  # packs an index names that the listing did not show
 
     def known(self) -> set[bytes]:
         """Every id stored, for salvaging what an undecodable object names."""
@@ -219,6 +222,8 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     object_marks = _mark_objects(run)  # phase 1
     _delete_due_packs(run, marked, copied_chunks)  # phase 2
     _delete_due_objects(run, object_marks)  # phase 2
+    if not dry_run:
+        compact(store.backend)  # the .idx files of the packs it wrote, with the rest
     return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
                     temp_files_deleted=temp_deleted, damaged_objects=damaged)
 
@@ -235,13 +240,13 @@ def _list_stored(store: Store) -> _Listing:
                 object_infos[ObjectId.from_hex(rest)] = info
             except ObjstoreError:
                 continue
-    indexes: dict[str, np.ndarray] = {}
-    for name in pack_infos:
-        try:
-            indexes[name] = decode_idx(store.backend.get(idx_key(name)), name)
-        except (NotFound, CorruptObject):
-            continue  # no usable index: leave the pack alone (fsck reports it)
-    return _Listing(pack_infos, idx_sizes, object_infos, indexes)
+    # From the .idx files and the consolidated index files; a pack with no usable
+    # index is left alone (fsck reports it).
+    every = read_all_indexes(store.backend, IndexListing(
+        {n: i.size for n, i in pack_infos.items()}, idx_sizes,
+        {n: info.size for info in pack_listing if (n := index_file_name_of(info.key)) is not None}))
+    indexes = {name: index for name, index in every.items() if name in pack_infos}
+    return _Listing(pack_infos, idx_sizes, object_infos, indexes, frozenset(set(every) - set(pack_infos)))
 
 
 def _mark_packs(run: _Run, marked: dict[str, float]) -> set[bytes]:
@@ -319,6 +324,7 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[by
         except NotFound:
             return set()
 
+    deleting: list[str] = []
     for name in sorted(due):
         due_index = listing.indexes.get(name)
         ids = index_ids(due_index) if due_index is not None else []
@@ -335,10 +341,28 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[by
             continue
         counts["packs_deleted"] += 1
         counts["bytes_freed"] += listing.packs[name].size + listing.idx_sizes.get(name, 0)
-        if not run.dry_run:
-            store.backend.delete(idx_key(name))
-            store.backend.delete(pack_key(name))
-            store.backend.delete(marked_pack_key(name))
+        deleting.append(name)
+    if run.dry_run:
+        return
+    # Indexes before packs: no index file left names a pack about to go (and
+    # none names one gone already; see objstore.storage.chunkindex).
+    drop_packs(store.backend, set(deleting) | _gone_but_covered(run))
+    for name in deleting:
+        store.backend.delete(idx_key(name))
+        store.backend.delete(pack_key(name))
+        store.backend.delete(marked_pack_key(name))
+
+
+def _gone_but_covered(run: _Run) -> set[str]:
+    """Packs an index file still covers that are not stored (a compaction racing
+    an earlier gc): confirmed gone by a stat, since a listing can miss a new pack."""
+    stale = set()
+    for name in run.listing.unlisted:
+        try:
+            run.store.backend.stat(pack_key(name))
+        except NotFound:
+            stale.add(name)
+    return stale
 
 
 def _delete_due_objects(run: _Run, object_marks: list[tuple[str, float, list[bytes]]]) -> None:

@@ -38,6 +38,7 @@ from objstore.maintenance.fsck import FsckReport, fsck
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
 from objstore.storage import codecs
+from objstore.storage.chunkindex import covered_indexes, list_indexes
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import PACKS, idx_key, idx_name_of, object_key, pack_key, parse_ref_key, quarantine_key
 from objstore.storage.objects import Link, Version, encode
@@ -133,6 +134,7 @@ def _sort_packs(run: _Run) -> None:
     store, backend, report = run.store, run.store.backend, run.report
     run.pack_names = sorted(store.odb.iter_pack_names())
     run.idx_names = {n for i in backend.iter_prefix(PACKS) if (n := idx_name_of(i.key)) is not None}
+    covered, _ = covered_indexes(backend, list_indexes(backend))  # packs a consolidated index file covers need no .idx
     for name in run.pack_names:
         try:
             data = backend.get(pack_key(name))
@@ -148,7 +150,7 @@ def _sort_packs(run: _Run) -> None:
             run.damaged[name] = data  # written bad, checksum and all: still not to be trusted
             continue
         run.healthy[name] = set(index_ids(index))
-        if not _idx_intact(store, name, run.idx_names):
+        if name not in covered and not _idx_intact(store, name, run.idx_names):
             backend.put(idx_key(name), encode_idx(name, index))  # a cache, derived from the verified pack
             report.rebuilt_indexes.append(name)
             run.note(f"rebuilt the index of pack {name[:16]}")

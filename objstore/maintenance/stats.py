@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.inventory import ContentWalker, iter_version_refs
 from objstore.model.store import Store
-from objstore.storage.keys import OBJECTS, PACKS, TMP, idx_name_of, pack_name_of
+from objstore.storage.keys import OBJECTS, PACKS, TMP, idx_name_of, index_file_name_of, pack_name_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,7 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
         if pack_name_of(info.key) is not None:
             pack_bytes += info.size
             packs += 1
-        elif idx_name_of(info.key) is not None:
+        elif idx_name_of(info.key) is not None or index_file_name_of(info.key) is not None:
             index_bytes += info.size
     for info in store.backend.iter_prefix(OBJECTS):
         object_bytes += info.size

@@ -10,9 +10,11 @@ Codec ids are part of the pack format: never renumber one.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,6 +27,11 @@ RAW = 0
 ZSTD = 1
 BYTEGROUP2 = 2  # bytegroup+zstd over 2-byte words (bf16, fp16)
 BYTEGROUP4 = 3  # bytegroup+zstd over 4-byte words (fp32)
+# Words rotated left 3 bits, then byte-grouped: the exponent's low 6 bits and the
+# mantissa's top 2 share the top byte, entropy-coded; the bottom byte's 2 exponent
+# bits, nearly always equal, are stored once and its other 6 bits packed.
+ROTGROUP2 = 4  # bf16
+ROTGROUP4 = 5  # fp32
 
 
 class Codec(Protocol):
@@ -147,8 +154,8 @@ class ZstdCodec:
         return zstd_decompress(stored, raw_len)
 
 
-def _compress_plane(plane: np.ndarray) -> bytes:
-    return plane_compressor().compress(plane.data)
+def _compress_plane(plane: bytes | memoryview) -> bytes:
+    return plane_compressor().compress(plane)
 
 
 def plane_compressor() -> zstandard.ZstdCompressor:
@@ -171,12 +178,74 @@ def plane_compressor() -> zstandard.ZstdCompressor:
     return comp
 
 
+def _load_planes() -> ModuleType | None:
+    """The C byte-plane transforms (csrc/planes), unless absent or ``OBJSTORE_NATIVE=0``."""
+    if os.environ.get("OBJSTORE_NATIVE", "") == "0":
+        return None
+    try:
+        from objstore.storage import _planes  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    module: ModuleType = _planes
+    return module
+
+
+_PLANES = _load_planes()
+# Which split/merge the bytegroup codecs run: both give the same bytes (tested).
+PLANES_IMPLEMENTATION = "native" if _PLANES is not None else "python"
+
 _WORD_DTYPES: dict[int, np.dtype[Any]] = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 # Header of a bytegroup payload: word size, bitmask of compressed planes.
 _BG_HEAD = struct.Struct("<BB")
+# ... and with 6-bit packed planes: word size, compressed planes, packed planes.
+_BG_HEAD3 = struct.Struct("<BBB")
 _BG_LEN = struct.Struct("<I")
 # A chunk smaller than this many words is not worth splitting.
 _BG_MIN_WORDS = 256
+
+
+def _packed6_size(m: int) -> int:
+    return 1 + 3 * ((m + 3) // 4)
+
+
+def pack6(plane: bytes | memoryview) -> bytes | None:
+    """The plane with its low 2 bits stored once: that value as a byte, then each
+    byte's high 6 bits, 4 to 3 bytes (24 bits little-endian, first value lowest,
+    the last group zero-padded); None unless every byte's low 2 bits are equal."""
+    if _PLANES is not None:
+        out: bytes | None = _PLANES.pack6(plane)
+        return out
+    p = np.frombuffer(plane, dtype=np.uint8)
+    low = int(p[0] & 3) if len(p) else 0
+    if np.any((p & 3) != low):
+        return None
+    v = np.zeros(-(-len(p) // 4) * 4, dtype=np.uint32)
+    v[: len(p)] = p >> 2
+    g = v.reshape(-1, 4)
+    x = g[:, 0] | (g[:, 1] << 6) | (g[:, 2] << 12) | (g[:, 3] << 18)
+    return bytes([low]) + x.astype("<u4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+
+
+def unpack6(packed: bytes | memoryview, m: int) -> bytes:
+    """The ``m``-byte plane :func:`pack6` packed; CorruptObject unless ``packed`` is
+    exactly what pack6 writes (length, a low value below 4, zero padding)."""
+    if _PLANES is not None:
+        try:
+            out: bytes = _PLANES.unpack6(packed, m)
+        except ValueError as exc:
+            raise CorruptObject(f"a bytegroup plane: {exc}") from None
+        return out
+    if len(packed) != _packed6_size(m):
+        raise CorruptObject(f"a bytegroup plane: a 6-bit packed plane of {m} bytes holds {len(packed)} bytes")
+    low = packed[0]
+    if low > 3:
+        raise CorruptObject(f"a bytegroup plane: a 6-bit packed plane names low bits {low}")
+    b = np.frombuffer(packed, dtype=np.uint8, offset=1).reshape(-1, 3).astype(np.uint32)
+    x = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+    v = np.stack([(x >> (6 * j)) & 63 for j in range(4)], axis=1).reshape(-1)
+    if np.any(v[m:]):
+        raise CorruptObject("a bytegroup plane: a 6-bit packed plane has nonzero padding")
+    return ((v[:m] << 2) | low).astype(np.uint8).tobytes()
 
 
 class ByteGroupCodec:
@@ -191,35 +260,71 @@ class ByteGroupCodec:
     compressed only if it saves ``MIN_SAVING`` of its size. (ZipNN groups bytes
     the same way.) The grouping is per chunk, so chunk cuts inside a tensor must
     fall on element boundaries, which :mod:`objstore.storage.chunking` guarantees.
+
+    With ``rotate`` r, each word is rotated left by r bits before the split (and
+    right after the merge), which moves bit boundaries, not bytes. r = 1 moves the
+    sign to the bottom, so a bf16/fp32 top byte is the 8-bit exponent alone (ZipNN's
+    layout). r = 3 is better still: the top byte holds the exponent's low 6 bits
+    and the mantissa's top 2, whose distribution depends on the exponent (a normal
+    weight's density falls across an octave), so coding them jointly gains ~0.08
+    bit per weight; the bottom byte then holds the exponent's top 2 bits (nearly
+    constant), the sign and 5 mantissa bits, which codes to ~6 bits. Measured on
+    Normal(0, 0.02) bf16 in 64 KiB chunks: 0.671 unrotated, 0.664 with r = 1, 0.658
+    with r = 3 (the order-0 entropy bound of r = 3 is 0.654).
     """
 
-    def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[np.ndarray], bytes] | None = None) -> None:
+    def __init__(self, codec_id: int, word: int, planes: tuple[int, ...], compress: Callable[[bytes | memoryview], bytes] | None = None,
+                 rotate: int = 0, pack6: tuple[int, ...] | None = None) -> None:
+        if not 0 <= rotate < 8 * word:
+            raise ValueError(f"a {word}-byte word cannot be rotated by {rotate} bits")
         self.codec_id = codec_id
         self.word = word
         self.planes = planes
-        self.name = f"bytegroup{word}+zstd"
+        self.rotate = rotate
+        # None: the two-byte header of ids 2 and 3, no packed planes; a tuple (even
+        # empty): the three-byte header, these planes packed when their low bits agree.
+        self.pack6 = pack6
+        self.name = f"bytegroup{word}+zstd" if not rotate else f"rotgroup{word}r{rotate}+zstd"
         self._compress = compress or _compress_plane
 
-    def split(self, raw: bytes | memoryview) -> list[np.ndarray]:
-        """The byte planes of ``raw``'s whole words, each contiguous.
+    def split(self, raw: bytes | memoryview) -> list[bytes] | list[memoryview]:
+        """The byte planes of ``raw``'s rotated whole words, each contiguous (trailing bytes left out)."""
+        if _PLANES is not None:
+            planes: list[bytes] = _PLANES.split(raw, self.word, self.rotate)
+            return planes
+        return self.split_python(raw)
 
-        Shift-and-narrow on whole words runs 3-8 GB/s; a transposing copy, 2.5.
-        """
+    def merge(self, planes: list[bytes | memoryview], tail: bytes | memoryview = b"") -> bytes:
+        """Interleave byte planes back into words, unrotate them, append ``tail`` (the inverse of :meth:`split`)."""
+        if _PLANES is not None:
+            out: bytes = _PLANES.merge(planes, self.word, self.rotate, tail)
+            return out
+        return self.merge_python(planes, tail)
+
+    def split_python(self, raw: bytes | memoryview) -> list[memoryview]:
+        """:meth:`split` in numpy, the reference. Shift-and-narrow on whole words runs
+        3-8 GB/s; a transposing copy, 2.5."""
         w = self.word
         m = len(raw) // w
         words = np.frombuffer(raw, dtype=_WORD_DTYPES[w], count=m)
-        return [(words >> (8 * k)).astype(np.uint8) if k else words.astype(np.uint8) for k in range(w)]
+        if self.rotate:
+            words = (words << self.rotate) | (words >> (8 * w - self.rotate))
+        return [((words >> (8 * k)).astype(np.uint8) if k else words.astype(np.uint8)).data for k in range(w)]
 
-    def merge(self, planes: list[np.ndarray]) -> np.ndarray:
-        """Interleave byte planes back into words (the inverse of :meth:`split`)."""
+    def merge_python(self, planes: list[bytes | memoryview], tail: bytes | memoryview = b"") -> bytes:
+        """:meth:`merge` in numpy, the reference."""
+        arrays = [np.frombuffer(p, dtype=np.uint8) for p in planes]
         if self.word == 2:
-            out = planes[0].astype("<u2")
-            out |= planes[1].astype("<u2") << 8
-            return out
-        out = np.empty((len(planes[0]), self.word), dtype=np.uint8)
-        for k, plane in enumerate(planes):
-            out[:, k] = plane
-        return out
+            words = arrays[0].astype("<u2")
+            words |= arrays[1].astype("<u2") << 8
+        else:
+            out = np.empty((len(arrays[0]), self.word), dtype=np.uint8)
+            for k, plane in enumerate(arrays):
+                out[:, k] = plane
+            words = out.view(_WORD_DTYPES[self.word]).reshape(-1)
+        if self.rotate:
+            words = (words >> self.rotate) | (words << (8 * self.word - self.rotate))
+        return words.tobytes() + bytes(tail) if len(tail) else words.tobytes()
 
     def encode(self, raw: bytes | memoryview, dtype: str | None) -> bytes | None:
         w = self.word
@@ -227,36 +332,48 @@ class ByteGroupCodec:
         if m < _BG_MIN_WORDS:
             return None
         planes = self.split(raw)
-        mask = 0
+        mask = packed = 0
         parts: list[bytes | memoryview] = []
         lengths: list[bytes] = []
         limit = m * (1.0 - constants.MIN_SAVING)
         for k in range(w):
             plane = planes[k]
-            if k in self.planes:
-                packed = self._compress(plane)
-                if len(packed) <= limit:
-                    mask |= 1 << k
-                    lengths.append(_BG_LEN.pack(len(packed)))
-                    parts.append(packed)
+            if self.pack6 is not None and k in self.pack6:
+                six = pack6(plane)
+                if six is not None:
+                    packed |= 1 << k
+                    parts.append(six)
                     continue
-            parts.append(plane.data)  # the plane is contiguous: its bytes, without a copy
-        if not mask:
+            if k in self.planes:
+                out = self._compress(plane)
+                if len(out) <= limit:
+                    mask |= 1 << k
+                    lengths.append(_BG_LEN.pack(len(out)))
+                    parts.append(out)
+                    continue
+            parts.append(memoryview(plane))  # the plane is contiguous: its bytes, without a copy
+        if not mask | packed:
             return None  # nothing paid: let the caller store the chunk raw
         tail = memoryview(raw)[m * w :]
-        return b"".join([_BG_HEAD.pack(w, mask), *lengths, *parts, tail])
+        head = _BG_HEAD.pack(w, mask) if self.pack6 is None else _BG_HEAD3.pack(w, mask, packed)
+        return b"".join([head, *lengths, *parts, tail])
 
     def decode(self, stored: bytes | memoryview, raw_len: int) -> bytes:
         w = self.word
         m = raw_len // w
         view = memoryview(stored)
         try:
-            word, mask = _BG_HEAD.unpack_from(view, 0)
+            if self.pack6 is None:
+                word, mask = _BG_HEAD.unpack_from(view, 0)
+                packed = 0
+            else:
+                word, mask, packed = _BG_HEAD3.unpack_from(view, 0)
         except struct.error:
             raise CorruptObject("a bytegroup payload is truncated") from None
-        if word != w or mask >> w:
-            raise CorruptObject(f"a bytegroup payload names word size {word} and planes {mask:#x}, expected {w}-byte words")
-        pos = _BG_HEAD.size
+        if word != w or (mask | packed) >> w or mask & packed:
+            raise CorruptObject(f"a bytegroup payload names word size {word}, compressed planes {mask:#x} and packed "
+                                f"planes {packed:#x}, expected {w}-byte words")
+        pos = _BG_HEAD.size if self.pack6 is None else _BG_HEAD3.size
         lengths = {}
         for k in range(w):
             if mask >> k & 1:
@@ -264,9 +381,9 @@ class ByteGroupCodec:
                     raise CorruptObject("a bytegroup payload is truncated")
                 (lengths[k],) = _BG_LEN.unpack_from(view, pos)
                 pos += 4
-        planes: list[np.ndarray] = []
+        planes: list[bytes | memoryview] = []
         for k in range(w):
-            n = lengths.get(k, m)
+            n = lengths.get(k, _packed6_size(m) if packed >> k & 1 else m)
             part = view[pos : pos + n]
             if len(part) != n:
                 raise CorruptObject("a bytegroup payload is truncated")
@@ -276,16 +393,15 @@ class ByteGroupCodec:
                     plane = zstd_decompress(part, m)
                 except CorruptObject as exc:
                     raise CorruptObject(f"a bytegroup plane: {exc}") from None
-                planes.append(np.frombuffer(plane, dtype=np.uint8))
+                planes.append(plane)
+            elif packed >> k & 1:
+                planes.append(unpack6(part, m))
             else:
-                planes.append(np.frombuffer(part, dtype=np.uint8))
+                planes.append(part)
         tail = view[pos:]
         if len(tail) != raw_len - m * w:
             raise CorruptObject(f"a bytegroup payload holds {pos + len(tail)} bytes, which does not match {raw_len} raw bytes")
-        out = self.merge(planes)
-        if not len(tail):
-            return out.tobytes()
-        return out.tobytes() + bytes(tail)
+        return self.merge(planes, tail)
 
 
 CODECS: dict[int, Codec] = {
@@ -293,10 +409,14 @@ CODECS: dict[int, Codec] = {
     ZSTD: ZstdCodec(),
     BYTEGROUP2: ByteGroupCodec(BYTEGROUP2, 2, (1,)),
     BYTEGROUP4: ByteGroupCodec(BYTEGROUP4, 4, (3,)),
+    ROTGROUP2: ByteGroupCodec(ROTGROUP2, 2, (0, 1), rotate=3, pack6=(0,)),
+    ROTGROUP4: ByteGroupCodec(ROTGROUP4, 4, (0, 3), rotate=3, pack6=(0,)),
 }
 
-# The codec worth trying for each float dtype (safetensors names).
-BYTEGROUP_FOR_DTYPE = {"BF16": BYTEGROUP2, "F16": BYTEGROUP2, "F32": BYTEGROUP4}
+# The codec worth trying for each float dtype (safetensors names). fp16 keeps the
+# unrotated layout: its top byte already holds the sign, all 5 exponent bits and 2
+# mantissa bits, and rotating the sign out gains 0.05% (measured) for the cost of a shift.
+BYTEGROUP_FOR_DTYPE = {"BF16": ROTGROUP2, "F16": BYTEGROUP2, "F32": ROTGROUP4}
 
 
 def register(codec: Codec) -> None:
@@ -312,10 +432,12 @@ class CodecPolicy(Protocol):
 
 
 class DefaultPolicy:
-    """Which codecs to try for a chunk: bytegroup for bf16/fp16/fp32 tensors, zstd for the rest.
+    """Which codecs to try for a chunk: a byte-plane codec for bf16/fp16/fp32 tensors, zstd for the rest.
 
     One candidate per chunk, because trying two doubles the encode time, and on
     float weights plain zstd never beat bytegroup in the benchmark's workloads.
+    Chunks written earlier keep the codec id they were written with; only new
+    chunks get this choice.
     """
 
     def candidates(self, dtype: str | None) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ Layout (the same on every backend)::
     config                                            the store's format and chunking
     objects/<hex[:2]>/<hex[2:]>                       one loose object each
     packs/<name>.pack, packs/<name>.idx               a pack and its index
+    packs/<name>.midx                                 a consolidated index over many packs (objstore.storage.indexfile)
     gc/marked/<pack name>                             packs gc will delete (objstore.maintenance.gc)
     gc/objects/<time>-<pid>-<random>                  loose objects gc will delete
     tmp/...                                           staging; never read as content
@@ -31,6 +32,7 @@ PACKS = "packs/"
 OBJECTS = "objects/"
 PACK_SUFFIX = ".pack"
 IDX_SUFFIX = ".idx"
+INDEX_FILE_SUFFIX = ".midx"
 GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.maintenance.gc)
 GC_MARKED_OBJECTS = "gc/objects/"  # where gc lists loose objects it will delete
 TMP = "tmp/"  # staging: never content, swept by gc, skipped by listings of other prefixes
@@ -48,6 +50,17 @@ def pack_key(name: str) -> str:
 
 def idx_key(name: str) -> str:
     return f"{PACKS}{name}{IDX_SUFFIX}"
+
+
+def index_file_key(name: str) -> str:
+    return f"{PACKS}{name}{INDEX_FILE_SUFFIX}"
+
+
+def index_file_name_of(key: str) -> str | None:
+    """The name of ``packs/<name>.midx``; None for any other key."""
+    if key.startswith(PACKS) and key.endswith(INDEX_FILE_SUFFIX):
+        return key[len(PACKS):-len(INDEX_FILE_SUFFIX)]
+    return None
 
 
 def object_key(oid: ObjectId) -> str:

@@ -4,6 +4,8 @@ Write order — the rule every writer in objstore keeps, and readers rely on:
 
 1. chunk records, streamed into a pack file;
 2. the pack (``packs/<name>.pack``), then its index (``packs/<name>.idx``);
+   later, a compaction merges ``.idx`` files into a consolidated index file
+   (``packs/<checksum>.midx``) and only then deletes them;
 3. file, tree, version, link and run objects (``objects/<hh>/<id>``);
 4. refs, last, by create-only write or compare-and-swap (:mod:`objstore.model.refs`);
    a run's ref (and record) before the version ref of a version that names the
@@ -25,15 +27,20 @@ read whole by ``MAX_PACK_BYTES``; a chunk by the lengths of an index entry that
 :func:`objstore.storage.packs.check_index` accepted. Damage of that kind is a
 CorruptObject naming the object, never a MemoryError.
 
-The store-wide chunk index is a cache: the union of the ``.idx`` files, kept in
-memory as one sorted array, and rebuildable from the packs themselves.
+The store-wide chunk index is a cache, rebuildable from the packs themselves:
+the union of the consolidated index files (memory-mapped and searched on disk)
+and the ``.idx`` files none covers (in memory), see
+:mod:`objstore.storage.chunkindex`. Opening a store reads the index files and
+at most about ``INDEX_COMPACT_THRESHOLD`` ``.idx`` files, whatever its history:
+a writer that finds more merges them.
 
 Readers across gc: gc may rewrite a pack (copy its live chunks into a new one)
 and delete the old one while a reader still holds an index naming it. Every
 chunk read goes through :meth:`ObjectDatabase.read_stored`: a pack that is no
 longer there makes the reader reload the index from the ``.idx`` files present
 now and read the chunk from where it lives now, once; only a chunk that is in no
-pack at all is ``NotFound``. Writers across gc: a dedup hit re-checks, at most
+pack at all is ``NotFound``. A pack found gone stays skipped (an index file a
+racing compaction wrote may still name it), so the other copy gc kept answers. Writers across gc: a dedup hit re-checks, at most
 every ``PACK_RECHECK_SECONDS``, that the pack holding the chunk is still stored
 and not marked, so a long-lived writer never names a chunk gc removed.
 """
@@ -48,25 +55,35 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
-from objstore.errors import CorruptObject, NotFound, StoreBroken
+from objstore.errors import CorruptObject, NotFound, ObjstoreError, StoreBroken
 from objstore.storage import codecs
 from objstore.storage.backend import Backend
 from objstore.storage.backend._local import backend_error
+from objstore.storage.chunkindex import (
+    ChunkIndex,
+    CompactReport,
+    IndexListing,
+    compact,
+    compact_threshold,
+    list_indexes,
+    loose_count,
+    marked_packs,
+    open_index_file,
+    prune_cache,
+)
+from objstore.storage.chunkindex import ChunkLocation as ChunkLocation  # re-exported: callers name it odb.ChunkLocation
 from objstore.storage.ids import ObjectId
+from objstore.storage.indexfile import IndexFile
 from objstore.storage.keys import (
-    GC_MARKED,
     OBJECTS,
     PACKS,
     idx_key,
-    idx_name_of,
     marked_pack_key,
-    marked_pack_name_of,
     object_hex_of,
     object_key,
     pack_key,
@@ -74,12 +91,10 @@ from objstore.storage.keys import (
 )
 from objstore.storage.objects import MetaObject, decode, encode
 from objstore.storage.packs import (
-    INDEX_DTYPE,
     PackBuilder,
     decode_idx,
     decode_verified,
     encode_idx,
-    entry_id,
     max_idx_bytes,
     read_pack_index,
 )
@@ -95,92 +110,11 @@ PACK_RECHECK_SECONDS = 30.0
 # Full packs sealed (fsync, store, index) on a background thread while the writer
 # fills the next one; a writer that gets this far ahead of the disk waits.
 MAX_SEALING = 2
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    pack: str
-    offset: int
-    stored_len: int
-    raw_len: int
-    codec: int
-
-
-class ChunkIndex:
-    """Which pack holds each chunk: one sorted numpy array over all loaded packs.
-
-    Membership of a batch is a vectorized binary search, so asking about a
-    million ids costs milliseconds, not a million dict probes.
-    """
-
-    def __init__(self) -> None:
-        self.packs: list[str] = []
-        self._pack_no: dict[str, int] = {}
-        self._ids = np.empty(0, dtype="S32")
-        self._entries = np.empty(0, dtype=INDEX_DTYPE)
-        self._owner = np.empty(0, dtype=np.int32)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __contains__(self, pack_name: str) -> bool:
-        return pack_name in self._pack_no
-
-    def add_packs(self, indexes: Iterable[tuple[str, np.ndarray]]) -> None:
-        new_entries, new_owner = [self._entries], [self._owner]
-        for name, index in indexes:
-            if name in self._pack_no:
-                continue
-            self._pack_no[name] = len(self.packs)
-            self.packs.append(name)
-            new_entries.append(index)
-            new_owner.append(np.full(len(index), self._pack_no[name], dtype=np.int32))
-        if len(new_entries) == 1:
-            return
-        entries = np.concatenate(new_entries)
-        owner = np.concatenate(new_owner)
-        order = np.argsort(entries["id"], kind="stable")
-        self._entries, self._owner = entries[order], owner[order]
-        self._ids = self._entries["id"]
-
-    def contains_many(self, ids: list[bytes]) -> np.ndarray:
-        if not len(self._ids) or not ids:
-            return np.zeros(len(ids), dtype=bool)
-        probe = np.array(ids, dtype="S32")
-        pos = np.searchsorted(self._ids, probe)
-        pos_clipped = np.minimum(pos, len(self._ids) - 1)
-        hits: np.ndarray = (pos < len(self._ids)) & (self._ids[pos_clipped] == probe)
-        return hits
-
-    def locate(self, chunk_id: bytes) -> ChunkLocation | None:
-        if not len(self._ids):
-            return None
-        # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
-        # values (both sides trimmed alike), never against a Python bytes object.
-        probe = np.array([chunk_id], dtype="S32")[0]
-        pos = int(np.searchsorted(self._ids, probe))
-        if pos >= len(self._ids) or self._ids[pos] != probe:
-            return None
-        e = self._entries[pos]
-        return ChunkLocation(self.packs[self._owner[pos]], int(e["offset"]), int(e["stored_len"]), int(e["raw_len"]), int(e["codec"]))
-
-    def locate_many(self, chunk_ids: list[bytes]) -> list[ChunkLocation | None]:
-        """:meth:`locate` for a batch, with one vectorized search."""
-        if not len(self._ids) or not chunk_ids:
-            return [None] * len(chunk_ids)
-        probe = np.array(chunk_ids, dtype="S32")
-        pos = np.minimum(np.searchsorted(self._ids, probe), len(self._ids) - 1)
-        hit = self._ids[pos] == probe
-        entries, owners = self._entries[pos], self._owner[pos]
-        offsets, stored, raw, codec = (entries[f].tolist() for f in ("offset", "stored_len", "raw_len", "codec"))
-        packs = self.packs
-        return [ChunkLocation(packs[o], offsets[i], stored[i], raw[i], codec[i]) if hit[i] else None
-                for i, o in enumerate(owners.tolist())]
-
-    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
-        for e, owner in zip(self._entries, self._owner):
-            yield entry_id(e["id"]), ChunkLocation(self.packs[owner], int(e["offset"]), int(e["stored_len"]),
-                                                   int(e["raw_len"]), int(e["codec"]))
+# A refresh lists again at most this many times when something it listed was
+# replaced (by a compaction) before it could read it.
+REFRESH_ATTEMPTS = 4
+# Uncovered .idx files are fetched this many at a time (each is one request).
+IDX_FETCH_THREADS = 8
 
 
 class ObjectDatabase:
@@ -203,6 +137,11 @@ class ObjectDatabase:
         self._sealer: ThreadPoolExecutor | None = None
         self._broken: BaseException | None = None
         self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
+        self.damaged_files: set[str] = set()  # index files that fail their checks (fsck names them)
+        self._loose = 0  # .idx files no index file covered, at the last refresh
+        self._sealed = 0  # packs this process stored
+        self._compacted = False
+        self._opened: dict[str, IndexFile] = {}  # index files mapped and checked, by name
         # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
@@ -213,48 +152,121 @@ class ObjectDatabase:
 
     # -- index -----------------------------------------------------------
     def refresh(self) -> None:
-        """Load the index files of packs this process has not seen yet."""
+        """Load what this process has not seen yet: new index files (mapped, not
+        read), and the ``.idx`` of packs no index file covers."""
         with self._lock:
-            names: list[str] = []
-            pack_sizes: dict[str, int] = {}
-            for info in self.backend.iter_prefix(PACKS):
-                if (idx_name := idx_name_of(info.key)) is not None:
-                    names.append(idx_name)
-                elif (pack_name := pack_name_of(info.key)) is not None:
-                    pack_sizes[pack_name] = info.size
-            fresh = [n for n in names if n not in self.index and n not in self.damaged_packs]
-            loaded = []
-            for name in fresh:
-                # The listing gave the pack's size: its index can be no larger than
-                # that many entries, and no entry may point outside it.
-                size = pack_sizes.get(name)
-                try:
-                    data = self.backend.get(idx_key(name), max_size=max_idx_bytes(size))
-                    loaded.append((name, decode_idx(data, name, size)))
-                except NotFound:
-                    continue  # removed by gc while we listed
-                except CorruptObject:
-                    # One damaged .idx must not make every version unreadable: the pack
-                    # carries the same index, covered by the pack's own checksum.
-                    index = self._index_from_pack(name)
-                    if index is None:
-                        self.damaged_packs.add(name)
-                    else:
-                        loaded.append((name, index))
-            self.index.add_packs(loaded)
-            self.marked_packs = {marked_pack_name_of(info.key) for info in self.backend.iter_prefix(GC_MARKED)}
-            now = time.monotonic()
-            self._pack_checked.update((name, now) for name, _ in loaded)
+            for _ in range(REFRESH_ATTEMPTS):
+                listing = list_indexes(self.backend)
+                if not self._load(listing):
+                    break
+                # An index file or .idx listed but gone when read: a compaction
+                # replaced it meanwhile; the next listing shows its replacement.
+            self._loose = loose_count(listing, self.index.covered_packs)
+            # Index files merged away since: forget them (a mapping stays valid for
+            # whoever still holds it) and drop their cached copies.
+            self._opened = {n: f for n, f in self._opened.items() if n in listing.files}
+            prune_cache(self.backend, listing.files)
+            # A pack stored again under the same name (same content) is back.
+            self.index.gone.difference_update(listing.packs)
+            self.marked_packs = marked_packs(self.backend)
             self._loaded = True
 
+    def _load(self, listing: IndexListing) -> bool:
+        """Add ``listing``'s unseen index files and uncovered ``.idx`` files to the
+        index; True if one of them was gone when read."""
+        missing = False
+        for name, size in listing.files.items():
+            if name in self.index.files or name in self.damaged_files:
+                continue
+            try:
+                # Opened once per process: a reload after gc reuses the mapping.
+                if name not in self._opened:
+                    self._opened[name] = open_index_file(self.backend, name, size)
+                self.index.add_file(self._opened[name])
+            except NotFound:
+                missing = True
+            except CorruptObject:
+                self.damaged_files.add(name)
+        fresh = [n for n in listing.idx if n not in self.index and n not in self.damaged_packs]
+        if self.damaged_files:
+            # The .idx of the packs a damaged index file covered are gone: every pack
+            # nothing indexes is read from its own index section instead.
+            fresh += [n for n in listing.packs if n not in self.index and n not in listing.idx and n not in self.damaged_packs]
+        loaded: list[tuple[str, np.ndarray]] = []
+        if len(fresh) > 1:
+            with ThreadPoolExecutor(min(IDX_FETCH_THREADS, len(fresh)), thread_name_prefix="objstore-idx") as pool:
+                results = list(pool.map(lambda n: self._read_idx(n, listing), fresh))
+        else:
+            results = [self._read_idx(n, listing) for n in fresh]
+        for name, index in zip(fresh, results):
+            if index is None:
+                missing = missing or (name in listing.idx and not self.index.covers(name))
+            elif isinstance(index, np.ndarray):
+                loaded.append((name, index))
+            else:
+                self.damaged_packs.add(name)
+        self.index.add_packs(loaded)
+        now = time.monotonic()
+        # Seen stored just now, by this listing (a covered pack the listing lacks is
+        # looked at on its first dedup hit: an index file may name a pack gc removed).
+        self._pack_checked.update((name, now) for name, _ in loaded)
+        self._pack_checked.update((name, now) for name in self.index.covered_packs if name in listing.packs)
+        return missing
+
+    def _read_idx(self, name: str, listing: IndexListing) -> np.ndarray | None | CorruptObject:
+        """Pack ``name``'s index: from its ``.idx``, else from the pack itself. None
+        if both are gone; the error if both are damaged."""
+        # The listing gave the pack's size: its index can be no larger than
+        # that many entries, and no entry may point outside it.
+        size = listing.packs.get(name)
+        if name in listing.idx:
+            try:
+                data = self.backend.get(idx_key(name), max_size=max_idx_bytes(size))
+                return decode_idx(data, name, size)
+            except NotFound:
+                return None  # replaced by an index file, or removed by gc, while we listed
+            except CorruptObject:
+                pass
+        # One damaged .idx must not make every version unreadable: the pack
+        # carries the same index, covered by the pack's own checksum.
+        index = self._index_from_pack(name)
+        if index is None:
+            return CorruptObject(f"pack {name[:16]} has no readable index", object_id=name)
+        return index
+
     def reload(self) -> None:
-        """Forget the loaded index and load it again from the ``.idx`` files present
-        now: packs gc removed drop out, the packs it wrote come in."""
+        """Forget the loaded index and load it again from the index files and
+        ``.idx`` files present now: packs gc removed drop out, the packs it wrote
+        come in. Packs found gone stay skipped (see ChunkIndex.gone)."""
         with self._lock:
-            self.index = ChunkIndex()
+            self.index = ChunkIndex(self.index.gone)
             self.damaged_packs = set()
+            self.damaged_files = set()
             self._pack_checked = {}
             self.refresh()
+
+    def compact_index(self, *, min_loose: int = 1) -> CompactReport:
+        """Merge the store's uncovered ``.idx`` files into a consolidated index file
+        (:func:`objstore.storage.chunkindex.compact`), then load it."""
+        report = compact(self.backend, min_loose=min_loose)
+        with self._lock:
+            if self._loaded:
+                self.refresh()
+        return report
+
+    def _maybe_compact(self) -> None:
+        """After a writer stored packs: compact once the store has more uncovered
+        ``.idx`` files than the threshold. A failure leaves the store as it was
+        (compaction is crash-safe), so it never fails the write that triggered it."""
+        threshold = compact_threshold()
+        # Only a process that stored packs: a reader never writes (it may have no write access).
+        if self._compacted or not threshold or not self._sealed or self._loose + self._sealed < threshold:
+            return
+        self._compacted = True  # once per process: a failing backend is not retried on every flush
+        try:
+            self.compact_index(min_loose=threshold)
+        except ObjstoreError:
+            pass
 
     def _stale_packs_gone(self, chunk_ids: list[bytes]) -> bool:
         """Whether a pack holding one of ``chunk_ids`` (dedup hits) has gone, or been
@@ -272,6 +284,7 @@ class ObjectDatabase:
                 self.backend.stat(pack_key(name))
             except NotFound:
                 gone = True
+                self.index.gone.add(name)  # an index file may still name it; no dedup hit may
                 continue
             try:
                 self.backend.stat(marked_pack_key(name))
@@ -284,6 +297,9 @@ class ObjectDatabase:
     def _relocate(self, chunk_id: ObjectId, stale: ChunkLocation) -> ChunkLocation:
         """Where ``chunk_id`` lives now that pack ``stale.pack`` is gone (see the module docstring)."""
         with self._lock:
+            # The pack is gone (the read said so); another copy may still be listed,
+            # even by an index file a racing compaction wrote: take that one.
+            self.index.gone.add(stale.pack)
             if stale.pack in self.index:  # nobody reloaded since that location was handed out
                 self.reload()
             loc = self.index.locate(chunk_id.raw)
@@ -399,6 +415,7 @@ class ObjectDatabase:
         if writer is not None:
             self._seal(writer)
         self._wait_sealed()
+        self._maybe_compact()
 
     def _wait_sealed(self) -> None:
         while self._wait_oldest():
@@ -447,6 +464,8 @@ class ObjectDatabase:
             # One step under the lock: a chunk is always either in the index or in
             # a pack has_chunks still looks at.
             self.index.add_packs([(name, index)])
+            self.index.gone.discard(name)
+            self._sealed += 1
             self.marked_packs.discard(name)
             self._pack_checked[name] = time.monotonic()
             self._sealing = [(w, f) for w, f in self._sealing if w is not writer]

@@ -1,0 +1,578 @@
+"""The store-wide chunk index: which pack holds each chunk.
+
+Two kinds of source, searched alike (a vectorized binary search each):
+
+- consolidated index files (``packs/<name>.midx``, :mod:`objstore.storage.indexfile`),
+  each covering many packs, memory-mapped and searched on disk, never loaded:
+  a local store's file is mapped where it lies; a remote store's is fetched once
+  into the user cache directory (keyed by the store's URL and the file's name,
+  which is its checksum) and mapped from there. Either is checked against its
+  checksum when opened, reading in blocks, so memory does not grow with it;
+- one in-memory sorted array, for the ``.idx`` files no index file covers (at
+  most about ``INDEX_COMPACT_THRESHOLD`` of them) and the packs this process adds.
+
+Invariants:
+
+- An index file covering packs S holds exactly the union of their ``.idx``
+  entries. It is written create-only, and only once it is durable are the
+  ``.idx`` files (and smaller index files) it replaces deleted: at every
+  moment each pack's entries are in its ``.idx``, in an index file, or both.
+  Coverage may overlap (two compactions at once, a crash between write and
+  delete): lookups take the union, so overlap only costs space.
+- Entries of packs gc has marked are carried over as they are (marked ``.idx``
+  files stay loose), so compaction never changes what gc's two phases see.
+- gc removes a pack from every index file covering it before it deletes the
+  pack (:func:`drop_packs`). A compaction racing it may still publish a file
+  naming the gone pack; that is stale, not wrong: every chunk gc kept of it has
+  a copy in a pack that stays, readers skip packs they found gone
+  (``ChunkIndex.gone``) and take another copy, and the next gc drops the pack.
+- A reader that listed an ``.idx`` or index file that is gone when it reads it
+  lists again (a compaction replaced it): see ``ObjectDatabase.refresh``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+import numpy as np
+
+from objstore.constants import INDEX_COMPACT_THRESHOLD, MiB
+from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.storage.backend import Backend
+from objstore.storage.indexfile import (
+    MAX_INDEX_FILE_BYTES,
+    IndexFile,
+    checksum_ok,
+    from_pack_index,
+    merge,
+    search,
+    verify_index_file,
+    write_index_file,
+)
+from objstore.storage.keys import (
+    GC_MARKED,
+    PACKS,
+    idx_key,
+    idx_name_of,
+    index_file_key,
+    index_file_name_of,
+    marked_pack_name_of,
+    pack_name_of,
+)
+from objstore.storage.packs import INDEX_DTYPE, decode_idx, entry_id, max_idx_bytes
+
+# Index files are checked and fetched in blocks of this size (bounded memory).
+BLOCK = 8 * MiB
+# Compaction merges every index file once there are more than this many, whatever
+# their sizes; below it, only those the geometric rule picks (see _pick_files).
+MAX_INDEX_FILES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLocation:
+    pack: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    codec: int
+
+
+class ChunkIndex:
+    """Which pack holds each chunk: index files searched on disk, plus one sorted
+    numpy array over the packs loaded from their own ``.idx``.
+
+    Membership of a batch is a vectorized binary search per source, so asking
+    about a million ids costs milliseconds, not a million dict probes. A chunk
+    stored in several packs has several entries; lookups return one in a pack not
+    in ``gone`` (packs this process found deleted), memory first.
+    """
+
+    def __init__(self, gone: set[str] | None = None) -> None:
+        self.packs: list[str] = []
+        self._pack_no: dict[str, int] = {}
+        self._ids = np.empty(0, dtype="S32")
+        self._entries = np.empty(0, dtype=INDEX_DTYPE)
+        self._owner = np.empty(0, dtype=np.int32)
+        self.files: dict[str, IndexFile] = {}
+        self._covered: set[str] = set()
+        self.gone: set[str] = set() if gone is None else gone
+
+    def __len__(self) -> int:
+        return len(self._ids) + sum(len(f) for f in self.files.values())
+
+    def __contains__(self, pack_name: str) -> bool:
+        return pack_name in self._pack_no or pack_name in self._covered
+
+    @property
+    def covered_packs(self) -> set[str]:
+        """The packs the loaded index files cover."""
+        return self._covered
+
+    def covers(self, pack_name: str) -> bool:
+        """Whether a loaded index file covers ``pack_name``."""
+        return pack_name in self._covered
+
+    def add_file(self, index_file: IndexFile) -> None:
+        if index_file.name not in self.files:
+            self.files[index_file.name] = index_file
+            self._covered.update(index_file.pack_names)
+
+    def add_packs(self, indexes: Iterable[tuple[str, np.ndarray]]) -> None:
+        new_entries, new_owner = [self._entries], [self._owner]
+        for name, index in indexes:
+            if name in self._pack_no:
+                continue
+            self._pack_no[name] = len(self.packs)
+            self.packs.append(name)
+            new_entries.append(index)
+            new_owner.append(np.full(len(index), self._pack_no[name], dtype=np.int32))
+        if len(new_entries) == 1:
+            return
+        entries = np.concatenate(new_entries)
+        owner = np.concatenate(new_owner)
+        order = np.argsort(entries["id"], kind="stable")
+        self._entries, self._owner = entries[order], owner[order]
+        self._ids = np.ascontiguousarray(self._entries["id"])  # search views it as bytes
+
+    # -- the sources, alike: (ids, pack names, pack numbers, entries) ------------
+    def _sources(self) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray, IndexFile | None]]:
+        if len(self._ids):
+            yield self._ids, self.packs, self._owner, self._entries, None
+        for f in self.files.values():
+            if len(f):
+                yield f.ids, f.pack_names, f.entries["pack"], f.entries, f
+
+    @staticmethod
+    def _search(src_ids: np.ndarray, probe: np.ndarray, f: IndexFile | None) -> tuple[np.ndarray, np.ndarray]:
+        return search(src_ids, probe, None if f is None else f.fanout)
+
+    def _gone_numbers(self, names: list[str]) -> np.ndarray:
+        return np.array([i for i, n in enumerate(names) if n in self.gone], dtype=np.int64)
+
+    def contains_many(self, ids: list[bytes]) -> np.ndarray:
+        found = np.zeros(len(ids), dtype=bool)
+        if not ids:
+            return found
+        probe = np.array(ids, dtype="S32")
+        for src_ids, names, owner, _, f in self._sources():
+            pos, hit = self._search(src_ids, probe, f)
+            if self.gone and hit.any():
+                gone = self._gone_numbers(names)
+                if len(gone):
+                    # A hit in a gone pack may have a twin in a live one: ask the slow way.
+                    in_gone = hit & np.isin(np.asarray(owner)[pos], gone)
+                    for i in np.flatnonzero(in_gone & ~found):
+                        found[i] = self.locate(ids[i]) is not None
+                    hit &= ~in_gone
+            found |= hit
+        return found
+
+    def locate(self, chunk_id: bytes) -> ChunkLocation | None:
+        # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
+        # values (both sides trimmed alike), never against a Python bytes object.
+        probes = np.array([chunk_id], dtype="S32")
+        probe = probes[0]
+        for src_ids, names, owner, entries, f in self._sources():
+            found, hit = self._search(src_ids, probes, f)
+            pos = int(found[0]) if hit[0] else len(src_ids)
+            while pos < len(src_ids) and src_ids[pos] == probe:
+                loc = _location(names, entries[pos:pos + 1], np.asarray(owner[pos:pos + 1]), f)[0]
+                if loc.pack not in self.gone:
+                    return loc
+                pos += 1
+        return None
+
+    def locate_many(self, chunk_ids: list[bytes]) -> list[ChunkLocation | None]:
+        """:meth:`locate` for a batch, with one vectorized search per source."""
+        out: list[ChunkLocation | None] = [None] * len(chunk_ids)
+        if not chunk_ids:
+            return out
+        probe = np.array(chunk_ids, dtype="S32")
+        todo = np.arange(len(chunk_ids))
+        for src_ids, names, owner, entries, f in self._sources():
+            if not len(todo):
+                break
+            pos, hit = self._search(src_ids, probe[todo], f)
+            rows = pos[hit]
+            for i, loc in zip(todo[hit].tolist(), _location(names, entries[rows], np.asarray(owner)[rows], f)):
+                out[i] = loc if loc.pack not in self.gone else self.locate(chunk_ids[i])
+            todo = todo[~hit]
+        return out
+
+    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
+        for src_ids, names, owner, entries, f in self._sources():
+            for start in range(0, len(src_ids), 65536):
+                sel = slice(start, start + 65536)
+                locs = _location(names, entries[sel], np.asarray(owner)[sel], f)
+                yield from zip((entry_id(x) for x in src_ids[sel]), locs)
+
+
+def _location(names: list[str], entries: np.ndarray, owner: np.ndarray, f: IndexFile | None) -> list[ChunkLocation]:
+    if f is not None:
+        entries = f.check(np.asarray(entries))  # an entry of a file is untrusted until checked
+    offsets, stored, raw, codec = (entries[k].tolist() for k in ("offset", "stored_len", "raw_len", "codec"))
+    return [ChunkLocation(names[o], offsets[i], stored[i], raw[i], codec[i]) for i, o in enumerate(owner.tolist())]
+
+
+# -- listing and opening --------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class IndexListing:
+    """One listing of ``packs/``: sizes of the packs, their ``.idx`` and the index files."""
+
+    packs: dict[str, int] = field(default_factory=dict)
+    idx: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+
+
+def list_indexes(backend: Backend) -> IndexListing:
+    listing = IndexListing()
+    for info in backend.iter_prefix(PACKS):
+        if (name := idx_name_of(info.key)) is not None:
+            listing.idx[name] = info.size
+        elif (name := pack_name_of(info.key)) is not None:
+            listing.packs[name] = info.size
+        elif (name := index_file_name_of(info.key)) is not None:
+            listing.files[name] = info.size
+    return listing
+
+
+def marked_packs(backend: Backend) -> set[str]:
+    return {marked_pack_name_of(info.key) for info in backend.iter_prefix(GC_MARKED)}
+
+
+def open_index_file(backend: Backend, name: str, size: int, *, recheck: bool = False) -> IndexFile:
+    """Index file ``name`` (``size`` bytes, from the listing), mapped and checked
+    against its checksum. A local store's file is mapped in place; a remote one's
+    is fetched into the cache once. NotFound if it is gone, CorruptObject if damaged.
+    ``recheck``: hash it even if it was checked before (fsck)."""
+    if size > MAX_INDEX_FILE_BYTES:
+        raise CorruptObject(f"index file {name[:16]} is {size} bytes, larger than any index file", object_id=name)
+    local = _local_path(backend, index_file_key(name))
+    if local is not None:
+        root = getattr(backend, "root")  # noqa: B009 - _local_path saw it is a Path
+        return _map_verified(local, name, root / "cache" / "index" / f"{name}.ok", recheck)
+    cached = cache_path(backend, name)
+    try:
+        return _map_verified(cached, name, cached.with_suffix(".ok"), recheck)
+    except (NotFound, CorruptObject):
+        pass  # not cached yet, or a damaged entry: a miss, never an answer
+    try:
+        _fetch(backend, name, size, cached)
+    except ObjstoreError:
+        raise
+    except OSError:
+        # No usable cache directory: read it into memory (bounded by its listed size).
+        data = backend.get(index_file_key(name), max_size=size)
+        view = memoryview(data)
+        if not checksum_ok(lambda start, n: view[start:start + n], len(data), name):
+            raise _damaged(name) from None
+        return IndexFile.parse(data, name)
+    return _map_verified(cached, name, cached.with_suffix(".ok"))
+
+
+def _damaged(name: str) -> CorruptObject:
+    return CorruptObject(f"index file {name[:16]} fails its checksum; run objstore fsck", object_id=name)
+
+
+def _local_path(backend: Backend, key: str) -> Path | None:
+    root = getattr(backend, "root", None)
+    return root.joinpath(*key.split("/")) if isinstance(root, Path) else None
+
+
+def cache_path(backend: Backend, name: str) -> Path:
+    """Where a remote store's index file ``name`` is cached: under the user cache
+    directory, by the store's URL, named by the file's own checksum (immutable)."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    store = blake3.blake3(str(getattr(backend, "url", backend)).encode()).hexdigest()[:32]
+    return home / "objstore" / store / "index" / f"{name}.midx"
+
+
+def prune_cache(backend: Backend, listed: Iterable[str], min_age: float = 3600.0) -> None:
+    """Delete this remote store's cached index files that it no longer lists (merged
+    away), once they are ``min_age`` seconds old: a process that just fetched one
+    keeps it, and one that has it mapped keeps reading it after the unlink."""
+    if _local_path(backend, PACKS) is not None:
+        return
+    keep = {f"{name}{suffix}" for name in listed for suffix in (".midx", ".ok")}
+    directory = cache_path(backend, "x").parent
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        try:
+            if entry.name not in keep and now - entry.stat(follow_symlinks=False).st_mtime > min_age:
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
+def _fetch(backend: Backend, name: str, size: int, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name[:16]}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for start in range(0, size, BLOCK):
+                block = backend.get_range(index_file_key(name), start, min(BLOCK, size - start))
+                if not block:
+                    break
+                out.write(block)
+        os.replace(tmp, target)  # checked when mapped, like every cache entry
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _stat_key(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+
+
+def _stamped(stamp: Path, st: os.stat_result) -> bool:
+    """Whether ``stamp`` records ``st``. A stamp is a cache entry: anything but a
+    small regular file (a FIFO, a link to /dev/zero) is a miss, never a wait."""
+    try:
+        fd = os.open(stamp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return os.read(fd, 128) == _stat_key(st).encode()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _write_stamp(stamp: Path, st: os.stat_result) -> None:
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=stamp.parent, prefix=f".{stamp.name}.")  # exclusive: never a planted file
+    except OSError:
+        return  # no stamp: the next open checks the checksum again
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(_stat_key(st))
+        os.replace(tmp, stamp)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _map_verified(path: Path, name: str, stamp: Path, recheck: bool = False) -> IndexFile:
+    """Map the index file at ``path`` once its checksum holds. The check reads the
+    whole file, so it is done once per file: ``stamp`` records the file's size,
+    mtime and inode after a check, and a file whose stat matches is not hashed
+    again (the stat cache's trust, git's index's; entries are still checked on
+    use and every chunk against its id)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise NotFound(f"index file {name[:16]} is gone", key=name) from None
+    except OSError as exc:
+        raise CorruptObject(f"index file {name[:16]} cannot be opened ({exc.strerror})", object_id=name) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
+            raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
+        if recheck or not _stamped(stamp, st):
+            if not checksum_ok(lambda start, n: os.pread(fd, n, start), st.st_size, name, BLOCK):
+                raise _damaged(name)
+            _write_stamp(stamp, st)
+        # Checked, then mapped: a later change to a mapped local file can only make
+        # a lookup miss or a chunk fail its own check (entries are checked on use).
+        mapped = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)
+        if hasattr(mmap, "MADV_RANDOM"):
+            mapped.madvise(mmap.MADV_RANDOM)  # binary searches: no read-ahead around each probe
+    finally:
+        os.close(fd)
+    return IndexFile.parse(memoryview(mapped), name)
+
+
+# -- compaction -----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What one compaction did: the index file written (None if none), how many
+    ``.idx`` and index files it replaced and deleted, and the entries it holds."""
+
+    written: str | None
+    idx_merged: int
+    files_merged: int
+    entries: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def compact_threshold() -> int:
+    text = os.environ.get("OBJSTORE_INDEX_COMPACT_THRESHOLD", "")
+    return int(text) if text.strip().isdigit() else INDEX_COMPACT_THRESHOLD
+
+
+def loose_count(listing: IndexListing, covered: set[str]) -> int:
+    return sum(1 for n in listing.idx if n not in covered)
+
+
+def compact(backend: Backend, *, min_loose: int = 1) -> CompactReport:
+    """Merge the ``.idx`` files no index file covers (except marked packs'), and
+    the index files the geometric rule picks, into one new index file; then
+    delete what it replaces. Does nothing unless at least ``min_loose`` ``.idx``
+    files are uncovered or there are more than ``MAX_INDEX_FILES`` index files.
+    Safe to kill at any point and beside writers, readers, gc and other
+    compactions (see the module docstring)."""
+    listing = list_indexes(backend)
+    files: list[IndexFile] = []
+    for name, size in listing.files.items():
+        try:
+            files.append(open_index_file(backend, name, size))
+        except NotFound:
+            continue  # merged by another compaction meanwhile: its replacement covers it
+        except CorruptObject:
+            continue  # left for fsck; its packs' .idx were deleted, so readers fall back to the packs
+    covered = {p for f in files for p in f.pack_names}
+    # .idx files an index file already covers: a compaction killed after writing
+    # that file and before deleting them. The file is durable (listed), so they go.
+    for pack in sorted(n for n in listing.idx if n in covered):
+        backend.delete(idx_key(pack))
+    marked = marked_packs(backend)
+    loose = sorted(n for n in listing.idx if n not in covered and n not in marked and n in listing.packs)
+    if len(loose) < min_loose and len(files) <= MAX_INDEX_FILES:
+        return CompactReport(None, 0, 0, 0)
+    parts = []
+    taken_idx: list[str] = []
+    for name in loose:
+        size = listing.packs[name]
+        try:
+            index = decode_idx(backend.get(idx_key(name), max_size=max_idx_bytes(size)), name, size)
+        except (NotFound, CorruptObject):
+            continue  # consumed by another compaction, deleted by gc, or damaged (readers fall back)
+        parts.append(from_pack_index(name, size, index))
+        taken_idx.append(name)
+    picked = _pick_files(files, sum(len(p[1]) for p in parts))
+    for f in picked:
+        verify_index_file(f)  # merging copies every entry: check them all first
+        parts.append(f.triple())
+    if not parts or (len(parts) == 1 and not taken_idx):
+        return CompactReport(None, 0, 0, 0)
+    packs, ids, entries = merge(parts)
+    name = _store_file(backend, packs, ids, entries)
+    # Durable now (create-only put): only after that do the files it replaces go.
+    for f in picked:
+        if f.name != name:
+            backend.delete(index_file_key(f.name))
+    for pack in taken_idx:
+        backend.delete(idx_key(pack))
+    return CompactReport(name, len(taken_idx), len(picked), len(ids))
+
+
+def _pick_files(files: list[IndexFile], loose_entries: int) -> list[IndexFile]:
+    """Index files to merge with ``loose_entries`` new entries: the smallest first,
+    each while it is no larger than what is merged so far (git's geometric repack),
+    so a store keeps O(log entries) files and old large files are rarely rewritten;
+    all of them once there are more than ``MAX_INDEX_FILES``."""
+    ordered = sorted(files, key=len)
+    if len(ordered) > MAX_INDEX_FILES:
+        return ordered
+    picked, total = [], loose_entries
+    for f in ordered:
+        if len(f) > total:
+            break
+        picked.append(f)
+        total += len(f)
+    return picked
+
+
+def _store_file(backend: Backend, packs: list[tuple[str, int]], ids: np.ndarray, entries: np.ndarray) -> str:
+    make = getattr(backend, "new_temp_path", None)
+    if make is not None:
+        path = Path(make())
+    else:
+        fd, tmp = tempfile.mkstemp(prefix="objstore-index-")
+        os.close(fd)
+        path = Path(tmp)
+    try:
+        with open(path, "wb") as out:
+            name = write_index_file(out, packs, ids, entries)
+            out.flush()
+            os.fsync(out.fileno())
+        backend.put_file_if_absent(index_file_key(name), path)
+    finally:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    return name
+
+
+def drop_packs(backend: Backend, packs: set[str]) -> int:
+    """Rewrite every index file that covers one of ``packs`` without them (the new
+    file first, then the old one deleted). gc calls this before it deletes the
+    packs, so no index it leaves names them. Returns the files rewritten."""
+    if not packs:
+        return 0
+    rewritten = 0
+    for name, size in list_indexes(backend).files.items():
+        try:
+            f = open_index_file(backend, name, size)
+        except NotFound:
+            continue
+        except CorruptObject:
+            continue  # fsck reports it; a damaged file names nothing readers trust
+        if not packs.intersection(f.pack_names):
+            continue
+        keep = [(p, index) for p, index in f.pack_indexes() if p not in packs]
+        sizes = dict(zip(f.pack_names, (int(s) for s in f.pack_sizes)))
+        if keep:
+            merged = merge([from_pack_index(p, sizes[p], index) for p, index in keep])
+            _store_file(backend, *merged)
+        backend.delete(index_file_key(name))
+        rewritten += 1
+    return rewritten
+
+
+def covered_indexes(backend: Backend, listing: IndexListing) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Each pack the index files of ``listing`` cover, with its entries as its
+    ``.idx`` would hold them (every file checked whole), and (file, why) for each
+    index file that is damaged. For gc and fsck: the whole index in memory."""
+    indexes: dict[str, np.ndarray] = {}
+    damaged: list[tuple[str, str]] = []
+    for name, size in sorted(listing.files.items()):
+        try:
+            f = open_index_file(backend, name, size, recheck=True)
+            verify_index_file(f)
+            for pack, index in f.pack_indexes():
+                indexes.setdefault(pack, index)
+        except NotFound:
+            continue  # replaced by a compaction since the listing: its successor covers the same packs
+        except CorruptObject as exc:
+            damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
+    return indexes, damaged
+
+
+def read_all_indexes(backend: Backend, listing: IndexListing) -> dict[str, np.ndarray]:
+    """Every pack's index, from the index files and the ``.idx`` files of
+    ``listing``. Packs with neither (or only damaged ones) are missing from it."""
+    indexes, _ = covered_indexes(backend, listing)
+    for name in listing.idx:
+        if name in indexes:
+            continue
+        try:
+            indexes[name] = decode_idx(backend.get(idx_key(name)), name)
+        except (NotFound, CorruptObject):
+            continue
+    return indexes
