@@ -1,8 +1,8 @@
 """Build of objstore's optional C extensions (everything else is in pyproject.toml).
 
 Each extension is an entry of ``EXTENSIONS``; to add one, append an
-``Extension`` (and, for sources that need their own compiler flags, a
-``PER_FILE_FLAGS`` entry). The extensions are optional: if the compiler is
+``Extension`` (and, for sources that need their own compiler flags, list them
+under the extension's name in ``PER_FILE_FLAGS``, not in its ``sources``). The extensions are optional: if the compiler is
 missing or a build fails, ``pip install`` still succeeds with a warning, and
 objstore runs its pure-Python reference path (see ``objstore/storage/native.py``).
 ``OBJSTORE_REQUIRE_NATIVE=1`` turns such a failure into an error (CI sets it).
@@ -28,9 +28,10 @@ _arm64 = _machine in ("aarch64", "arm64")
 # picks the widest the CPU has); NEON on arm64; elsewhere portable only.
 _blake3_sources = [f"{B3}/blake3.c", f"{B3}/blake3_dispatch.c", f"{B3}/blake3_portable.c"]
 _blake3_macros: list[tuple[str, str | None]] = []
-PER_FILE_FLAGS: dict[str, list[str]] = {}
+# extension name -> {source: its own extra compiler flags}
+PER_FILE_FLAGS: dict[str, dict[str, list[str]]] = {}
 if _x86_64 and os.name != "nt":
-    PER_FILE_FLAGS = {
+    PER_FILE_FLAGS["objstore.storage._native"] = {
         f"{B3}/blake3_sse2.c": ["-msse2"],
         f"{B3}/blake3_sse41.c": ["-msse4.1"],
         f"{B3}/blake3_avx2.c": ["-mavx2"],
@@ -63,13 +64,13 @@ class OptionalBuildExt(build_ext):
 
     def build_extension(self, ext: Extension) -> None:
         try:
-            special = [s for s in PER_FILE_FLAGS if s not in ext.sources and ext.name == "objstore.storage._native"]
+            special = PER_FILE_FLAGS.get(ext.name, {})
             if special:
                 objects: list[str] = []
-                for source in special:
+                for source, flags in special.items():
                     objects += self.compiler.compile(
                         [source], output_dir=self.build_temp, macros=ext.define_macros,
-                        extra_postargs=[*ext.extra_compile_args, *PER_FILE_FLAGS[source]], depends=ext.depends)
+                        extra_postargs=[*ext.extra_compile_args, *flags], depends=ext.depends)
                 ext.extra_objects = [*ext.extra_objects, *objects]
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001 - any compiler failure means "no extension", not "no install"
