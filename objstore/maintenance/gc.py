@@ -34,8 +34,11 @@ objects, then refs — :mod:`objstore.storage.odb`):
   bytes) is rewritten: its live chunks are copied, verified, into a new pack
   (create-only, index written), and only then is the old pack marked.
 
-Deletion order is the reverse of the write order: a pack's ``.idx`` goes before
-the pack, so no reader learns of a pack that is about to vanish.
+Deletion order is the reverse of the write order: the consolidated index files
+covering a pack are rewritten without it, then its ``.idx`` goes, then the pack,
+so no reader learns of a pack that is about to vanish. Packs covered by index
+files count like packs with an ``.idx``; after its phases gc merges the ``.idx``
+files left uncovered (:func:`objstore.storage.chunkindex.compact`).
 """
 
 from __future__ import annotations
