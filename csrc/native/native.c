@@ -125,15 +125,23 @@ static PyObject *ends_list(const uint64_t *ends, size_t n) {
 static PyObject *chunk_block(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *buf_obj, *key_obj;
+    long long s_filled, s_base, s_align, s_emitted;  /* signed: "K" would wrap -1 to 2**64 - 1 unchecked */
     unsigned long long filled, base, align, emitted, min_size, avg_size, max_size, mask_s, mask_l;
     int at_end;
-    if (!PyArg_ParseTuple(args, "OKpKKK(KKKKK)O", &buf_obj, &filled, &at_end, &base, &align, &emitted, &min_size,
+    if (!PyArg_ParseTuple(args, "OLpLLL(KKKKK)O", &buf_obj, &s_filled, &at_end, &s_base, &s_align, &s_emitted, &min_size,
                           &avg_size, &max_size, &mask_s, &mask_l, &key_obj))
         return NULL;
-    /* pyfastcdc's own bounds (min >= 64, max >= min) keep every chunk >= min - 1 bytes
-     * long, which is what sizes ends[] below and guarantees progress. */
-    if (min_size < 64 || max_size < min_size || align < 1 || emitted > filled) {
-        PyErr_SetString(PyExc_ValueError, "chunk_block: needs min_size >= 64, max_size >= min_size, align >= 1, emitted <= filled");
+    if (s_filled < 0 || s_base < 0 || s_align < 0 || s_emitted < 0) {
+        PyErr_SetString(PyExc_ValueError, "chunk_block: filled, base, align and emitted must not be negative");
+        return NULL;
+    }
+    filled = (unsigned long long)s_filled, base = (unsigned long long)s_base;
+    align = (unsigned long long)s_align, emitted = (unsigned long long)s_emitted;
+    /* pyfastcdc's own bounds (min >= 64, min <= avg <= max) keep every chunk >= min - 1
+     * bytes long, which is what sizes ends[] below and guarantees progress, and keep
+     * the scan inside the buffer (it runs to avg before it stops at max). */
+    if (min_size < 64 || avg_size < min_size || max_size < avg_size || align < 1 || emitted > filled) {
+        PyErr_SetString(PyExc_ValueError, "chunk_block: needs min_size >= 64, min_size <= avg_size <= max_size, align >= 1, emitted <= filled");
         return NULL;
     }
     Py_buffer buf, key = {0};

@@ -253,7 +253,7 @@ static PyObject *planes_unpack6(PyObject *self, PyObject *args) {
     Py_buffer in;
     Py_ssize_t m;
     if (!PyArg_ParseTuple(args, "y*n", &in, &m)) return NULL;
-    if (m < 0 || in.len != 1 + 3 * ((m + 3) / 4)) {
+    if (m < 0 || in.len != 1 + 3 * (m / 4 + (m % 4 != 0))) {  /* not (m + 3) / 4: m + 3 may overflow */
         PyErr_Format(PyExc_ValueError, "a 6-bit packed plane of %zd bytes holds %zd bytes", m, in.len);
         PyBuffer_Release(&in);
         return NULL;

@@ -235,7 +235,7 @@ def unpack6(packed: bytes | memoryview, m: int) -> bytes:
         except ValueError as exc:
             raise CorruptObject(f"a bytegroup plane: {exc}") from None
         return out
-    if len(packed) != _packed6_size(m):
+    if m < 0 or len(packed) != _packed6_size(m):
         raise CorruptObject(f"a bytegroup plane: a 6-bit packed plane of {m} bytes holds {len(packed)} bytes")
     low = packed[0]
     if low > 3:
