@@ -130,14 +130,16 @@ def test_forged_remote_run_ref_holding_another_runs_record_is_refused(tmp_path: 
 # -- save(): concurrent, stale, registry ------------------------------------------------
 
 ADD_REMOVE = textwrap.dedent("""
-    import sys, time
+    import sys
     import objstore
-    store, role, go, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    store, role, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     api = objstore.Api(store=store, entity="e", project="p")
-    # Loaded before the start: a remover's objects all still see r<k> on v0.
     objs = [api.artifact("e/p/m:v1" if role == "add" else "e/p/m:v0") for _ in range(n)]
-    while time.time() < go:
-        time.sleep(0.001)
+    # A remover's objects must all have been loaded while r<k> was still on v0,
+    # so no process starts saving before every one has loaded (a start time
+    # instead let a process slowed by load miss it, and find r<k> gone).
+    print("ready", flush=True)
+    sys.stdin.readline()
     for k, art in enumerate(objs):
         if role == "add":
             art.aliases.append(f"r{k}")
@@ -156,14 +158,27 @@ def _add_remove_race(store: str, tmp_path: Path, n: int = 12, removers: int = 4)
     log(store, "m", B_BYTES, tmp_path)  # type: ignore[arg-type]
     script = tmp_path / "add_remove.py"
     script.write_text(ADD_REMOVE)
-    go = time.time() + 4.0
     roles = ["add"] + ["remove"] * removers
-    procs = [subprocess.Popen([sys.executable, str(script), store, role, str(go), str(n)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for role in roles]
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        assert out.strip() == "done"
+    procs = [subprocess.Popen([sys.executable, str(script), store, role, str(n)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for role in roles]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise AssertionError(proc.communicate(timeout=60)[1])
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            assert out.strip() == "done"
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     got = alias_targets(store if "://" not in store else Store.open(store), "m")  # type: ignore[arg-type]
     assert got == {f"r{k}": 1 for k in range(n)} | {"latest": 1}, got
 

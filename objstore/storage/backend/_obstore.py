@@ -6,9 +6,15 @@ How each guarantee of :mod:`objstore.storage.backend.base` is kept:
 - ``put_file_if_absent``: small files as above. A large file is streamed as a
   multipart upload to a staging key under ``tmp/``, then copied to its key with
   a multipart copy completed under ``If-None-Match: *`` (obstore's
-  ``copy_if_not_exists="multipart"``), so the create stays atomic and
-  create-only while memory stays bounded. The staging key is deleted afterwards;
-  one left by a crash is garbage that ``gc`` may remove.
+  ``copy_if_not_exists="multipart"``), so memory stays bounded. That create is
+  atomic only where the server applies ``If-None-Match`` with the completion's
+  write, as S3 does; SeaweedFS checks it first and then writes, so two writers
+  completing together may both be told they created the key. Hence large files
+  go this way only for content-addressed keys (packs, chunk index files), whose
+  writers all hold the same bytes; a key whose create must be exclusive (refs,
+  config, claims, marks) goes through ``put_if_absent``, one conditional PUT.
+  The staging key is deleted afterwards; one left by a crash is garbage that
+  ``gc`` may remove.
 - ``compare_and_swap``: GET the value and its ETag, compare the bytes, then PUT
   with ``If-Match: <etag>`` (``If-None-Match: *`` when ``expected`` is None). A
   412 is an answer, not a failure: the value is re-read and a
