@@ -208,7 +208,8 @@ def test_gc_rewrites_a_mostly_garbage_pack(tmp_path: Path) -> None:
     report = run_cli(store, "gc", "--grace", "0", "--json").json()
     assert report["packs_rewritten"] == 1 and report["chunks_copied"] >= 1 and report["packs_deleted"] == 1
     after = run_cli(store, "du", "--json").json()
-    assert before["stored_bytes"] - after["stored_bytes"] >= 3 * 256 * 256 * 2
+    # big's three unshared tensors are gone (stored compressed: a little under their raw size)
+    assert before["stored_bytes"] - after["stored_bytes"] >= 0.9 * 3 * 256 * 256 * 2
     assert run_cli(store, "fsck").code == 0
     assert sha(run_cli(store, "use-model", "small", "--root", str(tmp_path / "o")).out.strip()) == sha(small)
 

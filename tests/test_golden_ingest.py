@@ -31,7 +31,8 @@ GOLDEN = Path(__file__).parent / "data" / "golden" / "ingest_v1.json"
 
 TINY = ChunkParams(avg_size=1024, min_size=256, max_size=4096, normalization=1)
 SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=2)
-DEFAULT = ChunkParams()
+# the default of stores made before 128 KiB became the default; such stores keep it
+DEFAULT = ChunkParams(avg_size=64 * 1024, min_size=16 * 1024, max_size=256 * 1024, normalization=1)
 PARAMS = {"tiny": TINY, "small": SMALL, "default": DEFAULT,
           "nc0": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=0),
           "nc3": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=3)}

@@ -609,7 +609,7 @@ FORGED = [
     ("avg-too-small", {"avg": 10}, "chunking"),
     ("avg-huge", {"avg": 1 << 40}, "chunking"),
     ("min-above-max", {"min": 200_000, "max": 100_000}, "chunking"),
-    ("min-above-avg", {"min": 60_000}, "chunking"),
+    ("min-above-avg", {"min": 200_000}, "chunking"),
     ("max-too-big", {"max": 64 << 20}, "chunking"),
     ("negative", {"min": -1}, "chunking"),
     ("nc-out-of-range", {"nc": 9}, "chunking"),
