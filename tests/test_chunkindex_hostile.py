@@ -18,6 +18,7 @@ from test_chunkindex import COMPACTOR, _read_all, _sessions
 import objstore
 from objstore.errors import CorruptObject, NotFound
 from objstore.maintenance.fsck import fsck
+from objstore.maintenance.repair import repair_from
 from objstore.model.store import Store
 from objstore.storage.chunkindex import compact
 from objstore.storage.indexfile import ENTRY_DTYPE, IndexFile, write_index_file
@@ -72,13 +73,16 @@ def test_entries_swapped_between_chunks_never_give_another_chunks_bytes(tmp_path
     assert not fsck(Store.open_existing(store)).ok
 
 
-@pytest.mark.xfail(strict=True, reason="fsck's problem names the pack, and says 'delete the index file' without "
-                   "naming which; covered_indexes (chunkindex.py) would have to say which file covers each pack")
 def test_fsck_names_the_index_file_to_delete(tmp_path: Path) -> None:
     store, files, midx = _compacted(tmp_path, 4)
     forged = _rewrite(midx, _swap)
     problems = fsck(Store.open_existing(store)).problems
     assert problems and all(forged.stem[:16] in p.message or p.object_id == forged.stem for p in problems), problems
+    forged.unlink()  # as told, then repair (from a store with nothing: the packs are intact)
+    repair_from(Store.open_existing(store), Store.open(tmp_path / "empty"))
+    _read_all(store, files, range(4))
+    report = fsck(Store.open_existing(store))
+    assert report.ok, [p.message for p in report.problems]
 
 
 def test_unsorted_ids_cost_a_miss_not_the_chunks(tmp_path: Path) -> None:

@@ -638,29 +638,40 @@ def drop_packs(backend: Backend, packs: set[str]) -> int:
     return rewritten
 
 
-def covered_indexes(backend: Backend, listing: IndexListing) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Each pack the index files of ``listing`` cover, with its entries as its
-    ``.idx`` would hold them (every file checked whole), and (file, why) for each
-    index file that is damaged. For gc and fsck: the whole index in memory."""
-    indexes: dict[str, np.ndarray] = {}
-    damaged: list[tuple[str, str]] = []
+@dataclass(frozen=True, slots=True)
+class CoveredIndexes:
+    """What the index files of a listing say, each file checked whole: each pack
+    they cover with its entries as its ``.idx`` would hold them, the index file
+    those entries came from, and (file, why) for each damaged index file."""
+
+    indexes: dict[str, np.ndarray] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+
+
+def covered_indexes(backend: Backend, listing: IndexListing) -> CoveredIndexes:
+    """The packs the index files of ``listing`` cover (see :class:`CoveredIndexes`).
+    For gc, fsck and repair: the whole index in memory."""
+    found = CoveredIndexes()
     for name, size in sorted(listing.files.items()):
         try:
             f = open_index_file(backend, name, size, recheck=True)
             verify_index_file(f)
             for pack, index in f.pack_indexes():
-                indexes.setdefault(pack, index)
+                if pack not in found.indexes:
+                    found.indexes[pack] = index
+                    found.source[pack] = name
         except NotFound:
             continue  # replaced by a compaction since the listing: its successor covers the same packs
         except CorruptObject as exc:
-            damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
-    return indexes, damaged
+            found.damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
+    return found
 
 
 def read_all_indexes(backend: Backend, listing: IndexListing) -> dict[str, np.ndarray]:
     """Every pack's index, from the index files and the ``.idx`` files of
     ``listing``. Packs with neither (or only damaged ones) are missing from it."""
-    indexes, _ = covered_indexes(backend, listing)
+    indexes = covered_indexes(backend, listing).indexes
     for name in listing.idx:
         if name in indexes:
             continue
