@@ -73,7 +73,7 @@ def _with_header(head: bytes, name: bytes, value: bytes) -> bytes:
 class MisbehavingProxy:
     upstream: tuple[str, int]
     key_suffix: str
-    mode: str  # "lose" or "conflict"
+    mode: str  # "lose", "conflict", or "none" (forward everything)
     fired: int = 0
     listener: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -98,7 +98,7 @@ class MisbehavingProxy:
 
     def _should_fire(self, head: bytes) -> bool:
         method, path = head.split(b" ", 2)[:2]
-        if method != b"PUT" or _header(head, b"if-none-match") is None:
+        if self.mode == "none" or method != b"PUT" or _header(head, b"if-none-match") is None:
             return False
         if not urlparse(path.decode()).path.endswith("/" + self.key_suffix):
             return False
@@ -218,7 +218,9 @@ def test_identical_bytes_already_there_before_the_call_are_not_a_create(
     through, direct, _ = proxied
     value = secrets.token_bytes(40)
     assert direct.put_if_absent("packs/ab/same.pack", value) is True
+    before = through.stats.snapshot().requests
     assert through.put_if_absent("packs/ab/same.pack", value) is False
+    assert through.stats.snapshot().requests - before == 1  # a 412 needs no read-back
 
 
 def test_a_version_logged_through_a_lost_answer_lands_as_v0_only(

@@ -384,7 +384,8 @@ class ObjectStoreBackend:
         within the same attempt budget; holding these bytes after an attempt of
         ours failed in transit (``holds``) means that attempt landed and its
         answer was lost, so it is ours; anything else, or any value on an
-        answer to a first attempt, means the key was there before.
+        answer to a first attempt, means the key was there before. A 412 to a
+        first attempt says so itself and costs no read.
         """
         delay = BACKOFF_INITIAL
         in_transit = False
@@ -393,8 +394,11 @@ class ObjectStoreBackend:
             try:
                 self._call(op, key, functools.partial(create, calls))
                 return True
-            except (AlreadyExistsError, PreconditionError):
+            except (AlreadyExistsError, PreconditionError) as exc:
                 in_transit = in_transit or len(calls) > 1
+                status = _STATUS.search(str(exc))
+                if not in_transit and status is not None and status.group(1) == "412":
+                    return False  # the answer to our only attempt: it was there
             # Only a lost answer needs the bytes; otherwise a HEAD tells absent
             # from present without reading back a pack that is already there.
             held = holds() if in_transit else self._holds_size(key, None)
