@@ -2,7 +2,19 @@
 
 How each guarantee of :mod:`objstore.storage.backend.base` is kept:
 
-- ``put_if_absent``: a PUT with ``If-None-Match: *``; a 412 means "already there".
+- ``put_if_absent``: a PUT with ``If-None-Match: *``. An "already exists"
+  answer is not taken on trust, because it can be a retry meeting its own
+  write: when an attempt landed but its answer was lost (a dropped
+  connection, a timeout), the next attempt gets 412 for the key this writer
+  just created. And S3 answers ``409 ConditionalRequestConflict`` for a
+  create racing a delete, which obstore reports the same way, although
+  nothing landed. So the key is read back (at most the size of our value):
+  absent, the create is tried again within the attempt budget; holding
+  exactly our bytes after an attempt of ours failed in transit, the create
+  was ours (True); otherwise, including our bytes on a first-attempt answer,
+  the key was there before (False). True can thus mean "the key holds exactly
+  these bytes and nothing says they were there before this call": the same
+  thing for every caller (see :mod:`objstore.storage.backend.base`).
 - ``put_file_if_absent``: small files as above. A large file is streamed as a
   multipart upload to a staging key under ``tmp/``, then copied to its key with
   a multipart copy completed under ``If-None-Match: *`` (obstore's
@@ -14,7 +26,9 @@ How each guarantee of :mod:`objstore.storage.backend.base` is kept:
   writers all hold the same bytes; a key whose create must be exclusive (refs,
   config, claims, marks) goes through ``put_if_absent``, one conditional PUT.
   The staging key is deleted afterwards; one left by a crash is garbage that
-  ``gc`` may remove.
+  ``gc`` may remove. An "already exists" from the copy is checked as above,
+  by size only (a HEAD): the key is content-addressed, so a value of that
+  size under that name is that value.
 - ``compare_and_swap``: GET the value and its ETag, compare the bytes, then PUT
   with ``If-Match: <etag>`` (``If-None-Match: *`` when ``expected`` is None). A
   412 is an answer, not a failure: the value is re-read and a
@@ -27,9 +41,8 @@ Transport failures (connection refused, timeouts, 5xx, 429, S3's 409) are
 retried a bounded number of times with jittered exponential backoff here, and
 obstore's own retries are off, so every request is counted once in
 :attr:`ObjectStoreBackend.stats`. A retry of a conditional PUT whose first
-attempt did land sees its own write as "already there" (put-if-absent returns
-False, which callers of content-addressed keys treat as success) or, for a CAS,
-finds its own bytes and is treated as done.
+attempt did land sees its own write as "already there": put-if-absent and a
+CAS both read the key back and, finding their own bytes, are done.
 
 Credentials, endpoint and region come from options or the usual AWS variables;
 they are never written into the store.
@@ -37,6 +50,7 @@ they are never written into the store.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -59,7 +73,7 @@ from obstore.exceptions import (
 )
 
 from objstore.constants import MAX_VALUE_BYTES, MiB
-from objstore.errors import BackendError, Conflict, InvalidName, NotFound, ObjstoreError
+from objstore.errors import BackendError, Conflict, CorruptObject, InvalidName, NotFound, ObjstoreError
 from objstore.storage.backend.base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
 from objstore.storage.keys import TMP
 
@@ -351,14 +365,68 @@ class ObjectStoreBackend:
     def put_if_absent(self, key: str, data: bytes | memoryview) -> bool:
         _check_key(key)
         payload = bytes(data) if isinstance(data, memoryview) else data
-        try:
-            self._call("put_if_absent", key, lambda: obstore.put(self._store, key, payload, mode="create"))
-        except AlreadyExistsError:
-            return False
-        except PreconditionError:
+
+        def create(calls: list[int]) -> None:
+            calls.append(1)
+            obstore.put(self._store, key, payload, mode="create")
+
+        if not self._create("put_if_absent", key, create, lambda: self._holds(key, payload)):
             return False
         self.stats.add(sent=len(payload))
         return True
+
+    def _create(self, op: str, key: str, create: Callable[[list[int]], None], holds: Callable[[], bool | None]) -> bool:
+        """Run a create-only request until the server answers; True if this call created ``key``.
+
+        An "already exists" answer (412, or the 409 obstore maps the same way) is
+        checked against the key: absent means nothing landed (S3's 409
+        ConditionalRequestConflict for a create racing a delete), so try again,
+        within the same attempt budget; holding these bytes after an attempt of
+        ours failed in transit (``holds``) means that attempt landed and its
+        answer was lost, so it is ours; anything else, or any value on an
+        answer to a first attempt, means the key was there before. A 412 to a
+        first attempt says so itself and costs no read.
+        """
+        delay = BACKOFF_INITIAL
+        in_transit = False
+        for _ in range(self.max_attempts):
+            calls: list[int] = []
+            try:
+                self._call(op, key, functools.partial(create, calls))
+                return True
+            except (AlreadyExistsError, PreconditionError) as exc:
+                in_transit = in_transit or len(calls) > 1
+                status = _STATUS.search(str(exc))
+                if not in_transit and status is not None and status.group(1) == "412":
+                    return False  # the answer to our only attempt: it was there
+            # Only a lost answer needs the bytes; otherwise a HEAD tells absent
+            # from present without reading back a pack that is already there.
+            held = holds() if in_transit else self._holds_size(key, None)
+            if held is not None:
+                return held and in_transit
+            time.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, BACKOFF_MAX)
+        raise BackendError(f"{op} {self.url.rstrip('/')}/{key}: the server kept answering "
+                           f"\"already exists\" for an absent key (gave up after {self.max_attempts} tries)",
+                           retryable=True)
+
+    def _holds(self, key: str, payload: bytes) -> bool | None:
+        """Whether ``key`` holds exactly ``payload``; None if it is absent. Reads at most its size."""
+        try:
+            return self.get(key, max_size=len(payload)) == payload
+        except NotFound:
+            return None
+        except CorruptObject:
+            return False  # longer than ours, so not ours
+
+    def _holds_size(self, key: str, size: int | None) -> bool | None:
+        """Whether ``key`` holds ``size`` bytes (any, for None); None if it is absent. For
+        content-addressed keys only, where a value of the right size under the name is that value."""
+        try:
+            actual = self.stat(key).size
+        except NotFound:
+            return None
+        return size is None or actual == size
 
     def put_file_if_absent(self, key: str, path: Path) -> bool:
         _check_key(key)
@@ -384,13 +452,13 @@ class ObjectStoreBackend:
 
             self._call("put_file_if_absent", key, upload)
             self.stats.add(requests=parts + 1, sent=size)  # create + parts + complete
-            try:
-                self._call("put_file_if_absent", key,
-                           lambda: obstore.copy(self._store, staging, key, overwrite=False))
+
+            def copy(calls: list[int]) -> None:
+                calls.append(1)
+                obstore.copy(self._store, staging, key, overwrite=False)
                 self.stats.add(requests=2)  # a multipart copy is create + part copy + complete
-            except (AlreadyExistsError, PreconditionError):
-                return False
-            return True
+
+            return self._create("put_file_if_absent", key, copy, lambda: self._holds_size(key, size))
         finally:
             try:
                 self.delete(staging)

@@ -9,6 +9,20 @@ Guarantees each implementation keeps:
 - ``put_if_absent`` is create-only and atomic: readers see the whole value or
   nothing, and of two racing writers exactly one wins. Because immutable
   objects are named by their content, "already there" is success for them.
+  True means this call created the key, False that it was there before. On a
+  local disk ``O_EXCL`` answers exactly that. Over HTTP a create whose answer
+  was lost is retried and meets its own write, so the S3 backend reads the key
+  back: True there can also mean "an attempt of this call failed in transit
+  and the key now holds exactly these bytes", which another writer cannot
+  have produced unless it wrote the same bytes. That is safe for every caller:
+  ``refs.create`` (version claims, digests, reflog entries: values unique per
+  writer, so equal bytes are this writer's), the store config and remote
+  configs (equal bytes are the same configuration, whoever wrote it), gc marks
+  (a mark is a mark), and objects, idx files, packs and chunk index files
+  (content-addressed: equal bytes under the name are the object). A
+  first-attempt "already exists" still gives False even for equal bytes, so a
+  writer that finds its pack already there (and must lift a gc mark from it)
+  is told so.
 - ``compare_and_swap`` replaces a value only if it still equals what the caller
   read; otherwise it raises :class:`~objstore.errors.Conflict` with the actual value.
   Deletion of a mutable ref is a swap to ``b""`` (a tombstone), so it is a CAS too.
@@ -92,7 +106,10 @@ class Backend(Protocol):
         ...
 
     def put_if_absent(self, key: str, data: bytes | memoryview) -> bool:
-        """Create ``key``; return False (and change nothing) if it already exists."""
+        """Create ``key``; return False (and change nothing) if it already exists.
+
+        True: this call created it (on S3, possibly "holds exactly these bytes after
+        a lost answer"; see the module docstring)."""
         ...
 
     def put_file_if_absent(self, key: str, path: Path) -> bool:
