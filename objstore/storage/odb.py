@@ -449,13 +449,14 @@ class ObjectDatabase:
                 name, index = writer.finish()
             except OSError as exc:
                 raise backend_error("cannot write a new pack", exc) from exc
-            stored = self.backend.put_file_if_absent(pack_key(name), writer.path)
+            self.backend.put_file_if_absent(pack_key(name), writer.path)
             self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
-            if not stored:
-                # The very same pack exists (same chunks, same order). If gc marked
-                # it for deletion, this writer needs it: lift the mark (gc re-checks
-                # the mark right before it deletes).
-                self.backend.delete(marked_pack_key(name))
+            # The very same pack (same chunks, same order) may have existed before
+            # this write, even when the create reports True (S3: a retried create
+            # that finds exactly our bytes counts as ours). If gc marked it for
+            # deletion, this writer needs it: lift the mark always (gc re-checks the
+            # mark right before it deletes); one delete per 32 MiB pack.
+            self.backend.delete(marked_pack_key(name))
         except BaseException as exc:
             with self._lock:
                 self._broken = exc  # later writes refuse; the error itself goes to the waiter
