@@ -198,6 +198,16 @@ def create_bucket(server: S3Server, bucket: str) -> None:
 
 # -- fixtures --------------------------------------------------------------
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user cache directory (index file copies, remote caches) of the whole run:
+    under pytest's temporary directory, never the developer's own ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("user-cache")
+        mp.setenv("XDG_CACHE_HOME", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     endpoint = os.environ.get("OBJSTORE_TEST_S3_ENDPOINT")

@@ -31,7 +31,7 @@ from objstore.maintenance.gc import collect_garbage
 from objstore.model.deletion import delete_collection
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
-from objstore.storage.chunkindex import ChunkIndex, compact, list_indexes, open_index_file
+from objstore.storage.chunkindex import ChunkIndex, cache_path, compact, list_indexes, open_index_file
 from objstore.storage.ids import Kind, hash_bytes
 from objstore.storage.indexfile import (
     HEADER,
@@ -435,9 +435,10 @@ def test_a_checked_index_file_is_not_hashed_again_but_fsck_rehashes_it(tmp_path:
     store, files = tmp_path / "store", tmp_path / "files"
     _sessions(store, files, 0, 3)
     compact(Store.open_existing(store).backend)
-    Store.open_existing(store).odb.refresh()  # checked once: stamped under cache/index/
+    s = Store.open_existing(store)
+    s.odb.refresh()  # checked once: copied to the user cache and stamped beside the copy
     (midx,) = (store / "packs").glob("*.midx")
-    assert (store / "cache" / "index" / f"{midx.stem}.ok").exists()
+    assert cache_path(s.backend, midx.stem).with_suffix(".ok").exists()
     st_before = midx.stat()
     data = bytearray(midx.read_bytes())
     data[-40] ^= 0x01  # inside the entries, behind a stat that still matches
@@ -457,8 +458,10 @@ def test_a_hostile_stamp_is_a_miss_never_a_hang(tmp_path: Path, kind: str) -> No
     store, files = tmp_path / "store", tmp_path / "files"
     _sessions(store, files, 0, 2)
     compact(Store.open_existing(store).backend)
-    Store.open_existing(store).odb.refresh()
-    (stamp,) = (store / "cache" / "index").glob("*.ok")
+    s = Store.open_existing(store)
+    s.odb.refresh()
+    (midx,) = (store / "packs").glob("*.midx")
+    stamp = cache_path(s.backend, midx.stem).with_suffix(".ok")
     stamp.unlink()
     if kind == "fifo":
         os.mkfifo(stamp)

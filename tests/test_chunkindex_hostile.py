@@ -18,6 +18,7 @@ from test_chunkindex import COMPACTOR, _read_all, _sessions
 import objstore
 from objstore.errors import CorruptObject, NotFound
 from objstore.maintenance.fsck import fsck
+from objstore.maintenance.repair import repair_from
 from objstore.model.store import Store
 from objstore.storage.chunkindex import compact
 from objstore.storage.indexfile import ENTRY_DTYPE, IndexFile, write_index_file
@@ -72,13 +73,16 @@ def test_entries_swapped_between_chunks_never_give_another_chunks_bytes(tmp_path
     assert not fsck(Store.open_existing(store)).ok
 
 
-@pytest.mark.xfail(strict=True, reason="fsck's problem names the pack, and says 'delete the index file' without "
-                   "naming which; covered_indexes (chunkindex.py) would have to say which file covers each pack")
 def test_fsck_names_the_index_file_to_delete(tmp_path: Path) -> None:
     store, files, midx = _compacted(tmp_path, 4)
     forged = _rewrite(midx, _swap)
     problems = fsck(Store.open_existing(store)).problems
     assert problems and all(forged.stem[:16] in p.message or p.object_id == forged.stem for p in problems), problems
+    forged.unlink()  # as told, then repair (from a store with nothing: the packs are intact)
+    repair_from(Store.open_existing(store), Store.open(tmp_path / "empty"))
+    _read_all(store, files, range(4))
+    report = fsck(Store.open_existing(store))
+    assert report.ok, [p.message for p in report.problems]
 
 
 def test_unsorted_ids_cost_a_miss_not_the_chunks(tmp_path: Path) -> None:
@@ -145,13 +149,18 @@ print("alive")
 """
 
 
-@pytest.mark.xfail(strict=True, reason="a mapped index file truncated by another process: the next lookup touches "
-                   "pages past its end and the process dies of SIGBUS (chunkindex._map_verified maps it; "
-                   "read it with pread or copy small files, or catch it by mapping a private copy)")
-def test_an_index_file_truncated_while_mapped_is_no_crash(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["writable", "unusable"])
+def test_an_index_file_truncated_while_mapped_is_no_crash(tmp_path: Path, cache: str) -> None:
+    """Readers map a private copy in the user cache, or (no usable cache) read the
+    file into memory: never the store's own file, which others may truncate."""
     store, _, midx = _compacted(tmp_path, 4)
+    env = dict(os.environ)
+    if cache == "unusable":
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_bytes(b"")
+        env["XDG_CACHE_HOME"] = str(blocker)
     proc = subprocess.run([sys.executable, "-c", TRUNCATE_WHILE_MAPPED, str(store), str(midx)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and "alive" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
 
 

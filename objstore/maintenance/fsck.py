@@ -136,9 +136,10 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
     listing = list_indexes(store.backend)
     idx_names = set(listing.idx)
     # Consolidated index files, each checked whole; a pack they cover needs no .idx.
-    covered, damaged_files = covered_indexes(store.backend, listing)
+    found = covered_indexes(store.backend, listing)
+    covered, source = found.indexes, found.source
     if skip is None:
-        for file_name, why in damaged_files:
+        for file_name, why in found.damaged:
             st.problems.append(Problem("index", file_name, f"{why}; readers fall back to the packs' own indexes, "
                                                            "and repair rebuilds their .idx files"))
     seen_files = set(listing.files)
@@ -148,7 +149,10 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         now = list_indexes(store.backend)
         now_files = {n: size for n, size in now.files.items() if n not in seen_files}
         seen_files.update(now_files)
-        covered.update(covered_indexes(store.backend, replace(now, files=now_files))[0])
+        more = covered_indexes(store.backend, replace(now, files=now_files))
+        for pack, index in more.indexes.items():
+            if pack not in covered:
+                covered[pack], source[pack] = index, more.source[pack]
         return covered
 
     all_names = set(store.odb.iter_pack_names())
@@ -163,7 +167,7 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
         data = _read_pack(store, st, name)
         if data is None:
             continue
-        index = _pack_index(store, st, name, data, name in idx_names, covered, relist)
+        index = _pack_index(store, st, name, data, name in idx_names, covered, source, relist)
         if index is not None:
             _verify_chunks(st, name, data, index)
     return len(names)
@@ -181,11 +185,13 @@ def _read_pack(store: Store, st: _State, name: str) -> bytes | None:
 
 
 def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
-                covered: dict[str, np.ndarray], relist: Callable[[], dict[str, np.ndarray]]) -> np.ndarray | None:
+                covered: dict[str, np.ndarray], source: dict[str, str],
+                relist: Callable[[], dict[str, np.ndarray]]) -> np.ndarray | None:
     """The index readers use for pack ``name`` (its .idx, or the consolidated index
     file covering it), after checking the pack's checksum; None if there is none
     to verify against (its chunks are then recorded as unindexed or bad) or gc
-    removed the pack meanwhile."""
+    removed the pack meanwhile. ``source`` names the index file each entry of
+    ``covered`` came from."""
     try:
         verify_pack(data, name)
         intact = True
@@ -193,10 +199,15 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
         intact = False
         st.problems.append(Problem("pack", name, f"pack {name[:16]} fails its checksum ({exc.args[0]})"))
     index = covered.get(name)
-    if index is not None and intact and not _same_entries(index, read_pack_index(data, name)):
-        st.problems.append(Problem("index", name, f"a consolidated index file disagrees with pack {name[:16]} "
-                                                  "about its chunks; delete the index file and run repair"))
-        index = None
+    if index is not None and intact and not _same_entries(index, own := read_pack_index(data, name)):
+        file_name = source[name]
+        st.problems.append(Problem("index", file_name, f"index file packs/{file_name}.midx disagrees with pack "
+                                                       f"{name[:16]} about its chunks; delete that index file "
+                                                       "and run repair"))
+        # The intact pack's own index is the truth its chunks are checked
+        # against: the file is what lies, not the chunks (repair rebuilds the
+        # .idx from the pack once the file is gone).
+        index = own
     if has_idx:
         try:
             index = decode_idx(store.backend.get(idx_key(name)), name)

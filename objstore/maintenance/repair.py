@@ -134,7 +134,7 @@ def _sort_packs(run: _Run) -> None:
     store, backend, report = run.store, run.store.backend, run.report
     run.pack_names = sorted(store.odb.iter_pack_names())
     run.idx_names = {n for i in backend.iter_prefix(PACKS) if (n := idx_name_of(i.key)) is not None}
-    covered, _ = covered_indexes(backend, list_indexes(backend))  # packs a consolidated index file covers need no .idx
+    covered = covered_indexes(backend, list_indexes(backend)).indexes  # packs a consolidated index file covers need no .idx
     for name in run.pack_names:
         try:
             data = backend.get(pack_key(name))

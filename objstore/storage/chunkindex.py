@@ -3,11 +3,16 @@
 Two kinds of source, searched alike (a vectorized binary search each):
 
 - consolidated index files (``packs/<name>.midx``, :mod:`objstore.storage.indexfile`),
-  each covering many packs, memory-mapped and searched on disk, never loaded:
-  a local store's file is mapped where it lies; a remote store's is fetched once
-  into the user cache directory (keyed by the store's URL and the file's name,
-  which is its checksum) and mapped from there. Either is checked against its
-  checksum when opened, reading in blocks, so memory does not grow with it;
+  each covering many packs, memory-mapped and searched on disk, never loaded.
+  What is mapped is always a private copy in the user cache directory (keyed by
+  the store's URL or path and the file's name, which is its checksum): a remote
+  store's file is fetched there once, a local store's copied there in the same
+  pass that checks its checksum (reading in blocks, so memory does not grow
+  with it). Never the store's own file: a file in a directory others can write
+  can be truncated under a mapping, and the next lookup touching a page past
+  its new end kills the process with SIGBUS (git maps its pack indexes in place
+  and accepts that risk; we don't). With no writable cache directory the file
+  is read into memory instead;
 - one in-memory sorted array, for the ``.idx`` files no index file covers (at
   most about ``INDEX_COMPACT_THRESHOLD`` of them) and the packs this process adds.
 
@@ -250,17 +255,16 @@ def marked_packs(backend: Backend) -> set[str]:
 
 
 def open_index_file(backend: Backend, name: str, size: int, *, recheck: bool = False) -> IndexFile:
-    """Index file ``name`` (``size`` bytes, from the listing), mapped and checked
-    against its checksum. A local store's file is mapped in place; a remote one's
-    is fetched into the cache once. NotFound if it is gone, CorruptObject if damaged.
-    ``recheck``: hash it even if it was checked before (fsck)."""
+    """Index file ``name`` (``size`` bytes, from the listing), checked against its
+    checksum and mapped from its private copy in the cache (made on first use).
+    NotFound if it is gone, CorruptObject if damaged. ``recheck``: hash the
+    store's file even if it was checked before (fsck)."""
     if size > MAX_INDEX_FILE_BYTES:
         raise CorruptObject(f"index file {name[:16]} is {size} bytes, larger than any index file", object_id=name)
+    cached = cache_path(backend, name)
     local = _local_path(backend, index_file_key(name))
     if local is not None:
-        root = getattr(backend, "root")  # noqa: B009 - _local_path saw it is a Path
-        return _map_verified(local, name, root / "cache" / "index" / f"{name}.ok", recheck)
-    cached = cache_path(backend, name)
+        return _open_local(local, name, cached, recheck)
     try:
         return _map_verified(cached, name, cached.with_suffix(".ok"), recheck)
     except (NotFound, CorruptObject):
@@ -271,12 +275,86 @@ def open_index_file(backend: Backend, name: str, size: int, *, recheck: bool = F
         raise
     except OSError:
         # No usable cache directory: read it into memory (bounded by its listed size).
-        data = backend.get(index_file_key(name), max_size=size)
-        view = memoryview(data)
-        if not checksum_ok(lambda start, n: view[start:start + n], len(data), name):
-            raise _damaged(name) from None
-        return IndexFile.parse(data, name)
+        return _parse_checked(backend.get(index_file_key(name), max_size=size), name)
     return _map_verified(cached, name, cached.with_suffix(".ok"))
+
+
+def _parse_checked(data: bytes, name: str) -> IndexFile:
+    view = memoryview(data)
+    if not checksum_ok(lambda start, n: view[start:start + n], len(data), name):
+        raise _damaged(name) from None
+    return IndexFile.parse(data, name)
+
+
+def _open_local(source: Path, name: str, cached: Path, recheck: bool) -> IndexFile:
+    """A local store's index file ``source``, mapped from its copy ``cached``. The
+    stamp beside the copy records the stats of both after a check: while both
+    match, the copy is mapped unhashed; otherwise ``source`` is hashed and copied
+    again in one read."""
+    stamp = cached.with_suffix(".ok")
+    fd, st = _open_regular(source, name)
+    try:
+        if not recheck:
+            try:
+                copy_fd, copy_st = _open_regular(cached, name)
+            except (NotFound, CorruptObject):
+                pass  # not copied yet, or not a file: a miss
+            else:
+                try:
+                    if _stamped(stamp, st, copy_st):
+                        return _map(copy_fd, copy_st, name)
+                finally:
+                    os.close(copy_fd)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            out_fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=f".{name[:16]}.")
+        except OSError:
+            # No usable cache directory: read it into memory, never map the store's file.
+            return _parse_checked(_pread_all(fd, st.st_size), name)
+        copied = True
+        with os.fdopen(out_fd, "w+b") as out:
+            def read_at(start: int, n: int) -> bytes:
+                # checksum_ok reads the file once, in order, from start to end:
+                # each block read is the next block of the copy.
+                nonlocal copied
+                data = os.pread(fd, n, start)
+                if copied:
+                    try:
+                        out.write(data)
+                    except OSError:
+                        copied = False  # a full cache disk: still check, then read it into memory
+                return data
+
+            try:
+                if not checksum_ok(read_at, st.st_size, name, BLOCK):
+                    raise _damaged(name)
+                if copied:
+                    try:
+                        out.flush()
+                        os.replace(tmp, cached)
+                    except OSError:
+                        copied = False
+                if not copied:
+                    return _parse_checked(_pread_all(fd, st.st_size), name)
+                copy_st = os.fstat(out.fileno())
+                _write_stamp(stamp, st, copy_st)
+                return _map(out.fileno(), copy_st, name)
+            finally:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+    finally:
+        os.close(fd)
+
+
+def _pread_all(fd: int, size: int) -> bytes:
+    parts: list[bytes] = []
+    start = 0
+    while start < size and (block := os.pread(fd, min(BLOCK, size - start), start)):
+        parts.append(block)
+        start += len(block)
+    return b"".join(parts)
 
 
 def _damaged(name: str) -> CorruptObject:
@@ -289,19 +367,18 @@ def _local_path(backend: Backend, key: str) -> Path | None:
 
 
 def cache_path(backend: Backend, name: str) -> Path:
-    """Where a remote store's index file ``name`` is cached: under the user cache
-    directory, by the store's URL, named by the file's own checksum (immutable)."""
+    """Where the private copy of a store's index file ``name`` is: under the user
+    cache directory, by the store's URL (a local store's absolute path), named by
+    the file's own checksum (immutable)."""
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     store = blake3.blake3(str(getattr(backend, "url", backend)).encode()).hexdigest()[:32]
     return home / "objstore" / store / "index" / f"{name}.midx"
 
 
 def prune_cache(backend: Backend, listed: Iterable[str], min_age: float = 3600.0) -> None:
-    """Delete this remote store's cached index files that it no longer lists (merged
+    """Delete this store's cached index files that it no longer lists (merged
     away), once they are ``min_age`` seconds old: a process that just fetched one
     keeps it, and one that has it mapped keeps reading it after the unlink."""
-    if _local_path(backend, PACKS) is not None:
-        return
     keep = {f"{name}{suffix}" for name in listed for suffix in (".midx", ".ok")}
     directory = cache_path(backend, "x").parent
     try:
@@ -339,8 +416,8 @@ def _stat_key(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
 
 
-def _stamped(stamp: Path, st: os.stat_result) -> bool:
-    """Whether ``stamp`` records ``st``. A stamp is a cache entry: anything but a
+def _stamped(stamp: Path, *stats: os.stat_result) -> bool:
+    """Whether ``stamp`` records ``stats``. A stamp is a cache entry: anything but a
     small regular file (a FIFO, a link to /dev/zero) is a miss, never a wait."""
     try:
         fd = os.open(stamp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -349,14 +426,18 @@ def _stamped(stamp: Path, st: os.stat_result) -> bool:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return False
-        return os.read(fd, 128) == _stat_key(st).encode()
+        return os.read(fd, 256) == _stamp_text(stats).encode()
     except OSError:
         return False
     finally:
         os.close(fd)
 
 
-def _write_stamp(stamp: Path, st: os.stat_result) -> None:
+def _stamp_text(stats: tuple[os.stat_result, ...]) -> str:
+    return " ".join(_stat_key(st) for st in stats)
+
+
+def _write_stamp(stamp: Path, *stats: os.stat_result) -> None:
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=stamp.parent, prefix=f".{stamp.name}.")  # exclusive: never a planted file
@@ -364,7 +445,7 @@ def _write_stamp(stamp: Path, st: os.stat_result) -> None:
         return  # no stamp: the next open checks the checksum again
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(_stat_key(st))
+            f.write(_stamp_text(stats))
         os.replace(tmp, stamp)
     except OSError:
         try:
@@ -373,34 +454,46 @@ def _write_stamp(stamp: Path, st: os.stat_result) -> None:
             pass
 
 
-def _map_verified(path: Path, name: str, stamp: Path, recheck: bool = False) -> IndexFile:
-    """Map the index file at ``path`` once its checksum holds. The check reads the
-    whole file, so it is done once per file: ``stamp`` records the file's size,
-    mtime and inode after a check, and a file whose stat matches is not hashed
-    again (the stat cache's trust, git's index's; entries are still checked on
-    use and every chunk against its id)."""
+def _open_regular(path: Path, name: str) -> tuple[int, os.stat_result]:
+    """An fd on the index file at ``path`` and its stat; NotFound if it is gone,
+    CorruptObject unless it is a regular file of a possible size."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise NotFound(f"index file {name[:16]} is gone", key=name) from None
     except OSError as exc:
         raise CorruptObject(f"index file {name[:16]} cannot be opened ({exc.strerror})", object_id=name) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
+        os.close(fd)
+        raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
+    return fd, st
+
+
+def _map(fd: int, st: os.stat_result, name: str) -> IndexFile:
+    mapped = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)
+    if hasattr(mmap, "MADV_RANDOM"):
+        mapped.madvise(mmap.MADV_RANDOM)  # binary searches: no read-ahead around each probe
+    return IndexFile.parse(memoryview(mapped), name)
+
+
+def _map_verified(path: Path, name: str, stamp: Path, recheck: bool = False) -> IndexFile:
+    """Map the cached index file at ``path`` once its checksum holds. The check
+    reads the whole file, so it is done once per file: ``stamp`` records the
+    file's size, mtime and inode after a check, and a file whose stat matches is
+    not hashed again (the stat cache's trust, git's index's; entries are still
+    checked on use and every chunk against its id)."""
+    fd, st = _open_regular(path, name)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
-            raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
         if recheck or not _stamped(stamp, st):
             if not checksum_ok(lambda start, n: os.pread(fd, n, start), st.st_size, name, BLOCK):
                 raise _damaged(name)
             _write_stamp(stamp, st)
-        # Checked, then mapped: a later change to a mapped local file can only make
-        # a lookup miss or a chunk fail its own check (entries are checked on use).
-        mapped = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)
-        if hasattr(mmap, "MADV_RANDOM"):
-            mapped.madvise(mmap.MADV_RANDOM)  # binary searches: no read-ahead around each probe
+        # Checked, then mapped: a later change to the copy can only make a lookup
+        # miss or a chunk fail its own check (entries are checked on use).
+        return _map(fd, st, name)
     finally:
         os.close(fd)
-    return IndexFile.parse(memoryview(mapped), name)
 
 
 # -- compaction -----------------------------------------------------------------
@@ -545,29 +638,40 @@ def drop_packs(backend: Backend, packs: set[str]) -> int:
     return rewritten
 
 
-def covered_indexes(backend: Backend, listing: IndexListing) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
-    """Each pack the index files of ``listing`` cover, with its entries as its
-    ``.idx`` would hold them (every file checked whole), and (file, why) for each
-    index file that is damaged. For gc and fsck: the whole index in memory."""
-    indexes: dict[str, np.ndarray] = {}
-    damaged: list[tuple[str, str]] = []
+@dataclass(frozen=True, slots=True)
+class CoveredIndexes:
+    """What the index files of a listing say, each file checked whole: each pack
+    they cover with its entries as its ``.idx`` would hold them, the index file
+    those entries came from, and (file, why) for each damaged index file."""
+
+    indexes: dict[str, np.ndarray] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)
+    damaged: list[tuple[str, str]] = field(default_factory=list)
+
+
+def covered_indexes(backend: Backend, listing: IndexListing) -> CoveredIndexes:
+    """The packs the index files of ``listing`` cover (see :class:`CoveredIndexes`).
+    For gc, fsck and repair: the whole index in memory."""
+    found = CoveredIndexes()
     for name, size in sorted(listing.files.items()):
         try:
             f = open_index_file(backend, name, size, recheck=True)
             verify_index_file(f)
             for pack, index in f.pack_indexes():
-                indexes.setdefault(pack, index)
+                if pack not in found.indexes:
+                    found.indexes[pack] = index
+                    found.source[pack] = name
         except NotFound:
             continue  # replaced by a compaction since the listing: its successor covers the same packs
         except CorruptObject as exc:
-            damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
-    return indexes, damaged
+            found.damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
+    return found
 
 
 def read_all_indexes(backend: Backend, listing: IndexListing) -> dict[str, np.ndarray]:
     """Every pack's index, from the index files and the ``.idx`` files of
     ``listing``. Packs with neither (or only damaged ones) are missing from it."""
-    indexes, _ = covered_indexes(backend, listing)
+    indexes = covered_indexes(backend, listing).indexes
     for name in listing.idx:
         if name in indexes:
             continue
