@@ -248,22 +248,41 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
             for name, u in sorted(usage.projects.items())])
 
 @click.command("maintenance")
+@click.option("--upgrade", is_flag=True,
+              help="First raise a format-1 store to format 2 (objstore releases before it refuse the store afterwards).")
 @json_option
 @pass_state
-def maintenance_cmd(state: State, as_json: bool) -> None:
+def maintenance_cmd(state: State, upgrade: bool, as_json: bool) -> None:
     """Merge the store's pack indexes into a consolidated index file, so opening it reads few files.
 
     Writers do this by themselves once OBJSTORE_INDEX_COMPACT_THRESHOLD (64) pack
     indexes are unmerged, and gc does it after each run; safe beside writers and gc.
+    A store of format 1 (made by an older objstore) gets no index file until it is
+    upgraded with --upgrade: do that once no older objstore uses the store, since
+    they refuse it afterwards.
 
     \b
     Example:
       objstore maintenance
+      objstore maintenance --upgrade
     """
-    report = state.store().odb.compact_index()
-    if as_json:
-        out.emit_json(report.to_dict())
+    store = state.store()
+    before = store.config.format
+    upgraded = store.upgrade() if upgrade else False
+    if not store.odb.index_files:
+        if as_json:
+            out.emit_json({"format": before, "upgraded": False, "written": None})
+            return
+        click.echo(f"index: not merged: this store has format {before}, which older objstore releases read; "
+                   "run 'objstore maintenance --upgrade' once none uses it (they refuse the store afterwards)")
         return
+    report = store.odb.compact_index()
+    if as_json:
+        out.emit_json({"format": store.config.format, "upgraded": upgraded, **report.to_dict()})
+        return
+    if upgraded:
+        click.echo(f"store: upgraded from format {before} to {store.config.format}; "
+                   "objstore releases that know only format 1 refuse it from now on")
     if report.written is None:
         click.echo("index: nothing to merge")
         return

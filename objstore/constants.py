@@ -104,4 +104,11 @@ MAX_CONFIG_BYTES = 64 * KiB
 # Anything else read whole (nothing objstore stores is larger than a pack).
 MAX_VALUE_BYTES = MAX_PACK_BYTES
 
-STORE_FORMAT = 1
+# The store format new stores are created at (a store's config records its own).
+# 1: packs, each with its .idx. 2: may also hold consolidated index files
+# (packs/<checksum>.midx) that replace the .idx of the packs they cover — a
+# reader knowing only format 1 would miss those packs' chunks, so it must refuse
+# the store (its config check does: a newer format asks for an upgrade). Format 1
+# stores stay format 1 (no .midx written) until upgraded explicitly.
+STORE_FORMAT = 2
+INDEX_FILES_FORMAT = 2  # the first format that may hold consolidated index files

@@ -38,7 +38,9 @@ Deletion order is the reverse of the write order: the consolidated index files
 covering a pack are rewritten without it, then its ``.idx`` goes, then the pack,
 so no reader learns of a pack that is about to vanish. Packs covered by index
 files count like packs with an ``.idx``; after its phases gc merges the ``.idx``
-files left uncovered (:func:`objstore.storage.chunkindex.compact`).
+files left uncovered (:func:`objstore.storage.chunkindex.compact`) — only on a
+store of format 2 or later: a format-1 store gets no index file, so the releases
+that know only format 1 still find every pack's ``.idx``.
 """
 
 from __future__ import annotations
@@ -225,7 +227,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     object_marks = _mark_objects(run)  # phase 1
     _delete_due_packs(run, marked, copied_chunks)  # phase 2
     _delete_due_objects(run, object_marks)  # phase 2
-    if not dry_run:
+    if not dry_run and store.odb.index_files:  # never on a format-1 store (see objstore.model.store)
         compact(store.backend)  # the .idx files of the packs it wrote, with the rest
     return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
                     temp_files_deleted=temp_deleted, damaged_objects=damaged)

@@ -12,20 +12,29 @@ checks the format version (a newer one asks for an upgrade), the types and the
 chunking ranges (:func:`check_chunking`, the very rules the chunker applies)
 before anything else reads the store, and a bad config is a one-line error,
 never a chunker's ``ValueError``.
+
+Formats (``constants.STORE_FORMAT``): new stores are created at format 2, which
+may hold consolidated index files; formats 1 and 2 are read. A format-1 store is
+never written an index file (the Store tells its object database so), so the
+releases that know only format 1 keep using it; reading it never writes to it.
+:meth:`Store.upgrade` raises it to format 2 by one compare-and-swap of the
+config (``objstore maintenance --upgrade``); from then on those releases refuse
+the store ("upgrade objstore") instead of missing the chunks of packs whose
+``.idx`` a compaction replaced. The config changes only by that upgrade.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeGuard
 
 import msgpack
 
-from objstore.constants import MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
-from objstore.errors import CorruptObject, InvalidInput, NotFound
+from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
 from objstore.storage.chunking import Chunker, ChunkParams
@@ -77,7 +86,7 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """What a store fixes at creation and never changes."""
+    """What a store fixes at creation and never changes (but ``format``, raised by :meth:`Store.upgrade`)."""
 
     format: int
     chunking: ChunkParams
@@ -166,7 +175,7 @@ class Store:
         self.backend = backend
         self.config = config
         self.location = backend.url
-        self.odb = ObjectDatabase(backend)
+        self.odb = ObjectDatabase(backend, index_files=config.format >= INDEX_FILES_FORMAT)
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 
@@ -203,6 +212,30 @@ class Store:
         except BaseException:
             backend.close()
             raise
+
+    def upgrade(self) -> bool:
+        """Raise the store to ``STORE_FORMAT`` (one compare-and-swap of the config,
+        nothing else changed); True if this call did it, False if it already was
+        (or a racing process did it first). objstore releases that know only an
+        older format refuse the store afterwards."""
+        while self.config.format < STORE_FORMAT:
+            raw = self.backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES)
+            current = StoreConfig.decode(raw, self.location)
+            if current.format >= STORE_FORMAT:
+                self._use(current)
+                break
+            upgraded = replace(current, format=STORE_FORMAT)
+            try:
+                self.backend.compare_and_swap(CONFIG_KEY, raw, upgraded.encode())
+            except Conflict:
+                continue  # another process changed it meanwhile: read it again
+            self._use(upgraded)
+            return True
+        return False
+
+    def _use(self, config: StoreConfig) -> None:
+        self.config = config
+        self.odb.index_files = config.format >= INDEX_FILES_FORMAT
 
     @classmethod
     def open_existing(cls, location: str | os.PathLike[str] | None = None) -> Store:

@@ -32,7 +32,11 @@ the union of the consolidated index files (memory-mapped and searched on disk)
 and the ``.idx`` files none covers (in memory), see
 :mod:`objstore.storage.chunkindex`. Opening a store reads the index files and
 at most about ``INDEX_COMPACT_THRESHOLD`` ``.idx`` files, whatever its history:
-a writer that finds more merges them.
+a writer that finds more merges them. Index files are written only where the
+store's format allows them (``index_files``, set by the Store from its config,
+format 2 on; see ``constants.STORE_FORMAT``): on a format-1 store nothing here
+writes one, so an objstore release that knows only format 1 still finds every
+pack's ``.idx``.
 
 Readers across gc: gc may rewrite a pack (copy its live chunks into a new one)
 and delete the old one while a reader still holds an index naming it. Every
@@ -60,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
-from objstore.errors import CorruptObject, NotFound, ObjstoreError, StoreBroken
+from objstore.errors import CorruptObject, NotFound, ObjstoreError, StoreBroken, UsageError
 from objstore.storage import codecs
 from objstore.storage.backend import Backend, backend_error
 from objstore.storage.chunkindex import (
@@ -127,8 +131,12 @@ class ObjectDatabase:
     refers to those chunks.
     """
 
-    def __init__(self, backend: Backend, *, codec_policy: codecs.CodecPolicy | None = None) -> None:
+    def __init__(self, backend: Backend, *, codec_policy: codecs.CodecPolicy | None = None, index_files: bool = True) -> None:
         self.backend = backend
+        # Whether this store may hold consolidated index files (its format says so:
+        # the Store, which owns the config, tells). When not, nothing here writes
+        # one, since a reader of the older format would miss the packs it covers.
+        self.index_files = index_files
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -249,7 +257,11 @@ class ObjectDatabase:
 
     def compact_index(self, *, min_loose: int = 1) -> CompactReport:
         """Merge the store's uncovered ``.idx`` files into a consolidated index file
-        (:func:`objstore.storage.chunkindex.compact`), then load it."""
+        (:func:`objstore.storage.chunkindex.compact`), then load it. Refused
+        (UsageError) on a store whose format does not allow index files."""
+        if not self.index_files:
+            raise UsageError("this store's format predates consolidated index files; upgrade it first "
+                             "('objstore maintenance --upgrade')")
         report = compact(self.backend, min_loose=min_loose)
         with self._lock:
             if self._loaded:
@@ -262,7 +274,7 @@ class ObjectDatabase:
         (compaction is crash-safe), so it never fails the write that triggered it."""
         threshold = compact_threshold()
         # Only a process that stored packs: a reader never writes (it may have no write access).
-        if self._compacted or not threshold or not self._sealed or self._loose + self._sealed < threshold:
+        if not self.index_files or self._compacted or not threshold or not self._sealed or self._loose + self._sealed < threshold:
             return
         self._compacted = True  # once per process: a failing backend is not retried on every flush
         try:
