@@ -91,7 +91,7 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
     store.odb.refresh()
     stored_len: dict[ChunkKey, int] = {}
     for raw, loc in store.odb.index.iter_entries():
-        stored_len.setdefault(ChunkKey(raw), loc.stored_len)
+        stored_len.setdefault(raw, loc.stored_len)
     walker = ContentWalker(store)
     seen_versions: set[ObjectId] = set()
     groups: dict[str, tuple[int, int, dict[ChunkKey, int]]] = {}

@@ -52,6 +52,7 @@ import numpy as np
 from objstore.constants import INDEX_COMPACT_THRESHOLD, MiB
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.storage.backend import Backend
+from objstore.storage.ids import ChunkKey
 from objstore.storage.indexfile import (
     MAX_INDEX_FILE_BYTES,
     IndexFile,
@@ -212,7 +213,7 @@ class ChunkIndex:
             todo = todo[~hit]
         return out
 
-    def iter_entries(self) -> Iterator[tuple[bytes, ChunkLocation]]:
+    def iter_entries(self) -> Iterator[tuple[ChunkKey, ChunkLocation]]:
         for src_ids, names, owner, entries, f in self._sources():
             for start in range(0, len(src_ids), 65536):
                 sel = slice(start, start + 65536)
