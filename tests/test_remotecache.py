@@ -12,12 +12,15 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import objstore
 from objstore.maintenance.fsck import fsck
@@ -76,6 +79,25 @@ def test_a_local_store_has_no_cache(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s")
     assert isinstance(store.backend, LocalBackend)
     store.close()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40_000)), min_size=1, max_size=30))
+def test_the_bound_holds_for_any_sequence_of_writes(writes: list[tuple[int, int]]) -> None:
+    with tempfile.TemporaryDirectory() as where:
+        cache = RemoteCache(Path(where), 100_000)
+        try:
+            for n, (name, size) in enumerate(writes):
+                value = bytes([n % 256]) * size
+                kept = cache.write(("s", "objects", "ab"), str(name), f"k{name}", value)
+                assert kept == (size + 48 <= 25_000)
+                with cache.locked():
+                    assert sum(e.size for e in cache.scan()) <= 100_000
+                if kept:  # the newest entry is never the one evicted for itself
+                    assert cache.read(("s", "objects", "ab"), str(name), f"k{name}", size) == value
+                    assert cache.read(("s", "objects", "ab"), str(name), "another key", size) is None
+        finally:
+            cache.close()
 
 
 # -- on SeaweedFS ------------------------------------------------------------------------
@@ -300,6 +322,7 @@ def test_links_planted_in_the_cache_lead_nowhere(tmp_path: Path, s3_bucket_url: 
     for kind in ("objects", "idx", "packs"):
         (cache_dir / sid / kind).symlink_to(outside, target_is_directory=True)
     (cache_dir / "settings").symlink_to(outside / "precious")
+    (cache_dir / ".lock").symlink_to(outside / "precious")
     path, _, _ = _measured_use(s3_bucket_url, "model:v0", tmp_path / "a")
     assert _sha(path) == _sha(model)
     assert sorted(p.name for p in outside.iterdir()) == ["precious"]

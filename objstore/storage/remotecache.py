@@ -297,8 +297,7 @@ class RemoteCache:
         with self._mutex:
             if self._depth == 0:
                 if self._lock_fd is None:
-                    self._lock_fd = os.open(".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                                            dir_fd=self.root_fd())
+                    self._lock_fd = self._open_lock()
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             self._depth += 1
             try:
@@ -307,6 +306,20 @@ class RemoteCache:
                 self._depth -= 1
                 if self._depth == 0 and self._lock_fd is not None:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _open_lock(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(".lock", flags, 0o600, dir_fd=self.root_fd())
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            os.unlink(".lock", dir_fd=self.root_fd())  # a planted link: ours replaces it
+            fd = os.open(".lock", flags, 0o600, dir_fd=self.root_fd())
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, "the cache's .lock is not a regular file")
+        return fd
 
     def _ledger(self) -> list[int] | None:
         assert self._lock_fd is not None
