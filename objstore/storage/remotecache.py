@@ -308,18 +308,23 @@ class RemoteCache:
                     fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _open_lock(self) -> int:
+        """The lock file, which holds the ledger: it is written in place, so a symlink
+        or a hard link planted there (to a file of the user's) is replaced first."""
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(".lock", flags, 0o600, dir_fd=self.root_fd())
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            os.unlink(".lock", dir_fd=self.root_fd())  # a planted link: ours replaces it
-            fd = os.open(".lock", flags, 0o600, dir_fd=self.root_fd())
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        for _ in range(3):
+            try:
+                fd = os.open(".lock", flags, 0o600, dir_fd=self.root_fd())
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                os.unlink(".lock", dir_fd=self.root_fd())
+                continue
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                return fd
             os.close(fd)
-            raise OSError(errno.EINVAL, "the cache's .lock is not a regular file")
-        return fd
+            os.unlink(".lock", dir_fd=self.root_fd())
+        raise OSError(errno.EINVAL, f"cannot make the lock file in {self.root}")
 
     def _ledger(self) -> list[int] | None:
         assert self._lock_fd is not None
