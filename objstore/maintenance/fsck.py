@@ -39,6 +39,7 @@ from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import REFS, idx_key, pack_key, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
+from objstore.storage.remotecache import bypass
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,11 @@ class _State:
 
 def fsck(store: Store) -> FsckReport:
     """Check the whole store; return a report (never raises for damage it finds)."""
+    with bypass(store.backend):  # the bucket itself, not the local cache's verified copies
+        return _fsck(store)
+
+
+def _fsck(store: Store) -> FsckReport:
     st = _State()
     packs = _check_packs(store, st)
     for chunk in list(st.bad_chunks):

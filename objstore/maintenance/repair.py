@@ -55,6 +55,7 @@ from objstore.storage.packs import (
     scan_records,
     verify_pack,
 )
+from objstore.storage.remotecache import bypass
 
 Progress = Callable[[str], None]
 
@@ -93,6 +94,11 @@ def repair_from(store: Store, other: Store, *, progress: Progress | None = None)
     quarantined packs). Safe to re-run: a second run finds nothing to do, or only
     what ``other`` could not supply.
     """
+    with bypass(store.backend):  # the bucket itself, not the local cache's verified copies
+        return _repair(store, other, progress)
+
+
+def _repair(store: Store, other: Store, progress: Progress | None) -> RepairReport:
     before = fsck(store)
     report = RepairReport(before, before)
     if before.ok:

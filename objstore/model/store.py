@@ -39,6 +39,7 @@ from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
 from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.storage.odb import ObjectDatabase
+from objstore.storage.remotecache import wrap as with_cache
 
 CONFIG_KEY = "config"
 STORE_DIRNAME = ".objstore"
@@ -181,11 +182,13 @@ class Store:
 
     @classmethod
     def open(cls, location: str | os.PathLike[str] | None = None, *, create: bool = True, chunking: ChunkParams | None = None,
-             options: dict[str, str] | None = None) -> Store:
+             options: dict[str, str] | None = None, cache: bool = True) -> Store:
         """Open the store at ``location`` (resolved as the module says), creating it if allowed.
 
         ``chunking`` is used only when creating; ``options`` (endpoint, region …) go to
-        an object-storage backend. Every opening of a store, local or remote, is this one.
+        an object-storage backend. A remote store reads its immutable values through
+        the local cache (:mod:`objstore.storage.remotecache`) unless ``cache`` is False;
+        a local one never does. Every opening of a store, local or remote, is this one.
         """
         where = resolve_location(location)
         if create and chunking is not None:
@@ -198,6 +201,8 @@ class Store:
                     raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where))
                 where.mkdir(parents=True, exist_ok=True)
         backend = open_backend(where, **(options or {}))
+        if cache and not isinstance(where, Path):
+            backend = with_cache(backend)
         try:
             try:
                 config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)

@@ -96,6 +96,28 @@ def object_hex_of(key: str) -> str | None:
     return rest if len(rest) == 64 else None
 
 
+# What the local cache of a remote store may keep (objstore.storage.remotecache):
+# keys whose value, once written, never changes. Everything else (config, refs,
+# aliases, claims, reflogs, remotes, gc marks, staging, quarantine) can move.
+CACHEABLE_KINDS = ("object", "idx", "pack", "index file")
+
+
+def immutable_kind(key: str) -> str | None:
+    """The kind of an immutable key (one of ``CACHEABLE_KINDS``): a loose object,
+    an ``.idx``, a pack or a consolidated index file, each named by its content
+    (an ``.idx`` by its pack's); None for every key whose value can change.
+    Existence is never immutable: gc deletes all of them."""
+    if object_hex_of(key) is not None and key.count("/") == 2:
+        return "object"
+    if pack_name_of(key) is not None:
+        return "pack"
+    if idx_name_of(key) is not None:
+        return "idx"
+    if index_file_name_of(key) is not None:
+        return "index file"
+    return None
+
+
 def marked_pack_key(name: str) -> str:
     return f"{GC_MARKED}{name}"
 

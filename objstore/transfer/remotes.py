@@ -190,9 +190,11 @@ def open_store(url: str, *, create: bool = False, like: Store | None = None, opt
     """Open a store by URL with remote options; a missing one is created (with
     ``like``'s chunking, so dedup carries across) only if ``create``.
 
-    The opening itself (config checks included) is :meth:`Store.open`'s."""
+    The opening itself (config checks included) is :meth:`Store.open`'s. Without the
+    local cache: what a transfer reads from a remote is copied into a store anyway."""
     try:
-        return Store.open(url, create=create, chunking=like.config.chunking if like else None, options=options)
+        return Store.open(url, create=create, chunking=like.config.chunking if like else None, options=options,
+                          cache=False)
     except NotFound:
         raise NotFound(f"no store at {url}; check the remote URL, or push to it first", key=url) from None
 
