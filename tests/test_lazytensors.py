@@ -306,3 +306,35 @@ def test_unsupported_dtypes_are_listed_but_refused(tmp_path: Path) -> None:
         assert f.get_tensor("ok").tolist() == [5, 6, 7, 8]
         with pytest.raises(InvalidInput, match="dtype F4"):
             f.get_tensor("q")
+
+
+def test_ranges_of_neighbouring_tensors_share_one_request(store_url: str, model: tuple[Path, dict[str, Tensor]]) -> None:
+    path, tensors = model
+    log_file(store_url, path)
+    art = fresh(store_url)
+    store, fobj = file_object(art, path.name)
+    spans = {name: (start, length) for name, start, length in _offsets(path)}
+    tensor_chunks(store, fobj, 0, 1)  # loads the chunk index
+    before = store.backend.stats.snapshot()
+    # Out of order, and one of them twice: each chunk is fetched once, in file order.
+    got = store.odb.read_file_ranges(fobj, [spans["layer1.weight"], spans["layer0.weight"], spans["layer1.weight"]])
+    after = store.backend.stats.snapshot()
+    assert [g.tobytes() for g in got] == [tensors["layer1.weight"][2], tensors["layer0.weight"][2], tensors["layer1.weight"][2]]
+    assert after.requests - before.requests == 1
+    stored = sum(loc.stored_len + 41 for loc in tensor_chunks(store, fobj, spans["layer0.weight"][0],
+                                                                 sum(spans["layer1.weight"]) - spans["layer0.weight"][0]))
+    assert after.bytes_received - before.bytes_received <= stored
+
+
+def test_a_file_object_lying_about_a_chunk_length_is_refused(plain_file: tuple[Artifact, bytes]) -> None:
+    """A file's id covers the chunk lengths it claims, not the real ones: a crafted
+    file object can call a chunk shorter or longer than it is and still have an id."""
+    art, data = plain_file
+    store, fobj = file_object(art, "blob.bin")
+    (cid, n), rest = fobj.chunks[0], fobj.chunks[1:]
+    for claimed in (n - 1, n + 1, 1 << 40):
+        lying = FileObject(fobj.size - n + claimed, ((cid, claimed), *rest))
+        with pytest.raises(CorruptObject, match=f"says chunk {cid.hex[:16]} is {claimed} bytes"):
+            store.odb.read_file_ranges(lying, [(0, min(claimed, 2 * n))])
+        with pytest.raises(CorruptObject, match="says chunk"):  # refused before 1 TiB is reserved for it
+            store.odb.read_file_ranges(lying, [(0, lying.size)])

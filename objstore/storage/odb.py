@@ -659,40 +659,32 @@ class ObjectDatabase:
         file's claim, before a byte of it is copied out. ``offsets`` is
         :func:`file_offsets` of ``fobj``, for a caller that reads one file often.
         Reads go through the backend's ``get_range`` only, so a caching backend
-        serves them. Each range comes back as a uint8 array (bytes-like), reserved
-        but not touched until verified bytes land in it: a file object claiming
-        more than its chunks hold fails at the first chunk that disagrees, without
-        having filled memory for the claim."""
+        serves them. Each range comes back as a uint8 array (bytes-like);
+        the check of every length the file claims against the chunk index comes
+        before anything is reserved, so a crafted file object cannot make this
+        allocate more than its chunks really hold."""
         if offsets is None:
             offsets = file_offsets(fobj)
         for start, length in ranges:
             if start < 0 or length < 0 or start + length > fobj.size:
                 raise InvalidInput(f"bytes {start}..{start + length} are outside the {fobj.size}-byte file")
-        wanted: dict[ObjectId, set[int]] = {}  # chunk id -> its places (chunk numbers) in the file
-        for start, length in ranges:
-            if length:
-                first = int(np.searchsorted(offsets, start, "right")) - 1
-                stop = int(np.searchsorted(offsets, start + length, "left"))
-                for k in range(first, stop):
-                    wanted.setdefault(fobj.chunks[k][0], set()).add(k)
-        outs = [np.empty(length, np.uint8) for _, length in ranges]
-
-        def place(chunk_id: ObjectId, data: bytes) -> None:
-            for k in wanted[chunk_id]:
-                begin, claimed = int(offsets[k]), fobj.chunks[k][1]
-                if len(data) != claimed:  # a file's id covers the lengths it claims, not the real ones
-                    raise CorruptObject(f"a file says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {len(data)}; "
-                                        "refusing it", object_id=chunk_id.hex)
-                for out, (start, length) in zip(outs, ranges):
-                    lo, hi = max(begin, start), min(begin + claimed, start + length)
-                    if lo < hi:
-                        out[lo - start:hi - start] = np.frombuffer(data, np.uint8, hi - lo, lo - begin)
-
+        wanted = _chunks_covering(fobj, offsets, ranges)
         self.flush()
         runs = list(self._runs(sorted(wanted, key=lambda c: min(wanted[c])), COALESCE_LIMIT))
+        for batch in runs:
+            for chunk_id, loc in batch:
+                for k in wanted[chunk_id]:
+                    _check_claim(chunk_id, fobj.chunks[k][1], loc.raw_len)
+        outs = [np.empty(length, np.uint8) for _, length in ranges]
         for batch, chunks in zip(runs, self._map_runs(runs, workers)):
             for (chunk_id, _), data in zip(batch, chunks):
-                place(chunk_id, data)
+                for k in wanted[chunk_id]:
+                    begin, claimed = int(offsets[k]), fobj.chunks[k][1]
+                    _check_claim(chunk_id, claimed, len(data))  # again: a chunk read from where gc moved it
+                    for out, (start, length) in zip(outs, ranges):
+                        lo, hi = max(begin, start), min(begin + claimed, start + length)
+                        if lo < hi:
+                            out[lo - start:hi - start] = np.frombuffer(data, np.uint8, hi - lo, lo - begin)
         return outs
 
     def _map_runs(self, runs: list[list[tuple[ObjectId, ChunkLocation]]], workers: int) -> Iterator[list[bytes]]:
@@ -714,6 +706,25 @@ class ObjectDatabase:
             for fut in pending:
                 fut.cancel()
             pool.shutdown(wait=True)
+
+
+def _chunks_covering(fobj: FileObject, offsets: np.ndarray, ranges: Sequence[tuple[int, int]]) -> dict[ObjectId, set[int]]:
+    """Each chunk id that ``ranges`` of the file need, with its places (chunk numbers) in the file."""
+    wanted: dict[ObjectId, set[int]] = {}
+    for start, length in ranges:
+        if length:
+            first = int(np.searchsorted(offsets, start, "right")) - 1
+            stop = int(np.searchsorted(offsets, start + length, "left"))
+            for k in range(first, stop):
+                wanted.setdefault(fobj.chunks[k][0], set()).add(k)
+    return wanted
+
+
+def _check_claim(chunk_id: ObjectId, claimed: int, real: int) -> None:
+    # A file's id covers the lengths it claims for its chunks, not their real lengths.
+    if claimed != real:
+        raise CorruptObject(f"a file says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {real}; refusing it",
+                            object_id=chunk_id.hex)
 
 
 def file_offsets(fobj: FileObject) -> np.ndarray:
