@@ -33,6 +33,17 @@ class InvalidInput(UsageError, ValueError):
     """An argument that is well-formed as a name but cannot be acted on."""
 
 
+class NotSafetensors(InvalidInput):
+    """A file opened as safetensors that is not one, or whose header contradicts
+    itself (a tensor outside the file, a shape its byte range cannot hold);
+    ``reason`` says which."""
+
+    def __init__(self, reason: str, *, path: str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{path} is not a usable safetensors file: {reason}" if path else reason)
+
+
 class ArtifactStatusError(ObjstoreError, AttributeError):
     """W&B's: an artifact in the wrong state (draft or logged) for what was asked."""
 

@@ -24,6 +24,7 @@ from typing import IO, Any
 from objstore.api.commit import Draft, Staged, commit_draft
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
 from objstore.errors import ArtifactFinalizedError, CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsupportedError
+from objstore.files.lazytensors import SafetensorsFile, open_safetensors
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
@@ -36,7 +37,7 @@ from objstore.model.versions import (
     set_alias,
 )
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
-from objstore.storage.trees import split_path, walk_tree
+from objstore.storage.trees import entry_at, split_path, walk_tree
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +453,17 @@ class Artifact:
             breaks = tuple(dict.fromkeys((*exc.breaks, resolved.qualified_name, self.source_qualified_name)))
             raise CorruptObject(exc.args[0], object_id=exc.object_id, expected=exc.expected, actual=exc.actual, breaks=breaks) from exc
         return str(target)
+
+    def safe_open(self, name: str, framework: str = "np") -> SafetensorsFile:
+        """Open the safetensors file ``name`` of this version for lazy reads, as
+        ``safetensors.safe_open(path, framework="np")`` would a local one: ``keys()``,
+        ``metadata()``, ``get_tensor(name)`` (numpy; BF16 as uint16 bits),
+        ``get_slice(name)[a:b]``; a context manager. Reads the header now and each
+        tensor's own chunks when asked, from a local or a remote store, nothing
+        else (see :mod:`objstore.files.lazytensors`)."""
+        store, resolved = self._logged()
+        entry = entry_at(store.odb, resolved.version.tree, name)
+        return open_safetensors(store.odb, entry, f"{name} in {resolved.qualified_name}", framework)
 
     def verify(self, root: str | os.PathLike[str] | None = None) -> None:
         """Check a downloaded copy; raise VerificationFailed naming the files that differ,

@@ -57,14 +57,14 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
-from objstore.errors import CorruptObject, NotFound, ObjstoreError, StoreBroken, UsageError
+from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, StoreBroken, UsageError
 from objstore.storage import codecs
 from objstore.storage.backend import Backend, backend_error
 from objstore.storage.chunkindex import (
@@ -92,7 +92,7 @@ from objstore.storage.keys import (
     pack_key,
     pack_name_of,
 )
-from objstore.storage.objects import MetaObject, decode, encode
+from objstore.storage.objects import FileObject, MetaObject, decode, encode
 from objstore.storage.packs import (
     PackBuilder,
     decode_idx,
@@ -118,6 +118,8 @@ MAX_SEALING = 2
 REFRESH_ATTEMPTS = 4
 # Uncovered .idx files are fetched this many at a time (each is one request).
 IDX_FETCH_THREADS = 8
+# A ranged read of a file (read_file_ranges) fetches up to this many runs at a time.
+RANGE_READ_THREADS = 4
 
 # sink(position of the run's first chunk, raw bytes of the run's chunks), see ObjectDatabase.decode_runs
 RunSink = Callable[[int, list[bytes]], None]
@@ -643,6 +645,91 @@ class ObjectDatabase:
         for info in self.backend.iter_prefix(PACKS):
             if (name := pack_name_of(info.key)) is not None:
                 yield name
+
+    # -- byte ranges of a stored file ------------------------------------
+    def read_file_ranges(self, fobj: FileObject, ranges: Sequence[tuple[int, int]], *,
+                         offsets: np.ndarray | None = None, workers: int = RANGE_READ_THREADS) -> list[np.ndarray]:
+        """The bytes ``[start, start + length)`` of the stored file ``fobj`` for each
+        ``(start, length)`` of ``ranges``, reading only the chunks that cover them.
+
+        Each chunk needed is read once however many ranges (or places in the file)
+        name it; neighbours in one pack are fetched in one ranged request (gaps up
+        to 4 KiB bridged, up to ``COALESCE_LIMIT`` a request), by up to ``workers``
+        threads. Every chunk is verified against its id, and its length against the
+        file's claim, before a byte of it is copied out. ``offsets`` is
+        :func:`file_offsets` of ``fobj``, for a caller that reads one file often.
+        Reads go through the backend's ``get_range`` only, so a caching backend
+        serves them. Each range comes back as a uint8 array (bytes-like);
+        the check of every length the file claims against the chunk index comes
+        before anything is reserved, so a crafted file object cannot make this
+        allocate more than its chunks really hold."""
+        if offsets is None:
+            offsets = file_offsets(fobj)
+        for start, length in ranges:
+            if start < 0 or length < 0 or start + length > fobj.size:
+                raise InvalidInput(f"bytes {start}..{start + length} are outside the {fobj.size}-byte file")
+        wanted = _chunks_covering(fobj, offsets, ranges)
+        self.flush()
+        runs = list(self._runs(sorted(wanted, key=lambda c: min(wanted[c])), COALESCE_LIMIT))
+        for batch in runs:
+            for chunk_id, loc in batch:
+                for k in wanted[chunk_id]:
+                    _check_claim(chunk_id, fobj.chunks[k][1], loc.raw_len)
+        outs = [np.empty(length, np.uint8) for _, length in ranges]
+        for batch, chunks in zip(runs, self._map_runs(runs, workers)):
+            for (chunk_id, _), data in zip(batch, chunks):
+                for k in wanted[chunk_id]:
+                    begin, claimed = int(offsets[k]), fobj.chunks[k][1]
+                    _check_claim(chunk_id, claimed, len(data))  # again: a chunk read from where gc moved it
+                    for out, (start, length) in zip(outs, ranges):
+                        lo, hi = max(begin, start), min(begin + claimed, start + length)
+                        if lo < hi:
+                            out[lo - start:hi - start] = np.frombuffer(data, np.uint8, hi - lo, lo - begin)
+        return outs
+
+    def _map_runs(self, runs: list[list[tuple[ObjectId, ChunkLocation]]], workers: int) -> Iterator[list[bytes]]:
+        """Each run's chunks, verified, in order; by ``workers`` threads, at most
+        ``2 * workers`` runs ahead of the consumer."""
+        if workers <= 1 or len(runs) <= 1:
+            yield from map(self._decode_run, runs)
+            return
+        pool = ThreadPoolExecutor(min(workers, len(runs)), thread_name_prefix="objstore-range")
+        pending: deque[Future[list[bytes]]] = deque()
+        try:
+            for batch in runs:
+                pending.append(pool.submit(self._decode_run, batch))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=True)
+
+
+def _chunks_covering(fobj: FileObject, offsets: np.ndarray, ranges: Sequence[tuple[int, int]]) -> dict[ObjectId, set[int]]:
+    """Each chunk id that ``ranges`` of the file need, with its places (chunk numbers) in the file."""
+    wanted: dict[ObjectId, set[int]] = {}
+    for start, length in ranges:
+        if length:
+            first = int(np.searchsorted(offsets, start, "right")) - 1
+            stop = int(np.searchsorted(offsets, start + length, "left"))
+            for k in range(first, stop):
+                wanted.setdefault(fobj.chunks[k][0], set()).add(k)
+    return wanted
+
+
+def _check_claim(chunk_id: ObjectId, claimed: int, real: int) -> None:
+    # A file's id covers the lengths it claims for its chunks, not their real lengths.
+    if claimed != real:
+        raise CorruptObject(f"a file says chunk {chunk_id.hex[:16]} is {claimed} bytes, but it is {real}; refusing it",
+                            object_id=chunk_id.hex)
+
+
+def file_offsets(fobj: FileObject) -> np.ndarray:
+    """Where each chunk of ``fobj`` starts in the file, then the file's size (int64)."""
+    return np.concatenate(([0], np.cumsum([n for _, n in fobj.chunks], dtype=np.int64))).astype(np.int64)
 
 
 def _sink_next(pending: deque[Future[list[bytes]]], pos: int, sink: RunSink) -> int:

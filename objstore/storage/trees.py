@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 from objstore.constants import MAX_TREE_DEPTH
-from objstore.errors import CorruptObject, InvalidInput, UnsafePath
+from objstore.errors import CorruptObject, InvalidInput, NotFound, UnsafePath
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import REFERENCE, SYMLINK, TREE, Tree, TreeEntry
 from objstore.storage.odb import ObjectDatabase
@@ -152,3 +152,19 @@ def walk_tree(
             yield from walk_tree(odb, entry.id, path + "/", depth + 1, include_dirs=include_dirs)
         else:
             yield path, entry
+
+
+def entry_at(odb: ObjectDatabase, tree_id: ObjectId, path: str) -> TreeEntry:
+    """The entry at artifact-relative ``path`` (``a/b/c.bin``) under ``tree_id``,
+    reading only the trees on the way down; NotFound if there is none."""
+    parts = split_path(path)
+    for depth, part in enumerate(parts):
+        entry = next((e for e in read_tree(odb, tree_id).entries if e.name == part), None)
+        if entry is None:
+            raise NotFound(f"{_short(path)} is not in this version", key=path)
+        if depth == len(parts) - 1:
+            return entry
+        if entry.kind != TREE or entry.id is None:
+            raise NotFound(f"{_short(path)} is not in this version ({'/'.join(parts[:depth + 1])} is not a directory)", key=path)
+        tree_id = entry.id
+    raise NotFound(f"{_short(path)} is not in this version", key=path)  # split_path never returns no parts
