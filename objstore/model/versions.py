@@ -208,7 +208,12 @@ def list_versions(store: Store, coll: CollectionPath) -> list[tuple[int, ObjectI
 
 def list_aliases(store: Store, coll: CollectionPath) -> dict[str, ObjectId]:
     prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
-    return {ref.rsplit("/", 1)[-1]: oid for ref, oid in store.refs.iter_refs(prefix)}
+    out = {}
+    for ref, oid in store.refs.iter_refs(prefix):
+        parsed = parse_ref_key(ref)  # decodes the alias (keys.encode_name)
+        if parsed is not None and parsed.kind == "alias":
+            out[parsed.tail] = oid
+    return out
 
 
 def aliases_for(store: Store, coll: CollectionPath, oid: ObjectId) -> list[str]:
