@@ -163,6 +163,8 @@ def test_artifact_link_and_version_properties(logged: objstore.Artifact) -> None
     assert link.source_qualified_name == "e/p/m:v0" and link.source_name == "m:v0" and link.source_version == "v0"
     assert (link.source_entity, link.source_project) == ("e", "p")
     assert link.source_artifact.qualified_name == "e/p/m:v0"
+    assert link.collection.qualified_name == "e/model-registry/Best" and link.source_collection.qualified_name == "e/p/m"
+    assert [a.version for a in logged.collection.artifacts()] == ["v0"]
     assert [a.qualified_name for a in logged.linked_artifacts] == ["e/model-registry/Best:v0"]
     assert dt.datetime.fromisoformat(logged.created_at).tzinfo is not None and logged.updated_at == logged.created_at
     assert logged.url.endswith("#e/p/m:v0") and logged.state == "COMMITTED"

@@ -775,6 +775,24 @@ class Artifact:
         return f"v{self._logged()[1].version.index}"
 
     @property
+    def collection(self) -> Any:
+        """The collection this version is in (a registry entry: the registered model),
+        as :class:`objstore.api.public.ArtifactCollection`."""
+        return self._collection_of(self._logged()[1].collection)
+
+    @property
+    def source_collection(self) -> Any:
+        """The collection of the version a registry entry links to (else :attr:`collection`)."""
+        v = self._logged()[1].version
+        return self._collection_of(CollectionPath(v.entity, v.project, v.name))
+
+    def _collection_of(self, coll: CollectionPath) -> Any:
+        from objstore.api.public import Api  # noqa: PLC0415  (public builds on this module)
+        store, _ = self._logged()
+        return Api(store, entity=coll.entity, project=coll.project).artifact_collection(
+            self.type, f"{coll.entity}/{coll.project}/{coll.name}")
+
+    @property
     def source_artifact(self) -> Artifact:
         """The version a registry entry links to (itself for a version)."""
         store, resolved = self._logged()
