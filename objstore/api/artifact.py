@@ -240,6 +240,17 @@ _NOT_STORED = {
 }
 
 
+# What modules above this one provide (they build on it, so it cannot import them):
+# "collection" (store, path, type) -> ArtifactCollection, from objstore.api.public;
+# "save_draft" (artifact, project) -> None, from objstore.api.runs.
+_WIRED: dict[str, Callable[..., Any]] = {}
+
+
+def wire(name: str, fn: Callable[..., Any]) -> None:
+    """Register one of :data:`_WIRED`'s providers (done once, when the providing module loads)."""
+    _WIRED[name] = fn
+
+
 def _iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
@@ -787,10 +798,7 @@ class Artifact:
         return self._collection_of(CollectionPath(v.entity, v.project, v.name))
 
     def _collection_of(self, coll: CollectionPath) -> Any:
-        from objstore.api.public import Api  # noqa: PLC0415  (public builds on this module)
-        store, _ = self._logged()
-        return Api(store, entity=coll.entity, project=coll.project).artifact_collection(
-            self.type, f"{coll.entity}/{coll.project}/{coll.name}")
+        return _WIRED["collection"](self._logged()[0], coll, self.type)
 
     @property
     def source_artifact(self) -> Artifact:
@@ -835,13 +843,7 @@ class Artifact:
     def _save_draft(self, project: str | None) -> None:
         """W&B's ``save()`` of a draft: log it as an output of the current run, or of a
         run of job type ``auto`` started (in ``project``, if given) and finished for it."""
-        from objstore.api import runs  # noqa: PLC0415  (runs builds on this module)
-        run = runs.current_run()
-        if run is not None and not run.disabled:
-            run.log_artifact(self)
-            return
-        with runs.init(project=project, job_type="auto", reinit="create_new") as auto:
-            auto.log_artifact(self)
+        _WIRED["save_draft"](self, project)
 
     def _check_ready_entries(self, store: Store) -> None:
         origin = getattr(self, "_origin", None)

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from objstore.api.artifact import Artifact, artifact_of
+from objstore.api.artifact import Artifact, artifact_of, wire
 from objstore.api.naming import DEFAULT_PROJECT, default_entity
 from objstore.api.runinfo import RunInfo, iter_runs, read_run_by_path
 from objstore.errors import CorruptObject, InvalidName, NotFound, UnsupportedError, UsageError, WrongType
@@ -293,3 +293,10 @@ class Api:
         ent, proj = self._project_path(path, None)
         runs = sorted(iter_runs(self.store, ent, proj), key=lambda r: (r.started_at, r.id))
         return list(reversed(runs)) if order.startswith("-") else runs
+
+
+def _collection(store: Store, coll: CollectionPath, type_name: str) -> ArtifactCollection:
+    return Api(store, entity=coll.entity, project=coll.project).artifact_collection(type_name, str(coll))
+
+
+wire("collection", _collection)

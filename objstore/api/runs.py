@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from objstore.api.artifact import SETTABLE as ARTIFACT_SETTABLE
-from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version
+from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version, wire
 from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
@@ -513,3 +513,17 @@ def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
     """Finish the current run, if there is one (W&B's ``wandb.finish``)."""
     if _current is not None:
         _current.finish(exit_code, quiet)
+
+
+def _save_draft(artifact: Artifact, project: str | None) -> None:
+    """W&B's ``Artifact.save()`` of a draft: log it in the current run, or in a run of
+    job type ``auto`` started (in ``project``, if given) and finished for it."""
+    run = _current
+    if run is not None and not run.disabled:
+        run.log_artifact(artifact)
+        return
+    with init(project=project, job_type="auto", reinit="create_new") as auto:
+        auto.log_artifact(artifact)
+
+
+wire("save_draft", _save_draft)
