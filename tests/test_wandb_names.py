@@ -90,6 +90,18 @@ def test_a_part_no_name_encodes_to_is_no_ref() -> None:
     assert keys.parse_ref_key("refs/e/a b/n/versions/v0") is None
 
 
+def test_fsck_reports_a_ref_whose_name_is_not_encoded(tmp_path: Path) -> None:
+    (tmp_path / "m").write_bytes(b"m")
+    with objstore.init(entity="e", project="p", store=tmp_path / "s") as run:
+        run.log_model(str(tmp_path / "m"), name="m")
+    store = objstore.Store.open(tmp_path / "s")
+    good = keys.version_ref("e", "p", "m", 0)
+    raw = store.backend.get(good)
+    store.backend.put("refs/e/p/a b/versions/v0", raw)  # written by hand: a space is never left raw
+    report = fsck(store)
+    assert not report.ok and any("a b" in str(p) for p in report.problems)
+
+
 def test_a_name_too_long_once_encoded_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(InvalidName, match="once encoded"):
         objstore.init(entity="e", project="é" * 128, store=tmp_path / "s")

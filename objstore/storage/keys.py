@@ -262,6 +262,13 @@ def parse_ref_key(key: str) -> RefKey | None:
     return None
 
 
+def has_ref_shape(key: str) -> bool:
+    """Whether ``key`` has the shape of a ref of the layout (whatever its parts spell):
+    such a key that :func:`parse_ref_key` refuses holds a name objstore never encodes so."""
+    parts = key[len(REFS):].split("/") if key.startswith(REFS) else []
+    return (len(parts) == 5 and parts[3] in _NAMESPACES) or (len(parts) == 4 and parts[2] == "runs")
+
+
 def ref_key_parts(key: str) -> list[str] | None:
     """The ``/``-separated parts of a key under ``refs/``, the prefix removed, each
     name decoded; None for a key outside ``refs/`` or with a part no name encodes
