@@ -151,3 +151,31 @@ def test_odd_names_log_and_read_back_on_s3(s3_bucket_url: str, tmp_path: Path) -
     listed = [k.key for k in store.backend.iter_prefix("")]
     assert listed and all(k.isascii() and k.split("/", 1)[0] in {"config", "objects", "packs", "refs", "logs", "gc"} for k in listed)
     assert fsck(store).ok
+
+
+def test_an_old_stores_keys_are_what_the_new_code_builds_and_odd_names_join_it(tmp_path: Path) -> None:
+    """The golden store (written before names were encoded) keeps its keys: every ref
+    in it is a key today's builders make from its parsed names; odd names logged into
+    it land encoded beside them, and it still fscks clean."""
+    import tarfile  # noqa: PLC0415
+
+    with tarfile.open(Path(__file__).parent / "golden" / "store_v1.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    root = tmp_path / "store"
+    old_refs = sorted(p.relative_to(root).as_posix() for p in (root / "refs").rglob("*") if p.is_file())
+    assert old_refs
+    for key in old_refs:
+        parsed = keys.parse_ref_key(key)
+        assert parsed is not None, key
+        rebuilt = {"version": lambda r: keys.version_ref(r.entity, r.project, r.name, int(r.tail[1:])),
+                   "alias": lambda r: keys.alias_ref(r.entity, r.project, r.name, r.tail),
+                   "digest": lambda r: keys.digest_ref(r.entity, r.project, r.name, r.tail),
+                   "run": lambda r: keys.run_ref(r.entity, r.project, r.tail)}[parsed.kind](parsed)
+        assert rebuilt == key
+    (tmp_path / "m").write_bytes(b"new")
+    with objstore.init(entity="old", project="my project", store=root) as run:
+        run.log_model(str(tmp_path / "m"), name="..", aliases=["best model"])
+    assert objstore.Api(root).artifact("old/my project/..:best model").version == "v0"
+    assert objstore.Api(root).artifact("old/fixture/tiny:first").version == "v0"
+    assert (root / "refs" / "old" / "my%20project" / "%2E." / "aliases" / "best%20model").is_file()
+    assert fsck(objstore.Store.open(root)).ok
