@@ -16,8 +16,8 @@ always parses back. Names become keys only through
 :func:`objstore.storage.keys.encode_name`, which makes any of them a safe key part
 (``..`` included) and leaves the older, narrower names as they were. Breaking a
 rule raises :class:`~objstore.errors.InvalidName` naming the rule, before
-anything is written. Nothing but text (no control characters other than the
-ones W&B allows, no NUL) is accepted.
+anything is written. A NUL or an unpaired surrogate is refused in every kind
+(neither survives every backend, and W&B's server refuses them).
 """
 
 from __future__ import annotations
