@@ -17,7 +17,7 @@ always parses back. Names become keys only through
 (``..`` included) and leaves the older, narrower names as they were. Breaking a
 rule raises :class:`~objstore.errors.InvalidName` naming the rule, before
 anything is written. A NUL or an unpaired surrogate is refused in every kind
-(neither survives every backend, and W&B's server refuses them).
+(a NUL breaks local file names, a surrogate has no UTF-8).
 """
 
 from __future__ import annotations
