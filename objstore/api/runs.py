@@ -135,8 +135,9 @@ class Run:
                      type: str | None = None, aliases: list[str] | None = None, tags: list[str] | None = None, *,
                      progress: Callable[[int], None] | None = None) -> Artifact:
         """Log an Artifact (or a path, as a new artifact) as this run's output.
-        ``tags`` are checked by W&B's tag rule; they are refused (UnsupportedError,
-        before anything is written) while artifacts store no tags."""
+        ``tags`` are checked by W&B's tag rule and added to the version's tags
+        (``Artifact.tags`` + ``save``); while artifacts store no tags they are
+        refused (UnsupportedError, before anything is written)."""
         self._check_open()
         wanted = check_aliases(aliases)
         if check_tags(tags) and "tags" not in ARTIFACT_SETTABLE:
@@ -152,6 +153,9 @@ class Run:
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
         self._update(with_output(logged_version(art)[1].version_id))
+        if tags:  # only reached once artifacts store tags (see the check above): W&B's tags= as art.tags + save()
+            setattr(art, "tags", list(dict.fromkeys([*getattr(art, "tags", []), *check_tags(tags)])))  # noqa: B010  (Artifact.tags is annotations' to add)
+            art.save()
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
