@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from objstore.api.commit import Draft, Staged, commit_draft
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
+from objstore.constants import MAX_USER_VALUE_DEPTH
 from objstore.errors import (
     ArtifactFinalizedError,
     ArtifactNotLoggedError,
@@ -84,24 +85,29 @@ def artifact_dir() -> Path:
     return Path("artifacts").absolute()
 
 
-def _json_friendly(value: Any) -> Any:
+def _json_friendly(value: Any, depth: int = 0) -> Any:
     """``value`` converted as W&B converts metadata before storing it: numpy scalars
     and arrays to Python values and lists, ``datetime``/``date`` to ISO strings,
-    sets and tuples to lists, enums to their names, dataclasses to dicts. What
-    else it holds is left for :func:`storable_dict` to judge."""
+    sets to lists, enums that are not also ints or strings to their names,
+    dataclasses to dicts. What else it holds is left for :func:`storable_dict` to
+    judge, and so is anything nested deeper than it accepts (a value that contains
+    itself included: it is refused there, never followed forever here)."""
+    if depth > MAX_USER_VALUE_DEPTH:
+        return value
     if isinstance(value, Mapping):
-        return {k: _json_friendly(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_json_friendly(v) for v in value]
+        return {k: _json_friendly(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_json_friendly(v, depth + 1) for v in value) if type(value) in (list, tuple) else value
+    if isinstance(value, (set, frozenset)):
+        return [_json_friendly(v, depth + 1) for v in value]
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, enum.Enum) and not isinstance(value, (int, str)):
         return value.name
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _json_friendly(dataclasses.asdict(value))
-    if type(value).__module__ == "numpy":
-        if hasattr(value, "tolist"):  # an ndarray or a numpy scalar: both have tolist()
-            return _json_friendly(value.tolist())
+        return _json_friendly(dataclasses.asdict(value), depth + 1)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # an ndarray or a numpy scalar
+        return _json_friendly(value.tolist(), depth + 1)
     return value
 
 
