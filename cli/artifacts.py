@@ -215,7 +215,7 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
     for art in reversed(versions):
         rows.append({
             "version": art.version, "aliases": sorted(art.aliases), "size": art.size, "new_bytes": art.new_bytes,
-            "created_at": out.iso(art.created_at), "run": art.logged_by_path, "run_state": run_state(art),
+            "created_at": out.iso(art.created_timestamp), "run": art.logged_by_path, "run_state": run_state(art),
             "digest": art.digest, "source": art.source_qualified_name,
         })
     coll = versions[0].qualified_name.rsplit(":", 1)[0]
@@ -224,7 +224,7 @@ def log_cmd(state: State, name: str, project: str | None, entity: str | None, as
     else:
         out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
             [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
-             out.when(a.created_at), run_label(r["run"], r["run_state"])] for r, a in zip(rows, reversed(versions))])
+             out.when(a.created_timestamp), run_label(r["run"], r["run_state"])] for r, a in zip(rows, reversed(versions))])
 
 
 def run_state(art: Artifact) -> str:
@@ -276,7 +276,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo(f"id          {data['id']}")
     click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
     click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
-    click.echo(f"created     {out.when(art.created_at)}")
+    click.echo(f"created     {out.when(art.created_timestamp)}")
     click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
     click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
     click.echo(f"description {art.description or '-'}")

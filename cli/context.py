@@ -121,5 +121,5 @@ def check_log_args(path: str, name: str | None, run_id: str) -> None:
 def artifact_dict(art: Artifact) -> dict[str, Any]:  # JSON: the shape is docs/cli-json.md's
     return {
         "name": art.qualified_name, "version": art.version, "type": art.type, "digest": art.digest,
-        "size": art.size, "new_bytes": art.new_bytes, "aliases": sorted(art.aliases), "created_at": out.iso(art.created_at),
+        "size": art.size, "new_bytes": art.new_bytes, "aliases": sorted(art.aliases), "created_at": out.iso(art.created_timestamp),
     }

@@ -10,7 +10,22 @@ from __future__ import annotations
 
 
 class ObjstoreError(Exception):
-    """Base of every error objstore raises on purpose."""
+    """Base of every error objstore raises on purpose (W&B's ``wandb.errors.Error``)."""
+
+
+Error = ObjstoreError  # W&B's name for the base
+
+
+class CommError(ObjstoreError):
+    """W&B's name for a failure to reach the store or to find something in it: W&B
+    raises it for a missing artifact, collection or run (what the server answered),
+    objstore for :class:`NotFound` and :class:`BackendError`, so
+    ``except wandb.errors.CommError`` catches what it catches in a W&B script."""
+
+
+class AuthenticationError(CommError):
+    """W&B's: credentials refused. objstore raises :class:`BackendError` for a denied
+    bucket instead; the name exists so a W&B script's ``except`` clause imports."""
 
 
 class UsageError(ObjstoreError):
@@ -48,6 +63,23 @@ class ArtifactStatusError(ObjstoreError, AttributeError):
     """W&B's: an artifact in the wrong state (draft or logged) for what was asked."""
 
 
+class ArtifactNotLoggedError(ArtifactStatusError, InvalidInput):
+    """W&B's: a call that needs a logged version, made on a draft (``get_entry``, ``files``…)."""
+
+
+class WaitTimeoutError(ObjstoreError, TimeoutError):
+    """W&B's: ``Artifact.wait(timeout)`` ran out. objstore logs synchronously, so a
+    logged draft is never waited for; the name exists for ``except`` clauses."""
+
+
+class TooFewItemsError(UsageError, ValueError):
+    """W&B's: a query that needs at least one item got none."""
+
+
+class TooManyItemsError(UsageError, ValueError):
+    """W&B's: a query that needs one item got more."""
+
+
 class ArtifactFinalizedError(ArtifactStatusError, InvalidInput):
     """W&B's: a change that a logged (finalized) version does not take, such as
     setting its description or metadata (immutable here, see ``Artifact.save``)."""
@@ -65,7 +97,7 @@ class FileChanged(InvalidInput):
                          "nothing was stored from it: log it again once nothing is writing it")
 
 
-class NotFound(ObjstoreError, FileNotFoundError):
+class NotFound(CommError, FileNotFoundError):
     """An artifact, version, alias, object, ref, run or path that does not exist."""
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
@@ -149,7 +181,7 @@ class WrongType(ObjstoreError, TypeError):
     """An artifact of a type the operation refuses (``use_model`` of a dataset)."""
 
 
-class BackendError(ObjstoreError, OSError):
+class BackendError(CommError, OSError):
     """The storage under the store failed. ``retryable`` tells a transient failure
     (a timeout, a 5xx, S3's 409) from a permanent one (denied, missing bucket)."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -288,12 +289,14 @@ def test_pull_refuses_a_forged_digest_ref(tmp_path: Path) -> None:
         objstore.clone(str(remote), tmp_path / "clone")
 
 
-@pytest.mark.parametrize("bad_alias", ["v3", "has space", ".hidden"])
+# W&B's alias rule takes "has space" and ".hidden" now; "/" and ":" it never takes
+# (encoded, they are a key part like any other: only the rule refuses them).
+@pytest.mark.parametrize("bad_alias", ["v3", "a/b", "a:b"])
 def test_clone_refuses_an_alias_whose_name_breaks_the_rules(tmp_path: Path, bad_alias: str) -> None:
     store, a_id, b_id = _two_collections(tmp_path)
     remote = _pushed_remote(tmp_path, store)
     _forge(remote, alias_ref(E, P, "a", bad_alias), a_id)
-    with pytest.raises(ObjstoreError, match=bad_alias):
+    with pytest.raises(ObjstoreError, match=re.escape(bad_alias)):
         objstore.clone(str(remote), tmp_path / "clone")
     assert not (tmp_path / "clone").exists()
 

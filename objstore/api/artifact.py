@@ -12,28 +12,45 @@ Shaped like W&B's ``wandb.Artifact``::
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import enum
+import filecmp
 import os
 import stat as statmod
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from objstore.api.commit import Draft, Staged, commit_draft
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
-from objstore.errors import ArtifactFinalizedError, CorruptObject, InvalidInput, NotFound, ObjstoreError, UnsupportedError
+from objstore.constants import MAX_USER_VALUE_DEPTH
+from objstore.errors import (
+    ArtifactFinalizedError,
+    ArtifactNotLoggedError,
+    CorruptObject,
+    InvalidInput,
+    InvalidName,
+    NotFound,
+    ObjstoreError,
+    UnsupportedError,
+)
 from objstore.files.lazytensors import SafetensorsFile, open_safetensors
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
-from objstore.model.names import LATEST, check_aliases, check_name
+from objstore.model.inventory import iter_version_refs
+from objstore.model.names import LATEST, REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
     aliases_for,
+    link_version,
     remove_alias_from,
+    resolve,
     set_alias,
 )
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
@@ -42,7 +59,7 @@ from objstore.storage.trees import entry_at, split_path, walk_tree
 
 @dataclass(frozen=True, slots=True)
 class ArtifactFile:
-    """One file of a logged artifact."""
+    """One file of a logged artifact (W&B's ``File`` of ``Artifact.files()``: ``name``, ``size``)."""
 
     path: str
     size: int
@@ -50,11 +67,73 @@ class ArtifactFile:
     digest: str | None  # the file id (hex) for stored files
     ref: str | None = None  # a reference's URI or a symlink's target
 
+    @property
+    def name(self) -> str:
+        return self.path
+
+
+# Environment variables naming the directory downloads go to by default: objstore's
+# own first, then W&B's; else ./artifacts (made absolute, as W&B does).
+ARTIFACT_DIR_VARS = ("OBJSTORE_ARTIFACT_DIR", "WANDB_ARTIFACT_DIR")
+MAX_METADATA_KEYS = 100  # W&B's limit on an artifact's top-level metadata keys
+
+
+def artifact_dir() -> Path:
+    """Where downloads go when no root is given (see :data:`ARTIFACT_DIR_VARS`)."""
+    for var in ARTIFACT_DIR_VARS:
+        if os.environ.get(var):
+            return Path(os.environ[var]).absolute()
+    return Path("artifacts").absolute()
+
+
+def _json_friendly(value: Any, depth: int = 0) -> Any:
+    """``value`` converted as W&B converts metadata before storing it: numpy scalars
+    and arrays to Python values and lists, ``datetime``/``date`` to ISO strings,
+    sets to lists, enums that are not also ints or strings to their names,
+    dataclasses to dicts. What else it holds is left for :func:`storable_dict` to
+    judge, and so is anything nested deeper than it accepts (a value that contains
+    itself included: it is refused there, never followed forever here)."""
+    if depth > MAX_USER_VALUE_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _json_friendly(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_json_friendly(v, depth + 1) for v in value) if type(value) in (list, tuple) else value
+    if isinstance(value, (set, frozenset)):
+        return [_json_friendly(v, depth + 1) for v in value]
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum) and not isinstance(value, (int, str)):
+        return value.name
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _json_friendly(dataclasses.asdict(value), depth + 1)
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):  # an ndarray or a numpy scalar
+        return _json_friendly(value.tolist(), depth + 1)
+    return value
+
 
 def check_metadata(metadata: object, what: str = "metadata") -> dict[str, Any]:
-    """Metadata (or a run config) as it will be stored: JSON's rules, int keys
-    converted to strings (see :func:`objstore.storage.objects.storable_dict`)."""
-    return storable_dict(metadata, what)
+    """Metadata (or a run config) as it will be stored: converted as W&B converts it
+    (:func:`_json_friendly`), then JSON's rules, int keys converted to strings (see
+    :func:`objstore.storage.objects.storable_dict`); an artifact's metadata holds at
+    most :data:`MAX_METADATA_KEYS` top-level keys, as W&B's."""
+    if isinstance(metadata, Mapping):
+        metadata = _json_friendly(metadata)
+    out = storable_dict(metadata, what)
+    if what == "metadata" and len(out) > MAX_METADATA_KEYS:
+        raise InvalidInput(f"metadata has {len(out)} keys; an artifact may have at most {MAX_METADATA_KEYS} "
+                           f"(as in W&B): nest them under fewer keys")
+    return out
+
+
+def _same_file(old: Staged, new: Staged) -> bool:
+    """Whether two staged local files hold the same bytes (a re-add that changes nothing)."""
+    if old.kind != FILE or new.kind != FILE or old.source is None or new.source is None or old.size != new.size:
+        return False
+    try:
+        return filecmp.cmp(old.source, new.source, shallow=False)
+    except OSError:
+        return False
 
 
 def _scan_dir(top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]]) -> None:
@@ -168,6 +247,68 @@ _NOT_STORED = {
 }
 
 
+# What modules above this one provide (they build on it, so it cannot import them):
+# "collection" (store, path, type) -> ArtifactCollection, from objstore.api.public;
+# "save_draft" (artifact, project) -> None, from objstore.api.runs.
+_WIRED: dict[str, Callable[..., Any]] = {}
+
+
+def wire(name: str, fn: Callable[..., Any]) -> None:
+    """Register one of :data:`_WIRED`'s providers (done once, when the providing module loads)."""
+    _WIRED[name] = fn
+
+
+def _iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
+
+
+def link_target(target_path: object, entity: str) -> CollectionPath:
+    """The registered model a link target names: ``name`` (in ``<entity>/model-registry``),
+    ``project/name`` or ``entity/project/name``."""
+    parts = target_path.split("/") if isinstance(target_path, str) else []
+    if len(parts) == 1:
+        parts = [entity, REGISTRY_PROJECT, parts[0]]
+    elif len(parts) == 2:
+        parts = [entity, *parts]
+    if len(parts) != 3:
+        raise InvalidName(f"{target_path!r} is not a link target; use <registered model>, or entity/model-registry/<name>")
+    return CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"),
+                          check_name(parts[2], "registered model name"))
+
+
+@dataclass(frozen=True)
+class ArtifactEntry:
+    """One entry of an artifact (W&B's ``ArtifactManifestEntry``): ``path``, ``size``,
+    ``digest`` (the stored file's id), ``ref`` (a reference's URI or a link's target)."""
+
+    path: str
+    size: int
+    kind: str
+    digest: str | None
+    ref: str | None
+    artifact: Artifact = field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def download(self, root: str | os.PathLike[str] | None = None, skip_cache: bool | None = None) -> str:
+        """Write this entry alone under ``root`` (the artifact's default directory if
+        None) and return its absolute path; nothing else of the version is read."""
+        return self.artifact._download_only(root, lambda rel: rel == self.path, self.path)
+
+    def ref_url(self) -> str:
+        """A URL naming this entry of this version: ``objstore-artifact://<version id>/<path>``."""
+        return f"objstore-artifact://{self.artifact.id}/{self.path}"
+
+
+@dataclass(frozen=True)
+class ArtifactManifest:
+    """W&B's manifest: the entries by path."""
+
+    entries: dict[str, ArtifactEntry]
+
+
 class Artifact:
     """A versioned set of files. Build one and log it, or get a logged one from
     :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`.
@@ -194,6 +335,7 @@ class Artifact:
         self._saved_aliases: list[str] = []
         self.aliases: list[str] = []
         self._created = False
+        self._origin: Store | None = None  # the store new_draft() took the entries from
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_") or name in SETTABLE:
@@ -246,6 +388,8 @@ class Artifact:
     def _stage(self, path: str, staged: Staged, overwrite: bool) -> None:
         split_path(path, directory=staged.kind == TREE)  # refuse unsafe names and depths now, before anything is read
         if path in self._staged and not overwrite:
+            if _same_file(self._staged[path], staged):
+                return  # the same path with the same bytes again: nothing changes (as W&B)
             raise InvalidInput(f"{path!r} is already in the artifact; pass overwrite=True to replace it")
         self._staged[path] = staged
 
@@ -336,7 +480,8 @@ class Artifact:
                 progress: Callable[[int], None] | None = None, before_ref: Callable[[], None] | None = None) -> None:
         """Log this draft through :func:`objstore.api.commit.commit_draft` and become the version it made."""
         self._require_draft()
-        draft = Draft(self._name, self.type, self.description, self.metadata, self._staged)
+        self._check_ready_entries(store)
+        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
         resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         self._bind(store, resolved)
         self._created = created
@@ -361,13 +506,15 @@ class Artifact:
         art._name = resolved.collection.name
         art._tmpdir = None
         art._created = False
+        art._origin = None
         art._bind(store, resolved)
         return art
 
     # -- a logged version ---------------------------------------------------
     def _logged(self) -> tuple[Store, ResolvedVersion]:
         if self._store is None or self._resolved is None:
-            raise InvalidInput(f"artifact {self._name} has not been logged yet; log it with run.log_artifact first")
+            raise ArtifactNotLoggedError(f"artifact {self._name} has not been logged yet; log it with run.log_artifact first",
+                                         name="logged", obj=self)
         return self._store, self._resolved
 
     def is_draft(self) -> bool:
@@ -420,39 +567,54 @@ class Artifact:
         return self._logged()[1].version.new_bytes
 
     @property
-    def created_at(self) -> float:
-        return self._logged()[1].version.created_at
-
-    @property
     def source_qualified_name(self) -> str:
         """For a registry entry, the version it links to; else the same as qualified_name."""
         return self._logged()[1].version.label
 
-    def files(self) -> list[ArtifactFile]:
-        """The files of this version, in path order."""
+    def files(self, names: list[str] | None = None, per_page: int = 50) -> list[ArtifactFile]:
+        """The files of this version, in path order; only those at ``names`` if given
+        (as W&B's; ``per_page`` is accepted and ignored: the list is whole)."""
         store, resolved = self._logged()
+        wanted = None if names is None else set(names)
         out = []
         for path, entry in walk_tree(store.odb, resolved.version.tree):
-            out.append(ArtifactFile(path, entry.size, entry.kind, entry.id.hex if entry.id else None, entry.target))
+            if wanted is None or path in wanted:
+                out.append(ArtifactFile(path, entry.size, entry.kind, entry.id.hex if entry.id else None, entry.target))
         return out
 
     def default_root(self) -> Path:
-        return Path("artifacts") / f"{self._name}:{self.version}"
+        """``<artifact dir>/<name>:<version>``, absolute (see :func:`artifact_dir`)."""
+        return artifact_dir() / f"{self._name}:{self.version}"
 
-    def download(self, root: str | os.PathLike[str] | None = None, *, progress: Callable[[int], None] | None = None) -> str:
-        """Materialize the version under ``root`` (default ``./artifacts/<name>:<version>``)
-        and return that directory. Files already there and intact are not rewritten;
-        no link below ``root`` is followed (see :mod:`objstore.files.safepath`)."""
+    def download(self, root: str | os.PathLike[str] | None = None, allow_missing_references: bool = False,
+                 skip_cache: bool | None = None, path_prefix: str | os.PathLike[str] | None = None,
+                 multipart: bool | None = None, *, progress: Callable[[int], None] | None = None) -> str:
+        """Materialize the version under ``root`` (default :meth:`default_root`) and
+        return that directory's absolute path. ``path_prefix`` (``/``-separated, as
+        W&B's) writes only the entries whose path starts with it, and reads nothing
+        else. Files already there and intact are not rewritten; no link below ``root``
+        is followed (see :mod:`objstore.files.safepath`). ``allow_missing_references``,
+        ``skip_cache`` and ``multipart`` are accepted and ignored (a changed reference
+        is always refused; there is no separate cache to skip)."""
+        if path_prefix is None:
+            return self._download_only(root, None, None, progress)
+        prefix = Path(path_prefix).as_posix() if not isinstance(path_prefix, str) else path_prefix
+        return self._download_only(root, lambda rel: rel.startswith(prefix), None, progress)
+
+    def _download_only(self, root: str | os.PathLike[str] | None, only: Callable[[str], bool] | None, one: str | None,
+                       progress: Callable[[int], None] | None = None) -> str:
+        """Materialize what ``only`` accepts (everything if None); the root's absolute
+        path, or that of the entry ``one`` under it."""
         store, resolved = self._logged()
-        target = Path(root) if root is not None else self.default_root()
+        target = (Path(root) if root is not None else self.default_root()).absolute()
         try:
             materialize(store.odb, store.chunker, resolved.version.tree, target, progress=progress, fetch_reference=fetch_reference,
-                        follow_root=root is not None)  # the default directory is objstore's: a link there is not the caller's
+                        follow_root=root is not None, only=only)  # the default directory is objstore's: a link there is not the caller's
         except CorruptObject as exc:
             # The odb knows the damaged object, only we know the version it breaks.
             breaks = tuple(dict.fromkeys((*exc.breaks, resolved.qualified_name, self.source_qualified_name)))
             raise CorruptObject(exc.args[0], object_id=exc.object_id, expected=exc.expected, actual=exc.actual, breaks=breaks) from exc
-        return str(target)
+        return str(target / one) if one is not None else str(target)
 
     def safe_open(self, name: str, framework: str = "np") -> SafetensorsFile:
         """Open the safetensors file ``name`` of this version for lazy reads, as
@@ -474,8 +636,9 @@ class Artifact:
             raise NotFound(f"{target} does not exist; download the artifact first", key=str(target))
         verify(store.odb, store.chunker, resolved.version.tree, target)
 
-    def save(self) -> None:
+    def save(self, project: str | None = None, settings: object = None) -> None:
         """Persist the changes made to ``aliases`` since this object was loaded (or last saved).
+        A draft is logged instead (:meth:`_save_draft`, as W&B).
 
         Only those: an alias added here is pointed at this version (W&B: adding
         an alias moves it), an alias removed here is removed if it still points
@@ -484,6 +647,8 @@ class Artifact:
         move. ``latest`` moves by itself and cannot be added or removed. Checks
         everything before writing anything; afterwards ``aliases`` is re-read.
         """
+        if self._resolved is None:
+            return self._save_draft(project)
         store, resolved = self._logged()
         if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
             raise ArtifactFinalizedError("a logged version's metadata and description are immutable; "
@@ -520,6 +685,189 @@ class Artifact:
         store, resolved = self._logged()
         ids = {resolved.version_id.hex, resolved.object_id.hex}
         return [r for r in iter_runs(store) if ids & set(r.inputs)]
+
+    # -- per-file access and the draft lifecycle (W&B's names) ---------------
+    @property
+    def manifest(self) -> ArtifactManifest:
+        """The entries of the version (or of the draft), by path: W&B's ``manifest.entries``."""
+        if self._resolved is None:
+            return ArtifactManifest({p: ArtifactEntry(p, s.size, s.kind, None, s.entry.target if s.entry else None, self)
+                                     for p, s in sorted(self._staged.items()) if s.kind != TREE})
+        return ArtifactManifest({f.path: ArtifactEntry(f.path, f.size, f.kind, f.digest, f.ref, self) for f in self.files()})
+
+    @property
+    def file_count(self) -> int:
+        return len(self.manifest.entries)
+
+    def get_entry(self, name: str | os.PathLike[str]) -> ArtifactEntry:
+        """The entry at ``name`` of a logged version; KeyError (as W&B) if it holds none there."""
+        self._logged()
+        path = Path(name).as_posix()
+        entry = self.manifest.entries.get(path)
+        if entry is None:
+            raise KeyError(f"Path not contained in artifact {self.name}: {path}")
+        return entry
+
+    def get_path(self, name: str | os.PathLike[str]) -> ArtifactEntry:
+        """W&B's older name for :meth:`get_entry`."""
+        return self.get_entry(name)
+
+    def file(self, root: str | os.PathLike[str] | None = None) -> str:
+        """Download the version's only file and return its absolute path; InvalidInput
+        (a ValueError, as W&B's) when the version holds more than one."""
+        entries = self.manifest.entries
+        if len(entries) != 1:
+            raise InvalidInput(f"{self.name} holds {len(entries)} files, not one; call download() to get them all "
+                               f"or get_entry(name).download() for one")
+        return next(iter(entries.values())).download(root)
+
+    def wait(self, timeout: int | None = None) -> Artifact:
+        """Return this artifact: logging is synchronous here, so a logged one has
+        nothing to wait for; a draft that was never logged raises ArtifactNotLoggedError."""
+        if self._resolved is None:
+            raise ArtifactNotLoggedError(f"'Artifact.wait' used on draft {self._name}: log it with run.log_artifact first",
+                                         name="wait", obj=self)
+        return self
+
+    def new_draft(self) -> Artifact:
+        """A draft holding this version's entries, name (the source collection's, for a
+        registry entry), type, description and metadata: change it and log it as the
+        next version. Its entries are the stored files themselves, so it is logged into
+        the same store (another store is refused)."""
+        store, resolved = self._logged()
+        version = resolved.version
+        draft = Artifact(version.name, type=version.artifact_type, description=version.description,
+                         metadata=dict(version.metadata))
+        entries = list(walk_tree(store.odb, version.tree, include_dirs=True))
+        parents = {p.rsplit("/", 1)[0] for p, _ in entries if "/" in p}
+        for path, entry in entries:
+            if entry.kind != TREE or path not in parents:  # a directory is an entry only when empty
+                draft._staged[path] = Staged(entry.kind, entry.size, entry=entry)
+        draft._origin = store
+        return draft
+
+    def remove(self, item: str | os.PathLike[str] | ArtifactEntry) -> None:
+        """Remove a file from the draft, or every file under a directory; NotFound
+        (a FileNotFoundError, as W&B's) when it holds neither."""
+        if self._resolved is not None:
+            raise ArtifactFinalizedError(f"'Artifact.remove' used on logged artifact {self.name}: a logged version "
+                                         f"is immutable; call new_draft() and remove from that", name="remove", obj=self)
+        path = item.path if isinstance(item, ArtifactEntry) else Path(item).as_posix().strip("/")
+        if path in self._staged:
+            del self._staged[path]
+            return
+        under = [p for p in self._staged if p.startswith(path + "/")]
+        if not under or not path:
+            raise NotFound(f"No such file or directory in artifact {self._name}: {path}", key=path)
+        for p in under:
+            del self._staged[p]
+
+    def link(self, target_path: str, aliases: Iterable[str] | None = None) -> Artifact:
+        """Link this logged version into the registered model ``target_path``
+        (``name``, ``project/name`` or ``entity/project/name``; the entity and the
+        ``model-registry`` project by default) and return the link; no run is recorded
+        as the linker. A draft raises ArtifactNotLoggedError: log it first (or use
+        ``run.link_artifact``, which logs it)."""
+        if self._resolved is None:
+            raise ArtifactNotLoggedError(f"'Artifact.link' used on draft {self._name}: log it first, "
+                                         f"or call run.link_artifact(artifact, target_path)", name="link", obj=self)
+        store, resolved = self._logged()
+        registry = link_target(target_path, resolved.collection.entity)
+        entry, _ = link_version(store, registry, resolved, run=None, aliases=check_aliases(list(aliases or ())))
+        return artifact_of(store, entry)
+
+    @property
+    def state(self) -> str:
+        """W&B's: ``PENDING`` for a draft, ``COMMITTED`` once logged."""
+        return "PENDING" if self._resolved is None else "COMMITTED"
+
+    @property
+    def is_link(self) -> bool:
+        """True for a registry entry (a link to a version of another collection)."""
+        return self._logged()[1].link is not None
+
+    @property
+    def source_entity(self) -> str:
+        return self._logged()[1].version.entity
+
+    @property
+    def source_project(self) -> str:
+        return self._logged()[1].version.project
+
+    @property
+    def source_name(self) -> str:
+        version = self._logged()[1].version
+        return f"{version.name}:v{version.index}"
+
+    @property
+    def source_version(self) -> str:
+        return f"v{self._logged()[1].version.index}"
+
+    @property
+    def collection(self) -> Any:
+        """The collection this version is in (a registry entry: the registered model),
+        as :class:`objstore.api.public.ArtifactCollection`."""
+        return self._collection_of(self._logged()[1].collection)
+
+    @property
+    def source_collection(self) -> Any:
+        """The collection of the version a registry entry links to (else :attr:`collection`)."""
+        v = self._logged()[1].version
+        return self._collection_of(CollectionPath(v.entity, v.project, v.name))
+
+    def _collection_of(self, coll: CollectionPath) -> Any:
+        return _WIRED["collection"](self._logged()[0], coll, self.type)
+
+    @property
+    def source_artifact(self) -> Artifact:
+        """The version a registry entry links to (itself for a version)."""
+        store, resolved = self._logged()
+        if resolved.link is None:
+            return self
+        return artifact_of(store, resolve(store, parse_version_spec(resolved.version.label, entity=None, project=None)))
+
+    @property
+    def linked_artifacts(self) -> list[Artifact]:
+        """The registry entries that link to this version (empty for a link itself)."""
+        store, resolved = self._logged()
+        if resolved.link is not None:
+            return []
+        return [artifact_of(store, resolve(store, parse_version_spec(ref.label, entity=None, project=None)))
+                for ref in iter_version_refs(store, strict=False)
+                if ref.link is not None and ref.version_id == resolved.version_id]
+
+    @property
+    def url(self) -> str:
+        """Where the version is: ``<store url>#<entity>/<project>/<name>:vN`` (no web page here)."""
+        store, resolved = self._logged()
+        return f"{store.location}#{resolved.qualified_name}"
+
+    @property
+    def created_timestamp(self) -> float:
+        """When the version was logged, in seconds since the epoch."""
+        return self._logged()[1].version.created_at
+
+    @property
+    def created_at(self) -> str:
+        """When the version was logged, as an ISO 8601 string in UTC (W&B's form)."""
+        return _iso(self.created_timestamp)
+
+    @property
+    def updated_at(self) -> str:
+        """W&B's: when the version last changed. Content is immutable here, so this is
+        when it was logged, unless annotations edited since say otherwise."""
+        return self.created_at
+
+    def _save_draft(self, project: str | None) -> None:
+        """W&B's ``save()`` of a draft: log it as an output of the current run, or of a
+        run of job type ``auto`` started (in ``project``, if given) and finished for it."""
+        _WIRED["save_draft"](self, project)
+
+    def _check_ready_entries(self, store: Store) -> None:
+        origin = getattr(self, "_origin", None)
+        if origin is not None and origin is not store and origin.location != store.location:
+            raise InvalidInput(f"draft {self._name} was made by new_draft() from {origin.location}; "
+                               f"its files are stored there: log it into that store")
 
     def __repr__(self) -> str:
         if self._resolved is None:

@@ -32,7 +32,8 @@ from objstore.storage.trees import build_tree
 
 @dataclass(slots=True)
 class Staged:
-    """One entry of a draft: a local file to ingest, or a ready entry (reference, symlink, empty directory)."""
+    """One entry of a draft: a local file to ingest, or a ready entry (reference, symlink, empty
+    directory, or a file already stored: ``Artifact.new_draft`` stages a version's files so)."""
 
     kind: str
     size: int
@@ -67,8 +68,7 @@ def store_staged(store: Store, staged: dict[str, Staged], progress: Callable[[in
     files: list[tuple[str, FileObject, int]] = []
     try:
         for path, item in sorted(staged.items()):
-            if item.kind == FILE:
-                assert item.source is not None
+            if item.kind == FILE and item.source is not None:
                 mode = item.source.stat().st_mode & 0o777
                 files.append((path, chunk_file(item.source, store.chunker, store.odb, progress), mode))
         store.odb.flush()  # chunks and packs first: the write order
@@ -80,7 +80,7 @@ def store_staged(store: Store, staged: dict[str, Staged], progress: Callable[[in
         fid = store.odb.put_object(fobj)
         leaves[path] = TreeEntry("", FILE, fobj.size, fid, mode)
     for path, item in staged.items():
-        if item.kind != FILE:
+        if item.kind != FILE or item.source is None:
             assert item.entry is not None
             leaves[path] = item.entry
     return build_tree(store.odb, leaves)

@@ -16,19 +16,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
-from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
+from objstore.api.artifact import SETTABLE as ARTIFACT_SETTABLE
+from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version, wire
 from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
 from objstore.api.runrecord import create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
-from objstore.errors import InvalidInput, InvalidName, UnsupportedError, UsageError, WrongType
+from objstore.errors import InvalidInput, UnsupportedError, UsageError, WrongType
 from objstore.files.references import is_uri
-from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
+from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, check_tags, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 from objstore.storage.keys import run_ref
-from objstore.storage.objects import FILE, REFERENCE, RunRecord, storable_text
+from objstore.storage.objects import RunRecord, storable_text
+from objstore.storage.trees import walk_tree
 
 
 class Run:
@@ -44,6 +46,14 @@ class Run:
     """
 
     disabled = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every public attribute a Run has is set in __init__; anything else a script
+        # sets (a typo, a W&B attribute objstore does not keep) raises, never lost.
+        if not name.startswith("_") and name not in RUN_ATTRIBUTES:
+            raise UnsupportedError(f"Run has no attribute {name!r} to set; the settable ones are "
+                                   f"{', '.join(sorted(RUN_SETTABLE))} (config values go in run.config)")
+        object.__setattr__(self, name, value)
 
     def __init__(self, store: Store, *, entity: str, project: str, name: str | None, config: dict[str, Any] | None,
                  job_type: str | None, id: str | None, tags: tuple[str, ...] = (), notes: str | None = None,
@@ -94,7 +104,7 @@ class Run:
 
     def _with_values(self, record: RunRecord) -> RunRecord:
         """``record`` holding this run's config, summary, tags, notes and group as they are now."""
-        return replace(record, config={**record.config, **self.config.as_dict()},
+        return replace(record, name=self.name, config={**record.config, **self.config.as_dict()},
                        summary={**record.summary, **self.summary.as_dict()},
                        tags=tuple(self.tags), notes=self.notes or None, group=self.group or None)
 
@@ -122,11 +132,17 @@ class Run:
 
     # -- artifacts ------------------------------------------------------
     def log_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
-                     type: str | None = None, aliases: list[str] | None = None, *,
+                     type: str | None = None, aliases: list[str] | None = None, tags: list[str] | None = None, *,
                      progress: Callable[[int], None] | None = None) -> Artifact:
-        """Log an Artifact (or a path, as a new artifact) as this run's output."""
+        """Log an Artifact (or a path, as a new artifact) as this run's output.
+        ``tags`` are checked by W&B's tag rule and added to the version's tags
+        (``Artifact.tags`` + ``save``); while artifacts store no tags they are
+        refused (UnsupportedError, before anything is written)."""
         self._check_open()
         wanted = check_aliases(aliases)
+        if check_tags(tags) and "tags" not in ARTIFACT_SETTABLE:
+            raise UnsupportedError("log_artifact(tags=…): objstore does not store artifact tags yet; "
+                                   "put them in metadata or use aliases")
         if isinstance(artifact_or_path, Artifact):
             art = artifact_or_path
             if art.is_draft():  # aliases set on the draft are given to the version too, as in W&B
@@ -137,6 +153,9 @@ class Run:
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
         self._update(with_output(logged_version(art)[1].version_id))
+        if tags:  # only reached once artifacts store tags (see the check above): W&B's tags= as art.tags + save()
+            setattr(art, "tags", list(dict.fromkeys([*getattr(art, "tags", []), *check_tags(tags)])))  # noqa: B010  (Artifact.tags is annotations' to add)
+            art.save()
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
@@ -157,9 +176,15 @@ class Run:
             art.add_file(text)
         return art
 
-    def use_artifact(self, artifact_or_name: Artifact | str, type: str | None = None) -> Artifact:
-        """Mark a logged version as this run's input and return it (not yet downloaded)."""
+    def use_artifact(self, artifact_or_name: Artifact | str, type: str | None = None,
+                     aliases: list[str] | None = None, use_as: str | None = None) -> Artifact:
+        """Mark a logged version as this run's input and return it (not yet downloaded).
+        A draft is logged first, as this run's output (as W&B). ``aliases`` are
+        pointed at the version used (W&B: moved there). ``use_as`` is accepted and ignored."""
         self._check_open()
+        wanted = check_aliases(aliases)
+        if isinstance(artifact_or_name, Artifact) and artifact_or_name.is_draft():
+            self.log_artifact(artifact_or_name)
         if isinstance(artifact_or_name, Artifact):
             store, resolved = logged_version(artifact_or_name)
             art = artifact_or_name
@@ -170,22 +195,20 @@ class Run:
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
         self._update(with_input(resolved.version_id))
+        if wanted:
+            art.aliases = list(dict.fromkeys([*art.aliases, *wanted]))
+            art.save()
         return art
 
     def link_artifact(self, artifact: Artifact, target_path: str, aliases: list[str] | None = None) -> Artifact:
-        """Link a logged version into a collection elsewhere (typically ``<entity>/model-registry/<name>``)."""
+        """Link a logged version into a collection elsewhere (typically ``<entity>/model-registry/<name>``).
+        A draft is logged first, as this run's output (as W&B)."""
         self._check_open()
         wanted = check_aliases(aliases)
+        registry = link_target(target_path, self.entity)
+        if artifact.is_draft():
+            self.log_artifact(artifact)
         _, resolved = logged_version(artifact)
-        parts = target_path.split("/") if isinstance(target_path, str) else []
-        if len(parts) == 1:
-            parts = [self.entity, REGISTRY_PROJECT, parts[0]]
-        elif len(parts) == 2:
-            parts = [self.entity, *parts]
-        if len(parts) != 3:
-            raise InvalidName(f"{target_path!r} is not a link target; use <registered model>, or entity/model-registry/<name>")
-        registry = CollectionPath(check_name(parts[0], "entity"), check_name(parts[1], "project"),
-                                  check_name(parts[2], "registered model name"))
         self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
         linked = artifact_of(self.store, entry)
@@ -213,8 +236,9 @@ class Run:
                   progress: Callable[[int], None] | None = None) -> str:
         """Download a logged model and mark it as this run's input.
 
-        Returns the path: the file itself when the version holds exactly one
-        file, else the directory. Raises WrongType if the artifact is not a model.
+        Returns the absolute path: the entry itself (a file or a directory) when the
+        version holds exactly one top-level entry, as W&B's, else the directory.
+        Raises WrongType if the artifact is not a model.
         """
         self._check_open()
         spec = parse_version_spec(name, entity=self.entity, project=self.project)
@@ -225,9 +249,9 @@ class Run:
         art = artifact_of(self.store, resolved)
         self._update(with_input(resolved.version_id))
         directory = Path(art.download(root, progress=progress))
-        files = art.files()
-        if len(files) == 1 and files[0].kind in (FILE, REFERENCE):
-            return str(directory / files[0].path)
+        top = {path.split("/", 1)[0] for path, _ in walk_tree(self.store.odb, resolved.version.tree, include_dirs=True)}
+        if len(top) == 1:
+            return str(directory / top.pop())
         return str(directory)
 
     def link_model(self, path: str | os.PathLike[str], registered_model_name: str, name: str | None = None,
@@ -322,6 +346,10 @@ class DisabledRun(Run):
         _forget(self)
 
 
+# What a script may set on a run (stored with the run's next change), and every public attribute.
+RUN_SETTABLE = frozenset({"name", "notes", "tags", "group"})
+RUN_ATTRIBUTES = RUN_SETTABLE | {"store", "entity", "project", "id", "job_type", "config", "summary"}
+
 # The current run: what objstore.run, objstore.log() and the other module-level calls act on.
 _current: Run | None = None
 
@@ -349,8 +377,10 @@ def _check_choice(value: object, allowed: tuple[object, ...], what: str) -> None
         raise UsageError(f"{what}={value!r} is not one of {shown}")
 
 
-def _check_modes(mode: object, resume: object, reinit: object, dir: object, resume_from: object, fork_from: object) -> None:
-    """Refuse what ``init`` cannot honour among its choices, before anything is written."""
+def _check_modes(mode: Any, resume: object, reinit: object, dir: object, resume_from: object, fork_from: object) -> Any:
+    """Refuse what ``init`` cannot honour among its choices, before anything is written;
+    return the mode (``$WANDB_MODE`` when none is given: the argument wins, as in W&B)."""
+    mode = mode if mode is not None else os.environ.get("WANDB_MODE") or None
     for value, unsupported in ((resume_from, "resume_from"), (fork_from, "fork_from")):
         if value is not None:
             raise UnsupportedError(f"init({unsupported}=…) is not offered: objstore keeps no step history to "
@@ -360,6 +390,7 @@ def _check_modes(mode: object, resume: object, reinit: object, dir: object, resu
     _check_choice(reinit, REINITS, "reinit")
     if dir is not None and not isinstance(dir, str | os.PathLike):
         raise UsageError(f"dir must be a path, not {type(dir).__name__}")
+    return mode
 
 
 def _check_tags(tags: object) -> tuple[str, ...]:
@@ -400,7 +431,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
     ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
     ``config_include_keys``/``config_exclude_keys``), ``tags``, ``notes``, ``group``.
-    ``mode``: ``"online"``, ``"offline"`` and ``"shared"`` behave alike (local or bucket); ``"disabled"`` gives a run whose
+    ``mode`` (default ``$WANDB_MODE``): ``"online"``, ``"offline"``, ``"shared"`` alike; ``"disabled"`` gives a run whose
     calls do nothing and opens no store. ``resume``: ``"never"`` refuses an id in
     use, ``"must"`` an id not in use; otherwise an existing id resumes that run.
     ``reinit``: ``"return_previous"`` returns the current unfinished run,
@@ -419,7 +450,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     True
     """
     global _current
-    _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
+    mode = _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
     entity = check_name(entity, "entity") if entity is not None else default_entity()
     project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
     values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")
@@ -455,14 +486,15 @@ def log(data: dict[str, Any], step: int | None = None, commit: bool | None = Non
 
 
 def log_artifact(artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None, type: str | None = None,
-                 aliases: list[str] | None = None) -> Artifact:
+                 aliases: list[str] | None = None, tags: list[str] | None = None) -> Artifact:
     """:meth:`Run.log_artifact` of the current run."""
-    return _require_run("log_artifact").log_artifact(artifact_or_path, name, type, aliases)
+    return _require_run("log_artifact").log_artifact(artifact_or_path, name, type, aliases, tags)
 
 
-def use_artifact(artifact_or_name: Artifact | str, type: str | None = None) -> Artifact:
+def use_artifact(artifact_or_name: Artifact | str, type: str | None = None, aliases: list[str] | None = None,
+                 use_as: str | None = None) -> Artifact:
     """:meth:`Run.use_artifact` of the current run."""
-    return _require_run("use_artifact").use_artifact(artifact_or_name, type)
+    return _require_run("use_artifact").use_artifact(artifact_or_name, type, aliases, use_as)
 
 
 def log_model(path: str | os.PathLike[str], name: str | None = None, aliases: list[str] | None = None) -> Artifact:
@@ -485,3 +517,17 @@ def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
     """Finish the current run, if there is one (W&B's ``wandb.finish``)."""
     if _current is not None:
         _current.finish(exit_code, quiet)
+
+
+def _save_draft(artifact: Artifact, project: str | None) -> None:
+    """W&B's ``Artifact.save()`` of a draft: log it in the current run, or in a run of
+    job type ``auto`` started (in ``project``, if given) and finished for it."""
+    run = _current
+    if run is not None and not run.disabled:
+        run.log_artifact(artifact)
+        return
+    with init(project=project, job_type="auto", reinit="create_new") as auto:
+        auto.log_artifact(artifact)
+
+
+wire("save_draft", _save_draft)

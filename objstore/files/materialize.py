@@ -149,8 +149,10 @@ def materialize(
     progress: Progress | None = None,
     fetch_reference: ReferenceFetcher | None = None,
     follow_root: bool = True,
+    only: Callable[[str], bool] | None = None,
 ) -> list[Path]:
     """Write the tree under ``root``; files already there and intact are left alone.
+    ``only``: write just the entries whose path it accepts (nothing else is read; links judged over the whole tree).
 
     ``follow_root=False`` when the root is objstore's default, not the caller's
     (see :meth:`objstore.files.safepath.Destination.open`).
@@ -161,6 +163,7 @@ def materialize(
     """
     entries = list(walk_tree(odb, tree_id, include_dirs=True))  # validates every name before anything is written
     check_symlinks(entries)
+    entries = entries if only is None else [(rel, entry) for rel, entry in entries if only(rel)]
     paths: list[Path] = []
     symlinks: list[tuple[Parts, str, str]] = []
     with Destination.open(root, follow_root=follow_root) as dest:

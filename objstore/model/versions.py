@@ -55,7 +55,16 @@ from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alia
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
+from objstore.storage.keys import (
+    alias_ref,
+    collection_prefix,
+    digest_ref,
+    has_ref_shape,
+    parse_ref_key,
+    ref_key_parts,
+    refs_prefix,
+    version_ref,
+)
 from objstore.storage.objects import Link, RunRecord, Version
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
@@ -160,6 +169,9 @@ def check_ref(store: Store, key: str, oid: ObjectId | None) -> None:
     """
     ref = parse_ref_key(key)
     if ref is None:
+        if has_ref_shape(key):  # laid out as a ref, but a part is no encoded name
+            raise CorruptObject(f"ref {key} has a name objstore never writes (not encoded as keys.encode_name "
+                                f"encodes names); refusing to use it", object_id=key)
         return
     try:
         check_name(ref.entity, "entity")
@@ -208,7 +220,12 @@ def list_versions(store: Store, coll: CollectionPath) -> list[tuple[int, ObjectI
 
 def list_aliases(store: Store, coll: CollectionPath) -> dict[str, ObjectId]:
     prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
-    return {ref.rsplit("/", 1)[-1]: oid for ref, oid in store.refs.iter_refs(prefix)}
+    out = {}
+    for ref, oid in store.refs.iter_refs(prefix):
+        parsed = parse_ref_key(ref)  # decodes the alias (keys.encode_name)
+        if parsed is not None and parsed.kind == "alias":
+            out[parsed.tail] = oid
+    return out
 
 
 def aliases_for(store: Store, coll: CollectionPath, oid: ObjectId) -> list[str]:

@@ -20,12 +20,25 @@ Layout (the same on every backend)::
 
 Invariant: no other module spells a prefix or takes a key apart by hand; they
 ask the builders and parsers below, so the layout can change in one place.
+
+Names in ref keys (entity, project, collection, alias, run id) are encoded by
+:func:`encode_name`: the characters ``A-Z a-z 0-9 _ - .`` stand for themselves,
+every other byte of the name's UTF-8 is ``%XX``, and so is a leading ``.``
+(``..`` is ``%2E.``, ``.hidden`` is ``%2Ehidden``). So no name can be ``.``,
+``..``, empty or hold a ``/`` once in a key, whatever W&B's wider name rules
+allow, and non-ASCII names are the same bytes on every backend (no Unicode
+normalisation by a file system). The names objstore accepted before the rules
+widened (``[A-Za-z0-9._-]``, not starting with ``.``) encode to themselves, so
+keys of older stores are unchanged; ``%`` was never allowed, so decoding is exact.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import quote, unquote
 
+from objstore.errors import InvalidName
 from objstore.storage.ids import ObjectId
 
 PACKS = "packs/"
@@ -164,10 +177,37 @@ def tracked_ref_of(key: str) -> str | None:
 
 # -- ref names ---------------------------------------------------------------
 
+# The longest an encoded name may be: one path component on every local file system.
+MAX_ENCODED_NAME = 255
+_SAFE = "_-."  # with the ASCII letters and digits, what quote() leaves alone here
+_ENCODED = re.compile(r"(?:[A-Za-z0-9_.-]|%[0-9A-F]{2})+")
+
+
+def encode_name(name: str) -> str:
+    """``name`` as it appears in a key (see the module docstring); InvalidName when
+    the encoded form is longer than :data:`MAX_ENCODED_NAME` bytes."""
+    out = quote(name, safe=_SAFE, encoding="utf-8", errors="strict").replace("~", "%7E")  # quote keeps "~" always
+    if out.startswith("."):
+        out = "%2E" + out[1:]
+    if not out or len(out) > MAX_ENCODED_NAME:
+        raise InvalidName(f"name {name[:40]!r}{'…' if len(name) > 40 else ''} is {len(out)} bytes once encoded for "
+                          f"storage; the most is {MAX_ENCODED_NAME} (non-ASCII characters take 6 to 12): shorten it")
+    return out
+
+
+def decode_name(part: str) -> str:
+    """The name a key part spells; InvalidName for a part :func:`encode_name` never writes."""
+    if not _ENCODED.fullmatch(part):
+        raise InvalidName(f"{part!r} is not an encoded name")
+    name = unquote(part, encoding="utf-8", errors="strict")
+    if encode_name(name) != part:
+        raise InvalidName(f"{part!r} is not how objstore encodes the name {name!r}")
+    return name
+
 def refs_prefix(entity: str | None = None, project: str | None = None) -> str:
     """The listing prefix of every ref, of one entity's, or of one project's
     (``project`` counts only with ``entity``)."""
-    return REFS + (f"{entity}/" if entity else "") + (f"{project}/" if entity and project else "")
+    return REFS + (f"{encode_name(entity)}/" if entity else "") + (f"{encode_name(project)}/" if entity and project else "")
 
 
 def reflog_prefix(ref: str) -> str:
@@ -190,23 +230,23 @@ def ref_display(key: str) -> str:
 
 
 def collection_prefix(entity: str, project: str, name: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/"
+    return f"{REFS}{encode_name(entity)}/{encode_name(project)}/{encode_name(name)}/"
 
 
 def version_ref(entity: str, project: str, name: str, index: int) -> str:
-    return f"{REFS}{entity}/{project}/{name}/versions/v{index}"
+    return f"{collection_prefix(entity, project, name)}versions/v{index}"
 
 
 def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/aliases/{alias}"
+    return f"{collection_prefix(entity, project, name)}aliases/{encode_name(alias)}"
 
 
 def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
-    return f"{REFS}{entity}/{project}/{name}/digests/{digest_hex}"
+    return f"{collection_prefix(entity, project, name)}digests/{digest_hex}"
 
 
 def run_ref(entity: str, project: str, run_id: str) -> str:
-    return f"{REFS}{entity}/{project}/runs/{run_id}"
+    return f"{refs_prefix(entity, project)}runs/{encode_name(run_id)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,22 +268,40 @@ _NAMESPACES = {"versions": "version", "aliases": "alias", "digests": "digest"}
 
 
 def parse_ref_key(key: str) -> RefKey | None:
-    """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``; None for any other key."""
+    """Parse ``refs/e/p/n/{versions,aliases,digests}/x`` or ``refs/e/p/runs/id``, names decoded;
+    None for any other key (a part that is no encoded name included: not objstore's)."""
     if not key.startswith(REFS):
         return None
     parts = key[len(REFS):].split("/")
-    if len(parts) == 5 and parts[3] in _NAMESPACES:
-        return RefKey(key, _NAMESPACES[parts[3]], parts[0], parts[1], parts[2], parts[4])
-    if len(parts) == 4 and parts[2] == "runs":
-        return RefKey(key, "run", parts[0], parts[1], "", parts[3])
+    try:
+        if len(parts) == 5 and parts[3] in _NAMESPACES:
+            tail = decode_name(parts[4]) if parts[3] == "aliases" else parts[4]
+            return RefKey(key, _NAMESPACES[parts[3]], decode_name(parts[0]), decode_name(parts[1]), decode_name(parts[2]), tail)
+        if len(parts) == 4 and parts[2] == "runs":
+            return RefKey(key, "run", decode_name(parts[0]), decode_name(parts[1]), "", decode_name(parts[3]))
+    except InvalidName:
+        return None
     return None
 
 
+def has_ref_shape(key: str) -> bool:
+    """Whether ``key`` has the shape of a ref of the layout (whatever its parts spell):
+    such a key that :func:`parse_ref_key` refuses holds a name objstore never encodes so."""
+    parts = key[len(REFS):].split("/") if key.startswith(REFS) else []
+    return (len(parts) == 5 and parts[3] in _NAMESPACES) or (len(parts) == 4 and parts[2] == "runs")
+
+
 def ref_key_parts(key: str) -> list[str] | None:
-    """The ``/``-separated parts of a key under ``refs/``, the prefix removed;
-    None for a key outside ``refs/``. For listings that want what lies under a
-    prefix (projects, collections) rather than one ref kind."""
-    return key[len(REFS):].split("/") if key.startswith(REFS) else None
+    """The ``/``-separated parts of a key under ``refs/``, the prefix removed, each
+    name decoded; None for a key outside ``refs/`` or with a part no name encodes
+    to. For listings that want what lies under a prefix (projects, collections)
+    rather than one ref kind."""
+    if not key.startswith(REFS):
+        return None
+    try:
+        return [decode_name(p) for p in key[len(REFS):].split("/")]
+    except InvalidName:
+        return None
 
 
 def ref_label(ref: RefKey) -> str:

@@ -1,0 +1,200 @@
+"""W&B documentation snippets, run with only ``import wandb`` changed to
+``import objstore as wandb`` (the store comes from ``$OBJSTORE_DIR``, W&B's server
+setting's stand-in). Each snippet is W&B's code as its docs show it (artifacts,
+partial download, new versions from old, registry links, updating aliases, Api
+browsing, the log-models page); the files it reads are made first, and what it
+printed or returned is checked after.
+
+Snippets for deleting, TTL and editing metadata/description after logging belong
+with those features (tests of annotations and deletion), not here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import objstore
+
+SNIPPETS: dict[str, str] = {
+    "construct and log an artifact": """
+        import wandb
+
+        run = wandb.init(project="artifacts-example", job_type="add-dataset")
+        artifact = wandb.Artifact(name="example_artifact", type="dataset")
+        artifact.add_file(local_path="./dataset.h5", name="training_dataset")
+        artifact.add_dir(local_path="./images", name="images")
+        run.log_artifact(artifact)
+        run.finish()
+    """,
+    "save a draft without log_artifact": """
+        import wandb
+
+        artifact = wandb.Artifact(name="saved_artifact", type="dataset")
+        artifact.add_file(local_path="./dataset.h5")
+        artifact.save()
+    """,
+    "download and use an artifact": """
+        import wandb
+
+        run = wandb.init(project="artifacts-example", job_type="use-dataset")
+        artifact = run.use_artifact("example_artifact:latest")
+        datadir = artifact.download()
+        print(datadir)
+        run.finish()
+    """,
+    "download part of an artifact": """
+        import wandb
+
+        run = wandb.init(project="artifacts-example")
+        artifact = run.use_artifact("example_artifact:latest")
+        entry = artifact.get_entry("training_dataset")
+        print(entry.download())
+        print(artifact.download(path_prefix="images/"))
+        run.finish()
+    """,
+    "wait for a logged artifact": """
+        import wandb
+
+        with wandb.init(project="artifacts-example") as run:
+            artifact = wandb.Artifact("waited", type="dataset")
+            with artifact.new_file("notes.txt", mode="w") as f:
+                f.write("hello")
+            run.log_artifact(artifact)
+            artifact.wait()
+            print(artifact.version)
+    """,
+    "new version from an existing one": """
+        import wandb
+
+        run = wandb.init(project="artifacts-example", job_type="incremental")
+        saved_artifact = run.use_artifact("example_artifact:latest")
+        draft_artifact = saved_artifact.new_draft()
+        draft_artifact.add_file("file_to_add.txt")
+        draft_artifact.remove("images")
+        run.log_artifact(draft_artifact)
+        run.finish()
+    """,
+    "update aliases after logging": """
+        import wandb
+
+        api = wandb.Api()
+        artifact = api.artifact("artifacts-example/example_artifact:v0")
+        artifact.aliases.append("best")
+        artifact.save()
+    """,
+    "link to the registry": """
+        import wandb
+
+        run = wandb.init(entity="charlie", project="registry-example")
+        artifact = wandb.Artifact(name="my_model", type="model")
+        artifact.add_file(local_path="model.pt")
+        run.log_artifact(artifact)
+        run.link_artifact(artifact=artifact, target_path="charlie/model-registry/best-model", aliases=["staging"])
+        run.finish()
+    """,
+    "link a draft with Artifact.link after logging": """
+        import wandb
+
+        with wandb.init(entity="charlie", project="registry-example") as run:
+            artifact = wandb.Artifact(name="other_model", type="model")
+            artifact.add_file(local_path="model.pt")
+            logged = run.log_artifact(artifact)
+        logged.link(target_path="charlie/model-registry/other-model", aliases=["production"])
+    """,
+    "log, use and link a model (the log-models page)": """
+        import wandb
+
+        config = {"optimizer": "adam", "loss": "categorical_crossentropy"}
+        run = wandb.init(entity="charlie", project="mnist-experiments", config=config)
+        loss = run.config["loss"]
+        run.log_model(path="./model.h5", name="MNIST")
+        run.finish()
+
+        run = wandb.init(project="mnist-experiments", entity="charlie")
+        downloaded_model_path = run.use_model(name="MNIST:latest")
+        print(downloaded_model_path)
+        run.link_model(path="./model.h5", registered_model_name="MNIST-registered")
+        run.finish()
+    """,
+    "browse with the Api": """
+        import wandb
+
+        api = wandb.Api(overrides={"entity": "charlie", "project": "mnist-experiments"})
+        for project in api.projects():
+            print("project", project.name)
+        for run in api.runs("charlie/mnist-experiments"):
+            print("run", run.name, run.config)
+        artifact = api.artifact("MNIST:latest", type="model")
+        for f in artifact.files():
+            print("file", f.name, f.size)
+        collection = api.artifact_collection(type_name="model", name="MNIST")
+        for version in collection.artifacts():
+            print("version", version.name, version.aliases)
+        print("exists", api.artifact_exists("MNIST:v0"), api.artifact_exists("MNIST:v7"))
+        print("types", [t.name for t in api.artifact_types()])
+        versions = api.artifacts(type_name="model", name="charlie/mnist-experiments/MNIST")
+        print("count", len(versions), versions[0].created_at)
+    """,
+    "catch W&B's errors": """
+        import wandb
+
+        api = wandb.Api()
+        try:
+            api.artifact("artifacts-example/no-such-artifact:latest")
+        except wandb.errors.CommError as e:
+            print("CommError")
+    """,
+}
+
+
+def _run(code: str) -> str:
+    source = textwrap.dedent(code).replace("import wandb\n", "import objstore as wandb\n", 1)
+    assert "objstore" in source
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(source, "<snippet>", "exec"), {"__name__": "__snippet__"})  # noqa: S102  (the snippets above)
+    objstore.finish()
+    return out.getvalue()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OBJSTORE_DIR", str(tmp_path / "store"))
+    monkeypatch.delenv("OBJSTORE_ARTIFACT_DIR", raising=False)
+    monkeypatch.delenv("WANDB_ARTIFACT_DIR", raising=False)
+    (tmp_path / "dataset.h5").write_bytes(b"h5" * 1000)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "0.png").write_bytes(b"png0")
+    (tmp_path / "images" / "1.png").write_bytes(b"png1")
+    (tmp_path / "file_to_add.txt").write_text("added")
+    (tmp_path / "model.pt").write_bytes(b"torch")
+    (tmp_path / "model.h5").write_bytes(b"keras")
+    return tmp_path
+
+
+def test_every_snippet_runs_in_order(workdir: Path) -> None:
+    outputs = {label: _run(code) for label, code in SNIPPETS.items()}
+    api = objstore.Api(workdir / "store", project="artifacts-example")
+    assert outputs["download and use an artifact"].strip() == str(workdir / "artifacts" / "example_artifact:v0")
+    part = outputs["download part of an artifact"].split()
+    assert part == [str(workdir / "artifacts" / "example_artifact:v0" / "training_dataset"),
+                    str(workdir / "artifacts" / "example_artifact:v0")]
+    assert outputs["wait for a logged artifact"].strip() == "v0"
+    v1 = api.artifact("example_artifact:v1")
+    assert sorted(f.name for f in v1.files()) == ["file_to_add.txt", "training_dataset"]
+    assert "best" in api.artifact("example_artifact:v0").aliases
+    assert api.artifact_exists("uncategorized/saved_artifact:v0")  # a run of job type auto, in the default project
+    assert "staging" in api.artifact("charlie/model-registry/best-model:latest").aliases
+    assert "production" in api.artifact("charlie/model-registry/other-model:v0").aliases
+    assert outputs["log, use and link a model (the log-models page)"].strip() == str(workdir / "artifacts" / "MNIST:v0" / "model.h5")
+    browse = outputs["browse with the Api"].splitlines()
+    assert "project mnist-experiments" in browse and "file model.h5 5" in browse and "exists True False" in browse
+    assert "types ['model']" in browse and any(line.startswith("version MNIST:v0 ['latest']") for line in browse)
+    assert sum(line.startswith("run ") for line in browse) == 2
+    assert outputs["catch W&B's errors"].strip() == "CommError"

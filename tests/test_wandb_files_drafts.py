@@ -1,0 +1,259 @@
+"""Porting from W&B: per-file access, the draft lifecycle, and the public Api's shape.
+
+- ``get_entry``/``get_path``, ``manifest.entries``, ``files(names=)``, ``file()``,
+  ``download(path_prefix=)`` and ``entry.download()`` write only what was asked for
+  (the other files' chunks are not even read: they are deleted from the store first);
+- ``download()``/``use_model()`` return absolute paths under ``$OBJSTORE_ARTIFACT_DIR``,
+  else ``$WANDB_ARTIFACT_DIR``, else ``./artifacts``; ``use_model`` of one top-level
+  entry returns it, a file or a directory (as W&B, which lists the download);
+- drafts: ``wait``, ``new_draft``, ``remove``, re-adding the same bytes, logging on
+  ``use_artifact``/``link_artifact``, ``Artifact.link``; ``use_artifact(aliases=)``;
+- ``Api(overrides=)``, collections, types, runs, projects; version properties;
+- errors by W&B's names (``CommError`` for what is missing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import objstore
+from objstore import errors
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "model"
+    (d / "sub").mkdir(parents=True)
+    (d / "config.json").write_text('{"layers": 2}')
+    (d / "weights.bin").write_bytes(os.urandom(300_000))
+    (d / "sub" / "a.txt").write_text("a")
+    (d / "sub" / "b.txt").write_text("b")
+    return d
+
+
+@pytest.fixture
+def logged(tmp_path: Path, model_dir: Path) -> objstore.Artifact:
+    with objstore.init(entity="e", project="p", store=tmp_path / "store") as run:
+        art = objstore.Artifact("m", type="model")
+        art.add_dir(str(model_dir))
+        return run.log_artifact(art)
+
+
+def _bytes_read(store: Path, fn: Callable[[objstore.Artifact], object]) -> int:
+    """Bytes the store's backend returned while ``fn`` ran on a freshly opened copy of e/p/m:v0."""
+    api = objstore.Api(store)
+    art = api.artifact("e/p/m:v0")
+    before = api.store.backend.stats.bytes_received
+    fn(art)
+    return api.store.backend.stats.bytes_received - before
+
+
+def test_entries_manifest_and_files(logged: objstore.Artifact) -> None:
+    entries = logged.manifest.entries
+    assert sorted(entries) == ["config.json", "sub/a.txt", "sub/b.txt", "weights.bin"]
+    assert entries["weights.bin"].size == 300_000 and entries["weights.bin"].digest
+    assert logged.get_entry("sub/a.txt") == logged.get_path("sub/a.txt")
+    assert logged.get_entry("sub/a.txt").ref_url().endswith("/sub/a.txt")
+    with pytest.raises(KeyError):
+        logged.get_entry("nope")
+    assert [(f.name, f.size) for f in logged.files(names=["sub/b.txt", "config.json"])] == [("config.json", 13), ("sub/b.txt", 1)]
+    assert logged.file_count == 4
+    with pytest.raises(ValueError, match="holds 4 files"):
+        logged.file()
+    with pytest.raises(errors.ArtifactNotLoggedError):
+        objstore.Artifact("x", type="t").get_entry("a")
+
+
+def test_partial_downloads_read_only_what_was_asked_for(logged: objstore.Artifact, tmp_path: Path) -> None:
+    small = logged.get_entry("sub/a.txt").download(str(tmp_path / "one"))
+    assert small == str(tmp_path / "one" / "sub" / "a.txt") and Path(small).read_text() == "a"
+    assert sorted(p.name for p in (tmp_path / "one").rglob("*") if p.is_file()) == ["a.txt"]
+    root = logged.download(str(tmp_path / "sub"), path_prefix="sub/")
+    assert sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file()) == ["sub/a.txt", "sub/b.txt"]
+    # weights.bin is 300 kB of random bytes: a download that read it would show them.
+    store = tmp_path / "store"
+    everything = _bytes_read(store, lambda a: a.download(str(tmp_path / "all")))
+    assert everything > 300_000
+    assert _bytes_read(store, lambda a: a.get_entry("config.json").download(str(tmp_path / "c"))) < 100_000
+    assert _bytes_read(store, lambda a: a.download(str(tmp_path / "p"), path_prefix="sub")) < 100_000
+    assert _bytes_read(store, lambda a: a.download(str(tmp_path / "w"), path_prefix="weights")) > 300_000
+
+
+def test_downloads_are_absolute_and_honour_the_artifact_dir_variables(logged: objstore.Artifact, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert logged.download() == str(tmp_path / "artifacts" / "m:v0")
+    monkeypatch.setenv("WANDB_ARTIFACT_DIR", "wb")
+    assert logged.download() == str(tmp_path / "wb" / "m:v0")
+    monkeypatch.setenv("OBJSTORE_ARTIFACT_DIR", str(tmp_path / "ours"))
+    assert logged.download() == str(tmp_path / "ours" / "m:v0")
+    assert Path(logged.get_entry("config.json").download()).read_text() == '{"layers": 2}'
+    monkeypatch.chdir(tmp_path / "ours")
+    assert logged.download("rel") == str(tmp_path / "ours" / "rel")
+
+
+def test_use_model_returns_the_one_top_level_entry(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with objstore.init(entity="e", project="p", store=tmp_path / "store") as run:
+        run.log_model(str(model_dir / "config.json"), name="one-file")
+        one_dir = objstore.Artifact("one-dir", type="model")
+        one_dir.add_dir(str(model_dir / "sub"), name="sub")
+        run.log_artifact(one_dir)
+        run.log_model(str(model_dir), name="many")
+        assert run.use_model("one-file") == str(tmp_path / "artifacts" / "one-file:v0" / "config.json")
+        assert run.use_model("one-dir") == str(tmp_path / "artifacts" / "one-dir:v0" / "sub")
+        assert run.use_model("many") == str(tmp_path / "artifacts" / "many:v0")
+        single = objstore.Api(tmp_path / "store", entity="e", project="p").artifact("one-file")
+        assert single.file(str(tmp_path / "f")) == str(tmp_path / "f" / "config.json")
+
+
+def test_draft_lifecycle(tmp_path: Path, model_dir: Path) -> None:
+    with objstore.init(entity="e", project="p", store=tmp_path / "store") as run:
+        art = objstore.Artifact("d", type="dataset")
+        with pytest.raises(errors.ArtifactNotLoggedError):
+            art.wait()
+        art.add_file(str(model_dir / "config.json"))
+        art.add_file(str(model_dir / "config.json"))  # the same bytes again: nothing changes
+        (tmp_path / "other.json").write_text("other")
+        with pytest.raises(errors.InvalidInput, match="overwrite"):
+            art.add_file(str(tmp_path / "other.json"), name="config.json")
+        art.add_dir(str(model_dir / "sub"), name="sub")
+        art.remove("sub/b.txt")
+        with pytest.raises(FileNotFoundError):
+            art.remove("nothing")
+        assert sorted(art.manifest.entries) == ["config.json", "sub/a.txt"]
+        assert art.state == "PENDING"
+        run.log_artifact(art)
+        assert art.wait() is art and art.state == "COMMITTED"
+        with pytest.raises(errors.ArtifactFinalizedError):
+            art.remove("config.json")
+
+        draft = art.new_draft()
+        assert draft.is_draft() and draft.name == "d" and sorted(draft.manifest.entries) == ["config.json", "sub/a.txt"]
+        draft.remove("sub")
+        draft.add_file(str(tmp_path / "other.json"))
+        v1 = run.log_artifact(draft)
+        assert v1.version == "v1" and sorted(v1.manifest.entries) == ["config.json", "other.json"]
+        assert Path(v1.download(str(tmp_path / "v1"))).joinpath("config.json").read_text() == '{"layers": 2}'
+
+        # use_artifact / link_artifact of a draft log it first
+        used = objstore.Artifact("u", type="dataset")
+        used.add_file(str(tmp_path / "other.json"))
+        assert run.use_artifact(used, aliases=["picked"]).version == "v0"
+        assert "picked" in objstore.Api(tmp_path / "store").artifact("e/p/u:latest").aliases
+        linked_draft = objstore.Artifact("l", type="model")
+        linked_draft.add_file(str(model_dir / "config.json"))
+        link = run.link_artifact(linked_draft, "Registered")
+        assert link.is_link and link.qualified_name == "e/model-registry/Registered:v0"
+        assert linked_draft.version == "v0"
+    with pytest.raises(errors.InvalidInput, match="new_draft"):
+        with objstore.init(entity="e", project="p", store=tmp_path / "elsewhere") as other:
+            other.log_artifact(art.new_draft())
+
+
+def test_artifact_link_and_version_properties(logged: objstore.Artifact) -> None:
+    link = logged.link("Best", aliases=["prod"])
+    assert link.is_link and not logged.is_link and "prod" in link.aliases
+    assert link.source_qualified_name == "e/p/m:v0" and link.source_name == "m:v0" and link.source_version == "v0"
+    assert (link.source_entity, link.source_project) == ("e", "p")
+    assert link.source_artifact.qualified_name == "e/p/m:v0"
+    assert link.collection.qualified_name == "e/model-registry/Best" and link.source_collection.qualified_name == "e/p/m"
+    assert [a.version for a in logged.collection.artifacts()] == ["v0"]
+    assert [a.qualified_name for a in logged.linked_artifacts] == ["e/model-registry/Best:v0"]
+    assert dt.datetime.fromisoformat(logged.created_at).tzinfo is not None and logged.updated_at == logged.created_at
+    assert logged.url.endswith("#e/p/m:v0") and logged.state == "COMMITTED"
+    with pytest.raises(errors.ArtifactNotLoggedError):
+        objstore.Artifact("x", type="t").link("Best")
+
+
+def test_metadata_is_converted_as_w_and_b_converts_it(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+    meta = {"acc": np.float32(0.5), "n": np.int64(3), "arr": np.arange(3), "when": when, "day": dt.date(2024, 5, 1),
+            "s": {1}, "nested": {"m": np.array([[1.5]])}}
+    with objstore.init(entity="e", project="p", store=tmp_path / "s") as run:
+        art = run.log_model(str(tmp_path / "f"), name="m", metadata=meta)
+    assert art.metadata == {"acc": 0.5, "n": 3, "arr": [0, 1, 2], "when": when.isoformat(), "day": "2024-05-01",
+                            "s": [1], "nested": {"m": [[1.5]]}}
+    with pytest.raises(errors.InvalidInput, match="at most 100"):
+        objstore.Artifact("m", type="model", metadata={str(i): i for i in range(101)})
+
+
+def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    api = objstore.Api({"entity": "e", "project": "p"}, store=store)
+    assert api.artifact("m").qualified_name == "e/p/m:v0"
+    assert api.artifact_exists("m:v0") and api.artifact_exists("m", type="model")
+    assert not api.artifact_exists("m:v9") and not api.artifact_exists("m", type="dataset")
+    assert not api.artifact_exists("bad name/x/y/z") and not api.artifact_exists("a b")
+    coll = api.artifact_collection("model", "m")
+    assert (coll.name, coll.type, coll.aliases, coll.description, coll.tags) == ("m", "model", ("latest",), None, [])
+    assert [a.version for a in coll.artifacts()] == ["v0"]
+    with pytest.raises(errors.UnsupportedError):
+        coll.description = "x"
+    coll.save()
+    assert api.artifact_collection_exists("m", type="model") and not api.artifact_collection_exists("m", type="dataset")
+    assert not api.artifact_collection_exists("nope", type="model")
+    with pytest.raises(errors.CommError):
+        api.artifact_collection("model", "nope")
+    with pytest.raises(errors.CommError):
+        api.artifact("nope")
+    assert [t.name for t in api.artifact_types()] == ["model"] and api.artifact_type("model").collections() == [coll]
+    assert [a.version for a in api.artifacts("model", "m")] == ["v0"]
+    run_path = logged.logged_by_path
+    assert run_path is not None
+    run_id = run_path.split("/")[-1]
+    assert api.run(run_id).path == api.run(f"p/{run_id}").path == api.run(run_path).path == run_path
+    assert [r.id for r in api.runs("e/p")] == [run_id] and [r.id for r in api.runs()] == [run_id]
+    assert [p.name for p in api.projects()] == ["p"] and api.project("p").name == "p"
+    entity, project = api.projects()[0]
+    assert (entity, project) == ("e", "p")
+    assert objstore.Api(store).artifact("e/p/m").version == "v0"  # the store as the first argument, as before
+    coll.delete()
+    assert not api.artifact_collection_exists("m", type="model")
+
+
+def test_errors_carry_w_and_b_names() -> None:
+    assert issubclass(errors.NotFound, errors.CommError) and issubclass(errors.BackendError, errors.CommError)
+    assert issubclass(errors.CommError, errors.Error) and issubclass(errors.UsageError, errors.Error)
+    assert issubclass(errors.ArtifactNotLoggedError, errors.ArtifactStatusError)
+    assert issubclass(errors.AuthenticationError, errors.CommError)
+    for name in ("WaitTimeoutError", "TooFewItemsError", "TooManyItemsError"):
+        assert issubclass(getattr(errors, name), errors.ObjstoreError)
+
+
+def test_wandb_mode_and_unknown_run_attributes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    run = objstore.init(entity="e", project="p", store=tmp_path / "s")
+    assert run.disabled and not (tmp_path / "s").exists()
+    run.finish()
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(errors.UsageError, match="mode"):
+        objstore.init(entity="e", project="p", store=tmp_path / "s")
+    assert objstore.init(entity="e", project="p", store=tmp_path / "s", mode="offline").disabled is False
+    objstore.finish()
+    monkeypatch.delenv("WANDB_MODE")
+    with objstore.init(entity="e", project="p", store=tmp_path / "s") as live:
+        live.name = "renamed"
+        live.tags = ("a",)
+        with pytest.raises(errors.UnsupportedError, match="lr"):
+            live.lr = 0.1  # type: ignore[attr-defined]
+        live.log({"x": 1})
+    assert objstore.Api(tmp_path / "s").run(live.path).name == "renamed"
+
+
+def test_log_artifact_tags_are_checked_and_never_dropped(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with objstore.init(entity="e", project="p", store=tmp_path / "s") as run:
+        with pytest.raises(errors.InvalidName):
+            run.log_artifact(str(tmp_path / "f"), name="a", type="t", tags=["bad/tag"])
+        if "tags" not in objstore.api.artifact.SETTABLE:
+            with pytest.raises(errors.UnsupportedError, match="tags"):
+                run.log_artifact(str(tmp_path / "f"), name="a", type="t", tags=["ok tag"])
+        assert not objstore.Api(tmp_path / "s").artifact_exists("e/p/a")
