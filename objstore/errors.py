@@ -13,6 +13,13 @@ class ObjstoreError(Exception):
     """Base of every error objstore raises on purpose."""
 
 
+class CommError(ObjstoreError):
+    """W&B's name for a failure to reach the store or to find something in it: W&B
+    raises it for a missing artifact, collection or run (what the server answered),
+    objstore for :class:`NotFound` and :class:`BackendError`, so
+    ``except wandb.errors.CommError`` catches what it catches in a W&B script."""
+
+
 class UsageError(ObjstoreError):
     """W&B's name for a call made wrongly (a bad argument, a call before ``init``):
     ``except wandb.errors.UsageError`` catches objstore's bad-input errors too."""
@@ -35,6 +42,10 @@ class InvalidInput(UsageError, ValueError):
 
 class ArtifactStatusError(ObjstoreError, AttributeError):
     """W&B's: an artifact in the wrong state (draft or logged) for what was asked."""
+
+
+class ArtifactNotLoggedError(ArtifactStatusError, InvalidInput):
+    """W&B's: a call that needs a logged version, made on a draft (``get_entry``, ``files``…)."""
 
 
 class ArtifactFinalizedError(ArtifactStatusError, InvalidInput):
@@ -167,3 +178,8 @@ def _short(value: bytes | None) -> str:
         return "nothing"
     text = value.decode("utf-8", "replace").strip()
     return text[:16] or "a deleted ref"
+
+
+class VersionInUse(CommError, InvalidInput):
+    """A version that cannot be deleted as asked: it still has aliases (W&B's server
+    refuses that too, a ``CommError`` there) or a registered model links to it."""
