@@ -27,9 +27,9 @@ bucket_references.register()
 
 __version__ = "0.1.0"
 
-__all__ = ["Api", "Artifact", "ArtifactCollection", "ArtifactFile", "ArtifactTTL", "Remote", "Run", "RunInfo", "RunValues", "Store", "clone",
-           "errors", "fetch", "finish", "init", "link_model", "log", "log_artifact", "log_model", "pull", "push", "remote_add",
-           "remote_list", "remote_remove", "use_artifact", "use_model", "__version__"]
+__all__ = ["Api", "Artifact", "ArtifactCollection", "ArtifactFile", "ArtifactTTL", "Remote", "Run", "RunInfo", "RunValues", "Store",
+           "clone", "errors", "fetch", "finish", "init", "link_model", "log", "log_artifact", "log_model", "pull", "push",
+           "remote_add", "remote_list", "remote_remove", "use_artifact", "use_model", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from objstore.errors import CorruptObject, InvalidInput, NotFound, VersionInUse
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse
 from objstore.model.annotations import drop_collection_annotations, drop_version_annotations, iter_ttls
 from objstore.model.inventory import iter_version_refs
 from objstore.model.names import LATEST, CollectionPath
@@ -111,7 +111,11 @@ def _remove_entry(store: Store, entry: ResolvedVersion, why: str) -> tuple[str, 
     raw = store.refs.read_raw(ref)
     if not raw or decode_value(ref, raw) != entry.object_id:
         raise NotFound(f"{entry.qualified_name} is already deleted", key=ref)
-    store.refs.set_if_equals(ref, raw, None, f"v{entry.index} {why}")  # Conflict if someone else deleted it meanwhile
+    try:
+        store.refs.set_if_equals(ref, raw, None, f"v{entry.index} {why}")
+    except Conflict:
+        # A version ref only ever changes to a tombstone (repair aside): another process deleted it first.
+        raise NotFound(f"{entry.qualified_name} is already deleted", key=ref) from None
     removed = []
     # Read after the tombstone: an alias set onto it meanwhile goes too.
     for alias in aliases_for(store, coll, entry.object_id):
