@@ -12,6 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import objstore
 from objstore import errors
@@ -21,7 +23,7 @@ from objstore.model.deletion import expire_versions
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import list_versions
-from objstore.storage.keys import ANNOTATIONS
+from objstore.storage.keys import ANNOTATIONS, collection_prefix
 
 
 def log(store: Path | str, tmp_path: Path, content: bytes, name: str = "m", aliases: list[str] | None = None) -> objstore.Artifact:
@@ -203,7 +205,7 @@ RACER = textwrap.dedent('''
     from pathlib import Path
     import objstore
     from objstore import errors
-    store, go, role, seconds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    store, go, role, seconds, work = sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5]
     while not go.exists():
         time.sleep(0.001)
     end = time.time() + seconds
@@ -211,17 +213,17 @@ RACER = textwrap.dedent('''
     while time.time() < end:
         try:
             if role == "log":
-                f = Path(store + f"-{os.getpid()}.bin")
+                f = Path(work, f"m-{os.getpid()}.bin")
                 f.write_bytes(os.urandom(20_000) + str(n).encode())
                 with objstore.init(entity="e", project="p", store=store) as run:
                     run.log_model(str(f), name="m")
             elif role == "use":
                 with objstore.init(entity="e", project="p", store=store) as run:
-                    run.use_model("m:latest", root=store + f"-use-{os.getpid()}")
+                    run.use_model("m:latest", root=str(Path(work, f"use-{os.getpid()}")))
             else:
                 versions = objstore.Api(store=store).artifact_versions(None, "e/p/m")
-                if len(versions) > 1:
-                    versions[0].delete(delete_aliases=True)
+                if len(versions) > 1:  # one deleter takes the oldest, one the newest (latest moves back)
+                    versions[0 if role == "delete-old" else -1].delete(delete_aliases=True)
         except errors.NotFound:
             pass  # deleted under us: the race this test is about
         n += 1
@@ -231,8 +233,8 @@ RACER = textwrap.dedent('''
 def _delete_race(store: str, tmp_path: Path, seconds: float) -> None:
     log(store, tmp_path, os.urandom(20_000))
     go = tmp_path / "go"
-    roles = ["log", "log", "use", "delete", "delete"]
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, store, str(go), role, str(seconds)],
+    roles = ["log", "log", "use", "delete-old", "delete-new"]
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, store, str(go), role, str(seconds), str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "OBJSTORE_QUIET": "1"}) for role in roles]
     time.sleep(1.0)
@@ -244,6 +246,8 @@ def _delete_race(store: str, tmp_path: Path, seconds: float) -> None:
     report = fsck(opened)
     assert report.ok, report.problems
     versions = list_versions(opened, CollectionPath("e", "p", "m"))
+    deleted = [i for i in opened.backend.iter_prefix(collection_prefix("e", "p", "m") + "versions/") if i.size == 0]
+    assert deleted and versions, "the race deleted nothing, or left nothing"
     latest = api(store).artifact("e/p/m:latest")
     assert latest.version == f"v{versions[-1][0]}"  # latest is the newest version left
     collect_garbage(opened, grace_seconds=0)
@@ -259,3 +263,43 @@ def test_delete_racing_use_model_and_log_model_leaves_fsck_clean_local(tmp_path:
 @pytest.mark.s3
 def test_delete_racing_use_model_and_log_model_leaves_fsck_clean_s3(s3_bucket_url: str, tmp_path: Path) -> None:
     _delete_race(s3_bucket_url, tmp_path, seconds=6)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(["log", "delete"]), st.integers(0, 3)), min_size=1, max_size=12))
+def test_numbers_are_never_reused_and_latest_is_the_newest_left(tmp_path: Path, steps: list[tuple[str, int]]) -> None:
+    """Against a model: logging content k (0..3) and deleting the k-th version left,
+    in any order: each new version gets a number above every number given before,
+    content already held is found again, deleted content is new again, and
+    ``latest`` is the newest version left."""
+    s = tmp_path / f"s{time.time_ns()}"
+    given_numbers: list[int] = []
+    live: dict[int, int] = {}  # number -> content
+    for op, k in steps:
+        if op == "log":
+            art = log(s, tmp_path, b"content %d" % k)
+            n = int(art.version[1:])
+            held = [num for num, c in live.items() if c == k]
+            if held:
+                assert not art.created and n == held[0]
+            else:
+                assert art.created and n > max(given_numbers, default=-1)
+                given_numbers.append(n)
+                live[n] = k
+        elif live:
+            n = sorted(live)[k % len(live)]
+            api(s).artifact(f"e/p/m:v{n}").delete(delete_aliases=True)
+            del live[n]
+        if live:
+            assert api(s).artifact("e/p/m:latest").version == f"v{max(live)}"
+        elif given_numbers:
+            with pytest.raises(errors.NotFound):
+                api(s).artifact("e/p/m:latest")
+    if given_numbers:
+        assert fsck(Store.open_existing(s)).ok
+
+
+@pytest.mark.parametrize("call", ["delete", "unlink", "annotation_history"])
+def test_a_draft_has_nothing_to_delete(call: str) -> None:
+    with pytest.raises(errors.ArtifactNotLoggedError, match=call):
+        getattr(objstore.Artifact("d", type="dataset"), call)()

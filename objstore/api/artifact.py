@@ -619,7 +619,7 @@ class Artifact:
     def annotation_history(self) -> list[AnnotationEdit]:
         """Every edit of this version's annotations since it was logged, oldest first:
         who, when, and each field's old and new value (objstore's; W&B keeps none)."""
-        store, resolved = self._logged()
+        store, resolved = self._logged_for("annotation_history")
         return annotation_history(store, resolved)
 
     # -- deleting --------------------------------------------------------------
@@ -629,14 +629,19 @@ class Artifact:
         model links to it. On a registry link, only the link goes (:meth:`unlink`).
         Its number is never given again; ``objstore gc`` frees its bytes after its
         grace period (see :mod:`objstore.model.deletion`)."""
-        store, resolved = self._logged()
+        store, resolved = self._logged_for("delete")
         self._deleted_as(delete_version(store, resolved, delete_aliases=delete_aliases))
 
     def unlink(self) -> None:
         """Remove this registry link from its registered model (W&B's); the version it
         links to stays. InvalidInput (a ValueError, as W&B's) if this is no link."""
-        store, resolved = self._logged()
+        store, resolved = self._logged_for("unlink")
         self._deleted_as(unlink(store, resolved))
+
+    def _logged_for(self, what: str) -> tuple[Store, ResolvedVersion]:
+        if self._resolved is None:
+            raise ArtifactNotLoggedError(f"'Artifact.{what}' used on draft {self._name}: log it first", name=what, obj=self)
+        return self._logged()
 
     def _deleted_as(self, done: DeletedVersion) -> None:
         self._saved_aliases = []

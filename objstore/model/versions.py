@@ -477,6 +477,11 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
             store.refs.set_if_equals(ref, raw, nxt, f"v{j} is the newest version")
         except Conflict:
             continue
+        if store.refs.read_raw(nxt_ref) == b"":
+            # Deleted meanwhile. Its deleter tombstones, then looks at latest; this moves
+            # latest, then looks at the tombstone: one of the two sees the other, so
+            # latest never stays on a deleted version.
+            retreat_latest(store, coll, nxt)
     raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
 
 
