@@ -172,6 +172,13 @@ def test_a_stale_state_of_a_deleted_collection_is_not_shown(store: Path, tmp_pat
     s.backend.put(annotation_key("e", "p", "m", 0), state)  # as a crash during the delete would leave it
     fresh = api_artifact(store)
     assert fresh.tags == [] and fresh.annotation_history() == []
+    fresh.tags = ["new"]
+    fresh.save()
+    fresh.description = "again"
+    fresh.save()
+    history = api_artifact(store).annotation_history()  # the stale state's entries are not among them
+    assert [[(c.field, c.old, c.new) for c in h.changes] for h in history] == [
+        [("tags", [], ["new"])], [("description", None, "again")]]
 
 
 def test_annotation_keys_parse_back() -> None:

@@ -6,7 +6,7 @@ metadata it was logged with never change. Edits live beside it, under a mutable
 key of their own (:mod:`objstore.storage.keys`)::
 
     annotations/<entity>/<project>/<name>/v<N>/state            the edited fields (a document)
-    annotations/<entity>/<project>/<name>/v<N>/log/<revision>   one edit each (create-only)
+    annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>   one edit each (create-only)
 
 Invariants:
 
@@ -20,7 +20,8 @@ Invariants:
   add or remove tags) re-applied to the freshly read state on every attempt, so
   concurrent edits of different keys and tags all land, and edits of the same
   field land in some order, every one recorded: none is lost.
-- History: every revision ``r`` of a state has the log entry ``log/<r>`` (who,
+- History: every revision ``r`` of a state has the log entry ``log/<r>-<id>``
+  (``<id>``: the version object's, so a stale state's entries are never taken for these; who,
   when, and each changed field's old and new value). The writer of ``r`` writes
   it create-only after its swap; the writer of ``r + 1`` first writes ``r``'s from
   the state (which keeps its last edit) if it is missing, and readers add the
@@ -256,11 +257,11 @@ def _edit_of(doc: object) -> AnnotationEdit | None:
         return None
 
 
-def _write_log(store: Store, coll: CollectionPath, index: int, last: object) -> None:
+def _write_log(store: Store, coll: CollectionPath, index: int, vid: ObjectId, last: object) -> None:
     """Write the log entry of the edit ``last`` (a state's last edit) unless it is there."""
     edit = _edit_of(last)
     if edit is not None:
-        key = annotation_log_key(coll.entity, coll.project, coll.name, index, edit.revision)
+        key = annotation_log_key(coll.entity, coll.project, coll.name, index, edit.revision, vid.hex)
         store.backend.put_if_absent(key, _pack(_edit_doc(edit)))  # create-only: one entry per revision
 
 
@@ -281,7 +282,7 @@ def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: s
         if not changes:
             return now
         if doc is not None:
-            _write_log(store, coll, index, doc.get("last"))  # the previous writer's, if it died before writing it
+            _write_log(store, coll, index, vid, doc.get("last"))  # the previous writer's, if it died before writing it
         done = AnnotationEdit(now.revision + 1, time.time(), who or store.refs.who, tuple(changes))
         new = _pack({"format": FORMAT, "version": vid.raw, "revision": done.revision, "fields": fields,
                      "last": _edit_doc(done)})
@@ -296,7 +297,7 @@ def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: s
                 store.backend.compare_and_swap(key, raw, new)
         except Conflict:
             continue
-        _write_log(store, coll, index, _edit_doc(done))
+        _write_log(store, coll, index, vid, _edit_doc(done))
         return _shown(entry, _unpack(key, new))
     raise Conflict(key, None, None, f"the annotations of {entry.qualified_name} kept changing under {attempts} "
                                     "attempts; retry later")
@@ -310,13 +311,15 @@ def annotation_history(store: Store, entry: ResolvedVersion) -> list[AnnotationE
         return []
     found: dict[int, AnnotationEdit] = {}
     for info in store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index)):
+        if not info.key.endswith(f"-{vid.hex[:16]}"):
+            continue  # a stale state's (another object's) edits
         try:
             edit = _edit_of(msgpack.unpackb(store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES), raw=False,
                                             strict_map_key=False))
         except (NotFound, CorruptObject, ValueError, TypeError, msgpack.UnpackException):
             continue  # a damaged entry must not hide the others
         if edit is not None and edit.revision <= doc["revision"]:
-            found[edit.revision] = edit  # entries above the state's revision are a stale state's
+            found[edit.revision] = edit
     last = _edit_of(doc.get("last"))
     if last is not None:
         found[last.revision] = last

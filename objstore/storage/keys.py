@@ -18,7 +18,7 @@ Layout (the same on every backend)::
     remotes/<remote>/refs/...                         what fetch last saw of its refs
     quarantine/<key>                                  damaged keys repair moved aside
     annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
-    annotations/<entity>/<project>/<name>/v<N>/log/<revision>  one annotation edit each (create-only)
+    annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>  one annotation edit each (create-only)
 
 Invariant: no other module spells a prefix or takes a key apart by hand; they
 ask the builders and parsers below, so the layout can change in one place.
@@ -251,9 +251,11 @@ def annotation_log_prefix(entity: str, project: str, name: str, index: int) -> s
     return f"{annotations_prefix(entity, project, name)}v{index}/log/"
 
 
-def annotation_log_key(entity: str, project: str, name: str, index: int, revision: int) -> str:
-    """The create-only key of the edit that made ``revision`` of v<index>'s annotations."""
-    return f"{annotation_log_prefix(entity, project, name, index)}{revision:012d}"
+def annotation_log_key(entity: str, project: str, name: str, index: int, revision: int, version_hex: str) -> str:
+    """The create-only key of the edit that made ``revision`` of the annotations of
+    v<index>, the version object ``version_hex``: a collection deleted and logged
+    again under the same name numbers its edits anew, never into an old entry."""
+    return f"{annotation_log_prefix(entity, project, name, index)}{revision:012d}-{version_hex[:16]}"
 
 
 @dataclass(frozen=True, slots=True)
