@@ -1,5 +1,5 @@
 """Commands over artifacts and models: init, log-model, use-model, link-model, ls,
-log, show, alias, delete. Each is a few lines over the library; the store and
+log, show, alias, delete, annotations. Each is a few lines over the library; the store and
 the shared options come from :mod:`cli.context`."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from objstore.api.artifact import Artifact, artifact_of
 from objstore.api.naming import new_run_id
 from objstore.api.public import Api
 from objstore.errors import CorruptObject, NotFound
-from objstore.model.deletion import delete_collection
+from objstore.model.annotations import annotation_history, read_annotations
+from objstore.model.deletion import delete_collection, delete_version
 from objstore.model.names import (
     check_alias,
     check_aliases,
@@ -330,33 +331,87 @@ def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | 
 
 @click.command("delete")
 @click.argument("name")
+@click.option("--delete-aliases", is_flag=True, help="Deleting one version: remove its aliases with it (else refused while it has any).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @project_option
 @entity_option
 @json_option
 @pass_state
-def delete_cmd(state: State, name: str, yes: bool, project: str | None, entity: str | None, as_json: bool) -> None:
-    """Delete a whole collection's refs; 'objstore gc' then frees its unique bytes.
+def delete_cmd(state: State, name: str, delete_aliases: bool, yes: bool, project: str | None, entity: str | None,
+               as_json: bool) -> None:
+    """Delete a whole collection (NAME), or one version (NAME:SELECTOR; a registry
+    entry is unlinked); 'objstore gc' then frees the bytes no longer used. A
+    deleted version's number is never given again.
 
     \b
     Example:
       objstore delete old-experiment --yes && objstore gc
+      objstore delete mnist:v3 --delete-aliases --yes
     """
-    if ":" in name:
-        raise click.BadParameter("delete removes a whole collection; give its name without ':'", param_hint="NAME")
     ent, proj = names(entity, project)
-    coll = parse_version_spec(name, entity=ent, project=proj).collection
+    spec = parse_version_spec(name, entity=ent, project=proj)
+    what = f"{spec.collection}:{spec.selector}" if ":" in name else f"every version of {spec.collection}"
     if not yes:
         if not sys.stdin.isatty():
-            raise click.UsageError(f"refusing to delete {coll} without confirmation; pass --yes")
-        click.confirm(f"delete every version of {coll}?", abort=True, err=True)
-    result = delete_collection(state.store(), coll)
+            raise click.UsageError(f"refusing to delete {what} without confirmation; pass --yes")
+        click.confirm(f"delete {what}?", abort=True, err=True)
+    if ":" in name:
+        done = delete_version(state.store(), resolve(state.store(), spec), delete_aliases=delete_aliases)
+        if as_json:
+            out.emit_json({"version": done.version, "aliases": list(done.aliases), "unlinked": done.unlinked})
+        else:
+            click.echo(f"{'unlinked' if done.unlinked else 'deleted'} {done.version}"
+                       + (f" and its aliases {', '.join(done.aliases)}" if done.aliases else "")
+                       + ("" if done.unlinked else "; run 'objstore gc' to free its bytes"))
+        return
+    if delete_aliases:
+        raise click.BadParameter("--delete-aliases is for one version (NAME:SELECTOR); a collection goes whole",
+                                 param_hint="--delete-aliases")
+    result = delete_collection(state.store(), spec.collection)
     if as_json:
         out.emit_json({"collection": result.collection, "versions": result.versions, "refs": result.refs})
     else:
         click.echo(f"deleted {result.collection} ({result.versions} versions); run 'objstore gc' to free its bytes")
 
 
+@click.command("annotations")
+@click.argument("name")
+@project_option
+@entity_option
+@json_option
+@pass_state
+def annotations_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show a version's annotations (description, tags, ttl, metadata) and every edit
+    of them since it was logged: who, when, old -> new.
+
+    \b
+    Example:
+      objstore annotations mnist:v1
+    """
+    ent, proj = names(entity, project)
+    entry = resolve(state.store(), parse_version_spec(name, entity=ent, project=proj))
+    shown = read_annotations(state.store(), entry)
+    history = annotation_history(state.store(), entry)
+    data: dict[str, Any] = {
+        "version": entry.qualified_name, "description": shown.description, "metadata": shown.metadata,
+        "tags": list(shown.tags), "ttl": shown.ttl,
+        "history": [{"revision": h.revision, "when": h.when, "who": h.who,
+                     "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in h.changes]} for h in history],
+    }
+    if as_json:
+        out.emit_json(data)
+        return
+    click.echo(f"{data['version']}")
+    click.echo(f"description {shown.description if shown.description is not None else '-'}")
+    click.echo(f"tags        {', '.join(shown.tags) or '-'}")
+    click.echo(f"ttl         {'inherited (none)' if shown.ttl == 'inherit' else 'none' if shown.ttl is None else f'{shown.ttl} s'}")
+    for h in history:
+        click.echo(f"r{h.revision}  {out.when(h.when)}  {h.who}")
+        for c in h.changes:
+            click.echo(f"    {c.field}: {c.old!r} -> {c.new!r}")
+
+
 COMMANDS: tuple[click.Command, ...] = (
     init_cmd, log_model_cmd, use_model_cmd, link_model_cmd, ls_cmd, log_cmd, show_cmd, alias_cmd, delete_cmd,
+    annotations_cmd,
 )

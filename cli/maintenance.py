@@ -15,6 +15,7 @@ from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
 from objstore.maintenance.repair import repair_from as repair
 from objstore.maintenance.stats import disk_usage
+from objstore.model.deletion import expire_versions
 from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
@@ -193,17 +194,23 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
 @pass_state
 def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> None:
     """Remove what no ref or reflog reaches (two-phase, never anything younger than the grace period).
+    First deletes the versions whose ttl has passed (their bytes go like any deleted version's).
 
     \b
     Example:
       objstore gc --dry-run
       objstore gc
     """
+    expiry = expire_versions(state.store(), dry_run=dry_run)
     report = collect_garbage(state.store(), grace_seconds=GC_GRACE_SECONDS if grace is None else grace, dry_run=dry_run)
     if as_json:
-        out.emit_json(report.to_dict())
+        out.emit_json({**report.to_dict(), "expired": [d.version for d in expiry.expired]})
         return
     prefix = "would " if dry_run else ""
+    for d in expiry.expired:
+        click.echo(f"{prefix}expire {d.version} (its ttl has passed)")
+    for name, why in expiry.kept:
+        click.echo(f"warning: {name} is past its ttl but kept: {why}", err=True)
     click.echo(f"reachable: {report.reachable_objects} objects, {report.reachable_chunks} chunks")
     click.echo(f"{prefix}mark {report.packs_marked} pack(s) and {report.objects_marked} object(s) ({human_bytes(report.bytes_marked)}); "
                f"{prefix}rewrite {report.packs_rewritten} pack(s) ({report.chunks_copied} chunks copied)")

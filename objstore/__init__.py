@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from objstore import errors
-from objstore.api.artifact import Artifact, ArtifactEntry, ArtifactFile
+from objstore.api.artifact import Artifact, ArtifactEntry, ArtifactFile, ArtifactTTL
 from objstore.api.public import Api, ArtifactCollection, ArtifactType, Project
 from objstore.api.runconfig import RunValues
 from objstore.api.runinfo import RunInfo
@@ -27,7 +27,7 @@ bucket_references.register()
 
 __version__ = "0.1.0"
 
-__all__ = ["Api", "Artifact", "ArtifactCollection", "ArtifactEntry", "ArtifactFile", "ArtifactType", "Project",
+__all__ = ["Api", "Artifact", "ArtifactCollection", "ArtifactEntry", "ArtifactFile", "ArtifactTTL", "ArtifactType", "Project",
            "Remote", "Run", "RunInfo", "RunValues", "Store", "clone",
            "errors", "fetch", "finish", "init", "link_model", "log", "log_artifact", "log_model", "pull", "push", "remote_add",
            "remote_list", "remote_remove", "use_artifact", "use_model", "__version__"]

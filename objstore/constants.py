@@ -101,6 +101,10 @@ MAX_PACK_BYTES = 256 * MiB
 MAX_REF_BYTES = 4 * KiB
 MAX_REFLOG_ENTRY_BYTES = 64 * KiB
 MAX_CONFIG_BYTES = 64 * KiB
+# A version's annotation state (objstore.model.annotations): its edited metadata and
+# description (each at most MAX_USER_VALUE_BYTES) and tags, and its last edit, which
+# names the old and new value of each field it changed: six such values at most.
+MAX_ANNOTATION_BYTES = 6 * MAX_USER_VALUE_BYTES + MiB
 # Anything else read whole (nothing objstore stores is larger than a pack).
 MAX_VALUE_BYTES = MAX_PACK_BYTES
 

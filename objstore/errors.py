@@ -210,3 +210,8 @@ def _short(value: bytes | None) -> str:
         return "nothing"
     text = value.decode("utf-8", "replace").strip()
     return text[:16] or "a deleted ref"
+
+
+class VersionInUse(CommError, InvalidInput):
+    """A version that cannot be deleted as asked: it still has aliases (W&B's server
+    refuses that too, a ``CommError`` there) or a registered model links to it."""

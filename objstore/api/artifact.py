@@ -8,6 +8,12 @@ Shaped like W&B's ``wandb.Artifact``::
     run.log_artifact(art, aliases=["raw"])
     art.version, art.digest            # "v0", the tree id
     art.aliases.append("best"); art.save()
+    art.description = "tuned"; art.tags = ["prod"]; art.ttl = timedelta(days=30); art.save()
+    art.delete(delete_aliases=True)
+
+A logged version's content and digest never change; its description, metadata,
+tags and ttl are annotations kept beside it (:mod:`objstore.model.annotations`),
+edited by ``save()`` and recorded in :meth:`Artifact.annotation_history`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +50,20 @@ from objstore.files.lazytensors import SafetensorsFile, open_safetensors
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
 from objstore.files.safepath import directory_lookup, resolve_link
+from objstore.model.annotations import (
+    INHERIT,
+    AnnotationEdit,
+    Annotations,
+    Edit,
+    annotation_history,
+    check_description,
+    check_tags,
+    check_ttl,
+    edit_annotations,
+    read_annotations,
+    same_value,
+)
+from objstore.model.deletion import DeletedVersion, delete_version, unlink
 from objstore.model.inventory import iter_version_refs
 from objstore.model.names import LATEST, REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
 from objstore.model.store import Store
@@ -53,6 +75,7 @@ from objstore.model.versions import (
     resolve,
     set_alias,
 )
+from objstore.storage.keys import version_ref
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
 from objstore.storage.trees import entry_at, split_path, walk_tree
 
@@ -235,13 +258,18 @@ class _DirScan:
         return st
 
 
+class ArtifactTTL(Enum):
+    """W&B's: ``artifact.ttl = ArtifactTTL.INHERIT`` drops a version's own ttl (there
+    is no team default here, so an inherited ttl never expires it)."""
+
+    INHERIT = 0
+
+
 # The public attributes an Artifact stores when assigned; every other assignment
 # raises (Artifact.__setattr__), so nothing set by a script is silently lost.
-SETTABLE = ("aliases", "description", "metadata")
+SETTABLE = ("aliases", "description", "metadata", "tags", "ttl")
 # W&B's settable Artifact attributes that objstore does not store (yet), and what to do instead.
 _NOT_STORED = {
-    "tags": "objstore does not store artifact tags; put them in metadata or use aliases",
-    "ttl": "objstore has no time-to-live for versions; versions are kept until deleted",
     "distributed_id": "objstore has no distributed artifacts; log each part as its own artifact, or one draft",
     "incremental": "objstore has no incremental artifacts; a new version stores only the chunks that changed anyway",
 }
@@ -314,13 +342,14 @@ class Artifact:
     :meth:`objstore.Run.use_artifact` / :meth:`objstore.Api.artifact`.
 
     Settable attributes are :data:`SETTABLE` only: ``aliases`` (a draft's are
-    given when it is logged, a logged version's persist with :meth:`save`), and a
-    draft's ``description`` and ``metadata`` (stored when it is logged; a logged
-    version's are immutable, so assigning them raises ArtifactFinalizedError).
-    Any other assignment raises: UnsupportedError for W&B attributes objstore does
-    not store (``tags``, ``ttl``, ``distributed_id``, ``incremental``) or for a
-    read-only one (``name``, ``type``, ``version``, …), and likewise for a name
-    the class does not have, so a value set is never accepted and dropped.
+    given when it is logged, a logged version's persist with :meth:`save`),
+    ``description``, ``metadata`` and ``ttl`` (a draft's stored when it is logged,
+    a logged version's with :meth:`save`), and a logged version's ``tags`` (a
+    draft has none to set, as in W&B: ArtifactNotLoggedError). Any other
+    assignment raises: UnsupportedError for W&B attributes objstore does not
+    store (``distributed_id``, ``incremental``) or for a read-only one (``name``,
+    ``type``, ``version``, …), and likewise for a name the class does not have,
+    so a value set is never accepted and dropped.
     """
 
     def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None) -> None:
@@ -336,6 +365,7 @@ class Artifact:
         self.aliases: list[str] = []
         self._created = False
         self._origin: Store | None = None  # the store new_draft() took the entries from
+        self._init_annotations()
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_") or name in SETTABLE:
@@ -348,11 +378,6 @@ class Artifact:
             raise UnsupportedError(f"Artifact.{name} is read-only; the settable attributes are {', '.join(SETTABLE)}")
         raise UnsupportedError(f"Artifact has no attribute {name!r} to set; the settable attributes are {', '.join(SETTABLE)}")
 
-    def _refuse_if_logged(self, what: str) -> None:
-        if self._resolved is not None:
-            raise ArtifactFinalizedError(f"'Artifact.{what}' used on logged artifact {self.name}: a logged version's "
-                                         f"{what} is immutable; log a new version to change it", name=what, obj=self)
-
     @property
     def type(self) -> str:
         return self._type
@@ -363,8 +388,7 @@ class Artifact:
 
     @description.setter
     def description(self, value: str | None) -> None:
-        self._refuse_if_logged("description")
-        self._description = value  # checked when logged, as metadata is
+        self._description = value  # checked when logged or saved, as metadata is
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -372,7 +396,6 @@ class Artifact:
 
     @metadata.setter
     def metadata(self, value: dict[str, Any]) -> None:
-        self._refuse_if_logged("metadata")
         self._metadata = value
 
     @property
@@ -483,8 +506,11 @@ class Artifact:
         self._check_ready_entries(store)
         draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
         resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
+        ttl_set, ttl = self._ttl_changed, self._ttl
         self._bind(store, resolved)
         self._created = created
+        if ttl_set:
+            self._store_draft_ttl(ttl)
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
@@ -499,6 +525,7 @@ class Artifact:
         self._metadata = dict(version.metadata)
         self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
         self.aliases = list(self._saved_aliases)
+        self._show_annotations(read_annotations(store, resolved))
 
     @classmethod
     def _from_resolved(cls, store: Store, resolved: ResolvedVersion) -> Artifact:
@@ -507,6 +534,7 @@ class Artifact:
         art._tmpdir = None
         art._created = False
         art._origin = None
+        art._init_annotations()
         art._bind(store, resolved)
         return art
 
@@ -637,22 +665,26 @@ class Artifact:
         verify(store.odb, store.chunker, resolved.version.tree, target)
 
     def save(self, project: str | None = None, settings: object = None) -> None:
-        """Persist the changes made to ``aliases`` since this object was loaded (or last saved).
+        """Persist the changes made to ``aliases``, ``description``, ``metadata``,
+        ``tags`` and ``ttl`` since this object was loaded (or last saved).
         A draft is logged instead (:meth:`_save_draft`, as W&B).
 
         Only those: an alias added here is pointed at this version (W&B: adding
         an alias moves it), an alias removed here is removed if it still points
         at this version, each by compare-and-swap; aliases this object did not
         change are not touched, so a stale object never undoes another writer's
-        move. ``latest`` moves by itself and cannot be added or removed. Checks
-        everything before writing anything; afterwards ``aliases`` is re-read.
+        move. ``latest`` moves by itself and cannot be added or removed. The
+        annotations likewise: only the description, the metadata keys, the tags
+        and the ttl changed here are written, in one compare-and-swap, so edits
+        by other processes to other keys and tags are kept
+        (:mod:`objstore.model.annotations`); each save is one entry of
+        :meth:`annotation_history`. Checks everything before writing anything;
+        afterwards the aliases and annotations are re-read.
         """
         if self._resolved is None:
             return self._save_draft(project)
         store, resolved = self._logged()
-        if self.metadata != resolved.version.metadata or self.description != resolved.version.description:
-            raise ArtifactFinalizedError("a logged version's metadata and description are immutable; "
-                                         "log a new version to change them", name="metadata", obj=self)
+        edit = self._annotation_edit()
         wanted = check_aliases(self.aliases)
         loaded = set(self._saved_aliases)
         added = [a for a in wanted if a not in loaded]
@@ -660,12 +692,137 @@ class Artifact:
         if LATEST in added or LATEST in removed:
             raise InvalidInput(f"alias {LATEST!r} is managed by the store: it moves by itself to each new version "
                                "and is never set or removed by hand; use another alias")
+        self._require_not_deleted()
         for alias in added:
             set_alias(store, resolved.collection, alias, resolved.object_id)
         for alias in removed:
             remove_alias_from(store, resolved.collection, alias, resolved.object_id)
+        shown = edit_annotations(store, resolved, edit) if not edit.is_empty() else read_annotations(store, resolved)
         self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
         self.aliases = list(self._saved_aliases)
+        self._show_annotations(shown)
+
+    # -- annotations: tags, ttl, their edits (objstore.model.annotations) --------
+    def _init_annotations(self) -> None:
+        self._tags: list[str] = []
+        self._ttl: int | None | str = INHERIT
+        self._ttl_changed = False
+        self._saved_annotations: Annotations | None = None
+
+    def _show_annotations(self, shown: Annotations) -> None:
+        """Take ``shown`` as what this logged version has (and what ``save`` diffs against)."""
+        self._saved_annotations = shown
+        self._description = shown.description
+        self._metadata = dict(shown.metadata)
+        self._tags = list(shown.tags)
+        self._ttl = shown.ttl
+        self._ttl_changed = False
+
+    @property
+    def tags(self) -> list[str]:
+        """A logged version's tags (W&B's tag rule); set them and :meth:`save`. A draft has none."""
+        if self._resolved is None:
+            raise ArtifactNotLoggedError(f"'Artifact.tags' used on draft {self._name}: tags are set on a logged "
+                                         "version (log it first, or pass tags= when logging)", name="tags", obj=self)
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: list[str]) -> None:
+        if self._resolved is None:
+            raise ArtifactNotLoggedError(f"'Artifact.tags' used on draft {self._name}: tags are set on a logged "
+                                         "version (log it first, or pass tags= when logging)", name="tags", obj=self)
+        self._tags = list(check_tags(value))
+
+    @property
+    def ttl(self) -> timedelta | None:
+        """How long after it was logged the version is deleted (``objstore gc`` expires
+        it, see :func:`objstore.model.deletion.expire_versions`); None: never.
+
+        As W&B: a draft's (or an edited version's) inherited ttl is unknown until
+        logged or saved (ArtifactNotLoggedError); a logged version that inherits
+        has None, since a store has no team default.
+        """
+        if self._ttl == INHERIT:
+            if self._resolved is None or self._ttl_changed:
+                raise ArtifactNotLoggedError(f"'Artifact.ttl' of {self.name} is inherited and not known until it is "
+                                             "logged or saved", name="ttl", obj=self)
+            return None
+        return None if self._ttl is None else timedelta(seconds=int(self._ttl))
+
+    @ttl.setter
+    def ttl(self, value: timedelta | ArtifactTTL | None) -> None:
+        if self._resolved is not None and self._resolved.link is not None:
+            raise InvalidInput(f"cannot set the ttl of {self.name}, a registry link; unlink it or set the ttl of "
+                               f"{self._resolved.version.label}, the version it links to")
+        if isinstance(value, ArtifactTTL):
+            stored: int | None | str = INHERIT
+        elif value is None:
+            stored = None
+        elif isinstance(value, timedelta):
+            if value.total_seconds() <= 0:
+                raise InvalidInput(f"ttl must be a positive duration, got {value}")
+            stored = check_ttl(max(1, int(value.total_seconds())))
+        else:
+            raise InvalidInput(f"ttl must be a datetime.timedelta, None or ArtifactTTL.INHERIT, not {type(value).__name__}")
+        self._ttl = stored
+        self._ttl_changed = True
+
+    def _annotation_edit(self) -> Edit:
+        """What ``save`` writes: the annotations changed since loaded, checked."""
+        saved = self._saved_annotations
+        assert saved is not None  # bound with the version
+        description = check_description(self._description)
+        metadata = check_metadata(self._metadata)
+        tags = check_tags(self._tags)
+        changed_meta = {k: v for k, v in metadata.items() if k not in saved.metadata or not same_value(saved.metadata[k], v)}
+        return Edit(
+            description=description, set_description=description != saved.description,
+            metadata_set=changed_meta, metadata_delete=tuple(k for k in saved.metadata if k not in metadata),
+            tags_add=tuple(t for t in tags if t not in saved.tags), tags_remove=tuple(t for t in saved.tags if t not in tags),
+            ttl=self._ttl, set_ttl=self._ttl_changed,
+        )
+
+    def _store_draft_ttl(self, ttl: int | None | str) -> None:
+        """A draft's ttl, set before it was logged, given to the version it became."""
+        store, resolved = self._logged()
+        self._show_annotations(edit_annotations(store, resolved, Edit(ttl=ttl, set_ttl=True)))
+
+    def _require_not_deleted(self) -> None:
+        store, resolved = self._logged()
+        coll = resolved.collection
+        if store.refs.read(version_ref(coll.entity, coll.project, coll.name, resolved.index)) != resolved.object_id:
+            raise NotFound(f"{resolved.qualified_name} was deleted", key=resolved.qualified_name)
+
+    def annotation_history(self) -> list[AnnotationEdit]:
+        """Every edit of this version's annotations since it was logged, oldest first:
+        who, when, and each field's old and new value (objstore's; W&B keeps none)."""
+        store, resolved = self._logged_for("annotation_history")
+        return annotation_history(store, resolved)
+
+    # -- deleting --------------------------------------------------------------
+    def delete(self, delete_aliases: bool = False) -> None:
+        """Delete this version (W&B's). Refused (VersionInUse, a CommError) while it has
+        aliases, unless ``delete_aliases`` removes them with it, or while a registered
+        model links to it. On a registry link, only the link goes (:meth:`unlink`).
+        Its number is never given again; ``objstore gc`` frees its bytes after its
+        grace period (see :mod:`objstore.model.deletion`)."""
+        store, resolved = self._logged_for("delete")
+        self._deleted_as(delete_version(store, resolved, delete_aliases=delete_aliases))
+
+    def unlink(self) -> None:
+        """Remove this registry link from its registered model (W&B's); the version it
+        links to stays. InvalidInput (a ValueError, as W&B's) if this is no link."""
+        store, resolved = self._logged_for("unlink")
+        self._deleted_as(unlink(store, resolved))
+
+    def _logged_for(self, what: str) -> tuple[Store, ResolvedVersion]:
+        if self._resolved is None:
+            raise ArtifactNotLoggedError(f"'Artifact.{what}' used on draft {self._name}: log it first", name=what, obj=self)
+        return self._logged()
+
+    def _deleted_as(self, done: DeletedVersion) -> None:
+        self._saved_aliases = []
+        self.aliases = []
 
     @property
     def logged_by_path(self) -> str | None:

@@ -5,7 +5,8 @@ the definition transfer and fsck use too) from every live ref and every object
 any reflog entry names (so a moved alias or an old run record keeps its target
 until its reflog goes), and from every remote-tracking ref
 (``remotes/<name>/refs/…``): what ``fetch`` stored for a later ``pull`` stays
-until the tracking ref moves on.
+until the tracking ref moves on. A deleted version is no longer kept by the
+reflog entries that name it (:func:`objstore.model.inventory.deleted_entries`).
 
 Never delete on uncertainty: an object gc cannot decode keeps everything its
 bytes name; if what some ref reaches cannot be learned at all (an object of its
@@ -57,7 +58,7 @@ import numpy as np
 
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import NotFound, ObjstoreError
-from objstore.model.inventory import reach
+from objstore.model.inventory import deleted_entries, reach
 from objstore.model.store import Store
 from objstore.storage.backend import KeyInfo
 from objstore.storage.chunkindex import IndexListing, compact, drop_packs, read_all_indexes
@@ -125,7 +126,8 @@ def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None) 
     still there). ``known()`` lists every stored id, for salvaging what an
     undecodable object names (see :func:`objstore.model.inventory.reach`)."""
     roots = {oid for _, oid in store.refs.iter_refs(REFS)}
-    weak = (set(store.refs.iter_reflog_targets()) | _tracking_targets(store)) - roots
+    # A deleted version's reflog entries keep it no longer (inventory.deleted_entries).
+    weak = ((set(store.refs.iter_reflog_targets()) - deleted_entries(store)) | _tracking_targets(store)) - roots
     r = reach(store, roots, weak, known=known)
     return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
 

@@ -1,22 +1,57 @@
-"""Deleting a whole collection (W&B's artifact delete): its refs and their reflogs.
+"""Deleting: one version, one registry link, a whole collection, and expiry by ttl.
 
 Only refs go; the bytes stay until ``gc`` finds them unreachable, so a delete
-is cheap and a concurrent reader that already resolved a version can finish.
-A collection whose versions a registered model links to is refused: delete the
-registered model (``<entity>/model-registry/<name>``) first, or the link would
-dangle. Runs keep naming the deleted versions; lineage shows them as deleted.
+is cheap and a concurrent reader that already resolved a version can finish
+(gc's grace period gives it time).
+
+- **A version** (:func:`delete_version`, W&B's ``Artifact.delete``): its ref
+  ``versions/v<N>`` becomes a tombstone, so its number is never given again
+  (:mod:`objstore.model.versions`); then its aliases go (``latest`` moves back to
+  the newest version left), its digest ref and its annotations. Refused while it
+  has aliases unless ``delete_aliases``, and while a registered model links to it
+  (unlink first: the link would keep it). gc then treats it as gone: the reflog
+  entries that still name it (of ``latest``, of its aliases) keep it no longer
+  (:func:`objstore.model.inventory.deleted_entries`). Order matters: the
+  tombstone comes first, so a writer moving ``latest`` forward never lands on
+  the deleted version after its aliases were cleared.
+- **A registry link** (:func:`unlink`, W&B's ``Artifact.unlink``, and
+  ``delete`` of a link): the same steps in the registered model; the version
+  linked is untouched.
+- **A collection** (:func:`delete_collection`): its refs and their reflogs
+  and its annotations. Refused while a registered model links to one of its
+  versions. Numbers start again at v0 if the name is logged again (a new
+  collection, as in W&B).
+- **Expiry** (:func:`expire_versions`): a version whose ttl
+  (:mod:`objstore.model.annotations`) has passed since it was logged is deleted
+  as above, aliases and all; ``objstore gc`` runs it first. Until then an
+  expired version stays readable (W&B too deletes "shortly after" the ttl).
+
+Runs keep naming deleted versions; lineage shows them as not in the store once
+gc has run.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from objstore.errors import InvalidInput, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse
+from objstore.model.annotations import drop_collection_annotations, drop_version_annotations, iter_ttls
 from objstore.model.inventory import iter_version_refs
-from objstore.model.names import CollectionPath
+from objstore.model.names import LATEST, CollectionPath
+from objstore.model.refs import decode_value
 from objstore.model.store import Store
-from objstore.model.versions import collection_exists, list_versions
-from objstore.storage.keys import collection_prefix
+from objstore.model.versions import (
+    ResolvedVersion,
+    aliases_for,
+    collection_exists,
+    list_versions,
+    read_entry,
+    remove_alias_from,
+    retreat_latest,
+)
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import collection_prefix, digest_ref, version_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +61,77 @@ class Deleted:
     refs: int
 
 
+@dataclass(frozen=True, slots=True)
+class DeletedVersion:
+    """One version (or link, ``unlinked``) deleted, and the aliases removed with it."""
+
+    version: str
+    aliases: tuple[str, ...]
+    unlinked: bool = False
+
+
+def _links_to(store: Store, version_id: ObjectId) -> list[str]:
+    return sorted(r.label for r in iter_version_refs(store, strict=False) if r.link is not None and r.version_id == version_id)
+
+
+def delete_version(store: Store, entry: ResolvedVersion, *, delete_aliases: bool = False,
+                   why: str = "deleted") -> DeletedVersion:
+    """Delete the version ``entry`` (a registry link: unlink it, see :func:`unlink`).
+
+    VersionInUse if it has aliases and not ``delete_aliases``, or if a registered
+    model links to it; NotFound if it is already deleted.
+    """
+    if entry.link is not None:
+        return unlink(store, entry)
+    aliases = aliases_for(store, entry.collection, entry.object_id)
+    if aliases and not delete_aliases:
+        raise VersionInUse(f"{entry.qualified_name} has aliases {', '.join(aliases)}; pass delete_aliases=True "
+                           "to delete them with it")
+    linked = _links_to(store, entry.version_id)
+    if linked:
+        raise VersionInUse(f"{entry.qualified_name} is linked from {', '.join(linked)}; unlink those first")
+    removed = _remove_entry(store, entry, why)
+    drop_version_annotations(store, entry.collection, entry.index)  # after the tombstone: nothing annotates it now
+    return DeletedVersion(entry.qualified_name, removed)
+
+
+def unlink(store: Store, entry: ResolvedVersion) -> DeletedVersion:
+    """Remove the registry link ``entry`` from its registered model, with its aliases
+    there; the version it links to stays. InvalidInput if ``entry`` is no link."""
+    if entry.link is None:
+        raise InvalidInput(f"{entry.qualified_name} is not a linked artifact and cannot be unlinked; "
+                           "use delete() to delete it")
+    return DeletedVersion(entry.qualified_name, _remove_entry(store, entry, "unlinked"), unlinked=True)
+
+
+def _remove_entry(store: Store, entry: ResolvedVersion, why: str) -> tuple[str, ...]:
+    """Tombstone ``entry``'s version ref, then remove its aliases and digest ref."""
+    coll = entry.collection
+    ref = version_ref(coll.entity, coll.project, coll.name, entry.index)
+    raw = store.refs.read_raw(ref)
+    if not raw or decode_value(ref, raw) != entry.object_id:
+        raise NotFound(f"{entry.qualified_name} is already deleted", key=ref)
+    try:
+        store.refs.set_if_equals(ref, raw, None, f"v{entry.index} {why}")
+    except Conflict:
+        # A version ref only ever changes to a tombstone (repair aside): another process deleted it first.
+        raise NotFound(f"{entry.qualified_name} is already deleted", key=ref) from None
+    removed = []
+    # Read after the tombstone: an alias set onto it meanwhile goes too.
+    for alias in aliases_for(store, coll, entry.object_id):
+        if alias == LATEST:
+            retreat_latest(store, coll, entry.object_id)
+        elif not remove_alias_from(store, coll, alias, entry.object_id):
+            continue
+        removed.append(alias)
+    digest_key = digest_ref(coll.entity, coll.project, coll.name, entry.version.tree.hex)
+    if store.refs.read(digest_key) == entry.object_id:
+        store.refs.remove(digest_key, f"v{entry.index} {why}")
+    return tuple(removed)
+
+
 def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
-    """Remove every ref of ``coll`` (versions, aliases, digests) and their reflogs."""
+    """Remove every ref of ``coll`` (versions, aliases, digests), their reflogs and its annotations."""
     if not collection_exists(store, coll):
         raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
     versions = list_versions(store, coll)
@@ -35,7 +139,7 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
     if not coll.is_registry:
         linked = sorted(r.label for r in iter_version_refs(store, strict=False) if r.link is not None and r.version_id in ids)
         if linked:
-            raise InvalidInput(f"{coll} is linked from {', '.join(linked)}; delete those registered models first")
+            raise VersionInUse(f"{coll} is linked from {', '.join(linked)}; delete those registered models first")
     prefix = collection_prefix(coll.entity, coll.project, coll.name)
     keys = list(store.refs.iter_names(prefix))
     # Aliases and digests first, version refs last: until the end the collection
@@ -44,4 +148,45 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
     for key in keys:
         store.refs.remove(key, f"collection {coll} deleted")
     store.refs.drop_reflogs(prefix)  # after the refs: a crash between leaves logs, which only keep objects
+    # Last: annotations name the version object they annotate, so any a crash
+    # leaves behind are stale for a collection logged again under this name.
+    drop_collection_annotations(store, coll)
     return Deleted(str(coll), len(versions), len(keys))
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """What :func:`expire_versions` did: versions deleted, and those it had to keep (why)."""
+
+    expired: tuple[DeletedVersion, ...]
+    kept: tuple[tuple[str, str], ...]
+
+
+def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = False) -> Expiry:
+    """Delete every version whose ttl has passed since it was logged (aliases too);
+    a version a registered model links to is kept (and said). ``dry_run`` deletes
+    nothing and says what would go."""
+    at = time.time() if now is None else now
+    expired: list[DeletedVersion] = []
+    kept: list[tuple[str, str]] = []
+    for t in iter_ttls(store):
+        ref = version_ref(t.coll.entity, t.coll.project, t.coll.name, t.index)
+        try:
+            oid = store.refs.read(ref)
+            if oid != t.version_id:
+                continue  # deleted already, or a stale state
+            entry = read_entry(store, t.coll, oid, ref=ref)
+        except (NotFound, CorruptObject):
+            continue  # fsck reports damage; a damaged version is not expired blind
+        if entry.version.created_at + t.ttl > at:
+            continue
+        if dry_run:
+            expired.append(DeletedVersion(entry.qualified_name, tuple(aliases_for(store, t.coll, oid))))
+            continue
+        try:
+            expired.append(delete_version(store, entry, delete_aliases=True, why="expired (ttl)"))
+        except VersionInUse as exc:
+            kept.append((entry.qualified_name, str(exc)))
+        except NotFound:
+            continue  # deleted by another process meanwhile
+    return Expiry(tuple(expired), tuple(kept))

@@ -16,6 +16,13 @@ Edges (:func:`edges`), by the kind of object:
   readers treat an absent weak target as "not in this store" (``log``, ``show``
   and ``lineage`` say so), never as an error.
 
+Deleted versions (:mod:`objstore.model.deletion`): a version ref that is a
+tombstone names, in its reflog, the entry that was deleted
+(:func:`deleted_entries`). Reflog entries are weak roots of gc, and the reflogs
+of ``latest`` and of aliases name every version they ever held, so gc leaves out
+the deleted entries from those roots: a deleted version is kept only by what
+still holds it strongly (a live ref, a link, a remote-tracking ref).
+
 Reachability for gc (:func:`reach`) never deletes on uncertainty: an object that
 is stored but cannot be decoded still keeps every stored object and chunk whose
 id appears in its bytes; one whose bytes cannot be read at all (missing from a
@@ -135,6 +142,21 @@ def iter_version_refs(store: Store, *, strict: bool = True,
             if damaged is not None:
                 damaged(label, exc)
             continue
+
+
+def deleted_entries(store: Store) -> set[ObjectId]:
+    """The entries (versions, links) whose ``versions/vN`` ref was deleted: the ids
+    the reflogs of tombstoned version refs name."""
+    out: set[ObjectId] = set()
+    for info in store.backend.iter_prefix(REFS):
+        if info.size != 0:
+            continue
+        parsed = parse_ref_key(info.key)
+        if parsed is None or parsed.kind != "version":
+            continue
+        for entry in store.refs.reflog(info.key):
+            out.update(oid for oid in (entry.old, entry.new) if oid is not None)
+    return out
 
 
 class ContentWalker:

@@ -9,7 +9,8 @@ Layout (the same on every backend)::
     logs/<ref>/<time ns>-<random>                    one reflog entry each
 
 A ref's value is the hex id and a newline; an empty value is a tombstone (a
-deleted alias), so deleting is a compare-and-swap too and never races a move.
+deleted alias, or a deleted version whose number stays taken), so deleting is
+a compare-and-swap too and never races a move.
 A reflog entry is written after the move it records succeeded, so the log never
 claims a move that did not happen (a crash in between loses one entry, never
 a ref).
@@ -130,7 +131,8 @@ class RefStore:
 
     def remove(self, ref: str, why: str) -> None:
         """Delete ``ref`` outright (not a tombstone), logging the id it held. Only for
-        refs whose collection is deleted whole (objstore.model.deletion); absent is fine."""
+        refs whose collection is deleted whole, and digest refs of a deleted version
+        (objstore.model.deletion), which are derived and may be made again; absent is fine."""
         try:
             old = self.read(ref)
         except CorruptObject:

@@ -12,6 +12,13 @@ along), so each version is ``latest`` once, the reflog of ``latest`` has one ent
 per version, and a writer that crashed after claiming its number never leaves
 ``latest`` behind for good.
 
+A deleted version (:mod:`objstore.model.deletion`) leaves a tombstone (an
+empty value) at ``versions/v<N>``: its number is never claimed again, ``latest``
+passes over it, and a digest ref still naming it is stale, so logging the same
+content again makes a new version. Deleting the version ``latest`` holds moves
+``latest`` back to the newest version left (:func:`retreat_latest`), by
+compare-and-swap: a writer that moved it forward meanwhile keeps its move.
+
 A registered model (``<entity>/model-registry/<name>``) is a collection whose
 versions are :class:`~objstore.storage.objects.Link` objects pointing at versions logged
 elsewhere.
@@ -255,6 +262,8 @@ def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
         if oid is None and _HEX.fullmatch(selector):
             ref, oid = _find_by_digest(store, coll, selector)
     if oid is None:
+        if idx is not None and store.refs.read_raw(ref) == b"":
+            raise NotFound(f"{coll}:v{idx} was deleted; it has {_describe(store, coll)}", key=str(spec))
         if not collection_exists(store, coll):
             raise NotFound(f"no artifact {coll} in the store at {store.location}; check the name (objstore ls lists them)", key=str(coll))
         raise NotFound(f"{coll} has no version {selector!r}; it has {_describe(store, coll)}", key=str(spec))
@@ -326,13 +335,21 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     returns, unless an entry already holds ``tree``; then move latest and aliases."""
     digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
     existing = store.refs.read(digest_key)
+    if existing is not None and _is_deleted(store, coll, existing, digest_key):
+        # Its version was deleted (objstore.model.deletion): the content is new again.
+        store.refs.remove(digest_key, "its version was deleted")
+        existing = None
     found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
     created = existing is None
     if existing is None:
         n = _next_index_hint(store, coll)
         while True:
             ref = version_ref(coll.entity, coll.project, coll.name, n)
-            held = store.refs.read(ref)
+            held_raw = store.refs.read_raw(ref)
+            if held_raw == b"":
+                n += 1  # v<n> was deleted: a number is never given twice
+                continue
+            held = None if held_raw is None else decode_value(ref, held_raw)
             if held is None:
                 parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
                 oid = store.odb.put_object(make(n, parent))
@@ -362,6 +379,14 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
         if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
             set_alias(store, coll, alias, entry.object_id)
     return entry, created
+
+
+def _is_deleted(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> bool:
+    """Whether entry ``oid`` of ``coll`` (held by ``ref``) was deleted: its version ref is a tombstone."""
+    entry = _readable_entry(store, coll, oid, ref)
+    if entry is None:
+        return False
+    return store.refs.read_raw(version_ref(coll.entity, coll.project, coll.name, entry.index)) == b""
 
 
 def _holding(store: Store, coll: CollectionPath, ref: str, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
@@ -447,19 +472,52 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
         k = _latest_index(store, coll, raw)
         if k >= upto:
             return
-        nxt_ref = version_ref(coll.entity, coll.project, coll.name, k + 1)
-        nxt = store.refs.read(nxt_ref)
-        if nxt is None:
+        j = k + 1
+        nxt_ref = version_ref(coll.entity, coll.project, coll.name, j)
+        nxt_raw = store.refs.read_raw(nxt_ref)
+        while nxt_raw == b"":  # v<j> was deleted: its number stays taken, latest passes over it
+            j += 1
+            nxt_ref = version_ref(coll.entity, coll.project, coll.name, j)
+            nxt_raw = store.refs.read_raw(nxt_ref)
+        if nxt_raw is None:
             return  # a later version's writer is still claiming it; it will move latest itself
+        nxt = decode_value(nxt_ref, nxt_raw)
+        assert nxt is not None
         # Checked before latest moves onto it: an entry numbered otherwise would
         # leave latest where it is, and this loop moving it there again and again.
         entry = _readable_entry(store, coll, nxt, nxt_ref)
-        if k + 1 != upto and entry is not None:
+        if j != upto and entry is not None:
             # Moving latest past another writer's version: that writer may have died
             # before its digest ref; restore it (create-only, so a live one loses nothing).
             _restore_digest_ref(store, coll, entry)
         try:
-            store.refs.set_if_equals(ref, raw, nxt, f"v{k + 1} is the newest version")
+            store.refs.set_if_equals(ref, raw, nxt, f"v{j} is the newest version")
+        except Conflict:
+            continue
+        if store.refs.read_raw(nxt_ref) == b"":
+            # Deleted meanwhile. Its deleter tombstones, then looks at latest; this moves
+            # latest, then looks at the tombstone: one of the two sees the other, so
+            # latest never stays on a deleted version.
+            retreat_latest(store, coll, nxt)
+    raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
+
+
+def retreat_latest(store: Store, coll: CollectionPath, deleted: ObjectId) -> bool:
+    """Move ``latest`` off the entry ``deleted`` (whose version ref is already a
+    tombstone) to the newest entry left, or remove it if none is; by
+    compare-and-swap, so a writer that moved it to a newer version meanwhile
+    keeps its move. True if this call moved it."""
+    ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    for _ in range(10_000):
+        raw = store.refs.read_raw(ref)
+        if raw is None or decode_value(ref, raw) != deleted:
+            return False
+        left = list_versions(store, coll)  # tombstones are not listed
+        newest = left[-1][1] if left else None
+        why = f"v{left[-1][0]} is the newest version left" if left else "no version left"
+        try:
+            store.refs.set_if_equals(ref, raw, newest, why)
+            return True
         except Conflict:
             continue
     raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")

@@ -17,6 +17,8 @@ Layout (the same on every backend)::
     remotes/<remote>/config                           a configured remote
     remotes/<remote>/refs/...                         what fetch last saw of its refs
     quarantine/<key>                                  damaged keys repair moved aside
+    annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
+    annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>  one annotation edit each (create-only)
 
 Invariant: no other module spells a prefix or takes a key apart by hand; they
 ask the builders and parsers below, so the layout can change in one place.
@@ -53,6 +55,7 @@ REFS = "refs/"
 LOGS = "logs/"
 REMOTES = "remotes/"
 QUARANTINE = "quarantine/"
+ANNOTATIONS = "annotations/"  # mutable annotations of versions (objstore.model.annotations)
 # Before locks lived beside the keys they guard, local ref locks sat under refs/.
 LEGACY_LOCK_AREA = REFS
 
@@ -307,3 +310,51 @@ def ref_key_parts(key: str) -> list[str] | None:
 def ref_label(ref: RefKey) -> str:
     """``entity/project/name:vN``, how messages name a version ref."""
     return f"{ref.entity}/{ref.project}/{ref.name}:{ref.tail}"
+
+
+# -- annotations -------------------------------------------------------------
+# Beside refs, not under them: an annotation's value is a document, not an object id,
+# so no ref reader ever meets one. The entity/project/name parts are spelled as in
+# the collection's ref prefix, so both follow one naming of a collection.
+
+def annotations_prefix(entity: str, project: str, name: str) -> str:
+    """The listing prefix of every annotation key of collection ``entity/project/name``."""
+    return ANNOTATIONS + collection_prefix(entity, project, name)[len(REFS):]
+
+
+def annotation_key(entity: str, project: str, name: str, index: int) -> str:
+    """The mutable key holding version v<index>'s edited annotations."""
+    return f"{annotations_prefix(entity, project, name)}v{index}/state"
+
+
+def annotation_log_prefix(entity: str, project: str, name: str, index: int) -> str:
+    return f"{annotations_prefix(entity, project, name)}v{index}/log/"
+
+
+def annotation_log_key(entity: str, project: str, name: str, index: int, revision: int, version_hex: str) -> str:
+    """The create-only key of the edit that made ``revision`` of the annotations of
+    v<index>, the version object ``version_hex``: a collection deleted and logged
+    again under the same name numbers its edits anew, never into an old entry."""
+    return f"{annotation_log_prefix(entity, project, name, index)}{revision:012d}-{version_hex[:16]}"
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationKey:
+    """``annotations/<e>/<p>/<name>/v<N>/state`` taken apart."""
+
+    entity: str
+    project: str
+    name: str
+    index: int
+
+
+def parse_annotation_key(key: str) -> AnnotationKey | None:
+    """The version an annotation state key belongs to; None for any other key."""
+    if not key.startswith(ANNOTATIONS) or not key.endswith("/state"):
+        return None
+    parts = ref_key_parts(REFS + key[len(ANNOTATIONS):])  # the same parts, read as a ref's
+    if parts is None or len(parts) != 5 or not parts[3].startswith("v") or not parts[3][1:].isdigit():
+        return None
+    if parts[3] != f"v{int(parts[3][1:])}":
+        return None
+    return AnnotationKey(parts[0], parts[1], parts[2], int(parts[3][1:]))

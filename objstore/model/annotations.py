@@ -1,0 +1,369 @@
+"""Annotations of a logged version: ``description``, ``metadata``, ``tags`` and
+``ttl``, editable after logging (W&B's ``Artifact.save()`` of a logged version).
+
+A version object is immutable: its content, digest and the description and
+metadata it was logged with never change. Edits live beside it, under a mutable
+key of their own (:mod:`objstore.storage.keys`)::
+
+    annotations/<entity>/<project>/<name>/v<N>/state            the edited fields (a document)
+    annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>   one edit each (create-only)
+
+Invariants:
+
+- What a version shows is its object's description and metadata with the
+  edited fields of its state laid over them; tags are empty and the ttl is
+  inherited until edited. A state names the version object it annotates: one
+  naming another object (a collection deleted and logged again under the same
+  name) is stale, read as absent, and replaced by the next edit.
+- The state changes only by compare-and-swap from the value read. An edit is a
+  list of changes (set the description or the ttl, set or delete metadata keys,
+  add or remove tags) re-applied to the freshly read state on every attempt, so
+  concurrent edits of different keys and tags all land, and edits of the same
+  field land in some order, every one recorded: none is lost.
+- History: every revision ``r`` of a state has the log entry ``log/<r>-<id>``
+  (``<id>``: the version object's, so a stale state's entries are never taken for these; who,
+  when, and each changed field's old and new value). The writer of ``r`` writes
+  it create-only after its swap; the writer of ``r + 1`` first writes ``r``'s from
+  the state (which keeps its last edit) if it is missing, and readers add the
+  state's last edit too, so a writer that died after its swap loses no entry.
+- A registry link has no annotations of its own: reading or editing through a
+  link reaches the version it links to (as W&B, where editing a linked
+  artifact edits its source), except the ttl, which a link refuses.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from objstore.constants import MAX_ANNOTATION_BYTES, MAX_USER_VALUE_BYTES
+from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
+from objstore.model.names import CollectionPath
+from objstore.model.store import Store
+from objstore.model.versions import ResolvedVersion
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import (
+    ANNOTATIONS,
+    annotation_key,
+    annotation_log_key,
+    annotation_log_prefix,
+    annotations_prefix,
+    parse_annotation_key,
+)
+from objstore.storage.objects import storable_dict
+
+FORMAT = 1
+INHERIT = "inherit"  # the ttl of a version that sets none: W&B's ArtifactTTL.INHERIT (no team default here)
+# W&B's tag rule (sdk/artifacts/_validators.py): words of [-\w] separated by spaces.
+_TAG = re.compile(r"[-\w]+( +[-\w]+)*")
+MAX_TAG = 128
+_FIELDS = ("description", "metadata", "tags", "ttl")
+
+
+def check_tags(values: object) -> tuple[str, ...]:
+    """Tags deduplicated in order (W&B keeps the first of each); InvalidName for one that breaks W&B's rule."""
+    if values is None:
+        return ()
+    items = [values] if isinstance(values, str) else values
+    if not isinstance(items, Iterable):
+        raise InvalidName(f"tags must be a list of strings, got {type(values).__name__}")
+    out: dict[str, None] = {}
+    for tag in items:
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag) or len(tag) > MAX_TAG:
+            raise InvalidName(f"invalid tag {tag!r}: tags are words of letters, digits, '-' and '_' separated "
+                              f"by spaces, at most {MAX_TAG} characters")
+        out.setdefault(tag, None)
+    return tuple(out)
+
+
+def check_ttl(value: object) -> int | None | str:
+    """A ttl as stored: whole seconds (> 0), None (never expires) or :data:`INHERIT`."""
+    if value is None or value == INHERIT:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"ttl must be a positive datetime.timedelta, None or ArtifactTTL.INHERIT, not {value!r}")
+    if value <= 0:
+        raise InvalidInput(f"ttl must be positive, got {value} seconds")
+    return value
+
+
+def check_description(value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"description must be a string or None, not {type(value).__name__}")
+    if value is not None and len(value.encode("utf-8", "surrogatepass")) > MAX_USER_VALUE_BYTES:
+        raise InvalidInput(f"description is longer than {MAX_USER_VALUE_BYTES} bytes; log long text as a file")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Annotations:
+    """What a version shows now. ``ttl`` is seconds, None (never expires) or
+    :data:`INHERIT`; ``revision`` counts the edits (0: never edited)."""
+
+    description: str | None
+    metadata: dict[str, Any]
+    tags: tuple[str, ...]
+    ttl: int | None | str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One field an edit changed: ``field`` is ``description``, ``ttl``, ``tags`` or
+    ``metadata.<key>`` (None for ``old`` or ``new``: the key was absent)."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationEdit:
+    """One entry of a version's annotation history."""
+
+    revision: int
+    when: float
+    who: str
+    changes: tuple[Change, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """What one ``save()`` changes; unset parts leave their field alone, so edits of
+    different parts never undo each other. ``metadata_set`` keys are set (or
+    replaced), ``metadata_delete`` keys removed, tags added or removed one by one."""
+
+    description: str | None = None
+    set_description: bool = False
+    metadata_set: Mapping[str, Any] | None = None
+    metadata_delete: tuple[str, ...] = ()
+    tags_add: tuple[str, ...] = ()
+    tags_remove: tuple[str, ...] = ()
+    ttl: int | None | str = None
+    set_ttl: bool = False
+
+    def is_empty(self) -> bool:
+        return not (self.set_description or self.metadata_set or self.metadata_delete or self.tags_add
+                    or self.tags_remove or self.set_ttl)
+
+
+def same_value(a: object, b: object) -> bool:
+    """Whether two stored values are the same (as stored: nan equals nan, 1 is not 1.0)."""
+    return _pack({"v": a}) == _pack({"v": b})
+
+
+def source_of(entry: ResolvedVersion) -> tuple[CollectionPath, int, ObjectId]:
+    """The version whose annotations ``entry`` shows: itself, or the one a link links to."""
+    v = entry.version
+    return CollectionPath(v.entity, v.project, v.name), v.index, entry.version_id
+
+
+def _state_key(coll: CollectionPath, index: int) -> str:
+    return annotation_key(coll.entity, coll.project, coll.name, index)
+
+
+def _pack(doc: dict[str, Any]) -> bytes:
+    data: bytes = msgpack.packb(doc, use_bin_type=True)
+    return data
+
+
+def _unpack(key: str, raw: bytes) -> dict[str, Any]:
+    try:
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CorruptObject(f"annotations {key} are damaged ({exc}); delete the key to drop its edits", object_id=key) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("revision"), int):
+        raise CorruptObject(f"annotations {key} are not an annotation state objstore writes; "
+                            "delete the key to drop its edits", object_id=key)
+    return doc
+
+
+def _read_state(store: Store, key: str, version_id: ObjectId) -> tuple[bytes | None, dict[str, Any] | None]:
+    """(raw value, state) of ``key``; the state is None when absent or stale (another object's)."""
+    try:
+        raw = store.backend.get(key, max_size=MAX_ANNOTATION_BYTES)
+    except NotFound:
+        return None, None
+    if not raw:
+        return raw, None  # dropped with its version
+    doc = _unpack(key, raw)
+    if doc.get("version") != version_id.raw:
+        return raw, None
+    return raw, doc
+
+
+def _shown(entry: ResolvedVersion, doc: dict[str, Any] | None) -> Annotations:
+    fields: dict[str, Any] = (doc or {}).get("fields", {})
+    v = entry.version
+    return Annotations(
+        fields["description"] if "description" in fields else v.description,
+        dict(fields["metadata"]) if "metadata" in fields else dict(v.metadata),
+        tuple(fields.get("tags", ())),
+        fields.get("ttl", INHERIT),
+        int((doc or {}).get("revision", 0)),
+    )
+
+
+def read_annotations(store: Store, entry: ResolvedVersion) -> Annotations:
+    """The annotations ``entry`` shows now (a link shows its version's)."""
+    coll, index, vid = source_of(entry)
+    _, doc = _read_state(store, _state_key(coll, index), vid)
+    return _shown(entry, doc)
+
+
+def _apply(now: Annotations, edit: Edit) -> tuple[dict[str, Any], list[Change]]:
+    """The fields after ``edit`` over ``now``, and what it changed."""
+    changes: list[Change] = []
+    fields: dict[str, Any] = {}
+    if edit.set_description and edit.description != now.description:
+        changes.append(Change("description", now.description, edit.description))
+    meta = dict(now.metadata)
+    for k, value in (edit.metadata_set or {}).items():
+        if k not in meta or not same_value(meta[k], value):
+            changes.append(Change(f"metadata.{k}", meta.get(k), value))
+            meta[k] = value
+    for k in edit.metadata_delete:
+        if k in meta:
+            changes.append(Change(f"metadata.{k}", meta.pop(k), None))
+    tags = [t for t in now.tags if t not in edit.tags_remove] + [t for t in edit.tags_add if t not in now.tags]
+    if tuple(tags) != now.tags:
+        changes.append(Change("tags", list(now.tags), tags))
+    if edit.set_ttl and edit.ttl != now.ttl:
+        changes.append(Change("ttl", now.ttl, edit.ttl))
+    fields["description"] = edit.description if edit.set_description else now.description
+    fields["metadata"] = storable_dict(meta, "metadata")
+    fields["tags"] = tags
+    fields["ttl"] = edit.ttl if edit.set_ttl else now.ttl
+    return fields, changes
+
+
+def _edit_doc(edit: AnnotationEdit) -> dict[str, Any]:
+    return {"revision": edit.revision, "when": edit.when, "who": edit.who,
+            "changes": [[c.field, c.old, c.new] for c in edit.changes]}
+
+
+def _edit_of(doc: object) -> AnnotationEdit | None:
+    if not isinstance(doc, dict):
+        return None
+    try:
+        changes = tuple(Change(str(f), old, new) for f, old, new in doc["changes"])
+        return AnnotationEdit(int(doc["revision"]), float(doc["when"]), str(doc["who"]), changes)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _write_log(store: Store, coll: CollectionPath, index: int, vid: ObjectId, last: object) -> None:
+    """Write the log entry of the edit ``last`` (a state's last edit) unless it is there."""
+    edit = _edit_of(last)
+    if edit is not None:
+        key = annotation_log_key(coll.entity, coll.project, coll.name, index, edit.revision, vid.hex)
+        store.backend.put_if_absent(key, _pack(_edit_doc(edit)))  # create-only: one entry per revision
+
+
+def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: str | None = None,
+                     attempts: int = 1000) -> Annotations:
+    """Apply ``edit`` to ``entry``'s annotations by compare-and-swap (re-applied to a
+    fresh read after each lost race) and return what the version shows afterwards.
+    An edit that changes nothing writes nothing."""
+    if edit.set_ttl and entry.link is not None:
+        raise InvalidInput(f"cannot set the ttl of {entry.qualified_name}, a registry link; "
+                           f"set it on {entry.version.label}, the version it links to")
+    coll, index, vid = source_of(entry)
+    key = _state_key(coll, index)
+    for _ in range(attempts):
+        raw, doc = _read_state(store, key, vid)
+        now = _shown(entry, doc)
+        fields, changes = _apply(now, edit)
+        if not changes:
+            return now
+        if doc is not None:
+            _write_log(store, coll, index, vid, doc.get("last"))  # the previous writer's, if it died before writing it
+        done = AnnotationEdit(now.revision + 1, time.time(), who or store.refs.who, tuple(changes))
+        new = _pack({"format": FORMAT, "version": vid.raw, "revision": done.revision, "fields": fields,
+                     "last": _edit_doc(done)})
+        if len(new) > MAX_ANNOTATION_BYTES:
+            raise InvalidInput(f"the annotations of {entry.qualified_name} would take {len(new)} bytes, more than "
+                               f"{MAX_ANNOTATION_BYTES}; store large values as files of a new version")
+        try:
+            if raw is None:
+                if not store.backend.put_if_absent(key, new):
+                    continue
+            else:
+                store.backend.compare_and_swap(key, raw, new)
+        except Conflict:
+            continue
+        _write_log(store, coll, index, vid, _edit_doc(done))
+        return _shown(entry, _unpack(key, new))
+    raise Conflict(key, None, None, f"the annotations of {entry.qualified_name} kept changing under {attempts} "
+                                    "attempts; retry later")
+
+
+def annotation_history(store: Store, entry: ResolvedVersion) -> list[AnnotationEdit]:
+    """Every edit of ``entry``'s annotations (a link: of its version's), oldest first."""
+    coll, index, vid = source_of(entry)
+    _, doc = _read_state(store, _state_key(coll, index), vid)
+    if doc is None:
+        return []
+    found: dict[int, AnnotationEdit] = {}
+    for info in store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index)):
+        if not info.key.endswith(f"-{vid.hex[:16]}"):
+            continue  # a stale state's (another object's) edits
+        try:
+            edit = _edit_of(msgpack.unpackb(store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES), raw=False,
+                                            strict_map_key=False))
+        except (NotFound, CorruptObject, ValueError, TypeError, msgpack.UnpackException):
+            continue  # a damaged entry must not hide the others
+        if edit is not None and edit.revision <= doc["revision"]:
+            found[edit.revision] = edit
+    last = _edit_of(doc.get("last"))
+    if last is not None:
+        found[last.revision] = last
+    return [found[r] for r in sorted(found)]
+
+
+def drop_version_annotations(store: Store, coll: CollectionPath, index: int) -> None:
+    """Delete the annotations of ``coll``'s v<index> and their history (its version is deleted)."""
+    for info in list(store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index))):
+        store.backend.delete(info.key)
+    store.backend.delete(_state_key(coll, index))
+
+
+def drop_collection_annotations(store: Store, coll: CollectionPath) -> int:
+    """Delete every annotation key of ``coll``; how many."""
+    n = 0
+    for info in list(store.backend.iter_prefix(annotations_prefix(coll.entity, coll.project, coll.name))):
+        store.backend.delete(info.key)
+        n += 1
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class TtlEntry:
+    """A version with a ttl of its own: ``coll`` v``index``, object ``version_id``, ``ttl`` seconds."""
+
+    coll: CollectionPath
+    index: int
+    version_id: ObjectId
+    ttl: int
+
+
+def iter_ttls(store: Store) -> Iterator[TtlEntry]:
+    """Every version whose annotations set a ttl in seconds (whether or not its
+    object is still the one the state names: the caller checks)."""
+    for info in store.backend.iter_prefix(ANNOTATIONS):
+        parsed = parse_annotation_key(info.key)
+        if parsed is None or info.size == 0:
+            continue
+        try:
+            doc = _unpack(info.key, store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES))
+        except (NotFound, CorruptObject):
+            continue  # fsck's to report; an unreadable state sets no ttl
+        ttl = doc.get("fields", {}).get("ttl")
+        raw_vid = doc.get("version")
+        if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 and isinstance(raw_vid, bytes) and len(raw_vid) == 32:
+            yield TtlEntry(CollectionPath(parsed.entity, parsed.project, parsed.name), parsed.index, ObjectId(raw_vid), ttl)
