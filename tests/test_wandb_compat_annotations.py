@@ -135,11 +135,15 @@ def test_bad_tags_are_refused_before_anything_is_written(store: Path, tags: list
 def test_bad_metadata_or_description_on_save_writes_nothing(store: Path) -> None:
     art = api_artifact(store)
     art.aliases.append("best")
-    art.metadata["bad"] = {1, 2}  # a set is not JSON
+    art.metadata["bad"] = object()  # nothing W&B's conversion turns into JSON
     with pytest.raises(errors.InvalidInput):
         art.save()
     art = api_artifact(store)
     assert "best" not in art.aliases and "bad" not in art.metadata
+    art.metadata["ids"] = {2}  # converted as W&B converts it (a set becomes a list), then stored
+    art.save()
+    assert api_artifact(store).metadata["ids"] == [2]
+    art = api_artifact(store)
     art.description = 5  # type: ignore[assignment]
     with pytest.raises(errors.InvalidInput):
         art.save()

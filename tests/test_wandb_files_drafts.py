@@ -253,7 +253,13 @@ def test_log_artifact_tags_are_checked_and_never_dropped(tmp_path: Path) -> None
     with objstore.init(entity="e", project="p", store=tmp_path / "s") as run:
         with pytest.raises(errors.InvalidName):
             run.log_artifact(str(tmp_path / "f"), name="a", type="t", tags=["bad/tag"])
-        if "tags" not in objstore.api.artifact.SETTABLE:
-            with pytest.raises(errors.UnsupportedError, match="tags"):
-                run.log_artifact(str(tmp_path / "f"), name="a", type="t", tags=["ok tag"])
         assert not objstore.Api(tmp_path / "s").artifact_exists("e/p/a")
+        logged = run.log_artifact(str(tmp_path / "f"), name="a", type="t", tags=["ok tag", "b"])
+    api = objstore.Api(tmp_path / "s")
+    assert api.artifact("e/p/a:v0").tags == logged.tags == ["ok tag", "b"]
+    (tmp_path / "f").write_text("y")
+    with objstore.init(entity="e", project="p", store=tmp_path / "s") as run:
+        run.log_artifact(str(tmp_path / "f"), name="a", type="t", tags=["b"])
+    assert [a.version for a in api.artifacts("t", "e/p/a", tags=["b"])] == ["v0", "v1"]
+    assert [a.version for a in api.artifacts("t", "e/p/a", tags=["ok tag", "b"])] == ["v0"]
+    assert api.artifacts("t", "e/p/a", tags=["nope"]) == []

@@ -57,7 +57,6 @@ from objstore.model.annotations import (
     Edit,
     annotation_history,
     check_description,
-    check_tags,
     check_ttl,
     edit_annotations,
     read_annotations,
@@ -65,7 +64,7 @@ from objstore.model.annotations import (
 )
 from objstore.model.deletion import DeletedVersion, delete_version, unlink
 from objstore.model.inventory import iter_version_refs
-from objstore.model.names import LATEST, REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
+from objstore.model.names import LATEST, REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, check_tags, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
@@ -720,10 +719,10 @@ class Artifact:
 
     @property
     def tags(self) -> list[str]:
-        """A logged version's tags (W&B's tag rule); set them and :meth:`save`. A draft has none."""
+        """A logged version's tags (W&B's tag rule); set them and :meth:`save`. A
+        draft has none (``[]``, as W&B) and refuses them until logged."""
         if self._resolved is None:
-            raise ArtifactNotLoggedError(f"'Artifact.tags' used on draft {self._name}: tags are set on a logged "
-                                         "version (log it first, or pass tags= when logging)", name="tags", obj=self)
+            return []
         return self._tags
 
     @tags.setter

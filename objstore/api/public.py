@@ -25,7 +25,7 @@ from objstore.api.naming import DEFAULT_PROJECT, default_entity
 from objstore.api.runinfo import RunInfo, iter_runs, read_run_by_path
 from objstore.errors import CorruptObject, InvalidName, NotFound, UnsupportedError, UsageError, WrongType
 from objstore.model import deletion
-from objstore.model.names import CollectionPath, check_name, parse_version_spec
+from objstore.model.names import CollectionPath, check_name, check_tags, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import (
     collection_exists,
@@ -200,11 +200,12 @@ class Api:
     def artifacts(self, type_name: str | None, name: str, order: str | None = None, per_page: int = 50,
                   tags: list[str] | None = None) -> list[Artifact]:
         """W&B's ``artifacts(type_name, name)``: every version of a collection, oldest
-        first (``order="-…"`` gives newest first). ``tags`` is refused while versions
-        store no tags."""
-        if tags:
-            raise UnsupportedError("artifacts(tags=…): objstore does not store artifact tags yet")
+        first (``order="-…"`` gives newest first); with ``tags`` only the versions
+        that carry all of them (W&B's rule)."""
+        wanted = set(check_tags(tags))
         versions = self.artifact_versions(type_name, name)
+        if wanted:
+            versions = [v for v in versions if wanted <= set(v.tags)]
         return list(reversed(versions)) if order and order.startswith("-") else versions
 
     def artifact_collection(self, type_name: str, name: str) -> ArtifactCollection:

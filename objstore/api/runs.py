@@ -16,7 +16,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
-from objstore.api.artifact import SETTABLE as ARTIFACT_SETTABLE
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version, wire
 from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
@@ -135,14 +134,11 @@ class Run:
                      type: str | None = None, aliases: list[str] | None = None, tags: list[str] | None = None, *,
                      progress: Callable[[int], None] | None = None) -> Artifact:
         """Log an Artifact (or a path, as a new artifact) as this run's output.
-        ``tags`` are checked by W&B's tag rule and added to the version's tags
-        (``Artifact.tags`` + ``save``); while artifacts store no tags they are
-        refused (UnsupportedError, before anything is written)."""
+        ``tags`` are checked by W&B's tag rule before anything is written, then
+        added to the version's tags (``Artifact.tags`` + ``save``)."""
         self._check_open()
         wanted = check_aliases(aliases)
-        if check_tags(tags) and "tags" not in ARTIFACT_SETTABLE:
-            raise UnsupportedError("log_artifact(tags=…): objstore does not store artifact tags yet; "
-                                   "put them in metadata or use aliases")
+        new_tags = check_tags(tags)
         if isinstance(artifact_or_path, Artifact):
             art = artifact_or_path
             if art.is_draft():  # aliases set on the draft are given to the version too, as in W&B
@@ -153,8 +149,8 @@ class Run:
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
         self._update(with_output(logged_version(art)[1].version_id))
-        if tags:  # only reached once artifacts store tags (see the check above): W&B's tags= as art.tags + save()
-            setattr(art, "tags", list(dict.fromkeys([*getattr(art, "tags", []), *check_tags(tags)])))  # noqa: B010  (Artifact.tags is annotations' to add)
+        if new_tags:
+            art.tags = list(dict.fromkeys([*art.tags, *new_tags]))
             art.save()
         alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
         if art.created:

@@ -33,16 +33,15 @@ Invariants:
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from objstore.constants import MAX_ANNOTATION_BYTES, MAX_USER_VALUE_BYTES
-from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
@@ -59,26 +58,7 @@ from objstore.storage.objects import storable_dict
 
 FORMAT = 1
 INHERIT = "inherit"  # the ttl of a version that sets none: W&B's ArtifactTTL.INHERIT (no team default here)
-# W&B's tag rule (sdk/artifacts/_validators.py): words of [-\w] separated by spaces.
-_TAG = re.compile(r"[-\w]+( +[-\w]+)*")
-MAX_TAG = 128
 _FIELDS = ("description", "metadata", "tags", "ttl")
-
-
-def check_tags(values: object) -> tuple[str, ...]:
-    """Tags deduplicated in order (W&B keeps the first of each); InvalidName for one that breaks W&B's rule."""
-    if values is None:
-        return ()
-    items = [values] if isinstance(values, str) else values
-    if not isinstance(items, Iterable):
-        raise InvalidName(f"tags must be a list of strings, got {type(values).__name__}")
-    out: dict[str, None] = {}
-    for tag in items:
-        if not isinstance(tag, str) or not _TAG.fullmatch(tag) or len(tag) > MAX_TAG:
-            raise InvalidName(f"invalid tag {tag!r}: tags are words of letters, digits, '-' and '_' separated "
-                              f"by spaces, at most {MAX_TAG} characters")
-        out.setdefault(tag, None)
-    return tuple(out)
 
 
 def check_ttl(value: object) -> int | None | str:
