@@ -101,7 +101,11 @@ def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
 
 
 def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
-    oid = store.refs.read(run_ref(entity, project, run_id))
+    return record_at(store, entity, project, run_id, store.refs.read(run_ref(entity, project, run_id)))
+
+
+def record_at(store: Store, entity: str, project: str, run_id: str, oid: ObjectId | None) -> RunRecord:
+    """The record run ``entity/project/run_id``'s ref holds, given the id read from it (None: absent)."""
     if oid is None:
         raise NotFound(f"no run {entity}/{project}/{run_id} in the store", key=f"{entity}/{project}/{run_id}")
     obj = store.odb.get_object(oid)
@@ -121,9 +125,11 @@ def find_run(store: Store, path: str) -> RunInfo | None:
         key = run_ref(*parts)
     except InvalidName:
         return None
-    if store.refs.read(key) is None:
+    oid = store.refs.read(key)  # read once: its record is the one this value names
+    if oid is None:
         return None
-    return RunInfo.from_record(read_run(store, *parts), store)
+    entity, project, run_id = parts
+    return RunInfo.from_record(record_at(store, entity, project, run_id, oid), store)
 
 
 def read_run_by_path(store: Store, path: str) -> RunInfo:
@@ -150,3 +156,4 @@ def iter_run_records(store: Store, entity: str | None = None, project: str | Non
                 continue
             if isinstance(obj, RunRecord):
                 yield obj
+

@@ -91,11 +91,14 @@ class RefStore:
         except NotFound:
             return False
 
-    def create(self, ref: str, oid: ObjectId, why: str) -> bool:
-        """Write a ref that is never moved afterwards. False if it already exists."""
+    def create(self, ref: str, oid: ObjectId, why: str, *, log: bool = True) -> bool:
+        """Write a ref that is never moved afterwards. False if it already exists.
+        ``log=False`` for a ref derived from another whose own entry records the
+        same event (a digest ref, written beside its version ref): no entry."""
         if not self.backend.put_if_absent(ref, encode_value(oid)):
             return False
-        self._log(ref, None, oid, why)
+        if log:
+            self._log(ref, None, oid, why)
         return True
 
     def set_if_equals(self, ref: str, expected_raw: bytes | None, new: ObjectId | None, why: str) -> None:

@@ -52,7 +52,7 @@ from typing import Any
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
-from objstore.model.refs import decode_value
+from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import alias_ref, collection_prefix, digest_ref, parse_ref_key, ref_key_parts, refs_prefix, version_ref
@@ -306,23 +306,37 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
 def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callable[[int, ObjectId | None], Version | Link],
                aliases: tuple[str, ...]) -> tuple[ResolvedVersion, bool]:
     """Claim the next dense number of ``coll`` for the entry ``make(n, parent)``
-    returns, unless an entry already holds ``tree``; then move latest and aliases."""
+    returns, unless an entry already holds ``tree``; then move latest and aliases.
+
+    What this writer read or wrote itself is not read again: the number and id
+    ``latest`` held (the hint, and the parent of the next number), the entry it
+    just stored, and the value of ``latest`` it swaps against."""
     digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
+    latest_key = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     existing = store.refs.read(digest_key)
     found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
     created = existing is None
+    latest_raw = store.refs.read_raw(latest_key)
+    latest = _latest_entry(store, coll, latest_raw)
+    mine: ResolvedVersion | None = None
     if existing is None:
-        n = _next_index_hint(store, coll)
+        n = latest[0] + 1
         while True:
             ref = version_ref(coll.entity, coll.project, coll.name, n)
+            # v<n-1> holds what latest holds when latest is at n-1 (the common case)
+            if n == 0:
+                parent = None
+            elif latest[0] == n - 1:
+                parent = latest[1]
+            else:
+                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1))
+            obj = make(n, parent)
+            oid = store.odb.put_object(obj)
+            # Create-only: a number someone holds already answers False, read below.
+            if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
+                faults.point("claim")
+                break
             held = store.refs.read(ref)
-            if held is None:
-                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
-                oid = store.odb.put_object(make(n, parent))
-                if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
-                    faults.point("claim")
-                    break
-                held = store.refs.read(ref)
             # v<n> is taken, perhaps by this very content: a racing writer of it, or
             # one that crashed between its version ref and its digest ref.
             existing, found_at = store.refs.read(digest_key), digest_key
@@ -333,18 +347,29 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
                 break
             n += 1
         if created:
-            store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
+            # Derived from the version ref just created, whose reflog entry records
+            # this very event: a second entry would cost a request and say nothing new.
+            store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}", log=False)
             existing, found_at = oid, ref
+            if isinstance(obj, Version):  # just written: no need to read it back
+                mine = ResolvedVersion(coll, n, oid, oid, obj)
         else:
             assert existing is not None  # the claim loop ends uncreated only on finding an entry that holds tree
             store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
-    entry = read_entry(store, coll, existing, ref=found_at)
-    advance_latest(store, coll, entry.index)
+    entry = mine if mine is not None else read_entry(store, coll, existing, ref=found_at)
+    advance_latest(store, coll, entry.index, known=(latest_raw, latest[0]), mine=(found_at, entry))
     for alias in aliases:
         if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
-            set_alias(store, coll, alias, entry.object_id)
+            set_alias(store, coll, alias, entry.object_id, index=entry.index)
     return entry, created
+
+
+def _latest_entry(store: Store, coll: CollectionPath, raw: bytes | None) -> tuple[int, ObjectId | None]:
+    """(number, id) of the entry ``latest`` holds (raw value ``raw``); (-1, None) if none."""
+    ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    oid = None if raw is None else decode_value(ref, raw)
+    return (-1, None) if oid is None else (_index_of(store, coll, oid, ref), oid)
 
 
 def _holding(store: Store, coll: CollectionPath, ref: str, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
@@ -402,10 +427,6 @@ def _latest_index(store: Store, coll: CollectionPath, raw: bytes | None) -> int:
     return -1 if oid is None else _index_of(store, coll, oid, ref)
 
 
-def _next_index_hint(store: Store, coll: CollectionPath) -> int:
-    return _latest_index(store, coll, store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))) + 1
-
-
 def _index_of(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> int:
     """The number of entry ``oid`` of ``coll``, held by ``ref``: from the object, or,
     if that cannot be decoded (fsck reports it), from the version ref that holds it,
@@ -422,21 +443,34 @@ def _index_of(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> in
         raise
 
 
-def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
-    """Move ``latest`` forward, one version at a time, until it is at least v<upto>."""
+def advance_latest(store: Store, coll: CollectionPath, upto: int, *, known: tuple[bytes | None, int] | None = None,
+                   mine: tuple[str, ResolvedVersion] | None = None) -> None:
+    """Move ``latest`` forward, one version at a time, until it is at least v<upto>.
+
+    ``known``: latest's raw value and number as the caller just read them (tried
+    first; a Conflict reads them again); ``mine``: the version ref and entry of
+    v<upto> the caller holds, so it is not read back."""
     ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     for _ in range(10_000):
-        raw = store.refs.read_raw(ref)
-        k = _latest_index(store, coll, raw)
+        if known is not None:
+            (raw, k), known = known, None
+        else:
+            raw = store.refs.read_raw(ref)
+            k = _latest_index(store, coll, raw)
         if k >= upto:
             return
         nxt_ref = version_ref(coll.entity, coll.project, coll.name, k + 1)
-        nxt = store.refs.read(nxt_ref)
-        if nxt is None:
-            return  # a later version's writer is still claiming it; it will move latest itself
-        # Checked before latest moves onto it: an entry numbered otherwise would
-        # leave latest where it is, and this loop moving it there again and again.
-        entry = _readable_entry(store, coll, nxt, nxt_ref)
+        entry: ResolvedVersion | None
+        if mine is not None and mine[1].index == k + 1 and mine[0] == nxt_ref:
+            nxt: ObjectId | None = mine[1].object_id
+            entry = mine[1]
+        else:
+            nxt = store.refs.read(nxt_ref)
+            if nxt is None:
+                return  # a later version's writer is still claiming it; it will move latest itself
+            # Checked before latest moves onto it: an entry numbered otherwise would
+            # leave latest where it is, and this loop moving it there again and again.
+            entry = _readable_entry(store, coll, nxt, nxt_ref)
         if k + 1 != upto and entry is not None:
             # Moving latest past another writer's version: that writer may have died
             # before its digest ref; restore it (create-only, so a live one loses nothing).
@@ -445,6 +479,9 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
             store.refs.set_if_equals(ref, raw, nxt, f"v{k + 1} is the newest version")
         except Conflict:
             continue
+        if k + 1 >= upto:
+            return  # moved there by this very swap: nothing to read again
+        known = (encode_value(nxt), k + 1)
     raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
 
 
@@ -456,11 +493,13 @@ def _check_movable(alias: str) -> str:
     return alias
 
 
-def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, index: int | None = None) -> None:
     """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
-    adding an alias to a version moves it there). Not ``latest``."""
+    adding an alias to a version moves it there). Not ``latest``. ``index``: the
+    entry's number, when the caller knows it (else read from the entry)."""
     _check_movable(alias)
-    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{_entry_index(store, oid)}")
+    number = _entry_index(store, oid) if index is None else index
+    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
 
 
 def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:
@@ -508,3 +547,4 @@ def list_collections(store: Store, entity: str, project: str) -> list[Collection
         if parsed is not None and parsed.kind == "version":
             names.add(parsed.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
+
