@@ -9,7 +9,7 @@ not in this store, while a ref whose record is damaged still raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,3 +157,25 @@ def iter_run_records(store: Store, entity: str | None = None, project: str | Non
             if isinstance(obj, RunRecord):
                 yield obj
 
+
+def recorded_runs(store: Store, paths: Iterable[str]) -> set[str]:
+    """Which of the run ``paths`` (``entity/project/run-id``) have a ref in this store,
+    by one listing of each project's runs (a request per thousand runs) rather than
+    a read per run; a ref present whose record is damaged counts as recorded (only
+    reading it tells, as :func:`find_run` does)."""
+    projects: dict[tuple[str, str], set[str]] = {}
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) == 3 and all(parts):
+            projects.setdefault((parts[0], parts[1]), set()).add(path)
+    found: set[str] = set()
+    for (entity, project), wanted in projects.items():
+        try:
+            prefix = run_ref(entity, project, "x")[:-1]
+        except InvalidName:
+            continue  # not a name objstore writes: no such run here
+        for info in store.backend.iter_prefix(prefix):
+            path = f"{entity}/{project}/{info.key[len(prefix):]}"
+            if path in wanted and info.size != 0:
+                found.add(path)
+    return found

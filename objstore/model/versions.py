@@ -46,6 +46,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -548,3 +549,85 @@ def list_collections(store: Store, entity: str, project: str) -> list[Collection
             names.add(parsed.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
 
+
+# -- the log of a collection ----------------------------------------------------
+# A log page reads the newest entries by following each version's parent from one
+# ref read every LOG_SEGMENT numbers, the segments in parallel: about one request
+# per version shown, whatever the collection's history.
+LOG_SEGMENT = 25
+LOG_THREADS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """Entries of one collection, newest first, with the aliases of each."""
+
+    entries: tuple[ResolvedVersion, ...]
+    total: int  # entries the collection holds
+    aliases: Mapping[ObjectId, tuple[str, ...]]  # entry id -> its aliases, sorted
+
+
+def version_numbers(store: Store, coll: CollectionPath) -> list[int]:
+    """The numbers of ``coll``'s versions, newest first, from one listing (no ref is read)."""
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "versions/"
+    numbers = []
+    for info in store.backend.iter_prefix(prefix):
+        idx = version_index(info.key.rsplit("/", 1)[-1])
+        if idx is not None and info.size != 0:
+            numbers.append(idx)
+    return sorted(numbers, reverse=True)
+
+
+def log_page(store: Store, coll: CollectionPath, *, limit: int | None = None, skip: int = 0) -> LogPage:
+    """The ``limit`` newest entries of ``coll`` after the ``skip`` newest (all for None).
+
+    Requests grow with the entries shown, not with the collection's size: one
+    listing of its version refs (a request per thousand), one ref read per
+    ``LOG_SEGMENT`` entries, one object per entry (two for a registry link), the
+    aliases; segments are read in parallel. An entry reached through a parent is
+    checked as one read through its ref is (this collection's, this number); one
+    that is not is read through its own ref instead."""
+    numbers = version_numbers(store, coll)
+    shown = numbers[skip:] if limit is None else numbers[skip:skip + limit]
+    segments = [shown[i:i + LOG_SEGMENT] for i in range(0, len(shown), LOG_SEGMENT)]
+    with ThreadPoolExecutor(max(1, min(LOG_THREADS, len(segments) + 1)), thread_name_prefix="objstore-log") as pool:
+        aliases_future = pool.submit(list_aliases, store, coll) if shown else None
+        read = list(pool.map(lambda seg: _read_segment(store, coll, seg), segments))
+        named = aliases_future.result() if aliases_future is not None else {}
+    by_entry: dict[ObjectId, list[str]] = {}
+    for alias, oid in named.items():
+        by_entry.setdefault(oid, []).append(alias)
+    return LogPage(tuple(e for seg in read for e in seg), len(numbers),
+                   {oid: tuple(sorted(names)) for oid, names in by_entry.items()})
+
+
+def _read_segment(store: Store, coll: CollectionPath, numbers: list[int]) -> list[ResolvedVersion]:
+    """The entries numbered ``numbers`` (descending): the first through its ref, each
+    next one through the parent of the one before when that is the entry expected."""
+    out: list[ResolvedVersion] = []
+    for n in numbers:
+        entry = _through_parent(store, coll, out[-1], n) if out else None
+        if entry is None:
+            ref = version_ref(coll.entity, coll.project, coll.name, n)
+            oid = store.refs.read(ref)
+            if oid is None:
+                raise NotFound(f"{coll}:v{n} was removed while its log was read; run the log again", key=ref)
+            entry = read_entry(store, coll, oid, ref=ref)
+        out.append(entry)
+    return out
+
+
+def _through_parent(store: Store, coll: CollectionPath, child: ResolvedVersion, n: int) -> ResolvedVersion | None:
+    """Entry ``n`` of ``coll`` as ``child``'s parent names it; None if it names none, or
+    one that is not a readable version of ``coll`` numbered ``n`` (the caller reads its ref)."""
+    parent = child.version.parent if child.link is None else None
+    if parent is None:
+        return None
+    try:
+        obj = store.odb.get_object(parent)
+    except (NotFound, CorruptObject):
+        return None
+    if not isinstance(obj, Version) or obj.index != n:
+        return None
+    entry = ResolvedVersion(coll, n, parent, parent, obj)
+    return entry if _foreign(coll, entry) is None else None
