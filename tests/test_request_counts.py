@@ -167,3 +167,26 @@ def test_a_listing_counts_the_pages_it_requests(s3_bucket_url: str) -> None:
         list(backend.iter_prefix(kind))
         assert backend.stats.requests - before == expected, kind
     backend.close()
+
+
+def test_a_run_never_finished_is_written_at_exit(tmp_path: Path) -> None:
+    """Changes are held until the record is next written; a script that never calls
+    finish (and drops its run) still records what it used, when the interpreter exits."""
+    import subprocess
+    import sys
+    import textwrap
+
+    store_dir = tmp_path / "store"
+    _log_session(str(store_dir), tmp_path, 0)
+    script = tmp_path / "unfinished.py"
+    script.write_text(textwrap.dedent(f"""
+        import objstore
+        def work():
+            run = objstore.init(entity="team", project="p", store={str(store_dir)!r}, id="unfinished", reinit="create_new")
+            run.use_model("model:latest", root={str(tmp_path / "out")!r})
+        work()
+    """))
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
+    with Store.open(store_dir, create=False) as store:
+        run = objstore.api.runinfo.read_run_by_path(store, "team/p/unfinished")
+    assert run.state == "running" and len(run.inputs) == 1

@@ -29,7 +29,6 @@ import atexit
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -374,7 +373,9 @@ class DisabledRun(Run):
 
 # Runs holding changes not yet stored; at interpreter exit each is written (still
 # ``running`` unless finished), so a script that never calls finish loses no lineage.
-_unwritten: weakref.WeakSet[Run] = weakref.WeakSet()
+# Held strongly, as W&B holds a run until it finishes: a run dropped unfinished
+# must still be written at exit. A run leaves this set whenever it is written.
+_unwritten: set[Run] = set()
 
 
 @atexit.register
