@@ -12,7 +12,7 @@ import click
 from objstore.api.artifact import Artifact, artifact_of
 from objstore.api.naming import new_run_id
 from objstore.api.public import Api
-from objstore.api.runinfo import recorded_runs
+from objstore.api.runinfo import log_with_runs
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.deletion import delete_collection
 from objstore.model.names import (
@@ -26,7 +26,6 @@ from objstore.model.versions import (
     delete_alias,
     list_collections,
     list_projects,
-    log_page,
     resolve,
     set_alias,
 )
@@ -220,11 +219,10 @@ def log_cmd(state: State, name: str, count: int, skip: int, project: str | None,
     ent, proj = names(entity, project)
     store = state.store()
     coll = parse_version_spec(name.split(":", 1)[0], entity=ent, project=proj).collection
-    page = log_page(store, coll, limit=count or None, skip=skip)
+    page, recorded = log_with_runs(store, coll, limit=count or None, skip=skip)
     if page.total == 0:
         raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
     runs = [e.link.run if e.link is not None else e.version.run for e in page.entries]
-    recorded = recorded_runs(store, [r for r in runs if r])
     rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
     for entry, run in zip(page.entries, runs):
         v = entry.version

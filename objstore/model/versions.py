@@ -553,8 +553,9 @@ def list_collections(store: Store, entity: str, project: str) -> list[Collection
 # -- the log of a collection ----------------------------------------------------
 # A log page reads the newest entries by following each version's parent from one
 # ref read every LOG_SEGMENT numbers, the segments in parallel: about one request
-# per version shown, whatever the collection's history.
-LOG_SEGMENT = 25
+# per version shown, whatever the collection's history. 50: a default page (the
+# newest 50) costs one ref read; a longer log runs its segments in parallel.
+LOG_SEGMENT = 50
 LOG_THREADS = 16
 
 
