@@ -38,12 +38,13 @@ from typing import Any, Literal, cast
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, log_draft, logged_version
 from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
-from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path, record_at  # noqa: F401  (re-exported)
 from objstore.api.runrecord import Written, create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
 from objstore.errors import InvalidInput, InvalidName, UnsupportedError, UsageError, WrongType
 from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, parse_version_spec
+from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 from objstore.storage.keys import run_ref
@@ -88,13 +89,15 @@ class Run:
         self.summary = RunValues("summary")  # stored with the run's next write: a log() is not a write each
         # A new random id needs no look-up: the create-only write of its record
         # refuses an id in use. A given id may name a run to resume.
-        exists = id is not None and store.refs.read(run_ref(self.entity, self.project, self.id)) is not None
+        held = store.refs.read(run_ref(self.entity, self.project, self.id)) if id is not None else None
+        exists = held is not None
         if exists and resume == "never":
             raise UsageError(f"run {self.path} exists and resume='never'; pass another id, or resume='allow'")
         if not exists and resume == "must":
             raise UsageError(f"no run {self.path} to resume and resume='must'; pass the id of a run in the store")
         if exists:  # resuming a run by id
-            previous = read_run(store, self.entity, self.project, self.id)
+            previous = record_at(store, self.entity, self.project, self.id, held)  # the ref just read, not again
+            self._written = Written(previous, encode_value(held))
             self.name = name or previous.name
             self.config.setdefaults(previous.config)
             self.summary.update(previous.summary)
