@@ -12,6 +12,7 @@ import click
 from objstore.api.artifact import Artifact, artifact_of
 from objstore.api.naming import new_run_id
 from objstore.api.public import Api
+from objstore.api.runinfo import log_with_runs
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.annotations import annotation_history, read_annotations
 from objstore.model.deletion import delete_collection, delete_version
@@ -198,34 +199,49 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
 
 @click.command("log")
 @click.argument("name")
+@click.option("--max-count", "-n", "count", default=50, show_default=True, type=click.IntRange(min=0),
+              help="Show at most this many versions (0: all).")
+@click.option("--skip", default=0, type=click.IntRange(min=0), help="Skip this many of the newest versions first.")
 @project_option
 @entity_option
 @json_option
 @pass_state
-def log_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
-    """Show the versions of a collection, newest first.
+def log_cmd(state: State, name: str, count: int, skip: int, project: str | None, entity: str | None,
+            as_json: bool) -> None:
+    """Show the versions of a collection, newest first (the newest 50 unless -n says otherwise).
 
     \b
     Example:
       objstore log mnist
+      objstore log mnist -n 0                  # every version
+      objstore log mnist --skip 50             # the next page
       objstore log charlie/model-registry/Digits --json
     """
     ent, proj = names(entity, project)
-    versions = Api(state.store(), entity=ent, project=proj).artifact_versions(None, name.split(":", 1)[0])
+    store = state.store()
+    coll = parse_version_spec(name.split(":", 1)[0], entity=ent, project=proj).collection
+    page, recorded = log_with_runs(store, coll, limit=count or None, skip=skip)
+    if page.total == 0:
+        raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
+    runs = [e.link.run if e.link is not None else e.version.run for e in page.entries]
     rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
-    for art in reversed(versions):
+    for entry, run in zip(page.entries, runs):
+        v = entry.version
         rows.append({
-            "version": art.version, "aliases": sorted(art.aliases), "size": art.size, "new_bytes": art.new_bytes,
-            "created_at": out.iso(art.created_timestamp), "run": art.logged_by_path, "run_state": run_state(art),
-            "digest": art.digest, "source": art.source_qualified_name,
+            "version": f"v{entry.index}", "aliases": list(page.aliases.get(entry.object_id, ())), "size": v.size,
+            "new_bytes": v.new_bytes, "created_at": out.iso(v.created_at), "run": run,
+            "run_state": "present" if run in recorded else "absent", "digest": v.digest, "source": v.label,
         })
-    coll = versions[0].qualified_name.rsplit(":", 1)[0]
     if as_json:
-        out.emit_json({"collection": coll, "versions": rows})
-    else:
-        out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
-            [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
-             out.when(a.created_timestamp), run_label(r["run"], r["run_state"])] for r, a in zip(rows, reversed(versions))])
+        out.emit_json({"collection": str(coll), "total": page.total, "skip": skip, "versions": rows})
+        return
+    out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
+        [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
+         out.when(e.version.created_at), run_label(r["run"], r["run_state"])] for r, e in zip(rows, page.entries)])
+    older = page.total - skip - len(rows)
+    if older > 0:
+        click.echo(f"({older} older version{'s' if older != 1 else ''}: objstore log {name} --skip {skip + len(rows)}, "
+                   f"or -n 0 for all)", err=True)
 
 
 def run_state(art: Artifact) -> str:

@@ -40,9 +40,13 @@ MIN_SAVING = 0.02
 # Once a store has this many pack indexes (.idx) not covered by a consolidated
 # index file, the next writer merges them into one (objstore.storage.chunkindex):
 # opening a store then reads at most this many .idx files plus O(log packs)
-# consolidated ones. 64 keeps the per-open cost small while a compaction runs
-# about once per 64 sessions. OBJSTORE_INDEX_COMPACT_THRESHOLD overrides it (0: never).
-INDEX_COMPACT_THRESHOLD = 64
+# consolidated ones. Each .idx is a request of its own for every command on a
+# bucket, so this bounds what history adds to a command's cost (issue 13: at most
+# 1.5x + 10 requests from 10 to 3,000 packs, which 64 breaks: up to 63 extra
+# GETs per command); at 16 a compaction runs about once per 16 sessions and costs
+# that session about as many requests as the .idx files it merges.
+# OBJSTORE_INDEX_COMPACT_THRESHOLD overrides it (0: never).
+INDEX_COMPACT_THRESHOLD = 16
 
 # gc deletes nothing younger than this: a writer that stored chunks but has not
 # yet written its version must not lose them.

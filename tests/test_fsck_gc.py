@@ -13,7 +13,7 @@ import objstore
 from objstore.api.naming import default_entity
 from objstore.maintenance.gc import collect_garbage
 from objstore.model.store import Store
-from objstore.storage.ids import Kind, hash_bytes
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.storage.keys import idx_key
 from objstore.storage.packs import decode_idx
 
@@ -161,6 +161,9 @@ def test_gc_keeps_a_marked_pack_a_writer_reused(tmp_path: Path) -> None:
     # A writer that loaded the index before gc marked the pack dedups against it...
     writer = objstore.init(project="p", store=Store.open_existing(store))
     writer.store.odb.refresh()
+    # Its first dedup question (a chunk it has) reads gc's marks: none yet.
+    stored, _ = next(writer.store.odb.index.iter_entries())
+    assert writer.store.odb.has_chunks([ObjectId(stored)]) == [True]
     assert run_cli(store, "gc", "--grace", "600", "--json").json()["packs_marked"] == 1
     _age(store / "gc", 2 * HOUR)
     art = writer.log_model(str(m), name="two")

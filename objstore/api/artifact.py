@@ -61,6 +61,7 @@ from objstore.model.annotations import (
     edit_annotations,
     read_annotations,
     same_value,
+    unedited_annotations,
 )
 from objstore.model.deletion import DeletedVersion, delete_version, unlink
 from objstore.model.inventory import iter_version_refs
@@ -361,7 +362,7 @@ class Artifact:
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         self._store: Store | None = None
         self._saved_aliases: list[str] = []
-        self.aliases: list[str] = []
+        self._aliases: list[str] | None = []  # None: a logged version's, not read yet
         self._created = False
         self._origin: Store | None = None  # the store new_draft() took the entries from
         self._init_annotations()
@@ -376,6 +377,22 @@ class Artifact:
         if isinstance(getattr(cls, name, None), property):
             raise UnsupportedError(f"Artifact.{name} is read-only; the settable attributes are {', '.join(SETTABLE)}")
         raise UnsupportedError(f"Artifact has no attribute {name!r} to set; the settable attributes are {', '.join(SETTABLE)}")
+
+    @property
+    def aliases(self) -> list[str]:
+        """The aliases (a logged version's are read from the store on first use: a
+        command that never looks at them, like use_model, never lists them)."""
+        if self._aliases is None:
+            store, resolved = self._logged()
+            self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
+            self._aliases = list(self._saved_aliases)
+        return self._aliases
+
+    @aliases.setter
+    def aliases(self, value: list[str]) -> None:
+        if self._aliases is None:
+            self.aliases  # noqa: B018 - what save() compares against is the stored aliases, read first
+        self._aliases = value
 
     @property
     def type(self) -> str:
@@ -506,7 +523,8 @@ class Artifact:
         draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
         resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         ttl_set, ttl = self._ttl_changed, self._ttl
-        self._bind(store, resolved)
+        # A version this call created holds what it was given, and latest: no need to read them.
+        self._bind(store, resolved, sorted({LATEST, *aliases}) if created else None)
         self._created = created
         if ttl_set:
             self._store_draft_ttl(ttl)
@@ -514,7 +532,12 @@ class Artifact:
             self._tmpdir.cleanup()
             self._tmpdir = None
 
-    def _bind(self, store: Store, resolved: ResolvedVersion) -> None:
+    def _bind(self, store: Store, resolved: ResolvedVersion, aliases: list[str] | None = None, *,
+              read_aliases: bool = True) -> None:
+        """Become the logged version ``resolved``. Its aliases are a snapshot taken now
+        (a stale object never undoes another writer's move, see :meth:`save`):
+        ``aliases`` when the caller knows them, else read, unless ``read_aliases`` is
+        False (an object that never leaves objstore reads them on first use, if ever)."""
         self._store = store
         self._resolved = resolved
         self._staged = {}
@@ -522,19 +545,26 @@ class Artifact:
         self._type = version.artifact_type
         self._description = version.description
         self._metadata = dict(version.metadata)
-        self._saved_aliases = aliases_for(store, resolved.collection, resolved.object_id)
-        self.aliases = list(self._saved_aliases)
-        self._show_annotations(read_annotations(store, resolved))
+        self._saved_aliases = []
+        self._aliases = None
+        if aliases is not None:
+            self._saved_aliases = list(aliases)
+            self._aliases = list(aliases)
+        elif read_aliases:
+            self.aliases  # noqa: B018 - the snapshot, read now
+        # A version this call created has no edits yet; an internal object (use_model's) shows none either.
+        fresh = aliases is not None or not read_aliases
+        self._show_annotations(unedited_annotations(resolved) if fresh else read_annotations(store, resolved))
 
     @classmethod
-    def _from_resolved(cls, store: Store, resolved: ResolvedVersion) -> Artifact:
+    def _from_resolved(cls, store: Store, resolved: ResolvedVersion, *, read_aliases: bool = True) -> Artifact:
         art = cls.__new__(cls)
         art._name = resolved.collection.name
         art._tmpdir = None
         art._created = False
         art._origin = None
         art._init_annotations()
-        art._bind(store, resolved)
+        art._bind(store, resolved, read_aliases=read_aliases)
         return art
 
     # -- a logged version ---------------------------------------------------
@@ -1039,10 +1069,11 @@ class Artifact:
                 pass
 
 
-def artifact_of(store: Store, resolved: ResolvedVersion) -> Artifact:
+def artifact_of(store: Store, resolved: ResolvedVersion, *, read_aliases: bool = True) -> Artifact:
     """The logged version ``resolved`` of ``store`` as an :class:`Artifact` (what
-    ``Api.artifact`` and ``run.use_artifact`` hand out)."""
-    return Artifact._from_resolved(store, resolved)
+    ``Api.artifact`` and ``run.use_artifact`` hand out). ``read_aliases=False`` for one
+    that is never handed out (its aliases are read only if it is asked for them)."""
+    return Artifact._from_resolved(store, resolved, read_aliases=read_aliases)
 
 
 def logged_version(art: Artifact) -> tuple[Store, ResolvedVersion]:

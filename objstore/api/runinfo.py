@@ -9,14 +9,15 @@ not in this store, while a ref whose record is damaged still raises.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from objstore.errors import CorruptObject, InvalidName, NotFound
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
-from objstore.model.versions import ResolvedVersion, read_entry
+from objstore.model.versions import LogPage, ResolvedVersion, log_page, read_entry
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
 from objstore.storage.objects import Link, RunRecord, Version
@@ -101,7 +102,11 @@ def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
 
 
 def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
-    oid = store.refs.read(run_ref(entity, project, run_id))
+    return record_at(store, entity, project, run_id, store.refs.read(run_ref(entity, project, run_id)))
+
+
+def record_at(store: Store, entity: str, project: str, run_id: str, oid: ObjectId | None) -> RunRecord:
+    """The record run ``entity/project/run_id``'s ref holds, given the id read from it (None: absent)."""
     if oid is None:
         raise NotFound(f"no run {entity}/{project}/{run_id} in the store", key=f"{entity}/{project}/{run_id}")
     obj = store.odb.get_object(oid)
@@ -121,9 +126,11 @@ def find_run(store: Store, path: str) -> RunInfo | None:
         key = run_ref(*parts)
     except InvalidName:
         return None
-    if store.refs.read(key) is None:
+    oid = store.refs.read(key)  # read once: its record is the one this value names
+    if oid is None:
         return None
-    return RunInfo.from_record(read_run(store, *parts), store)
+    entity, project, run_id = parts
+    return RunInfo.from_record(record_at(store, entity, project, run_id, oid), store)
 
 
 def read_run_by_path(store: Store, path: str) -> RunInfo:
@@ -150,3 +157,46 @@ def iter_run_records(store: Store, entity: str | None = None, project: str | Non
                 continue
             if isinstance(obj, RunRecord):
                 yield obj
+
+
+def recorded_runs(store: Store, paths: Iterable[str],
+                  listed: Mapping[tuple[str, str], set[str]] | None = None) -> set[str]:
+    """Which of the run ``paths`` (``entity/project/run-id``) have a ref in this store,
+    by one listing of each project's runs (a request per thousand runs) rather than
+    a read per run; a ref present whose record is damaged counts as recorded (only
+    reading it tells, as :func:`find_run` does). ``listed``: projects whose run ids
+    the caller listed already (:func:`recorded_run_ids`)."""
+    projects: dict[tuple[str, str], set[str]] = {}
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) == 3 and all(parts):
+            projects.setdefault((parts[0], parts[1]), set()).add(parts[2])
+    found: set[str] = set()
+    for (entity, project), wanted in projects.items():
+        ids = (listed or {}).get((entity, project))
+        if ids is None:
+            ids = recorded_run_ids(store, entity, project)
+        found.update(f"{entity}/{project}/{run_id}" for run_id in wanted & ids)
+    return found
+
+
+def recorded_run_ids(store: Store, entity: str, project: str) -> set[str]:
+    """The ids of the runs of ``entity/project`` that have a ref here: one listing."""
+    try:
+        prefix = run_ref(entity, project, "x")[:-1]
+    except InvalidName:
+        return set()  # not a name objstore writes: no such run here
+    return {info.key[len(prefix):] for info in store.backend.iter_prefix(prefix) if info.size != 0}
+
+
+def log_with_runs(store: Store, coll: CollectionPath, *, limit: int | None = None,
+                  skip: int = 0) -> tuple[LogPage, set[str]]:
+    """:func:`~objstore.model.versions.log_page` of ``coll`` and which of its entries'
+    runs are recorded here (what ``objstore log`` shows): the runs of the
+    collection's own project are listed while its versions are read."""
+    with ThreadPoolExecutor(1, thread_name_prefix="objstore-log-runs") as pool:
+        own = pool.submit(recorded_run_ids, store, coll.entity, coll.project)
+        page = log_page(store, coll, limit=limit, skip=skip)
+        listed = {(coll.entity, coll.project): own.result()}
+    runs = [e.link.run if e.link is not None else e.version.run for e in page.entries]
+    return page, recorded_runs(store, [r for r in runs if r], listed)

@@ -3,17 +3,20 @@ record that the run's ref moves to by compare-and-swap.
 
 Invariant: a run ref only ever moves from the record a writer read to one built
 from it (``change(current)``), so two processes changing one run (a resumed run,
-a second ``use_model``) each see the other's change, never lose it. Reading run
-records back is :mod:`objstore.api.runinfo`'s.
+a second ``use_model``) each see the other's change, never lose it. A writer
+that knows the record it wrote last (:class:`Written`) swaps against it without
+reading it again; only a Conflict (someone else moved the ref) costs a re-read.
+Reading run records back is :mod:`objstore.api.runinfo`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from objstore.api.runinfo import read_run
+from objstore.api.runinfo import record_at
 from objstore.errors import Conflict, InvalidInput
+from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import run_ref
@@ -23,27 +26,44 @@ from objstore.storage.objects import RunRecord
 MAX_UPDATE_ATTEMPTS = 100
 
 
-def create_record(store: Store, record: RunRecord) -> None:
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A run record as this process last stored it: the record and the ref's raw value then."""
+
+    record: RunRecord
+    raw: bytes
+
+
+def create_record(store: Store, record: RunRecord) -> Written:
     """Store ``record`` as its run's first; InvalidInput if the run id is taken."""
     oid = store.odb.put_object(record)
-    if not store.refs.create(run_ref(record.entity, record.project, record.id), oid, "run started"):
+    if not store.refs.create(run_ref(record.entity, record.project, record.id), oid, f"run {record.state}"):
         raise InvalidInput(f"run id {record.id} is already in use; pass a different id")
+    return Written(record, encode_value(oid))
 
 
 def update_record(store: Store, entity: str, project: str, run_id: str,
-                  change: Callable[[RunRecord], RunRecord]) -> RunRecord:
-    """Move run ``entity/project/run_id`` to ``change(current record)``; return the record it holds after."""
+                  change: Callable[[RunRecord], RunRecord], known: Written | None = None) -> Written:
+    """Move run ``entity/project/run_id`` to ``change(current record)``; return what it holds after.
+
+    ``known``: what this process wrote last, tried first as the current record
+    (one swap, no read); if another writer moved the ref since, it is read again."""
     ref = run_ref(entity, project, run_id)
     for _ in range(MAX_UPDATE_ATTEMPTS):
-        raw = store.refs.read_raw(ref)
-        current = read_run(store, entity, project, run_id)
+        if known is not None:
+            raw, current = known.raw, known.record
+            known = None
+        else:
+            raw_read = store.refs.read_raw(ref)
+            current = record_at(store, entity, project, run_id, None if raw_read is None else decode_value(ref, raw_read))
+            raw = raw_read or b""
         new = change(current)
         if new == current:
-            return current
+            return Written(current, raw)
         oid = store.odb.put_object(new)
         try:
             store.refs.set_if_equals(ref, raw, oid, f"run {new.state}")
-            return new
+            return Written(new, encode_value(oid))
         except Conflict:
             continue
     raise Conflict(ref, None, None, f"run {entity}/{project}/{run_id} kept changing; retry")

@@ -1,14 +1,33 @@
 """``Run``: one execution of a script, logging and using artifacts (W&B's ``wandb.Run``).
 
 A run is recorded as a :class:`~objstore.storage.objects.RunRecord` behind the ref
-``refs/<entity>/<project>/runs/<id>``; each change (an input, an output, the
-final state) stores a new record and moves the ref by compare-and-swap. Runs
-carry the lineage graph: what each run used and what it logged.
+``refs/<entity>/<project>/runs/<id>``; a change stores a new record and moves the
+ref by compare-and-swap. Runs carry the lineage graph: what each run used and
+what it logged.
+
+When the record is written: changes (an input, an output, config, the final
+state) are held by the Run and written together, so a command writes the
+record once or twice, not once per change:
+
+- before the ref of a version or link that names the run is claimed (objects
+  before refs: no crash leaves a version naming a run the store never
+  recorded), the record is stored with every change held so far, in state
+  ``running``: the one write crash-safety needs;
+- when the run finishes, with its final state;
+- at interpreter exit, for a run never finished (state stays ``running``, as it
+  did when every change was written at once).
+
+So a ``use_model`` command writes one record (at finish), a ``log_model``
+command two (before the version ref, and at finish). What a process killed
+outright (SIGKILL, power loss) had used but not yet written is not recorded;
+the versions it logged still name it.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,12 +38,13 @@ from typing import Any, Literal, cast
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version, wire
 from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
-from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path  # noqa: F401  (re-exported)
-from objstore.api.runrecord import create_record, update_record, with_input, with_output
+from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path, record_at  # noqa: F401  (re-exported)
+from objstore.api.runrecord import Written, create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
 from objstore.errors import InvalidInput, UnsupportedError, UsageError, WrongType
 from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, check_tags, parse_version_spec
+from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
 from objstore.storage.keys import run_ref
@@ -67,19 +87,26 @@ class Run:
         self.name = name or default_run_name()
         self._finished = False
         self._started_at = time.time()
-        # The record is written with the run's first change (an input, an output,
-        # finishing), not here: a run whose every call was refused as bad input
-        # leaves the store exactly as it was.
+        # The record is written when a ref is about to name the run, and when it
+        # finishes (see the module docstring), not here: a run whose every call was
+        # refused as bad input leaves the store exactly as it was.
         self._recorded = False
+        self._written: Written | None = None  # the record this process stored last
+        self._pending: list[Callable[[RunRecord], RunRecord]] = []  # changes not yet stored
+        self._write_lock = threading.Lock()
         self.config = RunValues("config", config, self._config_changed)
-        self.summary = RunValues("summary")  # stored with the run's next change: a log() is not a write each
-        exists = store.refs.read(run_ref(self.entity, self.project, self.id)) is not None
+        self.summary = RunValues("summary")  # stored with the run's next write: a log() is not a write each
+        # A new random id needs no look-up: the create-only write of its record
+        # refuses an id in use. A given id may name a run to resume.
+        held = store.refs.read(run_ref(self.entity, self.project, self.id)) if id is not None else None
+        exists = held is not None
         if exists and resume == "never":
             raise UsageError(f"run {self.path} exists and resume='never'; pass another id, or resume='allow'")
         if not exists and resume == "must":
             raise UsageError(f"no run {self.path} to resume and resume='must'; pass the id of a run in the store")
         if exists:  # resuming a run by id
-            previous = read_run(store, self.entity, self.project, self.id)
+            previous = record_at(store, self.entity, self.project, self.id, held)  # the ref just read, not again
+            self._written = Written(previous, encode_value(held))
             self.name = name or previous.name
             self.config.setdefaults(previous.config)
             self.summary.update(previous.summary)
@@ -87,19 +114,45 @@ class Run:
             self.notes = notes if notes is not None else previous.notes
             self.group = group if group is not None else previous.group
             self._recorded = True
-            self._update(lambda r: replace(r, state="running", finished_at=None))
+            self._change(lambda r: replace(r, state="running", finished_at=None))
 
     def _config_changed(self) -> None:
-        # a config set after the record exists is stored at once: it is rare, and W&B's is too
+        # stored with the run's next write, like every change (_with_values reads it then)
         if self._recorded and not self._finished:
-            self._update(lambda r: r)
+            self._change(lambda r: r)
+
+    def _change(self, change: Callable[[RunRecord], RunRecord]) -> None:
+        """Hold ``change`` until the record is next written (see the module docstring)."""
+        with self._write_lock:
+            self._pending.append(change)
+        _unwritten.add(self)
 
     def _record_start(self) -> None:
-        if self._recorded:
-            return
-        create_record(self.store, self._with_values(RunRecord(self.id, self.entity, self.project, self.name, {},
-                                                              self.job_type, self._started_at, None, "running", (), ())))
-        self._recorded = True
+        """Store the record with every change held so far: a ref is about to name the run."""
+        self._write()
+
+    def _write(self) -> None:
+        """Store the record: created with the held changes applied, or moved to them."""
+        with self._write_lock:
+            pending, self._pending = self._pending, []
+            _unwritten.discard(self)
+
+            def change(r: RunRecord) -> RunRecord:
+                for step in pending:
+                    r = step(r)
+                return self._with_values(r)
+
+            try:
+                if not self._recorded:
+                    base = RunRecord(self.id, self.entity, self.project, self.name, {}, self.job_type,
+                                     self._started_at, None, "running", (), ())
+                    self._written = create_record(self.store, change(base))
+                    self._recorded = True
+                else:
+                    self._written = update_record(self.store, self.entity, self.project, self.id, change, self._written)
+            except BaseException:
+                self._pending = pending + self._pending  # not stored: kept for the next write
+                raise
 
     def _with_values(self, record: RunRecord) -> RunRecord:
         """``record`` holding this run's config, summary, tags, notes and group as they are now."""
@@ -121,9 +174,6 @@ class Run:
     def path(self) -> str:
         return f"{self.entity}/{self.project}/{self.id}"
 
-    def _update(self, change: Callable[[RunRecord], RunRecord]) -> RunRecord:
-        self._record_start()
-        return update_record(self.store, self.entity, self.project, self.id, lambda r: self._with_values(change(r)))
 
     def _check_open(self) -> None:
         if self._finished:
@@ -148,11 +198,12 @@ class Run:
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
         log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
-        self._update(with_output(logged_version(art)[1].version_id))
+        self._change(with_output(logged_version(art)[1].version_id))
         if new_tags:
             art.tags = list(dict.fromkeys([*art.tags, *new_tags]))
             art.save()
-        alias_note = f" (aliases: {', '.join(art.aliases)})" if art.aliases else ""
+        shown = art.aliases
+        alias_note = f" (aliases: {', '.join(shown)})" if shown else ""
         if art.created:
             say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
         else:
@@ -190,7 +241,7 @@ class Run:
             art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
-        self._update(with_input(resolved.version_id))
+        self._change(with_input(resolved.version_id))
         if wanted:
             art.aliases = list(dict.fromkeys([*art.aliases, *wanted]))
             art.save()
@@ -242,8 +293,8 @@ class Run:
         if "model" not in resolved.version.artifact_type:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
                             f"not a model; use use_artifact for it")
-        art = artifact_of(self.store, resolved)
-        self._update(with_input(resolved.version_id))
+        art = artifact_of(self.store, resolved, read_aliases=False)  # only its files are used: no alias listing
+        self._change(with_input(resolved.version_id))
         directory = Path(art.download(root, progress=progress))
         top = {path.split("/", 1)[0] for path, _ in walk_tree(self.store.odb, resolved.version.tree, include_dirs=True)}
         if len(top) == 1:
@@ -269,12 +320,13 @@ class Run:
             return
         exit_code = exit_code or 0
         self.store.odb.flush()
-        if exit_code != 0 and not self._recorded and not len(self.summary):
+        if exit_code != 0 and not self._recorded and not self._pending and not len(self.summary):
             self._finished = True  # it crashed before doing anything: leave no trace
             _forget(self)
             return
         state = "finished" if exit_code == 0 else "crashed"
-        self._update(lambda r: replace(r, state=state, finished_at=time.time()))
+        self._change(lambda r: replace(r, state=state, finished_at=time.time()))
+        self._write()
         self._finished = True
         _forget(self)
 
@@ -345,6 +397,22 @@ class DisabledRun(Run):
 # What a script may set on a run (stored with the run's next change), and every public attribute.
 RUN_SETTABLE = frozenset({"name", "notes", "tags", "group"})
 RUN_ATTRIBUTES = RUN_SETTABLE | {"store", "entity", "project", "id", "job_type", "config", "summary"}
+
+# Runs holding changes not yet stored; at interpreter exit each is written (still
+# ``running`` unless finished), so a script that never calls finish loses no lineage.
+# Held strongly, as W&B holds a run until it finishes: a run dropped unfinished
+# must still be written at exit. A run leaves this set whenever it is written.
+_unwritten: set[Run] = set()
+
+
+@atexit.register
+def _write_unwritten() -> None:
+    for run in list(_unwritten):
+        try:
+            run._write()
+        except Exception:  # noqa: BLE001, S112 - at exit there is no caller left to tell; the next run is unaffected
+            continue
+
 
 # The current run: what objstore.run, objstore.log() and the other module-level calls act on.
 _current: Run | None = None

@@ -189,6 +189,12 @@ def _shown(entry: ResolvedVersion, doc: dict[str, Any] | None) -> Annotations:
     )
 
 
+def unedited_annotations(entry: ResolvedVersion) -> Annotations:
+    """What ``entry`` shows before any edit: a version this very command created
+    (nothing to read back)."""
+    return _shown(entry, None)
+
+
 def read_annotations(store: Store, entry: ResolvedVersion) -> Annotations:
     """The annotations ``entry`` shows now (a link shows its version's)."""
     coll, index, vid = source_of(entry)

@@ -19,20 +19,27 @@ a ref).
 from __future__ import annotations
 
 import getpass
+import itertools
 import os
 import secrets
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgpack
 
 from objstore.constants import MAX_REF_BYTES, MAX_REFLOG_ENTRY_BYTES
 from objstore.errors import Conflict, CorruptObject, NotFound
-from objstore.storage.backend import Backend
+from objstore.storage.backend import Backend, LocalBackend
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import LOGS, reflog_key, reflog_prefix, reflogs_under
+
+# Refs read at once on object storage, where each read is a request of its own
+# (latency-bound: threads overlap the waits), and how many listed keys a batch holds.
+READ_THREADS = 16
+READ_BATCH = 256
 
 
 def default_who() -> str:
@@ -92,11 +99,14 @@ class RefStore:
         except NotFound:
             return False
 
-    def create(self, ref: str, oid: ObjectId, why: str) -> bool:
-        """Write a ref that is never moved afterwards. False if it already exists."""
+    def create(self, ref: str, oid: ObjectId, why: str, *, log: bool = True) -> bool:
+        """Write a ref that is never moved afterwards. False if it already exists.
+        ``log=False`` for a ref derived from another whose own entry records the
+        same event (a digest ref, written beside its version ref): no entry."""
         if not self.backend.put_if_absent(ref, encode_value(oid)):
             return False
-        self._log(ref, None, oid, why)
+        if log:
+            self._log(ref, None, oid, why)
         return True
 
     def set_if_equals(self, ref: str, expected_raw: bytes | None, new: ObjectId | None, why: str) -> None:
@@ -149,13 +159,21 @@ class RefStore:
         return n
 
     def iter_refs(self, prefix: str) -> Iterator[tuple[str, ObjectId]]:
-        """(ref, id) for every live ref under ``prefix``; tombstones are skipped."""
-        for info in self.backend.iter_prefix(prefix):
-            if info.size == 0:
-                continue
-            oid = self.read(info.key)
-            if oid is not None:
-                yield info.key, oid
+        """(ref, id) for every live ref under ``prefix``; tombstones are skipped.
+        Refs are read a batch at a time, in parallel on object storage."""
+        keys = (info.key for info in self.backend.iter_prefix(prefix) if info.size != 0)
+        while batch := list(itertools.islice(keys, READ_BATCH)):
+            for key, oid in zip(batch, self.read_many(batch)):
+                if oid is not None:
+                    yield key, oid
+
+    def read_many(self, refs: list[str]) -> list[ObjectId | None]:
+        """:meth:`read` of each of ``refs``, in order; in parallel on object storage
+        (each read is a request there), one after another on a local disk."""
+        if len(refs) < 2 or isinstance(self.backend, LocalBackend):
+            return [self.read(ref) for ref in refs]
+        with ThreadPoolExecutor(min(READ_THREADS, len(refs)), thread_name_prefix="objstore-refs") as pool:
+            return list(pool.map(self.read, refs))
 
     def iter_names(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix``, without reading them (tombstones included)."""

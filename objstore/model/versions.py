@@ -53,13 +53,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
-from objstore.model.refs import decode_value
+from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
@@ -332,8 +333,13 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
 def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callable[[int, ObjectId | None], Version | Link],
                aliases: tuple[str, ...]) -> tuple[ResolvedVersion, bool]:
     """Claim the next dense number of ``coll`` for the entry ``make(n, parent)``
-    returns, unless an entry already holds ``tree``; then move latest and aliases."""
+    returns, unless an entry already holds ``tree``; then move latest and aliases.
+
+    What this writer read or wrote itself is not read again: the number and id
+    ``latest`` held (the hint, and the parent of the next number), the entry it
+    just stored, and the value of ``latest`` it swaps against."""
     digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
+    latest_key = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     existing = store.refs.read(digest_key)
     if existing is not None and _is_deleted(store, coll, existing, digest_key):
         # Its version was deleted (objstore.model.deletion): the content is new again.
@@ -341,22 +347,29 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
         existing = None
     found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
     created = existing is None
+    latest_raw = store.refs.read_raw(latest_key)
+    latest = _latest_entry(store, coll, latest_raw)
+    mine: ResolvedVersion | None = None
     if existing is None:
-        n = _next_index_hint(store, coll)
+        n = latest[0] + 1
         while True:
             ref = version_ref(coll.entity, coll.project, coll.name, n)
-            held_raw = store.refs.read_raw(ref)
-            if held_raw == b"":
-                n += 1  # v<n> was deleted: a number is never given twice
-                continue
-            held = None if held_raw is None else decode_value(ref, held_raw)
-            if held is None:
-                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1)) if n else None
-                oid = store.odb.put_object(make(n, parent))
-                if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
-                    faults.point("claim")
-                    break
-                held = store.refs.read(ref)
+            # v<n-1> holds what latest holds when latest is at n-1 (the common case)
+            if n == 0:
+                parent = None
+            elif latest[0] == n - 1:
+                parent = latest[1]
+            else:
+                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1))
+            obj = make(n, parent)
+            oid = store.odb.put_object(obj)
+            # Create-only: a number someone holds already answers False, read below;
+            # a deleted one (a tombstone, objstore.model.deletion) reads as None and
+            # is passed over, so a number is never given twice.
+            if store.refs.create(ref, oid, f"add {coll.name}:v{n}"):
+                faults.point("claim")
+                break
+            held = store.refs.read(ref)
             # v<n> is taken, perhaps by this very content: a racing writer of it, or
             # one that crashed between its version ref and its digest ref.
             existing, found_at = store.refs.read(digest_key), digest_key
@@ -367,17 +380,21 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
                 break
             n += 1
         if created:
-            store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}")
+            # Derived from the version ref just created, whose reflog entry records
+            # this very event: a second entry would cost a request and say nothing new.
+            store.refs.create(digest_key, oid, f"digest of {coll.name}:v{n}", log=False)
             existing, found_at = oid, ref
+            if isinstance(obj, Version):  # just written: no need to read it back
+                mine = ResolvedVersion(coll, n, oid, oid, obj)
         else:
             assert existing is not None  # the claim loop ends uncreated only on finding an entry that holds tree
             store.refs.create(digest_key, existing, f"digest of {coll.name}, restored")
     assert existing is not None
-    entry = read_entry(store, coll, existing, ref=found_at)
-    advance_latest(store, coll, entry.index)
+    entry = mine if mine is not None else read_entry(store, coll, existing, ref=found_at)
+    advance_latest(store, coll, entry.index, known=(latest_raw, latest[0]), mine=(found_at, entry))
     for alias in aliases:
         if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
-            set_alias(store, coll, alias, entry.object_id)
+            set_alias(store, coll, alias, entry.object_id, index=entry.index)
     return entry, created
 
 
@@ -387,6 +404,13 @@ def _is_deleted(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> 
     if entry is None:
         return False
     return store.refs.read_raw(version_ref(coll.entity, coll.project, coll.name, entry.index)) == b""
+
+
+def _latest_entry(store: Store, coll: CollectionPath, raw: bytes | None) -> tuple[int, ObjectId | None]:
+    """(number, id) of the entry ``latest`` holds (raw value ``raw``); (-1, None) if none."""
+    ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    oid = None if raw is None else decode_value(ref, raw)
+    return (-1, None) if oid is None else (_index_of(store, coll, oid, ref), oid)
 
 
 def _holding(store: Store, coll: CollectionPath, ref: str, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
@@ -444,10 +468,6 @@ def _latest_index(store: Store, coll: CollectionPath, raw: bytes | None) -> int:
     return -1 if oid is None else _index_of(store, coll, oid, ref)
 
 
-def _next_index_hint(store: Store, coll: CollectionPath) -> int:
-    return _latest_index(store, coll, store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))) + 1
-
-
 def _index_of(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> int:
     """The number of entry ``oid`` of ``coll``, held by ``ref``: from the object, or,
     if that cannot be decoded (fsck reports it), from the version ref that holds it,
@@ -464,28 +484,41 @@ def _index_of(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> in
         raise
 
 
-def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
-    """Move ``latest`` forward, one version at a time, until it is at least v<upto>."""
+def advance_latest(store: Store, coll: CollectionPath, upto: int, *, known: tuple[bytes | None, int] | None = None,
+                   mine: tuple[str, ResolvedVersion] | None = None) -> None:
+    """Move ``latest`` forward, one version at a time, until it is at least v<upto>.
+
+    ``known``: latest's raw value and number as the caller just read them (tried
+    first; a Conflict reads them again); ``mine``: the version ref and entry of
+    v<upto> the caller holds, so it is not read back."""
     ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     for _ in range(10_000):
-        raw = store.refs.read_raw(ref)
-        k = _latest_index(store, coll, raw)
+        if known is not None:
+            (raw, k), known = known, None
+        else:
+            raw = store.refs.read_raw(ref)
+            k = _latest_index(store, coll, raw)
         if k >= upto:
             return
         j = k + 1
-        nxt_ref = version_ref(coll.entity, coll.project, coll.name, j)
-        nxt_raw = store.refs.read_raw(nxt_ref)
-        while nxt_raw == b"":  # v<j> was deleted: its number stays taken, latest passes over it
-            j += 1
+        entry: ResolvedVersion | None
+        nxt: ObjectId | None
+        while True:
             nxt_ref = version_ref(coll.entity, coll.project, coll.name, j)
+            if mine is not None and mine[1].index == j and mine[0] == nxt_ref:
+                nxt, entry = mine[1].object_id, mine[1]
+                break
             nxt_raw = store.refs.read_raw(nxt_ref)
-        if nxt_raw is None:
-            return  # a later version's writer is still claiming it; it will move latest itself
-        nxt = decode_value(nxt_ref, nxt_raw)
-        assert nxt is not None
-        # Checked before latest moves onto it: an entry numbered otherwise would
-        # leave latest where it is, and this loop moving it there again and again.
-        entry = _readable_entry(store, coll, nxt, nxt_ref)
+            if nxt_raw != b"":
+                if nxt_raw is None:
+                    return  # a later version's writer is still claiming it; it will move latest itself
+                nxt = decode_value(nxt_ref, nxt_raw)
+                assert nxt is not None
+                # Checked before latest moves onto it: an entry numbered otherwise would
+                # leave latest where it is, and this loop moving it there again and again.
+                entry = _readable_entry(store, coll, nxt, nxt_ref)
+                break
+            j += 1  # v<j> was deleted: its number stays taken, latest passes over it
         if j != upto and entry is not None:
             # Moving latest past another writer's version: that writer may have died
             # before its digest ref; restore it (create-only, so a live one loses nothing).
@@ -499,6 +532,10 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int) -> None:
             # latest, then looks at the tombstone: one of the two sees the other, so
             # latest never stays on a deleted version.
             retreat_latest(store, coll, nxt)
+            continue
+        if j >= upto:
+            return  # moved there by this very swap: nothing to read again
+        known = (encode_value(nxt), j)
     raise Conflict(ref, None, None, f"could not move latest of {coll}; retry")
 
 
@@ -531,11 +568,13 @@ def _check_movable(alias: str) -> str:
     return alias
 
 
-def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId) -> None:
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, index: int | None = None) -> None:
     """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
-    adding an alias to a version moves it there). Not ``latest``."""
+    adding an alias to a version moves it there). Not ``latest``. ``index``: the
+    entry's number, when the caller knows it (else read from the entry)."""
     _check_movable(alias)
-    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{_entry_index(store, oid)}")
+    number = _entry_index(store, oid) if index is None else index
+    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
 
 
 def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:
@@ -583,3 +622,87 @@ def list_collections(store: Store, entity: str, project: str) -> list[Collection
         if parsed is not None and parsed.kind == "version":
             names.add(parsed.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
+
+
+# -- the log of a collection ----------------------------------------------------
+# A log page reads the newest entries by following each version's parent from one
+# ref read every LOG_SEGMENT numbers, the segments in parallel: about one request
+# per version shown, whatever the collection's history. 50: a default page (the
+# newest 50) costs one ref read; a longer log runs its segments in parallel.
+LOG_SEGMENT = 50
+LOG_THREADS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    """Entries of one collection, newest first, with the aliases of each."""
+
+    entries: tuple[ResolvedVersion, ...]
+    total: int  # entries the collection holds
+    aliases: Mapping[ObjectId, tuple[str, ...]]  # entry id -> its aliases, sorted
+
+
+def version_numbers(store: Store, coll: CollectionPath) -> list[int]:
+    """The numbers of ``coll``'s versions, newest first, from one listing (no ref is read)."""
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "versions/"
+    numbers = []
+    for info in store.backend.iter_prefix(prefix):
+        idx = version_index(info.key.rsplit("/", 1)[-1])
+        if idx is not None and info.size != 0:
+            numbers.append(idx)
+    return sorted(numbers, reverse=True)
+
+
+def log_page(store: Store, coll: CollectionPath, *, limit: int | None = None, skip: int = 0) -> LogPage:
+    """The ``limit`` newest entries of ``coll`` after the ``skip`` newest (all for None).
+
+    Requests grow with the entries shown, not with the collection's size: one
+    listing of its version refs (a request per thousand), one ref read per
+    ``LOG_SEGMENT`` entries, one object per entry (two for a registry link), the
+    aliases; segments are read in parallel. An entry reached through a parent is
+    checked as one read through its ref is (this collection's, this number); one
+    that is not is read through its own ref instead."""
+    numbers = version_numbers(store, coll)
+    shown = numbers[skip:] if limit is None else numbers[skip:skip + limit]
+    segments = [shown[i:i + LOG_SEGMENT] for i in range(0, len(shown), LOG_SEGMENT)]
+    with ThreadPoolExecutor(max(1, min(LOG_THREADS, len(segments) + 1)), thread_name_prefix="objstore-log") as pool:
+        aliases_future = pool.submit(list_aliases, store, coll) if shown else None
+        read = list(pool.map(lambda seg: _read_segment(store, coll, seg), segments))
+        named = aliases_future.result() if aliases_future is not None else {}
+    by_entry: dict[ObjectId, list[str]] = {}
+    for alias, oid in named.items():
+        by_entry.setdefault(oid, []).append(alias)
+    return LogPage(tuple(e for seg in read for e in seg), len(numbers),
+                   {oid: tuple(sorted(names)) for oid, names in by_entry.items()})
+
+
+def _read_segment(store: Store, coll: CollectionPath, numbers: list[int]) -> list[ResolvedVersion]:
+    """The entries numbered ``numbers`` (descending): the first through its ref, each
+    next one through the parent of the one before when that is the entry expected."""
+    out: list[ResolvedVersion] = []
+    for n in numbers:
+        entry = _through_parent(store, coll, out[-1], n) if out else None
+        if entry is None:
+            ref = version_ref(coll.entity, coll.project, coll.name, n)
+            oid = store.refs.read(ref)
+            if oid is None:
+                raise NotFound(f"{coll}:v{n} was removed while its log was read; run the log again", key=ref)
+            entry = read_entry(store, coll, oid, ref=ref)
+        out.append(entry)
+    return out
+
+
+def _through_parent(store: Store, coll: CollectionPath, child: ResolvedVersion, n: int) -> ResolvedVersion | None:
+    """Entry ``n`` of ``coll`` as ``child``'s parent names it; None if it names none, or
+    one that is not a readable version of ``coll`` numbered ``n`` (the caller reads its ref)."""
+    parent = child.version.parent if child.link is None else None
+    if parent is None:
+        return None
+    try:
+        obj = store.odb.get_object(parent)
+    except (NotFound, CorruptObject):
+        return None
+    if not isinstance(obj, Version) or obj.index != n:
+        return None
+    entry = ResolvedVersion(coll, n, parent, parent, obj)
+    return entry if _foreign(coll, entry) is None else None

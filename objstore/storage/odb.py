@@ -66,7 +66,7 @@ import numpy as np
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, StoreBroken, UsageError
 from objstore.storage import codecs
-from objstore.storage.backend import Backend, backend_error
+from objstore.storage.backend import Backend, LocalBackend, backend_error
 from objstore.storage.chunkindex import (
     ChunkIndex,
     CompactReport,
@@ -139,6 +139,7 @@ class ObjectDatabase:
         # the Store, which owns the config, tells). When not, nothing here writes
         # one, since a reader of the older format would miss the packs it covers.
         self.index_files = index_files
+        self._local = isinstance(backend, LocalBackend)
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -158,6 +159,7 @@ class ObjectDatabase:
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
         self.marked_packs: set[str] = set()
+        self._marks_read = False  # whether marked_packs was listed since the last refresh
         self._pack_checked: dict[str, float] = {}  # pack -> when (monotonic) it was last seen stored and its mark read
         self.new_chunks = 0
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
@@ -180,7 +182,7 @@ class ObjectDatabase:
             prune_cache(self.backend, listing.files)
             # A pack stored again under the same name (same content) is back.
             self.index.gone.difference_update(listing.packs)
-            self.marked_packs = marked_packs(self.backend)
+            self._marks_read = False  # listed again on the next dedup question (a reader never asks)
             self._loaded = True
 
     def _load(self, listing: IndexListing) -> bool:
@@ -353,6 +355,10 @@ class ObjectDatabase:
         self._ensure_loaded()
         with self._lock:
             found = self.index.contains_many([c.raw for c in chunk_ids])
+            if found.any() and not self._marks_read:
+                # Marks matter only for dedup hits: content that is all new never lists them.
+                self.marked_packs = marked_packs(self.backend)
+                self._marks_read = True
             if found.any() and self._stale_packs_gone([c.raw for c, f in zip(chunk_ids, found) if f]):
                 self.reload()
                 found = self.index.contains_many([c.raw for c in chunk_ids])
@@ -599,10 +605,11 @@ class ObjectDatabase:
     def put_object(self, obj: MetaObject) -> ObjectId:
         """Store a metadata object (create-only) and return its id."""
         oid, body = encode(obj)
-        # Re-logging unchanged content re-puts every object it names; a stat is far
-        # cheaper than put_if_absent's temp file + fsync, and means the same here
-        # (put_if_absent never touches an existing object either).
-        if self.has_object(oid):
+        # Re-logging unchanged content re-puts every object it names; on a local disk
+        # a stat is far cheaper than put_if_absent's temp file + fsync, and means the
+        # same here (put_if_absent never touches an existing object either). On object
+        # storage the conditional PUT is one request, like the stat it would save.
+        if self._local and self.has_object(oid):
             return oid
         self.backend.put_if_absent(object_key(oid), codecs.zstd_compressor().compress(body))
         return oid

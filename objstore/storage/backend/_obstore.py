@@ -104,6 +104,8 @@ CONNECT_TIMEOUT = "5s"
 REQUEST_TIMEOUT = "120s"  # per request; a PART_SIZE part on a slow link fits
 
 STAGING_PREFIX = TMP
+# Keys per listing request: S3's maximum (and SeaweedFS's).
+LIST_PAGE = 1000
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _S3_CODE = re.compile(r"<Code>([^<]+)</Code>")
@@ -173,13 +175,16 @@ class ObjectStoreBackend:
                    sorted_listing=scheme != "memory")
 
     # -- the retry loop and error mapping -----------------------------------
-    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        """Run one request, retrying transient failures; translate obstore errors."""
+    def _call(self, op: str, key: str, fn: Callable[[], T], *, counted: bool = True) -> T:
+        """Run one request, retrying transient failures; translate obstore errors.
+        ``counted=False`` for a call that may make no request (a listing's next
+        page after the last); the caller counts it if it does."""
         if self._closed:
             raise BackendError(f"{self.url} was closed", retryable=False)
         delay = BACKOFF_INITIAL
         for attempt in range(1, self.max_attempts + 1):
-            self.stats.add(requests=1)
+            if counted or attempt > 1:
+                self.stats.add(requests=1)
             try:
                 return fn()
             except (AlreadyExistsError, PreconditionError, ObjstoreError):
@@ -330,20 +335,27 @@ class ObjectStoreBackend:
         skip_staging = not prefix.startswith(STAGING_PREFIX)
 
         def open_stream() -> Any:
-            kwargs: dict[str, Any] = {"chunk_size": 1000}
+            kwargs: dict[str, Any] = {"chunk_size": LIST_PAGE}
             if offset:
                 kwargs["offset"] = offset
             return iter(obstore.list(self._store, directory or None, **kwargs))
 
-        stream = self._call("list", prefix, open_stream)
+        # Counted as the server sees it: one request per page. Opening the stream
+        # sends nothing; asking past a short page (the server said it was the
+        # last) sends nothing either.
+        stream = self._call("list", prefix, open_stream, counted=False)
         in_run = False
+        last = LIST_PAGE  # size of the previous batch; a full one may have a next page
         while True:
             try:
-                batch = self._call("list", prefix, lambda: next(stream, None))
+                batch = self._call("list", prefix, lambda: next(stream, None), counted=last >= LIST_PAGE)
             except NotFound:
                 return
             if batch is None:
                 return
+            if last < LIST_PAGE:
+                self.stats.add(requests=1)  # a short batch that is not the last came from a new page
+            last = len(batch)
             for meta in batch:
                 key = meta["path"]
                 if not key.startswith(prefix):
