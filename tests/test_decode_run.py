@@ -41,7 +41,9 @@ def weights(rng: np.random.Generator, dtype: str, nbytes: int) -> bytes:
 
 def encoded_run(seed: int, specs: list[tuple[str | None, int]]) -> tuple[list[bytes], list[int], list[bytes | memoryview], bytes]:
     rng = np.random.default_rng(seed)
-    raws, cids, payloads = [], [], []
+    raws: list[bytes] = []
+    cids: list[int] = []
+    payloads: list[bytes | memoryview] = []
     for dtype, n in specs:
         raw = weights(rng, dtype or "", n)
         cid, payload = codecs.encode_chunk(raw, dtype)
