@@ -463,6 +463,11 @@ class ObjectDatabase:
             self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
         return True
 
+    @property
+    def packs_stored(self) -> int:
+        """How many packs this database has stored (sealed) since it was opened."""
+        return self._sealed
+
     def flush(self) -> None:
         """Close and store the open pack, then its index, and wait for packs sealed
         in the background. Call before writing objects that name the chunks."""
