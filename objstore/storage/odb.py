@@ -598,6 +598,14 @@ class ObjectDatabase:
             nonlocal pos
             sink(pos, chunks)
             pos += len(chunks)
+            for chunk in chunks:
+                if isinstance(chunk, memoryview):
+                    chunk.release()  # a sink that kept one gets an error on use, never later bytes
+            try:  # a resize fails while any view of ``out`` lives (one the sink derived and kept)
+                out.append(0)
+                out.pop()
+            except BufferError:
+                return  # not reused: those views keep their bytes
             free.append(out)
 
         if len(head) < 2 or workers <= 1:  # one run (a small file), or no threads: no pool to start
