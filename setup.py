@@ -49,12 +49,13 @@ EXTENSIONS = [
     Extension(
         "objstore.storage._native",
         sources=["csrc/native/native.c", *_blake3_sources],
-        depends=["csrc/native/gear.h", f"{B3}/blake3.h", f"{B3}/blake3_impl.h"],
+        depends=["csrc/native/gear.h", "csrc/planes/transforms.h", f"{B3}/blake3.h", f"{B3}/blake3_impl.h"],
         define_macros=_blake3_macros,
         extra_compile_args=_cflags,
     ),
     # The bytegroup codecs' byte-plane split and merge (objstore/storage/codecs.py).
-    Extension("objstore.storage._planes", sources=["csrc/planes/planes.c"], extra_compile_args=_cflags),
+    Extension("objstore.storage._planes", sources=["csrc/planes/planes.c"], depends=["csrc/planes/transforms.h"],
+              extra_compile_args=_cflags),
 ]
 
 

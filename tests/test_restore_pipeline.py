@@ -21,6 +21,7 @@ from objstore import errors
 from objstore.files import materialize
 from objstore.files.materialize import read_file_object
 from objstore.model.store import Store
+from objstore.storage import codecs
 from objstore.storage import odb as odb_module
 from objstore.storage.chunking import ChunkParams
 from objstore.storage.keys import pack_key
@@ -111,3 +112,32 @@ def test_a_progress_callback_that_raises_stops_the_restore_cleanly(tmp_path: Pat
     assert os.listdir(out) == []
     art.download(out)  # and a second try writes it whole
     assert (out / "blob.bin").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("keep", ["views", "derived"])
+def test_a_sink_that_keeps_its_chunks_never_sees_them_overwritten(tmp_path: Path, keep: str) -> None:
+    """decode_runs reuses a run's buffer once its sink returns: a sink that kept the
+    views it was given gets an error on use; one that kept views derived from them
+    keeps their bytes (that buffer is not reused)."""
+    src = tmp_path / "blob.bin"
+    data = _content(11, 200_000)
+    src.write_bytes(data)
+    _log(tmp_path / "store", src)
+    st_, resolved = objstore.Api(tmp_path / "store").artifact("e/p/m:latest")._logged()  # noqa: SLF001 - the test needs the tree
+    entry = next(e for _, e in walk_tree(st_.odb, resolved.version.tree) if e.id is not None)
+    assert entry.id is not None
+    fobj = read_file_object(st_.odb, entry.id)
+    kept: list[bytes | memoryview] = []
+
+    def sink(first: int, chunks: list[bytes | memoryview]) -> None:
+        kept.extend(memoryview(c)[:] if keep == "derived" else c for c in chunks)
+
+    st_.odb.decode_runs((c for c, _ in fobj.chunks), sink, workers=2)
+    views = [c for c in kept if isinstance(c, memoryview)]
+    if keep == "derived":
+        assert b"".join(bytes(c) for c in kept) == data
+    elif codecs.RUN_DECODER_IMPLEMENTATION == "native":
+        assert views  # the run decoder's chunks are views of a reused buffer
+        for view in views:
+            with pytest.raises(ValueError, match="released"):
+                bytes(view)

@@ -68,7 +68,7 @@ def file_writer(odb: ObjectDatabase, file_id: ObjectId, expected_size: int,
     claimed = [n for _, n in fobj.chunks]
     offsets = list(itertools.accumulate(claimed, initial=0))
 
-    def check_lengths(first: int, chunks: list[bytes]) -> None:
+    def check_lengths(first: int, chunks: list[bytes | memoryview]) -> None:
         for i, data in enumerate(chunks, first):
             # A file's id covers the lengths it claims for its chunks, not their real
             # lengths: a crafted file object can call a 10-byte chunk 5 bytes and
@@ -82,7 +82,7 @@ def file_writer(odb: ObjectDatabase, file_id: ObjectId, expected_size: int,
         fd = out.fileno()
         _preallocate(fd, offsets[-1])
 
-        def sink(first: int, chunks: list[bytes]) -> None:
+        def sink(first: int, chunks: list[bytes | memoryview]) -> None:
             check_lengths(first, chunks)
             for i, data in enumerate(chunks, first):
                 _pwrite_all(fd, data, offsets[i])
@@ -111,7 +111,7 @@ def _preallocate(fd: int, size: int) -> None:
             raise
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     """Write ``data`` at ``offset``, however short each write the kernel makes."""
     view = memoryview(data)
     while view:

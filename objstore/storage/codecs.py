@@ -190,7 +190,22 @@ def _load_planes() -> ModuleType | None:
     return module
 
 
+def _load_run_decoder() -> ModuleType | None:
+    """The C run decoder (csrc/native), unless absent or ``OBJSTORE_NATIVE=0``."""
+    if os.environ.get("OBJSTORE_NATIVE", "") == "0":
+        return None
+    try:
+        from objstore.storage import _native  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    module: ModuleType = _native
+    return module
+
+
 _PLANES = _load_planes()
+_RUNS = _load_run_decoder()
+# Whether decode_run decodes in C (else it always answers None: the reference decides).
+RUN_DECODER_IMPLEMENTATION = "native" if _RUNS is not None else "python"
 # Which split/merge the bytegroup codecs run: both give the same bytes (tested).
 PLANES_IMPLEMENTATION = "native" if _PLANES is not None else "python"
 
@@ -476,3 +491,36 @@ def decode_chunk(codec_id: int, stored: bytes | memoryview, raw_len: int) -> byt
 
 
 DEFAULT_POLICY: CodecPolicy = DefaultPolicy()
+
+
+def decode_run(key: bytes, payloads: list[bytes | memoryview], codec_ids: list[int], raw_lens: list[int],
+               ids: bytes, out: bytearray) -> bool:
+    """Write the raw bytes of a run of stored chunks back to back into ``out`` (at
+    least ``sum(raw_lens)`` bytes), every chunk checked to hash (BLAKE3 keyed with
+    ``key``) to its id in ``ids`` (32 bytes each); True if it did.
+
+    Per run, not per chunk, and none of the work under the GIL: the C core lists the
+    zstd frames after checking every header as :func:`decode_chunk` does,
+    python-zstandard decodes each frame into exactly the size it must have, the C
+    core merges planes, unpacks 6-bit planes, copies tails and verifies. False when
+    the C core is not built, or any chunk of the run fails a check or is in a form
+    only the reference decodes (a frame that declares no size): the caller then
+    decodes the run chunk by chunk with :func:`decode_chunk`, which decides and
+    words the error. So this never accepts what the reference refuses, and what it
+    accepts is byte for byte what the reference returns (``tests/test_decode_run.py``).
+    ``out`` is the caller's to reuse: a fresh buffer per run costs a page fault per
+    4 KiB written.
+    """
+    if _RUNS is None:
+        return False
+    plan = _RUNS.run_frames(payloads, codec_ids, raw_lens, constants.MAX_CHUNK_BYTES, constants.MAX_STORED_CHUNK_BYTES)
+    if plan is None:
+        return False
+    frames, sizes = plan
+    dec = zstd_decompressor()
+    try:
+        decoded = [dec.decompress(frame, max_output_size=size) for frame, size in zip(frames, sizes)]
+    except zstandard.ZstdError:
+        return False
+    bad: int = _RUNS.finish_run(key, payloads, codec_ids, raw_lens, ids, decoded, constants.MAX_CHUNK_BYTES, out)
+    return bad < 0

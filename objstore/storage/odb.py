@@ -80,7 +80,7 @@ from objstore.storage.chunkindex import (
     prune_cache,
 )
 from objstore.storage.chunkindex import ChunkLocation as ChunkLocation  # re-exported: callers name it odb.ChunkLocation
-from objstore.storage.ids import ObjectId
+from objstore.storage.ids import Kind, ObjectId, key_of
 from objstore.storage.indexfile import IndexFile
 from objstore.storage.keys import (
     OBJECTS,
@@ -121,8 +121,50 @@ IDX_FETCH_THREADS = 8
 # A ranged read of a file (read_file_ranges) fetches up to this many runs at a time.
 RANGE_READ_THREADS = 4
 
+# The native run decoder holds a whole run decoded at once (the reference, one chunk):
+# a run whose index entries claim more raw bytes than this is left to the reference, so
+# a hostile index cannot make it allocate more before anything is verified.
+RUN_DECODE_LIMIT = 32 * 1024 * 1024
+
 # sink(position of the run's first chunk, raw bytes of the run's chunks), see ObjectDatabase.decode_runs
-RunSink = Callable[[int, list[bytes]], None]
+RunSink = Callable[[int, list[bytes | memoryview]], None]
+_CHUNK_KEY = key_of(Kind.CHUNK)
+
+
+def decode_verified_run(located: list[tuple[ObjectId, ChunkLocation]], payloads: list[bytes | memoryview],
+                        where: Callable[[ChunkLocation], str], out: bytearray | None = None) -> list[bytes | memoryview]:
+    """:func:`~objstore.storage.packs.decode_verified` for every chunk of a run: the raw
+    bytes of each, as views of ``out`` when the native run decoder took the run.
+
+    The native decoder (:func:`objstore.storage.codecs.decode_run`) decodes and
+    verifies the whole run in a few calls without the GIL, into ``out`` (grown to
+    fit; the caller reuses it, so the views are valid until its next use). A run it
+    does not take (not built, no ``out``, an unusual payload, or damage) is decoded
+    chunk by chunk by the reference, which raises the CorruptObject naming the
+    chunk (``where(loc)`` says where it was). Both accept the same runs and return
+    the same bytes."""
+    if out is not None and all(len(p) == loc.stored_len for (_, loc), p in zip(located, payloads)):
+        lens = [loc.raw_len for _, loc in located]
+        total = sum(lens)
+        if total <= RUN_DECODE_LIMIT and len(out) < total:
+            try:
+                out.extend(bytes(total - len(out)))
+            except BufferError:  # a view of an earlier run is still held somewhere: leave it be
+                out = bytearray(total)
+        if total <= RUN_DECODE_LIMIT and codecs.decode_run(_CHUNK_KEY, payloads, [loc.codec for _, loc in located], lens,
+                                                          b"".join([c.raw for c, _ in located]), out):
+            view = memoryview(out)
+            chunks: list[bytes | memoryview] = []
+            pos = 0
+            for n in lens:
+                chunks.append(view[pos : pos + n])
+                pos += n
+            return chunks
+    return [decode_verified(c, loc.codec, loc.raw_len, loc.stored_len, p, where(loc)) for (c, loc), p in zip(located, payloads)]
+
+
+def _in_pack(loc: ChunkLocation) -> str:
+    return f"pack {loc.pack[:16]}"
 
 
 class ObjectDatabase:
@@ -429,6 +471,11 @@ class ObjectDatabase:
             self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
         return True
 
+    @property
+    def packs_stored(self) -> int:
+        """How many packs this database has stored (sealed) since it was opened."""
+        return self._sealed
+
     def flush(self) -> None:
         """Close and store the open pack, then its index, and wait for packs sealed
         in the background. Call before writing objects that name the chunks."""
@@ -522,7 +569,7 @@ class ObjectDatabase:
         return self._decode_verified(chunk_id, located[0][1], stored)
 
     def _decode_verified(self, chunk_id: ObjectId, loc: ChunkLocation, stored: bytes | memoryview) -> bytes:
-        return decode_verified(chunk_id, loc.codec, loc.raw_len, loc.stored_len, stored, f"pack {loc.pack[:16]}")
+        return decode_verified(chunk_id, loc.codec, loc.raw_len, loc.stored_len, stored, _in_pack(loc))
 
     def iter_chunks(self, chunk_ids: Iterable[ObjectId]) -> Iterator[bytes]:
         """The raw bytes of each chunk in order, verified, fetching runs of
@@ -533,40 +580,59 @@ class ObjectDatabase:
 
     def decode_runs(self, chunk_ids: Iterable[ObjectId], sink: RunSink, *, workers: int) -> None:
         """Hand every chunk of ``chunk_ids``, verified, to ``sink`` in order, a run at a
-        time: ``sink(i, chunks)`` gets the raw bytes of chunks ``i .. i + len(chunks) - 1``.
+        time: ``sink(i, chunks)`` gets the raw bytes of chunks ``i .. i + len(chunks) - 1``,
+        valid only until it returns (they may be views of a buffer reused for a later run).
 
         Runs (neighbours in one pack, up to ``THREADED_RUN_LIMIT`` stored) are read,
         decoded and verified by ``workers`` threads (pread, zstd and BLAKE3 release
-        the GIL) while ``sink`` runs on this thread, so a sink that writes overlaps
-        the decoding of the next runs; at most ``2 * workers + 1`` runs are in flight.
+        the GIL; the native run decoder takes a whole run per call) while ``sink``
+        runs on this thread, so a sink that writes overlaps the decoding of the next
+        runs; at most ``2 * workers + 1`` runs are in flight, each decoded into one of
+        as many buffers, reused (fresh memory costs a page fault per 4 KiB).
         When this returns or raises, no worker is still running.
         """
         self.flush()
         runs = self._runs(chunk_ids, THREADED_RUN_LIMIT)
         head = list(itertools.islice(runs, 2))
         pos = 0
+        free: list[bytearray] = []  # appended and popped whole: atomic under the GIL
+
+        def decode(batch: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[bytes | memoryview], bytearray]:
+            out = free.pop() if free else bytearray()
+            located, stored = self.read_stored(batch)
+            return decode_verified_run(located, stored, _in_pack, out), out
+
+        def deliver(chunks: list[bytes | memoryview], out: bytearray) -> None:
+            nonlocal pos
+            sink(pos, chunks)
+            pos += len(chunks)
+            for chunk in chunks:
+                if isinstance(chunk, memoryview):
+                    chunk.release()  # a sink that kept one gets an error on use, never later bytes
+            try:  # a resize fails while any view of ``out`` lives (one the sink derived and kept)
+                out.append(0)
+                out.pop()
+            except BufferError:
+                return  # not reused: those views keep their bytes
+            free.append(out)
+
         if len(head) < 2 or workers <= 1:  # one run (a small file), or no threads: no pool to start
             for batch in itertools.chain(head, runs):
-                chunks = self._decode_run(batch)
-                sink(pos, chunks)
-                pos += len(chunks)
+                deliver(*decode(batch))
             return
         pool = ThreadPoolExecutor(workers, thread_name_prefix="objstore-decode")
-        pending: deque[Future[list[bytes]]] = deque()
+        pending: deque[Future[tuple[list[bytes | memoryview], bytearray]]] = deque()
         try:
             for batch in itertools.chain(head, runs):
-                pending.append(pool.submit(self._decode_run, batch))
+                pending.append(pool.submit(decode, batch))
                 while len(pending) > 2 * workers:
-                    pos = _sink_next(pending, pos, sink)
+                    deliver(*pending.popleft().result())
             while pending:
-                pos = _sink_next(pending, pos, sink)
+                deliver(*pending.popleft().result())
         finally:
             for fut in pending:
                 fut.cancel()
             pool.shutdown(wait=True)
-
-    def _decode_run(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> list[bytes]:
-        return list(self._read_batch(batch))
 
     def locate_many(self, chunk_ids: Iterable[ObjectId]) -> list[tuple[ObjectId, ChunkLocation]]:
         """Each id with its location (:meth:`locate` for a batch: NotFound or CorruptObject
@@ -737,12 +803,6 @@ def _check_claim(chunk_id: ObjectId, claimed: int, real: int) -> None:
 def file_offsets(fobj: FileObject) -> np.ndarray:
     """Where each chunk of ``fobj`` starts in the file, then the file's size (int64)."""
     return np.concatenate(([0], np.cumsum([n for _, n in fobj.chunks], dtype=np.int64))).astype(np.int64)
-
-
-def _sink_next(pending: deque[Future[list[bytes]]], pos: int, sink: RunSink) -> int:
-    chunks = pending.popleft().result()
-    sink(pos, chunks)
-    return pos + len(chunks)
 
 
 class _OpenPack:
