@@ -221,3 +221,40 @@ def test_compaction_and_repack_racing_8_writers_and_gc_s3_long(s3_bucket_url: st
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _race(s3_bucket_url, tmp_path, 120.0)
+
+
+# -- the compaction threshold, a store setting ---------------------------------
+
+def test_the_compaction_threshold_is_a_store_setting_the_env_overrides(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", raising=False)
+    store, files = tmp_path / "store", tmp_path / "files"
+    Store.open(str(store)).close()
+    unset = (store / "config").read_bytes()
+    r = run_cli(store, "maintenance", "--compact-threshold", "4", "--json").json()
+    assert r == {"index_compact_threshold": 4, "effective": 4}
+    assert Store.open_existing(store).config.index_compact_threshold == 4
+    _sessions(store, files, 0, 6)
+    listing = list_indexes(Store.open_existing(store).backend)
+    assert listing.files and len(listing.idx) < 4  # writers merged past the store's 4, not the default 64
+    # The environment overrides the store's setting (0: never).
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "0")
+    _sessions(store, files, 6, 6)
+    assert len(list_indexes(Store.open_existing(store).backend).idx) >= 6
+    monkeypatch.delenv("OBJSTORE_INDEX_COMPACT_THRESHOLD")
+    run_cli(store, "maintenance", "--compact-threshold", "default")
+    assert (store / "config").read_bytes() == unset  # unset: the config is byte for byte as before
+    assert run_cli(store, "maintenance", "--compact-threshold", "lots", check=False).code != 0
+    _read_all(store, files, range(12))
+
+
+def test_a_config_with_an_impossible_threshold_is_damaged(tmp_path: Path) -> None:
+    from objstore.errors import CorruptObject
+
+    store = tmp_path / "store"
+    Store.open(str(store)).close()
+    d = msgpack.unpackb((store / "config").read_bytes())
+    for bad in (-1, "64", 10**9, True):
+        (store / "config").write_bytes(msgpack.packb({**d, "index_compact_threshold": bad}))
+        with pytest.raises(CorruptObject, match="index_compact_threshold"):
+            Store.open_existing(store)

@@ -545,9 +545,14 @@ class CompactReport:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
-def compact_threshold() -> int:
-    text = os.environ.get("OBJSTORE_INDEX_COMPACT_THRESHOLD", "")
-    return int(text) if text.strip().isdigit() else INDEX_COMPACT_THRESHOLD
+def compact_threshold(setting: int | None = None) -> int:
+    """How many uncovered ``.idx`` files make a writer compact (0: never):
+    ``OBJSTORE_INDEX_COMPACT_THRESHOLD`` if set to a number, else the store's
+    setting (``setting``, from its config), else ``INDEX_COMPACT_THRESHOLD``."""
+    text = os.environ.get("OBJSTORE_INDEX_COMPACT_THRESHOLD", "").strip()
+    if text.isdigit():
+        return int(text)
+    return INDEX_COMPACT_THRESHOLD if setting is None else setting
 
 
 def loose_count(listing: IndexListing, covered: set[str]) -> int:

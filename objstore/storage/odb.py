@@ -137,6 +137,7 @@ class ObjectDatabase:
         # the Store, which owns the config, tells). When not, nothing here writes
         # one, since a reader of the older format would miss the packs it covers.
         self.index_files = index_files
+        self.compact_setting: int | None = None  # the store's index_compact_threshold (the Store sets it)
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -272,7 +273,7 @@ class ObjectDatabase:
         """After a writer stored packs: compact once the store has more uncovered
         ``.idx`` files than the threshold. A failure leaves the store as it was
         (compaction is crash-safe), so it never fails the write that triggered it."""
-        threshold = compact_threshold()
+        threshold = compact_threshold(self.compact_setting)
         # Only a process that stored packs: a reader never writes (it may have no write access).
         if not self.index_files or self._compacted or not threshold or not self._sealed or self._loose + self._sealed < threshold:
             return
