@@ -12,7 +12,9 @@ Two kinds of source, searched alike (a vectorized binary search each):
   can be truncated under a mapping, and the next lookup touching a page past
   its new end kills the process with SIGBUS (git maps its pack indexes in place
   and accepts that risk; we don't). With no writable cache directory the file
-  is read into memory instead;
+  is read into memory instead. Lookups go through ``IndexFile.find``, which
+  releases the mapped pages after each window of probes, so what a process
+  keeps mapped stays bounded whatever it asks;
 - one in-memory sorted array, for the ``.idx`` files no index file covers (at
   most about ``INDEX_COMPACT_THRESHOLD`` of them) and the packs this process adds.
 
