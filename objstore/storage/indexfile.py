@@ -263,17 +263,18 @@ class IndexFile:
         starts = np.searchsorted(first[order], np.arange(257))  # probes of bucket b: order[starts[b]:starts[b + 1]]
         bounds = np.concatenate(([0], np.asarray(self.fanout, dtype=np.int64)))
         rows = max(WINDOW_BYTES // (32 + ENTRY_DTYPE.itemsize), 1)
-        b = 0
-        while b < 256:
-            # The buckets b..e-1: as many as fit in a window, at least one.
+        asked = np.flatnonzero(np.diff(starts) > 0)  # the buckets some probe falls in
+        i = 0
+        while i < len(asked):
+            # From the next bucket asked about: as many buckets as fit in a window, at least one.
+            b = int(asked[i])
             e = min(max(int(np.searchsorted(bounds, bounds[b] + rows, side="right")) - 1, b + 1), 256)
             sel = order[starts[b]:starts[e]]
-            if len(sel):
-                p, h = search(self.ids, probe[sel], self.fanout)
-                pos[sel], hit[sel] = p, h
-                got[sel] = self.entries[p]
-                self.release(int(min(bounds[b], p.min())), int(max(bounds[e], p.max() + 1)))
-            b = e
+            p, h = search(self.ids, probe[sel], self.fanout)
+            pos[sel], hit[sel] = p, h
+            got[sel] = self.entries[p]
+            self.release(int(min(bounds[b], p.min())), int(max(bounds[e], p.max() + 1)))
+            i = int(np.searchsorted(asked, e))
         return pos, hit, got
 
     def release(self, lo: int, hi: int) -> None:
