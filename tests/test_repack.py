@@ -258,3 +258,18 @@ def test_a_config_with_an_impossible_threshold_is_damaged(tmp_path: Path) -> Non
         (store / "config").write_bytes(msgpack.packb({**d, "index_compact_threshold": bad}))
         with pytest.raises(CorruptObject, match="index_compact_threshold"):
             Store.open_existing(store)
+
+
+def test_writers_still_deduplicate_against_the_copies_of_repacked_packs(tmp_path: Path) -> None:
+    """The small packs are marked (a writer must not count a chunk only they hold),
+    but every chunk of theirs has a copy in a pack that is not: still a hit."""
+    from objstore.storage.ids import ObjectId
+
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 10)
+    run_cli(store, "maintenance")
+    s = Store.open_existing(store)
+    (copy,) = _packs(store) - marked_packs(s.backend)
+    ids = [ObjectId(bytes(x).ljust(32, b"\0")) for x in _pack_ids(store, copy)]
+    assert all(s.odb.has_chunks(ids))
+    assert s.odb.marked_packs  # it knows the small packs are marked

@@ -208,7 +208,9 @@ class ChunkIndex:
             found |= hit
         return found
 
-    def locate(self, chunk_id: bytes) -> ChunkLocation | None:
+    def locate(self, chunk_id: bytes, avoid: set[str] | frozenset[str] = frozenset()) -> ChunkLocation | None:
+        """Where ``chunk_id`` is, in a pack neither in ``gone`` nor in ``avoid``
+        (a writer avoids packs gc marked: a copy elsewhere still counts)."""
         # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
         # values (both sides trimmed alike), never against a Python bytes object.
         probes = np.array([chunk_id], dtype="S32")
@@ -218,7 +220,7 @@ class ChunkIndex:
                 continue
             for entries, owner in self._twins(f, int(pos[0]), probes[0]):
                 loc = _location(names, entries, owner, f)[0]
-                if loc.pack not in self.gone:
+                if loc.pack not in self.gone and loc.pack not in avoid:
                     return loc
         return None
 

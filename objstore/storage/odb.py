@@ -356,9 +356,10 @@ class ObjectDatabase:
                 self.reload()
                 found = self.index.contains_many([c.raw for c in chunk_ids])
             if self.marked_packs:
+                # A chunk only in marked packs is stored again; one with a copy in
+                # a pack gc has not marked (a repack's copy) is a hit.
                 for i, chunk_id in enumerate(chunk_ids):
-                    loc = self.index.locate(chunk_id.raw) if found[i] else None
-                    if loc is not None and loc.pack in self.marked_packs:
+                    if found[i] and self.index.locate(chunk_id.raw, avoid=self.marked_packs) is None:
                         found[i] = False
             open_packs = [w.builder for w, _ in self._sealing]
             if self._writer is not None:
