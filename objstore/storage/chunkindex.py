@@ -56,9 +56,11 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.storage.backend import Backend
 from objstore.storage.ids import ChunkKey
 from objstore.storage.indexfile import (
+    HEADER,
     MAX_INDEX_FILE_BYTES,
     IndexFile,
     checksum_ok,
+    claimed_size,
     from_pack_index,
     merge,
     search,
@@ -504,6 +506,14 @@ def _open_regular(path: Path, name: str) -> tuple[int, os.stat_result]:
     if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
         os.close(fd)
         raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
+    try:
+        claimed = claimed_size(os.pread(fd, HEADER.size, 0))
+    except OSError:
+        claimed = None
+    if claimed != st.st_size:
+        os.close(fd)
+        raise CorruptObject(f"index file {name[:16]} is damaged ({st.st_size} bytes, not the size its header says: "
+                            f"{claimed if claimed is not None else 'no valid header'}); run objstore fsck", object_id=name)
     return fd, st
 
 

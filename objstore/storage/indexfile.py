@@ -127,6 +127,19 @@ def file_size(pack_count: int, entry_count: int) -> int:
     return FIXED_BYTES + pack_count * PACK_DTYPE.itemsize + entry_count * (32 + ENTRY_DTYPE.itemsize)
 
 
+def claimed_size(header: bytes) -> int | None:
+    """The size the first ``HEADER.size`` bytes of an index file say the file has;
+    None unless they are a header with possible counts. Checked against the
+    file's size before it is hashed or copied: a file grown or cut by a byte is
+    refused at once, not after reading gigabytes of it."""
+    if len(header) < HEADER.size:
+        return None
+    magic, pack_count, _, entry_count = HEADER.unpack_from(header, 0)
+    if magic != INDEX_FILE_MAGIC or pack_count > MAX_PACKS or entry_count > MAX_ENTRIES:
+        return None
+    return file_size(pack_count, entry_count)
+
+
 def write_index_file(out: BinaryIO, packs: list[tuple[str, int]], ids: np.ndarray, entries: np.ndarray) -> str:
     """Write one index file; return its name (hex checksum).
 
