@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,9 +14,12 @@ from objstore.constants import GC_GRACE_SECONDS
 from objstore.maintenance.catfile import cat_object, chunk_bytes
 from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
+from objstore.maintenance.repack import RepackReport, repack_small_packs
 from objstore.maintenance.repair import repair_from as repair
 from objstore.maintenance.stats import disk_usage
 from objstore.model.deletion import expire_versions
+from objstore.model.store import Store
+from objstore.storage.chunkindex import CompactReport, compact_threshold
 from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
@@ -257,23 +261,35 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
 @click.command("maintenance")
 @click.option("--upgrade", is_flag=True,
               help="First raise a format-1 store to format 2 (objstore releases before it refuse the store afterwards).")
+@click.option("--no-repack", "no_repack", is_flag=True, help="Only merge the indexes; leave small packs as they are.")
+@click.option("--compact-threshold", "threshold", metavar="N|default", default=None,
+              help="Only set the store's index_compact_threshold (0: writers never merge) or reset it, and exit.")
 @json_option
 @pass_state
-def maintenance_cmd(state: State, upgrade: bool, as_json: bool) -> None:
-    """Merge the store's pack indexes into a consolidated index file, so opening it reads few files.
+def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str | None, as_json: bool) -> None:
+    """Merge the store's pack indexes into consolidated index files and repack small packs.
 
-    Writers do this by themselves once OBJSTORE_INDEX_COMPACT_THRESHOLD (64) pack
-    indexes are unmerged, and gc does it after each run; safe beside writers and gc.
-    A store of format 1 (made by an older objstore) gets no index file until it is
-    upgraded with --upgrade: do that once no older objstore uses the store, since
-    they refuse it afterwards.
+    Opening the store then reads few files. Writers merge indexes by themselves
+    once more pack indexes than the store's index_compact_threshold (64; env
+    OBJSTORE_INDEX_COMPACT_THRESHOLD overrides) are unmerged, and gc does after
+    each run. Packs under 4 MiB (short sessions leave them) are copied, verified,
+    into full ones and marked; gc deletes them after its grace period. Safe
+    beside writers, readers and gc.
+
+    A store of format 1 (made by an older objstore) gets no index file and no
+    repack until it is upgraded with --upgrade: do that once no older objstore
+    uses the store, since they refuse it afterwards.
 
     \b
     Example:
       objstore maintenance
       objstore maintenance --upgrade
+      objstore maintenance --compact-threshold 256
     """
     store = state.store()
+    if threshold is not None:
+        _set_threshold(store, threshold, as_json)
+        return
     before = store.config.format
     upgraded = store.upgrade() if upgrade else False
     if not store.odb.index_files:
@@ -283,18 +299,56 @@ def maintenance_cmd(state: State, upgrade: bool, as_json: bool) -> None:
         click.echo(f"index: not merged: this store has format {before}, which older objstore releases read; "
                    "run 'objstore maintenance --upgrade' once none uses it (they refuse the store afterwards)")
         return
+    # Merge first, so the packs a repack marks are covered by an index file
+    # (their .idx would otherwise stay loose until gc deletes them), then the
+    # copies' .idx.
     report = store.odb.compact_index()
+    repacked = None if no_repack else repack_small_packs(store)
+    merged = store.odb.compact_index() if repacked is not None and repacked.packs_written else None
     if as_json:
-        out.emit_json({"format": store.config.format, "upgraded": upgraded, **report.to_dict()})
+        out.emit_json({"format": store.config.format, "upgraded": upgraded, **report.to_dict(),
+                       "repack": None if repacked is None else repacked.to_dict(),
+                       "after_repack": None if merged is None else merged.to_dict()})
         return
     if upgraded:
         click.echo(f"store: upgraded from format {before} to {store.config.format}; "
                    "objstore releases that know only format 1 refuse it from now on")
     if report.written is None:
         click.echo("index: nothing to merge")
+    else:
+        click.echo(f"index: merged {report.idx_merged} pack index(es) and {report.files_merged} index file(s) "
+                   f"into {report.written[:16]} ({report.entries} entries)")
+    if repacked is not None:
+        _echo_repack(repacked, merged)
+
+
+def _set_threshold(store: Store, text: str, as_json: bool) -> None:
+    """``maintenance --compact-threshold``: set (or reset) the store's setting and say what now applies."""
+    if text != "default" and not text.strip().isdigit():
+        raise click.BadParameter(f"{text!r} is not a number of pack indexes (or 'default')", param_hint="--compact-threshold")
+    value = None if text == "default" else int(text)
+    store.set_index_compact_threshold(value)
+    effective = compact_threshold(store.config.index_compact_threshold)
+    if as_json:
+        out.emit_json({"index_compact_threshold": store.config.index_compact_threshold, "effective": effective})
         return
-    click.echo(f"index: merged {report.idx_merged} pack index(es) and {report.files_merged} index file(s) "
-               f"into {report.written[:16]} ({report.entries} entries)")
+    shown = "the default" if value is None else str(value)
+    click.echo(f"store: index_compact_threshold set to {shown}; writers now merge past {effective} unmerged pack indexes"
+               + (" (OBJSTORE_INDEX_COMPACT_THRESHOLD overrides it here)" if "OBJSTORE_INDEX_COMPACT_THRESHOLD" in os.environ else ""))
+
+
+def _echo_repack(repacked: RepackReport, merged: CompactReport | None) -> None:
+    if repacked.packs_marked:
+        click.echo(f"packs: copied {repacked.packs_marked} small pack(s) ({repacked.chunks_copied} chunks, "
+                   f"{human_bytes(repacked.bytes_copied)}) into {repacked.packs_written}; gc deletes them "
+                   "after its grace period")
+        if merged is not None and merged.written is not None:
+            click.echo(f"index: merged the copies' pack index(es) into {merged.written[:16]} ({merged.entries} entries)")
+    else:
+        click.echo(f"packs: {repacked.small_packs} small pack(s), not repacked")
+    if repacked.packs_skipped:
+        click.echo(f"warning: {repacked.packs_skipped} small pack(s) left alone: gone meanwhile, or damaged "
+                   "(run 'objstore fsck')", err=True)
 
 
 COMMANDS: tuple[click.Command, ...] = (diff_cmd, lineage_cmd, cat_file_cmd, fsck_cmd, gc_cmd, du_cmd, maintenance_cmd)

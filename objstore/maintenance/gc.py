@@ -34,6 +34,9 @@ objects, then refs — :mod:`objstore.storage.odb`):
 - A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
   bytes) is rewritten: its live chunks are copied, verified, into a new pack
   (create-only, index written), and only then is the old pack marked.
+- Repacking (:mod:`objstore.maintenance.repack`) marks the small packs it
+  copied with this very mark; phase 2 treats them like any marked pack (every
+  reachable chunk in them has its copy in a pack that stays, so they go).
 
 Deletion order is the reverse of the write order: the consolidated index files
 covering a pack are rewritten without it, then its ``.idx`` goes, then the pack,

@@ -20,7 +20,14 @@ releases that know only format 1 keep using it; reading it never writes to it.
 :meth:`Store.upgrade` raises it to format 2 by one compare-and-swap of the
 config (``objstore maintenance --upgrade``); from then on those releases refuse
 the store ("upgrade objstore") instead of missing the chunks of packs whose
-``.idx`` a compaction replaced. The config changes only by that upgrade.
+``.idx`` a compaction replaced.
+
+Settings: ``index_compact_threshold`` (how many uncovered ``.idx`` files make a
+writer merge them; absent means the default, ``constants.INDEX_COMPACT_THRESHOLD``)
+is changed by :meth:`Store.set_index_compact_threshold` (``objstore maintenance
+--compact-threshold N``), by the same compare-and-swap; releases that do not know
+it ignore the key. ``OBJSTORE_INDEX_COMPACT_THRESHOLD`` overrides it per process.
+The config changes only by the upgrade and that setting.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ CONFIG_KEY = "config"
 STORE_DIRNAME = ".objstore"
 
 _CHUNKING_FIELDS = ("avg", "min", "max", "nc")
+# The largest index_compact_threshold a store may set: more .idx files than this
+# loose would make every open slow whatever it says (0 means never).
+MAX_COMPACT_THRESHOLD = 100_000
 
 
 def check_chunking(params: ChunkParams) -> ChunkParams:
@@ -87,14 +97,19 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """What a store fixes at creation and never changes (but ``format``, raised by :meth:`Store.upgrade`)."""
+    """What a store fixes at creation and never changes (but ``format``, raised by
+    :meth:`Store.upgrade`, and the settings, see the module docstring)."""
 
     format: int
     chunking: ChunkParams
     created_at: float
+    index_compact_threshold: int | None = None  # None: the default (constants.INDEX_COMPACT_THRESHOLD)
 
     def encode(self) -> bytes:
-        packed: bytes = msgpack.packb({"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at})
+        d: dict[str, object] = {"format": self.format, "chunking": self.chunking.to_dict(), "created_at": self.created_at}
+        if self.index_compact_threshold is not None:  # absent otherwise: a store never set is byte for byte as before
+            d["index_compact_threshold"] = self.index_compact_threshold
+        packed: bytes = msgpack.packb(d)
         return packed
 
     @classmethod
@@ -124,7 +139,11 @@ class StoreConfig:
         created = d.get("created_at")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
             raise CorruptObject(f"{damaged} (its created_at field is {_short(created)}); {fix}")
-        return cls(fmt, params, float(created))
+        threshold = d.get("index_compact_threshold")
+        if threshold is not None and (not _is_int(threshold) or not 0 <= threshold <= MAX_COMPACT_THRESHOLD):
+            raise CorruptObject(f"{damaged} (its index_compact_threshold is {_short(threshold)}, not 0 .. "
+                                f"{MAX_COMPACT_THRESHOLD}); {fix}")
+        return cls(fmt, params, float(created), threshold)
 
 
 def _short(value: object) -> str:
@@ -177,6 +196,7 @@ class Store:
         self.config = config
         self.location = backend.url
         self.odb = ObjectDatabase(backend, index_files=config.format >= INDEX_FILES_FORMAT)
+        self.odb.compact_setting = config.index_compact_threshold
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 
@@ -238,9 +258,30 @@ class Store:
             return True
         return False
 
+    def set_index_compact_threshold(self, value: int | None) -> None:
+        """Set (None: unset) the store's ``index_compact_threshold``: one
+        compare-and-swap of the config, nothing else changed. InvalidInput unless
+        0 (never) .. ``MAX_COMPACT_THRESHOLD``."""
+        if value is not None and (not _is_int(value) or not 0 <= value <= MAX_COMPACT_THRESHOLD):
+            raise InvalidInput(f"the index compaction threshold must be 0 (never) .. {MAX_COMPACT_THRESHOLD}, got {value!r}")
+        while True:
+            raw = self.backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES)
+            current = StoreConfig.decode(raw, self.location)
+            changed = replace(current, index_compact_threshold=value)
+            if changed == current:
+                self._use(current)
+                return
+            try:
+                self.backend.compare_and_swap(CONFIG_KEY, raw, changed.encode())
+            except Conflict:
+                continue  # another process changed it meanwhile: read it again
+            self._use(changed)
+            return
+
     def _use(self, config: StoreConfig) -> None:
         self.config = config
         self.odb.index_files = config.format >= INDEX_FILES_FORMAT
+        self.odb.compact_setting = config.index_compact_threshold
 
     @classmethod
     def open_existing(cls, location: str | os.PathLike[str] | None = None) -> Store:

@@ -12,7 +12,9 @@ Two kinds of source, searched alike (a vectorized binary search each):
   can be truncated under a mapping, and the next lookup touching a page past
   its new end kills the process with SIGBUS (git maps its pack indexes in place
   and accepts that risk; we don't). With no writable cache directory the file
-  is read into memory instead;
+  is read into memory instead. Lookups go through ``IndexFile.find``, which
+  releases the mapped pages after each window of probes, so what a process
+  keeps mapped stays bounded whatever it asks;
 - one in-memory sorted array, for the ``.idx`` files no index file covers (at
   most about ``INDEX_COMPACT_THRESHOLD`` of them) and the packs this process adds.
 
@@ -54,9 +56,11 @@ from objstore.errors import CorruptObject, NotFound, ObjstoreError
 from objstore.storage.backend import Backend
 from objstore.storage.ids import ChunkKey
 from objstore.storage.indexfile import (
+    HEADER,
     MAX_INDEX_FILE_BYTES,
     IndexFile,
     checksum_ok,
+    claimed_size,
     from_pack_index,
     merge,
     search,
@@ -148,17 +152,42 @@ class ChunkIndex:
         self._entries, self._owner = entries[order], owner[order]
         self._ids = np.ascontiguousarray(self._entries["id"])  # search views it as bytes
 
-    # -- the sources, alike: (ids, pack names, pack numbers, entries) ------------
-    def _sources(self) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray, IndexFile | None]]:
+    # -- the sources, alike ------------------------------------------------------
+    def _sources(self) -> Iterator[tuple[list[str], IndexFile | None]]:
+        """Each source with the pack names its entries' owner numbers index: the
+        in-memory array (None), then each index file."""
         if len(self._ids):
-            yield self._ids, self.packs, self._owner, self._entries, None
+            yield self.packs, None
         for f in self.files.values():
             if len(f):
-                yield f.ids, f.pack_names, f.entries["pack"], f.entries, f
+                yield f.pack_names, f
 
-    @staticmethod
-    def _search(src_ids: np.ndarray, probe: np.ndarray, f: IndexFile | None) -> tuple[np.ndarray, np.ndarray]:
-        return search(src_ids, probe, None if f is None else f.fanout)
+    def _find(self, f: IndexFile | None, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For each probe in source ``f``: position, hit, a copy of the entry there
+        and its pack number (see :meth:`IndexFile.find`, which keeps what a mapped
+        file leaves in memory bounded)."""
+        if f is None:
+            pos, hit = search(self._ids, probe)
+            return pos, hit, self._entries[pos], self._owner[pos]
+        pos, hit, got = f.find(probe)
+        return pos, hit, got, got["pack"]
+
+    def _twins(self, f: IndexFile | None, pos: int, probe: np.bytes_) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The entries (one-row arrays) and pack numbers of every copy of ``probe``
+        from ``pos`` on (a chunk stored in several packs has an entry each)."""
+        ids = self._ids if f is None else f.ids
+        end = pos
+        try:
+            while end < len(ids) and ids[end] == probe:
+                if f is None:
+                    yield self._entries[end:end + 1], self._owner[end:end + 1]
+                else:
+                    row = np.array(f.entries[end:end + 1])
+                    yield row, row["pack"]
+                end += 1
+        finally:
+            if f is not None:
+                f.release(pos, end + 1)
 
     def _gone_numbers(self, names: list[str]) -> np.ndarray:
         return np.array([i for i, n in enumerate(names) if n in self.gone], dtype=np.int64)
@@ -168,32 +197,33 @@ class ChunkIndex:
         if not ids:
             return found
         probe = np.array(ids, dtype="S32")
-        for src_ids, names, owner, _, f in self._sources():
-            pos, hit = self._search(src_ids, probe, f)
+        for names, f in self._sources():
+            _, hit, _, owner = self._find(f, probe)
             if self.gone and hit.any():
                 gone = self._gone_numbers(names)
                 if len(gone):
                     # A hit in a gone pack may have a twin in a live one: ask the slow way.
-                    in_gone = hit & np.isin(np.asarray(owner)[pos], gone)
+                    in_gone = hit & np.isin(owner, gone)
                     for i in np.flatnonzero(in_gone & ~found):
                         found[i] = self.locate(ids[i]) is not None
                     hit &= ~in_gone
             found |= hit
         return found
 
-    def locate(self, chunk_id: bytes) -> ChunkLocation | None:
+    def locate(self, chunk_id: bytes, avoid: set[str] | frozenset[str] = frozenset()) -> ChunkLocation | None:
+        """Where ``chunk_id`` is, in a pack neither in ``gone`` nor in ``avoid``
+        (a writer avoids packs gc marked: a copy elsewhere still counts)."""
         # numpy's S32 drops trailing NUL bytes on the way out, so compare as numpy
         # values (both sides trimmed alike), never against a Python bytes object.
         probes = np.array([chunk_id], dtype="S32")
-        probe = probes[0]
-        for src_ids, names, owner, entries, f in self._sources():
-            found, hit = self._search(src_ids, probes, f)
-            pos = int(found[0]) if hit[0] else len(src_ids)
-            while pos < len(src_ids) and src_ids[pos] == probe:
-                loc = _location(names, entries[pos:pos + 1], np.asarray(owner[pos:pos + 1]), f)[0]
-                if loc.pack not in self.gone:
+        for names, f in self._sources():
+            pos, hit, _, _ = self._find(f, probes)
+            if not hit[0]:
+                continue
+            for entries, owner in self._twins(f, int(pos[0]), probes[0]):
+                loc = _location(names, entries, owner, f)[0]
+                if loc.pack not in self.gone and loc.pack not in avoid:
                     return loc
-                pos += 1
         return None
 
     def locate_many(self, chunk_ids: list[bytes]) -> list[ChunkLocation | None]:
@@ -203,22 +233,30 @@ class ChunkIndex:
             return out
         probe = np.array(chunk_ids, dtype="S32")
         todo = np.arange(len(chunk_ids))
-        for src_ids, names, owner, entries, f in self._sources():
+        for names, f in self._sources():
             if not len(todo):
                 break
-            pos, hit = self._search(src_ids, probe[todo], f)
-            rows = pos[hit]
-            for i, loc in zip(todo[hit].tolist(), _location(names, entries[rows], np.asarray(owner)[rows], f)):
+            _, hit, entries, owner = self._find(f, probe[todo])
+            for i, loc in zip(todo[hit].tolist(), _location(names, entries[hit], owner[hit], f)):
                 out[i] = loc if loc.pack not in self.gone else self.locate(chunk_ids[i])
             todo = todo[~hit]
         return out
 
     def iter_entries(self) -> Iterator[tuple[ChunkKey, ChunkLocation]]:
-        for src_ids, names, owner, entries, f in self._sources():
-            for start in range(0, len(src_ids), 65536):
+        for names, f in self._sources():
+            ids = self._ids if f is None else f.ids
+            for start in range(0, len(ids), 65536):
                 sel = slice(start, start + 65536)
-                locs = _location(names, entries[sel], np.asarray(owner)[sel], f)
-                yield from zip((entry_id(x) for x in src_ids[sel]), locs)
+                if f is None:
+                    entries, owner = self._entries[sel], self._owner[sel]
+                else:
+                    entries = np.array(f.entries[sel])
+                    owner = entries["pack"]
+                keys = [entry_id(x) for x in ids[sel]]
+                locs = _location(names, entries, owner, f)
+                if f is not None:
+                    f.release(start, start + 65536)  # a full scan keeps one block mapped, not the file
+                yield from zip(keys, locs)
 
 
 def _location(names: list[str], entries: np.ndarray, owner: np.ndarray, f: IndexFile | None) -> list[ChunkLocation]:
@@ -468,6 +506,14 @@ def _open_regular(path: Path, name: str) -> tuple[int, os.stat_result]:
     if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_FILE_BYTES or st.st_size == 0:
         os.close(fd)
         raise CorruptObject(f"index file {name[:16]} is not a regular file of a possible size", object_id=name)
+    try:
+        claimed = claimed_size(os.pread(fd, HEADER.size, 0))
+    except OSError:
+        claimed = None
+    if claimed != st.st_size:
+        os.close(fd)
+        raise CorruptObject(f"index file {name[:16]} is damaged ({st.st_size} bytes, not the size its header says: "
+                            f"{claimed if claimed is not None else 'no valid header'}); run objstore fsck", object_id=name)
     return fd, st
 
 
@@ -513,9 +559,14 @@ class CompactReport:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
-def compact_threshold() -> int:
-    text = os.environ.get("OBJSTORE_INDEX_COMPACT_THRESHOLD", "")
-    return int(text) if text.strip().isdigit() else INDEX_COMPACT_THRESHOLD
+def compact_threshold(setting: int | None = None) -> int:
+    """How many uncovered ``.idx`` files make a writer compact (0: never):
+    ``OBJSTORE_INDEX_COMPACT_THRESHOLD`` if set to a number, else the store's
+    setting (``setting``, from its config), else ``INDEX_COMPACT_THRESHOLD``."""
+    text = os.environ.get("OBJSTORE_INDEX_COMPACT_THRESHOLD", "").strip()
+    if text.isdigit():
+        return int(text)
+    return INDEX_COMPACT_THRESHOLD if setting is None else setting
 
 
 def loose_count(listing: IndexListing, covered: set[str]) -> int:

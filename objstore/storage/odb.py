@@ -182,6 +182,7 @@ class ObjectDatabase:
         # one, since a reader of the older format would miss the packs it covers.
         self.index_files = index_files
         self._local = isinstance(backend, LocalBackend)
+        self.compact_setting: int | None = None  # the store's index_compact_threshold (the Store sets it)
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -318,7 +319,7 @@ class ObjectDatabase:
         """After a writer stored packs: compact once the store has more uncovered
         ``.idx`` files than the threshold. A failure leaves the store as it was
         (compaction is crash-safe), so it never fails the write that triggered it."""
-        threshold = compact_threshold()
+        threshold = compact_threshold(self.compact_setting)
         # Only a process that stored packs: a reader never writes (it may have no write access).
         if not self.index_files or self._compacted or not threshold or not self._sealed or self._loose + self._sealed < threshold:
             return
@@ -405,9 +406,10 @@ class ObjectDatabase:
                 self.reload()
                 found = self.index.contains_many([c.raw for c in chunk_ids])
             if self.marked_packs:
+                # A chunk only in marked packs is stored again; one with a copy in
+                # a pack gc has not marked (a repack's copy) is a hit.
                 for i, chunk_id in enumerate(chunk_ids):
-                    loc = self.index.locate(chunk_id.raw) if found[i] else None
-                    if loc is not None and loc.pack in self.marked_packs:
+                    if found[i] and self.index.locate(chunk_id.raw, avoid=self.marked_packs) is None:
                         found[i] = False
             open_packs = [w.builder for w, _ in self._sealing]
             if self._writer is not None:
@@ -759,6 +761,10 @@ class ObjectDatabase:
                         if lo < hi:
                             out[lo - start:hi - start] = np.frombuffer(data, np.uint8, hi - lo, lo - begin)
         return outs
+
+    def _decode_run(self, batch: list[tuple[ObjectId, ChunkLocation]]) -> list[bytes]:
+        """The verified raw bytes of each chunk of a run, each its own ``bytes`` (kept by the caller)."""
+        return list(self._read_batch(batch))
 
     def _map_runs(self, runs: list[list[tuple[ObjectId, ChunkLocation]]], workers: int) -> Iterator[list[bytes]]:
         """Each run's chunks, verified, in order; by ``workers`` threads, at most
