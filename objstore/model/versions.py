@@ -340,11 +340,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     just stored, and the value of ``latest`` it swaps against."""
     digest_key = digest_ref(coll.entity, coll.project, coll.name, tree.hex)
     latest_key = alias_ref(coll.entity, coll.project, coll.name, LATEST)
-    existing = store.refs.read(digest_key)
-    if existing is not None and _is_deleted(store, coll, existing, digest_key):
-        # Its version was deleted (objstore.model.deletion): the content is new again.
-        store.refs.remove(digest_key, "its version was deleted")
-        existing = None
+    existing = _live_digest(store, coll, digest_key)
     found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
     created = existing is None
     latest_raw = store.refs.read_raw(latest_key)
@@ -354,14 +350,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
         n = latest[0] + 1
         while True:
             ref = version_ref(coll.entity, coll.project, coll.name, n)
-            # v<n-1> holds what latest holds when latest is at n-1 (the common case)
-            if n == 0:
-                parent = None
-            elif latest[0] == n - 1:
-                parent = latest[1]
-            else:
-                parent = store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1))
-            obj = make(n, parent)
+            obj = make(n, _parent_of(store, coll, n, latest))
             oid = store.odb.put_object(obj)
             # Create-only: a number someone holds already answers False, read below;
             # a deleted one (a tombstone, objstore.model.deletion) reads as None and
@@ -396,6 +385,25 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
         if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
             set_alias(store, coll, alias, entry.object_id, index=entry.index)
     return entry, created
+
+
+def _live_digest(store: Store, coll: CollectionPath, digest_key: str) -> ObjectId | None:
+    """The entry digest ref ``digest_key`` holds, unless that entry was deleted
+    (objstore.model.deletion): then the ref goes, and the content is new again."""
+    existing = store.refs.read(digest_key)
+    if existing is not None and _is_deleted(store, coll, existing, digest_key):
+        store.refs.remove(digest_key, "its version was deleted")
+        return None
+    return existing
+
+
+def _parent_of(store: Store, coll: CollectionPath, n: int, latest: tuple[int, ObjectId | None]) -> ObjectId | None:
+    """The entry v<n-1> holds: what ``latest`` holds when it is at n-1 (the common case, no read)."""
+    if n == 0:
+        return None
+    if latest[0] == n - 1:
+        return latest[1]
+    return store.refs.read(version_ref(coll.entity, coll.project, coll.name, n - 1))
 
 
 def _is_deleted(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> bool:
