@@ -55,7 +55,8 @@ from objstore.model.store import Store
 from objstore.storage.chunkindex import list_indexes, marked_packs
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import idx_key, marked_pack_key, pack_key
-from objstore.storage.packs import PackBuilder, decode_verified, encode_idx, entry_id, read_pack_index
+from objstore.storage.odb import OpenPack
+from objstore.storage.packs import decode_verified, encode_idx, entry_id, read_pack_index
 
 SMALL_PACK_BYTES = 4 * MiB
 # Fewer small packs than this are left alone: a copy of two or three saves a
@@ -140,43 +141,31 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
     return RepackReport(len(small), len(marking), skipped, chunks, stored, len(written))
 
 
-class _Copy:
-    """One new pack being written to a local temporary file."""
+class _Copy(OpenPack):
+    """One new pack being written to a local temporary file (the odb's own pack writer)."""
 
     def __init__(self, store: Store) -> None:
         self.backend = store.backend
         make = getattr(self.backend, "new_temp_path", None)
         if make is not None:
-            self.path = Path(make())
+            path = Path(make())
         else:
             fd, tmp = tempfile.mkstemp(prefix="objstore-repack-")
             os.close(fd)
-            self.path = Path(tmp)
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by store() or discard()
-        self.builder = PackBuilder(self._file)
+            path = Path(tmp)
+        super().__init__(path)
 
     def store(self) -> str:
         """Make the pack durable and store it, then its ``.idx`` (the writers'
         order); lift a mark on the same name (it is needed now). Its name."""
         try:
-            name = self.builder.finish()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            name, index = self.finish()
             self.backend.put_file_if_absent(pack_key(name), self.path)
-            self.backend.put_if_absent(idx_key(name), encode_idx(name, self.builder.index))
+            self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
             self.backend.delete(marked_pack_key(name))
             return name
         finally:
             self.discard()
-
-    def discard(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
 
 
 def _verified_records(name: str, data: bytes | None) -> list[tuple[ObjectId, int, int, memoryview]] | None:

@@ -187,9 +187,9 @@ class ObjectDatabase:
         self.index = ChunkIndex()
         self._lock = threading.RLock()
         self._loaded = False
-        self._writer: _OpenPack | None = None
+        self._writer: OpenPack | None = None
         # Full packs handed to the sealer thread, not yet in the index.
-        self._sealing: list[tuple[_OpenPack, Future[None]]] = []
+        self._sealing: list[tuple[OpenPack, Future[None]]] = []
         self._sealer: ThreadPoolExecutor | None = None
         self._broken: BaseException | None = None
         self.damaged_packs: set[str] = set()  # packs whose index and own checksum both fail
@@ -448,7 +448,7 @@ class ObjectDatabase:
                 raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
             try:
                 if self._writer is None:
-                    self._writer = _OpenPack(self._temp_path())
+                    self._writer = OpenPack(self._temp_path())
                 if chunk_id in self._writer.builder:
                     return False
                 self._writer.builder.add(chunk_id, codec_id, raw_len, payload)
@@ -507,7 +507,7 @@ class ObjectDatabase:
             raise
         return True
 
-    def _seal(self, writer: _OpenPack) -> None:
+    def _seal(self, writer: OpenPack) -> None:
         """Make a full pack durable, store it and its index, then let readers see it.
 
         Runs on the sealer thread for packs that filled up, and on the caller's for
@@ -811,7 +811,7 @@ def file_offsets(fobj: FileObject) -> np.ndarray:
     return np.concatenate(([0], np.cumsum([n for _, n in fobj.chunks], dtype=np.int64))).astype(np.int64)
 
 
-class _OpenPack:
+class OpenPack:
     """A pack being written to a local temporary file."""
 
     def __init__(self, path: Path) -> None:
