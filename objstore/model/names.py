@@ -111,6 +111,19 @@ def check_type(value: object) -> str:
     return check_name(value, "artifact type")
 
 
+def _as_list(values: object, what: str) -> list[object]:
+    """``values`` as a list: None is none, one string is one (W&B takes both)."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        return [values]
+    try:
+        items: list[object] = list(values)  # type: ignore[call-overload]
+        return items
+    except TypeError:
+        raise InvalidName(f"{what} must be a list of strings, got {type(values).__name__}") from None
+
+
 def check_tag(value: object) -> str:
     text = _text(value, "tag")
     if not _TAG.fullmatch(text) or len(text) > MAX_NAME:
@@ -120,15 +133,7 @@ def check_tag(value: object) -> str:
 
 def check_tags(values: object) -> tuple[str, ...]:
     """Tags deduplicated in order (W&B keeps the first of each)."""
-    if values is None:
-        return ()
-    if isinstance(values, str):
-        values = [values]
-    try:
-        items = list(values)  # type: ignore[call-overload]
-    except TypeError:
-        raise InvalidName(f"tags must be a list of strings, got {type(values).__name__}") from None
-    return tuple(dict.fromkeys(check_tag(t) for t in items))
+    return tuple(dict.fromkeys(check_tag(t) for t in _as_list(values, "tags")))
 
 
 def check_alias(value: object) -> str:
@@ -139,14 +144,7 @@ def check_alias(value: object) -> str:
 
 
 def check_aliases(values: object) -> tuple[str, ...]:
-    if values is None:
-        return ()
-    if isinstance(values, str):
-        values = [values]
-    try:
-        items = list(values)  # type: ignore[call-overload]
-    except TypeError:
-        raise InvalidName(f"aliases must be a list of strings, got {type(values).__name__}") from None
+    items = _as_list(values, "aliases")
     seen: dict[str, None] = {}
     for item in items:
         seen[check_alias(item)] = None
