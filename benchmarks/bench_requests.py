@@ -137,8 +137,11 @@ def opener_for(location: str | Path, endpoint: str | None = None) -> Callable[[]
 
 
 def measure(open_store: Callable[[], Store], command: Callable[[Store], None], proxy: MisbehavingProxy | None,
-            work: Path) -> dict[str, Any]:
-    cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-"))
+            work: Path, cache: Path | None = None) -> dict[str, Any]:
+    """Requests and wall time of ``command`` on a fresh Store; with an empty user
+    cache (removed after), or ``cache``, kept (a machine that ran commands before)."""
+    keep = cache is not None
+    cache = cache if cache is not None else Path(tempfile.mkdtemp(dir=work, prefix="cache-"))
     old = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(cache)
     try:
@@ -157,8 +160,25 @@ def measure(open_store: Callable[[], Store], command: Callable[[Store], None], p
             os.environ.pop("XDG_CACHE_HOME", None)
         else:
             os.environ["XDG_CACHE_HOME"] = old
-        shutil.rmtree(cache, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(cache, ignore_errors=True)
     return {"requests": store.backend.stats.requests, "proxy_requests": seen, "seconds": wall}
+
+
+def warm_use_model(size: int, opener: Callable[[], Store], proxy: MisbehavingProxy, commands: Commands,
+                   work: Path) -> dict[str, Any]:
+    """``use_model`` of the newest version on a machine that ran one before (its
+    remote cache kept), after a teammate elsewhere logged a new version (a new
+    pack and ``.idx`` the cache has not seen): what the cache saves a team."""
+    cache = Path(tempfile.mkdtemp(dir=work, prefix="warm-cache-"))
+    measure(opener, commands.use_model, proxy, work, cache)  # this machine, earlier
+    measure(opener, commands.log_model, proxy, work)  # a teammate's session, on a machine of its own
+    row = {"size": size, "where": "s3", "command": "use_model, warm cache",
+           **measure(opener, commands.use_model, proxy, work, cache)}
+    shutil.rmtree(cache, ignore_errors=True)
+    print(f"  {size:>5} s3    use_model, warm cache {row['requests']:>5} requests (proxy {row['proxy_requests']})"
+          f" {row['seconds']:.2f} s", flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {size:>5} {where:5} {what:16} {row['requests']:>5} requests"
                           f"{'' if row['proxy_requests'] is None else ' (proxy ' + str(row['proxy_requests']) + ')'}"
                           f" {row['seconds']:.2f} s", flush=True)
+            if size in urls and proxy is not None:  # the same use_model on a machine whose cache is warm
+                results["rows"].append(warm_use_model(size, opener_for(urls[size], proxy.endpoint), proxy, commands, work))
         if args.versions:
             big = sizes[-1]
             for where in ["local", *(["s3"] if big in urls and proxy is not None else [])]:
@@ -263,9 +285,9 @@ def print_table(results: dict[str, Any]) -> None:
     rows = results["rows"]
     sizes = results["sizes"]
     print(f"\nrequests (wall s) per command; load {results['load'][0]:.1f}, {results['delay_ms']:.0f} ms added per S3 request")
-    print(f"{'where':6} {'command':16} " + " ".join(f"{str(s) + ' packs':>18}" for s in sizes) + "  bound 1.5x+10")
+    print(f"{'where':6} {'command':22} " + " ".join(f"{str(s) + ' packs':>18}" for s in sizes) + "  bound 1.5x+10")
     for where in ("local", "s3"):
-        for what in ("use_model", "log_model", "log -n 10", "log (first 50)"):
+        for what in ("use_model", "use_model, warm cache", "log_model", "log -n 10", "log (first 50)"):
             cells = {r["size"]: r for r in rows if r["where"] == where and r["command"] == what}
             if not cells:
                 continue
@@ -276,7 +298,7 @@ def print_table(results: dict[str, Any]) -> None:
                 verdict = "n/a: shows min(50, versions)"
             line = " ".join(f"{str(cells[s]['requests']) + ' (' + format(cells[s]['seconds'], '.2f') + ')':>18}"
                             if s in cells else f"{'-':>18}" for s in sizes)
-            print(f"{where:6} {what:16} {line}  {verdict}")
+            print(f"{where:6} {what:22} {line}  {verdict}")
     for r in rows:
         if r["command"].startswith("log of"):
             print(f"{r['where']:6} {r['command']}: {r['requests']} requests, {r['seconds']:.2f} s")
