@@ -60,6 +60,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -167,6 +168,9 @@ def _in_pack(loc: ChunkLocation) -> str:
     return f"pack {loc.pack[:16]}"
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 class ObjectDatabase:
     """Chunks and metadata objects over one backend.
 
@@ -232,30 +236,27 @@ class ObjectDatabase:
         """Add ``listing``'s unseen index files and uncovered ``.idx`` files to the
         index; True if one of them was gone when read."""
         missing = False
-        for name, size in listing.files.items():
-            if name in self.index.files or name in self.damaged_files:
-                continue
-            try:
-                # Opened once per process: a reload after gc reuses the mapping.
-                if name not in self._opened:
-                    self._opened[name] = open_index_file(self.backend, name, size)
-                self.index.add_file(self._opened[name])
-            except NotFound:
+        wanted = {n: size for n, size in listing.files.items() if n not in self.index.files and n not in self.damaged_files}
+        # Opened once per process (a reload after gc reuses the mapping), the new
+        # ones side by side: each is a GET, and on a bucket they add up one after another.
+        unopened = [(n, size) for n, size in wanted.items() if n not in self._opened]
+        for name, opened in zip([n for n, _ in unopened], self._map_io(self._open_index_file, unopened)):
+            if isinstance(opened, NotFound):
                 missing = True
-            except CorruptObject:
+            elif isinstance(opened, CorruptObject):
                 self.damaged_files.add(name)
+            else:
+                self._opened[name] = opened
+        for name in wanted:
+            if name in self._opened:
+                self.index.add_file(self._opened[name])
         fresh = [n for n in listing.idx if n not in self.index and n not in self.damaged_packs]
         if self.damaged_files:
             # The .idx of the packs a damaged index file covered are gone: every pack
             # nothing indexes is read from its own index section instead.
             fresh += [n for n in listing.packs if n not in self.index and n not in listing.idx and n not in self.damaged_packs]
         loaded: list[tuple[str, np.ndarray]] = []
-        if len(fresh) > 1:
-            with ThreadPoolExecutor(min(IDX_FETCH_THREADS, len(fresh)), thread_name_prefix="objstore-idx") as pool:
-                results = list(pool.map(lambda n: self._read_idx(n, listing), fresh))
-        else:
-            results = [self._read_idx(n, listing) for n in fresh]
-        for name, index in zip(fresh, results):
+        for name, index in zip(fresh, self._map_io(lambda n: self._read_idx(n, listing), fresh)):
             if index is None:
                 missing = missing or (name in listing.idx and not self.index.covers(name))
             elif isinstance(index, np.ndarray):
@@ -269,6 +270,21 @@ class ObjectDatabase:
         self._pack_checked.update((name, now) for name, _ in loaded)
         self._pack_checked.update((name, now) for name in self.index.covered_packs if name in listing.packs)
         return missing
+
+    @staticmethod
+    def _map_io(fetch: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+        """``fetch`` of each item, on up to IDX_FETCH_THREADS threads when there are several."""
+        if len(items) <= 1:
+            return [fetch(item) for item in items]
+        with ThreadPoolExecutor(min(IDX_FETCH_THREADS, len(items)), thread_name_prefix="objstore-idx") as pool:
+            return list(pool.map(fetch, items))
+
+    def _open_index_file(self, item: tuple[str, int]) -> IndexFile | NotFound | CorruptObject:
+        """Index file ``item`` (name, listed size) opened, or why it could not be."""
+        try:
+            return open_index_file(self.backend, *item)
+        except (NotFound, CorruptObject) as exc:
+            return exc
 
     def _read_idx(self, name: str, listing: IndexListing) -> np.ndarray | None | CorruptObject:
         """Pack ``name``'s index: from its ``.idx``, else from the pack itself. None
