@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +27,8 @@ import pytest
 
 import objstore
 from objstore import errors
+from objstore.model.annotations import Change, collection_annotation_history
+from objstore.storage import keys
 
 
 @pytest.fixture
@@ -195,9 +200,8 @@ def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
     coll = api.artifact_collection("model", "m")
     assert (coll.name, coll.type, coll.aliases, coll.description, coll.tags) == ("m", "model", ("latest",), None, [])
     assert [a.version for a in coll.artifacts()] == ["v0"]
-    with pytest.raises(errors.UnsupportedError):
-        coll.description = "x"
-    coll.save()
+    coll.save()  # nothing set: nothing written
+    assert list(api.store.backend.iter_prefix(keys.annotations_prefix("e", "p", "m"))) == []
     assert api.artifact_collection_exists("m", type="model") and not api.artifact_collection_exists("m", type="dataset")
     assert not api.artifact_collection_exists("nope", type="model")
     with pytest.raises(errors.CommError):
@@ -217,6 +221,114 @@ def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
     assert objstore.Api(store).artifact("e/p/m").version == "v0"  # the store as the first argument, as before
     coll.delete()
     assert not api.artifact_collection_exists("m", type="model")
+
+
+def test_collection_description_and_tags_persist(logged: objstore.Artifact, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    coll = objstore.Api(store).artifact_collection("model", "e/p/m")
+    coll.description = "the model"
+    coll.tags = ["good", "fast", "good"]
+    assert (coll.description, coll.tags) == ("the model", ["good", "fast"])
+    coll.save()
+    again = objstore.Api(store).artifact_collection("model", "e/p/m")
+    assert (again.description, again.tags) == ("the model", ["good", "fast"])
+    code = ("import sys, objstore; c = objstore.Api(sys.argv[1]).artifact_collection('model', 'e/p/m'); "
+            "print(c.description, c.tags)")
+    out = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "the model ['good', 'fast']"
+    again.tags.remove("good")  # in place, as W&B's list
+    again.description = None
+    again.save()
+    third = objstore.Api(store).artifact_collection("model", "e/p/m")
+    assert (third.description, third.tags) == (None, ["fast"])
+    history = collection_annotation_history(third._store, third._coll)
+    assert [(e.revision, [c.field for c in e.changes]) for e in history] == [(1, ["description", "tags"]),
+                                                                             (2, ["description", "tags"])]
+    assert history[1].changes[1] == Change("tags", ["good", "fast"], ["fast"])
+    # the version's own annotations are another thing: untouched
+    assert objstore.Api(store).artifact("e/p/m:v0").tags == [] and objstore.Api(store).artifact("e/p/m:v0").description is None
+    state = keys.collection_annotation_key("e", "p", "m")
+    assert keys.parse_annotation_key(state) is None and keys.parse_collection_annotation_key(state) == ("e", "p", "m")
+    assert keys.parse_collection_annotation_key(keys.annotation_key("e", "p", "collection", 0)) is None
+    assert keys.parse_annotation_key(keys.annotation_key("e", "p", "collection", 0)) is not None
+
+
+def test_collection_saves_of_different_tags_both_land(logged: objstore.Artifact, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    a = objstore.Api(store).artifact_collection("model", "e/p/m")
+    b = objstore.Api(store).artifact_collection("model", "e/p/m")
+    a.tags = ["one"]
+    b.tags = ["two"]
+    b.description = "from b"
+    a.save()
+    b.save()
+    c = objstore.Api(store).artifact_collection("model", "e/p/m")
+    assert sorted(c.tags) == ["one", "two"] and c.description == "from b"
+    assert sorted(b.tags) == ["one", "two"]  # save() shows what is stored now
+
+
+def test_collection_concurrent_saves_all_land(logged: objstore.Artifact, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    colls = [objstore.Api(store).artifact_collection("model", "e/p/m") for _ in range(6)]
+    start = threading.Barrier(len(colls))
+
+    def save(i: int) -> None:
+        colls[i].tags = [f"t{i}"]
+        start.wait()
+        colls[i].save()
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(len(colls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = objstore.Api(store).artifact_collection("model", "e/p/m")
+    assert sorted(final.tags) == [f"t{i}" for i in range(len(colls))]
+    assert [e.revision for e in collection_annotation_history(final._store, final._coll)] == list(range(1, len(colls) + 1))
+
+
+def test_collection_bad_tag_writes_nothing(logged: objstore.Artifact, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    coll = objstore.Api(store).artifact_collection("model", "e/p/m")
+    with pytest.raises(errors.InvalidName):
+        coll.tags = ["ok", "not ok!"]
+    coll.tags.append("bad tag?")  # past the setter: save() checks again
+    with pytest.raises(errors.InvalidName):
+        coll.save()
+    with pytest.raises(errors.InvalidInput):
+        coll.description = 3  # type: ignore[assignment]
+    assert list(coll._store.backend.iter_prefix(keys.annotations_prefix("e", "p", "m"))) == []
+    assert objstore.Api(store).artifact_collection("model", "e/p/m").tags == []
+
+
+def test_delete_collection_removes_its_description_and_tags(logged: objstore.Artifact, tmp_path: Path,
+                                                            model_dir: Path) -> None:
+    store = tmp_path / "store"
+    coll = objstore.Api(store).artifact_collection("model", "e/p/m")
+    coll.description, coll.tags = "old", ["old"]
+    coll.save()
+    coll.delete()
+    assert list(coll._store.backend.iter_prefix(keys.annotations_prefix("e", "p", "m"))) == []
+    with objstore.init(entity="e", project="p", store=store) as run:
+        art = objstore.Artifact("m", type="model")
+        art.add_dir(str(model_dir))
+        run.log_artifact(art)
+    fresh = objstore.Api(store).artifact_collection("model", "e/p/m")
+    assert (fresh.description, fresh.tags) == (None, [])
+
+
+def test_registry_collection_description_and_tags(logged: objstore.Artifact, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    logged.link("Best")
+    reg = objstore.Api(store).artifact_collection("model", "e/model-registry/Best")
+    reg.description, reg.tags = "registered", ["prod"]
+    reg.save()
+    again = objstore.Api(store).artifact_collection("model", "e/model-registry/Best")
+    assert (again.description, again.tags) == ("registered", ["prod"])
+    source = objstore.Api(store).artifact_collection("model", "e/p/m")
+    assert (source.description, source.tags) == (None, [])  # the registry's own, not its source's
+    again.delete()
+    assert list(again._store.backend.iter_prefix(keys.annotations_prefix("e", "model-registry", "Best"))) == []
 
 
 def test_errors_carry_w_and_b_names() -> None:

@@ -25,6 +25,13 @@ from objstore.api.naming import DEFAULT_PROJECT, default_entity
 from objstore.api.runinfo import RunInfo, iter_runs, read_run_by_path
 from objstore.errors import CorruptObject, InvalidName, NotFound, UnsupportedError, UsageError, WrongType
 from objstore.model import deletion
+from objstore.model.annotations import (
+    CollectionAnnotations,
+    Edit,
+    check_description,
+    edit_collection_annotations,
+    read_collection_annotations,
+)
 from objstore.model.names import CollectionPath, check_name, check_tags, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import (
@@ -53,22 +60,29 @@ class Project(NamedTuple):
 
 class ArtifactCollection:
     """A collection (or registered model): its path, type, version count and aliases,
-    and W&B's ``artifacts()``, ``delete()``, ``save()``.
+    its own ``description`` and ``tags``, and W&B's ``artifacts()``, ``delete()``, ``save()``.
 
-    ``description`` and ``tags`` of a collection are not stored (not yet): they
-    read as None and ``[]``, and assigning either raises UnsupportedError rather
-    than being dropped; ``save()`` then has nothing to persist.
+    ``description`` (a string or None) and ``tags`` (a list; W&B's tag rule, checked
+    on assignment and again by ``save()``) are the collection's own, not any
+    version's. Assigning them changes this object only; ``save()`` stores the
+    difference from what was read (tags added and removed one by one) by
+    compare-and-swap, so saves of different tags from different objects or
+    processes all land (:func:`objstore.model.annotations.edit_collection_annotations`),
+    and then shows what is stored.
     """
 
     def __init__(self, store: Store, coll: CollectionPath, type: str, version_count: int, aliases: tuple[str, ...]) -> None:
         self._store, self._coll = store, coll
         self.entity, self.project, self.name = coll.entity, coll.project, coll.name
         self.type, self.version_count, self.aliases = type, version_count, aliases
+        self._show(read_collection_annotations(store, coll))
+
+    def _show(self, saved: CollectionAnnotations) -> None:
+        self._saved = saved
+        self._description = saved.description
+        self._tags = list(saved.tags)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("description", "tags"):
-            raise UnsupportedError(f"ArtifactCollection.{name} cannot be set: objstore does not store a collection's "
-                                   f"{name} yet; put it in a version's metadata")
         if not name.startswith("_") and name in self.__dict__:
             raise UnsupportedError(f"ArtifactCollection.{name} is read-only")
         object.__setattr__(self, name, value)
@@ -79,11 +93,19 @@ class ArtifactCollection:
 
     @property
     def description(self) -> str | None:
-        return None
+        return self._description
+
+    @description.setter
+    def description(self, value: str | None) -> None:
+        self._description = check_description(value)
 
     @property
     def tags(self) -> list[str]:
-        return []
+        return self._tags
+
+    @tags.setter
+    def tags(self, value: list[str]) -> None:
+        self._tags = list(check_tags(value))
 
     @property
     def is_sequence(self) -> bool:
@@ -95,7 +117,15 @@ class ArtifactCollection:
         return _versions(self._store, self._coll)
 
     def save(self) -> None:
-        """Nothing to persist: the only settable fields (description, tags) are not stored yet and refuse assignment."""
+        """Store what was assigned to ``description`` and ``tags`` since they were read
+        (nothing assigned: nothing written); a bad tag raises InvalidName and writes nothing."""
+        tags = check_tags(self._tags)
+        edit = Edit(
+            description=self._description, set_description=self._description != self._saved.description,
+            tags_add=tuple(t for t in tags if t not in self._saved.tags),
+            tags_remove=tuple(t for t in self._saved.tags if t not in tags))
+        if not edit.is_empty():
+            self._show(edit_collection_annotations(self._store, self._coll, edit))
 
     def delete(self) -> None:
         """Delete the collection (every version, alias and digest ref, and their reflogs;

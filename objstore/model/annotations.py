@@ -26,6 +26,13 @@ Invariants:
   it create-only after its swap; the writer of ``r + 1`` first writes ``r``'s from
   the state (which keeps its last edit) if it is missing, and readers add the
   state's last edit too, so a writer that died after its swap loses no entry.
+- A collection (a registry's too) has annotations of its own, ``description``
+  and ``tags`` (W&B's ``ArtifactCollection.save()``), in a state beside its
+  versions' (``collection/state``), moved by the same compare-and-swap of
+  re-applied edits with the same history. It names no object: a collection has
+  no identity beyond its name, so deleting the collection drops the state first
+  (a crash then leaves no stale description for the next collection of that
+  name); its log entries carry the id the state was created with instead.
 - A registry link has no annotations of its own: reading or editing through a
   link reaches the version it links to (as W&B, where editing a linked
   artifact edits its source), except the ttl, which a link refuses.
@@ -33,6 +40,7 @@ Invariants:
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -42,7 +50,7 @@ import msgpack
 
 from objstore.constants import MAX_ANNOTATION_BYTES, MAX_USER_VALUE_BYTES
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
-from objstore.model.names import CollectionPath
+from objstore.model.names import CollectionPath, check_tags
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
 from objstore.storage.ids import ObjectId
@@ -52,6 +60,9 @@ from objstore.storage.keys import (
     annotation_log_key,
     annotation_log_prefix,
     annotations_prefix,
+    collection_annotation_key,
+    collection_annotation_log_key,
+    collection_annotation_log_prefix,
     parse_annotation_key,
 )
 from objstore.storage.objects import storable_dict
@@ -326,6 +337,108 @@ def drop_collection_annotations(store: Store, coll: CollectionPath) -> int:
         store.backend.delete(info.key)
         n += 1
     return n
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionAnnotations:
+    """What a collection shows now: its own description and tags; ``revision``
+    counts the edits (0: never edited)."""
+
+    description: str | None
+    tags: tuple[str, ...]
+    revision: int
+
+
+def _collection_state(store: Store, coll: CollectionPath) -> tuple[str, bytes | None, dict[str, Any] | None]:
+    key = collection_annotation_key(coll.entity, coll.project, coll.name)
+    try:
+        raw = store.backend.get(key, max_size=MAX_ANNOTATION_BYTES)
+    except NotFound:
+        return key, None, None
+    return key, raw, _unpack(key, raw)
+
+
+def _collection_shown(doc: dict[str, Any] | None) -> CollectionAnnotations:
+    fields: dict[str, Any] = (doc or {}).get("fields", {})
+    return CollectionAnnotations(fields.get("description"), tuple(fields.get("tags", ())), int((doc or {}).get("revision", 0)))
+
+
+def read_collection_annotations(store: Store, coll: CollectionPath) -> CollectionAnnotations:
+    """The description and tags ``coll`` shows now."""
+    return _collection_shown(_collection_state(store, coll)[2])
+
+
+def _write_collection_log(store: Store, coll: CollectionPath, state_id: str, last: object) -> None:
+    edit = _edit_of(last)
+    if edit is not None:
+        key = collection_annotation_log_key(coll.entity, coll.project, coll.name, edit.revision, state_id)
+        store.backend.put_if_absent(key, _pack(_edit_doc(edit)))  # create-only: one entry per revision
+
+
+def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, *, who: str | None = None,
+                                attempts: int = 1000) -> CollectionAnnotations:
+    """Apply ``edit`` (description and tags only) to ``coll``'s own annotations by
+    compare-and-swap, as :func:`edit_annotations` a version's; checked before
+    anything is written. An edit that changes nothing writes nothing."""
+    if edit.metadata_set or edit.metadata_delete or edit.set_ttl:
+        raise InvalidInput(f"a collection ({coll}) has a description and tags only; metadata and ttl are a version's")
+    check_tags(edit.tags_add)
+    check_description(edit.description)
+    for _ in range(attempts):
+        key, raw, doc = _collection_state(store, coll)
+        now = _collection_shown(doc)
+        fields, changes = _apply(Annotations(now.description, {}, now.tags, INHERIT, now.revision), edit)
+        if not changes:
+            return now
+        state_id = str(doc["id"]) if doc is not None and isinstance(doc.get("id"), str) else secrets.token_hex(8)
+        if doc is not None:
+            _write_collection_log(store, coll, state_id, doc.get("last"))  # the previous writer's, if it died before
+        done = AnnotationEdit(now.revision + 1, time.time(), who or store.refs.who, tuple(changes))
+        new = _pack({"format": FORMAT, "id": state_id, "revision": done.revision,
+                     "fields": {"description": fields["description"], "tags": fields["tags"]}, "last": _edit_doc(done)})
+        if len(new) > MAX_ANNOTATION_BYTES:
+            raise InvalidInput(f"the description and tags of {coll} would take {len(new)} bytes, more than "
+                               f"{MAX_ANNOTATION_BYTES}")
+        try:
+            if raw is None:
+                if not store.backend.put_if_absent(key, new):
+                    continue
+            else:
+                store.backend.compare_and_swap(key, raw, new)
+        except Conflict:
+            continue
+        _write_collection_log(store, coll, state_id, _edit_doc(done))
+        return _collection_shown(_unpack(key, new))
+    raise Conflict(collection_annotation_key(coll.entity, coll.project, coll.name), None, None,
+                   f"the description and tags of {coll} kept changing under {attempts} attempts; retry later")
+
+
+def collection_annotation_history(store: Store, coll: CollectionPath) -> list[AnnotationEdit]:
+    """Every edit of ``coll``'s own description and tags, oldest first."""
+    _, _, doc = _collection_state(store, coll)
+    if doc is None:
+        return []
+    found: dict[int, AnnotationEdit] = {}
+    for info in store.backend.iter_prefix(collection_annotation_log_prefix(coll.entity, coll.project, coll.name)):
+        if not info.key.endswith(f"-{str(doc.get('id'))[:16]}"):
+            continue  # an earlier collection's of this name
+        try:
+            edit = _edit_of(msgpack.unpackb(store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES), raw=False,
+                                            strict_map_key=False))
+        except (NotFound, CorruptObject, ValueError, TypeError, msgpack.UnpackException):
+            continue  # a damaged entry must not hide the others
+        if edit is not None and edit.revision <= doc["revision"]:
+            found[edit.revision] = edit
+    last = _edit_of(doc.get("last"))
+    if last is not None:
+        found[last.revision] = last
+    return [found[r] for r in sorted(found)]
+
+
+def drop_collection_state(store: Store, coll: CollectionPath) -> None:
+    """Delete ``coll``'s own description and tags (its log goes with
+    :func:`drop_collection_annotations`)."""
+    store.backend.delete(collection_annotation_key(coll.entity, coll.project, coll.name))
 
 
 @dataclass(frozen=True, slots=True)

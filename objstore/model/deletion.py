@@ -36,7 +36,12 @@ import time
 from dataclasses import dataclass
 
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse
-from objstore.model.annotations import drop_collection_annotations, drop_version_annotations, iter_ttls
+from objstore.model.annotations import (
+    drop_collection_annotations,
+    drop_collection_state,
+    drop_version_annotations,
+    iter_ttls,
+)
 from objstore.model.inventory import iter_version_refs
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import decode_value
@@ -140,6 +145,9 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
         linked = sorted(r.label for r in iter_version_refs(store, strict=False) if r.link is not None and r.version_id in ids)
         if linked:
             raise VersionInUse(f"{coll} is linked from {', '.join(linked)}; delete those registered models first")
+    # First: the collection's own description and tags name no object, so one a
+    # crash left behind would show on the next collection logged under this name.
+    drop_collection_state(store, coll)
     prefix = collection_prefix(coll.entity, coll.project, coll.name)
     keys = list(store.refs.iter_names(prefix))
     # Aliases and digests first, version refs last: until the end the collection

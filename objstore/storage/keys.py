@@ -19,6 +19,8 @@ Layout (the same on every backend)::
     quarantine/<key>                                  damaged keys repair moved aside
     annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
     annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>  one annotation edit each (create-only)
+    annotations/<entity>/<project>/<name>/collection/state  a collection's own description and tags (compare-and-swap)
+    annotations/<entity>/<project>/<name>/collection/log/<revision>-<id>  one edit of them each (create-only)
 
 Invariant: no other module spells a prefix or takes a key apart by hand; they
 ask the builders and parsers below, so the layout can change in one place.
@@ -336,6 +338,37 @@ def annotation_log_key(entity: str, project: str, name: str, index: int, revisio
     v<index>, the version object ``version_hex``: a collection deleted and logged
     again under the same name numbers its edits anew, never into an old entry."""
     return f"{annotation_log_prefix(entity, project, name, index)}{revision:012d}-{version_hex[:16]}"
+
+
+# A collection's own annotations sit beside its versions', under ``collection/``:
+# never ``v<N>``, so no version parser takes them for a version's, nor the other way.
+_COLLECTION_PART = "collection"
+
+
+def collection_annotation_key(entity: str, project: str, name: str) -> str:
+    """The mutable key holding collection ``entity/project/name``'s own description and tags."""
+    return f"{annotations_prefix(entity, project, name)}{_COLLECTION_PART}/state"
+
+
+def collection_annotation_log_prefix(entity: str, project: str, name: str) -> str:
+    return f"{annotations_prefix(entity, project, name)}{_COLLECTION_PART}/log/"
+
+
+def collection_annotation_log_key(entity: str, project: str, name: str, revision: int, state_id: str) -> str:
+    """The create-only key of the edit that made ``revision`` of the collection's
+    annotations, whose state was first written with id ``state_id``: a collection
+    deleted and made again numbers its edits anew, never into an old entry."""
+    return f"{collection_annotation_log_prefix(entity, project, name)}{revision:012d}-{state_id[:16]}"
+
+
+def parse_collection_annotation_key(key: str) -> tuple[str, str, str] | None:
+    """(entity, project, name) of a collection annotation state key; None for any other key."""
+    if not key.startswith(ANNOTATIONS) or not key.endswith(f"/{_COLLECTION_PART}/state"):
+        return None
+    parts = ref_key_parts(REFS + key[len(ANNOTATIONS):])
+    if parts is None or len(parts) != 5 or parts[3] != _COLLECTION_PART:
+        return None
+    return parts[0], parts[1], parts[2]
 
 
 @dataclass(frozen=True, slots=True)
