@@ -16,12 +16,13 @@ from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, ref_display, version_ref
+from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.storage.objects import (
     Link,
     RunRecord,
     Version,
 )
+from objstore.transfer.annotate import carry_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, read_keys, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
@@ -140,6 +141,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         _integrate_collection(run, coll)
     _merge_runs(run)
     _remap_runs(run)
+    carry_annotations(remote, local, _held_by_both(run), result)
     _report_kept_and_renumbered(run)
     return result
 
@@ -305,6 +307,13 @@ def _merge_runs(run: _Pull) -> None:
             result.kept.append(key)
 
 
+def _held_by_both(run: _Pull) -> list[tuple[CollectionPath, int, ObjectId]]:
+    """The versions whose annotations may move: the remote's that this store now holds at the same number."""
+    now = collections_in(read_refs(run.local, run.prefixes))
+    return [(coll, idx, vid) for coll, c in run.their_colls.items() for idx, vid in c.versions.items()
+            if now.get(coll, CollectionRefs()).versions.get(idx) == vid]
+
+
 def _remap_runs(run: _Pull) -> None:
     """Re-point local runs at re-based versions."""
     if run.remap:
@@ -318,11 +327,15 @@ def _report_kept_and_renumbered(run: _Pull) -> None:
     # still refused for it unless forced: the remote's value is not overwritten by accident.
     result = run.result
     for key in result.kept:
-        run.tracking.forget(key, run.tracked.get(key))
+        if not key.startswith(ANNOTATIONS):  # annotations have no tracking state: their history says what is newer
+            run.tracking.forget(key, run.tracked.get(key))
     for old, new in result.renumbered:
         say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {run.label})")
     for key in result.kept:
-        say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
+        if key.startswith(ANNOTATIONS):
+            say(f"kept local {key}: edited both here and on {run.label} (or newer here); edit it again to settle it")
+        else:
+            say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
 
 
 def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tuple[str, bytes]:
