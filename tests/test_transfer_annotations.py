@@ -102,7 +102,6 @@ def test_concurrent_edits_keep_the_destinations_and_say_so(tmp_path: Path, model
     assert any("annotations" in k for k in pushed.kept)
 
 
-@pytest.mark.xfail(strict=True, reason="pull resurrects a version deleted here (fixed next)")
 def test_a_deleted_version_does_not_come_back(tmp_path: Path, models: tuple[Path, Path]) -> None:
     local, remote = published(tmp_path, models)
     objstore.push(local)
@@ -115,10 +114,27 @@ def test_a_deleted_version_does_not_come_back(tmp_path: Path, models: tuple[Path
         art(local, f"{NAME}:v0")
     assert art(local, f"{NAME}:v1").version == "v1"
     # A new version after the deletion is numbered after every number used.
-    log(local, models[1])
+    log(local, models[0])  # the deleted version's content: a new version, v2
     objstore.push(local)
     objstore.pull(clone)
     assert art(clone, f"{NAME}:latest").version == "v2"
     clone2, _ = objstore.clone(str(remote), tmp_path / "clone2")
     assert art(clone2, f"{NAME}:v1").version == "v1"
     assert art(clone2, f"{NAME}:latest").version == "v2"
+    # Deleted on the remote too, then a new version here: push and pull neither crash
+    # nor bring either deletion back, and the numbers stay unique.
+    art(Store.open_existing(remote), f"{NAME}:v1").delete()
+    (tmp_path / "third.bin").write_bytes(b"third model")
+    log(clone, tmp_path / "third.bin")  # v3 on the clone
+    objstore.push(clone)
+    objstore.pull(local)
+    remote_store = Store.open_existing(remote)
+    with pytest.raises(objstore.errors.NotFound):
+        art(remote_store, f"{NAME}:v1")
+    assert art(remote_store, f"{NAME}:latest").version == "v3"
+    assert art(local, f"{NAME}:v3").version == "v3"
+    objstore.pull(clone)
+    clone3, _ = objstore.clone(str(remote), tmp_path / "clone3")
+    with pytest.raises(objstore.errors.NotFound):
+        art(clone3, f"{NAME}:v1")
+    assert art(clone3, f"{NAME}:v0").version == "v0" and art(clone3, f"{NAME}:v3").version == "v3"

@@ -101,6 +101,8 @@ def _plan_versions(run: _Push) -> None:
         todo = []
         for idx, version_id in sorted(c.versions.items()):
             other = theirs_c.versions.get(idx)
+            if idx in theirs_c.deleted:
+                continue  # deleted there: a push does not bring it back, and its number stays taken
             if other is None:
                 todo.append((idx, version_id))
             elif other != version_id:
