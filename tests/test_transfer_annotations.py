@@ -77,11 +77,13 @@ def test_a_newer_edit_at_the_destination_is_not_undone(tmp_path: Path, models: t
     objstore.push(local)
     clone, _ = objstore.clone(str(remote), tmp_path / "clone")
     edit(clone, "clone's newer", ["c"])  # revision 2 here; the remote stays at 1
-    objstore.pull(clone)
+    pulled = objstore.pull(clone)
     assert art(clone).description == "clone's newer" and art(clone).tags == ["c"]
+    assert pulled.kept == []  # simply ahead here: not a conflict
     # The clone's push fast-forwards the remote, and the source then pulls it.
-    objstore.push(clone)
+    pushed = objstore.push(clone)
     assert art(Store.open_existing(remote)).description == "clone's newer"
+    assert pushed.annotations == [f"annotations/{ENTITY}/{PROJECT}/model/v0/state"] and pushed.kept == []
     objstore.pull(local)
     assert art(local).description == "clone's newer" and history(local) == history(clone)
 

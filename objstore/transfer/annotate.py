@@ -7,9 +7,10 @@ tracking state is needed:
 - The destination takes the source's state when it has none for that version
   object, or when its own is an ancestor of the source's: a lower revision
   whose last edit is the source's history entry of that revision.
-- Otherwise (the same revision edited differently on both sides, or the
-  destination ahead or diverged) the destination's state stays and its key is
-  listed in ``result.kept``, as a ref changed on both sides is kept.
+- A destination ahead (the source's state is an ancestor of its own) stays, quietly.
+- Otherwise (edited differently on both sides since their last common revision)
+  the destination's state stays and its key is listed in ``result.kept``, as a
+  ref changed on both sides is kept.
 - History entries are create-only and keyed by revision and version object, so
   the source's entries up to the state taken are copied (create-only) before
   the state itself; a destination that keeps its own state copies none (the
@@ -51,7 +52,9 @@ def _carry_one(src: Store, dst: Store, coll: CollectionPath, index: int, vid: Ob
     if d_raw == s_raw:
         return None
     if d_doc is not None and not _is_ancestor(src, coll, index, vid, d_doc, s_doc["revision"]):
-        return (key, "kept") if not same_value(d_doc.get("fields"), s_doc.get("fields")) else None
+        if same_value(d_doc.get("fields"), s_doc.get("fields")) or _is_ancestor(dst, coll, index, vid, s_doc, d_doc["revision"]):
+            return None  # the same fields, or the destination is simply ahead: nothing to say
+        return key, "kept"
     for log_key, value in sorted(raw_history(src, coll, index, vid).items()):
         dst.backend.put_if_absent(log_key, value)  # create-only: an entry already there is the same edit
     try:
