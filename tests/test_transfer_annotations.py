@@ -140,3 +140,22 @@ def test_a_deleted_version_does_not_come_back(tmp_path: Path, models: tuple[Path
     with pytest.raises(objstore.errors.NotFound):
         art(clone3, f"{NAME}:v1")
     assert art(clone3, f"{NAME}:v0").version == "v0" and art(clone3, f"{NAME}:v3").version == "v3"
+
+
+def test_a_rebased_version_keeps_its_edits(tmp_path: Path, models: tuple[Path, Path]) -> None:
+    local, remote = published(tmp_path, models)
+    objstore.push(local)
+    clone, _ = objstore.clone(str(remote), tmp_path / "clone")
+    (tmp_path / "mine.bin").write_bytes(b"logged on the clone")
+    (tmp_path / "theirs.bin").write_bytes(b"logged on the source")
+    log(clone, tmp_path / "mine.bin")  # v2 here
+    edit(clone, "clone's v2", ["mine"], spec=f"{NAME}:v2")
+    log(local, tmp_path / "theirs.bin")  # v2 there
+    objstore.push(local)
+    pulled = objstore.pull(clone)
+    assert pulled.renumbered == [(f"{NAME}:v2", f"{NAME}:v3")]
+    assert art(clone, f"{NAME}:v3").description == "clone's v2" and art(clone, f"{NAME}:v3").tags == ["mine"]
+    assert history(clone, f"{NAME}:v3") == [(1, ["description", "tags"])]
+    assert art(clone, f"{NAME}:v2").tags == []  # the source's v2: none of the clone's edits
+    objstore.push(clone)
+    assert art(Store.open_existing(remote), f"{NAME}:v3").description == "clone's v2"

@@ -17,6 +17,9 @@ tracking state is needed:
   entries of a diverged revision would describe the other side's edit).
 - The state moves by compare-and-swap from the value read: an edit made at the
   destination meanwhile wins (listed as kept).
+- A version a pull re-bases is a new object at a new number: its state and
+  history are copied to the copy's key (naming the copy) before the remote's
+  states are taken, so a re-based version keeps its edits.
 """
 
 from __future__ import annotations
@@ -66,6 +69,31 @@ def _carry_one(src: Store, dst: Store, coll: CollectionPath, index: int, vid: Ob
     except Conflict:
         return key, "kept"  # edited here while we transferred: that edit is newer
     return key, "moved"
+
+
+def carry_rebased(store: Store, moves: Iterable[tuple[CollectionPath, int, ObjectId, int, ObjectId]]) -> None:
+    """Copy each (collection, old number, old object, new number, new object)'s annotations
+    to its re-based copy, unless the copy has its own already (an interrupted pull copied them)."""
+    for coll, old_idx, old_vid, new_idx, new_vid in moves:
+        _, doc = raw_state(store, coll, old_idx, old_vid)
+        if doc is None:
+            continue
+        raw_new, now = raw_state(store, coll, new_idx, new_vid)
+        if now is not None:
+            continue
+        for key, value in sorted(raw_history(store, coll, old_idx, old_vid).items()):
+            revision = int(key.rsplit("/", 1)[1].split("-", 1)[0])  # an entry names no object: copied as is
+            store.backend.put_if_absent(annotation_log_key(coll.entity, coll.project, coll.name, new_idx, revision,
+                                                           new_vid.hex), value)
+        state: bytes = msgpack.packb({**doc, "version": new_vid.raw}, use_bin_type=True)
+        key = annotation_key(coll.entity, coll.project, coll.name, new_idx)
+        try:
+            if raw_new is None:
+                store.backend.put_if_absent(key, state)
+            else:
+                store.backend.compare_and_swap(key, raw_new, state)  # a stale state (another object's) there
+        except Conflict:
+            continue  # edited meanwhile through the copy: that edit is newer
 
 
 def _is_ancestor(src: Store, coll: CollectionPath, index: int, vid: ObjectId, d_doc: dict[str, object],

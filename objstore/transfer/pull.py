@@ -22,7 +22,7 @@ from objstore.storage.objects import (
     RunRecord,
     Version,
 )
-from objstore.transfer.annotate import carry_annotations
+from objstore.transfer.annotate import carry_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, read_keys, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
@@ -144,6 +144,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
         _integrate_collection(run, coll)
     _merge_runs(run)
     _remap_runs(run)
+    carry_rebased(local, _rebased_versions(run))
     carry_annotations(remote, local, _held_by_both(run), result)
     _report_kept_and_renumbered(run)
     return result
@@ -334,6 +335,16 @@ def _merge_runs(run: _Pull) -> None:
                 result.kept.append(key)
         elif ref_value(r_raw) != ref_value(t_raw):
             result.kept.append(key)
+
+
+def _rebased_versions(run: _Pull) -> list[tuple[CollectionPath, int, ObjectId, int, ObjectId]]:
+    """(collection, old number, old id, new number, new id) of every version this pull re-based."""
+    out = []
+    for old_id, new_id in run.remap.items():
+        old, new = _entry(run.local, old_id), _entry(run.local, new_id)
+        if isinstance(old, Version) and isinstance(new, Version):
+            out.append((CollectionPath(old.entity, old.project, old.name), old.index, old_id, new.index, new_id))
+    return out
 
 
 def _held_by_both(run: _Pull) -> list[tuple[CollectionPath, int, ObjectId]]:
