@@ -466,3 +466,28 @@ def iter_ttls(store: Store) -> Iterator[TtlEntry]:
         raw_vid = doc.get("version")
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 and isinstance(raw_vid, bytes) and len(raw_vid) == 32:
             yield TtlEntry(CollectionPath(parsed.entity, parsed.project, parsed.name), parsed.index, ObjectId(raw_vid), ttl)
+
+
+def raw_state(store: Store, coll: CollectionPath, index: int, version_id: ObjectId) -> tuple[bytes | None, dict[str, Any] | None]:
+    """(raw value, state) of ``coll``'s v<index> annotations as stored, for a transfer
+    to compare and copy by compare-and-swap; the state is None when absent or not
+    ``version_id``'s."""
+    return _read_state(store, _state_key(coll, index), version_id)
+
+
+def raw_history(store: Store, coll: CollectionPath, index: int, version_id: ObjectId) -> dict[str, bytes]:
+    """Every stored history entry of ``version_id``'s annotations (key -> raw value),
+    the state's last edit included even if its writer died before writing it."""
+    out: dict[str, bytes] = {}
+    for info in store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index)):
+        if info.key.endswith(f"-{version_id.hex[:16]}"):
+            try:
+                out[info.key] = store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES)
+            except NotFound:
+                continue
+    _, doc = raw_state(store, coll, index, version_id)
+    last = _edit_of(doc.get("last")) if doc is not None else None
+    if last is not None:
+        key = annotation_log_key(coll.entity, coll.project, coll.name, index, last.revision, version_id.hex)
+        out.setdefault(key, _pack(_edit_doc(last)))
+    return out

@@ -16,15 +16,17 @@ from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, ref_display, version_ref
+from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.storage.objects import (
     Link,
     RunRecord,
     Version,
 )
+from objstore.transfer.annotate import carry_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, read_keys, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
+    TOMBSTONE,
     CollectionRefs,
     Tracking,
     add_run_refs,
@@ -98,6 +100,8 @@ def _set_ref(store: Store, key: str, new: ObjectId | None, why: str) -> bool:
     """Make local ``key`` hold ``new`` (create-only if absent, else CAS from its value). True if it changed."""
     raw = store.refs.read_raw(key)
     if ref_value(raw) == ref_value(encode_value(new)):
+        if raw is None and new is None:  # a tombstone where no ref is: write it, so the number stays taken
+            return store.backend.put_if_absent(key, b"")
         return False
     if raw is None and new is not None:
         if store.refs.create(key, new, why):
@@ -133,13 +137,15 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     fetched, theirs, tracked = fetch(local, remote, tracking=tracking, names=names, progress=progress,
                                      remote_label=remote_label)
     result = replace(fetched, direction="pull", refs=[])
-    run = _Pull(local, tracking, result.remote, f"pull from {result.remote}", result, theirs, tracked,
+    run = _Pull(local, remote, tracking, result.remote, f"pull from {result.remote}", result, theirs, tracked,
                 selection_prefixes(names))
     _read_local(run, names)
     for coll in registry_last({**run.my_colls, **run.their_colls}):
         _integrate_collection(run, coll)
     _merge_runs(run)
     _remap_runs(run)
+    carry_rebased(local, _rebased_versions(run))
+    carry_annotations(remote, local, _held_by_both(run), result)
     _report_kept_and_renumbered(run)
     return result
 
@@ -149,6 +155,7 @@ class _Pull:
     """One pull's state (after its fetch), shared by its steps."""
 
     local: Store
+    remote: Store
     tracking: Tracking
     label: str
     why: str
@@ -179,7 +186,9 @@ def _integrate_collection(run: _Pull, coll: CollectionPath) -> None:
     new_chain, held = _rebase_chain(run, coll, local_chain, version_chain(theirs_c))
     _follow_content(run.local, mine_c, new_chain, held, run.remap)
     _write_version_refs(run, coll, mine_c, len(local_chain), new_chain)
-    _take_digests(run, coll, theirs_c)
+    remote_chain = version_chain(theirs_c)
+    gone = {remote_chain[i] for i, oid in enumerate(new_chain[:len(remote_chain)]) if oid == TOMBSTONE}
+    _take_digests(run, coll, theirs_c, gone)
     if new_chain:
         advance_latest(run.local, coll, len(new_chain) - 1)
     _merge_aliases(run, coll, mine_c, theirs_c)
@@ -191,11 +200,13 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
     contents re-based by this pull."""
     local, remap, result = run.local, run.remap, run.result
     for idx, version_id in enumerate(remote_chain):
-        _check_entry(local, coll, idx, version_id, run.label)
+        if version_id != TOMBSTONE:
+            _check_entry(local, coll, idx, version_id, run.label)
     k = 0
-    while k < min(len(local_chain), len(remote_chain)) and local_chain[k] == remote_chain[k]:
+    while k < min(len(local_chain), len(remote_chain)) and _same_entry(run, coll, k, local_chain[k], remote_chain[k]):
         k += 1
-    new_chain = list(remote_chain) if len(remote_chain) > k else list(local_chain[:k])
+    # Up to k, ours: the same as theirs, or a deletion on one side of a version both had (not undone).
+    new_chain = list(local_chain[:k]) + list(remote_chain[k:])
     # Contents re-based by this pull: an entry with one of them is a copy an
     # interrupted pull already made. (Equal content the remote logged on its own
     # stays a version of its own, as it would if both were logged here.)
@@ -203,6 +214,9 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
     # Re-base local-only entries after the remote's (or keep them, rewritten
     # only if a link's target was itself renumbered).
     for old_id in local_chain[k:]:
+        if old_id == TOMBSTONE:  # a deleted local-only version: its number stays taken, moved up like the rest
+            new_chain.append(TOMBSTONE)
+            continue
         entry = _entry(local, old_id)
         content_key = _content_key(entry, remap)
         if old_id in new_chain or content_key in held:
@@ -226,6 +240,19 @@ def _rebase_chain(run: _Pull, coll: CollectionPath, local_chain: list[ObjectId],
     return new_chain, held
 
 
+def _same_entry(run: _Pull, coll: CollectionPath, idx: int, mine: ObjectId, theirs: ObjectId) -> bool:
+    """Whether v<idx> here and on the remote are one history: the same entry, or one
+    both had that one side deleted (a deletion is never undone by a pull)."""
+    if mine == theirs:
+        return True
+    if mine == TOMBSTONE:  # deleted here: theirs if we had fetched it before
+        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
+        return ref_value(seen) == ref_value(encode_value(theirs))
+    if theirs == TOMBSTONE:  # deleted there: ours if the remote ever held it (the object names its number)
+        return run.remote.odb.has_object(mine)
+    return False
+
+
 def _rebased_link(store: Store, link: Link, index: int, remap: dict[ObjectId, ObjectId]) -> Link:
     """``link`` as entry ``index``, pointing at its target's re-based copy if there is one."""
     target = remap.get(link.target, link.target)
@@ -242,22 +269,27 @@ def _write_version_refs(run: _Pull, coll: CollectionPath, mine_c: CollectionRefs
     creates, overwrites = _ref_write_order(held, len(new_chain))
     for idx in creates:
         key = version_ref(coll.entity, coll.project, coll.name, idx)
-        if _set_ref(local, key, new_chain[idx], why):
+        if _set_ref(local, key, _held(new_chain[idx]), why):
             result.refs.append(key)
     # Our aliases and digests move to the re-based copies before the version refs
     # they named are overwritten, so none ever names an entry no ref holds.
     _repoint_local(local, coll, mine_c, run.remap, why, result)
     for idx in overwrites:
         key = version_ref(coll.entity, coll.project, coll.name, idx)
-        if _set_ref(local, key, new_chain[idx], why):
+        if _set_ref(local, key, _held(new_chain[idx]), why):
             result.refs.append(key)
 
 
-def _take_digests(run: _Pull, coll: CollectionPath, theirs_c: CollectionRefs) -> None:
+def _held(oid: ObjectId) -> ObjectId | None:
+    """What a version ref of the new chain holds: the id, or nothing (a tombstone)."""
+    return None if oid == TOMBSTONE else oid
+
+
+def _take_digests(run: _Pull, coll: CollectionPath, theirs_c: CollectionRefs, gone: set[ObjectId]) -> None:
     """The remote's digest refs this store lacks (ours were re-pointed at re-based
-    ids by :func:`_repoint_local` already)."""
+    ids by :func:`_repoint_local` already), but none naming a version deleted here (``gone``)."""
     for key, oid in digest_targets(coll, theirs_c.digests):
-        if key not in run.mine and create_digest_ref(run.local, key, oid, run.why):
+        if key not in run.mine and oid not in gone and create_digest_ref(run.local, key, oid, run.why):
             run.result.refs.append(key)
 
 
@@ -305,6 +337,23 @@ def _merge_runs(run: _Pull) -> None:
             result.kept.append(key)
 
 
+def _rebased_versions(run: _Pull) -> list[tuple[CollectionPath, int, ObjectId, int, ObjectId]]:
+    """(collection, old number, old id, new number, new id) of every version this pull re-based."""
+    out = []
+    for old_id, new_id in run.remap.items():
+        old, new = _entry(run.local, old_id), _entry(run.local, new_id)
+        if isinstance(old, Version) and isinstance(new, Version):
+            out.append((CollectionPath(old.entity, old.project, old.name), old.index, old_id, new.index, new_id))
+    return out
+
+
+def _held_by_both(run: _Pull) -> list[tuple[CollectionPath, int, ObjectId]]:
+    """The versions whose annotations may move: the remote's that this store now holds at the same number."""
+    now = collections_in(read_refs(run.local, run.prefixes))
+    return [(coll, idx, vid) for coll, c in run.their_colls.items() for idx, vid in c.versions.items()
+            if now.get(coll, CollectionRefs()).versions.get(idx) == vid]
+
+
 def _remap_runs(run: _Pull) -> None:
     """Re-point local runs at re-based versions."""
     if run.remap:
@@ -318,11 +367,15 @@ def _report_kept_and_renumbered(run: _Pull) -> None:
     # still refused for it unless forced: the remote's value is not overwritten by accident.
     result = run.result
     for key in result.kept:
-        run.tracking.forget(key, run.tracked.get(key))
+        if not key.startswith(ANNOTATIONS):  # annotations have no tracking state: their history says what is newer
+            run.tracking.forget(key, run.tracked.get(key))
     for old, new in result.renumbered:
         say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {run.label})")
     for key in result.kept:
-        say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
+        if key.startswith(ANNOTATIONS):
+            say(f"kept local {key}: edited both here and on {run.label} (or newer here); edit it again to settle it")
+        else:
+            say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
 
 
 def _content_key(entry: Version | Link, remap: dict[ObjectId, ObjectId]) -> tuple[str, bytes]:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from objstore.console import say
 from objstore.errors import Conflict, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
@@ -16,6 +17,7 @@ from objstore.model.store import Store
 from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import alias_ref, ref_display, version_ref
+from objstore.transfer.annotate import carry_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
@@ -50,6 +52,9 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _send_objects(run, progress)
     _create_versions(run)
     _move_refs(run)
+    carry_annotations(local, remote, _held_by_both(run), run.result)
+    for key in run.result.kept:
+        say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
     tracking.update(run.final, run.tracked)
     finish_stats(run.result, remote, before, started)
     return run.result
@@ -96,6 +101,8 @@ def _plan_versions(run: _Push) -> None:
         todo = []
         for idx, version_id in sorted(c.versions.items()):
             other = theirs_c.versions.get(idx)
+            if idx in theirs_c.deleted:
+                continue  # deleted there: a push does not bring it back, and its number stays taken
             if other is None:
                 todo.append((idx, version_id))
             elif other != version_id:
@@ -179,6 +186,16 @@ def _create_versions(run: _Push) -> None:
             value = remote.refs.read_raw(latest)
             if value is not None:
                 final[latest] = value
+
+
+def _held_by_both(run: _Push) -> list[tuple[CollectionPath, int, ObjectId]]:
+    """The versions whose annotations may move: every selected one the remote now holds (the same object)."""
+    out = []
+    for coll, c in run.my_colls.items():
+        created = {idx for idx, _ in run.plan_versions.get(coll, [])}
+        theirs = run.their_colls.get(coll, CollectionRefs()).versions
+        out += [(coll, idx, vid) for idx, vid in c.versions.items() if idx in created or theirs.get(idx) == vid]
+    return out
 
 
 def _move_refs(run: _Push) -> None:

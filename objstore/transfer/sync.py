@@ -90,7 +90,8 @@ class TransferResult:
     ``requests``, ``bytes_sent`` and ``bytes_received`` are the remote backend's
     counters over the operation (see :class:`objstore.storage.backend.base.BackendStats`).
     ``renumbered`` lists ``(old, new)`` names of local versions a pull re-based;
-    ``kept`` lists refs where both sides changed and the local value was kept.
+    ``kept`` lists refs (and annotation states) where both sides changed and the
+    destination's value was kept; ``annotations`` the annotation states moved forward.
     """
 
     direction: str
@@ -102,6 +103,7 @@ class TransferResult:
     refs: list[str] = field(default_factory=list)
     renumbered: list[tuple[str, str]] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    annotations: list[str] = field(default_factory=list)  # annotation states brought forward (objstore.transfer.annotate)
     requests: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -113,6 +115,7 @@ class TransferResult:
             "direction": self.direction, "remote": self.remote, "chunks": self.chunks, "chunk_bytes": self.chunk_bytes,
             "packs": self.packs, "objects": self.objects, "refs": list(self.refs),
             "renumbered": [{"old": o, "new": n} for o, n in self.renumbered], "kept": list(self.kept),
+            "annotations": list(self.annotations),
             "requests": self.requests, "bytes_sent": self.bytes_sent, "bytes_received": self.bytes_received,
             "seconds": round(self.seconds, 3),
         }

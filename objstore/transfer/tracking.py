@@ -91,6 +91,7 @@ class CollectionRefs:
     versions: dict[int, ObjectId] = field(default_factory=dict)
     aliases: dict[str, bytes] = field(default_factory=dict)  # raw, tombstones included
     digests: dict[str, bytes] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)  # version numbers whose ref is a tombstone
 
 
 def collections_in(snapshot: dict[str, bytes]) -> dict[CollectionPath, CollectionRefs]:
@@ -105,6 +106,8 @@ def collections_in(snapshot: dict[str, bytes]) -> dict[CollectionPath, Collectio
             oid = ref_target(key, raw)
             if oid is not None:
                 coll.versions[version_index(ref.tail)] = oid  # type: ignore[index]
+            else:
+                coll.deleted.add(version_index(ref.tail))  # type: ignore[arg-type]
         elif ref.kind == "alias":
             coll.aliases[ref.tail] = raw
         else:
@@ -117,11 +120,15 @@ def run_refs_in(snapshot: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in snapshot.items() if (r := parse_ref(k)) is not None and r.kind == "run"}
 
 
+# In a version chain, a deleted version: its number stays taken (never a real id: no hash is all zeros).
+TOMBSTONE = ObjectId(bytes(32))
+
+
 def version_chain(coll: CollectionRefs) -> list[ObjectId]:
-    """The versions v0..vK in order, stopping at the first gap."""
+    """The versions v0..vK in order (a deleted one as :data:`TOMBSTONE`), stopping at the first gap."""
     out: list[ObjectId] = []
-    while len(out) in coll.versions:
-        out.append(coll.versions[len(out)])
+    while len(out) in coll.versions or len(out) in coll.deleted:
+        out.append(coll.versions.get(len(out), TOMBSTONE))
     return out
 
 
