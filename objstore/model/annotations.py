@@ -206,6 +206,18 @@ def unedited_annotations(entry: ResolvedVersion) -> Annotations:
     return _shown(entry, None)
 
 
+def _swap(store: Store, key: str, raw: bytes | None, new: bytes) -> bool:
+    """Move state ``key`` from ``raw`` (None: absent) to ``new``; False if another
+    writer moved it first (the caller reads again and re-applies its edit)."""
+    try:
+        if raw is None:
+            return store.backend.put_if_absent(key, new)
+        store.backend.compare_and_swap(key, raw, new)
+        return True
+    except Conflict:
+        return False
+
+
 def read_annotations(store: Store, entry: ResolvedVersion) -> Annotations:
     """The annotations ``entry`` shows now (a link shows its version's)."""
     coll, index, vid = source_of(entry)
@@ -286,13 +298,7 @@ def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: s
         if len(new) > MAX_ANNOTATION_BYTES:
             raise InvalidInput(f"the annotations of {entry.qualified_name} would take {len(new)} bytes, more than "
                                f"{MAX_ANNOTATION_BYTES}; store large values as files of a new version")
-        try:
-            if raw is None:
-                if not store.backend.put_if_absent(key, new):
-                    continue
-            else:
-                store.backend.compare_and_swap(key, raw, new)
-        except Conflict:
+        if not _swap(store, key, raw, new):
             continue
         _write_log(store, coll, index, vid, _edit_doc(done))
         return _shown(entry, _unpack(key, new))
@@ -399,13 +405,7 @@ def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, 
         if len(new) > MAX_ANNOTATION_BYTES:
             raise InvalidInput(f"the description and tags of {coll} would take {len(new)} bytes, more than "
                                f"{MAX_ANNOTATION_BYTES}")
-        try:
-            if raw is None:
-                if not store.backend.put_if_absent(key, new):
-                    continue
-            else:
-                store.backend.compare_and_swap(key, raw, new)
-        except Conflict:
+        if not _swap(store, key, raw, new):
             continue
         _write_collection_log(store, coll, state_id, _edit_doc(done))
         return _collection_shown(_unpack(key, new))
