@@ -228,3 +228,41 @@ def test_delete_refuses_a_collection_the_registry_links(tmp_path: Path) -> None:
     run_cli(store, "delete", f"{ENTITY}/model-registry/Reg", "--yes")
     run_cli(store, "delete", "linked", "--yes")
     assert run_cli(store, "ls", "--json").json()["projects"] == []
+
+
+def test_fsck_beside_gc_deleting_a_pack_reports_no_damage(tmp_path: Path) -> None:
+    """gc deletes a marked pack's .idx, then the pack, then the mark: an fsck that
+    reads between the first two finds a pack without its .idx. That pack is being
+    deleted, not damaged (seen as a false 'index is damaged' in the compaction race)."""
+    import msgpack
+
+    from objstore.maintenance.fsck import fsck
+    from objstore.model.deletion import delete_collection
+    from objstore.model.names import CollectionPath
+    from objstore.storage.keys import marked_pack_key
+
+    store_path = tmp_path / "store"
+    keep, doomed = tmp_path / "keep.bin", tmp_path / "doomed.bin"
+    keep.write_bytes(os.urandom(50_000))
+    doomed.write_bytes(os.urandom(50_000))
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(keep), name="keep")
+    before = _packs(store_path)
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(doomed), name="doomed")
+    (doomed_pack,) = _packs(store_path) - before
+    with Store.open_existing(store_path) as store:
+        delete_collection(store, CollectionPath("e", "p", "doomed"))
+        store.backend.put_if_absent(marked_pack_key(doomed_pack), msgpack.packb({"when": 0.0}))
+        backend, real_get = store.backend, store.backend.get
+
+        def gc_deletes_first(key: str, *args: object, **kwargs: object) -> bytes:
+            # The interleaving: fsck listed the .idx; gc's phase 2 deletes it (its
+            # first step) just before fsck reads it, and has not deleted the pack yet.
+            if key == idx_key(doomed_pack):
+                backend.delete(key)
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        backend.get = gc_deletes_first  # type: ignore[method-assign]
+        report = fsck(store)
+    assert report.ok, [p.message for p in report.problems]

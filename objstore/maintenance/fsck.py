@@ -36,7 +36,7 @@ from objstore.model.store import Store
 from objstore.model.versions import check_ref
 from objstore.storage.chunkindex import covered_indexes, list_indexes
 from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
-from objstore.storage.keys import REFS, idx_key, pack_key, parse_ref_key, ref_label
+from objstore.storage.keys import REFS, idx_key, marked_pack_key, pack_key, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 from objstore.storage.remotecache import bypass
@@ -218,8 +218,12 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
         try:
             index = decode_idx(store.backend.get(idx_key(name)), name)
         except (CorruptObject, NotFound) as exc:
-            if isinstance(exc, NotFound) and not _exists(store, pack_key(name)):
-                return None  # removed by gc (.idx first, then the pack) since we read it
+            if isinstance(exc, NotFound) and (not _exists(store, pack_key(name))
+                                              or _exists(store, marked_pack_key(name))):
+                # Removed by gc since we read it: gc deletes a marked pack's .idx, then
+                # the pack, then the mark, so between the first two the pack is still
+                # there, and marked: being deleted, not damaged.
+                return None
             if isinstance(exc, NotFound) and name not in covered:
                 relist()  # a compaction may have replaced the .idx since the listing
             if isinstance(exc, NotFound) and name in covered:
