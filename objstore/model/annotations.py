@@ -312,10 +312,18 @@ def annotation_history(store: Store, entry: ResolvedVersion) -> list[AnnotationE
     _, doc = _read_state(store, _state_key(coll, index), vid)
     if doc is None:
         return []
+    # Entries of another object (a stale state's) end in another id.
+    return _history(store, annotation_log_prefix(coll.entity, coll.project, coll.name, index), f"-{vid.hex[:16]}", doc)
+
+
+def _history(store: Store, prefix: str, suffix: str, doc: dict[str, Any]) -> list[AnnotationEdit]:
+    """The edits logged under ``prefix`` whose keys end in ``suffix``, up to the
+    state ``doc``'s revision, and its last edit (written even if its log entry was
+    not), oldest first."""
     found: dict[int, AnnotationEdit] = {}
-    for info in store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index)):
-        if not info.key.endswith(f"-{vid.hex[:16]}"):
-            continue  # a stale state's (another object's) edits
+    for info in store.backend.iter_prefix(prefix):
+        if not info.key.endswith(suffix):
+            continue
         try:
             edit = _edit_of(msgpack.unpackb(store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES), raw=False,
                                             strict_map_key=False))
@@ -418,21 +426,9 @@ def collection_annotation_history(store: Store, coll: CollectionPath) -> list[An
     _, _, doc = _collection_state(store, coll)
     if doc is None:
         return []
-    found: dict[int, AnnotationEdit] = {}
-    for info in store.backend.iter_prefix(collection_annotation_log_prefix(coll.entity, coll.project, coll.name)):
-        if not info.key.endswith(f"-{str(doc.get('id'))[:16]}"):
-            continue  # an earlier collection's of this name
-        try:
-            edit = _edit_of(msgpack.unpackb(store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES), raw=False,
-                                            strict_map_key=False))
-        except (NotFound, CorruptObject, ValueError, TypeError, msgpack.UnpackException):
-            continue  # a damaged entry must not hide the others
-        if edit is not None and edit.revision <= doc["revision"]:
-            found[edit.revision] = edit
-    last = _edit_of(doc.get("last"))
-    if last is not None:
-        found[last.revision] = last
-    return [found[r] for r in sorted(found)]
+    # Entries of an earlier collection of this name end in another id.
+    return _history(store, collection_annotation_log_prefix(coll.entity, coll.project, coll.name),
+                    f"-{str(doc.get('id'))[:16]}", doc)
 
 
 def drop_collection_state(store: Store, coll: CollectionPath) -> None:
