@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from objstore.api.artifact import Artifact
-from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity
+from objstore.api.naming import artifact_name_for
 from objstore.api.runs import Run
 from objstore.errors import InvalidInput
 from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, resolve
+from objstore.settings import resolve_entity, resolve_project
 
 from . import output as out
 
@@ -66,17 +67,20 @@ def json_option(f: F) -> F:
 
 
 def project_option(f: F) -> F:
-    return click.option("--project", "-p", envvar="OBJSTORE_PROJECT", default=None,
-                        help="Project for short names [$OBJSTORE_PROJECT, else 'uncategorized'].")(f)
+    return click.option("--project", "-p", default=None,
+                        help="Project for short names [$OBJSTORE_PROJECT, $WANDB_PROJECT, the config file, "
+                             "else 'uncategorized'].")(f)
 
 
 def entity_option(f: F) -> F:
-    return click.option("--entity", "-e", default=None, help="Entity for short names [the OS user].")(f)
+    return click.option("--entity", "-e", default=None,
+                        help="Entity for short names [$OBJSTORE_ENTITY, $WANDB_ENTITY, the config file, "
+                             "else the OS user].")(f)
 
 
 def names(entity: str | None, project: str | None) -> tuple[str, str]:
-    return (check_name(entity, "entity") if entity else default_entity(),
-            check_name(project, "project") if project else DEFAULT_PROJECT)
+    """The entity and project short names mean: the options, else :mod:`objstore.settings`' order."""
+    return check_name(resolve_entity(entity), "entity"), check_name(resolve_project(project), "project")
 
 
 def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> ResolvedVersion:

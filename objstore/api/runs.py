@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, Literal, cast
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version, wire
-from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
+from objstore.api.naming import artifact_name_for, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path, record_at  # noqa: F401  (re-exported)
 from objstore.api.runrecord import Written, create_record, update_record, with_input, with_output
@@ -47,6 +47,7 @@ from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, ch
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
+from objstore.settings import resolve_entity, resolve_project
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import RunRecord, storable_text
 from objstore.storage.trees import walk_tree
@@ -488,9 +489,9 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
          anonymous: object = None, *, store: str | os.PathLike[str] | Store | None = None) -> Run:
     """Start a run: W&B's ``wandb.init``, with its parameters in its order.
 
-    The store is, in order: ``store`` (a path or ``s3://`` URL), ``$OBJSTORE_DIR``,
-    the nearest ``.objstore`` above the working directory, else ``~/.objstore``.
-    The entity defaults to the OS user name, the project to ``uncategorized``.
+    Store, entity and project: the arguments, else the environment, else (after a ``.objstore``
+    above the working directory, for the store) the user config file, else ``~/.objstore``,
+    the OS user and ``uncategorized`` (:mod:`objstore.settings`).
 
     Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
     ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
@@ -515,8 +516,8 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     """
     global _current
     mode = _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
-    entity = check_name(entity, "entity") if entity is not None else default_entity()
-    project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
+    entity = check_name(resolve_entity(entity), "entity")
+    project = check_name(resolve_project(project), "project")
     values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")
     run_tags, run_notes, run_group = _check_tags(tags), _check_text(notes, "notes"), _check_text(group, "group")
     name = storable_text(name, "run name")

@@ -40,6 +40,7 @@ from typing import TypeGuard
 
 import msgpack
 
+from objstore import settings
 from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
@@ -152,7 +153,8 @@ def _short(value: object) -> str:
 
 
 def resolve_location(store: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> str | Path:
-    """Where the store is: argument, ``$OBJSTORE_DIR``, nearest ``.objstore`` upward, ``~/.objstore``."""
+    """Where the store is: argument, ``$OBJSTORE_DIR``, nearest ``.objstore`` upward,
+    the user config file's ``store``, ``~/.objstore`` (the order is :mod:`objstore.settings`')."""
     if store is not None and str(store) != "":
         return parse_location(store)
     env = os.environ.get("OBJSTORE_DIR")
@@ -163,6 +165,9 @@ def resolve_location(store: str | os.PathLike[str] | None = None, *, cwd: Path |
         candidate = directory / STORE_DIRNAME
         if candidate.is_dir():
             return candidate
+    configured = settings.user_config().values.get("store")
+    if configured:
+        return parse_location(os.path.expanduser(configured))
     return Path.home() / STORE_DIRNAME
 
 

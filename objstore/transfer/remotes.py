@@ -32,9 +32,10 @@ import blake3
 
 from objstore.console import say
 from objstore.constants import MAX_CONFIG_BYTES
-from objstore.errors import InvalidInput, InvalidName, NotFound
+from objstore.errors import InvalidInput, InvalidName, NotFound, did_you_mean
 from objstore.model.names import check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
+from objstore.settings import config_path, config_remotes
 from objstore.storage.backend import is_remote_url, parse_location
 from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
 from objstore.transfer import pull as pulling
@@ -126,23 +127,35 @@ def remote_add(store: Store, name: str, url: str, **options: str) -> Remote:
 
 
 def remote_get(store: Store, name: str) -> Remote:
-    """The remote called ``name``, or NotFound listing the ones there are."""
+    """The remote called ``name``: the store's, else the user config file's
+    ``[remotes.NAME]`` (:mod:`objstore.settings`); or NotFound listing the ones there are."""
     try:
         data = json.loads(store.backend.get(_config_key(name), max_size=MAX_CONFIG_BYTES))
     except NotFound:
-        known = ", ".join(r.name for r in remote_list(store)) or "none"
-        raise NotFound(f"no remote {name!r} (remotes: {known}); add one with 'objstore remote add {name} URL'", key=name) from None
+        configured = config_remotes().get(name)
+        if configured is not None:
+            return _configured(name, configured)
+        known = [r.name for r in remote_list(store)]
+        raise NotFound(f"no remote {name!r} (remotes: {', '.join(known) or 'none'}){did_you_mean(name, known)}; "
+                       f"add one with 'objstore remote add {name} URL'", key=name) from None
     except ValueError as exc:
         raise InvalidInput(f"remote {name!r} has a damaged config ({exc}); remove and add it again") from None
     return Remote(name, str(data["url"]), {str(k): str(v) for k, v in dict(data.get("options") or {}).items()})
 
 
+def _configured(name: str, table: dict[str, str]) -> Remote:
+    """A remote of the user config file, checked as ``remote add`` checks one."""
+    check_name(name, "remote name")
+    options = {k: v for k, v in table.items() if k != "url"}
+    return Remote(name, _check_url(table["url"]), _check_options(options))
+
+
 def remote_list(store: Store) -> list[Remote]:
-    """Every configured remote, by name."""
-    names = []
+    """Every remote, by name: the store's, and the user config file's it does not shadow."""
+    names = set(config_remotes())
     for info in store.backend.iter_prefix(REMOTES):
         if (name := remote_name_of_config(info.key)) is not None:
-            names.append(name)
+            names.add(name)
     out = []
     for name in sorted(names):
         try:
@@ -155,6 +168,8 @@ def remote_list(store: Store) -> list[Remote]:
 def remote_remove(store: Store, name: str) -> None:
     """Forget a remote and what we knew of its refs (nothing on the remote changes)."""
     remote_get(store, name)
+    if name in config_remotes() and not any(True for _ in store.backend.iter_prefix(_config_key(name))):
+        raise InvalidInput(f"remote {name!r} comes from the config file {config_path()}; remove it there")
     for info in list(store.backend.iter_prefix(remote_prefix(name))):
         store.backend.delete(info.key)
 
