@@ -27,6 +27,7 @@ from objstore.model.versions import (
     delete_alias,
     list_collections,
     list_projects,
+    missing_collection,
     resolve,
     set_alias,
 )
@@ -222,7 +223,7 @@ def log_cmd(state: State, name: str, count: int, skip: int, project: str | None,
     coll = parse_version_spec(name.split(":", 1)[0], entity=ent, project=proj).collection
     page, recorded = log_with_runs(store, coll, limit=count or None, skip=skip)
     if page.total == 0:
-        raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
+        raise missing_collection(store, coll)
     runs = [e.link.run if e.link is not None else e.version.run for e in page.entries]
     rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
     for entry, run in zip(page.entries, runs):

@@ -39,6 +39,7 @@ from objstore.model.versions import (
     list_collections,
     list_projects,
     list_versions,
+    missing_collection,
     read_entry,
     resolve,
 )
@@ -222,7 +223,7 @@ class Api:
         coll = self._collection_path(name)
         versions = _versions(self.store, coll)
         if not versions:
-            raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
+            raise missing_collection(self.store, coll)
         if type_name is not None:
             versions = [v for v in versions if v.type == type_name]
         return versions

@@ -33,14 +33,15 @@ import blake3
 from objstore.console import say
 from objstore.constants import MAX_CONFIG_BYTES
 from objstore.errors import InvalidInput, InvalidName, NotFound, did_you_mean
-from objstore.model.names import check_name
+from objstore.model.names import CollectionPath, check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
-from objstore.settings import config_path, config_remotes
+from objstore.model.versions import collection_exists
+from objstore.settings import config_path, config_remotes, resolve_entity, resolve_project
 from objstore.storage.backend import is_remote_url, parse_location
 from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
 from objstore.transfer import pull as pulling
 from objstore.transfer import push as pushing
-from objstore.transfer.sync import Progress, TransferResult, describe
+from objstore.transfer.sync import Progress, TransferResult, describe, qualify_names
 from objstore.transfer.tracking import Tracking
 
 DEFAULT_REMOTE = "origin"
@@ -136,8 +137,8 @@ def remote_get(store: Store, name: str) -> Remote:
         if configured is not None:
             return _configured(name, configured)
         known = [r.name for r in remote_list(store)]
-        raise NotFound(f"no remote {name!r} (remotes: {', '.join(known) or 'none'}){did_you_mean(name, known)}; "
-                       f"add one with 'objstore remote add {name} URL'", key=name) from None
+        raise NotFound(f"no remote {name!r} (remotes: {', '.join(known) or 'none'}); "
+                       f"add one with 'objstore remote add {name} URL'{did_you_mean(name, known)}", key=name) from None
     except ValueError as exc:
         raise InvalidInput(f"remote {name!r} has a damaged config ({exc}); remove and add it again") from None
     return Remote(name, str(data["url"]), {str(k): str(v) for k, v in dict(data.get("options") or {}).items()})
@@ -201,6 +202,24 @@ def resolve_remote(store: Store, remote: str | Remote | None) -> Remote:
     return remote_get(store, remote)
 
 
+def split_remote_args(store: Store, words: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """``[REMOTE] [NAME…]`` as push, fetch and pull take them on a command line: the first
+    word is the remote if it is one (the store's or the config file's), a URL or a
+    path. A first word without ``/`` that names no collection here is taken as a
+    remote too, so a typo (``tema``) is reported as an unknown remote with the close
+    names, not as a collection with nothing to push."""
+    if not words:
+        return None, []
+    first = words[0]
+    if "://" in first or first.startswith(("/", ".", "~")) or first in {r.name for r in remote_list(store)}:
+        return first, list(words[1:])
+    if "/" not in first and ":" not in first:
+        check_name(first, "remote or collection name")
+        if not collection_exists(store, CollectionPath(resolve_entity(), resolve_project(), first)):
+            remote_get(store, first)  # raises, naming the remotes there are and the closest
+    return None, list(words)
+
+
 def open_store(url: str, *, create: bool = False, like: Store | None = None, options: dict[str, str] | None = None) -> Store:
     """Open a store by URL with remote options; a missing one is created (with
     ``like``'s chunking, so dedup carries across) only if ``create``.
@@ -240,6 +259,7 @@ def push(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         other = r.open(create=True, like=local)
         try:
             _check_compatible(local, other)
+            names = qualify_names(names, local)
             result = pushing.push(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    force=force, progress=progress, remote_label=r.label)
         finally:
@@ -259,6 +279,7 @@ def fetch(store: Store | str | os.PathLike[str] | None, remote: str | Remote | N
         r = resolve_remote(local, remote)
         other = r.open()
         try:
+            names = qualify_names(names, other, local)
             result, _, _ = pulling.fetch(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                           progress=progress, remote_label=r.label)
         finally:
@@ -280,6 +301,7 @@ def pull(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         r = resolve_remote(local, remote)
         other = r.open()
         try:
+            names = qualify_names(names, other, local)
             result = pulling.pull(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    progress=progress, remote_label=r.label)
         finally:
