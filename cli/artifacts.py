@@ -4,6 +4,7 @@ the shared options come from :mod:`cli.context`."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -75,26 +76,38 @@ def init_cmd(state: State, as_json: bool) -> None:
 @click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set (repeatable).")
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable; JSON values kept typed).")
 @click.option("--description", "-d", default=None, help="Version description.")
+@click.option("--exclude", "-x", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out what this gitignore pattern matches (repeatable; after the directory's .objstoreignore).")
 @project_option
 @entity_option
 @json_option
 @pass_state
 def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str, ...], metadata: tuple[str, ...],
-                  description: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+                  description: str | None, excludes: tuple[str, ...], project: str | None, entity: str | None,
+                  as_json: bool) -> None:
     """Log a model file or directory as a new version.
+
+    A directory is logged without any store in it, the downloads directory
+    (./artifacts), and what its .objstoreignore or --exclude match.
 
     \b
     Example:
       objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
+      objstore log-model . --name llm --exclude '*.ckpt' --exclude 'logs/'
     """
     meta = parse_metadata(metadata)
     check_aliases(list(aliases))
-    run_id = new_run_id()
-    check_log_args(path, name, run_id)
+    new_id = new_run_id()
+    check_log_args(path, name, new_id, excludes)
     state.store()
-    with start_run(state, entity, project, run_id) as run:
+    if name is None:
+        click.echo(f"objstore: note: without --name each log-model makes a new collection (run-<run id>-"
+                   f"{os.path.basename(os.path.normpath(path))}), so nothing is versioned; pass --name NAME "
+                   f"to log versions of one model", err=True)
+    with start_run(state, entity, project, new_id) as run:
         with out.progress_bar(out.path_size(path), "logging") as progress:
-            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description, progress=progress)
+            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description,
+                                progress=progress, exclude=excludes)
     if as_json:
         out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
     else:

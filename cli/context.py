@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -17,6 +18,7 @@ from objstore.api.artifact import Artifact
 from objstore.api.naming import artifact_name_for
 from objstore.api.runs import Run
 from objstore.errors import InvalidInput
+from objstore.files.ignore import rules_for
 from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, resolve
@@ -109,13 +111,17 @@ def start_run(state: State, entity: str | None, project: str | None, run_id: str
     return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
 
 
-def check_log_args(path: str, name: str | None, run_id: str) -> None:
+def check_log_args(path: str, name: str | None, run_id: str, excludes: tuple[str, ...] = ()) -> None:
     """Refuse bad input before a run is recorded, so a failed command changes nothing.
 
-    The library's rules (the path exists, the name or the default name is valid)
-    are :func:`objstore.api.naming.artifact_name_for`'s; only what a command line
-    adds (a path the user cannot read, a socket or device) is checked here."""
+    The library's rules (the path exists, the name or the default name is valid,
+    the directory is no store, the ignore patterns parse) are
+    :func:`objstore.api.naming.artifact_name_for`'s and
+    :func:`objstore.files.ignore.rules_for`'s; only what a command line adds (a
+    path the user cannot read, a socket or device) is checked here."""
     artifact_name_for(path, name, run_id)
+    if os.path.isdir(path):
+        rules_for(Path(path), excludes)
     if os.path.exists(path) and not os.access(path, os.R_OK):
         raise InvalidInput(f"{path} is not readable (permission denied)")
     if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):

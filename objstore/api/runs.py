@@ -29,7 +29,7 @@ import atexit
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -212,14 +212,15 @@ class Run:
         return art
 
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
-                            metadata: dict[str, Any] | None, description: str | None) -> Artifact:
+                            metadata: dict[str, Any] | None, description: str | None,
+                            exclude: Sequence[str] = ()) -> Artifact:
         text = os.fspath(path)
         name = artifact_name_for(text, name, self.id)
         art = Artifact(name, type=type, description=description, metadata=metadata)
         if is_uri(text):
             art.add_reference(text)
         elif os.path.isdir(text):
-            art.add_dir(text)
+            art.add_dir(text, exclude=exclude)
         else:
             art.add_file(text)
         return art
@@ -269,15 +270,17 @@ class Run:
     # -- models (the log_model / use_model / link_model page) -------------
     def log_model(self, path: str | os.PathLike[str], name: str | None = None, aliases: list[str] | None = None,
                   metadata: dict[str, Any] | None = None, description: str | None = None, *,
-                  progress: Callable[[int], None] | None = None) -> Artifact:
+                  progress: Callable[[int], None] | None = None, exclude: Sequence[str] = ()) -> Artifact:
         """Log a model file, directory or external URI as a ``model`` artifact, output of this run.
 
         The default name is ``run-<run id>-<basename of path>``. Logging content
         that the artifact already holds returns that version and creates none.
+        A directory is walked as :meth:`Artifact.add_dir` walks it: its
+        ``.objstoreignore`` and the gitignore patterns in ``exclude`` leave files out.
         """
         self._check_open()
         wanted = check_aliases(aliases)
-        art = self._artifact_from_path(path, name, "model", metadata, description)
+        art = self._artifact_from_path(path, name, "model", metadata, description, exclude)
         return self.log_artifact(art, aliases=list(wanted), progress=progress)
 
     def use_model(self, name: str, root: str | os.PathLike[str] | None = None, *,

@@ -42,6 +42,7 @@ import msgpack
 
 from objstore import settings
 from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
+from objstore.constants import STORE_DIRNAME as STORE_DIRNAME  # re-exported: the CLI and tests name it here
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
@@ -50,7 +51,6 @@ from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
 
 CONFIG_KEY = "config"
-STORE_DIRNAME = ".objstore"
 
 _CHUNKING_FIELDS = ("avg", "min", "max", "nc")
 # The largest index_compact_threshold a store may set: more .idx files than this
