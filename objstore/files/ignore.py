@@ -23,6 +23,7 @@ there fails nothing.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +45,18 @@ def is_store(path: Path, filenames: Iterable[str]) -> bool:
         return True
     if STORE_CONFIG not in filenames:
         return False
-    try:
-        with open(path / STORE_CONFIG, "rb") as f:
-            raw = f.read(MAX_STORE_CONFIG_BYTES + 1)
+    try:  # never through a link, never blocking on a FIFO named config
+        fd = os.open(path / STORE_CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        raw = os.read(fd, MAX_STORE_CONFIG_BYTES + 1)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     if len(raw) > MAX_STORE_CONFIG_BYTES:
         return False
     import msgpack
@@ -93,10 +101,10 @@ def rules_for(top: Path, exclude: Sequence[str] = (), never: Iterable[Path] = ()
     ``never`` are directories left out wherever they appear. Refuses a ``top`` that
     is itself a store, and a bad pattern, with a one-line InvalidInput."""
     try:
-        entries = list(os.scandir(top))
+        names = [e.name for e in os.scandir(top)]
     except OSError:
-        entries = []  # the walk reports an unlistable top itself
-    if is_store(top, [e.name for e in entries if e.is_file()]):
+        names = []  # the walk reports an unlistable top itself
+    if is_store(top, names):
         raise InvalidInput(f"{top} is an objstore store; a store is never logged (log the directory of the model)")
     lines = _ignore_lines(top / IGNORE_FILE)
     for pattern in exclude:
