@@ -8,7 +8,8 @@ Command modules import this module and the library, never each other or
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,9 +107,36 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, object]:
     return meta
 
 
+# The run commands join when no --run is given (see cli.run_commands).
+RUN_ENV = "OBJSTORE_RUN_ID"
+
+
+def run_option(f: F) -> F:
+    return click.option("--run", "run_id", envvar=RUN_ENV, default=None, metavar="ID",
+                        help=f"Join the run ID (made if absent; 'objstore run start' makes one) instead of a run "
+                             f"of this command alone [${RUN_ENV}].")(f)
+
+
 def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Run:
     ent, proj = names(entity, project)
     return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
+
+
+@contextmanager
+def command_run(state: State, entity: str | None, project: str | None, run_id: str | None,
+                joined: str | None) -> Iterator[Run]:
+    """The run a command records its work in: the run ``joined`` (``--run``), left
+    running for the commands after it, else a run of this command alone, finished
+    (or crashed) when it ends. ``run_id`` is the id of the command's own run."""
+    if joined is None:
+        with start_run(state, entity, project, run_id) as run:
+            yield run
+        return
+    run = start_run(state, entity, project, joined)
+    try:
+        yield run
+    finally:
+        run.detach()
 
 
 def check_log_args(path: str, name: str | None, run_id: str, excludes: tuple[str, ...] = ()) -> None:

@@ -334,6 +334,17 @@ class Run:
         self._finished = True
         _forget(self)
 
+    def detach(self) -> None:
+        """Store the record with everything held, leaving the run ``running``, and stop
+        using it here: for a run that other processes join and one of them finishes
+        (the CLI's ``--run ID``). A run never recorded is recorded now."""
+        if self._finished:
+            return
+        self.store.odb.flush()
+        self._write()
+        self._finished = True
+        _forget(self)
+
     def __enter__(self) -> Run:
         return self
 
