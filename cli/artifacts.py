@@ -95,7 +95,7 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
     \b
     Example:
       objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
-      objstore log-model . --name llm --exclude '*.ckpt' --exclude 'logs/'
+      objstore log-model . --name llm --exclude '*.ckpt' --exclude 'wandb/'
     """
     meta = parse_metadata(metadata)
     check_aliases(list(aliases))
