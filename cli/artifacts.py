@@ -4,6 +4,7 @@ the shared options come from :mod:`cli.context`."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -12,7 +13,7 @@ import click
 from objstore.api.artifact import Artifact, artifact_of
 from objstore.api.naming import new_run_id
 from objstore.api.public import Api
-from objstore.api.runinfo import log_with_runs
+from objstore.api.runinfo import RunInfo, log_with_runs
 from objstore.errors import CorruptObject, NotFound
 from objstore.model.annotations import annotation_history, read_annotations
 from objstore.model.deletion import delete_collection, delete_version
@@ -27,6 +28,7 @@ from objstore.model.versions import (
     delete_alias,
     list_collections,
     list_projects,
+    missing_collection,
     resolve,
     set_alias,
 )
@@ -36,6 +38,7 @@ from .context import (
     State,
     artifact_dict,
     check_log_args,
+    command_run,
     entity_option,
     json_option,
     names,
@@ -43,7 +46,7 @@ from .context import (
     pass_state,
     project_option,
     resolve_spec,
-    start_run,
+    run_option,
 )
 
 # -- commands -------------------------------------------------------------------
@@ -74,26 +77,39 @@ def init_cmd(state: State, as_json: bool) -> None:
 @click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set (repeatable).")
 @click.option("--metadata", "-m", multiple=True, metavar="KEY=VALUE", help="Metadata entry (repeatable; JSON values kept typed).")
 @click.option("--description", "-d", default=None, help="Version description.")
+@click.option("--exclude", "-x", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out what this gitignore pattern matches (repeatable; after the directory's .objstoreignore).")
 @project_option
 @entity_option
+@run_option
 @json_option
 @pass_state
 def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str, ...], metadata: tuple[str, ...],
-                  description: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+                  description: str | None, excludes: tuple[str, ...], project: str | None, entity: str | None,
+                  run_id: str | None, as_json: bool) -> None:
     """Log a model file or directory as a new version.
+
+    A directory is logged without any store in it, the downloads directory
+    (./artifacts), and what its .objstoreignore or --exclude match.
 
     \b
     Example:
       objstore log-model out/model.safetensors --name mnist --alias best -m lr=0.001
+      objstore log-model . --name llm --exclude '*.ckpt' --exclude 'wandb/'
     """
     meta = parse_metadata(metadata)
     check_aliases(list(aliases))
-    run_id = new_run_id()
-    check_log_args(path, name, run_id)
+    new_id = run_id or new_run_id()
+    check_log_args(path, name, new_id, excludes)
     state.store()
-    with start_run(state, entity, project, run_id) as run:
+    if name is None:
+        click.echo(f"objstore: note: without --name each log-model makes a new collection (run-<run id>-"
+                   f"{os.path.basename(os.path.normpath(path))}), so nothing is versioned; pass --name NAME "
+                   f"to log versions of one model", err=True)
+    with command_run(state, entity, project, new_id, run_id) as run:
         with out.progress_bar(out.path_size(path), "logging") as progress:
-            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description, progress=progress)
+            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description,
+                                progress=progress, exclude=excludes)
     if as_json:
         out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
     else:
@@ -107,9 +123,11 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
 @click.option("--root", default=None, type=click.Path(file_okay=False), help="Where to put it [./artifacts/<name>:<version>].")
 @project_option
 @entity_option
+@run_option
 @json_option
 @pass_state
-def use_model_cmd(state: State, name: str, root: str | None, project: str | None, entity: str | None, as_json: bool) -> None:
+def use_model_cmd(state: State, name: str, root: str | None, project: str | None, entity: str | None,
+                  run_id: str | None, as_json: bool) -> None:
     """Download a model version and print its path (the file itself for a one-file model).
 
     \b
@@ -117,7 +135,7 @@ def use_model_cmd(state: State, name: str, root: str | None, project: str | None
       objstore use-model mnist:best --root /tmp/mnist
     """
     resolved = resolve_spec(state, name, entity, project)  # fail before a run is recorded
-    with start_run(state, entity, project) as run:
+    with command_run(state, entity, project, None, run_id) as run:
         with out.progress_bar(resolved.version.size, "downloading") as progress:
             path = run.use_model(resolved.qualified_name, root=root, progress=progress)
     if as_json:
@@ -133,10 +151,11 @@ def use_model_cmd(state: State, name: str, root: str | None, project: str | None
 @click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set in the registry (repeatable).")
 @project_option
 @entity_option
+@run_option
 @json_option
 @pass_state
 def link_model_cmd(state: State, path: str, registered_model: str, name: str | None, aliases: tuple[str, ...],
-                   project: str | None, entity: str | None, as_json: bool) -> None:
+                   project: str | None, entity: str | None, run_id: str | None, as_json: bool) -> None:
     """Log (or reuse) a model and link it into <entity>/model-registry/REGISTERED_MODEL.
 
     \b
@@ -145,10 +164,10 @@ def link_model_cmd(state: State, path: str, registered_model: str, name: str | N
     """
     check_name(registered_model, "registered model name")
     check_aliases(list(aliases))
-    run_id = new_run_id()
-    check_log_args(path, name, run_id)
+    new_id = run_id or new_run_id()
+    check_log_args(path, name, new_id)
     state.store()
-    with start_run(state, entity, project, run_id) as run:
+    with command_run(state, entity, project, new_id, run_id) as run:
         linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
     if as_json:
         out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "run": run.path})
@@ -222,7 +241,7 @@ def log_cmd(state: State, name: str, count: int, skip: int, project: str | None,
     coll = parse_version_spec(name.split(":", 1)[0], entity=ent, project=proj).collection
     page, recorded = log_with_runs(store, coll, limit=count or None, skip=skip)
     if page.total == 0:
-        raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
+        raise missing_collection(store, coll)
     runs = [e.link.run if e.link is not None else e.version.run for e in page.entries]
     rows: list[dict[str, Any]] = []  # JSON rows (docs/cli-json.md)
     for entry, run in zip(page.entries, runs):
@@ -276,12 +295,13 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     resolved = resolve_spec(state, name, entity, project)
     art = artifact_of(state.store(), resolved)
     recorded = run_state(art)
+    users = sorted(art.used_by(), key=lambda r: (r.started_at, r.path), reverse=True)  # newest first
     data = {
         **artifact_dict(art), "id": resolved.object_id.hex, "source": art.source_qualified_name,
         "description": art.description, "metadata": art.metadata,
         "files": [{"path": f.path, "size": f.size, "kind": f.kind, "digest": f.digest, "ref": f.ref} for f in art.files()],
         "logged_by": art.logged_by_path, "logged_by_state": recorded,
-        "used_by": sorted(r.path for r in art.used_by()),
+        "used_by": sorted(r.path for r in users), "used_by_count": len(users),
     }
     if as_json:
         out.emit_json(data)
@@ -295,7 +315,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
     click.echo(f"created     {out.when(art.created_timestamp)}")
     click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
-    click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
+    click.echo(f"used by     {used_by_line(users, name)}")
     click.echo(f"description {art.description or '-'}")
     if art.metadata:
         click.echo("metadata")
@@ -304,6 +324,20 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo("files")
     for f in data["files"]:
         click.echo(f"  {out.size(f['size']):>10}  {f['path']}" + (f" -> {f['ref']}" if f["ref"] else ""))
+
+
+# How many of the runs that used a version show lists by name; more are counted.
+USED_BY_SHOWN = 5
+
+
+def used_by_line(users: list[RunInfo], name: str) -> str:
+    """The runs that used a version, newest first: all of a few, else the count and the newest."""
+    if not users:
+        return "-"
+    shown = ", ".join(r.path for r in users[:USED_BY_SHOWN])
+    if len(users) <= USED_BY_SHOWN:
+        return shown
+    return f"{len(users)} runs; the newest: {shown} (all: objstore show {name} --json)"
 
 
 @click.command("alias")

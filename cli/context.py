@@ -8,18 +8,22 @@ Command modules import this module and the library, never each other or
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from objstore.api.artifact import Artifact
-from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity
+from objstore.api.naming import artifact_name_for
 from objstore.api.runs import Run
 from objstore.errors import InvalidInput
+from objstore.files.ignore import rules_for
 from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, resolve
+from objstore.settings import resolve_entity, resolve_project
 
 from . import output as out
 
@@ -66,17 +70,20 @@ def json_option(f: F) -> F:
 
 
 def project_option(f: F) -> F:
-    return click.option("--project", "-p", envvar="OBJSTORE_PROJECT", default=None,
-                        help="Project for short names [$OBJSTORE_PROJECT, else 'uncategorized'].")(f)
+    return click.option("--project", "-p", default=None,
+                        help="Project for short names [$OBJSTORE_PROJECT, $WANDB_PROJECT, the config file, "
+                             "else 'uncategorized'].")(f)
 
 
 def entity_option(f: F) -> F:
-    return click.option("--entity", "-e", default=None, help="Entity for short names [the OS user].")(f)
+    return click.option("--entity", "-e", default=None,
+                        help="Entity for short names [$OBJSTORE_ENTITY, $WANDB_ENTITY, the config file, "
+                             "else the OS user].")(f)
 
 
 def names(entity: str | None, project: str | None) -> tuple[str, str]:
-    return (check_name(entity, "entity") if entity else default_entity(),
-            check_name(project, "project") if project else DEFAULT_PROJECT)
+    """The entity and project short names mean: the options, else :mod:`objstore.settings`' order."""
+    return check_name(resolve_entity(entity), "entity"), check_name(resolve_project(project), "project")
 
 
 def resolve_spec(state: State, text: str, entity: str | None, project: str | None) -> ResolvedVersion:
@@ -100,18 +107,49 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, object]:
     return meta
 
 
+# The run commands join when no --run is given (see cli.run_commands).
+RUN_ENV = "OBJSTORE_RUN_ID"
+
+
+def run_option(f: F) -> F:
+    return click.option("--run", "run_id", envvar=RUN_ENV, default=None, metavar="ID",
+                        help=f"Join the run ID (made if absent; 'objstore run start' makes one) instead of a run "
+                             f"of this command alone [${RUN_ENV}].")(f)
+
+
 def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Run:
     ent, proj = names(entity, project)
     return Run(state.store(), entity=ent, project=proj, name=None, config=None, job_type="cli", id=run_id)
 
 
-def check_log_args(path: str, name: str | None, run_id: str) -> None:
+@contextmanager
+def command_run(state: State, entity: str | None, project: str | None, run_id: str | None,
+                joined: str | None) -> Iterator[Run]:
+    """The run a command records its work in: the run ``joined`` (``--run``), left
+    running for the commands after it, else a run of this command alone, finished
+    (or crashed) when it ends. ``run_id`` is the id of the command's own run."""
+    if joined is None:
+        with start_run(state, entity, project, run_id) as run:
+            yield run
+        return
+    run = start_run(state, entity, project, joined)
+    try:
+        yield run
+    finally:
+        run.detach()
+
+
+def check_log_args(path: str, name: str | None, run_id: str, excludes: tuple[str, ...] = ()) -> None:
     """Refuse bad input before a run is recorded, so a failed command changes nothing.
 
-    The library's rules (the path exists, the name or the default name is valid)
-    are :func:`objstore.api.naming.artifact_name_for`'s; only what a command line
-    adds (a path the user cannot read, a socket or device) is checked here."""
+    The library's rules (the path exists, the name or the default name is valid,
+    the directory is no store, the ignore patterns parse) are
+    :func:`objstore.api.naming.artifact_name_for`'s and
+    :func:`objstore.files.ignore.rules_for`'s; only what a command line adds (a
+    path the user cannot read, a socket or device) is checked here."""
     artifact_name_for(path, name, run_id)
+    if os.path.isdir(path):
+        rules_for(Path(path), excludes)
     if os.path.exists(path) and not os.access(path, os.R_OK):
         raise InvalidInput(f"{path} is not readable (permission denied)")
     if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):

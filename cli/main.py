@@ -20,7 +20,7 @@ import click
 from objstore.errors import ObjstoreError
 from objstore.storage import native
 
-from . import artifacts, cache_commands, maintenance, remote_commands
+from . import artifacts, cache_commands, maintenance, remote_commands, run_commands
 from .context import State
 
 EXIT_ERROR = 1
@@ -89,7 +89,8 @@ def main(ctx: click.Context, store: str | None) -> None:
     ctx.call_on_close(state.close)
 
 
-for _command in (*artifacts.COMMANDS, *maintenance.COMMANDS, *remote_commands.COMMANDS, *cache_commands.COMMANDS):
+for _command in (*artifacts.COMMANDS, *maintenance.COMMANDS, *remote_commands.COMMANDS, *cache_commands.COMMANDS,
+                 *run_commands.COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

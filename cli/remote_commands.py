@@ -26,6 +26,7 @@ from objstore.transfer.remotes import (
     remote_add,
     remote_list,
     remote_remove,
+    split_remote_args,
 )
 from objstore.transfer.sync import TransferResult, describe
 
@@ -33,19 +34,9 @@ from . import output as out
 from .context import State, json_option, pass_state
 
 
-def _looks_like_url(text: str) -> bool:
-    return "://" in text or text.startswith(("/", ".", "~"))
-
-
 def _split_remote(state: State, args: tuple[str, ...]) -> tuple[str | None, list[str]]:
-    """``[REMOTE] [NAME…]``: the first word is the remote if it is a configured
-    remote or looks like a URL or path; otherwise every word is a NAME."""
-    if not args:
-        return None, []
-    first = args[0]
-    if _looks_like_url(first) or first in {r.name for r in remote_list(state.store())}:
-        return first, list(args[1:])
-    return None, list(args)
+    """``[REMOTE] [NAME…]``: the library's rule (:func:`objstore.transfer.remotes.split_remote_args`)."""
+    return split_remote_args(state.store(), args)
 
 
 def _progress(verb: str) -> Callable[[str, int, int], None] | None:
@@ -166,13 +157,16 @@ def remote_remove_cmd(state: State, name: str) -> None:
 def push_cmd(state: State, args: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Send versions the remote lacks, then move its refs (fast-forward only).
 
-    NAME is entity/project/name or entity/project; none means everything.
+    NAME is a collection (name, project/name, entity/project/name; short
+    names take the entity and project as every command does) or
+    entity/project; none means everything.
     A push whose versions diverge from the remote's is refused: pull, then push.
 
     \b
     Example:
       objstore push
       objstore push origin charlie/mnist/MNIST
+      objstore push team demo/llm
     """
     remote, selected = _split_remote(state, args)
     progress = _progress("push")

@@ -120,3 +120,7 @@ MAX_VALUE_BYTES = MAX_PACK_BYTES
 # stores stay format 1 (no .midx written) until upgraded explicitly.
 STORE_FORMAT = 2
 INDEX_FILES_FORMAT = 2  # the first format that may hold consolidated index files
+
+# The directory name a store has when found by the working directory (``objstore init``,
+# the search upward) and that a directory log never takes (files/ignore.py).
+STORE_DIRNAME = ".objstore"

@@ -215,3 +215,15 @@ def _short(value: bytes | None) -> str:
 class VersionInUse(CommError, InvalidInput):
     """A version that cannot be deleted as asked: it still has aliases (W&B's server
     refuses that too, a ``CommError`` there) or a registered model links to it."""
+
+
+def did_you_mean(word: str, candidates: object) -> str:
+    """``"; did you mean X?"`` for the candidate closest to ``word`` (difflib), else ``""``:
+    the tail every "no such name" message adds, so a typo names its fix."""
+    import difflib
+
+    names = sorted({str(c) for c in candidates} - {word})  # type: ignore[attr-defined]
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    if not close:
+        close = [n for n in names if n.lower() == word.lower()]
+    return f"; did you mean {' or '.join(close)}?" if close else ""

@@ -41,6 +41,15 @@ import pytest
 
 os.environ["AWS_METADATA_ENDPOINT"] = "http://127.0.0.1:9"
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+# Settings of the machine running the tests never reach them (objstore.settings' order):
+# no user config file, no default entity/project/run from the environment, no AWS profile.
+_NO_FILE = os.path.join(tempfile.gettempdir(), "objstore-tests-no-such-file")
+os.environ["OBJSTORE_CONFIG"] = os.path.join(_NO_FILE, "config.toml")
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(_NO_FILE, "credentials")
+os.environ["AWS_CONFIG_FILE"] = os.path.join(_NO_FILE, "config")
+for _var in ("OBJSTORE_ENTITY", "OBJSTORE_PROJECT", "WANDB_ENTITY", "WANDB_PROJECT", "OBJSTORE_RUN_ID", "AWS_PROFILE",
+             "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_var, None)
 
 TEST_ACCESS_KEY = "objstoretest"
 TEST_SECRET_KEY = "objstoretest-secret-key"

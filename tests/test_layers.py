@@ -2,7 +2,7 @@
 
 Layers, lowest first (README's architecture section lists every module):
 
-0. ``objstore.errors``, ``constants``, ``faults``, ``console``: imported by everyone, import no other layer
+0. ``objstore.errors``, ``constants``, ``faults``, ``console``, ``settings``: imported by everyone, import no other layer
 1. ``objstore.storage``: ids, key layout, chunking, codecs, packs, objects, backends, odb, trees
 2. ``objstore.files``: local files in and out, the local caches, external references
 3. ``objstore.model``: names, refs, the store, versions, reachability, deletion
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = {"objstore.errors", "objstore.constants", "objstore.faults", "objstore.console"}
+BASE = {"objstore.errors", "objstore.constants", "objstore.faults", "objstore.console", "objstore.settings"}
 LAYERS = ["storage", "files", "model", "api", "transfer", "maintenance", "testing"]
 
 

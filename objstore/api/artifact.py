@@ -25,7 +25,7 @@ import filecmp
 import os
 import stat as statmod
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,6 +46,7 @@ from objstore.errors import (
     ObjstoreError,
     UnsupportedError,
 )
+from objstore.files.ignore import IgnoreRules, is_store, rules_for
 from objstore.files.lazytensors import SafetensorsFile, open_safetensors
 from objstore.files.materialize import materialize, verify
 from objstore.files.references import describe_reference, fetch_reference, is_uri
@@ -159,20 +160,25 @@ def _same_file(old: Staged, new: Staged) -> bool:
         return False
 
 
-def _scan_dir(top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]]) -> None:
+def _scan_dir(top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]],
+              rules: IgnoreRules, base: str = "") -> None:
     """Stage ``top``'s contents under ``prefix`` by the rule :meth:`Artifact.add_dir` states.
 
     ``ancestors`` are the (device, inode) of the directories being scanned above
     ``top``, so a link back to one of them is refused rather than followed forever.
+    ``rules`` say what is left out (:mod:`objstore.files.ignore`), for paths relative
+    to the directory logged: ``base`` is ``top``'s (a linked directory's) place there.
     """
-    _DirScan(top, prefix, staged, ancestors).run()
+    _DirScan(top, prefix, staged, ancestors, rules, base).run()
 
 
 class _DirScan:
     """One :func:`_scan_dir`: a walk of ``top`` staging each entry it finds."""
 
-    def __init__(self, top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]]) -> None:
+    def __init__(self, top: Path, prefix: str, staged: dict[str, Staged], ancestors: frozenset[tuple[int, int]],
+                 rules: IgnoreRules, base: str) -> None:
         self.top, self.prefix, self.staged = top, prefix, staged
+        self.rules, self.base = rules, base
         self.lookup = directory_lookup(top)
         self.above: dict[str, frozenset[tuple[int, int]]] = {str(top): ancestors}
 
@@ -193,17 +199,24 @@ class _DirScan:
             here = Path(dirpath).relative_to(self.top)
             parts = () if here == Path(".") else here.parts
             rel_dir = "".join(p + "/" for p in parts)
+            if parts and is_store(Path(dirpath), filenames):
+                dirnames.clear()  # a store under another name: never logged, never walked
+                continue
             if not dirnames and not filenames and (rel_dir or self.prefix):
                 self.staged[(self.prefix + rel_dir).rstrip("/")] = Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
-            self._enter_subdirectories(dirpath, dirnames, filenames)
+            self._enter_subdirectories(dirpath, rel_dir, dirnames, filenames)
             for fname in sorted(filenames):
-                self._stage(dirpath, parts, self.prefix + rel_dir + fname, fname)
+                if not self.rules.skips_file(self.base + rel_dir + fname):
+                    self._stage(dirpath, parts, self.prefix + rel_dir + fname, fname)
 
-    def _enter_subdirectories(self, dirpath: str, dirnames: list[str], filenames: list[str]) -> None:
-        """Walk into the real subdirectories (noting their ancestry); links among them are judged as entries."""
+    def _enter_subdirectories(self, dirpath: str, rel_dir: str, dirnames: list[str], filenames: list[str]) -> None:
+        """Walk into the real subdirectories the ignore rules keep (noting their ancestry);
+        links among them are judged as entries."""
         for d in list(dirnames):
             full = Path(dirpath, d)
-            if full.is_symlink():
+            if self.rules.skips_dir(self.base + rel_dir + d, full):
+                dirnames.remove(d)
+            elif full.is_symlink():
                 dirnames.remove(d)  # judged as a link below, never walked into as a directory
                 filenames.append(d)
             else:
@@ -211,7 +224,7 @@ class _DirScan:
                     st = full.stat()
                 except OSError:
                     raise self.changed(full) from None
-                self.above[str(full)] = self.above[dirpath] | {(st.st_dev, st.st_ino)}
+                self.above[os.path.join(dirpath, d)] = self.above[dirpath] | {(st.st_dev, st.st_ino)}
 
     def _stage(self, dirpath: str, parts: tuple[str, ...], rel: str, fname: str) -> None:
         """Stage the entry ``fname`` of ``dirpath`` as ``rel``: a regular file, or what a link stands for."""
@@ -253,7 +266,8 @@ class _DirScan:
             if (st.st_dev, st.st_ino) in self.above[dirpath]:
                 raise InvalidInput(f"symlink {full} -> {target!r} leads to a directory that contains it; "
                                    f"remove it or point it elsewhere")
-            _scan_dir(full, rel + "/", self.staged, self.above[dirpath] | {(st.st_dev, st.st_ino)})
+            _scan_dir(full, rel + "/", self.staged, self.above[dirpath] | {(st.st_dev, st.st_ino)}, self.rules,
+                      self.base + "".join(p + "/" for p in parts) + fname + "/")
             return None
         return st
 
@@ -444,7 +458,8 @@ class Artifact:
             raise InvalidInput(f"{p} is not readable (permission denied)")
         self._stage(name or p.name, Staged(FILE, p.stat().st_size, source=p), overwrite)
 
-    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> None:
+    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None, *,
+                exclude: Sequence[str] = ()) -> None:
         """Add a directory's contents (recursively), under ``name`` if given.
 
         Empty directories are kept. A symlink is kept as a symlink when it leads to
@@ -460,6 +475,10 @@ class Artifact:
         that contains the link itself) is refused with :class:`InvalidInput` naming
         it, and so is a directory that cannot be listed: nothing is dropped silently.
         Sockets, FIFOs and devices hold no bytes to store and are skipped.
+
+        Never added (:mod:`objstore.files.ignore`): a store inside the directory, the
+        downloads directory (:func:`artifact_dir`), and what the directory's
+        ``.objstoreignore`` or the gitignore patterns in ``exclude`` match.
         """
         self._require_draft()
         root = Path(local_path)
@@ -470,7 +489,8 @@ class Artifact:
         prefix = f"{name.strip('/')}/" if name else ""
         staged: dict[str, Staged] = {}
         st = root.stat()
-        _scan_dir(root, prefix, staged, frozenset({(st.st_dev, st.st_ino)}))
+        rules = rules_for(root, exclude, never=[artifact_dir()])
+        _scan_dir(root, prefix, staged, frozenset({(st.st_dev, st.st_ino)}), rules)
         if not staged and prefix:
             staged[prefix.rstrip("/")] = Staged(TREE, 0, entry=TreeEntry("", TREE, 0, None, 0o755))
         for rel, item in staged.items():

@@ -6,30 +6,20 @@ Split from :mod:`objstore.api.runs`.
 
 from __future__ import annotations
 
-import getpass
 import os
-import re
 import secrets
 
 from objstore.errors import InvalidInput, InvalidName, NotFound
 from objstore.files.references import is_uri
 from objstore.model.names import check_name
+from objstore.settings import DEFAULT_PROJECT, default_entity
 
-DEFAULT_PROJECT = "uncategorized"
+__all__ = ["DEFAULT_PROJECT", "artifact_name_for", "default_entity", "default_run_name", "new_run_id"]
+
 _ADJECTIVES = ("amber", "brisk", "calm", "dusky", "eager", "fancy", "gentle", "hazy", "icy", "jolly", "keen",
                "lucid", "misty", "noble", "olive", "proud", "quiet", "rapid", "sunny", "tidy", "vivid", "witty")
 _NOUNS = ("river", "forest", "comet", "meadow", "harbor", "canyon", "glacier", "breeze",
           "ember", "lagoon", "summit", "valley", "prairie", "dune", "aurora", "cedar")
-
-
-def default_entity() -> str:
-    """The OS user name, made a valid entity name."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "user"
-    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", user).lstrip(".")[:128]
-    return cleaned or "user"
 
 
 def default_run_name() -> str:

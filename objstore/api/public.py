@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from objstore.api.artifact import Artifact, artifact_of, wire
-from objstore.api.naming import DEFAULT_PROJECT, default_entity
 from objstore.api.runinfo import RunInfo, iter_runs, read_run_by_path
 from objstore.errors import CorruptObject, InvalidName, NotFound, UnsupportedError, UsageError, WrongType
 from objstore.model import deletion
@@ -40,9 +39,11 @@ from objstore.model.versions import (
     list_collections,
     list_projects,
     list_versions,
+    missing_collection,
     read_entry,
     resolve,
 )
+from objstore.settings import resolve_entity, resolve_project
 from objstore.storage.keys import version_ref
 
 
@@ -186,9 +187,9 @@ class Api:
         entity = entity or settings.get("entity")
         project = project or settings.get("project")
         self.store = store if isinstance(store, Store) else Store.open(store)
-        self.entity = check_name(entity, "entity") if entity else default_entity()
+        self.entity = check_name(resolve_entity(entity), "entity")
         # not self.project: that is W&B's project(name) method
-        self.default_project = check_name(project, "project") if project else DEFAULT_PROJECT
+        self.default_project = check_name(resolve_project(project), "project")
         self.settings = {"entity": self.entity, "project": self.default_project}
 
     @property
@@ -222,7 +223,7 @@ class Api:
         coll = self._collection_path(name)
         versions = _versions(self.store, coll)
         if not versions:
-            raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
+            raise missing_collection(self.store, coll)
         if type_name is not None:
             versions = [v for v in versions if v.type == type_name]
         return versions

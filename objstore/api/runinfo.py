@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from objstore.errors import CorruptObject, InvalidName, NotFound
+from objstore.errors import CorruptObject, InvalidName, NotFound, did_you_mean
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import LogPage, ResolvedVersion, log_page, read_entry
@@ -102,7 +102,26 @@ def _collection_of(store: Store, oid: ObjectId) -> CollectionPath:
 
 
 def read_run(store: Store, entity: str, project: str, run_id: str) -> RunRecord:
-    return record_at(store, entity, project, run_id, store.refs.read(run_ref(entity, project, run_id)))
+    oid = store.refs.read(run_ref(entity, project, run_id))
+    if oid is None:
+        raise missing_run(store, entity, project, run_id)
+    return record_at(store, entity, project, run_id, oid)
+
+
+def missing_run(store: Store, entity: str, project: str, run_id: str) -> NotFound:
+    """The error for a run the store lacks, naming the project that has a run of that
+    id, else the closest ids in the project (the entity's runs are listed: an error path)."""
+    here, elsewhere = [], []
+    for key in store.refs.iter_names(refs_prefix(entity)):
+        parsed = parse_ref_key(key)
+        if parsed is not None and parsed.kind == "run":
+            if parsed.project == project:
+                here.append(parsed.tail)
+            elif parsed.tail == run_id:
+                elsewhere.append(f"{parsed.project}/{run_id}")
+    hint = (f"; {' and '.join(elsewhere[:5])} exist{'s' if len(elsewhere) == 1 else ''} (give the project)"
+            if elsewhere else did_you_mean(run_id, here))
+    return NotFound(f"no run {entity}/{project}/{run_id} in the store{hint}", key=f"{entity}/{project}/{run_id}")
 
 
 def record_at(store: Store, entity: str, project: str, run_id: str, oid: ObjectId | None) -> RunRecord:

@@ -29,14 +29,14 @@ import atexit
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
 
 from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_target, log_draft, logged_version, wire
-from objstore.api.naming import DEFAULT_PROJECT, artifact_name_for, default_entity, default_run_name, new_run_id
+from objstore.api.naming import artifact_name_for, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path, record_at  # noqa: F401  (re-exported)
 from objstore.api.runrecord import Written, create_record, update_record, with_input, with_output
@@ -47,6 +47,7 @@ from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, ch
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
+from objstore.settings import resolve_entity, resolve_project
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import RunRecord, storable_text
 from objstore.storage.trees import walk_tree
@@ -211,14 +212,15 @@ class Run:
         return art
 
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
-                            metadata: dict[str, Any] | None, description: str | None) -> Artifact:
+                            metadata: dict[str, Any] | None, description: str | None,
+                            exclude: Sequence[str] = ()) -> Artifact:
         text = os.fspath(path)
         name = artifact_name_for(text, name, self.id)
         art = Artifact(name, type=type, description=description, metadata=metadata)
         if is_uri(text):
             art.add_reference(text)
         elif os.path.isdir(text):
-            art.add_dir(text)
+            art.add_dir(text, exclude=exclude)
         else:
             art.add_file(text)
         return art
@@ -268,15 +270,17 @@ class Run:
     # -- models (the log_model / use_model / link_model page) -------------
     def log_model(self, path: str | os.PathLike[str], name: str | None = None, aliases: list[str] | None = None,
                   metadata: dict[str, Any] | None = None, description: str | None = None, *,
-                  progress: Callable[[int], None] | None = None) -> Artifact:
+                  progress: Callable[[int], None] | None = None, exclude: Sequence[str] = ()) -> Artifact:
         """Log a model file, directory or external URI as a ``model`` artifact, output of this run.
 
         The default name is ``run-<run id>-<basename of path>``. Logging content
         that the artifact already holds returns that version and creates none.
+        A directory is walked as :meth:`Artifact.add_dir` walks it: its
+        ``.objstoreignore`` and the gitignore patterns in ``exclude`` leave files out.
         """
         self._check_open()
         wanted = check_aliases(aliases)
-        art = self._artifact_from_path(path, name, "model", metadata, description)
+        art = self._artifact_from_path(path, name, "model", metadata, description, exclude)
         return self.log_artifact(art, aliases=list(wanted), progress=progress)
 
     def use_model(self, name: str, root: str | os.PathLike[str] | None = None, *,
@@ -326,6 +330,17 @@ class Run:
             return
         state = "finished" if exit_code == 0 else "crashed"
         self._change(lambda r: replace(r, state=state, finished_at=time.time()))
+        self._write()
+        self._finished = True
+        _forget(self)
+
+    def detach(self) -> None:
+        """Store the record with everything held, leaving the run ``running``, and stop
+        using it here: for a run that other processes join and one of them finishes
+        (the CLI's ``--run ID``). A run never recorded is recorded now."""
+        if self._finished:
+            return
+        self.store.odb.flush()
         self._write()
         self._finished = True
         _forget(self)
@@ -488,9 +503,9 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
          anonymous: object = None, *, store: str | os.PathLike[str] | Store | None = None) -> Run:
     """Start a run: W&B's ``wandb.init``, with its parameters in its order.
 
-    The store is, in order: ``store`` (a path or ``s3://`` URL), ``$OBJSTORE_DIR``,
-    the nearest ``.objstore`` above the working directory, else ``~/.objstore``.
-    The entity defaults to the OS user name, the project to ``uncategorized``.
+    Store, entity and project: the arguments, else the environment, else (after a ``.objstore``
+    above the working directory, for the store) the user config file, else ``~/.objstore``,
+    the OS user and ``uncategorized`` (:mod:`objstore.settings`).
 
     Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
     ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
@@ -515,8 +530,8 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     """
     global _current
     mode = _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
-    entity = check_name(entity, "entity") if entity is not None else default_entity()
-    project = check_name(project, "project") if project is not None else DEFAULT_PROJECT
+    entity = check_name(resolve_entity(entity), "entity")
+    project = check_name(resolve_project(project), "project")
     values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")
     run_tags, run_notes, run_group = _check_tags(tags), _check_text(notes, "notes"), _check_text(group, "group")
     name = storable_text(name, "run name")

@@ -51,6 +51,7 @@ from objstore.model.versions import (
     aliases_for,
     collection_exists,
     list_versions,
+    missing_collection,
     read_entry,
     remove_alias_from,
     retreat_latest,
@@ -138,7 +139,7 @@ def _remove_entry(store: Store, entry: ResolvedVersion, why: str) -> tuple[str, 
 def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
     """Remove every ref of ``coll`` (versions, aliases, digests), their reflogs and its annotations."""
     if not collection_exists(store, coll):
-        raise NotFound(f"no artifact {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
+        raise missing_collection(store, coll)
     versions = list_versions(store, coll)
     ids = {oid for _, oid in versions}
     if not coll.is_registry:

@@ -40,7 +40,9 @@ from typing import TypeGuard
 
 import msgpack
 
+from objstore import settings
 from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
+from objstore.constants import STORE_DIRNAME as STORE_DIRNAME  # re-exported: the CLI and tests name it here
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
@@ -49,7 +51,6 @@ from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
 
 CONFIG_KEY = "config"
-STORE_DIRNAME = ".objstore"
 
 _CHUNKING_FIELDS = ("avg", "min", "max", "nc")
 # The largest index_compact_threshold a store may set: more .idx files than this
@@ -152,7 +153,8 @@ def _short(value: object) -> str:
 
 
 def resolve_location(store: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> str | Path:
-    """Where the store is: argument, ``$OBJSTORE_DIR``, nearest ``.objstore`` upward, ``~/.objstore``."""
+    """Where the store is: argument, ``$OBJSTORE_DIR``, nearest ``.objstore`` upward,
+    the user config file's ``store``, ``~/.objstore`` (the order is :mod:`objstore.settings`')."""
     if store is not None and str(store) != "":
         return parse_location(store)
     env = os.environ.get("OBJSTORE_DIR")
@@ -163,6 +165,9 @@ def resolve_location(store: str | os.PathLike[str] | None = None, *, cwd: Path |
         candidate = directory / STORE_DIRNAME
         if candidate.is_dir():
             return candidate
+    configured = settings.user_config().values.get("store")
+    if configured:
+        return parse_location(os.path.expanduser(configured))
     return Path.home() / STORE_DIRNAME
 
 

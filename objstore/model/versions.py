@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from objstore import faults
-from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, did_you_mean
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
@@ -76,6 +76,7 @@ from objstore.storage.keys import (
 from objstore.storage.objects import Link, RunRecord, Version
 
 _HEX = re.compile(r"[0-9a-f]{8,64}")
+_SHORT_HEX = re.compile(r"[0-9a-f]{1,7}")
 _TREE_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -266,9 +267,33 @@ def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
         if idx is not None and store.refs.read_raw(ref) == b"":
             raise NotFound(f"{coll}:v{idx} was deleted; it has {_describe(store, coll)}", key=str(spec))
         if not collection_exists(store, coll):
-            raise NotFound(f"no artifact {coll} in the store at {store.location}; check the name (objstore ls lists them)", key=str(coll))
-        raise NotFound(f"{coll} has no version {selector!r}; it has {_describe(store, coll)}", key=str(spec))
+            raise missing_collection(store, coll)
+        raise NotFound(f"{coll} has no version {selector!r}; it has {_describe(store, coll)}"
+                       f"{_selector_hint(store, coll, selector)}", key=str(spec))
     return read_entry(store, coll, oid, ref=ref)
+
+
+def missing_collection(store: Store, coll: CollectionPath) -> NotFound:
+    """The error for a collection the store lacks, naming what the user may have meant:
+    the same name in other projects (``demo/llm`` when ``llm`` was looked up in
+    ``uncategorized``), else the closest names in the project (``lmm`` -> ``llm``)."""
+    elsewhere = [CollectionPath(e, p, coll.name) for e, p in list_projects(store)
+                 if (e, p) != (coll.entity, coll.project) and collection_exists(store, CollectionPath(e, p, coll.name))]
+    if elsewhere:
+        shown = [f"{c.project}/{c.name}" if c.entity == coll.entity else str(c) for c in elsewhere[:5]]
+        hint = f"; {' and '.join(shown)} exist{'s' if len(shown) == 1 else ''} (give the project, or set OBJSTORE_PROJECT)"
+    else:
+        hint = did_you_mean(coll.name, (c.name for c in list_collections(store, coll.entity, coll.project)))
+    return NotFound(f"no artifact {coll} in the store at {store.location}{hint or '; check the name (objstore ls lists them)'}",
+                    key=str(coll))
+
+
+def _selector_hint(store: Store, coll: CollectionPath, selector: str) -> str:
+    """What a selector that found nothing may have meant: a close alias, or the digest-prefix rule."""
+    hint = did_you_mean(selector, list_aliases(store, coll))
+    if _SHORT_HEX.fullmatch(selector):
+        hint += "; a digest prefix needs at least 8 hex digits (objstore log shows the digests)"
+    return hint
 
 
 def _describe(store: Store, coll: CollectionPath) -> str:

@@ -32,14 +32,16 @@ import blake3
 
 from objstore.console import say
 from objstore.constants import MAX_CONFIG_BYTES
-from objstore.errors import InvalidInput, InvalidName, NotFound
-from objstore.model.names import check_name
+from objstore.errors import InvalidInput, InvalidName, NotFound, did_you_mean
+from objstore.model.names import CollectionPath, check_name
 from objstore.model.store import CONFIG_KEY, Store, local_directory
+from objstore.model.versions import collection_exists
+from objstore.settings import config_path, config_remotes, resolve_entity, resolve_project
 from objstore.storage.backend import is_remote_url, parse_location
 from objstore.storage.keys import REMOTES, remote_config_key, remote_name_of_config, remote_prefix
 from objstore.transfer import pull as pulling
 from objstore.transfer import push as pushing
-from objstore.transfer.sync import Progress, TransferResult, describe
+from objstore.transfer.sync import Progress, TransferResult, describe, qualify_names
 from objstore.transfer.tracking import Tracking
 
 DEFAULT_REMOTE = "origin"
@@ -126,23 +128,35 @@ def remote_add(store: Store, name: str, url: str, **options: str) -> Remote:
 
 
 def remote_get(store: Store, name: str) -> Remote:
-    """The remote called ``name``, or NotFound listing the ones there are."""
+    """The remote called ``name``: the store's, else the user config file's
+    ``[remotes.NAME]`` (:mod:`objstore.settings`); or NotFound listing the ones there are."""
     try:
         data = json.loads(store.backend.get(_config_key(name), max_size=MAX_CONFIG_BYTES))
     except NotFound:
-        known = ", ".join(r.name for r in remote_list(store)) or "none"
-        raise NotFound(f"no remote {name!r} (remotes: {known}); add one with 'objstore remote add {name} URL'", key=name) from None
+        configured = config_remotes().get(name)
+        if configured is not None:
+            return _configured(name, configured)
+        known = [r.name for r in remote_list(store)]
+        raise NotFound(f"no remote {name!r} (remotes: {', '.join(known) or 'none'}); "
+                       f"add one with 'objstore remote add {name} URL'{did_you_mean(name, known)}", key=name) from None
     except ValueError as exc:
         raise InvalidInput(f"remote {name!r} has a damaged config ({exc}); remove and add it again") from None
     return Remote(name, str(data["url"]), {str(k): str(v) for k, v in dict(data.get("options") or {}).items()})
 
 
+def _configured(name: str, table: dict[str, str]) -> Remote:
+    """A remote of the user config file, checked as ``remote add`` checks one."""
+    check_name(name, "remote name")
+    options = {k: v for k, v in table.items() if k != "url"}
+    return Remote(name, _check_url(table["url"]), _check_options(options))
+
+
 def remote_list(store: Store) -> list[Remote]:
-    """Every configured remote, by name."""
-    names = []
+    """Every remote, by name: the store's, and the user config file's it does not shadow."""
+    names = set(config_remotes())
     for info in store.backend.iter_prefix(REMOTES):
         if (name := remote_name_of_config(info.key)) is not None:
-            names.append(name)
+            names.add(name)
     out = []
     for name in sorted(names):
         try:
@@ -155,6 +169,8 @@ def remote_list(store: Store) -> list[Remote]:
 def remote_remove(store: Store, name: str) -> None:
     """Forget a remote and what we knew of its refs (nothing on the remote changes)."""
     remote_get(store, name)
+    if name in config_remotes() and not any(True for _ in store.backend.iter_prefix(_config_key(name))):
+        raise InvalidInput(f"remote {name!r} comes from the config file {config_path()}; remove it there")
     for info in list(store.backend.iter_prefix(remote_prefix(name))):
         store.backend.delete(info.key)
 
@@ -184,6 +200,24 @@ def resolve_remote(store: Store, remote: str | Remote | None) -> Remote:
     except InvalidName:
         raise InvalidInput(f"{remote!r} is neither a remote name nor a URL") from None
     return remote_get(store, remote)
+
+
+def split_remote_args(store: Store, words: list[str] | tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """``[REMOTE] [NAME…]`` as push, fetch and pull take them on a command line: the first
+    word is the remote if it is one (the store's or the config file's), a URL or a
+    path. A first word without ``/`` that names no collection here is taken as a
+    remote too, so a typo (``tema``) is reported as an unknown remote with the close
+    names, not as a collection with nothing to push."""
+    if not words:
+        return None, []
+    first = words[0]
+    if "://" in first or first.startswith(("/", ".", "~")) or first in {r.name for r in remote_list(store)}:
+        return first, list(words[1:])
+    if "/" not in first and ":" not in first:
+        check_name(first, "remote or collection name")
+        if not collection_exists(store, CollectionPath(resolve_entity(), resolve_project(), first)):
+            remote_get(store, first)  # raises, naming the remotes there are and the closest
+    return None, list(words)
 
 
 def open_store(url: str, *, create: bool = False, like: Store | None = None, options: dict[str, str] | None = None) -> Store:
@@ -225,6 +259,7 @@ def push(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         other = r.open(create=True, like=local)
         try:
             _check_compatible(local, other)
+            names = qualify_names(names, local)
             result = pushing.push(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    force=force, progress=progress, remote_label=r.label)
         finally:
@@ -244,6 +279,7 @@ def fetch(store: Store | str | os.PathLike[str] | None, remote: str | Remote | N
         r = resolve_remote(local, remote)
         other = r.open()
         try:
+            names = qualify_names(names, other, local)
             result, _, _ = pulling.fetch(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                           progress=progress, remote_label=r.label)
         finally:
@@ -265,6 +301,7 @@ def pull(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
         r = resolve_remote(local, remote)
         other = r.open()
         try:
+            names = qualify_names(names, other, local)
             result = pulling.pull(local, other, tracking=Tracking(local, r.tracking_prefix), names=names,
                                    progress=progress, remote_label=r.label)
         finally:

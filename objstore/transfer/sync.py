@@ -60,6 +60,7 @@ from objstore.errors import InvalidName
 from objstore.model.names import CollectionPath, version_index
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
+from objstore.settings import resolve_entity, resolve_project
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import REFS, collection_prefix, parse_ref_key, refs_prefix
 
@@ -177,8 +178,33 @@ def selection_prefixes(names: Iterable[str] | None) -> list[str]:
         elif len(parts) == 2 and all(parts):
             out.append(refs_prefix(parts[0], parts[1]))
         else:
-            raise InvalidName(f"{name!r} names no collection; use entity/project/name or entity/project")
+            raise InvalidName(f"{name!r} names no collection; use name, project/name, entity/project/name or "
+                              f"entity/project")
     return sorted(set(out))
+
+
+def qualify_names(names: Iterable[str] | None, *sides: Store) -> list[str] | None:
+    """``names`` as a transfer selects them (``entity/project/name`` or ``entity/project``),
+    short names filled in as every command fills them (:mod:`objstore.settings`):
+    ``name`` is a collection of the default entity and project; ``a/b`` is the project
+    ``a/b`` when one of ``sides`` holds refs under it, else the collection ``b`` of the
+    default entity's project ``a`` (as ``log demo/llm`` reads it)."""
+    if not names:
+        return None
+    out: list[str] = []
+    for name in names:
+        text = name.split(":", 1)[0].strip("/")
+        parts = text.split("/")
+        if len(parts) == 1 and parts[0]:
+            text = f"{resolve_entity()}/{resolve_project()}/{parts[0]}"
+        elif len(parts) == 2 and all(parts) and not any(_holds(side, refs_prefix(*parts)) for side in sides):
+            text = f"{resolve_entity()}/{text}"
+        out.append(text)
+    return out
+
+
+def _holds(store: Store, prefix: str) -> bool:
+    return any(True for _ in store.backend.iter_prefix(prefix))
 
 
 def read_refs(store: Store, prefixes: Sequence[str]) -> dict[str, bytes]:

@@ -57,6 +57,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,7 +74,7 @@ from obstore.exceptions import (
 )
 
 from objstore.constants import MAX_VALUE_BYTES, MiB
-from objstore.errors import BackendError, Conflict, CorruptObject, InvalidName, NotFound, ObjstoreError
+from objstore.errors import BackendError, Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, ObjstoreError
 from objstore.storage.backend.base import CAS_READ_MIN, BackendStats, KeyInfo, too_large
 from objstore.storage.keys import TMP
 
@@ -220,7 +221,7 @@ class ObjectStoreBackend:
         if "/latest/api/token" in first or "/latest/meta-data" in first or "credential" in lowered and status is None:
             return BackendError(
                 f"no credentials for {self.endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                f"(or pass access_key_id / secret_access_key)",
+                f"(or AWS_PROFILE naming a profile in ~/.aws/credentials, or pass access_key_id / secret_access_key)",
                 retryable=False,
             )
         if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or status in (401, 403):
@@ -551,16 +552,61 @@ def _open_s3(url: str, bucket: str, path: str, opts: dict[str, Any], client_opti
     return store, endpoint or f"s3 ({region})"
 
 
+@dataclass(frozen=True)
+class AwsProfile:
+    """What a shared-credentials profile gives: keys (obstore's names) and a region."""
+
+    name: str | None
+    keys: dict[str, str]
+    region: str | None
+
+
+def aws_profile(*, need_keys: bool = True) -> AwsProfile:
+    """The AWS profile ``$AWS_PROFILE`` names (else ``$AWS_DEFAULT_PROFILE``, else
+    ``default``), read from ``$AWS_SHARED_CREDENTIALS_FILE`` (``~/.aws/credentials``)
+    and ``$AWS_CONFIG_FILE`` (``~/.aws/config``), as the AWS CLI reads them.
+
+    obstore reads keys from the environment and the instance metadata only, so the
+    files are read here; only static keys (``aws_access_key_id``,
+    ``aws_secret_access_key``, ``aws_session_token``) and ``region`` are taken, not
+    ``credential_process`` or SSO. A profile named by ``$AWS_PROFILE`` that neither
+    file has is refused (a typo would otherwise go on as no credentials at all)."""
+    import configparser
+
+    env = os.environ
+    named = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE")
+    name = named or "default"
+    found = False
+    keys: dict[str, str] = {}
+    region: str | None = None
+    for path, section in ((env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", name),
+                          (env.get("AWS_CONFIG_FILE") or "~/.aws/config", name if name == "default" else f"profile {name}")):
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(os.path.expanduser(path), encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"AWS file {path} cannot be parsed: {exc}") from None
+        if not parser.has_section(section):
+            continue
+        found = True
+        values = dict(parser.items(section))
+        for key in ("access_key_id", "secret_access_key", "session_token"):
+            if need_keys and values.get(f"aws_{key}") and key not in keys:
+                keys[key] = values[f"aws_{key}"]
+        region = region or values.get("region") or None
+    if named and not found:
+        raise InvalidInput(f"AWS_PROFILE={named!r}: no such profile in ~/.aws/credentials or ~/.aws/config "
+                           f"(or $AWS_SHARED_CREDENTIALS_FILE / $AWS_CONFIG_FILE)")
+    return AwsProfile(name if found else None, keys, region)
+
+
 def _s3_config(opts: dict[str, Any], client_options: dict[str, Any]) -> tuple[dict[str, Any], str | None, str]:
     """(obstore S3 config, endpoint, region) from ``opts``, else the AWS variables;
     sets ``client_options["allow_http"]``. Options left in ``opts`` go to obstore as they are."""
     env = os.environ
     endpoint = (opts.pop("endpoint", None) or env.get("AWS_ENDPOINT_URL_S3")
                 or env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT"))
-    region = (opts.pop("region", None) or env.get("AWS_REGION")
-              or env.get("AWS_DEFAULT_REGION") or "us-east-1")
     config: dict[str, Any] = {
-        "region": region,
         "conditional_put": "etag",
         "copy_if_not_exists": "multipart",
     }
@@ -570,6 +616,12 @@ def _s3_config(opts: dict[str, Any], client_options: dict[str, Any]) -> tuple[di
         value = opts.pop(key, None) or env.get(var)
         if value:
             config[key] = value
+    profile = aws_profile(need_keys="access_key_id" not in config)
+    if "access_key_id" not in config:
+        config.update(profile.keys)
+    region = (opts.pop("region", None) or env.get("AWS_REGION")
+              or env.get("AWS_DEFAULT_REGION") or profile.region or "us-east-1")
+    config["region"] = region
     allow_http = opts.pop("allow_http", None)
     if allow_http is None:
         allow_http = _truthy(env.get("AWS_ALLOW_HTTP")) or bool(endpoint and endpoint.startswith("http://"))

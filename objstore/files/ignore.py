@@ -1,0 +1,145 @@
+"""What a directory log leaves out: the ignore rules of :meth:`Artifact.add_dir`'s walk.
+
+Three kinds of entries are never logged, in this order of precedence:
+
+1. **A store**: a directory named ``.objstore``, or one whose ``config`` file is a
+   store's (a small msgpack map with ``format`` and ``chunking``: a store made with
+   ``--store`` under another name, even one nothing was logged into yet). ``objstore log-model . -n self`` must not copy
+   the store into itself, whatever the ignore file says; the directory logged
+   being a store is refused outright.
+2. **The directories the caller names** (the downloads directory, ``./artifacts``
+   by default): matched by device and inode, so any path to them counts.
+3. **What the patterns match**: those of ``.objstoreignore`` at the top of the
+   directory logged, then the caller's (``--exclude``), in gitignore syntax
+   (pathspec's ``GitIgnoreSpec``: ``*.ckpt``, ``logs/``, ``/top-only``, ``!keep``,
+   ``**``), against paths relative to that top. As in git, a directory left out is
+   not walked into, so a ``!`` pattern cannot bring back a file below it.
+
+Invariant: the rules are fixed when the walk starts (one reading of the ignore
+file), and a path the rules leave out is never read, so an unreadable file
+there fails nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from objstore.constants import STORE_DIRNAME
+from objstore.errors import InvalidInput
+
+IGNORE_FILE = ".objstoreignore"
+
+STORE_CONFIG = "config"
+MAX_STORE_CONFIG_BYTES = 4096  # a store's config is under 100 bytes; a bigger file named config is not one
+MAX_IGNORE_BYTES = 1 << 20  # an ignore file is a few lines; more is a mistake, not rules
+
+
+def is_store(path: Path, filenames: Iterable[str]) -> bool:
+    """Whether the directory ``path`` (holding the files ``filenames``) is an objstore store."""
+    if path.name == STORE_DIRNAME:
+        return True
+    if STORE_CONFIG not in filenames:
+        return False
+    try:  # never through a link, never blocking on a FIFO named config
+        fd = os.open(path / STORE_CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        raw = os.read(fd, MAX_STORE_CONFIG_BYTES + 1)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_STORE_CONFIG_BYTES:
+        return False
+    import msgpack
+
+    try:
+        data = msgpack.unpackb(raw)
+    except Exception:  # noqa: BLE001 - any undecodable file is simply not a store's config
+        return False
+    return isinstance(data, dict) and "format" in data and "chunking" in data
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """The rules of one directory walk (see the module docstring)."""
+
+    top: Path
+    spec: Any  # pathspec.GitIgnoreSpec, or None when there are no patterns
+    never: frozenset[tuple[int, int]]
+
+    def skips_dir(self, rel: str, path: Path) -> bool:
+        """Whether the directory at ``rel`` (relative to ``top``, no trailing ``/``) is left
+        out by its name (``.objstore``), the caller's list or the patterns; a store under
+        another name is found when the walk lists it (:func:`is_store`)."""
+        if path.name == STORE_DIRNAME:
+            return True
+        if self.never:
+            try:
+                st = path.stat()
+            except OSError:
+                return False  # the walk itself reports what vanished
+            if (st.st_dev, st.st_ino) in self.never:
+                return True
+        return self.spec is not None and bool(self.spec.match_file(rel + "/"))
+
+    def skips_file(self, rel: str) -> bool:
+        """Whether the file (or link) at ``rel`` is left out by the patterns."""
+        return self.spec is not None and bool(self.spec.match_file(rel))
+
+
+def rules_for(top: Path, exclude: Sequence[str] = (), never: Iterable[Path] = ()) -> IgnoreRules:
+    """The rules for walking ``top``: its ``.objstoreignore``, then ``exclude``;
+    ``never`` are directories left out wherever they appear. Refuses a ``top`` that
+    is itself a store, and a bad pattern, with a one-line InvalidInput."""
+    try:
+        names = [e.name for e in os.scandir(top)]
+    except OSError:
+        names = []  # the walk reports an unlistable top itself
+    if is_store(top, names):
+        raise InvalidInput(f"{top} is an objstore store; a store is never logged (log the directory of the model)")
+    lines = _ignore_lines(top / IGNORE_FILE)
+    for pattern in exclude:
+        if not isinstance(pattern, str) or not pattern.strip() or "\n" in pattern:
+            raise InvalidInput(f"exclude pattern {pattern!r} must be one non-empty gitignore pattern, e.g. '*.ckpt'")
+        lines.append(pattern)
+    spec = None
+    if any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+        import pathspec
+
+        try:
+            spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"bad ignore pattern ({exc}); patterns use gitignore syntax") from None
+    never_ids = set()
+    for path in never:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            continue
+        never_ids.add((st.st_dev, st.st_ino))
+    return IgnoreRules(top, spec, frozenset(never_ids))
+
+
+def _ignore_lines(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_IGNORE_BYTES + 1)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be read ({exc.strerror or exc}); fix it or remove it") from None
+    if len(raw) > MAX_IGNORE_BYTES:
+        raise InvalidInput(f"{path} is over {MAX_IGNORE_BYTES} bytes; an ignore file holds patterns, one a line")
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text; an ignore file holds gitignore patterns") from None

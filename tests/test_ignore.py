@@ -1,0 +1,112 @@
+"""A directory log never takes a store or the downloads directory, and obeys
+``.objstoreignore`` (gitignore syntax) and ``--exclude`` / ``exclude=``, in the
+library's walk, so the API and the CLI leave out the same (issue 15, point 5)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli
+
+import objstore
+from objstore.errors import InvalidInput
+
+
+def make_tree(root: Path) -> Path:
+    files = {
+        "model.safetensors": b"weights" * 50, "config.json": b"{}", "step-1.ckpt": b"ckpt",
+        "keep.ckpt": b"keep", "logs/train.log": b"log", "sub/logs/deep.log": b"deep",
+        "sub/notes.txt": b"notes", "top.txt": b"top", "sub/top.txt": b"subtop", "data/a.bin": b"a",
+    }
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def logged_paths(art: objstore.Artifact) -> set[str]:
+    return {f.path for f in art.files()}
+
+
+def test_the_store_and_artifacts_directory_are_never_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work = make_tree(tmp_path / "work")
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("OBJSTORE_ARTIFACT_DIR", raising=False)
+    monkeypatch.delenv("WANDB_ARTIFACT_DIR", raising=False)
+    run_cli(work / ".objstore", "init")
+    run_cli(work / "other-store", "init")  # a store under another name: found by its layout
+    (work / "artifacts" / "llm:v0").mkdir(parents=True)
+    (work / "artifacts" / "llm:v0" / "w.bin").write_bytes(b"downloaded")
+    with objstore.init(store=str(work / ".objstore")) as run:
+        art = run.log_model(".", name="self")
+    paths = logged_paths(art)
+    assert "model.safetensors" in paths and "sub/notes.txt" in paths
+    assert not [p for p in paths if p.startswith((".objstore", "other-store", "artifacts"))], paths
+    # the store itself, named as the directory to log, is refused
+    with objstore.init(store=str(work / ".objstore")) as run, pytest.raises(InvalidInput, match="never logged"):
+        run.log_model(str(work / "other-store"), name="store")
+    # a downloaded version logged again is fine: only the downloads directory inside is left out
+    with objstore.init(store=str(work / ".objstore")) as run:
+        assert logged_paths(run.log_model(str(work / "artifacts" / "llm:v0"), name="again")) == {"w.bin"}
+
+
+def test_objstoreignore_and_exclude(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "m")
+    (root / ".objstoreignore").write_text("# checkpoints\n*.ckpt\n!keep.ckpt\nlogs/\n/top.txt\n")
+    with objstore.init(store=str(tmp_path / "store")) as run:
+        art = run.log_model(str(root), name="m")
+        assert logged_paths(art) == {".objstoreignore", "model.safetensors", "config.json", "keep.ckpt",
+                                     "sub/notes.txt", "sub/top.txt", "data/a.bin"}
+        art = run.log_model(str(root), name="m", exclude=["data/", "*.json"])
+        assert logged_paths(art) == {".objstoreignore", "model.safetensors", "keep.ckpt", "sub/notes.txt", "sub/top.txt"}
+    draft = objstore.Artifact("d", type="dataset")
+    draft.add_dir(str(root), name="under", exclude=["sub"])
+    assert {e for e in draft.manifest.entries} == {"under/.objstoreignore", "under/model.safetensors",
+                                                   "under/config.json", "under/keep.ckpt", "under/data/a.bin"}
+
+
+def test_an_ignored_directory_is_never_read(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "m")
+    secret = root / "private"
+    secret.mkdir()
+    (secret / "x").write_bytes(b"x")
+    secret.chmod(0)
+    try:
+        if os.access(secret, os.R_OK):
+            pytest.skip("running as a user that reads anything")
+        with objstore.init(store=str(tmp_path / "store")) as run:
+            with pytest.raises(InvalidInput, match="cannot be listed"):
+                run.log_model(str(root), name="m")
+            assert "private/x" not in logged_paths(run.log_model(str(root), name="m", exclude=["private/"]))
+    finally:
+        secret.chmod(0o755)
+
+
+def test_cli_exclude_and_the_name_note(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "m")
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    logged = run_cli(store, "log-model", str(root), "-n", "m", "-x", "*.ckpt", "--exclude", "logs/", "--json")
+    assert "note" not in logged.err
+    shown = run_cli(store, "show", "m", "--json").json()
+    paths = {f["path"] for f in shown["files"]}  # type: ignore[index]
+    assert not [p for p in paths if p.endswith(".ckpt") or "logs/" in p] and "sub/notes.txt" in paths
+    unnamed = run_cli(store, "log-model", str(root / "model.safetensors"))
+    assert "each log-model makes a new collection" in unnamed.err and "--name" in unnamed.err
+    bad = run_cli(store, "log-model", str(root), "-n", "m", "--exclude", "", check=False)
+    assert bad.code == 1 and "exclude pattern" in bad.err
+    refused = run_cli(store, "log-model", str(store), "-n", "s", check=False)
+    assert refused.code == 1 and "never logged" in refused.err
+    assert len(run_cli(store, "log", "m", "--json").json()["versions"]) == 1  # type: ignore[index]
+
+
+def test_logging_dot_with_nested_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``log_model(".")`` of a tree two levels deep: the walk keyed its directories by
+    ``Path`` (``a``) but looked them up by os.walk's ``./a``, a KeyError."""
+    (tmp_path / "m" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "m" / "a" / "b" / "f").write_bytes(b"f")
+    monkeypatch.chdir(tmp_path / "m")
+    with objstore.init(store=str(tmp_path / "store")) as run:
+        assert logged_paths(run.log_model(".", name="dot")) == {"a/b/f"}
