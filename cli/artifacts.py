@@ -32,6 +32,7 @@ from objstore.model.versions import (
 )
 
 from . import output as out
+from .completion import complete_versions
 from .context import (
     State,
     artifact_dict,
@@ -92,18 +93,26 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
     check_log_args(path, name, run_id)
     state.store()
     with start_run(state, entity, project, run_id) as run:
-        with out.progress_bar(out.path_size(path), "logging") as progress:
-            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description, progress=progress)
+        with out.progress("logging", out.path_size(path)) as bar:
+            art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description,
+                                progress=bar.on_bytes)
     if as_json:
         out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
     else:
-        verb = "logged" if art.created else "unchanged"
-        click.echo(f"{verb} {art.qualified_name}  {out.size(art.size)}, "
-                   f"{out.size(art.new_bytes if art.created else 0)} new  digest {art.digest[:12]}")
+        click.echo(logged_line(art))
+
+
+def logged_line(art: Artifact) -> str:
+    """log-model's one summary line. "new" is what the version added to the store,
+    in stored bytes (after dedup and compression), as in 'objstore log'."""
+    if not art.created:
+        return f"unchanged {art.qualified_name}: it already holds this content (digest {art.digest[:12]}); no new version"
+    return (f"logged {art.qualified_name}: {out.size(art.size)}, {out.size(art.new_bytes)} new stored, "
+            f"digest {art.digest[:12]}" + (f", aliases {', '.join(art.aliases)}" if art.aliases else ""))
 
 
 @click.command("use-model")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--root", default=None, type=click.Path(file_okay=False), help="Where to put it [./artifacts/<name>:<version>].")
 @project_option
 @entity_option
@@ -118,8 +127,8 @@ def use_model_cmd(state: State, name: str, root: str | None, project: str | None
     """
     resolved = resolve_spec(state, name, entity, project)  # fail before a run is recorded
     with start_run(state, entity, project) as run:
-        with out.progress_bar(resolved.version.size, "downloading") as progress:
-            path = run.use_model(resolved.qualified_name, root=root, progress=progress)
+        with out.progress("downloading", resolved.version.size) as bar:
+            path = run.use_model(resolved.qualified_name, root=root, progress=bar.on_bytes)
     if as_json:
         out.emit_json({"name": resolved.qualified_name, "path": path, "run": run.path})
     else:
@@ -149,11 +158,15 @@ def link_model_cmd(state: State, path: str, registered_model: str, name: str | N
     check_log_args(path, name, run_id)
     state.store()
     with start_run(state, entity, project, run_id) as run:
-        linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
+        with out.progress("linking"):
+            linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
     if as_json:
-        out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "run": run.path})
-    else:
+        out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "created": linked.created,
+                       "run": run.path})
+    elif linked.created:
         click.echo(f"linked {linked.source_qualified_name} as {linked.qualified_name}")
+    else:
+        click.echo(f"{linked.source_qualified_name} is already linked as {linked.qualified_name}; nothing changed")
 
 
 @click.command("ls")
@@ -198,7 +211,7 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
 
 
 @click.command("log")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--max-count", "-n", "count", default=50, show_default=True, type=click.IntRange(min=0),
               help="Show at most this many versions (0: all).")
 @click.option("--skip", default=0, type=click.IntRange(min=0), help="Skip this many of the newest versions first.")
@@ -235,7 +248,9 @@ def log_cmd(state: State, name: str, count: int, skip: int, project: str | None,
     if as_json:
         out.emit_json({"collection": str(coll), "total": page.total, "skip": skip, "versions": rows})
         return
-    out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
+    # NEW STORED: what logging the version added to the store, after dedup and
+    # compression ('objstore diff' says raw bytes, and says so).
+    out.table(["VERSION", "ALIASES", "SIZE", "NEW STORED", "CREATED", "RUN"], [
         [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
          out.when(e.version.created_at), run_label(r["run"], r["run_state"])] for r, e in zip(rows, page.entries)])
     older = page.total - skip - len(rows)
@@ -261,7 +276,7 @@ def run_label(path: str | None, state: str) -> str:
 
 
 @click.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @project_option
 @entity_option
 @json_option
@@ -292,7 +307,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo(f"digest      {data['digest']}")
     click.echo(f"id          {data['id']}")
     click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
-    click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
+    click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new stored bytes when logged)")
     click.echo(f"created     {out.when(art.created_timestamp)}")
     click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
     click.echo(f"used by     {', '.join(data['used_by']) or '-'}")
@@ -307,7 +322,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
 
 
 @click.command("alias")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.argument("alias")
 @click.option("--delete", "delete", is_flag=True, help="Remove ALIAS from the collection NAME.")
 @project_option
@@ -346,7 +361,7 @@ def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | 
 
 
 @click.command("delete")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--delete-aliases", is_flag=True, help="Deleting one version: remove its aliases with it (else refused while it has any).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @project_option
@@ -391,7 +406,7 @@ def delete_cmd(state: State, name: str, delete_aliases: bool, yes: bool, project
 
 
 @click.command("annotations")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @project_option
 @entity_option
 @json_option
