@@ -99,16 +99,7 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
     if as_json:
         out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
     else:
-        click.echo(logged_line(art))
-
-
-def logged_line(art: Artifact) -> str:
-    """log-model's one summary line. "new" is what the version added to the store,
-    in stored bytes (after dedup and compression), as in 'objstore log'."""
-    if not art.created:
-        return f"unchanged {art.qualified_name}: it already holds this content (digest {art.digest[:12]}); no new version"
-    return (f"logged {art.qualified_name}: {out.size(art.size)}, {out.size(art.new_bytes)} new stored, "
-            f"digest {art.digest[:12]}" + (f", aliases {', '.join(art.aliases)}" if art.aliases else ""))
+        click.echo(out.logged_line(art))
 
 
 @click.command("use-model")

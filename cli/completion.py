@@ -47,10 +47,13 @@ def completion_cmd(ctx: click.Context, shell: str) -> None:
     names, versions and aliases).
 
     \b
-    Enable it:
-      bash: echo 'eval "$(objstore completion bash)"' >> ~/.bashrc
-      zsh:  echo 'eval "$(objstore completion zsh)"' >> ~/.zshrc
-      fish: objstore completion fish > ~/.config/fish/completions/objstore.fish
+    Example:
+      echo 'eval "$(objstore completion bash)"' >> ~/.bashrc
+      echo 'eval "$(objstore completion zsh)"' >> ~/.zshrc
+      objstore completion fish > ~/.config/fish/completions/objstore.fish
+
+    bash splits words at ':'; to complete versions after it, also put
+    COMP_WORDBREAKS=${COMP_WORDBREAKS//:} in ~/.bashrc.
     """
     cls = get_completion_class(shell)
     assert cls is not None  # every name in SHELLS is one of click's

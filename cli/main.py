@@ -1,9 +1,9 @@
 """``objstore``: the git-style command over a store.
 
 This module only assembles: the top-level group and its error handling, and
-the commands of each group's module (:mod:`cli.artifacts`, :mod:`cli.maintenance`,
-:mod:`cli.remote_commands`, :mod:`cli.status`, :mod:`cli.completion`), which share :mod:`cli.context`. Every command is a
-few lines over the library; nothing here decides anything the library does not.
+the commands of each group's module (:mod:`cli.artifacts`, :mod:`cli.artifact_commands`,
+:mod:`cli.maintenance`, :mod:`cli.remote_commands`, :mod:`cli.status`, :mod:`cli.completion`),
+which share :mod:`cli.context`. Every command is a few lines over the library; nothing here decides anything the library does not.
 JSON shapes of ``--json`` are documented in ``docs/cli-json.md``.
 """
 
@@ -20,7 +20,7 @@ import click
 from objstore.errors import ObjstoreError
 from objstore.storage import native
 
-from . import artifacts, cache_commands, completion, maintenance, remote_commands, status
+from . import artifact_commands, artifacts, cache_commands, completion, maintenance, remote_commands, status
 from . import output as out
 from .context import State
 
@@ -100,7 +100,7 @@ def main(ctx: click.Context, store: str | None) -> None:
 
 
 for _command in (*artifacts.COMMANDS, *maintenance.COMMANDS, *remote_commands.COMMANDS, *cache_commands.COMMANDS,
-                 *status.COMMANDS, *completion.COMMANDS):
+                 *status.COMMANDS, *completion.COMMANDS, *artifact_commands.COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

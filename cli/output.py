@@ -11,12 +11,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
 
 from objstore.console import human_bytes, human_duration, route
+
+if TYPE_CHECKING:
+    from objstore.api.artifact import Artifact
 
 
 def emit_json(data: object) -> None:
@@ -153,6 +156,15 @@ def paint(text: str, fg: str, *, err: bool = False) -> str:
     is not set (https://no-color.org)."""
     on = (sys.stderr.isatty() if err else sys.stdout.isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
     return click.style(text, fg=fg) if on else text
+
+
+def logged_line(art: Artifact) -> str:
+    """log-model's one summary line. "new" is what the version added to the store,
+    in stored bytes (after dedup and compression), as in 'objstore log'."""
+    if not art.created:
+        return f"unchanged {art.qualified_name}: it already holds this content (digest {art.digest[:12]}); no new version"
+    return (f"logged {art.qualified_name}: {size(art.size)}, {size(art.new_bytes)} new stored, "
+            f"digest {art.digest[:12]}" + (f", aliases {', '.join(art.aliases)}" if art.aliases else ""))
 
 
 def path_size(path: str) -> int:

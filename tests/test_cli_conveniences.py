@@ -221,3 +221,23 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(tmp_path: Path) -> No
     assert "\x1b[" not in plain and "objstore: error: " in plain
     piped = run_cli(tmp_path / "nowhere", "ls", check=False)
     assert "\x1b[" not in piped.err and piped.err.startswith("objstore: error: ")
+
+
+def test_log_and_use_artifact_for_a_dataset(tmp_path: Path) -> None:
+    s = tmp_path / "store"
+    run_cli(s, "init")
+    data = tmp_path / "data"
+    (data / "split").mkdir(parents=True)
+    (data / "split" / "train.csv").write_text("x,y\n1,2\n")
+    (data / "README").write_text("a dataset")
+    r = run_cli(s, "log-artifact", str(data), "--name", "digits", "--alias", "y2024")
+    assert r.out.startswith(f"logged {ENTITY}/uncategorized/digits:v0: ") and r.err == ""
+    assert run_cli(s, "log-artifact", str(data), "--name", "digits").out.startswith("unchanged ")
+    shown = run_cli(s, "show", "digits:y2024", "--json").json()
+    assert shown["type"] == "dataset"
+    out = Path(run_cli(s, "use-artifact", "digits:y2024", "--root", str(tmp_path / "out")).out.strip())
+    assert (out / "split" / "train.csv").read_text() == "x,y\n1,2\n" and (out / "README").read_text() == "a dataset"
+    wrong = run_cli(s, "use-artifact", "digits", "--type", "model", check=False)
+    assert wrong.code == 1 and "is of type 'dataset', not 'model'" in wrong.err
+    assert run_cli(s, "use-model", "digits", check=False).code == 1  # a dataset is not a model
+    assert run_cli(s, "log-artifact", str(data), check=False).code == 2  # --name is required: no run-<id> collections
