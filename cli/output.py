@@ -98,32 +98,38 @@ class Progress:
     """
 
     def __init__(self, label: str, total: int, unit: str, units: dict[str, str]) -> None:
-        self.label, self.units = label, units
+        self.label, self.total, self.unit, self.units = label, total, unit, units
         self._lock = threading.Lock()
         self._stage: str | None = None
         self.bar: _Bar | None = None
-        if drawing():
-            self.bar = _Bar(total=total or None, desc=label, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
-                            mininterval=0.1, miniters=1, bar_format=BAR_FORMAT, ascii=False)
-        self.on_bytes: Callable[[int], None] | None = self._advance if self.bar is not None else None
-        self.on_stage: Callable[[str, int, int], None] | None = self._set if self.bar is not None else None
+        self.drawn = drawing()
+        if self.drawn and total > 0:
+            self._open(label, total, unit)  # else at the first call: no empty "0 B/?" bar before a stage starts
+        self.on_bytes: Callable[[int], None] | None = self._advance if self.drawn else None
+        self.on_stage: Callable[[str, int, int], None] | None = self._set if self.drawn else None
+
+    def _open(self, desc: str, total: int, unit: str) -> _Bar:
+        self.bar = _Bar(total=total or None, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                        mininterval=0.1, miniters=1, bar_format=BAR_FORMAT, ascii=False)
+        return self.bar
 
     def _advance(self, n: int) -> None:
         with self._lock:
-            assert self.bar is not None
-            self.bar.update(n)
+            (self.bar or self._open(self.label, self.total, self.unit)).update(n)
 
     def _set(self, stage: str, done: int, total: int) -> None:
         with self._lock:
+            desc, unit = f"{self.label} {stage}", self.units.get(stage, "B")
             bar = self.bar
-            assert bar is not None
-            if stage != self._stage:
-                self._stage = stage
-                bar.unit = self.units.get(stage, "B")
-                bar.set_description_str(f"{self.label} {stage}", refresh=False)
+            if bar is None:
+                bar = self._open(desc, total, unit)
+            elif stage != self._stage:
+                bar.unit = unit
+                bar.set_description_str(desc, refresh=False)
                 bar.reset(total=total or None)
             elif total and total != bar.total:
                 bar.total = total
+            self._stage = stage
             bar.update(done - bar.n)
 
     def note(self, line: str) -> None:
@@ -145,7 +151,7 @@ def progress(label: str, total: int = 0, unit: str = "B", units: dict[str, str] 
     line on stdout after the block."""
     p = Progress(label, total, unit, units or {})
     try:
-        with route(p.note if p.bar is not None else None, summaries=False):
+        with route(p.note if p.drawn else None, summaries=False):
             yield p
     finally:
         p.close()

@@ -212,7 +212,6 @@ def clone_cmd(ctx: click.Context, url: str, directory: str | None, endpoint: str
     if as_json:
         out.emit_json({**result.to_dict(), "store": str(dest.absolute())})
     else:
-        _report(result, False)
-        click.echo(f"store at {dest}")
+        click.echo(f"{describe(result)}, into {dest}")  # one summary line (a clone renumbers nothing)
 
 COMMANDS: tuple[click.Command, ...] = (remote_grp, push_cmd, fetch_cmd, pull_cmd, clone_cmd)
