@@ -34,6 +34,7 @@ from objstore.model.versions import (
 )
 
 from . import output as out
+from .completion import complete_versions
 from .context import (
     State,
     artifact_dict,
@@ -107,19 +108,17 @@ def log_model_cmd(state: State, path: str, name: str | None, aliases: tuple[str,
                    f"{os.path.basename(os.path.normpath(path))}), so nothing is versioned; pass --name NAME "
                    f"to log versions of one model", err=True)
     with command_run(state, entity, project, new_id, run_id) as run:
-        with out.progress_bar(out.path_size(path), "logging") as progress:
+        with out.progress("logging", out.path_size(path)) as bar:
             art = run.log_model(path, name=name, aliases=list(aliases), metadata=meta, description=description,
-                                progress=progress, exclude=excludes)
+                                progress=bar.on_bytes, exclude=excludes)
     if as_json:
         out.emit_json({**artifact_dict(art), "created": art.created, "run": run.path})
     else:
-        verb = "logged" if art.created else "unchanged"
-        click.echo(f"{verb} {art.qualified_name}  {out.size(art.size)}, "
-                   f"{out.size(art.new_bytes if art.created else 0)} new  digest {art.digest[:12]}")
+        click.echo(out.logged_line(art))
 
 
 @click.command("use-model")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--root", default=None, type=click.Path(file_okay=False), help="Where to put it [./artifacts/<name>:<version>].")
 @project_option
 @entity_option
@@ -136,8 +135,8 @@ def use_model_cmd(state: State, name: str, root: str | None, project: str | None
     """
     resolved = resolve_spec(state, name, entity, project)  # fail before a run is recorded
     with command_run(state, entity, project, None, run_id) as run:
-        with out.progress_bar(resolved.version.size, "downloading") as progress:
-            path = run.use_model(resolved.qualified_name, root=root, progress=progress)
+        with out.progress("downloading", resolved.version.size) as bar:
+            path = run.use_model(resolved.qualified_name, root=root, progress=bar.on_bytes)
     if as_json:
         out.emit_json({"name": resolved.qualified_name, "path": path, "run": run.path})
     else:
@@ -168,11 +167,15 @@ def link_model_cmd(state: State, path: str, registered_model: str, name: str | N
     check_log_args(path, name, new_id)
     state.store()
     with command_run(state, entity, project, new_id, run_id) as run:
-        linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
+        with out.progress("linking"):
+            linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
     if as_json:
-        out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "run": run.path})
-    else:
+        out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "created": linked.created,
+                       "run": run.path})
+    elif linked.created:
         click.echo(f"linked {linked.source_qualified_name} as {linked.qualified_name}")
+    else:
+        click.echo(f"{linked.source_qualified_name} is already linked as {linked.qualified_name}; nothing changed")
 
 
 @click.command("ls")
@@ -217,7 +220,7 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
 
 
 @click.command("log")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--max-count", "-n", "count", default=50, show_default=True, type=click.IntRange(min=0),
               help="Show at most this many versions (0: all).")
 @click.option("--skip", default=0, type=click.IntRange(min=0), help="Skip this many of the newest versions first.")
@@ -254,7 +257,9 @@ def log_cmd(state: State, name: str, count: int, skip: int, project: str | None,
     if as_json:
         out.emit_json({"collection": str(coll), "total": page.total, "skip": skip, "versions": rows})
         return
-    out.table(["VERSION", "ALIASES", "SIZE", "NEW", "CREATED", "RUN"], [
+    # NEW STORED: what logging the version added to the store, after dedup and
+    # compression ('objstore diff' says raw bytes, and says so).
+    out.table(["VERSION", "ALIASES", "SIZE", "NEW STORED", "CREATED", "RUN"], [
         [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
          out.when(e.version.created_at), run_label(r["run"], r["run_state"])] for r, e in zip(rows, page.entries)])
     older = page.total - skip - len(rows)
@@ -280,7 +285,7 @@ def run_label(path: str | None, state: str) -> str:
 
 
 @click.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @project_option
 @entity_option
 @json_option
@@ -312,7 +317,7 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     click.echo(f"digest      {data['digest']}")
     click.echo(f"id          {data['id']}")
     click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
-    click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new when logged)")
+    click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new stored bytes when logged)")
     click.echo(f"created     {out.when(art.created_timestamp)}")
     click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
     click.echo(f"used by     {used_by_line(users, name)}")
@@ -341,7 +346,7 @@ def used_by_line(users: list[RunInfo], name: str) -> str:
 
 
 @click.command("alias")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.argument("alias")
 @click.option("--delete", "delete", is_flag=True, help="Remove ALIAS from the collection NAME.")
 @project_option
@@ -380,7 +385,7 @@ def alias_cmd(state: State, name: str, alias: str, delete: bool, project: str | 
 
 
 @click.command("delete")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--delete-aliases", is_flag=True, help="Deleting one version: remove its aliases with it (else refused while it has any).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @project_option
@@ -425,7 +430,7 @@ def delete_cmd(state: State, name: str, delete_aliases: bool, yes: bool, project
 
 
 @click.command("annotations")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @project_option
 @entity_option
 @json_option

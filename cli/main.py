@@ -1,9 +1,9 @@
 """``objstore``: the git-style command over a store.
 
 This module only assembles: the top-level group and its error handling, and
-the commands of each group's module (:mod:`cli.artifacts`, :mod:`cli.maintenance`,
-:mod:`cli.remote_commands`), which share :mod:`cli.context`. Every command is a
-few lines over the library; nothing here decides anything the library does not.
+the commands of each group's module (:mod:`cli.artifacts`, :mod:`cli.artifact_commands`,
+:mod:`cli.maintenance`, :mod:`cli.remote_commands`, :mod:`cli.status`, :mod:`cli.completion`),
+which share :mod:`cli.context`. Every command is a few lines over the library; nothing here decides anything the library does not.
 JSON shapes of ``--json`` are documented in ``docs/cli-json.md``.
 """
 
@@ -20,11 +20,13 @@ import click
 from objstore.errors import ObjstoreError
 from objstore.storage import native
 
-from . import artifacts, cache_commands, maintenance, remote_commands, run_commands
+from . import artifact_commands, artifacts, cache_commands, completion, maintenance, remote_commands, run_commands, status
+from . import output as out
 from .context import State
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 MAIN_HELP = """objstore: a git-like content-addressed store for ML models.
 
@@ -52,15 +54,23 @@ class ObjstoreGroup(click.Group):
         debug = os.environ.get("OBJSTORE_DEBUG", "") not in ("", "0")
         try:
             code = super().main(args, prog_name or "objstore", complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            # A bare group (``objstore``, ``objstore remote``): its usage, as git
+            # prints it, on stdout; still a usage error for a script.
+            click.echo(exc.ctx.get_help())
+            sys.exit(EXIT_USAGE)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "objstore"
             _fail(f"{exc.format_message()} (see '{where} --help')", EXIT_USAGE, debug)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code or EXIT_ERROR, debug)
-        except click.Abort:
+        except click.Abort as exc:
+            # click turns Ctrl-C into Abort; the shell's convention is 128 + SIGINT.
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                _fail("interrupted", EXIT_INTERRUPTED, debug)
             _fail("aborted", EXIT_ERROR, debug)
         except KeyboardInterrupt:
-            _fail("interrupted", 130, debug)
+            _fail("interrupted", EXIT_INTERRUPTED, debug)
         except BrokenPipeError:
             sys.exit(EXIT_ERROR)
         except ObjstoreError as exc:
@@ -74,7 +84,7 @@ def _fail(message: str, code: int, debug: bool) -> None:
     if debug:
         traceback.print_exc()
     text = " ".join(str(message).split())  # always one line
-    click.echo(f"objstore: error: {text}", err=True)
+    click.echo(f"objstore: {out.paint('error', 'red', err=True)}: {text}", err=True)
     sys.exit(code)
 
 
@@ -90,7 +100,7 @@ def main(ctx: click.Context, store: str | None) -> None:
 
 
 for _command in (*artifacts.COMMANDS, *maintenance.COMMANDS, *remote_commands.COMMANDS, *cache_commands.COMMANDS,
-                 *run_commands.COMMANDS):
+                 *run_commands.COMMANDS, *status.COMMANDS, *completion.COMMANDS, *artifact_commands.COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -9,11 +9,11 @@ import click
 
 from objstore.api.diff import diff_versions
 from objstore.api.lineage import Node, lineage
-from objstore.console import human_bytes
+from objstore.console import human_bytes, human_duration
 from objstore.constants import GC_GRACE_SECONDS
 from objstore.maintenance.catfile import cat_object, chunk_bytes
 from objstore.maintenance.fsck import fsck
-from objstore.maintenance.gc import collect_garbage
+from objstore.maintenance.gc import GcReport, collect_garbage
 from objstore.maintenance.repack import RepackReport, repack_small_packs
 from objstore.maintenance.repair import repair_from as repair
 from objstore.maintenance.stats import disk_usage
@@ -23,6 +23,7 @@ from objstore.storage.chunkindex import CompactReport, compact_threshold
 from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
+from .completion import complete_versions
 from .context import (
     EXIT_DAMAGE,
     State,
@@ -35,8 +36,8 @@ from .context import (
 
 
 @click.command("diff")
-@click.argument("a")
-@click.argument("b")
+@click.argument("a", shell_complete=complete_versions)
+@click.argument("b", shell_complete=complete_versions)
 @project_option
 @entity_option
 @json_option
@@ -53,7 +54,8 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
         out.emit_json(d.to_dict())
         return
     click.echo(f"--- {d.a}\n+++ {d.b}")
-    marks = {"added": "A", "removed": "D", "changed": "M", "renamed": "R"}
+    marks = {"added": out.paint("A", "green"), "removed": out.paint("D", "red"), "changed": out.paint("M", "yellow"),
+             "renamed": out.paint("R", "cyan")}
     for f in d.files:
         path = f"{f.old_path} -> {f.path}" if f.old_path else f.path
         click.echo(f"{marks[f.status]}  {path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
@@ -67,11 +69,21 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
             else:
                 detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
             click.echo(f"     tensor {t.name}: {t.change} ({detail})")
+        for m in f.metadata or ():
+            click.echo(f"     metadata {m.key}: {_shown(m.old)} -> {_shown(m.new)}")
+        if f.status == "changed" and f.tensors == () and not f.metadata:
+            click.echo("     header only: every tensor is unchanged (the header's layout or key order differs)")
+    # Raw (logical) bytes here: what the two versions' contents share; the stored
+    # cost of a version is 'objstore log''s NEW STORED column.
     click.echo(f"{len(d.files)} file(s) differ, {d.unchanged} unchanged; "
-               f"{human_bytes(d.bytes_shared)} shared, {human_bytes(d.bytes_new)} new")
+               f"{human_bytes(d.bytes_shared)} shared, {human_bytes(d.bytes_new)} new raw bytes (before compression)")
+
+def _shown(value: str | None) -> str:
+    return "(none)" if value is None else repr(value)
+
 
 @click.command("lineage")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_versions)
 @click.option("--format", "fmt", type=click.Choice(["tree", "dot"]), default="tree", show_default=True)
 @project_option
 @entity_option
@@ -173,20 +185,23 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
                            f"{len(repaired.repaired_refs)} refs reset")
         report = repaired.after
     else:
-        report = fsck(state.store())
+        with out.progress("checking", units={"packs": "B", "objects": "objects", "versions": "versions"}) as bar:
+            report = fsck(state.store(), progress=bar.on_stage)
     if as_json:
         out.emit_json(report.to_dict())
     else:
-        click.echo(f"checked {report.packs} packs, {report.chunks} chunks, {report.objects} objects, "
-                   f"{report.refs} refs, {report.versions} versions")
         for p in report.problems:
             breaks = f" (breaks {', '.join(p.breaks)})" if p.breaks else ""
-            click.echo(f"{p.kind}: {p.message}{breaks}")
+            click.echo(f"{out.paint(p.kind, 'red')}: {p.message}{breaks}")
+        # fsck checks what is stored, so it counts every object a version ref or
+        # alias names: registry links too, which du (content) does not count.
+        checked = (f"checked {report.packs} packs, {report.chunks} chunks, {report.objects} objects, {report.refs} refs, "
+                   f"{report.versions} version objects (versions and registry links; du counts distinct versions)")
         if report.ok:
-            click.echo("ok: no damage found")
+            click.echo(f"{out.paint('ok', 'green')}: no damage found; {checked}")
         else:
             damaged = ", ".join(report.damaged_versions) or "no version"
-            click.echo(f"damage found: {len(report.problems)} problem(s); broken versions: {damaged}")
+            click.echo(f"{out.paint('damage found', 'red')}: {len(report.problems)} problem(s); broken versions: {damaged}; {checked}")
     if not report.ok:
         ctx.exit(EXIT_DAMAGE)
 
@@ -206,7 +221,9 @@ def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> N
       objstore gc
     """
     expiry = expire_versions(state.store(), dry_run=dry_run)
-    report = collect_garbage(state.store(), grace_seconds=GC_GRACE_SECONDS if grace is None else grace, dry_run=dry_run)
+    grace_s = GC_GRACE_SECONDS if grace is None else grace
+    with out.progress("gc", units={"objects": "objects", "packs": "packs"}) as bar:
+        report = collect_garbage(state.store(), grace_seconds=grace_s, dry_run=dry_run, progress=bar.on_stage)
     if as_json:
         out.emit_json({**report.to_dict(), "expired": [d.version for d in expiry.expired]})
         return
@@ -215,16 +232,35 @@ def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> N
         click.echo(f"{prefix}expire {d.version} (its ttl has passed)")
     for name, why in expiry.kept:
         click.echo(f"warning: {name} is past its ttl but kept: {why}", err=True)
+    for oid in report.damaged_objects:
+        click.echo(f"warning: object {oid[:16]} does not decode; kept it and everything it names (run 'objstore fsck')", err=True)
+    if report.held:
+        click.echo(f"warning: {report.held}", err=True)
     click.echo(f"reachable: {report.reachable_objects} objects, {report.reachable_chunks} chunks")
     click.echo(f"{prefix}mark {report.packs_marked} pack(s) and {report.objects_marked} object(s) ({human_bytes(report.bytes_marked)}); "
                f"{prefix}rewrite {report.packs_rewritten} pack(s) ({report.chunks_copied} chunks copied)")
     click.echo(f"{prefix}delete {report.packs_deleted} pack(s) and {report.objects_deleted} object(s)"
                + (f" and {report.temp_files_deleted} leftover temp file(s)" if report.temp_files_deleted else "")
                + f"; {prefix}free {human_bytes(max(report.bytes_freed, 0))}")
-    for oid in report.damaged_objects:
-        click.echo(f"warning: object {oid[:16]} does not decode; kept it and everything it names (run 'objstore fsck')", err=True)
-    if report.held:
-        click.echo(f"warning: {report.held}", err=True)
+    for line in _waiting(report, grace_s):
+        click.echo(line)
+
+
+def _waiting(report: GcReport, grace: float) -> list[str]:
+    """Why garbage was left (the grace period), how much, and when a gc frees it."""
+    if not (report.bytes_young or report.bytes_pending):
+        return []
+    period = f"the grace period ({human_duration(grace)})"
+    lines = []
+    if report.bytes_young and report.young_due is not None:
+        lines.append(f"kept: {human_bytes(report.bytes_young)} no longer used but stored less than {period} ago; "
+                     f"a gc after {out.when(report.young_due)} marks it, a gc {human_duration(grace)} later frees it")
+    if report.bytes_pending and report.pending_due is not None:
+        lines.append(f"kept: {human_bytes(report.bytes_pending)} is marked; a gc after {out.when(report.pending_due)} frees it")
+    lines.append("(a writer may still be using what is younger than the grace period; "
+                 "--grace 0 frees it now, only when no other process writes to this store)")
+    return lines
+
 
 @click.command("du")
 @click.option("--by", type=click.Choice(["project"]), default=None, help="Also break usage down by project.")
@@ -242,7 +278,7 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
         out.emit_json(usage.to_dict())
         return
     t = usage.total
-    click.echo(f"versions           {t.versions}")
+    click.echo(f"versions           {t.versions} (distinct versions; a registry link to one is not counted again)")
     click.echo(f"logical bytes      {human_bytes(t.logical_bytes)} ({t.logical_bytes})")
     click.echo(f"unique bytes       {human_bytes(t.unique_bytes)} ({t.unique_bytes})")
     click.echo(f"stored bytes       {human_bytes(usage.stored_bytes)} ({usage.stored_bytes}) "
@@ -303,7 +339,8 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
     # (their .idx would otherwise stay loose until gc deletes them), then the
     # copies' .idx.
     report = store.odb.compact_index()
-    repacked = None if no_repack else repack_small_packs(store)
+    with out.progress("repacking", units={"packs": "B"}) as bar:
+        repacked = None if no_repack else repack_small_packs(store, progress=bar.on_stage)
     merged = store.odb.compact_index() if repacked is not None and repacked.packs_written else None
     if as_json:
         out.emit_json({"format": store.config.format, "upgraded": upgraded, **report.to_dict(),

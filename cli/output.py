@@ -1,5 +1,6 @@
-"""How the CLI talks: JSON for scripts, aligned text for people, progress bars
-only on a terminal, and errors as one line on stderr."""
+"""How the CLI talks: JSON for scripts, aligned text for people, one progress bar
+(tqdm) per long command only on a terminal with the library's notes printed above
+it, colour only on a terminal without NO_COLOR, and errors as one line on stderr."""
 
 from __future__ import annotations
 
@@ -7,13 +8,18 @@ import datetime as _dt
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import click
+from tqdm import tqdm
 
-from objstore.console import human_bytes
+from objstore.console import human_bytes, human_duration, route
+
+if TYPE_CHECKING:
+    from objstore.api.artifact import Artifact
 
 
 def emit_json(data: object) -> None:
@@ -43,39 +49,128 @@ def size(n: int | None) -> str:
     return "-" if n is None else human_bytes(n)
 
 
+class _Bar(tqdm):  # type: ignore[type-arg]  # tqdm is generic in its stubs (types-tqdm) only
+    """tqdm with our units: bytes as ``1.5 GiB``, rates as ``312.4 MiB/s``, the ETA as ``1m 35s``."""
+
+    @staticmethod
+    def status_printer(file: Any) -> Callable[[str], None]:
+        """Each redraw erases to the end of the line (ESC[K) instead of tqdm's padding
+        with spaces to the last line's length: a shorter line leaves nothing behind,
+        and after the window narrows no padding wraps onto the next line."""
+
+        def print_status(s: str) -> None:
+            file.write(f"\r{s}\x1b[K")
+            file.flush()
+
+        return print_status
+
+    @property
+    def format_dict(self) -> MutableMapping[str, Any]:
+        d = super().format_dict
+        n, total, elapsed, rate = d["n"], d["total"] or 0, d["elapsed"], d["rate"]
+        if rate is None and elapsed:
+            rate = n / elapsed
+        as_bytes = d["unit"] == "B"
+        count: Callable[[float], str] = human_bytes if as_bytes else (lambda x: f"{x:.0f}")
+        d["done"] = count(n)
+        d["size"] = count(total) if total else "?"
+        d["speed"] = "-" if not rate else (f"{human_bytes(rate)}/s" if as_bytes else f"{rate:.1f} {d['unit']}/s")
+        d["eta"] = human_duration((total - n) / rate) if rate and total and n < total else ("0s" if total and n >= total else "?")
+        return d
+
+
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {done}/{size}  {speed}  ETA {eta}"
+
+
+def drawing() -> bool:
+    """Whether a command draws its progress: only on a terminal (stderr, where the
+    bar goes, as git does), never with OBJSTORE_QUIET or --json."""
+    return sys.stderr.isatty() and os.environ.get("OBJSTORE_QUIET", "") in ("", "0") and os.environ.get("TERM") != "dumb"
+
+
+class Progress:
+    """One bar for one command, fed by the library's progress callbacks.
+
+    :attr:`on_bytes` is the ``progress(n)`` of logging and downloading (n more
+    bytes done); :attr:`on_stage` the ``progress(stage, done, total)`` of
+    transfers, fsck and gc: a new stage resets the same bar (one line, never a
+    second bar). Both are None when nothing is drawn, so the library skips the calls.
+    """
+
+    def __init__(self, label: str, total: int, unit: str, units: dict[str, str]) -> None:
+        self.label, self.total, self.unit, self.units = label, total, unit, units
+        self._lock = threading.Lock()
+        self._stage: str | None = None
+        self.bar: _Bar | None = None
+        self.drawn = drawing()
+        if self.drawn and total > 0:
+            self._open(label, total, unit)  # else at the first call: no empty "0 B/?" bar before a stage starts
+        self.on_bytes: Callable[[int], None] | None = self._advance if self.drawn else None
+        self.on_stage: Callable[[str, int, int], None] | None = self._set if self.drawn else None
+
+    def _open(self, desc: str, total: int, unit: str) -> _Bar:
+        self.bar = _Bar(total=total or None, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                        mininterval=0.1, miniters=1, bar_format=BAR_FORMAT, ascii=False)
+        return self.bar
+
+    def _advance(self, n: int) -> None:
+        with self._lock:
+            (self.bar or self._open(self.label, self.total, self.unit)).update(n)
+
+    def _set(self, stage: str, done: int, total: int) -> None:
+        with self._lock:
+            desc, unit = f"{self.label} {stage}", self.units.get(stage, "B")
+            bar = self.bar
+            if bar is None:
+                bar = self._open(desc, total, unit)
+            elif stage != self._stage:
+                bar.unit = unit
+                bar.set_description_str(desc, refresh=False)
+                bar.reset(total=total or None)
+            elif total and total != bar.total:
+                bar.total = total
+            self._stage = stage
+            bar.update(done - bar.n)
+
+    def note(self, line: str) -> None:
+        """Print ``line`` above the bar (the library's notes come here)."""
+        with self._lock:
+            tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.bar is not None:
+                self.bar.close()  # leave=False: the line is cleared, the summary takes its place
+                self.bar = None
+
+
 @contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A bytes / rate / ETA bar on stderr when it is a terminal; None (no bar) otherwise."""
-    if not sys.stderr.isatty() or os.environ.get("OBJSTORE_QUIET", "") not in ("", "0") or total <= 0:
-        yield None
-        return
-    start = time.monotonic()
-    done = 0
-    last = 0.0
-
-    def draw(final: bool = False) -> None:
-        elapsed = max(time.monotonic() - start, 1e-6)
-        rate = done / elapsed
-        frac = min(done / total, 1.0)
-        eta = (total - done) / rate if rate > 0 and not final else 0.0
-        bar = "#" * int(frac * 24)
-        sys.stderr.write(f"\r{label} [{bar:<24}] {human_bytes(done)}/{human_bytes(total)} {human_bytes(rate)}/s ETA {eta:4.0f}s ")
-        sys.stderr.flush()
-
-    def update(n: int) -> None:
-        nonlocal done, last
-        done += n
-        now = time.monotonic()
-        if now - last >= 0.1:
-            last = now
-            draw()
-
+def progress(label: str, total: int = 0, unit: str = "B", units: dict[str, str] | None = None) -> Iterator[Progress]:
+    """The bar of a long command. Within the block the library's notes print above
+    it, and its summary notes are dropped: the command prints its own one summary
+    line on stdout after the block."""
+    p = Progress(label, total, unit, units or {})
     try:
-        yield update
+        with route(p.note if p.drawn else None, summaries=False):
+            yield p
     finally:
-        draw(final=True)
-        sys.stderr.write("\n")
-        sys.stderr.flush()
+        p.close()
+
+
+def paint(text: str, fg: str, *, err: bool = False) -> str:
+    """``text`` in colour ``fg`` when the stream it goes to is a terminal and NO_COLOR
+    is not set (https://no-color.org)."""
+    on = (sys.stderr.isatty() if err else sys.stdout.isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return click.style(text, fg=fg) if on else text
+
+
+def logged_line(art: Artifact) -> str:
+    """log-model's one summary line. "new" is what the version added to the store,
+    in stored bytes (after dedup and compression), as in 'objstore log'."""
+    if not art.created:
+        return f"unchanged {art.qualified_name}: it already holds this content (digest {art.digest[:12]}); no new version"
+    return (f"logged {art.qualified_name}: {size(art.size)}, {size(art.new_bytes)} new stored, "
+            f"digest {art.digest[:12]}" + (f", aliases {', '.join(art.aliases)}" if art.aliases else ""))
 
 
 def path_size(path: str) -> int:

@@ -7,17 +7,11 @@ or the list of remotes (``[{"name", "url", "options"}]``).
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from objstore.console import human_bytes
 from objstore.model.store import STORE_DIRNAME, local_directory
-from objstore.storage.keys import ref_display
 from objstore.transfer.remotes import (
     clone,
     fetch,
@@ -39,36 +33,7 @@ def _split_remote(state: State, args: tuple[str, ...]) -> tuple[str | None, list
     return split_remote_args(state.store(), args)
 
 
-def _progress(verb: str) -> Callable[[str, int, int], None] | None:
-    """A one-line status on stderr while chunks and objects move, only on a terminal."""
-    if not sys.stderr.isatty() or os.environ.get("OBJSTORE_QUIET", "") not in ("", "0"):
-        return None
-
-    def show(stage: str, done: int, total: int) -> None:
-        if stage == "chunks":
-            text = f"{verb}: chunks {human_bytes(done)}/{human_bytes(total)}"
-        else:
-            text = f"{verb}: objects {done}/{total}"
-        sys.stderr.write(f"\r{text:<60}")
-        if stage == "objects" and done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return show
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """The library's own notes repeat what the command prints on stdout; hold them back."""
-    old = os.environ.get("OBJSTORE_QUIET")
-    os.environ["OBJSTORE_QUIET"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["OBJSTORE_QUIET"]
-        else:
-            os.environ["OBJSTORE_QUIET"] = old
+TRANSFER_UNITS = {"chunks": "B", "objects": "objects"}  # stage chunks counts stored bytes (objstore.transfer.sync)
 
 
 def _report(result: TransferResult, as_json: bool) -> None:
@@ -78,8 +43,8 @@ def _report(result: TransferResult, as_json: bool) -> None:
     click.echo(describe(result))
     for old, new in result.renumbered:
         click.echo(f"renumbered {old} -> {new.rsplit(':', 1)[1]}")
-    for key in result.kept:
-        click.echo(f"kept local {ref_display(key)} (changed on both sides)")
+    # What was kept where both sides changed is the library's note (stderr), which
+    # says which side kept it and what to do; --json lists it under "kept".
 
 
 
@@ -169,9 +134,8 @@ def push_cmd(state: State, args: tuple[str, ...], force: bool, as_json: bool) ->
       objstore push team demo/llm
     """
     remote, selected = _split_remote(state, args)
-    progress = _progress("push")
-    with _quiet():
-        result = push(state.store(), remote, selected or None, force=force, progress=progress)
+    with out.progress("pushing", units=TRANSFER_UNITS) as bar:
+        result = push(state.store(), remote, selected or None, force=force, progress=bar.on_stage)
     _report(result, as_json)
 
 @click.command("fetch")
@@ -186,9 +150,8 @@ def fetch_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
       objstore fetch origin
     """
     remote, selected = _split_remote(state, args)
-    progress = _progress("fetch")
-    with _quiet():
-        result = fetch(state.store(), remote, selected or None, progress=progress)
+    with out.progress("fetching", units=TRANSFER_UNITS) as bar:
+        result = fetch(state.store(), remote, selected or None, progress=bar.on_stage)
     _report(result, as_json)
 
 @click.command("pull")
@@ -207,9 +170,8 @@ def pull_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
       objstore pull origin charlie/mnist/MNIST
     """
     remote, selected = _split_remote(state, args)
-    progress = _progress("pull")
-    with _quiet():
-        result = pull(state.store(), remote, selected or None, progress=progress)
+    with out.progress("pulling", units=TRANSFER_UNITS) as bar:
+        result = pull(state.store(), remote, selected or None, progress=bar.on_stage)
     _report(result, as_json)
 
 @click.command("clone")
@@ -238,14 +200,12 @@ def clone_cmd(ctx: click.Context, url: str, directory: str | None, endpoint: str
         base = url.rstrip("/").rsplit("/", 1)[-1] or "store"
         dest = Path(base) / STORE_DIRNAME
     options = {"endpoint": endpoint} if endpoint else {}
-    progress = _progress("clone")
-    with _quiet():  # a failed clone leaves nothing behind, DIRECTORY included: clone() removes what it made
-        store, result = clone(url, dest, progress=progress, **options)
+    with out.progress("cloning", units=TRANSFER_UNITS) as bar:  # a failed clone leaves nothing behind: clone() removes what it made
+        store, result = clone(url, dest, progress=bar.on_stage, **options)
     store.close()
     if as_json:
         out.emit_json({**result.to_dict(), "store": str(dest.absolute())})
     else:
-        _report(result, False)
-        click.echo(f"store at {dest}")
+        click.echo(f"{describe(result)}, into {dest}")  # one summary line (a clone renumbers nothing)
 
 COMMANDS: tuple[click.Command, ...] = (remote_grp, push_cmd, fetch_cmd, pull_cmd, clone_cmd)

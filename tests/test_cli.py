@@ -23,7 +23,8 @@ def test_console_script_is_installed() -> None:
 
 
 @pytest.mark.parametrize("command", ["init", "log-model", "use-model", "link-model", "ls", "log", "show", "alias", "diff",
-                                     "lineage", "cat-file", "fsck", "gc", "du", "delete"])
+                                     "lineage", "cat-file", "fsck", "gc", "du", "delete", "status",
+                                     "completion", "log-artifact", "use-artifact"])
 def test_every_command_help_shows_an_example(command: str) -> None:
     from click.testing import CliRunner
 

@@ -40,9 +40,24 @@ class TensorChange:
 
 
 @dataclass(frozen=True, slots=True)
+class MetadataChange:
+    """One key of a safetensors header's ``__metadata__`` added (old None), removed (new None) or changed."""
+
+    key: str
+    old: str | None
+    new: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"key": self.key, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True, slots=True)
 class FileChange:
-    """``status``: added, removed, changed or renamed. ``tensors`` is set when both
-    sides are safetensors; ``old_path`` when the file had another name in A."""
+    """``status``: added, removed, changed or renamed. ``tensors`` and ``metadata``
+    (the header's ``__metadata__`` keys that differ) are set when both sides are
+    safetensors; ``old_path`` when the file had another name in A. A file whose
+    tensors are all equal differs in its header: ``metadata`` says how, or
+    neither list has an entry when only the header's layout changed."""
 
     path: str
     status: str
@@ -50,11 +65,13 @@ class FileChange:
     new_size: int | None
     tensors: tuple[TensorChange, ...] | None = None
     old_path: str | None = None
+    metadata: tuple[MetadataChange, ...] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "path": self.path, "status": self.status, "old_size": self.old_size, "new_size": self.new_size,
             "tensors": None if self.tensors is None else [t.to_dict() for t in self.tensors], "old_path": self.old_path,
+            "metadata": None if self.metadata is None else [m.to_dict() for m in self.metadata],
         }
 
 
@@ -113,10 +130,15 @@ def diff_versions(store: Store, a: ResolvedVersion, b: ResolvedVersion) -> Versi
 def _changed(store: Store, walker: ContentWalker, path: str, ea: TreeEntry, eb: TreeEntry, old_path: str | None = None) -> FileChange:
     if old_path is not None and ea.id == eb.id:
         return FileChange(path, "renamed", ea.size, eb.size, (), old_path)
-    tensors = None
+    tensors = metadata = None
     if ea.kind == FILE and eb.kind == FILE and ea.id and eb.id:
-        tensors = _tensor_changes(store, walker.file(ea.id), walker.file(eb.id))
-    return FileChange(path, "changed", ea.size, eb.size, tensors, old_path)
+        fa, fb = walker.file(ea.id), walker.file(eb.id)
+        ha, hb = _header(store, fa), _header(store, fb)
+        if ha is not None and hb is not None:
+            tensors = _tensor_changes(ha[0], hb[0], fa != fb)
+            metadata = tuple(MetadataChange(k, ha[1].get(k), hb[1].get(k))
+                             for k in sorted(ha[1].keys() | hb[1].keys()) if ha[1].get(k) != hb[1].get(k))
+    return FileChange(path, "changed", ea.size, eb.size, tensors, old_path, metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +148,10 @@ class _Tensor:
     chunks: tuple[ObjectId, ...] | None  # None when chunk edges do not match the tensor's range
 
 
-def tensor_table(store: Store, fobj: FileObject) -> dict[str, _Tensor] | None:
+def _header(store: Store, fobj: FileObject) -> tuple[dict[str, _Tensor], dict[str, str]] | None:
     """Each tensor of a stored safetensors file with the chunks holding its bytes,
-    or None if the file is not safetensors. Reads only the header's chunks."""
+    and the header's ``__metadata__``; None if the file is not safetensors. Reads
+    only the header's chunks."""
     if not fobj.chunks:
         return None
     header = bytearray()
@@ -144,7 +167,7 @@ def tensor_table(store: Store, fobj: FileObject) -> dict[str, _Tensor] | None:
     parsed = read_safetensors_header(io.BytesIO(bytes(header)), fobj.size)
     if parsed is None:
         return None
-    _, tensors, _ = parsed
+    _, tensors, meta = parsed
     starts = []
     pos = 0
     for cid, n in fobj.chunks:
@@ -163,13 +186,10 @@ def tensor_table(store: Store, fobj: FileObject) -> dict[str, _Tensor] | None:
         if t.length and (j == 0 or starts[j - 1][1] != t.offset + t.length):
             aligned = False
         out[t.name] = _Tensor(t.dtype, t.shape, tuple(ids) if aligned else None)
-    return out
+    return out, meta
 
 
-def _tensor_changes(store: Store, fa: FileObject, fb: FileObject) -> tuple[TensorChange, ...] | None:
-    ta, tb = tensor_table(store, fa), tensor_table(store, fb)
-    if ta is None or tb is None:
-        return None
+def _tensor_changes(ta: dict[str, _Tensor], tb: dict[str, _Tensor], files_differ: bool) -> tuple[TensorChange, ...]:
     out = []
     for name in sorted(ta.keys() | tb.keys()):
         x, y = ta.get(name), tb.get(name)
@@ -187,7 +207,7 @@ def _tensor_changes(store: Store, fa: FileObject, fb: FileObject) -> tuple[Tenso
             elif x.chunks is None or y.chunks is None or x.chunks != y.chunks:
                 # Unaligned ranges (a file not cut by tensor) cannot be compared by
                 # chunk; they are reported as changed only if the file differs at all.
-                change = "values" if (x.chunks is not None and y.chunks is not None) or fa != fb else None
+                change = "values" if (x.chunks is not None and y.chunks is not None) or files_differ else None
             if change:
                 out.append(TensorChange(name, change, x.dtype, y.dtype, x.shape, y.shape))
     return tuple(out)

@@ -206,9 +206,9 @@ class Run:
         shown = art.aliases
         alias_note = f" (aliases: {', '.join(shown)})" if shown else ""
         if art.created:
-            say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}")
+            say(f"logged {art.qualified_name}: {human_bytes(art.size)}, {human_bytes(art.new_bytes)} new{alias_note}", summary=True)
         else:
-            say(f"{art.qualified_name} already holds this content (digest {art.digest[:12]}); no new version{alias_note}")
+            say(f"{art.qualified_name} already holds this content (digest {art.digest[:12]}); no new version{alias_note}", summary=True)
         return art
 
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
@@ -261,10 +261,11 @@ class Run:
         self._record_start()  # before the link's ref names this run
         entry, created = link_version(self.store, registry, resolved, run=self.path, aliases=wanted)
         linked = artifact_of(self.store, entry)
+        linked._created = created  # what Artifact.created says of a link: made by this call, or there already
         if created:
-            say(f"linked {artifact.qualified_name} as {linked.qualified_name}")
+            say(f"linked {artifact.qualified_name} as {linked.qualified_name}", summary=True)
         else:
-            say(f"{artifact.qualified_name} is already linked as {linked.qualified_name}; no new version")
+            say(f"{artifact.qualified_name} is already linked as {linked.qualified_name}; no new version", summary=True)
         return linked
 
     # -- models (the log_model / use_model / link_model page) -------------

@@ -36,7 +36,7 @@ from objstore.model.store import Store
 from objstore.model.versions import check_ref
 from objstore.storage.chunkindex import covered_indexes, list_indexes
 from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
-from objstore.storage.keys import REFS, idx_key, marked_pack_key, pack_key, parse_ref_key, ref_label
+from objstore.storage.keys import PACKS, REFS, idx_key, marked_pack_key, pack_key, pack_name_of, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 from objstore.storage.remotecache import bypass
@@ -98,19 +98,28 @@ class _State:
     chunks_checked: int = 0
 
 
-def fsck(store: Store) -> FsckReport:
+Stages = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: stage ``packs`` counts pack bytes verified,
+``objects`` and ``versions`` count items; ``total`` is known when the stage starts."""
+
+
+def fsck(store: Store, *, progress: Stages | None = None) -> FsckReport:
     """Check the whole store; return a report (never raises for damage it finds)."""
     with bypass(store.backend):  # the bucket itself, not the local cache's verified copies
-        return _fsck(store)
+        return _fsck(store, progress or _silent)
 
 
-def _fsck(store: Store) -> FsckReport:
+def _silent(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _fsck(store: Store, progress: Stages) -> FsckReport:
     st = _State()
-    packs = _check_packs(store, st)
+    packs = _check_packs(store, st, progress=progress)
     for chunk in list(st.bad_chunks):
         if chunk in st.good_chunks:
             del st.bad_chunks[chunk]
-    objects = _check_objects(store, st)
+    objects = _check_objects(store, st, progress)
     refs, roots = _check_refs(store, st)
     # Packs were listed before refs were read; a writer that stored a pack (and
     # its index), then a version, in between is seen by its ref only. Everything a
@@ -120,7 +129,7 @@ def _fsck(store: Store) -> FsckReport:
     for chunk in list(st.bad_chunks):
         if chunk in st.good_chunks:
             del st.bad_chunks[chunk]
-    breaks, missing = _check_versions(store, st, roots)
+    breaks, missing = _check_versions(store, st, roots, progress)
     for raw, labels in st.ref_breaks.items():
         breaks.setdefault(raw, set()).update(labels)
 
@@ -134,7 +143,7 @@ def _fsck(store: Store) -> FsckReport:
     return FsckReport(tuple(problems), packs, st.chunks_checked, objects, refs, len(roots))
 
 
-def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
+def _check_packs(store: Store, st: _State, skip: set[str] | None = None, progress: Stages = _silent) -> int:
     """Verify every pack not in ``skip``, its index and each chunk in it; return how many were checked."""
     # Indexes first, then packs: writers store a pack before its index, so every
     # index listed here has its pack listed below, unless gc removed both meanwhile
@@ -161,18 +170,23 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None) -> int:
                 covered[pack], source[pack] = index, more.source[pack]
         return covered
 
-    all_names = set(store.odb.iter_pack_names())
+    sizes = {n: info.size for info in store.backend.iter_prefix(PACKS) if (n := pack_name_of(info.key)) is not None}
+    all_names = set(sizes)
     names = sorted(all_names - (skip or set()))
     if skip is None:
         for name in sorted(idx_names - all_names):
             if _exists(store, idx_key(name)) and not _exists(store, pack_key(name)):
                 st.problems.append(Problem("index", name, f"index packs/{name}.idx has no pack; its chunks are lost"))
+    total, done = sum(sizes[n] for n in names), 0
+    progress("packs", 0, total)
     for name in names:
         st.packs_seen.add(name)
         st.unindexed_packs.discard(name)
         data = _read_pack(store, st, name)
         if data is None:
             continue
+        done += len(data)
+        progress("packs", min(done, total), total)
         index = _pack_index(store, st, name, data, name in idx_names, covered, source, relist)
         if index is not None:
             _verify_chunks(st, name, data, index)
@@ -292,10 +306,12 @@ def _exists(store: Store, key: str) -> bool:
         return False
 
 
-def _check_objects(store: Store, st: _State) -> int:
+def _check_objects(store: Store, st: _State, progress: Stages) -> int:
     n = 0
-    for oid in store.odb.iter_object_ids():
+    ids = list(store.odb.iter_object_ids())
+    for oid in ids:
         n += 1
+        progress("objects", n, len(ids))
         try:
             store.odb.get_object(oid)
         except NotFound:
@@ -364,11 +380,13 @@ def _ref_belongs(store: Store, st: _State, key: str, oid: ObjectId, label: str |
     return True
 
 
-def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str]) -> tuple[dict[bytes, set[str]], dict[bytes, str]]:
+def _check_versions(store: Store, st: _State, roots: dict[ObjectId, str],
+                    progress: Stages) -> tuple[dict[bytes, set[str]], dict[bytes, str]]:
     """Walk every version; return ({bad or missing id: versions broken}, {missing id: why})."""
     walk = _VersionWalk(store, st)
-    for oid, label in roots.items():
+    for i, (oid, label) in enumerate(roots.items(), 1):
         walk.check_root(oid, label)
+        progress("versions", i, len(roots))
     return walk.breaks, walk.missing
 
 

@@ -111,6 +111,14 @@ class GcReport:
     temp_files_deleted: int = 0  # leftovers of dead writers under tmp/
     damaged_objects: tuple[str, ...] = ()  # reached but undecodable: what their bytes name was kept
     held: str | None = None  # why nothing was marked or deleted, if so (run fsck)
+    # Garbage this run had to leave for the grace period: unreachable but younger
+    # than it (``young``: a gc after ``young_due`` marks the first of it), or marked
+    # and the mark younger than it (``pending``: a gc after ``pending_due`` deletes
+    # the first of it).
+    bytes_young: int = 0
+    bytes_pending: int = 0
+    young_due: float | None = None
+    pending_due: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -124,14 +132,15 @@ class Reachable:
     unknown: tuple[tuple[ObjectId, str], ...] = ()
 
 
-def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None) -> Reachable:
+def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None,
+                   visited: Callable[[int], None] | None = None) -> Reachable:
     """Everything reachable from refs (strictly), reflogs and tracking refs (if
     still there). ``known()`` lists every stored id, for salvaging what an
     undecodable object names (see :func:`objstore.model.inventory.reach`)."""
     roots = {oid for _, oid in store.refs.iter_refs(REFS)}
     # A deleted version's reflog entries keep it no longer (inventory.deleted_entries).
     weak = ((set(store.refs.iter_reflog_targets()) - deleted_entries(store)) | _tracking_targets(store)) - roots
-    r = reach(store, roots, weak, known=known)
+    r = reach(store, roots, weak, known=known, visited=visited)
     return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
 
 
@@ -184,6 +193,8 @@ class _Counts(TypedDict):
     objects_deleted: int
     bytes_marked: int
     bytes_freed: int
+    bytes_young: int
+    bytes_pending: int
 
 
 @dataclass(slots=True)
@@ -196,18 +207,29 @@ class _Run:
     grace_seconds: float
     reach: Reachable
     listing: _Listing
+    progress: Callable[[str, int, int], None]
     counts: _Counts = field(default_factory=lambda: _Counts(
         packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
-        objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0))
+        objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0, bytes_young=0, bytes_pending=0))
+    due: dict[str, float] = field(default_factory=dict)  # young / pending -> earliest due time
 
     def old(self, mtime: float) -> bool:
         # grace 0: the caller knows no writer runs, so marks made now are due now.
         return self.grace_seconds == 0 or self.start - mtime >= self.grace_seconds
 
+    def waiting(self, kind: str, size: int, mtime: float) -> None:
+        """Garbage (``young``) or a mark (``pending``) of ``size`` bytes left for the grace period."""
+        self.counts["bytes_young" if kind == "young" else "bytes_pending"] += size
+        self.due[kind] = min(self.due.get(kind, mtime + self.grace_seconds), mtime + self.grace_seconds)
+
 
 def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dry_run: bool = False,
-                    now: float | None = None) -> GcReport:
-    """Run one gc over ``store`` (see the module docstring for the guarantees)."""
+                    now: float | None = None, progress: Callable[[str, int, int], None] | None = None) -> GcReport:
+    """Run one gc over ``store`` (see the module docstring for the guarantees).
+
+    ``progress(stage, done, total)``: stage ``objects`` counts objects reached
+    (``total``: how many are stored, so reaching stops at or below it), then
+    ``packs`` the packs looked at for marking."""
     if grace_seconds < 0:
         from objstore.errors import InvalidInput
 
@@ -217,7 +239,12 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     # simply not considered, and anything listed but referenced by a ref written
     # after we read the refs is younger than the grace period.
     listing = _list_stored(store)
-    run = _Run(store, dry_run, start, grace_seconds, mark_reachable(store, listing.known), listing)
+    tell = progress or (lambda stage, done, total: None)
+    n_objects = len(listing.objects)
+    tell("objects", 0, n_objects)
+    reachable = mark_reachable(store, listing.known, lambda n: tell("objects", min(n, n_objects), n_objects))
+    tell("objects", n_objects, n_objects)
+    run = _Run(store, dry_run, start, grace_seconds, reachable, listing, tell)
     damaged = tuple(sorted(oid.hex for oid, _ in run.reach.damaged))
     temp_deleted, temp_freed = _remove_leftovers(store, run.old, dry_run)
     run.counts["bytes_freed"] += temp_freed
@@ -235,7 +262,8 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     if not dry_run and store.odb.index_files:  # never on a format-1 store (see objstore.model.store)
         compact(store.backend)  # the .idx files of the packs it wrote, with the rest
     return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
-                    temp_files_deleted=temp_deleted, damaged_objects=damaged)
+                    temp_files_deleted=temp_deleted, damaged_objects=damaged,
+                    young_due=run.due.get("young"), pending_due=run.due.get("pending"))
 
 
 def _list_stored(store: Store) -> _Listing:
@@ -264,11 +292,16 @@ def _mark_packs(run: _Run, marked: dict[str, float]) -> set[ChunkKey]:
     (their live chunks copied to a new pack first). Returns the chunks copied."""
     counts, listing = run.counts, run.listing
     copied_chunks: set[ChunkKey] = set()
-    for name, info in sorted(listing.packs.items()):
-        if name in marked or name not in listing.indexes or not run.old(info.mtime):
+    for i, (name, info) in enumerate(sorted(listing.packs.items()), 1):
+        run.progress("packs", i, len(listing.packs))
+        if name in marked or name not in listing.indexes:
             continue
         index = listing.indexes[name]
         live = [e for e in index if entry_id(e["id"]) in run.reach.chunks]
+        if not run.old(info.mtime):
+            if not live:
+                run.waiting("young", info.size + listing.idx_sizes.get(name, 0), info.mtime)
+            continue
         if live:
             garbage = sum(int(e["stored_len"]) for e in index) - sum(int(e["stored_len"]) for e in live)
             total = sum(int(e["stored_len"]) for e in index)
@@ -301,7 +334,11 @@ def _mark_objects(run: _Run) -> list[tuple[str, float, list[bytes]]]:
     object_marks = [(info.key, info.mtime, _read_object_mark(store, info.key)) for info in store.backend.iter_prefix(MARKED_OBJECTS)]
     for _, _, ids in object_marks:
         already.update(ids)
-    fresh = [oid for oid, info in objects.items() if oid not in run.reach.objects and oid.raw not in already and run.old(info.mtime)]
+    unreached = [oid for oid, info in objects.items() if oid not in run.reach.objects and oid.raw not in already]
+    fresh = [oid for oid in unreached if run.old(objects[oid].mtime)]
+    for oid in unreached:
+        if not run.old(objects[oid].mtime):
+            run.waiting("young", objects[oid].size, objects[oid].mtime)
     if fresh:
         run.counts["objects_marked"] = len(fresh)
         run.counts["bytes_marked"] += sum(objects[o].size for o in fresh)
@@ -317,6 +354,9 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[Ch
     chunks all live on in a pack that stays; unmark those reachable again."""
     store, counts, listing = run.store, run.counts, run.listing
     due = {name for name, mtime in marked.items() if run.old(mtime) and name in listing.packs}
+    for name, mtime in marked.items():
+        if name in listing.packs and name not in due:
+            run.waiting("pending", listing.packs[name].size + listing.idx_sizes.get(name, 0), mtime)
     for name in marked:
         if name not in listing.packs and not run.dry_run:
             store.backend.delete(marked_pack_key(name))  # the pack is gone already
@@ -380,6 +420,8 @@ def _delete_due_objects(run: _Run, object_marks: list[tuple[str, float, list[byt
     are still unreachable, then the marks."""
     for key, mtime, ids in object_marks:
         if not run.old(mtime):
+            run.waiting("pending", sum(info.size for raw in ids if (info := run.listing.objects.get(ObjectId(raw))) is not None
+                                       and ObjectId(raw) not in run.reach.objects), mtime)
             continue
         for raw in ids:
             oid = ObjectId(raw)

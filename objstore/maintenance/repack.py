@@ -43,6 +43,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,11 @@ class RepackReport:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
-def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
-                       min_packs: int = REPACK_MIN_PACKS) -> RepackReport:
-    """Copy the chunks of every unmarked pack under ``small_bytes`` into new
-    packs, verified, then mark the copied packs for gc (see the module
-    docstring). Does nothing unless there are at least ``min_packs`` of them."""
+def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: int = REPACK_MIN_PACKS,
+                       progress: Callable[[str, int, int], None] | None = None) -> RepackReport:
+    """Copy the chunks of every unmarked pack under ``small_bytes`` into new packs, verified, then mark the
+    copied packs for gc (see the module docstring). Does nothing unless there are at least ``min_packs``
+    of them. ``progress("packs", done, total)`` counts the small packs' bytes read."""
     backend = store.backend
     listing = list_indexes(backend)
     marked = marked_packs(backend)
@@ -108,7 +109,11 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
     seen: set[bytes] = set()
     try:
         with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="objstore-repack") as pool:
+            total, done = sum(listing.packs[n] for n in small), 0
             for name, data in zip(small, pool.map(fetch, small)):
+                done += listing.packs[name]
+                if progress is not None:
+                    progress("packs", done, total)
                 records = _verified_records(name, data)
                 if records is None:
                     skipped += 1

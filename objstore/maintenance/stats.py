@@ -120,6 +120,33 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
     def usage(n: int, logical: int, chunks: dict[ChunkKey, int]) -> Usage:
         return Usage(n, logical, sum(chunks.values()), sum(stored_len.get(c, 0) for c in chunks))
 
+    st = stored(store)
+    return StoreUsage(
+        usage(total_versions, total_logical, total_chunks), st.pack_bytes, st.index_bytes, st.object_bytes, st.packs,
+        st.objects, {k: usage(*g) for k, g in groups.items()}, st.temp_bytes, st.temp_files, tuple(sorted(damaged)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store's files take, from one listing (no version is read)."""
+
+    pack_bytes: int
+    index_bytes: int
+    object_bytes: int
+    packs: int
+    objects: int
+    temp_bytes: int
+    temp_files: int
+
+    @property
+    def total(self) -> int:
+        """Everything but temp files: du's *stored bytes*."""
+        return self.pack_bytes + self.index_bytes + self.object_bytes
+
+
+def stored(store: Store) -> Stored:
+    """The bytes and counts of ``packs/``, ``objects/`` and ``tmp/`` (cheap: listings only)."""
     pack_bytes = index_bytes = object_bytes = packs = objects = 0
     for info in store.backend.iter_prefix(PACKS):
         if pack_name_of(info.key) is not None:
@@ -134,7 +161,4 @@ def disk_usage(store: Store, *, by: str | None = None) -> StoreUsage:
     for info in store.backend.iter_prefix(TMP):
         temp_bytes += info.size
         temp_files += 1
-    return StoreUsage(
-        usage(total_versions, total_logical, total_chunks), pack_bytes, index_bytes, object_bytes, packs, objects,
-        {k: usage(*g) for k, g in groups.items()}, temp_bytes, temp_files, tuple(sorted(damaged)),
-    )
+    return Stored(pack_bytes, index_bytes, object_bytes, packs, objects, temp_bytes, temp_files)

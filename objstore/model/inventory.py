@@ -236,12 +236,13 @@ class Reach:
 
 
 def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId] = (), *,
-          known: Callable[[], set[bytes]] | None = None) -> Reach:
+          known: Callable[[], set[bytes]] | None = None, visited: Callable[[int], None] | None = None) -> Reach:
     """Everything ``roots`` (live refs: their closure must be whole) and ``weak_roots``
     (reflog and tracking entries: kept if present) reach along strong edges.
 
     ``known()`` returns the raw ids of every stored object and chunk; it is called
     only if some object cannot be decoded, to learn which of them its bytes name.
+    ``visited(n)``, if given, is told the count of objects reached so far, now and then (gc's progress).
     """
     objects: set[ObjectId] = set()
     chunks: set[ChunkKey] = set()
@@ -283,6 +284,8 @@ def reach(store: Store, roots: Iterable[ObjectId], weak_roots: Iterable[ObjectId
                 stack.extend((o, False) for o in salvage(oid, str(exc)) if o not in objects)
                 continue
             objects.add(oid)
+            if visited is not None and len(objects) % 64 == 0:
+                visited(len(objects))
             e = edges(obj)
             chunks.update(chunk_key(c) for c, _ in e.chunks)
             # Iterative and depth-blind: a tree nested deeper than readers accept

@@ -370,7 +370,7 @@ def _report_kept_and_renumbered(run: _Pull) -> None:
         if not key.startswith(ANNOTATIONS):  # annotations have no tracking state: their history says what is newer
             run.tracking.forget(key, run.tracked.get(key))
     for old, new in result.renumbered:
-        say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {run.label})")
+        say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {run.label})", summary=True)
     for key in result.kept:
         if key.startswith(ANNOTATIONS):
             say(f"kept local {key}: edited both here and on {run.label} (or newer here); edit it again to settle it")

@@ -264,7 +264,7 @@ def push(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
                                    force=force, progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(describe(result))
+        say(describe(result), summary=True)
         return result
     finally:
         if owned:
@@ -284,7 +284,7 @@ def fetch(store: Store | str | os.PathLike[str] | None, remote: str | Remote | N
                                           progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(describe(result))
+        say(describe(result), summary=True)
         return result
     finally:
         if owned:
@@ -306,7 +306,7 @@ def pull(store: Store | str | os.PathLike[str] | None, remote: str | Remote | No
                                    progress=progress, remote_label=r.label)
         finally:
             other.close()
-        say(describe(result))
+        say(describe(result), summary=True)
         return result
     finally:
         if owned:
@@ -357,7 +357,7 @@ def clone(url: str, dest: str | os.PathLike[str], *, name: str = DEFAULT_REMOTE,
     finally:
         other.close()
     result.direction = "clone"
-    say(describe(result))
+    say(describe(result), summary=True)
     return local, result
 
 

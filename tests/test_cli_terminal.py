@@ -1,0 +1,237 @@
+"""The CLI in a real pseudo-terminal (pexpect): the progress bar, the notes above
+it, the one summary line, Ctrl-C; and the same commands piped, where none of it shows.
+
+What the terminal shows is computed from the bytes written to it by a small
+screen model (carriage return, newline, cursor up, erase, colours ignored), so
+"no stale characters" is judged on the screen a person would see, not on the
+stream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pexpect
+import pytest
+from cli_helpers import OBJSTORE, run_cli
+
+BAR = re.compile(r"\d+%\|")
+ETA = re.compile(r"ETA ([^\s\x1b]+(?: [^\s\x1b]+)?)")
+ESCAPE = re.compile(r"\x1b\[\d*[A-Za-z]")
+HUMAN_ETA = re.compile(r"^(\?|<1s|\d+s|\d+m \d\ds|\d+h(?: \d\dm)?|\d+d \d+h)$")
+
+
+class Screen:
+    """Enough of a terminal for tqdm and click: text, \\r, \\n, ESC[nA (up), ESC[K / ESC[2K (erase), SGR ignored."""
+
+    def __init__(self, columns: int) -> None:
+        self.columns = columns
+        self.rows: list[list[str]] = [[]]
+        self.row = self.col = 0
+        self.bar_rows: set[int] = set()  # rows a bar was ever drawn on
+
+    def feed(self, text: str) -> None:
+        i = 0
+        while i < len(text):
+            ch = text[i]
+            if ch == "\x1b":
+                m = re.match(r"\x1b\[(\d*)([A-Za-z])", text[i:])
+                assert m, f"unknown escape {text[i:i + 8]!r}"
+                n, op = int(m.group(1) or 1), m.group(2)
+                if op == "A":
+                    self.row = max(self.row - n, 0)
+                elif op == "K":
+                    line = self.rows[self.row]
+                    del line[self.col if m.group(1) in ("", "0") else 0:]
+                i += len(m.group(0))
+                continue
+            if ch == "\r":
+                self.col = 0
+            elif ch == "\n":
+                self.row += 1
+                self.col = 0
+                while len(self.rows) <= self.row:
+                    self.rows.append([])
+            else:
+                line = self.rows[self.row]
+                while len(line) <= self.col:
+                    line.append(" ")
+                line[self.col] = ch
+                self.col += 1
+                if BAR.search("".join(line)):
+                    self.bar_rows.add(self.row)
+            i += 1
+
+    def lines(self) -> list[str]:
+        return ["".join(r).rstrip() for r in self.rows]
+
+
+def spawn(args: list[str], env: dict[str, str], columns: int = 100, timeout: float = 300) -> tuple[int, str]:
+    child = pexpect.spawn(args[0], args[1:], env=env, dimensions=(24, columns), encoding="utf-8", timeout=timeout)
+    out = child.read()
+    child.close()
+    return child.exitstatus if child.exitstatus is not None else -(child.signalstatus or 0), out
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBJSTORE_")}
+    env.update({"TERM": "xterm", "HOME": str(tmp_path), "NO_COLOR": "1"})
+    return env
+
+
+def big_file(path: Path, mib: int) -> Path:
+    rng = np.random.default_rng(7)
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(rng.integers(0, 256, 1 << 20, dtype=np.uint8).tobytes())
+    return path
+
+
+# A deterministic driver of the CLI's bar: a huge total (an ETA of days), a note
+# from the library, the window narrowed, then a new stage with a much shorter line.
+DRIVER = textwrap.dedent("""
+    import fcntl, struct, sys, termios, time
+    from cli import output as out
+    from objstore.console import say
+    with out.progress("demo", 50 * 2**40, units={"objects": "objects"}) as bar:
+        for _ in range(6):
+            bar.on_bytes(2**20) if bar.on_bytes else None
+            time.sleep(0.12)
+        say("a note from the library")
+        say("the summary the command prints itself", summary=True)
+        for _ in range(3):
+            bar.on_bytes(2**20) if bar.on_bytes else None
+            time.sleep(0.12)
+        if sys.stderr.isatty():
+            fcntl.ioctl(sys.stderr.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+        for _ in range(3):
+            bar.on_bytes(2**20) if bar.on_bytes else None
+            time.sleep(0.12)
+        if bar.on_stage:
+            for i in range(1, 4):
+                bar.on_stage("objects", i, 3)
+                time.sleep(0.12)
+    print("done: the one summary line")
+""")
+
+
+def test_bar_in_a_terminal_one_line_human_eta_notes_above_no_stale_characters(tmp_path: Path) -> None:
+    code, raw = spawn([sys.executable, "-c", DRIVER], base_env(tmp_path))
+    assert code == 0, raw
+    screen = Screen(100)
+    screen.feed(raw)
+    lines = [line for line in screen.lines() if line]
+    # The note is a line of its own, above where the bar was, never inside a bar line.
+    assert lines.count("objstore: a note from the library") == 1, lines
+    assert not any("a note" in line and BAR.search(line) for line in lines)
+    # Summary notes are the command's to print: the library's is dropped, the command's stays.
+    assert "the summary the command prints itself" not in raw
+    assert lines[-1] == "done: the one summary line"
+    # The bar is cleared at the end, and was drawn on one row at a time: the row
+    # above which the note went, then the row below it.
+    assert not any(BAR.search(line) for line in lines), lines
+    assert len(screen.bar_rows) == 2 and max(screen.bar_rows) - min(screen.bar_rows) == 1
+    # Human ETAs: days and hours for 50 TiB at a few MiB/s, never raw seconds.
+    etas = ETA.findall(raw)
+    assert etas and all(HUMAN_ETA.match(e) for e in etas), etas
+    assert any(re.fullmatch(r"\d+d \d+h", e) for e in etas)
+    assert re.search(r"\d+\.\d MiB/50\.0 TiB", raw) and "MiB/s" in raw
+    # Width: after the window narrowed to 60 columns, no redraw is wider.
+    draws = [ESCAPE.sub("", d) for d in re.split(r"[\r\n]", raw) if BAR.search(d)]
+    narrowed = [d for d in draws if "objects" in d]
+    assert narrowed and all(len(d.rstrip()) <= 60 for d in narrowed)
+    # No stale characters: the shorter "objects" redraw left nothing of the longer
+    # byte bar after it. Check the screen just before the final clear.
+    last = raw.rfind(narrowed[-1]) + len(narrowed[-1]) + len("\x1b[K")
+    before_clear = Screen(100)
+    before_clear.feed(raw[:last])
+    row = max(before_clear.bar_rows)
+    assert before_clear.lines()[row] == narrowed[-1].rstrip(), (before_clear.lines()[row], narrowed[-1])
+
+
+def test_driver_piped_shows_no_bar_but_the_note(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=base_env(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "objstore: a note from the library\n"
+    assert proc.stdout == "done: the one summary line\n"
+
+
+def test_log_and_use_model_in_a_terminal(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    store = tmp_path / "store"
+    model = big_file(tmp_path / "model.bin", 48)
+    run_cli(store, "init")
+    code, raw = spawn([str(OBJSTORE), "--store", str(store), "log-model", str(model), "--name", "big"], env)
+    assert code == 0, raw
+    screen = Screen(100)
+    screen.feed(raw)
+    lines = [line for line in screen.lines() if line]
+    assert len(lines) == 1 and lines[0].startswith("logged ") and "new stored" in lines[0], lines  # one summary line
+    assert "objstore: logged" not in raw  # the library's wording of the same is not printed too
+    assert "logging" in raw and BAR.search(raw), raw  # a bar was drawn
+    assert all(HUMAN_ETA.match(e) for e in ETA.findall(raw)), ETA.findall(raw)
+    assert len(screen.bar_rows) == 1
+
+    code, raw = spawn([str(OBJSTORE), "--store", str(store), "use-model", "big", "--root", str(tmp_path / "out")], env)
+    assert code == 0, raw
+    screen = Screen(100)
+    screen.feed(raw)
+    assert [line for line in screen.lines() if line] == [str(tmp_path / "out" / "model.bin")]
+    assert "downloading" in raw and BAR.search(raw)
+
+
+@pytest.mark.parametrize("command", [["fsck"], ["gc", "--dry-run"]])
+def test_fsck_and_gc_draw_a_bar(tmp_path: Path, command: list[str]) -> None:
+    env = base_env(tmp_path)
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    for i in range(3):
+        run_cli(store, "log-model", str(big_file(tmp_path / f"m{i}.bin", 2)), "--name", f"m{i}")
+    code, raw = spawn([str(OBJSTORE), "--store", str(store), *command], env)
+    assert code == 0, raw
+    assert BAR.search(raw), raw
+    screen = Screen(100)
+    screen.feed(raw)
+    assert not any(BAR.search(line) for line in screen.lines())  # cleared before the summary
+    piped = run_cli(store, *command)
+    assert "%|" not in piped.err + piped.out
+
+
+def test_piped_commands_print_no_bar(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    r = run_cli(store, "log-model", str(big_file(tmp_path / "m.bin", 4)), "--name", "m")
+    assert r.err == "" and r.out.count("\n") == 1 and r.out.startswith("logged ")
+    remote = tmp_path / "remote"
+    r = run_cli(store, "push", str(remote))
+    assert r.err == "" and r.out.count("\n") == 1 and r.out.startswith("pushed")
+    r = run_cli(store, "fsck")
+    assert r.err == "" and "%|" not in r.out
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    model = big_file(tmp_path / "model.bin", 160)
+    child = pexpect.spawn(str(OBJSTORE), ["--store", str(store), "log-model", str(model), "--name", "big"], env=env,
+                          dimensions=(24, 100), encoding="utf-8", timeout=300)
+    child.expect(r"[1-9][0-9.]* MiB/160")  # the bar shows bytes done: chunks are being stored
+    seen = f"{child.before}{child.after}"
+    child.sendintr()  # ^C on the terminal: SIGINT to the foreground process group
+    rest = child.read()
+    child.close()
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus, rest)
+    assert "Traceback" not in rest
+    screen = Screen(100)
+    screen.feed(seen + rest)
+    lines = [line for line in screen.lines() if line.strip() and line.strip() != "^C"]
+    assert lines == ["objstore: error: interrupted"], lines
+    assert run_cli(store, "fsck").code == 0  # nothing half-written is damage
