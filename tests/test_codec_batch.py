@@ -156,3 +156,28 @@ def realistic_items() -> list[tuple[bytes | memoryview, str | None]]:
 
 
 assert zstandard.backend in ("cext", "cffi")
+
+
+@pytest.mark.skipif(codecs.PLANES_IMPLEMENTATION != "native", reason="the C transforms are not built")
+def test_the_portable_c_loops_write_what_the_wide_ones_do() -> None:
+    """OBJSTORE_PLANES_PORTABLE=1 turns off the AVX2 split and BMI2 packing: same payloads, same planes."""
+    script = (
+        "import hashlib\n"
+        "from objstore.storage import codecs\n"
+        "from tests.test_codec_batch import realistic_items\n"
+        "h = hashlib.sha256()\n"
+        "for cid, p in codecs.encode_many(realistic_items()):\n"
+        "    h.update(bytes([cid]) + bytes(p))\n"
+        "for raw, _ in realistic_items():\n"
+        "    for w, r in ((2, 0), (2, 3), (2, 15), (4, 0), (4, 3), (4, 31)):\n"
+        "        for k in range(1, 40):\n"
+        "            h.update(b''.join(codecs._PLANES.split(raw[:k * w + k % w], w, r)))\n"
+        "        h.update(b''.join(codecs._PLANES.split(raw, w, r)))\n"
+        "    for k in (0, 1, 7, 8, 9, 15, 16, 17, 33, len(raw)):\n"
+        "        h.update(codecs.pack6(bytes(b & 0xFC for b in raw[:k])) or b'-')\n"
+        "print(codecs.PLANES_IMPLEMENTATION, h.hexdigest())\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    outs = [subprocess.run([sys.executable, "-c", script], env={**os.environ, "OBJSTORE_PLANES_PORTABLE": flag}, cwd=root,
+                           capture_output=True, text=True, check=True).stdout.split() for flag in ("0", "1")]
+    assert outs[0] == outs[1] and outs[0][0] == "native"

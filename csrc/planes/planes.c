@@ -22,6 +22,90 @@
 
 #include "transforms.h"
 
+/* ---- encode-side transforms, with AVX2 / BMI2 versions picked at run time ----
+ * Each wide version writes exactly the bytes of the portable loop (transforms.h, and
+ * pack6_into below), which does the ends it leaves and runs where the CPU lacks them. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+#define OBJSTORE_X86_DISPATCH 1
+#include <immintrin.h>
+
+static int have_avx2, have_bmi2;
+
+__attribute__((target("avx2"))) static Py_ssize_t split2_avx2(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0,
+                                                               uint8_t *p1) {
+    /* per 128-bit lane: the 8 low bytes of its words, then the 8 high bytes */
+    const __m256i gather = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14,
+                                            1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i left = _mm_cvtsi32_si128(r), right = _mm_cvtsi32_si128(16 - r); /* a shift by 16 gives 0 */
+    Py_ssize_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(src + 2 * i));
+        w = _mm256_or_si256(_mm256_sll_epi16(w, left), _mm256_srl_epi16(w, right));
+        w = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(w, gather), 0xD8);
+        _mm_storeu_si128((__m128i *)(p0 + i), _mm256_castsi256_si128(w));
+        _mm_storeu_si128((__m128i *)(p1 + i), _mm256_extracti128_si256(w, 1));
+    }
+    return i;
+}
+
+__attribute__((target("avx2"))) static Py_ssize_t split4_avx2(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0,
+                                                               uint8_t *p1, uint8_t *p2, uint8_t *p3) {
+    /* per lane: byte 0 of its 4 words, then byte 1, 2, 3; then the lanes' dwords interleaved */
+    const __m256i gather = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13,
+                                            2, 6, 10, 14, 3, 7, 11, 15);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m128i left = _mm_cvtsi32_si128(r), right = _mm_cvtsi32_si128(32 - r);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(src + 4 * i));
+        w = _mm256_or_si256(_mm256_sll_epi32(w, left), _mm256_srl_epi32(w, right));
+        w = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(w, gather), order);
+        __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+        _mm_storel_epi64((__m128i *)(p0 + i), lo);
+        _mm_storel_epi64((__m128i *)(p1 + i), _mm_unpackhi_epi64(lo, lo));
+        _mm_storel_epi64((__m128i *)(p2 + i), hi);
+        _mm_storel_epi64((__m128i *)(p3 + i), _mm_unpackhi_epi64(hi, hi));
+    }
+    return i;
+}
+
+__attribute__((target("avx2"))) static int pack6_applies_avx2(const uint8_t *p, Py_ssize_t m) {
+    uint8_t low = m ? (uint8_t)(p[0] & 3) : 0;
+    uint8_t diff = 0;
+    for (Py_ssize_t i = 0; i < m; i++) diff |= (uint8_t)(p[i] ^ low); /* vectorized 32 bytes wide */
+    return (diff & 3) == 0;
+}
+
+/* Groups (of 4 plane bytes) pack6_into's main loop leaves to its portable tail. */
+__attribute__((target("bmi2"))) static Py_ssize_t pack6_pairs_bmi2(const uint8_t *p, Py_ssize_t full, Py_ssize_t groups,
+                                                                   uint8_t *d) {
+    Py_ssize_t g = 0;
+    for (; g + 2 <= full && 3 * g + 8 <= 3 * groups; g += 2) {
+        uint64_t q;
+        memcpy(&q, p + 4 * g, 8);
+        uint64_t v = le64(_pext_u64(le64(q), 0xFCFCFCFCFCFCFCFCull)); /* each byte's high 6 bits, first lowest */
+        memcpy(d + 3 * g, &v, 8);
+    }
+    return g;
+}
+#endif
+
+static void split2_fast(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0, uint8_t *p1) {
+    Py_ssize_t done = 0;
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_avx2) done = split2_avx2(src, m, r, p0, p1);
+#endif
+    split2(src + 2 * done, m - done, r, p0 + done, p1 + done);
+}
+
+static void split4_fast(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0, uint8_t *p1, uint8_t *p2, uint8_t *p3) {
+    Py_ssize_t done = 0;
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_avx2) done = split4_avx2(src, m, r, p0, p1, p2, p3);
+#endif
+    split4(src + 4 * done, m - done, r, p0 + done, p1 + done, p2 + done, p3 + done);
+}
+
 static int check_word(int word, int rotate) {
     if (word != 2 && word != 4) {
         PyErr_Format(PyExc_ValueError, "word must be 2 or 4, not %d", word);
@@ -63,9 +147,9 @@ static PyObject *planes_split(PyObject *self, PyObject *args) {
     const uint8_t *src = (const uint8_t *)raw.buf;
     Py_BEGIN_ALLOW_THREADS
     if (word == 2)
-        split2(src, m, rotate, p[0], p[1]);
+        split2_fast(src, m, rotate, p[0], p[1]);
     else
-        split4(src, m, rotate, p[0], p[1], p[2], p[3]);
+        split4_fast(src, m, rotate, p[0], p[1], p[2], p[3]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&raw);
     return out;
@@ -127,6 +211,9 @@ done:
 /* Whether every byte of the m-byte plane p has the same low 2 bits (no early exit:
  * an OR over the whole plane vectorizes, and planes that pack are the common case). */
 static int pack6_applies(const uint8_t *p, Py_ssize_t m) {
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_avx2) return pack6_applies_avx2(p, m);
+#endif
     uint8_t low = m ? (uint8_t)(p[0] & 3) : 0;
     uint8_t diff = 0;
     for (Py_ssize_t i = 0; i < m; i++) diff |= (uint8_t)(p[i] ^ low);
@@ -142,6 +229,9 @@ static void pack6_into(const uint8_t *p, Py_ssize_t m, uint8_t *d) {
     d++;
     Py_ssize_t full = m / 4;
     Py_ssize_t g = 0;
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_bmi2) g = pack6_pairs_bmi2(p, full, groups, d);
+#endif
     /* 8 plane bytes (two groups) at a time: their high 6 bits squeezed into 48 bits
      * with lane masks, stored with an 8-byte write while 2 bytes of slack remain. */
     for (; g + 2 <= full && 3 * g + 8 <= 3 * groups; g += 2) {
@@ -369,9 +459,9 @@ static PyObject *planes_split_batch(PyObject *self, PyObject *args) {
         if (c->skip) continue;
         const uint8_t *src = (const uint8_t *)bufs[i].buf;
         if (word == 2)
-            split2(src, m, rotate, p, p + m);
+            split2_fast(src, m, rotate, p, p + m);
         else
-            split4(src, m, rotate, p, p + m, p + 2 * m, p + 3 * m);
+            split4_fast(src, m, rotate, p, p + m, p + 2 * m, p + 3 * m);
         for (int k = 0; k < word; k++) {
             const uint8_t *plane = p + k * m;
             if (pack6_mask >= 0 && (pack6_mask >> k & 1)) {
@@ -580,4 +670,14 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_planes", "Byte-plane split and merge of rotated words.", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__planes(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__planes(void) {
+#ifdef OBJSTORE_X86_DISPATCH
+    __builtin_cpu_init();
+    /* OBJSTORE_PLANES_PORTABLE=1: the portable loops only (tests compare both) */
+    const char *portable = getenv("OBJSTORE_PLANES_PORTABLE");
+    int wide = !(portable && portable[0] == '1');
+    have_avx2 = wide && __builtin_cpu_supports("avx2");
+    have_bmi2 = wide && __builtin_cpu_supports("bmi2");
+#endif
+    return PyModule_Create(&module);
+}
