@@ -480,7 +480,7 @@ def encode_chunk(raw: bytes | memoryview, dtype: str | None, policy: CodecPolicy
 
 # multi_compress_to_buffer is python-zstandard's C backend only; its frames are
 # byte for byte those of compress() with the same compressor (tests/test_codec_batch.py).
-_MULTI = zstandard.backend == "cext"
+_MULTI = zstandard.backend == "cext" and hasattr(zstandard.ZstdCompressor, "multi_compress_to_buffer")
 
 
 def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: CodecPolicy | None = None
