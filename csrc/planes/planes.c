@@ -22,6 +22,90 @@
 
 #include "transforms.h"
 
+/* ---- encode-side transforms, with AVX2 / BMI2 versions picked at run time ----
+ * Each wide version writes exactly the bytes of the portable loop (transforms.h, and
+ * pack6_into below), which does the ends it leaves and runs where the CPU lacks them. */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+#define OBJSTORE_X86_DISPATCH 1
+#include <immintrin.h>
+
+static int have_avx2, have_bmi2;
+
+__attribute__((target("avx2"))) static Py_ssize_t split2_avx2(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0,
+                                                               uint8_t *p1) {
+    /* per 128-bit lane: the 8 low bytes of its words, then the 8 high bytes */
+    const __m256i gather = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14,
+                                            1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i left = _mm_cvtsi32_si128(r), right = _mm_cvtsi32_si128(16 - r); /* a shift by 16 gives 0 */
+    Py_ssize_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(src + 2 * i));
+        w = _mm256_or_si256(_mm256_sll_epi16(w, left), _mm256_srl_epi16(w, right));
+        w = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(w, gather), 0xD8);
+        _mm_storeu_si128((__m128i *)(p0 + i), _mm256_castsi256_si128(w));
+        _mm_storeu_si128((__m128i *)(p1 + i), _mm256_extracti128_si256(w, 1));
+    }
+    return i;
+}
+
+__attribute__((target("avx2"))) static Py_ssize_t split4_avx2(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0,
+                                                               uint8_t *p1, uint8_t *p2, uint8_t *p3) {
+    /* per lane: byte 0 of its 4 words, then byte 1, 2, 3; then the lanes' dwords interleaved */
+    const __m256i gather = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9, 13,
+                                            2, 6, 10, 14, 3, 7, 11, 15);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m128i left = _mm_cvtsi32_si128(r), right = _mm_cvtsi32_si128(32 - r);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(src + 4 * i));
+        w = _mm256_or_si256(_mm256_sll_epi32(w, left), _mm256_srl_epi32(w, right));
+        w = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(w, gather), order);
+        __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+        _mm_storel_epi64((__m128i *)(p0 + i), lo);
+        _mm_storel_epi64((__m128i *)(p1 + i), _mm_unpackhi_epi64(lo, lo));
+        _mm_storel_epi64((__m128i *)(p2 + i), hi);
+        _mm_storel_epi64((__m128i *)(p3 + i), _mm_unpackhi_epi64(hi, hi));
+    }
+    return i;
+}
+
+__attribute__((target("avx2"))) static int pack6_applies_avx2(const uint8_t *p, Py_ssize_t m) {
+    uint8_t low = m ? (uint8_t)(p[0] & 3) : 0;
+    uint8_t diff = 0;
+    for (Py_ssize_t i = 0; i < m; i++) diff |= (uint8_t)(p[i] ^ low); /* vectorized 32 bytes wide */
+    return (diff & 3) == 0;
+}
+
+/* Groups (of 4 plane bytes) pack6_into's main loop leaves to its portable tail. */
+__attribute__((target("bmi2"))) static Py_ssize_t pack6_pairs_bmi2(const uint8_t *p, Py_ssize_t full, Py_ssize_t groups,
+                                                                   uint8_t *d) {
+    Py_ssize_t g = 0;
+    for (; g + 2 <= full && 3 * g + 8 <= 3 * groups; g += 2) {
+        uint64_t q;
+        memcpy(&q, p + 4 * g, 8);
+        uint64_t v = le64(_pext_u64(le64(q), 0xFCFCFCFCFCFCFCFCull)); /* each byte's high 6 bits, first lowest */
+        memcpy(d + 3 * g, &v, 8);
+    }
+    return g;
+}
+#endif
+
+static void split2_fast(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0, uint8_t *p1) {
+    Py_ssize_t done = 0;
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_avx2) done = split2_avx2(src, m, r, p0, p1);
+#endif
+    split2(src + 2 * done, m - done, r, p0 + done, p1 + done);
+}
+
+static void split4_fast(const uint8_t *src, Py_ssize_t m, int r, uint8_t *p0, uint8_t *p1, uint8_t *p2, uint8_t *p3) {
+    Py_ssize_t done = 0;
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_avx2) done = split4_avx2(src, m, r, p0, p1, p2, p3);
+#endif
+    split4(src + 4 * done, m - done, r, p0 + done, p1 + done, p2 + done, p3 + done);
+}
+
 static int check_word(int word, int rotate) {
     if (word != 2 && word != 4) {
         PyErr_Format(PyExc_ValueError, "word must be 2 or 4, not %d", word);
@@ -63,9 +147,9 @@ static PyObject *planes_split(PyObject *self, PyObject *args) {
     const uint8_t *src = (const uint8_t *)raw.buf;
     Py_BEGIN_ALLOW_THREADS
     if (word == 2)
-        split2(src, m, rotate, p[0], p[1]);
+        split2_fast(src, m, rotate, p[0], p[1]);
     else
-        split4(src, m, rotate, p[0], p[1], p[2], p[3]);
+        split4_fast(src, m, rotate, p[0], p[1], p[2], p[3]);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&raw);
     return out;
@@ -124,37 +208,30 @@ done:
     return result;
 }
 
-static PyObject *planes_pack6(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer in;
-    if (!PyArg_ParseTuple(args, "y*", &in)) return NULL;
-    const uint8_t *p = (const uint8_t *)in.buf;
-    Py_ssize_t m = in.len;
+/* Whether every byte of the m-byte plane p has the same low 2 bits (no early exit:
+ * an OR over the whole plane vectorizes, and planes that pack are the common case). */
+static int pack6_applies(const uint8_t *p, Py_ssize_t m) {
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_avx2) return pack6_applies_avx2(p, m);
+#endif
     uint8_t low = m ? (uint8_t)(p[0] & 3) : 0;
-    int same = 1;
-    Py_ssize_t groups = (m + 3) / 4;
-    PyObject *out = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    /* no early exit: an OR over the whole plane vectorizes, and planes that pack are the common case */
     uint8_t diff = 0;
     for (Py_ssize_t i = 0; i < m; i++) diff |= (uint8_t)(p[i] ^ low);
-    same = (diff & 3) == 0;
-    Py_END_ALLOW_THREADS
-    if (!same) {
-        PyBuffer_Release(&in);
-        Py_RETURN_NONE;
-    }
-    out = PyBytes_FromStringAndSize(NULL, 1 + 3 * groups);
-    if (!out) {
-        PyBuffer_Release(&in);
-        return NULL;
-    }
-    uint8_t *d = (uint8_t *)PyBytes_AS_STRING(out);
-    d[0] = low;
+    return (diff & 3) == 0;
+}
+
+static Py_ssize_t packed6_size(Py_ssize_t m) { return 1 + 3 * (m / 4 + (m % 4 != 0)); }
+
+/* pack6's bytes of the m-byte plane p (pack6_applies holds) into d, packed6_size(m) bytes. */
+static void pack6_into(const uint8_t *p, Py_ssize_t m, uint8_t *d) {
+    Py_ssize_t groups = (m + 3) / 4;
+    d[0] = m ? (uint8_t)(p[0] & 3) : 0;
     d++;
-    Py_BEGIN_ALLOW_THREADS
     Py_ssize_t full = m / 4;
     Py_ssize_t g = 0;
+#ifdef OBJSTORE_X86_DISPATCH
+    if (have_bmi2) g = pack6_pairs_bmi2(p, full, groups, d);
+#endif
     /* 8 plane bytes (two groups) at a time: their high 6 bits squeezed into 48 bits
      * with lane masks, stored with an 8-byte write while 2 bytes of slack remain. */
     for (; g + 2 <= full && 3 * g + 8 <= 3 * groups; g += 2) {
@@ -184,6 +261,30 @@ static PyObject *planes_pack6(PyObject *self, PyObject *args) {
         d[3 * full + 1] = (uint8_t)(x >> 8);
         d[3 * full + 2] = (uint8_t)(x >> 16);
     }
+}
+
+static PyObject *planes_pack6(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer in;
+    if (!PyArg_ParseTuple(args, "y*", &in)) return NULL;
+    const uint8_t *p = (const uint8_t *)in.buf;
+    Py_ssize_t m = in.len;
+    int same;
+    Py_BEGIN_ALLOW_THREADS
+    same = pack6_applies(p, m);
+    Py_END_ALLOW_THREADS
+    if (!same) {
+        PyBuffer_Release(&in);
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, packed6_size(m));
+    if (!out) {
+        PyBuffer_Release(&in);
+        return NULL;
+    }
+    uint8_t *d = (uint8_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    pack6_into(p, m, d);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&in);
     return out;
@@ -226,15 +327,357 @@ static PyObject *planes_unpack6(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* ---- the batch encoder: a block's chunks split and packed in one call, assembled in another ----
+ *
+ * split_batch(raws, word, rotate, try_mask, pack6_mask, min_words, scratch) -> (plan, segments)
+ *     For each chunk of at least min_words whole words: its planes (as split() makes
+ *     them) written into scratch, each plane k of pack6_mask packed (pack6()) into
+ *     scratch when its low bits agree, and each other plane of try_mask queued for
+ *     the entropy coder. `segments` lists the queued planes as (offset, length)
+ *     u64 pairs into scratch, chunk by chunk, planes in order (the layout
+ *     zstandard.BufferWithSegments takes); `plan` (a capsule) remembers the rest.
+ *     pack6_mask < 0: the codec has no packed planes (the two-byte header of ids 2, 3).
+ *     scratch must hold split_batch_scratch(raws, word, pack6_mask) bytes.
+ * assemble_batch(plan, raws, scratch, frames, min_saving) -> list of bytes or None
+ *     Each chunk's payload exactly as ByteGroupCodec.encode writes it, given the
+ *     coder's output for each queued plane (frames, in segments' order): a frame
+ *     is kept when it saves min_saving of its plane, else the plane is stored raw.
+ *     None where ByteGroupCodec.encode would answer None (too short, nothing paid)
+ *     or encode_chunk would store the chunk raw (the payload saves < min_saving).
+ * All loops run without the GIL. */
+
+typedef struct {
+    Py_ssize_t len;           /* raw bytes */
+    Py_ssize_t m;             /* whole words; the chunk is skipped when below min_words */
+    Py_ssize_t planes_off;    /* offset of plane 0 in scratch; plane k at planes_off + k * m */
+    Py_ssize_t packed_off[4]; /* where plane k's pack6 bytes are in scratch */
+    uint8_t packed;           /* planes packed */
+    uint8_t queued;           /* planes handed to the coder */
+    uint8_t skip;
+} chunk_plan;
+
+typedef struct {
+    Py_ssize_t n, queued, scratch_need;
+    int word, rotate, pack6_mask;
+    chunk_plan c[];
+} batch_plan;
+
+static const char PLAN_NAME[] = "objstore.storage._planes.batch_plan";
+
+static void plan_free(PyObject *capsule) { PyMem_RawFree(PyCapsule_GetPointer(capsule, PLAN_NAME)); }
+
+static void release_all(Py_buffer *bufs, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+}
+
+/* Buffers of every item of seq (a new array; NULL with an exception set). */
+static Py_buffer *get_all(PyObject *fast, Py_ssize_t n) {
+    Py_buffer *bufs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    if (!bufs) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &bufs[i], PyBUF_SIMPLE) < 0) {
+            release_all(bufs, i);
+            return NULL;
+        }
+    }
+    return bufs;
+}
+
+/* Scratch bytes split_batch needs for chunks of these lengths (-1 on overflow). */
+static Py_ssize_t scratch_for(const Py_buffer *bufs, Py_ssize_t n, int word, int pack6_mask) {
+    Py_ssize_t need = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t m = bufs[i].len / word, add = m * word;
+        for (int k = 0; k < word; k++)
+            if (pack6_mask >= 0 && (pack6_mask >> k & 1)) add += packed6_size(m);
+        if (need > PY_SSIZE_T_MAX - add) return -1;
+        need += add;
+    }
+    return need;
+}
+
+static PyObject *planes_split_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seq;
+    int word, rotate, try_mask, pack6_mask;
+    Py_ssize_t min_words;
+    Py_buffer scratch;
+    if (!PyArg_ParseTuple(args, "Oiiiinw*", &seq, &word, &rotate, &try_mask, &pack6_mask, &min_words, &scratch)) return NULL;
+    PyObject *result = NULL, *fast = NULL, *capsule = NULL, *segments = NULL;
+    Py_buffer *bufs = NULL;
+    batch_plan *plan = NULL;
+    Py_ssize_t n = 0;
+    if (check_word(word, rotate) < 0) goto done;
+    if (try_mask < 0 || try_mask >> word || pack6_mask < -1 || (pack6_mask >= 0 && pack6_mask >> word)) {
+        PyErr_SetString(PyExc_ValueError, "plane masks name planes the word does not have");
+        goto done;
+    }
+    fast = PySequence_Fast(seq, "raws must be a sequence");
+    if (!fast) goto done;
+    n = PySequence_Fast_GET_SIZE(fast);
+    bufs = get_all(fast, n);
+    if (!bufs) goto done;
+    Py_ssize_t need = scratch_for(bufs, n, word, pack6_mask);
+    if (need < 0 || scratch.len < need) {
+        PyErr_Format(PyExc_ValueError, "the scratch buffer holds %zd bytes, %zd needed", scratch.len, need);
+        goto done;
+    }
+    if ((size_t)n > (PY_SSIZE_T_MAX - sizeof(batch_plan)) / sizeof(chunk_plan) / 8) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    plan = PyMem_RawCalloc(1, sizeof(batch_plan) + (size_t)n * sizeof(chunk_plan));
+    /* at most word u64 pairs per chunk */
+    segments = PyBytes_FromStringAndSize(NULL, 16 * word * n);
+    if (!plan || !segments) {
+        if (!plan) PyErr_NoMemory();
+        goto done;
+    }
+    plan->n = n;
+    plan->word = word;
+    plan->rotate = rotate;
+    plan->pack6_mask = pack6_mask;
+    plan->scratch_need = need;
+    uint8_t *base = (uint8_t *)scratch.buf;
+    uint64_t *seg = (uint64_t *)PyBytes_AS_STRING(segments);
+    Py_ssize_t queued = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        chunk_plan *c = &plan->c[i];
+        Py_ssize_t m = bufs[i].len / word;
+        c->len = bufs[i].len;
+        c->m = m;
+        c->skip = m < min_words;
+        c->planes_off = pos;
+        uint8_t *p = base + pos;
+        pos += m * word;
+        if (c->skip) continue;
+        const uint8_t *src = (const uint8_t *)bufs[i].buf;
+        if (word == 2)
+            split2_fast(src, m, rotate, p, p + m);
+        else
+            split4_fast(src, m, rotate, p, p + m, p + 2 * m, p + 3 * m);
+        for (int k = 0; k < word; k++) {
+            const uint8_t *plane = p + k * m;
+            if (pack6_mask >= 0 && (pack6_mask >> k & 1)) {
+                c->packed_off[k] = pos;
+                pos += packed6_size(m);
+                if (pack6_applies(plane, m)) {
+                    pack6_into(plane, m, base + c->packed_off[k]);
+                    c->packed |= (uint8_t)(1 << k);
+                    continue;
+                }
+            }
+            if (try_mask >> k & 1) {
+                c->queued |= (uint8_t)(1 << k);
+                seg[2 * queued] = (uint64_t)(c->planes_off + k * m);
+                seg[2 * queued + 1] = (uint64_t)m;
+                queued++;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    plan->queued = queued;
+    if (_PyBytes_Resize(&segments, 16 * queued) < 0) goto done; /* frees segments on failure */
+    capsule = PyCapsule_New(plan, PLAN_NAME, plan_free);
+    if (!capsule) goto done;
+    plan = NULL; /* the capsule's now */
+    result = PyTuple_Pack(2, capsule, segments);
+done:
+    if (bufs) release_all(bufs, n);
+    Py_XDECREF(fast);
+    Py_XDECREF(capsule);
+    Py_XDECREF(segments);
+    PyMem_RawFree(plan);
+    PyBuffer_Release(&scratch);
+    return result;
+}
+
+static PyObject *planes_split_batch_scratch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seq;
+    int word, pack6_mask;
+    if (!PyArg_ParseTuple(args, "Oii", &seq, &word, &pack6_mask)) return NULL;
+    if (check_word(word, 0) < 0) return NULL;
+    PyObject *fast = PySequence_Fast(seq, "raws must be a sequence");
+    if (!fast) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Py_buffer *bufs = get_all(fast, n);
+    Py_DECREF(fast);
+    if (!bufs) return NULL;
+    Py_ssize_t need = scratch_for(bufs, n, word, pack6_mask);
+    release_all(bufs, n);
+    if (need < 0) return PyErr_NoMemory();
+    return PyLong_FromSsize_t(need);
+}
+
+typedef struct {
+    uint8_t *dst;
+    Py_ssize_t frame[4]; /* index into frames of plane k's coded bytes, -1: stored as it is */
+} chunk_out;
+
+static PyObject *planes_assemble_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *capsule, *seq, *frames_seq;
+    Py_buffer scratch;
+    double min_saving;
+    if (!PyArg_ParseTuple(args, "OOy*Od", &capsule, &seq, &scratch, &frames_seq, &min_saving)) return NULL;
+    PyObject *result = NULL, *fast = NULL, *ffast = NULL;
+    Py_buffer *bufs = NULL, *frames = NULL;
+    chunk_out *outs = NULL;
+    Py_ssize_t n = 0, nf = 0;
+    batch_plan *plan = PyCapsule_GetPointer(capsule, PLAN_NAME);
+    if (!plan) goto done;
+    fast = PySequence_Fast(seq, "raws must be a sequence");
+    if (!fast) goto done;
+    n = PySequence_Fast_GET_SIZE(fast);
+    ffast = PySequence_Fast(frames_seq, "frames must be a sequence");
+    if (!ffast) goto done;
+    nf = PySequence_Fast_GET_SIZE(ffast);
+    if (n != plan->n || nf != plan->queued || scratch.len < plan->scratch_need) {
+        PyErr_SetString(PyExc_ValueError, "assemble_batch needs the raws, scratch and frames of its split_batch");
+        n = nf = 0;
+        goto done;
+    }
+    bufs = get_all(fast, n);
+    if (!bufs) {
+        n = nf = 0;
+        goto done;
+    }
+    frames = get_all(ffast, nf);
+    if (!frames) {
+        nf = 0;
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (bufs[i].len != plan->c[i].len) {
+            PyErr_SetString(PyExc_ValueError, "assemble_batch needs the raws of its split_batch");
+            goto done;
+        }
+    }
+    outs = PyMem_Calloc((size_t)(n ? n : 1), sizeof(chunk_out));
+    result = PyList_New(n);
+    if (!outs || !result) {
+        if (!outs) PyErr_NoMemory();
+        goto done;
+    }
+    const int w = plan->word;
+    const int head = plan->pack6_mask < 0 ? 2 : 3;
+    Py_ssize_t f = 0;
+    /* sizes first (under the GIL: the payloads are allocated here), bytes after, without it */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        chunk_plan *c = &plan->c[i];
+        Py_ssize_t m = c->m, size = head;
+        uint8_t mask = 0;
+        double limit = (double)m * (1.0 - min_saving);
+        for (int k = 0; k < w; k++) {
+            outs[i].frame[k] = -1;
+            if (c->packed >> k & 1) {
+                size += packed6_size(m);
+            } else if (c->queued >> k & 1) {
+                Py_ssize_t got = frames[f].len;
+                if ((double)got <= limit) {
+                    mask |= (uint8_t)(1 << k);
+                    outs[i].frame[k] = f;
+                    size += 4 + got;
+                } else {
+                    size += m;
+                }
+                f++;
+            } else {
+                size += m;
+            }
+        }
+        size += c->len - m * w;
+        PyObject *payload;
+        if (c->skip || !(mask | c->packed) || !((double)size <= (double)c->len * (1.0 - min_saving))) {
+            payload = Py_None;
+            Py_INCREF(payload);
+        } else {
+            payload = PyBytes_FromStringAndSize(NULL, size);
+            if (!payload) goto fail;
+            uint8_t *d = (uint8_t *)PyBytes_AS_STRING(payload);
+            d[0] = (uint8_t)w;
+            d[1] = mask;
+            if (head == 3) d[2] = c->packed;
+            outs[i].dst = d;
+        }
+        PyList_SET_ITEM(result, i, payload);
+    }
+    const uint8_t *base = (const uint8_t *)scratch.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        chunk_plan *c = &plan->c[i];
+        uint8_t *d = outs[i].dst;
+        if (!d) continue;
+        Py_ssize_t m = c->m;
+        d += head;
+        for (int k = 0; k < w; k++) {
+            if (outs[i].frame[k] >= 0) {
+                uint32_t len = le32((uint32_t)frames[outs[i].frame[k]].len);
+                memcpy(d, &len, 4);
+                d += 4;
+            }
+        }
+        for (int k = 0; k < w; k++) {
+            if (c->packed >> k & 1) {
+                memcpy(d, base + c->packed_off[k], (size_t)packed6_size(m));
+                d += packed6_size(m);
+            } else if (outs[i].frame[k] >= 0) {
+                const Py_buffer *fr = &frames[outs[i].frame[k]];
+                memcpy(d, fr->buf, (size_t)fr->len);
+                d += fr->len;
+            } else {
+                memcpy(d, base + c->planes_off + k * m, (size_t)m);
+                d += m;
+            }
+        }
+        memcpy(d, (const uint8_t *)bufs[i].buf + m * w, (size_t)(c->len - m * w));
+    }
+    Py_END_ALLOW_THREADS
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    if (bufs) release_all(bufs, n);
+    if (frames) release_all(frames, nf);
+    PyMem_Free(outs);
+    Py_XDECREF(fast);
+    Py_XDECREF(ffast);
+    PyBuffer_Release(&scratch);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pack6", planes_pack6, METH_VARARGS, "pack6(plane) -> bytes or None: the plane's constant low 2 bits, then its high 6 bits packed"},
     {"unpack6", planes_unpack6, METH_VARARGS, "unpack6(packed, m) -> bytes: the inverse of pack6, strictly checked"},
     {"split", planes_split, METH_VARARGS, "split(raw, word, rotate) -> list of byte planes of the rotated words"},
     {"merge", planes_merge, METH_VARARGS, "merge(planes, word, rotate, tail) -> bytes: the inverse of split, tail appended"},
+    {"split_batch", planes_split_batch, METH_VARARGS,
+     "split_batch(raws, word, rotate, try_mask, pack6_mask, min_words, scratch) -> (plan, segments)"},
+    {"split_batch_scratch", planes_split_batch_scratch, METH_VARARGS,
+     "split_batch_scratch(raws, word, pack6_mask) -> the scratch bytes split_batch needs"},
+    {"assemble_batch", planes_assemble_batch, METH_VARARGS,
+     "assemble_batch(plan, raws, scratch, frames, min_saving) -> the chunks' payloads (None: store raw)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_planes", "Byte-plane split and merge of rotated words.", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__planes(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__planes(void) {
+#ifdef OBJSTORE_X86_DISPATCH
+    __builtin_cpu_init();
+    /* OBJSTORE_PLANES_PORTABLE=1: the portable loops only (tests compare both) */
+    const char *portable = getenv("OBJSTORE_PLANES_PORTABLE");
+    int wide = !(portable && portable[0] == '1');
+    have_avx2 = wide && __builtin_cpu_supports("avx2");
+    have_bmi2 = wide && __builtin_cpu_supports("bmi2");
+#endif
+    return PyModule_Create(&module);
+}

@@ -655,7 +655,7 @@ class _Pipeline:
 
 
 def _encode_many(items: list[tuple[memoryview, str | None]], policy: codecs.CodecPolicy) -> list[tuple[int, bytes | memoryview]]:
-    return [codecs.encode_chunk(raw, dtype, policy) for raw, dtype in items]
+    return codecs.encode_many(items, policy)
 
 
 def iter_file_chunks(path: Path, chunker: Chunker) -> Iterator[tuple[ObjectId, int]]:
