@@ -150,7 +150,7 @@ def _copy(fd: int, target: Path, size: int) -> None:
     out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         done = 0
-        kernel = True
+        kernel = hasattr(os, "copy_file_range")  # Linux only
         while done < size:
             n = 0
             if kernel:
@@ -202,11 +202,12 @@ def _read_all(fd: int, size: int) -> memoryview:
         buf = _scratch.pack = bytearray(max(size, PACK_TARGET + PACK_TARGET // 4))
     view = memoryview(buf)
     got = 0
-    while got < size:
-        n = os.preadv(fd, [view[got:size]], got)
-        if n == 0:
-            break
-        got += n
+    with open(fd, "rb", buffering=0, closefd=False) as f:
+        while got < size:
+            n = f.readinto(view[got:size])
+            if not n:
+                break
+            got += n
     return view[:got]
 
 
