@@ -558,6 +558,31 @@ class ObjectDatabase:
             self._pack_checked[name] = time.monotonic()
             self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
 
+    def adopt_pack(self, name: str, index: np.ndarray, path: Path) -> None:
+        """Store a whole pack already verified at ``path`` (a temporary file on this
+        store's file system, see :mod:`objstore.storage.packcopy`), then its index,
+        then let readers see it: a transfer's :meth:`_seal` for a pack it did not build."""
+        with self._lock:
+            if self._broken is not None:
+                raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
+        try:
+            self.backend.put_file_if_absent(pack_key(name), path)
+            self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
+            self.backend.delete(marked_pack_key(name))  # as in _seal: this writer needs the pack
+        finally:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        with self._lock:
+            self.index.add_packs([(name, index)])
+            self.index.gone.discard(name)
+            self._sealed += 1
+            self.marked_packs.discard(name)
+            self._pack_checked[name] = time.monotonic()
+            self.new_chunks += len(index)
+            self.new_bytes += int(index["stored_len"].sum(dtype=np.int64))
+
     def abort(self) -> None:
         """Drop the open pack without storing it (full packs already sealing are kept:
         unreferenced, they are gc's)."""

@@ -2,7 +2,10 @@
 
 Every object and chunk read from the source is re-verified before it is stored
 (a remote is untrusted); chunks are sent as stored, objects children first, so
-a re-run finds only what is still missing. Split from :mod:`objstore.transfer.sync`.
+a re-run finds only what is still missing. Between two local stores, a source
+pack wanted whole is carried whole (:mod:`objstore.storage.packcopy`, checked
+where it lands); object storage, and packs wanted in part, take the ranged
+reads. Split from :mod:`objstore.transfer.sync`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from objstore.constants import PACK_TARGET
 from objstore.errors import CorruptObject
 from objstore.model.inventory import edges
 from objstore.model.store import Store
+from objstore.storage.backend import LocalBackend
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import object_key
 from objstore.storage.objects import (
@@ -24,6 +28,8 @@ from objstore.storage.objects import (
     Tree,
 )
 from objstore.storage.odb import ChunkLocation, decode_verified_run
+from objstore.storage.packcopy import claimed_count, copy_pack_file, local_pack_path
+from objstore.storage.packs import index_ids
 from objstore.storage.trees import check_tree
 from objstore.transfer.sync import HAS_BATCH, RANGE_GAP, RANGE_MAX, RANGES_IN_FLIGHT, Progress, TransferResult, pmap
 
@@ -116,6 +122,10 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
         return
     located = src.odb.locate_many(chunk_ids)
     total = sum(loc.stored_len for _, loc in located)
+    packs_before = dst.odb.packs_stored
+    done = 0
+    if pack_target >= PACK_TARGET:
+        located, done = _send_whole_packs(src, dst, located, result, total, progress)
     ranges = _plan_ranges(located)
 
     def fetch(rng: list[tuple[ObjectId, ChunkLocation]]) -> tuple[list[tuple[ObjectId, ChunkLocation]], list[bytes | memoryview]]:
@@ -127,8 +137,6 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
         return located, payloads
 
     pending = 0
-    done = 0
-    packs_before = dst.odb.packs_stored
     # The odb seals each full pack on its own thread while the next fills; a smaller
     # pack target (a test and benchmark knob) is reached by sealing here, in line.
     seal_here = pack_target < PACK_TARGET
@@ -160,6 +168,64 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
         close_pack()
     dst.odb.flush()
     result.packs += dst.odb.packs_stored - packs_before
+
+
+# Whole packs copied and verified at once: each holds a pack (up to MAX_PACK_BYTES)
+# and its decoded runs in memory, and verifying is what takes the CPU.
+WHOLE_PACK_WORKERS = 2
+
+
+def _send_whole_packs(src: Store, dst: Store, located: list[tuple[ObjectId, ChunkLocation]], result: TransferResult,
+                      total: int, progress: Progress | None) -> tuple[list[tuple[ObjectId, ChunkLocation]], int]:
+    """Between two local stores, carry over whole every source pack all of whose
+    chunks are wanted (:mod:`objstore.storage.packcopy` verifies each where it
+    lands); return the chunks still to send and the stored bytes sent."""
+    if not isinstance(src.backend, LocalBackend) or not isinstance(dst.backend, LocalBackend):
+        return located, 0  # object storage: ranged reads and new packs (closure's usual path)
+    by_pack: dict[str, list[tuple[ObjectId, ChunkLocation]]] = {}
+    for cid, loc in located:
+        by_pack.setdefault(loc.pack, []).append((cid, loc))
+    whole = [name for name, chunks in by_pack.items()
+             if (path := local_pack_path(src.backend, name)) is not None and claimed_count(path) == len(chunks)]
+    if not whole:
+        return located, 0
+    new_temp_path = dst.backend.new_temp_path
+
+    def carry(name: str) -> tuple[str, set[bytes] | None]:
+        path = local_pack_path(src.backend, name)
+        assert path is not None
+        try:
+            copied = copy_pack_file(path, new_temp_path(), name)
+        except FileNotFoundError:
+            return name, None  # gone (a gc moved its chunks): sent chunk by chunk, from where they are now
+        except CorruptObject as exc:
+            raise CorruptObject(f"{exc.args[0]} (in {src.location}); nothing of it was stored", object_id=exc.object_id,
+                                expected=exc.expected, actual=exc.actual) from None
+        dst.odb.adopt_pack(name, copied.index, copied.path)
+        return name, set(index_ids(copied.index))
+
+    done = 0
+    carried: set[bytes] = set()
+    pool = ThreadPoolExecutor(max_workers=WHOLE_PACK_WORKERS)
+    try:
+        # Submitted as consumed, so a pause here (a progress callback) pauses the copying.
+        futures = [pool.submit(carry, name) for name in whole[:WHOLE_PACK_WORKERS]]
+        for i in range(len(whole)):
+            name, ids = futures[i].result()
+            if i + WHOLE_PACK_WORKERS < len(whole):
+                futures.append(pool.submit(carry, whole[i + WHOLE_PACK_WORKERS]))
+            if ids is None:
+                continue
+            carried |= ids
+            sent = by_pack[name]
+            result.chunks += sum(1 for cid, _ in sent if cid.raw in ids)
+            result.chunk_bytes += sum(loc.stored_len for cid, loc in sent if cid.raw in ids)
+            done += sum(loc.stored_len for _, loc in sent)
+            if progress is not None:
+                progress("chunks", done, total)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # after a refusal, no further pack is carried
+    return [(cid, loc) for cid, loc in located if cid.raw not in carried], done
 
 
 def _send_objects(dst: Store, missing: _Missing, result: TransferResult, progress: Progress | None) -> None:

@@ -16,7 +16,11 @@ transfer has three phases, in the write order of :mod:`objstore.storage.odb`:
 2. **Send.** The chunks the destination lacks (asked in batches of its chunk
    index) are read from the source packs in coalesced ranged reads, decoded and
    re-hashed, and appended to new destination packs *as stored* (no
-   re-compression), each pack closed at tens of MiB. Then the missing metadata
+   re-compression), each pack closed at tens of MiB. Between two local stores
+   a source pack all of whose chunks are wanted (a push to an empty remote, a
+   clone) is carried whole instead, linked or copied by the kernel, and
+   published only once it and each of its chunks were checked where it landed
+   (:mod:`objstore.storage.packcopy`). Then the missing metadata
    objects, children before parents, byte for byte as stored.
 3. **Refs, last.** Version refs are create-only, so of two stores pushing a v3
    exactly one wins and the other is refused (:class:`~objstore.errors.NonFastForward`)
