@@ -17,6 +17,10 @@ is cheap and a concurrent reader that already resolved a version can finish
 - **A registry link** (:func:`unlink`, W&B's ``Artifact.unlink``, and
   ``delete`` of a link): the same steps in the registered model; the version
   linked is untouched.
+- **A deletion that arrives** (:func:`delete_arrived`, a push or pull carrying
+  one made in another store): as a version's or a link's, but kept (and why
+  said) while an alias other than ``latest`` or a link here still names it: one
+  the deleting side did not know of.
 - **A collection** (:func:`delete_collection`): its refs and their reflogs
   and its annotations. Refused while a registered model links to one of its
   versions. Numbers start again at v0 if the name is logged again (a new
@@ -107,6 +111,26 @@ def unlink(store: Store, entry: ResolvedVersion) -> DeletedVersion:
         raise InvalidInput(f"{entry.qualified_name} is not a linked artifact and cannot be unlinked; "
                            "use delete() to delete it")
     return DeletedVersion(entry.qualified_name, _remove_entry(store, entry, "unlinked"), unlinked=True)
+
+
+def delete_arrived(store: Store, entry: ResolvedVersion, why: str) -> DeletedVersion | str:
+    """Delete ``entry`` here because it was deleted in another store (a transfer
+    carries the deletion); the reason as a string instead if it is kept: an alias
+    other than ``latest`` or a registry link still names it here, which the other
+    side did not know of when it deleted (its own aliases and links of it were
+    removed there, and a transfer moves those first). Already deleted: done."""
+    aliases = [a for a in aliases_for(store, entry.collection, entry.object_id) if a != LATEST]
+    if aliases:
+        return f"it has aliases {', '.join(aliases)} there"
+    if entry.link is None and (linked := _links_to(store, entry.version_id)):
+        return f"it is linked from {', '.join(linked)} there"
+    try:
+        removed = _remove_entry(store, entry, why)
+    except NotFound:
+        return DeletedVersion(entry.qualified_name, (), unlinked=entry.link is not None)
+    if entry.link is None:
+        drop_version_annotations(store, entry.collection, entry.index)
+    return DeletedVersion(entry.qualified_name, removed, unlinked=entry.link is not None)
 
 
 def _remove_entry(store: Store, entry: ResolvedVersion, why: str) -> tuple[str, ...]:

@@ -16,9 +16,10 @@ from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, ref_display, version_ref
+from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.transfer.annotate import carry_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.deletions import carry_deletions, deleted_at_source
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
     CollectionRefs,
@@ -52,8 +53,9 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _send_objects(run, progress)
     _create_versions(run)
     _move_refs(run)
+    _carry_deletions(run)
     carry_annotations(local, remote, _held_by_both(run), run.result)
-    for key in run.result.kept:
+    for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # a kept deletion was said already
         say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
     tracking.update(run.final, run.tracked)
     finish_stats(run.result, remote, before, started)
@@ -196,6 +198,22 @@ def _held_by_both(run: _Push) -> list[tuple[CollectionPath, int, ObjectId]]:
         theirs = run.their_colls.get(coll, CollectionRefs()).versions
         out += [(coll, idx, vid) for idx, vid in c.versions.items() if idx in created or theirs.get(idx) == vid]
     return out
+
+
+def _carry_deletions(run: _Push) -> None:
+    """Delete on the remote what was deleted here, where the remote holds what we
+    last saw it hold there (after the alias moves, which removed the aliases we deleted)."""
+    def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
+        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
+        return ref_value(seen) == ref_value(encode_value(oid))
+
+    deleted = carry_deletions(run.remote, deleted_at_source(run.my_colls, run.their_colls, knew), run.result,
+                              f"deleted in {run.local.refs.who}'s store (push)", run.label)
+    for coll, idx, _ in deleted:
+        run.final[version_ref(coll.entity, coll.project, coll.name, idx)] = b""
+        latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+        if (value := run.remote.refs.read_raw(latest)) is not None:
+            run.final[latest] = value
 
 
 def _move_refs(run: _Push) -> None:
