@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ from objstore.constants import MAX_ANNOTATION_BYTES, MAX_USER_VALUE_BYTES
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.names import CollectionPath, check_tags
 from objstore.model.store import Store
-from objstore.model.versions import ResolvedVersion
+from objstore.model.versions import ResolvedVersion, collection_exists
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     ANNOTATIONS,
@@ -416,9 +416,27 @@ def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, 
         if not _swap(store, key, raw, new):
             continue
         _write_collection_log(store, coll, state_id, _edit_doc(done))
+        if not collection_exists(store, coll):
+            # Deleted meanwhile (or never there). delete_collection drops every
+            # annotation key after removing v0, so it either comes after these
+            # writes and takes them, or it is done and they are undone here.
+            _drop_collection_edit(store, coll, key, new, state_id, done.revision)
+            raise NotFound(f"no artifact collection {coll} in the store (deleted?); nothing was saved", key=str(coll))
         return _collection_shown(_unpack(key, new))
     raise Conflict(collection_annotation_key(coll.entity, coll.project, coll.name), None, None,
                    f"the description and tags of {coll} kept changing under {attempts} attempts; retry later")
+
+
+def _drop_collection_edit(store: Store, coll: CollectionPath, key: str, state: bytes, state_id: str, revision: int) -> None:
+    """Undo a collection edit that landed after its collection was deleted: the
+    state (unless another writer moved it since: that writer undoes its own) and its log entries."""
+    try:
+        if store.backend.get(key, max_size=MAX_ANNOTATION_BYTES) == state:
+            store.backend.delete(key)
+    except NotFound:
+        pass
+    for r in range(1, revision + 1):
+        store.backend.delete(collection_annotation_log_key(coll.entity, coll.project, coll.name, r, state_id))
 
 
 def collection_annotation_history(store: Store, coll: CollectionPath) -> list[AnnotationEdit]:
@@ -474,16 +492,43 @@ def raw_state(store: Store, coll: CollectionPath, index: int, version_id: Object
 def raw_history(store: Store, coll: CollectionPath, index: int, version_id: ObjectId) -> dict[str, bytes]:
     """Every stored history entry of ``version_id``'s annotations (key -> raw value),
     the state's last edit included even if its writer died before writing it."""
+    _, doc = raw_state(store, coll, index, version_id)
+    return _raw_history(store, annotation_log_prefix(coll.entity, coll.project, coll.name, index), version_id.hex, doc,
+                        lambda r: annotation_log_key(coll.entity, coll.project, coll.name, index, r, version_id.hex))
+
+
+def raw_collection_state(store: Store, coll: CollectionPath) -> tuple[bytes | None, dict[str, Any] | None]:
+    """(raw value, state) of ``coll``'s own description and tags as stored (None, None: never edited);
+    CorruptObject if the state is damaged."""
+    _, raw, doc = _collection_state(store, coll)
+    return raw, doc
+
+
+def collection_state_id(doc: dict[str, Any] | None) -> str | None:
+    """The id a collection state was first written with (its history's entries end in it)."""
+    sid = (doc or {}).get("id")
+    return sid if isinstance(sid, str) and sid else None
+
+
+def raw_collection_history(store: Store, coll: CollectionPath, state_id: str) -> dict[str, bytes]:
+    """Every stored history entry of ``coll``'s own annotations whose state has id
+    ``state_id`` (key -> raw value), that state's last edit included."""
+    _, doc = raw_collection_state(store, coll)
+    return _raw_history(store, collection_annotation_log_prefix(coll.entity, coll.project, coll.name), state_id,
+                        doc if collection_state_id(doc) == state_id else None,
+                        lambda r: collection_annotation_log_key(coll.entity, coll.project, coll.name, r, state_id))
+
+
+def _raw_history(store: Store, prefix: str, owner_hex: str, doc: dict[str, Any] | None,
+                 log_key: Callable[[int], str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    for info in store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index)):
-        if info.key.endswith(f"-{version_id.hex[:16]}"):
+    for info in store.backend.iter_prefix(prefix):
+        if info.key.endswith(f"-{owner_hex[:16]}"):
             try:
                 out[info.key] = store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES)
             except NotFound:
                 continue
-    _, doc = raw_state(store, coll, index, version_id)
     last = _edit_of(doc.get("last")) if doc is not None else None
     if last is not None:
-        key = annotation_log_key(coll.entity, coll.project, coll.name, index, last.revision, version_id.hex)
-        out.setdefault(key, _pack(_edit_doc(last)))
+        out.setdefault(log_key(last.revision), _pack(_edit_doc(last)))
     return out

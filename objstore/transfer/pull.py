@@ -22,7 +22,7 @@ from objstore.storage.objects import (
     RunRecord,
     Version,
 )
-from objstore.transfer.annotate import carry_annotations, carry_rebased
+from objstore.transfer.annotate import carry_annotations, carry_collection_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.deletions import carry_deletions, deleted_at_source
 from objstore.transfer.sync import (
@@ -157,6 +157,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _remap_runs(run)
     carry_rebased(local, _rebased_versions(run))
     carry_annotations(remote, local, _held_by_both(run), result)
+    carry_collection_annotations(remote, local, run.their_colls, result)
     _report_kept_and_renumbered(run)
     return result
 

@@ -17,7 +17,7 @@ from objstore.model.store import Store
 from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
-from objstore.transfer.annotate import carry_annotations
+from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.deletions import carry_deletions, deleted_at_source
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
@@ -55,6 +55,8 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _move_refs(run)
     _carry_deletions(run)
     carry_annotations(local, remote, _held_by_both(run), run.result)
+    carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
+                                 run.result)
     for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # a kept deletion was said already
         say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
     tracking.update(run.final, run.tracked)
