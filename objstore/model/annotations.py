@@ -49,7 +49,7 @@ from typing import Any
 import msgpack
 
 from objstore.constants import MAX_ANNOTATION_BYTES, MAX_USER_VALUE_BYTES
-from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, ObjstoreError
 from objstore.model.names import CollectionPath, check_tags
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, collection_exists
@@ -64,6 +64,7 @@ from objstore.storage.keys import (
     collection_annotation_log_key,
     collection_annotation_log_prefix,
     parse_annotation_key,
+    parse_collection_annotation_key,
 )
 from objstore.storage.objects import storable_dict
 
@@ -168,10 +169,33 @@ def _unpack(key: str, raw: bytes) -> dict[str, Any]:
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CorruptObject(f"annotations {key} are damaged ({exc}); delete the key to drop its edits", object_id=key) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("revision"), int):
-        raise CorruptObject(f"annotations {key} are not an annotation state objstore writes; "
-                            "delete the key to drop its edits", object_id=key)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("revision"), int) \
+            or (why := _bad_fields(doc)) is not None:
+        why = why if isinstance(doc, dict) and why is not None else "not an annotation state objstore writes"
+        raise CorruptObject(f"annotations {key}: {why}; delete the key to drop its edits", object_id=key)
     return doc
+
+
+def _bad_fields(doc: dict[Any, Any]) -> str | None:
+    """What is wrong with a state's parts (what readers take apart), or None."""
+    fields = doc.get("fields", {})
+    if not isinstance(fields, dict):
+        return "its fields are not a mapping"
+    if not isinstance(fields.get("description"), (str, type(None))):
+        return "its description is not a string"
+    if not isinstance(fields.get("metadata", {}), dict):
+        return "its metadata is not a mapping"
+    tags = fields.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return "its tags are not a list of strings"
+    ttl = fields.get("ttl", INHERIT)
+    if not (ttl is None or ttl == INHERIT or (isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0)):
+        return "its ttl is not positive seconds, none or inherit"
+    if "version" in doc and not (isinstance(doc["version"], bytes) and len(doc["version"]) == 32):
+        return "it names no version object"
+    if "id" in doc and not isinstance(doc["id"], str):
+        return "its id is not a string"
+    return None
 
 
 def _read_state(store: Store, key: str, version_id: ObjectId) -> tuple[bytes | None, dict[str, Any] | None]:
@@ -480,6 +504,47 @@ def iter_ttls(store: Store) -> Iterator[TtlEntry]:
         raw_vid = doc.get("version")
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 and isinstance(raw_vid, bytes) and len(raw_vid) == 32:
             yield TtlEntry(CollectionPath(parsed.entity, parsed.project, parsed.name), parsed.index, ObjectId(raw_vid), ttl)
+
+
+def annotation_problems(store: Store) -> Iterator[tuple[str, str]]:
+    """(key, why) for every key under ``annotations/`` that is damaged: a state
+    that does not decode or whose parts are of the wrong kind, a history entry that
+    is no edit or not the revision its key names, a key objstore never writes.
+    Dropped states (empty) and stale ones (another object's) are not damage."""
+    for info in store.backend.iter_prefix(ANNOTATIONS):
+        key = info.key
+        try:
+            raw = store.backend.get(key, max_size=MAX_ANNOTATION_BYTES)
+        except NotFound:
+            continue  # dropped meanwhile
+        except ObjstoreError as exc:
+            yield key, f"annotations {key} cannot be read ({exc.args[0] if exc.args else exc})"
+            continue
+        if key.endswith("/state") and (parse_annotation_key(key) or parse_collection_annotation_key(key)):
+            try:
+                if raw:
+                    _unpack(key, raw)
+            except CorruptObject as exc:
+                yield key, str(exc.args[0])
+        elif "/log/" in key:
+            yield from _log_problem(key, raw)
+        else:
+            yield key, f"annotations {key} is not a key objstore writes; delete it"
+
+
+def _log_problem(key: str, raw: bytes) -> Iterator[tuple[str, str]]:
+    name = key.rsplit("/", 1)[1]
+    revision, _, owner = name.partition("-")
+    try:
+        edit = _edit_of(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+    except (ValueError, TypeError, msgpack.UnpackException):
+        edit = None
+    if not revision.isdigit() or not owner:
+        yield key, f"annotation history {key} is not a key objstore writes; delete it"
+    elif edit is None:
+        yield key, f"annotation history entry {key} is damaged (not an edit); the history shows without it"
+    elif edit.revision != int(revision):
+        yield key, f"annotation history entry {key} records revision {edit.revision}, not {int(revision)}"
 
 
 def raw_state(store: Store, coll: CollectionPath, index: int, version_id: ObjectId) -> tuple[bytes | None, dict[str, Any] | None]:
