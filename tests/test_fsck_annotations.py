@@ -90,3 +90,4 @@ def test_dropped_and_stale_states_are_not_damage(store: Path, tmp_path: Path) ->
     s = Store.open_existing(store)
     s.backend.put(keys.annotation_key("e", "p", "m", 0), b"")  # a dropped state left by an older writer
     assert problems(store) == []
+

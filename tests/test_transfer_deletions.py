@@ -154,3 +154,29 @@ def test_a_registry_link_goes_first_and_an_unknown_one_keeps_the_version(tmp_pat
     assert not gone(remote, f"{NAME}:v1")
     assert_intact(remote)
     assert_intact(local)
+
+
+def test_ls_omits_a_collection_whose_versions_are_all_deleted(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s")
+    (tmp_path / "a.bin").write_bytes(b"a")
+    (tmp_path / "b.bin").write_bytes(b"b")
+    log(store, tmp_path / "a.bin")
+    log(store, tmp_path / "b.bin")
+    log(store, tmp_path / "a.bin", name="other")
+    s = ["--store", str(tmp_path / "s")]
+    done = objstore_cli(*s, "delete", f"{NAME}:v0", "--yes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(objstore_cli(*s, "ls", f"{ENTITY}/{PROJECT}", "--json", cwd=tmp_path).stdout)
+    assert [c["name"] for c in listed["collections"]] == ["model", "other"]  # one version left
+    done = objstore_cli(*s, "delete", f"{NAME}:v1", "--delete-aliases", "--yes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(objstore_cli(*s, "ls", f"{ENTITY}/{PROJECT}", "--json", cwd=tmp_path).stdout)
+    assert [c["name"] for c in listed["collections"]] == ["other"]
+    projects = json.loads(objstore_cli(*s, "ls", "--json", cwd=tmp_path).stdout)["projects"]
+    assert projects == [{"entity": ENTITY, "project": PROJECT, "collections": 1}]
+    assert [c.name for c in objstore.Api(store=store).artifact_collections(f"{ENTITY}/{PROJECT}")] == ["other"]
+    objstore.Api(store=store).artifact(f"{ENTITY}/{PROJECT}/other:v0").delete(delete_aliases=True)
+    assert json.loads(objstore_cli(*s, "ls", "--json", cwd=tmp_path).stdout)["projects"] == []
+    # Its numbers stay taken: logging again goes on after them, and it is listed again.
+    assert log(store, tmp_path / "a.bin").version == "v2"
+    assert [c.name for c in objstore.Api(store=store).artifact_collections(f"{ENTITY}/{PROJECT}")] == ["model"]

@@ -59,6 +59,7 @@ from objstore.model.annotations import (
     check_description,
     check_ttl,
     edit_annotations,
+    last_edit_time,
     read_annotations,
     same_value,
     unedited_annotations,
@@ -75,7 +76,8 @@ from objstore.model.versions import (
     resolve,
     set_alias,
 )
-from objstore.storage.keys import version_ref
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, collection_prefix, version_ref
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
 from objstore.storage.trees import entry_at, split_path, walk_tree
 
@@ -288,6 +290,14 @@ def wire(name: str, fn: Callable[..., Any]) -> None:
 
 def _iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
+
+
+def _last_alias_move(store: Store, coll: CollectionPath, oid: ObjectId) -> float | None:
+    """When an alias of ``coll`` other than ``latest`` last moved onto or off entry ``oid`` (its reflogs)."""
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
+    when = [e.when for key in store.refs.iter_names(prefix) if key != alias_ref(coll.entity, coll.project, coll.name, LATEST)
+            for e in store.refs.reflog(key) if oid in (e.old, e.new)]
+    return max(when, default=None)
 
 
 def link_target(target_path: object, entity: str) -> CollectionPath:
@@ -1040,9 +1050,14 @@ class Artifact:
 
     @property
     def updated_at(self) -> str:
-        """W&B's: when the version last changed. Content is immutable here, so this is
-        when it was logged, unless annotations edited since say otherwise."""
-        return self.created_at
+        """W&B's: when the version last changed, as an ISO 8601 string in UTC. Content
+        is immutable here, so: its last annotation edit (description, metadata,
+        tags, ttl) or the last move of an alias onto or off it, else when it was
+        logged. ``latest`` is the store's, moved by logging others: not an edit of this one."""
+        store, resolved = self._logged()
+        edited = last_edit_time(store, resolved)
+        moved = _last_alias_move(store, resolved.collection, resolved.object_id)
+        return _iso(max(t for t in (resolved.version.created_at, edited, moved) if t is not None))
 
     def _save_draft(self, project: str | None) -> None:
         """W&B's ``save()`` of a draft: log it as an output of the current run, or of a

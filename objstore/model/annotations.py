@@ -249,6 +249,14 @@ def read_annotations(store: Store, entry: ResolvedVersion) -> Annotations:
     return _shown(entry, doc)
 
 
+def last_edit_time(store: Store, entry: ResolvedVersion) -> float | None:
+    """When ``entry``'s annotations (a link: its version's) were last edited; None if never (one read)."""
+    coll, index, vid = source_of(entry)
+    _, doc = _read_state(store, _state_key(coll, index), vid)
+    last = _edit_of(doc.get("last")) if doc is not None else None
+    return last.when if last is not None else None
+
+
 def _apply(now: Annotations, edit: Edit) -> tuple[dict[str, Any], list[Change]]:
     """The fields after ``edit`` over ``now``, and what it changed."""
     changes: list[Change] = []
