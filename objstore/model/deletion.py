@@ -29,6 +29,8 @@ is cheap and a concurrent reader that already resolved a version can finish
   (:mod:`objstore.model.annotations`) has passed since it was logged is deleted
   as above, aliases and all; ``objstore gc`` runs it first. Until then an
   expired version stays readable (W&B too deletes "shortly after" the ttl).
+  It ends by putting right a ``latest`` an older objstore left behind a
+  deleted number (:func:`settle_latest`).
 
 Runs keep naming deleted versions; lineage shows them as not in the store once
 gc has run.
@@ -47,11 +49,12 @@ from objstore.model.annotations import (
     iter_ttls,
 )
 from objstore.model.inventory import iter_version_refs
-from objstore.model.names import LATEST, CollectionPath
+from objstore.model.names import LATEST, CollectionPath, version_index
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
+    advance_latest,
     aliases_for,
     collection_exists,
     list_versions,
@@ -60,7 +63,7 @@ from objstore.model.versions import (
     retreat_latest,
 )
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import collection_prefix, digest_ref, version_ref
+from objstore.storage.keys import REFS, alias_ref, collection_prefix, digest_ref, parse_ref_key, version_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +191,43 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
 
 @dataclass(frozen=True, slots=True)
 class Expiry:
-    """What :func:`expire_versions` did: versions deleted, and those it had to keep (why)."""
+    """What :func:`expire_versions` did: versions deleted, those it had to keep (why),
+    and the collections whose ``latest`` it moved up to their newest version (:func:`settle_latest`)."""
 
     expired: tuple[DeletedVersion, ...]
     kept: tuple[tuple[str, str], ...]
+    settled: tuple[str, ...] = ()
+
+
+def settle_latest(store: Store) -> tuple[str, ...]:
+    """Move ``latest`` up to the newest version in every collection where it is
+    behind one past a deleted number; the collections moved. An objstore older
+    than tombstones logs past a deleted number (its claim fails there and it
+    takes the next) but stops moving ``latest`` at the tombstone, taking it for a
+    number still being claimed; this release's next log there, or this (run by
+    every ``objstore gc``), puts it right. Only collections holding a tombstone
+    are read (one listing finds them)."""
+    newest: dict[CollectionPath, int] = {}
+    deleted: set[CollectionPath] = set()
+    for info in store.backend.iter_prefix(REFS):
+        parsed = parse_ref_key(info.key)
+        if parsed is None or parsed.kind != "version" or (idx := version_index(parsed.tail)) is None:
+            continue
+        coll = CollectionPath(parsed.entity, parsed.project, parsed.name)
+        if info.size == 0:
+            deleted.add(coll)
+        else:
+            newest[coll] = max(newest.get(coll, -1), idx)
+    moved = []
+    for coll in sorted(deleted & set(newest), key=str):
+        before = store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))
+        try:
+            advance_latest(store, coll, newest[coll])
+        except (CorruptObject, NotFound, Conflict):
+            continue  # fsck reports damage; a busy collection's next writer moves it
+        if store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST)) != before:
+            moved.append(str(coll))
+    return tuple(moved)
 
 
 def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = False) -> Expiry:
@@ -221,4 +257,4 @@ def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = F
             kept.append((entry.qualified_name, str(exc)))
         except NotFound:
             continue  # deleted by another process meanwhile
-    return Expiry(tuple(expired), tuple(kept))
+    return Expiry(tuple(expired), tuple(kept), () if dry_run else settle_latest(store))
