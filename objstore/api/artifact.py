@@ -273,7 +273,6 @@ SETTABLE = ("aliases", "description", "metadata", "tags", "ttl")
 # W&B's settable Artifact attributes that objstore does not store (yet), and what to do instead.
 _NOT_STORED = {
     "distributed_id": "objstore has no distributed artifacts; log each part as its own artifact, or one draft",
-    "incremental": "objstore has no incremental artifacts; a new version stores only the chunks that changed anyway",
 }
 
 
@@ -357,13 +356,23 @@ class Artifact:
     a logged version's with :meth:`save`), and a logged version's ``tags`` (a
     draft has none to set, as in W&B: ArtifactNotLoggedError). Any other
     assignment raises: UnsupportedError for W&B attributes objstore does not
-    store (``distributed_id``, ``incremental``) or for a read-only one (``name``,
+    store (``distributed_id``) or for a read-only one (``incremental``, ``name``,
     ``type``, ``version``, …), and likewise for a name the class does not have,
     so a value set is never accepted and dropped.
+
+    ``incremental=True`` (W&B's): when logged, the draft is laid over the
+    collection's latest version in that store: the new version holds latest's
+    files, with the draft's added or replacing those at the same path (a draft
+    file at ``a/b`` replaces a file ``a``, a draft entry ``a`` everything under
+    it). With no latest yet it is the draft alone. The latest read when it is
+    logged is the base; a version logged by another writer meanwhile is not in it
+    (as W&B's server, which merges at creation).
     """
 
-    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None,
+                 incremental: bool = False) -> None:
         self._resolved: ResolvedVersion | None = None
+        self._incremental = bool(incremental)
         self._name = check_name(name, "artifact name")
         self._type = check_name(type, "artifact type")
         self._description = description
@@ -530,7 +539,8 @@ class Artifact:
         """Log this draft through :func:`objstore.api.commit.commit_draft` and become the version it made."""
         self._require_draft()
         self._check_ready_entries(store)
-        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
+        staged = self._over_latest(store, entity, project) if self._incremental else self._staged
+        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), staged)
         resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         ttl_set, ttl = self._ttl_changed, self._ttl
         # A version this call created holds what it was given, and latest: no need to read them.
@@ -541,6 +551,26 @@ class Artifact:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+
+    def _over_latest(self, store: Store, entity: str, project: str) -> dict[str, Staged]:
+        """An incremental draft's entries: the collection's latest version's, with the draft's laid over them."""
+        try:
+            base = resolve(store, parse_version_spec(f"{self._name}:{LATEST}", entity=entity, project=project))
+        except NotFound:
+            return self._staged  # nothing logged yet: the draft alone
+        entries = list(walk_tree(store.odb, base.version.tree, include_dirs=True))
+        parents = {p.rsplit("/", 1)[0] for p, _ in entries if "/" in p}
+        merged = {p: Staged(e.kind, e.size, entry=e) for p, e in entries if e.kind != TREE or p not in parents}
+        for path, staged in self._staged.items():
+            for other in [q for q in merged if q.startswith(path + "/") or path.startswith(q + "/")]:
+                del merged[other]  # a file where latest has a directory, or the other way: the draft's wins
+            merged[path] = staged
+        return merged
+
+    @property
+    def incremental(self) -> bool:
+        """W&B's: whether this draft is logged over the collection's latest version (read-only)."""
+        return self._incremental
 
     def _bind(self, store: Store, resolved: ResolvedVersion, aliases: list[str] | None = None, *,
               read_aliases: bool = True) -> None:
@@ -573,6 +603,7 @@ class Artifact:
         art._tmpdir = None
         art._created = False
         art._origin = None
+        art._incremental = False
         art._init_annotations()
         art._bind(store, resolved, read_aliases=read_aliases)
         return art
