@@ -122,6 +122,11 @@ def test_a_deletion_is_kept_where_the_destination_aliased_it_since(tmp_path: Pat
     pulled = objstore.pull(clone)
     assert pulled.kept == [f"refs/{NAME}/versions/v2"]
     assert objstore.Api(store=clone).artifact(f"{NAME}:mine").version == "v2"
+    # Pushing the alias would name the version the remote deleted: kept here, and no digest ref goes back.
+    pushed = objstore.push(clone)
+    assert pushed.kept == [f"refs/{NAME}/aliases/mine"] and pushed.refs == []
+    assert gone(remote, f"{NAME}:mine") and gone(remote, f"{NAME}:v2")
+    assert gone(remote, f"{NAME}:{objstore.Api(store=clone).artifact(f'{NAME}:v2').digest}")
     mine = objstore.Api(store=clone).artifact(f"{NAME}:v2")
     mine.aliases.remove("mine")
     mine.save()

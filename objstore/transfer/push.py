@@ -57,7 +57,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     carry_annotations(local, remote, _held_by_both(run), run.result)
     carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
                                  run.result)
-    for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # a kept deletion was said already
+    for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # kept refs were said already
         say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
     tracking.update(run.final, run.tracked)
     finish_stats(run.result, remote, before, started)
@@ -82,6 +82,7 @@ class _Push:
     plan_versions: dict[CollectionPath, list[tuple[int, ObjectId]]] = field(default_factory=dict)
     moves: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # key, expected raw on the remote, new raw
     final: dict[str, bytes] = field(default_factory=dict)  # what tracking records afterwards
+    deleted_there: set[ObjectId] | None = None  # see _deleted_there
 
 
 def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
@@ -133,6 +134,10 @@ def _plan_moves(run: _Push) -> None:
         r, t = theirs.get(key), tracked.get(key)
         if ref_value(raw) == ref_value(r) or ref_value(raw) == ref_value(t):
             continue  # the same already, or unchanged here since the fetch (the remote moved it)
+        if ref_target(key, raw) in _deleted_there(run):
+            run.result.kept.append(key)  # an alias onto a version the remote deleted would bring it back there
+            say(f"kept {ref_display(key)} here only: it names a version deleted on {run.label}")
+            continue
         if ref_value(r) == ref_value(t) or run.force:
             run.moves.append((key, r, raw if ref_value(raw) else b""))
         else:
@@ -153,7 +158,8 @@ def _send_objects(run: _Push, progress: Progress | None) -> None:
             roots.append(oid)
     for coll, c in run.my_colls.items():
         theirs = run.their_colls.get(coll, CollectionRefs()).digests
-        roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})]
+        roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})
+                  if oid not in _deleted_there(run)]
     copy_closure(run.local, run.remote, roots, run.result, pack_target=configured_pack_target(), progress=progress)
 
 
@@ -181,7 +187,7 @@ def _create_versions(run: _Push) -> None:
                 result.refs.append(key)
             final[key] = encode_value(version_id)
         for key, oid in digest_targets(coll, run.my_colls[coll].digests):
-            if key not in run.theirs and create_digest_ref(remote, key, oid, why):
+            if key not in run.theirs and oid not in _deleted_there(run) and create_digest_ref(remote, key, oid, why):
                 result.refs.append(key)
                 final[key] = run.mine[key]
         if todo:
@@ -200,6 +206,15 @@ def _held_by_both(run: _Push) -> list[tuple[CollectionPath, int, ObjectId]]:
         theirs = run.their_colls.get(coll, CollectionRefs()).versions
         out += [(coll, idx, vid) for idx, vid in c.versions.items() if idx in created or theirs.get(idx) == vid]
     return out
+
+
+def _deleted_there(run: _Push) -> set[ObjectId]:
+    """The entries held here at a number the remote has deleted (none of them is
+    ever created there, so no alias or digest ref may name one there)."""
+    if run.deleted_there is None:
+        run.deleted_there = {vid for coll, c in run.my_colls.items() for idx, vid in c.versions.items()
+                             if idx in run.their_colls.get(coll, CollectionRefs()).deleted}
+    return run.deleted_there
 
 
 def _carry_deletions(run: _Push) -> None:
