@@ -356,6 +356,8 @@ def _carry_deletions(run: _Pull) -> None:
         seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
         return ref_value(seen) == ref_value(encode_value(oid)) or run.remote.odb.has_object(oid)
 
+    if not any(c.deleted for c in run.their_colls.values()):
+        return  # nothing deleted there: no need to read our refs again
     now = collections_in(read_refs(run.local, run.prefixes))
     carry_deletions(run.local, deleted_at_source(run.their_colls, now, knew), run.result,
                     f"deleted on {run.label} (pull)", "this store")
