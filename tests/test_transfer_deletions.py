@@ -91,7 +91,9 @@ def test_a_deletion_travels_both_ways_and_numbers_stay_taken(tmp_path: Path, mod
 
 
 def test_a_deletion_is_kept_where_the_destination_aliased_it_since(tmp_path: Path, models: tuple[Path, Path],
-                                                                    remote_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+                                                                    remote_url: str, capfd: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OBJSTORE_QUIET", raising=False)  # the kept deletion is said on stderr
     local = published(tmp_path, models, remote_url)
     remote = open_store(remote_url)
     theirs = objstore.Api(store=remote).artifact(f"{NAME}:v1")
