@@ -14,17 +14,27 @@ from objstore.api.artifact import Artifact, artifact_of
 from objstore.api.naming import new_run_id
 from objstore.api.public import Api
 from objstore.api.runinfo import RunInfo, log_with_runs
-from objstore.errors import CorruptObject, NotFound
-from objstore.model.annotations import annotation_history, read_annotations
+from objstore.errors import CorruptObject, InvalidInput, NotFound
+from objstore.model.annotations import (
+    Edit,
+    annotation_history,
+    collection_annotation_history,
+    edit_annotations,
+    edit_collection_annotations,
+    read_annotations,
+    read_collection_annotations,
+)
 from objstore.model.deletion import delete_collection, delete_version
 from objstore.model.names import (
     check_alias,
     check_aliases,
     check_name,
+    check_tags,
     parse_version_spec,
 )
 from objstore.model.store import init_store
 from objstore.model.versions import (
+    collection_exists,
     delete_alias,
     list_collections,
     list_projects,
@@ -431,35 +441,58 @@ def delete_cmd(state: State, name: str, delete_aliases: bool, yes: bool, project
 
 @click.command("annotations")
 @click.argument("name", shell_complete=complete_versions)
+@click.option("--collection", "of_collection", is_flag=True,
+              help="NAME is a collection (or registered model): show or edit its own description and tags")
+@click.option("--description", default=None, help="set the description first (as save() would)")
+@click.option("--tag", "tags_add", multiple=True, help="add this tag first (repeatable)")
+@click.option("--untag", "tags_remove", multiple=True, help="remove this tag first (repeatable)")
 @project_option
 @entity_option
 @json_option
 @pass_state
-def annotations_cmd(state: State, name: str, project: str | None, entity: str | None, as_json: bool) -> None:
-    """Show a version's annotations (description, tags, ttl, metadata) and every edit
-    of them since it was logged: who, when, old -> new.
+def annotations_cmd(state: State, name: str, of_collection: bool, description: str | None, tags_add: tuple[str, ...],
+                    tags_remove: tuple[str, ...], project: str | None, entity: str | None, as_json: bool) -> None:
+    """Show a version's annotations (description, tags, ttl, metadata), or with
+    --collection a collection's own description and tags, and every edit of them:
+    who, when, old -> new. --description/--tag/--untag edit them first, by
+    compare-and-swap, as save() does (concurrent edits of other tags are kept).
 
     \b
-    Example:
+    Examples:
       objstore annotations mnist:v1
+      objstore annotations mnist:v1 --tag reviewed --description "the good one"
+      objstore annotations mnist --collection --tag vision
     """
     ent, proj = names(entity, project)
-    entry = resolve(state.store(), parse_version_spec(name, entity=ent, project=proj))
-    shown = read_annotations(state.store(), entry)
-    history = annotation_history(state.store(), entry)
-    data: dict[str, Any] = {
-        "version": entry.qualified_name, "description": shown.description, "metadata": shown.metadata,
-        "tags": list(shown.tags), "ttl": shown.ttl,
-        "history": [{"revision": h.revision, "when": h.when, "who": h.who,
-                     "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in h.changes]} for h in history],
-    }
+    store = state.store()
+    edit = Edit(description=description, set_description=description is not None,
+                tags_add=check_tags(list(tags_add)), tags_remove=check_tags(list(tags_remove)))
+    if of_collection:
+        if ":" in name:
+            raise InvalidInput(f"--collection takes a collection name, not a version ({name!r}); drop the ':…'")
+        coll = parse_version_spec(name, entity=ent, project=proj).collection
+        if not collection_exists(store, coll):
+            raise NotFound(f"no artifact collection {coll} in the store; objstore ls lists them", key=str(coll))
+        now = edit_collection_annotations(store, coll, edit) if not edit.is_empty() else read_collection_annotations(store, coll)
+        history = collection_annotation_history(store, coll)
+        data: dict[str, Any] = {"collection": str(coll), "description": now.description, "tags": list(now.tags)}
+    else:
+        entry = resolve(store, parse_version_spec(name, entity=ent, project=proj))
+        shown = edit_annotations(store, entry, edit) if not edit.is_empty() else read_annotations(store, entry)
+        history = annotation_history(store, entry)
+        data = {"version": entry.qualified_name, "description": shown.description, "metadata": shown.metadata,
+                "tags": list(shown.tags), "ttl": shown.ttl}
+    data["history"] = [{"revision": h.revision, "when": h.when, "who": h.who,
+                        "changes": [{"field": c.field, "old": c.old, "new": c.new} for c in h.changes]} for h in history]
     if as_json:
         out.emit_json(data)
         return
-    click.echo(f"{data['version']}")
-    click.echo(f"description {shown.description if shown.description is not None else '-'}")
-    click.echo(f"tags        {', '.join(shown.tags) or '-'}")
-    click.echo(f"ttl         {'inherited (none)' if shown.ttl == 'inherit' else 'none' if shown.ttl is None else f'{shown.ttl} s'}")
+    click.echo(f"{data.get('version') or data['collection']}")
+    click.echo(f"description {data['description'] if data['description'] is not None else '-'}")
+    click.echo(f"tags        {', '.join(data['tags']) or '-'}")
+    if not of_collection:
+        ttl = data["ttl"]
+        click.echo(f"ttl         {'inherited (none)' if ttl == 'inherit' else 'none' if ttl is None else f'{ttl} s'}")
     for h in history:
         click.echo(f"r{h.revision}  {out.when(h.when)}  {h.who}")
         for c in h.changes:

@@ -260,3 +260,43 @@ def test_concurrent_edits_from_processes_all_land_local(tmp_path: Path) -> None:
 def test_concurrent_edits_from_processes_all_land_s3(s3_bucket_url: str, tmp_path: Path) -> None:
     _log_one(s3_bucket_url, tmp_path)
     _edit_race(s3_bucket_url, tmp_path, writers=3, rounds=2)
+
+
+def test_updated_at_is_the_last_annotation_edit_or_alias_move(tmp_path: Path) -> None:
+    """W&B's ``updated_at``: the server's last change of the version; here an
+    annotation edit or an alias moved onto or off it, not ``latest`` moving on."""
+    import datetime as dt
+
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    s = tmp_path / "store"
+    with objstore.init(entity="e", project="p", store=s) as run:
+        run.log_model(str(tmp_path / "a"), name="m")
+    v0 = objstore.Api(store=s).artifact("e/p/m:v0")
+    assert v0.updated_at == v0.created_at
+
+    def updated() -> dt.datetime:
+        return dt.datetime.fromisoformat(objstore.Api(store=s).artifact("e/p/m:v0").updated_at)
+
+    time.sleep(0.05)
+    v0.description = "edited"
+    v0.save()
+    after_edit = updated()
+    assert after_edit > dt.datetime.fromisoformat(v0.created_at)
+    assert after_edit.timestamp() == pytest.approx(v0.annotation_history()[-1].when, abs=1e-5)
+    time.sleep(0.05)
+    v0.aliases.append("best")
+    v0.save()
+    after_alias = updated()
+    assert after_alias > after_edit
+    time.sleep(0.05)
+    with objstore.init(entity="e", project="p", store=s) as run:
+        run.log_model(str(tmp_path / "b"), name="m", aliases=["best"])  # best moves off v0; latest too
+    after_move = updated()
+    assert after_move > after_alias
+    time.sleep(0.05)
+    with objstore.init(entity="e", project="p", store=s) as run:
+        run.log_model(str(tmp_path / "a"), name="m2")
+    assert updated() == after_move  # nothing of v0 changed
+    v1 = objstore.Api(store=s).artifact("e/p/m:v1")
+    assert dt.datetime.fromisoformat(v1.updated_at) >= dt.datetime.fromisoformat(v1.created_at)

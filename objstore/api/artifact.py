@@ -60,6 +60,7 @@ from objstore.model.annotations import (
     check_description,
     check_ttl,
     edit_annotations,
+    last_edit_time,
     read_annotations,
     same_value,
     unedited_annotations,
@@ -76,7 +77,8 @@ from objstore.model.versions import (
     resolve,
     set_alias,
 )
-from objstore.storage.keys import version_ref
+from objstore.storage.ids import ObjectId
+from objstore.storage.keys import alias_ref, collection_prefix, version_ref
 from objstore.storage.objects import FILE, REFERENCE, SYMLINK, TREE, TreeEntry, storable_dict
 from objstore.storage.trees import entry_at, split_path, walk_tree
 
@@ -285,7 +287,6 @@ SETTABLE = ("aliases", "description", "metadata", "tags", "ttl")
 # W&B's settable Artifact attributes that objstore does not store (yet), and what to do instead.
 _NOT_STORED = {
     "distributed_id": "objstore has no distributed artifacts; log each part as its own artifact, or one draft",
-    "incremental": "objstore has no incremental artifacts; a new version stores only the chunks that changed anyway",
 }
 
 
@@ -302,6 +303,14 @@ def wire(name: str, fn: Callable[..., Any]) -> None:
 
 def _iso(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
+
+
+def _last_alias_move(store: Store, coll: CollectionPath, oid: ObjectId) -> float | None:
+    """When an alias of ``coll`` other than ``latest`` last moved onto or off entry ``oid`` (its reflogs)."""
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
+    when = [e.when for key in store.refs.iter_names(prefix) if key != alias_ref(coll.entity, coll.project, coll.name, LATEST)
+            for e in store.refs.reflog(key) if oid in (e.old, e.new)]
+    return max(when, default=None)
 
 
 def link_target(target_path: object, entity: str) -> CollectionPath:
@@ -361,13 +370,23 @@ class Artifact:
     a logged version's with :meth:`save`), and a logged version's ``tags`` (a
     draft has none to set, as in W&B: ArtifactNotLoggedError). Any other
     assignment raises: UnsupportedError for W&B attributes objstore does not
-    store (``distributed_id``, ``incremental``) or for a read-only one (``name``,
+    store (``distributed_id``) or for a read-only one (``incremental``, ``name``,
     ``type``, ``version``, …), and likewise for a name the class does not have,
     so a value set is never accepted and dropped.
+
+    ``incremental=True`` (W&B's): when logged, the draft is laid over the
+    collection's latest version in that store: the new version holds latest's
+    files, with the draft's added or replacing those at the same path (a draft
+    file at ``a/b`` replaces a file ``a``, a draft entry ``a`` everything under
+    it). With no latest yet it is the draft alone. The latest read when it is
+    logged is the base; a version logged by another writer meanwhile is not in it
+    (as W&B's server, which merges at creation).
     """
 
-    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict[str, Any] | None = None,
+                 incremental: bool = False) -> None:
         self._resolved: ResolvedVersion | None = None
+        self._incremental = bool(incremental)
         self._name = check_name(name, "artifact name")
         self._type = check_name(type, "artifact type")
         self._description = description
@@ -540,7 +559,8 @@ class Artifact:
         """Log this draft through :func:`objstore.api.commit.commit_draft` and become the version it made."""
         self._require_draft()
         self._check_ready_entries(store)
-        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
+        staged = self._over_latest(store, entity, project) if self._incremental else self._staged
+        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), staged)
         resolved, created = commit_draft(store, draft, entity, project, run_path, aliases, progress, before_ref)
         ttl_set, ttl = self._ttl_changed, self._ttl
         # A version this call created holds what it was given, and latest: no need to read them.
@@ -551,6 +571,26 @@ class Artifact:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
             self._tmpdir = None
+
+    def _over_latest(self, store: Store, entity: str, project: str) -> dict[str, Staged]:
+        """An incremental draft's entries: the collection's latest version's, with the draft's laid over them."""
+        try:
+            base = resolve(store, parse_version_spec(f"{self._name}:{LATEST}", entity=entity, project=project))
+        except NotFound:
+            return self._staged  # nothing logged yet: the draft alone
+        entries = list(walk_tree(store.odb, base.version.tree, include_dirs=True))
+        parents = {p.rsplit("/", 1)[0] for p, _ in entries if "/" in p}
+        merged = {p: Staged(e.kind, e.size, entry=e) for p, e in entries if e.kind != TREE or p not in parents}
+        for path, staged in self._staged.items():
+            for other in [q for q in merged if q.startswith(path + "/") or path.startswith(q + "/")]:
+                del merged[other]  # a file where latest has a directory, or the other way: the draft's wins
+            merged[path] = staged
+        return merged
+
+    @property
+    def incremental(self) -> bool:
+        """W&B's: whether this draft is logged over the collection's latest version (read-only)."""
+        return self._incremental
 
     def _bind(self, store: Store, resolved: ResolvedVersion, aliases: list[str] | None = None, *,
               read_aliases: bool = True) -> None:
@@ -583,6 +623,7 @@ class Artifact:
         art._tmpdir = None
         art._created = False
         art._origin = None
+        art._incremental = False
         art._init_annotations()
         art._bind(store, resolved, read_aliases=read_aliases)
         return art
@@ -1060,9 +1101,14 @@ class Artifact:
 
     @property
     def updated_at(self) -> str:
-        """W&B's: when the version last changed. Content is immutable here, so this is
-        when it was logged, unless annotations edited since say otherwise."""
-        return self.created_at
+        """W&B's: when the version last changed, as an ISO 8601 string in UTC. Content
+        is immutable here, so: its last annotation edit (description, metadata,
+        tags, ttl) or the last move of an alias onto or off it, else when it was
+        logged. ``latest`` is the store's, moved by logging others: not an edit of this one."""
+        store, resolved = self._logged()
+        edited = last_edit_time(store, resolved)
+        moved = _last_alias_move(store, resolved.collection, resolved.object_id)
+        return _iso(max(t for t in (resolved.version.created_at, edited, moved) if t is not None))
 
     def _save_draft(self, project: str | None) -> None:
         """W&B's ``save()`` of a draft: log it as an output of the current run, or of a

@@ -25,9 +25,11 @@ from objstore.api.runinfo import RunInfo, iter_runs, read_run_by_path
 from objstore.errors import CorruptObject, InvalidName, NotFound, UnsupportedError, UsageError, WrongType
 from objstore.model import deletion
 from objstore.model.annotations import (
+    AnnotationEdit,
     CollectionAnnotations,
     Edit,
     check_description,
+    collection_annotation_history,
     edit_collection_annotations,
     read_collection_annotations,
 )
@@ -69,7 +71,8 @@ class ArtifactCollection:
     difference from what was read (tags added and removed one by one) by
     compare-and-swap, so saves of different tags from different objects or
     processes all land (:func:`objstore.model.annotations.edit_collection_annotations`),
-    and then shows what is stored.
+    and then shows what is stored; NotFound if the collection was deleted (nothing
+    is left behind). ``annotation_history()`` lists every edit.
     """
 
     def __init__(self, store: Store, coll: CollectionPath, type: str, version_count: int, aliases: tuple[str, ...]) -> None:
@@ -127,6 +130,11 @@ class ArtifactCollection:
             tags_remove=tuple(t for t in self._saved.tags if t not in tags))
         if not edit.is_empty():
             self._show(edit_collection_annotations(self._store, self._coll, edit))
+
+    def annotation_history(self) -> list[AnnotationEdit]:
+        """Every edit of this collection's own description and tags, oldest first:
+        who, when, each field's old and new value (objstore's; W&B keeps none)."""
+        return collection_annotation_history(self._store, self._coll)
 
     def delete(self) -> None:
         """Delete the collection (every version, alias and digest ref, and their reflogs;

@@ -10,7 +10,10 @@ Checks, in the order readers depend on them:
    belongs where the ref is (:func:`objstore.model.versions.check_ref`: names by the
    name rules, the collection, number, digest or run the ref's place promises);
 4. every version and registry link: its tree, every subtree and file, and every
-   chunk of every file exist and are good.
+   chunk of every file exist and are good;
+5. every annotation key (:func:`objstore.model.annotations.annotation_problems`):
+   a damaged state or history entry is reported (kind ``annotation``), never
+   raised; it breaks no version's content, so it names none.
 
 What is walked is the strong closure of every ref, by the edges of
 :func:`objstore.model.inventory.edges` — exactly what gc keeps, a push sends and a
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from objstore.errors import CorruptObject, NotFound, ObjstoreError, UnsafePath
+from objstore.model.annotations import annotation_problems
 from objstore.model.inventory import edges, tree_children
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
@@ -44,7 +48,7 @@ from objstore.storage.remotecache import bypass
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong. ``kind``: pack, index, chunk, object, ref or missing."""
+    """One thing wrong. ``kind``: pack, index, chunk, object, ref, missing or annotation."""
 
     kind: str
     object_id: str
@@ -130,6 +134,7 @@ def _fsck(store: Store, progress: Stages) -> FsckReport:
         if chunk in st.good_chunks:
             del st.bad_chunks[chunk]
     breaks, missing = _check_versions(store, st, roots, progress)
+    st.problems += [Problem("annotation", key, why) for key, why in annotation_problems(store)]
     for raw, labels in st.ref_breaks.items():
         breaks.setdefault(raw, set()).update(labels)
 

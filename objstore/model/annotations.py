@@ -42,17 +42,17 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from objstore.constants import MAX_ANNOTATION_BYTES, MAX_USER_VALUE_BYTES
-from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, ObjstoreError
 from objstore.model.names import CollectionPath, check_tags
 from objstore.model.store import Store
-from objstore.model.versions import ResolvedVersion
+from objstore.model.versions import ResolvedVersion, collection_exists
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     ANNOTATIONS,
@@ -64,6 +64,7 @@ from objstore.storage.keys import (
     collection_annotation_log_key,
     collection_annotation_log_prefix,
     parse_annotation_key,
+    parse_collection_annotation_key,
 )
 from objstore.storage.objects import storable_dict
 
@@ -168,10 +169,33 @@ def _unpack(key: str, raw: bytes) -> dict[str, Any]:
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise CorruptObject(f"annotations {key} are damaged ({exc}); delete the key to drop its edits", object_id=key) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("revision"), int):
-        raise CorruptObject(f"annotations {key} are not an annotation state objstore writes; "
-                            "delete the key to drop its edits", object_id=key)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("revision"), int) \
+            or (why := _bad_fields(doc)) is not None:
+        why = why if isinstance(doc, dict) and why is not None else "not an annotation state objstore writes"
+        raise CorruptObject(f"annotations {key}: {why}; delete the key to drop its edits", object_id=key)
     return doc
+
+
+def _bad_fields(doc: dict[Any, Any]) -> str | None:
+    """What is wrong with a state's parts (what readers take apart), or None."""
+    fields = doc.get("fields", {})
+    if not isinstance(fields, dict):
+        return "its fields are not a mapping"
+    if not isinstance(fields.get("description"), (str, type(None))):
+        return "its description is not a string"
+    if not isinstance(fields.get("metadata", {}), dict):
+        return "its metadata is not a mapping"
+    tags = fields.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return "its tags are not a list of strings"
+    ttl = fields.get("ttl", INHERIT)
+    if not (ttl is None or ttl == INHERIT or (isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0)):
+        return "its ttl is not positive seconds, none or inherit"
+    if "version" in doc and not (isinstance(doc["version"], bytes) and len(doc["version"]) == 32):
+        return "it names no version object"
+    if "id" in doc and not isinstance(doc["id"], str):
+        return "its id is not a string"
+    return None
 
 
 def _read_state(store: Store, key: str, version_id: ObjectId) -> tuple[bytes | None, dict[str, Any] | None]:
@@ -223,6 +247,14 @@ def read_annotations(store: Store, entry: ResolvedVersion) -> Annotations:
     coll, index, vid = source_of(entry)
     _, doc = _read_state(store, _state_key(coll, index), vid)
     return _shown(entry, doc)
+
+
+def last_edit_time(store: Store, entry: ResolvedVersion) -> float | None:
+    """When ``entry``'s annotations (a link: its version's) were last edited; None if never (one read)."""
+    coll, index, vid = source_of(entry)
+    _, doc = _read_state(store, _state_key(coll, index), vid)
+    last = _edit_of(doc.get("last")) if doc is not None else None
+    return last.when if last is not None else None
 
 
 def _apply(now: Annotations, edit: Edit) -> tuple[dict[str, Any], list[Change]]:
@@ -416,9 +448,27 @@ def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, 
         if not _swap(store, key, raw, new):
             continue
         _write_collection_log(store, coll, state_id, _edit_doc(done))
+        if not collection_exists(store, coll):
+            # Deleted meanwhile (or never there). delete_collection drops every
+            # annotation key after removing v0, so it either comes after these
+            # writes and takes them, or it is done and they are undone here.
+            _drop_collection_edit(store, coll, key, new, state_id, done.revision)
+            raise NotFound(f"no artifact collection {coll} in the store (deleted?); nothing was saved", key=str(coll))
         return _collection_shown(_unpack(key, new))
     raise Conflict(collection_annotation_key(coll.entity, coll.project, coll.name), None, None,
                    f"the description and tags of {coll} kept changing under {attempts} attempts; retry later")
+
+
+def _drop_collection_edit(store: Store, coll: CollectionPath, key: str, state: bytes, state_id: str, revision: int) -> None:
+    """Undo a collection edit that landed after its collection was deleted: the
+    state (unless another writer moved it since: that writer undoes its own) and its log entries."""
+    try:
+        if store.backend.get(key, max_size=MAX_ANNOTATION_BYTES) == state:
+            store.backend.delete(key)
+    except NotFound:
+        pass
+    for r in range(1, revision + 1):
+        store.backend.delete(collection_annotation_log_key(coll.entity, coll.project, coll.name, r, state_id))
 
 
 def collection_annotation_history(store: Store, coll: CollectionPath) -> list[AnnotationEdit]:
@@ -464,6 +514,47 @@ def iter_ttls(store: Store) -> Iterator[TtlEntry]:
             yield TtlEntry(CollectionPath(parsed.entity, parsed.project, parsed.name), parsed.index, ObjectId(raw_vid), ttl)
 
 
+def annotation_problems(store: Store) -> Iterator[tuple[str, str]]:
+    """(key, why) for every key under ``annotations/`` that is damaged: a state
+    that does not decode or whose parts are of the wrong kind, a history entry that
+    is no edit or not the revision its key names, a key objstore never writes.
+    Dropped states (empty) and stale ones (another object's) are not damage."""
+    for info in store.backend.iter_prefix(ANNOTATIONS):
+        key = info.key
+        try:
+            raw = store.backend.get(key, max_size=MAX_ANNOTATION_BYTES)
+        except NotFound:
+            continue  # dropped meanwhile
+        except ObjstoreError as exc:
+            yield key, f"annotations {key} cannot be read ({exc.args[0] if exc.args else exc})"
+            continue
+        if key.endswith("/state") and (parse_annotation_key(key) or parse_collection_annotation_key(key)):
+            try:
+                if raw:
+                    _unpack(key, raw)
+            except CorruptObject as exc:
+                yield key, str(exc.args[0])
+        elif "/log/" in key:
+            yield from _log_problem(key, raw)
+        else:
+            yield key, f"annotations {key} is not a key objstore writes; delete it"
+
+
+def _log_problem(key: str, raw: bytes) -> Iterator[tuple[str, str]]:
+    name = key.rsplit("/", 1)[1]
+    revision, _, owner = name.partition("-")
+    try:
+        edit = _edit_of(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+    except (ValueError, TypeError, msgpack.UnpackException):
+        edit = None
+    if not revision.isdigit() or not owner:
+        yield key, f"annotation history {key} is not a key objstore writes; delete it"
+    elif edit is None:
+        yield key, f"annotation history entry {key} is damaged (not an edit); the history shows without it"
+    elif edit.revision != int(revision):
+        yield key, f"annotation history entry {key} records revision {edit.revision}, not {int(revision)}"
+
+
 def raw_state(store: Store, coll: CollectionPath, index: int, version_id: ObjectId) -> tuple[bytes | None, dict[str, Any] | None]:
     """(raw value, state) of ``coll``'s v<index> annotations as stored, for a transfer
     to compare and copy by compare-and-swap; the state is None when absent or not
@@ -474,16 +565,43 @@ def raw_state(store: Store, coll: CollectionPath, index: int, version_id: Object
 def raw_history(store: Store, coll: CollectionPath, index: int, version_id: ObjectId) -> dict[str, bytes]:
     """Every stored history entry of ``version_id``'s annotations (key -> raw value),
     the state's last edit included even if its writer died before writing it."""
+    _, doc = raw_state(store, coll, index, version_id)
+    return _raw_history(store, annotation_log_prefix(coll.entity, coll.project, coll.name, index), version_id.hex, doc,
+                        lambda r: annotation_log_key(coll.entity, coll.project, coll.name, index, r, version_id.hex))
+
+
+def raw_collection_state(store: Store, coll: CollectionPath) -> tuple[bytes | None, dict[str, Any] | None]:
+    """(raw value, state) of ``coll``'s own description and tags as stored (None, None: never edited);
+    CorruptObject if the state is damaged."""
+    _, raw, doc = _collection_state(store, coll)
+    return raw, doc
+
+
+def collection_state_id(doc: dict[str, Any] | None) -> str | None:
+    """The id a collection state was first written with (its history's entries end in it)."""
+    sid = (doc or {}).get("id")
+    return sid if isinstance(sid, str) and sid else None
+
+
+def raw_collection_history(store: Store, coll: CollectionPath, state_id: str) -> dict[str, bytes]:
+    """Every stored history entry of ``coll``'s own annotations whose state has id
+    ``state_id`` (key -> raw value), that state's last edit included."""
+    _, doc = raw_collection_state(store, coll)
+    return _raw_history(store, collection_annotation_log_prefix(coll.entity, coll.project, coll.name), state_id,
+                        doc if collection_state_id(doc) == state_id else None,
+                        lambda r: collection_annotation_log_key(coll.entity, coll.project, coll.name, r, state_id))
+
+
+def _raw_history(store: Store, prefix: str, owner_hex: str, doc: dict[str, Any] | None,
+                 log_key: Callable[[int], str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
-    for info in store.backend.iter_prefix(annotation_log_prefix(coll.entity, coll.project, coll.name, index)):
-        if info.key.endswith(f"-{version_id.hex[:16]}"):
+    for info in store.backend.iter_prefix(prefix):
+        if info.key.endswith(f"-{owner_hex[:16]}"):
             try:
                 out[info.key] = store.backend.get(info.key, max_size=MAX_ANNOTATION_BYTES)
             except NotFound:
                 continue
-    _, doc = raw_state(store, coll, index, version_id)
     last = _edit_of(doc.get("last")) if doc is not None else None
     if last is not None:
-        key = annotation_log_key(coll.entity, coll.project, coll.name, index, last.revision, version_id.hex)
-        out.setdefault(key, _pack(_edit_doc(last)))
+        out.setdefault(log_key(last.revision), _pack(_edit_doc(last)))
     return out

@@ -17,6 +17,10 @@ is cheap and a concurrent reader that already resolved a version can finish
 - **A registry link** (:func:`unlink`, W&B's ``Artifact.unlink``, and
   ``delete`` of a link): the same steps in the registered model; the version
   linked is untouched.
+- **A deletion that arrives** (:func:`delete_arrived`, a push or pull carrying
+  one made in another store): as a version's or a link's, but kept (and why
+  said) while an alias other than ``latest`` or a link here still names it: one
+  the deleting side did not know of.
 - **A collection** (:func:`delete_collection`): its refs and their reflogs
   and its annotations. Refused while a registered model links to one of its
   versions. Numbers start again at v0 if the name is logged again (a new
@@ -25,6 +29,8 @@ is cheap and a concurrent reader that already resolved a version can finish
   (:mod:`objstore.model.annotations`) has passed since it was logged is deleted
   as above, aliases and all; ``objstore gc`` runs it first. Until then an
   expired version stays readable (W&B too deletes "shortly after" the ttl).
+  It ends by putting right a ``latest`` an older objstore left behind a
+  deleted number (:func:`settle_latest`).
 
 Runs keep naming deleted versions; lineage shows them as not in the store once
 gc has run.
@@ -43,11 +49,12 @@ from objstore.model.annotations import (
     iter_ttls,
 )
 from objstore.model.inventory import iter_version_refs
-from objstore.model.names import LATEST, CollectionPath
+from objstore.model.names import LATEST, CollectionPath, version_index
 from objstore.model.refs import decode_value
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
+    advance_latest,
     aliases_for,
     collection_exists,
     list_versions,
@@ -57,7 +64,7 @@ from objstore.model.versions import (
     retreat_latest,
 )
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import collection_prefix, digest_ref, version_ref
+from objstore.storage.keys import REFS, alias_ref, collection_prefix, digest_ref, parse_ref_key, version_ref
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,26 @@ def unlink(store: Store, entry: ResolvedVersion) -> DeletedVersion:
         raise InvalidInput(f"{entry.qualified_name} is not a linked artifact and cannot be unlinked; "
                            "use delete() to delete it")
     return DeletedVersion(entry.qualified_name, _remove_entry(store, entry, "unlinked"), unlinked=True)
+
+
+def delete_arrived(store: Store, entry: ResolvedVersion, why: str) -> DeletedVersion | str:
+    """Delete ``entry`` here because it was deleted in another store (a transfer
+    carries the deletion); the reason as a string instead if it is kept: an alias
+    other than ``latest`` or a registry link still names it here, which the other
+    side did not know of when it deleted (its own aliases and links of it were
+    removed there, and a transfer moves those first). Already deleted: done."""
+    aliases = [a for a in aliases_for(store, entry.collection, entry.object_id) if a != LATEST]
+    if aliases:
+        return f"it has aliases {', '.join(aliases)} there"
+    if entry.link is None and (linked := _links_to(store, entry.version_id)):
+        return f"it is linked from {', '.join(linked)} there"
+    try:
+        removed = _remove_entry(store, entry, why)
+    except NotFound:
+        return DeletedVersion(entry.qualified_name, (), unlinked=entry.link is not None)
+    if entry.link is None:
+        drop_version_annotations(store, entry.collection, entry.index)
+    return DeletedVersion(entry.qualified_name, removed, unlinked=entry.link is not None)
 
 
 def _remove_entry(store: Store, entry: ResolvedVersion, why: str) -> tuple[str, ...]:
@@ -165,10 +192,43 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
 
 @dataclass(frozen=True, slots=True)
 class Expiry:
-    """What :func:`expire_versions` did: versions deleted, and those it had to keep (why)."""
+    """What :func:`expire_versions` did: versions deleted, those it had to keep (why),
+    and the collections whose ``latest`` it moved up to their newest version (:func:`settle_latest`)."""
 
     expired: tuple[DeletedVersion, ...]
     kept: tuple[tuple[str, str], ...]
+    settled: tuple[str, ...] = ()
+
+
+def settle_latest(store: Store) -> tuple[str, ...]:
+    """Move ``latest`` up to the newest version in every collection where it is
+    behind one past a deleted number; the collections moved. An objstore older
+    than tombstones logs past a deleted number (its claim fails there and it
+    takes the next) but stops moving ``latest`` at the tombstone, taking it for a
+    number still being claimed; this release's next log there, or this (run by
+    every ``objstore gc``), puts it right. Only collections holding a tombstone
+    are read (one listing finds them)."""
+    newest: dict[CollectionPath, int] = {}
+    deleted: set[CollectionPath] = set()
+    for info in store.backend.iter_prefix(REFS):
+        parsed = parse_ref_key(info.key)
+        if parsed is None or parsed.kind != "version" or (idx := version_index(parsed.tail)) is None:
+            continue
+        coll = CollectionPath(parsed.entity, parsed.project, parsed.name)
+        if info.size == 0:
+            deleted.add(coll)
+        else:
+            newest[coll] = max(newest.get(coll, -1), idx)
+    moved = []
+    for coll in sorted(deleted & set(newest), key=str):
+        before = store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST))
+        try:
+            advance_latest(store, coll, newest[coll])
+        except (CorruptObject, NotFound, Conflict):
+            continue  # fsck reports damage; a busy collection's next writer moves it
+        if store.refs.read_raw(alias_ref(coll.entity, coll.project, coll.name, LATEST)) != before:
+            moved.append(str(coll))
+    return tuple(moved)
 
 
 def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = False) -> Expiry:
@@ -198,4 +258,4 @@ def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = F
             kept.append((entry.qualified_name, str(exc)))
         except NotFound:
             continue  # deleted by another process meanwhile
-    return Expiry(tuple(expired), tuple(kept))
+    return Expiry(tuple(expired), tuple(kept), () if dry_run else settle_latest(store))

@@ -649,10 +649,11 @@ def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, st
 
 
 def list_collections(store: Store, entity: str, project: str) -> list[CollectionPath]:
+    """The project's collections holding a version (every version deleted: not listed), from one listing."""
     names: set[str] = set()
-    for key in store.refs.iter_names(refs_prefix(entity, project)):
-        parsed = parse_ref_key(key)
-        if parsed is not None and parsed.kind == "version":
+    for info in store.backend.iter_prefix(refs_prefix(entity, project)):
+        parsed = parse_ref_key(info.key)
+        if parsed is not None and parsed.kind == "version" and info.size != 0:  # empty: a tombstone
             names.add(parsed.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
 

@@ -17,6 +17,10 @@ tracking state is needed:
   entries of a diverged revision would describe the other side's edit).
 - The state moves by compare-and-swap from the value read: an edit made at the
   destination meanwhile wins (listed as kept).
+- A collection's own description and tags (its state) move by the same rule;
+  it names no object, so its identity is the id it was created with: states
+  created apart on each side (another id) never merge, the destination's stays
+  (listed as kept unless both hold the same fields).
 - A version a pull re-bases is a new object at a new number: its state and
   history are copied to the copy's key (naming the copy) before the remote's
   states are taken, so a re-based version keeps its edits.
@@ -24,16 +28,30 @@ tracking state is needed:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
-from objstore.errors import Conflict
-from objstore.model.annotations import raw_history, raw_state, same_value
+from objstore.errors import Conflict, CorruptObject
+from objstore.model.annotations import (
+    collection_state_id,
+    raw_collection_history,
+    raw_collection_state,
+    raw_history,
+    raw_state,
+    same_value,
+)
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import annotation_key, annotation_log_key
+from objstore.storage.keys import (
+    annotation_key,
+    annotation_log_key,
+    collection_annotation_key,
+    collection_annotation_log_key,
+)
 from objstore.transfer.sync import TransferResult, pmap
 
 
@@ -50,15 +68,59 @@ def _carry_one(src: Store, dst: Store, coll: CollectionPath, index: int, vid: Ob
     s_raw, s_doc = raw_state(src, coll, index, vid)
     if s_raw is None or s_doc is None:
         return None
-    key = annotation_key(coll.entity, coll.project, coll.name, index)
-    d_raw, d_doc = raw_state(dst, coll, index, vid)
+    d_raw, d_doc = raw_state(dst, coll, index, vid)  # d_doc None with d_raw set: a stale state, replaced
+    return _carry(dst, annotation_key(coll.entity, coll.project, coll.name, index), (s_raw, s_doc), (d_raw, d_doc),
+                  _Owner(src, dst, lambda st: raw_history(st, coll, index, vid),
+                         lambda r: annotation_log_key(coll.entity, coll.project, coll.name, index, r, vid.hex)))
+
+
+def carry_collection_annotations(src: Store, dst: Store, colls: Iterable[CollectionPath], result: TransferResult) -> None:
+    """Bring each of ``colls``' own description and tags at ``dst`` up to ``src``'s, by the rule
+    of the versions' (module docstring); the states of two collections edited apart (their
+    states were created on each side: another id) never merge, the destination's is kept."""
+    outcomes = pmap(lambda c: _carry_collection(src, dst, c), list(colls))
+    for key, outcome in sorted(o for o in outcomes if o is not None):
+        (result.annotations if outcome == "moved" else result.kept).append(key)
+
+
+def _carry_collection(src: Store, dst: Store, coll: CollectionPath) -> tuple[str, str] | None:
+    key = collection_annotation_key(coll.entity, coll.project, coll.name)
+    try:
+        s_raw, s_doc = raw_collection_state(src, coll)
+        d_raw, d_doc = raw_collection_state(dst, coll)
+    except CorruptObject:
+        return None  # fsck reports a damaged state; a transfer does not copy or overwrite one
+    sid = collection_state_id(s_doc)
+    if s_raw is None or s_doc is None or sid is None or d_raw == s_raw:
+        return None
+    if d_doc is not None and collection_state_id(d_doc) != sid:
+        return None if same_value(d_doc.get("fields"), s_doc.get("fields")) else (key, "kept")
+    return _carry(dst, key, (s_raw, s_doc), (d_raw, d_doc),
+                  _Owner(src, dst, lambda st: raw_collection_history(st, coll, sid),
+                         lambda r: collection_annotation_log_key(coll.entity, coll.project, coll.name, r, sid)))
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """What one annotation state belongs to, on both sides: its history there, and its log key per revision."""
+
+    src: Store
+    dst: Store
+    history: Callable[[Store], dict[str, bytes]]
+    log_key: Callable[[int], str]
+
+
+def _carry(dst: Store, key: str, source: tuple[bytes, dict[str, Any]], dest: tuple[bytes | None, dict[str, Any] | None],
+           owner: _Owner) -> tuple[str, str] | None:
+    """Move state ``key`` at ``dst`` from ``dest`` to ``source`` if that only moves it forward."""
+    (s_raw, s_doc), (d_raw, d_doc) = source, dest
     if d_raw == s_raw:
         return None
-    if d_doc is not None and not _is_ancestor(src, coll, index, vid, d_doc, s_doc["revision"]):
-        if same_value(d_doc.get("fields"), s_doc.get("fields")) or _is_ancestor(dst, coll, index, vid, s_doc, d_doc["revision"]):
+    if d_doc is not None and not _is_ancestor(owner, owner.src, d_doc, s_doc["revision"]):
+        if same_value(d_doc.get("fields"), s_doc.get("fields")) or _is_ancestor(owner, owner.dst, s_doc, d_doc["revision"]):
             return None  # the same fields, or the destination is simply ahead: nothing to say
         return key, "kept"
-    for log_key, value in sorted(raw_history(src, coll, index, vid).items()):
+    for log_key, value in sorted(owner.history(owner.src).items()):
         dst.backend.put_if_absent(log_key, value)  # create-only: an entry already there is the same edit
     try:
         if d_raw is None:
@@ -96,14 +158,12 @@ def carry_rebased(store: Store, moves: Iterable[tuple[CollectionPath, int, Objec
             continue  # edited meanwhile through the copy: that edit is newer
 
 
-def _is_ancestor(src: Store, coll: CollectionPath, index: int, vid: ObjectId, d_doc: dict[str, object],
-                 s_revision: int) -> bool:
-    """Whether the destination's state ``d_doc`` is one the source's history passed through."""
+def _is_ancestor(owner: _Owner, side: Store, d_doc: dict[str, Any], s_revision: int) -> bool:
+    """Whether state ``d_doc`` is one the history at ``side`` passed through before its revision ``s_revision``."""
     d_revision = d_doc["revision"]
     if not isinstance(d_revision, int) or d_revision >= s_revision:
         return False
-    entry = raw_history(src, coll, index, vid).get(
-        annotation_log_key(coll.entity, coll.project, coll.name, index, d_revision, vid.hex))
+    entry = owner.history(side).get(owner.log_key(d_revision))
     if entry is None:
         return False
     return same_value(msgpack.unpackb(entry, raw=False, strict_map_key=False), d_doc.get("last"))

@@ -22,9 +22,19 @@ from objstore.storage.objects import (
     RunRecord,
     Version,
 )
-from objstore.transfer.annotate import carry_annotations, carry_rebased
+from objstore.transfer.annotate import carry_annotations, carry_collection_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
-from objstore.transfer.sync import Progress, TransferResult, read_keys, read_refs, ref_target, ref_value, selection_prefixes
+from objstore.transfer.deletions import carry_deletions, deleted_at_source
+from objstore.transfer.sync import (
+    Progress,
+    TransferResult,
+    parse_ref,
+    read_keys,
+    read_refs,
+    ref_target,
+    ref_value,
+    selection_prefixes,
+)
 from objstore.transfer.tracking import (
     TOMBSTONE,
     CollectionRefs,
@@ -142,10 +152,12 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _read_local(run, names)
     for coll in registry_last({**run.my_colls, **run.their_colls}):
         _integrate_collection(run, coll)
+    _carry_deletions(run)
     _merge_runs(run)
     _remap_runs(run)
     carry_rebased(local, _rebased_versions(run))
     carry_annotations(remote, local, _held_by_both(run), result)
+    carry_collection_annotations(remote, local, run.their_colls, result)
     _report_kept_and_renumbered(run)
     return result
 
@@ -337,6 +349,20 @@ def _merge_runs(run: _Pull) -> None:
             result.kept.append(key)
 
 
+def _carry_deletions(run: _Pull) -> None:
+    """Delete here what the remote deleted, where this store holds the version the
+    remote held (after the alias merge, which removed the aliases it deleted)."""
+    def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
+        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
+        return ref_value(seen) == ref_value(encode_value(oid)) or run.remote.odb.has_object(oid)
+
+    if not any(c.deleted for c in run.their_colls.values()):
+        return  # nothing deleted there: no need to read our refs again
+    now = collections_in(read_refs(run.local, run.prefixes))
+    carry_deletions(run.local, deleted_at_source(run.their_colls, now, knew), run.result,
+                    f"deleted on {run.label} (pull)", "this store")
+
+
 def _rebased_versions(run: _Pull) -> list[tuple[CollectionPath, int, ObjectId, int, ObjectId]]:
     """(collection, old number, old id, new number, new id) of every version this pull re-based."""
     out = []
@@ -372,6 +398,8 @@ def _report_kept_and_renumbered(run: _Pull) -> None:
     for old, new in result.renumbered:
         say(f"renumbered {old} -> {new.rsplit(':', 1)[1]} (re-based after the versions pulled from {run.label})", summary=True)
     for key in result.kept:
+        if (ref := parse_ref(key)) is not None and ref.kind == "version":
+            continue  # a deletion kept: said already
         if key.startswith(ANNOTATIONS):
             say(f"kept local {key}: edited both here and on {run.label} (or newer here); edit it again to settle it")
         else:

@@ -16,9 +16,10 @@ from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import alias_ref, ref_display, version_ref
-from objstore.transfer.annotate import carry_annotations
+from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
+from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.deletions import carry_deletions, deleted_at_source
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
     CollectionRefs,
@@ -52,8 +53,11 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _send_objects(run, progress)
     _create_versions(run)
     _move_refs(run)
+    _carry_deletions(run)
     carry_annotations(local, remote, _held_by_both(run), run.result)
-    for key in run.result.kept:
+    carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
+                                 run.result)
+    for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # kept refs were said already
         say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
     tracking.update(run.final, run.tracked)
     finish_stats(run.result, remote, before, started)
@@ -78,6 +82,7 @@ class _Push:
     plan_versions: dict[CollectionPath, list[tuple[int, ObjectId]]] = field(default_factory=dict)
     moves: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # key, expected raw on the remote, new raw
     final: dict[str, bytes] = field(default_factory=dict)  # what tracking records afterwards
+    deleted_there: set[ObjectId] | None = None  # see _deleted_there
 
 
 def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
@@ -129,6 +134,10 @@ def _plan_moves(run: _Push) -> None:
         r, t = theirs.get(key), tracked.get(key)
         if ref_value(raw) == ref_value(r) or ref_value(raw) == ref_value(t):
             continue  # the same already, or unchanged here since the fetch (the remote moved it)
+        if ref_target(key, raw) in _deleted_there(run):
+            run.result.kept.append(key)  # an alias onto a version the remote deleted would bring it back there
+            say(f"kept {ref_display(key)} here only: it names a version deleted on {run.label}")
+            continue
         if ref_value(r) == ref_value(t) or run.force:
             run.moves.append((key, r, raw if ref_value(raw) else b""))
         else:
@@ -149,7 +158,8 @@ def _send_objects(run: _Push, progress: Progress | None) -> None:
             roots.append(oid)
     for coll, c in run.my_colls.items():
         theirs = run.their_colls.get(coll, CollectionRefs()).digests
-        roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})]
+        roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})
+                  if oid not in _deleted_there(run)]
     copy_closure(run.local, run.remote, roots, run.result, pack_target=configured_pack_target(), progress=progress)
 
 
@@ -177,7 +187,7 @@ def _create_versions(run: _Push) -> None:
                 result.refs.append(key)
             final[key] = encode_value(version_id)
         for key, oid in digest_targets(coll, run.my_colls[coll].digests):
-            if key not in run.theirs and create_digest_ref(remote, key, oid, why):
+            if key not in run.theirs and oid not in _deleted_there(run) and create_digest_ref(remote, key, oid, why):
                 result.refs.append(key)
                 final[key] = run.mine[key]
         if todo:
@@ -196,6 +206,31 @@ def _held_by_both(run: _Push) -> list[tuple[CollectionPath, int, ObjectId]]:
         theirs = run.their_colls.get(coll, CollectionRefs()).versions
         out += [(coll, idx, vid) for idx, vid in c.versions.items() if idx in created or theirs.get(idx) == vid]
     return out
+
+
+def _deleted_there(run: _Push) -> set[ObjectId]:
+    """The entries held here at a number the remote has deleted (none of them is
+    ever created there, so no alias or digest ref may name one there)."""
+    if run.deleted_there is None:
+        run.deleted_there = {vid for coll, c in run.my_colls.items() for idx, vid in c.versions.items()
+                             if idx in run.their_colls.get(coll, CollectionRefs()).deleted}
+    return run.deleted_there
+
+
+def _carry_deletions(run: _Push) -> None:
+    """Delete on the remote what was deleted here, where the remote holds what we
+    last saw it hold there (after the alias moves, which removed the aliases we deleted)."""
+    def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
+        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
+        return ref_value(seen) == ref_value(encode_value(oid))
+
+    deleted = carry_deletions(run.remote, deleted_at_source(run.my_colls, run.their_colls, knew), run.result,
+                              f"deleted in {run.local.refs.who}'s store (push)", run.label)
+    for coll, idx, _ in deleted:
+        run.final[version_ref(coll.entity, coll.project, coll.name, idx)] = b""
+        latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+        if (value := run.remote.refs.read_raw(latest)) is not None:
+            run.final[latest] = value
 
 
 def _move_refs(run: _Push) -> None:
