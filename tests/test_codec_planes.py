@@ -325,3 +325,38 @@ def test_forced_fallback_writes_the_same_payloads() -> None:
         assert payload is not None
         h.update(payload)
     assert out == ["python", h.hexdigest()]
+
+
+def simd_boundary_digest() -> str:
+    """A digest of merge and unpack6 outputs at lengths around the AVX2 kernels' step
+    (32 words, 8 groups) and their load margin, each checked against the numpy path."""
+    import hashlib
+
+    rng = np.random.default_rng(7)
+    h = hashlib.sha256()
+    for m in [*range(0, 80), 95, 96, 97, 255, 256, 257, 4099, 65536]:
+        low = m % 4
+        plane = bytes((rng.integers(0, 256, m, dtype=np.uint8) & 0xFC) | low)
+        packed = codecs.pack6(plane)
+        assert packed is not None and codecs.unpack6(packed, m) == plane
+        raw = rng.bytes(2 * m)
+        for rotate in (0, 3, 9):
+            codec = codecs.ByteGroupCodec(99, 2, (), rotate=rotate)
+            planes = codec.split_python(raw)
+            assert codec.merge(list(planes)) == codec.merge_python(list(planes)) == raw
+            h.update(codec.merge(list(planes)))
+        h.update(codecs.unpack6(packed, m))
+    return h.hexdigest()
+
+
+@needs_native
+def test_simd_and_scalar_decode_kernels_give_the_same_bytes() -> None:
+    """OBJSTORE_SIMD=0 forces the scalar merge and unpack (a CPU without AVX2): same bytes."""
+    import subprocess
+    import sys
+
+    script = "from tests.test_codec_planes import simd_boundary_digest\nprint(simd_boundary_digest())\n"
+    root = Path(__file__).resolve().parent.parent
+    scalar = subprocess.run([sys.executable, "-c", script], env={**os.environ, "OBJSTORE_SIMD": "0"}, cwd=root,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert scalar == simd_boundary_digest()

@@ -9,6 +9,8 @@ flight on several workers at once.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from objstore.model.store import Store
 from objstore.storage import codecs
 from objstore.storage import odb as odb_module
 from objstore.storage.chunking import ChunkParams
+from objstore.storage.ids import ObjectId
 from objstore.storage.keys import pack_key
 from objstore.storage.trees import walk_tree
 from objstore.testing.tensorfiles import random_weights, write_safetensors
@@ -141,3 +144,116 @@ def test_a_sink_that_keeps_its_chunks_never_sees_them_overwritten(tmp_path: Path
         for view in views:
             with pytest.raises(ValueError, match="released"):
                 bytes(view)
+
+
+def _file_chunks(store: Path) -> tuple[Store, list[ObjectId]]:
+    st_, resolved = objstore.Api(store).artifact("e/p/m:latest")._logged()  # noqa: SLF001 - the test needs the tree
+    entry = next(e for _, e in walk_tree(st_.odb, resolved.version.tree) if e.id is not None)
+    assert entry.id is not None
+    return st_, [c for c, _ in read_file_object(st_.odb, entry.id).chunks]
+
+
+def test_sinks_in_the_workers_get_every_chunk_once_and_done_comes_in_order(tmp_path: Path) -> None:
+    src = tmp_path / "blob.bin"
+    data = _content(12, 300_000)
+    src.write_bytes(data)
+    _log(tmp_path / "store", src)
+    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    got: dict[int, bytes] = {}
+    threads: set[str] = set()
+    order: list[tuple[int, int]] = []
+
+    def sink(first: int, chunks: list[bytes | memoryview]) -> None:
+        threads.add(threading.current_thread().name)
+        for i, c in enumerate(chunks, first):
+            assert i not in got
+            got[i] = bytes(c)
+
+    def done(first: int, n: int) -> None:
+        assert threading.current_thread() is threading.main_thread()
+        assert all(first + k in got for k in range(n))  # handed on before done says so
+        order.append((first, n))
+
+    st_.odb.decode_runs(iter(chunk_ids), sink, workers=3, in_workers=True, done=done)
+    assert b"".join(got[i] for i in range(len(chunk_ids))) == data
+    assert [f for f, _ in order] == sorted(f for f, _ in order) and sum(n for _, n in order) == len(chunk_ids)
+    assert len(order) > 4 and threads and all(t.startswith("objstore-decode") for t in threads)
+
+
+def test_a_sink_failing_in_a_worker_stops_every_worker_before_the_error_comes_out(tmp_path: Path) -> None:
+    src = tmp_path / "blob.bin"
+    src.write_bytes(_content(13, 300_000))
+    _log(tmp_path / "store", src)
+    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    calls: list[int] = []
+
+    def sink(first: int, chunks: list[bytes | memoryview]) -> None:
+        calls.append(first)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        time.sleep(0.01)  # others still running when the failing one raises
+
+    with pytest.raises(OSError, match="No space"):
+        st_.odb.decode_runs(iter(chunk_ids), sink, workers=4, in_workers=True)
+    seen = len(calls)
+    time.sleep(0.1)
+    assert len(calls) == seen  # no worker was left running
+    assert seen < len(chunk_ids)
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_a_damaged_run_anywhere_leaves_nothing_at_the_destination(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  where: str) -> None:
+    """Workers write the runs they verified while another fails: the temp file they
+    wrote into is removed, nothing is renamed into place, and the file already there
+    is left as it was."""
+    monkeypatch.setattr(materialize, "default_workers", lambda: 4)
+    src = tmp_path / "blob.bin"
+    src.write_bytes(_content(14, 500_000))
+    _log(tmp_path / "store", src)
+    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    victim = chunk_ids[{"first": 0, "middle": len(chunk_ids) // 2, "last": -1}[where]]
+    loc = st_.odb.locate(victim)
+    pack = tmp_path / "store" / pack_key(loc.pack)
+    raw = bytearray(pack.read_bytes())
+    raw[loc.offset + loc.stored_len // 2] ^= 0xFF
+    os.chmod(pack, 0o644)
+    pack.write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "blob.bin").write_bytes(b"the copy that was here")
+    with pytest.raises(errors.CorruptObject):
+        objstore.Api(tmp_path / "store").artifact("e/p/m:latest").download(out)
+    assert os.listdir(out) == ["blob.bin"]
+    assert (out / "blob.bin").read_bytes() == b"the copy that was here"
+
+
+def test_a_destination_replaced_by_a_link_while_workers_write_is_not_written_through(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Midway through the parallel writes the file's name becomes a link to a file
+    outside: the writers write to their own temp file's descriptor, the outside
+    file keeps its bytes, and the finished file replaces the link."""
+    monkeypatch.setattr(materialize, "default_workers", lambda: 4)
+    src = tmp_path / "blob.bin"
+    data = _content(15, 400_000)
+    src.write_bytes(data)
+    art = _log(tmp_path / "store", src)
+    out = tmp_path / "out"
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"not yours")
+    real = materialize._pwrite_all  # noqa: SLF001 - the hook sits in the writers' path
+    planted = threading.Event()
+
+    def pwrite_then_plant(fd: int, chunk: bytes | memoryview, offset: int) -> None:
+        real(fd, chunk, offset)
+        if offset > 100_000 and not planted.is_set():
+            planted.set()
+            os.symlink(outside, out / "blob.bin")
+
+    monkeypatch.setattr(materialize, "_pwrite_all", pwrite_then_plant)
+    art.download(out)
+    assert planted.is_set()
+    assert outside.read_bytes() == b"not yours"
+    assert not (out / "blob.bin").is_symlink()
+    assert (out / "blob.bin").read_bytes() == data
+    assert os.listdir(out) == ["blob.bin"]
