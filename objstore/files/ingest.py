@@ -20,8 +20,8 @@ The pipeline (what makes this run near the hashing limit on every core):
   appends new chunks to the pack, so packs and file objects are the same
   whatever the timing.
 
-Per chunk, Python only builds its id, calls the codec (new chunks) and appends its
-pack record; everything else is per block.
+Per chunk, Python only builds its id and calls the codec (new chunks); a block's new
+records go into the pack in one write, and everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
 written, each with at most ``QUEUE_BATCHES`` blocks holding new chunks waiting
@@ -650,8 +650,8 @@ class _Pipeline:
                     (ids, lengths, fut, new, lease), heavy = got
                     chunks.extend(zip(ids, lengths))
                     if fut is not None and odb is not None:
-                        for k, (codec_id, payload) in zip(new, fut.result()):
-                            odb.add_encoded(ids[k], codec_id, lengths[k], payload)
+                        odb.add_encoded_many([(ids[k], codec_id, lengths[k], payload)
+                                              for k, (codec_id, payload) in zip(new, fut.result())])
                     if lease is not None:
                         lease.release()  # its chunks are in the pack file now (raw payloads were views of it)
                     if progress is not None:
