@@ -75,6 +75,14 @@ class BufferPool:
                 self._free.append(buf)
 
 
+def _renew(lease: Lease | None, pool: BufferPool | None, buf: bytearray) -> Lease | None:
+    """The lease of the reader's next pooled buffer ``buf``; the reader lets go of the last."""
+    if lease is None or pool is None:
+        return None
+    lease.release()
+    return Lease(pool, buf)
+
+
 class Lease:
     """A pooled buffer's hold count: the reader holds it until it has copied out the
     bytes it carries over, the consumer until it has used the block's chunks; the
@@ -152,21 +160,19 @@ class Chunker:
         (:mod:`objstore.storage.native`) per buffer.
 
         ``fresh``: every block gets a buffer of its own (the bytes carried over to the
-        next read are copied, not the chunks), so its views stay valid as long as
-        they are referenced, or, with a ``pool``, until the block's lease is
-        released. ``read_block``: bytes read per block, instead of the chunker's own.
-        ``pool``: where buffers come from (its size must be the capacity, read block
-        + max chunk size) and go back to. Raises if the stream ends early.
+        next read are copied, not the chunks), valid as long as its views are
+        referenced, or with a ``pool`` (of buffers of read block + max chunk size)
+        until the block's lease is released. ``read_block``: bytes read per block,
+        instead of the chunker's own. Raises if the stream ends early.
         """
         if length <= 0:
             return
-        core = native.core
         capacity = self._capacity if read_block is None else read_block + self.params.max_size
-        if pool is not None and pool.size != capacity:
-            raise ValueError(f"a pool of {pool.size}-byte buffers for blocks of {capacity} bytes")
+        if pool is not None and (pool.size != capacity or not fresh):
+            raise ValueError(f"a pool of {pool.size}-byte buffers for {'' if fresh else 'reused '}blocks of {capacity} bytes")
         limit = min(capacity, length)  # bytes the current buffer may hold
         buf = pool.take() if pool is not None else bytearray(limit)
-        lease = Lease(pool, buf) if pool is not None and fresh else None
+        lease = Lease(pool, buf) if pool is not None else None
         whole = memoryview(buf)
         filled = 0  # valid bytes in buf
         remaining = length  # bytes not yet read from the stream
@@ -180,7 +186,7 @@ class Chunker:
                         raise FileChanged(detail=f" (it ended {remaining} bytes early)")
                     filled += n
                     remaining -= n
-                cuts = core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
+                cuts = native.core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
                 if cuts.ends:
                     yield Block(whole, emitted, cuts.ends, cuts.ids, lease)
                     emitted = cuts.ends[-1]
@@ -192,13 +198,10 @@ class Chunker:
                 keep = filled - carry_from
                 limit = min(capacity, keep + remaining)
                 if fresh:  # the old buffer lives on in the views handed out (not released here)
-                    old, buf = whole, pool.take() if pool is not None else bytearray(limit)
-                    buf[:keep] = old[carry_from:filled]
+                    buf = pool.take() if pool is not None else bytearray(limit)
+                    buf[:keep] = whole[carry_from:filled]
                     whole = memoryview(buf)
-                    del old
-                    if pool is not None and lease is not None:
-                        lease.release()
-                        lease = Lease(pool, buf)
+                    lease = _renew(lease, pool, buf)
                 else:
                     buf[:keep] = buf[carry_from:filled]
                 base += carry_from
@@ -209,5 +212,3 @@ class Chunker:
                 lease.release()
             if not fresh:
                 whole.release()
-                if pool is not None:
-                    pool.give(buf)
