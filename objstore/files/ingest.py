@@ -9,7 +9,8 @@ The pipeline (what makes this run near the hashing limit on every core):
 - **jobs**: runs of whole segments (tensors) of about ``JOB_BYTES``. Segments
   are chunked independently, so different jobs are cut at the same time by
   ``workers`` chunking threads; each reads its bytes with ``pread`` on one shared
-  descriptor into a buffer of its own per ``BLOCK_BYTES`` block, and cuts and
+  descriptor into a buffer of its own per ``BLOCK_BYTES`` block (from a pool: a
+  buffer is filled again once its new chunks are in the pack), and cuts and
   hashes the whole block in one call of the core (:mod:`objstore.storage.native`,
   GIL released), then asks the index which of the block's chunks are new, in one
   batch;
@@ -17,8 +18,8 @@ The pipeline (what makes this run near the hashing limit on every core):
   encoded in one task by a pool of ``workers`` threads (zstd and numpy release
   the GIL);
 - **write**: the calling thread takes the results job by job, in file order, and
-  appends new chunks to the pack, so packs and file objects are the same
-  whatever the timing.
+  appends each block's new chunks to the pack (one write per block), so packs and
+  file objects are the same whatever the timing.
 
 Per chunk, Python only builds its id and calls the codec (new chunks); a block's new
 records go into the pack in one write, and everything else is per block.
