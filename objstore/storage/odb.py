@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import numpy as np
 
@@ -100,6 +100,7 @@ from objstore.storage.packs import (
     decode_verified,
     encode_idx,
     max_idx_bytes,
+    open_pack_file,
     read_pack_index,
 )
 
@@ -842,8 +843,8 @@ class OpenPack:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "wb", buffering=0)  # unbuffered: the builder writes whole batches
-        self.builder = PackBuilder(self._file)
+        self._file = open_pack_file(path)
+        self.builder = PackBuilder(cast(BinaryIO, self._file))
 
     def finish(self) -> tuple[str, np.ndarray]:
         name = self.builder.finish()

@@ -25,9 +25,13 @@ entry claims.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
+import mmap
 import os
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, cast
@@ -174,6 +178,110 @@ def _writev_all(fd: int, pieces: list[bytes | memoryview]) -> None:
             i += 1
         if n:
             views[i] = views[i][n:]
+
+
+# Pack files written with O_DIRECT (OBJSTORE_DIRECT_PACKS=0: through the page cache).
+DIRECT_PACKS = os.environ.get("OBJSTORE_DIRECT_PACKS", "1") != "0"
+DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of O_DIRECT writes
+DIRECT_STAGE = 4 * 1024 * 1024  # bytes staged per write (a multiple of DIRECT_ALIGN)
+
+
+class DirectFile:
+    """A new file written with ``O_DIRECT`` from one page-aligned staging buffer:
+    the bytes go from that buffer to the disk instead of into page-cache pages.
+    On this class of VM, 32 MiB files written and fsynced that way cost a tenth
+    of the CPU (0.05 against 0.55-1.0 CPU-s per 0.66 GB) and reach the disk 3-10×
+    faster; the page-cache copy was a fifth of cold ingest's CPU. Bytes are
+    staged in order and written ``DIRECT_STAGE`` at a time; :meth:`flush` turns
+    ``O_DIRECT`` off and writes what is staged through the page cache (the tail
+    need not be aligned), so ``flush`` + ``fsync`` make the whole file durable.
+    A file system that refuses direct writes part-way gets the rest buffered.
+    :meth:`close` drops what is staged (a discarded pack). Only for files written
+    front to back and not read until closed (packs)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
+        self._stage = _take_stage()
+        self._view = memoryview(self._stage)
+        self._staged = 0
+        self._direct = True
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: bytes | memoryview) -> int:
+        src = memoryview(data).cast("B")
+        n, pos = len(src), 0
+        while pos < n:
+            take = min(n - pos, DIRECT_STAGE - self._staged)
+            self._view[self._staged : self._staged + take] = src[pos : pos + take]
+            self._staged += take
+            pos += take
+            if self._staged == DIRECT_STAGE:
+                self._write_staged()
+        return n
+
+    def flush(self) -> None:
+        self._buffered()
+        self._write_staged()
+
+    def _buffered(self) -> None:
+        if self._direct:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            self._direct = False
+
+    def _write_staged(self) -> None:
+        done = 0
+        while done < self._staged:
+            try:
+                done += os.write(self._fd, self._view[done : self._staged])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self._direct:
+                    raise
+                self._buffered()  # accepted at open, refused at write: go on through the page cache
+        self._staged = 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._view.release()
+            _give_stage(self._stage)
+            os.close(self._fd)
+
+
+# Staging buffers of closed DirectFiles, kept for the next pack: a fresh one costs
+# a page fault per 4 KiB. At most _STAGES_KEPT (one being written, one sealing).
+_stages: list[mmap.mmap] = []
+_stages_lock = threading.Lock()
+_STAGES_KEPT = 2
+
+
+def _take_stage() -> mmap.mmap:
+    with _stages_lock:
+        if _stages:
+            return _stages.pop()
+    return mmap.mmap(-1, DIRECT_STAGE)  # page-aligned, as O_DIRECT needs
+
+
+def _give_stage(stage: mmap.mmap) -> None:
+    with _stages_lock:
+        if len(_stages) < _STAGES_KEPT:
+            _stages.append(stage)
+            return
+    stage.close()
+
+
+def open_pack_file(path: str | os.PathLike[str]) -> DirectFile | io.FileIO:
+    """A new pack file for :class:`PackBuilder`: a :class:`DirectFile` where the file
+    system takes ``O_DIRECT``, else an unbuffered plain file."""
+    if DIRECT_PACKS and hasattr(os, "O_DIRECT"):
+        try:
+            return DirectFile(path)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    return io.FileIO(path, "wb")
 
 
 def encode_idx(pack_name: str, index: np.ndarray) -> bytes:
