@@ -257,6 +257,14 @@ _stages_lock = threading.Lock()
 _STAGES_KEPT = 2
 
 
+def _new_stages_lock_in_child() -> None:
+    global _stages_lock
+    _stages_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_new_stages_lock_in_child)
+
+
 def _take_stage() -> mmap.mmap:
     with _stages_lock:
         if _stages:
