@@ -9,7 +9,8 @@ The pipeline (what makes this run near the hashing limit on every core):
 - **jobs**: runs of whole segments (tensors) of about ``JOB_BYTES``. Segments
   are chunked independently, so different jobs are cut at the same time by
   ``workers`` chunking threads; each reads its bytes with ``pread`` on one shared
-  descriptor into a buffer of its own per ``BLOCK_BYTES`` block, and cuts and
+  descriptor into a buffer of its own per ``BLOCK_BYTES`` block (from a pool: a
+  buffer is filled again once its new chunks are in the pack), and cuts and
   hashes the whole block in one call of the core (:mod:`objstore.storage.native`,
   GIL released), then asks the index which of the block's chunks are new, in one
   batch;
@@ -17,11 +18,11 @@ The pipeline (what makes this run near the hashing limit on every core):
   encoded in one task by a pool of ``workers`` threads (zstd and numpy release
   the GIL);
 - **write**: the calling thread takes the results job by job, in file order, and
-  appends new chunks to the pack, so packs and file objects are the same
-  whatever the timing.
+  appends each block's new chunks to the pack (one write per block), so packs and
+  file objects are the same whatever the timing.
 
-Per chunk, Python only builds its id, calls the codec (new chunks) and appends its
-pack record; everything else is per block.
+Per chunk, Python only builds its id and calls the codec (new chunks); a block's new
+records go into the pack in one write, and everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
 written, each with at most ``QUEUE_BATCHES`` blocks holding new chunks waiting
@@ -79,7 +80,7 @@ from objstore.errors import FileChanged, InvalidInput, NotFound
 from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
 from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 from objstore.storage import codecs
-from objstore.storage.chunking import Block, Chunker
+from objstore.storage.chunking import Block, BufferPool, Chunker, Lease
 from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher, ids_from_digests, key_of
 from objstore.storage.objects import FileObject
 from objstore.storage.odb import ObjectDatabase
@@ -334,21 +335,23 @@ class _Run:
         return new
 
 
-def _cut(chunker: Chunker, reader: _PReader, segment: Segment, fresh: bool) -> Iterator[_Run]:
+def _cut(chunker: Chunker, reader: _PReader, segment: Segment, pool: BufferPool | None) -> Iterator[_Run]:
+    fresh = pool is not None
     read_block = BLOCK_BYTES if fresh else None
-    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block):
+    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool):
         assert block.ids is not None  # asked for with a key
         ends = block.ends
         lengths = [ends[0] - block.start, *(b - a for a, b in zip(ends, ends[1:]))]
         yield _Run(ids_from_digests(block.ids), lengths, block)
 
 
-def _segment_runs(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None, fresh: bool = False
+def _segment_runs(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | None, pool: BufferPool | None = None
                   ) -> Iterator[_Run]:
     """The chunks of ``segment``, a block at a time. A block's views are valid only
-    until the next run, unless ``fresh`` (every block in a buffer of its own)."""
+    until the next run, unless a ``pool`` is given: then every block has a buffer of
+    its own from it, valid until its lease is released."""
     if reuse is None or not reuse.applies(segment):
-        yield from _cut(chunker, _PReader(fd, segment.offset), segment, fresh)
+        yield from _cut(chunker, _PReader(fd, segment.offset), segment, pool)
         return
     planned, found = reuse.known.get(segment.offset, (None, None))
     if found is not None:
@@ -359,7 +362,7 @@ def _segment_runs(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | N
     # file that changed in between, and would answer for bytes never chunked.
     reader = _HashingPReader(fd, segment.offset)
     chunks: _Chunks = []
-    for run in _cut(chunker, reader, segment, fresh):
+    for run in _cut(chunker, reader, segment, pool):
         chunks.extend(zip(run.ids, run.lengths))
         yield run
     key = reader.key.digest()
@@ -549,8 +552,10 @@ def _jobs(segments: list[Segment], work: Callable[[Segment], int] = lambda seg: 
 
 
 # One run in flight: its ids and lengths, and (if it has new chunks) the encoding
-# task and which of the run's chunks it encodes, in order.
-_Item = tuple[list[ObjectId], list[int], "Future[list[tuple[int, bytes | memoryview]]] | None", list[int]]
+# task, which of the run's chunks it encodes, in order, and the lease of the buffer
+# they are in (released once they are written).
+_Item = tuple[list[ObjectId], list[int], "Future[list[tuple[int, bytes | memoryview]]] | None", list[int],
+              Lease | None]
 _Queue = queue.Queue[tuple[_Item, bool] | None | BaseException]
 _DONE = None
 
@@ -573,6 +578,11 @@ class _Pipeline:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.encoders = ThreadPoolExecutor(workers, thread_name_prefix="objstore-encode") if odb is not None else None
+        # With a store, each block in a buffer of its own, from a pool: the encoder
+        # reads the new chunks where they were read, and the buffer is reused once
+        # they are written. It keeps as many as can be in flight at once.
+        self.pool = (BufferPool(BLOCK_BYTES + chunker.params.max_size, LOOKAHEAD * (QUEUE_BATCHES + 1) + 2 * workers)
+                     if odb is not None else None)
 
     # -- chunking threads -------------------------------------------------
     def _take_job(self) -> int | None:
@@ -606,9 +616,7 @@ class _Pipeline:
     def _run_job(self, j: int, q: _Queue) -> None:
         odb = self.odb
         for seg in self.jobs[j]:
-            # with a store, each block in a buffer of its own: the encoder reads the
-            # new chunks where they were read, and the buffer goes when they are written
-            for run in _segment_runs(self.fd, seg, self.chunker, self.reuse, fresh=odb is not None):
+            for run in _segment_runs(self.fd, seg, self.chunker, self.reuse, self.pool):
                 if self.stop.is_set():
                     return
                 fut = None
@@ -616,9 +624,13 @@ class _Pipeline:
                 if odb is not None and new:
                     assert self.encoders is not None  # made whenever odb is given
                     fut = self.encoders.submit(_encode_many, [(run.view(k), seg.dtype) for k in new], odb.codec_policy)
+                lease = run.block.lease if run.block is not None else None
+                if fut is None and lease is not None:
+                    lease.release()  # nothing to write from this buffer
+                    lease = None
                 heavy = fut is not None
                 if self._wait_for_room(self.room[j][0 if heavy else 1]):
-                    q.put(((run.ids, run.lengths, fut, new), heavy))  # unbounded: the room semaphores bound what waits
+                    q.put(((run.ids, run.lengths, fut, new, lease), heavy))  # unbounded: the room semaphores bound what waits
 
     # -- the writer (calling thread) ----------------------------------------
     def run(self) -> list[tuple[ObjectId, int]]:
@@ -636,11 +648,13 @@ class _Pipeline:
                         break
                     if isinstance(got, BaseException):
                         raise got
-                    (ids, lengths, fut, new), heavy = got
+                    (ids, lengths, fut, new, lease), heavy = got
                     chunks.extend(zip(ids, lengths))
                     if fut is not None and odb is not None:
-                        for k, (codec_id, payload) in zip(new, fut.result()):
-                            odb.add_encoded(ids[k], codec_id, lengths[k], payload)
+                        odb.add_encoded_many([(ids[k], codec_id, lengths[k], payload)
+                                              for k, (codec_id, payload) in zip(new, fut.result())])
+                    if lease is not None:
+                        lease.release()  # its chunks are in the pack file now (raw payloads were views of it)
                     if progress is not None:
                         progress(sum(lengths))
                     room[0 if heavy else 1].release()

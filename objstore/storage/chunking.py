@@ -19,6 +19,7 @@ Each filled read buffer is cut (and its chunks hashed) in one call of the core,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -49,18 +50,77 @@ class Readable(Protocol):
     def readinto(self, buffer: memoryview) -> int | None: ...
 
 
+class BufferPool:
+    """Read buffers of one size, handed back when their bytes are no longer needed,
+    so a long read reuses pages already mapped: a fresh buffer per block costs a
+    zeroing memset and a page fault per 4 KiB, a tenth of ingest's CPU. Keeps at
+    most ``keep`` buffers; beyond that a buffer handed back is left to the
+    allocator, so a pool never holds more than ``keep × size`` bytes."""
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size = size
+        self.keep = keep
+        self._free: list[bytearray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> bytearray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return bytearray(self.size)
+
+    def give(self, buf: bytearray) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buf)
+
+
+def _renew(lease: Lease | None, pool: BufferPool | None, buf: bytearray) -> Lease | None:
+    """The lease of the reader's next pooled buffer ``buf``; the reader lets go of the last."""
+    if lease is None or pool is None:
+        return None
+    lease.release()
+    return Lease(pool, buf)
+
+
+class Lease:
+    """A pooled buffer's hold count: the reader holds it until it has copied out the
+    bytes it carries over, the consumer until it has used the block's chunks; the
+    buffer goes back to the pool when both let go (:meth:`release`, once each).
+    A consumer that never releases only costs the pool a buffer."""
+
+    __slots__ = ("_pool", "_buf", "_holders", "_lock")
+
+    def __init__(self, pool: BufferPool, buf: bytearray) -> None:
+        self._pool = pool
+        self._buf: bytearray | None = buf
+        self._holders = 2
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            buf = self._buf if self._holders == 0 else None
+            if buf is not None:
+                self._buf = None
+        if buf is not None:
+            self._pool.give(buf)
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     """The chunks cut from one filled read buffer: chunk ``i`` is
     ``data[ends[i-1]:ends[i]]`` (the first starts at ``start``); ``ids`` holds their
     keyed BLAKE3 digests, 32 bytes each, when a key was asked for. ``data`` is valid
     until the next block is requested, unless the blocks were asked for in fresh
-    buffers."""
+    buffers; a fresh buffer from a pool (``lease``) only until the consumer calls
+    ``lease.release()``, after which the reader may fill it again."""
 
     data: memoryview
     start: int
     ends: list[int]
     ids: bytes | None
+    lease: Lease | None = None
 
 
 class Chunker:
@@ -93,21 +153,26 @@ class Chunker:
                 start = end
 
     def iter_blocks(self, stream: Readable, length: int, align: int = 1, key: bytes | None = None,
-                    fresh: bool = False, read_block: int | None = None) -> Iterator[Block]:
+                    fresh: bool = False, read_block: int | None = None, pool: BufferPool | None = None
+                    ) -> Iterator[Block]:
         """The chunks of the next ``length`` bytes of ``stream``, a read buffer at a
         time, cut (and, given a BLAKE3 ``key``, hashed) in one call of the core
         (:mod:`objstore.storage.native`) per buffer.
 
         ``fresh``: every block gets a buffer of its own (the bytes carried over to the
-        next read are copied, not the chunks), so its views stay valid as long as
-        they are referenced. ``read_block``: bytes read per block, instead of the
-        chunker's own. Raises if the stream ends early.
+        next read are copied, not the chunks), valid as long as its views are
+        referenced, or with a ``pool`` (of buffers of read block + max chunk size)
+        until the block's lease is released. ``read_block``: bytes read per block,
+        instead of the chunker's own. Raises if the stream ends early.
         """
         if length <= 0:
             return
-        core = native.core
         capacity = self._capacity if read_block is None else read_block + self.params.max_size
-        buf = bytearray(min(capacity, length))
+        if pool is not None and (pool.size != capacity or not fresh):
+            raise ValueError(f"a pool of {pool.size}-byte buffers for {'' if fresh else 'reused '}blocks of {capacity} bytes")
+        limit = min(capacity, length)  # bytes the current buffer may hold
+        buf = pool.take() if pool is not None else bytearray(limit)
+        lease = Lease(pool, buf) if pool is not None else None
         whole = memoryview(buf)
         filled = 0  # valid bytes in buf
         remaining = length  # bytes not yet read from the stream
@@ -115,30 +180,35 @@ class Chunker:
         emitted = 0  # buffer offset up to which chunks were yielded (>= 0)
         try:
             while True:
-                while filled < len(buf) and remaining > 0:
-                    n = stream.readinto(whole[filled : filled + min(len(buf) - filled, remaining)])
+                while filled < limit and remaining > 0:
+                    n = stream.readinto(whole[filled : filled + min(limit - filled, remaining)])
                     if not n:
                         raise FileChanged(detail=f" (it ended {remaining} bytes early)")
                     filled += n
                     remaining -= n
-                cuts = core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
+                cuts = native.core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
                 if cuts.ends:
-                    yield Block(whole, emitted, cuts.ends, cuts.ids)
+                    yield Block(whole, emitted, cuts.ends, cuts.ids, lease)
                     emitted = cuts.ends[-1]
+                elif lease is not None:
+                    lease.release()  # no block carries this lease: the consumer's hold goes too
                 if cuts.done:
                     return
                 carry_from = cuts.carry_from
                 keep = filled - carry_from
+                limit = min(capacity, keep + remaining)
                 if fresh:  # the old buffer lives on in the views handed out (not released here)
-                    old, buf = whole, bytearray(min(capacity, keep + remaining))
-                    buf[:keep] = old[carry_from:filled]
+                    buf = pool.take() if pool is not None else bytearray(limit)
+                    buf[:keep] = whole[carry_from:filled]
                     whole = memoryview(buf)
-                    del old
+                    lease = _renew(lease, pool, buf)
                 else:
                     buf[:keep] = buf[carry_from:filled]
                 base += carry_from
                 emitted -= carry_from
                 filled = keep
         finally:
+            if lease is not None:
+                lease.release()
             if not fresh:
                 whole.release()

@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 import numpy as np
 
@@ -100,6 +100,7 @@ from objstore.storage.packs import (
     decode_verified,
     encode_idx,
     max_idx_bytes,
+    open_pack_file,
     read_pack_index,
 )
 
@@ -494,35 +495,45 @@ class ObjectDatabase:
 
     def add_encoded(self, chunk_id: ObjectId, codec_id: int, raw_len: int, payload: bytes | memoryview) -> bool:
         """Append an already-encoded chunk to the open pack (closing it when full)."""
-        with self._lock:
-            if self._broken is not None:
-                raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
-            try:
-                if self._writer is None:
-                    self._writer = OpenPack(self._temp_path())
-                if chunk_id in self._writer.builder:
-                    return False
-                self._writer.builder.add(chunk_id, codec_id, raw_len, payload)
-            except OSError as exc:
-                # The pack being written is a local temp file, outside the backend's
-                # own error mapping: say why (disk full, size limit, read-only).
-                self._broken = exc
-                raise backend_error("cannot write a new pack", exc) from exc
-            except BaseException as exc:
-                self._broken = exc
-                raise
-            self.new_chunks += 1
-            self.new_bytes += len(payload)
-            if self._writer.builder.size < PACK_TARGET:
-                return True
-            writer, self._writer = self._writer, None
-            if self._sealer is None:
-                self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
-            self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
-            wait = len(self._sealing) > MAX_SEALING
-        if wait:
-            self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
-        return True
+        return self.add_encoded_many([(chunk_id, codec_id, raw_len, payload)]) == 1
+
+    def add_encoded_many(self, records: Sequence[tuple[ObjectId, int, int, bytes | memoryview]]) -> int:
+        """Append already-encoded chunks (id, codec, raw length, payload), in order, to
+        the open pack, a write per pack they go into, closing each pack when full
+        exactly where one-at-a-time adds would; how many were new to the packs."""
+        added = done = 0
+        while True:
+            with self._lock:
+                if self._broken is not None:
+                    raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
+                try:
+                    if self._writer is None:
+                        self._writer = OpenPack(self._temp_path())
+                    builder = self._writer.builder
+                    payload_before = builder.payload_bytes
+                    done, new = builder.add_many(records, done, PACK_TARGET)
+                except OSError as exc:
+                    # The pack being written is a local temp file, outside the backend's
+                    # own error mapping: say why (disk full, size limit, read-only).
+                    self._broken = exc
+                    raise backend_error("cannot write a new pack", exc) from exc
+                except BaseException as exc:
+                    self._broken = exc
+                    raise
+                added += new
+                self.new_chunks += new
+                self.new_bytes += builder.payload_bytes - payload_before
+                if builder.size < PACK_TARGET:
+                    return added
+                writer, self._writer = self._writer, None
+                if self._sealer is None:
+                    self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
+                self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
+                wait = len(self._sealing) > MAX_SEALING
+            if wait:
+                self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
+            if done >= len(records):
+                return added
 
     @property
     def packs_stored(self) -> int:
@@ -894,8 +905,8 @@ class OpenPack:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "wb")
-        self.builder = PackBuilder(self._file)
+        self._file = open_pack_file(path)
+        self.builder = PackBuilder(cast(BinaryIO, self._file))
 
     def finish(self) -> tuple[str, np.ndarray]:
         name = self.builder.finish()

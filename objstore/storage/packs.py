@@ -25,8 +25,14 @@ entry claims.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io
+import mmap
+import os
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -71,16 +77,18 @@ class PackBuilder:
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
+        # An unbuffered file gets a batch of records in one writev (no copy into a
+        # buffer, one system call per batch instead of two per record).
+        self._fd = out.fileno() if isinstance(out, io.FileIO) else None
         self._hash = hasher(Kind.PACK)
         self._entries: list[tuple[bytes, int, int, int, int]] = []
         self._ids: set[bytes] = set()
         self.size = 0
+        self.payload_bytes = 0  # of the records added (what a writer reports as new)
         self._write(PACK_MAGIC)
 
     def _write(self, data: bytes | memoryview) -> None:
-        self._out.write(data)
-        self._hash.update(data)
-        self.size += len(data)
+        self._write_pieces([data])
 
     def __contains__(self, chunk_id: ObjectId) -> bool:
         return chunk_id.raw in self._ids
@@ -89,12 +97,50 @@ class PackBuilder:
         return len(self._entries)
 
     def add(self, chunk_id: ObjectId, codec: int, raw_len: int, payload: bytes | memoryview) -> None:
-        if chunk_id.raw in self._ids:
-            return
-        self._ids.add(chunk_id.raw)
-        self._write(RECORD_HEAD.pack(chunk_id.raw, codec, raw_len, len(payload)))
-        self._entries.append((chunk_id.raw, self.size, len(payload), raw_len, codec))
-        self._write(payload)
+        self.add_many([(chunk_id, codec, raw_len, payload)])
+
+    def add_many(self, records: Sequence[tuple[ObjectId, int, int, bytes | memoryview]], start: int = 0,
+                 limit: int | None = None) -> tuple[int, int]:
+        """Append ``records[start:]`` (id, codec, raw length, payload) in order, each id
+        once, in one write; with a ``limit``, stop after the record that brings the
+        pack to ``limit`` bytes, so a pack ends where adding one at a time would end
+        it. Returns the index of the first record not taken and how many were new."""
+        pieces: list[bytes | memoryview] = []
+        size, ids, entries, head = self.size, self._ids, self._entries, RECORD_HEAD.pack
+        added = 0
+        end = len(records)
+        i = start
+        while i < end and (limit is None or size < limit):
+            chunk_id, codec, raw_len, payload = records[i]
+            i += 1
+            raw_id = chunk_id.raw
+            if raw_id in ids:
+                continue
+            ids.add(raw_id)
+            stored = len(payload)
+            pieces.append(head(raw_id, codec, raw_len, stored))
+            pieces.append(payload)
+            size += RECORD_HEAD.size
+            entries.append((raw_id, size, stored, raw_len, codec))
+            size += stored
+            added += 1
+            self.payload_bytes += stored
+        self._write_pieces(pieces)
+        return i, added
+
+    def _write_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        update = self._hash.update
+        for piece in pieces:
+            update(piece)
+        self._emit(pieces)
+        self.size += sum(len(piece) for piece in pieces)
+
+    def _emit(self, pieces: list[bytes | memoryview]) -> None:
+        if self._fd is None:
+            for piece in pieces:
+                self._out.write(piece)
+        else:
+            _writev_all(self._fd, pieces)
 
     def index_array(self) -> np.ndarray:
         arr = np.array(self._entries, dtype=INDEX_DTYPE)
@@ -107,7 +153,7 @@ class PackBuilder:
         self._write(index.tobytes())
         self._write(TRAILER.pack(index_offset, len(index), PACK_END))
         digest = self._hash.digest()
-        self._out.write(digest)
+        self._emit([digest])
         self.size += len(digest)
         self._index = index
         return digest.hex()
@@ -115,6 +161,135 @@ class PackBuilder:
     @property
     def index(self) -> np.ndarray:
         return self._index
+
+
+_IOV_MAX = 1024  # pieces per writev (Linux's IOV_MAX)
+
+
+def _writev_all(fd: int, pieces: list[bytes | memoryview]) -> None:
+    """Write every piece, in order: writev may write less than asked (a signal, a
+    full disk reports its error on the next call)."""
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i : i + _IOV_MAX])
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:
+            views[i] = views[i][n:]
+
+
+# Pack files written with O_DIRECT (OBJSTORE_DIRECT_PACKS=0: through the page cache).
+DIRECT_PACKS = os.environ.get("OBJSTORE_DIRECT_PACKS", "1") != "0"
+DIRECT_ALIGN = 4096  # offsets, lengths and buffer addresses of O_DIRECT writes
+DIRECT_STAGE = 4 * 1024 * 1024  # bytes staged per write (a multiple of DIRECT_ALIGN)
+
+
+class DirectFile:
+    """A new file written with ``O_DIRECT`` from one page-aligned staging buffer:
+    the bytes go from that buffer to the disk instead of into page-cache pages.
+    On this class of VM, 32 MiB files written and fsynced that way cost a tenth
+    of the CPU (0.05 against 0.55-1.0 CPU-s per 0.66 GB) and reach the disk 3-10×
+    faster; the page-cache copy was a fifth of cold ingest's CPU. Bytes are
+    staged in order and written ``DIRECT_STAGE`` at a time; :meth:`flush` turns
+    ``O_DIRECT`` off and writes what is staged through the page cache (the tail
+    need not be aligned), so ``flush`` + ``fsync`` make the whole file durable.
+    A file system that refuses direct writes part-way gets the rest buffered.
+    :meth:`close` drops what is staged (a discarded pack). Only for files written
+    front to back and not read until closed (packs)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o666)
+        self._stage = _take_stage()
+        self._view = memoryview(self._stage)
+        self._staged = 0
+        self._direct = True
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: bytes | memoryview) -> int:
+        src = memoryview(data).cast("B")
+        n, pos = len(src), 0
+        while pos < n:
+            take = min(n - pos, DIRECT_STAGE - self._staged)
+            self._view[self._staged : self._staged + take] = src[pos : pos + take]
+            self._staged += take
+            pos += take
+            if self._staged == DIRECT_STAGE:
+                self._write_staged()
+        return n
+
+    def flush(self) -> None:
+        self._buffered()
+        self._write_staged()
+
+    def _buffered(self) -> None:
+        if self._direct:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            self._direct = False
+
+    def _write_staged(self) -> None:
+        done = 0
+        while done < self._staged:
+            try:
+                done += os.write(self._fd, self._view[done : self._staged])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not self._direct:
+                    raise
+                self._buffered()  # accepted at open, refused at write: go on through the page cache
+        self._staged = 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._view.release()
+            _give_stage(self._stage)
+            os.close(self._fd)
+
+
+# Staging buffers of closed DirectFiles, kept for the next pack: a fresh one costs
+# a page fault per 4 KiB. At most _STAGES_KEPT (one being written, one sealing).
+_stages: list[mmap.mmap] = []
+_stages_lock = threading.Lock()
+_STAGES_KEPT = 2
+
+
+def _new_stages_lock_in_child() -> None:
+    global _stages_lock
+    _stages_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_new_stages_lock_in_child)
+
+
+def _take_stage() -> mmap.mmap:
+    with _stages_lock:
+        if _stages:
+            return _stages.pop()
+    return mmap.mmap(-1, DIRECT_STAGE)  # page-aligned, as O_DIRECT needs
+
+
+def _give_stage(stage: mmap.mmap) -> None:
+    with _stages_lock:
+        if len(_stages) < _STAGES_KEPT:
+            _stages.append(stage)
+            return
+    stage.close()
+
+
+def open_pack_file(path: str | os.PathLike[str]) -> DirectFile | io.FileIO:
+    """A new pack file for :class:`PackBuilder`: a :class:`DirectFile` where the file
+    system takes ``O_DIRECT``, else an unbuffered plain file."""
+    if DIRECT_PACKS and hasattr(os, "O_DIRECT"):
+        try:
+            return DirectFile(path)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+    return io.FileIO(path, "wb")
 
 
 def encode_idx(pack_name: str, index: np.ndarray) -> bytes:
