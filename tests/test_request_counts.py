@@ -14,6 +14,7 @@ local store (the local backend counts one per file operation, the same unit).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +77,28 @@ def test_constant_cost_of_use_model_and_log_model(s3_bucket_url: str, tmp_path: 
     use, log = _costs(s3_bucket_url, tmp_path)
     assert use <= USE_MODEL_BOUND, f"use_model of a one-file version took {use} requests"
     assert log <= LOG_MODEL_BOUND, f"log_model of a small file took {log} requests"
+
+
+@pytest.mark.s3
+def test_constant_cost_on_a_cold_machine_reading_loose_idx_files(s3_bucket_url: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written by 10 sessions (10 ``.idx`` files no index file covers, under
+    the compaction threshold), each command on a machine with an empty cache: the
+    index is consulted newest first and only as far as the command needs, so the
+    loose ``.idx`` files are not one GET each. Sessions a second apart, as a team's
+    are: a bucket dates its keys to the second, and newest first needs the dates."""
+    for i in range(10):
+        _log_session(s3_bucket_url, tmp_path, i)
+        time.sleep(1.05)
+    costs = []
+    for command in (_use_model(tmp_path), _log_model(tmp_path)):
+        cold = tmp_path / f"cache-{os.urandom(4).hex()}"
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cold))
+        costs.append(_counted(s3_bucket_url, command))
+    use, log = costs
+    print(f"cold, 10 sessions: use_model {use} requests, log_model {log}")
+    assert use <= USE_MODEL_BOUND, f"use_model of a one-file version took {use} requests, cold, after 10 sessions"
+    assert log <= LOG_MODEL_BOUND, f"log_model of a small file took {log} requests, cold, after 10 sessions"
 
 
 @pytest.mark.s3
@@ -190,3 +213,4 @@ def test_a_run_never_finished_is_written_at_exit(tmp_path: Path) -> None:
     with Store.open(store_dir, create=False) as store:
         run = objstore.api.runinfo.read_run_by_path(store, "team/p/unfinished")
     assert run.state == "running" and len(run.inputs) == 1
+
