@@ -273,3 +273,24 @@ def test_writers_still_deduplicate_against_the_copies_of_repacked_packs(tmp_path
     ids = [ObjectId(bytes(x).ljust(32, b"\0")) for x in _pack_ids(store, copy)]
     assert all(s.odb.has_chunks(ids))
     assert s.odb.marked_packs  # it knows the small packs are marked
+
+
+def test_a_writer_past_the_compaction_threshold_repacks_small_packs_too(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The automatic step a writer takes past the threshold merges the .idx files and
+    then repacks (a pack's worth of) small packs, two-phase as ``maintenance`` does."""
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "10")
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 10)  # the tenth session compacts, then repacks
+    backend = Store.open_existing(store).backend
+    marked = marked_packs(backend)
+    assert len(marked) >= 8, marked
+    for name in marked:
+        assert msgpack.unpackb(backend.get(f"gc/marked/{name}"))["by"] == "repack"
+    listing = list_indexes(backend)
+    assert len(listing.idx) <= 1 and listing.files  # only the copy's .idx is loose
+    assert len(_packs(store)) == 10 + 1  # copied first, only marked
+    _read_all(store, files, range(10))
+    assert collect_garbage(Store.open_existing(store), grace_seconds=0).packs_deleted == len(marked)
+    _read_all(store, files, range(10))
+    assert fsck(Store.open_existing(store)).ok

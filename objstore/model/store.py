@@ -40,13 +40,14 @@ from typing import TypeGuard
 
 import msgpack
 
-from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
+from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, PACK_TARGET, STORE_FORMAT, KiB, MiB
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
 from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
+from objstore.storage.repack import repack
 
 CONFIG_KEY = "config"
 STORE_DIRNAME = ".objstore"
@@ -197,6 +198,7 @@ class Store:
         self.location = backend.url
         self.odb = ObjectDatabase(backend, index_files=config.format >= INDEX_FILES_FORMAT)
         self.odb.compact_setting = config.index_compact_threshold
+        self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET)  # with each automatic compaction
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 

@@ -197,6 +197,9 @@ class ObjectDatabase:
         self.index_files = index_files
         self._local = isinstance(backend, LocalBackend)
         self.compact_setting: int | None = None  # the store's index_compact_threshold (the Store sets it)
+        # Run after a writer's automatic compaction: repacks small packs (the Store
+        # sets it to objstore.storage.repack's, which is built on this module).
+        self.repacker: Callable[[], object] | None = None
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -392,6 +395,10 @@ class ObjectDatabase:
         self._compacted = True  # once per process: a failing backend is not retried on every flush
         try:
             self.compact_index(min_loose=threshold)
+            if self.repacker is not None:
+                # After: the small packs' entries are in the index file now, so their
+                # marks leave no loose .idx behind; the copy's one .idx waits for the next.
+                self.repacker()
         except ObjstoreError:
             pass
 

@@ -23,6 +23,13 @@ gc and other repacks on a shared bucket:
    stays (the copies made here), and lifts the mark otherwise. Nothing here
    deletes a pack.
 
+Automatic, too: a writer that compacts the index (past the threshold, see
+:meth:`objstore.storage.odb.ObjectDatabase.flush`) then repacks up to
+``PACK_TARGET`` of small packs (:func:`repack` with ``max_bytes``; their
+entries are in the new index file already, so their marks leave no loose
+``.idx``, and the copies' ``.idx`` wait for the next compaction);
+``objstore maintenance`` takes them all.
+
 So at every moment each chunk of a small pack is in the small pack, in its
 copy, or both; a reader that finds the small pack gone reloads its index and
 reads the copy (``ObjectDatabase.read_stored``). Two repacks at once copy a
@@ -52,6 +59,7 @@ import msgpack
 
 from objstore.constants import PACK_TARGET, MiB
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.storage.backend import Backend
 from objstore.storage.chunkindex import list_indexes, marked_packs
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import idx_key, marked_pack_key, pack_key
@@ -91,10 +99,26 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
     """Copy the chunks of every unmarked pack under ``small_bytes`` into new
     packs, verified, then mark the copied packs for gc (see the module
     docstring). Does nothing unless there are at least ``min_packs`` of them."""
-    backend = store.backend
+    return repack(store.backend, small_bytes=small_bytes, min_packs=min_packs)
+
+
+def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: int = REPACK_MIN_PACKS,
+           max_bytes: int | None = None) -> RepackReport:
+    """:func:`repack_small_packs` on ``backend``; with ``max_bytes``, only the small
+    packs (smallest first) that add up to at most that much are copied, so one
+    step downloads a bounded amount whatever a store holds (a writer's automatic
+    step takes a pack's worth: the store's newest small packs are repacked a
+    little at each compaction)."""
     listing = list_indexes(backend)
     marked = marked_packs(backend)
     small = sorted(n for n, size in listing.packs.items() if size < small_bytes and n not in marked)
+    if max_bytes is not None:
+        small, total = sorted(small, key=lambda n: (listing.packs[n], n)), 0
+        for i, name in enumerate(small):
+            total += listing.packs[name]
+            if total > max_bytes:
+                small = small[:i]
+                break
     if len(small) < max(min_packs, 2):
         return RepackReport(len(small), 0, 0, 0, 0)
     copied: list[str] = []
@@ -120,7 +144,7 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
                     if chunk_id.raw in seen:
                         continue
                     seen.add(chunk_id.raw)
-                    out = out or _Copy(store)
+                    out = out or _Copy(backend)
                     out.builder.add(chunk_id, codec, raw_len, payload)
                     chunks += 1
                     stored += len(payload)
@@ -147,8 +171,8 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
 class _Copy(OpenPack):
     """One new pack being written to a local temporary file (the odb's own pack writer)."""
 
-    def __init__(self, store: Store) -> None:
-        self.backend = store.backend
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
         make = getattr(self.backend, "new_temp_path", None)
         if make is not None:
             path = Path(make())
