@@ -156,7 +156,7 @@ MAINTAIN = textwrap.dedent("""
     from objstore.model.store import Store
     store, deadline = sys.argv[1], float(sys.argv[2])
     runs = marked = 0
-    while time.time() < deadline:
+    while runs == 0 or time.time() < deadline:  # once at least: on a loaded machine starting may take the whole time
         s = Store.open_existing(store)
         s.odb.compact_index()
         marked += repack_small_packs(s, min_packs=2).packs_marked

@@ -48,6 +48,7 @@ least eight small ones, and a run copies at most 4 MiB per small pack.
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,12 @@ def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: 
                 break
     if len(small) < max(min_packs, 2):
         return RepackReport(len(small), 0, 0, 0, 0)
+    # Copied in an order of this repack's own: two repacks of the same small packs at
+    # once (writers compact and repack by themselves) write different copies. Copies
+    # alike would be one pack, which a third repack may mark and gc delete while
+    # the second stores it again and lifts its mark (gc re-checks the mark before
+    # it deletes, not after): a pack gone under a writer that just stored it.
+    small = random.SystemRandom().sample(small, len(small))
     copied: list[str] = []
     skipped = chunks = stored = 0
 
