@@ -82,11 +82,6 @@ def build_template(root: Path) -> Template:
     early = root / "early" / ".objstore"
     objstore.clone(str(store), early)[0].close()
     with objstore.init(project=PROJECT, entity=ENTITY, store=store) as run:
-        # A fine-tune uses its base first: this process then knows the base's chunks
-        # (its .idx read), so the shared ones are stored once, and each chunk the
-        # tests damage is the only copy (a writer that never read an .idx may store
-        # up to odb.DEDUP_UNCHECKED_CHUNKS chunks again).
-        run.use_model("llm:v0", root=root / "base")
         run.log_model(str(m1), name="llm", aliases=["best"])
         run.log_model(str(d), name="d")
         run.link_model(str(m1), "Reg", name="llm")

@@ -294,3 +294,15 @@ def test_a_writer_past_the_compaction_threshold_repacks_small_packs_too(tmp_path
     assert collect_garbage(Store.open_existing(store), grace_seconds=0).packs_deleted == len(marked)
     _read_all(store, files, range(10))
     assert fsck(Store.open_existing(store)).ok
+
+
+def test_a_bounded_repack_copies_at_most_its_share(tmp_path: Path) -> None:
+    """A writer's automatic step is bounded in packs (requests) and bytes, whatever the store holds."""
+    from objstore.storage.repack import repack
+
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 12)
+    backend = Store.open_existing(store).backend
+    assert repack(backend, min_packs=2, max_packs=3).packs_marked == 3
+    assert repack(backend, min_packs=2, max_bytes=100_000).packs_marked == 2  # ~40 KB packs
+    _read_all(store, files, range(12))

@@ -47,7 +47,7 @@ from objstore.storage.backend import Backend, open_backend, parse_location
 from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
-from objstore.storage.repack import repack
+from objstore.storage.repack import AUTO_REPACK_PACKS, repack
 
 CONFIG_KEY = "config"
 STORE_DIRNAME = ".objstore"
@@ -198,7 +198,7 @@ class Store:
         self.location = backend.url
         self.odb = ObjectDatabase(backend, index_files=config.format >= INDEX_FILES_FORMAT)
         self.odb.compact_setting = config.index_compact_threshold
-        self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET)  # with each automatic compaction
+        self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS)  # after compacting
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 

@@ -126,9 +126,10 @@ REFRESH_ATTEMPTS = 4
 # Uncovered .idx files are fetched this many at a time (each is one request).
 IDX_FETCH_THREADS = 8
 # A writer may call this many chunks new without fetching the uncovered .idx files
-# it has not read (a false "new" only stores a copy; see has_chunks): about 4 MiB
-# of 128 KiB chunks, what a bucket moves in the time of a few requests.
-DEDUP_UNCHECKED_CHUNKS = 32
+# it has not read (a false "new" only stores a copy; see has_chunks): one, so a
+# small file (one chunk) costs no .idx read, while anything larger, a fine-tune
+# above all, is deduplicated against everything as before.
+DEDUP_UNCHECKED_CHUNKS = 1
 # A ranged read of a file (read_file_ranges) fetches up to this many runs at a time.
 RANGE_READ_THREADS = 4
 

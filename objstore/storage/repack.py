@@ -25,14 +25,18 @@ gc and other repacks on a shared bucket:
 
 Automatic, too: a writer that compacts the index (past the threshold, see
 :meth:`objstore.storage.odb.ObjectDatabase.flush`) then repacks up to
-``PACK_TARGET`` of small packs (:func:`repack` with ``max_bytes``; their
+``PACK_TARGET`` and ``AUTO_REPACK_PACKS`` of small packs (:func:`repack`; their
 entries are in the new index file already, so their marks leave no loose
 ``.idx``, and the copies' ``.idx`` wait for the next compaction);
 ``objstore maintenance`` takes them all.
 
 So at every moment each chunk of a small pack is in the small pack, in its
 copy, or both; a reader that finds the small pack gone reloads its index and
-reads the copy (``ObjectDatabase.read_stored``). Two repacks at once copy a
+reads the copy (``ObjectDatabase.read_stored``). Each repack copies in an order
+of its own: two repacks of the same small packs at once (writers repack by
+themselves) would otherwise write one and the same copy, which a third may
+mark and gc delete while the second stores it again and lifts its mark (gc
+re-checks the mark before it deletes, not after). Two repacks at once copy a
 pack twice, which only costs space (gc rewrites mostly-garbage packs). A repack
 killed at any point leaves unmarked small packs (repacked next time) and
 perhaps copies beside them: duplicates, which cost space only.
@@ -74,6 +78,10 @@ SMALL_PACK_BYTES = 4 * MiB
 # Fewer small packs than this are left alone: a copy of two or three saves a
 # request or two and costs a rewrite.
 REPACK_MIN_PACKS = 8
+# A writer's automatic step copies at most this many small packs (each a GET and a
+# mark): twice what a compaction cycle (16 sessions, a pack each) leaves, so it
+# keeps up and drains a backlog, at most ~2 x 32 requests in one session in 16.
+AUTO_REPACK_PACKS = 32
 # Small packs fetched at once (each one request).
 FETCH_THREADS = 8
 
@@ -104,29 +112,19 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES,
 
 
 def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: int = REPACK_MIN_PACKS,
-           max_bytes: int | None = None) -> RepackReport:
-    """:func:`repack_small_packs` on ``backend``; with ``max_bytes``, only the small
-    packs (smallest first) that add up to at most that much are copied, so one
-    step downloads a bounded amount whatever a store holds (a writer's automatic
-    step takes a pack's worth: the store's newest small packs are repacked a
-    little at each compaction)."""
+           max_bytes: int | None = None, max_packs: int | None = None) -> RepackReport:
+    """:func:`repack_small_packs` on ``backend``; with ``max_bytes`` and ``max_packs``,
+    only as many small packs (smallest first) as add up to at most that much are
+    copied, so one step costs a bounded download and number of requests whatever
+    a store holds (a writer's automatic step: its small packs are repacked a
+    few at each compaction)."""
     listing = list_indexes(backend)
     marked = marked_packs(backend)
-    small = sorted(n for n, size in listing.packs.items() if size < small_bytes and n not in marked)
-    if max_bytes is not None:
-        small, total = sorted(small, key=lambda n: (listing.packs[n], n)), 0
-        for i, name in enumerate(small):
-            total += listing.packs[name]
-            if total > max_bytes:
-                small = small[:i]
-                break
+    small = _bounded(sorted(n for n, size in listing.packs.items() if size < small_bytes and n not in marked),
+                     listing.packs, max_bytes, max_packs)
     if len(small) < max(min_packs, 2):
         return RepackReport(len(small), 0, 0, 0, 0)
-    # Copied in an order of this repack's own: two repacks of the same small packs at
-    # once (writers compact and repack by themselves) write different copies. Copies
-    # alike would be one pack, which a third repack may mark and gc delete while
-    # the second stores it again and lifts its mark (gc re-checks the mark before
-    # it deletes, not after): a pack gone under a writer that just stored it.
+    # In an order of its own, so two repacks at once never write the same copy (see the docstring).
     small = random.SystemRandom().sample(small, len(small))
     copied: list[str] = []
     skipped = chunks = stored = 0
@@ -173,6 +171,20 @@ def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: 
     for name in marking:
         backend.put_if_absent(marked_pack_key(name), msgpack.packb({"when": now, "by": "repack"}))
     return RepackReport(len(small), len(marking), skipped, chunks, stored, len(written))
+
+
+def _bounded(small: list[str], sizes: dict[str, int], max_bytes: int | None, max_packs: int | None) -> list[str]:
+    """The smallest of ``small`` adding up to at most ``max_bytes`` and ``max_packs``."""
+    if max_bytes is None and max_packs is None:
+        return small
+    picked: list[str] = []
+    total = 0
+    for name in sorted(small, key=lambda n: (sizes[n], n)):
+        total += sizes[name]
+        if (max_bytes is not None and total > max_bytes) or (max_packs is not None and len(picked) >= max_packs):
+            break
+        picked.append(name)
+    return picked
 
 
 class _Copy(OpenPack):
