@@ -156,7 +156,10 @@ MAINTAIN = textwrap.dedent("""
     from objstore.model.store import Store
     store, deadline = sys.argv[1], float(sys.argv[2])
     runs = marked = 0
-    while runs == 0 or time.time() < deadline:  # once at least: on a loaded machine starting may take the whole time
+    # Once at least (on a loaded machine starting may take the whole time), and on
+    # until something is marked: writers repack by themselves too, and may have
+    # taken every small pack so far.
+    while runs == 0 or time.time() < deadline or (marked == 0 and time.time() < deadline + 30):
         s = Store.open_existing(store)
         s.odb.compact_index()
         marked += repack_small_packs(s, min_packs=2).packs_marked
