@@ -89,13 +89,23 @@ def many_versions(location: Path, count: int) -> None:
 
 
 def upload(local: Path, url: str) -> int:
-    """Copy every key of the local store at ``local`` into the bucket at ``url``."""
+    """Copy every key of the local store at ``local`` into the bucket at ``url``.
+
+    The ``.idx`` files (those no index file covers: a compaction deleted the
+    others) go last, one at a time in the order the sessions wrote them and a
+    second apart, so the bucket dates them as a team's sessions would have (a
+    bucket's dates have a second's resolution; readers read the newest first)."""
     source = open_backend(local)
     target = open_backend(url)
-    keys = [info.key for info in source.iter_prefix("")]
+    infos = list(source.iter_prefix(""))
+    loose = sorted((i for i in infos if i.key.endswith(".idx")), key=lambda i: i.mtime)
+    rest = [i.key for i in infos if not i.key.endswith(".idx")]
     with ThreadPoolExecutor(UPLOAD_THREADS) as pool:
-        list(pool.map(lambda k: target.put(k, source.get(k, max_size=1 << 30)), keys))
-    return len(keys)
+        list(pool.map(lambda k: target.put(k, source.get(k, max_size=1 << 30)), rest))
+    for info in loose:
+        time.sleep(1.05)
+        target.put(info.key, source.get(info.key, max_size=1 << 30))
+    return len(infos)
 
 
 def layout(location: Path) -> dict[str, int]:
@@ -165,18 +175,17 @@ def measure(open_store: Callable[[], Store], command: Callable[[Store], None], p
     return {"requests": store.backend.stats.requests, "proxy_requests": seen, "seconds": wall}
 
 
-def warm_use_model(size: int, opener: Callable[[], Store], proxy: MisbehavingProxy, commands: Commands,
-                   work: Path) -> dict[str, Any]:
-    """``use_model`` of the newest version on a machine that ran one before (its
-    remote cache kept), after a teammate elsewhere logged a new version (a new
-    pack and ``.idx`` the cache has not seen): what the cache saves a team."""
+def warm(size: int, what: str, command: Callable[[Store], None], opener: Callable[[], Store], proxy: MisbehavingProxy,
+         commands: Commands, work: Path) -> dict[str, Any]:
+    """``command`` on a machine that ran a ``use_model`` before (its remote cache
+    kept), after a teammate elsewhere logged a new version (a new pack and
+    ``.idx`` the cache has not seen): what the cache saves a team."""
     cache = Path(tempfile.mkdtemp(dir=work, prefix="warm-cache-"))
     measure(opener, commands.use_model, proxy, work, cache)  # this machine, earlier
     measure(opener, commands.log_model, proxy, work)  # a teammate's session, on a machine of its own
-    row = {"size": size, "where": "s3", "command": "use_model, warm cache",
-           **measure(opener, commands.use_model, proxy, work, cache)}
+    row = {"size": size, "where": "s3", "command": f"{what}, warm cache", **measure(opener, command, proxy, work, cache)}
     shutil.rmtree(cache, ignore_errors=True)
-    print(f"  {size:>5} s3    use_model, warm cache {row['requests']:>5} requests (proxy {row['proxy_requests']})"
+    print(f"  {size:>5} s3    {row['command']:22} {row['requests']:>5} requests (proxy {row['proxy_requests']})"
           f" {row['seconds']:.2f} s", flush=True)
     return row
 
@@ -186,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10,300,3000", help="sessions (packs) per store, ascending")
     ap.add_argument("--delay-ms", type=float, default=25.0, help="added to every S3 request by the proxy")
     ap.add_argument("--versions", type=int, default=1000, help="versions of the long collection (0: none)")
+    ap.add_argument("--trials", type=int, default=3, help="runs of each cold command (the fastest is shown)")
     ap.add_argument("--no-s3", action="store_true", help="local stores only")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir, removed after)")
     ap.add_argument("--out", default=None, help="JSON results file")
@@ -242,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             ("use_model", commands.use_model), ("log_model", commands.log_model),
             ("log -n 10", commands.log(10)), ("log (first 50)", commands.log(50)),
         ]
+        if urls and proxy is not None:  # unrecorded: the server's and the proxy's first requests are slow
+            measure(opener_for(urls[sizes[0]], proxy.endpoint), commands.log(10), proxy, work)
         for size in sizes:
             wheres: list[tuple[str, Callable[[], Store], MisbehavingProxy | None]] = [
                 ("local", opener_for(snapshots[size]), None)]
@@ -249,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
                 wheres.append(("s3", opener_for(urls[size], proxy.endpoint), proxy))
             for where, opener, via in wheres:
                 for what, command in plan:
-                    row = {"size": size, "where": where, "command": what, **measure(opener, command, via, work)}
+                    trials = [measure(opener, command, via, work) for _ in range(args.trials)]
+                    row = {"size": size, "where": where, "command": what, **min(trials, key=lambda t: t["seconds"]),
+                           "trials": trials}  # the fastest of the trials; requests are the same in each (cold)
                     results["rows"].append(row)
                     print(f"  {size:>5} {where:5} {what:16} {row['requests']:>5} requests"
                           f"{'' if row['proxy_requests'] is None else ' (proxy ' + str(row['proxy_requests']) + ')'}"
                           f" {row['seconds']:.2f} s", flush=True)
-            if size in urls and proxy is not None:  # the same use_model on a machine whose cache is warm
-                results["rows"].append(warm_use_model(size, opener_for(urls[size], proxy.endpoint), proxy, commands, work))
+            if size in urls and proxy is not None:  # the same commands on a machine whose cache is warm
+                for what, command in plan[:3]:
+                    results["rows"].append(warm(size, what, command, opener_for(urls[size], proxy.endpoint), proxy,
+                                                commands, work))
         if args.versions:
             big = sizes[-1]
             for where in ["local", *(["s3"] if big in urls and proxy is not None else [])]:
@@ -286,14 +302,19 @@ def print_table(results: dict[str, Any]) -> None:
     sizes = results["sizes"]
     print(f"\nrequests (wall s) per command; load {results['load'][0]:.1f}, {results['delay_ms']:.0f} ms added per S3 request")
     print(f"{'where':6} {'command':22} " + " ".join(f"{str(s) + ' packs':>18}" for s in sizes) + "  bound 1.5x+10")
+    # The bound, for requests and for wall time: 1.5x the smallest store's, plus 10
+    # requests (on S3, plus 10 requests' delay in seconds; locally, the requests bound only).
+    per_request = results["delay_ms"] / 1000
     for where in ("local", "s3"):
-        for what in ("use_model", "use_model, warm cache", "log_model", "log -n 10", "log (first 50)"):
+        for what in ("use_model", "use_model, warm cache", "log_model", "log_model, warm cache", "log -n 10",
+                     "log -n 10, warm cache", "log (first 50)"):
             cells = {r["size"]: r for r in rows if r["where"] == where and r["command"] == what}
             if not cells:
                 continue
-            base = cells[sizes[0]]["requests"]
+            base, base_wall = cells[sizes[0]]["requests"], cells[sizes[0]]["seconds"]
             ok = all(c["requests"] <= 1.5 * base + 10 for c in cells.values())
-            verdict = "ok" if ok else "EXCEEDED"
+            wall_ok = where == "local" or all(c["seconds"] <= 1.5 * base_wall + 10 * per_request for c in cells.values())
+            verdict = ("ok" if ok else "EXCEEDED") + ("" if where == "local" else ", wall " + ("ok" if wall_ok else "EXCEEDED"))
             if what == "log (first 50)":
                 verdict = "n/a: shows min(50, versions)"
             line = " ".join(f"{str(cells[s]['requests']) + ' (' + format(cells[s]['seconds'], '.2f') + ')':>18}"

@@ -516,3 +516,71 @@ def test_mapped_index_pages_stay_bounded_after_many_lookups(tmp_path: Path, monk
     for p in probe[:200]:
         assert s.odb.index.locate(p) is not None
     assert file_rss() - before < 12 << 20, (file_rss() - before) >> 20
+
+
+# -- reading the loose .idx files lazily --------------------------------------------
+
+class _CountingIdx:
+    """Counts the ``.idx`` GETs of a backend (wraps its ``get``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.keys: list[str] = []
+        real = store.backend.get
+
+        def get(key: str, *args: object, **kwargs: object) -> bytes:
+            if key.endswith(".idx"):
+                self.keys.append(key)
+            return real(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        store.backend.get = get  # type: ignore[method-assign]
+
+
+def test_a_reader_reads_the_newest_idx_first_and_only_as_far_as_it_needs(tmp_path: Path) -> None:
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 8)  # eight loose .idx, under the compaction threshold
+    assert len(list_indexes(Store.open_existing(store).backend).idx) == 8
+    for which, most in ((7, 1), (0, 8)):  # the newest needs one .idx; the oldest all of them, and is found
+        s = Store.open_existing(store)
+        counted = _CountingIdx(s)
+        api = objstore.Api(store=s, entity="e", project="p")
+        out = api.artifact(f"m{which}:latest").download(str(tmp_path / "out" / str(which)))
+        assert (Path(out) / f"m{which}.bin").read_bytes() == (files / f"m{which}.bin").read_bytes()
+        assert len(counted.keys) <= most and len(set(counted.keys)) == len(counted.keys), counted.keys
+
+
+def test_a_writer_reads_pending_idx_files_only_when_copies_would_cost_more(tmp_path: Path) -> None:
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 6)
+    # A small new file: called new without reading a single .idx.
+    s = Store.open_existing(store)
+    counted = _CountingIdx(s)
+    with objstore.init(project="p", entity="e", store=s) as run:
+        (files / "small.bin").write_bytes(os.urandom(30_000))
+        run.log_model(path=str(files / "small.bin"), name="small")
+    assert counted.keys == []
+    # Content already stored, more chunks than the budget: the pending .idx are read
+    # and it deduplicates (nothing new stored).
+    big = files / "big.bin"
+    big.write_bytes(np.random.default_rng(99).bytes(12 << 20))
+    with objstore.init(project="p", entity="e", store=str(store)) as run:
+        run.log_model(path=str(big), name="big")
+    s = Store.open_existing(store)
+    with objstore.init(project="p", entity="e", store=s) as run:
+        (files / "again.bin").write_bytes(big.read_bytes())
+        run.log_model(path=str(files / "again.bin"), name="again")
+    assert s.odb.new_bytes == 0
+    assert fsck(Store.open_existing(store)).ok
+
+
+def test_a_lazy_reader_whose_pending_idx_files_were_merged_lists_again(tmp_path: Path) -> None:
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 5)
+    reader = Store.open_existing(store)
+    reader.odb.refresh(lazy=True)  # lists the five .idx, reads none
+    assert len(reader.odb.index) == 0
+    compact(Store.open_existing(store).backend)  # they are gone now, merged into an index file
+    api = objstore.Api(store=reader, entity="e", project="p")
+    for i in range(5):
+        out = api.artifact(f"m{i}:latest").download(str(tmp_path / "out" / str(i)))
+        assert (Path(out) / f"m{i}.bin").read_bytes() == (files / f"m{i}.bin").read_bytes()
+    assert len(reader.odb.index.files) == 1 and not reader.odb.damaged_packs

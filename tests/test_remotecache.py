@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 
 import objstore
 from objstore.maintenance.fsck import fsck
+from objstore.model.names import parse_version_spec
 from objstore.model.store import Store
+from objstore.model.versions import resolve
 from objstore.storage.backend import LocalBackend
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
@@ -42,7 +44,9 @@ from objstore.storage.keys import (
     run_ref,
     version_ref,
 )
+from objstore.storage.objects import FileObject
 from objstore.storage.remotecache import CachedBackend, RemoteCache, cache_info, parse_size, prune, store_id
+from objstore.storage.trees import walk_tree
 
 ENTITY, PROJECT = "team", "proj"
 MiB = 1024 * 1024
@@ -365,3 +369,42 @@ def test_cache_commands(tmp_path: Path, s3_bucket_url: str, cache_dir: Path) -> 
     bad = runner.invoke(main, ["cache", "prune", "--to", "lots"])
     assert bad.exit_code != 0
     assert prune(0) == (0, 0)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("held", ["head", "tail"])
+def test_a_partly_cached_range_fetches_only_what_is_missing(tmp_path: Path, s3_bucket_url: str, cache_dir: Path,
+                                                            held: str) -> None:
+    """A range whose first (or last) chunks a cached range holds: those come from the
+    cache, only the others from the bucket, in one request; the union is kept."""
+    _log(s3_bucket_url, _model(tmp_path / "m" / "model.bin", 2 * MiB, 7), "m")
+    store = Store.open(s3_bucket_url)
+    try:
+        backend = store.backend
+        assert isinstance(backend, CachedBackend)
+        version = resolve(store, parse_version_spec("m:latest", entity=ENTITY, project=PROJECT)).version
+        [(_, entry)] = list(walk_tree(store.odb, version.tree))
+        assert entry.id is not None
+        fobj = store.odb.get_object(entry.id)
+        assert isinstance(fobj, FileObject)
+        located = store.odb.locate_many([c for c, _ in fobj.chunks])
+        assert len({loc.pack for _, loc in located}) == 1 and len(located) >= 8
+        key = f"packs/{located[0][1].pack}.pack"
+        first, last = located[0][1], located[-1][1]
+        cut = located[len(located) // 2][1]
+        whole = (first.offset, last.offset + last.stored_len - first.offset)
+        part = ((first.offset, cut.offset - 41 - first.offset) if held == "head"
+                else (cut.offset, last.offset + last.stored_len - cut.offset))  # 41: a record's head
+        truth = backend.inner.get_range(key, *whole)
+        assert backend.get_range(key, *part) == backend.inner.get_range(key, *part)
+        before = backend.stats.snapshot()
+        assert backend.get_range(key, *whole) == truth
+        after = backend.stats.snapshot()
+        assert after.requests - before.requests == 1
+        fetched = after.bytes_received - before.bytes_received
+        assert fetched <= whole[1] - part[1] + 41, (fetched, whole[1], part[1])
+        before = after
+        assert backend.get_range(key, *whole) == truth  # the union is held now
+        assert backend.stats.snapshot().requests == before.requests
+    finally:
+        store.close()

@@ -156,7 +156,10 @@ MAINTAIN = textwrap.dedent("""
     from objstore.model.store import Store
     store, deadline = sys.argv[1], float(sys.argv[2])
     runs = marked = 0
-    while time.time() < deadline:
+    # Once at least (on a loaded machine starting may take the whole time), and on
+    # until something is marked: writers repack by themselves too, and may have
+    # taken every small pack so far.
+    while runs == 0 or time.time() < deadline or (marked == 0 and time.time() < deadline + 30):
         s = Store.open_existing(store)
         s.odb.compact_index()
         marked += repack_small_packs(s, min_packs=2).packs_marked
@@ -273,3 +276,37 @@ def test_writers_still_deduplicate_against_the_copies_of_repacked_packs(tmp_path
     ids = [ObjectId(bytes(x).ljust(32, b"\0")) for x in _pack_ids(store, copy)]
     assert all(s.odb.has_chunks(ids))
     assert s.odb.marked_packs  # it knows the small packs are marked
+
+
+@pytest.mark.skip(reason="automatic repack not wired (model/store.py): a race with fsck beside gc is open")
+def test_a_writer_past_the_compaction_threshold_repacks_small_packs_too(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The automatic step a writer takes past the threshold merges the .idx files and
+    then repacks (a pack's worth of) small packs, two-phase as ``maintenance`` does."""
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "10")
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 10)  # the tenth session compacts, then repacks
+    backend = Store.open_existing(store).backend
+    marked = marked_packs(backend)
+    assert len(marked) >= 8, marked
+    for name in marked:
+        assert msgpack.unpackb(backend.get(f"gc/marked/{name}"))["by"] == "repack"
+    listing = list_indexes(backend)
+    assert len(listing.idx) <= 1 and listing.files  # only the copy's .idx is loose
+    assert len(_packs(store)) == 10 + 1  # copied first, only marked
+    _read_all(store, files, range(10))
+    assert collect_garbage(Store.open_existing(store), grace_seconds=0).packs_deleted == len(marked)
+    _read_all(store, files, range(10))
+    assert fsck(Store.open_existing(store)).ok
+
+
+def test_a_bounded_repack_copies_at_most_its_share(tmp_path: Path) -> None:
+    """A writer's automatic step is bounded in packs (requests) and bytes, whatever the store holds."""
+    from objstore.storage.repack import repack
+
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 12)
+    backend = Store.open_existing(store).backend
+    assert repack(backend, min_packs=2, max_packs=3).packs_marked == 3
+    assert repack(backend, min_packs=2, max_bytes=100_000).packs_marked == 2  # ~40 KB packs
+    _read_all(store, files, range(12))

@@ -14,6 +14,7 @@ local store (the local backend counts one per file operation, the same unit).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,16 +80,38 @@ def test_constant_cost_of_use_model_and_log_model(s3_bucket_url: str, tmp_path: 
 
 
 @pytest.mark.s3
-def test_run_record_is_written_once_by_use_model(s3_bucket_url: str, tmp_path: Path) -> None:
+def test_constant_cost_on_a_cold_machine_reading_loose_idx_files(s3_bucket_url: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written by 10 sessions (10 ``.idx`` files no index file covers, under
+    the compaction threshold), each command on a machine with an empty cache: the
+    index is consulted newest first and only as far as the command needs, so the
+    loose ``.idx`` files are not one GET each. Sessions a second apart, as a team's
+    are: a bucket dates its keys to the second, and newest first needs the dates."""
+    for i in range(10):
+        _log_session(s3_bucket_url, tmp_path, i)
+        time.sleep(1.05)
+    costs = []
+    for command in (_use_model(tmp_path), _log_model(tmp_path)):
+        cold = tmp_path / f"cache-{os.urandom(4).hex()}"
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cold))
+        costs.append(_counted(s3_bucket_url, command))
+    use, log = costs
+    print(f"cold, 10 sessions: use_model {use} requests, log_model {log}")
+    assert use <= USE_MODEL_BOUND, f"use_model of a one-file version took {use} requests, cold, after 10 sessions"
+    assert log <= LOG_MODEL_BOUND, f"log_model of a small file took {log} requests, cold, after 10 sessions"
+
+
+@pytest.mark.s3
+def test_run_record_is_written_at_use_and_at_finish_by_use_model(s3_bucket_url: str, tmp_path: Path) -> None:
     _log_session(s3_bucket_url, tmp_path, 0)
     store = Store.open(s3_bucket_url, create=False)
     before = {i.key for i in store.backend.iter_prefix("objects/")}
     _use_model(tmp_path)(store)
     runs = [k for k in (i.key for i in store.backend.iter_prefix("objects/")) if k not in before]
-    assert len(runs) == 1  # one run record object: started, input and finished written together
+    assert len(runs) == 2  # two run records: started with its input (at use), finished
     [run] = [r for r in objstore.api.runinfo.iter_runs(store, "team", "p") if r.inputs]
     assert run.state == "finished" and len(run.inputs) == 1
-    assert len(store.refs.reflog(f"refs/team/p/runs/{run.id}")) == 1
+    assert len(store.refs.reflog(f"refs/team/p/runs/{run.id}")) == 2
     store.close()
 
 
@@ -190,3 +213,34 @@ def test_a_run_never_finished_is_written_at_exit(tmp_path: Path) -> None:
     with Store.open(store_dir, create=False) as store:
         run = objstore.api.runinfo.read_run_by_path(store, "team/p/unfinished")
     assert run.state == "running" and len(run.inputs) == 1
+
+
+@pytest.mark.parametrize("how", ["use_model", "use_artifact"])
+def test_what_a_run_used_is_recorded_when_the_process_is_killed_outright(tmp_path: Path, how: str) -> None:
+    """An input reaches the store when it is used: a process killed by SIGKILL (or
+    the OOM killer) right after, with no finish and no exit handler, still leaves
+    a run record naming it."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    store_dir = tmp_path / "store"
+    _log_session(str(store_dir), tmp_path, 0)
+    script = tmp_path / "killed.py"
+    use = (f'run.use_model("model:latest", root={str(tmp_path / "out")!r})' if how == "use_model"
+           else 'run.use_artifact("model:latest")')
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        import objstore
+        run = objstore.init(entity="team", project="p", store={str(store_dir)!r}, id="killed")
+        {use}
+        os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()
+    with Store.open(store_dir, create=False) as store:
+        run = objstore.api.runinfo.read_run_by_path(store, "team/p/killed")
+        [version] = run.inputs
+        assert run.state == "running"
+        assert version == objstore.Api(store=store, entity="team", project="p").artifact("model:latest").id

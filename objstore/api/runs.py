@@ -13,14 +13,18 @@ record once or twice, not once per change:
   before refs: no crash leaves a version naming a run the store never
   recorded), the record is stored with every change held so far, in state
   ``running``: the one write crash-safety needs;
+- when a version is used (``use_model``, ``use_artifact``), with the input:
+  lineage must not depend on the process living on, so a process killed
+  outright (SIGKILL, the OOM killer, power loss) right after still names what
+  it used;
 - when the run finishes, with its final state;
 - at interpreter exit, for a run never finished (state stays ``running``, as it
   did when every change was written at once).
 
-So a ``use_model`` command writes one record (at finish), a ``log_model``
-command two (before the version ref, and at finish). What a process killed
-outright (SIGKILL, power loss) had used but not yet written is not recorded;
-the versions it logged still name it.
+So a ``use_model`` command writes two records (at use, and at finish), a
+``log_model`` command two (before the version ref, and at finish). What a
+process killed outright had changed since its last write (config, summary) is
+not recorded; the versions it logged still name it.
 """
 
 from __future__ import annotations
@@ -244,6 +248,7 @@ class Run:
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
         self._change(with_input(resolved.version_id))
+        self._write()  # an input is stored when used (see the module docstring)
         if wanted:
             art.aliases = list(dict.fromkeys([*art.aliases, *wanted]))
             art.save()
@@ -300,6 +305,7 @@ class Run:
                             f"not a model; use use_artifact for it")
         art = artifact_of(self.store, resolved, read_aliases=False)  # only its files are used: no alias listing
         self._change(with_input(resolved.version_id))
+        self._write()  # an input is stored when used, before the download (see the module docstring)
         directory = Path(art.download(root, progress=progress))
         top = {path.split("/", 1)[0] for path, _ in walk_tree(self.store.odb, resolved.version.tree, include_dirs=True)}
         if len(top) == 1:

@@ -202,6 +202,9 @@ class Store:
         self.location = backend.url
         self.odb = ObjectDatabase(backend, index_files=config.format >= INDEX_FILES_FORMAT)
         self.odb.compact_setting = config.index_compact_threshold
+        # Not yet: self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS).
+        # With it, fsck beside 4 writers compacting and repacking at threshold 2 and a gc loop
+        # saw a pack whose .idx was gone (test_compaction_racing_writers_and_gc_local), twice.
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 

@@ -16,7 +16,8 @@ Two kinds of source, searched alike (a vectorized binary search each):
   releases the mapped pages after each window of probes, so what a process
   keeps mapped stays bounded whatever it asks;
 - one in-memory sorted array, for the ``.idx`` files no index file covers (at
-  most about ``INDEX_COMPACT_THRESHOLD`` of them) and the packs this process adds.
+  most about ``INDEX_COMPACT_THRESHOLD`` of them; the object database reads
+  them only as its lookups need them, newest first) and the packs this process adds.
 
 Invariants:
 
@@ -270,11 +271,13 @@ def _location(names: list[str], entries: np.ndarray, owner: np.ndarray, f: Index
 
 @dataclass(frozen=True, slots=True)
 class IndexListing:
-    """One listing of ``packs/``: sizes of the packs, their ``.idx`` and the index files."""
+    """One listing of ``packs/``: sizes of the packs, their ``.idx`` and the index
+    files, and when each ``.idx`` was stored."""
 
     packs: dict[str, int] = field(default_factory=dict)
     idx: dict[str, int] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
+    mtimes: dict[str, float] = field(default_factory=dict)  # of each .idx, as the backend reports it
 
 
 def list_indexes(backend: Backend) -> IndexListing:
@@ -282,6 +285,7 @@ def list_indexes(backend: Backend) -> IndexListing:
     for info in backend.iter_prefix(PACKS):
         if (name := idx_name_of(info.key)) is not None:
             listing.idx[name] = info.size
+            listing.mtimes[name] = info.mtime
         elif (name := pack_name_of(info.key)) is not None:
             listing.packs[name] = info.size
         elif (name := index_file_name_of(info.key)) is not None:

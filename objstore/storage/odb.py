@@ -30,9 +30,15 @@ CorruptObject naming the object, never a MemoryError.
 The store-wide chunk index is a cache, rebuildable from the packs themselves:
 the union of the consolidated index files (memory-mapped and searched on disk)
 and the ``.idx`` files none covers (in memory), see
-:mod:`objstore.storage.chunkindex`. Opening a store reads the index files and
-at most about ``INDEX_COMPACT_THRESHOLD`` ``.idx`` files, whatever its history:
-a writer that finds more merges them. Index files are written only where the
+:mod:`objstore.storage.chunkindex`. Opening a store reads the index files; of
+the at most about ``INDEX_COMPACT_THRESHOLD`` ``.idx`` files none covers (a
+writer that finds more merges them) it reads only what its lookups need, newest
+first (by the listing's dates): a read stops at the first that holds every chunk
+it wants; a writer calls a chunk new without them until ``DEDUP_UNCHECKED_CHUNKS``
+chunks were called new so, then reads them all. A false "new" only stores one
+more copy of a chunk in a new pack, which gc treats like any copy; a hit is
+only ever an entry read from the store, so nothing a hit relies on (gc's marks,
+the pack re-check below) changes. Index files are written only where the
 store's format allows them (``index_files``, set by the Store from its config,
 format 2 on; see ``constants.STORE_FORMAT``): on a format-1 store nothing here
 writes one, so an objstore release that knows only format 1 still finds every
@@ -122,6 +128,11 @@ MAX_SEALING = 2
 REFRESH_ATTEMPTS = 4
 # Uncovered .idx files are fetched this many at a time (each is one request).
 IDX_FETCH_THREADS = 8
+# A writer may call this many chunks new without fetching the uncovered .idx files
+# it has not read (a false "new" only stores a copy; see has_chunks): one, so a
+# small file (one chunk) costs no .idx read, while anything larger, a fine-tune
+# above all, is deduplicated against everything as before.
+DEDUP_UNCHECKED_CHUNKS = 1
 # A ranged read of a file (read_file_ranges) fetches up to this many runs at a time.
 RANGE_READ_THREADS = 4
 
@@ -223,6 +234,9 @@ class ObjectDatabase:
         self.index_files = index_files
         self._local = isinstance(backend, LocalBackend)
         self.compact_setting: int | None = None  # the store's index_compact_threshold (the Store sets it)
+        # Run after a writer's automatic compaction: repacks small packs (the Store
+        # sets it to objstore.storage.repack's, which is built on this module).
+        self.repacker: Callable[[], object] | None = None
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -238,6 +252,12 @@ class ObjectDatabase:
         self._sealed = 0  # packs this process stored
         self._compacted = False
         self._opened: dict[str, IndexFile] = {}  # index files mapped and checked, by name
+        # Uncovered .idx files of the last listing not read yet, newest first (see
+        # _load_pending), the listing itself and when it was taken (monotonic).
+        self._pending: list[str] = []
+        self._listing = IndexListing()
+        self._listed_at = 0.0
+        self._unchecked = 0  # chunks has_chunks called new with .idx files still pending
         # Packs gc has marked for deletion (gc/marked/<pack>): a dedup hit in one
         # of them does not count, so the writer stores its own copy and a later
         # gc deleting the marked pack cannot break the writer's version.
@@ -248,13 +268,14 @@ class ObjectDatabase:
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
 
     # -- index -----------------------------------------------------------
-    def refresh(self) -> None:
+    def refresh(self, *, lazy: bool = False) -> None:
         """Load what this process has not seen yet: new index files (mapped, not
-        read), and the ``.idx`` of packs no index file covers."""
+        read), and the ``.idx`` of packs no index file covers; with ``lazy``, those
+        ``.idx`` files only when a lookup needs them (:meth:`_load_pending`)."""
         with self._lock:
             for _ in range(REFRESH_ATTEMPTS):
                 listing = list_indexes(self.backend)
-                if not self._load(listing):
+                if not self._load(listing) and (lazy or not self._load_pending(len(self._pending))):
                     break
                 # An index file or .idx listed but gone when read: a compaction
                 # replaced it meanwhile; the next listing shows its replacement.
@@ -269,8 +290,9 @@ class ObjectDatabase:
             self._loaded = True
 
     def _load(self, listing: IndexListing) -> bool:
-        """Add ``listing``'s unseen index files and uncovered ``.idx`` files to the
-        index; True if one of them was gone when read."""
+        """Add ``listing``'s unseen index files to the index and make its uncovered
+        ``.idx`` files the pending ones, newest first; True if an index file was
+        gone when read."""
         missing = False
         wanted = {n: size for n, size in listing.files.items() if n not in self.index.files and n not in self.damaged_files}
         # Opened once per process (a reload after gc reuses the mapping), the new
@@ -291,21 +313,53 @@ class ObjectDatabase:
             # The .idx of the packs a damaged index file covered are gone: every pack
             # nothing indexes is read from its own index section instead.
             fresh += [n for n in listing.packs if n not in self.index and n not in listing.idx and n not in self.damaged_packs]
-        loaded: list[tuple[str, np.ndarray]] = []
-        for name, index in zip(fresh, self._map_io(lambda n: self._read_idx(n, listing), fresh)):
-            if index is None:
-                missing = missing or (name in listing.idx and not self.index.covers(name))
-            elif isinstance(index, np.ndarray):
-                loaded.append((name, index))
-            else:
-                self.damaged_packs.add(name)
-        self.index.add_packs(loaded)
-        now = time.monotonic()
+        # Newest first: what a command reads is most often what was logged last.
+        self._pending = sorted(fresh, key=lambda n: (-listing.mtimes.get(n, 0.0), n))
+        self._listing = listing
+        self._listed_at = now = time.monotonic()
         # Seen stored just now, by this listing (a covered pack the listing lacks is
         # looked at on its first dedup hit: an index file may name a pack gc removed).
-        self._pack_checked.update((name, now) for name, _ in loaded)
         self._pack_checked.update((name, now) for name in self.index.covered_packs if name in listing.packs)
         return missing
+
+    def _load_pending(self, count: int) -> bool:
+        """Read the next ``count`` pending ``.idx`` files (side by side) into the
+        index; True if one was gone when read and no index file covers its pack
+        (a compaction replaced it: the caller lists again)."""
+        with self._lock:
+            names, self._pending = self._pending[:count], self._pending[count:]
+            names = [n for n in names if n not in self.index]
+            missing = False
+            loaded: list[tuple[str, np.ndarray]] = []
+            listing = self._listing
+            for name, index in zip(names, self._map_io(lambda n: self._read_idx(n, listing), names)):
+                if index is None:
+                    missing = missing or (name in listing.idx and not self.index.covers(name))
+                elif isinstance(index, np.ndarray):
+                    loaded.append((name, index))
+                else:
+                    self.damaged_packs.add(name)
+            self.index.add_packs(loaded)
+            # Seen stored when listed.
+            self._pack_checked.update((name, self._listed_at) for name, _ in loaded)
+            return missing
+
+    def _located(self, chunk_ids: list[bytes]) -> list[ChunkLocation | None]:
+        """Where each chunk is, reading pending ``.idx`` files newest first, 1, 2, 4,
+        ... at a time, only until every chunk is found (or none is left): a command
+        reading what was logged lately reads the newest few, not every one."""
+        with self._lock:
+            found = self.index.locate_many(chunk_ids)
+            step, relisted = 1, 0
+            while self._pending and None in found:
+                if self._load_pending(step) and relisted < REFRESH_ATTEMPTS:
+                    relisted += 1
+                    self.refresh(lazy=True)  # a compaction merged what was pending: its index file has it
+                step = min(2 * step, IDX_FETCH_THREADS)
+                todo = [i for i, loc in enumerate(found) if loc is None]
+                for i, loc in zip(todo, self.index.locate_many([chunk_ids[i] for i in todo])):
+                    found[i] = loc
+            return found
 
     @staticmethod
     def _map_io(fetch: Callable[[_T], _R], items: list[_T]) -> list[_R]:
@@ -352,7 +406,7 @@ class ObjectDatabase:
             self.damaged_packs = set()
             self.damaged_files = set()
             self._pack_checked = {}
-            self.refresh()
+            self.refresh(lazy=True)
 
     def compact_index(self, *, min_loose: int = 1) -> CompactReport:
         """Merge the store's uncovered ``.idx`` files into a consolidated index file
@@ -364,7 +418,7 @@ class ObjectDatabase:
         report = compact(self.backend, min_loose=min_loose)
         with self._lock:
             if self._loaded:
-                self.refresh()
+                self.refresh(lazy=True)
         return report
 
     def _maybe_compact(self) -> None:
@@ -378,6 +432,10 @@ class ObjectDatabase:
         self._compacted = True  # once per process: a failing backend is not retried on every flush
         try:
             self.compact_index(min_loose=threshold)
+            if self.repacker is not None:
+                # After: the small packs' entries are in the index file now, so their
+                # marks leave no loose .idx behind; the copy's one .idx waits for the next.
+                self.repacker()
         except ObjstoreError:
             pass
 
@@ -415,7 +473,7 @@ class ObjectDatabase:
             self.index.gone.add(stale.pack)
             if stale.pack in self.index:  # nobody reloaded since that location was handed out
                 self.reload()
-            loc = self.index.locate(chunk_id.raw)
+            loc = self._located([chunk_id.raw])[0]
         if loc is None or loc.pack == stale.pack:
             raise NotFound(f"chunk {chunk_id.hex[:16]} is not in any pack of this store (pack {stale.pack[:16]} was removed)",
                            key=chunk_id.hex)
@@ -443,13 +501,23 @@ class ObjectDatabase:
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
-            self.refresh()
+            self.refresh(lazy=True)
 
     def has_chunks(self, chunk_ids: list[ObjectId]) -> list[bool]:
         """For each id, whether it is stored (or queued in the open pack)."""
         self._ensure_loaded()
         with self._lock:
             found = self.index.contains_many([c.raw for c in chunk_ids])
+            if self._pending and not found.all():
+                # A chunk called new that a pending .idx lists is stored once more: a
+                # copy in a new pack, never a wrong answer (a hit is what gc's marks
+                # guard). That saves a request per pending .idx, until the copies
+                # could cost more than the requests: then every one is read.
+                self._unchecked += int((~found).sum())
+                if self._unchecked > DEDUP_UNCHECKED_CHUNKS:
+                    if self._load_pending(len(self._pending)):
+                        self.refresh()
+                    found = self.index.contains_many([c.raw for c in chunk_ids])
             if found.any() and not self._marks_read:
                 # Marks matter only for dedup hits: content that is all new never lists them.
                 self.marked_packs = marked_packs(self.backend)
@@ -472,10 +540,10 @@ class ObjectDatabase:
 
     def locate(self, chunk_id: ObjectId) -> ChunkLocation:
         self._ensure_loaded()
-        loc = self.index.locate(chunk_id.raw)
+        loc = self._located([chunk_id.raw])[0]
         if loc is None:
-            self.refresh()  # another process may have added a pack since we loaded
-            loc = self.index.locate(chunk_id.raw)
+            self.refresh(lazy=True)  # another process may have added a pack since we loaded
+            loc = self._located([chunk_id.raw])[0]
         if loc is None and self.damaged_packs:
             named = ", ".join(sorted(n[:16] for n in self.damaged_packs))
             raise CorruptObject(
@@ -735,7 +803,7 @@ class ObjectDatabase:
         self._ensure_loaded()
         it = iter(chunk_ids)
         while batch := list(itertools.islice(it, 1024)):
-            for chunk_id, loc in zip(batch, self.index.locate_many([c.raw for c in batch])):
+            for chunk_id, loc in zip(batch, self._located([c.raw for c in batch])):
                 yield chunk_id, loc if loc is not None else self.locate(chunk_id)  # locate refreshes or raises
 
     def _runs(self, chunk_ids: Iterable[ObjectId], limit: int) -> Iterator[list[tuple[ObjectId, ChunkLocation]]]:

@@ -23,7 +23,8 @@ Invariants:
   its key names: an object against its id, an ``.idx`` against its checksum, a
   pack range record by record against the chunk ids it holds (so a range is
   fetched from its first record's head; a range that is not whole records is
-  passed through, never kept). Every entry carries the BLAKE3 of its key and
+  passed through, never kept; a range a held one covers at one end is served
+  from it, only the rest fetched, and the union kept). Every entry carries the BLAKE3 of its key and
   value; a read re-hashes it, and a damaged, truncated or foreign entry is a
   miss: deleted, fetched again, never served. Readers above check everything
   again (chunks against their ids), so the cache can never hand out wrong bytes.
@@ -676,16 +677,51 @@ class CachedBackend:
                     self.cache.counters.hits += 1
                     self.cache.counters.bytes_served += length
                     return value[start - s:end - s]
+        partial = self._partly_held(key, parts, held, start - head, end)
+        if partial is not None:
+            return partial[head:]
         self.cache.counters.misses += 1
         # From the head of the record whose payload the range starts at: whole records verify.
         data = self.inner.get_range(key, start - head, length + head)
         s, e = start - head, start - head + len(data)
         if len(data) == length + head and whole_records(data, f"pack {key}"):
-            if self.cache.write(parts, f"{s}-{e}", f"{key}@{s}-{e}", data):
-                self.cache.drop_entries(parts, [f"{a}-{b}" for a, b in held if s <= a and b <= e and (a, b) != (s, e)])
+            self._keep(key, parts, held, s, data)
         else:
             self.cache.counters.refused += 1
         return data[head:]
+
+    def _keep(self, key: str, parts: tuple[str, ...], held: list[tuple[int, int]], s: int, data: bytes) -> None:
+        """Keep the verified records ``data`` (pack bytes from ``s``), dropping the held ranges inside them."""
+        e = s + len(data)
+        if self.cache.write(parts, f"{s}-{e}", f"{key}@{s}-{e}", data):
+            self.cache.drop_entries(parts, [f"{a}-{b}" for a, b in held if s <= a and b <= e and (a, b) != (s, e)])
+
+    def _partly_held(self, key: str, parts: tuple[str, ...], held: list[tuple[int, int]], s: int, e: int) -> bytes | None:
+        """Pack bytes ``s..e`` (whole records) when a held range covers one end of them:
+        that part from the cache, only the rest (whole records too: a held range
+        starts and ends at record boundaries) in one request, and the union kept.
+        None when none does (a range missing on both sides is one request either way)."""
+        for a, b in sorted(held, key=lambda r: r[0] - r[1]):  # the largest overlap first
+            if a <= s < b < e:  # the cached part first, the rest after it
+                missing = (b, e - b)
+            elif s < a < e <= b:  # the rest first, then the cached part
+                missing = (s, a - s)
+            else:
+                continue
+            value = self.cache.read(parts, f"{a}-{b}", f"{key}@{a}-{b}", b - a)
+            if value is None:
+                continue
+            rest = self.inner.get_range(key, *missing)
+            if len(rest) != missing[1] or not whole_records(rest, f"pack {key}"):
+                self.cache.counters.refused += 1
+                return None  # fetched whole by the caller (and passed through if it does not verify either)
+            self.cache.counters.hits += 1
+            self.cache.counters.bytes_served += len(value)
+            union = value + rest if missing[0] == b else rest + value
+            self._keep(key, parts, held, min(a, s), union)
+            lo = s - min(a, s)
+            return union[lo:lo + (e - s)]
+        return None
 
     def _held_ranges(self, parts: tuple[str, ...]) -> list[tuple[int, int]]:
         held = []
