@@ -266,3 +266,49 @@ def test_fsck_beside_gc_deleting_a_pack_reports_no_damage(tmp_path: Path) -> Non
         backend.get = gc_deletes_first  # type: ignore[method-assign]
         report = fsck(store)
     assert report.ok, [p.message for p in report.problems]
+
+
+def test_fsck_beside_gc_finishing_a_pack_deletion_reports_no_damage(tmp_path: Path) -> None:
+    """The same race one step later: fsck finds the .idx gone and the pack still
+    there, then gc deletes the pack and its mark before fsck asks for the mark. A
+    gone mark only says 'not being deleted' if the pack was looked at after it, so
+    fsck must ask for the mark first (seen as a false 'index is damaged' in CI's
+    compaction race)."""
+    import msgpack
+
+    from objstore.maintenance.fsck import fsck
+    from objstore.model.deletion import delete_collection
+    from objstore.model.names import CollectionPath
+    from objstore.storage.keys import marked_pack_key, pack_key
+
+    store_path = tmp_path / "store"
+    keep, doomed = tmp_path / "keep.bin", tmp_path / "doomed.bin"
+    keep.write_bytes(os.urandom(50_000))
+    doomed.write_bytes(os.urandom(50_000))
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(keep), name="keep")
+    before = _packs(store_path)
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(doomed), name="doomed")
+    (doomed_pack,) = _packs(store_path) - before
+    with Store.open_existing(store_path) as store:
+        delete_collection(store, CollectionPath("e", "p", "doomed"))
+        store.backend.put_if_absent(marked_pack_key(doomed_pack), msgpack.packb({"when": 0.0}))
+        backend, real_get, real_stat = store.backend, store.backend.get, store.backend.stat
+
+        def gc_deletes_the_idx(key: str, *args: object, **kwargs: object) -> bytes:
+            if key == idx_key(doomed_pack):
+                backend.delete(key)
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        def gc_finishes_after_the_pack_is_seen(key: str) -> object:
+            info = real_stat(key)
+            if key == pack_key(doomed_pack):  # seen; now gc deletes the pack, then the mark
+                backend.delete(key)
+                backend.delete(marked_pack_key(doomed_pack))
+            return info
+
+        backend.get = gc_deletes_the_idx  # type: ignore[method-assign]
+        backend.stat = gc_finishes_after_the_pack_is_seen  # type: ignore[method-assign,assignment]
+        report = fsck(store)
+    assert report.ok, [p.message for p in report.problems]

@@ -237,11 +237,13 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
         try:
             index = decode_idx(store.backend.get(idx_key(name)), name)
         except (CorruptObject, NotFound) as exc:
-            if isinstance(exc, NotFound) and (not _exists(store, pack_key(name))
-                                              or _exists(store, marked_pack_key(name))):
+            if isinstance(exc, NotFound) and (_exists(store, marked_pack_key(name))
+                                              or not _exists(store, pack_key(name))):
                 # Removed by gc since we read it: gc deletes a marked pack's .idx, then
                 # the pack, then the mark, so between the first two the pack is still
-                # there, and marked: being deleted, not damaged.
+                # there, and marked: being deleted, not damaged. The mark is asked for
+                # first: a mark gone and the pack seen after it means no gc is deleting
+                # it, but the other order misses a gc finishing between the two asks.
                 return None
             if isinstance(exc, NotFound) and name not in covered:
                 relist()  # a compaction may have replaced the .idx since the listing
