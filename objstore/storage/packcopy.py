@@ -73,9 +73,12 @@ def local_pack_path(backend: Backend, name: str) -> Path | None:
     return backend.root.joinpath(*pack_key(name).split("/"))
 
 
-def claimed_count(path: Path) -> int | None:
-    """How many chunks the pack at ``path`` says (unchecked) that it holds: enough to
-    choose whether to copy it whole, which then checks everything; None if unreadable."""
+def claimed_ids(path: Path) -> set[bytes] | None:
+    """The chunk ids the pack at ``path`` says (unchecked) that it holds: enough to
+    choose whether to copy it whole, which then checks everything; None if unreadable.
+    Ids, not a count: a pack may also hold a chunk an older pack has (a writer that
+    had not read every index yet stores a false "new" again), and the pack is still
+    wanted whole when every chunk of it is wanted, wherever the index found it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -84,12 +87,18 @@ def claimed_count(path: Path) -> int | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size < TRAILER.size + 32:
             return None
-        _, count, _ = TRAILER.unpack(os.pread(fd, TRAILER.size, st.st_size - 32 - TRAILER.size))
-    except (OSError, struct.error):
+        index_offset, count, _ = TRAILER.unpack(os.pread(fd, TRAILER.size, st.st_size - 32 - TRAILER.size))
+        length = count * INDEX_DTYPE.itemsize
+        if index_offset < 0 or index_offset + length > st.st_size - 32 - TRAILER.size:
+            return None
+        section = os.pread(fd, length, index_offset)
+        if len(section) != length:
+            return None
+        return {entry_id(e) for e in np.frombuffer(section, dtype=INDEX_DTYPE)["id"]}
+    except (OSError, struct.error, ValueError):
         return None
     finally:
         os.close(fd)
-    return int(count)
 
 
 def links_allowed() -> bool:

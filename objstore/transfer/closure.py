@@ -28,7 +28,7 @@ from objstore.storage.objects import (
     Tree,
 )
 from objstore.storage.odb import ChunkLocation, decode_verified_run
-from objstore.storage.packcopy import claimed_count, copy_pack_file, local_pack_path
+from objstore.storage.packcopy import claimed_ids, copy_pack_file, local_pack_path
 from objstore.storage.packs import index_ids
 from objstore.storage.trees import check_tree
 from objstore.transfer.sync import HAS_BATCH, RANGE_GAP, RANGE_MAX, RANGES_IN_FLIGHT, Progress, TransferResult, pmap
@@ -172,6 +172,8 @@ def _send_chunks(src: Store, dst: Store, chunk_ids: list[ObjectId], result: Tran
 
 # Whole packs copied and verified at once: each holds a pack (up to MAX_PACK_BYTES)
 # and its decoded runs in memory, and verifying is what takes the CPU.
+# At most one chunk in this many of a pack carried whole may be one the transfer does not need.
+WHOLE_PACK_SLACK = 16
 WHOLE_PACK_WORKERS = 2
 
 
@@ -185,8 +187,14 @@ def _send_whole_packs(src: Store, dst: Store, located: list[tuple[ObjectId, Chun
     by_pack: dict[str, list[tuple[ObjectId, ChunkLocation]]] = {}
     for cid, loc in located:
         by_pack.setdefault(loc.pack, []).append((cid, loc))
-    whole = [name for name, chunks in by_pack.items()
-             if (path := local_pack_path(src.backend, name)) is not None and claimed_count(path) == len(chunks)]
+    wanted = {cid.raw for cid, _ in located}
+    # Whole when (nearly) every chunk of it is wanted. A few others are allowed: a
+    # writer that had not read every index yet stores a false "new" again, so a
+    # session's pack often repeats a chunk an older pack holds, which the destination
+    # may have already; carrying that copy too costs little and is what the source holds.
+    whole = [name for name in by_pack
+             if (path := local_pack_path(src.backend, name)) is not None
+             and (ids := claimed_ids(path)) is not None and len(ids - wanted) <= len(ids) // WHOLE_PACK_SLACK]
     if not whole:
         return located, 0
     new_temp_path = dst.backend.new_temp_path
