@@ -55,7 +55,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,38 +131,27 @@ def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: 
     copied: list[str] = []
     skipped = chunks = stored = 0
 
-    def fetch(name: str) -> bytes | None:
-        try:
-            return backend.get(pack_key(name), max_size=listing.packs[name])
-        except NotFound:
-            return None  # deleted by gc since the listing
-
     written: set[str] = set()
     out: _Copy | None = None
     seen: set[bytes] = set()
     try:
-        with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="objstore-repack") as pool:
-            total, done = sum(listing.packs[n] for n in small), 0
-            for name, data in zip(small, pool.map(fetch, small)):
-                done += listing.packs[name]
-                if progress is not None:
-                    progress("packs", done, total)
-                records = _verified_records(name, data)
-                if records is None:
-                    skipped += 1
+        for name, data in _fetched(backend, small, listing.packs, progress):
+            records = _verified_records(name, data)
+            if records is None:
+                skipped += 1
+                continue
+            for chunk_id, codec, raw_len, payload in records:
+                if chunk_id.raw in seen:
                     continue
-                for chunk_id, codec, raw_len, payload in records:
-                    if chunk_id.raw in seen:
-                        continue
-                    seen.add(chunk_id.raw)
-                    out = out or _Copy(backend)
-                    out.builder.add(chunk_id, codec, raw_len, payload)
-                    chunks += 1
-                    stored += len(payload)
-                    if out.builder.size >= PACK_TARGET:
-                        written.add(out.store())
-                        out = None
-                copied.append(name)
+                seen.add(chunk_id.raw)
+                out = out or _Copy(backend)
+                out.builder.add(chunk_id, codec, raw_len, payload)
+                chunks += 1
+                stored += len(payload)
+                if out.builder.size >= PACK_TARGET:
+                    written.add(out.store())
+                    out = None
+            copied.append(name)
         if out is not None:
             written.add(out.store())
             out = None
@@ -177,6 +166,25 @@ def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: 
     for name in marking:
         backend.put_if_absent(marked_pack_key(name), msgpack.packb({"when": now, "by": "repack"}))
     return RepackReport(len(small), len(marking), skipped, chunks, stored, len(written))
+
+
+def _fetched(backend: Backend, small: list[str], sizes: dict[str, int],
+             progress: Callable[[str, int, int], None] | None) -> Iterator[tuple[str, bytes | None]]:
+    """Each small pack's bytes (None if gc deleted it since the listing), in order,
+    read ``FETCH_THREADS`` at a time; ``progress`` counts the bytes read."""
+    def fetch(name: str) -> bytes | None:
+        try:
+            return backend.get(pack_key(name), max_size=sizes[name])
+        except NotFound:
+            return None  # deleted by gc since the listing
+
+    total, done = sum(sizes[n] for n in small), 0
+    with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="objstore-repack") as pool:
+        for name, data in zip(small, pool.map(fetch, small)):
+            done += sizes[name]
+            if progress is not None:
+                progress("packs", done, total)
+            yield name, data
 
 
 def _bounded(small: list[str], sizes: dict[str, int], max_bytes: int | None, max_packs: int | None) -> list[str]:
