@@ -665,12 +665,16 @@ class ObjectDatabase:
         with self._lock:
             # One step under the lock: a chunk is always either in the index or in
             # a pack has_chunks still looks at.
-            self.index.add_packs([(name, index)])
-            self.index.gone.discard(name)
-            self._sealed += 1
-            self.marked_packs.discard(name)
-            self._pack_checked[name] = time.monotonic()
+            self._published(name, index)
             self._sealing = [(w, f) for w, f in self._sealing if w is not writer]
+
+    def _published(self, name: str, index: np.ndarray) -> None:
+        """Let readers see pack ``name``, stored with its ``.idx``: under ``_lock``."""
+        self.index.add_packs([(name, index)])
+        self.index.gone.discard(name)
+        self._sealed += 1
+        self.marked_packs.discard(name)
+        self._pack_checked[name] = time.monotonic()
 
     def adopt_pack(self, name: str, index: np.ndarray, path: Path) -> None:
         """Store a whole pack already verified at ``path`` (a temporary file on this
@@ -689,11 +693,7 @@ class ObjectDatabase:
             except FileNotFoundError:
                 pass
         with self._lock:
-            self.index.add_packs([(name, index)])
-            self.index.gone.discard(name)
-            self._sealed += 1
-            self.marked_packs.discard(name)
-            self._pack_checked[name] = time.monotonic()
+            self._published(name, index)
             self.new_chunks += len(index)
             self.new_bytes += int(index["stored_len"].sum(dtype=np.int64))
 
