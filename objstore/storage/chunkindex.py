@@ -54,7 +54,7 @@ import numpy as np
 
 from objstore.constants import INDEX_COMPACT_THRESHOLD, MiB
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.storage.backend import Backend
+from objstore.storage.backend import Backend, new_temp_file
 from objstore.storage.ids import ChunkKey
 from objstore.storage.indexfile import (
     HEADER,
@@ -647,13 +647,7 @@ def _pick_files(files: list[IndexFile], loose_entries: int) -> list[IndexFile]:
 
 
 def _store_file(backend: Backend, packs: list[tuple[str, int]], ids: np.ndarray, entries: np.ndarray) -> str:
-    make = getattr(backend, "new_temp_path", None)
-    if make is not None:
-        path = Path(make())
-    else:
-        fd, tmp = tempfile.mkstemp(prefix="objstore-index-")
-        os.close(fd)
-        path = Path(tmp)
+    path = new_temp_file(backend, "objstore-index-")
     try:
         with open(path, "wb") as out:
             name = write_index_file(out, packs, ids, entries)

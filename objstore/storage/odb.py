@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -73,7 +72,7 @@ import numpy as np
 from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, StoreBroken, UsageError
 from objstore.storage import codecs
-from objstore.storage.backend import Backend, LocalBackend, backend_error
+from objstore.storage.backend import Backend, LocalBackend, backend_error, new_temp_file
 from objstore.storage.chunkindex import (
     ChunkIndex,
     CompactReport,
@@ -712,12 +711,7 @@ class ObjectDatabase:
                 continue  # an interrupt (BaseException) is not swallowed: it ends the abort
 
     def _temp_path(self) -> Path:
-        make: Callable[[], Path] | None = getattr(self.backend, "new_temp_path", None)
-        if make is not None:
-            return make()
-        fd, name = tempfile.mkstemp(prefix="objstore-pack-")
-        os.close(fd)
-        return Path(name)
+        return new_temp_file(self.backend, "objstore-pack-")
 
     # -- reading chunks --------------------------------------------------
     def get_chunk(self, chunk_id: ObjectId) -> bytes:

@@ -51,21 +51,18 @@ least eight small ones, and a run copies at most 4 MiB per small pack.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgpack
 
 from objstore.constants import PACK_TARGET, MiB
 from objstore.errors import CorruptObject, NotFound, ObjstoreError
-from objstore.storage.backend import Backend
+from objstore.storage.backend import Backend, new_temp_file
 from objstore.storage.chunkindex import list_indexes, marked_packs
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import idx_key, marked_pack_key, pack_key
@@ -206,14 +203,7 @@ class _Copy(OpenPack):
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        make = getattr(self.backend, "new_temp_path", None)
-        if make is not None:
-            path = Path(make())
-        else:
-            fd, tmp = tempfile.mkstemp(prefix="objstore-repack-")
-            os.close(fd)
-            path = Path(tmp)
-        super().__init__(path)
+        super().__init__(new_temp_file(backend, "objstore-repack-"))
 
     def store(self) -> str:
         """Make the pack durable and store it, then its ``.idx`` (the writers'

@@ -13,18 +13,32 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from objstore.errors import InvalidInput
 from objstore.storage.backend._local import LocalBackend, backend_error
 from objstore.storage.backend.base import Backend, KeyInfo, join_key
 
-__all__ = ["Backend", "KeyInfo", "LocalBackend", "backend_error", "join_key", "open_backend", "is_remote_url", "parse_location"]
+__all__ = ["Backend", "KeyInfo", "LocalBackend", "backend_error", "join_key", "open_backend", "is_remote_url", "parse_location",
+           "new_temp_file"]
 
 _OBJECT_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "azure://", "abfs://", "memory://")
 # RFC 3986: a scheme is a letter, then letters, digits, + - . ; "C:\models" has no "//".
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 SUPPORTED = "a directory path, file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
+
+
+def new_temp_file(backend: Backend, prefix: str) -> Path:
+    """A new empty local file to build something in before it is stored: in the
+    store's own ``tmp/`` when it is local (so a rename publishes it), else in the
+    system's temporary directory."""
+    make = getattr(backend, "new_temp_path", None)
+    if make is not None:
+        return Path(make())
+    fd, name = tempfile.mkstemp(prefix=prefix)
+    os.close(fd)
+    return Path(name)
 
 
 def is_remote_url(location: str | Path) -> bool:
