@@ -230,13 +230,11 @@ def test_delete_refuses_a_collection_the_registry_links(tmp_path: Path) -> None:
     assert run_cli(store, "ls", "--json").json()["projects"] == []
 
 
-def test_fsck_beside_gc_deleting_a_pack_reports_no_damage(tmp_path: Path) -> None:
-    """gc deletes a marked pack's .idx, then the pack, then the mark: an fsck that
-    reads between the first two finds a pack without its .idx. That pack is being
-    deleted, not damaged (seen as a false 'index is damaged' in the compaction race)."""
+def _store_with_a_pack_gc_is_deleting(tmp_path: Path) -> tuple[Path, str]:
+    """A store whose second session's pack is unreachable and marked by gc's phase 1,
+    as gc's phase 2 finds it: the store's path and that pack's name."""
     import msgpack
 
-    from objstore.maintenance.fsck import fsck
     from objstore.model.deletion import delete_collection
     from objstore.model.names import CollectionPath
     from objstore.storage.keys import marked_pack_key
@@ -254,6 +252,17 @@ def test_fsck_beside_gc_deleting_a_pack_reports_no_damage(tmp_path: Path) -> Non
     with Store.open_existing(store_path) as store:
         delete_collection(store, CollectionPath("e", "p", "doomed"))
         store.backend.put_if_absent(marked_pack_key(doomed_pack), msgpack.packb({"when": 0.0}))
+    return store_path, doomed_pack
+
+
+def test_fsck_beside_gc_deleting_a_pack_reports_no_damage(tmp_path: Path) -> None:
+    """gc deletes a marked pack's .idx, then the pack, then the mark: an fsck that
+    reads between the first two finds a pack without its .idx. That pack is being
+    deleted, not damaged (seen as a false 'index is damaged' in the compaction race)."""
+    from objstore.maintenance.fsck import fsck
+
+    store_path, doomed_pack = _store_with_a_pack_gc_is_deleting(tmp_path)
+    with Store.open_existing(store_path) as store:
         backend, real_get = store.backend, store.backend.get
 
         def gc_deletes_first(key: str, *args: object, **kwargs: object) -> bytes:
@@ -274,26 +283,11 @@ def test_fsck_beside_gc_finishing_a_pack_deletion_reports_no_damage(tmp_path: Pa
     gone mark only says 'not being deleted' if the pack was looked at after it, so
     fsck must ask for the mark first (seen as a false 'index is damaged' in CI's
     compaction race)."""
-    import msgpack
-
     from objstore.maintenance.fsck import fsck
-    from objstore.model.deletion import delete_collection
-    from objstore.model.names import CollectionPath
     from objstore.storage.keys import marked_pack_key, pack_key
 
-    store_path = tmp_path / "store"
-    keep, doomed = tmp_path / "keep.bin", tmp_path / "doomed.bin"
-    keep.write_bytes(os.urandom(50_000))
-    doomed.write_bytes(os.urandom(50_000))
-    with objstore.init(entity="e", project="p", store=store_path) as run:
-        run.log_model(str(keep), name="keep")
-    before = _packs(store_path)
-    with objstore.init(entity="e", project="p", store=store_path) as run:
-        run.log_model(str(doomed), name="doomed")
-    (doomed_pack,) = _packs(store_path) - before
+    store_path, doomed_pack = _store_with_a_pack_gc_is_deleting(tmp_path)
     with Store.open_existing(store_path) as store:
-        delete_collection(store, CollectionPath("e", "p", "doomed"))
-        store.backend.put_if_absent(marked_pack_key(doomed_pack), msgpack.packb({"when": 0.0}))
         backend, real_get, real_stat = store.backend, store.backend.get, store.backend.stat
 
         def gc_deletes_the_idx(key: str, *args: object, **kwargs: object) -> bytes:
