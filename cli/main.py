@@ -20,7 +20,17 @@ import click
 from objstore.errors import ObjstoreError
 from objstore.storage import native
 
-from . import artifact_commands, artifacts, cache_commands, completion, maintenance, remote_commands, run_commands, status
+from . import (
+    artifact_commands,
+    artifacts,
+    cache_commands,
+    completion,
+    maintenance,
+    remote_commands,
+    run_commands,
+    status,
+    ui_command,
+)
 from . import output as out
 from .context import State
 
@@ -100,7 +110,8 @@ def main(ctx: click.Context, store: str | None) -> None:
 
 
 for _command in (*artifacts.COMMANDS, *maintenance.COMMANDS, *remote_commands.COMMANDS, *cache_commands.COMMANDS,
-                 *run_commands.COMMANDS, *status.COMMANDS, *completion.COMMANDS, *artifact_commands.COMMANDS):
+                 *run_commands.COMMANDS, *status.COMMANDS, *completion.COMMANDS, *artifact_commands.COMMANDS,
+                 *ui_command.COMMANDS):
     main.add_command(_command)
 
 if __name__ == "__main__":

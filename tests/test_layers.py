@@ -9,9 +9,10 @@ Layers, lowest first (README's architecture section lists every module):
 4. ``objstore.api``: the W&B-shaped classes and what they show
 5. ``objstore.transfer``: remotes, push, fetch, pull, clone
 6. ``objstore.maintenance``: fsck, gc, repair, du, cat-file
-7. ``objstore.testing``: fixtures for tests, benchmarks and the quickstart (nothing in the library imports it)
-8. ``objstore`` itself (its ``__init__`` re-exports the public API)
-9. ``cli``: the command line, over public names only
+7. ``objstore.ui``: the local web view (``objstore ui``), over the same library functions as the CLI
+8. ``objstore.testing``: fixtures for tests, benchmarks and the quickstart (nothing in the library imports it)
+9. ``objstore`` itself (its ``__init__`` re-exports the public API)
+10. ``cli``: the command line, over public names only
 
 A module may import its own layer and the layers below it, never one above. Every
 import counts, including those inside functions (a function-local import is still
@@ -31,7 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"objstore.errors", "objstore.constants", "objstore.faults", "objstore.console", "objstore.settings"}
-LAYERS = ["storage", "files", "model", "api", "transfer", "maintenance", "testing"]
+LAYERS = ["storage", "files", "model", "api", "transfer", "maintenance", "ui", "testing"]
 
 
 def layer_of(module: str) -> int:
@@ -39,9 +40,9 @@ def layer_of(module: str) -> int:
         return 0
     parts = module.split(".")
     if parts[0] == "cli":
-        return 9
+        return 10
     if module == "objstore":
-        return 8
+        return 9
     if len(parts) > 1 and parts[1] in LAYERS:
         return 1 + LAYERS.index(parts[1])
     raise AssertionError(f"{module} is in no layer: put it in a subpackage (or add it to BASE if everything needs it)")

@@ -307,10 +307,11 @@ def _write_log(store: Store, coll: CollectionPath, index: int, vid: ObjectId, la
 
 
 def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: str | None = None,
-                     attempts: int = 1000) -> Annotations:
+                     attempts: int = 1000, expected_revision: int | None = None) -> Annotations:
     """Apply ``edit`` to ``entry``'s annotations by compare-and-swap (re-applied to a
     fresh read after each lost race) and return what the version shows afterwards.
-    An edit that changes nothing writes nothing."""
+    An edit that changes nothing writes nothing. With ``expected_revision`` (what a
+    person was shown), Conflict instead of re-applying once anyone else edited."""
     if edit.set_ttl and entry.link is not None:
         raise InvalidInput(f"cannot set the ttl of {entry.qualified_name}, a registry link; "
                            f"set it on {entry.version.label}, the version it links to")
@@ -319,6 +320,9 @@ def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: s
     for _ in range(attempts):
         raw, doc = _read_state(store, key, vid)
         now = _shown(entry, doc)
+        if expected_revision is not None and now.revision != expected_revision:
+            raise Conflict(key, None, None, f"the annotations of {entry.qualified_name} were edited by someone else "
+                                            f"(revision {now.revision}, not {expected_revision}); reload and decide again")
         fields, changes = _apply(now, edit)
         if not changes:
             return now

@@ -60,7 +60,7 @@ from typing import Any
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, did_you_mean
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
-from objstore.model.refs import decode_value, encode_value
+from objstore.model.refs import ReflogEntry, decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
@@ -608,6 +608,32 @@ def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, 
     _check_movable(alias)
     number = _entry_index(store, oid) if index is None else index
     store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
+
+
+def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, expected: ObjectId | None) -> None:
+    """Point ``alias`` at entry ``oid`` only if it still points at ``expected`` (None: unset).
+
+    For a caller that showed a person where the alias was (a web page) and must
+    not overwrite a move someone else made since: one compare-and-swap against
+    the value read, Conflict if the alias is elsewhere now. Not ``latest``.
+    """
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    raw = store.refs.read_raw(ref)
+    now = decode_value(ref, raw) if raw is not None else None
+    if now != expected:
+        raise Conflict(ref, encode_value(expected), raw,
+                       f"alias {alias!r} of {coll} was moved by someone else meanwhile; reload and decide again")
+    store.refs.set_if_equals(ref, raw, oid, f"alias {alias} -> v{_entry_index(store, oid)}")
+
+
+def alias_history(store: Store, coll: CollectionPath, oid: ObjectId | None = None) -> list[ReflogEntry]:
+    """Every move of ``coll``'s aliases (``latest`` included), oldest first, from
+    their reflogs; with ``oid``, only the moves onto or off that entry."""
+    prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
+    moves = [e for key in store.refs.iter_names(prefix) for e in store.refs.reflog(key)
+             if oid is None or oid in (e.old, e.new)]
+    return sorted(moves, key=lambda e: e.when)
 
 
 def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:

@@ -1,0 +1,298 @@
+"""``objstore ui`` end to end: a real server process, a real headless Chromium.
+
+What must hold: from the store page a person reaches, by clicking, a project, a
+collection, a version, the lineage graph's nodes and a diff, with the expected
+text on each; names and descriptions holding markup render as text and run no
+script; the view is read-only unless started with ``--allow-edits``; with it,
+an alias moved in the page is what ``objstore log`` shows, and a stale page's
+move is refused with a conflict (compare-and-swap), as is a form without the
+server's token; the server prints its address first and stops cleanly on
+SIGTERM and Ctrl-C.
+
+The browser is Debian's ``chromium`` driven by Playwright; ``.ci/run`` installs
+both. Without them these tests skip locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import OBJSTORE, run_cli
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+
+
+def _need_browser() -> Any:
+    playwright = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else __import__(
+        "playwright.sync_api", fromlist=["sync_playwright"])
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise AssertionError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
+        pytest.skip("no chromium here (.ci/run installs it)")
+    return playwright
+
+
+def _shot(page: Any, name: str) -> None:
+    """The README's screenshots: taken when OBJSTORE_UI_SHOTS names a directory."""
+    if os.environ.get("OBJSTORE_UI_SHOTS"):
+        page.screenshot(path=str(Path(os.environ["OBJSTORE_UI_SHOTS"]) / name), full_page=True)
+
+
+def _build(store: Path, files: Path) -> None:
+    """Two projects, a fine-tune, an alias, a registry link, a run that used a version."""
+    script = f"""
+import objstore
+from pathlib import Path
+from objstore.testing.tensorfiles import fine_tune, transformer, write_safetensors
+files = Path({str(files)!r}); files.mkdir(parents=True, exist_ok=True)
+base = transformer(1, layers=2, hidden=128, vocab=256)
+write_safetensors(files / "base.safetensors", base)
+write_safetensors(files / "tuned.safetensors", fine_tune(base, ["layers.1.attn.q.weight"], 2))
+run = objstore.init(entity="team", project="vision", job_type="train", config={{"lr": 0.001}}, store={str(store)!r})
+run.log({{"loss": 0.25}})
+run.log_model(files / "base.safetensors", name="resnet", aliases=["prod"])
+art = run.log_model(files / "tuned.safetensors", name="resnet")
+run.link_model(files / "tuned.safetensors", "Classifier", name="resnet")
+run.finish()
+a = objstore.Api(store={str(store)!r}, entity="team", project="vision").artifact("resnet:v1")
+a.description = {HOSTILE!r}
+a.metadata = {{"note": {HOSTILE!r}, "epochs": 3}}
+a.save()
+run = objstore.init(entity="team", project="vision", job_type="eval", store={str(store)!r})
+run.use_model("resnet:v1", root={str(files / "used")!r})
+(files / "report.txt").write_text("accuracy 0.9")
+run.log_artifact(str(files / "report.txt"), name="eval-report", type="report")
+run.finish()
+run = objstore.init(entity="team", project="nlp", store={str(store)!r})
+run.log_model(files / "base.safetensors", name="tokenizer")
+run.finish()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120)
+
+
+class Server:
+    def __init__(self, store: Path, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("OBJSTORE_DIR", "OBJSTORE_PROJECT")}
+        self.proc = subprocess.Popen([str(OBJSTORE), "ui", "--store", str(store), "--no-browser", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        self.first_line = self.proc.stdout.readline()
+        m = re.fullmatch(r"serving (http://127\.0\.0\.1:\d+/)\n", self.first_line)
+        assert m, (self.first_line, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        self.url = m.group(1)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def post(self, path: str, form: dict[str, str]) -> tuple[int, str]:
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=urllib.parse.urlencode(form).encode(),
+                                     method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ui")
+    _build(root / "store", root / "files")
+    return root / "store"
+
+
+@pytest.fixture()
+def editable(built: Path, tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    store = tmp_path / "store"
+    shutil.copytree(built, store, symlinks=True)  # edits must not leak into the other tests' store
+    server = Server(store, "--allow-edits")
+    yield server, store
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def readonly(built: Path) -> Iterator[Server]:
+    server = Server(built)
+    yield server
+    server.stop()
+
+
+def test_clicking_from_the_store_to_a_diff_through_lineage(readonly: Server) -> None:
+    pw = _need_browser()
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(readonly.url)
+        assert "team/vision" in page.inner_text("#projects") and "team/nlp" in page.inner_text("#projects")
+        page.click("text=team/vision")
+        assert "resnet" in page.inner_text("#collections")
+        assert "resnet" in page.inner_text("#registry") or "Classifier" in page.inner_text("#registry")
+        page.click("#collections >> text=resnet")
+        rows = page.inner_text("#versions")
+        assert "v1" in rows and "v0" in rows and "prod" in rows and "latest" in rows
+        page.click("#versions >> text=v1")
+        assert page.inner_text("h1").startswith("resnet:v1")
+        page.click("#files summary")  # the tensor list opens
+        assert "layers.1.attn.q.weight" in page.inner_text("#files") and "[128, 128]" in page.inner_text("#files")
+        nodes = page.locator("svg#lineage g.node")
+        names = [nodes.nth(i).get_attribute("data-name") for i in range(nodes.count())]
+        assert "team/vision/resnet:v1" in names
+        assert any(n and n.startswith("team/vision/") and ":" not in n for n in names)  # the runs
+        assert "team/vision/eval-report:v0" in names  # downstream: what the eval run logged
+        page.click("svg#lineage g.node[data-name='team/vision/eval-report:v0']")
+        assert page.inner_text("h1").startswith("eval-report:v0")
+        page.go_back()
+        page.click("#diff-previous")
+        assert "1 file(s) differ" in page.inner_text("#diff-summary")
+        assert "layers.1.attn.q.weight" in page.inner_text("#changed-tensors")
+        assert "embed.weight" not in page.inner_text("#changed-tensors")
+        _shot(page, "ui-diff.png")
+        browser.close()
+
+
+def test_markup_in_names_and_descriptions_renders_as_text(readonly: Server) -> None:
+    pw = _need_browser()
+    status, html = readonly.get("/version?entity=team&project=vision&name=resnet&v=1")
+    assert status == 200 and "<script>window.__pwned" not in html and "&lt;script&gt;" in html
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(readonly.url + "version?entity=team&project=vision&name=resnet&v=1")
+        assert HOSTILE in page.inner_text("#description")
+        assert HOSTILE in page.inner_text("#metadata")
+        assert page.evaluate("window.__pwned") is None
+        browser.close()
+
+
+def test_read_only_unless_asked(readonly: Server, built: Path) -> None:
+    status, html = readonly.get("/version?entity=team&project=vision&name=resnet&v=1")
+    assert "alias-form" not in html and "description-form" not in html
+    status, body = readonly.post("/version/alias", {"entity": "team", "project": "vision", "name": "resnet",
+                                                    "v": "1", "to": "1", "alias": "prod", "expected": "", "csrf": ""})
+    assert status == 403 and "--allow-edits" in body
+    log = run_cli(built, "log", "team/vision/resnet", "--json").json()
+    assert isinstance(log, dict) and [v["aliases"] for v in log["versions"]][-1] == ["prod"]  # v0 still holds prod
+
+
+def _form(html: str, form_id: str) -> dict[str, str]:
+    block = re.search(rf'<form[^>]*id="{form_id}".*?</form>', html, re.S)
+    assert block, form_id
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)"[^>]*value="([^"]*)"', block.group(0)))
+
+
+def test_an_alias_moved_in_the_page_is_what_log_shows_and_a_stale_page_is_refused(editable: tuple[Server, Path]) -> None:
+    pw = _need_browser()
+    server, store = editable
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page, stale = browser.new_page(), browser.new_page()
+        page.goto(server.url + "version?entity=team&project=vision&name=resnet&v=1")
+        stale.goto(server.url + "version?entity=team&project=vision&name=resnet&v=1")
+        page.select_option("#alias-select", "prod")
+        page.click("#alias-form button")
+        assert "prod" in page.inner_text("#aliases")
+        log = run_cli(store, "log", "team/vision/resnet", "--json").json()
+        assert isinstance(log, dict) and log["versions"][0]["aliases"][:1] == ["latest"] and "prod" in log["versions"][0]["aliases"]
+        # The stale page still believes prod is on v0; its move must not land over the one made since.
+        stale.select_option("#alias-select", "prod")
+        stale.click("#alias-form button")
+        assert "moved by someone else" in stale.inner_text("#conflict")
+        run_cli(store, "alias", "team/vision/resnet:v0", "staging")  # another writer, through the CLI
+        stale.reload()
+        stale.select_option("#alias-select", "staging")
+        stale.click("#alias-form button")  # fresh now: lands
+        log = run_cli(store, "log", "team/vision/resnet", "--json").json()
+        assert isinstance(log, dict) and {"prod", "staging"} <= set(log["versions"][0]["aliases"])
+        page.goto(server.url + "version?entity=team&project=vision&name=resnet&v=1")
+        _shot(page, "ui-version.png")
+        browser.close()
+
+
+def test_a_description_edit_is_compare_and_swap_and_needs_the_token(editable: tuple[Server, Path]) -> None:
+    server, store = editable
+    status, html = server.get("/version?entity=team&project=vision&name=resnet&v=0")
+    form = _form(html, "description-form")
+    status, body = server.post("/version/description", {**form, "csrf": "forged", "description": "x"})
+    assert status == 403 and "token" in body
+    status, body = server.post("/version/description", {**form, "description": "first edit"})
+    assert status == 200 and "first edit" in body  # redirected to the page, which shows it
+    status, body = server.post("/version/description", {**form, "description": "stale edit"})
+    assert status == 409 and "edited by someone else" in body
+    shown = run_cli(store, "show", "team/vision/resnet:v0", "--json").json()
+    assert isinstance(shown, dict) and shown["description"] == "first edit"
+
+
+def test_bad_addresses_get_one_line_pages_not_tracebacks(readonly: Server) -> None:
+    for path, code in (("/project?entity=team&project=nope", 404), ("/collection?entity=team&project=vision&name=no", 404),
+                       ("/version?entity=team&project=vision&name=resnet&v=99", 404),
+                       ("/version?entity=team&project=vision&name=resnet&v=prod", 400),
+                       ("/project?entity=..&project=x", 400), ("/run?entity=team&project=vision&id=nope", 404)):
+        status, body = readonly.get(path)
+        assert status == code, (path, status, body)
+        assert "Traceback" not in body and 'id="error"' in body
+
+
+def test_the_address_comes_first_and_signals_stop_it_cleanly(built: Path) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server = Server(built)
+        assert server.get("/")[0] == 200
+        assert server.stop(sig) == 0
+        assert server.proc.stderr is not None and "Traceback" not in server.proc.stderr.read()
+
+
+def test_a_port_in_use_and_a_public_host_are_said_plainly(built: Path, readonly: Server) -> None:
+    port = urllib.parse.urlparse(readonly.url).port
+    r = run_cli(built, "ui", "--no-browser", "--port", str(port), check=False)
+    assert r.code != 0 and "cannot listen" in r.err and "Traceback" not in r.err
+    proc = subprocess.Popen([str(OBJSTORE), "--store", str(built), "ui", "--no-browser", "--host", "0.0.0.0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("serving http://0.0.0.0:")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert "not loopback" in err and proc.returncode == 0
+
+
+def test_pages_of_a_big_collection_are_paginated(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    script = f"""
+import objstore
+run = objstore.init(entity="e", project="p", store={str(store)!r})
+for i in range(60):
+    p = {str(tmp_path)!r} + f"/f{{i}}.txt"
+    open(p, "w").write(str(i))
+    run.log_artifact(p, name="many", type="dataset")
+run.finish()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    server = Server(store)
+    try:
+        status, html = server.get("/collection?entity=e&project=p&name=many")
+        assert status == 200 and ">v59<" in html and ">v10<" in html and ">v9<" not in html and 'rel="next"' in html
+        status, html = server.get("/collection?entity=e&project=p&name=many&skip=50")
+        assert ">v9<" in html and ">v0<" in html and ">v10<" not in html and 'rel="prev"' in html
+    finally:
+        server.stop()
