@@ -394,3 +394,45 @@ def test_gc_never_deletes_a_marked_pack_whose_index_is_unreadable(tmp_path: Path
     with Store.open_existing(store_path) as store:
         assert collect_garbage(store, grace_seconds=600).packs_deleted == 0
     assert marked in _packs(store_path)
+
+
+def test_fsck_beside_two_compactions_in_a_row_reports_no_damage(tmp_path: Path) -> None:
+    """fsck finds a pack's listed .idx gone (a compaction merged it into an index
+    file) and lists the index files again; a second compaction merges that new
+    file away before fsck reads it. fsck lists again rather than calling the
+    index damaged (seen as a false 'index of pack … is damaged' in
+    test_compaction_racing_writers_and_gc_local once writers repacked)."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import CompactReport, compact
+    from objstore.storage.keys import PACKS
+
+    store_path = tmp_path / "store"
+    model = tmp_path / "m.bin"
+    model.write_bytes(os.urandom(50_000))
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(model), name="m")
+    (pack,) = _packs(store_path)
+    merged: list[CompactReport] = []
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_get, real_iter = store.backend.get, store.backend.iter_prefix
+
+        def first_compaction(key: str, *args: object, **kwargs: object) -> bytes:
+            if key == idx_key(pack) and not merged:
+                merged.append(compact(other.backend))  # the .idx fsck listed goes into an index file
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        def second_compaction(prefix: str) -> object:
+            listed = list(real_iter(prefix))
+            if prefix == PACKS and len(merged) == 1:
+                for i in range(12):  # another writer's pack, then a compaction taking the new file too
+                    payload = os.urandom(1000 + i)
+                    other.odb.add_chunk(hash_bytes(Kind.CHUNK, payload), payload)
+                other.odb.flush()
+                merged.append(compact(other.backend))
+            return iter(listed)
+
+        store.backend.get = first_compaction  # type: ignore[method-assign]
+        store.backend.iter_prefix = second_compaction  # type: ignore[method-assign,assignment]
+        report = fsck(store)
+    assert len(merged) == 2 and merged[1].files_merged == 1
+    assert report.ok, [p.message for p in report.problems]
