@@ -306,3 +306,133 @@ def test_fsck_beside_gc_finishing_a_pack_deletion_reports_no_damage(tmp_path: Pa
         backend.stat = gc_finishes_after_the_pack_is_seen  # type: ignore[method-assign,assignment]
         report = fsck(store)
     assert report.ok, [p.message for p in report.problems]
+
+
+def _store_with_a_marked_pack_a_version_reuses(tmp_path: Path) -> tuple[Path, str, bytes]:
+    """A store whose one pack gc marked while unreachable and a writer then reused
+    (as in test_gc_keeps_a_marked_pack_a_writer_reused, in-process), its entries
+    in an index file, plus an unfinished writer's pack whose .idx is loose: the
+    store, the marked pack and the reused file's bytes."""
+    from objstore.model.deletion import delete_collection
+    from objstore.model.names import CollectionPath
+
+    store = tmp_path / "store"
+    m = tmp_path / "m.bin"
+    m.write_bytes(os.urandom(200_000))
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_model(str(m), name="one")
+    with Store.open_existing(store) as s:
+        s.odb.compact_index()  # its .idx merged into an index file
+        delete_collection(s, CollectionPath("e", "p", "one"))
+    _age(store, 2 * HOUR)
+    writer = objstore.init(entity="e", project="p", store=Store.open_existing(store))
+    writer.store.odb.refresh()
+    stored, _ = next(writer.store.odb.index.iter_entries())
+    assert writer.store.odb.has_chunks([ObjectId(stored)]) == [True]  # seen unmarked
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600).packs_marked == 1
+    _age(store / "gc", 2 * HOUR)
+    (marked,) = os.listdir(store / "gc" / "marked")
+    assert writer.log_model(str(m), name="two").new_bytes < 1024  # reused the marked pack's chunks
+    writer.finish()
+    with Store.open_existing(store) as s:  # chunks of a version not written yet
+        for i in range(12):
+            payload = os.urandom(1000 + i)
+            s.odb.add_chunk(hash_bytes(Kind.CHUNK, payload), payload)
+        s.odb.flush()
+    return store, marked, m.read_bytes()
+
+
+def test_gc_never_deletes_a_marked_pack_whose_index_a_compaction_merged_away_meanwhile(tmp_path: Path) -> None:
+    """gc lists packs/, then reads the index files it listed. A compaction that
+    merges the one covering a marked pack in between (a writer's, maintenance's)
+    left gc without that pack's index, and gc deleted it unchecked (as if it
+    held nothing needed): the version reusing the pack lost every chunk ('chunk
+    … is in no pack', issue 13's repack race). gc now reads the index files
+    listed since, and never deletes a pack whose index it could not read."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import CompactReport, compact
+    from objstore.storage.keys import PACKS
+
+    store_path, marked, content = _store_with_a_marked_pack_a_version_reuses(tmp_path)
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_iter = store.backend.iter_prefix
+        merged: list[CompactReport] = []
+
+        def compaction_after_the_listing(prefix: str) -> object:
+            listed = list(real_iter(prefix))
+            if prefix == PACKS and not merged:
+                merged.append(compact(other.backend))  # another process replaces the index file gc just listed
+            return iter(listed)
+
+        store.backend.iter_prefix = compaction_after_the_listing  # type: ignore[method-assign,assignment]
+        report = collect_garbage(store, grace_seconds=600)
+    assert merged and merged[0].files_merged == 1
+    # It read the index file written meanwhile: the pack is reachable again, so it stays, unmarked.
+    assert report.packs_deleted == 0 and report.packs_unmarked == 1 and marked in _packs(store_path)
+    with Store.open_existing(store_path) as store:
+        assert fsck(store).ok
+        art = objstore.Api(store=store, entity="e", project="p").artifact("two:v0")
+        out = art.download(tmp_path / "out")
+    assert (Path(out) / "m.bin").read_bytes() == content
+
+
+def test_gc_never_deletes_a_marked_pack_whose_index_is_unreadable(tmp_path: Path) -> None:
+    """The same hole without a race: a marked pack whose index gc cannot read
+    (its entries only in an index file that is damaged) is left for fsck, not deleted."""
+    from objstore.storage.chunkindex import list_indexes
+    from objstore.storage.keys import index_file_key
+
+    store_path, marked, _ = _store_with_a_marked_pack_a_version_reuses(tmp_path)
+    with Store.open_existing(store_path) as store:
+        (name,) = list_indexes(store.backend).files
+    path = store_path / index_file_key(name)
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with Store.open_existing(store_path) as store:
+        assert collect_garbage(store, grace_seconds=600).packs_deleted == 0
+    assert marked in _packs(store_path)
+
+
+def test_fsck_beside_two_compactions_in_a_row_reports_no_damage(tmp_path: Path) -> None:
+    """fsck finds a pack's listed .idx gone (a compaction merged it into an index
+    file) and lists the index files again; a second compaction merges that new
+    file away before fsck reads it. fsck lists again rather than calling the
+    index damaged (seen as a false 'index of pack … is damaged' in
+    test_compaction_racing_writers_and_gc_local once writers repacked)."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import CompactReport, compact
+    from objstore.storage.keys import PACKS
+
+    store_path = tmp_path / "store"
+    model = tmp_path / "m.bin"
+    model.write_bytes(os.urandom(50_000))
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(model), name="m")
+    (pack,) = _packs(store_path)
+    merged: list[CompactReport] = []
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_get, real_iter = store.backend.get, store.backend.iter_prefix
+
+        def first_compaction(key: str, *args: object, **kwargs: object) -> bytes:
+            if key == idx_key(pack) and not merged:
+                merged.append(compact(other.backend))  # the .idx fsck listed goes into an index file
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        def second_compaction(prefix: str) -> object:
+            listed = list(real_iter(prefix))
+            if prefix == PACKS and len(merged) == 1:
+                for i in range(12):  # another writer's pack, then a compaction taking the new file too
+                    payload = os.urandom(1000 + i)
+                    other.odb.add_chunk(hash_bytes(Kind.CHUNK, payload), payload)
+                other.odb.flush()
+                merged.append(compact(other.backend))
+            return iter(listed)
+
+        store.backend.get = first_compaction  # type: ignore[method-assign]
+        store.backend.iter_prefix = second_compaction  # type: ignore[method-assign,assignment]
+        report = fsck(store)
+    assert len(merged) == 2 and merged[1].files_merged == 1
+    assert report.ok, [p.message for p in report.problems]

@@ -38,7 +38,7 @@ from objstore.model.annotations import annotation_problems
 from objstore.model.inventory import edges, tree_children
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
-from objstore.storage.chunkindex import covered_indexes, list_indexes
+from objstore.storage.chunkindex import RELIST_ATTEMPTS, covered_indexes, list_indexes
 from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import PACKS, REFS, idx_key, marked_pack_key, pack_key, pack_name_of, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
@@ -165,14 +165,18 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None, progres
     seen_files = set(listing.files)
 
     def relist() -> dict[str, np.ndarray]:
-        """``covered``, with the index files written since (a compaction moved a .idx)."""
-        now = list_indexes(store.backend)
-        now_files = {n: size for n, size in now.files.items() if n not in seen_files}
-        seen_files.update(now_files)
-        more = covered_indexes(store.backend, replace(now, files=now_files))
-        for pack, index in more.indexes.items():
-            if pack not in covered:
-                covered[pack], source[pack] = index, more.source[pack]
+        """``covered``, with the index files written since (a compaction moved a .idx);
+        again while one of those was merged away before it could be read."""
+        for _ in range(RELIST_ATTEMPTS):
+            now = list_indexes(store.backend)
+            now_files = {n: size for n, size in now.files.items() if n not in seen_files}
+            seen_files.update(now_files)
+            more = covered_indexes(store.backend, replace(now, files=now_files))
+            for pack, index in more.indexes.items():
+                if pack not in covered:
+                    covered[pack], source[pack] = index, more.source[pack]
+            if not more.gone:
+                break
         return covered
 
     sizes = {n: info.size for info in store.backend.iter_prefix(PACKS) if (n := pack_name_of(info.key)) is not None}

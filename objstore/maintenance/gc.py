@@ -28,7 +28,9 @@ objects, then refs — :mod:`objstore.storage.odb`):
   older than the grace period, re-checks against a fresh mark of what is
   reachable *now*: a marked pack is deleted only if every chunk in it that is
   reachable now has a copy in a pack that stays; otherwise its mark is dropped
-  (something started using it again). Marked objects are deleted only if still
+  (something started using it again). A marked pack whose index this run could
+  not read (merged into a new index file by a compaction between gc's listing
+  and its read, or damaged) is never deleted: it stays marked for a later run. Marked objects are deleted only if still
   unreachable. With ``grace_seconds=0`` both phases happen in one run — only for
   when no writer can be running.
 - A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
@@ -377,7 +379,13 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[Ch
     deleting: list[str] = []
     for name in sorted(due):
         due_index = listing.indexes.get(name)
-        ids = index_ids(due_index) if due_index is not None else []
+        if due_index is None:
+            # What it holds is unknown to this run: its index file was merged away
+            # between the listing and the read (a compaction), or it is damaged. It
+            # may hold a chunk a version reuses; never delete on uncertainty. The
+            # mark stays for a run that can read its index.
+            continue
+        ids = index_ids(due_index)
         needed = [c for c in ids if c in run.reach.chunks and c not in staying_chunks]
         if needed:
             # Reachable again (a version logged since reuses it): keep it, drop the mark.

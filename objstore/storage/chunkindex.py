@@ -35,7 +35,8 @@ Invariants:
   a copy in a pack that stays, readers skip packs they found gone
   (``ChunkIndex.gone``) and take another copy, and the next gc drops the pack.
 - A reader that listed an ``.idx`` or index file that is gone when it reads it
-  lists again (a compaction replaced it): see ``ObjectDatabase.refresh``.
+  lists again (a compaction replaced it): see ``ObjectDatabase.refresh`` and,
+  for gc's whole index, :func:`read_all_indexes`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ BLOCK = 8 * MiB
 # Compaction merges every index file once there are more than this many, whatever
 # their sizes; below it, only those the geometric rule picks (see _pick_files).
 MAX_INDEX_FILES = 16
+# A whole-index read (gc's) lists the index files again at most this many times
+# when one it listed was merged away before it could read it.
+RELIST_ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -697,36 +701,58 @@ class CoveredIndexes:
     indexes: dict[str, np.ndarray] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
     damaged: list[tuple[str, str]] = field(default_factory=list)
+    gone: bool = False  # an index file listed was gone when read (a compaction replaced it)
 
 
 def covered_indexes(backend: Backend, listing: IndexListing) -> CoveredIndexes:
     """The packs the index files of ``listing`` cover (see :class:`CoveredIndexes`).
     For gc, fsck and repair: the whole index in memory."""
-    found = CoveredIndexes()
+    indexes: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    damaged: list[tuple[str, str]] = []
+    gone = False
     for name, size in sorted(listing.files.items()):
         try:
             f = open_index_file(backend, name, size, recheck=True)
             verify_index_file(f)
             for pack, index in f.pack_indexes():
-                if pack not in found.indexes:
-                    found.indexes[pack] = index
-                    found.source[pack] = name
+                if pack not in indexes:
+                    indexes[pack] = index
+                    source[pack] = name
         except NotFound:
-            continue  # replaced by a compaction since the listing: its successor covers the same packs
+            gone = True  # replaced by a compaction since the listing: its successor covers the same packs
         except CorruptObject as exc:
-            found.damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
-    return found
+            damaged.append((name, str(exc.args[0]) if exc.args else str(exc)))
+    return CoveredIndexes(indexes, source, damaged, gone)
 
 
 def read_all_indexes(backend: Backend, listing: IndexListing) -> dict[str, np.ndarray]:
     """Every pack's index, from the index files and the ``.idx`` files of
-    ``listing``. Packs with neither (or only damaged ones) are missing from it."""
-    indexes = covered_indexes(backend, listing).indexes
+    ``listing``. Packs with neither (or only damaged ones) are missing from it.
+
+    An index file or ``.idx`` listed but gone when read was merged into a newer
+    index file by a compaction meanwhile: the index files listed since are read
+    too (up to ``RELIST_ATTEMPTS`` times), so a pack the listing shows is missing
+    only when its index really is unreadable, not because of a compaction."""
+    found = covered_indexes(backend, listing)
+    indexes, gone = found.indexes, found.gone
     for name in listing.idx:
         if name in indexes:
             continue
         try:
             indexes[name] = decode_idx(backend.get(idx_key(name)), name)
-        except (NotFound, CorruptObject):
+        except NotFound:
+            gone = True
+        except CorruptObject:
             continue
+    seen = set(listing.files)
+    for _ in range(RELIST_ATTEMPTS):
+        if not gone:
+            break
+        newer = {n: size for n, size in list_indexes(backend).files.items() if n not in seen}
+        seen.update(newer)
+        more = covered_indexes(backend, IndexListing(files=newer))
+        for pack, index in more.indexes.items():
+            indexes.setdefault(pack, index)
+        gone = more.gone
     return indexes

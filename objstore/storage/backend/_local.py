@@ -262,10 +262,26 @@ class LocalBackend:
         _fsync_dir(target.parent)
         self.stats.add(sent=len(data))
 
+    def _present(self, key: str, target: Path) -> bool:
+        """Whether ``key`` holds a value already (a create-only write then succeeds
+        as is). Anything there but a regular file (a symlink, even a dangling one,
+        a directory) is refused as readers refuse it, never taken for the value:
+        a push would report a pack stored that the store does not hold."""
+        try:
+            st = os.lstat(target)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _backend_error(f"cannot look at {key}", exc) from exc
+        if stat.S_ISREG(st.st_mode):
+            return True
+        raise self._not_regular(key, "a symlink" if stat.S_ISLNK(st.st_mode) else
+                                "a directory" if stat.S_ISDIR(st.st_mode) else "not a file")
+
     def put_if_absent(self, key: str, data: bytes | memoryview) -> bool:
         target = self._path(key)
         self.stats.add(requests=1)
-        if target.exists():
+        if self._present(key, target):
             return False
         faults.point("put")
         created = self._link_into_place(self._write_temp(data), target, key)
@@ -276,7 +292,7 @@ class LocalBackend:
     def put_file_if_absent(self, key: str, path: Path) -> bool:
         target = self._path(key)
         self.stats.add(requests=1)
-        if target.exists():
+        if self._present(key, target):
             return False
         faults.point("put")
         src = Path(path)
@@ -297,6 +313,7 @@ class LocalBackend:
             faults.point("rename")
             os.link(tmp, target)
         except FileExistsError:
+            self._present(key, target)  # refuses a symlink or directory made there meanwhile
             return False
         except OSError as exc:
             raise _backend_error(f"cannot write {key}", exc) from exc
