@@ -28,6 +28,7 @@ from objstore.model.names import parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import resolve
 from objstore.storage.backend import LocalBackend
+from objstore.storage.chunkindex import compact
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
     CACHEABLE_KINDS,
@@ -206,6 +207,7 @@ def test_processes_share_the_cache_within_its_bound(tmp_path: Path, s3_bucket_ur
     models = [_model(tmp_path / "m" / f"m{i}.bin", 400 * 1024, 20 + i) for i in range(6)]
     for i, m in enumerate(models):
         _log(s3_bucket_url, m, f"m{i}")
+    _compacted(s3_bucket_url)  # an index file in play too, shared by the processes
     script = textwrap.dedent("""
         import hashlib, sys
         from pathlib import Path
@@ -408,3 +410,64 @@ def test_a_partly_cached_range_fetches_only_what_is_missing(tmp_path: Path, s3_b
         assert backend.stats.snapshot().requests == before.requests
     finally:
         store.close()
+
+
+def _compacted(url: str) -> Path:
+    """Compact the store's index into one index file; the bucket's copy of it, downloaded."""
+    store = Store.open(url)
+    try:
+        written = compact(store.backend).written
+        assert written is not None
+        copy = Path(tempfile.mkdtemp()) / f"{written}.midx"
+        copy.write_bytes(store.backend.get(index_file_key(written), max_size=1 << 30))
+        return copy
+    finally:
+        store.close()
+
+
+@pytest.mark.s3
+def test_index_files_count_against_the_bound(tmp_path: Path, s3_bucket_url: str, cache_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consolidated index file is a cache entry like the others: under the one
+    bound, evicted least recently used first and fetched again after, and a damaged
+    one (even behind an mtime set back) fetched again and never mapped."""
+    bound = 1 * MiB
+    models = [_model(tmp_path / "m" / f"m{i}.bin", 200 * 1024, 30 + i) for i in range(6)]
+    for i, m in enumerate(models):
+        _log(s3_bucket_url, m, f"m{i}")
+    bucket_copy = _compacted(s3_bucket_url)
+    monkeypatch.setenv("OBJSTORE_CACHE_SIZE", str(bound))
+    held = cache_dir / store_id(s3_bucket_url) / "index" / bucket_copy.name
+    fetches, last = 0, None
+    for round_ in range(2):
+        for i, m in enumerate(models):
+            path, _, _ = _measured_use(s3_bucket_url, f"m{i}:v0", tmp_path / "u" / f"{round_}-{i}")
+            assert _sha(path) == _sha(m)
+            assert _held(cache_dir) <= bound
+            if not held.exists():  # evicted for this use's pack bytes once it had been mapped
+                continue
+            assert held.read_bytes() == bucket_copy.read_bytes()
+            now = (held.stat().st_ino, held.stat().st_mtime_ns)  # a hit within a minute leaves its mtime
+            fetches, last = fetches + (now != last), now
+    assert fetches >= 2, "the index file, used first, was never the least recently used entry"
+    _measured_use(s3_bucket_url, "m5:v0", tmp_path / "again")
+    assert cache_info().entries["index"] >= 1
+    for damage in ("flip", "flip, mtime set back", "truncate"):
+        st = held.stat()
+        data = bytearray(held.read_bytes())
+        if damage == "truncate":
+            data = data[:-100]
+        else:
+            data[len(data) // 2] ^= 0x01
+        held.write_bytes(bytes(data))
+        if damage == "flip, mtime set back":
+            os.utime(held, ns=(st.st_atime_ns, st.st_mtime_ns))
+        store = Store.open(s3_bucket_url)
+        try:
+            assert _sha(_use(store, "m5:v0", tmp_path / "d" / damage)) == _sha(models[5])
+            cache = store.backend.cache  # type: ignore[attr-defined]
+            assert cache.counters.damaged >= 1, damage
+        finally:
+            store.close()
+        assert held.read_bytes() == bucket_copy.read_bytes(), damage
+        assert _held(cache_dir) <= bound

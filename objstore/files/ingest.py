@@ -65,6 +65,7 @@ objects returned here (the write order in :mod:`objstore.storage.odb`).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import queue
@@ -421,6 +422,9 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         if progress is not None:
             progress(hit.size)
         return hit
+    if odb is not None:
+        with contextlib.suppress(OSError):  # a file that cannot be stat'd fails in the read below
+            odb.expect_bytes(os.stat(path).st_size)
     read = _read_file(path, chunker, odb, progress, reuse, workers)
     fobj = FileObject(read.size, tuple(read.chunks))
     # Entries only now: they describe a read known to be of one state of the file.

@@ -4,11 +4,14 @@ Two kinds of source, searched alike (a vectorized binary search each):
 
 - consolidated index files (``packs/<name>.midx``, :mod:`objstore.storage.indexfile`),
   each covering many packs, memory-mapped and searched on disk, never loaded.
-  What is mapped is always a private copy in the user cache directory (keyed by
-  the store's URL or path and the file's name, which is its checksum): a remote
-  store's file is fetched there once, a local store's copied there in the same
-  pass that checks its checksum (reading in blocks, so memory does not grow
-  with it). Never the store's own file: a file in a directory others can write
+  What is mapped is always a private copy, named by the file's name (its
+  checksum): a remote store's is fetched once into the remote cache
+  (:mod:`objstore.storage.remotecache`), where it counts against the cache's
+  one bound, is evicted least recently used first and is checked again when its
+  stat changed (with no cache, or a file too large for it, into an unlinked
+  temporary file); a local store's is copied into the user cache directory
+  (keyed by the store's path) in the same pass that checks its checksum
+  (reading in blocks, so memory does not grow with it). Never the store's own file: a file in a directory others can write
   can be truncated under a mapping, and the next lookup touching a page past
   its new end kills the process with SIGBUS (git maps its pack indexes in place
   and accepts that risk; we don't). With no writable cache directory the file
@@ -41,6 +44,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
@@ -49,12 +53,13 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import blake3
 import numpy as np
 
 from objstore.constants import INDEX_COMPACT_THRESHOLD, MiB
-from objstore.errors import CorruptObject, NotFound, ObjstoreError
+from objstore.errors import CorruptObject, NotFound
 from objstore.storage.backend import Backend, new_temp_file
 from objstore.storage.ids import ChunkKey
 from objstore.storage.indexfile import (
@@ -80,6 +85,7 @@ from objstore.storage.keys import (
     pack_name_of,
 )
 from objstore.storage.packs import INDEX_DTYPE, decode_idx, entry_id, max_idx_bytes
+from objstore.storage.remotecache import ENTRY_SHARE, KIND_DIRS, TOUCH_AFTER, RemoteCache, cache_of, store_id
 
 # Index files are checked and fetched in blocks of this size (bounded memory).
 BLOCK = 8 * MiB
@@ -303,27 +309,79 @@ def marked_packs(backend: Backend) -> set[str]:
 
 def open_index_file(backend: Backend, name: str, size: int, *, recheck: bool = False) -> IndexFile:
     """Index file ``name`` (``size`` bytes, from the listing), checked against its
-    checksum and mapped from its private copy in the cache (made on first use).
-    NotFound if it is gone, CorruptObject if damaged. ``recheck``: hash the
-    store's file even if it was checked before (fsck)."""
+    checksum and mapped from a private copy: a local store's in the user cache
+    directory (made on first use), a remote store's in the remote cache, where it
+    counts against the cache's bound (:func:`_open_cached`). NotFound if it is
+    gone, CorruptObject if damaged. ``recheck``: hash the file even if it was
+    checked before (gc, fsck; fsck reads the bucket itself, through ``bypass``)."""
     if size > MAX_INDEX_FILE_BYTES:
         raise CorruptObject(f"index file {name[:16]} is {size} bytes, larger than any index file", object_id=name)
-    cached = cache_path(backend, name)
     local = _local_path(backend, index_file_key(name))
     if local is not None:
-        return _open_local(local, name, cached, recheck)
+        return _open_local(local, name, cache_path(backend, name), recheck)
+    cache = cache_of(backend)
+    if cache is not None:
+        with contextlib.suppress(OSError):  # an unusable cache directory: an unkept copy
+            return _open_cached(backend, cache, name, size, recheck)
+    return _open_unkept(backend, name, size)
+
+
+def _open_cached(backend: Backend, cache: RemoteCache, name: str, size: int, recheck: bool) -> IndexFile:
+    """Index file ``name`` mapped from the remote cache: the entry held if its
+    stamp (an entry of its own) matches its stat, or its checksum holds; else
+    fetched into a reservation of the cache's bound, checked, renamed into place
+    and stamped. A held entry that fails its checksum is deleted and fetched
+    again, never mapped. One larger than the cache keeps an entry is not kept."""
+    parts, entry, stamp = (store_id(backend.url), KIND_DIRS["index file"]), f"{name}.midx", f"{name}.ok"
+    label = f"{index_file_key(name)}#stamp"
+    held = cache.open_raw(parts, entry)
+    if held is not None:
+        fd, st = held
+        try:
+            fresh = not recheck and cache.read(parts, stamp, label, 256) == _stamp_text((st,)).encode()
+            if fresh or (st.st_size == size and checksum_ok(lambda start, n: os.pread(fd, n, start), size, name, BLOCK)):
+                if not fresh or time.time() - st.st_mtime > TOUCH_AFTER:
+                    os.utime(fd)  # its age in the LRU order; the new ctime needs a new stamp
+                    cache.write(parts, stamp, label, _stamp_text((os.fstat(fd),)).encode())
+                cache.counters.hits += 1
+                cache.counters.bytes_served += size
+                return _map(fd, os.fstat(fd), name)
+            cache.counters.damaged += 1
+            cache.drop_entries(parts, [entry, stamp])
+        finally:
+            os.close(fd)
+    cache.counters.misses += 1
+    if size > cache.bound // ENTRY_SHARE:
+        return _open_unkept(backend, name, size)
+    dir_fd, tmp = cache.reserve(parts, size)
+    kept = False
     try:
-        return _map_verified(cached, name, cached.with_suffix(".ok"), recheck)
-    except (NotFound, CorruptObject):
-        pass  # not cached yet, or a damaged entry: a miss, never an answer
-    try:
-        _fetch(backend, name, size, cached)
-    except ObjstoreError:
+        with os.fdopen(os.open(tmp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd), "r+b") as out:
+            _fetch_into(backend, name, size, out)
+            if not checksum_ok(lambda start, n: os.pread(out.fileno(), n, start), size, name, BLOCK):
+                raise _damaged(name)  # the bucket's file: nothing kept
+            os.rename(tmp, entry, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            kept = True
+            cache.counters.bytes_kept += size
+            cache.write(parts, stamp, label, _stamp_text((os.fstat(out.fileno()),)).encode())
+            return _map(out.fileno(), os.fstat(out.fileno()), name)
+    except BaseException:
+        if not kept:  # once renamed, the reservation is the entry's
+            cache.release(dir_fd, tmp, size)
         raise
-    except OSError:
-        # No usable cache directory: read it into memory (bounded by its listed size).
-        return _parse_checked(backend.get(index_file_key(name), max_size=size), name)
-    return _map_verified(cached, name, cached.with_suffix(".ok"))
+    finally:
+        os.close(dir_fd)
+
+
+def _open_unkept(backend: Backend, name: str, size: int) -> IndexFile:
+    """Index file ``name`` fetched into an unlinked temporary file and mapped from
+    it (no cache, or too large for it): memory does not grow with the file, and
+    its disk space is freed when the process lets it go."""
+    with tempfile.TemporaryFile() as out:
+        _fetch_into(backend, name, size, out)
+        if not checksum_ok(lambda start, n: os.pread(out.fileno(), n, start), size, name, BLOCK):
+            raise _damaged(name)
+        return _map(out.fileno(), os.fstat(out.fileno()), name)
 
 
 def _parse_checked(data: bytes, name: str) -> IndexFile:
@@ -425,42 +483,40 @@ def cache_path(backend: Backend, name: str) -> Path:
 def prune_cache(backend: Backend, listed: Iterable[str], min_age: float = 3600.0) -> None:
     """Delete this store's cached index files that it no longer lists (merged
     away), once they are ``min_age`` seconds old: a process that just fetched one
-    keeps it, and one that has it mapped keeps reading it after the unlink."""
+    keeps it, and one that has it mapped keeps reading it after the unlink. A
+    remote store's copies made before they moved into the remote cache all go."""
     keep = {f"{name}{suffix}" for name in listed for suffix in (".midx", ".ok")}
+    local = _local_path(backend, "x") is not None
     directory = cache_path(backend, "x").parent
     try:
         entries = list(os.scandir(directory))
     except OSError:
-        return
+        entries = []
     now = time.time()
     for entry in entries:
         try:
-            if entry.name not in keep and now - entry.stat(follow_symlinks=False).st_mtime > min_age:
+            if (not local or entry.name not in keep) and now - entry.stat(follow_symlinks=False).st_mtime > min_age:
                 os.unlink(entry.path)
         except OSError:
             continue
+    cache = cache_of(backend)
+    if cache is not None:
+        cache.drop_old(((store_id(backend.url), KIND_DIRS["index file"])), keep, min_age)
 
 
-def _fetch(backend: Backend, name: str, size: int, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{name[:16]}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for start in range(0, size, BLOCK):
-                block = backend.get_range(index_file_key(name), start, min(BLOCK, size - start))
-                if not block:
-                    break
-                out.write(block)
-        os.replace(tmp, target)  # checked when mapped, like every cache entry
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+def _fetch_into(backend: Backend, name: str, size: int, out: BinaryIO) -> None:
+    """Index file ``name``'s ``size`` bytes written to ``out``, in ranged reads of ``BLOCK``."""
+    for start in range(0, size, BLOCK):
+        block = backend.get_range(index_file_key(name), start, min(BLOCK, size - start))
+        if not block:
+            break
+        out.write(block)
+    out.flush()
 
 
 def _stat_key(st: os.stat_result) -> str:
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_dev}"
+    # The ctime too: a write, or a utime setting the mtime back after one, moves it.
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}"
 
 
 def _stamped(stamp: Path, *stats: os.stat_result) -> bool:
@@ -530,25 +586,6 @@ def _map(fd: int, st: os.stat_result, name: str) -> IndexFile:
     if hasattr(mmap, "MADV_RANDOM"):
         mapped.madvise(mmap.MADV_RANDOM)  # binary searches: no read-ahead around each probe
     return IndexFile.parse(memoryview(mapped), name)
-
-
-def _map_verified(path: Path, name: str, stamp: Path, recheck: bool = False) -> IndexFile:
-    """Map the cached index file at ``path`` once its checksum holds. The check
-    reads the whole file, so it is done once per file: ``stamp`` records the
-    file's size, mtime and inode after a check, and a file whose stat matches is
-    not hashed again (the stat cache's trust, git's index's; entries are still
-    checked on use and every chunk against its id)."""
-    fd, st = _open_regular(path, name)
-    try:
-        if recheck or not _stamped(stamp, st):
-            if not checksum_ok(lambda start, n: os.pread(fd, n, start), st.st_size, name, BLOCK):
-                raise _damaged(name)
-            _write_stamp(stamp, st)
-        # Checked, then mapped: a later change to the copy can only make a lookup
-        # miss or a chunk fail its own check (entries are checked on use).
-        return _map(fd, st, name)
-    finally:
-        os.close(fd)
 
 
 # -- compaction -----------------------------------------------------------------

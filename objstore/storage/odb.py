@@ -69,7 +69,7 @@ from typing import BinaryIO, TypeVar, cast
 
 import numpy as np
 
-from objstore.constants import MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
+from objstore.constants import CHUNK_MAX, MAX_METADATA_BYTES, MAX_PACK_BYTES, MAX_STORED_METADATA_BYTES, PACK_TARGET
 from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError, StoreBroken, UsageError
 from objstore.storage import codecs
 from objstore.storage.backend import Backend, LocalBackend, backend_error, new_temp_file
@@ -130,7 +130,8 @@ IDX_FETCH_THREADS = 8
 # A writer may call this many chunks new without fetching the uncovered .idx files
 # it has not read (a false "new" only stores a copy; see has_chunks): one, so a
 # small file (one chunk) costs no .idx read, while anything larger, a fine-tune
-# above all, is deduplicated against everything as before.
+# above all, is deduplicated against everything, from its first chunk on when
+# the writer said how much it stores (expect_bytes).
 DEDUP_UNCHECKED_CHUNKS = 1
 # A ranged read of a file (read_file_ranges) fetches up to this many runs at a time.
 RANGE_READ_THREADS = 4
@@ -501,6 +502,18 @@ class ObjectDatabase:
     def _ensure_loaded(self) -> None:
         if not self._loaded:
             self.refresh(lazy=True)
+
+    def expect_bytes(self, size: int) -> None:
+        """A writer about to store content of ``size`` bytes says so first. Content
+        larger than ``DEDUP_UNCHECKED_CHUNKS`` of the largest chunks has more chunks
+        than the unchecked budget, and unless all but that many are indexed already
+        it passes the budget at a later lookup anyway; so its first chunk called new
+        (a fine-tune's header chunk, above all) already reads every pending ``.idx``:
+        the same requests, read before a copy of that chunk is stored, not after.
+        Content within the budget (a small file) still costs no ``.idx`` read."""
+        if size > DEDUP_UNCHECKED_CHUNKS * CHUNK_MAX:
+            with self._lock:
+                self._unchecked = max(self._unchecked, DEDUP_UNCHECKED_CHUNKS)
 
     def has_chunks(self, chunk_ids: list[ObjectId]) -> list[bool]:
         """For each id, whether it is stored (or queued in the open pack)."""

@@ -5,8 +5,10 @@ A remote store's backend is wrapped in a :class:`CachedBackend` (by
 wrapped). It keeps what :func:`objstore.storage.keys.immutable_kind` calls
 immutable and nothing else: loose metadata objects and ``.idx`` files read
 whole, and ranges of packs. Refs, aliases, claims, the config, gc marks and
-listings always go to the bucket. Consolidated index files are not kept here:
-:mod:`objstore.storage.chunkindex` maps them from its own private copies.
+listings always go to the bucket. Consolidated index files are kept here too,
+as raw files :mod:`objstore.storage.chunkindex` memory-maps (it fetches them
+into a reservation of this cache, see :meth:`RemoteCache.reserve`, and checks
+them against their names), so everything cached counts against one bound.
 
 Layout, under :func:`cache_root` (``$OBJSTORE_CACHE_DIR``, else
 ``<user cache dir>/objstore/remote``)::
@@ -16,17 +18,23 @@ Layout, under :func:`cache_root` (``$OBJSTORE_CACHE_DIR``, else
     <store id>/objects/<h2>/<h>    a loose object      (h: BLAKE3 of the key)
     <store id>/idx/<h2>/<h>        a pack's .idx
     <store id>/packs/<h2>/<h>/<start>-<end>   bytes start..end of the pack
+    <store id>/index/<name>.midx   a consolidated index file, raw (mapped in place)
+    <store id>/index/<name>.ok     an entry: the stat of the .midx when its checksum last held
 
 Invariants:
 
 - Verified in, verified out. A value is stored only after it checked as what
-  its key names: an object against its id, an ``.idx`` against its checksum, a
+  its key names: an object against its id, an ``.idx`` or index file against
+  its checksum, a
   pack range record by record against the chunk ids it holds (so a range is
   fetched from its first record's head; a range that is not whole records is
   passed through, never kept; a range a held one covers at one end is served
   from it, only the rest fetched, and the union kept). Every entry carries the BLAKE3 of its key and
   value; a read re-hashes it, and a damaged, truncated or foreign entry is a
-  miss: deleted, fetched again, never served. Readers above check everything
+  miss: deleted, fetched again, never served. An index file is too large to
+  re-hash on every open: its ``.ok`` entry records its stat (with the ctime,
+  which no write or utime can set back) after a check, and a file whose stat
+  differs is hashed again, and deleted and fetched again if it fails. Readers above check everything
   again (chunks against their ids), so the cache can never hand out wrong bytes.
 - Bounded: the bytes of all files under the root never exceed the bound (a
   default of 2 GiB; ``$OBJSTORE_CACHE_SIZE``, else ``objstore cache limit``).
@@ -93,7 +101,7 @@ ENTRY_HEAD = struct.Struct("<8sQ32s")
 # The ledger at the start of .lock: magic, bytes reserved, hits, misses, bytes served, bytes kept.
 LEDGER_MAGIC = b"OSLEDGR1"
 LEDGER = struct.Struct("<8sQQQQQ")
-KIND_DIRS = {"object": "objects", "idx": "idx", "pack": "packs"}
+KIND_DIRS = {"object": "objects", "idx": "idx", "pack": "packs", "index file": "index"}
 SPECIAL = {".lock", "settings"}
 _RANGE_NAME = re.compile(r"(\d+)-(\d+)")
 _STORE_ID = re.compile(r"[0-9a-f]{32}")
@@ -427,7 +435,7 @@ class RemoteCache:
             return False
         head = ENTRY_HEAD.pack(ENTRY_MAGIC, len(value), _digest(label, value))
         try:
-            dir_fd, tmp = self._reserve(parts, size)
+            dir_fd, tmp = self.reserve(parts, size)
         except OSError:
             return False
         try:
@@ -437,21 +445,55 @@ class RemoteCache:
                     f.write(value)
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except OSError:
-                with self.locked():
-                    with contextlib.suppress(OSError):
-                        os.unlink(tmp, dir_fd=dir_fd)
-                    ledger = self._usage()
-                    ledger[0] = max(ledger[0] - size, 0)
-                    self._set_ledger(ledger)
+                self.release(dir_fd, tmp, size)
                 return False
             self.counters.bytes_kept += len(value)
             return True
         finally:
             os.close(dir_fd)
 
-    def _reserve(self, parts: tuple[str, ...], size: int) -> tuple[int, str]:
+    def release(self, dir_fd: int, tmp: str, size: int) -> None:
+        """Give back a reservation of ``size`` bytes whose temp file ``tmp`` did not become an entry."""
+        with contextlib.suppress(OSError), self.locked():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            ledger = self._usage()
+            ledger[0] = max(ledger[0] - size, 0)
+            self._set_ledger(ledger)
+
+    def open_raw(self, parts: tuple[str, ...], name: str) -> tuple[int, os.stat_result] | None:
+        """An fd on the raw entry ``parts/name`` (an index file) and its stat; None if
+        there is none (a link or anything but a regular file there is deleted).
+        Its bytes are the caller's to check."""
+        try:
+            dir_fd = self.open_dir(parts, create=False)
+        except OSError:
+            return None
+        if dir_fd is None:
+            return None
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self._drop(dir_fd, name)
+            os.close(dir_fd)
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                self._drop(dir_fd, name)
+                return None
+            return fd, st
+        finally:
+            os.close(dir_fd)
+
+    def reserve(self, parts: tuple[str, ...], size: int) -> tuple[int, str]:
         """Under the lock: make room, count ``size`` in the ledger and create the temp
-        file at that size (so a scan sees the reservation); (dir fd, temp name)."""
+        file at that size (so a scan sees the reservation); (dir fd, temp name).
+        The caller fills the temp file (without the lock: it may fetch into it) and
+        renames it into place in ``dir_fd``, or gives it back with :meth:`release`.
+        OSError if the bound leaves no room."""
         with self.locked():
             ledger = self._usage()
             if ledger[0] + size > self.bound:
@@ -495,6 +537,26 @@ class RemoteCache:
                 self._set_ledger(ledger)
             finally:
                 os.close(fd)
+
+    def drop_old(self, parts: tuple[str, ...], keep: set[str], min_age: float) -> None:
+        """Delete the entries ``parts/<name>`` not in ``keep`` unused for ``min_age`` seconds
+        (a live writer's temp files are its reservations: left alone)."""
+        names = [n for n in self.list_dir(parts) if n not in keep and not n.startswith(".tmp-")]
+        if not names:
+            return
+        fd = self.open_dir(parts, create=False)
+        if fd is None:
+            return
+        try:
+            now = time.time()
+            old = []
+            for name in names:
+                with contextlib.suppress(OSError):
+                    if now - os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime > min_age:
+                        old.append(name)
+        finally:
+            os.close(fd)
+        self.drop_entries(parts, old)
 
     def list_dir(self, parts: tuple[str, ...]) -> list[str]:
         try:
@@ -778,6 +840,11 @@ def wrap(backend: Backend) -> Backend:
     except (OSError, InvalidInput):
         return backend
     return CachedBackend(backend, cache)
+
+
+def cache_of(backend: object) -> RemoteCache | None:
+    """The cache behind ``backend``; None if it has none, or is being read through :func:`bypass`."""
+    return backend.cache if isinstance(backend, CachedBackend) and not backend.bypassed else None
 
 
 @contextlib.contextmanager

@@ -188,10 +188,12 @@ def _send_whole_packs(src: Store, dst: Store, located: list[tuple[ObjectId, Chun
     for cid, loc in located:
         by_pack.setdefault(loc.pack, []).append((cid, loc))
     wanted = {cid.raw for cid, _ in located}
-    # Whole when (nearly) every chunk of it is wanted. A few others are allowed: a
-    # writer that had not read every index yet stores a false "new" again, so a
-    # session's pack often repeats a chunk an older pack holds, which the destination
-    # may have already; carrying that copy too costs little and is what the source holds.
+    # Whole when (nearly) every chunk of it is wanted. A few others are allowed for
+    # stores written before writers read the pending indexes up front (odb.expect_bytes):
+    # there each session's pack repeats a chunk an older pack holds (a fine-tune's
+    # header), so a push of later sessions to a remote holding the older pack would
+    # send every such pack chunk by chunk; carrying that copy too costs little and is
+    # what the source holds. Today's writer stores no such copy (test_dedup_sessions).
     whole = [name for name in by_pack
              if (path := local_pack_path(src.backend, name)) is not None
              and (ids := claimed_ids(path)) is not None and len(ids - wanted) <= len(ids) // WHOLE_PACK_SLACK]
