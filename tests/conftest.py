@@ -205,6 +205,41 @@ def create_bucket(server: S3Server, bucket: str) -> None:
         raise RuntimeError(f"cannot create bucket {bucket} at {server.endpoint}: HTTP {status} {body[:200]!r}")
 
 
+# -- running on several cores (pytest-xdist) -------------------------------
+
+# Files whose tests race processes against each other or bound how long a contended
+# operation may take: under `-n N --dist loadgroup` one worker runs all of them, one
+# after another, so they never race each other's processes.
+RACE_FILES = frozenset({
+    "test_chunkindex.py", "test_concurrency.py", "test_concurrent_versions.py", "test_fsck_gc.py",
+    "test_locks.py", "test_refs_adversarial.py", "test_refs_integrity.py", "test_repack.py",
+})
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The unit a worker is given: a whole file (its module-scoped fixtures are built once),
+    or ``races`` for every race file together."""
+    path = nodeid.split("::", 1)[0]
+    return "races" if Path(path).name in RACE_FILES else path
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is optional: without it the suite runs in one process
+    pass
+else:
+    class _FileAndRaceScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling | None:
+        """``--dist loadgroup`` groups by :func:`xdist_scope`. (xdist's own loadgroup reads
+        ``xdist_group`` marks through a node id it rewrites, which pytest 9 no longer lets it do.)"""
+        if config.getoption("dist") != "loadgroup":
+            return None
+        return _FileAndRaceScheduling(config, log)  # type: ignore[arg-type]
+
+
 # -- fixtures --------------------------------------------------------------
 
 @pytest.fixture(scope="session", autouse=True)
