@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from objstore.model.inventory import ContentWalker
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
+from objstore.storage.formats.safetensors import read_safetensors_header
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, FileObject, TreeEntry
-from objstore.storage.segmenting import read_safetensors_header
 from objstore.storage.trees import walk_tree
 
 

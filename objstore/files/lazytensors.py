@@ -12,8 +12,8 @@ Invariants:
 
 - Opening reads the header and nothing else: the file's first chunk, then the
   rest of the header if its length says there is more (at most
-  :data:`~objstore.storage.segmenting.MAX_HEADER`). The header is parsed by the
-  format's one parser (:func:`~objstore.storage.segmenting.parse_safetensors_header`)
+  :data:`~objstore.storage.formats.safetensors.MAX_HEADER`). The header is parsed by the
+  format's one parser (:func:`~objstore.storage.formats.safetensors.parse_safetensors_header`)
   and checked as a whole before any tensor is read: every tensor inside the
   file and apart from the others, every shape exactly filling its byte range,
   ``__metadata__`` a str -> str map. A file that fails is a
@@ -45,9 +45,10 @@ import numpy as np
 
 from objstore.errors import CorruptObject, InvalidInput, NotFound, NotSafetensors
 from objstore.files.materialize import read_file_object
+from objstore.storage.formats.base import DTYPE_SIZES, TensorInfo
+from objstore.storage.formats.safetensors import parse_safetensors_header, safetensors_header_length
 from objstore.storage.objects import FILE, FileObject, TreeEntry
 from objstore.storage.odb import ObjectDatabase, file_offsets
-from objstore.storage.segmenting import DTYPE_SIZES, TensorInfo, parse_safetensors_header, safetensors_header_length
 
 # safetensors dtype -> the numpy dtype get_tensor returns (bit patterns where numpy has no such type).
 NUMPY_DTYPES: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""Parsers of the tensor file formats segmentation knows, one module per format."""
