@@ -1,12 +1,14 @@
 """Format-aware segmentation: where a file may be cut before CDC runs.
 
-For ``.safetensors`` (detected by content, not by name) the header and every
-tensor are separate segments, so chunk boundaries always fall on tensor edges
-and every chunk knows its dtype. Every other format (GGUF, ``.pt``/zip, ``.h5``,
-``.onnx``, anything) is one plain segment.
-
-A safetensors file is ``u64 little-endian N``, ``N`` bytes of JSON, then the
-tensor data; each tensor's ``data_offsets`` are relative to the data start.
+A file one of :mod:`objstore.storage.formats`' parsers takes (detected by
+content, not by name) is cut into one segment per tensor, carrying its dtype to
+the chunker (cuts on whole elements) and the codec, and one plain segment per gap
+between tensors (headers, padding, metadata, index structures). So chunk
+boundaries always fall on tensor edges, every tensor's chunks know their dtype,
+and bytes that move with a header change (a zip's entry names, an HDF5 object
+header) sit in chunks of their own instead of smearing over the tensors beside
+them. Any other file is one plain segment. The segments are the whole file, in
+order, each byte once.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from objstore.storage.formats.base import DTYPE_SIZES
-from objstore.storage.formats.safetensors import read_safetensors_header
+from objstore.storage import formats
+from objstore.storage.formats import DTYPE_SIZES
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
     """A byte range of a file that chunking treats as a unit.
 
-    ``dtype`` is the safetensors dtype of a tensor segment (None for headers and
-    plain files), ``align`` the element size chunk cuts must respect.
+    ``dtype`` is the dtype of a tensor segment as :class:`~objstore.storage.formats.ParsedFile`
+    spells it (None for gaps and plain files), ``align`` the element size chunk cuts must respect.
     """
 
     offset: int
@@ -38,17 +40,17 @@ class Segment:
 
 def segment_file(f: BinaryIO, size: int) -> list[Segment]:
     """The segments of a file of ``size`` bytes, in order, covering every byte once."""
-    parsed = read_safetensors_header(f, size)
+    parsed = formats.parse(f, size)
     f.seek(0)
     if parsed is None:
         return [Segment(0, size)] if size else []
-    data_start, tensors, _ = parsed
-    segments = [Segment(0, data_start, None, "__header__")]
-    pos = data_start
-    for t in tensors:
+    segments = []
+    pos = 0
+    for t in parsed.tensors:
         if t.offset > pos:
-            segments.append(Segment(pos, t.offset - pos))  # padding between tensors
+            segments.append(Segment(pos, t.offset - pos))  # a header, padding, metadata between tensors
         if t.length:
+            # A tensor whose bytes are no whole number of its elements is cut as plain bytes.
             dtype = t.dtype if t.length % DTYPE_SIZES.get(t.dtype, 1) == 0 else None
             segments.append(Segment(t.offset, t.length, dtype, t.name))
         pos = t.offset + t.length

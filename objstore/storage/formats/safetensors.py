@@ -1,5 +1,10 @@
 """safetensors: ``u64 little-endian N``, ``N`` bytes of JSON, then the tensor
-data; each tensor's ``data_offsets`` are relative to the data start."""
+data; each tensor's ``data_offsets`` are relative to the data start.
+
+:func:`parse_safetensors_header` is the format's one parser (segmentation, diff
+and lazy reads all read headers through it); it raises NotSafetensors naming what
+is wrong, for the lazy reader's messages, where :func:`parse` says None.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,30 @@ import struct
 from typing import BinaryIO
 
 from objstore.errors import NotSafetensors
-from objstore.storage.formats.base import TensorInfo
+from objstore.storage.formats.base import ParsedFile, TensorInfo, checked
+
+FORMAT = "safetensors"
 
 # A header larger than this is not a safetensors file we will trust.
 MAX_HEADER = 100 * 1024 * 1024
+
+
+def sniff(head: bytes, size: int) -> bool:
+    """A plausible header length, then a JSON object."""
+    try:
+        safetensors_header_length(head, size)
+    except NotSafetensors:
+        return False
+    return head[8:9] == b"{"
+
+
+def parse(f: BinaryIO, size: int) -> ParsedFile | None:
+    parsed = read_safetensors_header(f, size)
+    if parsed is None:
+        return None
+    _, tensors, metadata = parsed
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items() if isinstance(k, str)}
+    return checked(FORMAT, tensors, meta, size)
 
 
 def read_safetensors_header(f: BinaryIO, size: int) -> tuple[int, list[TensorInfo], dict[str, str]] | None:
