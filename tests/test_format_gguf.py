@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from format_targets import Tensors, assert_targets, measure
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -207,3 +208,12 @@ def test_fuzz_mutated_files_parse_consistently_or_not_at_all(tmp_path: Path, edi
     p = parse_bytes(bytes(data))
     if p is not None:
         assert_well_formed(p, len(data))
+
+
+# --- issue 16's store-level targets --------------------------------------------------------------------
+
+def test_store_targets(tmp_path: Path) -> None:
+    def write(path: Path, tensors: Tensors, extra: int) -> Path:
+        return write_gguf(path, tensors, kv={"general.description": "d" * extra} if extra else None)
+
+    assert_targets(measure(tmp_path, write, ".gguf"))

@@ -23,12 +23,14 @@ from __future__ import annotations
 from types import ModuleType
 from typing import BinaryIO
 
-from objstore.storage.formats import safetensors
+from objstore.storage.formats import gguf, hdf5, safetensors
 from objstore.storage.formats.base import DTYPE_SIZES, MALFORMED, ParsedFile, TensorInfo
 
 # The parsers, tried in this order; the first whose sniff and parse both accept a file wins.
 FORMATS: tuple[ModuleType, ...] = (
     safetensors,
+    gguf,
+    hdf5,
 )
 
 # How much of a file's start every sniff is shown.
