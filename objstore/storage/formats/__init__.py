@@ -20,15 +20,28 @@ Invariants every parser keeps (the fuzz tests check them on mutated files):
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-from objstore.storage.formats import gguf, hdf5, safetensors
+from objstore.storage.formats import gguf, hdf5, numpy, safetensors, torch
 from objstore.storage.formats.base import DTYPE_SIZES, MALFORMED, ParsedFile, TensorInfo
 
+
+class Parser(Protocol):
+    """What a format module is (a module, or a class of static methods for a second format in one module)."""
+
+    FORMAT: str
+
+    def sniff(self, head: bytes, size: int) -> bool: ...
+
+    def parse(self, f: BinaryIO, size: int) -> ParsedFile | None: ...
+
+
 # The parsers, tried in this order; the first whose sniff and parse both accept a file wins.
-FORMATS: tuple[ModuleType, ...] = (
+FORMATS: tuple[Parser, ...] = (
     safetensors,
+    torch,
+    numpy,
+    numpy.Npz,
     gguf,
     hdf5,
 )
