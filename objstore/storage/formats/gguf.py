@@ -27,6 +27,7 @@ import struct
 from typing import BinaryIO
 
 from objstore.storage.formats.base import ParsedFile, TensorInfo, checked
+from objstore.storage.formats.reader import PastEnd, SequentialReader
 
 FORMAT = "gguf"
 
@@ -88,45 +89,16 @@ _FIXED: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f"
 _TYPE_NAMES = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool", 8: "str",
                9: "array", 10: "u64", 11: "i64", 12: "f64"}
 
-_BLOCK = 1 << 20  # header bytes read from the file at a time
-
-
 class _Lie(Exception):
-    """The header contradicts itself or the file (internal: parse turns it into None)."""
+    """The header contradicts itself (internal: parse turns it into None)."""
 
 
-class _Cursor:
-    """Sequential reads of a header from a file, each checked against the file's size."""
+class _Cursor(SequentialReader):
+    """The header's reader, with GGUF's integers and strings, counting the items walked."""
 
     def __init__(self, f: BinaryIO, size: int) -> None:
-        self._f = f
-        self._size = size
-        self.pos = 0
-        self._buf = b""
-        self._buf_at = 0
+        super().__init__(f, size)
         self.items = 0
-
-    def left(self) -> int:
-        return self._size - self.pos
-
-    def take(self, n: int) -> bytes:
-        if n > self.left():
-            raise _Lie("past the end of the file")
-        start = self.pos - self._buf_at
-        if start + n > len(self._buf):
-            self._f.seek(self.pos)
-            self._buf = self._f.read(max(n, _BLOCK))
-            self._buf_at = self.pos
-            start = 0
-            if len(self._buf) < n:
-                raise _Lie("file shorter than its size")
-        self.pos += n
-        return self._buf[start:start + n]
-
-    def skip(self, n: int) -> None:
-        if n > self.left():
-            raise _Lie("past the end of the file")
-        self.pos += n
 
     def u32(self) -> int:
         return int(struct.unpack("<I", self.take(4))[0])
@@ -156,7 +128,7 @@ def parse(f: BinaryIO, size: int) -> ParsedFile | None:
         return None
     try:
         return _parse(_Cursor(f, size), size)
-    except (_Lie, UnicodeDecodeError, struct.error):
+    except (_Lie, PastEnd, UnicodeDecodeError, struct.error):
         return None
 
 
@@ -206,7 +178,7 @@ def _value(c: _Cursor, vtype: int, depth: int) -> str | int | float | bool | Non
     etype, n = c.u32(), c.u64()
     fixed = _FIXED.get(etype)
     if fixed is not None:
-        c.skip(n * struct.calcsize(fixed))  # checked against the bytes left before any loop
+        c.skip(n * struct.calcsize(fixed))  # checked against the bytes left: no loop, no allocation
     else:
         if n * 8 > c.left():  # every string or array element needs at least 8 bytes
             raise _Lie("array larger than the file")
