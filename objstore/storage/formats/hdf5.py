@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import math
 import struct
-import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from objstore.storage.formats import zipfiles
 from objstore.storage.formats.base import ParsedFile, TensorInfo, checked
 
 FORMAT = "hdf5"
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ZIP_MAGIC = b"PK\x03\x04"
 KERAS_WEIGHTS = "model.weights.h5"
 SUPERBLOCK_SEARCH_END = 1 << 16  # user blocks are powers of two from 512; larger ones are not looked for
 
@@ -113,7 +112,7 @@ class _Reader:
 
 def sniff(head: bytes, size: int) -> bool:
     """Whether ``head`` starts an HDF5 file (signature at 0 or after a user block) or a zip (maybe ``.keras``)."""
-    if head[:4] == ZIP_MAGIC:
+    if zipfiles.sniff(head, size):
         return True
     return any(head[off:off + 8] == SIGNATURE for off in (0, 512, 1024, 2048, 4096) if off + 8 <= min(len(head), size))
 
@@ -123,7 +122,7 @@ def parse(f: BinaryIO, size: int) -> ParsedFile | None:
     f.seek(0)
     head = f.read(8)
     try:
-        if head[:4] == ZIP_MAGIC:
+        if head.startswith(zipfiles.ZIP_MAGIC):
             window = _keras_weights(f, size)
             if window is None:
                 return None
@@ -138,23 +137,12 @@ def parse(f: BinaryIO, size: int) -> ParsedFile | None:
 
 
 def _keras_weights(f: BinaryIO, size: int) -> tuple[int, int] | None:
-    """Where the uncompressed ``model.weights.h5`` member of a zip lies, or None."""
-    try:
-        with zipfile.ZipFile(f) as z:
-            info = z.getinfo(KERAS_WEIGHTS)
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, NotImplementedError, struct.error, OverflowError):
+    """Where the uncompressed ``model.weights.h5`` entry of a zip lies, or None."""
+    entries = zipfiles.entries(f, size)
+    entry = entries.get(KERAS_WEIGHTS) if entries is not None else None
+    if entry is None or not entry.stored:
         return None
-    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1 or info.compress_size != info.file_size:
-        return None
-    f.seek(info.header_offset)
-    local = f.read(30)
-    if len(local) != 30 or local[:4] != ZIP_MAGIC:
-        return None
-    name_len, extra_len = struct.unpack_from("<HH", local, 26)
-    start = info.header_offset + 30 + name_len + extra_len
-    if start + info.file_size > size:
-        return None
-    return start, info.file_size
+    return entry.offset, entry.length
 
 
 def _parse_hdf5(r: _Reader) -> tuple[list[TensorInfo], dict[str, str]]:
