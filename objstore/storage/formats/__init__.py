@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, Protocol
 
-from objstore.storage.formats import gguf, hdf5, numpy, safetensors, torch
+from objstore.storage.formats import gguf, hdf5, numpy, onnx, safetensors, torch
 from objstore.storage.formats.base import DTYPE_SIZES, MALFORMED, ParsedFile, TensorInfo
 
 
@@ -44,6 +44,7 @@ FORMATS: tuple[Parser, ...] = (
     numpy.Npz,
     gguf,
     hdf5,
+    onnx,
 )
 
 # How much of a file's start every sniff is shown.
