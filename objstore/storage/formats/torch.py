@@ -209,7 +209,45 @@ def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any]) -> bool:
         stack.append(_MARK)
     elif name in ("EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE"):
         stack.append({} if name == "EMPTY_DICT" else [] if name == "EMPTY_LIST" else ())
-    elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+    elif name in _CONTAINER_OPS:
+        return _container(name, stack)
+    elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+        memo[int(arg)] = stack[-1]
+    elif name == "MEMOIZE":
+        memo[len(memo)] = stack[-1]
+    elif name in ("BINGET", "LONG_BINGET", "GET"):
+        stack.append(memo[int(arg)])
+    elif name in ("GLOBAL", "STACK_GLOBAL"):
+        module, attr = _split_global(str(arg)) if name == "GLOBAL" else _pop_two_strings(stack)
+        if (module, attr) not in ALLOWED:
+            return False
+        stack.append(_Global(module, attr))
+    elif name == "BINPERSID":
+        stack.append(_storage(stack.pop()))
+    elif name == "REDUCE":
+        args = stack.pop()
+        func = stack.pop()
+        if not isinstance(func, _Global) or not isinstance(args, tuple):
+            return False
+        stack.append(_reduce(func, args))
+    elif name == "BUILD":
+        stack.pop()  # an OrderedDict's state (its _metadata): nothing of a tensor's layout
+        if not isinstance(stack[-1], dict):
+            return False
+    elif name == "POP":
+        stack.pop()
+    else:
+        return False
+    return True
+
+
+_CONTAINER_OPS = frozenset({"TUPLE1", "TUPLE2", "TUPLE3", "TUPLE", "LIST", "DICT", "APPENDS", "SETITEMS",
+                            "APPEND", "SETITEM"})
+
+
+def _container(name: str, stack: list[Any]) -> bool:
+    """An opcode that builds or fills a tuple, list or dict; False for a malformed one."""
+    if name in ("TUPLE1", "TUPLE2", "TUPLE3"):
         n = int(name[-1])
         last = tuple(stack[-n:])
         del stack[-n:]
@@ -238,33 +276,6 @@ def _step(name: str, arg: Any, stack: list[Any], memo: dict[int, Any]) -> bool:
     elif name == "SETITEM":
         value, key = stack.pop(), stack.pop()
         _target(stack, dict)[_key(key)] = value
-    elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-        memo[int(arg)] = stack[-1]
-    elif name == "MEMOIZE":
-        memo[len(memo)] = stack[-1]
-    elif name in ("BINGET", "LONG_BINGET", "GET"):
-        stack.append(memo[int(arg)])
-    elif name in ("GLOBAL", "STACK_GLOBAL"):
-        module, attr = _split_global(str(arg)) if name == "GLOBAL" else _pop_two_strings(stack)
-        if (module, attr) not in ALLOWED:
-            return False
-        stack.append(_Global(module, attr))
-    elif name == "BINPERSID":
-        stack.append(_storage(stack.pop()))
-    elif name == "REDUCE":
-        args = stack.pop()
-        func = stack.pop()
-        if not isinstance(func, _Global) or not isinstance(args, tuple):
-            return False
-        stack.append(_reduce(func, args))
-    elif name == "BUILD":
-        stack.pop()  # an OrderedDict's state (its _metadata): nothing of a tensor's layout
-        if not isinstance(stack[-1], dict):
-            return False
-    elif name == "POP":
-        stack.pop()
-    else:
-        return False
     return True
 
 
