@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import BinaryIO, Protocol
 
-from objstore.storage.formats import numpy, safetensors, torch
+from objstore.storage.formats import gguf, hdf5, numpy, onnx, safetensors, torch
 from objstore.storage.formats.base import DTYPE_SIZES, MALFORMED, ParsedFile, TensorInfo
 
 
@@ -42,6 +42,9 @@ FORMATS: tuple[Parser, ...] = (
     torch,
     numpy,
     numpy.Npz,
+    gguf,
+    hdf5,
+    onnx,
 )
 
 # How much of a file's start every sniff is shown.
