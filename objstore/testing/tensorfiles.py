@@ -3,7 +3,7 @@ models: for the quickstart, tests and benchmarks.
 
 A safetensors file is an 8-byte little-endian header length, a JSON header
 naming each tensor's dtype, shape and byte range, then the tensor bytes.
-(Reading the header is :func:`objstore.storage.segmenting.read_safetensors_header`.)
+(Reading the header is :func:`objstore.storage.formats.safetensors.read_safetensors_header`.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""Parsers of the tensor file formats segmentation knows, one module per format.
+
+Each module has ``FORMAT`` (its name), ``sniff(head, size)`` (a cheap look at
+the file's first :data:`HEAD_BYTES` for the format's magic) and ``parse(f,
+size)``, which returns a :class:`~objstore.storage.formats.base.ParsedFile` or
+None when the file is not that format or lies about itself.
+
+Invariants every parser keeps (the fuzz tests check them on mutated files):
+
+- Detection is by content: a name never makes a file parse, nor stops it.
+- Nothing in a file is executed or resolved (no ``pickle.load``, no ``eval``);
+  time and memory are bounded by the file's size and fixed limits, whatever
+  its counts and lengths claim.
+- A parser returns None or a checked layout (:func:`~objstore.storage.formats.base.checked`:
+  tensors inside the file, apart, names unique). It raises nothing but OSError
+  from reading ``f``; :func:`parse` turns a parser's slip on a hostile file
+  (:data:`~objstore.storage.formats.base.MALFORMED`) into None too, so a file
+  that parses as no format is chunked plainly, never refused.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+from objstore.storage.formats import gguf, hdf5, numpy, onnx, safetensors, torch
+from objstore.storage.formats.base import DTYPE_SIZES, MALFORMED, ParsedFile, TensorInfo
+
+
+class Parser(Protocol):
+    """What a format module is (a module, or a class of static methods for a second format in one module)."""
+
+    FORMAT: str
+
+    def sniff(self, head: bytes, size: int) -> bool: ...
+
+    def parse(self, f: BinaryIO, size: int) -> ParsedFile | None: ...
+
+
+# The parsers, tried in this order; the first whose sniff and parse both accept a file wins.
+FORMATS: tuple[Parser, ...] = (
+    safetensors,
+    torch,
+    numpy,
+    numpy.Npz,
+    gguf,
+    hdf5,
+    onnx,
+)
+
+# How much of a file's start every sniff is shown.
+HEAD_BYTES = 4096
+
+__all__ = ["DTYPE_SIZES", "FORMATS", "HEAD_BYTES", "ParsedFile", "TensorInfo", "parse"]
+
+
+def parse(f: BinaryIO, size: int) -> ParsedFile | None:
+    """The layout of the ``size``-byte file ``f`` by the first format that takes it, or None."""
+    f.seek(0)
+    head = f.read(min(size, HEAD_BYTES))
+    for module in FORMATS:
+        if not module.sniff(head, size):
+            continue
+        try:
+            parsed: ParsedFile | None = module.parse(f, size)
+        except MALFORMED:
+            parsed = None
+        if parsed is not None:
+            return parsed
+    return None

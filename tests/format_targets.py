@@ -1,0 +1,77 @@
+"""Issue 16's store-level targets, measured the same way for every format's tests.
+
+A small transformer-shaped model (F32 embeddings, F16 attention, ~5 MiB) is written once as
+safetensors (the control) and once in the format under test by a writer the test passes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelgen import fine_tune, store_bytes, write_safetensors
+
+import objstore
+from objstore.storage.formats.base import TensorInfo
+from objstore.testing.tensorfiles import random_weights
+
+Tensors = dict[str, tuple[str, tuple[int, ...], bytes]]
+Writer = Callable[[Path, Tensors, int], Path]  # (path, tensors, bytes of extra metadata) -> path
+
+KiB = 1024
+CHANGED = [f"layers.1.attn.{p}.weight" for p in ("q", "k")]  # 2 of 9 tensors, 15% of the bytes
+
+
+def small_model(seed: int = 1, hidden: int = 384, vocab: int = 1024, layers: int = 2) -> Tensors:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tensors: Tensors = {"embed.weight": ("F32", (vocab, hidden), random_weights(rng, (vocab, hidden), "F32"))}
+    for i in range(layers):
+        for part in ("q", "k", "v", "o"):
+            tensors[f"layers.{i}.attn.{part}.weight"] = ("F16", (hidden, hidden),
+                                                          random_weights(rng, (hidden, hidden), "F16"))
+    return tensors
+
+
+def stored(store: Path, path: Path) -> int:
+    """How much logging ``path`` to ``store`` grows it."""
+    before = store_bytes(store) if store.exists() else 0
+    with objstore.init(project="p", entity="e", store=store) as run:
+        run.log_model(str(path), name="m")
+    return store_bytes(store) - before
+
+
+@dataclass(frozen=True)
+class Targets:
+    ratio: float  # stored / size of the format's file
+    control_ratio: float  # the same for the same tensors as safetensors
+    header_growth: float  # store growth from the header-change variant, as a fraction of the file
+    tune_growth: int  # store growth from the fine-tune, bytes
+    tune_bound: int  # changed bytes x ratio + 256 KiB
+
+
+def measure(tmp_path: Path, write: Writer, suffix: str) -> Targets:
+    """Every store-level target of issue 16 for the format ``write`` writes."""
+    base = small_model()
+    tuned = fine_tune(base, CHANGED, seed=2)
+    control = write_safetensors(tmp_path / "control.safetensors", base)
+    control_ratio = stored(tmp_path / "s0", control) / control.stat().st_size
+    original = write(tmp_path / f"base{suffix}", base, 0)
+    size = original.stat().st_size
+    ratio = stored(tmp_path / "s1", original) / size
+    header_growth = stored(tmp_path / "s1", write(tmp_path / f"header{suffix}", base, 12 * KiB)) / size
+    tune_growth = stored(tmp_path / "s1", write(tmp_path / f"tuned{suffix}", tuned, 0))
+    changed = sum(len(tuned[n][2]) for n in CHANGED)
+    return Targets(ratio, control_ratio, header_growth, tune_growth, int(changed * ratio) + 256 * KiB)
+
+
+def assert_targets(t: Targets) -> None:
+    assert abs(t.ratio - t.control_ratio) <= 0.01, t
+    assert t.header_growth <= 0.02, t
+    assert t.tune_growth <= t.tune_bound, t
+
+
+def names(tensors: tuple[TensorInfo, ...]) -> list[str]:
+    return [t.name for t in tensors]

@@ -1,0 +1,156 @@
+"""ONNX parsing on real models written by the onnx package, and on hostile files.
+
+The reference is onnx itself: each initializer's bytes at the offset the parser gives must be what
+``numpy_helper.to_array`` returns for it, and an external-data model's offsets and lengths must be
+the ones onnx wrote into it.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from format_targets import Tensors, assert_targets, measure
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from objstore.storage.formats import onnx as parser
+from objstore.storage.formats.base import ParsedFile
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+NUMPY_OF = {"F32": np.float32, "F16": np.float16}
+
+
+def model(initializers: list[object], doc: str = "") -> object:
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializer=initializers)
+    m = helper.make_model(graph, doc_string=doc)
+    return m
+
+
+def write_onnx(path: Path, tensors: Tensors, extra: int) -> Path:
+    """The tensors as a model's initializers; ``extra`` bytes of doc string, which comes before the graph."""
+    inits = [numpy_helper.from_array(np.frombuffer(raw, NUMPY_OF[dtype]).reshape(shape), name)
+             for name, (dtype, shape, raw) in tensors.items()]
+    onnx.save(model(inits, "d" * extra), str(path))
+    return path
+
+
+def mixed(rng: np.random.Generator) -> list[object]:
+    return [
+        numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w0"),
+        numpy_helper.from_array(rng.standard_normal((32,)).astype(np.float16), "b0"),
+        numpy_helper.from_array(rng.standard_normal((3, 5)).astype(np.float64), "d"),
+        numpy_helper.from_array(np.arange(7, dtype=np.int64), "shape"),
+        numpy_helper.from_array(np.zeros((0, 4), np.float32), "empty"),
+        helper.make_tensor("listed", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0]),  # float_data, not raw: plain
+        helper.make_tensor("names", TensorProto.STRING, [2], [b"a", b"b"]),
+    ]
+
+
+def parse_path(path: Path) -> ParsedFile | None:
+    with open(path, "rb") as f:
+        return parser.parse(f, path.stat().st_size)
+
+
+def parse_bytes(data: bytes) -> ParsedFile | None:
+    return parser.parse(io.BytesIO(data), len(data))
+
+
+def test_initializers_are_where_onnx_keeps_them(tmp_path: Path) -> None:
+    m = model(mixed(np.random.default_rng(0)))
+    path = tmp_path / "m.onnx"
+    onnx.save(m, str(path))
+    p = parse_path(path)
+    assert p is not None and p.format == "onnx"
+    data = path.read_bytes()
+    arrays = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert [t.name for t in p.tensors] == ["w0", "b0", "d", "shape", "empty"]
+    for t in p.tensors:
+        assert data[t.offset:t.offset + t.length] == arrays[t.name].tobytes()
+        assert t.shape == arrays[t.name].shape
+    assert {t.name: t.dtype for t in p.tensors} == {"w0": "F32", "b0": "F16", "d": "F64", "shape": "I64", "empty": "F32"}
+
+
+def test_external_data_offsets_are_the_ones_onnx_wrote(tmp_path: Path) -> None:
+    m = model(mixed(np.random.default_rng(1)))
+    arrays = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type != TensorProto.STRING}
+    path = tmp_path / "e.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="e.onnx.data",
+              size_threshold=0)
+    p = parse_path(path)
+    assert p is not None and p.tensors == ()  # the model file holds no tensor bytes now
+    with open(path, "rb") as f:
+        ext = parser.external_tensors(f, path.stat().st_size)
+    assert ext is not None
+    side = (tmp_path / "e.onnx.data").read_bytes()
+    assert {e.location for e in ext} == {"e.onnx.data"}
+    assert {e.tensor.name for e in ext} == {"w0", "b0", "d", "shape", "empty"}  # float_data stays inline
+    for e in ext:
+        t = e.tensor
+        assert side[t.offset:t.offset + t.length] == arrays[t.name].tobytes()
+
+
+def test_other_files_are_not_onnx(tmp_path: Path) -> None:
+    assert parse_bytes(b"") is None
+    assert parse_bytes(b"\x08\x07") is None  # an ir_version and no graph
+    assert parse_bytes(b"\x08\x07\x3a\x00") is not None  # an empty graph is a model without initializers
+    assert parse_bytes(b"GGUF" + bytes(60)) is None
+    assert parse_bytes(bytes(range(256)) * 4) is None
+
+
+def small(tmp_path: Path) -> bytes:
+    path = tmp_path / "s.onnx"
+    onnx.save(model(mixed(np.random.default_rng(2))), str(path))
+    return path.read_bytes()
+
+
+def test_every_truncation_is_refused(tmp_path: Path) -> None:
+    data = small(tmp_path)
+    for cut in range(0, len(data) - 1, 11):
+        assert parse_bytes(data[:cut]) is None, cut
+
+
+def test_lies_are_refused(tmp_path: Path) -> None:
+    data = small(tmp_path)
+    p = parse_bytes(data)
+    assert p is not None
+    w0 = p.tensors[0]
+    # raw_data's length varint sits just before its bytes: 8192 = 0x80 0x40.
+    assert data[w0.offset - 2:w0.offset] == b"\x80\x40"
+    for forged in (
+        data[:w0.offset - 2] + b"\x81\x40" + data[w0.offset:],  # raw_data one byte longer than its shape
+        data[:w0.offset - 2] + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f" + data[w0.offset:],  # absurd length
+        data[:w0.offset - 2] + b"\x80" * 11 + data[w0.offset:],  # a varint that never ends
+        data + b"\x3a\x00",  # a second graph
+        data + b"\x0b",  # a group (wire type 3): not in proto3
+    ):
+        started = time.process_time()
+        assert parse_bytes(forged) is None
+        assert time.process_time() - started < 1.0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1, max_size=8))
+def test_fuzz_mutated_files_parse_consistently_or_not_at_all(tmp_path: Path, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(small(tmp_path))
+    for pos, byte in edits:
+        data[pos % len(data)] = byte
+    p = parse_bytes(bytes(data))
+    if p is not None:
+        end = 0
+        for t in p.tensors:
+            assert end <= t.offset and t.offset + t.length <= len(data)
+            end = t.offset + t.length
+
+
+# --- issue 16's store-level targets --------------------------------------------------------------------
+
+def test_store_targets(tmp_path: Path) -> None:
+    assert_targets(measure(tmp_path, write_onnx, ".onnx"))
