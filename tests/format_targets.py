@@ -52,14 +52,16 @@ class Targets:
     tune_bound: int  # changed bytes x ratio + 256 KiB
 
 
-def measure(tmp_path: Path, write: Writer, suffix: str) -> Targets:
-    """Every store-level target of issue 16 for the format ``write`` writes."""
+def measure(tmp_path: Path, write: Writer, suffix: str, size_of: Callable[[Path], int] = lambda p: p.stat().st_size
+            ) -> Targets:
+    """Every store-level target of issue 16 for the format ``write`` writes (a file, or a directory
+    ``size_of`` measures)."""
     base = small_model()
     tuned = fine_tune(base, CHANGED, seed=2)
     control = write_safetensors(tmp_path / "control.safetensors", base)
     control_ratio = stored(tmp_path / "s0", control) / control.stat().st_size
     original = write(tmp_path / f"base{suffix}", base, 0)
-    size = original.stat().st_size
+    size = size_of(original)
     ratio = stored(tmp_path / "s1", original) / size
     header_growth = stored(tmp_path / "s1", write(tmp_path / f"header{suffix}", base, 12 * KiB)) / size
     tune_growth = stored(tmp_path / "s1", write(tmp_path / f"tuned{suffix}", tuned, 0))
