@@ -43,7 +43,10 @@ from .context import (
 @json_option
 @pass_state
 def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | None, as_json: bool) -> None:
-    """Compare two versions: files added, removed, changed; tensors of safetensors files.
+    """Compare two versions: files added, removed, changed; for tensor files
+    (safetensors, torch.save, .npy/.npz, GGUF, HDF5, ONNX) the tensors added,
+    removed or changed, and how far each changed float tensor moved
+    (relative L2 change, ||new - old|| / ||old||; n/a for other dtypes).
 
     \b
     Example:
@@ -65,7 +68,8 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
             elif t.change == "removed":
                 detail = f"{t.old_dtype} {list(t.old_shape or ())}"
             elif t.change == "values":
-                detail = f"{t.new_dtype} {list(t.new_shape or ())}"
+                moved = "n/a" if t.relative_l2 is None else f"{t.relative_l2:.3g}"
+                detail = f"{t.new_dtype} {list(t.new_shape or ())}, relative L2 change {moved}"
             else:
                 detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
             click.echo(f"     tensor {t.name}: {t.change} ({detail})")

@@ -1,20 +1,31 @@
-"""Comparing two versions: files added, removed and changed, and for safetensors
-files which tensors were added, removed or changed in shape, dtype or values.
+"""Comparing two versions: files added, removed and changed, and for tensor
+files (every format :mod:`objstore.storage.formats` parses: safetensors, torch.save
+checkpoints, ``.npy``/``.npz``, GGUF, HDF5, ONNX) which tensors were added, removed
+or changed in shape, dtype or values, by the format's own tensor names.
 
-Tensors are compared by the chunk ids of their byte ranges (safetensors
-segmentation puts chunk boundaries on tensor edges), so nothing but the header
-chunks is ever read: equal chunk ids mean equal bytes.
+Tensors are compared by the chunk ids of their byte ranges (segmentation puts
+chunk boundaries on tensor edges), so equal chunk ids mean equal bytes and no
+unchanged tensor is ever read. Reading a layout reads only what its parser reads
+(a safetensors header; a zip's directory and pickle), through
+:class:`~objstore.files.lazytensors.StoredFile`. A tensor whose values changed
+and whose dtype is a float (F16, BF16, F32, F64) is read from both versions, a
+block at a time, for its relative L2 change ``‖b − a‖ / ‖a‖``; it is None for
+other dtypes, a zero ``a``, or values that are not finite.
 """
 
 from __future__ import annotations
 
-import io
+import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from objstore.files.lazytensors import StoredFile, float_blocks
 from objstore.model.inventory import ContentWalker
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
-from objstore.storage.formats.safetensors import read_safetensors_header
+from objstore.storage import formats
+from objstore.storage.formats.base import TensorInfo
 from objstore.storage.ids import ObjectId
 from objstore.storage.objects import FILE, FileObject, TreeEntry
 from objstore.storage.trees import walk_tree
@@ -22,7 +33,8 @@ from objstore.storage.trees import walk_tree
 
 @dataclass(frozen=True, slots=True)
 class TensorChange:
-    """``change``: added, removed, dtype, shape or values (dtype and shape win over values)."""
+    """``change``: added, removed, dtype, shape or values (dtype and shape win over values).
+    ``relative_l2``: for a values change of a float tensor, ``‖new − old‖ / ‖old‖``."""
 
     name: str
     change: str
@@ -30,18 +42,20 @@ class TensorChange:
     new_dtype: str | None = None
     old_shape: tuple[int, ...] | None = None
     new_shape: tuple[int, ...] | None = None
+    relative_l2: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name, "change": self.change,
             "old": None if self.old_dtype is None else {"dtype": self.old_dtype, "shape": list(self.old_shape or ())},
             "new": None if self.new_dtype is None else {"dtype": self.new_dtype, "shape": list(self.new_shape or ())},
+            "relative_l2": self.relative_l2,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class MetadataChange:
-    """One key of a safetensors header's ``__metadata__`` added (old None), removed (new None) or changed."""
+    """One key of a tensor file's metadata (safetensors' ``__metadata__``) added (old None), removed (new None) or changed."""
 
     key: str
     old: str | None
@@ -54,8 +68,8 @@ class MetadataChange:
 @dataclass(frozen=True, slots=True)
 class FileChange:
     """``status``: added, removed, changed or renamed. ``tensors`` and ``metadata``
-    (the header's ``__metadata__`` keys that differ) are set when both sides are
-    safetensors; ``old_path`` when the file had another name in A. A file whose
+    (the format's metadata keys that differ) are set when both sides are tensor
+    files of one format; ``old_path`` when the file had another name in A. A file whose
     tensors are all equal differs in its header: ``metadata`` says how, or
     neither list has an entry when only the header's layout changed."""
 
@@ -133,41 +147,43 @@ def _changed(store: Store, walker: ContentWalker, path: str, ea: TreeEntry, eb: 
     tensors = metadata = None
     if ea.kind == FILE and eb.kind == FILE and ea.id and eb.id:
         fa, fb = walker.file(ea.id), walker.file(eb.id)
-        ha, hb = _header(store, fa), _header(store, fb)
-        if ha is not None and hb is not None:
-            tensors = _tensor_changes(ha[0], hb[0], fa != fb)
-            metadata = tuple(MetadataChange(k, ha[1].get(k), hb[1].get(k))
-                             for k in sorted(ha[1].keys() | hb[1].keys()) if ha[1].get(k) != hb[1].get(k))
+        la, lb = _layout(store, fa), _layout(store, fb)
+        if la is not None and lb is not None and la.format == lb.format:
+            tensors = tuple(_with_l2(store, fa, la, fb, lb, c) for c in _tensor_changes(la.tensors, lb.tensors, fa != fb))
+            metadata = tuple(MetadataChange(k, la.metadata.get(k), lb.metadata.get(k))
+                             for k in sorted(la.metadata.keys() | lb.metadata.keys()) if la.metadata.get(k) != lb.metadata.get(k))
     return FileChange(path, "changed", ea.size, eb.size, tensors, old_path, metadata)
 
 
 @dataclass(frozen=True, slots=True)
 class _Tensor:
-    dtype: str
-    shape: tuple[int, ...]
+    info: TensorInfo
     chunks: tuple[ObjectId, ...] | None  # None when chunk edges do not match the tensor's range
 
+    @property
+    def dtype(self) -> str:
+        return self.info.dtype
 
-def _header(store: Store, fobj: FileObject) -> tuple[dict[str, _Tensor], dict[str, str]] | None:
-    """Each tensor of a stored safetensors file with the chunks holding its bytes,
-    and the header's ``__metadata__``; None if the file is not safetensors. Reads
-    only the header's chunks."""
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.info.shape
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    format: str
+    tensors: dict[str, _Tensor]
+    metadata: dict[str, str]
+
+
+def _layout(store: Store, fobj: FileObject) -> _Layout | None:
+    """Each tensor of a stored tensor file with the chunks holding its bytes, and the
+    format's metadata; None if no format parses it. Reads only what the parser reads."""
     if not fobj.chunks:
         return None
-    header = bytearray()
-    needed = 8
-    for cid, _ in fobj.chunks:
-        header += store.odb.get_chunk(cid)  # one chunk at a time: never a tensor's bytes beyond the header's
-        if len(header) >= 8 and needed == 8:
-            needed = 8 + int.from_bytes(header[:8], "little")
-            if needed > 100 * 1024 * 1024 + 8 or needed > fobj.size:
-                return None
-        if len(header) >= needed:
-            break
-    parsed = read_safetensors_header(io.BytesIO(bytes(header)), fobj.size)
+    parsed = formats.parse(StoredFile(store.odb, fobj).binary(), fobj.size)
     if parsed is None:
         return None
-    _, tensors, meta = parsed
     starts = []
     pos = 0
     for cid, n in fobj.chunks:
@@ -175,7 +191,7 @@ def _header(store: Store, fobj: FileObject) -> tuple[dict[str, _Tensor], dict[st
         pos += n
     out: dict[str, _Tensor] = {}
     i = 0
-    for t in tensors:  # sorted by offset
+    for t in parsed.tensors:  # sorted by offset
         while i < len(starts) and starts[i][1] <= t.offset:
             i += 1
         j, ids = i, []
@@ -185,8 +201,24 @@ def _header(store: Store, fobj: FileObject) -> tuple[dict[str, _Tensor], dict[st
             j += 1
         if t.length and (j == 0 or starts[j - 1][1] != t.offset + t.length):
             aligned = False
-        out[t.name] = _Tensor(t.dtype, t.shape, tuple(ids) if aligned else None)
-    return out, meta
+        out[t.name] = _Tensor(t, tuple(ids) if aligned else None)
+    return _Layout(parsed.format, out, parsed.metadata)
+
+
+def _with_l2(store: Store, fa: FileObject, la: _Layout, fb: FileObject, lb: _Layout, change: TensorChange) -> TensorChange:
+    """``change`` with its relative L2 change, for a values change of a float tensor."""
+    if change.change != "values" or change.new_dtype not in ("F16", "BF16", "F32", "F64"):
+        return change
+    a, b = la.tensors[change.name].info, lb.tensors[change.name].info
+    if a.length != b.length:
+        return change
+    diff2 = norm2 = 0.0
+    for xa, xb in zip(float_blocks(store.odb, fa, a), float_blocks(store.odb, fb, b)):
+        diff2 += float(np.dot(xb - xa, xb - xa))
+        norm2 += float(np.dot(xa, xa))
+    l2 = math.sqrt(diff2 / norm2) if norm2 > 0 else math.nan
+    return TensorChange(change.name, change.change, change.old_dtype, change.new_dtype, change.old_shape, change.new_shape,
+                        l2 if math.isfinite(l2) else None)
 
 
 def _tensor_changes(ta: dict[str, _Tensor], tb: dict[str, _Tensor], files_differ: bool) -> tuple[TensorChange, ...]:

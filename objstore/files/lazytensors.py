@@ -1,7 +1,9 @@
-"""Lazy tensor reads from a safetensors file in the store: only the chunks a tensor needs.
+"""Lazy tensor reads from a tensor file in the store: only the chunks a tensor needs.
 
 Shaped like ``safetensors.safe_open(path, framework="np")``, from a logged
-version (:meth:`objstore.Artifact.safe_open`)::
+version (:meth:`objstore.Artifact.safe_open`), for a safetensors file and for any
+other format :mod:`objstore.storage.formats` parses (torch.save checkpoints,
+``.npy``/``.npz``, GGUF, HDF5, ONNX …: its tensors as that parser names them)::
 
     with art.safe_open("model.safetensors") as f:
         f.keys(), f.metadata()
@@ -16,8 +18,16 @@ Invariants:
   format's one parser (:func:`~objstore.storage.formats.safetensors.parse_safetensors_header`)
   and checked as a whole before any tensor is read: every tensor inside the
   file and apart from the others, every shape exactly filling its byte range,
-  ``__metadata__`` a str -> str map. A file that fails is a
-  :class:`~objstore.errors.NotSafetensors` naming what is wrong.
+  ``__metadata__`` a str -> str map. A file that is no safetensors file is
+  parsed through :class:`StoredFile` (a file object over the stored chunks:
+  each read fetches and verifies only the chunks it touches) by the other
+  formats' parsers, which read their own headers and indexes that way. A file
+  no parser takes is a :class:`~objstore.errors.NotSafetensors` naming what is
+  wrong with it as safetensors.
+- Other formats: a tensor the parser could not give as one contiguous range
+  (a torch storage shared by several views, a chunked HDF5 dataset) is not
+  listed, or listed under its storage's name (``storage 3``); ``metadata()`` is
+  the format's string metadata.
 - A tensor (or a slice of rows) is read through
   :meth:`~objstore.storage.odb.ObjectDatabase.read_file_ranges`: only the chunks
   covering its bytes, neighbours in one pack in one ranged request, each chunk
@@ -36,15 +46,18 @@ Invariants:
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
 from objstore.errors import CorruptObject, InvalidInput, NotFound, NotSafetensors
 from objstore.files.materialize import read_file_object
+from objstore.storage import formats
 from objstore.storage.formats.base import DTYPE_SIZES, TensorInfo
 from objstore.storage.formats.safetensors import parse_safetensors_header, safetensors_header_length
 from objstore.storage.objects import FILE, FileObject, TreeEntry
@@ -202,8 +215,92 @@ def open_safetensors(odb: ObjectDatabase, entry: TreeEntry, where: str, framewor
     return SafetensorsFile(odb, fobj, where)
 
 
+class StoredFile(io.RawIOBase):
+    """A stored file as a read-only, seekable binary file, for parsers: each read
+    fetches (and verifies) only the chunks it touches; the span of chunks last
+    fetched is kept, so a parser's small reads inside one chunk cost one fetch."""
+
+    def __init__(self, odb: ObjectDatabase, fobj: FileObject, offsets: np.ndarray | None = None) -> None:
+        super().__init__()
+        self._odb = odb
+        self._fobj = fobj
+        self._offsets = file_offsets(fobj) if offsets is None else offsets
+        self._pos = 0
+        self._span_start = 0
+        self._span = np.zeros(0, np.uint8)
+
+    def binary(self) -> BinaryIO:
+        """This file as the parsers' ``BinaryIO`` (what it is, by the methods they call)."""
+        return cast(BinaryIO, self)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._fobj.size}[whence]
+        if base + pos < 0:
+            raise OSError(f"seek to {base + pos}, before the file's start")
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        start, end = self._pos, min(self._pos + len(view), self._fobj.size)
+        if start >= end:
+            return 0
+        if not (self._span_start <= start and end <= self._span_start + len(self._span)):
+            first = int(np.searchsorted(self._offsets, start, side="right")) - 1
+            last = int(np.searchsorted(self._offsets, end, side="left"))
+            lo, hi = int(self._offsets[first]), int(self._offsets[last])
+            (self._span,) = self._odb.read_file_ranges(self._fobj, [(lo, hi - lo)], offsets=self._offsets)
+            self._span_start = lo
+        view[:end - start] = self._span[start - self._span_start:end - self._span_start].data
+        self._pos = end
+        return end - start
+
+
+def float_blocks(odb: ObjectDatabase, fobj: FileObject, info: TensorInfo, offsets: np.ndarray | None = None,
+                 block: int = 1 << 20) -> Iterator[np.ndarray]:
+    """The values of float tensor ``info`` (F16, BF16, F32, F64) as float64 arrays of at
+    most ``block`` elements, in order, read from the store a block at a time (bounded
+    memory whatever the tensor's size). ValueError for any other dtype."""
+    code = {"F16": "<f2", "BF16": "<u2", "F32": "<f4", "F64": "<f8"}.get(info.dtype)
+    if code is None:
+        raise ValueError(f"{info.dtype} is not a float dtype")
+    dtype = np.dtype(code)
+    n = info.length // dtype.itemsize
+    offsets = file_offsets(fobj) if offsets is None else offsets
+    for i in range(0, n, block):
+        count = min(block, n - i)
+        (raw,) = odb.read_file_ranges(fobj, [(info.offset + i * dtype.itemsize, count * dtype.itemsize)], offsets=offsets)
+        words = raw.view(dtype)
+        if info.dtype == "BF16":  # bfloat16 is the top half of a float32
+            yield (words.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            yield words.astype(np.float64)
+
+
 def _read_header(odb: ObjectDatabase, fobj: FileObject, offsets: np.ndarray, where: str) -> _Header:
-    """Read and check the header: the first chunk, then the rest if the length says so."""
+    """Read and check the header: a safetensors one (below), else the layout another format's parser reads."""
+    try:
+        return _read_safetensors_header(odb, fobj, offsets, where)
+    except NotSafetensors as exc:
+        parsed = formats.parse(StoredFile(odb, fobj, offsets).binary(), fobj.size) if fobj.size else None
+        if parsed is None or parsed.format == "safetensors":
+            raise exc from None
+    for t in parsed.tensors:
+        _check_tensor(t)
+    return _Header({t.name: t for t in parsed.tensors}, dict(parsed.metadata))
+
+
+def _read_safetensors_header(odb: ObjectDatabase, fobj: FileObject, offsets: np.ndarray, where: str) -> _Header:
+    """Read and check a safetensors header: the first chunk, then the rest if the length says so."""
     size = fobj.size
     if size < 8:
         raise NotSafetensors(f"{size} bytes is too short for a safetensors header", path=where)
