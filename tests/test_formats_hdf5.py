@@ -252,11 +252,11 @@ def write_h5(path: Path, tensors: Tensors, extra: int) -> Path:
 
 
 def test_store_targets_h5(tmp_path: Path) -> None:
-    assert_targets(measure(tmp_path, write_h5, ".h5"))
+    assert_targets(measure(tmp_path, write_h5, ".h5"), lambda name: f"layers/{name}/vars/0")
 
 
 def test_store_targets_keras(tmp_path: Path) -> None:
     def write(path: Path, tensors: Tensors, extra: int) -> Path:
         return write_keras(path, write_h5(path.with_suffix(".weights.h5"), tensors, extra))
 
-    assert_targets(measure(tmp_path, write, ".keras"))
+    assert_targets(measure(tmp_path, write, ".keras"), lambda name: f"layers/{name}/vars/0")

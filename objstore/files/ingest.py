@@ -473,7 +473,7 @@ def _read_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
     try:
         st, read_start = _settled_stat(fd) if keeping else (os.fstat(fd), time.time_ns())
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-            segments = segment_file(f, st.st_size)
+            segments = segment_file(f, st.st_size, path)
         n_workers = default_workers() if workers is None else workers
         if reuse is not None:
             reuse.plan(fd, segments)
@@ -682,7 +682,7 @@ def iter_file_chunks(path: Path, chunker: Chunker) -> Iterator[tuple[ObjectId, i
     try:
         size = os.fstat(fd).st_size
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
-            segments = segment_file(f, size)
+            segments = segment_file(f, size, Path(path))
         yield from _sequential(fd, segments, chunker, None, None)
     finally:
         os.close(fd)

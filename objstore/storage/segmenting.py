@@ -14,6 +14,7 @@ order, each byte once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from objstore.storage import formats
@@ -38,9 +39,12 @@ class Segment:
         return DTYPE_SIZES.get(self.dtype, 1) if self.dtype else 1
 
 
-def segment_file(f: BinaryIO, size: int) -> list[Segment]:
-    """The segments of a file of ``size`` bytes, in order, covering every byte once."""
+def segment_file(f: BinaryIO, size: int, path: Path | None = None) -> list[Segment]:
+    """The segments of a file of ``size`` bytes, in order, covering every byte once; ``path``, where the
+    file is, lets a file of bare tensors be segmented by the file beside it that describes it."""
     parsed = formats.parse(f, size)
+    if parsed is None and path is not None:
+        parsed = formats.parse_side_file(path, size)
     f.seek(0)
     if parsed is None:
         return [Segment(0, size)] if size else []

@@ -20,6 +20,7 @@ Invariants every parser keeps (the fuzz tests check them on mutated files):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from objstore.storage.formats import gguf, hdf5, numpy, onnx, safetensors, torch
@@ -67,3 +68,12 @@ def parse(f: BinaryIO, size: int) -> ParsedFile | None:
         if parsed is not None:
             return parsed
     return None
+
+
+def parse_side_file(path: Path, size: int) -> ParsedFile | None:
+    """The layout of ``path``, a file of bare tensors with no header of its own, as a file beside it
+    describes it (ONNX external data: :func:`~objstore.storage.formats.onnx.side_file`), or None."""
+    try:
+        return onnx.side_file(path, size)
+    except MALFORMED:
+        return None

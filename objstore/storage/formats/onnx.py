@@ -17,7 +17,8 @@ as a whole must be well-formed protobuf ending exactly at its size, with an ``ir
 ``float_data`` and friends (not raw) and the initializers of subgraphs (If/Loop bodies) stay in the
 plain segments. :func:`external_tensors` reads the layout of an external-data side file (a file
 of bare tensors, which no parser can tell apart from noise by itself) from the ``.onnx`` that names
-it.
+it, and :func:`side_file` finds that model beside a side file, so ingest segments the side file by
+the model's offsets whenever both are in one directory.
 
 Bounded on hostile input: lengths are checked against the bytes left before anything is read,
 the nesting is fixed (model → graph → tensor → entry), and at most :data:`MAX_FIELDS` fields are
@@ -27,7 +28,9 @@ walked in all.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from objstore.storage.formats.base import ParsedFile, TensorInfo, checked
@@ -155,6 +158,31 @@ def external_tensors(f: BinaryIO, size: int) -> list[ExternalTensor] | None:
             return None  # a length is required to know the tensor: the model lies or is partial
         out.append(ExternalTensor(TensorInfo(t.name, t.dtype, t.shape, offset, length), t.external["location"]))
     return out
+
+
+def side_file(path: Path, size: int) -> ParsedFile | None:
+    """The layout of ``path`` (``size`` bytes) as an external-data file of the ONNX model beside it, or None.
+
+    The model is looked for where onnx's and the exporters' naming puts it: the side file's name cut
+    after its first ``.onnx`` (``model.onnx.data``, ``model.onnx_data`` → ``model.onnx``), one
+    ``stat`` for any other file. Only initializers whose location is exactly this file's name are
+    taken; the model is opened without following a symlink and only parsed, so at worst a stale or
+    hostile model makes the side file's segments plain (:func:`checked` still bounds them to the file).
+    """
+    cut = path.name.find(".onnx")
+    if cut < 0 or path.name == path.name[:cut + 5]:
+        return None
+    model = path.with_name(path.name[:cut + 5])
+    try:
+        fd = os.open(model, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        ext = external_tensors(f, os.fstat(fd).st_size)
+    if not ext:
+        return None
+    mine = [e.tensor for e in ext if e.location in (path.name, f"./{path.name}")]
+    return checked(FORMAT, mine, {"external_data_of": model.name}, size) if mine else None
 
 
 def _model(f: BinaryIO, size: int) -> tuple[list[_Tensor], dict[str, str]] | None:
