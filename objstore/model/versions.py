@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +64,15 @@ from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
+    REFS,
     alias_ref,
+    aliases_prefix,
+    case_twin,
     collection_prefix,
     digest_ref,
     has_ref_shape,
     parse_ref_key,
+    ref_display,
     ref_key_parts,
     refs_prefix,
     version_ref,
@@ -371,6 +375,8 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     latest_raw = store.refs.read_raw(latest_key)
     latest = _latest_entry(store, coll, latest_raw)
     mine: ResolvedVersion | None = None
+    if existing is None and latest[0] < 0:  # perhaps a new collection: its name must have no case twin
+        refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
     if existing is None:
         n = latest[0] + 1
         while True:
@@ -607,7 +613,9 @@ def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, 
     entry's number, when the caller knows it (else read from the entry)."""
     _check_movable(alias)
     number = _entry_index(store, oid) if index is None else index
-    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    refuse_case_twin(store, [ref], [aliases_prefix(coll.entity, coll.project, coll.name)])
+    store.refs.set(ref, oid, f"alias {alias} -> v{number}")
 
 
 def remove_alias_from(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, attempts: int = 100) -> bool:
@@ -636,6 +644,40 @@ def delete_alias(store: Store, coll: CollectionPath, alias: str) -> None:
     if store.refs.read(ref) is None:
         raise NotFound(f"{coll} has no alias {alias!r}", key=ref)
     store.refs.set(ref, None, f"alias {alias} removed")
+
+
+def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = ()) -> None:
+    """InvalidName if two of ``keys`` (refs about to be made), or one and a ref
+    under the prefixes ``within``, would share one place on a case-insensitive file
+    system (:func:`objstore.storage.keys.case_twin`). Where a key's project holds
+    no ref yet, its entity and project names are new too and every ref is looked
+    at. A listing per prefix (a one-request probe for a project not listed): called
+    only where collections, aliases or runs are first made, here or by a transfer."""
+    keys = list(keys)
+    listed = {prefix: list(store.refs.iter_names(prefix)) for prefix in dict.fromkeys(within)}
+    existing = [k for held in listed.values() for k in held]
+    projects = {refs_prefix(r.entity, r.project) for r in map(parse_ref_key, keys) if r is not None}
+    if any(not _holds_refs(store, project, listed) for project in projects):
+        existing = list(store.refs.iter_names(REFS))
+    twin = case_twin([*existing, *keys])
+    if twin is not None:
+        raise InvalidName(f"{twin.name!r} differs only in case from {twin.twin!r} ({ref_display(twin.existing)}): "
+                          "on a case-insensitive file system (macOS, Windows) the two would share one place, "
+                          f"so a store refuses the second; use {twin.twin!r} or another name")
+
+
+def _holds_refs(store: Store, project: str, listed: dict[str, list[str]]) -> bool:
+    if any(held for prefix, held in listed.items() if prefix.startswith(project)):
+        return True
+    return project not in listed and next(iter(store.refs.iter_names(project)), None) is not None
+
+
+def refuse_arriving_case_twins(store: Store, arriving: Iterable[str]) -> None:
+    """:func:`refuse_case_twin` for refs a transfer is about to write into ``store``,
+    against the refs of their projects there."""
+    refs = [r for r in map(parse_ref_key, arriving) if r is not None]
+    if refs:
+        refuse_case_twin(store, [r.key for r in refs], [refs_prefix(r.entity, r.project) for r in refs])
 
 
 def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, str]]:

@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from objstore.console import say
-from objstore.errors import Conflict, CorruptObject, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidName, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets
+from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets, refuse_arriving_case_twins
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.storage.objects import (
@@ -67,6 +67,10 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     tracked = tracking.read_all(prefixes)
     if names:
         add_run_refs(runs_of(remote, theirs), tracked, tracking, (theirs, remote))
+    try:  # before anything is copied: refs that could not live beside this store's refs everywhere are not taken
+        refuse_arriving_case_twins(local, theirs)
+    except InvalidName as exc:
+        raise InvalidName(f"{result.remote}: {exc.args[0]}; nothing was changed here") from exc
     copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)

@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from objstore.console import say
-from objstore.errors import Conflict, NonFastForward, NotFound
+from objstore.errors import Conflict, InvalidName, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
+from objstore.model.versions import advance_latest, create_digest_ref, digest_targets, refuse_arriving_case_twins
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
@@ -48,6 +48,10 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     label = remote_label or remote.location
     run = _Push(local, remote, tracking, force, label, TransferResult("push", label))
     _read_sides(run, names)
+    try:
+        refuse_arriving_case_twins(remote, (k for k in run.mine if k not in run.theirs))
+    except InvalidName as exc:
+        raise InvalidName(f"push refused: {label}: {exc.args[0]}; nothing was sent") from exc
     _plan_versions(run)
     _plan_moves(run)
     _send_objects(run, progress)
