@@ -246,7 +246,11 @@ def aliases_for(store: Store, coll: CollectionPath, oid: ObjectId) -> list[str]:
 
 
 def collection_exists(store: Store, coll: CollectionPath) -> bool:
-    return store.refs.exists(version_ref(coll.entity, coll.project, coll.name, 0))
+    """Whether ``coll`` holds a version: v0 does, else (v0 deleted) ``latest`` names one.
+    One read for most collections; a deleted collection (objstore.model.deletion)
+    has tombstones for versions and no ``latest``."""
+    raw = store.refs.read_raw(version_ref(coll.entity, coll.project, coll.name, 0))
+    return bool(raw) or (raw is not None and store.refs.read(alias_ref(coll.entity, coll.project, coll.name, LATEST)) is not None)
 
 
 def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:

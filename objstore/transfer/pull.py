@@ -24,7 +24,7 @@ from objstore.storage.objects import (
 )
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
-from objstore.transfer.deletions import carry_deletions, deleted_at_source
+from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
 from objstore.transfer.sync import (
     Progress,
     TransferResult,
@@ -261,11 +261,11 @@ def _same_entry(run: _Pull, coll: CollectionPath, idx: int, mine: ObjectId, thei
     both had that one side deleted (a deletion is never undone by a pull)."""
     if mine == theirs:
         return True
-    if mine == TOMBSTONE:  # deleted here: theirs if we had fetched it before
-        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
-        return ref_value(seen) == ref_value(encode_value(theirs))
+    key = version_ref(coll.entity, coll.project, coll.name, idx)
+    if mine == TOMBSTONE:  # deleted here: theirs if we had fetched it before, or held it (our reflog)
+        return ref_value(run.tracked.get(key)) == ref_value(encode_value(theirs)) or deleted_in_reflog(run.local, key, theirs)
     if theirs == TOMBSTONE:  # deleted there: ours if the remote ever held it (the object names its number)
-        return run.remote.odb.has_object(mine)
+        return run.remote.odb.has_object(mine) or deleted_in_reflog(run.remote, key, mine)
     return False
 
 
@@ -357,8 +357,9 @@ def _carry_deletions(run: _Pull) -> None:
     """Delete here what the remote deleted, where this store holds the version the
     remote held (after the alias merge, which removed the aliases it deleted)."""
     def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
-        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
-        return ref_value(seen) == ref_value(encode_value(oid)) or run.remote.odb.has_object(oid)
+        key = version_ref(coll.entity, coll.project, coll.name, idx)
+        return (ref_value(run.tracked.get(key)) == ref_value(encode_value(oid)) or run.remote.odb.has_object(oid)
+                or deleted_in_reflog(run.remote, key, oid))
 
     if not any(c.deleted for c in run.their_colls.values()):
         return  # nothing deleted there: no need to read our refs again

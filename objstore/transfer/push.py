@@ -19,7 +19,7 @@ from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
-from objstore.transfer.deletions import carry_deletions, deleted_at_source
+from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
     CollectionRefs,
@@ -225,8 +225,8 @@ def _carry_deletions(run: _Push) -> None:
     """Delete on the remote what was deleted here, where the remote holds what we
     last saw it hold there (after the alias moves, which removed the aliases we deleted)."""
     def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
-        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
-        return ref_value(seen) == ref_value(encode_value(oid))
+        key = version_ref(coll.entity, coll.project, coll.name, idx)
+        return ref_value(run.tracked.get(key)) == ref_value(encode_value(oid)) or deleted_in_reflog(run.local, key, oid)
 
     deleted = carry_deletions(run.remote, deleted_at_source(run.my_colls, run.their_colls, knew), run.result,
                               f"deleted in {run.local.refs.who}'s store (push)", run.label)
