@@ -406,7 +406,7 @@ def _report_kept_and_renumbered(run: _Pull) -> None:
         if (ref := parse_ref(key)) is not None and ref.kind == "version":
             continue  # a deletion kept: said already
         if key.startswith(ANNOTATIONS):
-            say(f"kept local {key}: edited both here and on {run.label} (or newer here); edit it again to settle it")
+            say(f"kept local {key}: edited both here and on {run.label}, later here (the later edit wins); a push takes it there")
         else:
             say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
 

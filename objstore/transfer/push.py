@@ -62,7 +62,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
                                  run.result)
     for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # kept refs were said already
-        say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
+        say(f"kept {label}'s {key}: edited both there and here, later there (the later edit wins); a pull takes it here")
     tracking.update(run.final, run.tracked)
     finish_stats(run.result, remote, before, started)
     return run.result
