@@ -83,7 +83,8 @@ def test_a_second_name_differing_only_in_case_is_refused_where_it_is_first_made(
         run.log({"loss": 1.0})
     with pytest.raises(InvalidName, match="'run-1' differs only in case from 'Run-1'"):
         objstore.init(entity="team", project="proj", id="run-1", store=store)
-    # Nothing of the refused ones was written; the exact names go on working.
+    # No collection or alias of the refused ones was written (a refused log leaves
+    # its run's record, as a failed run); the exact names go on working.
     assert [c.name for c in objstore.Api(store=store).artifact_collections("team/proj", "model")] == ["MNIST"]
     _log(store, model, "MNIST", aliases=["Best"])
     _log(store, model, "mnist", project="other")  # another project: another directory

@@ -18,7 +18,6 @@ from objstore.api.runinfo import record_at
 from objstore.errors import Conflict, InvalidInput
 from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
-from objstore.model.versions import refuse_case_twin
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import RunRecord
@@ -38,7 +37,6 @@ class Written:
 def create_record(store: Store, record: RunRecord) -> Written:
     """Store ``record`` as its run's first; InvalidInput if the run id is taken."""
     oid = store.odb.put_object(record)
-    refuse_case_twin(store, [run_ref(record.entity, record.project, record.id)])  # a new entity or project
     if not store.refs.create(run_ref(record.entity, record.project, record.id), oid, f"run {record.state}"):
         raise InvalidInput(f"run id {record.id} is already in use; pass a different id")
     return Written(record, encode_value(oid))

@@ -654,8 +654,11 @@ def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = 
     """InvalidName if two of ``keys`` (refs about to be made), or one and a ref
     under the prefixes ``within``, would share one place on a case-insensitive file
     system (:func:`objstore.storage.keys.case_twin`). Where a key's project holds
-    no ref yet, its entity and project names are new too and every ref is looked
-    at. A listing per prefix (a one-request probe for a project not listed): called
+    no collection yet, its entity and project names are new too and every ref is
+    looked at. Run refs count only against a run id: one with a new random id
+    is made unchecked (a look-up per run start would cost every ``use_model`` a
+    request), so a run may stand in a twin of an existing entity or project
+    until something of a collection is made there. A listing per prefix (and of a key's project when not listed): called
     only where collections, aliases or runs are first made, here or by a transfer."""
     keys = list(keys)
     listed = {prefix: list(store.refs.iter_names(prefix)) for prefix in dict.fromkeys(within)}
@@ -663,7 +666,9 @@ def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = 
     projects = {refs_prefix(r.entity, r.project) for r in map(parse_ref_key, keys) if r is not None}
     if any(not _holds_refs(store, project, listed) for project in projects):
         existing = list(store.refs.iter_names(REFS))
-    twin = case_twin([*existing, *keys])
+    if not any((r := parse_ref_key(k)) is not None and r.kind == "run" for k in keys):
+        existing = [k for k in existing if (r := parse_ref_key(k)) is None or r.kind != "run"]
+    twin = case_twin(keys, existing)
     if twin is not None:
         raise InvalidName(f"{twin.name!r} differs only in case from {twin.twin!r} ({ref_display(twin.existing)}): "
                           "on a case-insensitive file system (macOS, Windows) the two would share one place, "
@@ -671,9 +676,16 @@ def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = 
 
 
 def _holds_refs(store: Store, project: str, listed: dict[str, list[str]]) -> bool:
-    if any(held for prefix, held in listed.items() if prefix.startswith(project)):
+    """Whether ``project`` holds a collection's ref: made where its entity and
+    project names were checked. Run refs do not count: a run record with a new
+    random id is made unchecked (a look-up per run start would cost every
+    ``use_model`` a request), so a project holding only runs is checked whole."""
+    def collection_ref(key: str) -> bool:
+        return (ref := parse_ref_key(key)) is not None and ref.kind != "run"
+
+    if any(collection_ref(k) for prefix, held in listed.items() if prefix.startswith(project) for k in held):
         return True
-    return project not in listed and next(iter(store.refs.iter_names(project)), None) is not None
+    return project not in listed and any(collection_ref(k) for k in store.refs.iter_names(project))
 
 
 def refuse_arriving_case_twins(store: Store, arriving: Iterable[str]) -> None:

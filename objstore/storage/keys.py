@@ -225,24 +225,23 @@ class CaseTwin:
     twin: str
 
 
-def case_twin(keys: Iterable[str]) -> CaseTwin | None:
-    """The first two of ``keys`` that a case-insensitive file system (macOS's and
-    Windows's defaults) would take for one place: leading ``/``-separated parts
-    equal ignoring ASCII case, one of them differing exactly (``existing`` is the
-    earlier key, ``name`` the later one's part). ASCII case is the only folding
-    that matters, since every other character of an encoded name is a ``%XX``
-    (hex always upper case). One pass, a dict lookup per part."""
-    seen: dict[str, str] = {}  # each leading run of parts, folded -> (the first key spelling it, that run)
-    first: dict[str, str] = {}
-    for key in keys:
+def case_twin(keys: Iterable[str], existing: Iterable[str] = ()) -> CaseTwin | None:
+    """The first of ``keys`` (keys about to be made) that a case-insensitive file
+    system (macOS's and Windows's defaults) would take for the same place as one
+    of ``existing`` or an earlier one of ``keys``: leading ``/``-separated parts
+    equal ignoring ASCII case, one differing exactly. Pairs within ``existing``
+    are not this call's to report, nor a part whose spelling is there already. ASCII case is the only folding that matters,
+    since every other character of an encoded name is a ``%XX`` (hex always upper
+    case). One pass, a dict lookup per part."""
+    seen: dict[str, dict[str, str]] = {}  # each leading run of parts, folded -> its spellings -> the first key so spelled
+    for key, new in [*((k, False) for k in existing), *((k, True) for k in keys)]:
         parts = key.split("/")
         for depth in range(1, len(parts) + 1):
             exact = "/".join(parts[:depth])
-            folded = exact.lower()
-            held = seen.setdefault(folded, exact)
-            first.setdefault(folded, key)
-            if held != exact:
-                return CaseTwin(first[folded], _decoded(parts[depth - 1]), _decoded(held.split("/")[-1]))
+            spellings = seen.setdefault(exact.lower(), {})
+            if new and exact not in spellings and (other := next(iter(spellings.items()), None)):
+                return CaseTwin(other[1], _decoded(parts[depth - 1]), _decoded(other[0].rsplit("/", 1)[-1]))
+            spellings.setdefault(exact, key)
     return None
 
 
