@@ -72,21 +72,27 @@ def test_push_clone_and_pull_carry_a_collections_description_and_tags(tmp_path: 
     assert shown(clone) == ("newer", ["a", "b"], [1, 2, 3]) and pulled.kept == []
     assert objstore.pull(clone).annotations == []  # nothing new: nothing moves
 
-    # A newer edit at the destination stays; edits on both sides: kept and said.
+    # A newer edit at the destination stays; edits on both sides: the later wins.
     edit(clone, "clone's", ["c"])
     assert objstore.pull(clone).kept == []
     assert shown(clone)[0] == "clone's"
     edit(local, "local's", ["a"])
     objstore.push(local)
     pulled = objstore.pull(clone)
-    assert pulled.kept == [keys.collection_annotation_key(ENTITY, PROJECT, "model")]
-    assert shown(clone)[0] == "clone's"
+    assert pulled.kept == [] and shown(clone)[:2] == ("local's", ["a"])
     assert shown(remote)[0] == "local's"
+    edit(clone, "clone's, later", ["c"])
+    edit(local, "local's again", ["a"])  # later still: it wins wherever it meets the clone's
+    objstore.push(clone)
+    assert shown(remote)[0] == "clone's, later"
+    assert objstore.pull(local).kept == [keys.collection_annotation_key(ENTITY, PROJECT, "model")]  # later here
+    assert objstore.push(local).kept == [] and shown(remote)[0] == "local's again"
+    assert objstore.pull(clone).kept == [] and shown(clone)[:2] == ("local's again", ["a"])
 
 
-def test_collections_described_apart_never_merge(tmp_path: Path) -> None:
+def test_collections_described_apart_settle_by_the_later_edit(tmp_path: Path) -> None:
     """Two stores that each described a collection first have two histories (two
-    state ids): a pull keeps its own and says so, unless the fields agree."""
+    state ids), never fast-forwarded: the later edit wins, and equal fields are quiet."""
     a = Store.open(tmp_path / "a")
     log(a, small(tmp_path, "v0"))
     remote_add(a, "origin", str(tmp_path / "remote"))
@@ -98,8 +104,11 @@ def test_collections_described_apart_never_merge(tmp_path: Path) -> None:
     assert objstore.pull(b).kept == []  # the same fields: nothing to say
     edit(a, "a's", ["t"])
     objstore.push(a)
-    assert objstore.pull(b).kept == [keys.collection_annotation_key(ENTITY, PROJECT, "model")]
-    assert shown(b)[:2] == ("same", ["t"])
+    assert objstore.pull(b).kept == []
+    assert shown(b)[:2] == ("a's", ["t"])
+    edit(b, "b's", ["u"])
+    assert objstore.pull(b).kept == [keys.collection_annotation_key(ENTITY, PROJECT, "model")]  # later here
+    assert shown(b)[:2] == ("b's", ["u"])
 
 
 def test_collection_history_and_the_annotations_command(tmp_path: Path) -> None:

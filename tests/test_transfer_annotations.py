@@ -88,20 +88,37 @@ def test_a_newer_edit_at_the_destination_is_not_undone(tmp_path: Path, models: t
     assert art(local).description == "clone's newer" and history(local) == history(clone)
 
 
-def test_concurrent_edits_keep_the_destinations_and_say_so(tmp_path: Path, models: tuple[Path, Path]) -> None:
+def test_edits_on_both_sides_settle_by_the_later_edit_and_both_stay_in_the_history(
+        tmp_path: Path, models: tuple[Path, Path]) -> None:
     local, remote = published(tmp_path, models)
     objstore.push(local)
     clone, _ = objstore.clone(str(remote), tmp_path / "clone")
     edit(local, "source's", ["s"])
     objstore.push(local)
-    edit(clone, "clone's", ["c"])  # revision 1 on both sides, different edits
+    edit(clone, "clone's", ["c"])  # revision 1 on both sides, different edits, the clone's later
     pulled = objstore.pull(clone)
     assert art(clone).description == "clone's"
-    assert any("annotations" in k for k in pulled.kept)
-    edit(clone, "clone's again", ["c"])  # revision 2 here, still not descended from the remote's 1
-    pushed = objstore.push(clone)
-    assert art(Store.open_existing(remote)).description == "source's"
-    assert any("annotations" in k for k in pushed.kept)
+    assert any("annotations" in k for k in pulled.kept)  # the later one, here: kept, and said
+    pushed = objstore.push(clone)  # ... and taken there by the transfer the other way
+    assert pushed.kept == [] and any("annotations" in k for k in pushed.annotations)
+    theirs = art(Store.open_existing(remote))
+    assert (theirs.description, theirs.tags) == ("clone's", ["c"])
+    history_there = annotation_history(Store.open_existing(remote), resolve(Store.open_existing(remote), parse_version_spec(
+        f"{NAME}:v0", entity=None, project=None)))
+    assert [e.changes[0].new for e in history_there if e.changes[0].field == "description"] == ["source's", "clone's"]
+    assert "taken from" in history_there[-1].who
+    objstore.pull(local)  # a fast-forward now
+    assert art(local).description == "clone's"
+    # The source's later edit wins at the destination too, on a pull.
+    edit(clone, "clone's again", ["c"])
+    edit(local, "local's, later", ["s", "t"])
+    objstore.push(local)
+    pulled = objstore.pull(clone)
+    assert pulled.kept == [] and (art(clone).description, art(clone).tags) == ("local's, later", ["s", "t"])
+    assert [c.new for e in annotation_history(clone, resolve(clone, parse_version_spec(f"{NAME}:v0", entity=None,
+                                                                                       project=None)))
+            for c in e.changes if c.field == "description"][-2:] == ["clone's again", "local's, later"]
+    assert objstore.push(clone).annotations == [] and objstore.pull(local).annotations == []  # settled: quiet
 
 
 def test_a_deleted_version_does_not_come_back(tmp_path: Path, models: tuple[Path, Path]) -> None:

@@ -17,6 +17,7 @@ from transfer_support import ENTITY, PROJECT, aliases, assert_intact, log, make_
 
 import objstore
 from objstore.model.store import Store
+from objstore.storage.keys import version_ref
 from objstore.transfer.remotes import open_store, remote_add
 
 NAME = f"{ENTITY}/{PROJECT}/model"
@@ -187,3 +188,58 @@ def test_ls_omits_a_collection_whose_versions_are_all_deleted(tmp_path: Path) ->
     # Its numbers stay taken: logging again goes on after them, and it is listed again.
     assert log(store, tmp_path / "a.bin").version == "v2"
     assert [c.name for c in objstore.Api(store=store).artifact_collections(f"{ENTITY}/{PROJECT}")] == ["model"]
+
+
+def test_a_deleted_collection_travels_both_ways_and_its_numbers_stay_taken(tmp_path: Path, models: tuple[Path, Path],
+                                                                           remote_url: str) -> None:
+    local = published(tmp_path, models, remote_url)
+    clone, _ = objstore.clone(remote_url, tmp_path / "clone")
+    collection = objstore.Api(store=clone).artifact_collection("model", NAME)
+    collection.description = "the base and its fine-tunes"
+    collection.save()
+    objstore.push(clone)
+    objstore.pull(local)
+    objstore.Api(store=local).artifact_collection("model", NAME).delete()
+    assert objstore.push(local).kept == []
+    remote = open_store(remote_url)
+    assert all(gone(remote, f"{NAME}:v{i}") for i in range(3)) and aliases(remote) == {}
+    assert not objstore.Api(store=remote).artifact_collection_exists(NAME, "model")
+    assert objstore.pull(clone).kept == []
+    assert not objstore.Api(store=clone).artifact_collection_exists(NAME, "model")
+    assert list(clone.backend.iter_prefix("annotations/")) == []  # its description went with it
+    (tmp_path / "again.bin").write_bytes(b"logged again")
+    assert log(clone, tmp_path / "again.bin").version == "v3"  # never v0 again: v0 named another content
+    objstore.push(clone)
+    objstore.pull(local)
+    assert objstore.Api(store=local).artifact(f"{NAME}:latest").version == "v3"
+    assert_intact(local)
+    assert_intact(remote)
+
+
+def test_a_push_to_a_remote_name_added_since_the_deletion_carries_it(tmp_path: Path, models: tuple[Path, Path],
+                                                                     remote_url: str) -> None:
+    local = published(tmp_path, models, remote_url)
+    objstore.Api(store=local).artifact(f"{NAME}:v1").delete()
+    remote_add(local, "again", remote_url)  # no tracking state under this name
+    assert objstore.push(local, "again").kept == []
+    assert gone(open_store(remote_url), f"{NAME}:v1")
+
+
+def test_a_pull_takes_a_deletion_whose_object_gc_reclaimed_there(tmp_path: Path, models: tuple[Path, Path],
+                                                                  remote_url: str) -> None:
+    from objstore.maintenance.gc import collect_garbage
+
+    local = published(tmp_path, models, remote_url)
+    sibling, _ = objstore.clone(str(tmp_path / "local"), tmp_path / "sibling")  # holds v1, never saw the remote
+    remote = open_store(remote_url)
+    objstore.Api(store=remote).artifact(f"{NAME}:v1").delete()
+    collect_garbage(remote, grace_seconds=0)
+    collect_garbage(remote, grace_seconds=0)
+    held = sibling.refs.read(version_ref(ENTITY, PROJECT, "model", 1))
+    assert held is not None and not remote.odb.has_object(held)
+    remote_add(sibling, "hub", remote_url)
+    pulled = objstore.pull(sibling, "hub")
+    assert pulled.kept == [] and pulled.renumbered == []  # not brought back as a new number either
+    assert gone(sibling, f"{NAME}:v1") and aliases(sibling) == {"latest": 2, "best": 0}
+    assert_intact(sibling)
+    assert local.refs.read(version_ref(ENTITY, PROJECT, "model", 1)) == held  # the source still has it

@@ -173,14 +173,16 @@ def test_a_stale_state_of_a_deleted_collection_is_not_shown(store: Path, tmp_pat
     (tmp_path / "n.bin").write_bytes(b"other")
     with objstore.init(entity="e", project="p", store=store) as run:
         run.log_model(str(tmp_path / "n.bin"), name="m")
-    s.backend.put(annotation_key("e", "p", "m", 0), state)  # as a crash during the delete would leave it
-    fresh = api_artifact(store)
+    # The name logged again goes on from v1 (v0 stays taken). A state naming another
+    # object at its number, as a crash or an older store could leave, is stale.
+    s.backend.put(annotation_key("e", "p", "m", 1), state)
+    fresh = api_artifact(store, "e/p/m:v1")
     assert fresh.tags == [] and fresh.annotation_history() == []
     fresh.tags = ["new"]
     fresh.save()
     fresh.description = "again"
     fresh.save()
-    history = api_artifact(store).annotation_history()  # the stale state's entries are not among them
+    history = api_artifact(store, "e/p/m:v1").annotation_history()  # the stale state's entries are not among them
     assert [[(c.field, c.old, c.new) for c in h.changes] for h in history] == [
         [("tags", [], ["new"])], [("description", None, "again")]]
 

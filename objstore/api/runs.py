@@ -50,9 +50,9 @@ from objstore.files.references import is_uri
 from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, check_tags, parse_version_spec
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import link_version, resolve
+from objstore.model.versions import link_version, refuse_case_twin, resolve
 from objstore.settings import resolve_entity, resolve_project
-from objstore.storage.keys import run_ref
+from objstore.storage.keys import run_ref, runs_prefix
 from objstore.storage.objects import RunRecord, storable_text
 from objstore.storage.trees import walk_tree
 
@@ -105,6 +105,8 @@ class Run:
         # refuses an id in use. A given id may name a run to resume.
         held = store.refs.read(run_ref(self.entity, self.project, self.id)) if id is not None else None
         exists = held is not None
+        if id is not None and not exists:
+            refuse_case_twin(store, [run_ref(self.entity, self.project, self.id)], [runs_prefix(self.entity, self.project)])
         if exists and resume == "never":
             raise UsageError(f"run {self.path} exists and resume='never'; pass another id, or resume='allow'")
         if not exists and resume == "must":

@@ -307,11 +307,14 @@ def _write_log(store: Store, coll: CollectionPath, index: int, vid: ObjectId, la
 
 
 def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: str | None = None,
-                     attempts: int = 1000, expected_revision: int | None = None) -> Annotations:
+                     when: float | None = None, attempts: int = 1000,
+                     expected_revision: int | None = None) -> Annotations:
     """Apply ``edit`` to ``entry``'s annotations by compare-and-swap (re-applied to a
     fresh read after each lost race) and return what the version shows afterwards.
-    An edit that changes nothing writes nothing. With ``expected_revision`` (what a
-    person was shown), Conflict instead of re-applying once anyone else edited."""
+    An edit that changes nothing writes nothing. ``when``: the edit's time, if not
+    now (an edit made in another store, taken by a transfer). With
+    ``expected_revision`` (what a person was shown), Conflict instead of
+    re-applying once anyone else edited."""
     if edit.set_ttl and entry.link is not None:
         raise InvalidInput(f"cannot set the ttl of {entry.qualified_name}, a registry link; "
                            f"set it on {entry.version.label}, the version it links to")
@@ -328,7 +331,7 @@ def edit_annotations(store: Store, entry: ResolvedVersion, edit: Edit, *, who: s
             return now
         if doc is not None:
             _write_log(store, coll, index, vid, doc.get("last"))  # the previous writer's, if it died before writing it
-        done = AnnotationEdit(now.revision + 1, time.time(), who or store.refs.who, tuple(changes))
+        done = AnnotationEdit(now.revision + 1, time.time() if when is None else when, who or store.refs.who, tuple(changes))
         new = _pack({"format": FORMAT, "version": vid.raw, "revision": done.revision, "fields": fields,
                      "last": _edit_doc(done)})
         if len(new) > MAX_ANNOTATION_BYTES:
@@ -426,7 +429,7 @@ def _write_collection_log(store: Store, coll: CollectionPath, state_id: str, las
 
 
 def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, *, who: str | None = None,
-                                attempts: int = 1000) -> CollectionAnnotations:
+                                when: float | None = None, attempts: int = 1000) -> CollectionAnnotations:
     """Apply ``edit`` (description and tags only) to ``coll``'s own annotations by
     compare-and-swap, as :func:`edit_annotations` a version's; checked before
     anything is written. An edit that changes nothing writes nothing."""
@@ -443,7 +446,7 @@ def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, 
         state_id = str(doc["id"]) if doc is not None and isinstance(doc.get("id"), str) else secrets.token_hex(8)
         if doc is not None:
             _write_collection_log(store, coll, state_id, doc.get("last"))  # the previous writer's, if it died before
-        done = AnnotationEdit(now.revision + 1, time.time(), who or store.refs.who, tuple(changes))
+        done = AnnotationEdit(now.revision + 1, time.time() if when is None else when, who or store.refs.who, tuple(changes))
         new = _pack({"format": FORMAT, "id": state_id, "revision": done.revision,
                      "fields": {"description": fields["description"], "tags": fields["tags"]}, "last": _edit_doc(done)})
         if len(new) > MAX_ANNOTATION_BYTES:

@@ -21,10 +21,13 @@ is cheap and a concurrent reader that already resolved a version can finish
   one made in another store): as a version's or a link's, but kept (and why
   said) while an alias other than ``latest`` or a link here still names it: one
   the deleting side did not know of.
-- **A collection** (:func:`delete_collection`): its refs and their reflogs
-  and its annotations. Refused while a registered model links to one of its
-  versions. Numbers start again at v0 if the name is logged again (a new
-  collection, as in W&B).
+- **A collection** (:func:`delete_collection`): every version as above (a
+  tombstone each, so a push or pull carries the deletion under the same rules),
+  then its aliases and digest refs, then its annotations. Refused while a
+  registered model links to one of its versions. Its numbers stay taken: the
+  name logged again goes on from the next number (W&B starts a new collection
+  at v0; here a number never names two contents, on any store it travels to).
+  A collection an older objstore deleted has no refs left, and nothing to carry.
 - **Expiry** (:func:`expire_versions`): a version whose ttl
   (:mod:`objstore.model.annotations`) has passed since it was logged is deleted
   as above, aliases and all; ``objstore gc`` runs it first. Until then an
@@ -164,7 +167,9 @@ def _remove_entry(store: Store, entry: ResolvedVersion, why: str) -> tuple[str, 
 
 
 def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
-    """Remove every ref of ``coll`` (versions, aliases, digests), their reflogs and its annotations."""
+    """Delete every version of ``coll`` (tombstones: the numbers stay taken, and
+    a push or pull carries each deletion as a version's), then its aliases and
+    digest refs, then its annotations. The refs counted are those changed."""
     if not collection_exists(store, coll):
         raise missing_collection(store, coll)
     versions = list_versions(store, coll)
@@ -173,21 +178,39 @@ def delete_collection(store: Store, coll: CollectionPath) -> Deleted:
         linked = sorted(r.label for r in iter_version_refs(store, strict=False) if r.link is not None and r.version_id in ids)
         if linked:
             raise VersionInUse(f"{coll} is linked from {', '.join(linked)}; delete those registered models first")
+    why = f"collection {coll} deleted"
     # First: the collection's own description and tags name no object, so one a
-    # crash left behind would show on the next collection logged under this name.
+    # crash left behind would show on the next version logged under this name.
     drop_collection_state(store, coll)
-    prefix = collection_prefix(coll.entity, coll.project, coll.name)
-    keys = list(store.refs.iter_names(prefix))
-    # Aliases and digests first, version refs last: until the end the collection
-    # still resolves by number, never half by alias.
-    keys.sort(key=lambda k: ("/versions/" in k, k))
-    for key in keys:
-        store.refs.remove(key, f"collection {coll} deleted")
-    store.refs.drop_reflogs(prefix)  # after the refs: a crash between leaves logs, which only keep objects
+    changed = sum(_tombstone(store, version_ref(coll.entity, coll.project, coll.name, idx), oid, why)
+                  for idx, oid in reversed(versions))
+    # Then what names the deleted versions, each by compare-and-swap against the
+    # value read: an alias (``latest`` too) a writer moved onto a version logged
+    # meanwhile stays with it. Once ``latest`` goes the collection no longer exists.
+    for ref, oid in list(store.refs.iter_refs(collection_prefix(coll.entity, coll.project, coll.name))):
+        parsed = parse_ref_key(ref)
+        if parsed is not None and parsed.kind == "alias" and oid in ids:
+            changed += _tombstone(store, ref, oid, why)
+        elif parsed is not None and parsed.kind == "digest" and oid in ids:  # derived: removed, as a version's
+            store.refs.remove(ref, why)
+            changed += 1
     # Last: annotations name the version object they annotate, so any a crash
-    # leaves behind are stale for a collection logged again under this name.
-    drop_collection_annotations(store, coll)
-    return Deleted(str(coll), len(versions), len(keys))
+    # leaves behind are stale for a version logged again under this name.
+    if not collection_exists(store, coll):
+        drop_collection_annotations(store, coll)
+    return Deleted(str(coll), len(versions), changed)
+
+
+def _tombstone(store: Store, ref: str, oid: ObjectId, why: str) -> bool:
+    """Make ``ref`` a tombstone if it still holds ``oid``; True if this call did."""
+    raw = store.refs.read_raw(ref)
+    if not raw or decode_value(ref, raw) != oid:
+        return False
+    try:
+        store.refs.set_if_equals(ref, raw, None, why)
+    except Conflict:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,11 +64,15 @@ from objstore.model.refs import ReflogEntry, decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import (
+    REFS,
     alias_ref,
+    aliases_prefix,
+    case_twin,
     collection_prefix,
     digest_ref,
     has_ref_shape,
     parse_ref_key,
+    ref_display,
     ref_key_parts,
     refs_prefix,
     version_ref,
@@ -242,7 +246,11 @@ def aliases_for(store: Store, coll: CollectionPath, oid: ObjectId) -> list[str]:
 
 
 def collection_exists(store: Store, coll: CollectionPath) -> bool:
-    return store.refs.exists(version_ref(coll.entity, coll.project, coll.name, 0))
+    """Whether ``coll`` holds a version: v0 does, else (v0 deleted) ``latest`` names one.
+    One read for most collections; a deleted collection (objstore.model.deletion)
+    has tombstones for versions and no ``latest``."""
+    raw = store.refs.read_raw(version_ref(coll.entity, coll.project, coll.name, 0))
+    return bool(raw) or (raw is not None and store.refs.read(alias_ref(coll.entity, coll.project, coll.name, LATEST)) is not None)
 
 
 def resolve(store: Store, spec: VersionSpec) -> ResolvedVersion:
@@ -371,6 +379,8 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     latest_raw = store.refs.read_raw(latest_key)
     latest = _latest_entry(store, coll, latest_raw)
     mine: ResolvedVersion | None = None
+    if existing is None and latest[0] < 0:  # perhaps a new collection: its name must have no case twin
+        refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
     if existing is None:
         n = latest[0] + 1
         while True:
@@ -607,7 +617,9 @@ def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, 
     entry's number, when the caller knows it (else read from the entry)."""
     _check_movable(alias)
     number = _entry_index(store, oid) if index is None else index
-    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    refuse_case_twin(store, [ref], [aliases_prefix(coll.entity, coll.project, coll.name)])
+    store.refs.set(ref, oid, f"alias {alias} -> v{number}")
 
 
 def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, expected: ObjectId | None) -> None:
@@ -662,6 +674,52 @@ def delete_alias(store: Store, coll: CollectionPath, alias: str) -> None:
     if store.refs.read(ref) is None:
         raise NotFound(f"{coll} has no alias {alias!r}", key=ref)
     store.refs.set(ref, None, f"alias {alias} removed")
+
+
+def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = ()) -> None:
+    """InvalidName if two of ``keys`` (refs about to be made), or one and a ref
+    under the prefixes ``within``, would share one place on a case-insensitive file
+    system (:func:`objstore.storage.keys.case_twin`). Where a key's project holds
+    no collection yet, its entity and project names are new too and every ref is
+    looked at. Run refs count only against a run id: one with a new random id
+    is made unchecked (a look-up per run start would cost every ``use_model`` a
+    request), so a run may stand in a twin of an existing entity or project
+    until something of a collection is made there. A listing per prefix (and of a key's project when not listed): called
+    only where collections, aliases or runs are first made, here or by a transfer."""
+    keys = list(keys)
+    listed = {prefix: list(store.refs.iter_names(prefix)) for prefix in dict.fromkeys(within)}
+    existing = [k for held in listed.values() for k in held]
+    projects = {refs_prefix(r.entity, r.project) for r in map(parse_ref_key, keys) if r is not None}
+    if any(not _holds_refs(store, project, listed) for project in projects):
+        existing = list(store.refs.iter_names(REFS))
+    if not any((r := parse_ref_key(k)) is not None and r.kind == "run" for k in keys):
+        existing = [k for k in existing if (r := parse_ref_key(k)) is None or r.kind != "run"]
+    twin = case_twin(keys, existing)
+    if twin is not None:
+        raise InvalidName(f"{twin.name!r} differs only in case from {twin.twin!r} ({ref_display(twin.existing)}): "
+                          "on a case-insensitive file system (macOS, Windows) the two would share one place, "
+                          f"so a store refuses the second; use {twin.twin!r} or another name")
+
+
+def _holds_refs(store: Store, project: str, listed: dict[str, list[str]]) -> bool:
+    """Whether ``project`` holds a collection's ref: made where its entity and
+    project names were checked. Run refs do not count: a run record with a new
+    random id is made unchecked (a look-up per run start would cost every
+    ``use_model`` a request), so a project holding only runs is checked whole."""
+    def collection_ref(key: str) -> bool:
+        return (ref := parse_ref_key(key)) is not None and ref.kind != "run"
+
+    if any(collection_ref(k) for prefix, held in listed.items() if prefix.startswith(project) for k in held):
+        return True
+    return project not in listed and any(collection_ref(k) for k in store.refs.iter_names(project))
+
+
+def refuse_arriving_case_twins(store: Store, arriving: Iterable[str]) -> None:
+    """:func:`refuse_case_twin` for refs a transfer is about to write into ``store``,
+    against the refs of their projects there."""
+    refs = [r for r in map(parse_ref_key, arriving) if r is not None]
+    if refs:
+        refuse_case_twin(store, [r.key for r in refs], [refs_prefix(r.entity, r.project) for r in refs])
 
 
 def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, str]]:

@@ -34,11 +34,16 @@ allow, and non-ASCII names are the same bytes on every backend (no Unicode
 normalisation by a file system). The names objstore accepted before the rules
 widened (``[A-Za-z0-9._-]``, not starting with ``.``) encode to themselves, so
 keys of older stores are unchanged; ``%`` was never allowed, so decoding is exact.
+Letters keep their case (W&B's names are case-sensitive, and older keys must stay
+found), so two names differing only in case would share a place on a
+case-insensitive file system: the store refuses the second (:func:`case_twin`,
+checked by ``objstore.model.versions`` where a collection, alias or run is first made).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -209,6 +214,44 @@ def decode_name(part: str) -> str:
         raise InvalidName(f"{part!r} is not how objstore encodes the name {name!r}")
     return name
 
+@dataclass(frozen=True, slots=True)
+class CaseTwin:
+    """Two keys sharing one place on a case-insensitive file system: ``existing``,
+    the one met first, and ``name`` and ``twin``, the names (decoded) in the part
+    where the later key and it differ only in ASCII case (the later's, the first's)."""
+
+    existing: str
+    name: str
+    twin: str
+
+
+def case_twin(keys: Iterable[str], existing: Iterable[str] = ()) -> CaseTwin | None:
+    """The first of ``keys`` (keys about to be made) that a case-insensitive file
+    system (macOS's and Windows's defaults) would take for the same place as one
+    of ``existing`` or an earlier one of ``keys``: leading ``/``-separated parts
+    equal ignoring ASCII case, one differing exactly. Pairs within ``existing``
+    are not this call's to report, nor a part whose spelling is there already. ASCII case is the only folding that matters,
+    since every other character of an encoded name is a ``%XX`` (hex always upper
+    case). One pass, a dict lookup per part."""
+    seen: dict[str, dict[str, str]] = {}  # each leading run of parts, folded -> its spellings -> the first key so spelled
+    for key, new in [*((k, False) for k in existing), *((k, True) for k in keys)]:
+        parts = key.split("/")
+        for depth in range(1, len(parts) + 1):
+            exact = "/".join(parts[:depth])
+            spellings = seen.setdefault(exact.lower(), {})
+            if new and exact not in spellings and (other := next(iter(spellings.items()), None)):
+                return CaseTwin(other[1], _decoded(parts[depth - 1]), _decoded(other[0].rsplit("/", 1)[-1]))
+            spellings.setdefault(exact, key)
+    return None
+
+
+def _decoded(part: str) -> str:
+    try:
+        return decode_name(part)
+    except InvalidName:  # a fixed part of the layout (versions/v3), not a name
+        return part
+
+
 def refs_prefix(entity: str | None = None, project: str | None = None) -> str:
     """The listing prefix of every ref, of one entity's, or of one project's
     (``project`` counts only with ``entity``)."""
@@ -242,16 +285,26 @@ def version_ref(entity: str, project: str, name: str, index: int) -> str:
     return f"{collection_prefix(entity, project, name)}versions/v{index}"
 
 
+def aliases_prefix(entity: str, project: str, name: str) -> str:
+    """The listing prefix of a collection's aliases."""
+    return f"{collection_prefix(entity, project, name)}aliases/"
+
+
 def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
-    return f"{collection_prefix(entity, project, name)}aliases/{encode_name(alias)}"
+    return f"{aliases_prefix(entity, project, name)}{encode_name(alias)}"
 
 
 def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
     return f"{collection_prefix(entity, project, name)}digests/{digest_hex}"
 
 
+def runs_prefix(entity: str, project: str) -> str:
+    """The listing prefix of a project's run refs."""
+    return f"{refs_prefix(entity, project)}runs/"
+
+
 def run_ref(entity: str, project: str, run_id: str) -> str:
-    return f"{refs_prefix(entity, project)}runs/{encode_name(run_id)}"
+    return f"{runs_prefix(entity, project)}{encode_name(run_id)}"
 
 
 @dataclass(frozen=True, slots=True)

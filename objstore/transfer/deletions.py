@@ -3,10 +3,16 @@ side is deleted on the other, as :func:`objstore.model.deletion.delete_arrived`
 deletes it there.
 
 - What travels: a tombstone at the source where the destination still holds the
-  version the source deleted, known by the source to be that one (push: its
-  tracking state recorded the remote holding it; pull: the remote holds that
-  object, which names its collection and number, or was seen holding it). A
-  tombstone for a version only one side ever had is no deletion of the other's.
+  version the source deleted, known to be that one: the tracking state recorded
+  the remote holding it, or (pull) the remote still holds that object, which
+  names its collection and number, or the source's reflog of the version ref
+  records that very object deleted (:func:`deleted_in_reflog`). The last covers
+  a push to a remote name added since the deletion (no tracking state) and a
+  pull from a remote whose gc has reclaimed the deleted object. A tombstone for
+  a version only one side ever had is no deletion of the other's.
+- A whole collection deleted (:func:`objstore.model.deletion.delete_collection`)
+  is a tombstone per version, carried as above; where the destination is left
+  with no version of the collection, its own description and tags go too.
 - Never a resurrection: a deletion is only ever applied, never undone, so the
   number stays taken on both sides and ``latest`` moves back to the newest left.
 - Refused, not applied, where the destination has an alias (other than
@@ -24,16 +30,33 @@ from collections.abc import Callable
 
 from objstore.console import say
 from objstore.errors import CorruptObject, NotFound
+from objstore.model.annotations import drop_collection_annotations, drop_collection_state
 from objstore.model.deletion import delete_arrived
 from objstore.model.names import REGISTRY_PROJECT, CollectionPath
 from objstore.model.store import Store
-from objstore.model.versions import read_entry
+from objstore.model.versions import collection_exists, read_entry
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import version_ref
 from objstore.transfer.sync import TransferResult
 from objstore.transfer.tracking import CollectionRefs
 
 Deletion = tuple[CollectionPath, int, ObjectId]
+
+
+def deleted_in_reflog(store: Store, key: str, oid: ObjectId) -> bool:
+    """Whether ``store``'s reflog of the version ref ``key`` records ``oid`` moved
+    to a tombstone there (read only where tracking state and objects cannot tell)."""
+    return any(e.old == oid and e.new is None for e in store.refs.reflog(key))
+
+
+def drop_emptied_collections(dst: Store, deleted: list[Deletion]) -> None:
+    """Drop the annotations of each collection ``deleted`` left with no version at
+    ``dst``, as a collection deleted there would have (its description and tags
+    would otherwise show on the next version logged under its name)."""
+    for coll in sorted({c for c, _, _ in deleted}, key=str):
+        if not collection_exists(dst, coll):
+            drop_collection_state(dst, coll)
+            drop_collection_annotations(dst, coll)
 
 
 def deleted_at_source(src: dict[CollectionPath, CollectionRefs], dst: dict[CollectionPath, CollectionRefs],
@@ -68,4 +91,5 @@ def carry_deletions(dst: Store, deletions: list[Deletion], result: TransferResul
         else:
             result.refs.append(key)
             done.append((coll, idx, oid))
+    drop_emptied_collections(dst, done)
     return done

@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from objstore.console import say
-from objstore.errors import Conflict, CorruptObject, NotFound
+from objstore.errors import Conflict, CorruptObject, InvalidName, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets
+from objstore.model.versions import advance_latest, check_ref, create_digest_ref, digest_targets, refuse_arriving_case_twins
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.storage.objects import (
@@ -24,7 +24,7 @@ from objstore.storage.objects import (
 )
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
-from objstore.transfer.deletions import carry_deletions, deleted_at_source
+from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
 from objstore.transfer.sync import (
     Progress,
     TransferResult,
@@ -67,6 +67,10 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     tracked = tracking.read_all(prefixes)
     if names:
         add_run_refs(runs_of(remote, theirs), tracked, tracking, (theirs, remote))
+    try:  # before anything is copied: refs that could not live beside this store's refs everywhere are not taken
+        refuse_arriving_case_twins(local, theirs)
+    except InvalidName as exc:
+        raise InvalidName(f"{result.remote}: {exc.args[0]}; nothing was changed here") from exc
     copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)
@@ -257,11 +261,11 @@ def _same_entry(run: _Pull, coll: CollectionPath, idx: int, mine: ObjectId, thei
     both had that one side deleted (a deletion is never undone by a pull)."""
     if mine == theirs:
         return True
-    if mine == TOMBSTONE:  # deleted here: theirs if we had fetched it before
-        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
-        return ref_value(seen) == ref_value(encode_value(theirs))
+    key = version_ref(coll.entity, coll.project, coll.name, idx)
+    if mine == TOMBSTONE:  # deleted here: theirs if we had fetched it before, or held it (our reflog)
+        return ref_value(run.tracked.get(key)) == ref_value(encode_value(theirs)) or deleted_in_reflog(run.local, key, theirs)
     if theirs == TOMBSTONE:  # deleted there: ours if the remote ever held it (the object names its number)
-        return run.remote.odb.has_object(mine)
+        return run.remote.odb.has_object(mine) or deleted_in_reflog(run.remote, key, mine)
     return False
 
 
@@ -353,8 +357,9 @@ def _carry_deletions(run: _Pull) -> None:
     """Delete here what the remote deleted, where this store holds the version the
     remote held (after the alias merge, which removed the aliases it deleted)."""
     def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
-        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
-        return ref_value(seen) == ref_value(encode_value(oid)) or run.remote.odb.has_object(oid)
+        key = version_ref(coll.entity, coll.project, coll.name, idx)
+        return (ref_value(run.tracked.get(key)) == ref_value(encode_value(oid)) or run.remote.odb.has_object(oid)
+                or deleted_in_reflog(run.remote, key, oid))
 
     if not any(c.deleted for c in run.their_colls.values()):
         return  # nothing deleted there: no need to read our refs again
@@ -401,7 +406,7 @@ def _report_kept_and_renumbered(run: _Pull) -> None:
         if (ref := parse_ref(key)) is not None and ref.kind == "version":
             continue  # a deletion kept: said already
         if key.startswith(ANNOTATIONS):
-            say(f"kept local {key}: edited both here and on {run.label} (or newer here); edit it again to settle it")
+            say(f"kept local {key}: edited both here and on {run.label}, later here (the later edit wins); a push takes it there")
         else:
             say(f"kept local {ref_display(key)}: it changed both here and on {run.label}; push --force to overwrite theirs")
 

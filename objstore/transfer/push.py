@@ -10,16 +10,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from objstore.console import say
-from objstore.errors import Conflict, NonFastForward, NotFound
+from objstore.errors import Conflict, InvalidName, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, create_digest_ref, digest_targets
+from objstore.model.versions import advance_latest, create_digest_ref, digest_targets, refuse_arriving_case_twins
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
-from objstore.transfer.deletions import carry_deletions, deleted_at_source
+from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
     CollectionRefs,
@@ -48,6 +48,10 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     label = remote_label or remote.location
     run = _Push(local, remote, tracking, force, label, TransferResult("push", label))
     _read_sides(run, names)
+    try:
+        refuse_arriving_case_twins(remote, (k for k in run.mine if k not in run.theirs))
+    except InvalidName as exc:
+        raise InvalidName(f"push refused: {label}: {exc.args[0]}; nothing was sent") from exc
     _plan_versions(run)
     _plan_moves(run)
     _send_objects(run, progress)
@@ -58,7 +62,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
                                  run.result)
     for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # kept refs were said already
-        say(f"kept {label}'s {key}: edited both there and here (or newer there); pull, edit again, then push")
+        say(f"kept {label}'s {key}: edited both there and here, later there (the later edit wins); a pull takes it here")
     tracking.update(run.final, run.tracked)
     finish_stats(run.result, remote, before, started)
     return run.result
@@ -221,8 +225,8 @@ def _carry_deletions(run: _Push) -> None:
     """Delete on the remote what was deleted here, where the remote holds what we
     last saw it hold there (after the alias moves, which removed the aliases we deleted)."""
     def knew(coll: CollectionPath, idx: int, oid: ObjectId) -> bool:
-        seen = run.tracked.get(version_ref(coll.entity, coll.project, coll.name, idx))
-        return ref_value(seen) == ref_value(encode_value(oid))
+        key = version_ref(coll.entity, coll.project, coll.name, idx)
+        return ref_value(run.tracked.get(key)) == ref_value(encode_value(oid)) or deleted_in_reflog(run.local, key, oid)
 
     deleted = carry_deletions(run.remote, deleted_at_source(run.my_colls, run.their_colls, knew), run.result,
                               f"deleted in {run.local.refs.who}'s store (push)", run.label)
