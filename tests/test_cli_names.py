@@ -81,3 +81,12 @@ def test_a_short_digest_prefix_states_the_rule(store: Path) -> None:
     digest = run_cli(store, "show", "demo/llm", "--json").json()["digest"]  # type: ignore[index]
     code, out = cli(store, "show", f"demo/llm:{str(digest)[:8]}")
     assert code == 0, out
+
+
+def test_push_of_a_typod_collection_gets_did_you_mean(store: Path) -> None:
+    code, out = cli(store, "push", "team", "demo/lmm")
+    assert code == 1, out
+    assert "nothing to push" in out and "did you mean llm?" in out
+    # one typo among good names refuses the push too, rather than pushing the rest silently
+    code, out = cli(store, "push", "team", "demo/llm", "demo/lmm")
+    assert code == 1 and "did you mean llm?" in out

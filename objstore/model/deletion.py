@@ -41,7 +41,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse, in_cli_words
 from objstore.model.annotations import (
     drop_collection_annotations,
     drop_collection_state,
@@ -98,8 +98,9 @@ def delete_version(store: Store, entry: ResolvedVersion, *, delete_aliases: bool
         return unlink(store, entry)
     aliases = aliases_for(store, entry.collection, entry.object_id)
     if aliases and not delete_aliases:
-        raise VersionInUse(f"{entry.qualified_name} has aliases {', '.join(aliases)}; pass delete_aliases=True "
-                           "to delete them with it")
+        held = f"{entry.qualified_name} has aliases {', '.join(aliases)}"
+        raise in_cli_words(VersionInUse(f"{held}; pass delete_aliases=True to delete them with it"),
+                           f"{held}; pass --delete-aliases to delete them with it")
     linked = _links_to(store, entry.version_id)
     if linked:
         raise VersionInUse(f"{entry.qualified_name} is linked from {', '.join(linked)}; unlink those first")
