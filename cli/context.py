@@ -26,6 +26,7 @@ from objstore.model.versions import ResolvedVersion, resolve
 from objstore.settings import resolve_entity, resolve_project
 
 from . import output as out
+from .completion import complete_entities, complete_projects
 
 
 class State:
@@ -70,13 +71,13 @@ def json_option(f: F) -> F:
 
 
 def project_option(f: F) -> F:
-    return click.option("--project", "-p", default=None,
+    return click.option("--project", "-p", default=None, shell_complete=complete_projects,
                         help="Project for short names [$OBJSTORE_PROJECT, $WANDB_PROJECT, the config file, "
                              "else 'uncategorized'].")(f)
 
 
 def entity_option(f: F) -> F:
-    return click.option("--entity", "-e", default=None,
+    return click.option("--entity", "-e", default=None, shell_complete=complete_entities,
                         help="Entity for short names [$OBJSTORE_ENTITY, $WANDB_ENTITY, the config file, "
                              "else the OS user].")(f)
 

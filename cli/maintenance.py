@@ -23,7 +23,7 @@ from objstore.storage.chunkindex import CompactReport, compact_threshold
 from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
-from .completion import complete_versions
+from .completion import complete_remotes, complete_versions
 from .context import (
     EXIT_DAMAGE,
     State,
@@ -151,7 +151,7 @@ def cat_file_cmd(state: State, show_type: bool, show_size: bool, pretty: bool, o
         out.emit_json(cat.pretty())
 
 @click.command("fsck")
-@click.option("--repair-from", "repair_from", metavar="REMOTE", default=None,
+@click.option("--repair-from", "repair_from", metavar="REMOTE", default=None, shell_complete=complete_remotes,
               help="Fetch damaged or missing chunks and objects from this remote (name, path or URL) and repair.")
 @json_option
 @pass_state
