@@ -23,7 +23,7 @@ from objstore.files.ignore import rules_for
 from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, resolve
-from objstore.settings import resolve_entity, resolve_project
+from objstore.settings import ENV_VARS, resolve_entity, resolve_project
 
 from . import output as out
 from .completion import complete_entities, complete_projects
@@ -108,14 +108,16 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, object]:
     return meta
 
 
-# The run commands join when no --run is given (see cli.run_commands).
-RUN_ENV = "OBJSTORE_RUN_ID"
+# The run commands join when no --run is given (see cli.run_commands): objstore.settings'
+# variables, in its order, so a command joins the run objstore.init() would.
+RUN_ENVS = list(ENV_VARS["run_id"])
+RUN_ENV = RUN_ENVS[0]
 
 
 def run_option(f: F) -> F:
-    return click.option("--run", "run_id", envvar=RUN_ENV, default=None, metavar="ID",
+    return click.option("--run", "run_id", envvar=RUN_ENVS, default=None, metavar="ID",
                         help=f"Join the run ID (made if absent; 'objstore run start' makes one) instead of a run "
-                             f"of this command alone [${RUN_ENV}].")(f)
+                             f"of this command alone [{', '.join('$' + v for v in RUN_ENVS)}].")(f)
 
 
 def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Run:

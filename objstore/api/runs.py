@@ -51,7 +51,7 @@ from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, ch
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, resolve
-from objstore.settings import resolve_entity, resolve_project
+from objstore.settings import resolve_entity, resolve_project, resolve_run_id
 from objstore.storage.keys import run_ref
 from objstore.storage.objects import RunRecord, storable_text
 from objstore.storage.trees import walk_tree
@@ -512,7 +512,9 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
 
     Store, entity and project: the arguments, else the environment, else (after a ``.objstore``
     above the working directory, for the store) the user config file, else ``~/.objstore``,
-    the OS user and ``uncategorized`` (:mod:`objstore.settings`).
+    the OS user and ``uncategorized`` (:mod:`objstore.settings`). ``id``: the argument, else
+    ``$OBJSTORE_RUN_ID``, else W&B's ``$WANDB_RUN_ID``, else a new one; an id in use resumes
+    that run, as below.
 
     Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
     ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
@@ -537,6 +539,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     """
     global _current
     mode = _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
+    id = resolve_run_id(id)
     entity = check_name(resolve_entity(entity), "entity")
     project = check_name(resolve_project(project), "project")
     values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")
