@@ -313,12 +313,15 @@ class Run:
         return str(directory)
 
     def link_model(self, path: str | os.PathLike[str], registered_model_name: str, name: str | None = None,
-                   aliases: list[str] | None = None) -> Artifact:
-        """Log (or reuse) the model at ``path`` and link it into ``<entity>/model-registry/<registered_model_name>``."""
+                   aliases: list[str] | None = None, *, progress: Callable[[int], None] | None = None,
+                   exclude: Sequence[str] = ()) -> Artifact:
+        """Log (or reuse) the model at ``path`` and link it into ``<entity>/model-registry/<registered_model_name>``.
+
+        ``progress`` and ``exclude`` are :meth:`log_model`'s (bytes read; patterns a directory's walk leaves out)."""
         self._check_open()
         check_name(registered_model_name, "registered model name")
         wanted = check_aliases(aliases)
-        art = self.log_model(path, name=name)
+        art = self.log_model(path, name=name, progress=progress, exclude=exclude)
         return self.link_artifact(art, f"{self.entity}/{REGISTRY_PROJECT}/{registered_model_name}", aliases=list(wanted))
 
     # -- lifecycle ------------------------------------------------------
