@@ -515,9 +515,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
 
     Store, entity and project: the arguments, else the environment, else (after a ``.objstore``
     above the working directory, for the store) the user config file, else ``~/.objstore``,
-    the OS user and ``uncategorized`` (:mod:`objstore.settings`). ``id``: the argument, else
-    ``$OBJSTORE_RUN_ID``, else W&B's ``$WANDB_RUN_ID``, else a new one; an id in use resumes
-    that run, as below.
+    the OS user and ``uncategorized``; ``id``, ``$OBJSTORE_RUN_ID``, ``$WANDB_RUN_ID`` (:mod:`objstore.settings`).
 
     Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
     ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
@@ -541,8 +539,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     True
     """
     global _current
-    mode = _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
-    id = resolve_run_id(id)
+    mode, id = _check_modes(mode, resume, reinit, dir, resume_from, fork_from), resolve_run_id(id)
     entity = check_name(resolve_entity(entity), "entity")
     project = check_name(resolve_project(project), "project")
     values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")
