@@ -158,27 +158,35 @@ def use_model_cmd(state: State, name: str, root: str | None, project: str | None
 @click.argument("registered_model")
 @click.option("--name", "-n", default=None, help="Collection to log PATH into first.")
 @click.option("--alias", "-a", "aliases", multiple=True, help="Alias to set in the registry (repeatable).")
+@click.option("--exclude", "-x", "excludes", multiple=True, metavar="PATTERN",
+              help="As log-model's: leave out of a directory what this gitignore pattern matches (repeatable).")
 @project_option
 @entity_option
 @run_option
 @json_option
 @pass_state
 def link_model_cmd(state: State, path: str, registered_model: str, name: str | None, aliases: tuple[str, ...],
-                   project: str | None, entity: str | None, run_id: str | None, as_json: bool) -> None:
+                   excludes: tuple[str, ...], project: str | None, entity: str | None, run_id: str | None,
+                   as_json: bool) -> None:
     """Log (or reuse) a model and link it into <entity>/model-registry/REGISTERED_MODEL.
+
+    PATH is logged as log-model logs it (a directory with its .objstoreignore
+    files and --exclude); content the collection already holds is reused.
 
     \b
     Example:
       objstore link-model out/model.safetensors Digits --name mnist --alias production
+      objstore link-model out/ Tiny-LLM --name llm --exclude '*.ckpt'
     """
     check_name(registered_model, "registered model name")
     check_aliases(list(aliases))
     new_id = run_id or new_run_id()
-    check_log_args(path, name, new_id)
+    check_log_args(path, name, new_id, excludes)
     state.store()
     with command_run(state, entity, project, new_id, run_id) as run:
-        with out.progress("linking"):
-            linked = run.link_model(path, registered_model, name=name, aliases=list(aliases))
+        with out.progress("linking", out.path_size(path)) as bar:
+            linked = run.link_model(path, registered_model, name=name, aliases=list(aliases), progress=bar.on_bytes,
+                                    exclude=excludes)
     if as_json:
         out.emit_json({**artifact_dict(linked), "source": linked.source_qualified_name, "created": linked.created,
                        "run": run.path})

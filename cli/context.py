@@ -23,9 +23,10 @@ from objstore.files.ignore import rules_for
 from objstore.model.names import check_name, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, resolve
-from objstore.settings import resolve_entity, resolve_project
+from objstore.settings import ENV_VARS, resolve_entity, resolve_project
 
 from . import output as out
+from .completion import complete_entities, complete_projects
 
 
 class State:
@@ -70,13 +71,13 @@ def json_option(f: F) -> F:
 
 
 def project_option(f: F) -> F:
-    return click.option("--project", "-p", default=None,
+    return click.option("--project", "-p", default=None, shell_complete=complete_projects,
                         help="Project for short names [$OBJSTORE_PROJECT, $WANDB_PROJECT, the config file, "
                              "else 'uncategorized'].")(f)
 
 
 def entity_option(f: F) -> F:
-    return click.option("--entity", "-e", default=None,
+    return click.option("--entity", "-e", default=None, shell_complete=complete_entities,
                         help="Entity for short names [$OBJSTORE_ENTITY, $WANDB_ENTITY, the config file, "
                              "else the OS user].")(f)
 
@@ -107,14 +108,16 @@ def parse_metadata(items: tuple[str, ...]) -> dict[str, object]:
     return meta
 
 
-# The run commands join when no --run is given (see cli.run_commands).
-RUN_ENV = "OBJSTORE_RUN_ID"
+# The run commands join when no --run is given (see cli.run_commands): objstore.settings'
+# variables, in its order, so a command joins the run objstore.init() would.
+RUN_ENVS = list(ENV_VARS["run_id"])
+RUN_ENV = RUN_ENVS[0]
 
 
 def run_option(f: F) -> F:
-    return click.option("--run", "run_id", envvar=RUN_ENV, default=None, metavar="ID",
+    return click.option("--run", "run_id", envvar=RUN_ENVS, default=None, metavar="ID",
                         help=f"Join the run ID (made if absent; 'objstore run start' makes one) instead of a run "
-                             f"of this command alone [${RUN_ENV}].")(f)
+                             f"of this command alone [{', '.join('$' + v for v in RUN_ENVS)}].")(f)
 
 
 def start_run(state: State, entity: str | None, project: str | None, run_id: str | None = None) -> Run:

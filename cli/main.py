@@ -84,7 +84,7 @@ class ObjstoreGroup(click.Group):
         except BrokenPipeError:
             sys.exit(EXIT_ERROR)
         except ObjstoreError as exc:
-            _fail(str(exc), EXIT_ERROR, debug)
+            _fail(exc.cli_message or str(exc), EXIT_ERROR, debug)
         except Exception as exc:  # noqa: BLE001 - the top level turns anything into one line
             _fail(f"unexpected {type(exc).__name__}: {exc}; rerun with OBJSTORE_DEBUG=1 and report it", EXIT_ERROR, debug)
         sys.exit(code if isinstance(code, int) else 0)

@@ -23,7 +23,7 @@ from objstore.storage.chunkindex import CompactReport, compact_threshold
 from objstore.transfer.remotes import resolve_remote
 
 from . import output as out
-from .completion import complete_versions
+from .completion import complete_remotes, complete_versions
 from .context import (
     EXIT_DAMAGE,
     State,
@@ -155,7 +155,7 @@ def cat_file_cmd(state: State, show_type: bool, show_size: bool, pretty: bool, o
         out.emit_json(cat.pretty())
 
 @click.command("fsck")
-@click.option("--repair-from", "repair_from", metavar="REMOTE", default=None,
+@click.option("--repair-from", "repair_from", metavar="REMOTE", default=None, shell_complete=complete_remotes,
               help="Fetch damaged or missing chunks and objects from this remote (name, path or URL) and repair.")
 @json_option
 @pass_state
@@ -224,9 +224,9 @@ def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> N
       objstore gc --dry-run
       objstore gc
     """
-    expiry = expire_versions(state.store(), dry_run=dry_run)
     grace_s = GC_GRACE_SECONDS if grace is None else grace
-    with out.progress("gc", units={"objects": "objects", "packs": "packs"}) as bar:
+    with out.progress("gc", units={"ttl": "versions", "objects": "objects", "packs": "packs"}) as bar:
+        expiry = expire_versions(state.store(), dry_run=dry_run, progress=bar.on_stage)
         report = collect_garbage(state.store(), grace_seconds=grace_s, dry_run=dry_run, progress=bar.on_stage)
     if as_json:
         out.emit_json({**report.to_dict(), "expired": [d.version for d in expiry.expired]})
@@ -342,10 +342,10 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
     # Merge first, so the packs a repack marks are covered by an index file
     # (their .idx would otherwise stay loose until gc deletes them), then the
     # copies' .idx.
-    report = store.odb.compact_index()
-    with out.progress("repacking", units={"packs": "B"}) as bar:
+    with out.progress("maintenance", units={"indexes": "files", "packs": "B"}) as bar:
+        report = store.odb.compact_index(progress=bar.on_stage)
         repacked = None if no_repack else repack_small_packs(store, progress=bar.on_stage)
-    merged = store.odb.compact_index() if repacked is not None and repacked.packs_written else None
+        merged = store.odb.compact_index(progress=bar.on_stage) if repacked is not None and repacked.packs_written else None
     if as_json:
         out.emit_json({"format": store.config.format, "upgraded": upgraded, **report.to_dict(),
                        "repack": None if repacked is None else repacked.to_dict(),

@@ -25,6 +25,7 @@ from objstore.transfer.remotes import (
 from objstore.transfer.sync import TransferResult, describe
 
 from . import output as out
+from .completion import complete_remote_then_names, complete_remotes
 from .context import State, json_option, pass_state
 
 
@@ -102,7 +103,7 @@ def remote_list_cmd(state: State, as_json: bool) -> None:
               [[r.name, r.url, " ".join(f"{k}={v}" for k, v in sorted(r.options.items())) or "-"] for r in remotes])
 
 @remote_grp.command("remove")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_remotes)
 @pass_state
 def remote_remove_cmd(state: State, name: str) -> None:
     """Forget a remote (nothing on the remote changes).
@@ -115,7 +116,7 @@ def remote_remove_cmd(state: State, name: str) -> None:
     click.echo(f"removed remote {name}")
 
 @click.command("push")
-@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
+@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...", shell_complete=complete_remote_then_names)
 @click.option("--force", is_flag=True, help="Overwrite aliases and runs changed on the remote (never versions).")
 @json_option
 @pass_state
@@ -139,7 +140,7 @@ def push_cmd(state: State, args: tuple[str, ...], force: bool, as_json: bool) ->
     _report(result, as_json)
 
 @click.command("fetch")
-@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
+@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...", shell_complete=complete_remote_then_names)
 @json_option
 @pass_state
 def fetch_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
@@ -155,7 +156,7 @@ def fetch_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:
     _report(result, as_json)
 
 @click.command("pull")
-@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...")
+@click.argument("args", nargs=-1, metavar="[REMOTE] [NAME]...", shell_complete=complete_remote_then_names)
 @json_option
 @pass_state
 def pull_cmd(state: State, args: tuple[str, ...], as_json: bool) -> None:

@@ -18,7 +18,7 @@ from objstore.api.runinfo import RunInfo
 from objstore.api.runs import Run
 
 from . import output as out
-from .context import RUN_ENV, State, entity_option, json_option, names, pass_state, project_option
+from .context import RUN_ENV, RUN_ENVS, State, entity_option, json_option, names, pass_state, project_option
 
 
 def run_dict(run: RunInfo) -> dict[str, Any]:  # JSON: docs/cli-json.md
@@ -70,7 +70,7 @@ def run_start_cmd(state: State, run_id: str | None, name: str | None, job_type: 
 
 
 @run_grp.command("finish")
-@click.argument("run_id", required=False, envvar=RUN_ENV, metavar="[ID]")
+@click.argument("run_id", required=False, envvar=RUN_ENVS, metavar="[ID]")
 @click.option("--exit-code", default=0, type=int, help="Non-zero marks the run crashed.")
 @project_option
 @entity_option
@@ -78,7 +78,7 @@ def run_start_cmd(state: State, run_id: str | None, name: str | None, job_type: 
 @pass_state
 def run_finish_cmd(state: State, run_id: str | None, exit_code: int, project: str | None, entity: str | None,
                    as_json: bool) -> None:
-    """Mark a run finished (ID, else $OBJSTORE_RUN_ID).
+    """Mark a run finished (ID, else $OBJSTORE_RUN_ID, else $WANDB_RUN_ID).
 
     \b
     Example:

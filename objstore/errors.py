@@ -8,12 +8,28 @@ catches :class:`NotFound`.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class ObjstoreError(Exception):
-    """Base of every error objstore raises on purpose (W&B's ``wandb.errors.Error``)."""
+    """Base of every error objstore raises on purpose (W&B's ``wandb.errors.Error``).
+
+    ``cli_message``: the message in the command line's words where the library's
+    names a Python argument (``--delete-aliases`` for ``delete_aliases=True``); the
+    CLI prints it instead (set with :func:`in_cli_words`)."""
+
+    cli_message: str | None = None
 
 
 Error = ObjstoreError  # W&B's name for the base
+
+_E = TypeVar("_E", bound=ObjstoreError)
+
+
+def in_cli_words(exc: _E, message: str) -> _E:
+    """``exc``, with ``message`` as the CLI says it (see :attr:`ObjstoreError.cli_message`)."""
+    exc.cli_message = message
+    return exc
 
 
 class CommError(ObjstoreError):

@@ -1,12 +1,15 @@
-"""Settings: the entity, project, store and remotes a call uses when it names none.
+"""Settings: the entity, project, store, run id and remotes a call uses when it names none.
 
 One resolution order for every setting, used by the library (``objstore.init``,
 ``Api``, ``Store.open``, remotes) and the command line alike, first found wins:
 
 1. the explicit argument (``init(project=…)``, ``--project``, ``--store``);
 2. the environment: ``OBJSTORE_ENTITY`` then W&B's ``WANDB_ENTITY``,
-   ``OBJSTORE_PROJECT`` then ``WANDB_PROJECT``, ``OBJSTORE_DIR`` (the store);
-3. the user config file, TOML, at ``$OBJSTORE_CONFIG``, else ``config.toml`` in
+   ``OBJSTORE_PROJECT`` then ``WANDB_PROJECT``, ``OBJSTORE_DIR`` (the store),
+   ``OBJSTORE_RUN_ID`` then ``WANDB_RUN_ID`` (the run ``init`` and the CLI's
+   run commands join: W&B's rule, an id in use resumes that run);
+3. the user config file (not for the run id: an id in a file would make every
+   process on the machine one run), TOML, at ``$OBJSTORE_CONFIG``, else ``config.toml`` in
    the platform's config directory (platformdirs: ``~/.config/objstore`` on Linux);
 4. the default: the OS user name, ``uncategorized``; for the store, the nearest
    ``.objstore`` directory above the working directory, else ``~/.objstore``.
@@ -44,7 +47,10 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "entity": ("OBJSTORE_ENTITY", "WANDB_ENTITY"),
     "project": ("OBJSTORE_PROJECT", "WANDB_PROJECT"),
     "store": ("OBJSTORE_DIR",),
+    "run_id": ("OBJSTORE_RUN_ID", "WANDB_RUN_ID"),
 }
+# The settings the config file may hold.
+CONFIG_KEYS = ("entity", "project", "store")
 # What a [remotes.NAME] table may hold (secrets never: they stay in the environment).
 REMOTE_KEYS = ("url", "endpoint", "region", "allow_http")
 
@@ -123,13 +129,13 @@ def _parse(path: Path) -> UserConfig:
     for key, value in data.items():
         if key == "remotes":
             remotes = _remotes(path, value)
-        elif key in ENV_VARS:
+        elif key in CONFIG_KEYS:
             if not isinstance(value, str) or not value:
                 raise InvalidInput(f"config file {path}: {key} must be a non-empty string, not {value!r}")
             values[key] = value
         else:
             raise InvalidInput(f"config file {path}: unknown setting {key!r} (settings: "
-                               f"{', '.join([*ENV_VARS, 'remotes'])}){did_you_mean(key, [*ENV_VARS, 'remotes'])}")
+                               f"{', '.join([*CONFIG_KEYS, 'remotes'])}){did_you_mean(key, [*CONFIG_KEYS, 'remotes'])}")
     return UserConfig(path, values, remotes)
 
 
@@ -152,8 +158,9 @@ def _remotes(path: Path, tables: Any) -> dict[str, dict[str, str]]:
 
 
 def resolve(name: str, given: str | os.PathLike[str] | None = None) -> Setting:
-    """Setting ``name`` (``entity``, ``project`` or ``store``) by the order above;
-    ``value`` is None when none is set and the default is the caller's (the store)."""
+    """Setting ``name`` (``entity``, ``project``, ``store`` or ``run_id``) by the order
+    above; ``value`` is None when none is set and the default is the caller's (the
+    store's search upward, a new run id)."""
     if name not in ENV_VARS:
         raise InvalidInput(f"no setting {name!r}{did_you_mean(name, ENV_VARS)}")
     if given is not None and str(given) != "":
@@ -161,7 +168,7 @@ def resolve(name: str, given: str | os.PathLike[str] | None = None) -> Setting:
     for var in ENV_VARS[name]:
         if os.environ.get(var):
             return Setting(name, os.environ[var], f"${var}")
-    config = user_config()
+    config = user_config() if name in CONFIG_KEYS else UserConfig(config_path())
     if name in config.values:
         return Setting(name, config.values[name], f"config file {config.path}")
     default = default_entity() if name == "entity" else DEFAULT_PROJECT if name == "project" else None
@@ -180,6 +187,11 @@ def resolve_project(given: str | None = None) -> str:
     value = resolve("project", given).value
     assert value is not None
     return value
+
+
+def resolve_run_id(given: str | None = None) -> str | None:
+    """The run to join: ``given``, ``$OBJSTORE_RUN_ID``, ``$WANDB_RUN_ID``, else None (a new run)."""
+    return resolve("run_id", given).value
 
 
 def config_remotes() -> dict[str, dict[str, str]]:

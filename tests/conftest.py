@@ -47,7 +47,7 @@ _NO_FILE = os.path.join(tempfile.gettempdir(), "objstore-tests-no-such-file")
 os.environ["OBJSTORE_CONFIG"] = os.path.join(_NO_FILE, "config.toml")
 os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(_NO_FILE, "credentials")
 os.environ["AWS_CONFIG_FILE"] = os.path.join(_NO_FILE, "config")
-for _var in ("OBJSTORE_ENTITY", "OBJSTORE_PROJECT", "WANDB_ENTITY", "WANDB_PROJECT", "OBJSTORE_RUN_ID", "AWS_PROFILE",
+for _var in ("OBJSTORE_ENTITY", "OBJSTORE_PROJECT", "WANDB_ENTITY", "WANDB_PROJECT", "OBJSTORE_RUN_ID", "WANDB_RUN_ID", "AWS_PROFILE",
              "AWS_DEFAULT_PROFILE"):
     os.environ.pop(_var, None)
 

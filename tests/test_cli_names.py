@@ -81,3 +81,36 @@ def test_a_short_digest_prefix_states_the_rule(store: Path) -> None:
     digest = run_cli(store, "show", "demo/llm", "--json").json()["digest"]  # type: ignore[index]
     code, out = cli(store, "show", f"demo/llm:{str(digest)[:8]}")
     assert code == 0, out
+
+
+def test_push_of_a_typod_collection_gets_did_you_mean(store: Path) -> None:
+    code, out = cli(store, "push", "team", "demo/lmm")
+    assert code == 1, out
+    assert "nothing to push" in out and "did you mean llm?" in out
+    # one typo among good names refuses the push too, rather than pushing the rest silently
+    code, out = cli(store, "push", "team", "demo/llm", "demo/lmm")
+    assert code == 1 and "did you mean llm?" in out
+
+
+def complete(store: Path, words: str, **env: str) -> list[str]:
+    """What bash completion answers for COMP_WORDS=words (the last word partial), in-process."""
+    parts = words.split(" ")
+    result = CliRunner().invoke(main, [], prog_name="objstore", env={
+        "_OBJSTORE_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(len(parts) - 1),
+        "OBJSTORE_DIR": str(store), "OBJSTORE_PROJECT": None, "OBJSTORE_QUIET": None, **env})
+    assert result.exit_code == 0, result.output
+    return [line.split(",", 1)[1] for line in result.output.splitlines() if line]
+
+
+def test_completion_of_remotes_projects_and_entities(store: Path) -> None:
+    entity = default_entity()
+    assert complete(store, "objstore push t") == ["team"]
+    assert complete(store, "objstore push ") == ["team", "demo/", f"{entity}/"]  # a remote, or what to push
+    assert complete(store, "objstore push team demo/") == ["demo/llm"]  # after the remote: collections only
+    assert complete(store, "objstore pull te") == ["team"]
+    assert complete(store, "objstore remote remove ") == ["team"]
+    assert complete(store, "objstore fsck --repair-from ") == ["team"]
+    assert complete(store, "objstore show llm --project d") == ["demo"]
+    assert complete(store, "objstore log --entity ") == [entity]
+    assert complete(store, "objstore log --entity nobody --project ") == []
+    assert complete(store, "objstore show ", OBJSTORE_PROJECT="demo") == ["demo/", "llm", f"{entity}/"]  # settings apply

@@ -20,9 +20,12 @@ import pexpect
 import pytest
 from cli_helpers import OBJSTORE, run_cli
 
+from objstore.settings import default_entity
+
 BAR = re.compile(r"\d+%\|")
 ETA = re.compile(r"ETA ([^\s\x1b]+(?: [^\s\x1b]+)?)")
 ESCAPE = re.compile(r"\x1b\[\d*[A-Za-z]")
+ENTITY = default_entity()
 HUMAN_ETA = re.compile(r"^(\?|<1s|\d+s|\d+m \d\ds|\d+h(?: \d\dm)?|\d+d \d+h)$")
 
 
@@ -187,20 +190,67 @@ def test_log_and_use_model_in_a_terminal(tmp_path: Path) -> None:
     assert "downloading" in raw and BAR.search(raw)
 
 
-@pytest.mark.parametrize("command", [["fsck"], ["gc", "--dry-run"]])
-def test_fsck_and_gc_draw_a_bar(tmp_path: Path, command: list[str]) -> None:
+def test_link_model_draws_the_byte_bar(tmp_path: Path) -> None:
     env = base_env(tmp_path)
     store = tmp_path / "store"
+    model = big_file(tmp_path / "model.bin", 24)
     run_cli(store, "init")
+    code, raw = spawn([str(OBJSTORE), "--store", str(store), "link-model", str(model), "Big", "--name", "big"], env)
+    assert code == 0, raw
+    assert "linking" in raw and BAR.search(raw) and "/24.0 MiB" in raw, raw  # bytes against the file's size
+    assert all(HUMAN_ETA.match(e) for e in ETA.findall(raw)), ETA.findall(raw)
+    screen = Screen(100)
+    screen.feed(raw)
+    assert [line for line in screen.lines() if line] == [f"linked {ENTITY}/uncategorized/big:v0 as {ENTITY}/model-registry/Big:v0"]
+
+
+def test_index_merge_and_ttl_expiry_report_progress(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    import objstore
+    from objstore.model.deletion import expire_versions
+    from objstore.model.store import Store
+
+    with objstore.init("e", "p", store=tmp_path / "s") as run:
+        for i in range(3):
+            (tmp_path / "f").write_bytes(os.urandom(1000) + bytes([i]))
+            art = run.log_model(str(tmp_path / "f"), name=f"m{i}")
+            art.ttl = timedelta(seconds=1)
+            art.save()
+    store = Store.open_existing(tmp_path / "s")
+    seen: list[tuple[str, int, int]] = []
+    expire_versions(store, dry_run=True, progress=lambda *a: seen.append(a))
+    assert seen == [("ttl", 1, 3), ("ttl", 2, 3), ("ttl", 3, 3)]
+    seen.clear()
+    assert store.odb.compact_index(progress=lambda *a: seen.append(a)).idx_merged == 3
+    assert seen[-1] == ("indexes", 3, 3) and all(stage == "indexes" and total == 3 for stage, _, total in seen)
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def three_packs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of three sessions' packs (so three loose pack indexes for maintenance to merge)."""
+    import objstore
+
+    root = tmp_path_factory.mktemp("three")
+    store = root / "store"
     for i in range(3):
-        run_cli(store, "log-model", str(big_file(tmp_path / f"m{i}.bin", 2)), "--name", f"m{i}")
-    code, raw = spawn([str(OBJSTORE), "--store", str(store), *command], env)
+        with objstore.init("e", "p", store=store) as run:
+            run.log_model(str(big_file(root / f"m{i}.bin", 2)), name=f"m{i}")
+    return store
+
+
+# maintenance last: it merges the indexes the others read loose
+@pytest.mark.parametrize("command", [["fsck"], ["gc", "--dry-run"], ["maintenance"]])
+def test_fsck_gc_and_maintenance_draw_a_bar(three_packs: Path, tmp_path: Path, command: list[str]) -> None:
+    env = base_env(tmp_path)
+    code, raw = spawn([str(OBJSTORE), "--store", str(three_packs), *command], env)
     assert code == 0, raw
     assert BAR.search(raw), raw
     screen = Screen(100)
     screen.feed(raw)
     assert not any(BAR.search(line) for line in screen.lines())  # cleared before the summary
-    piped = run_cli(store, *command)
+    piped = run_cli(three_packs, *command)
     assert "%|" not in piped.err + piped.out
 
 

@@ -110,3 +110,36 @@ def test_logging_dot_with_nested_directories(tmp_path: Path, monkeypatch: pytest
     monkeypatch.chdir(tmp_path / "m")
     with objstore.init(store=str(tmp_path / "store")) as run:
         assert logged_paths(run.log_model(".", name="dot")) == {"a/b/f"}
+
+
+def drafted(root: Path, exclude: list[str] | None = None) -> set[str]:
+    draft = objstore.Artifact("d", type="dataset")
+    draft.add_dir(str(root), exclude=exclude or ())
+    return {e for e in draft.manifest.entries if not e.endswith(".objstoreignore")}
+
+
+def test_nested_objstoreignore_files_apply_below_their_directory(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "m")
+    (root / "sub/deeper").mkdir()
+    for rel in ("sub/keep.ckpt", "sub/deeper/keep.ckpt", "sub/deeper/top.txt", "sub/deeper/x.tmp", "x.tmp"):
+        (root / rel).write_bytes(b"x")
+    (root / ".objstoreignore").write_text("*.ckpt\n")
+    # patterns relative to sub/: '/top.txt' is sub/top.txt only; '!keep.ckpt' brings back
+    # what the file above left out; 'logs/' leaves out sub/logs/ only
+    (root / "sub/.objstoreignore").write_text("/top.txt\n!keep.ckpt\nlogs/\n*.tmp\n")
+    (root / "sub/deeper/.objstoreignore").write_text("keep.ckpt\n")  # deeper still: later wins again
+    assert drafted(root) == {"model.safetensors", "config.json", "logs/train.log", "sub/notes.txt", "top.txt",
+                             "data/a.bin", "sub/keep.ckpt", "sub/deeper/top.txt", "x.tmp"}
+    # --exclude comes last, over every file (as git's command-line patterns)
+    assert "sub/keep.ckpt" not in drafted(root, exclude=["keep.ckpt"])
+    assert "step-1.ckpt" in drafted(root, exclude=["!step-1.ckpt"])
+
+
+def test_the_ignore_file_of_a_directory_left_out_is_never_read(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "m")
+    (root / ".objstoreignore").write_text("logs/\n")
+    (root / "logs/.objstoreignore").write_bytes(b"\xff\xfe not utf-8")  # would fail if read
+    assert "logs/train.log" not in drafted(root)
+    (root / "sub/.objstoreignore").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(InvalidInput, match="sub/.objstoreignore is not UTF-8"):
+        drafted(root)

@@ -3,6 +3,7 @@ default) for entity, project, store and remotes, read alike by the library and t
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from objstore import settings
 from objstore.errors import InvalidInput
 from objstore.storage.backend._obstore import aws_profile
 
-CLEAN = ("OBJSTORE_ENTITY", "WANDB_ENTITY", "OBJSTORE_PROJECT", "WANDB_PROJECT", "OBJSTORE_DIR")
+CLEAN = ("OBJSTORE_ENTITY", "WANDB_ENTITY", "OBJSTORE_PROJECT", "WANDB_PROJECT", "OBJSTORE_DIR", "OBJSTORE_RUN_ID", "WANDB_RUN_ID")
 
 
 @pytest.fixture
@@ -175,3 +176,40 @@ def test_aws_profile_opens_an_s3_store(s3_bucket_url: str, tmp_path: Path, monke
     monkeypatch.setenv("AWS_PROFILE", "wrong")
     refused = run_cli(s3_bucket_url, "ls", "--json", check=False)
     assert refused.code == 1 and "credentials" in refused.err
+
+
+def test_init_joins_the_run_the_environment_names(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = str(tmp_path / "store")
+    assert settings.resolve("run_id") == settings.Setting("run_id", None, "default")
+    monkeypatch.setenv("WANDB_RUN_ID", "wandbrun")
+    with objstore.init("charlie", "demo", store=store) as run:
+        assert run.id == "wandbrun"
+        run.log({"loss": 1.0})
+    monkeypatch.setenv("OBJSTORE_RUN_ID", "ourrun01")
+    with objstore.init("charlie", "demo", store=store) as run:
+        assert run.id == "ourrun01"  # objstore's variable before W&B's
+    with objstore.init("charlie", "demo", store=store, id="given001") as run:
+        assert run.id == "given001"  # the argument before either
+    monkeypatch.delenv("OBJSTORE_RUN_ID")
+    # W&B's rule: the id in use resumes that run (its history kept), and "never" refuses it
+    with objstore.init("charlie", "demo", store=store) as run:
+        assert run.id == "wandbrun" and run.summary["loss"] == 1.0
+    with pytest.raises(objstore.errors.ObjstoreError, match="wandbrun"):
+        objstore.init("charlie", "demo", store=store, resume="never")
+    # the CLI's run commands join the same run
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    model = tmp_path / "m.bin"
+    model.write_bytes(os.urandom(1000))
+    logged = CliRunner().invoke(main, ["--store", store, "log-model", str(model), "-n", "m", "-p", "demo", "-e", "charlie",
+                                       "--json"], env={"WANDB_RUN_ID": "wandbrun", "OBJSTORE_QUIET": None})
+    assert logged.exit_code == 0, logged.output
+    assert json.loads(logged.output)["run"] == "charlie/demo/wandbrun"
+
+
+def test_a_run_id_in_the_config_file_is_refused(config: Path) -> None:
+    config.write_text('run_id = "abc"\n')
+    with pytest.raises(InvalidInput, match="unknown setting 'run_id'"):
+        settings.user_config()

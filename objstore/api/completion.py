@@ -1,5 +1,7 @@
 """What a shell may complete a version argument with: the names a partial
-``[[entity/]project/]name[:selector]`` can grow into, from the store's refs.
+``[[entity/]project/]name[:selector]`` can grow into, from the store's refs; and
+the values of ``--entity`` and ``--project`` (the entities and projects holding
+anything).
 
 Short forms grow in the caller's entity and project, exactly as
 :func:`objstore.model.names.parse_version_spec` reads them, so every candidate
@@ -21,6 +23,22 @@ def complete_version(store: Store, text: str, *, entity: str, project: str) -> l
     versions (``:v3``) and aliases (``:best``)."""
     try:
         return _complete(store, text, entity, project)
+    except (ObjstoreError, OSError):
+        return []
+
+
+def complete_entity(store: Store, text: str) -> list[str]:
+    """The entities holding anything whose names start with ``text``."""
+    try:
+        return sorted({e for e, _ in list_projects(store) if e.startswith(text)})
+    except (ObjstoreError, OSError):
+        return []
+
+
+def complete_project(store: Store, text: str, *, entity: str) -> list[str]:
+    """The projects of ``entity`` holding anything whose names start with ``text``."""
+    try:
+        return sorted(p for _, p in list_projects(store, entity) if p.startswith(text))
     except (ObjstoreError, OSError):
         return []
 

@@ -51,7 +51,7 @@ from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, ch
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, refuse_case_twin, resolve
-from objstore.settings import resolve_entity, resolve_project
+from objstore.settings import resolve_entity, resolve_project, resolve_run_id
 from objstore.storage.keys import run_ref, runs_prefix
 from objstore.storage.objects import RunRecord, storable_text
 from objstore.storage.trees import walk_tree
@@ -315,12 +315,15 @@ class Run:
         return str(directory)
 
     def link_model(self, path: str | os.PathLike[str], registered_model_name: str, name: str | None = None,
-                   aliases: list[str] | None = None) -> Artifact:
-        """Log (or reuse) the model at ``path`` and link it into ``<entity>/model-registry/<registered_model_name>``."""
+                   aliases: list[str] | None = None, *, progress: Callable[[int], None] | None = None,
+                   exclude: Sequence[str] = ()) -> Artifact:
+        """Log (or reuse) the model at ``path`` and link it into ``<entity>/model-registry/<registered_model_name>``.
+
+        ``progress`` and ``exclude`` are :meth:`log_model`'s (bytes read; patterns a directory's walk leaves out)."""
         self._check_open()
         check_name(registered_model_name, "registered model name")
         wanted = check_aliases(aliases)
-        art = self.log_model(path, name=name)
+        art = self.log_model(path, name=name, progress=progress, exclude=exclude)
         return self.link_artifact(art, f"{self.entity}/{REGISTRY_PROJECT}/{registered_model_name}", aliases=list(wanted))
 
     # -- lifecycle ------------------------------------------------------
@@ -514,7 +517,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
 
     Store, entity and project: the arguments, else the environment, else (after a ``.objstore``
     above the working directory, for the store) the user config file, else ``~/.objstore``,
-    the OS user and ``uncategorized`` (:mod:`objstore.settings`).
+    the OS user and ``uncategorized``; ``id``, ``$OBJSTORE_RUN_ID``, ``$WANDB_RUN_ID`` (:mod:`objstore.settings`).
 
     Stored in the run's record: ``entity``, ``project``, ``id``, ``name``, ``job_type``,
     ``config`` (a dict, a YAML/JSON file's path or an object's attributes, filtered by
@@ -538,7 +541,7 @@ def init(entity: str | None = None, project: str | None = None, dir: str | os.Pa
     True
     """
     global _current
-    mode = _check_modes(mode, resume, reinit, dir, resume_from, fork_from)
+    mode, id = _check_modes(mode, resume, reinit, dir, resume_from, fork_from), resolve_run_id(id)
     entity = check_name(resolve_entity(entity), "entity")
     project = check_name(resolve_project(project), "project")
     values = check_metadata(config_values(config, config_include_keys, config_exclude_keys), "config")

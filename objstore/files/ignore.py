@@ -9,15 +9,19 @@ Three kinds of entries are never logged, in this order of precedence:
    being a store is refused outright.
 2. **The directories the caller names** (the downloads directory, ``./artifacts``
    by default): matched by device and inode, so any path to them counts.
-3. **What the patterns match**: those of ``.objstoreignore`` at the top of the
-   directory logged, then the caller's (``--exclude``), in gitignore syntax
-   (pathspec's ``GitIgnoreSpec``: ``*.ckpt``, ``logs/``, ``/top-only``, ``!keep``,
-   ``**``), against paths relative to that top. As in git, a directory left out is
-   not walked into, so a ``!`` pattern cannot bring back a file below it.
+3. **What the patterns match**, in gitignore syntax (pathspec's ``GitIgnoreSpec``:
+   ``*.ckpt``, ``logs/``, ``/top-only``, ``!keep``, ``**``) and with git's precedence,
+   the last match deciding: the ``.objstoreignore`` at the top of the directory
+   logged, then each ``.objstoreignore`` of a directory below it on the way to the
+   path (a file in ``sub/`` applies below ``sub/``, its patterns relative to
+   ``sub/``, so a deeper file overrides a shallower one and ``!`` can bring back
+   what a shallower file left out), then the caller's (``--exclude``), relative
+   to the top. As in git, a directory left out is not walked into, so a ``!``
+   pattern cannot bring back a file below it, and its ignore file is never read.
 
-Invariant: the rules are fixed when the walk starts (one reading of the ignore
-file), and a path the rules leave out is never read, so an unreadable file
-there fails nothing.
+Invariant: each ignore file is read once, when the walk first asks about its
+directory, and the rules never change after that; a path the rules leave out is
+never read, so an unreadable file there fails nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +77,15 @@ class IgnoreRules:
     """The rules of one directory walk (see the module docstring)."""
 
     top: Path
-    spec: Any  # pathspec.GitIgnoreSpec, or None when there are no patterns
+    spec: Any  # pathspec.GitIgnoreSpec of the top's .objstoreignore, or None when it has no patterns
     never: frozenset[tuple[int, int]]
+    exclude: Any = None  # the caller's patterns (GitIgnoreSpec), or None
+    # A subdirectory's ignore file as the walk first reached it: its rel path -> spec or None.
+    nested: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def skips_dir(self, rel: str, path: Path) -> bool:
         """Whether the directory at ``rel`` (relative to ``top``, no trailing ``/``) is left
-        out by its name (``.objstore``), the caller's list or the patterns; a store under
+        out by its name (``.objstoreignore``), the caller's list or the patterns; a store under
         another name is found when the walk lists it (:func:`is_store`)."""
         if path.name == STORE_DIRNAME:
             return True
@@ -89,36 +96,49 @@ class IgnoreRules:
                 return False  # the walk itself reports what vanished
             if (st.st_dev, st.st_ino) in self.never:
                 return True
-        return self.spec is not None and bool(self.spec.match_file(rel + "/"))
+        return self._matched(rel, rel + "/")
 
     def skips_file(self, rel: str) -> bool:
         """Whether the file (or link) at ``rel`` is left out by the patterns."""
-        return self.spec is not None and bool(self.spec.match_file(rel))
+        return self._matched(rel, rel)
+
+    def _matched(self, rel: str, path: str) -> bool:
+        """The last verdict of the ignore files from the top down to ``rel``'s parent, then ``exclude``'s."""
+        verdict: bool | None = None
+        parents = rel.split("/")[:-1]
+        for depth in range(len(parents) + 1):
+            here = "/".join(parents[:depth])
+            spec = self.spec if not here else self._spec_of(here)
+            if spec is not None:
+                result = spec.check_file(path[len(here) + 1:] if here else path)
+                if result.include is not None:
+                    verdict = result.include
+        if self.exclude is not None:
+            result = self.exclude.check_file(path)
+            if result.include is not None:
+                verdict = result.include
+        return bool(verdict)
+
+    def _spec_of(self, rel_dir: str) -> Any:
+        if rel_dir not in self.nested:
+            self.nested[rel_dir] = _spec(_ignore_lines(self.top / rel_dir / IGNORE_FILE))
+        return self.nested[rel_dir]
 
 
 def rules_for(top: Path, exclude: Sequence[str] = (), never: Iterable[Path] = ()) -> IgnoreRules:
-    """The rules for walking ``top``: its ``.objstoreignore``, then ``exclude``;
+    """The rules for walking ``top``: the ``.objstoreignore`` files, then ``exclude``;
     ``never`` are directories left out wherever they appear. Refuses a ``top`` that
-    is itself a store, and a bad pattern, with a one-line InvalidInput."""
+    is itself a store, and a bad pattern, with a one-line InvalidInput (a bad
+    pattern in a subdirectory's file, when the walk reaches it)."""
     try:
         names = [e.name for e in os.scandir(top)]
     except OSError:
         names = []  # the walk reports an unlistable top itself
     if is_store(top, names):
         raise InvalidInput(f"{top} is an objstore store; a store is never logged (log the directory of the model)")
-    lines = _ignore_lines(top / IGNORE_FILE)
     for pattern in exclude:
         if not isinstance(pattern, str) or not pattern.strip() or "\n" in pattern:
             raise InvalidInput(f"exclude pattern {pattern!r} must be one non-empty gitignore pattern, e.g. '*.ckpt'")
-        lines.append(pattern)
-    spec = None
-    if any(line.strip() and not line.lstrip().startswith("#") for line in lines):
-        import pathspec
-
-        try:
-            spec = pathspec.GitIgnoreSpec.from_lines(lines)
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"bad ignore pattern ({exc}); patterns use gitignore syntax") from None
     never_ids = set()
     for path in never:
         try:
@@ -126,7 +146,19 @@ def rules_for(top: Path, exclude: Sequence[str] = (), never: Iterable[Path] = ()
         except OSError:
             continue
         never_ids.add((st.st_dev, st.st_ino))
-    return IgnoreRules(top, spec, frozenset(never_ids))
+    return IgnoreRules(top, _spec(_ignore_lines(top / IGNORE_FILE)), frozenset(never_ids), _spec(list(exclude)))
+
+
+def _spec(lines: list[str]) -> Any:
+    """The GitIgnoreSpec of ``lines``, or None when they hold no pattern."""
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
+        return None
+    import pathspec
+
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"bad ignore pattern ({exc}); patterns use gitignore syntax") from None
 
 
 def _ignore_lines(path: Path) -> list[str]:

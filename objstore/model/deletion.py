@@ -42,9 +42,10 @@ gc has run.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse
+from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound, VersionInUse, in_cli_words
 from objstore.model.annotations import (
     drop_collection_annotations,
     drop_collection_state,
@@ -101,8 +102,9 @@ def delete_version(store: Store, entry: ResolvedVersion, *, delete_aliases: bool
         return unlink(store, entry)
     aliases = aliases_for(store, entry.collection, entry.object_id)
     if aliases and not delete_aliases:
-        raise VersionInUse(f"{entry.qualified_name} has aliases {', '.join(aliases)}; pass delete_aliases=True "
-                           "to delete them with it")
+        held = f"{entry.qualified_name} has aliases {', '.join(aliases)}"
+        raise in_cli_words(VersionInUse(f"{held}; pass delete_aliases=True to delete them with it"),
+                           f"{held}; pass --delete-aliases to delete them with it")
     linked = _links_to(store, entry.version_id)
     if linked:
         raise VersionInUse(f"{entry.qualified_name} is linked from {', '.join(linked)}; unlink those first")
@@ -254,14 +256,19 @@ def settle_latest(store: Store) -> tuple[str, ...]:
     return tuple(moved)
 
 
-def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = False) -> Expiry:
+def expire_versions(store: Store, *, now: float | None = None, dry_run: bool = False,
+                    progress: Callable[[str, int, int], None] | None = None) -> Expiry:
     """Delete every version whose ttl has passed since it was logged (aliases too);
     a version a registered model links to is kept (and said). ``dry_run`` deletes
-    nothing and says what would go."""
+    nothing and says what would go. ``progress("ttl", done, total)`` follows the
+    versions with a ttl checked."""
     at = time.time() if now is None else now
     expired: list[DeletedVersion] = []
     kept: list[tuple[str, str]] = []
-    for t in iter_ttls(store):
+    ttls = list(iter_ttls(store))  # one listing, counted for the progress
+    for done, t in enumerate(ttls):
+        if progress is not None:
+            progress("ttl", done + 1, len(ttls))
         ref = version_ref(t.coll.entity, t.coll.project, t.coll.name, t.index)
         try:
             oid = store.refs.read(ref)

@@ -50,7 +50,7 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -618,13 +618,15 @@ def loose_count(listing: IndexListing, covered: set[str]) -> int:
     return sum(1 for n in listing.idx if n not in covered)
 
 
-def compact(backend: Backend, *, min_loose: int = 1) -> CompactReport:
+def compact(backend: Backend, *, min_loose: int = 1,
+            progress: Callable[[str, int, int], None] | None = None) -> CompactReport:
     """Merge the ``.idx`` files no index file covers (except marked packs'), and
     the index files the geometric rule picks, into one new index file; then
     delete what it replaces. Does nothing unless at least ``min_loose`` ``.idx``
     files are uncovered or there are more than ``MAX_INDEX_FILES`` index files.
     Safe to kill at any point and beside writers, readers, gc and other
-    compactions (see the module docstring)."""
+    compactions (see the module docstring). ``progress("indexes", done, total)``
+    follows the reading of the pack indexes and index files merged."""
     listing = list_indexes(backend)
     files: list[IndexFile] = []
     for name, size in listing.files.items():
@@ -645,7 +647,9 @@ def compact(backend: Backend, *, min_loose: int = 1) -> CompactReport:
         return CompactReport(None, 0, 0, 0)
     parts = []
     taken_idx: list[str] = []
-    for name in loose:
+    for done, name in enumerate(loose):
+        if progress is not None:
+            progress("indexes", done, len(loose))
         size = listing.packs[name]
         try:
             index = decode_idx(backend.get(idx_key(name), max_size=max_idx_bytes(size)), name, size)
@@ -654,9 +658,13 @@ def compact(backend: Backend, *, min_loose: int = 1) -> CompactReport:
         parts.append(from_pack_index(name, size, index))
         taken_idx.append(name)
     picked = _pick_files(files, sum(len(p[1]) for p in parts))
-    for f in picked:
+    for done, f in enumerate(picked, start=len(loose)):
+        if progress is not None:
+            progress("indexes", done, len(loose) + len(picked))
         verify_index_file(f)  # merging copies every entry: check them all first
         parts.append(f.triple())
+    if progress is not None:
+        progress("indexes", len(loose) + len(picked), len(loose) + len(picked))
     if not parts or (len(parts) == 1 and not taken_idx):
         return CompactReport(None, 0, 0, 0)
     packs, ids, entries = merge(parts)

@@ -408,14 +408,14 @@ class ObjectDatabase:
             self._pack_checked = {}
             self.refresh(lazy=True)
 
-    def compact_index(self, *, min_loose: int = 1) -> CompactReport:
+    def compact_index(self, *, min_loose: int = 1, progress: Callable[[str, int, int], None] | None = None) -> CompactReport:
         """Merge the store's uncovered ``.idx`` files into a consolidated index file
-        (:func:`objstore.storage.chunkindex.compact`), then load it. Refused
-        (UsageError) on a store whose format does not allow index files."""
+        (:func:`objstore.storage.chunkindex.compact`, ``progress`` too), then load it.
+        Refused (UsageError) on a store whose format does not allow index files."""
         if not self.index_files:
             raise UsageError("this store's format predates consolidated index files; upgrade it first "
                              "('objstore maintenance --upgrade')")
-        report = compact(self.backend, min_loose=min_loose)
+        report = compact(self.backend, min_loose=min_loose, progress=progress)
         with self._lock:
             if self._loaded:
                 self.refresh(lazy=True)

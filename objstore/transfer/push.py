@@ -14,7 +14,13 @@ from objstore.errors import Conflict, InvalidName, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.model.versions import advance_latest, create_digest_ref, digest_targets, refuse_arriving_case_twins
+from objstore.model.versions import (
+    advance_latest,
+    create_digest_ref,
+    digest_targets,
+    missing_collection,
+    refuse_arriving_case_twins,
+)
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
@@ -93,13 +99,24 @@ def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
     """Read the selected refs here, on the remote, and as last fetched (adding the runs a selection implies)."""
     prefixes = selection_prefixes(names)
     run.mine = read_refs(run.local, prefixes)
-    if names and not run.mine:
-        raise NotFound(f"nothing to push: no refs under {', '.join(prefixes)} in {run.local.location}")
+    for name in names or ():
+        prefix = selection_prefixes([name])[0]
+        if not any(key.startswith(prefix) for key in run.mine):
+            _nothing_under(run.local, name, prefix)
     run.theirs = read_refs(run.remote, prefixes)
     run.tracked = run.tracking.read_all(prefixes)
     if names:
         add_run_refs(runs_of(run.local, run.mine), run.tracked, run.tracking, (run.mine, run.local), (run.theirs, run.remote))
     run.my_colls, run.their_colls = collections_in(run.mine), collections_in(run.theirs)
+
+
+def _nothing_under(local: Store, name: str, prefix: str) -> None:
+    """Refuse a selected name with nothing under it, naming what was probably meant
+    (a typo'd collection: ``lmm`` -> ``llm``), rather than push the rest silently."""
+    parts = name.split(":", 1)[0].strip("/").split("/")
+    if len(parts) == 3:
+        raise NotFound(f"nothing to push: {missing_collection(local, CollectionPath(*parts))}", key=name)
+    raise NotFound(f"nothing to push: no refs under {prefix} in {local.location}", key=name)
 
 
 def _plan_versions(run: _Push) -> None:
