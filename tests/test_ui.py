@@ -168,6 +168,8 @@ def test_clicking_from_the_store_to_a_diff_through_lineage(readonly: Server) -> 
         assert "1 file(s) differ" in page.inner_text("#diff-summary")
         assert "layers.1.attn.q.weight" in page.inner_text("#changed-tensors")
         assert "embed.weight" not in page.inner_text("#changed-tensors")
+        l2 = page.inner_text("#changed-tensors .l2")  # how far the tuned tensor moved: fresh weights, about sqrt(2)
+        assert l2 == "n/a" or 0.5 < float(l2) < 3.0, l2
         _shot(page, "ui-diff.png")
         browser.close()
 
