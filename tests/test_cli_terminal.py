@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -271,8 +272,12 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
     store = tmp_path / "store"
     run_cli(store, "init")
     model = big_file(tmp_path / "model.bin", 160)
+    # A person's shell leaves SIGINT at its default; a test runner started in the
+    # background (`cmd &` without job control) passes it on ignored, and then no ^C
+    # could ever reach the command: give the child what a terminal user has.
     child = pexpect.spawn(str(OBJSTORE), ["--store", str(store), "log-model", str(model), "--name", "big"], env=env,
-                          dimensions=(24, 100), encoding="utf-8", timeout=300)
+                          dimensions=(24, 100), encoding="utf-8", timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child.expect(r"[1-9][0-9.]* MiB/160")  # the bar shows bytes done: chunks are being stored
     seen = f"{child.before}{child.after}"
     child.sendintr()  # ^C on the terminal: SIGINT to the foreground process group

@@ -278,6 +278,7 @@ def test_writers_still_deduplicate_against_the_copies_of_repacked_packs(tmp_path
     assert s.odb.marked_packs  # it knows the small packs are marked
 
 
+@pytest.mark.skip(reason="writers' automatic repack is off again (model/store.py): a chunk was lost beside gc in CI, stop 22")
 def test_a_writer_past_the_compaction_threshold_repacks_small_packs_too(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The automatic step a writer takes past the threshold merges the .idx files and

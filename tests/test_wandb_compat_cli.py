@@ -25,7 +25,7 @@ def store(tmp_path: Path) -> Path:
 
 def test_delete_one_version(store: Path) -> None:
     refused = run_cli(store, "delete", "e/p/m:v0", "--yes", check=False)
-    assert refused.code == 1 and "best" in refused.err and "delete_aliases" in refused.err
+    assert refused.code == 1 and "best" in refused.err and "--delete-aliases" in refused.err  # CLI wording
     done = run_cli(store, "delete", "e/p/m:v0", "--yes", "--delete-aliases", "--json").json()
     assert done == {"version": "e/p/m:v0", "aliases": ["best"], "unlinked": False}
     gone = run_cli(store, "show", "e/p/m:v0", check=False)
