@@ -6,20 +6,47 @@ safetensors (the control) and once in the format under test by a writer the test
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 from modelgen import fine_tune, store_bytes, write_safetensors
 
 import objstore
 from objstore.api.diff import diff_versions
+from objstore.storage.formats.base import ParsedFile
 from objstore.testing.tensorfiles import random_weights
 
 Tensors = dict[str, tuple[str, tuple[int, ...], bytes]]
 Writer = Callable[[Path, Tensors, int], Path]  # (path, tensors, bytes of extra metadata) -> path
 
 KiB = 1024
+
+
+class Parser(Protocol):
+    def parse(self, f: BinaryIO, size: int) -> ParsedFile | None: ...
+
+
+def parsing(parser: Parser) -> tuple[Callable[[Path], ParsedFile | None], Callable[[bytes], ParsedFile | None]]:
+    """A format's parser applied to a file on disk and to bytes in memory (each format test's two entry points)."""
+    def parse_path(path: Path) -> ParsedFile | None:
+        with open(path, "rb") as f:
+            return parser.parse(f, path.stat().st_size)
+
+    def parse_bytes(data: bytes) -> ParsedFile | None:
+        return parser.parse(io.BytesIO(data), len(data))
+
+    return parse_path, parse_bytes
+
+
+def assert_well_formed(p: ParsedFile, size: int) -> None:
+    """Tensors in file order, none overlapping, all inside the file."""
+    end = 0
+    for t in p.tensors:
+        assert end <= t.offset and t.offset + t.length <= size
+        end = t.offset + t.length
 CHANGED = [f"layers.1.attn.{p}.weight" for p in ("q", "k")]  # 2 of 9 tensors, 15% of the bytes
 
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from format_targets import Tensors, assert_targets, measure
+from format_targets import Tensors, assert_targets, assert_well_formed, measure, parsing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objstore.storage.formats import gguf as parser
-from objstore.storage.formats.base import ParsedFile
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
@@ -46,20 +45,7 @@ def write_gguf(path: Path, tensors: dict[str, tuple[str, tuple[int, ...], bytes]
     return path
 
 
-def parse_path(path: Path) -> ParsedFile | None:
-    with open(path, "rb") as f:
-        return parser.parse(f, path.stat().st_size)
-
-
-def parse_bytes(data: bytes) -> ParsedFile | None:
-    return parser.parse(io.BytesIO(data), len(data))
-
-
-def assert_well_formed(p: ParsedFile, size: int) -> None:
-    end = 0
-    for t in p.tensors:
-        assert end <= t.offset and t.offset + t.length <= size
-        end = t.offset + t.length
+parse_path, parse_bytes = parsing(parser)
 
 
 def small_model(rng: np.random.Generator) -> dict[str, tuple[str, tuple[int, ...], bytes]]:

@@ -7,7 +7,6 @@ dtype, leave the rest (chunked, compressed, strings) to plain segments, and say 
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import time
@@ -16,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from format_targets import Tensors, assert_targets, measure
+from format_targets import Tensors, assert_targets, assert_well_formed, measure, parsing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objstore.storage.formats import hdf5 as parser
-from objstore.storage.formats.base import ParsedFile
 
 h5py = pytest.importorskip("h5py")
 
@@ -62,20 +60,7 @@ def h5py_contiguous(path: Path) -> dict[str, tuple[int, int, tuple[int, ...]]]:
     return out
 
 
-def parse_path(path: Path) -> ParsedFile | None:
-    with open(path, "rb") as f:
-        return parser.parse(f, path.stat().st_size)
-
-
-def parse_bytes(data: bytes) -> ParsedFile | None:
-    return parser.parse(io.BytesIO(data), len(data))
-
-
-def assert_well_formed(p: ParsedFile, size: int) -> None:
-    end = 0
-    for t in p.tensors:
-        assert end <= t.offset and t.offset + t.length <= size
-        end = t.offset + t.length
+parse_path, parse_bytes = parsing(parser)
 
 
 @pytest.mark.parametrize("libver", ["earliest", "latest"])  # superblock 0, v1 headers / superblock 3, v2 headers

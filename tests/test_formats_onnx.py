@@ -8,18 +8,16 @@ the ones onnx wrote into it.
 from __future__ import annotations
 
 import dataclasses
-import io
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from format_targets import CHANGED, Tensors, assert_targets, measure
+from format_targets import CHANGED, Tensors, assert_targets, measure, parsing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objstore.storage.formats import onnx as parser
-from objstore.storage.formats.base import ParsedFile
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -55,13 +53,7 @@ def mixed(rng: np.random.Generator) -> list[object]:
     ]
 
 
-def parse_path(path: Path) -> ParsedFile | None:
-    with open(path, "rb") as f:
-        return parser.parse(f, path.stat().st_size)
-
-
-def parse_bytes(data: bytes) -> ParsedFile | None:
-    return parser.parse(io.BytesIO(data), len(data))
+parse_path, parse_bytes = parsing(parser)
 
 
 def test_initializers_are_where_onnx_keeps_them(tmp_path: Path) -> None:
