@@ -14,6 +14,7 @@ their own with the right status; no traceback reaches the browser.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import os
 import secrets
@@ -54,8 +55,6 @@ def link(page: str, **params: object) -> str:
 
 
 def _when(ts: float | None) -> str:
-    import datetime as dt
-
     return "-" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
