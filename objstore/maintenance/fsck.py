@@ -29,7 +29,7 @@ registry links included) it breaks. Nothing is changed; repair is separate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from objstore.model.annotations import annotation_problems
 from objstore.model.inventory import edges, tree_children
 from objstore.model.store import Store
 from objstore.model.versions import check_ref
-from objstore.storage.chunkindex import RELIST_ATTEMPTS, covered_indexes, list_indexes
+from objstore.storage.chunkindex import covered_indexes, covered_since, list_indexes
 from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import PACKS, REFS, idx_key, marked_pack_key, pack_key, pack_name_of, parse_ref_key, ref_label
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
@@ -167,16 +167,10 @@ def _check_packs(store: Store, st: _State, skip: set[str] | None = None, progres
     def relist() -> dict[str, np.ndarray]:
         """``covered``, with the index files written since (a compaction moved a .idx);
         again while one of those was merged away before it could be read."""
-        for _ in range(RELIST_ATTEMPTS):
-            now = list_indexes(store.backend)
-            now_files = {n: size for n, size in now.files.items() if n not in seen_files}
-            seen_files.update(now_files)
-            more = covered_indexes(store.backend, replace(now, files=now_files))
-            for pack, index in more.indexes.items():
-                if pack not in covered:
-                    covered[pack], source[pack] = index, more.source[pack]
-            if not more.gone:
-                break
+        more = covered_since(store.backend, seen_files)
+        for pack, index in more.indexes.items():
+            if pack not in covered:
+                covered[pack], source[pack] = index, more.source[pack]
         return covered
 
     sizes = {n: info.size for info in store.backend.iter_prefix(PACKS) if (n := pack_name_of(info.key)) is not None}

@@ -771,6 +771,28 @@ def covered_indexes(backend: Backend, listing: IndexListing) -> CoveredIndexes:
     return CoveredIndexes(indexes, source, damaged, gone)
 
 
+def covered_since(backend: Backend, seen: set[str]) -> CoveredIndexes:
+    """The packs covered by the index files listed now that are not in ``seen``
+    (added to it): a compaction's newer files. Listed again while one of those was
+    itself merged away before it could be read (up to ``RELIST_ATTEMPTS`` times)."""
+    indexes: dict[str, np.ndarray] = {}
+    source: dict[str, str] = {}
+    damaged: list[tuple[str, str]] = []
+    gone = False
+    for _ in range(RELIST_ATTEMPTS):
+        newer = {n: size for n, size in list_indexes(backend).files.items() if n not in seen}
+        seen.update(newer)
+        more = covered_indexes(backend, IndexListing(files=newer))
+        for pack, index in more.indexes.items():
+            if pack not in indexes:
+                indexes[pack], source[pack] = index, more.source[pack]
+        damaged += more.damaged
+        gone = more.gone
+        if not gone:
+            break
+    return CoveredIndexes(indexes, source, damaged, gone)
+
+
 def read_all_indexes(backend: Backend, listing: IndexListing) -> dict[str, np.ndarray]:
     """Every pack's index, from the index files and the ``.idx`` files of
     ``listing``. Packs with neither (or only damaged ones) are missing from it.
@@ -790,14 +812,7 @@ def read_all_indexes(backend: Backend, listing: IndexListing) -> dict[str, np.nd
             gone = True
         except CorruptObject:
             continue
-    seen = set(listing.files)
-    for _ in range(RELIST_ATTEMPTS):
-        if not gone:
-            break
-        newer = {n: size for n, size in list_indexes(backend).files.items() if n not in seen}
-        seen.update(newer)
-        more = covered_indexes(backend, IndexListing(files=newer))
-        for pack, index in more.indexes.items():
+    if gone:
+        for pack, index in covered_since(backend, set(listing.files)).indexes.items():
             indexes.setdefault(pack, index)
-        gone = more.gone
     return indexes
