@@ -9,7 +9,7 @@ move is refused with a conflict (compare-and-swap), as is a form without the
 server's token; the server prints its address first and stops cleanly on
 SIGTERM and Ctrl-C.
 
-The browser is Debian's ``chromium`` driven by Playwright; ``.ci/run`` installs
+The browser is Debian's ``chromium-headless-shell`` driven by Playwright; ``.ci/run`` installs
 both. Without them these tests skip locally and fail in CI.
 """
 
@@ -31,7 +31,9 @@ from typing import Any
 import pytest
 from cli_helpers import OBJSTORE, run_cli
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's headless shell: the same engine as its full chromium, without the desktop parts
+# (a 13 s install in .ci/run instead of ~80 s for `chromium`).
+CHROMIUM = shutil.which("chromium-headless-shell") or "/usr/bin/chromium-headless-shell"
 HOSTILE = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
 # W&B's alias rule allows this (no '/' or ':'): it lands in text, in <option> values and in data attributes.
 HOSTILE_ALIAS = "<img src=x onerror=window.__pwned=3>\"'"
@@ -44,8 +46,8 @@ def _need_browser() -> Any:
         playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
-            raise AssertionError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip("no chromium here (.ci/run installs it)")
+            raise AssertionError(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium-headless-shell")
+        pytest.skip("no chromium-headless-shell here (.ci/run installs it)")
     return playwright
 
 
