@@ -12,13 +12,13 @@ the callbacks from here; this module imports no other command module (no cycle).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import click
 from click.shell_completion import CompletionItem, get_completion_class
 
 from objstore.api.completion import complete_entity, complete_project, complete_version
+from objstore.console import quiet
 from objstore.errors import ObjstoreError
 from objstore.model.store import Store
 from objstore.settings import DEFAULT_PROJECT, default_entity, resolve_entity, resolve_project
@@ -30,7 +30,6 @@ COMPLETE_VAR = "_OBJSTORE_COMPLETE"  # click's name for prog 'objstore'
 
 def _open(ctx: click.Context) -> Store | None:
     """The store the command line names, or None (a Tab press never shows an error)."""
-    os.environ["OBJSTORE_QUIET"] = "1"  # no note may reach the shell's line
     try:
         return Store.open_existing(ctx.find_root().params.get("store"))
     except Exception:  # noqa: BLE001 - a Tab press never shows an error
@@ -46,15 +45,16 @@ def _names(ctx: click.Context) -> tuple[str, str]:
 
 
 def _completing(ctx: click.Context, words: Callable[[Store], list[str]]) -> list[CompletionItem]:
-    store = _open(ctx)
-    if store is None:
-        return []
-    try:
-        return [CompletionItem(w) for w in words(store)]
-    except Exception:  # noqa: BLE001 - a Tab press never shows an error
-        return []
-    finally:
-        store.close()
+    with quiet():  # no note may reach the shell's line
+        store = _open(ctx)
+        if store is None:
+            return []
+        try:
+            return [CompletionItem(w) for w in words(store)]
+        except Exception:  # noqa: BLE001 - a Tab press never shows an error
+            return []
+        finally:
+            store.close()
 
 
 def complete_versions(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

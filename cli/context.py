@@ -18,6 +18,7 @@ import click
 from objstore.api.artifact import Artifact
 from objstore.api.naming import artifact_name_for
 from objstore.api.runs import Run
+from objstore.console import quiet
 from objstore.errors import InvalidInput
 from objstore.files.ignore import rules_for
 from objstore.model.names import check_name, parse_version_spec
@@ -61,12 +62,12 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def json_option(f: F) -> F:
-    def quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        if value:
-            os.environ["OBJSTORE_QUIET"] = "1"  # library notes go to stderr anyway; keep even those out
+    def silence(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        if value:  # library notes go to stderr anyway; keep even those out, for this command only
+            ctx.with_resource(quiet())
         return value
 
-    return click.option("--json", "as_json", is_flag=True, callback=quiet, expose_value=True, is_eager=True,
+    return click.option("--json", "as_json", is_flag=True, callback=silence, expose_value=True, is_eager=True,
                         help="Print JSON (shape in docs/cli-json.md).")(f)
 
 

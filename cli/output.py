@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from tqdm import tqdm
 
-from objstore.console import human_bytes, human_duration, route
+from objstore.console import human_bytes, human_duration, is_quiet, route
 
 if TYPE_CHECKING:
     from objstore.api.artifact import Artifact
@@ -85,7 +85,7 @@ BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {done}/{size}  {speed}  ETA {eta}
 def drawing() -> bool:
     """Whether a command draws its progress: only on a terminal (stderr, where the
     bar goes, as git does), never with OBJSTORE_QUIET or --json."""
-    return sys.stderr.isatty() and os.environ.get("OBJSTORE_QUIET", "") in ("", "0") and os.environ.get("TERM") != "dumb"
+    return sys.stderr.isatty() and not is_quiet() and os.environ.get("TERM") != "dumb"
 
 
 class Progress:

@@ -1,6 +1,8 @@
 """The one place the library talks to a person: short lines on stderr.
 
-Set ``OBJSTORE_QUIET=1`` to silence them (the CLI's ``--json`` does).
+Set ``OBJSTORE_QUIET=1`` to silence them for a whole process (and its children);
+:func:`quiet` silences them within a block (the CLI's ``--json`` and completion use it,
+so a command run inside a longer-lived process never leaves that process silenced).
 
 Invariants: every note is one line, prefixed ``objstore: ``. A program that
 draws something of its own on the terminal (the CLI's progress bar) routes the
@@ -21,13 +23,16 @@ from contextlib import contextmanager
 _lock = threading.Lock()
 _sink: Callable[[str], None] | None = None
 _summaries = True
+_quiet_depth = 0
 
 
 def say(message: str, *, summary: bool = False) -> None:
     if os.environ.get("OBJSTORE_QUIET", "") not in ("", "0"):
         return
     with _lock:
-        sink, summaries = _sink, _summaries
+        sink, summaries, quiet_now = _sink, _summaries, _quiet_depth > 0
+    if quiet_now:
+        return
     if summary and not summaries:
         return
     line = f"objstore: {message}"
@@ -50,6 +55,26 @@ def route(write: Callable[[str], None] | None, *, summaries: bool = True) -> Ite
     finally:
         with _lock:
             _sink, _summaries = old
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Within the block, no note is said (nested blocks stack)."""
+    global _quiet_depth
+    with _lock:
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _quiet_depth -= 1
+
+
+def is_quiet() -> bool:
+    """True where :func:`say` would print nothing: ``OBJSTORE_QUIET`` or a :func:`quiet` block."""
+    with _lock:
+        depth = _quiet_depth
+    return depth > 0 or os.environ.get("OBJSTORE_QUIET", "") not in ("", "0")
 
 
 def human_bytes(n: float) -> str:

@@ -242,6 +242,18 @@ else:
 
 # -- fixtures --------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def environment_left_as_found() -> Iterator[None]:
+    """No test leaves the process's settings changed for the tests after it (a CLI command run
+    in-process once set OBJSTORE_QUIET for good, and later tests' subprocesses printed nothing):
+    checked after monkeypatch has undone its own changes."""
+    watched = ("OBJSTORE_QUIET", "OBJSTORE_DIR", "OBJSTORE_PROJECT", "OBJSTORE_ENTITY", "OBJSTORE_NATIVE")
+    before = {name: os.environ.get(name) for name in watched}
+    yield
+    after = {name: os.environ.get(name) for name in watched}
+    assert after == before, f"the test left the environment changed: {before} -> {after}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def user_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The user cache directory (index file copies, remote caches) of the whole run:

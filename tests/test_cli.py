@@ -36,6 +36,22 @@ def test_every_command_help_shows_an_example(command: str) -> None:
     assert "objstore " in r.output.split("Example:")[1]
 
 
+def test_json_silences_notes_for_that_command_only(tmp_path: Path) -> None:
+    """``--json`` keeps the library's notes off stderr for its own command; a program that runs
+    a command in-process (a test, a notebook) says its notes again afterwards."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from objstore import console
+
+    store = tmp_path / "store"
+    assert CliRunner().invoke(main, ["--store", str(store), "init"]).exit_code == 0
+    listed = CliRunner().invoke(main, ["--store", str(store), "ls", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert "OBJSTORE_QUIET" not in os.environ
+    assert not console.is_quiet()
+
+
 @pytest.fixture
 def session(tmp_path: Path) -> dict[str, Path]:
     """A store with mnist:v0 (base) and mnist:v1 (fine-tune: layer2 and layer3 changed), logged by the CLI."""
