@@ -243,15 +243,22 @@ else:
 # -- fixtures --------------------------------------------------------------
 
 @pytest.fixture(autouse=True)
-def environment_left_as_found() -> Iterator[None]:
+def environment_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
     """No test leaves the process's settings changed for the tests after it (a CLI command run
-    in-process once set OBJSTORE_QUIET for good, and later tests' subprocesses printed nothing):
-    checked after monkeypatch has undone its own changes."""
+    in-process once set OBJSTORE_QUIET for good, and later tests' subprocesses printed nothing),
+    nor writes into the checkout (use_model's default ./artifacts once landed there, and a link
+    another test planted led into it): checked after monkeypatch has undone its own changes."""
     watched = ("OBJSTORE_QUIET", "OBJSTORE_DIR", "OBJSTORE_PROJECT", "OBJSTORE_ENTITY", "OBJSTORE_NATIVE")
-    before = {name: os.environ.get(name) for name in watched}
+    checkout = request.config.rootpath
+
+    def visible() -> set[str]:  # dot-files and bytecode are pytest's, mypy's and hypothesis's own
+        return {n for n in os.listdir(checkout) if not n.startswith(".") and n != "__pycache__"}
+
+    before, listed = {name: os.environ.get(name) for name in watched}, visible()
     yield
     after = {name: os.environ.get(name) for name in watched}
     assert after == before, f"the test left the environment changed: {before} -> {after}"
+    assert visible() <= listed, f"the test wrote into the checkout {checkout}: {sorted(visible() - listed)}"
 
 
 @pytest.fixture(scope="session", autouse=True)

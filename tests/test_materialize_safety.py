@@ -466,7 +466,8 @@ def test_resolve_link_agrees_with_the_kernel(links: list[tuple[str, str]]) -> No
     from objstore.files.safepath import directory_lookup, resolve_link
 
     with tempfile.TemporaryDirectory() as tmp:
-        outer = Path(os.path.realpath(tmp))
+        outer = Path(os.path.realpath(tmp)) / "outer"  # so ../../x lands in tmp, never in a directory of someone else's
+        outer.mkdir()
         (outer / "x").write_text("outside")
         root = outer / "root"
         (root / "d").mkdir(parents=True)
@@ -497,7 +498,8 @@ def test_whatever_add_dir_accepts_materializes_as_it_reads(links: list[tuple[str
     # the store and the copy live apart from outer: the links may log all of it
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as elsewhere:
         work = Path(elsewhere)
-        outer = Path(os.path.realpath(tmp))
+        outer = Path(os.path.realpath(tmp)) / "outer"  # so ../../x lands in tmp, never in a directory of someone else's
+        outer.mkdir()
         (outer / "x").write_text("outside")
         root = outer / "root"
         (root / "d").mkdir(parents=True)

@@ -87,7 +87,8 @@ def test_log_and_summary_record_the_latest_values(tmp_path: Path) -> None:
     assert made_by is not None and made_by.summary["best"] == 0.9
 
 
-def test_disabled_mode_writes_nothing_and_every_call_does_nothing(tmp_path: Path) -> None:
+def test_disabled_mode_writes_nothing_and_every_call_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # use_model's default root is ./artifacts: nothing may appear there either
     (tmp_path / "m.bin").write_bytes(b"w")
     run = objstore.init(entity="e", project="p", store=tmp_path / "s", mode="disabled", config={"lr": 1})
     assert objstore.run is run and run.disabled and run.config.lr == 1
@@ -158,7 +159,8 @@ def test_reinit(tmp_path: Path) -> None:
     assert objstore.run is None
 
 
-def test_module_level_calls_act_on_the_current_run(tmp_path: Path) -> None:
+def test_module_level_calls_act_on_the_current_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # use_model's default root is ./artifacts
     (tmp_path / "m.bin").write_bytes(b"w")
     assert objstore.run is None
     with pytest.raises(errors.UsageError, match="init"):
