@@ -742,6 +742,36 @@ def list_collections(store: Store, entity: str, project: str) -> list[Collection
     return [CollectionPath(entity, project, n) for n in sorted(names)]
 
 
+@dataclass(frozen=True, slots=True)
+class CollectionSummary:
+    """A collection as its refs' names tell it, no ref or object read: how many
+    versions it holds, the newest one's number and its aliases' names."""
+
+    coll: CollectionPath
+    versions: int
+    newest: int
+    aliases: tuple[str, ...]
+
+
+def summarize_collections(store: Store, entity: str, project: str) -> list[CollectionSummary]:
+    """:func:`list_collections` with each one's version count, newest number and alias
+    names, from the same one listing: the cost of a project's overview does not
+    grow with its versions (a listing is one request per thousand keys on object
+    storage). Tombstones (empty refs: deleted versions, removed aliases) are left out."""
+    numbers: dict[str, list[int]] = {}
+    aliases: dict[str, list[str]] = {}
+    for info in store.backend.iter_prefix(refs_prefix(entity, project)):
+        parsed = parse_ref_key(info.key)
+        if parsed is None or info.size == 0:
+            continue
+        if parsed.kind == "version" and (idx := version_index(parsed.tail)) is not None:
+            numbers.setdefault(parsed.name, []).append(idx)
+        elif parsed.kind == "alias":
+            aliases.setdefault(parsed.name, []).append(parsed.tail)
+    return [CollectionSummary(CollectionPath(entity, project, name), len(held), max(held),
+                              tuple(sorted(aliases.get(name, ())))) for name, held in sorted(numbers.items())]
+
+
 # -- the log of a collection ----------------------------------------------------
 # A log page reads the newest entries by following each version's parent from one
 # ref read every LOG_SEGMENT numbers, the segments in parallel: about one request
