@@ -307,3 +307,54 @@ run.finish()
         assert ">v9<" in html and ">v0<" in html and ">v10<" not in html and 'rel="prev"' in html
     finally:
         server.stop()
+
+
+def _versions_store(location: Path, versions: int) -> None:
+    """Two projects, four collections: ``a`` of ``versions`` versions, the others of 3
+    (cheap ones: a symlink each), a registered model linking one, an alias and
+    annotations on each."""
+    from objstore.model.annotations import Edit, edit_collection_annotations
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    from objstore.model.versions import commit_version, link_version
+    from objstore.storage.objects import SYMLINK, Tree, TreeEntry
+
+    with Store.open(location) as store:
+        colls = [CollectionPath("team", p, n) for p, n in (("p", "a"), ("p", "b"), ("p", "c"), ("q", "d"))]
+        for coll in colls:
+            count = versions if coll.name == "a" else 3
+            for i in range(count):
+                tree = store.odb.put_object(Tree((TreeEntry("link", SYMLINK, 1, target=f"{coll.name}{i}"),)))
+                newest, _ = commit_version(store, coll, tree=tree, size=1, new_bytes=0, artifact_type="model",
+                                           metadata={}, description=None, run=None,
+                                           aliases=("best",) if i == count // 2 else ())
+            edit_collection_annotations(store, coll, Edit(description="about " + coll.name, set_description=True))
+        link_version(store, CollectionPath("team", "model-registry", "Champion"), newest, run=None)
+
+
+def test_store_project_and_collection_pages_cost_what_they_show_not_the_history(tmp_path: Path) -> None:
+    """Backend requests (local: one per file operation; a listing is one) of each page's
+    reads on a freshly opened store: the same with 10 versions per collection as with
+    300. The collection page shows its newest 50, so it is compared at 60 and 300."""
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    from objstore.ui import views
+
+    def cost(location: Path, page: Any) -> int:
+        with Store.open(location, create=False) as store:
+            before = store.backend.stats.requests
+            page(store)
+            return store.backend.stats.requests - before
+
+    pages = {"store": views.store_page, "project": lambda s: views.project_page(s, "team", "p"),
+             "registry": lambda s: views.project_page(s, "team", "model-registry"),
+             "collection": lambda s: views.collection_page(s, CollectionPath("team", "p", "a"))}
+    costs = {}
+    for n in (10, 60, 300):
+        _versions_store(tmp_path / str(n), n)
+        costs[n] = {name: cost(tmp_path / str(n), page) for name, page in pages.items()}
+    for name in ("store", "project", "registry"):
+        assert costs[300][name] == costs[10][name], (name, costs)
+    assert costs[300]["collection"] == costs[60]["collection"], costs
+    assert costs[10]["collection"] < costs[60]["collection"], costs  # 10 rows shown cost less than 50
+    print(costs)
