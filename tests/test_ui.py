@@ -15,6 +15,7 @@ both. Without them these tests skip locally and fail in CI.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -358,3 +359,41 @@ def test_store_project_and_collection_pages_cost_what_they_show_not_the_history(
     assert costs[300]["collection"] == costs[60]["collection"], costs
     assert costs[10]["collection"] < costs[60]["collection"], costs  # 10 rows shown cost less than 50
     print(costs)
+
+
+def test_a_collection_edit_in_the_page_is_what_the_api_shows_and_a_stale_page_is_refused(
+        editable: tuple[Server, Path]) -> None:
+    pw = _need_browser()
+    server, store = editable
+    url = server.url + "collection?entity=team&project=vision&name=resnet"
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page, stale = browser.new_page(), browser.new_page()
+        page.goto(url)
+        stale.goto(url)
+        page.click("#collection-edit summary")
+        page.fill("#collection-form textarea", HOSTILE)
+        page.fill("#collection-form input[name=tags]", "vision, resnet-family")
+        page.click("#collection-form button")
+        assert HOSTILE in page.inner_text("#collection-description")  # as text: nothing ran
+        assert page.inner_text("#collection-tags").split() == ["vision", "resnet-family"]
+        assert page.evaluate("window.__pwned") is None
+        shown = subprocess.run([sys.executable, "-c", "import objstore, json; c = objstore.Api(store=%r).artifact_collection("
+                                "'model', 'team/vision/resnet'); print(json.dumps([c.description, c.tags]))" % str(store)],
+                               capture_output=True, text=True, check=True).stdout
+        assert shown.strip() == json.dumps([HOSTILE, ["vision", "resnet-family"]])
+        # The stale page read revision 0; its save must not land over the one made since.
+        stale.click("#collection-edit summary")
+        stale.fill("#collection-form textarea", "stale words")
+        stale.click("#collection-form button")
+        assert "edited by someone else" in stale.inner_text("#conflict")
+        assert HOSTILE in stale.inner_text("#collection-description")  # the page as it is now
+        stale.fill("#collection-form textarea", "fresh words")  # the conflict page's form is at the new revision
+        stale.click("#collection-form button")
+        assert stale.inner_text("#collection-description") == "fresh words"
+        browser.close()
+    form = _form(server.get("/collection?entity=team&project=vision&name=resnet")[1], "collection-form")
+    status, body = server.post("/collection/annotations", {**form, "csrf": "forged", "description": "x"})
+    assert status == 403 and "token" in body
+    status, body = server.post("/collection/annotations", {**form, "tags": "not a tag!"})
+    assert status == 400 and 'id="error"' in body
