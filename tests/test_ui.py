@@ -77,6 +77,7 @@ run.finish()
 a = objstore.Api(store={str(store)!r}, entity="team", project="vision").artifact("resnet:v1")
 a.description = {HOSTILE!r}
 a.metadata = {{"note": {HOSTILE!r}, "epochs": 3}}
+a.tags = ["candidate"]
 a.save()
 run = objstore.init(entity="team", project="vision", job_type="eval", store={str(store)!r})
 run.use_model("resnet:v1", root={str(files / "used")!r})
@@ -397,3 +398,25 @@ def test_a_collection_edit_in_the_page_is_what_the_api_shows_and_a_stale_page_is
     assert status == 403 and "token" in body
     status, body = server.post("/collection/annotations", {**form, "tags": "not a tag!"})
     assert status == 400 and 'id="error"' in body
+
+
+def test_a_run_page_shows_config_summary_inputs_and_outputs(readonly: Server) -> None:
+    pw = _need_browser()
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(readonly.url + "version?entity=team&project=vision&name=resnet&v=1")
+        assert page.inner_text("#tags").split() == ["candidate"]
+        page.click("#logged-by a")  # the training run
+        assert page.inner_text("h1").startswith("Run ") and "train" in page.inner_text("dl.facts")
+        assert "lr" in page.inner_text("#config") and "0.001" in page.inner_text("#config")
+        assert "loss" in page.inner_text("#summary") and "0.25" in page.inner_text("#summary")
+        outputs = page.inner_text("#outputs")
+        assert "team/vision/resnet:v0" in outputs and "team/vision/resnet:v1" in outputs
+        assert page.inner_text("#inputs") == "none"
+        page.goto(readonly.url + "version?entity=team&project=vision&name=resnet&v=1")
+        page.click("#used-by a")  # the eval run: used v1, logged the report
+        assert "team/vision/resnet:v1" in page.inner_text("#inputs")
+        page.click("#outputs >> text=team/vision/eval-report:v0")
+        assert page.inner_text("h1").startswith("eval-report:v0")
+        browser.close()
