@@ -94,6 +94,11 @@ def _skip(q: dict[str, str], key: str) -> int:
     return int(text) if text.isdigit() and len(text) <= 12 else 0
 
 
+def _tags(text: str) -> list[str]:
+    """The tags field of a form: comma-separated, blanks around each dropped."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def _number(text: str, what: str) -> str:
     if not text.isdigit():
         raise InvalidInput(f"{what} must be a version number, not {text!r}")
@@ -235,8 +240,9 @@ class UI:
         revision = form.get("revision", "")
         if not revision.isdigit():
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
+        tags = _tags(form["tags"]) if "tags" in form else None  # a form without the field leaves them be
         views.edit_description(self.store, coll, _number(form.get("v", ""), "v"), int(revision),
-                               form.get("description", ""))
+                               form.get("description", ""), tags)
         return self._back(form)
 
     def collection_edit(self, form: dict[str, str]) -> Response:
@@ -244,7 +250,7 @@ class UI:
         revision = form.get("revision", "")
         if not revision.isdigit():
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
-        tags = [t.strip() for t in form.get("tags", "").split(",") if t.strip()]
+        tags = _tags(form.get("tags", ""))
         views.edit_collection(self.store, coll, int(revision), form.get("description", ""), tags)
         return RedirectResponse(link("collection", entity=coll.entity, project=coll.project, name=coll.name),
                                 status_code=303)

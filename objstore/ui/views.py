@@ -282,11 +282,18 @@ def move_alias(store: Store, coll: CollectionPath, alias: str, selector: str, ex
     move_alias_ref(store, coll, alias, target.object_id, expected=expected)
 
 
-def edit_description(store: Store, coll: CollectionPath, selector: str, revision: int, new: str) -> None:
-    """Set the version's description if its annotations are still at ``revision``
-    (what the page showed): one compare-and-swap in the library."""
+def edit_description(store: Store, coll: CollectionPath, selector: str, revision: int, new: str,
+                     tags: list[str] | None = None) -> None:
+    """Set the version's description (and, given ``tags``, its tags) if its annotations
+    are still at ``revision`` (what the page showed): one compare-and-swap in the
+    library; a bad tag is InvalidName and nothing is written."""
     resolved = resolve_version(store, coll, selector)
-    edit_annotations(store, resolved, Edit(description=new or None, set_description=True), expected_revision=revision)
+    now = read_annotations(store, resolved)
+    wanted = now.tags if tags is None else check_tags(tags)
+    edit = Edit(description=new or None, set_description=True,
+                tags_add=tuple(t for t in wanted if t not in now.tags),
+                tags_remove=tuple(t for t in now.tags if t not in wanted))
+    edit_annotations(store, resolved, edit, expected_revision=revision)
 
 
 def edit_collection(store: Store, coll: CollectionPath, revision: int, description: str, tags: list[str]) -> None:
