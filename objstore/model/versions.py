@@ -639,12 +639,16 @@ def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *,
     store.refs.set_if_equals(ref, raw, oid, f"alias {alias} -> v{_entry_index(store, oid)}")
 
 
-def alias_history(store: Store, coll: CollectionPath, oid: ObjectId | None = None) -> list[ReflogEntry]:
-    """Every move of ``coll``'s aliases (``latest`` included), oldest first, from
-    their reflogs; with ``oid``, only the moves onto or off that entry."""
+def alias_history(store: Store, coll: CollectionPath, oid: ObjectId | None = None, *,
+                  include_latest: bool = True) -> list[ReflogEntry]:
+    """Every move of ``coll``'s aliases (``latest`` included unless told), oldest first,
+    from their reflogs; with ``oid``, only the moves onto or off that entry. The
+    reflog of ``latest`` has an entry per version, so leaving it out is what keeps
+    one version's history from costing a read per version of its collection."""
     prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
-    moves = [e for key in store.refs.iter_names(prefix) for e in store.refs.reflog(key)
-             if oid is None or oid in (e.old, e.new)]
+    latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    moves = [e for key in store.refs.iter_names(prefix) if include_latest or key != latest
+             for e in store.refs.reflog(key) if oid is None or oid in (e.old, e.new)]
     return sorted(moves, key=lambda e: e.when)
 
 

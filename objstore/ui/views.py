@@ -254,7 +254,7 @@ def version_page(store: Store, coll: CollectionPath, selector: str) -> VersionPa
         coll, resolved.index, art.type, art.digest, resolved.object_id.hex, art.source_qualified_name,
         tuple(art.aliases), art.description, dict(art.metadata), tuple(art.tags), art.size, art.new_bytes,
         art.created_timestamp, _files(art), art.logged_by_path, tuple(r.path for r in users),
-        tuple(alias_history(store, coll, resolved.object_id)), lineage(store, resolved),
+        tuple(alias_history(store, coll, resolved.object_id, include_latest=False)), lineage(store, resolved),
         {alias: oid.hex for alias, oid in now.items()}, read_annotations(store, resolved).revision,
     )
 
