@@ -426,3 +426,44 @@ def test_a_run_page_shows_config_summary_inputs_and_outputs(readonly: Server) ->
         page.click("#outputs >> text=team/vision/eval-report:v0")
         assert page.inner_text("h1").startswith("eval-report:v0")
         browser.close()
+
+
+def test_store_and_project_pages_are_paginated_and_usage_is_a_page_of_its_own(tmp_path: Path) -> None:
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    from objstore.model.versions import commit_version, link_version
+    from objstore.storage.objects import SYMLINK, Tree, TreeEntry
+
+    with Store.open(tmp_path / "store") as store:
+        colls = [CollectionPath("e", "big", f"c{i:02d}") for i in range(55)]
+        colls += [CollectionPath("e", f"p{i:02d}", "only") for i in range(52)]
+        for coll in colls:
+            tree = store.odb.put_object(Tree((TreeEntry("link", SYMLINK, 1, target=str(coll)),)))
+            entry, _ = commit_version(store, coll, tree=tree, size=1, new_bytes=0, artifact_type="model", metadata={},
+                                      description=None, run=None)
+            if coll.project == "big":
+                link_version(store, CollectionPath("e", "model-registry", coll.name), entry, run=None)
+    server = Server(tmp_path / "store")
+    try:
+        status, html = server.get("/")
+        assert status == 200 and "e/big" in html and "e/p47" in html and "e/p48" not in html  # 50 of 54, sorted
+        assert 'rel="next"' in html and 'id="usage-link"' in html
+        status, html = server.get("/?skip=50")
+        assert "e/p48" in html and "e/p51" in html and "e/big" not in html and 'rel="prev"' in html
+        status, html = server.get("/project?entity=e&project=big")
+        listed = re.search(r'<div id="collections">.*?</div>', html, re.S)
+        registry = re.search(r'<div id="registry">.*?</div>', html, re.S)
+        assert listed and registry and ">c49<" in listed.group(0) and ">c50<" not in listed.group(0)
+        assert "1–50 of 55" in listed.group(0) and ">c49<" in registry.group(0)
+        status, html = server.get("/project?entity=e&project=big&skip=50")
+        listed = re.search(r'<div id="collections">.*?</div>', html, re.S)
+        registry = re.search(r'<div id="registry">.*?</div>', html, re.S)
+        assert listed and registry and ">c50<" in listed.group(0) and ">c49<" not in listed.group(0)
+        assert ">c00<" in registry.group(0)  # the registry's list keeps its own place
+        assert 'href="/project?entity=e&amp;project=big&amp;rskip=50&amp;skip=50"' in html
+        status, html = server.get("/project?entity=e&project=big&skip=x&rskip=99999999999999999999")
+        assert status == 200 and ">c00<" in html  # a bad page number is the first page
+        status, html = server.get("/usage")
+        assert status == 200 and "reads every version" in html and "107 versions" in html and "e/big" in html
+    finally:
+        server.stop()
