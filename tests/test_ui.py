@@ -57,7 +57,7 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(os.environ["OBJSTORE_UI_SHOTS"]) / name), full_page=True)
 
 
-def _build(store: Path, files: Path) -> None:
+def _build(store: Path | str, files: Path) -> None:
     """Two projects, a fine-tune, an alias, a registry link, a run that used a version."""
     script = f"""
 import objstore
@@ -91,7 +91,7 @@ run.finish()
 
 
 class Server:
-    def __init__(self, store: Path, *args: str) -> None:
+    def __init__(self, store: Path | str, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("OBJSTORE_DIR", "OBJSTORE_PROJECT")}
         self.proc = subprocess.Popen([str(OBJSTORE), "ui", "--store", str(store), "--no-browser", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -465,5 +465,27 @@ def test_store_and_project_pages_are_paginated_and_usage_is_a_page_of_its_own(tm
         assert status == 200 and ">c00<" in html  # a bad page number is the first page
         status, html = server.get("/usage")
         assert status == 200 and "reads every version" in html and "107 versions" in html and "e/big" in html
+    finally:
+        server.stop()
+
+
+@pytest.mark.s3
+def test_a_store_on_a_bucket_is_browsed_and_edited_the_same(s3_bucket_url: str, tmp_path: Path) -> None:
+    _build(s3_bucket_url, tmp_path / "files")
+    server = Server(s3_bucket_url, "--allow-edits")
+    try:
+        for path, text in (("/", "team/vision"), ("/project?entity=team&project=vision", "Classifier"),
+                           ("/collection?entity=team&project=vision&name=resnet", "v1"),
+                           ("/version?entity=team&project=vision&name=resnet&v=1", "layers.1.attn.q.weight"),
+                           ("/diff?entity=team&project=vision&name=resnet&a=0&b=1", "1 file(s) differ"),
+                           ("/usage", "team/nlp")):
+            status, html = server.get(path)
+            assert status == 200 and text in html, (path, status, html[-500:])
+        page = "/collection?entity=team&project=vision&name=resnet"
+        form = _form(server.get(page)[1], "collection-form")
+        status, html = server.post("/collection/annotations", {**form, "description": "on a bucket", "tags": "s3"})
+        assert status == 200 and "on a bucket" in html
+        status, html = server.post("/collection/annotations", {**form, "description": "stale"})
+        assert status == 409 and "edited by someone else" in html
     finally:
         server.stop()
