@@ -15,7 +15,8 @@ from .context import State, pass_state
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port (0: a free one).")
 @click.option("--no-browser", is_flag=True, help="Do not open a browser.")
 @click.option("--allow-edits", is_flag=True,
-              help="Let the page move aliases and edit descriptions (each a compare-and-swap; read-only without it).")
+              help="Let the page move aliases and edit the descriptions and tags of versions and collections "
+                   "(each a compare-and-swap; read-only without it).")
 @pass_state
 def ui_cmd(state: State, store_location: str | None, host: str, port: int, no_browser: bool, allow_edits: bool) -> None:
     """Serve a web view of the store: projects, versions, lineage, the registry, diffs.
@@ -35,7 +36,7 @@ def ui_cmd(state: State, store_location: str | None, host: str, port: int, no_br
     store = state.store()
     if not is_loopback(host):
         click.echo(f"warning: serving on {host}, not loopback: anyone who can reach this machine can read the store"
-                   + (" and move its aliases" if allow_edits else ""), err=True)
+                   + (", move its aliases and edit its descriptions and tags" if allow_edits else ""), err=True)
     serve(store, host=host, port=port, allow_edits=allow_edits, open_browser=not no_browser,
           announce=lambda url: click.echo(f"serving {url}"))
 

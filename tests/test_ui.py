@@ -57,7 +57,7 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(os.environ["OBJSTORE_UI_SHOTS"]) / name), full_page=True)
 
 
-def _build(store: Path, files: Path) -> None:
+def _build(store: Path | str, files: Path) -> None:
     """Two projects, a fine-tune, an alias, a registry link, a run that used a version."""
     script = f"""
 import objstore
@@ -76,6 +76,7 @@ run.finish()
 a = objstore.Api(store={str(store)!r}, entity="team", project="vision").artifact("resnet:v1")
 a.description = {HOSTILE!r}
 a.metadata = {{"note": {HOSTILE!r}, "epochs": 3}}
+a.tags = ["candidate"]
 a.save()
 run = objstore.init(entity="team", project="vision", job_type="eval", store={str(store)!r})
 run.use_model("resnet:v1", root={str(files / "used")!r})
@@ -90,7 +91,7 @@ run.finish()
 
 
 class Server:
-    def __init__(self, store: Path, *args: str) -> None:
+    def __init__(self, store: Path | str, *args: str) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("OBJSTORE_DIR", "OBJSTORE_PROJECT")}
         self.proc = subprocess.Popen([str(OBJSTORE), "ui", "--store", str(store), "--no-browser", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -253,6 +254,14 @@ def test_a_description_edit_is_compare_and_swap_and_needs_the_token(editable: tu
     assert status == 409 and "edited by someone else" in body
     shown = run_cli(store, "show", "team/vision/resnet:v0", "--json").json()
     assert isinstance(shown, dict) and shown["description"] == "first edit"
+    form = _form(server.get("/version?entity=team&project=vision&name=resnet&v=0")[1], "description-form")
+    status, body = server.post("/version/description", {**form, "description": "first edit", "tags": "bad tag!"})
+    assert status == 400 and 'id="error"' in body
+    status, body = server.post("/version/description", {**form, "description": "first edit", "tags": "a, b"})
+    assert status == 200
+    import objstore
+    art = objstore.Api(store=str(store)).artifact("team/vision/resnet:v0")
+    assert (art.description, art.tags) == ("first edit", ["a", "b"])
 
 
 def test_bad_addresses_get_one_line_pages_not_tracebacks(readonly: Server) -> None:
@@ -305,5 +314,178 @@ run.finish()
         assert status == 200 and ">v59<" in html and ">v10<" in html and ">v9<" not in html and 'rel="next"' in html
         status, html = server.get("/collection?entity=e&project=p&name=many&skip=50")
         assert ">v9<" in html and ">v0<" in html and ">v10<" not in html and 'rel="prev"' in html
+    finally:
+        server.stop()
+
+
+def _versions_store(location: Path, versions: int) -> None:
+    """Two projects, four collections: ``a`` of ``versions`` versions, the others of 3
+    (cheap ones: a symlink each), a registered model linking one, an alias and
+    annotations on each."""
+    from objstore.model.annotations import Edit, edit_collection_annotations
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    from objstore.model.versions import commit_version, link_version
+    from objstore.storage.objects import SYMLINK, Tree, TreeEntry
+
+    with Store.open(location) as store:
+        colls = [CollectionPath("team", p, n) for p, n in (("p", "a"), ("p", "b"), ("p", "c"), ("q", "d"))]
+        for coll in colls:
+            count = versions if coll.name == "a" else 3
+            for i in range(count):
+                tree = store.odb.put_object(Tree((TreeEntry("link", SYMLINK, 1, target=f"{coll.name}{i}"),)))
+                newest, _ = commit_version(store, coll, tree=tree, size=1, new_bytes=0, artifact_type="model",
+                                           metadata={}, description=None, run=None,
+                                           aliases=("best",) if i == count // 2 else ())
+            edit_collection_annotations(store, coll, Edit(description="about " + coll.name, set_description=True))
+        link_version(store, CollectionPath("team", "model-registry", "Champion"), newest, run=None)
+
+
+def test_store_project_and_collection_pages_cost_what_they_show_not_the_history(tmp_path: Path) -> None:
+    """Backend requests (local: one per file operation; a listing is one) of each page's
+    reads on a freshly opened store: the same with 10 versions per collection as with
+    300. The collection page shows its newest 50, so it is compared at 60 and 300."""
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    from objstore.ui import views
+
+    def cost(location: Path, page: Any) -> int:
+        with Store.open(location, create=False) as store:
+            before = store.backend.stats.requests
+            page(store)
+            return store.backend.stats.requests - before
+
+    pages = {"store": views.store_page, "project": lambda s: views.project_page(s, "team", "p"),
+             "registry": lambda s: views.project_page(s, "team", "model-registry"),
+             "collection": lambda s: views.collection_page(s, CollectionPath("team", "p", "a"))}
+    costs = {}
+    for n in (10, 60, 300):
+        _versions_store(tmp_path / str(n), n)
+        costs[n] = {name: cost(tmp_path / str(n), page) for name, page in pages.items()}
+    for name in ("store", "project", "registry"):
+        assert costs[300][name] == costs[10][name], (name, costs)
+    assert costs[300]["collection"] == costs[60]["collection"], costs
+    assert costs[10]["collection"] < costs[60]["collection"], costs  # 10 rows shown cost less than 50
+    print(costs)
+
+
+def test_a_collection_edit_in_the_page_is_what_the_api_shows_and_a_stale_page_is_refused(
+        editable: tuple[Server, Path]) -> None:
+    pw = _need_browser()
+    server, store = editable
+    url = server.url + "collection?entity=team&project=vision&name=resnet"
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page, stale = browser.new_page(), browser.new_page()
+        page.goto(url)
+        stale.goto(url)
+        page.click("#collection-edit summary")
+        page.fill("#collection-form textarea", HOSTILE)
+        page.fill("#collection-form input[name=tags]", "vision, resnet-family")
+        page.click("#collection-form button")
+        assert HOSTILE in page.inner_text("#collection-description")  # as text: nothing ran
+        assert page.inner_text("#collection-tags").split() == ["vision", "resnet-family"]
+        assert page.evaluate("window.__pwned") is None
+        import objstore
+        coll = objstore.Api(store=str(store)).artifact_collection("model", "team/vision/resnet")
+        assert (coll.description, coll.tags) == (HOSTILE, ["vision", "resnet-family"])
+        # The stale page read revision 0; its save must not land over the one made since.
+        stale.click("#collection-edit summary")
+        stale.fill("#collection-form textarea", "stale words")
+        stale.click("#collection-form button")
+        assert "edited by someone else" in stale.inner_text("#conflict")
+        assert HOSTILE in stale.inner_text("#collection-description")  # the page as it is now
+        stale.fill("#collection-form textarea", "fresh words")  # the conflict page's form is at the new revision
+        stale.click("#collection-form button")
+        assert stale.inner_text("#collection-description") == "fresh words"
+        browser.close()
+    form = _form(server.get("/collection?entity=team&project=vision&name=resnet")[1], "collection-form")
+    status, body = server.post("/collection/annotations", {**form, "csrf": "forged", "description": "x"})
+    assert status == 403 and "token" in body
+    status, body = server.post("/collection/annotations", {**form, "tags": "not a tag!"})
+    assert status == 400 and 'id="error"' in body
+
+
+def test_a_run_page_shows_config_summary_inputs_and_outputs(readonly: Server) -> None:
+    pw = _need_browser()
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(readonly.url + "version?entity=team&project=vision&name=resnet&v=1")
+        assert page.inner_text("#tags").split() == ["candidate"]
+        page.click("#logged-by a")  # the training run
+        assert page.inner_text("h1").startswith("Run ") and "train" in page.inner_text("dl.facts")
+        assert "lr" in page.inner_text("#config") and "0.001" in page.inner_text("#config")
+        assert "loss" in page.inner_text("#summary") and "0.25" in page.inner_text("#summary")
+        outputs = page.inner_text("#outputs")
+        assert "team/vision/resnet:v0" in outputs and "team/vision/resnet:v1" in outputs
+        assert page.inner_text("#inputs") == "none"
+        page.goto(readonly.url + "version?entity=team&project=vision&name=resnet&v=1")
+        page.click("#used-by a")  # the eval run: used v1, logged the report
+        assert "team/vision/resnet:v1" in page.inner_text("#inputs")
+        page.click("#outputs >> text=team/vision/eval-report:v0")
+        assert page.inner_text("h1").startswith("eval-report:v0")
+        browser.close()
+
+
+def test_store_and_project_pages_are_paginated_and_usage_is_a_page_of_its_own(tmp_path: Path) -> None:
+    from objstore.model.names import CollectionPath
+    from objstore.model.store import Store
+    from objstore.model.versions import commit_version, link_version
+    from objstore.storage.objects import SYMLINK, Tree, TreeEntry
+
+    with Store.open(tmp_path / "store") as store:
+        colls = [CollectionPath("e", "big", f"c{i:02d}") for i in range(55)]
+        colls += [CollectionPath("e", f"p{i:02d}", "only") for i in range(52)]
+        for coll in colls:
+            tree = store.odb.put_object(Tree((TreeEntry("link", SYMLINK, 1, target=str(coll)),)))
+            entry, _ = commit_version(store, coll, tree=tree, size=1, new_bytes=0, artifact_type="model", metadata={},
+                                      description=None, run=None)
+            if coll.project == "big":
+                link_version(store, CollectionPath("e", "model-registry", coll.name), entry, run=None)
+    server = Server(tmp_path / "store")
+    try:
+        status, html = server.get("/")
+        assert status == 200 and "e/big" in html and "e/p47" in html and "e/p48" not in html  # 50 of 54, sorted
+        assert 'rel="next"' in html and 'id="usage-link"' in html
+        status, html = server.get("/?skip=50")
+        assert "e/p48" in html and "e/p51" in html and "e/big" not in html and 'rel="prev"' in html
+        status, html = server.get("/project?entity=e&project=big")
+        listed = re.search(r'<div id="collections">.*?</div>', html, re.S)
+        registry = re.search(r'<div id="registry">.*?</div>', html, re.S)
+        assert listed and registry and ">c49<" in listed.group(0) and ">c50<" not in listed.group(0)
+        assert "1–50 of 55" in listed.group(0) and ">c49<" in registry.group(0)
+        status, html = server.get("/project?entity=e&project=big&skip=50")
+        listed = re.search(r'<div id="collections">.*?</div>', html, re.S)
+        registry = re.search(r'<div id="registry">.*?</div>', html, re.S)
+        assert listed and registry and ">c50<" in listed.group(0) and ">c49<" not in listed.group(0)
+        assert ">c00<" in registry.group(0)  # the registry's list keeps its own place
+        assert 'href="/project?entity=e&amp;project=big&amp;rskip=50&amp;skip=50"' in html
+        status, html = server.get("/project?entity=e&project=big&skip=x&rskip=99999999999999999999")
+        assert status == 200 and ">c00<" in html  # a bad page number is the first page
+        status, html = server.get("/usage")
+        assert status == 200 and "reads every version" in html and "107 versions" in html and "e/big" in html
+    finally:
+        server.stop()
+
+
+@pytest.mark.s3
+def test_a_store_on_a_bucket_is_browsed_and_edited_the_same(s3_bucket_url: str, tmp_path: Path) -> None:
+    _build(s3_bucket_url, tmp_path / "files")
+    server = Server(s3_bucket_url, "--allow-edits")
+    try:
+        for path, text in (("/", "team/vision"), ("/project?entity=team&project=vision", "Classifier"),
+                           ("/collection?entity=team&project=vision&name=resnet", "v1"),
+                           ("/version?entity=team&project=vision&name=resnet&v=1", "layers.1.attn.q.weight"),
+                           ("/diff?entity=team&project=vision&name=resnet&a=0&b=1", "1 file(s) differ"),
+                           ("/usage", "team/nlp")):
+            status, html = server.get(path)
+            assert status == 200 and text in html, (path, status, html[-500:])
+        page = "/collection?entity=team&project=vision&name=resnet"
+        form = _form(server.get(page)[1], "collection-form")
+        status, html = server.post("/collection/annotations", {**form, "description": "on a bucket", "tags": "s3"})
+        assert status == 200 and "on a bucket" in html
+        status, html = server.post("/collection/annotations", {**form, "description": "stale"})
+        assert status == 409 and "edited by someone else" in html
     finally:
         server.stop()

@@ -429,10 +429,13 @@ def _write_collection_log(store: Store, coll: CollectionPath, state_id: str, las
 
 
 def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, *, who: str | None = None,
-                                when: float | None = None, attempts: int = 1000) -> CollectionAnnotations:
+                                when: float | None = None, attempts: int = 1000,
+                                expected_revision: int | None = None) -> CollectionAnnotations:
     """Apply ``edit`` (description and tags only) to ``coll``'s own annotations by
     compare-and-swap, as :func:`edit_annotations` a version's; checked before
-    anything is written. An edit that changes nothing writes nothing."""
+    anything is written. An edit that changes nothing writes nothing. With
+    ``expected_revision`` (what a person was shown), Conflict instead of
+    re-applying once anyone else edited."""
     if edit.metadata_set or edit.metadata_delete or edit.set_ttl:
         raise InvalidInput(f"a collection ({coll}) has a description and tags only; metadata and ttl are a version's")
     check_tags(edit.tags_add)
@@ -440,6 +443,9 @@ def edit_collection_annotations(store: Store, coll: CollectionPath, edit: Edit, 
     for _ in range(attempts):
         key, raw, doc = _collection_state(store, coll)
         now = _collection_shown(doc)
+        if expected_revision is not None and now.revision != expected_revision:
+            raise Conflict(key, None, None, f"the description and tags of {coll} were edited by someone else "
+                                            f"(revision {now.revision}, not {expected_revision}); reload and decide again")
         fields, changes = _apply(Annotations(now.description, {}, now.tags, INHERIT, now.revision), edit)
         if not changes:
             return now

@@ -639,12 +639,16 @@ def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *,
     store.refs.set_if_equals(ref, raw, oid, f"alias {alias} -> v{_entry_index(store, oid)}")
 
 
-def alias_history(store: Store, coll: CollectionPath, oid: ObjectId | None = None) -> list[ReflogEntry]:
-    """Every move of ``coll``'s aliases (``latest`` included), oldest first, from
-    their reflogs; with ``oid``, only the moves onto or off that entry."""
+def alias_history(store: Store, coll: CollectionPath, oid: ObjectId | None = None, *,
+                  include_latest: bool = True) -> list[ReflogEntry]:
+    """Every move of ``coll``'s aliases (``latest`` included unless told), oldest first,
+    from their reflogs; with ``oid``, only the moves onto or off that entry. The
+    reflog of ``latest`` has an entry per version, so leaving it out is what keeps
+    one version's history from costing a read per version of its collection."""
     prefix = collection_prefix(coll.entity, coll.project, coll.name) + "aliases/"
-    moves = [e for key in store.refs.iter_names(prefix) for e in store.refs.reflog(key)
-             if oid is None or oid in (e.old, e.new)]
+    latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)
+    moves = [e for key in store.refs.iter_names(prefix) if include_latest or key != latest
+             for e in store.refs.reflog(key) if oid is None or oid in (e.old, e.new)]
     return sorted(moves, key=lambda e: e.when)
 
 
@@ -740,6 +744,36 @@ def list_collections(store: Store, entity: str, project: str) -> list[Collection
         if parsed is not None and parsed.kind == "version" and info.size != 0:  # empty: a tombstone
             names.add(parsed.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSummary:
+    """A collection as its refs' names tell it, no ref or object read: how many
+    versions it holds, the newest one's number and its aliases' names."""
+
+    coll: CollectionPath
+    versions: int
+    newest: int
+    aliases: tuple[str, ...]
+
+
+def summarize_collections(store: Store, entity: str, project: str) -> list[CollectionSummary]:
+    """:func:`list_collections` with each one's version count, newest number and alias
+    names, from the same one listing: the cost of a project's overview does not
+    grow with its versions (a listing is one request per thousand keys on object
+    storage). Tombstones (empty refs: deleted versions, removed aliases) are left out."""
+    numbers: dict[str, list[int]] = {}
+    aliases: dict[str, list[str]] = {}
+    for info in store.backend.iter_prefix(refs_prefix(entity, project)):
+        parsed = parse_ref_key(info.key)
+        if parsed is None or info.size == 0:
+            continue
+        if parsed.kind == "version" and (idx := version_index(parsed.tail)) is not None:
+            numbers.setdefault(parsed.name, []).append(idx)
+        elif parsed.kind == "alias":
+            aliases.setdefault(parsed.name, []).append(parsed.tail)
+    return [CollectionSummary(CollectionPath(entity, project, name), len(held), max(held),
+                              tuple(sorted(aliases.get(name, ())))) for name, held in sorted(numbers.items())]
 
 
 # -- the log of a collection ----------------------------------------------------

@@ -1,4 +1,4 @@
-"""The web application of ``objstore ui``: routes, templates, the two edits.
+"""The web application of ``objstore ui``: routes, templates, the edits.
 
 URLs carry names in query strings, never in path segments: a project or alias
 may be ``..`` or hold a space, and browsers resolve ``..`` segments (encoded or
@@ -88,6 +88,17 @@ def _coll(q: dict[str, str]) -> CollectionPath:
     return CollectionPath(entity, project, name)
 
 
+def _skip(q: dict[str, str], key: str) -> int:
+    """A page's first row (``?skip=N``); anything but digits is the first page."""
+    text = q.get(key, "")
+    return int(text) if text.isdigit() and len(text) <= 12 else 0
+
+
+def _tags(text: str) -> list[str]:
+    """The tags field of a form: comma-separated, blanks around each dropped."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def _number(text: str, what: str) -> str:
     if not text.isdigit():
         raise InvalidInput(f"{what} must be a version number, not {text!r}")
@@ -108,7 +119,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 class UI:
-    """The application over one open store; ``allow_edits`` enables the two POSTs."""
+    """The application over one open store; ``allow_edits`` enables the POSTs."""
 
     def __init__(self, store: Store, *, allow_edits: bool = False) -> None:
         self.store, self.allow_edits = store, allow_edits
@@ -116,6 +127,7 @@ class UI:
         self.env = _environment()
         routes = [
             Route("/", self._page(self.store_view)),
+            Route("/usage", self._page(self.usage_view)),
             Route("/project", self._page(self.project_view)),
             Route("/collection", self._page(self.collection_view)),
             Route("/version", self._page(self.version_view)),
@@ -123,6 +135,7 @@ class UI:
             Route("/run", self._page(self.run_view)),
             Route("/version/alias", self._edit(self.alias_edit), methods=["POST"]),
             Route("/version/description", self._edit(self.description_edit), methods=["POST"]),
+            Route("/collection/annotations", self._edit(self.collection_edit), methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
         self.app = Starlette(routes=routes)
@@ -164,6 +177,8 @@ class UI:
                 return await run_in_threadpool(change, form)
             except Conflict as exc:
                 q = {k: form.get(k, "") for k in ("entity", "project", "name", "v")}
+                if not q["v"]:  # a collection's form: its page as it is now
+                    return self.render("collection.html", status=409, conflict=str(exc), **self.collection_context(q))
                 return self.render("version.html", status=409, conflict=str(exc), **self.version_context(q))
             except ObjstoreError as exc:
                 return self.failure(exc)
@@ -171,18 +186,23 @@ class UI:
 
     # -- pages -------------------------------------------------------------------
     def store_view(self, q: dict[str, str]) -> HTMLResponse:
-        return self.render("store.html", page=views.store_page(self.store))
+        return self.render("store.html", page=views.store_page(self.store, _skip(q, "skip")), page_size=views.PAGE_SIZE)
+
+    def usage_view(self, q: dict[str, str]) -> HTMLResponse:
+        return self.render("usage.html", usage=views.usage_page(self.store))
 
     def project_view(self, q: dict[str, str]) -> HTMLResponse:
         entity, project = q.get("entity", ""), q.get("project", "")
         check_name(entity, "entity")
         check_name(project, "project")
-        return self.render("project.html", page=views.project_page(self.store, entity, project))
+        page = views.project_page(self.store, entity, project, _skip(q, "skip"), _skip(q, "rskip"))
+        return self.render("project.html", page=page, page_size=views.PAGE_SIZE)
+
+    def collection_context(self, q: dict[str, str]) -> dict[str, Any]:
+        return {"page": views.collection_page(self.store, _coll(q), _skip(q, "skip")), "page_size": views.PAGE_SIZE}
 
     def collection_view(self, q: dict[str, str]) -> HTMLResponse:
-        skip = int(q["skip"]) if q.get("skip", "").isdigit() else 0
-        page = views.collection_page(self.store, _coll(q), skip)
-        return self.render("collection.html", page=page, page_size=views.PAGE_SIZE)
+        return self.render("collection.html", **self.collection_context(q))
 
     def version_context(self, q: dict[str, str]) -> dict[str, Any]:
         page = views.version_page(self.store, _coll(q), _number(q.get("v", ""), "v"))
@@ -220,6 +240,17 @@ class UI:
         revision = form.get("revision", "")
         if not revision.isdigit():
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
+        tags = _tags(form["tags"]) if "tags" in form else None  # a form without the field leaves them be
         views.edit_description(self.store, coll, _number(form.get("v", ""), "v"), int(revision),
-                               form.get("description", ""))
+                               form.get("description", ""), tags)
         return self._back(form)
+
+    def collection_edit(self, form: dict[str, str]) -> Response:
+        coll = _coll(form)
+        revision = form.get("revision", "")
+        if not revision.isdigit():
+            raise InvalidInput("the form lacks the annotations' revision; reload the page")
+        tags = _tags(form.get("tags", ""))
+        views.edit_collection(self.store, coll, int(revision), form.get("description", ""), tags)
+        return RedirectResponse(link("collection", entity=coll.entity, project=coll.project, name=coll.name),
+                                status_code=303)

@@ -3,15 +3,21 @@
 Each function answers one page as frozen values; templates only lay them out.
 Values stay raw here (names, descriptions, metadata exactly as stored): escaping
 is the templates' job, done by Jinja2's autoescaping, so no value can be escaped
-twice or not at all. Nothing here writes to the store except :func:`move_alias`
-and :func:`edit_description`, each one compare-and-swap against what the page
-showed (:func:`objstore.model.versions.move_alias`, and the annotation state
-read back before the edit), so a change someone else made first is a Conflict.
+twice or not at all. Nothing here writes to the store except :func:`move_alias`,
+:func:`edit_description` and :func:`edit_collection`, each one compare-and-swap
+against what the page showed (:func:`objstore.model.versions.move_alias`, and
+the revision of the annotations shown), so a change someone else made first is
+a Conflict.
+
+Cost: the store, project and collection pages read what they show and no more
+(listings of refs, then one entry per row shown), so they cost the same on a
+store with ten versions per collection as on one with thousands. What must read
+every version (logical and unique bytes) is :func:`usage_page`, a page of its
+own that says so.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,29 +26,36 @@ from objstore.api.diff import VersionDiff, diff_versions
 from objstore.api.lineage import Lineage, lineage
 from objstore.api.public import Api
 from objstore.api.runinfo import RunInfo, log_with_runs
-from objstore.errors import InvalidInput, NotFound, ObjstoreError
-from objstore.maintenance.stats import StoreUsage, disk_usage
-from objstore.model.annotations import Edit, edit_annotations, read_annotations
-from objstore.model.names import REGISTRY_PROJECT, CollectionPath, parse_version_spec
+from objstore.errors import CorruptObject, InvalidInput, NotFound, ObjstoreError
+from objstore.maintenance.stats import Stored, StoreUsage, disk_usage, stored
+from objstore.model.annotations import (
+    CollectionAnnotations,
+    Edit,
+    edit_annotations,
+    edit_collection_annotations,
+    read_annotations,
+    read_collection_annotations,
+)
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_tags, parse_version_spec
 from objstore.model.refs import ReflogEntry
 from objstore.model.store import Store
 from objstore.model.versions import (
     ResolvedVersion,
     alias_history,
+    collection_exists,
     list_aliases,
-    list_collections,
     list_projects,
     missing_collection,
     resolve,
+    summarize_collections,
 )
 from objstore.model.versions import move_alias as move_alias_ref
 from objstore.storage.ids import ObjectId
 
-# Versions per page of a collection, tensors listed per file on a version page.
+# Rows per page (projects of the store, collections of a project, versions of a
+# collection), tensors listed per file on a version page.
 PAGE_SIZE = 50
 TENSORS_SHOWN = 200
-# How long the store page's byte totals (every version's tree read) are reused.
-USAGE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +64,15 @@ class ProjectRow:
     project: str
     collections: int
     versions: int
-    logical_bytes: int
-    unique_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
 class StorePage:
     location: str
     projects: tuple[ProjectRow, ...]
-    logical_bytes: int
-    unique_bytes: int
-    stored_bytes: int
-    versions: int
+    total: int  # (entity, project) pairs holding refs; ``projects`` is the page of them from ``skip``
+    skip: int
+    stored: Stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +81,22 @@ class CollectionRow:
     type: str
     versions: int
     aliases: tuple[str, ...]
-    updated_at: str | None
+    updated_at: float | None  # when its newest version was logged (linked, in a registry)
+
+
+@dataclass(frozen=True, slots=True)
+class RowsPage:
+    rows: tuple[CollectionRow, ...]
+    total: int
+    skip: int
 
 
 @dataclass(frozen=True, slots=True)
 class ProjectPage:
     entity: str
     project: str
-    collections: tuple[CollectionRow, ...]
-    registry: tuple[CollectionRow, ...]
+    collections: RowsPage
+    registry: RowsPage
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +118,7 @@ class CollectionPage:
     total: int
     skip: int
     versions: tuple[VersionRow, ...]
-    description: str | None
+    annotations: CollectionAnnotations  # its own description and tags, with the revision the edit form sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,51 +169,42 @@ class RunPage:
     outputs: tuple[str, ...]
 
 
-class _UsageCache:
-    """The store page's totals, recomputed at most every :data:`USAGE_SECONDS`."""
-
-    def __init__(self) -> None:
-        self._at = 0.0
-        self._usage: StoreUsage | None = None
-
-    def get(self, store: Store) -> StoreUsage:
-        if self._usage is None or time.monotonic() - self._at > USAGE_SECONDS:
-            self._usage, self._at = disk_usage(store, by="project"), time.monotonic()
-        return self._usage
-
-
-USAGE = _UsageCache()
-
-
-def store_page(store: Store) -> StorePage:
-    usage = USAGE.get(store)
+def store_page(store: Store, skip: int = 0) -> StorePage:
+    """The projects from ``skip`` (a page of them), each from one listing of its refs,
+    and the bytes on the backend from listings of packs and objects: no version is read."""
+    pairs = list_projects(store)
     rows = []
-    for entity, project in list_projects(store):
-        colls = list_collections(store, entity, project)
-        if not colls:
-            continue
-        u = usage.projects.get(f"{entity}/{project}")
-        rows.append(ProjectRow(entity, project, len(colls), u.versions if u else 0,
-                               u.logical_bytes if u else 0, u.unique_bytes if u else 0))
-    t = usage.total
-    return StorePage(store.location, tuple(rows), t.logical_bytes, t.unique_bytes, usage.stored_bytes, t.versions)
+    for entity, project in pairs[skip:skip + PAGE_SIZE]:
+        colls = summarize_collections(store, entity, project)
+        if colls:  # a project holding runs only has nothing to show
+            rows.append(ProjectRow(entity, project, len(colls), sum(c.versions for c in colls)))
+    return StorePage(store.location, tuple(rows), len(pairs), skip, stored(store))
 
 
-def _collection_rows(store: Store, entity: str, project: str) -> tuple[CollectionRow, ...]:
-    api = Api(store, entity=entity, project=project)
+def usage_page(store: Store) -> StoreUsage:
+    """``objstore du --by project``: reads every version's tree, so its cost grows with the store."""
+    return disk_usage(store, by="project")
+
+
+def _collection_rows(store: Store, entity: str, project: str, skip: int) -> RowsPage:
+    listed = summarize_collections(store, entity, project)
     rows = []
-    for c in api.artifact_collections(project, entity=entity):
-        newest = c.artifacts(per_page=1)
-        rows.append(CollectionRow(c.name, c.type, c.version_count, tuple(c.aliases),
-                                  newest[0].updated_at if newest else None))
-    return tuple(rows)
+    for c in listed[skip:skip + PAGE_SIZE]:
+        try:  # the newest entry gives the type and the time: one ref and one object read per row
+            newest = resolve_version(store, c.coll, f"v{c.newest}")
+            kind, when = newest.version.artifact_type, newest.link.created_at if newest.link else newest.version.created_at
+        except (CorruptObject, NotFound):  # damaged or deleted since the listing: the row stays (fsck says more)
+            kind, when = "?", None
+        rows.append(CollectionRow(c.coll.name, kind, c.versions, c.aliases, when))
+    return RowsPage(tuple(rows), len(listed), skip)
 
 
-def project_page(store: Store, entity: str, project: str) -> ProjectPage:
-    colls = _collection_rows(store, entity, project)
-    if not colls and project != REGISTRY_PROJECT:
+def project_page(store: Store, entity: str, project: str, skip: int = 0, registry_skip: int = 0) -> ProjectPage:
+    colls = _collection_rows(store, entity, project, skip)
+    if not colls.total and project != REGISTRY_PROJECT:
         raise NotFound(f"{entity}/{project} holds no collection")
-    registry = () if project == REGISTRY_PROJECT else _collection_rows(store, entity, REGISTRY_PROJECT)
+    registry = RowsPage((), 0, 0) if project == REGISTRY_PROJECT else \
+        _collection_rows(store, entity, REGISTRY_PROJECT, registry_skip)
     return ProjectPage(entity, project, colls, registry)
 
 
@@ -211,9 +219,7 @@ def collection_page(store: Store, coll: CollectionPath, skip: int = 0) -> Collec
         rows.append(VersionRow(entry.index, tuple(page.aliases.get(entry.object_id, ())), v.size, v.new_bytes,
                                v.created_at, run, bool(run) and run in recorded, v.digest))
     kind = page.entries[0].version.artifact_type if page.entries else ""
-    described = Api(store, entity=coll.entity, project=coll.project).artifact_collection(kind, coll.name).description \
-        if kind else None
-    return CollectionPage(coll, kind, page.total, skip, tuple(rows), described)
+    return CollectionPage(coll, kind, page.total, skip, tuple(rows), read_collection_annotations(store, coll))
 
 
 def resolve_version(store: Store, coll: CollectionPath, selector: str) -> ResolvedVersion:
@@ -248,7 +254,7 @@ def version_page(store: Store, coll: CollectionPath, selector: str) -> VersionPa
         coll, resolved.index, art.type, art.digest, resolved.object_id.hex, art.source_qualified_name,
         tuple(art.aliases), art.description, dict(art.metadata), tuple(art.tags), art.size, art.new_bytes,
         art.created_timestamp, _files(art), art.logged_by_path, tuple(r.path for r in users),
-        tuple(alias_history(store, coll, resolved.object_id)), lineage(store, resolved),
+        tuple(alias_history(store, coll, resolved.object_id, include_latest=False)), lineage(store, resolved),
         {alias: oid.hex for alias, oid in now.items()}, read_annotations(store, resolved).revision,
     )
 
@@ -276,8 +282,29 @@ def move_alias(store: Store, coll: CollectionPath, alias: str, selector: str, ex
     move_alias_ref(store, coll, alias, target.object_id, expected=expected)
 
 
-def edit_description(store: Store, coll: CollectionPath, selector: str, revision: int, new: str) -> None:
-    """Set the version's description if its annotations are still at ``revision``
-    (what the page showed): one compare-and-swap in the library."""
+def edit_description(store: Store, coll: CollectionPath, selector: str, revision: int, new: str,
+                     tags: list[str] | None = None) -> None:
+    """Set the version's description (and, given ``tags``, its tags) if its annotations
+    are still at ``revision`` (what the page showed): one compare-and-swap in the
+    library; a bad tag is InvalidName and nothing is written."""
     resolved = resolve_version(store, coll, selector)
-    edit_annotations(store, resolved, Edit(description=new or None, set_description=True), expected_revision=revision)
+    now = read_annotations(store, resolved)
+    wanted = now.tags if tags is None else check_tags(tags)
+    edit = Edit(description=new or None, set_description=True,
+                tags_add=tuple(t for t in wanted if t not in now.tags),
+                tags_remove=tuple(t for t in now.tags if t not in wanted))
+    edit_annotations(store, resolved, edit, expected_revision=revision)
+
+
+def edit_collection(store: Store, coll: CollectionPath, revision: int, description: str, tags: list[str]) -> None:
+    """Set the collection's own description and tags if they are still at ``revision``
+    (what the page showed): one compare-and-swap in the library; a bad tag is
+    InvalidName and nothing is written."""
+    now = read_collection_annotations(store, coll)
+    wanted = check_tags(tags)
+    edit = Edit(description=description or None, set_description=(description or None) != now.description,
+                tags_add=tuple(t for t in wanted if t not in now.tags),
+                tags_remove=tuple(t for t in now.tags if t not in wanted))
+    if not collection_exists(store, coll):
+        raise missing_collection(store, coll)
+    edit_collection_annotations(store, coll, edit, expected_revision=revision)
