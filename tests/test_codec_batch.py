@@ -252,3 +252,11 @@ def test_the_vendored_zstd_is_the_wheels_or_the_one_call_encoder_is_off() -> Non
     from objstore.storage import _planes  # type: ignore[attr-defined,unused-ignore]
 
     assert codecs.BATCH_INTO == (tuple(_planes.zstd_version()) == tuple(zstandard.ZSTD_VERSION))
+
+
+def test_an_out_buffer_too_small_for_the_batch_is_not_used() -> None:
+    items = realistic_items()
+    out = bytearray(100)
+    got = codecs.encode_many(items, out=out)
+    assert [(cid, bytes(p)) for cid, p in got] == reference(items)
+    assert all(not isinstance(p, memoryview) or p.obj is not out for _, p in got)

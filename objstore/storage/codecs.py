@@ -483,15 +483,17 @@ def encode_chunk(raw: bytes | memoryview, dtype: str | None, policy: CodecPolicy
 _MULTI = zstandard.backend == "cext" and hasattr(zstandard.ZstdCompressor, "multi_compress_to_buffer")
 # The C batch encoder's frames come from the zstd vendored in csrc/zstd; they are
 # zstandard's frames only when both are the same zstd version, so it is used only then.
+# OBJSTORE_ONE_CALL=0 turns it off (the three-call batch; to compare the two in one build).
 BATCH_INTO = (_PLANES is not None and hasattr(_PLANES, "encode_batch")
-              and tuple(_PLANES.zstd_version()) == tuple(zstandard.ZSTD_VERSION))
+              and tuple(_PLANES.zstd_version()) == tuple(zstandard.ZSTD_VERSION)
+              and os.environ.get("OBJSTORE_ONE_CALL", "") != "0")
 
 
 def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: CodecPolicy | None = None,
                 out: bytearray | None = None) -> list[tuple[int, bytes | memoryview]]:
     """:func:`encode_chunk` of each (raw, dtype), byte for byte, in a few calls per codec instead of several per chunk.
 
-    With ``out`` (at least the items' total raw length; the caller's to pool) and
+    With ``out`` (the caller's to pool; used when it holds the items' total raw length) and
     :data:`BATCH_INTO`, each codec's chunks are encoded in **one** GIL-free C call
     (split, 6-bit packing, zstd from the vendored library, payload layout) and the
     payloads are views of ``out``, laid out back to back: no Python object and no
@@ -518,7 +520,8 @@ def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: 
             result[i] = encode_chunk(raw, dtype, policy)
         else:
             groups.setdefault(codec_id, []).append(i)
-    into = out if BATCH_INTO else None
+    # payloads are smaller than their raw bytes or stored raw: the raw total always fits
+    into = out if BATCH_INTO and out is not None and len(out) >= sum(len(raw) for raw, _ in items) else None
     pos = 0
     for codec_id, idx in groups.items():
         raws = [items[i][0] for i in idx]
