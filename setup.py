@@ -45,6 +45,12 @@ else:
 
 _cflags = [] if os.name == "nt" else ["-O3", "-std=c11"]
 
+# zstd 1.5.7 (vendored: csrc/zstd/VENDORED), the zstandard wheel's own version, for
+# the batch encoder's frames; its symbols stay inside the extension.
+ZSTD = "csrc/zstd"
+_zstd_macros = [("ZSTDLIB_VISIBLE", ""), ("ZSTDERRORLIB_VISIBLE", ""), ("ZDICTLIB_VISIBLE", "")]
+PER_FILE_FLAGS["objstore.storage._planes"] = {f"{ZSTD}/zstd.c": [] if os.name == "nt" else ["-fvisibility=hidden"]}
+
 EXTENSIONS = [
     Extension(
         "objstore.storage._native",
@@ -53,9 +59,11 @@ EXTENSIONS = [
         define_macros=_blake3_macros,
         extra_compile_args=_cflags,
     ),
-    # The bytegroup codecs' byte-plane split and merge (objstore/storage/codecs.py).
-    Extension("objstore.storage._planes", sources=["csrc/planes/planes.c"], depends=["csrc/planes/transforms.h"],
-              extra_compile_args=_cflags),
+    # The bytegroup codecs' byte-plane split and merge (objstore/storage/codecs.py),
+    # and the batch encoder (split, pack6, zstd, payload layout in one call).
+    Extension("objstore.storage._planes", sources=["csrc/planes/planes.c"],
+              depends=["csrc/planes/transforms.h", f"{ZSTD}/zstd.h", f"{ZSTD}/zstd.c"],
+              include_dirs=[ZSTD], define_macros=_zstd_macros, extra_compile_args=_cflags),
 ]
 
 

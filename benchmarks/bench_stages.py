@@ -4,7 +4,7 @@
     python -m benchmarks.bench_stages [FILE] [--out-dir DIR]
 
 Each stage row adds one step to the one above (read; + segment key; + cuts; +
-chunk ids; + codec), then the pack writes of the encoded chunks into ``--out-dir``
+chunk ids; + codec, per block as ingest runs it and per chunk), then the pack writes of the encoded chunks into ``--out-dir``
 (default ``/dev/shm``), with and without the pack format. Their sum is what the
 pipeline spreads over its threads; compare it with the whole ingest's CPU time.
 """
@@ -86,6 +86,23 @@ def _encode(fd: int, segments: list[Segment]) -> Encoded:
     return out
 
 
+def _encode_blocks(fd: int, segments: list[Segment]) -> int:
+    """The codec as ingest runs it: encode_many per block into one reused buffer
+    (the one-call C encoder when built); payloads dropped, their bytes counted."""
+    chunker = Chunker(ChunkParams())
+    out = bytearray(BLOCK + ChunkParams().max_size)
+    stored = 0
+    for seg in segments:
+        for block in chunker.iter_blocks(_Reader(fd, seg.offset), seg.length, seg.align, key_of(Kind.CHUNK), True, BLOCK):
+            items: list[tuple[bytes | memoryview, str | None]] = []
+            start = block.start
+            for end in block.ends:
+                items.append((block.data[start:end], seg.dtype))
+                start = end
+            stored += sum(len(p) for _, p in codecs.encode_many(items, None, out))
+    return stored
+
+
 def _write_packs(encoded: Encoded, out_dir: Path, formatted: bool) -> None:
     i = 0
     while i < len(encoded):
@@ -125,7 +142,9 @@ def main() -> None:
         stage("+ segment-key BLAKE3", lambda: _read(fd, size, True))
         stage("pread + FastCDC cuts", lambda: _cut(fd, segments, None))
         chunks = stage("pread + cuts + chunk ids", lambda: _cut(fd, segments, key_of(Kind.CHUNK)))
-        encoded = stage("pread + cuts + ids + codec", lambda: _encode(fd, segments))
+        stage(f"pread + cuts + ids + codec per block ({'one call' if codecs.BATCH_INTO else 'batch'})",
+              lambda: _encode_blocks(fd, segments))
+        encoded = stage("pread + cuts + ids + codec per chunk", lambda: _encode(fd, segments))
         stored = sum(len(p) for _, _, p in encoded)
         print(f"{chunks} chunks, stored {stored / size:.3f}x logical")
         out_dir = Path(args.out_dir)

@@ -438,7 +438,8 @@ def implementation() -> str:
 
     describe = getattr(native, "describe", None)
     core = str(describe() if describe else getattr(native, "IMPLEMENTATION", "unknown"))
-    return f"core {core}; byte planes {codecs.PLANES_IMPLEMENTATION}"
+    one_call = "one-call C encoder" if getattr(codecs, "BATCH_INTO", False) else "three-call encoder"
+    return f"core {core}; byte planes {codecs.PLANES_IMPLEMENTATION}; {one_call}"
 
 
 def child_main(spec: str) -> None:

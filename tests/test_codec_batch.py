@@ -181,3 +181,82 @@ def test_the_portable_c_loops_write_what_the_wide_ones_do() -> None:
     outs = [subprocess.run([sys.executable, "-c", script], env={**os.environ, "OBJSTORE_PLANES_PORTABLE": flag}, cwd=root,
                            capture_output=True, text=True, check=True).stdout.split() for flag in ("0", "1")]
     assert outs[0] == outs[1] and outs[0][0] == "native"
+
+
+# -- the one-call batch encoder (encode_many with a pooled ``out``; issue 12) --
+
+needs_batch_into = pytest.mark.skipif(not codecs.BATCH_INTO, reason="the C batch encoder is not built")
+
+
+@needs_batch_into
+@settings(max_examples=60, deadline=None)
+@given(chunks=st.lists(chunk, max_size=12), slack=st.integers(0, 64))
+def test_one_call_batches_into_a_pooled_buffer_write_what_encode_chunk_does(
+        chunks: list[tuple[str, str | None, int, int]], slack: int) -> None:
+    raws = [chunk_bytes(kind, dtype, n, seed) for kind, dtype, n, seed in chunks]
+    buf = memoryview(b"".join(raws))
+    items: list[tuple[bytes | memoryview, str | None]] = []
+    pos = 0
+    for raw in raws:
+        items.append((buf[pos : pos + len(raw)], chunks[len(items)][1]))
+        pos += len(raw)
+    out = bytearray(b"\xa5" * (pos + slack))  # stale bytes from an earlier use: payloads must not depend on them
+    got = codecs.encode_many(items, out=out)
+    assert [(cid, bytes(p)) for cid, p in got] == reference(items)
+    for (cid, payload), raw in zip(got, raws):
+        assert codecs.decode_chunk(cid, payload, len(raw)) == raw
+        if cid != codecs.RAW:
+            assert isinstance(payload, memoryview) and payload.obj is out  # laid out in the caller's buffer
+
+
+@needs_batch_into
+def test_one_call_batches_take_every_codec_path_and_stay_inside_out() -> None:
+    items = realistic_items() + [(chunk_bytes("weights", "BF16", 262144, 20), "BF16"), (bytes(262144), None)]
+    total = sum(len(raw) for raw, _ in items)
+    out = bytearray(total)
+    got = codecs.encode_many(items, out=out)
+    assert [(cid, bytes(p)) for cid, p in got] == reference(items)
+    assert {cid for cid, _ in got} == {codecs.ROTGROUP2, codecs.ROTGROUP4, codecs.BYTEGROUP2, codecs.ZSTD, codecs.RAW}
+    coded = [p for cid, p in got if cid != codecs.RAW]
+    # the payloads tile the start of out, none overlapping another (in codec groups' order)
+    base = np.frombuffer(out, np.uint8).ctypes.data
+    spans = sorted((np.frombuffer(p, np.uint8).ctypes.data - base, len(p)) for p in coded)
+    at = 0
+    for start, n in spans:
+        assert start == at
+        at += n
+    assert at <= total
+
+
+@needs_batch_into
+def test_the_one_call_encoder_refuses_a_buffer_too_small_and_bad_masks() -> None:
+    from objstore.storage import _planes  # type: ignore[attr-defined,unused-ignore]
+
+    raws = [chunk_bytes("weights", "BF16", 65536, 11), bytes(30000)]
+    with pytest.raises(ValueError, match="too small"):
+        _planes.encode_batch(raws, 2, 3, 3, 1, 256, 0, 0.02, bytearray(100))
+    with pytest.raises(ValueError, match="too small"):
+        _planes.encode_batch([bytes(30000)], 0, 0, 0, -1, 0, 3, 0.02, bytearray(5))
+    with pytest.raises(ValueError):
+        _planes.encode_batch(raws, 2, 3, 4, 1, 256, 0, 0.02, bytearray(1 << 20))
+    with pytest.raises(ValueError):
+        _planes.encode_batch(raws, 3, 3, 1, 1, 256, 0, 0.02, bytearray(1 << 20))
+    with pytest.raises(TypeError):
+        _planes.encode_batch(raws, 2, 3, 3, 1, 256, 0, 0.02, b"read-only")
+
+
+def test_the_vendored_zstd_is_the_wheels_or_the_one_call_encoder_is_off() -> None:
+    if codecs.PLANES_IMPLEMENTATION != "native":
+        assert not codecs.BATCH_INTO
+        return
+    from objstore.storage import _planes  # type: ignore[attr-defined,unused-ignore]
+
+    assert codecs.BATCH_INTO == (tuple(_planes.zstd_version()) == tuple(zstandard.ZSTD_VERSION))
+
+
+def test_an_out_buffer_too_small_for_the_batch_is_not_used() -> None:
+    items = realistic_items()
+    out = bytearray(100)
+    got = codecs.encode_many(items, out=out)
+    assert [(cid, bytes(p)) for cid, p in got] == reference(items)
+    assert all(not isinstance(p, memoryview) or p.obj is not out for _, p in got)

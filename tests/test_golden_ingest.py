@@ -203,3 +203,28 @@ def test_golden_store_through_the_pipeline(tmp_path: Path, workers: int, monkeyp
     monkeypatch.setattr(ingest, "JOB_BYTES", 1 << 20)
     want = json.loads(GOLDEN.read_text())["store"]
     assert store_vectors(tmp_path, workers) == want
+
+
+@pytest.mark.skipif(os.environ.get("OBJSTORE_NATIVE") == "0", reason="the fallback has no one-call encoder")
+def test_golden_store_through_the_one_call_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's blocks go through the one-call C encoder into pooled buffers
+    (issue 12), and the packs are still the pinned bytes."""
+    from objstore.files import ingest
+    from objstore.storage import codecs
+
+    if not codecs.BATCH_INTO:
+        pytest.skip("the C batch encoder is not built")
+    calls: list[int] = []
+    real = codecs._encode_group_into
+
+    def counted(codec_id: int, raws: list[bytes | memoryview], out: bytearray, pos: int
+                ) -> tuple[list[tuple[int, bytes | memoryview]], int]:
+        calls.append(len(raws))
+        return real(codec_id, raws, out, pos)
+
+    monkeypatch.setattr(codecs, "_encode_group_into", counted)
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest, "JOB_BYTES", 1 << 20)
+    want = json.loads(GOLDEN.read_text())["store"]
+    assert store_vectors(tmp_path, 2) == want
+    assert calls and sum(calls) > len(calls)  # several chunks per call

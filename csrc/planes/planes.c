@@ -653,6 +653,275 @@ done:
     return result;
 }
 
+/* ---- the whole batch in one call: split, pack6, zstd and payload layout (issue 12) ----
+ *
+ * encode_batch(raws, word, rotate, try_mask, pack6_mask, min_words, level, min_saving, out)
+ *     -> (table, used)
+ *     Each chunk's stored payload, exactly as encode_chunk writes it for the codec,
+ *     laid out back to back in the caller's (pooled) buffer `out`, with the GIL
+ *     released for the whole batch: no Python object per chunk, no fresh buffer.
+ *     word 2 or 4: ByteGroupCodec (planes as split() makes them, pack6 planes, the
+ *     planes of try_mask coded with plane_compressor()'s parameters); word 0: plain
+ *     zstd at `level` (ZstdCompressor(level=level)). `table` holds two int64 per
+ *     chunk, the payload's offset in `out` and its length, or -1 where encode_chunk
+ *     stores the chunk raw; `used` is the bytes of `out` written. The frames come
+ *     from the vendored zstd (csrc/zstd), which is the zstandard wheel's version:
+ *     codecs.py uses this only when zstd_version() equals zstandard.ZSTD_VERSION. */
+#include "zstd.h"
+
+typedef struct {
+    ZSTD_CCtx *plane, *level;
+    int level_set; /* the level `level` was set up for, 0 none */
+    uint8_t *scratch;
+    size_t cap;
+} enc_state;
+
+/* States kept between calls (taken and handed back under the GIL, used without it). */
+#define KEPT_STATES 8
+static enc_state *kept[KEPT_STATES];
+static int n_kept;
+
+static enc_state *state_take(void) {
+    if (n_kept) return kept[--n_kept];
+    return PyMem_RawCalloc(1, sizeof(enc_state));
+}
+
+static void state_free(enc_state *s) {
+    ZSTD_freeCCtx(s->plane);
+    ZSTD_freeCCtx(s->level);
+    PyMem_RawFree(s->scratch);
+    PyMem_RawFree(s);
+}
+
+static void state_give(enc_state *s) {
+    if (n_kept < KEPT_STATES)
+        kept[n_kept++] = s;
+    else
+        state_free(s);
+}
+
+#define TRY_Z(expr)                          \
+    do {                                     \
+        if (ZSTD_isError(expr)) return -1;   \
+    } while (0)
+
+/* plane_compressor()'s parameters, set in the order python-zstandard sets them. */
+static int setup_plane(ZSTD_CCtx *c) {
+    TRY_Z(ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 0));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, 17));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_hashLog, 6));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_chainLog, 6));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_searchLog, 1));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_minMatch, 7));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_targetLength, 0));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_strategy, ZSTD_fast));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_dictIDFlag, 0));
+    return 0;
+}
+
+/* ZstdCompressor(level=level)'s parameters. */
+static int setup_level(ZSTD_CCtx *c, int level) {
+    TRY_Z(ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0));
+    TRY_Z(ZSTD_CCtx_setParameter(c, ZSTD_c_dictIDFlag, 1));
+    return 0;
+}
+
+static int state_ready(enc_state *s, int word, int level) {
+    if (word) {
+        if (!s->plane && !(s->plane = ZSTD_createCCtx())) return -1;
+        return setup_plane(s->plane);
+    }
+    if (!s->level && !(s->level = ZSTD_createCCtx())) return -1;
+    if (s->level_set != level) {
+        if (setup_level(s->level, level) < 0) return -1;
+        s->level_set = level;
+    }
+    return 0;
+}
+
+static int scratch_reserve(enc_state *s, size_t need) {
+    if (s->cap >= need) return 0;
+    uint8_t *p = PyMem_RawRealloc(s->scratch, need);
+    if (!p) return -1;
+    s->scratch = p;
+    s->cap = need;
+    return 0;
+}
+
+enum { ENC_OK = 0, ENC_NOMEM = 1, ENC_ZSTD = 2, ENC_ROOM = 3 };
+
+typedef struct {
+    int word, rotate, try_mask, pack6_mask, level;
+    Py_ssize_t min_words;
+    double keep; /* 1 - min_saving */
+} enc_args;
+
+/* One chunk coded with plain zstd: its payload at out + *pos, or len -1 (store it raw). */
+static int encode_zstd(enc_state *s, const enc_args *a, const uint8_t *src, Py_ssize_t len, uint8_t *out,
+                       Py_ssize_t cap, Py_ssize_t *pos, int64_t *row) {
+    size_t bound = ZSTD_compressBound((size_t)len);
+    int direct = (size_t)(cap - *pos) >= bound; /* straight into out when a whole bound fits */
+    if (!direct && scratch_reserve(s, bound) < 0) return ENC_NOMEM;
+    uint8_t *dst = direct ? out + *pos : s->scratch;
+    size_t got = ZSTD_compress2(s->level, dst, bound, src, (size_t)len);
+    if (ZSTD_isError(got)) return ENC_ZSTD;
+    row[0] = *pos;
+    row[1] = -1;
+    if (!((double)got <= (double)len * a->keep)) return ENC_OK;
+    if (!direct) {
+        if ((Py_ssize_t)got > cap - *pos) return ENC_ROOM;
+        memcpy(out + *pos, dst, got);
+    }
+    row[1] = (int64_t)got;
+    *pos += (Py_ssize_t)got;
+    return ENC_OK;
+}
+
+/* One chunk coded as ByteGroupCodec.encode codes it (then encode_chunk's saving test). */
+static int encode_planes(enc_state *s, const enc_args *a, const uint8_t *src, Py_ssize_t len, uint8_t *out,
+                         Py_ssize_t cap, Py_ssize_t *pos, int64_t *row) {
+    const int w = a->word;
+    const Py_ssize_t m = len / w;
+    row[0] = *pos;
+    row[1] = -1;
+    if (m < a->min_words) return ENC_OK;
+    const size_t bound = ZSTD_compressBound((size_t)m), p6 = (size_t)packed6_size(m);
+    /* scratch: the planes, then per plane room for its pack6 bytes and its frame */
+    if (scratch_reserve(s, (size_t)(m * w) + (size_t)w * (p6 + bound)) < 0) return ENC_NOMEM;
+    uint8_t *planes = s->scratch, *extra = s->scratch + m * w;
+    if (w == 2)
+        split2_fast(src, m, a->rotate, planes, planes + m);
+    else
+        split4_fast(src, m, a->rotate, planes, planes + m, planes + 2 * m, planes + 3 * m);
+    const uint8_t *part[4];
+    size_t part_len[4];
+    uint8_t mask = 0, packed = 0;
+    const int head = a->pack6_mask < 0 ? 2 : 3;
+    size_t size = (size_t)head + (size_t)(len - m * w);
+    for (int k = 0; k < w; k++) {
+        const uint8_t *plane = planes + k * m;
+        uint8_t *mine = extra + (size_t)k * (p6 + bound);
+        part[k] = plane;
+        part_len[k] = (size_t)m;
+        if (a->pack6_mask >= 0 && (a->pack6_mask >> k & 1) && pack6_applies(plane, m)) {
+            pack6_into(plane, m, mine);
+            packed |= (uint8_t)(1 << k);
+            part[k] = mine;
+            part_len[k] = p6;
+        } else if (a->try_mask >> k & 1) {
+            size_t got = ZSTD_compress2(s->plane, mine + p6, bound, plane, (size_t)m);
+            if (ZSTD_isError(got)) return ENC_ZSTD;
+            if ((double)got <= (double)m * a->keep) {
+                mask |= (uint8_t)(1 << k);
+                part[k] = mine + p6;
+                part_len[k] = got;
+                size += 4;
+            }
+        }
+        size += part_len[k];
+    }
+    if (!(mask | packed) || !((double)size <= (double)len * a->keep)) return ENC_OK;
+    if ((Py_ssize_t)size > cap - *pos) return ENC_ROOM;
+    uint8_t *d = out + *pos;
+    d[0] = (uint8_t)w;
+    d[1] = mask;
+    if (head == 3) d[2] = packed;
+    d += head;
+    for (int k = 0; k < w; k++) {
+        if (mask >> k & 1) {
+            uint32_t n = le32((uint32_t)part_len[k]);
+            memcpy(d, &n, 4);
+            d += 4;
+        }
+    }
+    for (int k = 0; k < w; k++) {
+        memcpy(d, part[k], part_len[k]);
+        d += part_len[k];
+    }
+    memcpy(d, src + m * w, (size_t)(len - m * w));
+    row[1] = (int64_t)size;
+    *pos += (Py_ssize_t)size;
+    return ENC_OK;
+}
+
+static int encode_all(enc_state *s, const enc_args *a, const Py_buffer *bufs, Py_ssize_t n, uint8_t *out,
+                      Py_ssize_t cap, Py_ssize_t *pos, int64_t *table) {
+    if (state_ready(s, a->word, a->level) < 0) return ENC_ZSTD;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint8_t *src = (const uint8_t *)bufs[i].buf;
+        int rc = a->word ? encode_planes(s, a, src, bufs[i].len, out, cap, pos, table + 2 * i)
+                         : encode_zstd(s, a, src, bufs[i].len, out, cap, pos, table + 2 * i);
+        if (rc != ENC_OK) return rc;
+    }
+    return ENC_OK;
+}
+
+static PyObject *planes_encode_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seq;
+    enc_args a;
+    double min_saving;
+    Py_buffer out;
+    if (!PyArg_ParseTuple(args, "Oiiiinidw*", &seq, &a.word, &a.rotate, &a.try_mask, &a.pack6_mask, &a.min_words,
+                          &a.level, &min_saving, &out))
+        return NULL;
+    a.keep = 1.0 - min_saving;
+    PyObject *result = NULL, *fast = NULL, *table = NULL;
+    Py_buffer *bufs = NULL;
+    enc_state *s = NULL;
+    Py_ssize_t n = 0, pos = 0;
+    if (a.word != 0 && check_word(a.word, a.rotate) < 0) goto done;
+    if (a.word && (a.try_mask < 0 || a.try_mask >> a.word || a.pack6_mask < -1 ||
+                   (a.pack6_mask >= 0 && a.pack6_mask >> a.word))) {
+        PyErr_SetString(PyExc_ValueError, "plane masks name planes the word does not have");
+        goto done;
+    }
+    fast = PySequence_Fast(seq, "raws must be a sequence");
+    if (!fast) goto done;
+    n = PySequence_Fast_GET_SIZE(fast);
+    bufs = get_all(fast, n);
+    if (!bufs) goto done;
+    table = PyBytes_FromStringAndSize(NULL, 16 * n);
+    s = state_take();
+    if (!table || !s) {
+        if (!s) PyErr_NoMemory();
+        goto done;
+    }
+    int rc;
+    int64_t *rows = (int64_t *)PyBytes_AS_STRING(table);
+    Py_BEGIN_ALLOW_THREADS
+    rc = encode_all(s, &a, bufs, n, (uint8_t *)out.buf, out.len, &pos, rows);
+    Py_END_ALLOW_THREADS
+    if (rc == ENC_NOMEM)
+        PyErr_NoMemory();
+    else if (rc == ENC_ZSTD)
+        PyErr_SetString(PyExc_RuntimeError, "zstd refused a batch it should have taken");
+    else if (rc == ENC_ROOM)
+        PyErr_Format(PyExc_ValueError, "the output buffer of %zd bytes is too small for the batch", out.len);
+    else
+        result = Py_BuildValue("(On)", table, pos);
+done:
+    if (s) state_give(s);
+    if (bufs) release_all(bufs, n);
+    Py_XDECREF(fast);
+    Py_XDECREF(table);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyObject *planes_zstd_version(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    unsigned v = ZSTD_versionNumber();
+    return Py_BuildValue("(III)", v / 10000, v / 100 % 100, v % 100);
+}
+
 static PyMethodDef methods[] = {
     {"pack6", planes_pack6, METH_VARARGS, "pack6(plane) -> bytes or None: the plane's constant low 2 bits, then its high 6 bits packed"},
     {"unpack6", planes_unpack6, METH_VARARGS, "unpack6(packed, m) -> bytes: the inverse of pack6, strictly checked"},
@@ -662,6 +931,9 @@ static PyMethodDef methods[] = {
      "split_batch(raws, word, rotate, try_mask, pack6_mask, min_words, scratch) -> (plan, segments)"},
     {"split_batch_scratch", planes_split_batch_scratch, METH_VARARGS,
      "split_batch_scratch(raws, word, pack6_mask) -> the scratch bytes split_batch needs"},
+    {"encode_batch", planes_encode_batch, METH_VARARGS,
+     "encode_batch(raws, word, rotate, try_mask, pack6_mask, min_words, level, min_saving, out) -> (table, used)"},
+    {"zstd_version", planes_zstd_version, METH_NOARGS, "zstd_version() -> the vendored zstd's (major, minor, patch)"},
     {"assemble_batch", planes_assemble_batch, METH_VARARGS,
      "assemble_batch(plan, raws, scratch, frames, min_saving) -> the chunks' payloads (None: store raw)"},
     {NULL, NULL, 0, NULL},

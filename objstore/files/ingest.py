@@ -556,10 +556,11 @@ def _jobs(segments: list[Segment], work: Callable[[Segment], int] = lambda seg: 
 
 
 # One run in flight: its ids and lengths, and (if it has new chunks) the encoding
-# task, which of the run's chunks it encodes, in order, and the lease of the buffer
-# they are in (released once they are written).
+# task, which of the run's chunks it encodes, in order, the lease of the buffer
+# they are in and the pooled buffer their payloads are laid out in (both given back
+# once they are written).
 _Item = tuple[list[ObjectId], list[int], "Future[list[tuple[int, bytes | memoryview]]] | None", list[int],
-              Lease | None]
+              Lease | None, bytearray | None]
 _Queue = queue.Queue[tuple[_Item, bool] | None | BaseException]
 _DONE = None
 
@@ -587,6 +588,10 @@ class _Pipeline:
         # they are written. It keeps as many as can be in flight at once.
         self.pool = (BufferPool(BLOCK_BYTES + chunker.params.max_size, LOOKAHEAD * (QUEUE_BATCHES + 1) + 2 * workers)
                      if odb is not None else None)
+        # ... and, with the C batch encoder, one for the encoded payloads of each block
+        # with new chunks (they are smaller than the block's raw bytes, or stored raw).
+        self.out_pool = (BufferPool(self.pool.size, self.pool.keep)
+                         if self.pool is not None and codecs.BATCH_INTO else None)
 
     # -- chunking threads -------------------------------------------------
     def _take_job(self) -> int | None:
@@ -623,18 +628,20 @@ class _Pipeline:
             for run in _segment_runs(self.fd, seg, self.chunker, self.reuse, self.pool):
                 if self.stop.is_set():
                     return
-                fut = None
+                fut = out = None
                 new = run.new_chunks(odb) if odb is not None else []
                 if odb is not None and new:
                     assert self.encoders is not None  # made whenever odb is given
-                    fut = self.encoders.submit(_encode_many, [(run.view(k), seg.dtype) for k in new], odb.codec_policy)
+                    out = self.out_pool.take() if self.out_pool is not None else None
+                    fut = self.encoders.submit(codecs.encode_many, [(run.view(k), seg.dtype) for k in new],
+                                               odb.codec_policy, out)
                 lease = run.block.lease if run.block is not None else None
                 if fut is None and lease is not None:
                     lease.release()  # nothing to write from this buffer
                     lease = None
                 heavy = fut is not None
                 if self._wait_for_room(self.room[j][0 if heavy else 1]):
-                    q.put(((run.ids, run.lengths, fut, new, lease), heavy))  # unbounded: the room semaphores bound what waits
+                    q.put(((run.ids, run.lengths, fut, new, lease, out), heavy))  # unbounded: the room semaphores bound what waits
 
     # -- the writer (calling thread) ----------------------------------------
     def run(self) -> list[tuple[ObjectId, int]]:
@@ -652,13 +659,15 @@ class _Pipeline:
                         break
                     if isinstance(got, BaseException):
                         raise got
-                    (ids, lengths, fut, new, lease), heavy = got
+                    (ids, lengths, fut, new, lease, out), heavy = got
                     chunks.extend(zip(ids, lengths))
                     if fut is not None and odb is not None:
                         odb.add_encoded_many([(ids[k], codec_id, lengths[k], payload)
                                               for k, (codec_id, payload) in zip(new, fut.result())])
                     if lease is not None:
                         lease.release()  # its chunks are in the pack file now (raw payloads were views of it)
+                    if out is not None and self.out_pool is not None:
+                        self.out_pool.give(out)  # so are the payloads laid out in it
                     if progress is not None:
                         progress(sum(lengths))
                     room[0 if heavy else 1].release()
@@ -670,10 +679,6 @@ class _Pipeline:
             if self.encoders is not None:
                 self.encoders.shutdown(wait=True, cancel_futures=True)
         return chunks
-
-
-def _encode_many(items: list[tuple[memoryview, str | None]], policy: codecs.CodecPolicy) -> list[tuple[int, bytes | memoryview]]:
-    return codecs.encode_many(items, policy)
 
 
 def iter_file_chunks(path: Path, chunker: Chunker) -> Iterator[tuple[ObjectId, int]]:

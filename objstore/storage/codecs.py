@@ -481,11 +481,23 @@ def encode_chunk(raw: bytes | memoryview, dtype: str | None, policy: CodecPolicy
 # multi_compress_to_buffer is python-zstandard's C backend only; its frames are
 # byte for byte those of compress() with the same compressor (tests/test_codec_batch.py).
 _MULTI = zstandard.backend == "cext" and hasattr(zstandard.ZstdCompressor, "multi_compress_to_buffer")
+# The C batch encoder's frames come from the zstd vendored in csrc/zstd; they are
+# zstandard's frames only when both are the same zstd version, so it is used only then.
+# OBJSTORE_ONE_CALL=0 turns it off (the three-call batch; to compare the two in one build).
+BATCH_INTO = (_PLANES is not None and hasattr(_PLANES, "encode_batch")
+              and tuple(_PLANES.zstd_version()) == tuple(zstandard.ZSTD_VERSION)
+              and os.environ.get("OBJSTORE_ONE_CALL", "") != "0")
 
 
-def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: CodecPolicy | None = None
-                ) -> list[tuple[int, bytes | memoryview]]:
+def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: CodecPolicy | None = None,
+                out: bytearray | None = None) -> list[tuple[int, bytes | memoryview]]:
     """:func:`encode_chunk` of each (raw, dtype), byte for byte, in a few calls per codec instead of several per chunk.
+
+    With ``out`` (the caller's to pool; used when it holds the items' total raw length) and
+    :data:`BATCH_INTO`, each codec's chunks are encoded in **one** GIL-free C call
+    (split, 6-bit packing, zstd from the vendored library, payload layout) and the
+    payloads are views of ``out``, laid out back to back: no Python object and no
+    fresh buffer per chunk. ``out`` must then not be reused until they are written.
 
     With the C transforms, the chunks a bytegroup codec takes are split and 6-bit
     packed in one call, their planes entropy-coded in one call of python-zstandard,
@@ -494,7 +506,7 @@ def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: 
     codec this cannot batch, go through :func:`encode_chunk` one by one.
     """
     policy = policy or DEFAULT_POLICY
-    out: list[tuple[int, bytes | memoryview] | None] = [None] * len(items)
+    result: list[tuple[int, bytes | memoryview] | None] = [None] * len(items)
     if _PLANES is None or not _MULTI:
         return [encode_chunk(raw, dtype, policy) for raw, dtype in items]
     picked: dict[str | None, int | None] = {}
@@ -505,14 +517,21 @@ def encode_many(items: Sequence[tuple[bytes | memoryview, str | None]], policy: 
             picked[dtype] = candidates[0] if len(candidates) == 1 and _batchable(candidates[0]) else None
         codec_id = picked[dtype]
         if codec_id is None or not len(raw):  # python-zstandard's batch refuses empty inputs
-            out[i] = encode_chunk(raw, dtype, policy)
+            result[i] = encode_chunk(raw, dtype, policy)
         else:
             groups.setdefault(codec_id, []).append(i)
+    # payloads are smaller than their raw bytes or stored raw: the raw total always fits
+    into = out if BATCH_INTO and out is not None and len(out) >= sum(len(raw) for raw, _ in items) else None
+    pos = 0
     for codec_id, idx in groups.items():
         raws = [items[i][0] for i in idx]
-        for i, encoded in zip(idx, _encode_group(codec_id, raws)):
-            out[i] = encoded
-    return out  # type: ignore[return-value]  # every slot filled above
+        if into is not None:
+            encoded, pos = _encode_group_into(codec_id, raws, into, pos)
+        else:
+            encoded = _encode_group(codec_id, raws)
+        for i, one in zip(idx, encoded):
+            result[i] = one
+    return result  # type: ignore[return-value]  # every slot filled above
 
 
 def _batchable(codec_id: int) -> bool:
@@ -550,6 +569,33 @@ def _encode_group(codec_id: int, raws: list[bytes | memoryview]) -> list[tuple[i
         frames = [coded[i] for i in range(len(coded))]
     payloads = _PLANES.assemble_batch(plan, raws, scratch, frames, constants.MIN_SAVING)
     return [(RAW, r) if p is None else (codec_id, p) for r, p in zip(raws, payloads)]
+
+
+def _encode_group_into(codec_id: int, raws: list[bytes | memoryview], out: bytearray, pos: int
+                       ) -> tuple[list[tuple[int, bytes | memoryview]], int]:
+    """One codec's chunks in one C call, payloads laid out in ``out`` from ``pos``; and where the next may go."""
+    assert _PLANES is not None
+    codec = CODECS[codec_id]
+    view = memoryview(out)[pos:]
+    if isinstance(codec, ZstdCodec):
+        table, used = _PLANES.encode_batch(raws, 0, 0, 0, -1, 0, codec.level, constants.MIN_SAVING, view)
+    else:
+        assert isinstance(codec, ByteGroupCodec)
+        w = codec.word
+        try_mask = sum(1 << k for k in set(codec.planes) if k < w)
+        pack6_mask = -1 if codec.pack6 is None else sum(1 << k for k in set(codec.pack6) if k < w)
+        table, used = _PLANES.encode_batch(raws, w, codec.rotate, try_mask, pack6_mask, _BG_MIN_WORDS, 0,
+                                           constants.MIN_SAVING, view)
+    rows = memoryview(table).cast("q")
+    encoded: list[tuple[int, bytes | memoryview]] = []
+    for i, raw in enumerate(raws):
+        n = rows[2 * i + 1]
+        if n < 0:
+            encoded.append((RAW, raw))
+        else:
+            at = rows[2 * i]
+            encoded.append((codec_id, view[at : at + n]))
+    return encoded, pos + used
 
 
 def decode_chunk(codec_id: int, stored: bytes | memoryview, raw_len: int) -> bytes:
