@@ -51,7 +51,8 @@ FORMATS: tuple[Parser, ...] = (
 # How much of a file's start every sniff is shown.
 HEAD_BYTES = 4096
 
-__all__ = ["DTYPE_SIZES", "FORMATS", "HEAD_BYTES", "ParsedFile", "TensorInfo", "parse"]
+__all__ = ["DTYPE_SIZES", "FORMATS", "HEAD_BYTES", "ParsedFile", "TensorInfo", "model_of_side_file", "parse",
+           "parse_side_file", "parse_side_of"]
 
 
 def parse(f: BinaryIO, size: int) -> ParsedFile | None:
@@ -75,5 +76,19 @@ def parse_side_file(path: Path, size: int) -> ParsedFile | None:
     describes it (ONNX external data: :func:`~objstore.storage.formats.onnx.side_file`), or None."""
     try:
         return onnx.side_file(path, size)
+    except MALFORMED:
+        return None
+
+
+def model_of_side_file(name: str) -> str | None:
+    """The name of the model file whose side file ``name`` would be (ONNX external data), or None."""
+    return onnx.model_of_side_file(name)
+
+
+def parse_side_of(model: BinaryIO, model_size: int, side_name: str, side_size: int) -> ParsedFile | None:
+    """The layout of the side file ``side_name`` (``side_size`` bytes) as the model ``model`` describes it
+    (what :func:`parse_side_file` does when both are files in one directory, for any other storage), or None."""
+    try:
+        return onnx.side_layout(model, model_size, side_name, side_size)
     except MALFORMED:
         return None
