@@ -16,6 +16,13 @@ Invariants every parser keeps (the fuzz tests check them on mutated files):
   from reading ``f``; :func:`parse` turns a parser's slip on a hostile file
   (:data:`~objstore.storage.formats.base.MALFORMED`) into None too, so a file
   that parses as no format is chunked plainly, never refused.
+
+A file object whose reads cost whole chunks (:class:`objstore.files.lazytensors.StoredFile`:
+the stored file, fetched chunk by chunk) says so by two attributes, so that parsing it
+fetches no chunk of tensor data: ``read_ahead`` (the bytes a sequential header walk may read
+beyond what it needs; 0 there, :data:`~objstore.storage.formats.reader.BLOCK` for a local
+file) and ``sniff_bytes`` (how much of its start the sniffs may see for the price of one
+chunk: the first chunk, which segmentation cuts at the header's end).
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ __all__ = ["DTYPE_SIZES", "FORMATS", "HEAD_BYTES", "ParsedFile", "TensorInfo", "
 def parse(f: BinaryIO, size: int) -> ParsedFile | None:
     """The layout of the ``size``-byte file ``f`` by the first format that takes it, or None."""
     f.seek(0)
-    head = f.read(min(size, HEAD_BYTES))
+    # Every sniff needs at most 16 bytes but HDF5's (a user block puts its signature at 512 … 4096).
+    head = f.read(min(size, HEAD_BYTES, max(16, getattr(f, "sniff_bytes", HEAD_BYTES))))
     for module in FORMATS:
         if not module.sniff(head, size):
             continue
