@@ -124,6 +124,23 @@ def test_dense_latest_format_groups_are_walked(tmp_path: Path, members: int) -> 
     assert_well_formed(p, len(data))
 
 
+def test_a_heap_deep_enough_for_child_indirect_blocks(tmp_path: Path) -> None:
+    # 30,000 soft links with long names fill ~7 MB of fractal heap: past the root indirect block's
+    # direct rows, into child indirect blocks. Soft links are skipped; the datasets among them are found.
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        g = f.create_group("g")
+        for i in range(5):
+            g.create_dataset(f"d{i}", data=np.full(4, i, np.float32))
+        for i in range(30_000):
+            g[f"s{i:06d}" + "x" * 200] = h5py.SoftLink("/nowhere")
+    data = path.read_bytes()
+    assert data.count(b"FHIB") > 1  # the root indirect block and its children
+    p = parse_path(path)
+    assert p is not None
+    assert {t.name: (t.offset, t.length, t.shape) for t in p.tensors} == h5py_contiguous(path)
+
+
 @pytest.mark.parametrize("libver", ["earliest", "latest"])
 def test_committed_datatypes_are_followed(tmp_path: Path, libver: str) -> None:
     # h5py's ``f[name] = dtype`` commits a datatype; datasets created with it hold a shared datatype
