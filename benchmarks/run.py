@@ -17,7 +17,9 @@ directory, peak RSS logging 4 GiB (not with ``--quick``).
 Sections (``--only`` takes a comma-separated list): per mode: limits, ingest,
 variants, restore, sequence, transfer, rss4g; once: reingest, flavours, real,
 codecs (objstore's codecs and ZipNN on the same chunks), chunksize (64-512 KiB
-average chunks), scaling, index. Results go to a table on stdout and JSON in
+average chunks), scaling, index, formats (issue 16: the same model as .pt, .h5,
+.keras, GGUF, .npz and ONNX beside safetensors: stored ratio, header change,
+fine-tune growth, exact diff, ingest speed; see :mod:`benchmarks.bench_formats`). Results go to a table on stdout and JSON in
 ``benchmarks/results/<time>.json``.
 """
 
@@ -43,7 +45,7 @@ GB = 1e9
 MiB = 1024 * 1024
 KiB = 1024
 MODE_SECTIONS = ("ingest", "variants", "restore", "sequence", "transfer", "rss4g")
-ONCE_SECTIONS = ("reingest", "flavours", "real", "codecs", "chunksize", "scaling", "index")
+ONCE_SECTIONS = ("reingest", "flavours", "real", "codecs", "chunksize", "scaling", "index", "formats")
 SECTIONS = ("limits", *MODE_SECTIONS, *ONCE_SECTIONS)
 QUICK_SKIPS = ("rss4g", "reingest", "real", "scaling", "index")
 MODES = {"native": {}, "fallback": {"OBJSTORE_NATIVE": "0"}}
@@ -425,7 +427,8 @@ def _zipnn_row(data: bytes, dtype: str | None) -> dict[str, Any]:
 
 CHILD_OPS = {"ingest": _child_ingest, "limits": _child_limits, "restore": _child_restore,
              "sequence": _child_sequence, "transfer": _child_transfer, "chunkcount": _child_chunkcount,
-             "scaling": _child_scaling, "index": _child_index, "codecs": _child_codecs, "implementation": lambda: {}}
+             "scaling": _child_scaling, "index": _child_index, "codecs": _child_codecs, "implementation": lambda: {},
+             "formats_diff": lambda **kw: __import__("benchmarks.bench_formats", fromlist=["child_diff"]).child_diff(**kw)}
 
 
 def implementation() -> str:
@@ -696,6 +699,17 @@ class Bench:
         self.results["index"] = in_child("index", store=str(store), n_chunks=1_000_000, n_packs=64, n_probe=100_000)
         shutil.rmtree(store, ignore_errors=True)
 
+    def formats_section(self) -> None:
+        from benchmarks import bench_formats
+
+        # The issue's 74 MB model (10 layers); --quick: 4 layers (~35 MB).
+        layers = 10 if self.size >= 256 * MiB else 4
+        work = self.fresh_dir("formats-files")
+        try:
+            self.results["formats"] = bench_formats.rows(self, work, layers)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
     # -- summary ---------------------------------------------------------
     def measured(self, mode: str) -> dict[str, float | None]:
         """The targets' quantities for one mode (ratios to the limits where the target is one)."""
@@ -826,6 +840,10 @@ def print_table(b: Bench, summary: dict[str, Any]) -> None:
         print(f"\nchunk index, {x['chunks']:,} chunks in {x['packs']} packs: load {x['load_s']:.3f}s, "
               f"{x['batch_size']:,} ids batch {x['batch_lookup_s'] * 1e3:.1f} ms ({x['batch_per_id_us']:.2f} us/id), "
               f"locate {x['single_locate_us']:.1f} us")
+    if "formats" in r:
+        from benchmarks import bench_formats
+
+        bench_formats.print_rows(r["formats"], b.limits.get("blake3_1t_gbps"))
     print(f"\n{'target (issue 12)':28s} {'wanted':>18s} " + " ".join(f"{m:>16s}" for m in b.modes))
     for key, t in summary.items():
         cells = []

@@ -107,12 +107,104 @@ def test_deep_groups_and_a_large_symbol_table(tmp_path: Path) -> None:
     assert len({t.offset for t in p.tensors}) == 301
 
 
-def test_dense_latest_format_groups_stay_plain(tmp_path: Path) -> None:
-    # More than 8 links in a "latest" group are kept in a fractal heap, which is not walked.
-    path = keras_weights(tmp_path / "d.h5", layers=12, libver="latest")
+@pytest.mark.parametrize("members", [12, 60, 400])  # one heap block and B-tree leaf / an internal node / indirect blocks
+def test_dense_latest_format_groups_are_walked(tmp_path: Path, members: int) -> None:
+    # More than 8 links in a "latest" group are kept in dense storage: a fractal heap of link messages
+    # indexed by a version 2 B-tree of name hashes.
+    path = keras_weights(tmp_path / "d.h5", layers=members, libver="latest")
+    data = path.read_bytes()
+    assert data.count(b"FRHP") >= 1 and data.count(b"BTHD") >= 1
+    if members == 400:
+        assert b"FHIB" in data and b"BTIN" in data  # the doubling table's indirect block, an internal B-tree node
     p = parse_path(path)
     assert p is not None
-    assert {t.name for t in p.tensors} == {"optimizer/vars/iterations"}
+    expected = {k: v for k, v in h5py_contiguous(path).items() if k not in ("names", "big_endian")}
+    assert {t.name: (t.offset, t.length, t.shape) for t in p.tensors} == expected
+    assert len(p.tensors) == 2 * members + 1
+    assert_well_formed(p, len(data))
+
+
+def test_a_heap_deep_enough_for_child_indirect_blocks(tmp_path: Path) -> None:
+    # 30,000 soft links with long names fill ~7 MB of fractal heap: past the root indirect block's
+    # direct rows, into child indirect blocks. Soft links are skipped; the datasets among them are found.
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w", libver="latest") as f:
+        g = f.create_group("g")
+        for i in range(5):
+            g.create_dataset(f"d{i}", data=np.full(4, i, np.float32))
+        for i in range(30_000):
+            g[f"s{i:06d}" + "x" * 200] = h5py.SoftLink("/nowhere")
+    data = path.read_bytes()
+    assert data.count(b"FHIB") > 1  # the root indirect block and its children
+    p = parse_path(path)
+    assert p is not None
+    assert {t.name: (t.offset, t.length, t.shape) for t in p.tensors} == h5py_contiguous(path)
+
+
+@pytest.mark.parametrize("libver", ["earliest", "latest"])
+def test_committed_datatypes_are_followed(tmp_path: Path, libver: str) -> None:
+    # h5py's ``f[name] = dtype`` commits a datatype; datasets created with it hold a shared datatype
+    # message that names the committed type's object header.
+    path = tmp_path / "t.h5"
+    with h5py.File(path, "w", libver=libver) as f:
+        f["types/half"] = np.dtype("<f2")
+        f["types/big"] = np.dtype(">f4")
+        f.create_dataset("w", data=np.arange(30, dtype="f2").reshape(5, 6), dtype=f["types/half"])
+        f.create_dataset("be", data=np.arange(4, dtype=">f4"), dtype=f["types/big"])
+        f.create_dataset("plain", data=np.arange(4, dtype="f4"))
+    p = parse_path(path)
+    assert p is not None
+    assert {t.name: (t.dtype, t.shape) for t in p.tensors} == {"w": ("F16", (5, 6)), "plain": ("F32", (4,))}
+    w = next(t for t in p.tensors if t.name == "w")
+    assert path.read_bytes()[w.offset:w.offset + w.length] == np.arange(30, dtype="f2").tobytes()
+    assert {t.name: (t.offset, t.length) for t in p.tensors} == {
+        k: v[:2] for k, v in h5py_contiguous(path).items() if k != "be"}
+
+
+def dense(tmp_path: Path) -> bytes:
+    return keras_weights(tmp_path / "dense.h5", layers=60, libver="latest").read_bytes()
+
+
+def test_dense_group_lies_are_refused(tmp_path: Path) -> None:
+    data = dense(tmp_path)
+    assert parse_bytes(data) is not None
+    bthd = data.find(b"BTHD")
+    total_at = bthd + 16 + 8 + 2  # the header's total record count (after the root address and its count)
+    forged = bytearray(data)
+    forged[total_at] ^= 1
+    assert parse_bytes(bytes(forged)) is None  # the tree holds a different number of records
+    for sig in (b"FRHP", b"FHDB", b"BTLF", b"BTIN"):
+        forged = bytearray(data)
+        at = data.find(sig)
+        forged[at:at + 4] = b"XXXX"
+        assert parse_bytes(bytes(forged)) is None, sig
+    fhdb = data.find(b"FHDB")
+    forged = bytearray(data)
+    forged[fhdb + 5 + 8] ^= 0x40  # the direct block's own heap offset: not where the table puts it
+    assert parse_bytes(bytes(forged)) is None
+    leaf = data.find(b"BTLF")
+    forged = bytearray(data)
+    forged[leaf + 6 + 4 + 1:leaf + 6 + 4 + 5] = b"\xff\xff\xff\x7f"  # the first record's heap offset: past every block
+    assert parse_bytes(bytes(forged)) is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=8))
+def test_fuzz_dense_groups_parse_consistently_or_not_at_all(tmp_path: Path, edits: list[tuple[int, int]]) -> None:
+    path = tmp_path / "dense.h5"
+    if not path.exists():
+        keras_weights(path, layers=60, libver="latest")
+    data = bytearray(path.read_bytes())
+    p0 = parse_bytes(bytes(data))
+    assert p0 is not None
+    inside = [(t.offset, t.offset + t.length) for t in p0.tensors]
+    bounds = [(a, b) for a, b in zip([0, *[e for _, e in inside]], [s for s, _ in inside] + [len(data)]) if b > a]
+    for pos, byte in edits:
+        a, b = bounds[pos % len(bounds)]
+        data[a + pos % (b - a)] = byte  # edits outside the tensors' bytes, where the structure is
+    p = parse_bytes(bytes(data))
+    if p is not None:
+        assert_well_formed(p, len(data))
 
 
 def test_a_user_block_before_the_superblock(tmp_path: Path) -> None:

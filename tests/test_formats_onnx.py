@@ -7,13 +7,12 @@ the ones onnx wrote into it.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from format_targets import CHANGED, Tensors, assert_targets, measure, parsing
+from format_targets import Tensors, assert_targets, measure, parsing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -161,9 +160,56 @@ def write_external(path: Path, tensors: Tensors, extra: int) -> Path:
 
 def test_store_targets_with_external_data_logged_beside_its_model(tmp_path: Path) -> None:
     targets = measure(tmp_path, write_external, ".dir", size_of=lambda d: sum(p.stat().st_size for p in d.iterdir()))
-    # diff parses one stored file at a time, so a side file's tensors are not named yet (the model is unchanged).
-    assert targets.diff == []
-    assert_targets(dataclasses.replace(targets, diff=sorted((n, True) for n in CHANGED)))
+    # The side file's tensors are named by the model stored beside it (the model itself is unchanged).
+    assert_targets(targets)
+
+
+def test_diff_of_external_data_names_each_tensor_and_how_far_it_moved(tmp_path: Path) -> None:
+    import objstore
+    from objstore.api.diff import diff_versions
+
+    rng = np.random.default_rng(5)
+    base = {f"w{i}": rng.standard_normal((128, 64)).astype(np.float32) for i in range(4)}
+    base["h"] = rng.standard_normal((64,)).astype(np.float16)
+    tuned = dict(base)
+    tuned["w1"] = base["w1"] + 0.01 * rng.standard_normal((128, 64)).astype(np.float32)
+    tuned["h"] = (base["h"].astype(np.float32) * 1.5).astype(np.float16)
+
+    def write(d: Path, arrays: dict[str, np.ndarray], location: str = "model.onnx.data") -> Path:
+        d.mkdir()
+        onnx.save(model([numpy_helper.from_array(a, n) for n, a in arrays.items()]), str(d / "model.onnx"),
+                  save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0)
+        return d
+
+    store = tmp_path / "store"
+    with objstore.init(project="p", entity="e", store=store) as run:
+        a = run.log_model(str(write(tmp_path / "a", base)), name="m")
+        b = run.log_model(str(write(tmp_path / "b", tuned)), name="m")
+        c = run.log_model(str(write(tmp_path / "c", tuned, location="model.onnx_data")), name="m")
+    s, va, vb = a._logged()[0], a._logged()[1], b._logged()[1]
+    files = {f.path: f for f in diff_versions(s, va, vb).files}
+    assert list(files) == ["model.onnx.data"]  # offsets and lengths did not move: the model is byte-identical
+    got = {t.name: (t.change, t.new_dtype, t.new_shape, t.relative_l2) for t in files["model.onnx.data"].tensors or ()}
+    assert set(got) == {"w1", "h"}
+    for name in got:
+        x, y = base[name].astype(np.float64), tuned[name].astype(np.float64)
+        expected = np.linalg.norm(y - x) / np.linalg.norm(x)
+        change, dtype, shape, l2 = got[name]
+        assert change == "values" and shape == base[name].shape and dtype == {"w1": "F32", "h": "F16"}[name]
+        assert l2 is not None and abs(l2 - expected) <= 1e-6 * max(1.0, expected), (name, l2, expected)
+    # A side file renamed with its model's new location: compared as the same file (one out, one in).
+    renamed = {f.path: f for f in diff_versions(s, vb, c._logged()[1]).files}
+    assert renamed["model.onnx_data"].status == "renamed" and renamed["model.onnx_data"].old_path == "model.onnx.data"
+    assert renamed["model.onnx"].status == "changed"
+    # A side file whose model is not beside it in the version: no tensors, never a guess.
+    with objstore.init(project="p", entity="e", store=store) as run:
+        lone = tmp_path / "lone"
+        lone.mkdir()
+        (lone / "model.onnx.data").write_bytes((tmp_path / "a" / "model.onnx.data").read_bytes())
+        d = run.log_model(str(lone), name="n")
+        (lone / "model.onnx.data").write_bytes((tmp_path / "b" / "model.onnx.data").read_bytes())
+        e = run.log_model(str(lone), name="n")
+    assert [f.tensors for f in diff_versions(s, d._logged()[1], e._logged()[1]).files] == [None]
 
 
 def test_a_side_file_is_segmented_by_its_model(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ or changed in shape, dtype or values, by the format's own tensor names.
 Tensors are compared by the chunk ids of their byte ranges (segmentation puts
 chunk boundaries on tensor edges), so equal chunk ids mean equal bytes and no
 unchanged tensor is ever read. Reading a layout reads only what its parser reads
-(a safetensors header; a zip's directory and pickle), through
+(a safetensors header; a zip's directory and pickle; for an ONNX external-data file, the model stored beside it in the version), through
 :class:`~objstore.files.lazytensors.StoredFile`. A tensor whose values changed
 and whose dtype is a float (F16, BF16, F32, F64) is read from both versions, a
 block at a time, for its relative L2 change ``‖b − a‖ / ‖a‖``; it is None for
@@ -123,7 +123,7 @@ def diff_versions(store: Store, a: ResolvedVersion, b: ResolvedVersion) -> Versi
         elif (ea.kind, ea.id, ea.target, ea.size) == (eb.kind, eb.id, eb.target, eb.size):
             unchanged += 1
         else:
-            changes.append(_changed(store, walker, path, ea, eb))
+            changes.append(_changed(store, walker, path, ea, eb, (entries_a, entries_b)))
     added = [c for c in changes if c.status == "added"]
     removed = [c for c in changes if c.status == "removed"]
     if len(added) == 1 and len(removed) == 1:
@@ -132,7 +132,7 @@ def diff_versions(store: Store, a: ResolvedVersion, b: ResolvedVersion) -> Versi
         ea, eb = entries_a[removed[0].path], entries_b[added[0].path]
         if ea.kind == eb.kind == FILE:
             changes = [c for c in changes if c not in (added[0], removed[0])]
-            changes.append(_changed(store, walker, added[0].path, ea, eb, old_path=removed[0].path))
+            changes.append(_changed(store, walker, added[0].path, ea, eb, (entries_a, entries_b), old_path=removed[0].path))
             changes.sort(key=lambda c: c.path)
     chunks_a = walker.chunk_sizes(a.version.tree)
     chunks_b = walker.chunk_sizes(b.version.tree)
@@ -141,13 +141,18 @@ def diff_versions(store: Store, a: ResolvedVersion, b: ResolvedVersion) -> Versi
     return VersionDiff(a.qualified_name, b.qualified_name, tuple(changes), unchanged, shared, new)
 
 
-def _changed(store: Store, walker: ContentWalker, path: str, ea: TreeEntry, eb: TreeEntry, old_path: str | None = None) -> FileChange:
+Entries = dict[str, TreeEntry]
+
+
+def _changed(store: Store, walker: ContentWalker, path: str, ea: TreeEntry, eb: TreeEntry, trees: tuple[Entries, Entries],
+             old_path: str | None = None) -> FileChange:
     if old_path is not None and ea.id == eb.id:
         return FileChange(path, "renamed", ea.size, eb.size, (), old_path)
     tensors = metadata = None
     if ea.kind == FILE and eb.kind == FILE and ea.id and eb.id:
         fa, fb = walker.file(ea.id), walker.file(eb.id)
-        la, lb = _layout(store, fa), _layout(store, fb)
+        la = _layout(store, fa, _model_beside(walker, old_path or path, trees[0]))
+        lb = _layout(store, fb, _model_beside(walker, path, trees[1]))
         if la is not None and lb is not None and la.format == lb.format:
             tensors = tuple(_with_l2(store, fa, la, fb, lb, c) for c in _tensor_changes(la.tensors, lb.tensors, fa != fb))
             metadata = tuple(MetadataChange(k, la.metadata.get(k), lb.metadata.get(k))
@@ -176,12 +181,34 @@ class _Layout:
     metadata: dict[str, str]
 
 
-def _layout(store: Store, fobj: FileObject) -> _Layout | None:
+@dataclass(frozen=True, slots=True)
+class _SideOf:
+    """An ONNX model stored beside a file, which may be that model's external data: (its name, the side file's name)."""
+
+    model: FileObject
+    side_name: str
+
+
+def _model_beside(walker: ContentWalker, path: str, entries: Entries) -> _SideOf | None:
+    """The ONNX model in the same directory of the version whose external data ``path`` would be by its name."""
+    folder, _, name = path.rpartition("/")
+    model_name = formats.model_of_side_file(name)
+    entry = entries.get(f"{folder}/{model_name}" if folder else model_name or "") if model_name else None
+    if entry is None or entry.kind != FILE or not entry.id:
+        return None
+    return _SideOf(walker.file(entry.id), name)
+
+
+def _layout(store: Store, fobj: FileObject, side_of: _SideOf | None = None) -> _Layout | None:
     """Each tensor of a stored tensor file with the chunks holding its bytes, and the
-    format's metadata; None if no format parses it. Reads only what the parser reads."""
+    format's metadata; None if no format parses it. A file no format parses is read as the
+    external data of the ONNX model ``side_of`` names, if there is one. Reads only what the parser reads."""
     if not fobj.chunks:
         return None
     parsed = formats.parse(StoredFile(store.odb, fobj).binary(), fobj.size)
+    if parsed is None and side_of is not None and side_of.model.chunks:
+        parsed = formats.parse_side_of(StoredFile(store.odb, side_of.model).binary(), side_of.model.size,
+                                       side_of.side_name, fobj.size)
     if parsed is None:
         return None
     starts = []

@@ -218,7 +218,12 @@ def open_safetensors(odb: ObjectDatabase, entry: TreeEntry, where: str, framewor
 class StoredFile(io.RawIOBase):
     """A stored file as a read-only, seekable binary file, for parsers: each read
     fetches (and verifies) only the chunks it touches; the span of chunks last
-    fetched is kept, so a parser's small reads inside one chunk cost one fetch."""
+    fetched is kept, so a parser's small reads inside one chunk cost one fetch.
+    Parsers read it without read-ahead and sniff only its first chunk (``read_ahead``,
+    ``sniff_bytes``: see :mod:`objstore.storage.formats`), so opening a tensor file
+    fetches the chunks of its headers and none of its tensors."""
+
+    read_ahead = 0
 
     def __init__(self, odb: ObjectDatabase, fobj: FileObject, offsets: np.ndarray | None = None) -> None:
         super().__init__()
@@ -228,6 +233,10 @@ class StoredFile(io.RawIOBase):
         self._pos = 0
         self._span_start = 0
         self._span = np.zeros(0, np.uint8)
+
+    @property
+    def sniff_bytes(self) -> int:
+        return self._fobj.chunks[0][1] if self._fobj.chunks else 0
 
     def binary(self) -> BinaryIO:
         """This file as the parsers' ``BinaryIO`` (what it is, by the methods they call)."""

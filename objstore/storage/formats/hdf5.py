@@ -4,20 +4,24 @@ An HDF5 file is a graph of objects addressed by file offset (relative to the sup
 address). The superblock (at 0, or 512, 1024… after a user block) names the root group's object
 header; an object header is a list of messages; a group's children are found through a symbol
 table message (a version 1 B-tree of symbol table nodes naming children by offsets into a local
-heap: what h5py and Keras write by default) or link messages (compact "latest format" groups); a
-dataset's messages give its dataspace (shape), datatype and layout (for a contiguous dataset, the
-address and size of its raw data). Covered: superblock versions 0–3, object header versions 1
-and 2 with continuation blocks, layout message versions 3 and 4.
+heap: what h5py and Keras write by default), link messages (compact "latest format" groups), or a
+link info message (dense "latest format" groups of more than 8 links: a version 2 B-tree whose
+records hold fractal-heap ids, each naming a link message in the heap's direct blocks); a
+dataset's messages give its dataspace (shape), datatype (inline, or shared: a committed datatype's
+object header) and layout (for a contiguous dataset, the address and size of its raw data).
+Covered: superblock versions 0–3, object header versions 1 and 2 with continuation blocks, layout
+message versions 3 and 4, dense groups (unfiltered heaps, any depth of B-tree and indirect blocks).
 
 What :func:`parse` returns lists every contiguous, allocated dataset reachable from the root whose
 datatype is a little-endian integer or IEEE float (F16/BF16/F32/F64 as safetensors spells them),
 named by its path (``layers/dense/vars/0``), sorted by offset, non-overlapping, each wholly inside
 the file, each exactly shape × element size long. Everything else (chunked or compressed datasets,
-strings, compound types, object headers, B-tree nodes, heaps) is left to the plain segments between
-tensors. Groups kept in dense storage (a fractal heap and a version 2 B-tree: "latest format"
-groups of more than 8 links) are not walked; their datasets stay plain. A file that lies (an
-address outside the file, overlapping data, a size that does not match the shape, a bad signature
-where an object must be) is not parsed at all.
+strings, compound types, object headers, B-tree nodes, heaps; old layout message versions 1–2, a
+datatype in the shared-message heap, a filtered fractal heap) is left to the plain segments between
+tensors. A file that lies (an address outside the file, overlapping data, a size that does not match
+the shape, a bad signature where an object must be, a B-tree holding another number of records than
+its header says, a heap block not at the heap offset its table gives) is not parsed at all: it is
+segmented plainly, never by a guess.
 
 A ``.keras`` file is a zip whose ``model.weights.h5`` member, stored uncompressed (as Keras writes
 it), is an HDF5 file: its datasets are located inside the zip.
@@ -227,6 +231,8 @@ class _Walk:
                 link = _link(r, m.data)
                 if link is not None:
                     children.append(link)
+            elif m.type == _LINK_INFO:
+                children.extend(_dense_links(r, m.data, self.seen))
         return children
 
     def _btree_children(self, addr: int, names: bytes, out: list[tuple[str, int]], depth: int) -> None:
@@ -297,6 +303,166 @@ def _link(r: _Reader, data: bytes) -> tuple[str, int] | None:
     if link_type != 0:
         return None  # soft and external links point outside this walk
     return name, r.uint(data, pos + name_len, r.o)
+
+
+def _dense_links(r: _Reader, data: bytes, seen: set[int]) -> list[tuple[str, int]]:
+    """The hard links of a group kept in dense storage, from its link info message: each record of the
+    name-index B-tree (version 2) holds a fractal heap id, and the heap object it names is a link message."""
+    if r.uint(data, 0, 1) != 0:
+        raise _Lie("link info version")
+    pos = 2 + (8 if r.uint(data, 1, 1) & 0x01 else 0)
+    heap_addr, btree_addr = r.uint(data, pos, r.o), r.uint(data, pos + r.o, r.o)
+    if heap_addr == r.undefined and btree_addr == r.undefined:
+        return []  # a compact group: its links are link messages, read beside this one
+    heap = _FractalHeap(r, heap_addr, seen)
+    links: list[tuple[str, int]] = []
+    for record in _btree2_records(r, btree_addr, 5, seen):
+        link = _link(r, heap.managed(record[4:]))  # a type-5 record: name hash (4), heap id
+        if link is not None:
+            links.append(link)
+    return links
+
+
+def _btree2_records(r: _Reader, addr: int, kind: int, seen: set[int]) -> list[bytes]:
+    """Every record of the version 2 B-tree at ``addr`` of record type ``kind``; its header's total count checked."""
+    head = r.at(addr, 16 + 2 * r.l + r.o)
+    if head[:4] != b"BTHD" or head[4] != 0 or head[5] != kind:
+        raise _Lie("not a version 2 B-tree of the expected type")
+    node_size, rec_size, depth = r.uint(head, 6, 4), r.uint(head, 10, 2), r.uint(head, 12, 2)
+    root, root_n, total = r.uint(head, 16, r.o), r.uint(head, 16 + r.o, 2), r.uint(head, 18 + r.o, r.l)
+    if rec_size == 0 or node_size < 10 + rec_size or node_size > MAX_READ or depth > MAX_DEPTH or total > MAX_OBJECTS:
+        raise _Lie("B-tree header out of range")
+    # Each level's most records per node and the width of its count fields, as the library sizes them
+    # (H5B2__hdr_init): leaves hold (node size - 10) / record size records.
+    max_nrec = [(node_size - 10) // rec_size]
+    cum_max = [max_nrec[0]]
+    cum_size = [0]
+    nrec_size = _enc_size(max_nrec[0])
+    for d in range(1, depth + 1):
+        pointer = r.o + nrec_size + (cum_size[d - 1] if d > 1 else 0)
+        max_nrec.append((node_size - 10 - pointer) // (rec_size + pointer))
+        cum_max.append((max_nrec[d] + 1) * cum_max[d - 1] + max_nrec[d])
+        cum_size.append(_enc_size(cum_max[d]))
+    out: list[bytes] = []
+
+    def node(at: int, n: int, d: int) -> None:
+        if at in seen or n > max_nrec[d] or len(out) > total:
+            raise _Lie("B-tree node cycle or count out of range")
+        seen.add(at)
+        block = r.at(at, node_size)
+        if block[:4] != (b"BTIN" if d else b"BTLF") or block[4] != 0 or block[5] != kind:
+            raise _Lie("not a version 2 B-tree node")
+        out.extend(block[6 + i * rec_size:6 + (i + 1) * rec_size] for i in range(n))
+        pos = 6 + n * rec_size
+        for _ in range(n + 1 if d else 0):
+            child, child_n = r.uint(block, pos, r.o), r.uint(block, pos + r.o, nrec_size)
+            pos += r.o + nrec_size + (cum_size[d - 1] if d > 1 else 0)
+            node(child, child_n, d - 1)
+
+    if root != r.undefined:
+        node(root, root_n, depth)
+    if len(out) != total:
+        raise _Lie("B-tree holds a different number of records than its header says")
+    return out
+
+
+def _enc_size(n: int) -> int:
+    """Bytes the library uses to encode counts up to ``n`` (H5VM_limit_enc_size)."""
+    return max(n, 1).bit_length() // 8 + 1 if n else 1
+
+
+class _FractalHeap:
+    """The managed objects of a fractal heap: its direct blocks found by walking the doubling table from the
+    root, each block's own heap offset read from its header and checked against where the table puts it."""
+
+    def __init__(self, r: _Reader, addr: int, seen: set[int]) -> None:
+        self.r = r
+        o, ln = r.o, r.l
+        head = r.at(addr, 22 + 12 * ln + 3 * o + 4)  # through the root block fields and the checksum
+        if head[:4] != b"FRHP" or head[4] != 0:
+            raise _Lie("not a fractal heap")
+        if r.uint(head, 7, 2):
+            raise _Lie("a filtered fractal heap")  # compressed heap blocks: not read here
+        self.checksummed = bool(r.uint(head, 9, 1) & 0x02)
+        max_managed = r.uint(head, 10, 4)
+        pos = 14 + 2 * (ln + o) + 8 * ln  # past the huge-object, free-space and object counts
+        width, start_size = r.uint(head, pos, 2), r.uint(head, pos + 2, ln)
+        max_direct, max_heap_bits = r.uint(head, pos + 2 + ln, ln), r.uint(head, pos + 2 + 2 * ln, 2)
+        root, root_rows = r.uint(head, pos + 6 + 2 * ln, o), r.uint(head, pos + 6 + 2 * ln + o, 2)
+        if not (_pow2(start_size) and _pow2(max_direct) and start_size <= max_direct <= MAX_READ
+                and 0 < width <= 1024 and 0 < max_heap_bits <= 64 and max_managed > 0):
+            raise _Lie("fractal heap table out of range")
+        self.width, self.start_size, self.max_direct = width, start_size, max_direct
+        self.offset_size = (max_heap_bits + 7) // 8
+        self.length_size = min((max_direct.bit_length() - 1 + 7) // 8, _enc_size(max_managed))
+        self.blocks: dict[int, tuple[int, int]] = {}  # heap offset -> (address, size) of each direct block
+        self.seen = seen
+        if root == r.undefined:
+            return
+        if root_rows == 0:
+            self._direct(root, 0, start_size)
+        else:
+            self._indirect(root, 0, root_rows, 0)
+
+    def _row_size(self, row: int) -> int:
+        return self.start_size << max(0, row - 1)
+
+    def _direct(self, addr: int, offset: int, size: int) -> None:
+        r = self.r
+        if addr in self.seen or len(self.blocks) > MAX_OBJECTS:
+            raise _Lie("heap block twice or too many")
+        self.seen.add(addr)
+        head = r.at(addr, 5 + r.o + self.offset_size)
+        if head[:4] != b"FHDB" or head[4] != 0 or r.uint(head, 5 + r.o, self.offset_size) != offset:
+            raise _Lie("not the direct block the heap's table names")
+        self.blocks[offset] = (addr, size)
+
+    def _indirect(self, addr: int, offset: int, rows: int, depth: int) -> None:
+        r = self.r
+        if addr in self.seen or depth > MAX_DEPTH or rows > 64:
+            raise _Lie("heap indirect block twice, too deep or too wide")
+        self.seen.add(addr)
+        direct_rows = (self.max_direct.bit_length() - self.start_size.bit_length()) + 2
+        n = self.width * rows
+        head = r.at(addr, 5 + r.o + self.offset_size + n * r.o)
+        if head[:4] != b"FHIB" or head[4] != 0 or r.uint(head, 5 + r.o, self.offset_size) != offset:
+            raise _Lie("not the indirect block the heap's table names")
+        pos, at = 5 + r.o + self.offset_size, offset
+        for row in range(rows):
+            size = self._row_size(row)
+            for _ in range(self.width):
+                child = r.uint(head, pos, r.o)
+                pos += r.o
+                if child != r.undefined:
+                    if row < direct_rows:
+                        self._direct(child, at, size)
+                    else:
+                        # A child indirect block spanning one entry of this row: its rows are those whose
+                        # blocks, doubled from the start size, add up to this entry's size.
+                        child_rows = (size.bit_length() - (self.start_size * self.width).bit_length()) + 1
+                        self._indirect(child, at, child_rows, depth + 1)
+                at += size
+
+    def managed(self, heap_id: bytes) -> bytes:
+        """The bytes of the managed object ``heap_id`` names (tiny and huge objects refuse: links are neither)."""
+        r = self.r
+        if not heap_id or heap_id[0] & 0xF0 != 0:
+            raise _Lie("a heap id that is not a managed object")
+        offset = r.uint(heap_id, 1, self.offset_size)
+        length = r.uint(heap_id, 1 + self.offset_size, self.length_size)
+        block = max((b for b in self.blocks if b <= offset), default=None)
+        if block is None:
+            raise _Lie("heap id outside every direct block")
+        addr, size = self.blocks[block]
+        inside = offset - block
+        header = 5 + r.o + self.offset_size + (4 if self.checksummed else 0)
+        if inside < header or inside + length > size or length == 0:
+            raise _Lie("heap object outside its direct block")
+        return r.at(addr + inside, length)
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
 
 
 def _object_header(r: _Reader, addr: int) -> list[_Message]:
@@ -372,10 +538,13 @@ def _dataset(r: _Reader, path: str, by_type: dict[int, _Message]) -> TensorInfo 
     space, dtype_msg = by_type.get(_DATASPACE), by_type.get(_DATATYPE)
     if space is None or dtype_msg is None:
         raise _Lie("dataset without dataspace or datatype")
-    if space.flags & 0x02 or dtype_msg.flags & 0x02:
-        return None  # a shared (committed) message: its body is elsewhere
+    if space.flags & 0x02:
+        return None  # a dataspace shared through the file's shared-message heap: h5py never writes one
+    dtype_data = _committed_datatype(r, dtype_msg.data) if dtype_msg.flags & 0x02 else dtype_msg.data
+    if dtype_data is None:
+        return None
     shape = _dataspace(r, space.data)
-    typed = _datatype(r, dtype_msg.data)
+    typed = _datatype(r, dtype_data)
     if shape is None or typed is None:
         return None
     dtype, elsize = typed
@@ -384,6 +553,26 @@ def _dataset(r: _Reader, path: str, by_type: dict[int, _Message]) -> TensorInfo 
     if address + length > r.size - r.base:
         raise _Lie(f"dataset {path!r} outside the file")
     return TensorInfo(path, dtype, shape, r.start + r.base + address, length)
+
+
+def _committed_datatype(r: _Reader, shared: bytes) -> bytes | None:
+    """The datatype message body of the committed datatype a shared message names (``f['t'] = dtype`` in
+    h5py), or None when it is kept in the shared-message heap instead (not read: the dataset stays plain)."""
+    version, kind = r.uint(shared, 0, 1), r.uint(shared, 1, 1)
+    if version == 1:
+        addr = r.uint(shared, 8, r.o)
+    elif version == 2:
+        addr = r.uint(shared, 2, r.o)
+    elif version == 3 and kind == 2:
+        addr = r.uint(shared, 2, r.o)
+    elif version == 3 and kind == 1:
+        return None
+    else:
+        raise _Lie("shared message version")
+    found = [m for m in _object_header(r, addr) if m.type == _DATATYPE]
+    if len(found) != 1 or found[0].flags & 0x02:
+        raise _Lie("a committed datatype that is not one datatype")  # a chain of shares would be a lie
+    return found[0].data
 
 
 def _dataspace(r: _Reader, data: bytes) -> tuple[int, ...] | None:

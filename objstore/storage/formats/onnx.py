@@ -169,20 +169,35 @@ def side_file(path: Path, size: int) -> ParsedFile | None:
     taken; the model is opened without following a symlink and only parsed, so at worst a stale or
     hostile model makes the side file's segments plain (:func:`checked` still bounds them to the file).
     """
-    cut = path.name.find(".onnx")
-    if cut < 0 or path.name == path.name[:cut + 5]:
+    model_name = model_of_side_file(path.name)
+    if model_name is None:
         return None
-    model = path.with_name(path.name[:cut + 5])
+    model = path.with_name(model_name)
     try:
         fd = os.open(model, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     with os.fdopen(fd, "rb") as f:
-        ext = external_tensors(f, os.fstat(fd).st_size)
+        return side_layout(f, os.fstat(fd).st_size, path.name, size)
+
+
+def model_of_side_file(name: str) -> str | None:
+    """The name of the ONNX model an external-data file called ``name`` belongs to by onnx's and the
+    exporters' naming (``model.onnx.data``, ``model.onnx_data`` → ``model.onnx``), or None."""
+    cut = name.find(".onnx")
+    if cut < 0 or name == name[:cut + 5]:
+        return None
+    return name[:cut + 5]
+
+
+def side_layout(model: BinaryIO, model_size: int, side_name: str, side_size: int) -> ParsedFile | None:
+    """The layout of the side file ``side_name`` (``side_size`` bytes) as the ONNX model ``model`` names
+    it: the initializers whose location is exactly that name; None if the model names none (or is no model)."""
+    ext = external_tensors(model, model_size)
     if not ext:
         return None
-    mine = [e.tensor for e in ext if e.location in (path.name, f"./{path.name}")]
-    return checked(FORMAT, mine, {"external_data_of": model.name}, size) if mine else None
+    mine = [e.tensor for e in ext if e.location in (side_name, f"./{side_name}")]
+    return checked(FORMAT, mine, {"external_data_of": model_of_side_file(side_name) or ""}, side_size) if mine else None
 
 
 def _model(f: BinaryIO, size: int) -> tuple[list[_Tensor], dict[str, str]] | None:

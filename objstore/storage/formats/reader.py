@@ -3,7 +3,9 @@
 Every read or skip is checked against the file's size before anything is read or allocated, so a
 length a hostile header claims can never make a parser read past the end, allocate for it, or loop
 over it; a read that comes back short (the file shrank) is the same :class:`PastEnd`. Reads are
-buffered in blocks, so walking many small fields costs few system calls.
+buffered in blocks, so walking many small fields costs few system calls; a file object with a
+``read_ahead`` attribute (a stored file, whose every read fetches whole chunks) gets reads of
+that much more than asked instead, so walking a header never fetches the tensors after it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class SequentialReader:
         self.pos = pos
         self._buf = b""
         self._buf_at = 0
+        self._block: int = getattr(f, "read_ahead", BLOCK)
 
     def left(self) -> int:
         return self.size - self.pos
@@ -37,7 +40,7 @@ class SequentialReader:
         start = self.pos - self._buf_at
         if start < 0 or start + n > len(self._buf):
             self._f.seek(self.pos)
-            self._buf = self._f.read(max(n, BLOCK))
+            self._buf = self._f.read(max(n, self._block))
             self._buf_at = self.pos
             start = 0
             if len(self._buf) < n:
