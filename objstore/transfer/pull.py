@@ -74,6 +74,7 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)
+    local.odb.maintain()  # after the tracking refs that reach what arrived (odb's write order)
     result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
     finish_stats(result, remote, before, started)
     return result, theirs, tracked

@@ -64,6 +64,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _create_versions(run)
     _move_refs(run)
     _carry_deletions(run)
+    remote.odb.maintain()  # after the refs that reach what was sent (odb's write order)
     carry_annotations(local, remote, _held_by_both(run), run.result)
     carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
                                  run.result)
