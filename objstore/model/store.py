@@ -47,6 +47,7 @@ from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
 from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.keys import LINEAGE_COMPLETE
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
 from objstore.storage.repack import AUTO_REPACK_PACKS, repack
@@ -243,6 +244,9 @@ class Store:
                 if not backend.put_if_absent(CONFIG_KEY, config.encode()):
                     # another process created it first
                     config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)
+                else:
+                    # A new store has no run yet, so its lineage index (objstore.api.runrecord) is complete.
+                    backend.put_if_absent(LINEAGE_COMPLETE, b"every run of this store is in lineage/")
             return cls(backend, config)
         except BaseException:
             backend.close()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from objstore.api.runrecord import index_arriving_run
 from objstore.console import say
 from objstore.errors import Conflict, CorruptObject, InvalidName, NotFound
 from objstore.model.names import LATEST, CollectionPath
@@ -345,6 +346,7 @@ def _merge_runs(run: _Pull) -> None:
         if ref_value(l_raw) == ref_value(r_raw):
             continue
         if l_raw is None or ref_value(l_raw) == ref_value(t_raw):
+            index_arriving_run(run.local, key, ref_target(key, r_raw))  # the lineage index before the ref
             try:
                 if _move_ref(run.local, key, l_raw, ref_target(key, r_raw), run.why):
                     result.refs.append(key)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from objstore.api.runrecord import index_arriving_run
 from objstore.console import say
 from objstore.errors import Conflict, InvalidName, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
@@ -259,6 +260,7 @@ def _move_refs(run: _Push) -> None:
     """Move the planned aliases and runs: by CAS against the remote's value, or set outright if forced."""
     why = f"push from {run.local.refs.who}"
     for key, expected, new in run.moves:
+        index_arriving_run(run.remote, key, ref_target(key, new))  # the lineage index before the ref
         try:
             if run.force:
                 run.remote.refs.set(key, ref_target(key, new), why + " (forced)")
