@@ -9,6 +9,7 @@ import click
 
 from objstore.api.diff import diff_versions
 from objstore.api.lineage import Node, lineage
+from objstore.api.runrecord import index_every_run
 from objstore.console import human_bytes, human_duration
 from objstore.constants import GC_GRACE_SECONDS
 from objstore.maintenance.catfile import cat_object, chunk_bytes
@@ -346,11 +347,15 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
         report = store.odb.compact_index(progress=bar.on_stage)
         repacked = None if no_repack else repack_small_packs(store, progress=bar.on_stage)
         merged = store.odb.compact_index(progress=bar.on_stage) if repacked is not None and repacked.packs_written else None
+    lineage_runs = index_every_run(store)  # a store from before the lineage index: its runs, once
     if as_json:
         out.emit_json({"format": store.config.format, "upgraded": upgraded, **report.to_dict(),
                        "repack": None if repacked is None else repacked.to_dict(),
-                       "after_repack": None if merged is None else merged.to_dict()})
+                       "after_repack": None if merged is None else merged.to_dict(), "lineage_indexed": lineage_runs})
         return
+    if lineage_runs is not None:
+        click.echo(f"lineage: indexed the versions {lineage_runs} run(s) used and logged, so used-by and lineage "
+                   "read only the runs they show")
     if upgraded:
         click.echo(f"store: upgraded from format {before} to {store.config.format}; "
                    "objstore releases that know only format 1 refuse it from now on")

@@ -270,6 +270,29 @@ def test_cas_same_bytes_rewritten_still_matches(backend: Backend) -> None:
     assert backend.get("refs/s") == b"next"
 
 
+def test_cas_after_its_own_write_still_sees_another_writers_change(backend: Backend) -> None:
+    """A writer's compare-and-swap right after its own write of the key (the object
+    store backend then sends its conditional PUT against the ETag it was answered,
+    without reading first) is still refused when another writer changed the key in
+    between, and still lands when the other writer put the very bytes back."""
+    other = open_backend(backend.url)
+    assert backend.put_if_absent("refs/m", b"v1")
+    other.compare_and_swap("refs/m", b"v1", b"v2")
+    with pytest.raises(Conflict) as info:
+        backend.compare_and_swap("refs/m", b"v1", b"v3")
+    assert info.value.actual == b"v2"
+    backend.compare_and_swap("refs/m", b"v2", b"v4")
+    other.compare_and_swap("refs/m", b"v4", b"v5")
+    other.compare_and_swap("refs/m", b"v5", b"v4")  # the same bytes back, written anew
+    backend.compare_and_swap("refs/m", b"v4", b"v6")
+    assert other.get("refs/m") == b"v6"
+    if not isinstance(backend, LocalBackend):
+        before = backend.stats.requests
+        backend.compare_and_swap("refs/m", b"v6", b"v7")  # nobody wrote since its own swap
+        assert backend.stats.requests - before == 1  # the conditional PUT alone
+    other.close()
+
+
 def test_cas_counter_threads_lose_no_increment(backend: Backend) -> None:
     backend.compare_and_swap("counter", None, b"0")
     n_threads, per_thread = 4, 5

@@ -23,6 +23,7 @@ import pytest
 from cli_helpers import run_cli
 from test_chunkindex import _read_all, _sessions
 
+import objstore
 from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
 from objstore.maintenance.repack import repack_small_packs
@@ -278,7 +279,49 @@ def test_writers_still_deduplicate_against_the_copies_of_repacked_packs(tmp_path
     assert s.odb.marked_packs  # it knows the small packs are marked
 
 
-@pytest.mark.skip(reason="writers' automatic repack is off again (model/store.py): a chunk was lost beside gc in CI, stop 22")
+def test_gc_racing_a_writers_automatic_step_loses_none_of_its_chunks(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving that lost a chunk beside gc in CI (stop 22), made deterministic.
+
+    The tenth session's writer passes the compaction threshold, so it merges the
+    index and repacks small packs, its own new pack among them (unreferenced until
+    its version ref exists). On a loaded machine that step takes seconds; gc, run by
+    another process with a 1 s grace meanwhile, marks what is unreachable and deletes
+    what was marked. Here gc runs twice at the very moment the step runs, told that
+    2 and 4 seconds have passed (``now``). The step must come after the writer's refs,
+    so gc sees the version and keeps its chunks; when it ran inside ``flush()``
+    (before the refs), gc deleted the writer's pack and the version named chunks in
+    no pack."""
+    import objstore.model.store as store_module
+
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "10")
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 9)
+    real_repack = store_module.repack
+    gc_runs: list[int] = []
+
+    def repack_with_gc_beside(*args: object, **kwargs: object) -> object:
+        report = real_repack(*args, **kwargs)  # type: ignore[arg-type]
+        for seconds in (2.0, 4.0):  # the time a repack takes under load, as gc sees it
+            collect_garbage(Store.open_existing(store), grace_seconds=1.0, now=time.time() + seconds)
+            gc_runs.append(1)
+        return report
+
+    monkeypatch.setattr(store_module, "repack", repack_with_gc_beside)
+    # The tenth session logs a model above SMALL_PACK_BYTES: its pack is no small
+    # pack, so no repack copy of it exists either.
+    big = files / "big.bin"
+    big.write_bytes(os.urandom(5 * 1024 * 1024))
+    with objstore.init(project="p", entity="e", store=str(store)) as run:
+        logged = run.log_model(path=str(big), name="big")
+    assert len(gc_runs) == 2  # the automatic step really ran
+    report = fsck(Store.open_existing(store))
+    assert report.ok, [p.message for p in report.problems]
+    out = objstore.Api(store=str(store), entity="e", project="p").artifact(f"big:{logged.version}").download(str(tmp_path / "out"))
+    assert (Path(out) / "big.bin").read_bytes() == big.read_bytes()
+    _read_all(store, files, range(9))
+
+
 def test_a_writer_past_the_compaction_threshold_repacks_small_packs_too(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The automatic step a writer takes past the threshold merges the .idx files and

@@ -21,6 +21,7 @@ from transfer_support import assert_intact, chain, log, make_models, ref_values,
 
 import objstore
 from objstore.errors import CorruptObject, NotFound
+from objstore.maintenance.fsck import fsck
 from objstore.model.store import Store
 from objstore.storage import codecs
 from objstore.storage.ids import Kind, ObjectId, hash_bytes
@@ -257,3 +258,63 @@ def test_push_of_whole_packs_killed_midway_leaves_the_remote_valid(tmp_path: Pat
     assert chain(clone) == chain(Store.open_existing(local))
     assert_intact(clone)
     assert sha(use(clone, "model:v3", tmp_path / "out")) == sha(paths[3])
+
+
+
+def _log_as_an_old_writer(store_dir: Path, path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Log ``path`` the way writers did before they read the pending ``.idx`` files up
+    front (odb.expect_bytes, stop 22): a chunk only an uncovered ``.idx`` lists is
+    stored again. Returns the one pack this session wrote."""
+    import objstore.storage.odb as odb_module
+
+    before = set(Store.open_existing(store_dir).odb.iter_pack_names())
+    with monkeypatch.context() as m:
+        m.setattr(odb_module, "DEDUP_UNCHECKED_CHUNKS", 10**9)
+        m.setattr(odb_module.ObjectDatabase, "expect_bytes", lambda self, size: None)
+        log(store_dir, path, name=name)
+    (pack,) = set(Store.open_existing(store_dir).odb.iter_pack_names()) - before
+    return pack
+
+
+def _pack_ids(store_dir: Path, pack: str) -> set[bytes]:
+    data = (store_dir / pack_key(pack)).read_bytes()
+    return {bytes(e["id"]) for e in read_pack_index(data, pack)}
+
+
+def test_a_pack_repeating_one_chunk_in_sixteen_the_remote_holds_is_still_carried_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """WHOLE_PACK_SLACK: a store written before stop 22 holds, in each session's pack,
+    a copy of a chunk an older pack holds (a fine-tune's header). Pushing such a pack
+    to a remote that has the older one wants all of its chunks but that one: at most
+    one in WHOLE_PACK_SLACK unwanted, it is carried whole (the same pack lands, by
+    name); with more unwanted than that it is sent chunk by chunk (new packs)."""
+    from objstore.transfer.closure import WHOLE_PACK_SLACK
+
+    a, remote, files = tmp_path / "a", tmp_path / "remote", tmp_path / "files"
+    files.mkdir()
+    rng = np.random.default_rng(7)
+    x = rng.bytes(4 * 1024 * 1024)
+    (files / "x.bin").write_bytes(x)
+    log(a, files / "x.bin", name="x")
+    (x_pack,) = Store.open_existing(a).odb.iter_pack_names()
+    objstore.push(Store.open_existing(a), str(remote))  # the remote holds x's chunks
+    src = Store.open_existing(a)
+    cuts = [len(c) for c in src.chunker.iter_chunks(io.BytesIO(x), len(x))]
+    # One file repeats x's first chunk, the other its first two, then each goes on
+    # with new bytes (a few more of x's first: the chunker looks one byte past a cut).
+    (files / "one.bin").write_bytes(x[:cuts[0] + 1000] + rng.bytes(3 * 1024 * 1024))
+    (files / "two.bin").write_bytes(x[:cuts[0] + cuts[1] + 1000] + rng.bytes(3 * 1024 * 1024))
+    one = _log_as_an_old_writer(a, files / "one.bin", "one", monkeypatch)
+    two = _log_as_an_old_writer(a, files / "two.bin", "two", monkeypatch)
+    x_ids, one_ids, two_ids = _pack_ids(a, x_pack), _pack_ids(a, one), _pack_ids(a, two)
+    # The stores this test is about: the repeated chunks really are stored again.
+    assert len(one_ids & x_ids) == 1 and len(one_ids) >= WHOLE_PACK_SLACK
+    assert len(two_ids & x_ids) == 2 and 2 > len(two_ids) // WHOLE_PACK_SLACK
+
+    objstore.push(Store.open_existing(a), str(remote))
+    assert (remote / pack_key(one)).exists()  # carried whole: the same pack, the chunk the remote had included
+    assert not (remote / pack_key(two)).exists()  # more than the slack the remote had: chunk by chunk, new packs
+    r = Store.open_existing(remote)
+    assert fsck(r).ok
+    for name in ("x", "one", "two"):
+        assert sha(use(r, f"{name}:v0", tmp_path / "out" / name)) == sha(files / f"{name}.bin")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from objstore.api.commit import Draft, Staged, commit_draft
-from objstore.api.runinfo import RunInfo, find_run, iter_runs, set_artifact_loader
+from objstore.api.runinfo import RunInfo, RunLookup, find_run, set_artifact_loader
 from objstore.constants import MAX_USER_VALUE_DEPTH
 from objstore.errors import (
     ArtifactFinalizedError,
@@ -930,8 +930,8 @@ class Artifact:
 
     def used_by(self) -> list[RunInfo]:
         store, resolved = self._logged()
-        ids = {resolved.version_id.hex, resolved.object_id.hex}
-        return [r for r in iter_runs(store) if ids & set(r.inputs)]
+        # By the lineage index: a listing and the runs it names, not every run (runinfo.RunLookup).
+        return [RunInfo.from_record(r, store) for r in RunLookup(store).runs("used", {resolved.version_id, resolved.object_id})]
 
     # -- per-file access and the draft lifecycle (W&B's names) ---------------
     @property

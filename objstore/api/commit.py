@@ -117,8 +117,10 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
     tree_id, size = store_staged(store, draft.staged, progress)
     if before_ref is not None:
         before_ref()
-    return commit_version(
+    committed = commit_version(
         store, CollectionPath(entity, project, draft.name), tree=tree_id, size=size,
         new_bytes=store.odb.new_bytes - before, artifact_type=draft.artifact_type, metadata=metadata,
         description=description, run=run_path, aliases=aliases,
     )
+    store.odb.maintain()  # the writer's automatic compaction and repack: after the version's refs (odb's write order)
+    return committed

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from objstore.api.runinfo import iter_run_records
+from objstore.api.runinfo import RunLookup
 from objstore.errors import NotFound, ObjstoreError
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion
@@ -91,8 +91,9 @@ def lineage(store: Store, target: ResolvedVersion) -> Lineage:
     upstream = graph.up(vid, frozenset(), 0)
     run = target.version.run
     if not upstream and run:
-        if run in graph.by_path:
-            upstream = (_run_node(graph.by_path[run], ()),)
+        found = graph.runs.record(run)
+        if found is not None:
+            upstream = (_run_node(found, ()),)
         else:
             upstream = (Node("run", run, f"run:{run}", "not in this store"),)
     root = Node("version", target.version.label, vid.hex, target.version.artifact_type)
@@ -104,20 +105,20 @@ def _run_node(r: RunRecord, children: tuple[Node, ...]) -> Node:
 
 
 class _RunGraph:
-    """Every run of a store, indexed by the versions it logged and used."""
+    """The runs that logged and used each version asked about, from the lineage
+    index (:class:`objstore.api.runinfo.RunLookup`): a walk reads the runs on its
+    paths, not every run of the store."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        runs = list(iter_run_records(store))
-        self.by_path = {r.path: r for r in runs}
-        self.logged_by: dict[ObjectId, list[RunRecord]] = {}
-        self.used_by: dict[ObjectId, list[RunRecord]] = {}
-        for r in runs:
-            for vid in r.outputs:
-                self.logged_by.setdefault(vid, []).append(r)
-            for vid in r.inputs:
-                self.used_by.setdefault(vid, []).append(r)
+        self.runs = RunLookup(store)
         self.labels: dict[ObjectId, str] = {}
+
+    def logged_by(self, vid: ObjectId) -> list[RunRecord]:
+        return self.runs.runs("logged", [vid])
+
+    def used_by(self, vid: ObjectId) -> list[RunRecord]:
+        return self.runs.runs("used", [vid])
 
     def label(self, vid: ObjectId) -> str:
         if vid not in self.labels:
@@ -135,7 +136,7 @@ class _RunGraph:
     def up(self, vid: ObjectId, seen: frozenset[str], depth: int) -> tuple[Node, ...]:
         """The runs that logged ``vid``, each with the versions it used, and so on up."""
         out = []
-        for r in self.logged_by.get(vid, []):
+        for r in self.logged_by(vid):
             if r.path in seen or depth > MAX_DEPTH:
                 out.append(_run_node(r, ()))
                 continue
@@ -146,7 +147,7 @@ class _RunGraph:
     def down(self, vid: ObjectId, seen: frozenset[str], depth: int) -> tuple[Node, ...]:
         """The runs that used ``vid``, each with the versions it logged, and so on down."""
         out = []
-        for r in self.used_by.get(vid, []):
+        for r in self.used_by(vid):
             if r.path in seen or depth > MAX_DEPTH:
                 out.append(_run_node(r, ()))
                 continue

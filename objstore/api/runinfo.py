@@ -5,6 +5,16 @@ A run is a :class:`~objstore.storage.objects.RunRecord` behind the ref
 ``refs/<entity>/<project>/runs/<id>``; reading one never writes. A run is a weak
 edge of the lineage graph: :func:`find_run` answers None for a run whose ref is
 not in this store, while a ref whose record is damaged still raises.
+
+Which runs used or logged a version is read from the lineage index
+(``lineage/used|logged/<version>/<run>``, :mod:`objstore.api.runrecord` writes
+it before a run's ref moves), so the cost of :class:`RunLookup` grows with the
+answer, not with the store's runs: one stat, a listing per version asked about
+and a record read per run listed there. Only a store that says its index is
+complete (``lineage/complete``: created by this code, or indexed whole by
+``objstore maintenance``) is read that way; any other store's runs are all read,
+as before the index, so no run is missed. A key names a run that *may* name the
+version: the record read decides.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import LogPage, ResolvedVersion, log_page, read_entry
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import parse_ref_key, refs_prefix, run_ref
+from objstore.storage.keys import LINEAGE_COMPLETE, lineage_prefix, lineage_run_of, parse_ref_key, refs_prefix, run_ref
 from objstore.storage.objects import Link, RunRecord, Version
 
 if TYPE_CHECKING:
@@ -219,3 +229,61 @@ def log_with_runs(store: Store, coll: CollectionPath, *, limit: int | None = Non
         listed = {(coll.entity, coll.project): own.result()}
     runs = [e.link.run if e.link is not None else e.version.run for e in page.entries]
     return page, recorded_runs(store, [r for r in runs if r], listed)
+
+
+def lineage_complete(store: Store) -> bool:
+    """Whether every run of ``store`` is in its lineage index (one stat)."""
+    try:
+        store.backend.stat(LINEAGE_COMPLETE)
+        return True
+    except NotFound:
+        return False
+
+
+class RunLookup:
+    """The runs that used or logged a version, by the lineage index (see the module
+    docstring); records read once each and kept, so a lineage walk reads each run
+    at most once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._records: dict[tuple[str, str, str], RunRecord | None] = {}
+        self._unindexed: list[tuple[str, str, str]] | None = None
+
+    def record(self, path: str) -> RunRecord | None:
+        """The record of run ``entity/project/run-id``; None if it is not here (or not readable)."""
+        parts = path.split("/")
+        return self._record((parts[0], parts[1], parts[2])) if len(parts) == 3 and all(parts) else None
+
+    def _record(self, run: tuple[str, str, str]) -> RunRecord | None:
+        if run not in self._records:
+            try:
+                oid = self.store.refs.read(run_ref(*run))
+                self._records[run] = None if oid is None else record_at(self.store, *run, oid)
+            except (NotFound, CorruptObject, InvalidName):
+                self._records[run] = None  # as iter_run_records: a damaged or missing record is left out
+        return self._records[run]
+
+    def _not_indexed(self) -> list[tuple[str, str, str]]:
+        """Every run, if the store's index is not complete (one stat; then a listing
+        of the run refs, once per lookup object); else none."""
+        if self._unindexed is None:
+            self._unindexed = [] if lineage_complete(self.store) else sorted(
+                (parsed.entity, parsed.project, parsed.tail) for key in self.store.refs.iter_names(refs_prefix())
+                if (parsed := parse_ref_key(key)) is not None and parsed.kind == "run")
+        return self._unindexed
+
+    def runs(self, role: str, version_ids: Iterable[ObjectId]) -> list[RunRecord]:
+        """The runs whose records name one of ``version_ids`` as an input (``role``
+        ``used``) or an output (``logged``), by run path."""
+        wanted = set(version_ids)
+        candidates = set(self._not_indexed())
+        for vid in wanted:
+            candidates.update(run for info in self.store.backend.iter_prefix(lineage_prefix(role, vid.hex))
+                              if (run := lineage_run_of(info.key)) is not None)
+        out = []
+        for run in sorted(candidates):
+            record = self._record(run)
+            if record is not None and wanted & set(record.inputs if role == "used" else record.outputs):
+                out.append(record)
+        return out

@@ -343,6 +343,7 @@ class Run:
         state = "finished" if exit_code == 0 else "crashed"
         self._change(lambda r: replace(r, state=state, finished_at=time.time()))
         self._write()
+        self.store.odb.maintain()  # after the run's refs (odb's write order); once per process
         self._finished = True
         _forget(self)
 

@@ -41,14 +41,16 @@ from typing import TypeGuard
 import msgpack
 
 from objstore import settings
-from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, STORE_FORMAT, KiB, MiB
+from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, PACK_TARGET, STORE_FORMAT, KiB, MiB
 from objstore.constants import STORE_DIRNAME as STORE_DIRNAME  # re-exported: the CLI and tests name it here
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
 from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.keys import LINEAGE_COMPLETE
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
+from objstore.storage.repack import AUTO_REPACK_PACKS, repack
 
 CONFIG_KEY = "config"
 
@@ -202,11 +204,10 @@ class Store:
         self.location = backend.url
         self.odb = ObjectDatabase(backend, index_files=config.format >= INDEX_FILES_FORMAT)
         self.odb.compact_setting = config.index_compact_threshold
-        # Not yet: self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS).
-        # The gc bug it exposed (a marked pack deleted unchecked when a compaction merged its
-        # index away mid-run) is fixed in gc, but with it on, CI at stop 22 again lost a chunk
-        # (test_mixed_writers_gc_and_fsck_local: "chunk … is in no pack") and a fine-tune
-        # sequence stored repacked copies twice (test_dedup_sessions): open.
+        # A writer's automatic step (ObjectDatabase.maintain, after its refs) also repacks a
+        # bounded batch of small packs (one pack's worth, at most AUTO_REPACK_PACKS), so a
+        # store only writers use never piles them up.
+        self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS)
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 
@@ -243,6 +244,9 @@ class Store:
                 if not backend.put_if_absent(CONFIG_KEY, config.encode()):
                     # another process created it first
                     config = StoreConfig.decode(backend.get(CONFIG_KEY, max_size=MAX_CONFIG_BYTES), where)
+                else:
+                    # A new store has no run yet, so its lineage index (objstore.api.runrecord) is complete.
+                    backend.put_if_absent(LINEAGE_COMPLETE, b"every run of this store is in lineage/")
             return cls(backend, config)
         except BaseException:
             backend.close()
@@ -298,7 +302,7 @@ class Store:
         return cls.open(location, create=False)
 
     def close(self) -> None:
-        self.odb.flush()
+        self.odb.maintain()  # flushes first; the automatic step after everything this process wrote
         self.backend.close()
 
     def __enter__(self) -> Store:

@@ -21,6 +21,9 @@ Layout (the same on every backend)::
     annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>  one annotation edit each (create-only)
     annotations/<entity>/<project>/<name>/collection/state  a collection's own description and tags (compare-and-swap)
     annotations/<entity>/<project>/<name>/collection/log/<revision>-<id>  one edit of them each (create-only)
+    lineage/used/<version hex>/<entity>/<project>/<run-id>    a run names the version as an input (create-only)
+    lineage/logged/<version hex>/<entity>/<project>/<run-id>  a run names the version as an output (create-only)
+    lineage/complete                                  every run of the store is in the two above (create-only)
 
 Invariant: no other module spells a prefix or takes a key apart by hand; they
 ask the builders and parsers below, so the layout can change in one place.
@@ -63,6 +66,9 @@ LOGS = "logs/"
 REMOTES = "remotes/"
 QUARANTINE = "quarantine/"
 ANNOTATIONS = "annotations/"  # mutable annotations of versions (objstore.model.annotations)
+LINEAGE = "lineage/"  # the lineage index: which runs name a version (objstore.api.runinfo)
+LINEAGE_ROLES = ("used", "logged")
+LINEAGE_COMPLETE = f"{LINEAGE}complete"
 # Before locks lived beside the keys they guard, local ref locks sat under refs/.
 LEGACY_LOCK_AREA = REFS
 
@@ -444,3 +450,28 @@ def parse_annotation_key(key: str) -> AnnotationKey | None:
     if parts[3] != f"v{int(parts[3][1:])}":
         return None
     return AnnotationKey(parts[0], parts[1], parts[2], int(parts[3][1:]))
+
+
+def lineage_prefix(role: str, version_hex: str) -> str:
+    """The listing prefix of the runs that name version ``version_hex`` in ``role`` (used or logged)."""
+    if role not in LINEAGE_ROLES:
+        raise ValueError(f"unknown lineage role {role!r}")
+    return f"{LINEAGE}{role}/{version_hex}/"
+
+
+def lineage_key(role: str, version_hex: str, entity: str, project: str, run_id: str) -> str:
+    return f"{lineage_prefix(role, version_hex)}{encode_name(entity)}/{encode_name(project)}/{encode_name(run_id)}"
+
+
+def lineage_run_of(key: str) -> tuple[str, str, str] | None:
+    """(entity, project, run id) of a ``lineage/used|logged/<hex>/…`` key, names
+    decoded; None for any other key."""
+    if not key.startswith(LINEAGE):
+        return None
+    parts = key[len(LINEAGE):].split("/")
+    if len(parts) != 5 or parts[0] not in LINEAGE_ROLES:
+        return None
+    try:
+        return decode_name(parts[2]), decode_name(parts[3]), decode_name(parts[4])
+    except InvalidName:
+        return None

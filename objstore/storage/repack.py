@@ -24,7 +24,8 @@ gc and other repacks on a shared bucket:
    deletes a pack.
 
 Automatic, too: a writer that compacts the index (past the threshold, see
-:meth:`objstore.storage.odb.ObjectDatabase.flush`) then repacks up to
+:meth:`objstore.storage.odb.ObjectDatabase.maintain`, called only once the
+writer's refs are written) then repacks up to
 ``PACK_TARGET`` and ``AUTO_REPACK_PACKS`` of small packs (:func:`repack`; their
 entries are in the new index file already, so their marks leave no loose
 ``.idx``, and the copies' ``.idx`` wait for the next compaction);

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from objstore.api.runrecord import index_arriving_run
 from objstore.console import say
 from objstore.errors import Conflict, CorruptObject, InvalidName, NotFound
 from objstore.model.names import LATEST, CollectionPath
@@ -74,6 +75,7 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
     copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     tracking.update(theirs, tracked)
+    local.odb.maintain()  # after the tracking refs that reach what arrived (odb's write order)
     result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
     finish_stats(result, remote, before, started)
     return result, theirs, tracked
@@ -344,6 +346,7 @@ def _merge_runs(run: _Pull) -> None:
         if ref_value(l_raw) == ref_value(r_raw):
             continue
         if l_raw is None or ref_value(l_raw) == ref_value(t_raw):
+            index_arriving_run(run.local, key, ref_target(key, r_raw))  # the lineage index before the ref
             try:
                 if _move_ref(run.local, key, l_raw, ref_target(key, r_raw), run.why):
                     result.refs.append(key)

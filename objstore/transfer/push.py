@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from objstore.api.runrecord import index_arriving_run
 from objstore.console import say
 from objstore.errors import Conflict, InvalidName, NonFastForward, NotFound
 from objstore.model.names import LATEST, CollectionPath
@@ -64,6 +65,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _create_versions(run)
     _move_refs(run)
     _carry_deletions(run)
+    remote.odb.maintain()  # after the refs that reach what was sent (odb's write order)
     carry_annotations(local, remote, _held_by_both(run), run.result)
     carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
                                  run.result)
@@ -258,6 +260,7 @@ def _move_refs(run: _Push) -> None:
     """Move the planned aliases and runs: by CAS against the remote's value, or set outright if forced."""
     why = f"push from {run.local.refs.who}"
     for key, expected, new in run.moves:
+        index_arriving_run(run.remote, key, ref_target(key, new))  # the lineage index before the ref
         try:
             if run.force:
                 run.remote.refs.set(key, ref_target(key, new), why + " (forced)")

@@ -114,6 +114,10 @@ _CONNECT_HINTS = ("error sending request", "connection refused", "connection res
                   "timeout", "dns error", "broken pipe", "connection closed", "incomplete message")
 
 
+# At most this many ETags of values just written are kept (see ObstoreBackend._written).
+WRITTEN_MEMO = 1024
+
+
 class ObjectStoreBackend:
     """Blob I/O on an object store bucket (and optional prefix). Safe for many machines."""
 
@@ -137,6 +141,12 @@ class ObjectStoreBackend:
         self._sorted_listing = sorted_listing
         self._closed = False
         self._bucket_checked = False
+        # key -> (ETag, bytes) of a small value this process just wrote: a compare-and-swap
+        # expecting exactly those bytes sends its conditional PUT against that ETag without
+        # reading the key first (a run ref created at use_model and moved at finish: one
+        # request less). A stale ETag costs nothing wrong: the server refuses the PUT
+        # (412), and the key is read as without the memo.
+        self._written: dict[str, tuple[str, bytes]] = {}
 
     # -- construction ----------------------------------------------------
     @classmethod
@@ -372,6 +382,7 @@ class ObjectStoreBackend:
     def put(self, key: str, data: bytes | memoryview) -> None:
         _check_key(key)
         payload = bytes(data) if isinstance(data, memoryview) else data
+        self._written.pop(key, None)
         self._call("put", key, lambda: obstore.put(self._store, key, payload, use_multipart=False))
         self.stats.add(sent=len(payload))
 
@@ -381,12 +392,21 @@ class ObjectStoreBackend:
 
         def create(calls: list[int]) -> None:
             calls.append(1)
-            obstore.put(self._store, key, payload, mode="create")
+            result = obstore.put(self._store, key, payload, mode="create")
+            if len(calls) == 1:  # answered first time: that ETag is of these bytes
+                self._remember(key, result.get("e_tag"), payload)
 
         if not self._create("put_if_absent", key, create, lambda: self._holds(key, payload)):
             return False
         self.stats.add(sent=len(payload))
         return True
+
+    def _remember(self, key: str, etag: str | None, payload: bytes) -> None:
+        """Keep the ETag of a small value just written (see ``_written``), a bounded few."""
+        if etag and len(payload) <= CAS_READ_MIN:
+            if len(self._written) >= WRITTEN_MEMO:
+                self._written.clear()
+            self._written[key] = (etag, payload)
 
     def _create(self, op: str, key: str, create: Callable[[list[int]], None], holds: Callable[[], bool | None]) -> bool:
         """Run a create-only request until the server answers; True if this call created ``key``.
@@ -482,8 +502,11 @@ class ObjectStoreBackend:
         _check_key(key)
         payload = bytes(data)
         bound = max(len(expected or b""), len(payload), CAS_READ_MIN)  # anything longer is not expected
+        memo = self._written.pop(key, None)
         for _ in range(CAS_REREAD_ATTEMPTS):
-            current = self._get_with_etag(key, bound)
+            # Once: what this process wrote last, if that is what the caller expects.
+            current = (memo[1], memo[0]) if memo is not None and memo[1] == expected else self._get_with_etag(key, bound)
+            memo = None
             actual = None if current is None else current[0]
             if actual != expected:
                 raise Conflict(key, expected, actual)
@@ -496,7 +519,9 @@ class ObjectStoreBackend:
                 return obstore.put(self._store, key, payload, mode=mode)
 
             try:
-                self._call("compare_and_swap", key, attempt)
+                result = self._call("compare_and_swap", key, attempt)
+                if calls == 1:
+                    self._remember(key, result.get("e_tag"), payload)
             except (AlreadyExistsError, PreconditionError):
                 after = self._get_with_etag(key, bound)
                 now = None if after is None else after[0]
@@ -512,6 +537,7 @@ class ObjectStoreBackend:
 
     def delete(self, key: str) -> None:
         _check_key(key)
+        self._written.pop(key, None)
         try:
             self._call("delete", key, lambda: obstore.delete(self._store, key))
         except NotFound:
