@@ -313,7 +313,7 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
         out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
             [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes),
              f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
-            for name, u in sorted(usage.projects.items())])
+            for name, u in sorted(usage.projects.items())], cut=(0,))
 
 @click.command("maintenance")
 @click.option("--upgrade", is_flag=True,
