@@ -165,6 +165,10 @@ class Progress:
                 bar.total = total
             self._stage = stage
             bar.update(done - bar.n)
+            if total and done >= total:
+                # A stage that ends within tqdm's redraw interval (a whole pack copied
+                # at once) would otherwise be reset unseen: show its end, with its rate.
+                bar.refresh()
 
     def note(self, line: str) -> None:
         """Print ``line`` above the bar (the library's notes come here)."""

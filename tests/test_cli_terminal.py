@@ -346,3 +346,30 @@ def test_ctrl_c_during_use_model_leaves_no_partial_download(tmp_path: Path) -> N
     assert not out.exists() or [p.name for p in out.iterdir()] == ["model.bin"], list(out.iterdir())
     again = run_cli(store, "use-model", "e/p/big", "--root", str(out))
     assert again.out.strip() == str(out / "model.bin")
+
+
+@pytest.mark.parametrize("command", ["push", "clone"])
+def test_push_and_clone_draw_the_one_bar_with_rate_and_eta_at_80_columns(tmp_path: Path, command: str) -> None:
+    """The transfers draw the same bar as logging (bytes, a rate, a human ETA), no
+    wider than the window, cleared before their one summary line."""
+    env = base_env(tmp_path)
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(big_file(tmp_path / "m.bin", 48)), "--name", "big")
+    remote = tmp_path / "remote"
+    if command == "push":
+        argv = [str(OBJSTORE), "--store", str(store), "push", str(remote)]
+    else:
+        run_cli(store, "push", str(remote))
+        argv = [str(OBJSTORE), "clone", str(remote), str(tmp_path / "copy")]
+    code, raw = spawn(argv, env, columns=80)
+    assert code == 0, raw
+    draws = [ESCAPE.sub("", d) for d in re.split(r"[\r\n]", raw) if BAR.search(d)]
+    assert draws and all(len(d.rstrip()) <= 80 for d in draws), draws
+    assert any("MiB/s" in d or "KiB/s" in d or "GiB/s" in d for d in draws), draws
+    etas = ETA.findall(raw)
+    assert etas and all(HUMAN_ETA.match(e) for e in etas), etas
+    screen = Screen(80)
+    screen.feed(raw)
+    lines = [line for line in screen.lines() if line]
+    assert len(lines) == 1 and lines[0].startswith("pushed " if command == "push" else "cloned "), lines
