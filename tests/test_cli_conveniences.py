@@ -151,17 +151,20 @@ def _kept_by_tracking(out: str) -> list[str]:
 
 def test_gc_in_a_clone_says_a_version_deleted_here_is_kept_by_the_remote(tmp_path: Path) -> None:
     origin, clone = _clone_with_two_versions(tmp_path)
+    write_safetensors(tmp_path / "model.safetensors", random_layers(3, layers=2))
+    run_cli(origin, "log-model", str(tmp_path / "model.safetensors"), "--name", "mnist")
+    run_cli(clone, "fetch", "origin")  # v2 is fetched, not pulled: kept on purpose, and not reported
     run_cli(clone, "delete", "mnist:v0", "--yes")
     r = run_cli(clone, "gc", "--grace", "0")
     assert "free 0 B" in r.out  # origin still has v0: its tracking refs keep it here
     [line] = _kept_by_tracking(r.out + r.err)
-    assert f"{ENTITY}/uncategorized/mnist:v0" in line and "origin" in line
+    assert f"{ENTITY}/uncategorized/mnist:v0" in line and "origin" in line and "mnist:v2" not in line
     assert "'objstore push origin'" in line  # deletes it there too, after which gc frees it
     size = run_cli(origin, "show", "mnist:v0", "--json").json()["size"]
     assert run_cli(clone, "gc", "--json", "--grace", "0").json()["tracked_only"] == [
         ["origin", f"{ENTITY}/uncategorized/mnist:v0", size]]
     run_cli(clone, "push", "origin")
-    assert [line.split()[0] for line in run_cli(origin, "log", "mnist").out.splitlines()[1:]] == ["v1"]
+    assert [line.split()[0] for line in run_cli(origin, "log", "mnist").out.splitlines()[1:]] == ["v2", "v1"]
     freed = run_cli(clone, "gc", "--grace", "0")
     assert not _kept_by_tracking(freed.out + freed.err) and "free 0 B" not in freed.out
 

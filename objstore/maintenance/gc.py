@@ -148,8 +148,9 @@ def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None,
     still there). ``known()`` lists every stored id, for salvaging what an
     undecodable object names (see :func:`objstore.model.inventory.reach`)."""
     roots = {oid for _, oid in store.refs.iter_refs(REFS)}
+    deleted = deleted_entries(store)
     # A deleted version's reflog entries keep it no longer (inventory.deleted_entries).
-    weak = (set(store.refs.iter_reflog_targets()) - deleted_entries(store)) - roots
+    weak = (set(store.refs.iter_reflog_targets()) - deleted) - roots
     r = reach(store, roots, weak, known=known, visited=visited)
     # Tracking refs are walked apart (usually they name what local refs reach
     # already, so this walks nothing), to tell the user what they alone keep.
@@ -159,7 +160,8 @@ def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None,
         return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
     t = reach(store, (), extra, known=known, visited=visited)
     return Reachable(r.objects | t.objects, r.chunks | t.chunks, r.damaged + t.damaged, r.unknown + t.unknown,
-                     _tracked_versions(store, {oid: tracking[oid] for oid in extra}))
+                     # only what was deleted here: a version fetched and not yet pulled is kept on purpose
+                     _tracked_versions(store, {oid: tracking[oid] for oid in extra & deleted}))
 
 
 def _tracked_versions(store: Store, held: dict[ObjectId, set[str]]) -> tuple[tuple[str, str, int], ...]:
