@@ -218,7 +218,8 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
         if as_json:
             out.emit_json({"projects": rows})
         else:
-            out.table(["PROJECT", "COLLECTIONS"], [[f"{r['entity']}/{r['project']}", r["collections"]] for r in rows])
+            out.table(["PROJECT", "COLLECTIONS"], [[f"{r['entity']}/{r['project']}", r["collections"]] for r in rows],
+                      cut=(0,))
         return
     parts = where.split("/")
     if len(parts) == 1:
@@ -234,7 +235,8 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
     if as_json:
         out.emit_json({"entity": ent, "project": proj, "collections": data})
     else:
-        out.table(["NAME", "TYPE", "VERSIONS", "ALIASES"], [[d["name"], d["type"], d["versions"], ",".join(d["aliases"])] for d in data])
+        out.table(["NAME", "TYPE", "VERSIONS", "ALIASES"], [[d["name"], d["type"], d["versions"], ",".join(d["aliases"])] for d in data],
+                  cut=(0, 3))
 
 
 @click.command("log")
@@ -279,7 +281,8 @@ def log_cmd(state: State, name: str, count: int, skip: int, project: str | None,
     # compression ('objstore diff' says raw bytes, and says so).
     out.table(["VERSION", "ALIASES", "SIZE", "NEW STORED", "CREATED", "RUN"], [
         [r["version"], ",".join(r["aliases"]), out.size(r["size"]), out.size(r["new_bytes"]),
-         out.when(e.version.created_at), run_label(r["run"], r["run_state"])] for r, e in zip(rows, page.entries)])
+         out.when(e.version.created_at), run_label(r["run"], r["run_state"])] for r, e in zip(rows, page.entries)],
+        cut=(1, 5))
     older = page.total - skip - len(rows)
     if older > 0:
         click.echo(f"({older} older version{'s' if older != 1 else ''}: objstore log {name} --skip {skip + len(rows)}, "

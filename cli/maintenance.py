@@ -249,6 +249,23 @@ def gc_cmd(state: State, dry_run: bool, grace: float | None, as_json: bool) -> N
                + f"; {prefix}free {human_bytes(max(report.bytes_freed, 0))}")
     for line in _waiting(report, grace_s):
         click.echo(line)
+    for line in _tracked_only(report):
+        click.echo(line)
+
+
+def _tracked_only(report: GcReport) -> list[str]:
+    """One line per remote whose tracking refs alone keep versions deleted here: which, and how to let them go."""
+    by_remote: dict[str, list[tuple[str, int]]] = {}
+    for remote, label, size in report.tracked_only:
+        by_remote.setdefault(remote, []).append((label, size))
+    lines = []
+    for remote, versions in sorted(by_remote.items()):
+        shown = ", ".join(f"{label} ({human_bytes(size)})" for label, size in versions[:3])
+        more = f" and {len(versions) - 3} more" if len(versions) > 3 else ""
+        lines.append(f"kept: {shown}{more}, not in any ref here, because {remote}'s remote-tracking refs still name "
+                     f"it (what {remote} held at the last fetch or push); 'objstore push {remote}' deletes it there too, "
+                     f"'objstore fetch {remote}' forgets what {remote} no longer holds; a gc after either frees it")
+    return lines
 
 
 def _waiting(report: GcReport, grace: float) -> list[str]:
@@ -297,7 +314,7 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
         out.table(["PROJECT", "VERSIONS", "LOGICAL", "UNIQUE", "DEDUP", "COMPRESSION"], [
             [name, u.versions, human_bytes(u.logical_bytes), human_bytes(u.unique_bytes),
              f"{u.dedup_ratio:.2f}x", f"{u.compression_ratio:.2f}x"]
-            for name, u in sorted(usage.projects.items())])
+            for name, u in sorted(usage.projects.items())], cut=(0,))
 
 @click.command("maintenance")
 @click.option("--upgrade", is_flag=True,

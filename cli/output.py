@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
@@ -38,11 +39,44 @@ def iso(ts: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+MIN_CUT_WIDTH = 12  # a cell cut to fit the terminal keeps at least this much (or its header's width)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], cut: Sequence[int] | None = None) -> None:
+    """Aligned columns. On a terminal, a row wider than the window would wrap into
+    the next: the widest of the columns ``cut`` (names; all if None — never dates
+    or sizes, which a cut would falsify) are narrowed to fit, each cell cut in the
+    middle with '…' (a long name's start and end are what tell it from its
+    neighbours). Piped, every cell stays whole, for scripts."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    if sys.stdout.isatty():
+        floors = [len(h) if cut is None or i in cut else widths[i] for i, h in enumerate(cells[0])]
+        widths = _fitted(widths, floors, shutil.get_terminal_size().columns)
     for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(_cut(c, w).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _fitted(widths: list[int], floors: list[int], columns: int) -> list[int]:
+    """``widths`` narrowed, widest first, until the row (two spaces between cells) fits ``columns``, or nothing more can go."""
+    widths = list(widths)
+    while (excess := sum(widths) + 2 * (len(widths) - 1) - columns) > 0:
+        floor = [max(f, min(MIN_CUT_WIDTH, w)) for f, w in zip(floors, widths)]
+        cuttable = [i for i, w in enumerate(widths) if w > floor[i]]
+        if not cuttable:
+            break
+        i = max(cuttable, key=lambda j: widths[j])
+        others = sorted((widths[j] for j in cuttable if j != i), reverse=True)
+        # down to the next widest column (then both shrink together), or by what is still too much
+        widths[i] = max(floor[i], widths[i] - excess, min(widths[i] - 1, others[0]) if others else 0)
+    return widths
+
+
+def _cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = width // 2  # the start gets the odd character: '…' takes one
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
 
 
 def size(n: int | None) -> str:
@@ -131,6 +165,10 @@ class Progress:
                 bar.total = total
             self._stage = stage
             bar.update(done - bar.n)
+            if total and done >= total:
+                # A stage that ends within tqdm's redraw interval (a whole pack copied
+                # at once) would otherwise be reset unseen: show its end, with its rate.
+                bar.refresh()
 
     def note(self, line: str) -> None:
         """Print ``line`` above the bar (the library's notes come here)."""

@@ -100,7 +100,8 @@ def remote_list_cmd(state: State, as_json: bool) -> None:
         click.echo("no remotes (add one with 'objstore remote add origin URL')")
         return
     out.table(["name", "url", "options"],
-              [[r.name, r.url, " ".join(f"{k}={v}" for k, v in sorted(r.options.items())) or "-"] for r in remotes])
+              [[r.name, r.url, " ".join(f"{k}={v}" for k, v in sorted(r.options.items())) or "-"] for r in remotes],
+              cut=(1, 2))
 
 @remote_grp.command("remove")
 @click.argument("name", shell_complete=complete_remotes)

@@ -136,7 +136,7 @@ def runs_list_cmd(state: State, where: str | None = None, count: int = 50, proje
         return
     out.table(["RUN", "NAME", "STATE", "JOB", "USED", "LOGGED", "STARTED"],
               [[r.id, r.name, r.state, r.job_type or "-", len(r.inputs), len(r.outputs), out.when(r.started_at)]
-               for r in shown])
+               for r in shown], cut=(1,))
     if len(runs) > len(shown):
         click.echo(f"({len(runs) - len(shown)} older runs: -n 0 shows all)", err=True)
 

@@ -68,4 +68,6 @@ part tidy
 run 'objstore delete llm:v2 --yes'
 run 'objstore delete llm:v2 --delete-aliases --yes'
 run 'objstore gc'
+run 'objstore push'
+run 'objstore gc'
 run 'objstore fsck'

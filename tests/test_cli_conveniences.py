@@ -133,6 +133,54 @@ def test_gc_says_when_a_mark_is_due(store: Path) -> None:
     assert "free 0 B" not in freed and "kept: " not in freed
 
 
+def _clone_with_two_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """A store with mnist v0 and v1 (distinct content) and a clone of it: (origin, clone's store)."""
+    origin = tmp_path / "origin"
+    run_cli(origin, "init")
+    model = tmp_path / "model.safetensors"
+    for seed in (1, 2):
+        write_safetensors(model, random_layers(seed, layers=2))
+        run_cli(origin, "log-model", str(model), "--name", "mnist")
+    run_cli("", "clone", str(origin), str(tmp_path / "clone"))
+    return origin, tmp_path / "clone" / ".objstore"
+
+
+def _kept_by_tracking(out: str) -> list[str]:
+    return [line for line in out.splitlines() if "remote-tracking" in line]
+
+
+def test_gc_in_a_clone_says_a_version_deleted_here_is_kept_by_the_remote(tmp_path: Path) -> None:
+    origin, clone = _clone_with_two_versions(tmp_path)
+    write_safetensors(tmp_path / "model.safetensors", random_layers(3, layers=2))
+    run_cli(origin, "log-model", str(tmp_path / "model.safetensors"), "--name", "mnist")
+    run_cli(clone, "fetch", "origin")  # v2 is fetched, not pulled: kept on purpose, and not reported
+    run_cli(clone, "delete", "mnist:v0", "--yes")
+    r = run_cli(clone, "gc", "--grace", "0")
+    assert "free 0 B" in r.out  # origin still has v0: its tracking refs keep it here
+    [line] = _kept_by_tracking(r.out + r.err)
+    assert f"{ENTITY}/uncategorized/mnist:v0" in line and "origin" in line and "mnist:v2" not in line
+    assert "'objstore push origin'" in line  # deletes it there too, after which gc frees it
+    size = run_cli(origin, "show", "mnist:v0", "--json").json()["size"]
+    assert run_cli(clone, "gc", "--json", "--grace", "0").json()["tracked_only"] == [
+        ["origin", f"{ENTITY}/uncategorized/mnist:v0", size]]
+    run_cli(clone, "push", "origin")
+    assert [line.split()[0] for line in run_cli(origin, "log", "mnist").out.splitlines()[1:]] == ["v2", "v1"]
+    freed = run_cli(clone, "gc", "--grace", "0")
+    assert not _kept_by_tracking(freed.out + freed.err) and "free 0 B" not in freed.out
+
+
+def test_gc_in_a_clone_after_a_deletion_on_the_remote_is_freed_by_fetch(tmp_path: Path) -> None:
+    origin, clone = _clone_with_two_versions(tmp_path)
+    run_cli(origin, "delete", "mnist:v0", "--yes")
+    run_cli(clone, "delete", "mnist:v0", "--yes")  # deleted on both sides; the clone has not fetched since
+    stale = run_cli(clone, "gc", "--grace", "0")
+    [line] = _kept_by_tracking(stale.out + stale.err)
+    assert "'objstore fetch origin'" in line
+    run_cli(clone, "fetch", "origin")  # learns origin no longer holds v0 (nor its digest ref)
+    freed = run_cli(clone, "gc", "--grace", "0")
+    assert not _kept_by_tracking(freed.out + freed.err) and "free 0 B" not in freed.out
+
+
 # -- 8: version, status, completion, colour ---------------------------------------
 
 def test_version_names_the_native_core() -> None:

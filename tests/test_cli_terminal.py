@@ -290,3 +290,86 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in screen.lines() if line.strip() and line.strip() != "^C"]
     assert lines == ["objstore: error: interrupted"], lines
     assert run_cli(store, "fsck").code == 0  # nothing half-written is damage
+
+
+LONG_NAME = "a-very-long-model-name-that-someone-typed-for-their-finetune-of-llama-3-8b-instruct-with-lora"
+
+
+def test_tables_fit_an_80_column_terminal_and_stay_whole_when_piped(tmp_path: Path) -> None:
+    """At 80 columns a table row wider than the window would wrap into the next row:
+    the widest cells are cut in the middle with '…' (both ends of a name are what
+    tells names apart), on a terminal only; a pipe gets every cell whole."""
+    env = {**base_env(tmp_path), "OBJSTORE_PROJECT": "demo"}
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    (tmp_path / "m.bin").write_bytes(os.urandom(5000))
+    for name in ("llm", LONG_NAME):
+        run_cli(store, "log-model", str(tmp_path / "m.bin"), "--name", name, "--alias", "best", env=env)
+    for command in (["ls", "demo"], ["log", "llm"], ["log", LONG_NAME], ["runs"]):
+        code, raw = spawn([str(OBJSTORE), "--store", str(store), *command], env, columns=80)
+        assert code == 0, raw
+        screen = Screen(80)
+        screen.feed(raw)
+        lines = [line for line in screen.lines() if line]
+        assert lines and all(len(line) <= 80 for line in lines), (command, lines)
+        piped = run_cli(store, *command, env=env).out
+        assert "…" not in piped and len(piped.splitlines()) == len(lines)
+    code, raw = spawn([str(OBJSTORE), "--store", str(store), "ls", "demo"], env, columns=80)
+    row = next(line for line in raw.splitlines() if line.startswith("a-very"))
+    assert "…" in row and row.split()[0].endswith("with-lora")  # cut in the middle, its end kept
+    assert LONG_NAME in run_cli(store, "ls", "demo", env=env).out
+
+
+def test_ctrl_c_during_use_model_leaves_no_partial_download(tmp_path: Path) -> None:
+    """^C while use-model writes into a root it made: exit 130, one line, and no
+    root left behind with half a file or empty directories in it (each file is
+    written to a temp name and renamed only when whole)."""
+    import objstore
+
+    env = base_env(tmp_path)
+    store = tmp_path / "store"
+    with objstore.init("e", "p", store=store) as run:
+        run.log_model(str(big_file(tmp_path / "model.bin", 160)), name="big")
+    out = tmp_path / "out" / "deep"
+    child = pexpect.spawn(str(OBJSTORE), ["--store", str(store), "use-model", "e/p/big", "--root", str(out)], env=env,
+                          dimensions=(24, 80), encoding="utf-8", timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    child.expect(r"[1-9][0-9.]* MiB/160")
+    seen = f"{child.before}{child.after}"
+    child.sendintr()
+    rest = child.read()
+    child.close()
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus, rest)
+    screen = Screen(80)
+    screen.feed(seen + rest)
+    assert [line for line in screen.lines() if line.strip() and line.strip() != "^C"] == ["objstore: error: interrupted"]
+    assert not out.exists() or [p.name for p in out.iterdir()] == ["model.bin"], list(out.iterdir())
+    again = run_cli(store, "use-model", "e/p/big", "--root", str(out))
+    assert again.out.strip() == str(out / "model.bin")
+
+
+@pytest.mark.parametrize("command", ["push", "clone"])
+def test_push_and_clone_draw_the_one_bar_with_rate_and_eta_at_80_columns(tmp_path: Path, command: str) -> None:
+    """The transfers draw the same bar as logging (bytes, a rate, a human ETA), no
+    wider than the window, cleared before their one summary line."""
+    env = base_env(tmp_path)
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(big_file(tmp_path / "m.bin", 48)), "--name", "big")
+    remote = tmp_path / "remote"
+    if command == "push":
+        argv = [str(OBJSTORE), "--store", str(store), "push", str(remote)]
+    else:
+        run_cli(store, "push", str(remote))
+        argv = [str(OBJSTORE), "clone", str(remote), str(tmp_path / "copy")]
+    code, raw = spawn(argv, env, columns=80)
+    assert code == 0, raw
+    draws = [ESCAPE.sub("", d) for d in re.split(r"[\r\n]", raw) if BAR.search(d)]
+    assert draws and all(len(d.rstrip()) <= 80 for d in draws), draws
+    assert any("MiB/s" in d or "KiB/s" in d or "GiB/s" in d for d in draws), draws
+    etas = ETA.findall(raw)
+    assert etas and all(HUMAN_ETA.match(e) for e in etas), etas
+    screen = Screen(80)
+    screen.feed(raw)
+    lines = [line for line in screen.lines() if line]
+    assert len(lines) == 1 and lines[0].startswith("pushed " if command == "push" else "cloned "), lines

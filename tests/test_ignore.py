@@ -143,3 +143,58 @@ def test_the_ignore_file_of_a_directory_left_out_is_never_read(tmp_path: Path) -
     (root / "sub/.objstoreignore").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(InvalidInput, match="sub/.objstoreignore is not UTF-8"):
         drafted(root)
+
+
+def deep_tree(root: Path, depth: int = 6, width: int = 4) -> Path:
+    """``depth`` levels of ``width`` directories' worth of files, so a file deep down
+    is reached well into the walk, after many files were already staged."""
+    here = root
+    for level in range(depth):
+        for i in range(width):
+            (here / f"w{level}-{i}.bin").parent.mkdir(parents=True, exist_ok=True)
+            (here / f"w{level}-{i}.bin").write_bytes(os.urandom(20_000))
+            (here / f"side{i}").mkdir(exist_ok=True)
+            (here / f"side{i}" / "s.bin").write_bytes(os.urandom(5_000))
+        here = here / f"level{level}"
+    here.mkdir()
+    return here  # the deepest directory (empty yet)
+
+
+@pytest.mark.parametrize(("command", "bad"), [
+    (["log-model", "--name", "deep"], "invalid"), (["log-model", "--name", "deep"], "bad-range"),
+    (["log-model", "--name", "deep"], "unreadable"), (["log-artifact", "--name", "deep"], "bad-range"),
+    (["link-model", "--name", "deep"], "invalid"),
+])
+def test_a_bad_nested_ignore_file_mid_walk_is_one_line_and_writes_nothing(tmp_path: Path, command: list[str],
+                                                                          bad: str) -> None:
+    from cli_helpers import snapshot
+
+    store = tmp_path / "store"
+    run_cli(store, "init")
+    root = tmp_path / "m"
+    deepest = deep_tree(root)
+    (deepest / "x.bin").write_bytes(b"x")
+    ignore = root / "level0/level1/level2/level3" / ".objstoreignore"
+    if bad == "invalid":
+        ignore.write_text("*.tmp\nfoo\\\n")  # a trailing backslash: git rejects it too
+    elif bad == "bad-range":
+        ignore.write_text("*.tmp\n[z-a]\n")  # pathspec hands back a regex error for it
+    else:
+        ignore.mkdir()  # unreadable (as root too): a directory where the file should be
+    before = snapshot(store)
+    args = [command[0], str(root), *([] if command[0] != "link-model" else ["Reg"]), *command[1:]]
+    r = run_cli(store, *args, check=False)
+    assert r.code != 0 and r.out == ""
+    [line] = r.err.splitlines()
+    assert line.startswith("objstore: error: ") and "unexpected" not in line and "Traceback" not in r.err
+    assert "level3/.objstoreignore" in line  # names the file to fix
+    if bad != "unreadable":
+        assert "line 2: " in line  # and the pattern
+    assert snapshot(store) == before  # no run record, no chunk, no ref
+
+
+def test_a_bad_exclude_pattern_names_itself(tmp_path: Path) -> None:
+    from objstore.files.ignore import rules_for
+
+    with pytest.raises(InvalidInput, match=r"--exclude / exclude=\) '\[z-a\]' \(bad character range"):
+        rules_for(make_tree(tmp_path / "m"), ["*.ckpt", "[z-a]"])

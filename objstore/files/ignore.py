@@ -27,6 +27,7 @@ never read, so an unreadable file there fails nothing.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from objstore.constants import STORE_DIRNAME
 from objstore.errors import InvalidInput
 
 IGNORE_FILE = ".objstoreignore"
+EXCLUDE_SOURCE = "the exclude patterns (--exclude / exclude=)"
 
 STORE_CONFIG = "config"
 MAX_STORE_CONFIG_BYTES = 4096  # a store's config is under 100 bytes; a bigger file named config is not one
@@ -121,7 +123,8 @@ class IgnoreRules:
 
     def _spec_of(self, rel_dir: str) -> Any:
         if rel_dir not in self.nested:
-            self.nested[rel_dir] = _spec(_ignore_lines(self.top / rel_dir / IGNORE_FILE))
+            path = self.top / rel_dir / IGNORE_FILE
+            self.nested[rel_dir] = _spec(_ignore_lines(path), str(path))
         return self.nested[rel_dir]
 
 
@@ -146,19 +149,39 @@ def rules_for(top: Path, exclude: Sequence[str] = (), never: Iterable[Path] = ()
         except OSError:
             continue
         never_ids.add((st.st_dev, st.st_ino))
-    return IgnoreRules(top, _spec(_ignore_lines(top / IGNORE_FILE)), frozenset(never_ids), _spec(list(exclude)))
+    return IgnoreRules(top, _spec(_ignore_lines(top / IGNORE_FILE), str(top / IGNORE_FILE)), frozenset(never_ids),
+                       _spec(list(exclude), EXCLUDE_SOURCE))
 
 
-def _spec(lines: list[str]) -> Any:
-    """The GitIgnoreSpec of ``lines``, or None when they hold no pattern."""
+def _spec(lines: list[str], source: str) -> Any:
+    """The GitIgnoreSpec of ``lines`` (read from ``source``, named in the error), or None when they hold no pattern."""
     if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
         return None
     import pathspec
 
     try:
         return pathspec.GitIgnoreSpec.from_lines(lines)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"bad ignore pattern ({exc}); patterns use gitignore syntax") from None
+    # pathspec raises its own ValueError for a pattern git rejects, and lets a
+    # regex error through for one it translates badly ('[z-a]'): both are the user's input.
+    except (ValueError, TypeError, re.error) as exc:
+        bad = next((n for n, line in enumerate(lines, 1) if not _parses(line)), None)
+        if bad is None:
+            where = source
+        elif source == EXCLUDE_SOURCE:  # one pattern per --exclude: its line number means nothing to the user
+            where = f"{source} {lines[bad - 1]!r}"
+        else:
+            where = f"{source}, line {bad}: {lines[bad - 1]!r}"
+        raise InvalidInput(f"bad ignore pattern in {where} ({exc}); patterns use gitignore syntax") from None
+
+
+def _parses(line: str) -> bool:
+    import pathspec
+
+    try:
+        pathspec.GitIgnoreSpec.from_lines([line])
+    except (ValueError, TypeError, re.error):
+        return False
+    return True
 
 
 def _ignore_lines(path: Path) -> list[str]:

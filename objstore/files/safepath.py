@@ -168,9 +168,10 @@ class Destination:
     leaving it releases the lock and closes every descriptor.
     """
 
-    def __init__(self, root: Path, fd: int) -> None:
+    def __init__(self, root: Path, fd: int, fresh: bool = False) -> None:
         self.root = root
         self._fd = fd
+        self.fresh = fresh  # this session made the root: see __exit__
         self._dirs: OrderedDict[Parts, int] = OrderedDict()
         self._visited: set[Parts] = set()
 
@@ -183,6 +184,7 @@ class Destination:
         refused like one below the root, and the root is entered through its parent's
         descriptor (no window between making it and opening it)."""
         path = Path(root).absolute()
+        fresh = not os.path.lexists(path)
         made = path if follow_root else path.parent
         try:
             os.makedirs(made, exist_ok=True)
@@ -210,7 +212,7 @@ class Destination:
             # No flock here (some network file systems). Writers may then overlap: still
             # nothing is followed, but one may fail, clearly, when another removes its temp file.
             pass
-        dest = cls(path, fd)
+        dest = cls(path, fd, fresh)
         try:
             dest._enter((), fd)
         except BaseException:
@@ -242,8 +244,21 @@ class Destination:
     def __enter__(self) -> Destination:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None and self.fresh:
+            self._remove_empty_dirs()  # still holding the root's lock: no other writer is inside
         self.close()
+
+    def _remove_empty_dirs(self) -> None:
+        """A download that failed or was interrupted (Ctrl-C) into a root it made
+        leaves no empty directory behind, nor the root if nothing was finished in it.
+        Only empty directories go (rmdir refuses any other); each finished file stays,
+        intact, and a rerun keeps it rather than fetch it again."""
+        for dirpath, _, _ in os.walk(self.root, topdown=False, followlinks=False):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass  # not empty, or not ours to remove
 
     def close(self) -> None:
         for fd in self._dirs.values():

@@ -7,6 +7,9 @@ until its reflog goes), and from every remote-tracking ref
 (``remotes/<name>/refs/…``): what ``fetch`` stored for a later ``pull`` stays
 until the tracking ref moves on. A deleted version is no longer kept by the
 reflog entries that name it (:func:`objstore.model.inventory.deleted_entries`).
+A version kept *only* by tracking refs (deleted here while a remote still held
+it when last seen) is named in ``GcReport.tracked_only``, so a user learns why
+its bytes stay and which remote to push the deletion to or fetch from.
 
 Never delete on uncertainty: an object gc cannot decode keeps everything its
 bytes name; if what some ref reaches cannot be learned at all (an object of its
@@ -88,6 +91,7 @@ from objstore.storage.keys import (
     pack_name_of,
     tracked_ref_of,
 )
+from objstore.storage.objects import Version
 from objstore.storage.packs import decode_verified, entry_id, index_ids
 
 MARKED_PACKS = GC_MARKED
@@ -113,6 +117,9 @@ class GcReport:
     temp_files_deleted: int = 0  # leftovers of dead writers under tmp/
     damaged_objects: tuple[str, ...] = ()  # reached but undecodable: what their bytes name was kept
     held: str | None = None  # why nothing was marked or deleted, if so (run fsck)
+    # (remote, version label, logical bytes) of each version kept only because a
+    # remote-tracking ref still names it, sorted.
+    tracked_only: tuple[tuple[str, str, int], ...] = ()
     # Garbage this run had to leave for the grace period: unreachable but younger
     # than it (``young``: a gc after ``young_due`` marks the first of it), or marked
     # and the mark younger than it (``pending``: a gc after ``pending_due`` deletes
@@ -132,6 +139,7 @@ class Reachable:
     chunks: frozenset[ChunkKey]
     damaged: tuple[tuple[ObjectId, str], ...] = ()
     unknown: tuple[tuple[ObjectId, str], ...] = ()
+    tracked_only: tuple[tuple[str, str, int], ...] = ()  # see GcReport.tracked_only
 
 
 def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None,
@@ -140,18 +148,40 @@ def mark_reachable(store: Store, known: Callable[[], set[bytes]] | None = None,
     still there). ``known()`` lists every stored id, for salvaging what an
     undecodable object names (see :func:`objstore.model.inventory.reach`)."""
     roots = {oid for _, oid in store.refs.iter_refs(REFS)}
+    deleted = deleted_entries(store)
     # A deleted version's reflog entries keep it no longer (inventory.deleted_entries).
-    weak = ((set(store.refs.iter_reflog_targets()) - deleted_entries(store)) | _tracking_targets(store)) - roots
+    weak = (set(store.refs.iter_reflog_targets()) - deleted) - roots
     r = reach(store, roots, weak, known=known, visited=visited)
-    return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
+    # Tracking refs are walked apart (usually they name what local refs reach
+    # already, so this walks nothing), to tell the user what they alone keep.
+    tracking = _tracking_targets(store)
+    extra = set(tracking) - r.objects
+    if not extra:
+        return Reachable(r.objects, r.chunks, r.damaged, r.unknown)
+    t = reach(store, (), extra, known=known, visited=visited)
+    return Reachable(r.objects | t.objects, r.chunks | t.chunks, r.damaged + t.damaged, r.unknown + t.unknown,
+                     # only what was deleted here: a version fetched and not yet pulled is kept on purpose
+                     _tracked_versions(store, {oid: tracking[oid] for oid in extra & deleted}))
 
 
+def _tracked_versions(store: Store, held: dict[ObjectId, set[str]]) -> tuple[tuple[str, str, int], ...]:
+    """(remote, label, logical bytes) of the versions among ``held`` (kept by those remotes' tracking refs only)."""
+    out = []
+    for oid, remotes in held.items():
+        try:
+            obj = store.odb.get_object(oid)
+        except ObjstoreError:
+            continue  # gone or damaged: nothing of it to explain (fsck reports damage)
+        if isinstance(obj, Version):
+            out += [(remote, obj.label, obj.size) for remote in remotes]
+    return tuple(sorted(out))
 
 
-def _tracking_targets(store: Store) -> set[ObjectId]:
-    """Objects named by remote-tracking refs: weak roots, like reflog entries
-    (kept if present, not required, since tracking state is only a cache)."""
-    out: set[ObjectId] = set()
+def _tracking_targets(store: Store) -> dict[ObjectId, set[str]]:
+    """Objects named by remote-tracking refs, with the remotes naming each: weak
+    roots, like reflog entries (kept if present, not required, since tracking
+    state is only a cache)."""
+    out: dict[ObjectId, set[str]] = {}
     # Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
     for info in store.backend.iter_prefix(REMOTES):
         if tracked_ref_of(info.key) is None or info.size == 0:
@@ -161,7 +191,7 @@ def _tracking_targets(store: Store) -> set[ObjectId]:
         except ObjstoreError:
             continue  # a damaged tracking ref protects nothing; fetch rewrites it
         if oid is not None:
-            out.add(oid)
+            out.setdefault(oid, set()).add(info.key[len(REMOTES):].split("/", 1)[0])
     return out
 
 
@@ -264,7 +294,7 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     if not dry_run and store.odb.index_files:  # never on a format-1 store (see objstore.model.store)
         compact(store.backend)  # the .idx files of the packs it wrote, with the rest
     return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
-                    temp_files_deleted=temp_deleted, damaged_objects=damaged,
+                    temp_files_deleted=temp_deleted, damaged_objects=damaged, tracked_only=run.reach.tracked_only,
                     young_due=run.due.get("young"), pending_due=run.due.get("pending"))
 
 

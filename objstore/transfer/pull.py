@@ -74,7 +74,9 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
         raise InvalidName(f"{result.remote}: {exc.args[0]}; nothing was changed here") from exc
     copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
-    tracking.update(theirs, tracked)
+    # A ref tracked before and absent there now was removed there (a deleted
+    # version's digest ref, a removed run): forget it, as git's fetch --prune does.
+    tracking.update(theirs, tracked, gone=[k for k in tracked if k not in theirs])
     local.odb.maintain()  # after the tracking refs that reach what arrived (odb's write order)
     result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
     finish_stats(result, remote, before, started)

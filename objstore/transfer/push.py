@@ -71,7 +71,7 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
                                  run.result)
     for key in (k for k in run.result.kept if k.startswith(ANNOTATIONS)):  # kept refs were said already
         say(f"kept {label}'s {key}: edited both there and here, later there (the later edit wins); a pull takes it here")
-    tracking.update(run.final, run.tracked)
+    tracking.update(run.final, run.tracked, gone=run.gone)
     finish_stats(run.result, remote, before, started)
     return run.result
 
@@ -95,6 +95,7 @@ class _Push:
     moves: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # key, expected raw on the remote, new raw
     final: dict[str, bytes] = field(default_factory=dict)  # what tracking records afterwards
     deleted_there: set[ObjectId] | None = None  # see _deleted_there
+    gone: list[str] = field(default_factory=list)  # tracked refs this push removed there (see _carry_deletions)
 
 
 def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
@@ -249,6 +250,10 @@ def _carry_deletions(run: _Push) -> None:
 
     deleted = carry_deletions(run.remote, deleted_at_source(run.my_colls, run.their_colls, knew), run.result,
                               f"deleted in {run.local.refs.who}'s store (push)", run.label)
+    # No ref there names a version deleted there (its digest refs went with it):
+    # tracking forgets those it recorded (see the end of push).
+    gone_ids = {ref_value(encode_value(oid)) for _, _, oid in deleted}
+    run.gone = [k for k, v in run.tracked.items() if ref_value(v) in gone_ids]
     for coll, idx, _ in deleted:
         run.final[version_ref(coll.entity, coll.project, coll.name, idx)] = b""
         latest = alias_ref(coll.entity, coll.project, coll.name, LATEST)

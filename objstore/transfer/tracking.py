@@ -76,9 +76,13 @@ class Tracking:
         else:
             self.store.backend.put(self.prefix + key, previous)
 
-    def update(self, values: dict[str, bytes], previous: dict[str, bytes]) -> None:
+    def update(self, values: dict[str, bytes], previous: dict[str, bytes], gone: Iterable[str] = ()) -> None:
+        """Record ``values`` (``previous``: what was recorded) and forget the keys
+        ``gone``, refs the remote no longer has: a stale tracking ref would keep
+        what it names from gc here for ever (gc counts tracking refs as roots)."""
         changed = [(k, v) for k, v in values.items() if previous.get(k) != v]
         pmap(lambda kv: self.store.backend.put(self.prefix + kv[0], kv[1]), changed)
+        pmap(lambda k: self.store.backend.delete(self.prefix + k), sorted(set(gone) - set(values)))
 
 
 
