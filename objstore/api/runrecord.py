@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from objstore.api.runinfo import record_at
-from objstore.errors import Conflict, InvalidInput
+from objstore.errors import Conflict, InvalidInput, NotFound
 from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
@@ -77,3 +77,16 @@ def with_output(version_id: ObjectId) -> Callable[[RunRecord], RunRecord]:
 def with_input(version_id: ObjectId) -> Callable[[RunRecord], RunRecord]:
     """The change that records ``version_id`` as used by the run (once)."""
     return lambda r: r if version_id in r.inputs else replace(r, inputs=r.inputs + (version_id,))
+
+
+def add_output(store: Store, run_path: str, version_id: ObjectId) -> None:
+    """Record ``version_id`` as an output of the run ``entity/project/id`` (another
+    process's, perhaps still running: its next write re-reads and keeps this);
+    a run not in this store is left alone (lineage is weak)."""
+    parts = run_path.split("/")
+    if len(parts) != 3:
+        return
+    try:
+        update_record(store, parts[0], parts[1], parts[2], with_output(version_id))
+    except NotFound:
+        return

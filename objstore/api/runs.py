@@ -30,6 +30,7 @@ not recorded; the versions it logged still name it.
 from __future__ import annotations
 
 import atexit
+import builtins
 import os
 import threading
 import time
@@ -43,10 +44,11 @@ from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_ta
 from objstore.api.naming import artifact_name_for, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path, record_at  # noqa: F401  (re-exported)
-from objstore.api.runrecord import Written, create_record, update_record, with_input, with_output
+from objstore.api.runrecord import Written, add_output, create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
-from objstore.errors import InvalidInput, UnsupportedError, UsageError, WrongType
+from objstore.errors import InvalidInput, MissingArgument, UnsupportedError, UsageError, WrongType
 from objstore.files.references import is_uri
+from objstore.model.distributed import check_distributed_id
 from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, check_tags, parse_version_spec
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
@@ -216,6 +218,59 @@ class Run:
         else:
             say(f"{art.qualified_name} already holds this content (digest {art.digest[:12]}); no new version{alias_note}", summary=True)
         return art
+
+    def upsert_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
+                        type: str | None = None, aliases: list[str] | None = None,
+                        distributed_id: str | None = None) -> Artifact:
+        """W&B's: add an artifact's files to the distributed version ``distributed_id``
+        (default: the run's group) of its collection, as a part pending until some
+        run calls :meth:`finish_artifact`; returns the artifact, finalized, in state
+        ``PENDING``. Parts from any number of processes and machines are all kept
+        (each its own create-only ref, see :mod:`objstore.model.distributed`)."""
+        self._check_open()
+        dist = self._distributed_id(distributed_id, "upsert")
+        wanted = check_aliases(aliases)
+        art = self._prepared(artifact_or_path, name, type)
+        self._record_start()  # the part names this run: its record first
+        art._upsert(self.store, self.entity, self.project, self.path, dist, wanted)
+        say(f"upserted {len(art.manifest.entries)} file(s) into {art.name} ({dist!r}); pending until finish_artifact",
+            summary=True)
+        return art
+
+    def finish_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
+                        type: str | None = None, aliases: list[str] | None = None,
+                        distributed_id: str | None = None) -> Artifact:
+        """W&B's: log every part pending in ``distributed_id`` (default: the run's
+        group) of the collection, with this artifact's own files laid over them, as
+        one version, output of this run and of each run that upserted a part. A
+        part upserted after this call listed them goes into the next version."""
+        self._check_open()
+        dist = self._distributed_id(distributed_id, "finish")
+        wanted = check_aliases(aliases)
+        art = self._prepared(artifact_or_path, name, type)
+        runs = art._finish(self.store, self.entity, self.project, self.path, dist, wanted,
+                           before_ref=self._record_start)
+        version_id = logged_version(art)[1].version_id
+        self._change(with_output(version_id))
+        for path in runs:
+            if path != self.path:
+                add_output(self.store, path, version_id)
+        made = "logged" if art.created else "already held as"
+        say(f"{made} {art.qualified_name} from {dist!r} ({len(runs)} upserting run(s))", summary=True)
+        return art
+
+    def _distributed_id(self, distributed_id: str | None, verb: str) -> str:
+        if distributed_id is None and not self.group:
+            raise MissingArgument(f"Cannot {verb} artifact unless run is in a group or distributed_id is provided")
+        return check_distributed_id(distributed_id if distributed_id is not None else self.group)
+
+    def _prepared(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None,
+                  type: str | None) -> Artifact:
+        if isinstance(artifact_or_path, Artifact):
+            return artifact_or_path
+        if not isinstance(artifact_or_path, str | os.PathLike):
+            raise InvalidInput(f"pass an Artifact or a path, not {builtins.type(artifact_or_path).__name__}")
+        return self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
 
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
                             metadata: dict[str, Any] | None, description: str | None,

@@ -12,6 +12,8 @@ Layout (the same on every backend)::
     refs/<entity>/<project>/<name>/versions/v<N>      written once (create-only)
     refs/<entity>/<project>/<name>/aliases/<alias>    moved by compare-and-swap
     refs/<entity>/<project>/<name>/digests/<hex>      digest -> version, written once
+    refs/<entity>/<project>/<name>/pending/<distributed id>/<part>  one upserted part of a distributed
+                                                      version not yet finished (create-only; cleared by finish)
     refs/<entity>/<project>/runs/<run-id>             moved by compare-and-swap
     logs/<ref>/<time ns>-<random>                     one reflog entry each
     remotes/<remote>/config                           a configured remote
@@ -296,6 +298,23 @@ def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
 
 def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
     return f"{collection_prefix(entity, project, name)}digests/{digest_hex}"
+
+
+def pending_prefix(entity: str, project: str, name: str, distributed_id: str) -> str:
+    """The listing prefix of the parts upserted into the distributed version
+    ``distributed_id`` of collection ``entity/project/name`` (objstore.model.distributed).
+    Six parts deep, so no ref parser takes a part for a version, alias, digest or run."""
+    return f"{collection_prefix(entity, project, name)}pending/{encode_name(distributed_id)}/"
+
+
+def pending_part_ref(entity: str, project: str, name: str, distributed_id: str, part: str) -> str:
+    """The create-only ref of one upserted part; ``part`` is a writer-chosen unique token."""
+    if not _PART.fullmatch(part):
+        raise InvalidName(f"{part!r} is not a part token")
+    return f"{pending_prefix(entity, project, name, distributed_id)}{part}"
+
+
+_PART = re.compile(r"[0-9a-f-]{1,64}")
 
 
 def runs_prefix(entity: str, project: str) -> str:
