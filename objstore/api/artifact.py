@@ -585,13 +585,14 @@ class Artifact:
         return lay_over(stored_entries(store, base.version.tree), self._staged)
 
     def _upsert(self, store: Store, entity: str, project: str, run_path: str | None, distributed_id: str,
-                aliases: tuple[str, ...], progress: Callable[[int], None] | None = None) -> None:
+                aliases: tuple[str, ...], progress: Callable[[int], None] | None = None,
+                before_ref: Callable[[], None] | None = None) -> None:
         """Store this draft as a part pending in ``distributed_id`` (W&B's
         ``upsert_artifact``); it stays a draft (state ``PENDING``), finalized."""
         self._require_draft()
         self._check_ready_entries(store)
         draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
-        store_part(store, draft, entity, project, distributed_id, run_path, aliases, progress)
+        store_part(store, draft, entity, project, distributed_id, run_path, aliases, progress, before_ref)
         self._distributed_id = distributed_id
 
     def _finish(self, store: Store, entity: str, project: str, run_path: str | None, distributed_id: str,

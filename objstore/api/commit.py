@@ -30,6 +30,7 @@ from objstore.errors import InvalidInput, NotFound, UnsafePath
 from objstore.files.ingest import chunk_file
 from objstore.files.materialize import check_symlinks
 from objstore.model.distributed import PENDING_INDEX, Part, add_part, clear_parts, expected_type, pending_parts
+from objstore.model.nameclaims import claim_names
 from objstore.model.names import LATEST, CollectionPath, VersionSpec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, commit_version, refuse_case_twin, resolve
@@ -114,9 +115,10 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
     """Store ``draft`` as a version of ``entity/project/<name>`` (or find the version
     already holding its content); return it and whether it is new.
 
-    ``before_ref`` runs once everything the version names is stored and before
-    its version ref is claimed: the run records itself there, so a version
-    never names a run that a crash kept out of the store."""
+    ``before_ref`` runs once everything the version names is stored and its
+    names are known good (no case twin), before any ref is written: the run
+    records itself there, so a version never names a run that a crash kept out
+    of the store, and a run record never lands under a refused spelling."""
     if not draft.staged:
         raise InvalidInput(f"artifact {draft.name} has no files; add some before logging it")
     metadata: dict[str, Any] = storable_dict(draft.metadata, "metadata")
@@ -124,12 +126,10 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
     check_links(draft.staged)
     before = store.odb.new_bytes
     tree_id, size = store_staged(store, draft.staged, progress)
-    if before_ref is not None:
-        before_ref()
     return commit_version(
         store, CollectionPath(entity, project, draft.name), tree=tree_id, size=size,
         new_bytes=store.odb.new_bytes - before, artifact_type=draft.artifact_type, metadata=metadata,
-        description=description, run=run_path, aliases=aliases,
+        description=description, run=run_path, aliases=aliases, before_ref=before_ref,
     )
 
 
@@ -165,7 +165,8 @@ def _check_type(store: Store, coll: CollectionPath, artifact_type: str, parts: l
 
 
 def store_part(store: Store, draft: Draft, entity: str, project: str, distributed_id: str, run_path: str | None,
-               aliases: tuple[str, ...], progress: Callable[[int], None] | None = None) -> Part:
+               aliases: tuple[str, ...], progress: Callable[[int], None] | None = None,
+               before_ref: Callable[[], None] | None = None) -> Part:
     """Store ``draft`` as a part pending in ``distributed_id`` of ``entity/project/<name>``
     (W&B's ``upsert_artifact``): checked as a draft to log, its entries stored, then its part ref."""
     if not draft.staged:
@@ -179,6 +180,9 @@ def store_part(store: Store, draft: Draft, entity: str, project: str, distribute
     refuse_case_twin(store, [pending_prefix(entity, project, draft.name, distributed_id) + "0"], [refs_prefix(entity, project)])
     before = store.odb.new_bytes
     tree_id, size = store_staged(store, draft.staged, progress)
+    claim_names(store, entity, project, draft.name)  # of two racing twins, one wins here
+    if before_ref is not None:
+        before_ref()  # the names are good now: the run records itself before the part's ref names it
     record = Version(tree_id, None, draft.artifact_type, entity, project, draft.name, PENDING_INDEX, size,
                      store.odb.new_bytes - before, description, {"metadata": metadata, "aliases": list(aliases)},
                      time.time(), run_path)

@@ -19,6 +19,9 @@ Layout (the same on every backend)::
     remotes/<remote>/config                           a configured remote
     remotes/<remote>/refs/...                         what fetch last saw of its refs
     quarantine/<key>                                  damaged keys repair moved aside
+    names/<folded entity>[/<folded project>[/<folded name> | /@runs/<folded run id>]]/@
+                                                      the spelling that claimed a name, whatever its case
+                                                      (create-only; objstore.model.nameclaims)
     annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
     annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>  one annotation edit each (create-only)
     annotations/<entity>/<project>/<name>/collection/state  a collection's own description and tags (compare-and-swap)
@@ -64,6 +67,7 @@ REFS = "refs/"
 LOGS = "logs/"
 REMOTES = "remotes/"
 QUARANTINE = "quarantine/"
+NAMES = "names/"  # case-folded name claims (objstore.model.nameclaims)
 ANNOTATIONS = "annotations/"  # mutable annotations of versions (objstore.model.annotations)
 # Before locks lived beside the keys they guard, local ref locks sat under refs/.
 LEGACY_LOCK_AREA = REFS
@@ -252,6 +256,21 @@ def _decoded(part: str) -> str:
         return decode_name(part)
     except InvalidName:  # a fixed part of the layout (versions/v3), not a name
         return part
+
+
+def name_claim_key(entity: str, project: str | None = None, name: str | None = None, *,
+                   run_id: str | None = None) -> str:
+    """The key of the claim on a name whatever its ASCII case: of an entity, a
+    project of it, a collection or a run id of that project. Every part is the
+    encoded name lower-cased (``%XX`` too, so one key per folded name on any file
+    system); ``@`` and ``@runs`` are never an encoded name's spelling."""
+    parts = [entity] + ([project] if project is not None else [])
+    if name is not None and project is not None:
+        parts.append(name)
+    folded = [encode_name(p).lower() for p in parts]
+    if run_id is not None and project is not None:
+        folded += ["@runs", encode_name(run_id).lower()]
+    return NAMES + "/".join(folded) + "/@"
 
 
 def refs_prefix(entity: str | None = None, project: str | None = None) -> str:
