@@ -25,7 +25,7 @@ _WORKER = textwrap.dedent("""
     import objstore
     from objstore.errors import InvalidName
     store, mode, spelling, start = sys.argv[1], sys.argv[2], sys.argv[3], pathlib.Path(sys.argv[4])
-    model = pathlib.Path(store).parent / f"model-{spelling}.bin"
+    model = start.parent / f"model-{spelling}.bin"
     model.write_bytes(spelling.encode() * 100)
     while not start.exists():
         pass  # spin: both processes leave together
@@ -48,9 +48,10 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _ref_parts(store: Path) -> set[str]:
+def _ref_parts(store: Path | str) -> set[str]:
     """Every path part under refs/ (the names as spelled in keys)."""
-    return {part for key in Store.open_existing(store).backend.iter_prefix("refs/") for part in key.key.split("/")}
+    opened = Store.open_existing(store) if isinstance(store, Path) else Store.open(store)
+    return {part for key in opened.backend.iter_prefix("refs/") for part in key.key.split("/")}
 
 
 @pytest.mark.parametrize("mode, spellings", [
@@ -61,10 +62,19 @@ def _ref_parts(store: Path) -> set[str]:
 ])
 def test_of_two_processes_making_case_twins_at_once_exactly_one_wins(tmp_path: Path, mode: str,
                                                                       spellings: tuple[str, str]) -> None:
+    _race(tmp_path, mode, spellings, [tmp_path / f"store{r}" for r in range(3)])
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("mode, spellings", [("collection", ("MNIST", "mnist")), ("entity", ("Acme", "acme"))])
+def test_case_twins_at_once_on_s3(s3_bucket_url: str, tmp_path: Path, mode: str, spellings: tuple[str, str]) -> None:
+    _race(tmp_path, mode, spellings, [f"{s3_bucket_url}-{r}" for r in range(2)])
+
+
+def _race(tmp_path: Path, mode: str, spellings: tuple[str, str], stores: list[Path | str]) -> None:
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    for round_ in range(3):
-        store = tmp_path / f"store{round_}"
+    for round_, store in enumerate(stores):
         Store.open(store)
         start = tmp_path / f"start{round_}"
         procs = [subprocess.Popen([sys.executable, str(script), str(store), mode, s, str(start)],

@@ -25,7 +25,7 @@ _WORKER = textwrap.dedent("""
     import os, sys, time, pathlib
     import objstore as wandb
     store, worker, start, files = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3]), int(sys.argv[4])
-    d = pathlib.Path(store).parent / f"w{worker}"
+    d = pathlib.Path(sys.argv[5]) / f"w{worker}"
     d.mkdir()
     for i in range(files):
         (d / f"w{worker}-{i}.txt").write_text(f"worker {worker} file {i}\\n" * (i + 1))
@@ -39,11 +39,11 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _workers(store: Path, tmp_path: Path, n: int, files: int) -> None:
+def _workers(store: Path | str, tmp_path: Path, n: int, files: int) -> None:
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     start = tmp_path / "start"
-    procs = [subprocess.Popen([sys.executable, str(script), str(store), str(w), str(start), str(files)],
+    procs = [subprocess.Popen([sys.executable, str(script), str(store), str(w), str(start), str(files), str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in range(n)]
     start.touch()
     for p in procs:
@@ -52,7 +52,15 @@ def _workers(store: Path, tmp_path: Path, n: int, files: int) -> None:
 
 
 def test_parts_upserted_by_racing_processes_finish_into_one_version_holding_all(tmp_path: Path) -> None:
-    store = tmp_path / "store"
+    _racing_parts(tmp_path / "store", tmp_path)
+
+
+@pytest.mark.s3
+def test_parts_upserted_by_racing_processes_on_s3(s3_bucket_url: str, tmp_path: Path) -> None:
+    _racing_parts(s3_bucket_url, tmp_path)
+
+
+def _racing_parts(store: Path | str, tmp_path: Path) -> None:
     n, files = 4, 3
     _workers(store, tmp_path, n, files)
     with objstore.init(entity="team", project="dist", group="job-7", store=store) as run:
@@ -72,7 +80,7 @@ def test_parts_upserted_by_racing_processes_finish_into_one_version_holding_all(
     # Lineage: the finishing run and every upserting run list the version as an output.
     shard_runs = [r for r in api.runs("team/dist") if r.job_type == "shard"]
     assert len(shard_runs) == n and all(done.id in r.outputs for r in shard_runs)
-    assert fsck(Store.open_existing(store)).ok
+    assert fsck(Store.open_existing(store) if isinstance(store, Path) else Store.open(store)).ok
     # The parts were taken: a second finish has nothing pending, and an empty draft has no files.
     with objstore.init(entity="team", project="dist", group="job-7", store=store) as run:
         with pytest.raises(errors.InvalidInput, match="has no files"):
