@@ -149,7 +149,8 @@ def test_odd_names_log_and_read_back_on_s3(s3_bucket_url: str, tmp_path: Path) -
     _log_odd_names(s3_bucket_url, tmp_path / "model.bin")
     store = objstore.Store.open(s3_bucket_url)
     listed = [k.key for k in store.backend.iter_prefix("")]
-    assert listed and all(k.isascii() and k.split("/", 1)[0] in {"config", "objects", "packs", "refs", "logs", "gc", "names"} for k in listed)
+    tops = {"config", "objects", "packs", "refs", "logs", "gc", "names"}
+    assert listed and all(k.isascii() and k.split("/", 1)[0] in tops for k in listed)
     assert fsck(store).ok
 
 
