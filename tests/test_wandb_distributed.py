@@ -7,6 +7,7 @@ is refused with W&B's message); pending parts survive gc."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -134,6 +135,8 @@ def test_wandb_errors_and_a_finalized_part(tmp_path: Path) -> None:
         assert out is art and art.state == "PENDING" and art.distributed_id == "d"
         with pytest.raises(errors.ArtifactFinalizedError):
             art.add_file(str(tmp_path / "f"), name="g")
+        with pytest.raises(errors.ArtifactFinalizedError):
+            art.remove("f")
         with pytest.raises(errors.UnsupportedError, match="distributed_id"):
             art.distributed_id = "other"  # type: ignore[misc]
         # Another type than the parts' (or than the collection's): W&B's ValueError.
@@ -143,6 +146,14 @@ def test_wandb_errors_and_a_finalized_part(tmp_path: Path) -> None:
             run.finish_artifact(str(tmp_path / "f"), name="n", type="model", distributed_id="d")
         with pytest.raises(errors.InvalidName, match="distributed_id"):
             run.upsert_artifact(str(tmp_path / "f"), name="n", type="dataset", distributed_id="")
+
+
+def test_a_disabled_runs_distributed_calls_do_nothing(tmp_path: Path) -> None:
+    run = objstore.init(entity="e", project="p", mode="disabled", store=tmp_path / "store")
+    run.upsert_artifact(str(tmp_path / "nothing"), distributed_id="d")
+    run.finish_artifact(str(tmp_path / "nothing"), distributed_id="d")
+    run.finish()
+    assert not (tmp_path / "store").exists()
 
 
 def test_pending_parts_survive_gc_until_finished(tmp_path: Path) -> None:
@@ -161,3 +172,19 @@ def test_pending_parts_survive_gc_until_finished(tmp_path: Path) -> None:
     root = Path(done.download(tmp_path / "out"))
     assert (root / "big.bin").read_bytes() == payload and (root / "card.md").read_text() == "card"
     assert fsck(Store.open_existing(store)).ok
+
+
+@pytest.mark.parametrize("claims", [True, False], ids=["claimed", "store-older-than-claims"])
+def test_an_upsert_into_a_case_twin_is_refused_before_any_ref(tmp_path: Path, claims: bool) -> None:
+    store = tmp_path / "store"
+    (tmp_path / "f").write_text("f")
+    with objstore.init(entity="team", project="proj", store=store) as run:
+        run.log_artifact(str(tmp_path / "f"), name="Data", type="dataset")
+    if not claims:
+        shutil.rmtree(store / "names")  # as a store written before name claims: the listing must find the twin
+    for entity, project, name in (("team", "proj", "data"), ("Team", "other", "x"), ("team", "PROJ", "x")):
+        run = objstore.init(entity=entity, project=project, store=store)
+        with pytest.raises(errors.InvalidName, match="differs only in case"):
+            run.upsert_artifact(str(tmp_path / "f"), name=name, type="dataset", distributed_id="d")
+    keys = [k.key for k in Store.open_existing(store).backend.iter_prefix("refs/")]
+    assert not [k for k in keys if "/pending/" in k or k.startswith(("refs/Team/", "refs/team/PROJ/"))]

@@ -1030,6 +1030,7 @@ class Artifact:
         if self._resolved is not None:
             raise ArtifactFinalizedError(f"'Artifact.remove' used on logged artifact {self.name}: a logged version "
                                          f"is immutable; call new_draft() and remove from that", name="remove", obj=self)
+        self._require_draft()  # an upserted part is finalized too
         path = item.path if isinstance(item, ArtifactEntry) else Path(item).as_posix().strip("/")
         if path in self._staged:
             del self._staged[path]

@@ -35,7 +35,7 @@ from objstore.model.names import LATEST, CollectionPath, VersionSpec
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, commit_version, refuse_case_twin, resolve
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import pending_prefix, refs_prefix
+from objstore.storage.keys import refs_prefix, version_ref
 from objstore.storage.objects import FILE, TREE, FileObject, TreeEntry, Version, storable_dict, storable_text
 from objstore.storage.trees import build_tree, walk_tree
 
@@ -177,7 +177,8 @@ def store_part(store: Store, draft: Draft, entity: str, project: str, distribute
     check_links(draft.staged)
     _check_type(store, coll, draft.artifact_type, pending_parts(store, coll, distributed_id))
     # The part's key holds the collection's, project's and entity's names: none may have a case twin.
-    refuse_case_twin(store, [pending_prefix(entity, project, draft.name, distributed_id) + "0"], [refs_prefix(entity, project)])
+    # (checked as the collection's first version ref would be: a new project's entity is looked at store-wide)
+    refuse_case_twin(store, [version_ref(entity, project, draft.name, 0)], [refs_prefix(entity, project)])
     before = store.odb.new_bytes
     tree_id, size = store_staged(store, draft.staged, progress)
     claim_names(store, entity, project, draft.name)  # of two racing twins, one wins here

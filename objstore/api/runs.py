@@ -500,6 +500,12 @@ class DisabledRun(Run):
     def log_model(self, *args: Any, **kwargs: Any) -> Artifact:
         return cast(Artifact, _Noop())
 
+    def upsert_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def finish_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
     def use_model(self, *args: Any, **kwargs: Any) -> str:
         return cast(str, _Noop())
 

@@ -688,11 +688,12 @@ def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = 
     under the prefixes ``within``, would share one place on a case-insensitive file
     system (:func:`objstore.storage.keys.case_twin`). Where a key's project holds
     no collection yet, its entity and project names are new too and every ref is
-    looked at. Run refs count only against a run id: one with a new random id
-    is made unchecked (a look-up per run start would cost every ``use_model`` a
-    request), so a run may stand in a twin of an existing entity or project
-    until something of a collection is made there. A listing per prefix (and of a key's project when not listed): called
-    only where collections, aliases or runs are first made, here or by a transfer."""
+    looked at. Run refs count only against a run id. This finds twins already in
+    the store; two writers making twins at the same instant are decided by the
+    name claims (:mod:`objstore.model.nameclaims`), which also check a run with a
+    random id when its record is first written. A listing per prefix (and of a
+    key's project when not listed): called only where collections, aliases or
+    runs are first made, here or by a transfer."""
     keys = list(keys)
     listed = {prefix: list(store.refs.iter_names(prefix)) for prefix in dict.fromkeys(within)}
     existing = [k for held in listed.values() for k in held]
