@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,29 @@ def test_a_random_id_run_in_a_twin_entity_or_project_is_refused_and_writes_nothi
         run.log({"loss": 0.1})
     with objstore.init(entity="other", project="proj", store=store) as run:
         run.use_model("team/proj/m:latest", root=tmp_path / "out2")
+
+
+def test_a_claim_left_by_a_failed_writer_is_taken_over_only_once_stale(tmp_path: Path) -> None:
+    """A writer that claimed ``Ghost`` and died before its first ref leaves a claim
+    with nothing under it: refused while young (it may be about to write), taken over
+    after NAME_CLAIM_STALE_SECONDS."""
+    from objstore.constants import NAME_CLAIM_STALE_SECONDS
+    from objstore.storage.keys import name_claim_key
+
+    store = Store.open(tmp_path / "store")
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights" * 100)
+    young = f"refs/Ghost/\n{time.time():.3f}".encode()
+    store.backend.put(name_claim_key("ghost"), young)
+    with pytest.raises(InvalidName, match="'ghost' differs only in case from 'Ghost'"):
+        with objstore.init(entity="ghost", project="p", store=store) as run:
+            run.log_model(str(model), name="m")
+    old = f"refs/Ghost/\n{time.time() - NAME_CLAIM_STALE_SECONDS - 1:.3f}".encode()
+    store.backend.put(name_claim_key("ghost"), old)
+    with objstore.init(entity="ghost", project="p", store=store) as run:
+        run.log_model(str(model), name="m")
+    assert store.backend.get(name_claim_key("ghost")).startswith(b"refs/ghost/\n")
+    # Now live: the other spelling is refused again, whatever the claim's age.
+    with pytest.raises(InvalidName, match="'Ghost' differs only in case from 'ghost'"):
+        with objstore.init(entity="Ghost", project="p", store=store) as run:
+            run.log_model(str(model), name="m")
