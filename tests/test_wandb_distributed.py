@@ -114,6 +114,8 @@ def test_finish_with_no_upserts_logs_its_own_files_and_other_names_are_other_art
     with objstore.init(entity="e", project="p", store=store) as run:
         alone = run.finish_artifact(str(tmp_path / "x"), name="solo", type="model", distributed_id="never-upserted")
         assert set(alone.manifest.entries) == {"x"} and alone.version == "v0"
+        with pytest.raises(ValueError, match="Artifact solo already exists with type 'model'; cannot create another with type 'dataset'"):
+            run.upsert_artifact(str(tmp_path / "y"), name="solo", type="dataset", distributed_id="z")  # the collection's type
         run.upsert_artifact(str(tmp_path / "y"), name="left", type="dataset", distributed_id="d")
         other = run.finish_artifact(str(tmp_path / "x"), name="right", type="dataset", distributed_id="d")
         assert set(other.manifest.entries) == {"x"}  # a mismatched name finishes its own artifact, not "left"'s parts
