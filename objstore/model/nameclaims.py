@@ -13,14 +13,16 @@ InvalidName before writing any ref.
 Invariants:
 
 - A claim is written after the writer's objects and before its refs (the write
-  order), top-down (entity, then project, then the name), and never deleted.
+  order), top-down (entity, then project, then the name), and never deleted; so
+  a project's claim held by the writer's spelling vouches for its entity's (one
+  read where both are claimed).
 - A claim holding the writer's own spelling is success (re-running, another
   process of the same name): one read, no write.
 - Stores written before claims existed have none: a missing claim is created
   after the caller's listing check (``unclaimed``), once per name per store.
 - A name whose exact spelling already holds refs (a pair made before claims)
   is not refused: nothing new is made by using it.
-- A claim whose spelling has nothing under it after
+- A claim whose spelling has nothing under it, and no claim below it, after
   :data:`~objstore.constants.NAME_CLAIM_STALE_SECONDS` was left by a writer that
   failed between claim and ref; it is taken over by compare-and-swap.
 """
@@ -62,8 +64,20 @@ def claim_names(store: Store, entity: str, project: str | None = None, name: str
     so spelled); only the name or run id is claimed."""
     pending = unclaimed
     levels = _levels(entity, project, name, run_id)
+    if project is not None and not skip_upper:
+        # Claims are made top-down, so the project's, held by this spelling, vouches
+        # for the entity's too: one read where both are claimed already.
+        held = _read(store, levels[1][0])
+        skip_upper = held is not None and held[0] == levels[1][1]
     for key, spelled in levels[2:] if skip_upper and project is not None else levels:
+        # The last level is the name the caller is making: most likely unclaimed, so
+        # try to create its claim first (one request) unless a listing must come first.
+        try_first = pending is None and key == levels[-1][0]
         for _ in range(MAX_ATTEMPTS):
+            if try_first:
+                try_first = False
+                if store.backend.put_if_absent(key, _value(spelled)):
+                    break
             held = _read(store, key)
             if held is None:
                 if pending is not None:
@@ -76,7 +90,7 @@ def claim_names(store: Store, entity: str, project: str | None = None, name: str
                 break
             if _holds(store, spelled):
                 break  # this spelling is in the store already (a pair older than claims): nothing new is made
-            if _is_stale(store, held):
+            if _is_stale(store, key, held):
                 if pending is not None:
                     pending()  # as before a first claim: what the store already holds is checked
                     pending = None
@@ -119,13 +133,14 @@ def _read(store: Store, key: str) -> tuple[str, float, bytes] | None:
     return spelled, stamp, raw
 
 
-def _is_stale(store: Store, held: tuple[str, float, bytes]) -> bool:
-    """Whether the claim ``held`` is old and its spelling holds no key (a writer failed
-    between its claim and its first ref)."""
+def _is_stale(store: Store, key: str, held: tuple[str, float, bytes]) -> bool:
+    """Whether the claim ``held`` at ``key`` is old, its spelling holds no key, and no
+    claim below it vouches for it (a writer failed between its claim and its first ref)."""
     spelled, stamp, _ = held
     if time.time() - stamp < NAME_CLAIM_STALE_SECONDS or not spelled.startswith(REFS):
         return False  # young, or no claim objstore writes: never judged stale
-    return not _holds(store, spelled)
+    below = (info.key for info in store.backend.iter_prefix(key.removesuffix("@")) if info.key != key)
+    return next(below, None) is None and not _holds(store, spelled)
 
 
 def _holds(store: Store, spelled: str) -> bool:
