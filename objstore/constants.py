@@ -124,3 +124,9 @@ INDEX_FILES_FORMAT = 2  # the first format that may hold consolidated index file
 # The directory name a store has when found by the working directory (``objstore init``,
 # the search upward) and that a directory log never takes (files/ignore.py).
 STORE_DIRNAME = ".objstore"
+
+# A case-folded name claim (objstore.model.nameclaims) whose spelling has nothing
+# under it after this long is taken to be left by a writer that failed between its
+# claim and its first ref, and may be taken over. Far above the claim-to-ref window
+# (objects are stored before the claim; only the ref writes follow it).
+NAME_CLAIM_STALE_SECONDS = 600.0

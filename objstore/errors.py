@@ -56,6 +56,11 @@ class UnsupportedError(UsageError, AttributeError):
     assignment to an attribute a class does not have would be."""
 
 
+class MissingArgument(UsageError, TypeError):
+    """A call missing an argument it needs in this state, where W&B raises TypeError
+    (``upsert_artifact`` of a run in no group, without ``distributed_id``)."""
+
+
 class InvalidName(UsageError, ValueError):
     """A name, alias, selector or path that breaks objstore's naming rules."""
 

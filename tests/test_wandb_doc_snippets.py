@@ -5,8 +5,11 @@ partial download, new versions from old, registry links, updating aliases, Api
 browsing, the log-models page); the files it reads are made first, and what it
 printed or returned is checked after.
 
-Snippets for deleting, TTL and editing metadata/description after logging belong
-with those features (tests of annotations and deletion), not here.
+Also W&B's pages on updating an artifact after logging (description, metadata,
+ttl), on data retention (ttl), on deleting versions, and on distributed writers
+(``upsert_artifact`` / ``finish_artifact``: W&B's example launches its writers
+with ray and fills ``wandb.Table`` parts; here the same calls run in a loop and
+write text parts, the one adaptation, said where it is).
 """
 
 from __future__ import annotations
@@ -140,6 +143,77 @@ SNIPPETS: dict[str, str] = {
         versions = api.artifacts(type_name="model", name="charlie/mnist-experiments/MNIST")
         print("count", len(versions), versions[0].created_at)
     """,
+    "update an artifact after logging (Api)": """
+        import wandb
+
+        api = wandb.Api()
+        artifact = api.artifact("artifacts-example/example_artifact:v0")
+        artifact.description = "My new description"
+        artifact.metadata["source"] = "camera-trap"
+        artifact.save()
+    """,
+    "update an artifact during a run": """
+        import wandb
+
+        with wandb.init(project="artifacts-example") as run:
+            artifact = run.use_artifact("example_artifact:latest")
+            artifact.metadata["key"] = "new value"
+            artifact.save()
+    """,
+    "set a ttl when logging, and change it": """
+        import wandb
+        from datetime import timedelta
+
+        run = wandb.init(project="artifacts-example")
+        artifact = wandb.Artifact(name="short_lived", type="dataset")
+        artifact.add_file("file_to_add.txt")
+        artifact.ttl = timedelta(days=30)  # Set TTL policy
+        run.log_artifact(artifact)
+        run.finish()
+
+        with wandb.init(project="artifacts-example") as run:
+            artifact = run.use_artifact("short_lived:latest")
+            artifact.ttl = timedelta(days=365 * 2)  # Two years
+            artifact.save()
+    """,
+    "delete a version, and one with aliases": """
+        import wandb
+
+        api = wandb.Api()
+        artifact = api.artifact("artifacts-example/short_lived:v0")
+        artifact.aliases.append("keep-me")
+        artifact.save()
+        try:
+            artifact.delete()
+        except wandb.errors.CommError:
+            print("refused while aliased")
+        artifact.delete(delete_aliases=True)
+    """,
+    "distributed writers (W&B's ray example as a loop, text parts for tables)": """
+        import wandb
+        import time
+
+        artifact_type = "dataset"
+        artifact_name = "parallel-artifact"
+        parts_path = "parts"
+        num_parallel = 5
+        group_name = "writer-group-{}".format(round(time.time()))
+
+        def train(i):
+            with wandb.init(group=group_name) as run:
+                artifact = wandb.Artifact(name=artifact_name, type=artifact_type)
+                with artifact.new_file("{}/table_{}.csv".format(parts_path, i), mode="w") as f:
+                    f.write("a,b,c\\n{},{},{}\\n".format(i, i * 2, 2**i))
+                run.upsert_artifact(artifact)
+
+        for i in range(num_parallel):
+            train(i)
+
+        with wandb.init(group=group_name) as run:
+            artifact = wandb.Artifact(artifact_name, type=artifact_type)
+            run.finish_artifact(artifact)
+            print(artifact.version, len(artifact.manifest.entries))
+    """,
     "catch W&B's errors": """
         import wandb
 
@@ -198,3 +272,11 @@ def test_every_snippet_runs_in_order(workdir: Path) -> None:
     assert "types ['model']" in browse and any(line.startswith("version MNIST:v0 ['latest']") for line in browse)
     assert sum(line.startswith("run ") for line in browse) == 2
     assert outputs["catch W&B's errors"].strip() == "CommError"
+    v0 = api.artifact("example_artifact:v0")
+    assert v0.description == "My new description" and v0.metadata["source"] == "camera-trap"
+    assert api.artifact("example_artifact:latest").metadata["key"] == "new value"
+    assert outputs["delete a version, and one with aliases"].strip() == "refused while aliased"
+    assert not api.artifact_exists("short_lived:v0")
+    assert outputs["distributed writers (W&B's ray example as a loop, text parts for tables)"].split() == ["v0", "5"]
+    parallel = api.artifact("uncategorized/parallel-artifact:v0")
+    assert sorted(parallel.manifest.entries) == [f"parts/table_{i}.csv" for i in range(5)]

@@ -33,7 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from objstore.api.commit import Draft, Staged, commit_draft
+from objstore.api.commit import Draft, Staged, commit_draft, finish_parts, lay_over, store_part, stored_entries
 from objstore.api.runinfo import RunInfo, RunLookup, find_run, set_artifact_loader
 from objstore.constants import MAX_USER_VALUE_DEPTH
 from objstore.errors import (
@@ -286,7 +286,7 @@ class ArtifactTTL(Enum):
 SETTABLE = ("aliases", "description", "metadata", "tags", "ttl")
 # W&B's settable Artifact attributes that objstore does not store (yet), and what to do instead.
 _NOT_STORED = {
-    "distributed_id": "objstore has no distributed artifacts; log each part as its own artifact, or one draft",
+    "distributed_id": "it is given by run.upsert_artifact / run.finish_artifact(distributed_id=…), as in W&B",
 }
 
 
@@ -398,6 +398,7 @@ class Artifact:
         self._aliases: list[str] | None = []  # None: a logged version's, not read yet
         self._created = False
         self._origin: Store | None = None  # the store new_draft() took the entries from
+        self._distributed_id: str | None = None  # set when upserted as a part of a distributed version
         self._init_annotations()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -456,6 +457,9 @@ class Artifact:
     def _require_draft(self) -> None:
         if self._resolved is not None:
             raise InvalidInput(f"{self.name} is logged and immutable; build a new Artifact to add files")
+        if self._distributed_id is not None:
+            raise ArtifactFinalizedError(f"{self.name} was upserted as a part of {self._distributed_id!r} and is "
+                                         "finalized, as in W&B; build a new Artifact for more files", name="add", obj=self)
 
     def _stage(self, path: str, staged: Staged, overwrite: bool) -> None:
         split_path(path, directory=staged.kind == TREE)  # refuse unsafe names and depths now, before anything is read
@@ -578,14 +582,40 @@ class Artifact:
             base = resolve(store, parse_version_spec(f"{self._name}:{LATEST}", entity=entity, project=project))
         except NotFound:
             return self._staged  # nothing logged yet: the draft alone
-        entries = list(walk_tree(store.odb, base.version.tree, include_dirs=True))
-        parents = {p.rsplit("/", 1)[0] for p, _ in entries if "/" in p}
-        merged = {p: Staged(e.kind, e.size, entry=e) for p, e in entries if e.kind != TREE or p not in parents}
-        for path, staged in self._staged.items():
-            for other in [q for q in merged if q.startswith(path + "/") or path.startswith(q + "/")]:
-                del merged[other]  # a file where latest has a directory, or the other way: the draft's wins
-            merged[path] = staged
-        return merged
+        return lay_over(stored_entries(store, base.version.tree), self._staged)
+
+    def _upsert(self, store: Store, entity: str, project: str, run_path: str | None, distributed_id: str,
+                aliases: tuple[str, ...], progress: Callable[[int], None] | None = None,
+                before_ref: Callable[[], None] | None = None) -> None:
+        """Store this draft as a part pending in ``distributed_id`` (W&B's
+        ``upsert_artifact``); it stays a draft (state ``PENDING``), finalized."""
+        self._require_draft()
+        self._check_ready_entries(store)
+        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
+        store_part(store, draft, entity, project, distributed_id, run_path, aliases, progress, before_ref)
+        self._distributed_id = distributed_id
+
+    def _finish(self, store: Store, entity: str, project: str, run_path: str | None, distributed_id: str,
+                aliases: tuple[str, ...], progress: Callable[[int], None] | None = None,
+                before_ref: Callable[[], None] | None = None) -> list[str]:
+        """Log the parts pending in ``distributed_id`` with this draft laid over them
+        (W&B's ``finish_artifact``) and become that version; return the runs that upserted the parts."""
+        if self._resolved is not None:
+            raise ArtifactFinalizedError(f"{self.qualified_name} is logged already; finish_artifact takes a draft",
+                                         name="finish_artifact", obj=self)
+        self._check_ready_entries(store)
+        draft = Draft(self._name, self.type, self.description, check_metadata(self.metadata), self._staged)
+        resolved, created, parts = finish_parts(store, draft, entity, project, distributed_id, run_path, aliases,
+                                                progress, before_ref)
+        self._bind(store, resolved, sorted({LATEST, *(a for p in parts for a in p.aliases), *aliases}) if created else None)
+        self._created = created
+        self._distributed_id = distributed_id
+        return sorted({p.record.run for p in parts if p.record.run})
+
+    @property
+    def distributed_id(self) -> str | None:
+        """W&B's: the id of the distributed version this artifact was upserted into or finished (read-only)."""
+        return self._distributed_id
 
     @property
     def incremental(self) -> bool:
@@ -624,6 +654,7 @@ class Artifact:
         art._created = False
         art._origin = None
         art._incremental = False
+        art._distributed_id = None
         art._init_annotations()
         art._bind(store, resolved, read_aliases=read_aliases)
         return art
@@ -999,6 +1030,7 @@ class Artifact:
         if self._resolved is not None:
             raise ArtifactFinalizedError(f"'Artifact.remove' used on logged artifact {self.name}: a logged version "
                                          f"is immutable; call new_draft() and remove from that", name="remove", obj=self)
+        self._require_draft()  # an upserted part is finalized too
         path = item.path if isinstance(item, ArtifactEntry) else Path(item).as_posix().strip("/")
         if path in self._staged:
             del self._staged[path]

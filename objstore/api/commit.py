@@ -7,6 +7,12 @@ over the whole draft), store the entries and their tree, run the caller's hook
 (:func:`objstore.model.versions.commit_version`). ``Artifact`` only builds drafts
 and binds the result.
 
+Distributed versions (W&B's ``upsert_artifact`` / ``finish_artifact``) go the
+same way: :func:`store_part` stores a draft as a pending part
+(:mod:`objstore.model.distributed`) instead of claiming a version, and
+:func:`finish_parts` logs the parts listed, laid over one another oldest first
+with the finishing draft on top, as one version, then clears exactly those parts.
+
 Invariants: nothing is stored before the checks pass; chunks and packs are
 flushed before any file object or tree names them, and the version ref is
 claimed last (the write order objects, then refs).
@@ -14,20 +20,24 @@ claimed last (the write order objects, then refs).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from objstore.errors import InvalidInput, UnsafePath
+from objstore.errors import InvalidInput, NotFound, UnsafePath
 from objstore.files.ingest import chunk_file
 from objstore.files.materialize import check_symlinks
-from objstore.model.names import CollectionPath
+from objstore.model.distributed import PENDING_INDEX, Part, add_part, clear_parts, expected_type, pending_parts
+from objstore.model.nameclaims import claim_names
+from objstore.model.names import LATEST, CollectionPath, VersionSpec
 from objstore.model.store import Store
-from objstore.model.versions import ResolvedVersion, commit_version
+from objstore.model.versions import ResolvedVersion, commit_version, refuse_case_twin, resolve
 from objstore.storage.ids import ObjectId
-from objstore.storage.objects import FILE, TREE, FileObject, TreeEntry, storable_dict, storable_text
-from objstore.storage.trees import build_tree
+from objstore.storage.keys import refs_prefix, version_ref
+from objstore.storage.objects import FILE, TREE, FileObject, TreeEntry, Version, storable_dict, storable_text
+from objstore.storage.trees import build_tree, walk_tree
 
 
 @dataclass(slots=True)
@@ -105,9 +115,10 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
     """Store ``draft`` as a version of ``entity/project/<name>`` (or find the version
     already holding its content); return it and whether it is new.
 
-    ``before_ref`` runs once everything the version names is stored and before
-    its version ref is claimed: the run records itself there, so a version
-    never names a run that a crash kept out of the store."""
+    ``before_ref`` runs once everything the version names is stored and its
+    names are known good (no case twin), before any ref is written: the run
+    records itself there, so a version never names a run that a crash kept out
+    of the store, and a run record never lands under a refused spelling."""
     if not draft.staged:
         raise InvalidInput(f"artifact {draft.name} has no files; add some before logging it")
     metadata: dict[str, Any] = storable_dict(draft.metadata, "metadata")
@@ -115,12 +126,97 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
     check_links(draft.staged)
     before = store.odb.new_bytes
     tree_id, size = store_staged(store, draft.staged, progress)
-    if before_ref is not None:
-        before_ref()
     committed = commit_version(
         store, CollectionPath(entity, project, draft.name), tree=tree_id, size=size,
         new_bytes=store.odb.new_bytes - before, artifact_type=draft.artifact_type, metadata=metadata,
-        description=description, run=run_path, aliases=aliases,
+        description=description, run=run_path, aliases=aliases, before_ref=before_ref,
     )
     store.odb.maintain()  # the writer's automatic compaction and repack: after the version's refs (odb's write order)
     return committed
+
+
+def stored_entries(store: Store, tree: ObjectId) -> dict[str, Staged]:
+    """The entries of the stored ``tree`` as ready staged entries (a directory only when empty)."""
+    entries = list(walk_tree(store.odb, tree, include_dirs=True))
+    parents = {p.rsplit("/", 1)[0] for p, _ in entries if "/" in p}
+    return {p: Staged(e.kind, e.size, entry=e) for p, e in entries if e.kind != TREE or p not in parents}
+
+
+def lay_over(base: dict[str, Staged], top: dict[str, Staged]) -> dict[str, Staged]:
+    """``base`` with ``top`` laid over it: a path of ``top`` replaces the entry there,
+    a file where ``base`` has a directory (or the other way) everything under it."""
+    merged = dict(base)
+    for path, item in top.items():
+        for other in [q for q in merged if q.startswith(path + "/") or path.startswith(q + "/")]:
+            del merged[other]
+        merged[path] = item
+    return merged
+
+
+def _check_type(store: Store, coll: CollectionPath, artifact_type: str, parts: list[Part]) -> None:
+    """W&B's refusal of a type other than the collection's (its latest version's) or the pending parts'."""
+    known = expected_type(parts)
+    if known is None:
+        try:
+            known = resolve(store, VersionSpec(coll, LATEST)).version.artifact_type
+        except NotFound:
+            return
+    if known != artifact_type:
+        raise InvalidInput(f"Artifact {coll.name} already exists with type '{known}'; "
+                           f"cannot create another with type '{artifact_type}'")
+
+
+def store_part(store: Store, draft: Draft, entity: str, project: str, distributed_id: str, run_path: str | None,
+               aliases: tuple[str, ...], progress: Callable[[int], None] | None = None,
+               before_ref: Callable[[], None] | None = None) -> Part:
+    """Store ``draft`` as a part pending in ``distributed_id`` of ``entity/project/<name>``
+    (W&B's ``upsert_artifact``): checked as a draft to log, its entries stored, then its part ref."""
+    if not draft.staged:
+        raise InvalidInput(f"artifact {draft.name} has no files; add some before upserting it")
+    coll = CollectionPath(entity, project, draft.name)
+    metadata: dict[str, Any] = storable_dict(draft.metadata, "metadata")
+    description = storable_text(draft.description, "description")
+    check_links(draft.staged)
+    _check_type(store, coll, draft.artifact_type, pending_parts(store, coll, distributed_id))
+    # The part's key holds the collection's, project's and entity's names: none may have a case twin.
+    # (checked as the collection's first version ref would be: a new project's entity is looked at store-wide)
+    refuse_case_twin(store, [version_ref(entity, project, draft.name, 0)], [refs_prefix(entity, project)])
+    before = store.odb.new_bytes
+    tree_id, size = store_staged(store, draft.staged, progress)
+    claim_names(store, entity, project, draft.name)  # of two racing twins, one wins here
+    if before_ref is not None:
+        before_ref()  # the names are good now: the run records itself before the part's ref names it
+    record = Version(tree_id, None, draft.artifact_type, entity, project, draft.name, PENDING_INDEX, size,
+                     store.odb.new_bytes - before, description, {"metadata": metadata, "aliases": list(aliases)},
+                     time.time(), run_path)
+    return add_part(store, coll, distributed_id, record)
+
+
+def finish_parts(store: Store, draft: Draft, entity: str, project: str, distributed_id: str, run_path: str | None,
+                 aliases: tuple[str, ...], progress: Callable[[int], None] | None = None,
+                 before_ref: Callable[[], None] | None = None) -> tuple[ResolvedVersion, bool, list[Part]]:
+    """Log the parts pending in ``distributed_id`` with ``draft`` laid over them as one
+    version (W&B's ``finish_artifact``), then clear those parts; return the version,
+    whether it is new, and the parts it took. Metadata: the parts', oldest first,
+    then the draft's, key by key; description: the draft's, else the newest part's;
+    aliases: every part's and ``aliases``."""
+    coll = CollectionPath(entity, project, draft.name)
+    parts = pending_parts(store, coll, distributed_id)
+    _check_type(store, coll, draft.artifact_type, parts)
+    staged: dict[str, Staged] = {}
+    metadata: dict[str, Any] = {}
+    description: object = None
+    wanted: list[str] = []
+    for part in parts:
+        staged = lay_over(staged, stored_entries(store, part.record.tree))
+        metadata.update(part.metadata)
+        description = part.record.description if part.record.description is not None else description
+        wanted.extend(part.aliases)
+    staged = lay_over(staged, draft.staged)
+    metadata.update(storable_dict(draft.metadata, "metadata"))
+    merged = Draft(draft.name, draft.artifact_type, draft.description if draft.description is not None else description,
+                   metadata, staged)
+    resolved, created = commit_draft(store, merged, entity, project, run_path,
+                                     tuple(dict.fromkeys([*wanted, *aliases])), progress, before_ref)
+    clear_parts(store, parts, resolved.qualified_name)
+    return resolved, created, parts

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from objstore.api.runinfo import iter_run_records, lineage_complete, record_at
-from objstore.errors import Conflict, InvalidInput
+from objstore.errors import Conflict, InvalidInput, NotFound
 from objstore.model.refs import decode_value, encode_value
 from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
@@ -127,3 +127,16 @@ def index_every_run(store: Store) -> int | None:
         runs += 1
     store.backend.put_if_absent(LINEAGE_COMPLETE, b"every run of this store is in lineage/")
     return runs
+
+
+def add_output(store: Store, run_path: str, version_id: ObjectId) -> None:
+    """Record ``version_id`` as an output of the run ``entity/project/id`` (another
+    process's, perhaps still running: its next write re-reads and keeps this);
+    a run not in this store is left alone (lineage is weak)."""
+    parts = run_path.split("/")
+    if len(parts) != 3:
+        return
+    try:
+        update_record(store, parts[0], parts[1], parts[2], with_output(version_id))
+    except NotFound:
+        return

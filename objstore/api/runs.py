@@ -30,6 +30,7 @@ not recorded; the versions it logged still name it.
 from __future__ import annotations
 
 import atexit
+import builtins
 import os
 import threading
 import time
@@ -43,11 +44,13 @@ from objstore.api.artifact import Artifact, artifact_of, check_metadata, link_ta
 from objstore.api.naming import artifact_name_for, default_run_name, new_run_id
 from objstore.api.runconfig import RunValues, config_values
 from objstore.api.runinfo import RunInfo, find_run, iter_runs, read_run, read_run_by_path, record_at  # noqa: F401  (re-exported)
-from objstore.api.runrecord import Written, create_record, update_record, with_input, with_output
+from objstore.api.runrecord import Written, add_output, create_record, update_record, with_input, with_output
 from objstore.console import human_bytes, say
-from objstore.errors import InvalidInput, UnsupportedError, UsageError, WrongType
+from objstore.errors import InvalidInput, MissingArgument, UnsupportedError, UsageError, WrongType
 from objstore.files.references import is_uri
-from objstore.model.names import REGISTRY_PROJECT, check_aliases, check_name, check_tags, parse_version_spec
+from objstore.model.distributed import check_distributed_id
+from objstore.model.nameclaims import claim_names
+from objstore.model.names import REGISTRY_PROJECT, CollectionPath, check_aliases, check_name, check_tags, parse_version_spec
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
 from objstore.model.versions import link_version, refuse_case_twin, resolve
@@ -99,6 +102,11 @@ class Run:
         self._written: Written | None = None  # the record this process stored last
         self._pending: list[Callable[[RunRecord], RunRecord]] = []  # changes not yet stored
         self._write_lock = threading.Lock()
+        # Whether the run's entity and project are known to be spelled as in the store
+        # (something of this run's was found or made there): then its first record
+        # needs no name-claim look-up (objstore.model.nameclaims).
+        self._names_checked = False
+        self._id_given = id is not None
         self.config = RunValues("config", config, self._config_changed)
         self.summary = RunValues("summary")  # stored with the run's next write: a log() is not a write each
         # A new random id needs no look-up: the create-only write of its record
@@ -112,6 +120,7 @@ class Run:
         if not exists and resume == "must":
             raise UsageError(f"no run {self.path} to resume and resume='must'; pass the id of a run in the store")
         if exists:  # resuming a run by id
+            self._names_checked = True
             previous = record_at(store, self.entity, self.project, self.id, held)  # the ref just read, not again
             self._written = Written(previous, encode_value(held))
             self.name = name or previous.name
@@ -138,6 +147,26 @@ class Run:
         """Store the record with every change held so far: a ref is about to name the run."""
         self._write()
 
+    def _record_checked(self) -> None:
+        """:meth:`_record_start` where the store has just checked (or claimed) the run's
+        entity and project names: logging into them found them so spelled, or made them."""
+        self._names_checked = True
+        self._write()
+
+    def _claim_names(self) -> None:
+        """Before the first record: the run's entity, project and (a given) id must have
+        no case twin, also against a process making one at this instant
+        (:func:`objstore.model.nameclaims.claim_names`). A run whose names were
+        checked by its own use or log costs nothing here; a random id is not
+        claimed (lower case, fresh: it has no twin but by a given id's, checked at init)."""
+        ref = run_ref(self.entity, self.project, self.id)
+        if self._names_checked and not self._id_given:
+            return
+        def listed() -> None:
+            refuse_case_twin(self.store, [ref], [runs_prefix(self.entity, self.project)])
+        claim_names(self.store, self.entity, self.project, run_id=self.id if self._id_given else None,
+                    unclaimed=listed, skip_upper=self._names_checked)
+
     def _write(self) -> None:
         """Store the record: created with the held changes applied, or moved to them."""
         with self._write_lock:
@@ -151,6 +180,7 @@ class Run:
 
             try:
                 if not self._recorded:
+                    self._claim_names()
                     base = RunRecord(self.id, self.entity, self.project, self.name, {}, self.job_type,
                                      self._started_at, None, "running", (), ())
                     self._written = create_record(self.store, change(base))
@@ -166,6 +196,12 @@ class Run:
         return replace(record, name=self.name, config={**record.config, **self.config.as_dict()},
                        summary={**record.summary, **self.summary.as_dict()},
                        tags=tuple(self.tags), notes=self.notes or None, group=self.group or None)
+
+    def _found(self, coll: CollectionPath) -> None:
+        """A collection was read through its refs: if it is in the run's own project,
+        the run's entity and project are spelled as in the store."""
+        if (coll.entity, coll.project) == (self.entity, self.project):
+            self._names_checked = True
 
     def log(self, data: dict[str, Any], step: int | None = None, commit: bool | None = None) -> None:
         """Record ``data``'s values as the run's latest (its summary), stored with the
@@ -204,7 +240,7 @@ class Run:
             art = self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
         # The run's record is stored before the version's ref is claimed (objects
         # before refs), so no crash leaves a version naming an unrecorded run.
-        log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_start)
+        log_draft(art, self.store, self.entity, self.project, self.path, wanted, progress, before_ref=self._record_checked)
         self._change(with_output(logged_version(art)[1].version_id))
         if new_tags:
             art.tags = list(dict.fromkeys([*art.tags, *new_tags]))
@@ -216,6 +252,58 @@ class Run:
         else:
             say(f"{art.qualified_name} already holds this content (digest {art.digest[:12]}); no new version{alias_note}", summary=True)
         return art
+
+    def upsert_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
+                        type: str | None = None, aliases: list[str] | None = None,
+                        distributed_id: str | None = None) -> Artifact:
+        """W&B's: add an artifact's files to the distributed version ``distributed_id``
+        (default: the run's group) of its collection, as a part pending until some
+        run calls :meth:`finish_artifact`; returns the artifact, finalized, in state
+        ``PENDING``. Parts from any number of processes and machines are all kept
+        (each its own create-only ref, see :mod:`objstore.model.distributed`)."""
+        self._check_open()
+        dist = self._distributed_id(distributed_id, "upsert")
+        wanted = check_aliases(aliases)
+        art = self._prepared(artifact_or_path, name, type)
+        art._upsert(self.store, self.entity, self.project, self.path, dist, wanted, before_ref=self._record_checked)
+        say(f"upserted {len(art.manifest.entries)} file(s) into {art.name} ({dist!r}); pending until finish_artifact",
+            summary=True)
+        return art
+
+    def finish_artifact(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None = None,
+                        type: str | None = None, aliases: list[str] | None = None,
+                        distributed_id: str | None = None) -> Artifact:
+        """W&B's: log every part pending in ``distributed_id`` (default: the run's
+        group) of the collection, with this artifact's own files laid over them, as
+        one version, output of this run and of each run that upserted a part. A
+        part upserted after this call listed them goes into the next version."""
+        self._check_open()
+        dist = self._distributed_id(distributed_id, "finish")
+        wanted = check_aliases(aliases)
+        art = self._prepared(artifact_or_path, name, type)
+        runs = art._finish(self.store, self.entity, self.project, self.path, dist, wanted,
+                           before_ref=self._record_checked)
+        version_id = logged_version(art)[1].version_id
+        self._change(with_output(version_id))
+        for path in runs:
+            if path != self.path:
+                add_output(self.store, path, version_id)
+        made = "logged" if art.created else "already held as"
+        say(f"{made} {art.qualified_name} from {dist!r} ({len(runs)} upserting run(s))", summary=True)
+        return art
+
+    def _distributed_id(self, distributed_id: str | None, verb: str) -> str:
+        if distributed_id is None and not self.group:
+            raise MissingArgument(f"Cannot {verb} artifact unless run is in a group or distributed_id is provided")
+        return check_distributed_id(distributed_id if distributed_id is not None else self.group)
+
+    def _prepared(self, artifact_or_path: Artifact | str | os.PathLike[str], name: str | None,
+                  type: str | None) -> Artifact:
+        if isinstance(artifact_or_path, Artifact):
+            return artifact_or_path
+        if not isinstance(artifact_or_path, str | os.PathLike):
+            raise InvalidInput(f"pass an Artifact or a path, not {builtins.type(artifact_or_path).__name__}")
+        return self._artifact_from_path(artifact_or_path, name, type or "unspecified", None, None)
 
     def _artifact_from_path(self, path: str | os.PathLike[str], name: str | None, type: str,
                             metadata: dict[str, Any] | None, description: str | None,
@@ -246,6 +334,7 @@ class Run:
         else:
             spec = parse_version_spec(artifact_or_name, entity=self.entity, project=self.project)
             resolved = resolve(self.store, spec)
+            self._found(resolved.collection)
             art = artifact_of(self.store, resolved)
         if type is not None and resolved.version.artifact_type != type:
             raise WrongType(f"{art.qualified_name} is of type {resolved.version.artifact_type!r}, not {type!r}")
@@ -302,6 +391,7 @@ class Run:
         self._check_open()
         spec = parse_version_spec(name, entity=self.entity, project=self.project)
         resolved = resolve(self.store, spec)
+        self._found(resolved.collection)
         if "model" not in resolved.version.artifact_type:
             raise WrongType(f"{resolved.qualified_name} is of type {resolved.version.artifact_type!r}, "
                             f"not a model; use use_artifact for it")
@@ -409,6 +499,12 @@ class DisabledRun(Run):
         return cast(Artifact, _Noop())
 
     def log_model(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def upsert_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
+        return cast(Artifact, _Noop())
+
+    def finish_artifact(self, *args: Any, **kwargs: Any) -> Artifact:
         return cast(Artifact, _Noop())
 
     def use_model(self, *args: Any, **kwargs: Any) -> str:

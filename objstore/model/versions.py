@@ -59,6 +59,7 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, did_you_mean
+from objstore.model.nameclaims import claim_names
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from objstore.model.refs import ReflogEntry, decode_value, encode_value
 from objstore.model.store import Store
@@ -334,17 +335,20 @@ def commit_version(
     description: str | None,
     run: str | None,
     aliases: tuple[str, ...] = (),
+    before_ref: Callable[[], None] | None = None,
 ) -> tuple[ResolvedVersion, bool]:
     """Make ``tree`` a version of ``coll`` (or find the version that already holds it).
 
     Returns (version, created). Everything ``tree`` references must already be
     stored. ``latest`` and ``aliases`` are moved to the version either way.
+    ``before_ref`` runs before any ref is written, once the collection's names
+    are known good (it exists so spelled, or its names were just claimed).
     """
     def make(n: int, parent: ObjectId | None) -> Version:
         return Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
                        new_bytes, description, metadata, time.time(), run)
 
-    return _add_entry(store, coll, tree, make, aliases)
+    return _add_entry(store, coll, tree, make, aliases, before_ref)
 
 
 def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None,
@@ -364,7 +368,7 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
 
 
 def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callable[[int, ObjectId | None], Version | Link],
-               aliases: tuple[str, ...]) -> tuple[ResolvedVersion, bool]:
+               aliases: tuple[str, ...], before_ref: Callable[[], None] | None = None) -> tuple[ResolvedVersion, bool]:
     """Claim the next dense number of ``coll`` for the entry ``make(n, parent)``
     returns, unless an entry already holds ``tree``; then move latest and aliases.
 
@@ -381,6 +385,9 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     mine: ResolvedVersion | None = None
     if existing is None and latest[0] < 0:  # perhaps a new collection: its name must have no case twin
         refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
+        claim_names(store, coll.entity, coll.project, coll.name)  # of two racing twins, one wins here
+    if before_ref is not None:
+        before_ref()
     if existing is None:
         n = latest[0] + 1
         while True:
@@ -685,11 +692,12 @@ def refuse_case_twin(store: Store, keys: Iterable[str], within: Iterable[str] = 
     under the prefixes ``within``, would share one place on a case-insensitive file
     system (:func:`objstore.storage.keys.case_twin`). Where a key's project holds
     no collection yet, its entity and project names are new too and every ref is
-    looked at. Run refs count only against a run id: one with a new random id
-    is made unchecked (a look-up per run start would cost every ``use_model`` a
-    request), so a run may stand in a twin of an existing entity or project
-    until something of a collection is made there. A listing per prefix (and of a key's project when not listed): called
-    only where collections, aliases or runs are first made, here or by a transfer."""
+    looked at. Run refs count only against a run id. This finds twins already in
+    the store; two writers making twins at the same instant are decided by the
+    name claims (:mod:`objstore.model.nameclaims`), which also check a run with a
+    random id when its record is first written. A listing per prefix (and of a
+    key's project when not listed): called only where collections, aliases or
+    runs are first made, here or by a transfer."""
     keys = list(keys)
     listed = {prefix: list(store.refs.iter_names(prefix)) for prefix in dict.fromkeys(within)}
     existing = [k for held in listed.values() for k in held]

@@ -12,11 +12,16 @@ Layout (the same on every backend)::
     refs/<entity>/<project>/<name>/versions/v<N>      written once (create-only)
     refs/<entity>/<project>/<name>/aliases/<alias>    moved by compare-and-swap
     refs/<entity>/<project>/<name>/digests/<hex>      digest -> version, written once
+    refs/<entity>/<project>/<name>/pending/<distributed id>/<part>  one upserted part of a distributed
+                                                      version not yet finished (create-only; cleared by finish)
     refs/<entity>/<project>/runs/<run-id>             moved by compare-and-swap
     logs/<ref>/<time ns>-<random>                     one reflog entry each
     remotes/<remote>/config                           a configured remote
     remotes/<remote>/refs/...                         what fetch last saw of its refs
     quarantine/<key>                                  damaged keys repair moved aside
+    names/<folded entity>[/<folded project>[/<folded name> | /@runs/<folded run id>]]/@
+                                                      the spelling that claimed a name, whatever its case
+                                                      (create-only; objstore.model.nameclaims)
     annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
     annotations/<entity>/<project>/<name>/v<N>/log/<revision>-<id>  one annotation edit each (create-only)
     annotations/<entity>/<project>/<name>/collection/state  a collection's own description and tags (compare-and-swap)
@@ -65,6 +70,7 @@ REFS = "refs/"
 LOGS = "logs/"
 REMOTES = "remotes/"
 QUARANTINE = "quarantine/"
+NAMES = "names/"  # case-folded name claims (objstore.model.nameclaims)
 ANNOTATIONS = "annotations/"  # mutable annotations of versions (objstore.model.annotations)
 LINEAGE = "lineage/"  # the lineage index: which runs name a version (objstore.api.runinfo)
 LINEAGE_ROLES = ("used", "logged")
@@ -258,6 +264,21 @@ def _decoded(part: str) -> str:
         return part
 
 
+def name_claim_key(entity: str, project: str | None = None, name: str | None = None, *,
+                   run_id: str | None = None) -> str:
+    """The key of the claim on a name whatever its ASCII case: of an entity, a
+    project of it, a collection or a run id of that project. Every part is the
+    encoded name lower-cased (``%XX`` too, so one key per folded name on any file
+    system); ``@`` and ``@runs`` are never an encoded name's spelling."""
+    parts = [entity] + ([project] if project is not None else [])
+    if name is not None and project is not None:
+        parts.append(name)
+    folded = [encode_name(p).lower() for p in parts]
+    if run_id is not None and project is not None:
+        folded += ["@runs", encode_name(run_id).lower()]
+    return NAMES + "/".join(folded) + "/@"
+
+
 def refs_prefix(entity: str | None = None, project: str | None = None) -> str:
     """The listing prefix of every ref, of one entity's, or of one project's
     (``project`` counts only with ``entity``)."""
@@ -302,6 +323,23 @@ def alias_ref(entity: str, project: str, name: str, alias: str) -> str:
 
 def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
     return f"{collection_prefix(entity, project, name)}digests/{digest_hex}"
+
+
+def pending_prefix(entity: str, project: str, name: str, distributed_id: str) -> str:
+    """The listing prefix of the parts upserted into the distributed version
+    ``distributed_id`` of collection ``entity/project/name`` (objstore.model.distributed).
+    Six parts deep, so no ref parser takes a part for a version, alias, digest or run."""
+    return f"{collection_prefix(entity, project, name)}pending/{encode_name(distributed_id)}/"
+
+
+def pending_part_ref(entity: str, project: str, name: str, distributed_id: str, part: str) -> str:
+    """The create-only ref of one upserted part; ``part`` is a writer-chosen unique token."""
+    if not _PART.fullmatch(part):
+        raise InvalidName(f"{part!r} is not a part token")
+    return f"{pending_prefix(entity, project, name, distributed_id)}{part}"
+
+
+_PART = re.compile(r"[0-9a-f-]{1,64}")
 
 
 def runs_prefix(entity: str, project: str) -> str:

@@ -1,0 +1,148 @@
+"""Case-folded name claims: the one place that makes "exactly one of two names
+differing only in ASCII case wins" hold when both are created at the same instant.
+
+A listing (:func:`objstore.model.versions.refuse_case_twin`) finds a twin that is
+already in the store, but two processes that list at once both find none. So
+before the first ref under a new entity, project, collection or user-given run
+id is written, its writer creates the claim ``names/<folded parts>/@``
+(:func:`objstore.storage.keys.name_claim_key`) holding its exact spelling,
+create-only. The folded key is the same for every spelling, so of two racing
+writers exactly one creates it; the other reads the winner's spelling and gets
+InvalidName before writing any ref.
+
+Invariants:
+
+- A claim is written after the writer's objects and before its refs (the write
+  order), top-down (entity, then project, then the name), and never deleted; so
+  a project's claim held by the writer's spelling vouches for its entity's (one
+  read where both are claimed).
+- A claim holding the writer's own spelling is success (re-running, another
+  process of the same name): one read, no write.
+- Stores written before claims existed have none: a missing claim is created
+  after the caller's listing check (``unclaimed``), once per name per store.
+- A name whose exact spelling already holds refs (a pair made before claims)
+  is not refused: nothing new is made by using it.
+- A claim whose spelling has nothing under it, and no claim below it, after
+  :data:`~objstore.constants.NAME_CLAIM_STALE_SECONDS` was left by a writer that
+  failed between claim and ref; it is taken over by compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from objstore.constants import NAME_CLAIM_STALE_SECONDS
+from objstore.errors import Conflict, InvalidName, NotFound
+from objstore.model.store import Store
+from objstore.storage.keys import REFS, collection_prefix, decode_name, name_claim_key, ref_display, refs_prefix, run_ref
+
+MAX_CLAIM_BYTES = 2048  # a claim holds one ref prefix and a time
+MAX_ATTEMPTS = 10
+
+
+def _levels(entity: str, project: str | None, name: str | None, run_id: str | None) -> list[tuple[str, str]]:
+    """(claim key, the exact ref prefix it claims) of each level, top-down."""
+    out = [(name_claim_key(entity), refs_prefix(entity))]
+    if project is not None:
+        out.append((name_claim_key(entity, project), refs_prefix(entity, project)))
+        if name is not None:
+            out.append((name_claim_key(entity, project, name), collection_prefix(entity, project, name)))
+        if run_id is not None:
+            out.append((name_claim_key(entity, project, run_id=run_id), run_ref(entity, project, run_id)))
+    return out
+
+
+def claim_names(store: Store, entity: str, project: str | None = None, name: str | None = None, *,
+                run_id: str | None = None, unclaimed: Callable[[], None] | None = None,
+                skip_upper: bool = False) -> None:
+    """Claim ``entity`` (and ``project``, and ``name`` or ``run_id`` in it) for
+    their exact spellings, or raise InvalidName naming the spelling that holds the
+    claim. ``unclaimed`` runs once, before the first claim this call creates: the
+    caller's listing check for twins already in a store older than claims.
+    ``skip_upper``: the entity and project are known good (the caller found them
+    so spelled); only the name or run id is claimed."""
+    pending = unclaimed
+    levels = _levels(entity, project, name, run_id)
+    if project is not None and not skip_upper:
+        # Claims are made top-down, so the project's, held by this spelling, vouches
+        # for the entity's too: one read where both are claimed already.
+        held = _read(store, levels[1][0])
+        skip_upper = held is not None and held[0] == levels[1][1]
+    for key, spelled in levels[2:] if skip_upper and project is not None else levels:
+        # The last level is the name the caller is making: most likely unclaimed, so
+        # try to create its claim first (one request) unless a listing must come first.
+        try_first = pending is None and key == levels[-1][0]
+        for _ in range(MAX_ATTEMPTS):
+            if try_first:
+                try_first = False
+                if store.backend.put_if_absent(key, _value(spelled)):
+                    break
+            held = _read(store, key)
+            if held is None:
+                if pending is not None:
+                    pending()
+                    pending = None
+                if store.backend.put_if_absent(key, _value(spelled)):
+                    break
+                continue  # someone claimed it just now: read whose it is
+            if held[0] == spelled:
+                break
+            if _holds(store, spelled):
+                break  # this spelling is in the store already (a pair older than claims): nothing new is made
+            if _is_stale(store, key, held):
+                if pending is not None:
+                    pending()  # as before a first claim: what the store already holds is checked
+                    pending = None
+                try:
+                    store.backend.compare_and_swap(key, held[2], _value(spelled))
+                except Conflict:
+                    pass  # another writer judged it first
+                continue
+            raise InvalidName(f"{_shown(spelled)!r} differs only in case from {_shown(held[0])!r} "
+                              f"({ref_display(held[0]).rstrip('/')}, claimed by another writer): on a case-insensitive "
+                              "file system (macOS, Windows) the two would share one place, so a store refuses the second; "
+                              f"use {_shown(held[0])!r} or another name")
+        else:
+            raise Conflict(key, None, None, f"the name claim {key} kept changing; retry")
+
+
+def _shown(spelled: str) -> str:
+    """The last name of a claimed ref prefix, as people wrote it."""
+    part = spelled.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        return decode_name(part)
+    except InvalidName:
+        return part
+
+
+def _value(spelled: str) -> bytes:
+    return f"{spelled}\n{time.time():.3f}".encode()
+
+
+def _read(store: Store, key: str) -> tuple[str, float, bytes] | None:
+    try:
+        raw = store.backend.get(key, max_size=MAX_CLAIM_BYTES)
+    except NotFound:
+        return None
+    spelled, _, when = raw.decode("utf-8", "replace").partition("\n")
+    try:
+        stamp = float(when)
+    except ValueError:
+        stamp = 0.0  # unreadable time: old enough to be judged by what is under it
+    return spelled, stamp, raw
+
+
+def _is_stale(store: Store, key: str, held: tuple[str, float, bytes]) -> bool:
+    """Whether the claim ``held`` at ``key`` is old, its spelling holds no key, and no
+    claim below it vouches for it (a writer failed between its claim and its first ref)."""
+    spelled, stamp, _ = held
+    if time.time() - stamp < NAME_CLAIM_STALE_SECONDS or not spelled.startswith(REFS):
+        return False  # young, or no claim objstore writes: never judged stale
+    below = (info.key for info in store.backend.iter_prefix(key.removesuffix("@")) if info.key != key)
+    return next(below, None) is None and not _holds(store, spelled)
+
+
+def _holds(store: Store, spelled: str) -> bool:
+    """Whether any key lies under the ref prefix (or is the ref) ``spelled``."""
+    return spelled.startswith(REFS) and next(iter(store.backend.iter_prefix(spelled)), None) is not None
