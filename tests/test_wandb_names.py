@@ -132,7 +132,7 @@ def test_odd_names_log_and_read_back_and_stay_inside_a_local_store(tmp_path: Pat
     outside = sorted(p.name for p in tmp_path.iterdir())
     assert outside == ["model.bin", "out", "store"]
     tops = {p.name for p in store.iterdir()}
-    assert tops <= {"config", "objects", "packs", "refs", "logs", "tmp", "locks", "gc", "cache", "names"}
+    assert tops <= {"config", "objects", "packs", "refs", "logs", "tmp", "locks", "gc", "cache", "names", "lineage"}
     refs = [p for p in (store / "refs").rglob("*") if p.is_file()]
     assert len(refs) > len(ODD_PROJECTS) * len(ODD_ARTIFACTS)
     for path in [*refs, *(store / "logs").rglob("*")]:
@@ -149,7 +149,7 @@ def test_odd_names_log_and_read_back_on_s3(s3_bucket_url: str, tmp_path: Path) -
     _log_odd_names(s3_bucket_url, tmp_path / "model.bin")
     store = objstore.Store.open(s3_bucket_url)
     listed = [k.key for k in store.backend.iter_prefix("")]
-    tops = {"config", "objects", "packs", "refs", "logs", "gc", "names"}
+    tops = {"config", "objects", "packs", "refs", "logs", "gc", "names", "lineage"}
     assert listed and all(k.isascii() and k.split("/", 1)[0] in tops for k in listed)
     assert fsck(store).ok
 

@@ -89,7 +89,7 @@ from objstore.storage.keys import (
     object_key,
     pack_key,
     pack_name_of,
-    tracked_ref_of,
+    tracking_key_parts,
 )
 from objstore.storage.objects import Version
 from objstore.storage.packs import decode_verified, entry_id, index_ids
@@ -184,14 +184,15 @@ def _tracking_targets(store: Store) -> dict[ObjectId, set[str]]:
     out: dict[ObjectId, set[str]] = {}
     # Where fetch records a remote's refs (objstore.transfer.remotes, a layer above this one).
     for info in store.backend.iter_prefix(REMOTES):
-        if tracked_ref_of(info.key) is None or info.size == 0:
+        tracked = tracking_key_parts(info.key)
+        if tracked is None or info.size == 0:
             continue
         try:
             oid = store.refs.read(info.key)
         except ObjstoreError:
             continue  # a damaged tracking ref protects nothing; fetch rewrites it
         if oid is not None:
-            out.setdefault(oid, set()).add(info.key[len(REMOTES):].split("/", 1)[0])
+            out.setdefault(oid, set()).add(tracked[0])
     return out
 
 

@@ -191,10 +191,16 @@ def remote_name_of_config(key: str) -> str | None:
 
 def tracked_ref_of(key: str) -> str | None:
     """The ref that ``remotes/<name>/refs/...`` tracks; None for any other key."""
+    tracked = tracking_key_parts(key)
+    return tracked[1] if tracked else None
+
+
+def tracking_key_parts(key: str) -> tuple[str, str] | None:
+    """``(remote name, tracked ref)`` of ``remotes/<name>/refs/...``; None for any other key."""
     if not key.startswith(REMOTES):
         return None
-    _, _, rest = key[len(REMOTES):].partition("/")
-    return rest if rest.startswith(REFS) else None
+    remote, _, rest = key[len(REMOTES):].partition("/")
+    return (remote, rest) if rest.startswith(REFS) else None
 
 
 # -- ref names ---------------------------------------------------------------
