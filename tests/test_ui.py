@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -465,6 +466,15 @@ def test_store_and_project_pages_are_paginated_and_usage_is_a_page_of_its_own(tm
         assert status == 200 and ">c00<" in html  # a bad page number is the first page
         status, html = server.get("/usage")
         assert status == 200 and "reads every version" in html and "107 versions" in html and "e/big" in html
+        # The store page's logical total: counted in the background once the page was first asked for,
+        # shown on a later request (the page never counts while it answers).
+        deadline, logical = time.monotonic() + 60, ""
+        while "107 versions" not in logical and time.monotonic() < deadline:
+            found = re.search(r'<p class="summary" id="logical">(.*?)</p>', server.get("/")[1], re.S)
+            assert found, "the store page has no logical total"
+            logical = found.group(1)
+            time.sleep(0.2)
+        assert "107 B logical in 107 versions" in logical and "counted" in logical, logical
     finally:
         server.stop()
 

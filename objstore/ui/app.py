@@ -123,6 +123,7 @@ class UI:
 
     def __init__(self, store: Store, *, allow_edits: bool = False) -> None:
         self.store, self.allow_edits = store, allow_edits
+        self.usage = views.UsageCounter(store.location)
         self.csrf = secrets.token_urlsafe(32)
         self.env = _environment()
         routes = [
@@ -186,7 +187,8 @@ class UI:
 
     # -- pages -------------------------------------------------------------------
     def store_view(self, q: dict[str, str]) -> HTMLResponse:
-        return self.render("store.html", page=views.store_page(self.store, _skip(q, "skip")), page_size=views.PAGE_SIZE)
+        return self.render("store.html", page=views.store_page(self.store, _skip(q, "skip")), page_size=views.PAGE_SIZE,
+                           counted=self.usage.latest())
 
     def usage_view(self, q: dict[str, str]) -> HTMLResponse:
         return self.render("usage.html", usage=views.usage_page(self.store))

@@ -13,11 +13,14 @@ Cost: the store, project and collection pages read what they show and no more
 (listings of refs, then one entry per row shown), so they cost the same on a
 store with ten versions per collection as on one with thousands. What must read
 every version (logical and unique bytes) is :func:`usage_page`, a page of its
-own that says so.
+own that says so; the store page shows the totals a :class:`UsageCounter` last
+counted in the background (on a Store of its own), never counting in the request.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +187,45 @@ def store_page(store: Store, skip: int = 0) -> StorePage:
 def usage_page(store: Store) -> StoreUsage:
     """``objstore du --by project``: reads every version's tree, so its cost grows with the store."""
     return disk_usage(store, by="project")
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What a background count found: the usage (None if it failed), when, and why not."""
+
+    usage: StoreUsage | None
+    at: float
+    error: str | None = None
+
+
+class UsageCounter:
+    """Logical and unique bytes of the store at ``location``, counted in a daemon thread
+    on a Store of its own (``disk_usage`` reads every version: no request waits for it).
+    :meth:`latest` starts a count when there is none younger than ``max_age`` seconds
+    and none running, and returns the last finished one (None before the first)."""
+
+    def __init__(self, location: str, max_age: float = 60.0) -> None:
+        self.location, self.max_age = location, max_age
+        self._lock = threading.Lock()
+        self._last: Counted | None = None
+        self._running = False
+
+    def latest(self) -> Counted | None:
+        with self._lock:
+            last, stale = self._last, self._last is None or time.time() - self._last.at > self.max_age
+            if stale and not self._running:
+                self._running = True
+                threading.Thread(target=self._count, name="objstore-ui-usage", daemon=True).start()
+        return last
+
+    def _count(self) -> None:
+        try:
+            with Store.open(self.location, create=False) as store:
+                counted = Counted(disk_usage(store), time.time())
+        except ObjstoreError as exc:  # a damaged store: the page says so, fsck says more
+            counted = Counted(None, time.time(), str(exc))
+        with self._lock:
+            self._last, self._running = counted, False
 
 
 def _collection_rows(store: Store, entity: str, project: str, skip: int) -> RowsPage:
