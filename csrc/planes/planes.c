@@ -387,6 +387,24 @@ static Py_buffer *get_all(PyObject *fast, Py_ssize_t n) {
     return bufs;
 }
 
+/* seq as a fast sequence (*fast, a new reference the caller releases) and the buffers
+   of its *n items (a new array; NULL with an exception set). */
+static Py_buffer *get_raws(PyObject *seq, PyObject **fast, Py_ssize_t *n) {
+    *fast = PySequence_Fast(seq, "raws must be a sequence");
+    if (!*fast) return NULL;
+    *n = PySequence_Fast_GET_SIZE(*fast);
+    return get_all(*fast, *n);
+}
+
+/* 0 if the plane masks name only planes a word of this size has; -1 with ValueError. */
+static int check_masks(int word, int try_mask, int pack6_mask) {
+    if (try_mask < 0 || try_mask >> word || pack6_mask < -1 || (pack6_mask >= 0 && pack6_mask >> word)) {
+        PyErr_SetString(PyExc_ValueError, "plane masks name planes the word does not have");
+        return -1;
+    }
+    return 0;
+}
+
 /* Scratch bytes split_batch needs for chunks of these lengths (-1 on overflow). */
 static Py_ssize_t scratch_for(const Py_buffer *bufs, Py_ssize_t n, int word, int pack6_mask) {
     Py_ssize_t need = 0;
@@ -411,15 +429,8 @@ static PyObject *planes_split_batch(PyObject *self, PyObject *args) {
     Py_buffer *bufs = NULL;
     batch_plan *plan = NULL;
     Py_ssize_t n = 0;
-    if (check_word(word, rotate) < 0) goto done;
-    if (try_mask < 0 || try_mask >> word || pack6_mask < -1 || (pack6_mask >= 0 && pack6_mask >> word)) {
-        PyErr_SetString(PyExc_ValueError, "plane masks name planes the word does not have");
-        goto done;
-    }
-    fast = PySequence_Fast(seq, "raws must be a sequence");
-    if (!fast) goto done;
-    n = PySequence_Fast_GET_SIZE(fast);
-    bufs = get_all(fast, n);
+    if (check_word(word, rotate) < 0 || check_masks(word, try_mask, pack6_mask) < 0) goto done;
+    bufs = get_raws(seq, &fast, &n);
     if (!bufs) goto done;
     Py_ssize_t need = scratch_for(bufs, n, word, pack6_mask);
     if (need < 0 || scratch.len < need) {
@@ -876,16 +887,8 @@ static PyObject *planes_encode_batch(PyObject *self, PyObject *args) {
     Py_buffer *bufs = NULL;
     enc_state *s = NULL;
     Py_ssize_t n = 0, pos = 0;
-    if (a.word != 0 && check_word(a.word, a.rotate) < 0) goto done;
-    if (a.word && (a.try_mask < 0 || a.try_mask >> a.word || a.pack6_mask < -1 ||
-                   (a.pack6_mask >= 0 && a.pack6_mask >> a.word))) {
-        PyErr_SetString(PyExc_ValueError, "plane masks name planes the word does not have");
-        goto done;
-    }
-    fast = PySequence_Fast(seq, "raws must be a sequence");
-    if (!fast) goto done;
-    n = PySequence_Fast_GET_SIZE(fast);
-    bufs = get_all(fast, n);
+    if (a.word != 0 && (check_word(a.word, a.rotate) < 0 || check_masks(a.word, a.try_mask, a.pack6_mask) < 0)) goto done;
+    bufs = get_raws(seq, &fast, &n);
     if (!bufs) goto done;
     table = PyBytes_FromStringAndSize(NULL, 16 * n);
     s = state_take();
