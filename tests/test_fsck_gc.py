@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
 
 import objstore
@@ -436,3 +438,63 @@ def test_fsck_beside_two_compactions_in_a_row_reports_no_damage(tmp_path: Path) 
         report = fsck(store)
     assert len(merged) == 2 and merged[1].files_merged == 1
     assert report.ok, [p.message for p in report.problems]
+
+
+def test_fsck_beside_repacks_and_gc_moving_the_chunks_twice_reports_no_damage(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers repack small packs by themselves, and gc deletes what a repack marked
+    once the grace period is over: a chunk can move twice while one fsck runs. The
+    interleaving traced in test_mixed_writers_gc_and_fsck_local (CI: "chunk … of
+    'w6-11.bin' is in no pack" from the fsck looping there, while the store was whole:
+    the final fsck and every download passed), made deterministic:
+
+    1. fsck lists the packs and their loose ``.idx``; before it reads them, a
+       compaction merges the ``.idx`` into an index file and a repack copies the
+       small packs into one new pack and marks them. fsck finds each ``.idx`` gone
+       and the pack marked: being deleted, so it skips them (in its second look too);
+    2. fsck's second look lists the copy; before it reads it, another repack copies
+       it on (with a new session's pack) and marks it, and gc, past the grace, deletes
+       the marked packs, the copy among them.
+
+    Every chunk then lives only in the second copy, which neither look listed; fsck
+    must look for it where the store's index puts it now, not call it lost."""
+    from test_chunkindex import _read_all, _sessions
+
+    from objstore.maintenance.fsck import fsck
+    from objstore.maintenance.repack import repack_small_packs
+    from objstore.storage.chunkindex import compact
+    from objstore.storage.keys import pack_key
+
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "0")  # writers leave their .idx loose
+    store_path, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store_path, files, 0, 4)
+    small = _packs(store_path)
+    steps: list[str] = []
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_get, real_iter = store.backend.get, store.backend.iter_prefix
+
+        def moving(key: str, *args: object, **kwargs: object) -> bytes:
+            if key.endswith(".idx") and not steps:
+                steps.append("compacted and repacked")
+                compact(other.backend)
+                assert repack_small_packs(other, min_packs=2).packs_marked == len(small)
+            elif key.endswith(".pack") and key not in {pack_key(n) for n in small} and len(steps) == 2:
+                steps.append("repacked again, then gc")
+                _sessions(store_path, files, 4, 1)  # a small pack beside the copy, so it is repacked too
+                assert repack_small_packs(other, min_packs=2).packs_marked == 2
+                deleted = collect_garbage(Store.open_existing(store_path), grace_seconds=1.0, now=time.time() + 2)
+                assert deleted.packs_deleted == len(small) + 2  # the small ones, the first copy, the new pack
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        def second_look(prefix: str) -> object:
+            if prefix == "objects/" and len(steps) == 1:
+                steps.append("second look")  # between the two looks at the packs
+            return real_iter(prefix)
+
+        store.backend.get = moving  # type: ignore[method-assign]
+        store.backend.iter_prefix = second_look  # type: ignore[method-assign,assignment]
+        report = fsck(store)
+    assert steps == ["compacted and repacked", "second look", "repacked again, then gc"]
+    assert fsck(Store.open_existing(store_path)).ok  # the store is whole: nothing was lost
+    _read_all(store_path, files, range(5))
+    assert report.ok, [p.message for p in report.problems]  # and fsck beside the moves said so too
