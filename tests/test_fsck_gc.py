@@ -498,3 +498,50 @@ def test_fsck_beside_repacks_and_gc_moving_the_chunks_twice_reports_no_damage(tm
     assert fsck(Store.open_existing(store_path)).ok  # the store is whole: nothing was lost
     _read_all(store_path, files, range(5))
     assert report.ok, [p.message for p in report.problems]  # and fsck beside the moves said so too
+
+
+def test_fsck_finds_a_chunk_whose_new_pack_moved_on_before_its_second_look(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One move is enough when the pack is new: a session stores a pack after fsck's
+    first look at the packs (its version ref is read after it, so fsck walks it); a
+    repack copies that pack on and gc deletes it after fsck's second look listed it
+    and before it read it. The chunk is only in the copy, which neither look listed."""
+    from test_chunkindex import _read_all, _sessions
+
+    from objstore.maintenance.fsck import fsck
+    from objstore.maintenance.repack import repack_small_packs
+
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "0")
+    store_path, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store_path, files, 0, 3)
+    steps: list[str] = []
+
+    def repack_then_gc() -> None:
+        with Store.open_existing(store_path) as s:
+            assert repack_small_packs(s, min_packs=2).packs_marked >= 2
+        gc = collect_garbage(Store.open_existing(store_path), grace_seconds=1.0, now=time.time() + 2 * len(steps))
+        assert gc.packs_deleted >= 2
+
+    with Store.open_existing(store_path) as store:
+        real_get, real_iter = store.backend.get, store.backend.iter_prefix
+
+        def after_the_first_look(prefix: str) -> object:
+            if prefix == "objects/" and not steps:  # fsck's first look at the packs is over
+                steps.append("first look read every pack; they move, and a new session stores one")
+                repack_then_gc()
+                _sessions(store_path, files, 3, 1)
+            return real_iter(prefix)
+
+        def before_the_second_read(key: str, *args: object, **kwargs: object) -> bytes:
+            if key.endswith(".pack") and len(steps) == 1:
+                steps.append("second look listed the new packs; they move on before it reads one")
+                repack_then_gc()
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        store.backend.iter_prefix = after_the_first_look  # type: ignore[method-assign,assignment]
+        store.backend.get = before_the_second_read  # type: ignore[method-assign]
+        report = fsck(store)
+    assert len(steps) == 2
+    assert fsck(Store.open_existing(store_path)).ok  # the store is whole
+    _read_all(store_path, files, range(4))
+    assert report.ok, [p.message for p in report.problems]
