@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_helpers import OBJSTORE, random_layers, run_cli, sha, write_safetensors
 
 import objstore
@@ -435,4 +437,111 @@ def test_fsck_beside_two_compactions_in_a_row_reports_no_damage(tmp_path: Path) 
         store.backend.iter_prefix = second_compaction  # type: ignore[method-assign,assignment]
         report = fsck(store)
     assert len(merged) == 2 and merged[1].files_merged == 1
+    assert report.ok, [p.message for p in report.problems]
+
+
+def test_fsck_beside_repacks_and_gc_moving_the_chunks_twice_reports_no_damage(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers repack small packs by themselves, and gc deletes what a repack marked
+    once the grace period is over: a chunk can move twice while one fsck runs. The
+    interleaving traced in test_mixed_writers_gc_and_fsck_local (CI: "chunk … of
+    'w6-11.bin' is in no pack" from the fsck looping there, while the store was whole:
+    the final fsck and every download passed), made deterministic:
+
+    1. fsck lists the packs and their loose ``.idx``; before it reads them, a
+       compaction merges the ``.idx`` into an index file and a repack copies the
+       small packs into one new pack and marks them. fsck finds each ``.idx`` gone
+       and the pack marked: being deleted, so it skips them (in its second look too);
+    2. fsck's second look lists the copy; before it reads it, another repack copies
+       it on (with a new session's pack) and marks it, and gc, past the grace, deletes
+       the marked packs, the copy among them.
+
+    Every chunk then lives only in the second copy, which neither look listed; fsck
+    must look for it where the store's index puts it now, not call it lost."""
+    from test_chunkindex import _read_all, _sessions
+
+    from objstore.maintenance.fsck import fsck
+    from objstore.maintenance.repack import repack_small_packs
+    from objstore.storage.chunkindex import compact
+    from objstore.storage.keys import pack_key
+
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "0")  # writers leave their .idx loose
+    store_path, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store_path, files, 0, 4)
+    small = _packs(store_path)
+    steps: list[str] = []
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_get, real_iter = store.backend.get, store.backend.iter_prefix
+
+        def moving(key: str, *args: object, **kwargs: object) -> bytes:
+            if key.endswith(".idx") and not steps:
+                steps.append("compacted and repacked")
+                compact(other.backend)
+                assert repack_small_packs(other, min_packs=2).packs_marked == len(small)
+            elif key.endswith(".pack") and key not in {pack_key(n) for n in small} and len(steps) == 2:
+                steps.append("repacked again, then gc")
+                _sessions(store_path, files, 4, 1)  # a small pack beside the copy, so it is repacked too
+                assert repack_small_packs(other, min_packs=2).packs_marked == 2
+                deleted = collect_garbage(Store.open_existing(store_path), grace_seconds=1.0, now=time.time() + 2)
+                assert deleted.packs_deleted == len(small) + 2  # the small ones, the first copy, the new pack
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        def second_look(prefix: str) -> object:
+            if prefix == "objects/" and len(steps) == 1:
+                steps.append("second look")  # between the two looks at the packs
+            return real_iter(prefix)
+
+        store.backend.get = moving  # type: ignore[method-assign]
+        store.backend.iter_prefix = second_look  # type: ignore[method-assign,assignment]
+        report = fsck(store)
+    assert steps == ["compacted and repacked", "second look", "repacked again, then gc"]
+    assert fsck(Store.open_existing(store_path)).ok  # the store is whole: nothing was lost
+    _read_all(store_path, files, range(5))
+    assert report.ok, [p.message for p in report.problems]  # and fsck beside the moves said so too
+
+
+def test_fsck_finds_a_chunk_whose_new_pack_moved_on_before_its_second_look(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One move is enough when the pack is new: a session stores a pack after fsck's
+    first look at the packs (its version ref is read after it, so fsck walks it); a
+    repack copies that pack on and gc deletes it after fsck's second look listed it
+    and before it read it. The chunk is only in the copy, which neither look listed."""
+    from test_chunkindex import _read_all, _sessions
+
+    from objstore.maintenance.fsck import fsck
+    from objstore.maintenance.repack import repack_small_packs
+
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "0")
+    store_path, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store_path, files, 0, 3)
+    steps: list[str] = []
+
+    def repack_then_gc() -> None:
+        with Store.open_existing(store_path) as s:
+            assert repack_small_packs(s, min_packs=2).packs_marked >= 2
+        gc = collect_garbage(Store.open_existing(store_path), grace_seconds=1.0, now=time.time() + 2 * len(steps))
+        assert gc.packs_deleted >= 2
+
+    with Store.open_existing(store_path) as store:
+        real_get, real_iter = store.backend.get, store.backend.iter_prefix
+
+        def after_the_first_look(prefix: str) -> object:
+            if prefix == "objects/" and not steps:  # fsck's first look at the packs is over
+                steps.append("first look read every pack; they move, and a new session stores one")
+                repack_then_gc()
+                _sessions(store_path, files, 3, 1)
+            return real_iter(prefix)
+
+        def before_the_second_read(key: str, *args: object, **kwargs: object) -> bytes:
+            if key.endswith(".pack") and len(steps) == 1:
+                steps.append("second look listed the new packs; they move on before it reads one")
+                repack_then_gc()
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        store.backend.iter_prefix = after_the_first_look  # type: ignore[method-assign,assignment]
+        store.backend.get = before_the_second_read  # type: ignore[method-assign]
+        report = fsck(store)
+    assert len(steps) == 2
+    assert fsck(Store.open_existing(store_path)).ok  # the store is whole
+    _read_all(store_path, files, range(4))
     assert report.ok, [p.message for p in report.problems]

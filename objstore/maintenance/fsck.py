@@ -10,7 +10,14 @@ Checks, in the order readers depend on them:
    belongs where the ref is (:func:`objstore.model.versions.check_ref`: names by the
    name rules, the collection, number, digest or run the ref's place promises);
 4. every version and registry link: its tree, every subtree and file, and every
-   chunk of every file exist and are good;
+   chunk of every file exist and are good. Chunks move while fsck runs (a writer's
+   automatic repack copies small packs and marks them, gc deletes them once the
+   grace period is over, and a copy can move on in turn): a chunk neither look at
+   the packs found good is read, verified against its id, from where the store's
+   index puts it now (:meth:`objstore.storage.odb.ObjectDatabase.get_chunk`, which
+   follows it once more if that pack goes too); only a chunk found nowhere then is
+   missing. Past ``RELOOK_LIMIT`` chunks found nowhere, the store is damaged and
+   the rest are reported without that look;
 5. every annotation key (:func:`objstore.model.annotations.annotation_problems`):
    a damaged state or history entry is reported (kind ``annotation``), never
    raised; it breaks no version's content, so it names none.
@@ -44,6 +51,11 @@ from objstore.storage.keys import PACKS, REFS, idx_key, marked_pack_key, pack_ke
 from objstore.storage.objects import TREE, FileObject, Link, RunRecord, Tree, Version
 from objstore.storage.packs import decode_idx, decode_verified, entry_id, read_pack_index, trailer_ids, verify_pack
 from objstore.storage.remotecache import bypass
+
+# Chunks in no pack fsck read that are looked up again where the index puts them
+# now (each costs a listing and a read); past this many found nowhere, the store
+# is damaged and looking again for the rest would only cost requests.
+RELOOK_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +416,8 @@ class _VersionWalk:
         self.breaks: dict[bytes, set[str]] = {}
         self.missing: dict[bytes, str] = {}
         self.memo: dict[bytes, frozenset[bytes]] = {}  # tree or file id -> bad ids below it
+        self.reloaded = False  # whether the odb's index was loaded afresh for a re-look
+        self.not_found = 0  # chunks the re-look found nowhere
 
     def check_root(self, oid: ObjectId, label: str) -> None:
         """Charge every bad id under the version (or link) ``oid`` to its names."""
@@ -442,12 +456,29 @@ class _VersionWalk:
         else:
             for c, _ in edges(obj).chunks:
                 key = chunk_key(c)
-                if key not in st.good_chunks:
+                if key not in st.good_chunks and (key in st.bad_chunks or not self.found_now(c)):
                     if key not in st.bad_chunks:
                         self.missing[key] = st.unindexed.get(key, f"chunk {c.hex[:16]} of {path!r} is in no pack")
                     found.add(key)
         self.memo[fid.raw] = frozenset(found)
         return self.memo[fid.raw]
+
+    def found_now(self, chunk_id: ObjectId) -> bool:
+        """Whether ``chunk_id``, in no pack fsck read, reads back verified from where
+        the store's index puts it now (see the module docstring); it is good then."""
+        if self.not_found >= RELOOK_LIMIT:
+            return False
+        odb = self.store.odb
+        if not self.reloaded:
+            odb.reload()  # the index as it is after both looks, not as some caller loaded it
+            self.reloaded = True
+        try:
+            odb.get_chunk(chunk_id)
+        except ObjstoreError:
+            self.not_found += 1
+            return False
+        self.st.good_chunks.add(chunk_key(chunk_id))
+        return True
 
     def bad_under_tree(self, tid: ObjectId, path: str, depth: int = 0) -> frozenset[bytes]:
         if tid.raw in self.memo:
