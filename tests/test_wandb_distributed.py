@@ -135,6 +135,7 @@ def test_wandb_errors_and_a_finalized_part(tmp_path: Path) -> None:
         art.add_file(str(tmp_path / "f"))
         out = run.upsert_artifact(art, distributed_id="d")
         assert out is art and art.state == "PENDING" and art.distributed_id == "d"
+        assert art.wait() is art and art.state == "PENDING"  # W&B waits for the upload, which is done here
         with pytest.raises(errors.ArtifactFinalizedError):
             art.add_file(str(tmp_path / "f"), name="g")
         with pytest.raises(errors.ArtifactFinalizedError):

@@ -1000,9 +1000,10 @@ class Artifact:
         return next(iter(entries.values())).download(root)
 
     def wait(self, timeout: int | None = None) -> Artifact:
-        """Return this artifact: logging is synchronous here, so a logged one has
-        nothing to wait for; a draft that was never logged raises ArtifactNotLoggedError."""
-        if self._resolved is None:
+        """Return this artifact: logging (and upserting a part) is synchronous here, so a
+        logged or upserted one has nothing to wait for (W&B waits for the upload, not the
+        finish); a draft that was never logged raises ArtifactNotLoggedError."""
+        if self._resolved is None and self._distributed_id is None:
             raise ArtifactNotLoggedError(f"'Artifact.wait' used on draft {self._name}: log it with run.log_artifact first",
                                          name="wait", obj=self)
         return self
