@@ -113,8 +113,10 @@ def test_a_deletion_is_kept_where_the_destination_aliased_it_since(tmp_path: Pat
     prod = objstore.Api(store=remote).artifact(f"{NAME}:v1")
     prod.aliases.remove("prod")
     prod.save()
+    capfd.readouterr()
     objstore.push(local)
     assert gone(remote, f"{NAME}:v1")
+    assert f"carried the deletion of {NAME}:v1 to " in capfd.readouterr().err  # said, as git push says "- [deleted]"
 
     # Pull: an alias set here on a version the remote deleted keeps it here.
     clone, _ = objstore.clone(remote_url, tmp_path / "clone")

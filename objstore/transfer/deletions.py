@@ -74,8 +74,8 @@ def deleted_at_source(src: dict[CollectionPath, CollectionRefs], dst: dict[Colle
 def carry_deletions(dst: Store, deletions: list[Deletion], result: TransferResult, why: str, where: str) -> list[Deletion]:
     """Delete each of ``deletions`` at ``dst`` (see the module docstring); the
     version ref of each deleted goes to ``result.refs``, of each kept to
-    ``result.kept`` (said on stderr, ``where`` naming the destination). Returns
-    those deleted."""
+    ``result.kept`` (each said on stderr, ``where`` naming the destination).
+    Returns those deleted."""
     done = []
     for coll, idx, oid in deletions:
         key = version_ref(coll.entity, coll.project, coll.name, idx)
@@ -91,5 +91,6 @@ def carry_deletions(dst: Store, deletions: list[Deletion], result: TransferResul
         else:
             result.refs.append(key)
             done.append((coll, idx, oid))
+            say(f"carried the deletion of {coll}:v{idx} to {where}")  # git push's "- [deleted]"
     drop_emptied_collections(dst, done)
     return done
