@@ -27,12 +27,10 @@ _quiet_depth = 0
 
 
 def say(message: str, *, summary: bool = False) -> None:
-    if os.environ.get("OBJSTORE_QUIET", "") not in ("", "0"):
+    if is_quiet():
         return
     with _lock:
-        sink, summaries, quiet_now = _sink, _summaries, _quiet_depth > 0
-    if quiet_now:
-        return
+        sink, summaries = _sink, _summaries
     if summary and not summaries:
         return
     line = f"objstore: {message}"

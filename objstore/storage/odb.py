@@ -658,9 +658,9 @@ class ObjectDatabase:
         exists the pack is unreachable, and a step that takes seconds (a compaction
         and a repack read and write packs) would hold that window open so long that
         a gc beside it (marking what is unreachable past its grace, deleting what
-        was marked past it) deletes the pack the version is about to name. That lost
-        a chunk in CI at stop 22 with gc's 1 s grace in the race tests
-        (``test_gc_racing_a_writers_automatic_step_loses_none_of_its_chunks``)."""
+        was marked past it) deletes the pack the version is about to name
+        (``test_gc_racing_a_writers_automatic_step_loses_none_of_its_chunks`` loses
+        chunks that way when the step runs before the ref)."""
         self.flush()
         self._maybe_compact()
 
