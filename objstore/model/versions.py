@@ -59,7 +59,7 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, did_you_mean
-from objstore.model.nameclaims import claim_names
+from objstore.model.nameclaims import claim_alias, claim_names
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from objstore.model.refs import ReflogEntry, decode_value, encode_value
 from objstore.model.store import Store
@@ -386,6 +386,9 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     if existing is None and latest[0] < 0:  # perhaps a new collection: its name must have no case twin
         refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
         claim_names(store, coll.entity, coll.project, coll.name)  # of two racing twins, one wins here
+    movable = tuple(a for a in aliases if a != LATEST)  # latest is moved below, to the newest version
+    for alias in movable:  # before any ref: a refused alias twin leaves no version behind
+        claim_alias_of(store, coll, alias)
     if before_ref is not None:
         before_ref()
     if existing is None:
@@ -423,9 +426,8 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     assert existing is not None
     entry = mine if mine is not None else read_entry(store, coll, existing, ref=found_at)
     advance_latest(store, coll, entry.index, known=(latest_raw, latest[0]), mine=(found_at, entry))
-    for alias in aliases:
-        if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
-            set_alias(store, coll, alias, entry.object_id, index=entry.index)
+    for alias in movable:
+        set_alias(store, coll, alias, entry.object_id, index=entry.index, claimed=True)
     return entry, created
 
 
@@ -618,15 +620,28 @@ def _check_movable(alias: str) -> str:
     return alias
 
 
-def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, index: int | None = None) -> None:
+def claim_alias_of(store: Store, coll: CollectionPath, alias: str) -> None:
+    """InvalidName if ``alias`` (not ``latest``) has a case twin in ``coll``: one already
+    set (a listing, where no claim holds the alias yet: a store older than claims)
+    or one another writer is setting at this instant (the claim decides,
+    :func:`objstore.model.nameclaims.claim_alias`). One read where claimed already."""
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    claim_alias(store, coll.entity, coll.project, coll.name, alias, unclaimed=lambda: refuse_case_twin(
+        store, [ref], [aliases_prefix(coll.entity, coll.project, coll.name)]))
+
+
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, index: int | None = None,
+              claimed: bool = False) -> None:
     """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
     adding an alias to a version moves it there). Not ``latest``. ``index``: the
-    entry's number, when the caller knows it (else read from the entry)."""
+    entry's number, when the caller knows it (else read from the entry).
+    ``claimed``: :func:`claim_alias_of` passed already (else it is called here)."""
     _check_movable(alias)
+    if not claimed:
+        claim_alias_of(store, coll, alias)
     number = _entry_index(store, oid) if index is None else index
-    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
-    refuse_case_twin(store, [ref], [aliases_prefix(coll.entity, coll.project, coll.name)])
-    store.refs.set(ref, oid, f"alias {alias} -> v{number}")
+    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
 
 
 def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, expected: ObjectId | None) -> None:
@@ -640,6 +655,8 @@ def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *,
     ref = alias_ref(coll.entity, coll.project, coll.name, alias)
     raw = store.refs.read_raw(ref)
     now = decode_value(ref, raw) if raw is not None else None
+    if raw is None and expected is None:
+        claim_alias_of(store, coll, alias)  # a new alias: a twin of it is refused, as by set_alias
     if now != expected:
         raise Conflict(ref, encode_value(expected), raw,
                        f"alias {alias!r} of {coll} was moved by someone else meanwhile; reload and decide again")

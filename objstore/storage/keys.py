@@ -19,7 +19,7 @@ Layout (the same on every backend)::
     remotes/<remote>/config                           a configured remote
     remotes/<remote>/refs/...                         what fetch last saw of its refs
     quarantine/<key>                                  damaged keys repair moved aside
-    names/<folded entity>[/<folded project>[/<folded name> | /@runs/<folded run id>]]/@
+    names/<folded entity>[/<folded project>[/<folded name>[/@aliases/<folded alias>] | /@runs/<folded run id>]]/@
                                                       the spelling that claimed a name, whatever its case
                                                       (create-only; objstore.model.nameclaims)
     annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
@@ -271,15 +271,18 @@ def _decoded(part: str) -> str:
 
 
 def name_claim_key(entity: str, project: str | None = None, name: str | None = None, *,
-                   run_id: str | None = None) -> str:
+                   run_id: str | None = None, alias: str | None = None) -> str:
     """The key of the claim on a name whatever its ASCII case: of an entity, a
-    project of it, a collection or a run id of that project. Every part is the
-    encoded name lower-cased (``%XX`` too, so one key per folded name on any file
-    system); ``@`` and ``@runs`` are never an encoded name's spelling."""
+    project of it, a collection, an alias of that collection or a run id of that
+    project. Every part is the encoded name lower-cased (``%XX`` too, so one key
+    per folded name on any file system); ``@``, ``@aliases`` and ``@runs`` are
+    never an encoded name's spelling."""
     parts = [entity] + ([project] if project is not None else [])
     if name is not None and project is not None:
         parts.append(name)
     folded = [encode_name(p).lower() for p in parts]
+    if alias is not None and name is not None and project is not None:
+        folded += ["@aliases", encode_name(alias).lower()]
     if run_id is not None and project is not None:
         folded += ["@runs", encode_name(run_id).lower()]
     return NAMES + "/".join(folded) + "/@"
