@@ -351,6 +351,30 @@ def pending_part_ref(entity: str, project: str, name: str, distributed_id: str, 
 _PART = re.compile(r"[0-9a-f-]{1,64}")
 
 
+@dataclass(frozen=True, slots=True)
+class PartKey:
+    """A pending part's ref taken apart (names decoded)."""
+
+    key: str
+    entity: str
+    project: str
+    name: str
+    distributed_id: str
+    token: str
+
+
+def parse_part_ref(key: str) -> PartKey | None:
+    """Parse ``refs/e/p/n/pending/<distributed id>/<token>``; None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 7 or parts[0] != REFS.rstrip("/") or parts[4] != "pending" or not _PART.fullmatch(parts[6]):
+        return None
+    try:
+        names = [decode_name(p) for p in (parts[1], parts[2], parts[3], parts[5])]
+    except InvalidName:
+        return None
+    return PartKey(key, names[0], names[1], names[2], names[3], parts[6])
+
+
 def runs_prefix(entity: str, project: str) -> str:
     """The listing prefix of a project's run refs."""
     return f"{refs_prefix(entity, project)}runs/"
