@@ -81,9 +81,10 @@ def claim_alias(store: Store, entity: str, project: str, name: str, alias: str, 
     version, so its own names were claimed or checked when it was made) for its
     exact spelling, or raise InvalidName naming the spelling that holds it.
     ``unclaimed``: as for :func:`claim_names`. An alias moves and may be removed,
-    but its claim stays: a twin of a removed alias is refused until the claim is
-    stale (nothing under it for NAME_CLAIM_STALE_SECONDS), as a twin of a
-    collection is (one read where the claim is this spelling's already)."""
+    but its claim stays, as its ref does (a removed alias is a tombstone, which
+    holds its place on a case-insensitive file system): a twin of a removed alias
+    stays refused, as the listing check refused it before claims. One read where
+    the claim is this spelling's already."""
     key = name_claim_key(entity, project, name, alias=alias)
     _claim(store, key, alias_ref(entity, project, name, alias), unclaimed, try_first=False)
 
@@ -164,7 +165,8 @@ def _is_stale(store: Store, key: str, held: tuple[str, float, bytes]) -> bool:
 def _holds(store: Store, spelled: str) -> bool:
     """Whether any key lies under the ref prefix ``spelled`` (ending in ``/``), or
     the ref ``spelled`` is stored (an alias or run ref: the listing also finds
-    longer names, ``Best2`` for ``Best``, which are not it)."""
+    longer names, ``Best2`` for ``Best``, which are not it). A removed alias's
+    tombstone counts: it holds that place on a case-insensitive file system."""
     if not spelled.startswith(REFS):
         return False
     found = (info.key for info in store.backend.iter_prefix(spelled))

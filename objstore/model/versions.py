@@ -383,12 +383,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     latest_raw = store.refs.read_raw(latest_key)
     latest = _latest_entry(store, coll, latest_raw)
     mine: ResolvedVersion | None = None
-    if existing is None and latest[0] < 0:  # perhaps a new collection: its name must have no case twin
-        refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
-        claim_names(store, coll.entity, coll.project, coll.name)  # of two racing twins, one wins here
-    movable = tuple(a for a in aliases if a != LATEST)  # latest is moved below, to the newest version
-    for alias in movable:  # before any ref: a refused alias twin leaves no version behind
-        claim_alias_of(store, coll, alias)
+    movable = _claim_new_names(store, coll, digest_key, aliases, new_collection=existing is None and latest[0] < 0)
     if before_ref is not None:
         before_ref()
     if existing is None:
@@ -429,6 +424,20 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     for alias in movable:
         set_alias(store, coll, alias, entry.object_id, index=entry.index, claimed=True)
     return entry, created
+
+
+def _claim_new_names(store: Store, coll: CollectionPath, digest_key: str, aliases: tuple[str, ...], *,
+                     new_collection: bool) -> tuple[str, ...]:
+    """Before any ref of a new entry: refuse a case twin of a new collection's name and
+    of each alias (of two racing twins one wins here); the aliases to set, latest left out
+    (moved to the newest version by the store)."""
+    if new_collection:  # perhaps: its name must have no case twin
+        refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
+        claim_names(store, coll.entity, coll.project, coll.name)
+    movable = tuple(a for a in aliases if a != LATEST)
+    for alias in movable:  # a refused alias twin leaves no version behind
+        claim_alias_of(store, coll, alias)
+    return movable
 
 
 def _live_digest(store: Store, coll: CollectionPath, digest_key: str) -> ObjectId | None:
