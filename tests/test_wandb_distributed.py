@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 import objstore
 from objstore import errors
@@ -232,3 +233,29 @@ def _parts_across_machines(remote: Path | str, tmp_path: Path) -> None:
         with objstore.init(entity="team", project="dist", group="job-7", store=opened) as run:
             with pytest.raises(errors.InvalidInput, match="has no files"):  # nothing pending anywhere
                 run.finish_artifact(objstore.Artifact("shards", type="dataset"))
+
+
+def test_a_collection_holding_only_pending_parts_is_listed_with_no_version(tmp_path: Path) -> None:
+    """As W&B (the collection exists from the first upsert; its one version is PENDING,
+    and ``artifacts`` lists COMMITTED versions): listed by ``artifact_collections``
+    and ``objstore ls``, found by ``artifact_collection(_exists)``, with no version."""
+    store = tmp_path / "store"
+    (tmp_path / "a").write_text("part a")
+    with objstore.init(entity="team", project="dist", store=store) as run:
+        run.upsert_artifact(str(tmp_path / "a"), name="shards", type="dataset", distributed_id="d1")
+    api = objstore.Api(store=store, entity="team", project="dist")
+    [coll] = api.artifact_collections("dist")
+    assert (coll.name, coll.type, coll.version_count, coll.aliases) == ("shards", "dataset", 0, ())
+    assert api.artifact_collection("dataset", "shards").artifacts() == []
+    assert api.artifact_collection_exists("shards", "dataset") and not api.artifact_collection_exists("shards", "model")
+    assert api.artifacts("dataset", "shards") == [] and [t.name for t in api.artifact_types("dist")] == ["dataset"]
+    assert not api.artifact_exists("shards:latest")  # no version until finished
+    with pytest.raises(errors.NotFound):
+        api.artifacts("dataset", "nothing-here")
+    listed = run_cli(store, "ls", "team/dist", "--json").json()["collections"]
+    assert listed == [{"name": "shards", "type": "dataset", "versions": 0, "aliases": []}]
+    assert "0 (pending)" in run_cli(store, "ls", "team/dist").out
+    assert run_cli(store, "ls", "--json").json()["projects"] == [{"entity": "team", "project": "dist", "collections": 1}]
+    with objstore.init(entity="team", project="dist", store=store) as run:
+        run.finish_artifact(str(tmp_path / "a"), name="shards", type="dataset", distributed_id="d1")
+    assert [a.version for a in api.artifact_collection("dataset", "shards").artifacts()] == ["v0"]

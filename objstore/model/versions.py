@@ -72,6 +72,7 @@ from objstore.storage.keys import (
     collection_prefix,
     digest_ref,
     has_ref_shape,
+    parse_part_ref,
     parse_ref_key,
     ref_display,
     ref_key_parts,
@@ -770,13 +771,17 @@ def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, st
     return sorted(seen)
 
 
-def list_collections(store: Store, entity: str, project: str) -> list[CollectionPath]:
-    """The project's collections holding a version (every version deleted: not listed), from one listing."""
+def list_collections(store: Store, entity: str, project: str, *, pending: bool = False) -> list[CollectionPath]:
+    """The project's collections holding a version (every version deleted: not listed), from one listing;
+    with ``pending``, also those holding only parts of a distributed version not finished yet
+    (:mod:`objstore.model.distributed`; W&B lists such a collection, its version PENDING)."""
     names: set[str] = set()
     for info in store.backend.iter_prefix(refs_prefix(entity, project)):
         parsed = parse_ref_key(info.key)
         if parsed is not None and parsed.kind == "version" and info.size != 0:  # empty: a tombstone
             names.add(parsed.name)
+        elif pending and info.size != 0 and (part := parse_part_ref(info.key)) is not None:
+            names.add(part.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
 
 

@@ -334,11 +334,16 @@ def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
     return f"{collection_prefix(entity, project, name)}digests/{digest_hex}"
 
 
+def pending_root(entity: str, project: str, name: str) -> str:
+    """The listing prefix of every part pending in collection ``entity/project/name``, whatever its distributed id."""
+    return f"{collection_prefix(entity, project, name)}pending/"
+
+
 def pending_prefix(entity: str, project: str, name: str, distributed_id: str) -> str:
     """The listing prefix of the parts upserted into the distributed version
     ``distributed_id`` of collection ``entity/project/name`` (objstore.model.distributed).
     Six parts deep, so no ref parser takes a part for a version, alias, digest or run."""
-    return f"{collection_prefix(entity, project, name)}pending/{encode_name(distributed_id)}/"
+    return f"{pending_root(entity, project, name)}{encode_name(distributed_id)}/"
 
 
 def pending_part_ref(entity: str, project: str, name: str, distributed_id: str, part: str) -> str:
