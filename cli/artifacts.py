@@ -213,7 +213,7 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
     if where is None:
         rows = []
         for ent, proj in list_projects(store, entity):
-            rows.append({"entity": ent, "project": proj, "collections": len(list_collections(store, ent, proj))})
+            rows.append({"entity": ent, "project": proj, "collections": len(list_collections(store, ent, proj, pending=True))})
         rows = [r for r in rows if r["collections"]]
         if as_json:
             out.emit_json({"projects": rows})
@@ -235,8 +235,9 @@ def ls_cmd(state: State, where: str | None, entity: str | None, as_json: bool) -
     if as_json:
         out.emit_json({"entity": ent, "project": proj, "collections": data})
     else:
-        out.table(["NAME", "TYPE", "VERSIONS", "ALIASES"], [[d["name"], d["type"], d["versions"], ",".join(d["aliases"])] for d in data],
-                  cut=(0, 3))
+        # No version yet: only a distributed version's parts (W&B shows that version PENDING).
+        out.table(["NAME", "TYPE", "VERSIONS", "ALIASES"],
+                  [[d["name"], d["type"], d["versions"] or "0 (pending)", ",".join(d["aliases"])] for d in data], cut=(0, 3))
 
 
 @click.command("log")

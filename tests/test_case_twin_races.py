@@ -2,8 +2,8 @@
 
 A listing finds a twin already in the store; two real processes that list at once
 both find none. Of two processes making names that differ only in ASCII case
-(an entity, a project, a collection, a given run id), exactly one must win and the
-other get InvalidName with no ref of its spelling written: the folded name claim
+(an entity, a project, a collection, a given run id, an alias of one collection),
+exactly one must win and the other get InvalidName with no ref of its spelling written: the folded name claim
 (``objstore.model.nameclaims``) decides. A run with a random id must not land in a
 twin of an existing entity or project either, even when it logs nothing."""
 
@@ -40,6 +40,13 @@ _WORKER = textwrap.dedent("""
         elif mode == "project":
             with objstore.init(entity="race", project=spelling, store=store) as run:
                 run.log_model(str(model), name="m")
+        elif mode == "alias":  # a new version of one collection, each with its alias
+            with objstore.init(entity="race", project="aliases", store=store) as run:
+                run.log_model(str(model), name="m", aliases=[spelling])
+        elif mode == "alias-save":  # an alias added to the version both read
+            art = objstore.Api(store=store).artifact("race/aliases/m:v0")
+            art.aliases.append(spelling)
+            art.save()
         else:  # a given run id
             with objstore.init(entity="race", project="ids", id=spelling, store=store) as run:
                 run.log({"loss": 0.5})
@@ -60,6 +67,8 @@ def _ref_parts(store: Path | str) -> set[str]:
     ("entity", ("Acme", "acme")),
     ("project", ("Vision", "vision")),
     ("run-id", ("Run-1", "run-1")),
+    ("alias", ("Best", "best")),
+    ("alias-save", ("Prod.Lock", "prod.lock")),
 ])
 def test_of_two_processes_making_case_twins_at_once_exactly_one_wins(tmp_path: Path, mode: str,
                                                                       spellings: tuple[str, str]) -> None:
@@ -67,7 +76,8 @@ def test_of_two_processes_making_case_twins_at_once_exactly_one_wins(tmp_path: P
 
 
 @pytest.mark.s3
-@pytest.mark.parametrize("mode, spellings", [("collection", ("MNIST", "mnist")), ("entity", ("Acme", "acme"))])
+@pytest.mark.parametrize("mode, spellings", [("collection", ("MNIST", "mnist")), ("entity", ("Acme", "acme")),
+                                             ("alias", ("Best", "best")), ("alias-save", ("Prod.Lock", "prod.lock"))])
 def test_case_twins_at_once_on_s3(s3_bucket_url: str, tmp_path: Path, mode: str, spellings: tuple[str, str]) -> None:
     _race(tmp_path, mode, spellings, [f"{s3_bucket_url}-{r}" for r in range(2)])
 
@@ -77,6 +87,11 @@ def _race(tmp_path: Path, mode: str, spellings: tuple[str, str], stores: list[Pa
     script.write_text(_WORKER)
     for round_, store in enumerate(stores):
         Store.open(store)
+        if mode == "alias-save":
+            first = tmp_path / "first.bin"
+            first.write_bytes(b"first" * 100)
+            with objstore.init(entity="race", project="aliases", store=store) as run:
+                run.log_model(str(first), name="m")
         start = tmp_path / f"start{round_}"
         procs = [subprocess.Popen([sys.executable, str(script), str(store), mode, s, str(start)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in spellings]
@@ -89,6 +104,10 @@ def _race(tmp_path: Path, mode: str, spellings: tuple[str, str], stores: list[Pa
         assert f"{loser!r} differs only in case from {winner!r}" in "".join(err for _, err in results)
         parts = _ref_parts(store)
         assert winner in parts and loser not in parts, (mode, parts)  # no key of the loser's spelling
+        if mode.startswith("alias"):  # the loser's version was refused before its ref too: nothing half-written
+            versions = [a.version for a in objstore.Api(store=store).artifacts(None, "race/aliases/m")]
+            assert versions == ["v0"], versions
+            assert sorted(objstore.Api(store=store).artifact("race/aliases/m:v0").aliases) == sorted([winner, "latest"])
 
 
 def test_a_random_id_run_in_a_twin_entity_or_project_is_refused_and_writes_nothing(tmp_path: Path) -> None:

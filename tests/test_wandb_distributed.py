@@ -3,7 +3,8 @@ several real processes at once, ``run.finish_artifact`` in one of them making on
 version holding every part; the edge cases as W&B has them (no group and no id: a
 TypeError; a finish with nothing upserted logs its own files; parts upserted after
 a finish go into the next version; another name is another artifact; another type
-is refused with W&B's message); pending parts survive gc."""
+is refused with W&B's message); pending parts survive gc; writers on two machines
+sharing a remote push their parts and the finisher pulls them (objstore.transfer.parts)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 import objstore
 from objstore import errors
@@ -40,12 +42,13 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _workers(store: Path | str, tmp_path: Path, n: int, files: int) -> None:
+def _workers(store: Path | str, tmp_path: Path, n: int, files: int, first: int = 0) -> None:
+    tmp_path.mkdir(exist_ok=True)
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     start = tmp_path / "start"
     procs = [subprocess.Popen([sys.executable, str(script), str(store), str(w), str(start), str(files), str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in range(n)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in range(first, first + n)]
     start.touch()
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -191,3 +194,68 @@ def test_an_upsert_into_a_case_twin_is_refused_before_any_ref(tmp_path: Path, cl
             run.upsert_artifact(str(tmp_path / "f"), name=name, type="dataset", distributed_id="d")
     keys = [k.key for k in Store.open_existing(store).backend.iter_prefix("refs/")]
     assert not [k for k in keys if "/pending/" in k or k.startswith(("refs/Team/", "refs/team/PROJ/"))]
+
+
+def test_parts_pushed_from_two_machines_are_pulled_and_finished_by_one(tmp_path: Path) -> None:
+    _parts_across_machines(tmp_path / "remote", tmp_path)
+
+
+@pytest.mark.s3
+def test_parts_across_machines_through_an_s3_remote(s3_bucket_url: str, tmp_path: Path) -> None:
+    _parts_across_machines(s3_bucket_url, tmp_path)
+
+
+def _parts_across_machines(remote: Path | str, tmp_path: Path) -> None:
+    """Machines A and B each run two upserting processes into their own store, and
+    push; B pulls A's parts and finishes: one v0 with every file. Pushing it clears
+    the parts on the remote; A's pull clears its own; nothing is finished twice."""
+    a, b, files = tmp_path / "a", tmp_path / "b", 3
+    Store.open(remote)
+    _workers(a, tmp_path / "wa", 2, files)
+    _workers(b, tmp_path / "wb", 2, files, first=2)
+    assert [r for r in objstore.push(a, str(remote)).refs if "/pending/" in r] and objstore.push(b, str(remote)).refs
+    objstore.push(a, str(remote))  # again: nothing new, nothing refused
+    pulled = objstore.pull(b, str(remote))
+    assert len([r for r in pulled.refs if "/pending/" in r]) == 2 * files  # A's parts, not B's own
+    with objstore.init(entity="team", project="dist", group="job-7", store=b) as run:
+        done = run.finish_artifact(objstore.Artifact("shards", type="dataset"))
+    expected = {f"w{w}/{i}.txt" for w in range(4) for i in range(files)}
+    assert done.version == "v0" and set(done.manifest.entries) == expected
+    objstore.push(b, str(remote))
+    objstore.push(a, str(remote))  # A has not pulled: its parts, finished there, are not brought back
+    objstore.pull(a, str(remote))
+    for store in (a, b, remote):
+        opened = Store.open_existing(store) if isinstance(store, Path) else Store.open(store)
+        api = objstore.Api(store=opened)
+        assert [x.version for x in api.artifacts("dataset", "team/dist/shards")] == ["v0"], store
+        assert set(api.artifact("team/dist/shards:v0").manifest.entries) == expected
+        assert fsck(opened).ok
+        with objstore.init(entity="team", project="dist", group="job-7", store=opened) as run:
+            with pytest.raises(errors.InvalidInput, match="has no files"):  # nothing pending anywhere
+                run.finish_artifact(objstore.Artifact("shards", type="dataset"))
+
+
+def test_a_collection_holding_only_pending_parts_is_listed_with_no_version(tmp_path: Path) -> None:
+    """As W&B (the collection exists from the first upsert; its one version is PENDING,
+    and ``artifacts`` lists COMMITTED versions): listed by ``artifact_collections``
+    and ``objstore ls``, found by ``artifact_collection(_exists)``, with no version."""
+    store = tmp_path / "store"
+    (tmp_path / "a").write_text("part a")
+    with objstore.init(entity="team", project="dist", store=store) as run:
+        run.upsert_artifact(str(tmp_path / "a"), name="shards", type="dataset", distributed_id="d1")
+    api = objstore.Api(store=store, entity="team", project="dist")
+    [coll] = api.artifact_collections("dist")
+    assert (coll.name, coll.type, coll.version_count, coll.aliases) == ("shards", "dataset", 0, ())
+    assert api.artifact_collection("dataset", "shards").artifacts() == []
+    assert api.artifact_collection_exists("shards", "dataset") and not api.artifact_collection_exists("shards", "model")
+    assert api.artifacts("dataset", "shards") == [] and [t.name for t in api.artifact_types("dist")] == ["dataset"]
+    assert not api.artifact_exists("shards:latest")  # no version until finished
+    with pytest.raises(errors.NotFound):
+        api.artifacts("dataset", "nothing-here")
+    listed = run_cli(store, "ls", "team/dist", "--json").json()["collections"]
+    assert listed == [{"name": "shards", "type": "dataset", "versions": 0, "aliases": []}]
+    assert "0 (pending)" in run_cli(store, "ls", "team/dist").out
+    assert run_cli(store, "ls", "--json").json()["projects"] == [{"entity": "team", "project": "dist", "collections": 1}]
+    with objstore.init(entity="team", project="dist", store=store) as run:
+        run.finish_artifact(str(tmp_path / "a"), name="shards", type="dataset", distributed_id="d1")
+    assert [a.version for a in api.artifact_collection("dataset", "shards").artifacts()] == ["v0"]

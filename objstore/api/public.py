@@ -33,6 +33,7 @@ from objstore.model.annotations import (
     edit_collection_annotations,
     read_collection_annotations,
 )
+from objstore.model.distributed import pending_type
 from objstore.model.names import CollectionPath, check_name, check_tags, parse_version_spec
 from objstore.model.store import Store
 from objstore.model.versions import (
@@ -231,6 +232,8 @@ class Api:
         coll = self._collection_path(name)
         versions = _versions(self.store, coll)
         if not versions:
+            if pending_type(self.store, coll) is not None:
+                return []  # only a distributed version's parts: W&B lists COMMITTED versions, and it is PENDING
             raise missing_collection(self.store, coll)
         if type_name is not None:
             versions = [v for v in versions if v.type == type_name]
@@ -251,7 +254,7 @@ class Api:
         """The collection ``[[entity/]project/]name`` of type ``type_name``; NotFound
         (W&B's CommError) if there is none of that type."""
         coll = self._collection_path(name)
-        if not collection_exists(self.store, coll):
+        if not collection_exists(self.store, coll) and pending_type(self.store, coll) is None:
             raise NotFound(f"no artifact collection {coll} in the store; check the name (objstore ls lists them)", key=str(coll))
         described = self._describe(coll)
         if described.type != type_name:
@@ -269,7 +272,7 @@ class Api:
                              entity: str | None = None) -> list[ArtifactCollection]:
         """The collections of a project (``entity/project`` or just ``project``)."""
         ent, proj = self._project_path(project_name, entity)
-        out = [self._describe(coll) for coll in list_collections(self.store, ent, proj)]
+        out = [self._describe(coll) for coll in list_collections(self.store, ent, proj, pending=True)]
         return [c for c in out if type_name is None or c.type == type_name]
 
     def artifact_types(self, project: str | None = None) -> list[ArtifactType]:
@@ -303,6 +306,8 @@ class Api:
                 break
             except (CorruptObject, NotFound):
                 continue
+        if not versions:  # only parts of a distributed version (W&B's collection of one PENDING version)
+            kind = pending_type(self.store, coll) or kind
         return ArtifactCollection(self.store, coll, kind, len(versions), tuple(sorted(list_aliases(self.store, coll))))
 
     # -- projects and runs -------------------------------------------------

@@ -24,6 +24,9 @@ Invariants:
   upserts with the same distributed ID will result in a new version").
 - Parts are laid over one another oldest first (by the time in their record,
   then their token): a later part's file replaces an earlier one's at the same path.
+- A collection holding only pending parts exists (W&B creates the collection with
+  its PENDING version at the first upsert): listings show it with no version
+  (:func:`pending_type` gives its type); it holds no version until finished.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from objstore.errors import Conflict, CorruptObject, InvalidName, WrongType
 from objstore.model.names import CollectionPath
 from objstore.model.refs import encode_value
 from objstore.model.store import Store
-from objstore.storage.keys import pending_part_ref, pending_prefix
+from objstore.storage.keys import pending_part_ref, pending_prefix, pending_root
 from objstore.storage.objects import Version
 
 PENDING_INDEX = -1  # the index of a part record: no version number
@@ -117,3 +120,13 @@ def clear_parts(store: Store, parts: list[Part], version_label: str) -> None:
             continue
 
 
+
+
+def pending_type(store: Store, coll: CollectionPath) -> str | None:
+    """The type of a part pending in ``coll`` under any distributed id (None if none
+    is): one listing, and one ref and one object read when a part is pending."""
+    for _, oid in store.refs.iter_refs(pending_root(coll.entity, coll.project, coll.name)):
+        record = store.odb.get_object(oid)
+        if isinstance(record, Version) and record.index == PENDING_INDEX:
+            return record.artifact_type
+    return None

@@ -4,7 +4,7 @@ differing only in ASCII case wins" hold when both are created at the same instan
 A listing (:func:`objstore.model.versions.refuse_case_twin`) finds a twin that is
 already in the store, but two processes that list at once both find none. So
 before the first ref under a new entity, project, collection or user-given run
-id is written, its writer creates the claim ``names/<folded parts>/@``
+id, and before an alias is first set, its writer creates the claim ``names/<folded parts>/@``
 (:func:`objstore.storage.keys.name_claim_key`) holding its exact spelling,
 create-only. The folded key is the same for every spelling, so of two racing
 writers exactly one creates it; the other reads the winner's spelling and gets
@@ -35,7 +35,7 @@ from collections.abc import Callable
 from objstore.constants import NAME_CLAIM_STALE_SECONDS
 from objstore.errors import Conflict, InvalidName, NotFound
 from objstore.model.store import Store
-from objstore.storage.keys import REFS, collection_prefix, decode_name, name_claim_key, ref_display, refs_prefix, run_ref
+from objstore.storage.keys import REFS, alias_ref, collection_prefix, decode_name, name_claim_key, ref_display, refs_prefix, run_ref
 
 MAX_CLAIM_BYTES = 2048  # a claim holds one ref prefix and a time
 MAX_ATTEMPTS = 10
@@ -72,39 +72,58 @@ def claim_names(store: Store, entity: str, project: str | None = None, name: str
     for key, spelled in levels[2:] if skip_upper and project is not None else levels:
         # The last level is the name the caller is making: most likely unclaimed, so
         # try to create its claim first (one request) unless a listing must come first.
-        try_first = pending is None and key == levels[-1][0]
-        for _ in range(MAX_ATTEMPTS):
-            if try_first:
-                try_first = False
-                if store.backend.put_if_absent(key, _value(spelled)):
-                    break
-            held = _read(store, key)
-            if held is None:
-                if pending is not None:
-                    pending()
-                    pending = None
-                if store.backend.put_if_absent(key, _value(spelled)):
-                    break
-                continue  # someone claimed it just now: read whose it is
-            if held[0] == spelled:
-                break
-            if _holds(store, spelled):
-                break  # this spelling is in the store already (a pair older than claims): nothing new is made
-            if _is_stale(store, key, held):
-                if pending is not None:
-                    pending()  # as before a first claim: what the store already holds is checked
-                    pending = None
-                try:
-                    store.backend.compare_and_swap(key, held[2], _value(spelled))
-                except Conflict:
-                    pass  # another writer judged it first
-                continue
-            raise InvalidName(f"{_shown(spelled)!r} differs only in case from {_shown(held[0])!r} "
-                              f"({ref_display(held[0]).rstrip('/')}, claimed by another writer): on a case-insensitive "
-                              "file system (macOS, Windows) the two would share one place, so a store refuses the second; "
-                              f"use {_shown(held[0])!r} or another name")
-        else:
-            raise Conflict(key, None, None, f"the name claim {key} kept changing; retry")
+        pending = _claim(store, key, spelled, pending, try_first=pending is None and key == levels[-1][0])
+
+
+def claim_alias(store: Store, entity: str, project: str, name: str, alias: str, *,
+                unclaimed: Callable[[], None] | None = None) -> None:
+    """Claim ``alias`` of the collection ``entity/project/name`` (which holds a
+    version, so its own names were claimed or checked when it was made) for its
+    exact spelling, or raise InvalidName naming the spelling that holds it.
+    ``unclaimed``: as for :func:`claim_names`. An alias moves and may be removed,
+    but its claim stays, as its ref does (a removed alias is a tombstone, which
+    holds its place on a case-insensitive file system): a twin of a removed alias
+    stays refused, as the listing check refused it before claims. One read where
+    the claim is this spelling's already."""
+    key = name_claim_key(entity, project, name, alias=alias)
+    _claim(store, key, alias_ref(entity, project, name, alias), unclaimed, try_first=False)
+
+
+def _claim(store: Store, key: str, spelled: str, pending: Callable[[], None] | None, *,
+           try_first: bool) -> Callable[[], None] | None:
+    """Make or find the claim ``key`` held by ``spelled``; the listing check ``pending``
+    if it has not run yet (None once it ran before a claim was created or taken)."""
+    for _ in range(MAX_ATTEMPTS):
+        if try_first:
+            try_first = False
+            if store.backend.put_if_absent(key, _value(spelled)):
+                return pending
+        held = _read(store, key)
+        if held is None:
+            if pending is not None:
+                pending()
+                pending = None
+            if store.backend.put_if_absent(key, _value(spelled)):
+                return pending
+            continue  # someone claimed it just now: read whose it is
+        if held[0] == spelled:
+            return pending
+        if _holds(store, spelled):
+            return pending  # this spelling is in the store already (a pair older than claims): nothing new is made
+        if _is_stale(store, key, held):
+            if pending is not None:
+                pending()  # as before a first claim: what the store already holds is checked
+                pending = None
+            try:
+                store.backend.compare_and_swap(key, held[2], _value(spelled))
+            except Conflict:
+                pass  # another writer judged it first
+            continue
+        raise InvalidName(f"{_shown(spelled)!r} differs only in case from {_shown(held[0])!r} "
+                          f"({ref_display(held[0]).rstrip('/')}, claimed by another writer): on a case-insensitive "
+                          "file system (macOS, Windows) the two would share one place, so a store refuses the second; "
+                          f"use {_shown(held[0])!r} or another name")
+    raise Conflict(key, None, None, f"the name claim {key} kept changing; retry")
 
 
 def _shown(spelled: str) -> str:
@@ -144,5 +163,11 @@ def _is_stale(store: Store, key: str, held: tuple[str, float, bytes]) -> bool:
 
 
 def _holds(store: Store, spelled: str) -> bool:
-    """Whether any key lies under the ref prefix (or is the ref) ``spelled``."""
-    return spelled.startswith(REFS) and next(iter(store.backend.iter_prefix(spelled)), None) is not None
+    """Whether any key lies under the ref prefix ``spelled`` (ending in ``/``), or
+    the ref ``spelled`` is stored (an alias or run ref: the listing also finds
+    longer names, ``Best2`` for ``Best``, which are not it). A removed alias's
+    tombstone counts: it holds that place on a case-insensitive file system."""
+    if not spelled.startswith(REFS):
+        return False
+    found = (info.key for info in store.backend.iter_prefix(spelled))
+    return next((k for k in found if spelled.endswith("/") or k == spelled), None) is not None

@@ -59,7 +59,7 @@ from typing import Any
 
 from objstore import faults
 from objstore.errors import Conflict, CorruptObject, InvalidInput, InvalidName, NotFound, did_you_mean
-from objstore.model.nameclaims import claim_names
+from objstore.model.nameclaims import claim_alias, claim_names
 from objstore.model.names import LATEST, CollectionPath, VersionSpec, check_alias, check_name, version_index
 from objstore.model.refs import ReflogEntry, decode_value, encode_value
 from objstore.model.store import Store
@@ -72,6 +72,7 @@ from objstore.storage.keys import (
     collection_prefix,
     digest_ref,
     has_ref_shape,
+    parse_part_ref,
     parse_ref_key,
     ref_display,
     ref_key_parts,
@@ -383,9 +384,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     latest_raw = store.refs.read_raw(latest_key)
     latest = _latest_entry(store, coll, latest_raw)
     mine: ResolvedVersion | None = None
-    if existing is None and latest[0] < 0:  # perhaps a new collection: its name must have no case twin
-        refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
-        claim_names(store, coll.entity, coll.project, coll.name)  # of two racing twins, one wins here
+    movable = _claim_new_names(store, coll, digest_key, aliases, new_collection=existing is None and latest[0] < 0)
     if before_ref is not None:
         before_ref()
     if existing is None:
@@ -423,10 +422,23 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     assert existing is not None
     entry = mine if mine is not None else read_entry(store, coll, existing, ref=found_at)
     advance_latest(store, coll, entry.index, known=(latest_raw, latest[0]), mine=(found_at, entry))
-    for alias in aliases:
-        if alias != LATEST:  # moved just above, to the newest version (not back to an old one)
-            set_alias(store, coll, alias, entry.object_id, index=entry.index)
+    for alias in movable:
+        set_alias(store, coll, alias, entry.object_id, index=entry.index, claimed=True)
     return entry, created
+
+
+def _claim_new_names(store: Store, coll: CollectionPath, digest_key: str, aliases: tuple[str, ...], *,
+                     new_collection: bool) -> tuple[str, ...]:
+    """Before any ref of a new entry: refuse a case twin of a new collection's name and
+    of each alias (of two racing twins one wins here); the aliases to set, latest left out
+    (moved to the newest version by the store)."""
+    if new_collection:  # perhaps: its name must have no case twin
+        refuse_case_twin(store, [digest_key], [refs_prefix(coll.entity, coll.project)])
+        claim_names(store, coll.entity, coll.project, coll.name)
+    movable = tuple(a for a in aliases if a != LATEST)
+    for alias in movable:  # a refused alias twin leaves no version behind
+        claim_alias_of(store, coll, alias)
+    return movable
 
 
 def _live_digest(store: Store, coll: CollectionPath, digest_key: str) -> ObjectId | None:
@@ -618,15 +630,28 @@ def _check_movable(alias: str) -> str:
     return alias
 
 
-def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, index: int | None = None) -> None:
+def claim_alias_of(store: Store, coll: CollectionPath, alias: str) -> None:
+    """InvalidName if ``alias`` (not ``latest``) has a case twin in ``coll``: one already
+    set (a listing, where no claim holds the alias yet: a store older than claims)
+    or one another writer is setting at this instant (the claim decides,
+    :func:`objstore.model.nameclaims.claim_alias`). One read where claimed already."""
+    _check_movable(alias)
+    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
+    claim_alias(store, coll.entity, coll.project, coll.name, alias, unclaimed=lambda: refuse_case_twin(
+        store, [ref], [aliases_prefix(coll.entity, coll.project, coll.name)]))
+
+
+def set_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, index: int | None = None,
+              claimed: bool = False) -> None:
     """Point ``alias`` at entry ``oid`` of ``coll``, whatever it points at now (W&B:
     adding an alias to a version moves it there). Not ``latest``. ``index``: the
-    entry's number, when the caller knows it (else read from the entry)."""
+    entry's number, when the caller knows it (else read from the entry).
+    ``claimed``: :func:`claim_alias_of` passed already (else it is called here)."""
     _check_movable(alias)
+    if not claimed:
+        claim_alias_of(store, coll, alias)
     number = _entry_index(store, oid) if index is None else index
-    ref = alias_ref(coll.entity, coll.project, coll.name, alias)
-    refuse_case_twin(store, [ref], [aliases_prefix(coll.entity, coll.project, coll.name)])
-    store.refs.set(ref, oid, f"alias {alias} -> v{number}")
+    store.refs.set(alias_ref(coll.entity, coll.project, coll.name, alias), oid, f"alias {alias} -> v{number}")
 
 
 def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *, expected: ObjectId | None) -> None:
@@ -640,6 +665,8 @@ def move_alias(store: Store, coll: CollectionPath, alias: str, oid: ObjectId, *,
     ref = alias_ref(coll.entity, coll.project, coll.name, alias)
     raw = store.refs.read_raw(ref)
     now = decode_value(ref, raw) if raw is not None else None
+    if raw is None and expected is None:
+        claim_alias_of(store, coll, alias)  # a new alias: a twin of it is refused, as by set_alias
     if now != expected:
         raise Conflict(ref, encode_value(expected), raw,
                        f"alias {alias!r} of {coll} was moved by someone else meanwhile; reload and decide again")
@@ -744,13 +771,17 @@ def list_projects(store: Store, entity: str | None = None) -> list[tuple[str, st
     return sorted(seen)
 
 
-def list_collections(store: Store, entity: str, project: str) -> list[CollectionPath]:
-    """The project's collections holding a version (every version deleted: not listed), from one listing."""
+def list_collections(store: Store, entity: str, project: str, *, pending: bool = False) -> list[CollectionPath]:
+    """The project's collections holding a version (every version deleted: not listed), from one listing;
+    with ``pending``, also those holding only parts of a distributed version not finished yet
+    (:mod:`objstore.model.distributed`; W&B lists such a collection, its version PENDING)."""
     names: set[str] = set()
     for info in store.backend.iter_prefix(refs_prefix(entity, project)):
         parsed = parse_ref_key(info.key)
         if parsed is not None and parsed.kind == "version" and info.size != 0:  # empty: a tombstone
             names.add(parsed.name)
+        elif pending and info.size != 0 and (part := parse_part_ref(info.key)) is not None:
+            names.add(part.name)
     return [CollectionPath(entity, project, n) for n in sorted(names)]
 
 

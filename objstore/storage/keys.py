@@ -19,7 +19,7 @@ Layout (the same on every backend)::
     remotes/<remote>/config                           a configured remote
     remotes/<remote>/refs/...                         what fetch last saw of its refs
     quarantine/<key>                                  damaged keys repair moved aside
-    names/<folded entity>[/<folded project>[/<folded name> | /@runs/<folded run id>]]/@
+    names/<folded entity>[/<folded project>[/<folded name>[/@aliases/<folded alias>] | /@runs/<folded run id>]]/@
                                                       the spelling that claimed a name, whatever its case
                                                       (create-only; objstore.model.nameclaims)
     annotations/<entity>/<project>/<name>/v<N>/state  a version's edited annotations, moved by compare-and-swap
@@ -271,15 +271,18 @@ def _decoded(part: str) -> str:
 
 
 def name_claim_key(entity: str, project: str | None = None, name: str | None = None, *,
-                   run_id: str | None = None) -> str:
+                   run_id: str | None = None, alias: str | None = None) -> str:
     """The key of the claim on a name whatever its ASCII case: of an entity, a
-    project of it, a collection or a run id of that project. Every part is the
-    encoded name lower-cased (``%XX`` too, so one key per folded name on any file
-    system); ``@`` and ``@runs`` are never an encoded name's spelling."""
+    project of it, a collection, an alias of that collection or a run id of that
+    project. Every part is the encoded name lower-cased (``%XX`` too, so one key
+    per folded name on any file system); ``@``, ``@aliases`` and ``@runs`` are
+    never an encoded name's spelling."""
     parts = [entity] + ([project] if project is not None else [])
     if name is not None and project is not None:
         parts.append(name)
     folded = [encode_name(p).lower() for p in parts]
+    if alias is not None and name is not None and project is not None:
+        folded += ["@aliases", encode_name(alias).lower()]
     if run_id is not None and project is not None:
         folded += ["@runs", encode_name(run_id).lower()]
     return NAMES + "/".join(folded) + "/@"
@@ -331,11 +334,16 @@ def digest_ref(entity: str, project: str, name: str, digest_hex: str) -> str:
     return f"{collection_prefix(entity, project, name)}digests/{digest_hex}"
 
 
+def pending_root(entity: str, project: str, name: str) -> str:
+    """The listing prefix of every part pending in collection ``entity/project/name``, whatever its distributed id."""
+    return f"{collection_prefix(entity, project, name)}pending/"
+
+
 def pending_prefix(entity: str, project: str, name: str, distributed_id: str) -> str:
     """The listing prefix of the parts upserted into the distributed version
     ``distributed_id`` of collection ``entity/project/name`` (objstore.model.distributed).
     Six parts deep, so no ref parser takes a part for a version, alias, digest or run."""
-    return f"{collection_prefix(entity, project, name)}pending/{encode_name(distributed_id)}/"
+    return f"{pending_root(entity, project, name)}{encode_name(distributed_id)}/"
 
 
 def pending_part_ref(entity: str, project: str, name: str, distributed_id: str, part: str) -> str:
@@ -346,6 +354,30 @@ def pending_part_ref(entity: str, project: str, name: str, distributed_id: str, 
 
 
 _PART = re.compile(r"[0-9a-f-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class PartKey:
+    """A pending part's ref taken apart (names decoded)."""
+
+    key: str
+    entity: str
+    project: str
+    name: str
+    distributed_id: str
+    token: str
+
+
+def parse_part_ref(key: str) -> PartKey | None:
+    """Parse ``refs/e/p/n/pending/<distributed id>/<token>``; None for any other key."""
+    parts = key.split("/")
+    if len(parts) != 7 or parts[0] != REFS.rstrip("/") or parts[4] != "pending" or not _PART.fullmatch(parts[6]):
+        return None
+    try:
+        names = [decode_name(p) for p in (parts[1], parts[2], parts[3], parts[5])]
+    except InvalidName:
+        return None
+    return PartKey(key, names[0], names[1], names[2], names[3], parts[6])
 
 
 def runs_prefix(entity: str, project: str) -> str:

@@ -1,6 +1,7 @@
 """fetch and pull: bring in what the remote's refs reach, record them as
 tracking state, then integrate: new remote versions are added and local-only
-versions re-based after them. Split from :mod:`objstore.transfer.sync`.
+versions re-based after them; pending parts of distributed versions come as
+:mod:`objstore.transfer.parts` carries them. Split from :mod:`objstore.transfer.sync`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from objstore.storage.objects import (
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations, carry_rebased
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
+from objstore.transfer.parts import carry_parts
 from objstore.transfer.sync import (
     Progress,
     TransferResult,
@@ -161,6 +163,7 @@ def pull(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     for coll in registry_last({**run.my_colls, **run.their_colls}):
         _integrate_collection(run, coll)
     _carry_deletions(run)
+    carry_parts(remote, local, run.prefixes, result, run.why)  # after the versions: see objstore.transfer.parts
     _merge_runs(run)
     _remap_runs(run)
     carry_rebased(local, _rebased_versions(run))

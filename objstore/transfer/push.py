@@ -1,5 +1,6 @@
 """push: send what a remote lacks, then move its refs (version refs create-only,
-aliases and runs by CAS against the tracking state). Split from
+aliases and runs by CAS against the tracking state, pending parts of distributed
+versions as :mod:`objstore.transfer.parts` carries them). Split from
 :mod:`objstore.transfer.sync`.
 """
 
@@ -27,6 +28,7 @@ from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_r
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
 from objstore.transfer.closure import configured_pack_target, copy_closure
 from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
+from objstore.transfer.parts import carry_parts, part_refs
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
 from objstore.transfer.tracking import (
     CollectionRefs,
@@ -65,6 +67,8 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _create_versions(run)
     _move_refs(run)
     _carry_deletions(run)
+    # Pending parts last: a part finished here is tombstoned there only once its version is there.
+    carry_parts(local, remote, selection_prefixes(names), run.result, f"push from {local.refs.who}", mine=run.parts)
     remote.odb.maintain()  # after the refs that reach what was sent (odb's write order)
     carry_annotations(local, remote, _held_by_both(run), run.result)
     carry_collection_annotations(local, remote, [c for c in run.my_colls if c in run.their_colls or run.plan_versions.get(c)],
@@ -96,15 +100,17 @@ class _Push:
     final: dict[str, bytes] = field(default_factory=dict)  # what tracking records afterwards
     deleted_there: set[ObjectId] | None = None  # see _deleted_there
     gone: list[str] = field(default_factory=list)  # tracked refs this push removed there (see _carry_deletions)
+    parts: dict[str, bytes] = field(default_factory=dict)  # pending parts here (objstore.transfer.parts)
 
 
 def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
     """Read the selected refs here, on the remote, and as last fetched (adding the runs a selection implies)."""
     prefixes = selection_prefixes(names)
     run.mine = read_refs(run.local, prefixes)
+    run.parts = part_refs(run.local, prefixes)
     for name in names or ():
         prefix = selection_prefixes([name])[0]
-        if not any(key.startswith(prefix) for key in run.mine):
+        if not any(key.startswith(prefix) for key in (*run.mine, *run.parts)):
             _nothing_under(run.local, name, prefix)
     run.theirs = read_refs(run.remote, prefixes)
     run.tracked = run.tracking.read_all(prefixes)
