@@ -207,7 +207,7 @@ class Store:
         # A writer's automatic step (ObjectDatabase.maintain, after its refs) also repacks a
         # bounded batch of small packs (one pack's worth, at most AUTO_REPACK_PACKS), so a
         # store only writers use never piles them up.
-        self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS)
+        self.odb.repacker = lambda own: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS, keep=own)
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 
