@@ -545,3 +545,38 @@ def test_fsck_finds_a_chunk_whose_new_pack_moved_on_before_its_second_look(tmp_p
     assert fsck(Store.open_existing(store_path)).ok  # the store is whole
     _read_all(store_path, files, range(4))
     assert report.ok, [p.message for p in report.problems]
+
+
+def test_fsck_checks_a_marked_pack_whose_idx_a_compaction_merged_meanwhile(tmp_path: Path) -> None:
+    """fsck lists a pack's .idx; before it reads it, a compaction merges the .idx
+    into an index file and a repack marks the pack (the copy is written first).
+    The pack is not being deleted: readers still find it through the index file,
+    so its chunks must be checked this run. fsck took the mark for 'gc is
+    deleting it' and checked none of them (stop 23's closing note)."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import compact
+    from objstore.storage.keys import marked_pack_key
+
+    store_path = tmp_path / "store"
+    model = tmp_path / "m.bin"
+    model.write_bytes(os.urandom(300_000))
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(model), name="m")
+    (pack,) = _packs(store_path)
+    chunks = len(decode_idx((store_path / idx_key(pack)).read_bytes(), pack))
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_get = store.backend.get
+        moved: list[bool] = []
+
+        def compaction_and_mark(key: str, *args: object, **kwargs: object) -> bytes:
+            if key == idx_key(pack) and not moved:
+                assert compact(other.backend).files_merged == 0 and not (store_path / idx_key(pack)).exists()
+                other.backend.put_if_absent(marked_pack_key(pack), b"\x81\xa2by\xa6repack")
+                moved.append(True)
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        store.backend.get = compaction_and_mark  # type: ignore[method-assign]
+        report = fsck(store)
+    assert moved
+    assert report.ok, [p.message for p in report.problems]
+    assert report.chunks == chunks  # every chunk of the pack, read where readers find it

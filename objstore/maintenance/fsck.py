@@ -247,18 +247,24 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
         try:
             index = decode_idx(store.backend.get(idx_key(name)), name)
         except (CorruptObject, NotFound) as exc:
-            if isinstance(exc, NotFound) and (_exists(store, marked_pack_key(name))
-                                              or not _exists(store, pack_key(name))):
+            if isinstance(exc, NotFound) and name not in covered:
+                relist()  # a compaction may have replaced the .idx since the listing
+            if isinstance(exc, NotFound) and name in covered:
+                # Readers find the pack through that index file (marked or not: a
+                # repack marks a pack after copying it, and it stays until gc's
+                # phase 2), so its chunks are checked against it. gc rewrites the
+                # index files without a pack before it deletes the .idx; if it did
+                # so since our listing, the bytes checked were still the pack's, and
+                # gc deletes only a pack whose reachable chunks live on elsewhere.
+                index = covered[name]
+            elif isinstance(exc, NotFound) and (_exists(store, marked_pack_key(name))
+                                                or not _exists(store, pack_key(name))):
                 # Removed by gc since we read it: gc deletes a marked pack's .idx, then
                 # the pack, then the mark, so between the first two the pack is still
                 # there, and marked: being deleted, not damaged. The mark is asked for
                 # first: a mark gone and the pack seen after it means no gc is deleting
                 # it, but the other order misses a gc finishing between the two asks.
                 return None
-            if isinstance(exc, NotFound) and name not in covered:
-                relist()  # a compaction may have replaced the .idx since the listing
-            if isinstance(exc, NotFound) and name in covered:
-                index = covered[name]
             else:
                 index = _index_damaged(st, name, data, exc)
     elif index is not None:
