@@ -580,3 +580,54 @@ def test_fsck_checks_a_marked_pack_whose_idx_a_compaction_merged_meanwhile(tmp_p
     assert moved
     assert report.ok, [p.message for p in report.problems]
     assert report.chunks == chunks  # every chunk of the pack, read where readers find it
+
+
+def _gc_deleting_while_a_writer_stores_the_same_pack(store: str, tmp_path: Path) -> None:
+    """gc's phase 2 asks whether a due pack is still marked, then deletes it. A
+    writer that logs the bytes of a deleted collection again sees the mark, stores
+    its own copy, and that copy is the very same pack (same chunks, same order),
+    so it lifts the mark; its file and tree objects exist already. Here the writer,
+    a real process, does all that (version ref included) right after gc's mark
+    re-check and before its deletes: gc, going by the refs it read at its start,
+    deleted the version's tree and pack (fsck: "directory '/' … is not in the
+    store"). gc now looks at the refs again right before deleting."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import marked_packs
+    from objstore.storage.keys import marked_pack_key
+
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(43, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+        (marked,) = marked_packs(s.backend)
+    logged: list[str] = []
+    with Store.open_existing(store) as s:
+        real_stat = s.backend.stat
+
+        def writer_after_the_recheck(key: str) -> object:
+            info = real_stat(key)
+            if key == marked_pack_key(marked) and not logged:
+                logged.append(run_cli(store, "log-model", str(m), "--name", "two").out)
+            return info
+
+        s.backend.stat = writer_after_the_recheck  # type: ignore[method-assign,assignment]
+        collect_garbage(s, grace_seconds=600, now=time.time() + 4 * HOUR)
+    assert logged  # the writer really ran inside gc's window
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_deleting_while_a_writer_stores_the_same_pack_local(tmp_path: Path) -> None:
+    _gc_deleting_while_a_writer_stores_the_same_pack(str(tmp_path / "store"), tmp_path)
+
+
+@pytest.mark.s3
+def test_gc_deleting_while_a_writer_stores_the_same_pack_s3(s3_bucket_url: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _gc_deleting_while_a_writer_stores_the_same_pack(s3_bucket_url, tmp_path)
