@@ -318,7 +318,7 @@ def du_cmd(state: State, by: str | None, as_json: bool) -> None:
 
 @click.command("maintenance")
 @click.option("--upgrade", is_flag=True,
-              help="First raise a format-1 store to format 2 (objstore releases before it refuse the store afterwards).")
+              help="First raise the store to format 3 (objstore releases that know only an older format refuse it afterwards).")
 @click.option("--no-repack", "no_repack", is_flag=True, help="Only merge the indexes; leave small packs as they are.")
 @click.option("--compact-threshold", "threshold", metavar="N|default", default=None,
               help="Only set the store's index_compact_threshold (0: writers never merge) or reset it, and exit.")
@@ -335,8 +335,9 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
     beside writers, readers and gc.
 
     A store of format 1 (made by an older objstore) gets no index file and no
-    repack until it is upgraded with --upgrade: do that once no older objstore
-    uses the store, since they refuse it afterwards.
+    repack until upgraded (--upgrade); below format 3 used-by reads every run
+    (a release before the lineage index writes runs it does not index). Upgrade
+    once no older objstore uses the store: they refuse it afterwards.
 
     \b
     Example:
@@ -375,7 +376,7 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
                    "read only the runs they show")
     if upgraded:
         click.echo(f"store: upgraded from format {before} to {store.config.format}; "
-                   "objstore releases that know only format 1 refuse it from now on")
+                   "objstore releases that know only older formats refuse it from now on")
     if report.written is None:
         click.echo("index: nothing to merge")
     else:

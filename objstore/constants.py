@@ -117,9 +117,15 @@ MAX_VALUE_BYTES = MAX_PACK_BYTES
 # (packs/<checksum>.midx) that replace the .idx of the packs they cover — a
 # reader knowing only format 1 would miss those packs' chunks, so it must refuse
 # the store (its config check does: a newer format asks for an upgrade). Format 1
-# stores stay format 1 (no .midx written) until upgraded explicitly.
-STORE_FORMAT = 2
+# stores stay format 1 (no .midx written) until upgraded explicitly. 3: its
+# lineage index (lineage/used|logged/<version>/<run>) is trusted once
+# lineage/complete says it is whole. A release before the index writes runs
+# without index keys, so used-by would miss them: it must refuse the store, as
+# git refuses a repository whose format or extensions it does not know. On a
+# format-2 store the index is kept up but never trusted (every run is read).
+STORE_FORMAT = 3
 INDEX_FILES_FORMAT = 2  # the first format that may hold consolidated index files
+LINEAGE_INDEX_FORMAT = 3  # the first format whose lineage index is trusted
 
 # The directory name a store has when found by the working directory (``objstore init``,
 # the search upward) and that a directory log never takes (files/ignore.py).

@@ -545,3 +545,89 @@ def test_fsck_finds_a_chunk_whose_new_pack_moved_on_before_its_second_look(tmp_p
     assert fsck(Store.open_existing(store_path)).ok  # the store is whole
     _read_all(store_path, files, range(4))
     assert report.ok, [p.message for p in report.problems]
+
+
+def test_fsck_checks_a_marked_pack_whose_idx_a_compaction_merged_meanwhile(tmp_path: Path) -> None:
+    """fsck lists a pack's .idx; before it reads it, a compaction merges the .idx
+    into an index file and a repack marks the pack (the copy is written first).
+    The pack is not being deleted: readers still find it through the index file,
+    so its chunks must be checked this run. fsck took the mark for 'gc is
+    deleting it' and checked none of them (stop 23's closing note)."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import compact
+    from objstore.storage.keys import marked_pack_key
+
+    store_path = tmp_path / "store"
+    model = tmp_path / "m.bin"
+    model.write_bytes(os.urandom(300_000))
+    with objstore.init(entity="e", project="p", store=store_path) as run:
+        run.log_model(str(model), name="m")
+    (pack,) = _packs(store_path)
+    chunks = len(decode_idx((store_path / idx_key(pack)).read_bytes(), pack))
+    with Store.open_existing(store_path) as store, Store.open_existing(store_path) as other:
+        real_get = store.backend.get
+        moved: list[bool] = []
+
+        def compaction_and_mark(key: str, *args: object, **kwargs: object) -> bytes:
+            if key == idx_key(pack) and not moved:
+                assert compact(other.backend).files_merged == 0 and not (store_path / idx_key(pack)).exists()
+                other.backend.put_if_absent(marked_pack_key(pack), b"\x81\xa2by\xa6repack")
+                moved.append(True)
+            return real_get(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        store.backend.get = compaction_and_mark  # type: ignore[method-assign]
+        report = fsck(store)
+    assert moved
+    assert report.ok, [p.message for p in report.problems]
+    assert report.chunks == chunks  # every chunk of the pack, read where readers find it
+
+
+def _gc_deleting_while_a_writer_stores_the_same_pack(store: str, tmp_path: Path) -> None:
+    """gc's phase 2 asks whether a due pack is still marked, then deletes it. A
+    writer that logs the bytes of a deleted collection again sees the mark, stores
+    its own copy, and that copy is the very same pack (same chunks, same order),
+    so it lifts the mark; its file and tree objects exist already. Here the writer,
+    a real process, does all that (version ref included) right after gc's mark
+    re-check and before its deletes: gc, going by the refs it read at its start,
+    deleted the version's tree and pack (fsck: "directory '/' … is not in the
+    store"). gc now looks at the refs again right before deleting."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import marked_packs
+    from objstore.storage.keys import marked_pack_key
+
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(43, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+        (marked,) = marked_packs(s.backend)
+    logged: list[str] = []
+    with Store.open_existing(store) as s:
+        real_stat = s.backend.stat
+
+        def writer_after_the_recheck(key: str) -> object:
+            info = real_stat(key)
+            if key == marked_pack_key(marked) and not logged:
+                logged.append(run_cli(store, "log-model", str(m), "--name", "two").out)
+            return info
+
+        s.backend.stat = writer_after_the_recheck  # type: ignore[method-assign,assignment]
+        collect_garbage(s, grace_seconds=600, now=time.time() + 4 * HOUR)
+    assert logged  # the writer really ran inside gc's window
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_deleting_while_a_writer_stores_the_same_pack_local(tmp_path: Path) -> None:
+    _gc_deleting_while_a_writer_stores_the_same_pack(str(tmp_path / "store"), tmp_path)
+
+
+@pytest.mark.s3
+def test_gc_deleting_while_a_writer_stores_the_same_pack_s3(s3_bucket_url: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _gc_deleting_while_a_writer_stores_the_same_pack(s3_bucket_url, tmp_path)

@@ -12,11 +12,12 @@ import sys
 import tarfile
 from pathlib import Path
 
+import msgpack
 import pytest
 
 import objstore
 from objstore.model.deletion import expire_versions
-from objstore.model.store import Store
+from objstore.model.store import CONFIG_KEY, Store
 
 OLD_RELEASE = "450bf2d^"  # the last commit before deleted versions left tombstones
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,10 @@ def test_gc_and_the_next_log_put_right_a_latest_an_older_release_left_behind(old
     with objstore.init(entity="e", project="p", store=store) as run:
         run.log_model(str(tmp_path / "a"), name="m")
         run.log_model(str(tmp_path / "b"), name="m")
+    # A store of format 2, the newest that release knows (it refuses format 3, see test_old_release_lineage).
+    config = store / CONFIG_KEY
+    config.chmod(0o644)
+    config.write_bytes(msgpack.packb({**msgpack.unpackb(config.read_bytes()), "format": 2}))
     objstore.Api(store=store).artifact("e/p/m:v1").delete(delete_aliases=True)
     assert latest(store) == "v0"
     assert old_log(old_release, store, tmp_path / "c") == "v2"  # past the deleted number: it stays taken

@@ -8,8 +8,8 @@ store must fsck clean, whatever the read path, codecs or index loading become.
 It is a format-1 store, shared (say) with users of the release that wrote it:
 reading it, logging into it, gc and fsck leave it format 1 with no consolidated
 index file (that release would miss the chunks of packs whose ``.idx`` one
-replaced); only ``objstore maintenance --upgrade`` raises it to format 2, which
-that release refuses.
+replaced); only ``objstore maintenance --upgrade`` raises it (to format 3, the
+current one), which that release refuses.
 """
 
 from __future__ import annotations
@@ -136,26 +136,26 @@ def test_reads_logs_gc_and_fsck_leave_it_format_1(old_store: Path, tmp_path: Pat
     _read_back(old_store, tmp_path, "again")
 
 
-def test_maintenance_upgrade_raises_it_to_format_2_then_compacts(old_store: Path, tmp_path: Path) -> None:
+def test_maintenance_upgrade_raises_it_to_format_3_then_compacts(old_store: Path, tmp_path: Path) -> None:
     r = run_cli(old_store, "maintenance", "--upgrade")
-    assert "upgraded from format 1 to 2" in r.out and "refuse" in r.out
-    assert _format(old_store) == 2 == STORE_FORMAT
+    assert "upgraded from format 1 to 3" in r.out and "refuse" in r.out
+    assert _format(old_store) == 3 == STORE_FORMAT
     assert len(list((old_store / "packs").glob("*.midx"))) == 1 and not list((old_store / "packs").glob("*.idx"))
     with Store.open_existing(old_store) as store:
-        assert store.config.format == 2 and store.odb.index_files
+        assert store.config.format == 3 and store.odb.index_files
         assert fsck(store).ok
     _read_back(old_store, tmp_path, "out")
     # A reader that knows only format 1 (the check it runs) refuses the upgraded store.
     monkeypatch = pytest.MonkeyPatch()
     with monkeypatch.context() as m:
         m.setattr("objstore.model.store.STORE_FORMAT", 1)
-        with pytest.raises(InvalidInput, match="has format 2; this objstore reads up to 1: upgrade objstore"):
+        with pytest.raises(InvalidInput, match="has format 3; this objstore reads up to 1: upgrade objstore"):
             StoreConfig.decode((old_store / CONFIG_KEY).read_bytes(), old_store)
     again = run_cli(old_store, "maintenance", "--upgrade", "--json").json()
     assert isinstance(again, dict) and again["upgraded"] is False
 
 
-def test_a_new_store_is_format_2_and_compacts_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_store_is_format_3_and_compacts_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "2")
     store = tmp_path / "store"
     for i in range(3):
@@ -163,7 +163,7 @@ def test_a_new_store_is_format_2_and_compacts_by_itself(tmp_path: Path, monkeypa
         data.write_bytes(os.urandom(50_000))
         with objstore.init(project="p", entity="e", store=str(store)) as run:
             run.log_model(path=str(data), name=f"m{i}")
-    assert _format(store) == 2
+    assert _format(store) == 3
     assert list((store / "packs").glob("*.midx"))
 
 
@@ -185,9 +185,9 @@ def test_two_processes_upgrading_at_once_make_one_swap(old_store: Path) -> None:
         p.join(120)
         assert p.exitcode == 0
     got = sorted(results.get(timeout=10) for _ in procs)
-    assert got == [(False, 2), (True, 2)]
+    assert got == [(False, 3), (True, 3)]
     after = StoreConfig.decode((old_store / CONFIG_KEY).read_bytes())
-    assert after == StoreConfig(2, config.chunking, config.created_at)  # nothing else changed
+    assert after == StoreConfig(3, config.chunking, config.created_at)  # nothing else changed
 
 
 OLD_RELEASE = os.environ.get("OBJSTORE_OLD_RELEASE_PYTHON")  # a python with the format-1 release (24b944b) installed

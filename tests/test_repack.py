@@ -353,3 +353,30 @@ def test_a_bounded_repack_copies_at_most_its_share(tmp_path: Path) -> None:
     assert repack(backend, min_packs=2, max_packs=3).packs_marked == 3
     assert repack(backend, min_packs=2, max_bytes=100_000).packs_marked == 2  # ~40 KB packs
     _read_all(store, files, range(12))
+
+
+def test_a_writers_automatic_repack_leaves_its_own_fresh_pack_alone(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer that passes the threshold repacks small packs after its refs; its
+    own pack of this session is one of the smallest. Marked, its chunks are no
+    dedup hit for the rest of the session (a marked pack is skipped), so logging
+    the same file again stored them a second time. Counted in stored bytes: the
+    second log of the same content stores nothing, and the writer's pack is unmarked."""
+    monkeypatch.setenv("OBJSTORE_INDEX_COMPACT_THRESHOLD", "10")
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 9)
+    again = files / "again.bin"
+    again.write_bytes(os.urandom(300_000))
+    with objstore.init(project="p", entity="e", store=str(store)) as run:
+        run.log_model(path=str(again), name="first")
+        odb = run.store.odb  # type: ignore[attr-defined]
+        assert marked_packs(odb.backend), "the automatic repack ran after the first version's refs"
+        before = odb.new_bytes
+        run.log_model(path=str(again), name="second")  # the same bytes, another collection
+        stored_again = odb.new_bytes - before
+    assert stored_again == 0
+    s = Store.open_existing(store)
+    own = {n for n in _packs(store) if n not in marked_packs(s.backend)}
+    assert len(own) == 2  # the writer's pack (kept, not copied) and the repack's copy
+    assert fsck(s).ok
+    _read_all(store, files, range(9))

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from objstore.constants import LINEAGE_INDEX_FORMAT
 from objstore.errors import CorruptObject, InvalidName, NotFound, did_you_mean
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
@@ -232,7 +233,11 @@ def log_with_runs(store: Store, coll: CollectionPath, *, limit: int | None = Non
 
 
 def lineage_complete(store: Store) -> bool:
-    """Whether every run of ``store`` is in its lineage index (one stat)."""
+    """Whether every run of ``store`` is in its lineage index (one stat): only on a
+    store of ``LINEAGE_INDEX_FORMAT`` or later, which the releases before the index
+    refuse (on an older one such a release may have written runs the index lacks)."""
+    if store.config.format < LINEAGE_INDEX_FORMAT:
+        return False
     try:
         store.backend.stat(LINEAGE_COMPLETE)
         return True

@@ -246,21 +246,12 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
     if has_idx:
         try:
             index = decode_idx(store.backend.get(idx_key(name)), name)
-        except (CorruptObject, NotFound) as exc:
-            if isinstance(exc, NotFound) and (_exists(store, marked_pack_key(name))
-                                              or not _exists(store, pack_key(name))):
-                # Removed by gc since we read it: gc deletes a marked pack's .idx, then
-                # the pack, then the mark, so between the first two the pack is still
-                # there, and marked: being deleted, not damaged. The mark is asked for
-                # first: a mark gone and the pack seen after it means no gc is deleting
-                # it, but the other order misses a gc finishing between the two asks.
+        except CorruptObject as exc:
+            index = _index_damaged(st, name, data, exc)
+        except NotFound as exc:
+            if (gone := _idx_gone(store, name, covered, relist)) == "deleting":
                 return None
-            if isinstance(exc, NotFound) and name not in covered:
-                relist()  # a compaction may have replaced the .idx since the listing
-            if isinstance(exc, NotFound) and name in covered:
-                index = covered[name]
-            else:
-                index = _index_damaged(st, name, data, exc)
+            index = covered[name] if gone == "covered" else _index_damaged(st, name, data, exc)
     elif index is not None:
         pass
     elif name in relist():  # its .idx was merged into an index file since the listing
@@ -279,6 +270,30 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
         for raw in trailer_ids(data):
             st.bad_chunks.setdefault(raw, f"chunk {raw.hex()[:16]} is only in pack {name[:16]}, whose index is missing or damaged")
     return index
+
+
+def _idx_gone(store: Store, name: str, covered: dict[str, np.ndarray],
+             relist: Callable[[], dict[str, np.ndarray]]) -> str:
+    """Why pack ``name``'s listed ``.idx`` was not there when read: ``covered`` (an
+    index file has its entries), ``deleting`` (gc is deleting the pack) or ``lost``."""
+    if name not in covered:
+        relist()  # a compaction may have replaced the .idx since the listing
+    if name in covered:
+        # Readers find the pack through that index file (marked or not: a repack
+        # marks a pack after copying it, and it stays until gc's phase 2), so its
+        # chunks are checked against it. gc rewrites the index files without a
+        # pack before it deletes the .idx; if it did so since our listing, the
+        # bytes checked were still the pack's, and gc deletes only a pack whose
+        # reachable chunks live on elsewhere.
+        return "covered"
+    if _exists(store, marked_pack_key(name)) or not _exists(store, pack_key(name)):
+        # Removed by gc since we read it: gc deletes a marked pack's .idx, then
+        # the pack, then the mark, so between the first two the pack is still
+        # there, and marked: being deleted, not damaged. The mark is asked for
+        # first: a mark gone and the pack seen after it means no gc is deleting
+        # it, but the other order misses a gc finishing between the two asks.
+        return "deleting"
+    return "lost"
 
 
 def _verify_chunks(st: _State, name: str, data: bytes, index: np.ndarray) -> None:

@@ -36,6 +36,21 @@ objects, then refs — :mod:`objstore.storage.odb`):
   and its read, or damaged) is never deleted: it stays marked for a later run. Marked objects are deleted only if still
   unreachable. With ``grace_seconds=0`` both phases happen in one run — only for
   when no writer can be running.
+- A second look right before deleting. What gc reached was computed from the
+  refs read at its start, and a run on a large store takes minutes. A writer
+  that logs again the bytes of a deleted collection meanwhile writes file and
+  tree objects that exist already (create-only: "already there" is success) and
+  the very same pack (same chunks, same order; it lifts the mark), then its
+  version ref: all of it garbage by the first look, so gc deleted what the new
+  version names (``test_gc_deleting_while_a_writer_stores_the_same_pack_*``
+  lost its tree and its pack). So just before its deletes gc reads the refs
+  again, and the reflog entries written since, walks only what is new, and
+  keeps (unmarked) what that reaches; if that walk cannot tell, nothing due is
+  deleted. The window left is that read to the deletes (a listing of refs, then
+  one delete per pack and object), not the whole run: no lock-free check can
+  close it, since a writer's "already there" leaves no trace gc could see.
+  Closing it needs the writer to look after its ref (e.g. for a deleting gc's
+  intent key that gc writes before its second look: Dekker's order).
 - A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
   bytes) is rewritten: its live chunks are copied, verified, into a new pack
   (create-only, index written), and only then is the old pack marked.
@@ -74,6 +89,7 @@ from objstore.storage.ids import ChunkKey, ObjectId, chunk_key
 from objstore.storage.keys import (
     GC_MARKED,
     GC_MARKED_OBJECTS,
+    LOGS,
     OBJECTS,
     PACKS,
     REFS,
@@ -241,6 +257,7 @@ class _Run:
     reach: Reachable
     listing: _Listing
     progress: Callable[[str, int, int], None]
+    logs_read: frozenset[str] = frozenset()  # reflog entry keys listed before ``reach`` was computed
     counts: _Counts = field(default_factory=lambda: _Counts(
         packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
         objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0, bytes_young=0, bytes_pending=0))
@@ -272,12 +289,14 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     # simply not considered, and anything listed but referenced by a ref written
     # after we read the refs is younger than the grace period.
     listing = _list_stored(store)
+    # Reflog entries are create-only: the second look before deleting reads only those listed after this.
+    logs_read = frozenset(info.key for info in store.backend.iter_prefix(LOGS))
     tell = progress or (lambda stage, done, total: None)
     n_objects = len(listing.objects)
     tell("objects", 0, n_objects)
     reachable = mark_reachable(store, listing.known, lambda n: tell("objects", min(n, n_objects), n_objects))
     tell("objects", n_objects, n_objects)
-    run = _Run(store, dry_run, start, grace_seconds, reachable, listing, tell)
+    run = _Run(store, dry_run, start, grace_seconds, reachable, listing, tell, logs_read)
     damaged = tuple(sorted(oid.hex for oid, _ in run.reach.damaged))
     temp_deleted, temp_freed = _remove_leftovers(store, run.old, dry_run)
     run.counts["bytes_freed"] += temp_freed
@@ -407,6 +426,35 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[Ch
         except NotFound:
             return set()
 
+    deleting = _deletable_packs(run, due, staying_chunks, marked_now)
+    if run.dry_run:
+        return
+    # The second look (see the module docstring): what refs written since reach was
+    # computed need (a version logged meanwhile that reuses what was garbage) stays,
+    # unmarked; if that cannot be learned, every due pack stays, marked.
+    known = not deleting or _reached_since(run)
+    for name in list(deleting):
+        if not known or any(c in run.reach.chunks and c not in staying_chunks for c in index_ids(listing.indexes[name])):
+            deleting.remove(name)
+            counts["packs_deleted"] -= 1
+            counts["bytes_freed"] -= listing.packs[name].size + listing.idx_sizes.get(name, 0)
+            if known:
+                counts["packs_unmarked"] += 1
+                store.backend.delete(marked_pack_key(name))
+    # Indexes before packs: no index file left names a pack about to go (and
+    # none names one gone already; see objstore.storage.chunkindex).
+    drop_packs(store.backend, set(deleting) | _gone_but_covered(run))
+    for name in deleting:
+        store.backend.delete(idx_key(name))
+        store.backend.delete(pack_key(name))
+        store.backend.delete(marked_pack_key(name))
+
+
+def _deletable_packs(run: _Run, due: set[str], staying_chunks: set[ChunkKey],
+                     marked_now: Callable[[str], set[str]]) -> list[str]:
+    """The due packs that may go by what this run reached: the others are
+    reachable again (their marks dropped) or unknown (left marked)."""
+    counts, listing = run.counts, run.listing
     deleting: list[str] = []
     for name in sorted(due):
         due_index = listing.indexes.get(name)
@@ -423,7 +471,7 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[Ch
             counts["packs_unmarked"] += 1
             staying_chunks.update(ids)
             if not run.dry_run:
-                store.backend.delete(marked_pack_key(name))
+                run.store.backend.delete(marked_pack_key(name))
             continue
         if not run.dry_run and name not in marked_now(name):
             counts["packs_unmarked"] += 1  # a writer stored this very pack again and lifted the mark
@@ -431,15 +479,26 @@ def _delete_due_packs(run: _Run, marked: dict[str, float], copied_chunks: set[Ch
         counts["packs_deleted"] += 1
         counts["bytes_freed"] += listing.packs[name].size + listing.idx_sizes.get(name, 0)
         deleting.append(name)
-    if run.dry_run:
-        return
-    # Indexes before packs: no index file left names a pack about to go (and
-    # none names one gone already; see objstore.storage.chunkindex).
-    drop_packs(store.backend, set(deleting) | _gone_but_covered(run))
-    for name in deleting:
-        store.backend.delete(idx_key(name))
-        store.backend.delete(pack_key(name))
-        store.backend.delete(marked_pack_key(name))
+    return deleting
+
+
+def _reached_since(run: _Run) -> bool:
+    """Widen ``run.reach`` by what the refs and reflog entries written since it
+    was computed reach, right before deleting (see the module docstring); False
+    if what they reach cannot be learned (then nothing is deleted)."""
+    store = run.store
+    roots = {oid for _, oid in store.refs.iter_refs(REFS)}
+    # Kept if present, like reflog entries; a deleted version's entries keep it here
+    # too (this look only ever keeps more).
+    weak = set(store.refs.iter_reflog_targets(skip=run.logs_read)) | set(_tracking_targets(store))
+    new_roots, new_weak = roots - run.reach.objects, (weak - roots) - run.reach.objects
+    if not new_roots and not new_weak:
+        return True
+    r = reach(store, new_roots, new_weak, known=run.listing.known)
+    old = run.reach
+    run.reach = Reachable(old.objects | r.objects, old.chunks | r.chunks, old.damaged + r.damaged,
+                          old.unknown + r.unknown, old.tracked_only)
+    return not r.unknown
 
 
 def _gone_but_covered(run: _Run) -> set[str]:
@@ -457,6 +516,8 @@ def _gone_but_covered(run: _Run) -> set[str]:
 def _delete_due_objects(run: _Run, object_marks: list[tuple[str, float, list[bytes]]]) -> None:
     """Phase 2 for loose objects: delete those of marks past the grace period that
     are still unreachable, then the marks."""
+    if not run.dry_run and any(run.old(mtime) for _, mtime, _ in object_marks) and not _reached_since(run):
+        return  # what a ref written meanwhile reaches is unknown: delete nothing
     for key, mtime, ids in object_marks:
         if not run.old(mtime):
             run.waiting("pending", sum(info.size for raw in ids if (info := run.listing.objects.get(ObjectId(raw))) is not None

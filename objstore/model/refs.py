@@ -24,7 +24,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -205,9 +205,12 @@ class RefStore:
         entries.sort(key=lambda kv: kv[0])
         return [e for _, e in entries]
 
-    def iter_reflog_targets(self) -> Iterator[ObjectId]:
-        """Every id any reflog entry names (gc keeps these reachable)."""
+    def iter_reflog_targets(self, skip: Collection[str] = ()) -> Iterator[ObjectId]:
+        """Every id any reflog entry names (gc keeps these reachable), but for the
+        entries whose keys are in ``skip`` (read already: entries are create-only)."""
         for info in self.backend.iter_prefix(LOGS):
+            if info.key in skip:
+                continue
             try:
                 d = msgpack.unpackb(self.backend.get(info.key, max_size=MAX_REFLOG_ENTRY_BYTES), raw=False,
                                     max_bin_len=64, max_str_len=4096)

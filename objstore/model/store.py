@@ -13,14 +13,23 @@ chunking ranges (:func:`check_chunking`, the very rules the chunker applies)
 before anything else reads the store, and a bad config is a one-line error,
 never a chunker's ``ValueError``.
 
-Formats (``constants.STORE_FORMAT``): new stores are created at format 2, which
-may hold consolidated index files; formats 1 and 2 are read. A format-1 store is
-never written an index file (the Store tells its object database so), so the
-releases that know only format 1 keep using it; reading it never writes to it.
-:meth:`Store.upgrade` raises it to format 2 by one compare-and-swap of the
-config (``objstore maintenance --upgrade``); from then on those releases refuse
-the store ("upgrade objstore") instead of missing the chunks of packs whose
-``.idx`` a compaction replaced.
+Formats (``constants.STORE_FORMAT``): new stores are created at format 3; formats
+1, 2 and 3 are read and written. Format 2 may hold consolidated index files; a
+format-1 store is never written one (the Store tells its object database so), so
+the releases that know only format 1 keep using it; reading it never writes to
+it. Format 3 is the lineage index's: runs are indexed by the versions they use
+and log on every format, but the index is trusted (``lineage/complete``, see
+:mod:`objstore.api.runinfo`) only at format 3, because the releases before the
+index know at most format 2: they refuse a format-3 store instead of writing
+runs the index would not know. :meth:`Store.upgrade` raises a store to format 3
+by one compare-and-swap of the config (``objstore maintenance --upgrade``); from
+then on the older releases refuse it ("upgrade objstore") instead of missing the
+chunks of packs whose ``.idx`` a compaction replaced (from format 1) or writing
+runs used-by would miss (from format 1 or 2). A ``lineage/complete`` written at
+an older format is deleted by the upgrade (runs older releases wrote since may be
+missing from the index); ``objstore maintenance`` then indexes every run once.
+A process of an older release that opened the store before the upgrade still
+writes as it did until it ends: upgrade once none runs.
 
 Settings: ``index_compact_threshold`` (how many uncovered ``.idx`` files make a
 writer merge them; absent means the default, ``constants.INDEX_COMPACT_THRESHOLD``)
@@ -41,7 +50,7 @@ from typing import TypeGuard
 import msgpack
 
 from objstore import settings
-from objstore.constants import INDEX_FILES_FORMAT, MAX_CONFIG_BYTES, PACK_TARGET, STORE_FORMAT, KiB, MiB
+from objstore.constants import INDEX_FILES_FORMAT, LINEAGE_INDEX_FORMAT, MAX_CONFIG_BYTES, PACK_TARGET, STORE_FORMAT, KiB, MiB
 from objstore.constants import STORE_DIRNAME as STORE_DIRNAME  # re-exported: the CLI and tests name it here
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
@@ -207,7 +216,7 @@ class Store:
         # A writer's automatic step (ObjectDatabase.maintain, after its refs) also repacks a
         # bounded batch of small packs (one pack's worth, at most AUTO_REPACK_PACKS), so a
         # store only writers use never piles them up.
-        self.odb.repacker = lambda: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS)
+        self.odb.repacker = lambda own: repack(backend, max_bytes=PACK_TARGET, max_packs=AUTO_REPACK_PACKS, keep=own)
         self.refs = RefStore(backend)
         self.chunker = Chunker(config.chunking)
 
@@ -268,6 +277,10 @@ class Store:
                 self.backend.compare_and_swap(CONFIG_KEY, raw, upgraded.encode())
             except Conflict:
                 continue  # another process changed it meanwhile: read it again
+            if current.format < LINEAGE_INDEX_FORMAT:
+                # Written at a format older releases still wrote: it may vouch for an
+                # index that lacks their runs. After the swap, so none writes one more.
+                self.backend.delete(LINEAGE_COMPLETE)
             self._use(upgraded)
             return True
         return False

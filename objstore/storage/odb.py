@@ -240,7 +240,9 @@ class ObjectDatabase:
         self.compact_setting: int | None = None  # the store's index_compact_threshold (the Store sets it)
         # Run after a writer's automatic compaction: repacks small packs (the Store
         # sets it to objstore.storage.repack's, which is built on this module).
-        self.repacker: Callable[[], object] | None = None
+        # Called with the packs this database stored, which it must leave alone (see _maybe_compact).
+        self.repacker: Callable[[frozenset[str]], object] | None = None
+        self._own_packs: set[str] = set()  # packs stored (or adopted) by this database
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
@@ -439,7 +441,12 @@ class ObjectDatabase:
             if self.repacker is not None:
                 # After: the small packs' entries are in the index file now, so their
                 # marks leave no loose .idx behind; the copy's one .idx waits for the next.
-                self.repacker()
+                # This session's own packs are left out: marked, they would be no dedup
+                # hit for the rest of the session (a hit skips marked packs), so logging
+                # the same content again would store it once more.
+                with self._lock:
+                    own = frozenset(self._own_packs)
+                self.repacker(own)
         except ObjstoreError:
             pass
 
@@ -719,6 +726,7 @@ class ObjectDatabase:
         self.index.add_packs([(name, index)])
         self.index.gone.discard(name)
         self._sealed += 1
+        self._own_packs.add(name)
         self.marked_packs.discard(name)
         self._pack_checked[name] = time.monotonic()
 

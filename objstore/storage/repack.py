@@ -28,7 +28,10 @@ Automatic, too: a writer that compacts the index (past the threshold, see
 writer's refs are written) then repacks up to
 ``PACK_TARGET`` and ``AUTO_REPACK_PACKS`` of small packs (:func:`repack`; their
 entries are in the new index file already, so their marks leave no loose
-``.idx``, and the copies' ``.idx`` wait for the next compaction);
+``.idx``, and the copies' ``.idx`` wait for the next compaction), never the packs
+the writer stored itself: a writer skips marked packs for dedup, so marking its
+own fresh pack would make it store that content again if it logs it again in the
+same session (a later session's repack takes that pack);
 ``objstore maintenance`` takes them all.
 
 So at every moment each chunk of a small pack is in the small pack, in its
@@ -111,16 +114,18 @@ def repack_small_packs(store: Store, *, small_bytes: int = SMALL_PACK_BYTES, min
 
 
 def repack(backend: Backend, *, small_bytes: int = SMALL_PACK_BYTES, min_packs: int = REPACK_MIN_PACKS,
-           max_bytes: int | None = None, max_packs: int | None = None,
+           max_bytes: int | None = None, max_packs: int | None = None, keep: frozenset[str] = frozenset(),
            progress: Callable[[str, int, int], None] | None = None) -> RepackReport:
     """:func:`repack_small_packs` on ``backend``; with ``max_bytes`` and ``max_packs``,
     only as many small packs (smallest first) as add up to at most that much are
     copied, so one step costs a bounded download and number of requests whatever
     a store holds (a writer's automatic step: its small packs are repacked a
-    few at each compaction)."""
+    few at each compaction). The packs in ``keep`` are left alone: a writer's own
+    packs of this session (see the module docstring)."""
     listing = list_indexes(backend)
     marked = marked_packs(backend)
-    small = _bounded(sorted(n for n, size in listing.packs.items() if size < small_bytes and n not in marked),
+    small = _bounded(sorted(n for n, size in listing.packs.items()
+                            if size < small_bytes and n not in marked and n not in keep),
                      listing.packs, max_bytes, max_packs)
     if len(small) < max(min_packs, 2):
         return RepackReport(len(small), 0, 0, 0, 0)
