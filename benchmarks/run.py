@@ -2,7 +2,10 @@
 
 Every timed operation runs in a fresh subprocess (so its peak RSS is its own and
 nothing is warm but the OS page cache), is repeated ``--trials`` times, and the
-median is reported. Throughput is logical bytes over wall time, and also as a
+median is reported. Each child, and each timed step inside one (every log of a
+sequence, the clone after the push, the fsync and ``cp`` limits), starts after
+``os.sync()`` outside its timing: no dirty pages of an earlier step are written
+back during it and charged to it. Throughput is logical bytes over wall time, and also as a
 ratio to the raw limits measured in the same run on the same file: BLAKE3 on one
 thread (the CPU yardstick that carries across machines) and on all, FastCDC,
 zstd level 3, reading it, and ``cp`` of it into the page cache (for writes).
@@ -102,6 +105,7 @@ def _child_ingest(store: str, paths: list[str], drop_caches: tuple[str, ...] = (
     run = objstore.init(project="bench", entity="bench", store=store)
     times = []
     for p in paths:
+        os.sync()  # the previous log's writeback is not this one's cost
         t0 = time.perf_counter()
         run.log_model(p, name=MODEL_NAME)
         times.append(time.perf_counter() - t0)
@@ -158,6 +162,7 @@ def _child_limits(path: str, work: str) -> dict[str, Any]:
     # them) can cost at most, on the file system the benchmark stores live on.
     target = Path(work) / "fsync-probe.bin"
     limit = min(size, 256 * MiB)
+    os.sync()  # start from no dirty pages (the hashing above wrote none, but the parent's steps may have)
     t0 = time.perf_counter()
     with open(path, "rb", buffering=0) as f, open(target, "wb") as out_f:
         done = 0
@@ -173,6 +178,7 @@ def _child_limits(path: str, work: str) -> dict[str, Any]:
     # pages are costly). Best of two.
     best = float("inf")
     for _ in range(2):
+        os.sync()  # the fsync probe's (or the first copy's) writeback is not this copy's cost
         t0 = time.perf_counter()
         subprocess.run(["cp", path, str(target)], check=True)
         best = min(best, time.perf_counter() - t0)
@@ -215,6 +221,7 @@ def _child_sequence(store: str, paths: list[str], chunking: dict[str, int] | Non
     run = objstore.init(project="bench", entity="bench", store=store)
     times, stored = [], []
     for p in paths:
+        os.sync()  # the previous log's writeback is not this one's cost
         t0 = time.perf_counter()
         run.log_model(p, name=MODEL_NAME)
         times.append(time.perf_counter() - t0)
@@ -233,6 +240,7 @@ def _child_transfer(store: str, remote: str, clone_dir: str) -> dict[str, Any]:
     pushed = push(s, remote)
     push_s = time.perf_counter() - t0
     s.close()
+    os.sync()  # the push's writeback is not the clone's cost
     t0 = time.perf_counter()
     copy, pulled = clone(remote, clone_dir)
     clone_s = time.perf_counter() - t0
@@ -458,6 +466,9 @@ def child_main(spec: str) -> None:
 # parent side
 # ----------------------------------------------------------------------------
 def in_child(op: str, env: dict[str, str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    # Every child starts with no dirty pages: without this the writeback of one
+    # step's writes (an ingest's packs) is charged to the next step (a restore).
+    os.sync()
     cmd = [sys.executable, "-m", "benchmarks.run", "--child", json.dumps({"op": op, **kwargs})]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent, env={**os.environ, "OBJSTORE_QUIET": "1", **(env or {})})
     if proc.returncode != 0:
