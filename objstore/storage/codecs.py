@@ -627,10 +627,12 @@ def decode_run(key: bytes, payloads: list[bytes | memoryview], codec_ids: list[i
     least ``sum(raw_lens)`` bytes), every chunk checked to hash (BLAKE3 keyed with
     ``key``) to its id in ``ids`` (32 bytes each); True if it did.
 
-    Per run, not per chunk, and none of the work under the GIL: the C core lists the
-    zstd frames after checking every header as :func:`decode_chunk` does,
-    python-zstandard decodes each frame into exactly the size it must have, the C
-    core merges planes, unpacks 6-bit planes, copies tails and verifies. False when
+    Per run, not per chunk, and none of the work under the GIL: one C call
+    (:data:`ONE_CALL_DECODE`) checks every header as :func:`decode_chunk` does,
+    decodes each zstd frame into exactly the size it must have (the vendored zstd),
+    merges planes, unpacks 6-bit planes, copies tails and verifies each chunk right
+    after decoding it; without it, the C core lists the frames, python-zstandard
+    decodes them and a second C call does the rest. False when
     the C core is not built, or any chunk of the run fails a check or is in a form
     only the reference decodes (a frame that declares no size): the caller then
     decodes the run chunk by chunk with :func:`decode_chunk`, which decides and
