@@ -214,3 +214,25 @@ def test_a_run_claiming_more_than_the_limit_is_left_to_the_reference() -> None:
     with pytest.raises(CorruptObject, match="declares 100 bytes"):
         decode_verified_run(located, [payload] * n, lambda _: "here", out)
     assert len(out) == 0
+
+
+@native
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_frame_with_a_checksum_is_checked_by_both_paths(damaged: bool) -> None:
+    """A zstd frame carrying its content checksum (objstore writes none, another
+    writer may): decoded in the C call when intact; when its checksum is wrong, the
+    C call does not take it and the reference refuses it."""
+    raw = weights(np.random.default_rng(11), None, 30_000)
+    frame = bytearray(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(raw))
+    if damaged:
+        frame[-1] ^= 0x40
+    payload = bytes(frame)
+    ids = hash_bytes(Kind.CHUNK, raw).raw
+    for one_call in (True, False):
+        with decoder(one_call):
+            out = bytearray(len(raw))
+            took = codecs.decode_run(KEY, [payload], [codecs.ZSTD], [len(raw)], ids, out)
+        assert took == (not damaged)
+        if took:
+            assert bytes(out) == raw
+    assert (reference([codecs.ZSTD], [payload], [len(raw)], ids) is None) == damaged
