@@ -55,14 +55,14 @@ EXTENSIONS = [
     Extension(
         "objstore.storage._native",
         sources=["csrc/native/native.c", *_blake3_sources],
-        depends=["csrc/native/gear.h", "csrc/planes/transforms.h", f"{B3}/blake3.h", f"{B3}/blake3_impl.h"],
+        depends=["csrc/native/gear.h", "csrc/planes/transforms.h", "csrc/planes/zstd_decoder.h", f"{B3}/blake3.h", f"{B3}/blake3_impl.h"],
         define_macros=_blake3_macros,
         extra_compile_args=_cflags,
     ),
     # The bytegroup codecs' byte-plane split and merge (objstore/storage/codecs.py),
     # and the batch encoder (split, pack6, zstd, payload layout in one call).
     Extension("objstore.storage._planes", sources=["csrc/planes/planes.c"],
-              depends=["csrc/planes/transforms.h", f"{ZSTD}/zstd.h", f"{ZSTD}/zstd.c"],
+              depends=["csrc/planes/transforms.h", "csrc/planes/zstd_decoder.h", f"{ZSTD}/zstd.h", f"{ZSTD}/zstd.c"],
               include_dirs=[ZSTD], define_macros=_zstd_macros, extra_compile_args=_cflags),
 ]
 

