@@ -198,7 +198,7 @@ def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
     assert not api.artifact_exists("m:v9") and not api.artifact_exists("m", type="dataset")
     assert not api.artifact_exists("bad name/x/y/z") and not api.artifact_exists("a b")
     coll = api.artifact_collection("model", "m")
-    assert (coll.name, coll.type, coll.aliases, coll.description, coll.tags) == ("m", "model", ("latest",), None, [])
+    assert (coll.name, coll.type, coll.aliases, coll.description, coll.tags) == ("m", "model", ["latest"], None, [])
     assert [a.version for a in coll.artifacts()] == ["v0"]
     coll.save()  # nothing set: nothing written
     assert list(api.store.backend.iter_prefix(keys.annotations_prefix("e", "p", "m"))) == []
@@ -221,6 +221,29 @@ def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
     assert objstore.Api(store).artifact("e/p/m").version == "v0"  # the store as the first argument, as before
     coll.delete()
     assert not api.artifact_collection_exists("m", type="model")
+
+
+def test_collection_and_listing_signatures_as_w_and_b(logged: objstore.Artifact, tmp_path: Path) -> None:
+    """W&B's ``ArtifactCollection.is_sequence()`` is a method, ``aliases`` a list,
+    ``artifacts(per_page=, start=)``; ``Api.artifacts(type_name, name, order, per_page,
+    tags, start)`` takes one tag as a string (W&B's ``always_list``)."""
+    store = tmp_path / "store"
+    api = objstore.Api({"entity": "e", "project": "p"}, store=store)
+    art = api.artifact("m:v0")
+    art.tags = ["good"]
+    art.save()
+    coll = api.artifact_collection("model", "m")
+    assert coll.is_sequence() is True and isinstance(coll.aliases, list)
+    assert [a.version for a in coll.artifacts(per_page=1, start=None)] == ["v0"]
+    assert [a.version for a in api.artifacts("model", "m", None, 1, "good", None)] == ["v0"]
+    assert api.artifacts(type_name="model", name="m", per_page=1, tags=["good", "other"], start=None) == []
+    with objstore.init(entity="e", project="p", store=store) as run:
+        linked = run.link_artifact(api.artifact("m:v0"), "reg")
+    registry = api.artifact_collection("model", linked.collection.qualified_name)
+    assert registry.is_sequence() is False and registry.aliases == ["latest"]
+    for attr in ("aliases", "name", "type"):
+        with pytest.raises(errors.UnsupportedError, match="read-only"):
+            setattr(registry, attr, ["x"])
 
 
 def test_collection_description_and_tags_persist(logged: objstore.Artifact, tmp_path: Path) -> None:
