@@ -237,6 +237,9 @@ def test_collection_and_listing_signatures_as_w_and_b(logged: objstore.Artifact,
     assert [a.version for a in coll.artifacts(per_page=1, start=None)] == ["v0"]
     assert [a.version for a in api.artifacts("model", "m", None, 1, "good", None)] == ["v0"]
     assert api.artifacts(type_name="model", name="m", per_page=1, tags=["good", "other"], start=None) == []
+    for listing in (api.artifacts, api.artifact_versions):  # W&B's server finds no "dataset" collection m
+        with pytest.raises(errors.NotFound, match="'model', not 'dataset'"):
+            listing("dataset", "m")
     with objstore.init(entity="e", project="p", store=store) as run:
         linked = run.link_artifact(api.artifact("m:v0"), "reg")
     registry = api.artifact_collection("model", linked.collection.qualified_name)
@@ -398,3 +401,25 @@ def test_log_artifact_tags_are_checked_and_never_dropped(tmp_path: Path) -> None
     assert [a.version for a in api.artifacts("t", "e/p/a", tags=["b"])] == ["v0", "v1"]
     assert [a.version for a in api.artifacts("t", "e/p/a", tags=["ok tag", "b"])] == ["v0"]
     assert api.artifacts("t", "e/p/a", tags=["nope"]) == []
+
+
+def test_logging_another_type_into_a_collection_is_refused_as_w_and_b(tmp_path: Path) -> None:
+    """W&B's ``ValueError`` (objstore's InvalidInput, a ValueError): "Artifact x already
+    exists with type 'model'; cannot create another with type 'dataset'", for new
+    content and for content the collection already holds; nothing is written."""
+    (tmp_path / "f").write_text("one")
+    (tmp_path / "g").write_text("two")
+    store = tmp_path / "store"
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_artifact(str(tmp_path / "f"), name="x", type="model")
+        before = sorted(i.key for i in objstore.Api(store).store.backend.iter_prefix("refs/e/p/x/"))
+        for path in ("g", "f"):
+            with pytest.raises(ValueError, match="Artifact x already exists with type 'model'; cannot create another with type 'dataset'"):
+                run.log_artifact(str(tmp_path / path), name="x", type="dataset", aliases=["new"])
+        run.log_artifact(str(tmp_path / "f"), name="d", type="dataset")
+        with pytest.raises(errors.InvalidInput, match="d already exists with type 'dataset'; cannot create another with type 'model'"):
+            run.log_model(str(tmp_path / "g"), name="d")
+        assert run.log_artifact(str(tmp_path / "g"), name="x", type="model").version == "v1"
+    after = sorted(i.key for i in objstore.Api(store).store.backend.iter_prefix("refs/e/p/x/"))
+    assert [k for k in after if k not in before and "/versions/" not in k and "/digests/" not in k] == []
+    assert [a.type for a in objstore.Api(store).artifact_versions(None, "e/p/x")] == ["model", "model"]

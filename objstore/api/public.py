@@ -234,16 +234,16 @@ class Api:
         return spec.collection
 
     def artifact_versions(self, type_name: str | None, name: str, per_page: int = 50) -> list[Artifact]:
-        """Every version of a collection, oldest first."""
+        """Every version of a collection, oldest first; NotFound (W&B's CommError) if the
+        collection is of another type than ``type_name`` (None: any), as ``artifact_collection``."""
         coll = self._collection_path(name)
         versions = _versions(self.store, coll)
-        if not versions:
-            if pending_type(self.store, coll) is not None:
-                return []  # only a distributed version's parts: W&B lists COMMITTED versions, and it is PENDING
+        kind = versions[-1].type if versions else pending_type(self.store, coll)
+        if kind is None:
             raise missing_collection(self.store, coll)
-        if type_name is not None:
-            versions = [v for v in versions if v.type == type_name]
-        return versions
+        if type_name is not None and kind != type_name:
+            raise NotFound(f"{coll} is of type {kind!r}, not {type_name!r}", key=str(coll))
+        return versions  # only a distributed version's parts: [], as W&B lists COMMITTED versions
 
     def artifacts(self, type_name: str | None, name: str, order: str | None = None, per_page: int = 50,
                   tags: str | list[str] | None = None, start: str | None = None) -> list[Artifact]:
