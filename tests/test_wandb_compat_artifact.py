@@ -64,3 +64,12 @@ def test_wandb_errors_are_in_the_hierarchy() -> None:
     assert issubclass(errors.UnsupportedError, errors.UsageError)
     assert issubclass(errors.ArtifactFinalizedError, errors.ArtifactStatusError)
     assert issubclass(errors.ArtifactStatusError, AttributeError)
+
+
+def test_w_and_b_media_objects_are_refused_by_name() -> None:
+    """``Artifact.add(obj, name)`` (W&B's media objects: tables, images) is out of scope:
+    a clear UnsupportedError saying what to do, not an AttributeError; nothing staged."""
+    art = draft()
+    with pytest.raises(errors.UnsupportedError, match="add_file"):
+        art.add(object(), "table")
+    assert art.manifest.entries == {}

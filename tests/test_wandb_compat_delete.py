@@ -53,6 +53,23 @@ def test_delete_a_version_without_aliases(store: Path, tmp_path: Path) -> None:
     assert log(store, tmp_path, b"new").version == "v3"  # v1 is never given again
 
 
+def test_a_runs_artifacts_leave_out_deleted_versions(store: Path, tmp_path: Path) -> None:
+    """As W&B (a deleted version is in no run's list), so its documented loop
+    ``for a in run.logged_artifacts(): a.delete(delete_aliases=True)`` runs twice."""
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.use_model("m:v1", root=str(tmp_path / "use"))
+        run.use_model("m:v2", root=str(tmp_path / "use2"))
+    api(store).artifact("e/p/m:v1").delete()
+    runs = api(store).runs("e/p")
+    assert [a.version for r in runs for a in r.logged_artifacts()] == ["v0", "v2"]
+    assert [a.version for a in runs[-1].used_artifacts()] == ["v2"]
+    for _ in range(2):
+        for r in api(store).runs("e/p"):
+            for a in r.logged_artifacts():
+                a.delete(delete_aliases=True)
+    assert not any(api(store).artifact_exists(f"e/p/m:v{i}") for i in range(3))
+
+
 def test_delete_is_refused_while_the_version_has_aliases(store: Path) -> None:
     v0 = api(store).artifact("e/p/m:v0")
     with pytest.raises(errors.CommError, match="best"):  # W&B's server refuses with a CommError

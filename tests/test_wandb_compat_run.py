@@ -167,9 +167,12 @@ def test_module_level_calls_act_on_the_current_run(tmp_path: Path, monkeypatch: 
         objstore.log({"a": 1})
     with pytest.raises(errors.UsageError, match="init"):
         objstore.log_model(str(tmp_path / "m.bin"))
-    with pytest.raises(errors.UsageError, match="init"):
-        _ = objstore.config
-    run = objstore.init(entity="e", project="p", store=tmp_path / "s", id="r")
+    for attr in ("config", "summary"):
+        with pytest.raises(errors.UsageError, match="init"):
+            getattr(objstore, attr)
+    run = objstore.init(entity="e", project="p", store=tmp_path / "s", id="r", config={"lr": 0.1})
+    objstore.log({"loss": 0.5})
+    assert objstore.run is run and objstore.config.lr == 0.1 and objstore.summary["loss"] == 0.5
     art = objstore.log_model(str(tmp_path / "m.bin"), name="m", aliases=["best"])
     assert objstore.use_model("m:best").endswith("m.bin")
     objstore.link_model(str(tmp_path / "m.bin"), registered_model_name="reg")
@@ -178,4 +181,5 @@ def test_module_level_calls_act_on_the_current_run(tmp_path: Path, monkeypatch: 
     objstore.finish()
     assert objstore.run is None
     info = read_run_by_path(run.store, "e/p/r")
+    assert info.summary == {"loss": 0.5} and info.config == {"lr": 0.1}
     assert info.state == "finished" and len(info.outputs) == 3 and len(info.inputs) == 1  # m:best and m:v0 are one version

@@ -245,7 +245,7 @@ def test_a_collection_holding_only_pending_parts_is_listed_with_no_version(tmp_p
         run.upsert_artifact(str(tmp_path / "a"), name="shards", type="dataset", distributed_id="d1")
     api = objstore.Api(store=store, entity="team", project="dist")
     [coll] = api.artifact_collections("dist")
-    assert (coll.name, coll.type, coll.version_count, coll.aliases) == ("shards", "dataset", 0, ())
+    assert (coll.name, coll.type, coll.version_count, coll.aliases) == ("shards", "dataset", 0, [])
     assert api.artifact_collection("dataset", "shards").artifacts() == []
     assert api.artifact_collection_exists("shards", "dataset") and not api.artifact_collection_exists("shards", "model")
     assert api.artifacts("dataset", "shards") == [] and [t.name for t in api.artifact_types("dist")] == ["dataset"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,99 @@ SNIPPETS: dict[str, str] = {
 }
 
 
+# Run after SNIPPETS, and checked apart: they change what those made.
+LATER: dict[str, str] = {
+    "tag a version after logging": """
+        import wandb
+
+        api = wandb.Api()
+        artifact = api.artifact("artifacts-example/example_artifact:v1")
+        artifact.tags = ["reviewed", "small"]
+        artifact.save()
+    """,
+    "list the versions carrying a tag": """
+        import wandb
+
+        api = wandb.Api()
+        for artifact in api.artifacts(type_name="dataset", name="artifacts-example/example_artifact", tags=["reviewed"]):
+            print(artifact.version, artifact.tags)
+    """,
+    "change a ttl with the Api, inherit it, remove it": """
+        import wandb
+        from datetime import timedelta
+
+        api = wandb.Api()
+        artifact = api.artifact("artifacts-example/example_artifact:v1")
+        artifact.ttl = timedelta(days=365)  # Delete in one year
+        artifact.save()
+        print(artifact.ttl.days)
+        artifact.ttl = wandb.ArtifactTTL.INHERIT
+        artifact.save()
+        artifact.ttl = None
+        artifact.save()
+        print(artifact.ttl)
+    """,
+    "set a ttl on every version of a collection": """
+        import wandb
+        from datetime import timedelta
+
+        api = wandb.Api()
+        collection = api.artifact_collection(type_name="dataset", name="artifacts-example/waited")
+        for artifact in collection.artifacts():
+            artifact.ttl = timedelta(days=7)
+            artifact.save()
+    """,
+}
+
+# Run last: they remove what the others made.
+DELETIONS: dict[str, str] = {
+    "remove an alias, then delete the versions without one": """
+        import wandb
+
+        api = wandb.Api()
+        artifact = api.artifact("artifacts-example/example_artifact:v0")
+        artifact.aliases.remove("best")
+        artifact.save()
+
+        for v in api.artifact_versions("dataset", "artifacts-example/example_artifact"):
+            if len(v.aliases) == 0:
+                v.delete()
+    """,
+    "delete a collection": """
+        import wandb
+
+        api = wandb.Api()
+        collection = api.artifact_collection("dataset", "artifacts-example/waited")
+        collection.delete()
+    """,
+    "delete every artifact the runs of a project logged": """
+        import wandb
+
+        api = wandb.Api()
+        runs = api.runs("artifacts-example")
+        for run in runs:
+            for artifact in run.logged_artifacts():
+                artifact.delete(delete_aliases=True)
+    """,
+}
+
+
+def _check_later(api: objstore.Api) -> None:
+    outputs = {label: _run(code) for label, code in LATER.items()}
+    assert outputs["list the versions carrying a tag"].strip() == "v1 ['reviewed', 'small']"
+    assert outputs["change a ttl with the Api, inherit it, remove it"].split() == ["365", "None"]
+    history = api.artifact("example_artifact:v1").annotation_history()
+    assert [(c.old, c.new) for h in history for c in h.changes if c.field == "ttl"] == [
+        ("inherit", 365 * 86400), (365 * 86400, "inherit"), ("inherit", None)]
+    assert api.artifact("waited:v0").ttl == timedelta(days=7)
+    for label, code in DELETIONS.items():
+        assert _run(code) == "", label
+    assert not api.artifact_exists("example_artifact:v0") and not api.artifact_exists("waited:v0")
+    assert not api.artifact_collection_exists("waited", "dataset")
+    assert not api.artifact_exists("example_artifact:v1") and not api.artifact_exists("example_artifact:latest")
+    assert api.artifact_collections("artifacts-example") == []
+
+
 def _run(code: str) -> str:
     source = textwrap.dedent(code).replace("import wandb\n", "import objstore as wandb\n", 1)
     assert "objstore" in source
@@ -280,3 +374,4 @@ def test_every_snippet_runs_in_order(workdir: Path) -> None:
     assert outputs["distributed writers (W&B's ray example as a loop, text parts for tables)"].split() == ["v0", "5"]
     parallel = api.artifact("uncategorized/parallel-artifact:v0")
     assert sorted(parallel.manifest.entries) == [f"parts/table_{i}.csv" for i in range(5)]
+    _check_later(api)

@@ -198,7 +198,7 @@ def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
     assert not api.artifact_exists("m:v9") and not api.artifact_exists("m", type="dataset")
     assert not api.artifact_exists("bad name/x/y/z") and not api.artifact_exists("a b")
     coll = api.artifact_collection("model", "m")
-    assert (coll.name, coll.type, coll.aliases, coll.description, coll.tags) == ("m", "model", ("latest",), None, [])
+    assert (coll.name, coll.type, coll.aliases, coll.description, coll.tags) == ("m", "model", ["latest"], None, [])
     assert [a.version for a in coll.artifacts()] == ["v0"]
     coll.save()  # nothing set: nothing written
     assert list(api.store.backend.iter_prefix(keys.annotations_prefix("e", "p", "m"))) == []
@@ -221,6 +221,32 @@ def test_api_shape(logged: objstore.Artifact, tmp_path: Path) -> None:
     assert objstore.Api(store).artifact("e/p/m").version == "v0"  # the store as the first argument, as before
     coll.delete()
     assert not api.artifact_collection_exists("m", type="model")
+
+
+def test_collection_and_listing_signatures_as_w_and_b(logged: objstore.Artifact, tmp_path: Path) -> None:
+    """W&B's ``ArtifactCollection.is_sequence()`` is a method, ``aliases`` a list,
+    ``artifacts(per_page=, start=)``; ``Api.artifacts(type_name, name, order, per_page,
+    tags, start)`` takes one tag as a string (W&B's ``always_list``)."""
+    store = tmp_path / "store"
+    api = objstore.Api({"entity": "e", "project": "p"}, store=store)
+    art = api.artifact("m:v0")
+    art.tags = ["good"]
+    art.save()
+    coll = api.artifact_collection("model", "m")
+    assert coll.is_sequence() is True and isinstance(coll.aliases, list)
+    assert [a.version for a in coll.artifacts(per_page=1, start=None)] == ["v0"]
+    assert [a.version for a in api.artifacts("model", "m", None, 1, "good", None)] == ["v0"]
+    assert api.artifacts(type_name="model", name="m", per_page=1, tags=["good", "other"], start=None) == []
+    for listing in (api.artifacts, api.artifact_versions):  # W&B's server finds no "dataset" collection m
+        with pytest.raises(errors.NotFound, match="'model', not 'dataset'"):
+            listing("dataset", "m")
+    with objstore.init(entity="e", project="p", store=store) as run:
+        linked = run.link_artifact(api.artifact("m:v0"), "reg")
+    registry = api.artifact_collection("model", linked.collection.qualified_name)
+    assert registry.is_sequence() is False and registry.aliases == ["latest"]
+    for attr in ("aliases", "name", "type"):
+        with pytest.raises(errors.UnsupportedError, match="read-only"):
+            setattr(registry, attr, ["x"])
 
 
 def test_collection_description_and_tags_persist(logged: objstore.Artifact, tmp_path: Path) -> None:
@@ -375,3 +401,25 @@ def test_log_artifact_tags_are_checked_and_never_dropped(tmp_path: Path) -> None
     assert [a.version for a in api.artifacts("t", "e/p/a", tags=["b"])] == ["v0", "v1"]
     assert [a.version for a in api.artifacts("t", "e/p/a", tags=["ok tag", "b"])] == ["v0"]
     assert api.artifacts("t", "e/p/a", tags=["nope"]) == []
+
+
+def test_logging_another_type_into_a_collection_is_refused_as_w_and_b(tmp_path: Path) -> None:
+    """W&B's ``ValueError`` (objstore's InvalidInput, a ValueError): "Artifact x already
+    exists with type 'model'; cannot create another with type 'dataset'", for new
+    content and for content the collection already holds; nothing is written."""
+    (tmp_path / "f").write_text("one")
+    (tmp_path / "g").write_text("two")
+    store = tmp_path / "store"
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_artifact(str(tmp_path / "f"), name="x", type="model")
+        before = sorted(i.key for i in objstore.Api(store).store.backend.iter_prefix("refs/e/p/x/"))
+        for path in ("g", "f"):
+            with pytest.raises(ValueError, match="Artifact x already exists with type 'model'; cannot create another with type 'dataset'"):
+                run.log_artifact(str(tmp_path / path), name="x", type="dataset", aliases=["new"])
+        run.log_artifact(str(tmp_path / "f"), name="d", type="dataset")
+        with pytest.raises(errors.InvalidInput, match="d already exists with type 'dataset'; cannot create another with type 'model'"):
+            run.log_model(str(tmp_path / "g"), name="d")
+        assert run.log_artifact(str(tmp_path / "g"), name="x", type="model").version == "v1"
+    after = sorted(i.key for i in objstore.Api(store).store.backend.iter_prefix("refs/e/p/x/"))
+    assert [k for k in after if k not in before and "/versions/" not in k and "/digests/" not in k] == []
+    assert [a.type for a in objstore.Api(store).artifact_versions(None, "e/p/x")] == ["model", "model"]

@@ -1042,6 +1042,12 @@ class Artifact:
         for p in under:
             del self._staged[p]
 
+    def add(self, obj: object, name: str, overwrite: bool = False) -> None:
+        """W&B's ``add`` of a media object (a ``wandb.Table``, an image) is not offered:
+        objstore stores files, and has no W&B media types to serialize them."""
+        raise UnsupportedError(f"Artifact.add(obj, {name!r}) of a W&B media object is not offered; "
+                               f"write the object to a file and add it with add_file")
+
     def link(self, target_path: str, aliases: Iterable[str] | None = None) -> Artifact:
         """Link this logged version into the registered model ``target_path``
         (``name``, ``project/name`` or ``entity/project/name``; the entity and the

@@ -79,7 +79,7 @@ class ArtifactCollection:
     def __init__(self, store: Store, coll: CollectionPath, type: str, version_count: int, aliases: tuple[str, ...]) -> None:
         self._store, self._coll = store, coll
         self.entity, self.project, self.name = coll.entity, coll.project, coll.name
-        self.type, self.version_count, self.aliases = type, version_count, aliases
+        self.type, self.version_count, self._aliases = type, version_count, aliases
         self._show(read_collection_annotations(store, coll))
 
     def _show(self, saved: CollectionAnnotations) -> None:
@@ -88,9 +88,15 @@ class ArtifactCollection:
         self._tags = list(saved.tags)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if not name.startswith("_") and name in self.__dict__:
+        prop = getattr(type(self), name, None)
+        if not name.startswith("_") and (name in self.__dict__ or (isinstance(prop, property) and prop.fset is None)):
             raise UnsupportedError(f"ArtifactCollection.{name} is read-only")
         object.__setattr__(self, name, value)
+
+    @property
+    def aliases(self) -> list[str]:
+        """The aliases of its versions, sorted (a list, as W&B's; a fresh one each time)."""
+        return list(self._aliases)
 
     @property
     def qualified_name(self) -> str:
@@ -112,13 +118,13 @@ class ArtifactCollection:
     def tags(self, value: list[str]) -> None:
         self._tags = list(check_tags(value))
 
-    @property
     def is_sequence(self) -> bool:
-        """W&B's: True for an artifact collection, False for a registered model (a portfolio)."""
+        """W&B's method: True for an artifact collection, False for a registered model (a portfolio)."""
         return not self._coll.is_registry
 
-    def artifacts(self, per_page: int = 50) -> list[Artifact]:
-        """Its versions, oldest first."""
+    def artifacts(self, per_page: int = 50, start: str | None = None) -> list[Artifact]:
+        """Its versions, oldest first (a whole list: ``per_page`` and W&B's cursor
+        ``start`` are accepted and ignored)."""
         return _versions(self._store, self._coll)
 
     def save(self) -> None:
@@ -148,7 +154,7 @@ class ArtifactCollection:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ArtifactCollection):
             return NotImplemented
-        return (self._coll, self.type, self.version_count, self.aliases) == (other._coll, other.type, other.version_count, other.aliases)
+        return (self._coll, self.type, self.version_count, self._aliases) == (other._coll, other.type, other.version_count, other._aliases)
 
     __hash__ = None  # type: ignore[assignment]  # mutable-looking, compared by value
 
@@ -228,22 +234,23 @@ class Api:
         return spec.collection
 
     def artifact_versions(self, type_name: str | None, name: str, per_page: int = 50) -> list[Artifact]:
-        """Every version of a collection, oldest first."""
+        """Every version of a collection, oldest first; NotFound (W&B's CommError) if the
+        collection is of another type than ``type_name`` (None: any), as ``artifact_collection``."""
         coll = self._collection_path(name)
         versions = _versions(self.store, coll)
-        if not versions:
-            if pending_type(self.store, coll) is not None:
-                return []  # only a distributed version's parts: W&B lists COMMITTED versions, and it is PENDING
+        kind = versions[-1].type if versions else pending_type(self.store, coll)
+        if kind is None:
             raise missing_collection(self.store, coll)
-        if type_name is not None:
-            versions = [v for v in versions if v.type == type_name]
-        return versions
+        if type_name is not None and kind != type_name:
+            raise NotFound(f"{coll} is of type {kind!r}, not {type_name!r}", key=str(coll))
+        return versions  # only a distributed version's parts: [], as W&B lists COMMITTED versions
 
     def artifacts(self, type_name: str | None, name: str, order: str | None = None, per_page: int = 50,
-                  tags: list[str] | None = None) -> list[Artifact]:
-        """W&B's ``artifacts(type_name, name)``: every version of a collection, oldest
-        first (``order="-…"`` gives newest first); with ``tags`` only the versions
-        that carry all of them (W&B's rule)."""
+                  tags: str | list[str] | None = None, start: str | None = None) -> list[Artifact]:
+        """W&B's ``artifacts(type_name, name)``: every logged (W&B's COMMITTED) version
+        of a collection, oldest first (``order="-…"`` gives newest first); with
+        ``tags`` (one string or a list) only the versions that carry all of them
+        (W&B's rule). A whole list: ``per_page`` and the cursor ``start`` are ignored."""
         wanted = set(check_tags(tags))
         versions = self.artifact_versions(type_name, name)
         if wanted:

@@ -30,7 +30,7 @@ from objstore.model.names import CollectionPath
 from objstore.model.store import Store
 from objstore.model.versions import LogPage, ResolvedVersion, log_page, read_entry
 from objstore.storage.ids import ObjectId
-from objstore.storage.keys import LINEAGE_COMPLETE, lineage_prefix, lineage_run_of, parse_ref_key, refs_prefix, run_ref
+from objstore.storage.keys import LINEAGE_COMPLETE, lineage_prefix, lineage_run_of, parse_ref_key, refs_prefix, run_ref, version_ref
 from objstore.storage.objects import Link, RunRecord, Version
 
 if TYPE_CHECKING:
@@ -91,6 +91,11 @@ class RunInfo:
             try:
                 entry = read_entry(self._store, _collection_of(self._store, oid), oid)
             except (NotFound, CorruptObject):
+                continue
+            coll = entry.collection
+            # A deleted version's entry object stays (gc frees it); W&B lists it in no run,
+            # and its delete() would fail: its version ref (a tombstone now) says which.
+            if self._store.refs.read(version_ref(coll.entity, coll.project, coll.name, entry.index)) != oid:
                 continue
             out.append(_artifact_loader(self._store, entry))
         return out

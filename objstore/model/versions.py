@@ -349,7 +349,7 @@ def commit_version(
         return Version(tree, parent, artifact_type, coll.entity, coll.project, coll.name, n, size,
                        new_bytes, description, metadata, time.time(), run)
 
-    return _add_entry(store, coll, tree, make, aliases, before_ref)
+    return _add_entry(store, coll, tree, make, aliases, before_ref, artifact_type)
 
 
 def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion, *, run: str | None,
@@ -369,9 +369,11 @@ def link_version(store: Store, registry: CollectionPath, target: ResolvedVersion
 
 
 def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callable[[int, ObjectId | None], Version | Link],
-               aliases: tuple[str, ...], before_ref: Callable[[], None] | None = None) -> tuple[ResolvedVersion, bool]:
+               aliases: tuple[str, ...], before_ref: Callable[[], None] | None = None,
+               artifact_type: str | None = None) -> tuple[ResolvedVersion, bool]:
     """Claim the next dense number of ``coll`` for the entry ``make(n, parent)``
     returns, unless an entry already holds ``tree``; then move latest and aliases.
+    With ``artifact_type``, a collection whose latest version has another is refused.
 
     What this writer read or wrote itself is not read again: the number and id
     ``latest`` held (the hint, and the parent of the next number), the entry it
@@ -382,7 +384,7 @@ def _add_entry(store: Store, coll: CollectionPath, tree: ObjectId, make: Callabl
     found_at = digest_key  # the ref ``existing`` was read from: the entry must be what it promises
     created = existing is None
     latest_raw = store.refs.read_raw(latest_key)
-    latest = _latest_entry(store, coll, latest_raw)
+    latest = _latest_entry(store, coll, latest_raw, artifact_type)
     mine: ResolvedVersion | None = None
     movable = _claim_new_names(store, coll, digest_key, aliases, new_collection=existing is None and latest[0] < 0)
     if before_ref is not None:
@@ -468,11 +470,28 @@ def _is_deleted(store: Store, coll: CollectionPath, oid: ObjectId, ref: str) -> 
     return store.refs.read_raw(version_ref(coll.entity, coll.project, coll.name, entry.index)) == b""
 
 
-def _latest_entry(store: Store, coll: CollectionPath, raw: bytes | None) -> tuple[int, ObjectId | None]:
-    """(number, id) of the entry ``latest`` holds (raw value ``raw``); (-1, None) if none."""
+def _latest_entry(store: Store, coll: CollectionPath, raw: bytes | None,
+                  artifact_type: str | None = None) -> tuple[int, ObjectId | None]:
+    """(number, id) of the entry ``latest`` holds (raw value ``raw``); (-1, None) if none.
+
+    With ``artifact_type``: W&B's refusal (its message; InvalidInput is a ValueError)
+    to log another type than the collection's, as that entry has it, read here anyway,
+    so the check costs no request; before any ref, so a refused log leaves none."""
     ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     oid = None if raw is None else decode_value(ref, raw)
-    return (-1, None) if oid is None else (_index_of(store, coll, oid, ref), oid)
+    if oid is None:
+        return -1, None
+    try:
+        entry = read_entry(store, coll, oid, ref=ref)
+    except Misplaced:
+        raise
+    except CorruptObject:
+        return _index_of(store, coll, oid, ref), oid  # fsck reports it; its type is unknown
+    known = entry.version.artifact_type
+    if artifact_type is not None and known != artifact_type:
+        raise InvalidInput(f"Artifact {coll.name} already exists with type '{known}'; "
+                           f"cannot create another with type '{artifact_type}'")
+    return entry.index, oid
 
 
 def _holding(store: Store, coll: CollectionPath, ref: str, oid: ObjectId | None, tree: ObjectId) -> ObjectId | None:
