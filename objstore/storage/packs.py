@@ -105,6 +105,17 @@ class PackBuilder:
         once, in one write; with a ``limit``, stop after the record that brings the
         pack to ``limit`` bytes, so a pack ends where adding one at a time would end
         it. Returns the index of the first record not taken and how many were new."""
+        taken, added, pieces = self.stage_many(records, start, limit)
+        self.write_staged(pieces)
+        return taken, added
+
+    def stage_many(self, records: Sequence[tuple[ObjectId, int, int, bytes | memoryview]], start: int = 0,
+                   limit: int | None = None) -> tuple[int, int, list[bytes | memoryview]]:
+        """:meth:`add_many`'s bookkeeping without the write: the records are counted in
+        (ids, index entries, size) and their bytes returned, for :meth:`write_staged`,
+        which must get them before anything else is staged or written. So a caller
+        can let others see which chunks this pack holds (cheap) while it hashes and
+        writes (slow) outside its own lock."""
         pieces: list[bytes | memoryview] = []
         size, ids, entries, head = self.size, self._ids, self._entries, RECORD_HEAD.pack
         added = 0
@@ -125,14 +136,18 @@ class PackBuilder:
             size += stored
             added += 1
             self.payload_bytes += stored
-        self._write_pieces(pieces)
-        return i, added
+        self.size = size
+        return i, added, pieces
 
-    def _write_pieces(self, pieces: list[bytes | memoryview]) -> None:
+    def write_staged(self, pieces: list[bytes | memoryview]) -> None:
+        """Hash and write the bytes :meth:`stage_many` returned (already counted in ``size``)."""
         update = self._hash.update
         for piece in pieces:
             update(piece)
         self._emit(pieces)
+
+    def _write_pieces(self, pieces: list[bytes | memoryview]) -> None:
+        self.write_staged(pieces)
         self.size += sum(len(piece) for piece in pieces)
 
     def _emit(self, pieces: list[bytes | memoryview]) -> None:
