@@ -135,6 +135,19 @@ def test_stream_agrees(batches: list[list[bytes]]) -> None:
 
 
 @requires_native
+@pytest.mark.parametrize("sizes", [[41, 70_000, 3 * 65_536, 5, 65_536 - 46, 200_000], [65_536, 65_536], [0, 131_072, 1]])
+def test_stream_agrees_across_its_buffer(sizes: list[int]) -> None:
+    # the C stream hashes in whole 64 KiB buffers (copied, or straight from a piece that
+    # starts on one): every way a piece meets a buffer boundary gives the same digest
+    assert native.native_core is not None
+    pieces = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    got = native.native_core.new_stream(KEY)
+    for k in range(0, len(pieces), 2):
+        got.update_many(pieces[k : k + 2])
+    assert got.digest() == blake3.blake3(b"".join(pieces), key=KEY).digest()
+
+
+@requires_native
 def test_native_refuses_states_it_did_not_make() -> None:
     assert native.native_core is not None
     m = native.native_core._m

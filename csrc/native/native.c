@@ -195,10 +195,65 @@ static PyObject *pieces_tail(PyObject *self, PyObject *arg) {
     return PyBytes_FromStringAndSize((const char *)out, BLAKE3_OUT_LEN);
 }
 
+/* A stream's state: its hasher, then a STREAM_BUF-byte buffer. Bytes are hashed only in
+ * whole buffers, each starting at a multiple of STREAM_BUF from the stream's start, so
+ * BLAKE3 always gets whole, aligned subtrees and hashes 16 chunks at once: fed a pack's
+ * records as they come (41-byte heads between payloads), it would hash mostly one
+ * chunk at a time, at a quarter of the speed (1.8 against 7 GB/s measured). */
+typedef struct {
+    uint64_t magic, buffered;
+    blake3_hasher h;
+} stream_head;
+
+#define STREAM_BUF 65536
+
+static int stream_take(PyObject *obj, Py_buffer *view, stream_head *head) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0) return -1;
+    if ((size_t)view->len == sizeof(stream_head) + STREAM_BUF) {
+        memcpy(head, view->buf, sizeof(*head));
+        if (head->magic == STREAM_MAGIC && head->buffered < STREAM_BUF) return 0;
+    }
+    PyBuffer_Release(view);
+    PyErr_SetString(PyExc_ValueError, "not a hashing state made by this module");
+    return -1;
+}
+
+static void stream_feed(stream_head *head, uint8_t *buf, const uint8_t *data, size_t len) {
+    while (len) {
+        if (head->buffered == 0 && len >= STREAM_BUF) {  /* whole aligned buffers: no copy */
+            size_t whole = len - len % STREAM_BUF;
+            blake3_hasher_update(&head->h, data, whole);
+            data += whole;
+            len -= whole;
+            continue;
+        }
+        size_t take = STREAM_BUF - (size_t)head->buffered < len ? STREAM_BUF - (size_t)head->buffered : len;
+        memcpy(buf + head->buffered, data, take);
+        head->buffered += take;
+        data += take;
+        len -= take;
+        if (head->buffered == STREAM_BUF) {
+            blake3_hasher_update(&head->h, buf, STREAM_BUF);
+            head->buffered = 0;
+        }
+    }
+}
+
 /* stream_new(key) -> bytearray: the state of one keyed BLAKE3 stream. */
 static PyObject *stream_new(PyObject *self, PyObject *arg) {
     (void)self;
-    return state_new(arg, STREAM_MAGIC, 0);
+    Py_buffer key;
+    if (get_key(arg, &key) < 0) return NULL;
+    PyObject *out = PyByteArray_FromStringAndSize(NULL, (Py_ssize_t)(sizeof(stream_head) + STREAM_BUF));
+    if (out != NULL) {
+        stream_head head;
+        memset(&head, 0, sizeof(head));
+        head.magic = STREAM_MAGIC;
+        blake3_hasher_init_keyed(&head.h, key.buf);
+        memcpy(PyByteArray_AS_STRING(out), &head, sizeof(head));
+    }
+    PyBuffer_Release(&key);
+    return out;
 }
 
 /* stream_update(state, pieces): hash each buffer of the sequence, in order, in one
@@ -216,13 +271,14 @@ static PyObject *stream_update(PyObject *self, PyObject *args) {
     for (; held < n; held++)
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, held), &views[held], PyBUF_SIMPLE) < 0) break;
     Py_buffer sv;
-    piece_state ps;
+    stream_head head;
     PyObject *out = NULL;
-    if (held == n && state_take(state_obj, STREAM_MAGIC, &sv, &ps) == 0) {
+    if (held == n && stream_take(state_obj, &sv, &head) == 0) {
+        uint8_t *buf = (uint8_t *)sv.buf + sizeof(stream_head);
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < n; i++) blake3_hasher_update(&ps.h, views[i].buf, (size_t)views[i].len);
+        for (Py_ssize_t i = 0; i < n; i++) stream_feed(&head, buf, views[i].buf, (size_t)views[i].len);
         Py_END_ALLOW_THREADS
-        memcpy(sv.buf, &ps, sizeof(ps));
+        memcpy(sv.buf, &head, sizeof(head));
         PyBuffer_Release(&sv);
         out = Py_NewRef(Py_None);
     }
@@ -232,18 +288,18 @@ static PyObject *stream_update(PyObject *self, PyObject *args) {
     return out;
 }
 
-/* stream_digest(state) -> bytes: the digest of what was hashed so far. */
+/* stream_digest(state) -> bytes: the digest of what was hashed so far (the state is unchanged). */
 static PyObject *stream_digest(PyObject *self, PyObject *arg) {
     (void)self;
     Py_buffer view;
-    piece_state ps;
-    if (state_take(arg, STREAM_MAGIC, &view, &ps) < 0) return NULL;
+    stream_head head;
+    if (stream_take(arg, &view, &head) < 0) return NULL;
+    blake3_hasher_update(&head.h, (const uint8_t *)view.buf + sizeof(stream_head), (size_t)head.buffered);
     PyBuffer_Release(&view);
     uint8_t out[BLAKE3_OUT_LEN];
-    blake3_hasher_finalize(&ps.h, out, BLAKE3_OUT_LEN);
+    blake3_hasher_finalize(&head.h, out, BLAKE3_OUT_LEN);
     return PyBytes_FromStringAndSize((const char *)out, BLAKE3_OUT_LEN);
 }
-
 
 static PyObject *ends_list(const uint64_t *ends, size_t n) {
     PyObject *list = PyList_New((Py_ssize_t)n);
