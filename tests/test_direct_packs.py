@@ -96,3 +96,22 @@ def test_a_store_has_the_same_packs_with_and_without_direct_writes(tmp_path: Pat
         stores[flag] = {p.name: p.read_bytes() for p in sorted((store / "packs").rglob("*")) if p.is_file()}
     assert len([n for n in stores["1"] if n.endswith(".pack")]) >= 2
     assert stores["1"] == stores["0"]
+
+
+def test_a_failed_write_behind_is_raised_by_the_next_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Full buffers are written by the pack-writing thread while the caller goes on: an
+    # error there (a full disk, here a descriptor that no longer writes) must reach
+    # the caller, at its next write or flush, never be lost.
+    if not _direct_ok(tmp_path):
+        pytest.skip("this file system refuses O_DIRECT")
+    monkeypatch.setattr(packs, "DIRECT_STAGE", 8192)
+    f = DirectFile(tmp_path / "p")
+    (tmp_path / "ro").write_bytes(b"")
+    ro = os.open(tmp_path / "ro", os.O_RDONLY)
+    os.dup2(ro, f.fileno())  # the file's descriptor now refuses writes (EBADF)
+    os.close(ro)
+    f.write(b"x" * 8192)  # a full buffer: handed to the writing thread
+    with pytest.raises(OSError):
+        f.write(b"y" * 8192)  # the next full buffer waits for that write, and raises its error
+        f.flush()
+    f.close()  # a discarded pack: closing still works

@@ -228,3 +228,30 @@ def test_golden_store_through_the_one_call_encoder(tmp_path: Path, monkeypatch: 
     want = json.loads(GOLDEN.read_text())["store"]
     assert store_vectors(tmp_path, 2) == want
     assert calls and sum(calls) > len(calls)  # several chunks per call
+
+
+SEGMENT_KEYS = GOLDEN.parent / "segment_keys_v1.json"
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_golden_segment_keys(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The segment-cache keys a log records (the names of its entries): pinned, since a
+    key computed otherwise turns every entry of every store into a miss. Pieces of
+    100,000 bytes, so tensors span several pieces and end in a partial one."""
+    from objstore.files import ingest
+
+    monkeypatch.setattr(ingest, "MIN_SEGMENT", 1)
+    monkeypatch.setattr(ingest, "PIECE", 100_000)
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest, "JOB_BYTES", 1 << 20)
+    path = safetensors_file(tmp_path / "model.safetensors")
+    root = tmp_path / "store"
+    odb = ObjectDatabase(open_backend(str(root)), codec_policy=PinnedPolicy())
+    chunker = Chunker(SMALL)
+    chunk_file(path, chunker, odb, stat_cache=None, segment_cache=ingest.segment_cache_for(odb, chunker), workers=workers)
+    odb.flush()
+    got = sorted(p.parent.name + p.name[:62] for p in (root / "cache" / "segments").rglob("*") if p.is_file())
+    if os.environ.get("OBJSTORE_WRITE_GOLDEN"):
+        SEGMENT_KEYS.write_text(json.dumps(got, indent=1) + "\n")
+    assert len(got) >= 5  # every segment (the copy of a.weight shares its entry)
+    assert got == json.loads(SEGMENT_KEYS.read_text())

@@ -121,6 +121,56 @@ def test_hash_many_agrees(data: bytes, cuts: list[int], start: int) -> None:
 
 
 @requires_native
+@settings(max_examples=30, deadline=None)
+@given(batches=st.lists(st.lists(st.binary(max_size=5000), max_size=6), max_size=5))
+def test_stream_agrees(batches: list[list[bytes]]) -> None:
+    # the pack checksum: one GIL-free call per batch of record heads and payloads
+    assert native.native_core is not None
+    got, want = native.native_core.new_stream(KEY), native.python_core.new_stream(KEY)
+    for batch in batches:
+        got.update_many([memoryview(b) for b in batch])
+        want.update_many(list(batch))
+        assert got.digest() == want.digest()
+    assert got.digest() == blake3.blake3(b"".join(b"".join(batch) for batch in batches), key=KEY).digest()
+
+
+@requires_native
+@pytest.mark.parametrize("sizes", [[41, 70_000, 3 * 65_536, 5, 65_536 - 46, 200_000], [65_536, 65_536], [0, 131_072, 1]])
+def test_stream_agrees_across_its_buffer(sizes: list[int]) -> None:
+    # the C stream hashes in whole 64 KiB buffers (copied, or straight from a piece that
+    # starts on one): every way a piece meets a buffer boundary gives the same digest
+    assert native.native_core is not None
+    pieces = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+    got = native.native_core.new_stream(KEY)
+    for k in range(0, len(pieces), 2):
+        got.update_many(pieces[k : k + 2])
+    assert got.digest() == blake3.blake3(b"".join(pieces), key=KEY).digest()
+
+
+@requires_native
+def test_native_refuses_states_it_did_not_make() -> None:
+    assert native.native_core is not None
+    m = native.native_core._m
+    cdc = native.Cdc(1024, 256, 4096, 1)
+    pieces, stream = m.pieces_new(KEY, 1024), m.stream_new(KEY)
+    for bad in (bytearray(len(pieces)), bytearray(8), b"x" * len(pieces)):  # zeroed, short, read-only
+        with pytest.raises((ValueError, BufferError, TypeError)):
+            m.chunk_block(b"abc" * 100, 300, True, 0, 1, 0, cdc.config, None, bad, 0)
+        with pytest.raises((ValueError, BufferError, TypeError)):
+            m.stream_update(bad, [b"abc"])
+    with pytest.raises(ValueError):
+        m.stream_update(pieces, [b"abc"])  # a piece state is not a stream
+    with pytest.raises(ValueError):
+        m.chunk_block(b"abc" * 100, 300, True, 0, 1, 0, cdc.config, None, stream, 0)  # nor the reverse
+    with pytest.raises(ValueError):
+        m.chunk_block(b"abc" * 100, 300, True, 0, 1, 0, cdc.config, None, pieces, 301)  # fresh_from past filled
+    with pytest.raises(ValueError):
+        m.pieces_new(KEY, 0)
+    with pytest.raises(TypeError):
+        m.stream_update(stream, [b"ok", 3])  # the buffers taken so far are let go
+
+
+@requires_native
 def test_native_refuses_bad_arguments() -> None:
     assert native.native_core is not None
     m = native.native_core._m

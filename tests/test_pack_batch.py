@@ -5,6 +5,7 @@ each pack closed after the same record, whatever the batch sizes."""
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,61 @@ def test_builder_on_an_unbuffered_file_writes_what_it_writes_to_memory(tmp_path:
         name = on_disk.finish()
     assert name == in_memory.finish()
     assert (tmp_path / "p").read_bytes() == memory.getvalue()
+
+
+def _held_writes(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Make every pack write wait for ``release`` (after saying ``writing``): a disk
+    that takes its time, with the real write still done afterwards."""
+    writing, release = threading.Event(), threading.Event()
+    real = PackBuilder.write_staged
+
+    def slow(self: PackBuilder, pieces: list[bytes | memoryview]) -> None:
+        if len(pieces) > 1:  # records (head, payload, ...), not the pack's header
+            writing.set()
+            assert release.wait(30), "the test never released the write"
+        real(self, pieces)
+
+    monkeypatch.setattr(PackBuilder, "write_staged", slow)
+    return writing, release
+
+
+def test_lookups_do_not_wait_for_a_pack_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The chunking threads ask has_chunks for every block while the writer appends:
+    # a write (disk, pack checksum) under the database's lock stalled them all, so
+    # cold ingest kept about one core busy of two.
+    db = ObjectDatabase(LocalBackend(tmp_path / "store"))
+    (rec,) = _records([5000], 0)
+    other = hash_bytes(Kind.CHUNK, b"not stored")
+    writing, release = _held_writes(monkeypatch)
+    writer = threading.Thread(target=db.add_encoded_many, args=([rec],))
+    writer.start()
+    assert writing.wait(30)
+    answers: list[list[bool]] = []
+    looker = threading.Thread(target=lambda: answers.append(db.has_chunks([rec[0], other])))
+    looker.start()
+    looker.join(30)
+    done_while_writing = not looker.is_alive()
+    release.set()
+    writer.join()
+    looker.join()
+    assert done_while_writing, "has_chunks waited for the pack write"
+    assert answers == [[True, False]]  # counted in the open pack from the moment it is staged
+
+
+def test_flush_waits_for_a_write_in_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A flush racing an append must seal the pack only after the append's bytes are
+    # written: the pack's index already lists them.
+    db = ObjectDatabase(LocalBackend(tmp_path / "store"))
+    payload = bytes(range(256)) * 20
+    rec = (hash_bytes(Kind.CHUNK, payload), 0, len(payload), payload)
+    writing, release = _held_writes(monkeypatch)
+    writer = threading.Thread(target=db.add_encoded_many, args=([rec],))
+    writer.start()
+    assert writing.wait(30)
+    flusher = threading.Thread(target=db.flush)
+    flusher.start()
+    release.set()
+    writer.join()
+    flusher.join()
+    assert db.get_chunk(rec[0]) == rec[3]
+    assert db.packs_stored == 1

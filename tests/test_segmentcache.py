@@ -15,6 +15,8 @@ from modelgen import fine_tune, transformer, write_safetensors
 from objstore.files import ingest, segmentcache
 from objstore.files.ingest import chunk_file
 from objstore.model.store import Store
+from objstore.storage import native
+from objstore.storage.ids import Kind, hash_bytes, key_of
 from objstore.storage.segmenting import Segment
 
 KiB = 1024
@@ -126,14 +128,20 @@ def test_a_logged_model_verifies_after_a_cached_ingest(tmp_path: Path) -> None:
 def test_the_key_is_the_same_streamed_in_any_pieces_or_hashed_in_parallel(tmp_path_factory, data: bytes, splits: list[int]) -> None:
     path = tmp_path_factory.mktemp("key") / "f"
     path.write_bytes(b"pad" + data)
-    streamed = ingest._SegmentKey()
-    view, pos = memoryview(data), 0
-    for n in splits + [len(data)]:
-        streamed.update(view[pos : pos + n])
-        pos = min(len(data), pos + n)
     fd = os.open(path, os.O_RDONLY)
     try:
         (parallel,) = ingest._hash_segments(fd, [Segment(3, len(data))])
     finally:
         os.close(fd)
-    assert streamed.digest() == parallel
+    # Streamed as chunking does it: each call of the core that cuts a buffer feeds the
+    # bytes read since the last call (buf[fresh_from:filled]), in both implementations.
+    cdc = native.Cdc(1024, 256, 4096, 1)
+    for core in [native.python_core, *([native.native_core] if native.native_core is not None else [])]:
+        pieces = core.new_pieces(key_of(Kind.SEGMENT), ingest.PIECE)
+        buf, pos = bytearray(data), 0
+        for n in splits + [len(data)]:
+            end = min(len(data), pos + n)
+            core.chunk_block(cdc, buf, end, True, 0, 1, 0, None, pieces, pos)
+            pos = end
+        streamed = hash_bytes(Kind.SEGMENT, bytes(pieces.done) + core.pieces_tail(pieces)).raw
+        assert streamed == parallel, core.name

@@ -80,7 +80,7 @@ from pathlib import Path
 from objstore.errors import FileChanged, InvalidInput, NotFound
 from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
 from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
-from objstore.storage import codecs
+from objstore.storage import codecs, native
 from objstore.storage.chunking import Block, BufferPool, Chunker, Lease
 from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher, ids_from_digests, key_of
 from objstore.storage.objects import FileObject
@@ -141,47 +141,11 @@ PIECE = 2 * 1024 * 1024
 PIECES_IN_FLIGHT = 64
 
 
-class _SegmentKey:
-    """Builds a segment's cache key from its bytes, fed in order in any sizes."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-        self._piece = hasher(Kind.SEGMENT)
-        self._filled = 0
-
-    def update(self, data: memoryview) -> None:
-        while len(data):
-            take = min(len(data), PIECE - self._filled)
-            self._piece.update(data[:take])
-            self._filled += take
-            data = data[take:]
-            if self._filled == PIECE:
-                self.pieces.append(self._piece.digest())
-                self._piece, self._filled = hasher(Kind.SEGMENT), 0
-
-    def digest(self) -> bytes:
-        pieces = self.pieces + ([self._piece.digest()] if self._filled else [])
-        return _key_of(pieces)
-
-
 def _key_of(pieces: list[bytes]) -> bytes:
     return hash_bytes(Kind.SEGMENT, b"".join(pieces)).raw
 
 
-class _HashingPReader(_PReader):
-    """A :class:`_PReader` that also computes the segment's cache key: for free
-    while it is chunked (each byte is read exactly once)."""
-
-    __slots__ = ("key",)
-
-    def __init__(self, fd: int, offset: int) -> None:
-        super().__init__(fd, offset)
-        self.key = _SegmentKey()
-
-    def readinto(self, buffer: memoryview) -> int:
-        n = super().readinto(buffer)
-        self.key.update(buffer[:n])
-        return n
+_SEGMENT_KEY = key_of(Kind.SEGMENT)
 
 
 _hash_pool_lock = threading.Lock()
@@ -261,7 +225,7 @@ class _Reuse:
     When the cache holds entries, every large segment is hashed first (all of
     them at once, on every core) and looked up; a hit whose chunks are all stored
     is not chunked at all. Every segment that is chunked has its key computed
-    from the very buffers that are cut (:class:`_HashingPReader`), so an entry's
+    from the very buffers that are cut (by the same call of the core), so an entry's
     key and chunk list always describe the same bytes; a key that differs from
     the one hashed first means the file changed in between (:class:`FileChanged`).
     Entries are only collected while the file is read, and written by
@@ -336,10 +300,11 @@ class _Run:
         return new
 
 
-def _cut(chunker: Chunker, reader: _PReader, segment: Segment, pool: BufferPool | None) -> Iterator[_Run]:
+def _cut(chunker: Chunker, reader: _PReader, segment: Segment, pool: BufferPool | None,
+         pieces: native.Pieces | None = None) -> Iterator[_Run]:
     fresh = pool is not None
     read_block = BLOCK_BYTES if fresh else None
-    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool):
+    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool, pieces):
         assert block.ids is not None  # asked for with a key
         ends = block.ends
         lengths = [ends[0] - block.start, *(b - a for a, b in zip(ends, ends[1:]))]
@@ -361,12 +326,14 @@ def _segment_runs(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | N
     # The key is hashed from the buffers that are cut, never taken from the plan's
     # earlier read: a key and a chunk list from two reads describe two states of a
     # file that changed in between, and would answer for bytes never chunked.
-    reader = _HashingPReader(fd, segment.offset)
+    # The pieces are hashed by the same call of the core that cuts them, from the same
+    # buffer: each byte is read once, and the key costs no Python per piece.
+    pieces = native.core.new_pieces(_SEGMENT_KEY, PIECE)
     chunks: _Chunks = []
-    for run in _cut(chunker, reader, segment, pool):
+    for run in _cut(chunker, _PReader(fd, segment.offset), segment, pool, pieces):
         chunks.extend(zip(run.ids, run.lengths))
         yield run
-    key = reader.key.digest()
+    key = hash_bytes(Kind.SEGMENT, bytes(pieces.done) + native.core.pieces_tail(pieces)).raw
     if planned is not None and key != planned:
         raise FileChanged(detail=f" (tensor {segment.name or segment.offset} read twice, differently)")
     reuse.record(key, segment, chunks)

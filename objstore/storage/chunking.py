@@ -123,6 +123,17 @@ class Block:
     lease: Lease | None = None
 
 
+def _fill(stream: Readable, whole: memoryview, filled: int, limit: int, remaining: int) -> tuple[int, int]:
+    """Read into ``whole[filled:limit]`` (at most ``remaining`` bytes); the new filled and remaining."""
+    while filled < limit and remaining > 0:
+        n = stream.readinto(whole[filled : filled + min(limit - filled, remaining)])
+        if not n:
+            raise FileChanged(detail=f" (it ended {remaining} bytes early)")
+        filled += n
+        remaining -= n
+    return filled, remaining
+
+
 class Chunker:
     """Cuts byte streams into content-defined chunks.
 
@@ -153,8 +164,8 @@ class Chunker:
                 start = end
 
     def iter_blocks(self, stream: Readable, length: int, align: int = 1, key: bytes | None = None,
-                    fresh: bool = False, read_block: int | None = None, pool: BufferPool | None = None
-                    ) -> Iterator[Block]:
+                    fresh: bool = False, read_block: int | None = None, pool: BufferPool | None = None,
+                    pieces: native.Pieces | None = None) -> Iterator[Block]:
         """The chunks of the next ``length`` bytes of ``stream``, a read buffer at a
         time, cut (and, given a BLAKE3 ``key``, hashed) in one call of the core
         (:mod:`objstore.storage.native`) per buffer.
@@ -163,7 +174,10 @@ class Chunker:
         next read are copied, not the chunks), valid as long as its views are
         referenced, or with a ``pool`` (of buffers of read block + max chunk size)
         until the block's lease is released. ``read_block``: bytes read per block,
-        instead of the chunker's own. Raises if the stream ends early.
+        instead of the chunker's own. ``pieces``: every byte read is also fed, once and
+        in order, into this piece hash, in the same call of the core that cuts it (the
+        digests of the pieces completed collect in ``pieces.done``). Raises if the
+        stream ends early.
         """
         if length <= 0:
             return
@@ -180,13 +194,10 @@ class Chunker:
         emitted = 0  # buffer offset up to which chunks were yielded (>= 0)
         try:
             while True:
-                while filled < limit and remaining > 0:
-                    n = stream.readinto(whole[filled : filled + min(limit - filled, remaining)])
-                    if not n:
-                        raise FileChanged(detail=f" (it ended {remaining} bytes early)")
-                    filled += n
-                    remaining -= n
-                cuts = native.core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
+                fed = filled  # the bytes carried over were fed with the read that brought them
+                filled, remaining = _fill(stream, whole, filled, limit, remaining)
+                cuts = native.core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key,
+                                               pieces, fed)
                 if cuts.ends:
                     yield Block(whole, emitted, cuts.ends, cuts.ids, lease)
                     emitted = cuts.ends[-1]

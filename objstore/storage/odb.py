@@ -246,6 +246,10 @@ class ObjectDatabase:
         self.codec_policy = codec_policy or codecs.DEFAULT_POLICY
         self.index = ChunkIndex()
         self._lock = threading.RLock()
+        # Held by whoever appends to, seals or flushes the open pack, around the
+        # bookkeeping (under _lock) and the write (outside it), so the records
+        # counted in are the next bytes written; look-ups take only _lock.
+        self._append_lock = threading.Lock()
         self._loaded = False
         self._writer: OpenPack | None = None
         # Full packs handed to the sealer thread, not yet in the index.
@@ -608,38 +612,67 @@ class ObjectDatabase:
         the open pack, a write per pack they go into, closing each pack when full
         exactly where one-at-a-time adds would; how many were new to the packs."""
         added = done = 0
-        while True:
-            with self._lock:
-                if self._broken is not None:
-                    raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
-                try:
-                    if self._writer is None:
-                        self._writer = OpenPack(self._temp_path())
-                    builder = self._writer.builder
-                    payload_before = builder.payload_bytes
-                    done, new = builder.add_many(records, done, PACK_TARGET)
-                except OSError as exc:
-                    # The pack being written is a local temp file, outside the backend's
-                    # own error mapping: say why (disk full, size limit, read-only).
-                    self._broken = exc
-                    raise backend_error("cannot write a new pack", exc) from exc
-                except BaseException as exc:
-                    self._broken = exc
-                    raise
+        with self._append_lock:
+            while True:
+                builder, done, new, pieces = self._stage(records, done)
                 added += new
-                self.new_chunks += new
-                self.new_bytes += builder.payload_bytes - payload_before
-                if builder.size < PACK_TARGET:
+                self._write_staged(builder, pieces)
+                with self._lock:
+                    if builder.size < PACK_TARGET:
+                        return added
+                    writer, self._writer = self._writer, None
+                    assert writer is not None and writer.builder is builder  # only appenders replace it
+                    if self._sealer is None:
+                        self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
+                    self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
+                    wait = len(self._sealing) > MAX_SEALING
+                if wait:
+                    self._wait_oldest()  # outside _lock: the sealer needs it to publish the pack
+                if done >= len(records):
                     return added
-                writer, self._writer = self._writer, None
-                if self._sealer is None:
-                    self._sealer = ThreadPoolExecutor(1, thread_name_prefix="objstore-seal")
-                self._sealing.append((writer, self._sealer.submit(self._seal, writer)))
-                wait = len(self._sealing) > MAX_SEALING
-            if wait:
-                self._wait_oldest()  # outside the lock: the sealer needs it to publish the pack
-            if done >= len(records):
-                return added
+
+    def _stage(self, records: Sequence[tuple[ObjectId, int, int, bytes | memoryview]], start: int
+               ) -> tuple[PackBuilder, int, int, list[bytes | memoryview]]:
+        """Count ``records[start:]`` into the open pack (under ``_lock``: has_chunks sees
+        them from now on), up to where it is full; returns the bytes, for
+        :meth:`_write_staged`. Under ``_append_lock``, so nothing else is appended,
+        sealed or flushed between the two."""
+        with self._lock:
+            if self._broken is not None:
+                raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
+            try:
+                if self._writer is None:
+                    self._writer = OpenPack(self._temp_path())
+                builder = self._writer.builder
+                payload_before = builder.payload_bytes
+                done, new, pieces = builder.stage_many(records, start, PACK_TARGET)
+            except OSError as exc:
+                self._broken = exc
+                raise backend_error("cannot write a new pack", exc) from exc
+            except BaseException as exc:
+                self._broken = exc
+                raise
+            self.new_chunks += new
+            self.new_bytes += builder.payload_bytes - payload_before
+            return builder, done, new, pieces
+
+    def _write_staged(self, builder: PackBuilder, pieces: list[bytes | memoryview]) -> None:
+        """Hash and write what :meth:`_stage` counted in: outside ``_lock``, so the
+        chunking threads' look-ups (has_chunks) never wait for the disk or the
+        pack checksum. A failure breaks the database: the pack's ids already claim
+        those chunks, so no later write may trust it."""
+        try:
+            builder.write_staged(pieces)
+        except OSError as exc:
+            # The pack being written is a local temp file, outside the backend's
+            # own error mapping: say why (disk full, size limit, read-only).
+            with self._lock:
+                self._broken = exc
+            raise backend_error("cannot write a new pack", exc) from exc
+        except BaseException as exc:
+            with self._lock:
+                self._broken = exc
+            raise
 
     @property
     def packs_stored(self) -> int:
@@ -650,7 +683,7 @@ class ObjectDatabase:
         """Close and store the open pack, then its index, and wait for packs sealed
         in the background. Call before writing objects that name the chunks; once
         the refs naming them are written, call :meth:`maintain`."""
-        with self._lock:
+        with self._append_lock, self._lock:
             writer, self._writer = self._writer, None
         if writer is not None:
             self._seal(writer)
@@ -754,7 +787,7 @@ class ObjectDatabase:
     def abort(self) -> None:
         """Drop the open pack without storing it (full packs already sealing are kept:
         unreferenced, they are gc's)."""
-        with self._lock:
+        with self._append_lock, self._lock:
             if self._writer is not None:
                 self._writer.discard()
                 self._writer = None
