@@ -42,6 +42,7 @@ def test_abort_drains_failed_seals_but_not_an_interrupt(monkeypatch: pytest.Monk
     odb = ObjectDatabase.__new__(ObjectDatabase)
     import threading
     odb._lock = threading.Lock()  # type: ignore[attr-defined]
+    odb._append_lock = threading.Lock()  # type: ignore[attr-defined]
     odb._writer = None  # type: ignore[attr-defined]
     outcomes: list[BaseException | None] = [RuntimeError("seal failed"), None]
 

@@ -248,3 +248,43 @@ def test_flush_reports_a_background_seal_that_failed_before_it_was_called(tmp_pa
     finally:
         faults.configure("")
     assert not list((tmp_path / "store" / "packs").glob("*.pack"))
+
+
+FAILED_WRITE_THEN_FLUSH = textwrap.dedent("""
+    import random, resource, signal, sys
+    from objstore.model.store import Store
+    from objstore.storage.ids import Kind, hash_bytes
+    store = Store.open(sys.argv[1])
+    rng = random.Random(7)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8_000_000, resource.RLIM_INFINITY))
+    try:
+        for _ in range(64):  # 1 MiB each: the pack's temp file passes the 8 MB limit
+            payload = rng.randbytes(1 << 20)
+            store.odb.add_encoded(hash_bytes(Kind.CHUNK, payload), 0, len(payload), payload)
+        store.odb.flush()
+        print("no error")
+    except Exception as exc:
+        print("write failed", type(exc).__name__)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # room again
+    try:
+        store.odb.flush()  # what a run's finish or the store's close calls after a failed log
+        print("flush stored")
+    except Exception as exc:
+        print("flush refused", type(exc).__name__)
+""")
+
+
+def test_a_pack_whose_write_failed_is_never_stored_by_a_later_flush(tmp_path: Path) -> None:
+    """A pack's index names every record staged into it; once one of its writes
+    failed (a full disk, a file size limit), a later flush must not store it, even
+    once there is room again: its index would name records whose bytes never
+    reached the file."""
+    store = tmp_path / "store"
+    Store.open(store).close()
+    proc = subprocess.run([sys.executable, "-c", FAILED_WRITE_THEN_FLUSH, str(store)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "write failed" in proc.stdout, proc.stdout
+    assert "flush refused" in proc.stdout, proc.stdout
+    assert not list((store / "packs").glob("*.pack")), "a pack with unwritten records was stored"
+    _assert_sound(store)

@@ -647,8 +647,8 @@ class ObjectDatabase:
                 payload_before = builder.payload_bytes
                 done, new, pieces = builder.stage_many(records, start, PACK_TARGET)
             except OSError as exc:
-                self._broken = exc
-                raise backend_error("cannot write a new pack", exc) from exc
+                self._broken = error = backend_error("cannot write a new pack", exc)
+                raise error from exc
             except BaseException as exc:
                 self._broken = exc
                 raise
@@ -666,9 +666,10 @@ class ObjectDatabase:
         except OSError as exc:
             # The pack being written is a local temp file, outside the backend's
             # own error mapping: say why (disk full, size limit, read-only).
+            error = backend_error("cannot write a new pack", exc)
             with self._lock:
-                self._broken = exc
-            raise backend_error("cannot write a new pack", exc) from exc
+                self._broken = error
+            raise error from exc
         except BaseException as exc:
             with self._lock:
                 self._broken = exc
@@ -685,6 +686,16 @@ class ObjectDatabase:
         the refs naming them are written, call :meth:`maintain`."""
         with self._append_lock, self._lock:
             writer, self._writer = self._writer, None
+            broken = self._broken
+        if broken is not None:
+            # The open pack's index names every record staged into it, and one of its
+            # writes failed: stored, it would claim bytes that never reached the file.
+            # The error said again (a run's finish flushes after a failed log): the cause.
+            if writer is not None:
+                writer.discard()
+            if isinstance(broken, ObjstoreError):
+                raise broken
+            raise StoreBroken(f"an earlier write failed ({broken}); start a new session") from broken
         if writer is not None:
             self._seal(writer)
         self._wait_sealed()
