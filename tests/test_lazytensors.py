@@ -259,6 +259,18 @@ def test_a_hostile_header_is_a_clear_error(tmp_path: Path, header: dict[str, obj
     assert "bad.safetensors in e/p/m:v0 is not a usable safetensors file" in str(info.value)
 
 
+@pytest.mark.parametrize("shape", [[0, 1 << 70], [0, 1 << 40, 1 << 40], [1] * 65])
+def test_a_shape_numpy_cannot_hold_is_refused_at_open(tmp_path: Path, shape: list[int]) -> None:
+    """An empty tensor's byte range is 0 bytes whatever its other dimensions claim, and 65
+    dimensions of 1 fill 4 bytes: each passes the size check, but numpy cannot make such an
+    array, and get_tensor / get_slice let numpy's ValueError out (before the fix)."""
+    nbytes = 4 if 0 not in shape else 0
+    header = {"a": {"dtype": "F32", "shape": shape, "data_offsets": [0, nbytes]}}
+    art = log_file(str(tmp_path / "store"), _hostile(tmp_path / "bad.safetensors", header))
+    with pytest.raises(NotSafetensors, match="numpy"):
+        art.safe_open("bad.safetensors")
+
+
 def test_a_file_that_is_not_safetensors_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("hello, this is text and no tensor at all")
