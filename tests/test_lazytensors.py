@@ -249,6 +249,11 @@ def _hostile(path: Path, header: dict[str, object] | bytes, data: bytes = b"\0" 
     ({"a": {"dtype": "F32", "shape": [4]}}, "lacks"),
     ({"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "negative"),
     ({"__metadata__": {"k": 3}}, "__metadata__"),
+    # safetensors itself refuses these; int() made "44" the shape (4, 4) and 4.7 a 4 (before the fix).
+    ({"a": {"dtype": "F32", "shape": "44", "data_offsets": [0, 64]}}, "not a list of whole numbers"),
+    ({"a": {"dtype": "F32", "shape": [4.7], "data_offsets": [0, 16]}}, "not a list of whole numbers"),
+    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, "not a list of whole numbers"),
+    ({"a": {"dtype": "U8", "shape": [1], "data_offsets": [False, True]}}, "outside the file"),
     (b"[1, 2]", "not a JSON object"),
     (b"{not json", "not valid JSON"),
 ])
