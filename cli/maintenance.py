@@ -57,11 +57,11 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
     if as_json:
         out.emit_json(d.to_dict())
         return
-    click.echo(f"--- {d.a}\n+++ {d.b}")
+    click.echo(f"--- {out.printable(d.a)}\n+++ {out.printable(d.b)}")
     marks = {"added": out.paint("A", "green"), "removed": out.paint("D", "red"), "changed": out.paint("M", "yellow"),
              "renamed": out.paint("R", "cyan")}
     for f in d.files:
-        path = f"{f.old_path} -> {f.path}" if f.old_path else f.path
+        path = out.printable(f"{f.old_path} -> {f.path}" if f.old_path else f.path)
         click.echo(f"{marks[f.status]}  {path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
         for t in f.tensors or ():
             if t.change == "added":
@@ -73,9 +73,9 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
                 detail = f"{t.new_dtype} {list(t.new_shape or ())}, relative L2 change {moved}"
             else:
                 detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
-            click.echo(f"     tensor {t.name}: {t.change} ({detail})")
+            click.echo(f"     tensor {out.printable(t.name)}: {t.change} ({out.printable(detail)})")
         for m in f.metadata or ():
-            click.echo(f"     metadata {m.key}: {_shown(m.old)} -> {_shown(m.new)}")
+            click.echo(f"     metadata {out.printable(m.key)}: {_shown(m.old)} -> {_shown(m.new)}")
         if f.status == "changed" and f.tensors == () and not f.metadata:
             click.echo("     header only: every tensor is unchanged (the header's layout or key order differs)")
     # Raw (logical) bytes here: what the two versions' contents share; the stored
