@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import objstore
 from objstore.api.artifact import Artifact, logged_version
 from objstore.errors import CorruptObject, InvalidInput, NotFound, NotSafetensors
-from objstore.files.lazytensors import NUMPY_DTYPES
+from objstore.files.lazytensors import NUMPY_DTYPES, SafetensorsFile
 from objstore.model.store import Store
 from objstore.storage.keys import pack_key
 from objstore.storage.objects import FileObject
@@ -355,3 +355,17 @@ def test_a_file_object_lying_about_a_chunk_length_is_refused(plain_file: tuple[A
             store.odb.read_file_ranges(lying, [(0, min(claimed, 2 * n))])
         with pytest.raises(CorruptObject, match="says chunk"):  # refused before 1 TiB is reserved for it
             store.odb.read_file_ranges(lying, [(0, lying.size)])
+
+
+def test_a_file_object_claiming_more_bytes_than_an_offset_holds_is_refused(plain_file: tuple[Artifact, bytes]) -> None:
+    """Three chunks each claimed 2^62 bytes long (a crafted file object; its id covers what it
+    claims, and 3·2^62 still fits the object's uint64 size): the int64 offsets wrapped negative
+    and an IndexError escaped read_file_ranges and safe_open (before the fix)."""
+    art, _ = plain_file
+    store, fobj = file_object(art, "blob.bin")
+    cid = fobj.chunks[0][0]
+    lying = FileObject(3 << 62, ((cid, 1 << 62),) * 3)
+    with pytest.raises(CorruptObject, match="more than"):
+        store.odb.read_file_ranges(lying, [(0, 16)])
+    with pytest.raises(CorruptObject, match="more than"):
+        SafetensorsFile(store.odb, lying, "forged")
