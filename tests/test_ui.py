@@ -275,6 +275,11 @@ def test_a_description_edit_is_compare_and_swap_and_needs_the_token(editable: tu
     assert (art.description, art.tags) == ("first edit", ["a", "b"])
 
 
+def test_a_page_number_that_is_no_ascii_number_is_the_first_page(readonly: Server) -> None:
+    status, body = readonly.get("/collection?entity=team&project=vision&name=resnet&skip=%C2%B2")
+    assert status == 200 and 'id="versions"' in body
+
+
 def test_a_page_asked_for_by_another_name_is_refused(editable: tuple[Server, Path]) -> None:
     """DNS rebinding: a web page at attacker.example re-points its name to 127.0.0.1, and the
     browser then sends the page's requests to this server with ``Host: attacker.example``, as
@@ -298,7 +303,10 @@ def test_bad_addresses_get_one_line_pages_not_tracebacks(readonly: Server) -> No
     for path, code in (("/project?entity=team&project=nope", 404), ("/collection?entity=team&project=vision&name=no", 404),
                        ("/version?entity=team&project=vision&name=resnet&v=99", 404),
                        ("/version?entity=team&project=vision&name=resnet&v=prod", 400),
-                       ("/project?entity=..&project=x", 400), ("/run?entity=team&project=vision&id=nope", 404)):
+                       ("/project?entity=..&project=x", 400), ("/run?entity=team&project=vision&id=nope", 404),
+                       # digits to str.isdigit() that int() refuses: an internal error (500) before the fix
+                       ("/version?entity=team&project=vision&name=resnet&v=%E2%91%A0", 400),
+                       ("/diff?entity=team&project=vision&name=resnet&a=%C2%B2&b=0", 400)):
         status, body = readonly.get(path)
         assert status == code, (path, status, body)
         assert "Traceback" not in body and 'id="error"' in body

@@ -113,10 +113,15 @@ def _coll(q: dict[str, str]) -> CollectionPath:
     return CollectionPath(entity, project, name)
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '①' and '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _skip(q: dict[str, str], key: str) -> int:
     """A page's first row (``?skip=N``); anything but digits is the first page."""
     text = q.get(key, "")
-    return int(text) if text.isdigit() and len(text) <= 12 else 0
+    return int(text) if _digits(text) and len(text) <= 12 else 0
 
 
 def _tags(text: str) -> list[str]:
@@ -125,7 +130,7 @@ def _tags(text: str) -> list[str]:
 
 
 def _number(text: str, what: str) -> str:
-    if not text.isdigit():
+    if not _digits(text):
         raise InvalidInput(f"{what} must be a version number, not {text!r}")
     return f"v{int(text)}"
 
@@ -278,7 +283,7 @@ class UI:
     def description_edit(self, form: dict[str, str]) -> Response:
         coll = _coll(form)
         revision = form.get("revision", "")
-        if not revision.isdigit():
+        if not _digits(revision):
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
         tags = _tags(form["tags"]) if "tags" in form else None  # a form without the field leaves them be
         views.edit_description(self.store, coll, _number(form.get("v", ""), "v"), int(revision),
@@ -288,7 +293,7 @@ class UI:
     def collection_edit(self, form: dict[str, str]) -> Response:
         coll = _coll(form)
         revision = form.get("revision", "")
-        if not revision.isdigit():
+        if not _digits(revision):
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
         tags = _tags(form.get("tags", ""))
         views.edit_collection(self.store, coll, int(revision), form.get("description", ""), tags)
