@@ -489,11 +489,12 @@ def parse_annotation_key(key: str) -> AnnotationKey | None:
     if not key.startswith(ANNOTATIONS) or not key.endswith("/state"):
         return None
     parts = ref_key_parts(REFS + key[len(ANNOTATIONS):])  # the same parts, read as a ref's
-    if parts is None or len(parts) != 5 or not parts[3].startswith("v") or not parts[3][1:].isdigit():
+    if parts is None or len(parts) != 5 or not parts[3].startswith("v"):
         return None
-    if parts[3] != f"v{int(parts[3][1:])}":
+    number = parts[3][1:]
+    if not (number.isascii() and number.isdigit()) or parts[3] != f"v{int(number)}":  # isdigit() takes '²' too
         return None
-    return AnnotationKey(parts[0], parts[1], parts[2], int(parts[3][1:]))
+    return AnnotationKey(parts[0], parts[1], parts[2], int(number))
 
 
 def lineage_prefix(role: str, version_hex: str) -> str:
