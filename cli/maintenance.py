@@ -387,7 +387,7 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
 
 def _set_threshold(store: Store, text: str, as_json: bool) -> None:
     """``maintenance --compact-threshold``: set (or reset) the store's setting and say what now applies."""
-    if text != "default" and not text.strip().isdigit():
+    if text != "default" and not (text.strip().isascii() and text.strip().isdigit()):  # isdigit() takes '①' too
         raise click.BadParameter(f"{text!r} is not a number of pack indexes (or 'default')", param_hint="--compact-threshold")
     value = None if text == "default" else int(text)
     store.set_index_compact_threshold(value)
