@@ -227,7 +227,10 @@ def decode_name(part: str) -> str:
     """The name a key part spells; InvalidName for a part :func:`encode_name` never writes."""
     if not _ENCODED.fullmatch(part):
         raise InvalidName(f"{part!r} is not an encoded name")
-    name = unquote(part, encoding="utf-8", errors="strict")
+    try:
+        name = unquote(part, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:  # escapes of bytes that are no UTF-8 (%E2%80): in a key someone else wrote
+        raise InvalidName(f"{part!r} is not an encoded name (its escapes are not UTF-8)") from None
     if encode_name(name) != part:
         raise InvalidName(f"{part!r} is not how objstore encodes the name {name!r}")
     return name
