@@ -499,13 +499,13 @@ def annotations_cmd(state: State, name: str, of_collection: bool, description: s
         out.emit_json(data)
         return
     click.echo(f"{data.get('version') or data['collection']}")
-    click.echo(f"description {data['description'] if data['description'] is not None else '-'}")
-    click.echo(f"tags        {', '.join(data['tags']) or '-'}")
+    click.echo(f"description {out.printable(data['description'] if data['description'] is not None else '-', lines=True)}")
+    click.echo(f"tags        {out.printable(', '.join(data['tags']) or '-')}")
     if not of_collection:
         ttl = data["ttl"]
         click.echo(f"ttl         {'inherited (none)' if ttl == 'inherit' else 'none' if ttl is None else f'{ttl} s'}")
     for h in history:
-        click.echo(f"r{h.revision}  {out.when(h.when)}  {h.who}")
+        click.echo(f"r{h.revision}  {out.when(h.when)}  {out.printable(h.who)}")
         for c in h.changes:
             click.echo(f"    {c.field}: {c.old!r} -> {c.new!r}")
 

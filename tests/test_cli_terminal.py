@@ -391,7 +391,7 @@ def test_control_characters_from_the_store_are_shown_escaped_never_sent_to_the_t
     run_cli(store, "init", env=env)
     run_cli(store, "log-model", str(model), "--name", "m", "--project", "p",
             "--description", "line one\nline two \x1b]0;pwned\x07 \x1b[1A\u202eok", env=env)
-    for args in (["show", "p/m:v0"], ["diff", "p/m:v0", "p/m:v0"], ["ls", "p"], ["log", "p/m"]):
+    for args in (["show", "p/m:v0"], ["diff", "p/m:v0", "p/m:v0"], ["ls", "p"], ["log", "p/m"], ["annotations", "p/m:v0"]):
         for shown in (run_cli(store, *args, env=env).out, spawn([str(OBJSTORE), "--store", str(store), *args], env)[1]):
             assert "\x1b]" not in shown and "\x07" not in shown and "\x1b[2K" not in shown, (args, shown)
             assert "\x1b[1A" not in shown and "\u202e" not in shown, (args, shown)
