@@ -114,10 +114,10 @@ def lineage_cmd(state: State, name: str, fmt: str, project: str | None, entity: 
         for n in nodes:
             tag = "run" if n.kind == "run" else "version"
             extra = f" ({n.detail})" if n.detail else ""
-            click.echo(f"{'  ' * depth}{tag} {n.name}{extra}")
+            click.echo(f"{'  ' * depth}{tag} {out.printable(n.name + extra)}")
             show(n.children, depth + 1)
 
-    click.echo(f"{lin.root.name} ({lin.root.detail})")
+    click.echo(out.printable(f"{lin.root.name} ({lin.root.detail})"))
     click.echo("upstream:")
     show(lin.upstream, 1) if lin.upstream else click.echo("  (none)")
     click.echo("downstream:")
@@ -197,7 +197,7 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
     else:
         for p in report.problems:
             breaks = f" (breaks {', '.join(p.breaks)})" if p.breaks else ""
-            click.echo(f"{out.paint(p.kind, 'red')}: {p.message}{breaks}")
+            click.echo(f"{out.paint(p.kind, 'red')}: {out.printable(p.message + breaks)}")
         # fsck checks what is stored, so it counts every object a version ref or
         # alias names: registry links too, which du (content) does not count.
         checked = (f"checked {report.packs} packs, {report.chunks} chunks, {report.objects} objects, {report.refs} refs, "
@@ -205,7 +205,7 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
         if report.ok:
             click.echo(f"{out.paint('ok', 'green')}: no damage found; {checked}")
         else:
-            damaged = ", ".join(report.damaged_versions) or "no version"
+            damaged = out.printable(", ".join(report.damaged_versions) or "no version")
             click.echo(f"{out.paint('damage found', 'red')}: {len(report.problems)} problem(s); broken versions: {damaged}; {checked}")
     if not report.ok:
         ctx.exit(EXIT_DAMAGE)

@@ -395,6 +395,12 @@ def test_control_characters_from_the_store_are_shown_escaped_never_sent_to_the_t
         for shown in (run_cli(store, *args, env=env).out, spawn([str(OBJSTORE), "--store", str(store), *args], env)[1]):
             assert "\x1b]" not in shown and "\x07" not in shown and "\x1b[2K" not in shown, (args, shown)
             assert "\x1b[1A" not in shown and "\u202e" not in shown, (args, shown)
+    # A project name may hold ESC (W&B's rule forbids only / \\ # ? % : and CR/LF): lineage and fsck name it.
+    odd = "p\x1b]0;t\x07"
+    run_cli(store, "log-model", str(model), "--name", "m", "--project", odd, env=env)
+    for args in (["lineage", f"{odd}/m:v0"], ["fsck"]):
+        shown = run_cli(store, *args, env=env, check=False).out
+        assert "\x1b" not in shown and "\x07" not in shown, (args, shown)
     shown = run_cli(store, "show", "p/m:v0", env=env).out
     assert "w\\x1b[2K\\x07.bin" in shown and "two\\nlines.txt" in shown
     assert "line one\nline two \\x1b]0;pwned\\x07 \\x1b[1A\\u202eok" in shown
