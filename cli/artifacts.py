@@ -333,24 +333,24 @@ def show_cmd(state: State, name: str, project: str | None, entity: str | None, a
     if as_json:
         out.emit_json(data)
         return
-    click.echo(f"{data['name']}  ({data['type']})")
+    click.echo(out.printable(f"{data['name']}  ({data['type']})"))
     if data["source"] != data["name"]:
-        click.echo(f"links to    {data['source']}")
+        click.echo(f"links to    {out.printable(data['source'])}")
     click.echo(f"digest      {data['digest']}")
     click.echo(f"id          {data['id']}")
-    click.echo(f"aliases     {', '.join(data['aliases']) or '-'}")
+    click.echo(f"aliases     {out.printable(', '.join(data['aliases']) or '-')}")
     click.echo(f"size        {out.size(art.size)} ({out.size(art.new_bytes)} new stored bytes when logged)")
     click.echo(f"created     {out.when(art.created_timestamp)}")
     click.echo(f"logged by   {run_label(data['logged_by'], recorded)}")
     click.echo(f"used by     {used_by_line(users, name)}")
-    click.echo(f"description {art.description or '-'}")
+    click.echo(f"description {out.printable(art.description or '-', lines=True)}")
     if art.metadata:
         click.echo("metadata")
         for k, v in sorted(art.metadata.items()):
-            click.echo(f"  {k}: {v}")
+            click.echo(f"  {out.printable(k)}: {out.printable(v)}")
     click.echo("files")
     for f in data["files"]:
-        click.echo(f"  {out.size(f['size']):>10}  {f['path']}" + (f" -> {f['ref']}" if f["ref"] else ""))
+        click.echo(f"  {out.size(f['size']):>10}  {out.printable(f['path'])}" + (f" -> {out.printable(f['ref'])}" if f["ref"] else ""))
 
 
 # How many of the runs that used a version show lists by name; more are counted.
@@ -500,13 +500,13 @@ def annotations_cmd(state: State, name: str, of_collection: bool, description: s
         out.emit_json(data)
         return
     click.echo(f"{data.get('version') or data['collection']}")
-    click.echo(f"description {data['description'] if data['description'] is not None else '-'}")
-    click.echo(f"tags        {', '.join(data['tags']) or '-'}")
+    click.echo(f"description {out.printable(data['description'] if data['description'] is not None else '-', lines=True)}")
+    click.echo(f"tags        {out.printable(', '.join(data['tags']) or '-')}")
     if not of_collection:
         ttl = data["ttl"]
         click.echo(f"ttl         {'inherited (none)' if ttl == 'inherit' else 'none' if ttl is None else f'{ttl} s'}")
     for h in history:
-        click.echo(f"r{h.revision}  {out.when(h.when)}  {h.who}")
+        click.echo(f"r{h.revision}  {out.when(h.when)}  {out.printable(h.who)}")
         for c in h.changes:
             click.echo(f"    {c.field}: {c.old!r} -> {c.new!r}")
 

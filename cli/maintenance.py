@@ -57,11 +57,11 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
     if as_json:
         out.emit_json(d.to_dict())
         return
-    click.echo(f"--- {d.a}\n+++ {d.b}")
+    click.echo(f"--- {out.printable(d.a)}\n+++ {out.printable(d.b)}")
     marks = {"added": out.paint("A", "green"), "removed": out.paint("D", "red"), "changed": out.paint("M", "yellow"),
              "renamed": out.paint("R", "cyan")}
     for f in d.files:
-        path = f"{f.old_path} -> {f.path}" if f.old_path else f.path
+        path = out.printable(f"{f.old_path} -> {f.path}" if f.old_path else f.path)
         click.echo(f"{marks[f.status]}  {path}  ({out.size(f.old_size)} -> {out.size(f.new_size)})")
         for t in f.tensors or ():
             if t.change == "added":
@@ -73,9 +73,9 @@ def diff_cmd(state: State, a: str, b: str, project: str | None, entity: str | No
                 detail = f"{t.new_dtype} {list(t.new_shape or ())}, relative L2 change {moved}"
             else:
                 detail = f"{t.old_dtype} {list(t.old_shape or ())} -> {t.new_dtype} {list(t.new_shape or ())}"
-            click.echo(f"     tensor {t.name}: {t.change} ({detail})")
+            click.echo(f"     tensor {out.printable(t.name)}: {t.change} ({out.printable(detail)})")
         for m in f.metadata or ():
-            click.echo(f"     metadata {m.key}: {_shown(m.old)} -> {_shown(m.new)}")
+            click.echo(f"     metadata {out.printable(m.key)}: {_shown(m.old)} -> {_shown(m.new)}")
         if f.status == "changed" and f.tensors == () and not f.metadata:
             click.echo("     header only: every tensor is unchanged (the header's layout or key order differs)")
     # Raw (logical) bytes here: what the two versions' contents share; the stored
@@ -114,10 +114,10 @@ def lineage_cmd(state: State, name: str, fmt: str, project: str | None, entity: 
         for n in nodes:
             tag = "run" if n.kind == "run" else "version"
             extra = f" ({n.detail})" if n.detail else ""
-            click.echo(f"{'  ' * depth}{tag} {n.name}{extra}")
+            click.echo(f"{'  ' * depth}{tag} {out.printable(n.name + extra)}")
             show(n.children, depth + 1)
 
-    click.echo(f"{lin.root.name} ({lin.root.detail})")
+    click.echo(out.printable(f"{lin.root.name} ({lin.root.detail})"))
     click.echo("upstream:")
     show(lin.upstream, 1) if lin.upstream else click.echo("  (none)")
     click.echo("downstream:")
@@ -197,7 +197,7 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
     else:
         for p in report.problems:
             breaks = f" (breaks {', '.join(p.breaks)})" if p.breaks else ""
-            click.echo(f"{out.paint(p.kind, 'red')}: {p.message}{breaks}")
+            click.echo(f"{out.paint(p.kind, 'red')}: {out.printable(p.message + breaks)}")
         # fsck checks what is stored, so it counts every object a version ref or
         # alias names: registry links too, which du (content) does not count.
         checked = (f"checked {report.packs} packs, {report.chunks} chunks, {report.objects} objects, {report.refs} refs, "
@@ -205,7 +205,7 @@ def fsck_cmd(ctx: click.Context, state: State, repair_from: str | None, as_json:
         if report.ok:
             click.echo(f"{out.paint('ok', 'green')}: no damage found; {checked}")
         else:
-            damaged = ", ".join(report.damaged_versions) or "no version"
+            damaged = out.printable(", ".join(report.damaged_versions) or "no version")
             click.echo(f"{out.paint('damage found', 'red')}: {len(report.problems)} problem(s); broken versions: {damaged}; {checked}")
     if not report.ok:
         ctx.exit(EXIT_DAMAGE)
@@ -388,7 +388,7 @@ def maintenance_cmd(state: State, upgrade: bool, no_repack: bool, threshold: str
 
 def _set_threshold(store: Store, text: str, as_json: bool) -> None:
     """``maintenance --compact-threshold``: set (or reset) the store's setting and say what now applies."""
-    if text != "default" and not text.strip().isdigit():
+    if text != "default" and not (text.strip().isascii() and text.strip().isdigit()):  # isdigit() takes '①' too
         raise click.BadParameter(f"{text!r} is not a number of pack indexes (or 'default')", param_hint="--compact-threshold")
     value = None if text == "default" else int(text)
     store.set_index_compact_threshold(value)

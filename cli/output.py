@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -39,6 +40,24 @@ def iso(ts: float | None) -> str | None:
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
 
+# Characters a store's names and texts must not send to a terminal: the C0 and C1 controls (ESC
+# starts sequences that erase lines, move the cursor, set the window title; BEL, CR, backspace) and
+# the bidi overrides and isolates that reorder what follows ("Trojan source"). A store someone else
+# wrote can hold any of them in a file name, a description or metadata.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object, *, lines: bool = False) -> str:
+    """``text`` as the CLI prints a value read from a store: each control character as its
+    escape (``\\x1b``, ``\\n``, ``\\u202e``), so it shows what the value holds and never acts
+    on the terminal; ``lines`` keeps line breaks and tabs (a description's own)."""
+    def escape(m: re.Match[str]) -> str:
+        c = m.group()
+        return c if lines and c in "\n\t" else repr(c)[1:-1]  # Python's own escape, as in a str's repr
+
+    return _CONTROLS.sub(escape, str(text))
+
+
 MIN_CUT_WIDTH = 12  # a cell cut to fit the terminal keeps at least this much (or its header's width)
 
 
@@ -48,7 +67,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], cut: Sequenc
     or sizes, which a cut would falsify) are narrowed to fit, each cell cut in the
     middle with '…' (a long name's start and end are what tell it from its
     neighbours). Piped, every cell stays whole, for scripts."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     if sys.stdout.isatty():
         floors = [len(h) if cut is None or i in cut else widths[i] for i, h in enumerate(cells[0])]

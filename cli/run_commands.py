@@ -161,9 +161,9 @@ def runs_show_cmd(state: State, run_id: str, project: str | None, entity: str | 
     if as_json:
         out.emit_json({**run_dict(run), "used": used, "logged": logged, "config": run.config, "summary": run.summary})
         return
-    click.echo(f"run      {run.path} ({run.name})")
+    click.echo(out.printable(f"run      {run.path} ({run.name})"))
     click.echo(f"state    {run.state}{'' if run.finished_at is None else ', finished ' + out.when(run.finished_at)}")
-    click.echo(f"job type {run.job_type or '-'}")
+    click.echo(f"job type {out.printable(run.job_type or '-')}")
     click.echo(f"started  {out.when(run.started_at)}")
     click.echo("used")
     for name in used or ["-"]:

@@ -87,3 +87,20 @@ def test_bad_entity_or_project_writes_no_store(tmp_path: Path) -> None:
     with pytest.raises(errors.InvalidName):
         objstore.init(project="p", entity="a/b", store=tmp_path / "store")
     assert not (tmp_path / "store").exists()
+
+
+def test_a_store_path_that_cannot_be_a_directory_is_one_line_through_the_cli(tmp_path: Path) -> None:
+    """``--store file/sub`` (under a file) and ``--store /proc/self/x`` (where nothing can be made):
+    the store's directory cannot be created, and the CLI said "unexpected NotADirectoryError …
+    report it" (before the fix). A store path that is a file already said so in one line."""
+    from cli_helpers import run_cli
+
+    (tmp_path / "afile").write_text("hi")
+    for store, words in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "sub", "cannot create"),
+                         (Path("/proc/self/objstore-store"), "cannot create")):
+        for command in (["init"], ["log-model", str(tmp_path / "afile"), "--name", "m", "--project", "p"]):
+            result = run_cli(store, *command, check=False)
+            wanted = words if command == ["init"] or words == "is a file" else "no store at"  # log-model creates none
+            assert result.code != 0 and wanted in result.err, (store, command, result.err)
+            assert "unexpected" not in result.err and "Traceback" not in result.err, result.err
+    assert (tmp_path / "afile").read_text() == "hi"

@@ -373,3 +373,34 @@ def test_push_and_clone_draw_the_one_bar_with_rate_and_eta_at_80_columns(tmp_pat
     screen.feed(raw)
     lines = [line for line in screen.lines() if line]
     assert len(lines) == 1 and lines[0].startswith("pushed " if command == "push" else "cloned "), lines
+
+
+def test_control_characters_from_the_store_are_shown_escaped_never_sent_to_the_terminal(tmp_path: Path) -> None:
+    """A store someone else wrote names a file ``ESC[2K`` (erase the line) + BEL, and a description
+    sets the terminal's title (``ESC]0;…BEL``) or moves the cursor up to overwrite what was printed
+    (a forged 'ok'). show, diff, ls and log printed them raw, to a terminal too (click strips only
+    colour codes, and only when piped: before the fix the OSC and BEL went through even then). Now
+    every C0/C1 control (and a bidi override) is printed as its escape, ``\\x1b``; a description
+    keeps its own line breaks."""
+    env = base_env(tmp_path)
+    store = tmp_path / "s"
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "w\x1b[2K\x07.bin").write_bytes(b"w")
+    (model / "two\nlines.txt").write_bytes(b"t")
+    run_cli(store, "init", env=env)
+    run_cli(store, "log-model", str(model), "--name", "m", "--project", "p",
+            "--description", "line one\nline two \x1b]0;pwned\x07 \x1b[1A\u202eok", env=env)
+    for args in (["show", "p/m:v0"], ["diff", "p/m:v0", "p/m:v0"], ["ls", "p"], ["log", "p/m"], ["annotations", "p/m:v0"]):
+        for shown in (run_cli(store, *args, env=env).out, spawn([str(OBJSTORE), "--store", str(store), *args], env)[1]):
+            assert "\x1b]" not in shown and "\x07" not in shown and "\x1b[2K" not in shown, (args, shown)
+            assert "\x1b[1A" not in shown and "\u202e" not in shown, (args, shown)
+    # A project name may hold ESC (W&B's rule forbids only / \\ # ? % : and CR/LF): lineage and fsck name it.
+    odd = "p\x1b]0;t\x07"
+    run_cli(store, "log-model", str(model), "--name", "m", "--project", odd, env=env)
+    for args in (["lineage", f"{odd}/m:v0"], ["fsck"]):
+        shown = run_cli(store, *args, env=env, check=False).out
+        assert "\x1b" not in shown and "\x07" not in shown, (args, shown)
+    shown = run_cli(store, "show", "p/m:v0", env=env).out
+    assert "w\\x1b[2K\\x07.bin" in shown and "two\\nlines.txt" in shown
+    assert "line one\nline two \\x1b]0;pwned\\x07 \\x1b[1A\\u202eok" in shown

@@ -43,6 +43,16 @@ def zipped(entries: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+def offsets_before_start(data: bytes) -> bytes:
+    """A zip whose end record puts its central directory 1 MB further on than it is: zipfile
+    then computes every entry's local header at an offset below 0. Seeking there raised
+    OSError (EINVAL) from a real file, which no parser catches (BytesIO's is a ValueError), so
+    log-model failed with a traceback (before the fix)."""
+    end = data.rfind(b"PK\x05\x06")
+    (start,) = struct.unpack_from("<I", data, end + 16)
+    return data[:end + 16] + struct.pack("<I", start + 1_000_000) + data[end + 20:]
+
+
 def varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -91,6 +101,8 @@ def hostile(tmp_path: Path) -> dict[str, bytes]:
                                   "archive/data/0": bytes(64)}),
         "huge-memo.pt": zipped({"archive/data.pkl": b"\x80\x02}r" + struct.pack("<I", 0x7FFFFFFF) + b"h" + b"\xff" + b".",
                                 "archive/data/0": bytes(64)}),
+        "offsets-before-start.pt": offsets_before_start(zipped({"archive/data.pkl": b"\x80\x02}q\x00.",
+                                                                 "archive/byteorder": b"little"})),
         "graph-length.onnx": b"\x08\x07" + b"\x3a" + varint(1 << 62) + bytes(64),
         "initializer-count.onnx": b"\x08\x07\x3a" + varint(4 * 100_000) + b"\x2a\x00" * 100_000,
     }

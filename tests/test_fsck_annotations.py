@@ -91,3 +91,22 @@ def test_dropped_and_stale_states_are_not_damage(store: Path, tmp_path: Path) ->
     s.backend.put(keys.annotation_key("e", "p", "m", 0), b"")  # a dropped state left by an older writer
     assert problems(store) == []
 
+
+
+def test_keys_numbered_with_digits_int_refuses_are_reported_not_a_crash(store: Path) -> None:
+    """``①`` and ``²`` are digits to str.isdigit() but int() refuses them: a history entry
+    ``①-owner`` or a state under ``v²`` (a store someone else wrote) made fsck stop with
+    "unexpected ValueError" (before the fix). Now each is a key objstore never writes."""
+    s = Store.open_existing(store)
+    log_prefix = keys.annotation_log_prefix("e", "p", "m", 0)
+    entry = next(iter(s.backend.iter_prefix(log_prefix))).key
+    odd_entry = entry.rsplit("/", 1)[0] + "/\u2460-" + entry.rsplit("-", 1)[1]
+    s.backend.put(odd_entry, s.backend.get(entry))
+    version_state = keys.annotations_prefix("e", "p", "m") + "v0/state"
+    odd_state = version_state.replace("/v0/", "/v\u00b2/")
+    s.backend.put(odd_state, s.backend.get(version_state))
+    found = {o: m for _, o, m in problems(store)}
+    assert odd_entry in found and "not a key objstore writes" in found[odd_entry], found
+    assert odd_state in found, found
+    done = subprocess.run([str(Path(sys.executable).with_name("objstore")), "--store", str(store), "fsck"], capture_output=True, text=True)
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -103,3 +103,33 @@ def test_entry_id_keeps_a_trailing_zero_byte() -> None:
     index = np.zeros(1, dtype=INDEX_DTYPE)
     index["id"][0] = raw
     assert entry_id(index[0]["id"]) == raw and index_ids(index) == [raw]
+
+
+def test_a_part_whose_percent_escapes_are_no_utf8_is_no_name(tmp_path: Path) -> None:
+    """``%E2%80`` decodes to two bytes of a three-byte UTF-8 character: unquote raised
+    UnicodeDecodeError, not InvalidName, and a store holding such a ref directory (someone else
+    wrote it) made ls, fsck, gc and the ui's store page end in "unexpected UnicodeDecodeError"
+    (before the fix). Now it is a part no name encodes to, like any other."""
+    import pytest
+
+    from objstore.errors import InvalidName
+    with pytest.raises(InvalidName):
+        keys.decode_name("%E2%80")
+    assert keys.ref_key_parts("refs/e/%E2%80/m/versions/v0") is None
+
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).with_name("objstore"))
+    store = tmp_path / "s"
+    (tmp_path / "f").write_bytes(b"w")
+    subprocess.run([cli, "--store", str(store), "init"], check=True, capture_output=True)
+    subprocess.run([cli, "--store", str(store), "log-model", str(tmp_path / "f"), "--name", "m", "--project", "p"],
+                   check=True, capture_output=True)
+    (version,) = store.glob("refs/*/p/m/versions/v0")
+    planted = store / "refs" / version.parts[-5] / "%E2%80" / "m" / "versions"
+    planted.mkdir(parents=True)
+    (planted / "v0").write_bytes(version.read_bytes())
+    for command in (["ls"], ["fsck"], ["gc"]):
+        done = subprocess.run([cli, "--store", str(store), *command], capture_output=True, text=True)
+        assert "unexpected" not in done.stderr and "Traceback" not in done.stderr, (command, done.stderr)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import objstore
 from objstore.api.artifact import Artifact, logged_version
 from objstore.errors import CorruptObject, InvalidInput, NotFound, NotSafetensors
-from objstore.files.lazytensors import NUMPY_DTYPES
+from objstore.files.lazytensors import NUMPY_DTYPES, SafetensorsFile
 from objstore.model.store import Store
 from objstore.storage.keys import pack_key
 from objstore.storage.objects import FileObject
@@ -249,6 +249,11 @@ def _hostile(path: Path, header: dict[str, object] | bytes, data: bytes = b"\0" 
     ({"a": {"dtype": "F32", "shape": [4]}}, "lacks"),
     ({"a": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}}, "negative"),
     ({"__metadata__": {"k": 3}}, "__metadata__"),
+    # safetensors itself refuses these; int() made "44" the shape (4, 4) and 4.7 a 4 (before the fix).
+    ({"a": {"dtype": "F32", "shape": "44", "data_offsets": [0, 64]}}, "not a list of whole numbers"),
+    ({"a": {"dtype": "F32", "shape": [4.7], "data_offsets": [0, 16]}}, "not a list of whole numbers"),
+    ({"a": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, "not a list of whole numbers"),
+    ({"a": {"dtype": "U8", "shape": [1], "data_offsets": [False, True]}}, "outside the file"),
     (b"[1, 2]", "not a JSON object"),
     (b"{not json", "not valid JSON"),
 ])
@@ -257,6 +262,18 @@ def test_a_hostile_header_is_a_clear_error(tmp_path: Path, header: dict[str, obj
     with pytest.raises(NotSafetensors, match=reason) as info:
         art.safe_open("bad.safetensors")
     assert "bad.safetensors in e/p/m:v0 is not a usable safetensors file" in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [[0, 1 << 70], [0, 1 << 40, 1 << 40], [1] * 65])
+def test_a_shape_numpy_cannot_hold_is_refused_at_open(tmp_path: Path, shape: list[int]) -> None:
+    """An empty tensor's byte range is 0 bytes whatever its other dimensions claim, and 65
+    dimensions of 1 fill 4 bytes: each passes the size check, but numpy cannot make such an
+    array, and get_tensor / get_slice let numpy's ValueError out (before the fix)."""
+    nbytes = 4 if 0 not in shape else 0
+    header = {"a": {"dtype": "F32", "shape": shape, "data_offsets": [0, nbytes]}}
+    art = log_file(str(tmp_path / "store"), _hostile(tmp_path / "bad.safetensors", header))
+    with pytest.raises(NotSafetensors, match="numpy"):
+        art.safe_open("bad.safetensors")
 
 
 def test_a_file_that_is_not_safetensors_is_a_clear_error(tmp_path: Path) -> None:
@@ -338,3 +355,17 @@ def test_a_file_object_lying_about_a_chunk_length_is_refused(plain_file: tuple[A
             store.odb.read_file_ranges(lying, [(0, min(claimed, 2 * n))])
         with pytest.raises(CorruptObject, match="says chunk"):  # refused before 1 TiB is reserved for it
             store.odb.read_file_ranges(lying, [(0, lying.size)])
+
+
+def test_a_file_object_claiming_more_bytes_than_an_offset_holds_is_refused(plain_file: tuple[Artifact, bytes]) -> None:
+    """Three chunks each claimed 2^62 bytes long (a crafted file object; its id covers what it
+    claims, and 3·2^62 still fits the object's uint64 size): the int64 offsets wrapped negative
+    and an IndexError escaped read_file_ranges and safe_open (before the fix)."""
+    art, _ = plain_file
+    store, fobj = file_object(art, "blob.bin")
+    cid = fobj.chunks[0][0]
+    lying = FileObject(3 << 62, ((cid, 1 << 62),) * 3)
+    with pytest.raises(CorruptObject, match="more than"):
+        store.odb.read_file_ranges(lying, [(0, 16)])
+    with pytest.raises(CorruptObject, match="more than"):
+        SafetensorsFile(store.odb, lying, "forged")

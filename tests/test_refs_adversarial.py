@@ -112,6 +112,26 @@ def test_listing_versions_refuses_a_misnumbered_version_ref(tmp_path: Path) -> N
         objstore.Api(store=str(store), entity=E, project=P).artifact_versions(None, "a")
 
 
+@pytest.mark.parametrize("spelling", ["v00", "v\u0660"])
+def test_a_version_ref_spelled_as_objstore_never_writes_is_no_version(tmp_path: Path, spelling: str) -> None:
+    """``versions/v00`` (a leading zero) or ``versions/v٠`` (an Arabic-Indic zero, a digit to
+    ``\\d`` and int()) beside ``versions/v0``: the listings counted it as version 0 a second time
+    ("2 versions"), and the log stopped with "e/p/a:v0 was removed while its log was read" on
+    every run, as did the ui's collection page (before the fix). fsck names it; nothing else
+    counts it."""
+    store = tmp_path / "store"
+    a0 = log(store, "a", A_BYTES, tmp_path)
+    ref_file(store, version_ref(E, P, "a", 0)).with_name(spelling).write_bytes(
+        ref_file(store, version_ref(E, P, "a", 0)).read_bytes())
+    assert _indices(store, "a") == [0]
+    listed = run_cli(store, "ls", f"{E}/{P}").out
+    assert " 1 " in listed.splitlines()[1], listed
+    shown = run_cli(store, "log", f"{E}/{P}/a")
+    assert shown.code == 0 and "v0" in shown.out
+    assert objstore.Api(store=str(store)).artifact(f"{E}/{P}/a:v0").digest == a0.digest
+    assert any(spelling in p.object_id for p in fsck(Store.open(store)).problems)
+
+
 def test_forged_remote_run_ref_holding_another_runs_record_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "store"
     for run_id, name, data in (("r1", "a", A_BYTES), ("r2", "b", B_BYTES)):

@@ -252,6 +252,20 @@ def test_the_compaction_threshold_is_a_store_setting_the_env_overrides(tmp_path:
     _read_all(store, files, range(12))
 
 
+def test_a_threshold_in_digits_int_refuses_is_a_clear_error_or_ignored(tmp_path: Path) -> None:
+    """'①' is a digit to str.isdigit() but not to int(): --compact-threshold ① and the variable
+    OBJSTORE_INDEX_COMPACT_THRESHOLD=② each ended a command with "unexpected ValueError" (before
+    the fix). The option is refused as 'lots' is; the variable is ignored as any non-number is."""
+    store = tmp_path / "store"
+    (tmp_path / "f").write_bytes(b"weights")
+    Store.open(str(store)).close()
+    refused = run_cli(store, "maintenance", "--compact-threshold", "\u2460", check=False)
+    assert refused.code != 0 and "not a number" in refused.err and "unexpected" not in refused.err, refused.err
+    logged = run_cli(store, "log-model", str(tmp_path / "f"), "--name", "m", "--project", "p",
+                     env={"OBJSTORE_INDEX_COMPACT_THRESHOLD": "\u2461"}, check=False)
+    assert logged.code == 0, logged.err
+
+
 def test_a_config_with_an_impossible_threshold_is_damaged(tmp_path: Path) -> None:
     from objstore.errors import CorruptObject
 

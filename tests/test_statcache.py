@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -115,3 +116,39 @@ def test_remote_stores_keep_their_cache_under_the_user_cache_dir(tmp_path: Path,
     assert one.directory.is_relative_to(tmp_path / "xdg" / "objstore")
     Remote.url = "s3://bucket/other"
     assert StatCache.for_backend(Remote()).directory != one.directory
+
+
+@pytest.mark.parametrize("planted", ["cache", "cache/stat", "cache/stat/h2"])
+def test_a_link_planted_in_the_stores_cache_is_never_written_through(tmp_path: Path, planted: str) -> None:
+    """A store someone else wrote (a shared directory, an unpacked archive) may hold a link where
+    its cache directories go: ``cache/stat -> ~/elsewhere``. The stat cache made its directories
+    and wrote its entries through it, into a directory outside the store (before the fix).
+    Now the link is refused: nothing lands outside, and logging works (uncached)."""
+    model = write(tmp_path / "model.bin", 1 << 20, seed=7)
+    age(model)
+    store_path = tmp_path / "store"
+    Store.open(store_path).close()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = store_path / planted
+    if planted.endswith("h2"):  # the two-hex-digit directory of the entry this file will have
+        Store.open(store_path).close()
+        run = objstore.init(project="p", entity="e", store=str(store_path))
+        run.log_model(model, name="warm")
+        run.finish()
+        (entry,) = [p for p in (store_path / "cache" / "stat").rglob("*") if p.is_file()]
+        link = entry.parent
+        for p in link.iterdir():
+            p.unlink()
+        link.rmdir()
+        age(model, 7200)  # a new stat key: the entry is written again
+    elif link.exists():
+        shutil.rmtree(link)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside, target_is_directory=True)
+    run = objstore.init(project="p", entity="e", store=str(store_path))
+    art = run.log_model(model, name="m")
+    run.finish()
+    assert list(outside.rglob("*")) == []
+    assert link.is_symlink()  # left in place, not followed
+    assert art.version == "v0"

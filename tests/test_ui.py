@@ -118,6 +118,16 @@ class Server:
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
 
+    def request(self, path: str, host: str, form: dict[str, str] | None = None) -> tuple[int, str]:
+        """``path`` asked for with the Host header ``host`` (as a browser sends the name it resolved)."""
+        data = None if form is None else urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -265,11 +275,38 @@ def test_a_description_edit_is_compare_and_swap_and_needs_the_token(editable: tu
     assert (art.description, art.tags) == ("first edit", ["a", "b"])
 
 
+def test_a_page_number_that_is_no_ascii_number_is_the_first_page(readonly: Server) -> None:
+    status, body = readonly.get("/collection?entity=team&project=vision&name=resnet&skip=%C2%B2")
+    assert status == 200 and 'id="versions"' in body
+
+
+def test_a_page_asked_for_by_another_name_is_refused(editable: tuple[Server, Path]) -> None:
+    """DNS rebinding: a web page at attacker.example re-points its name to 127.0.0.1, and the
+    browser then sends the page's requests to this server with ``Host: attacker.example``, as
+    the same origin, so the page reads the answers, the CSRF token in them, and posts edits.
+    Before the fix every page and edit was served whatever the Host said."""
+    server, store = editable
+    port = server.url.rsplit(":", 1)[1].strip("/")
+    version = "/version?entity=team&project=vision&name=resnet&v=0"
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert server.request(version, host)[0] == 200, host
+    status, body = server.request(version, f"attacker.example:{port}")
+    assert status == 403 and 'id="error"' in body and "csrf" not in body
+    form = _form(server.get(version)[1], "description-form")
+    status, body = server.request("/version/description", f"attacker.example:{port}", {**form, "description": "pwned"})
+    assert status == 403
+    shown = run_cli(store, "show", "team/vision/resnet:v0", "--json").json()
+    assert isinstance(shown, dict) and shown["description"] != "pwned"
+
+
 def test_bad_addresses_get_one_line_pages_not_tracebacks(readonly: Server) -> None:
     for path, code in (("/project?entity=team&project=nope", 404), ("/collection?entity=team&project=vision&name=no", 404),
                        ("/version?entity=team&project=vision&name=resnet&v=99", 404),
                        ("/version?entity=team&project=vision&name=resnet&v=prod", 400),
-                       ("/project?entity=..&project=x", 400), ("/run?entity=team&project=vision&id=nope", 404)):
+                       ("/project?entity=..&project=x", 400), ("/run?entity=team&project=vision&id=nope", 404),
+                       # digits to str.isdigit() that int() refuses: an internal error (500) before the fix
+                       ("/version?entity=team&project=vision&name=resnet&v=%E2%91%A0", 400),
+                       ("/diff?entity=team&project=vision&name=resnet&a=%C2%B2&b=0", 400)):
         status, body = readonly.get(path)
         assert status == code, (path, status, body)
         assert "Traceback" not in body and 'id="error"' in body

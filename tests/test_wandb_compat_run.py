@@ -87,6 +87,24 @@ def test_log_and_summary_record_the_latest_values(tmp_path: Path) -> None:
     assert made_by is not None and made_by.summary["best"] == 0.9
 
 
+def test_numpy_values_a_training_script_logs_are_converted_as_wandb_converts_them(tmp_path: Path) -> None:
+    """``np.argmax`` gives an ``np.int64``, a float16 model's loss an ``np.float32``: W&B stores them
+    as numbers, and so does objstore's artifact metadata, but run.log, run.summary and run.config
+    refused them ("a int64 cannot be stored", "a bool cannot be stored" for ``np.bool_``) before
+    the fix."""
+    np = pytest.importorskip("numpy")
+    with objstore.init(entity="e", project="p", store=tmp_path / "s", id="r",
+                       config={"lr": np.float32(0.5), "layers": np.arange(3)}) as run:
+        run.log({"loss": np.float32(0.25), "step": np.int64(3)})
+        run.summary["best_epoch"] = np.int64(7)
+        run.config.update({"fp16": np.bool_(True)})
+        run.config.seed = np.int32(11)
+    info = read_run_by_path(objstore.Store.open(tmp_path / "s"), "e/p/r")
+    assert info.summary == {"loss": 0.25, "step": 3, "best_epoch": 7}
+    assert info.config == {"lr": 0.5, "layers": [0, 1, 2], "fp16": True, "seed": 11}
+    assert all(type(v) in (int, float, bool, list) for v in (*info.summary.values(), *info.config.values()))
+
+
 def test_disabled_mode_writes_nothing_and_every_call_does_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # use_model's default root is ./artifacts: nothing may appear there either
     (tmp_path / "m.bin").write_bytes(b"w")

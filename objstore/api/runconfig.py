@@ -2,8 +2,10 @@
 ``run.config`` (``run.config.lr``, ``run.config["lr"]``, ``update``) and
 ``run.summary``.
 
-Invariant: what a :class:`RunValues` holds is always storable (each value set
-goes through :func:`objstore.storage.objects.storable_dict` as it is set), so a
+Invariant: what a :class:`RunValues` holds is always storable (each value set is
+converted as W&B converts it, numpy scalars and arrays to numbers and lists, then
+checked by :func:`objstore.storage.objects.storable_dict`: both in
+:func:`objstore.api.artifact.check_metadata`, as it is set), so a
 bad value is refused at the line that sets it, never later when the run record
 is written; ``on_change`` is told of every change so the run can record it.
 """
@@ -15,8 +17,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from objstore.api.artifact import check_metadata
 from objstore.errors import InvalidInput, UsageError
-from objstore.storage.objects import storable_dict
 
 
 class RunValues:
@@ -25,7 +27,7 @@ class RunValues:
     def __init__(self, what: str, values: Mapping[str, Any] | None = None,
                  on_change: Callable[[], None] | None = None) -> None:
         object.__setattr__(self, "_what", what)
-        object.__setattr__(self, "_values", storable_dict(dict(values or {}), what))
+        object.__setattr__(self, "_values", check_metadata(dict(values or {}), what))
         object.__setattr__(self, "_on_change", on_change)
 
     def as_dict(self) -> dict[str, Any]:
@@ -34,7 +36,8 @@ class RunValues:
 
     def update(self, values: Mapping[str, Any] | None = None, allow_val_change: bool | None = None, **more: Any) -> None:
         """Set many values at once (W&B's ``allow_val_change`` is accepted: values may always change here)."""
-        new = storable_dict({**(values or {}), **more}, self._what)
+        # As W&B's: np.argmax's np.int64, a float16 model's np.float32 loss are numbers (storable_dict alone refused them).
+        new = check_metadata({**(values or {}), **more}, self._what)
         if new:
             self._values.update(new)
             self._changed()

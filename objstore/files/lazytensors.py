@@ -17,7 +17,8 @@ Invariants:
   :data:`~objstore.storage.formats.safetensors.MAX_HEADER`). The header is parsed by the
   format's one parser (:func:`~objstore.storage.formats.safetensors.parse_safetensors_header`)
   and checked as a whole before any tensor is read: every tensor inside the
-  file and apart from the others, every shape exactly filling its byte range,
+  file and apart from the others, every shape exactly filling its byte range
+  and one numpy can make an array of (at most 64 dimensions, a size an intp holds),
   ``__metadata__`` a str -> str map. A file that is no safetensors file is
   parsed through :class:`StoredFile` (a file object over the stored chunks:
   each read fetches and verifies only the chunks it touches) by the other
@@ -69,6 +70,10 @@ NUMPY_DTYPES: dict[str, str] = {
     "U64": "<u8", "I64": "<i8", "F16": "<f2", "F32": "<f4", "F64": "<f8", "C64": "<c8",
     "BF16": "<u2", "F8_E5M2": "u1", "F8_E4M3": "u1", "F8_E8M0": "u1",
 }
+# numpy's own limits on an array (its NPY_MAXDIMS; sizes in bytes as an intp), which even an empty
+# array's other dimensions must keep.
+MAX_DIMS = 64
+MAX_ARRAY_BYTES = int(np.iinfo(np.intp).max)
 # What safe_open's ``framework`` may be: this reader hands out numpy arrays only.
 FRAMEWORKS = ("np", "numpy")
 
@@ -340,3 +345,8 @@ def _check_tensor(t: TensorInfo) -> None:
     if size is not None and math.prod(t.shape) * size != t.length:
         raise NotSafetensors(f"tensor {t.name[:80]!r} is {t.dtype} of shape {list(t.shape)} "
                              f"({math.prod(t.shape) * size} bytes) but its byte range holds {t.length}")
+    # An empty tensor's 0 bytes fit any other dimensions, and 65 dimensions of 1 fill 4 bytes: both
+    # pass the check above, but numpy makes no such array, and its ValueError would escape get_tensor.
+    if size is not None and (len(t.shape) > MAX_DIMS or math.prod(d for d in t.shape if d) * size > MAX_ARRAY_BYTES):
+        raise NotSafetensors(f"tensor {t.name[:80]!r} has a shape numpy cannot hold: {len(t.shape)} dimensions "
+                             f"(at most {MAX_DIMS}) of {math.prod(d for d in t.shape if d)} elements")

@@ -5,11 +5,13 @@ work: losing one costs speed, never data. They live under ``<store>/cache/<name>
 for a local store, or ``~/.cache/objstore/<hash of store URL>/<name>/`` for a
 remote one, so a cache never outlives or crosses its store. Entries are written
 atomically (temp + rename, no fsync: a torn entry after a power cut is a miss,
-because every reader validates what it reads).
+because every reader validates what it reads), and never through a link planted where
+the cache's own directories go (:func:`write_entry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -56,21 +58,44 @@ def cache_dir(backend: object, name: str) -> Path:
     return home / "objstore" / blake3.blake3(url.encode()).hexdigest()[:32] / name
 
 
+# The directories a cache entry's path ends in that are the cache's own (``cache/<name>/<h2>`` of a
+# local store, ``<hash>/<name>/<h2>`` under ``~/.cache/objstore``): made here, never a link. What is
+# above them is the store's root (which may be a link its user made) or the user's cache home.
+OWN_DIRS = 3
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 def write_entry(target: Path, body: bytes) -> bool:
-    """Write one entry atomically; False (and nothing written) if the cache is not writable."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{time.monotonic_ns()}")
+    """Write one entry atomically; False (and nothing written) if the cache is not writable.
+
+    A store someone else wrote may hold a link where the cache's own directories go
+    (``cache/stat -> ~/elsewhere``): each of the :data:`OWN_DIRS` is opened (or made)
+    relative to its parent with ``O_NOFOLLOW``, and the entry is written and renamed in
+    that directory, so nothing is ever written through a link (such a cache is unwritable)."""
+    own = target.parent.parts[-OWN_DIRS:]
+    tmp = f".{target.name}.{os.getpid()}.{time.monotonic_ns()}"
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        Path(*target.parent.parts[:-OWN_DIRS]).mkdir(parents=True, exist_ok=True)
+        dir_fd = os.open(Path(*target.parent.parts[:-OWN_DIRS]), _DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        for name in own:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, dir_fd=dir_fd)
+            parent, dir_fd = dir_fd, os.open(name, _DIR_FLAGS, dir_fd=dir_fd)  # a link: ELOOP / ENOTDIR
+            os.close(parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        with os.fdopen(fd, "wb") as f:
             f.write(body)
-        os.replace(tmp, target)
+        os.replace(tmp, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return True
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
         return False
+    finally:
+        os.close(dir_fd)
 
 
 def read_entry(target: Path, max_size: int = MAX_VALUE_BYTES) -> bytes | None:

@@ -560,7 +560,7 @@ def _log_problem(key: str, raw: bytes) -> Iterator[tuple[str, str]]:
         edit = _edit_of(msgpack.unpackb(raw, raw=False, strict_map_key=False))
     except (ValueError, TypeError, msgpack.UnpackException):
         edit = None
-    if not revision.isdigit() or not owner:
+    if not (revision.isascii() and revision.isdigit()) or not owner:  # isdigit() alone takes '①', which int() refuses
         yield key, f"annotation history {key} is not a key objstore writes; delete it"
     elif edit is None:
         yield key, f"annotation history entry {key} is damaged (not an edit); the history shows without it"

@@ -152,9 +152,11 @@ def check_aliases(values: object) -> tuple[str, ...]:
 
 
 def version_index(selector: str) -> int | None:
-    """N for a selector ``vN``, else None."""
+    """N for a selector ``vN`` as objstore writes it (``v0``, ``v12``), else None. ``v00`` or
+    ``v٠`` (a digit to ``\\d`` and int()) is no version: as a ref's name beside ``v0`` (a store
+    someone else wrote), listings counted it as a second version 0 and broke the log."""
     m = _VERSION.fullmatch(selector)
-    return int(m.group(1)) if m else None
+    return int(m.group(1)) if m and selector == f"v{int(m.group(1))}" else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -239,7 +239,10 @@ class Store:
             if not where.exists():
                 if not create:
                     raise NotFound(f"no store at {where}; run 'objstore init' or pass --store", key=str(where))
-                where.mkdir(parents=True, exist_ok=True)
+                try:
+                    where.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:  # under a file, on a read-only or pseudo file system: the user's input
+                    raise InvalidInput(f"cannot create the store directory {where}: {exc.strerror or exc}") from None
         backend = open_backend(where, **(options or {}))
         if cache and not isinstance(where, Path):
             backend = with_cache(backend)

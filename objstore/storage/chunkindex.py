@@ -609,7 +609,7 @@ def compact_threshold(setting: int | None = None) -> int:
     ``OBJSTORE_INDEX_COMPACT_THRESHOLD`` if set to a number, else the store's
     setting (``setting``, from its config), else ``INDEX_COMPACT_THRESHOLD``."""
     text = os.environ.get("OBJSTORE_INDEX_COMPACT_THRESHOLD", "").strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # isdigit() alone takes '②', which int() refuses
         return int(text)
     return INDEX_COMPACT_THRESHOLD if setting is None else setting
 

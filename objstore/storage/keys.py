@@ -227,7 +227,10 @@ def decode_name(part: str) -> str:
     """The name a key part spells; InvalidName for a part :func:`encode_name` never writes."""
     if not _ENCODED.fullmatch(part):
         raise InvalidName(f"{part!r} is not an encoded name")
-    name = unquote(part, encoding="utf-8", errors="strict")
+    try:
+        name = unquote(part, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:  # escapes of bytes that are no UTF-8 (%E2%80): in a key someone else wrote
+        raise InvalidName(f"{part!r} is not an encoded name (its escapes are not UTF-8)") from None
     if encode_name(name) != part:
         raise InvalidName(f"{part!r} is not how objstore encodes the name {name!r}")
     return name
@@ -521,11 +524,12 @@ def parse_annotation_key(key: str) -> AnnotationKey | None:
     if not key.startswith(ANNOTATIONS) or not key.endswith("/state"):
         return None
     parts = ref_key_parts(REFS + key[len(ANNOTATIONS):])  # the same parts, read as a ref's
-    if parts is None or len(parts) != 5 or not parts[3].startswith("v") or not parts[3][1:].isdigit():
+    if parts is None or len(parts) != 5 or not parts[3].startswith("v"):
         return None
-    if parts[3] != f"v{int(parts[3][1:])}":
+    number = parts[3][1:]
+    if not (number.isascii() and number.isdigit()) or parts[3] != f"v{int(number)}":  # isdigit() takes '²' too
         return None
-    return AnnotationKey(parts[0], parts[1], parts[2], int(parts[3][1:]))
+    return AnnotationKey(parts[0], parts[1], parts[2], int(number))
 
 
 def lineage_prefix(role: str, version_hex: str) -> str:

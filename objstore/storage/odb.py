@@ -1056,9 +1056,19 @@ def _check_claim(chunk_id: ObjectId, claimed: int, real: int) -> None:
                             object_id=chunk_id.hex)
 
 
+# The largest file an int64 offset addresses (numpy's offsets below).
+MAX_FILE_BYTES = (1 << 63) - 1
+
+
 def file_offsets(fobj: FileObject) -> np.ndarray:
-    """Where each chunk of ``fobj`` starts in the file, then the file's size (int64)."""
-    return np.concatenate(([0], np.cumsum([n for _, n in fobj.chunks], dtype=np.int64))).astype(np.int64)
+    """Where each chunk of ``fobj`` starts in the file, then the file's size (int64).
+    CorruptObject for chunk lengths past what int64 holds: a crafted file object's id
+    covers the lengths it claims, and 3 × 2^62 would wrap the offsets negative."""
+    lengths = [n for _, n in fobj.chunks]
+    if sum(lengths) > MAX_FILE_BYTES or any(n < 0 for n in lengths):
+        raise CorruptObject(f"a file object claims {sum(lengths)} bytes in {len(lengths)} chunks, more than any file "
+                            "holds; refusing it")
+    return np.concatenate(([0], np.cumsum(lengths, dtype=np.int64))).astype(np.int64)
 
 
 class OpenPack:

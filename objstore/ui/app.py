@@ -6,6 +6,11 @@ not) before sending a request. Versions are addressed by number, which never
 moves, so a URL shared today shows the same version tomorrow; aliases are shown
 and linked to the number they point at.
 
+A server on a loopback address answers only requests whose ``Host`` names a loopback
+address or ``localhost`` (any port): otherwise a web page whose name was re-pointed to
+127.0.0.1 (DNS rebinding) would be the same origin as this view, read its pages with
+their CSRF token, and post edits. Such a request gets a 403 page saying so.
+
 Edits (``allow_edits`` only) are POSTs carrying the server's CSRF token and the
 value the page showed; a wrong token is refused (403), a stale value is shown as
 a conflict (409) with the page as it is now. Errors are one line on a page of
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import ipaddress
 import os
 import secrets
 import sys
@@ -23,7 +29,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 try:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -52,6 +58,25 @@ def link(page: str, **params: object) -> str:
     """A page's URL with its parameters in the query string (see the module docstring)."""
     query = urlencode({k: v for k, v in params.items() if v is not None})
     return f"/{page}" + (f"?{query}" if query else "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, no port) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _loopback_host_header(value: str) -> bool:
+    """Whether a ``Host`` header (``name[:port]``, ``[v6]:port``) names a loopback address."""
+    try:
+        name = urlsplit("//" + value).hostname
+    except ValueError:
+        return False
+    return name is not None and is_loopback(name)
 
 
 def _when(ts: float | None) -> str:
@@ -88,10 +113,15 @@ def _coll(q: dict[str, str]) -> CollectionPath:
     return CollectionPath(entity, project, name)
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '①' and '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _skip(q: dict[str, str], key: str) -> int:
     """A page's first row (``?skip=N``); anything but digits is the first page."""
     text = q.get(key, "")
-    return int(text) if text.isdigit() and len(text) <= 12 else 0
+    return int(text) if _digits(text) and len(text) <= 12 else 0
 
 
 def _tags(text: str) -> list[str]:
@@ -100,7 +130,7 @@ def _tags(text: str) -> list[str]:
 
 
 def _number(text: str, what: str) -> str:
-    if not text.isdigit():
+    if not _digits(text):
         raise InvalidInput(f"{what} must be a version number, not {text!r}")
     return f"v{int(text)}"
 
@@ -119,10 +149,11 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 class UI:
-    """The application over one open store; ``allow_edits`` enables the POSTs."""
+    """The application over one open store; ``allow_edits`` enables the POSTs; ``loopback``
+    (a server on a loopback address) refuses requests for any other Host (see the module docstring)."""
 
-    def __init__(self, store: Store, *, allow_edits: bool = False) -> None:
-        self.store, self.allow_edits = store, allow_edits
+    def __init__(self, store: Store, *, allow_edits: bool = False, loopback: bool = True) -> None:
+        self.store, self.allow_edits, self.loopback = store, allow_edits, loopback
         self.usage = views.UsageCounter(store.location)
         self.csrf = secrets.token_urlsafe(32)
         self.env = _environment()
@@ -151,8 +182,18 @@ class UI:
         status = 404 if isinstance(exc, NotFound) else 400 if isinstance(exc, (InvalidInput, InvalidName)) else 500
         return self.render("error.html", status=status, message=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
+    def foreign_host(self, request: Request) -> HTMLResponse | None:
+        """The 403 page for a request naming another host than this loopback server's; None if it may be answered."""
+        if not self.loopback or _loopback_host_header(request.headers.get("host", "")):
+            return None
+        asked = request.headers.get("host", "")[:100]
+        return self.render("error.html", status=403, message=f"this view answers requests for 127.0.0.1 or "
+                           f"localhost only, not for {asked!r}")
+
     def _page(self, view: Callable[[dict[str, str]], HTMLResponse]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            if (refused := self.foreign_host(request)) is not None:
+                return refused
             try:  # the library is blocking I/O: a worker thread, so pages load side by side
                 return await run_in_threadpool(view, dict(request.query_params))
             except ObjstoreError as exc:
@@ -167,6 +208,8 @@ class UI:
 
     def _edit(self, change: Callable[[dict[str, str]], Response]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            if (refused := self.foreign_host(request)) is not None:
+                return refused
             form = await _form(request)
             if not self.allow_edits:
                 return self.render("error.html", status=403, message="this view is read-only: start it with "
@@ -240,7 +283,7 @@ class UI:
     def description_edit(self, form: dict[str, str]) -> Response:
         coll = _coll(form)
         revision = form.get("revision", "")
-        if not revision.isdigit():
+        if not _digits(revision):
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
         tags = _tags(form["tags"]) if "tags" in form else None  # a form without the field leaves them be
         views.edit_description(self.store, coll, _number(form.get("v", ""), "v"), int(revision),
@@ -250,7 +293,7 @@ class UI:
     def collection_edit(self, form: dict[str, str]) -> Response:
         coll = _coll(form)
         revision = form.get("revision", "")
-        if not revision.isdigit():
+        if not _digits(revision):
             raise InvalidInput("the form lacks the annotations' revision; reload the page")
         tags = _tags(form.get("tags", ""))
         views.edit_collection(self.store, coll, int(revision), form.get("description", ""), tags)

@@ -3,14 +3,14 @@
 The socket is bound here, before the server starts, so ``port=0`` is a free port
 known at once and the address printed is the one listening (the first line a
 caller reads). Loopback by default; any other address serves the store to
-whoever can reach it, so :func:`is_loopback` lets the CLI warn. Ctrl-C and
+whoever can reach it, so :func:`is_loopback` lets the CLI warn (and on loopback the
+application answers only requests for a loopback Host: DNS rebinding, see :mod:`objstore.ui.app`). Ctrl-C and
 SIGTERM end the server gracefully (uvicorn finishes the requests in flight) and
 :func:`serve` returns normally, so the command exits 0.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import socket
 import threading
@@ -26,16 +26,9 @@ except ImportError as exc:
 
 from objstore.errors import InvalidInput
 from objstore.model.store import Store
-from objstore.ui.app import UI
+from objstore.ui.app import UI, is_loopback
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+__all__ = ["address", "bind", "is_loopback", "serve"]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -62,7 +55,7 @@ def serve(store: Store, *, host: str = "127.0.0.1", port: int = 0, allow_edits: 
     """Serve ``store`` until Ctrl-C or SIGTERM; ``announce`` gets the address first."""
     sock = bind(host, port)
     url = address(sock)
-    ui = UI(store, allow_edits=allow_edits)
+    ui = UI(store, allow_edits=allow_edits, loopback=is_loopback(host))
     server = uvicorn.Server(uvicorn.Config(ui.app, log_level="warning", access_log=False, lifespan="off"))
     # uvicorn handles both signals while it runs, then raises them again once it has
     # stopped; these handlers take a signal that comes before it starts (the address

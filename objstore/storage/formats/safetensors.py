@@ -86,10 +86,15 @@ def parse_safetensors_header(raw: bytes, size: int) -> tuple[int, list[TensorInf
         try:
             dtype = info["dtype"]
             begin, end = info["data_offsets"]
-            shape = tuple(int(d) for d in info["shape"])
+            shape = info["shape"]
         except (KeyError, TypeError, ValueError):
             raise NotSafetensors(f"tensor {name[:80]!r} lacks a dtype, shape or data_offsets") from None
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end and data_start + end <= size):
+        # JSON whole numbers only, as safetensors reads them: int() would make the string "44" the
+        # shape (4, 4) and 4.7 a 4, and a bool is an int to Python.
+        if not isinstance(shape, list) or not all(_whole(d) for d in shape):
+            raise NotSafetensors(f"tensor {name[:80]!r} has a shape that is not a list of whole numbers")
+        shape = tuple(shape)
+        if not (_whole(begin) and _whole(end) and 0 <= begin <= end and data_start + end <= size):
             raise NotSafetensors(f"tensor {name[:80]!r} claims bytes {begin}..{end} of the data, outside the file")
         tensors.append(TensorInfo(name, str(dtype), shape, data_start + begin, end - begin))
     tensors.sort(key=lambda t: (t.offset, t.length))
@@ -97,3 +102,8 @@ def parse_safetensors_header(raw: bytes, size: int) -> tuple[int, list[TensorInf
         if a.offset + a.length > b.offset:
             raise NotSafetensors(f"tensors {a.name[:80]!r} and {b.name[:80]!r} overlap")
     return data_start, tensors, metadata if isinstance(metadata, dict) else {}
+
+
+def _whole(value: object) -> bool:
+    """A JSON integer (Python parses true/false as bools, which are ints too)."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -24,7 +24,9 @@ Invariants:
   its bytes are still one dtype segment, but it is no tensor to diff by name or
   read lazily.
 - Names: a state dict's keys; in nested dicts and lists, the path joined by
-  ``/`` (``model/encoder.weight``, ``optimizer/state/0/exp_avg``).
+  ``/`` (``model/encoder.weight``, ``optimizer/state/0/exp_avg``). A pickle nested deeper than
+  :data:`MAX_DEPTH` or naming more than ``MAX_TENSORS`` tensors is no checkpoint (walking it cost
+  the square of its depth, or memory for every two bytes); a name over :data:`MAX_NAME` is its storage's.
 """
 
 from __future__ import annotations
@@ -92,6 +94,12 @@ class _Mark:
 
 _MARK = _Mark()
 
+# Containers inside containers: a checkpoint nests a handful (``optimizer/state/0/exp_avg``); a
+# pickle nests a level for every two bytes, so deeper is a hostile file, not a checkpoint.
+MAX_DEPTH = 64
+# A tensor's name longer than this is a storage's (``storage 3``): memo'd keys cost nothing to repeat.
+MAX_NAME = 4096
+
 
 def sniff(head: bytes, size: int) -> bool:
     return zipfiles.sniff(head, size)
@@ -112,13 +120,20 @@ def parse(f: BinaryIO, size: int) -> ParsedFile | None:
         obj = _run(_read(f, pickles[0].offset, pickles[0].length))
     except _Refused:
         return None
-    views: dict[str, list[tuple[str, _Tensor]]] = {}
+    # Per storage key: its first view with that view's path, and whether every other view is that one
+    # (kept so, not as a list of every view: a memo get names a tensor again for two bytes).
+    views: dict[str, tuple[tuple[str, ...], _Tensor, bool]] = {}
     storages: dict[str, _Storage] = {}
-    for name, tensor in _tensors(obj, ""):
-        s = tensor.storage
-        if storages.setdefault(s.key, s) != s:
-            return None  # one key, two storages
-        views.setdefault(s.key, []).append((name, tensor))
+    try:
+        for path, tensor in _tensors(obj):
+            s = tensor.storage
+            if storages.setdefault(s.key, s) != s:
+                return None  # one key, two storages
+            first = views.setdefault(s.key, (path, tensor, True))
+            if first[2] and first[1] != tensor:
+                views[s.key] = (first[0], first[1], False)
+    except _Refused:
+        return None
     tensors = []
     for key, storage in storages.items():
         entry = entries.get(f"{prefix}data/{key}")
@@ -128,11 +143,12 @@ def parse(f: BinaryIO, size: int) -> ParsedFile | None:
     return checked(FORMAT, tensors, {}, size)
 
 
-def _segment(key: str, storage: _Storage, views: list[tuple[str, _Tensor]], offset: int, length: int) -> TensorInfo:
-    name, first = views[0]
-    whole = all(v == first for _, v in views) and first.offset == 0 and math.prod(first.shape) == storage.numel
-    if whole and _contiguous(first.shape, first.stride):
-        return TensorInfo(name, storage.dtype, first.shape, offset, length)
+def _segment(key: str, storage: _Storage, views: tuple[tuple[str, ...], _Tensor, bool], offset: int,
+             length: int) -> TensorInfo:
+    path, first, alone = views
+    whole = alone and first.offset == 0 and math.prod(first.shape) == storage.numel
+    if whole and _contiguous(first.shape, first.stride) and sum(map(len, path)) + len(path) <= MAX_NAME:
+        return TensorInfo("/".join(path), storage.dtype, first.shape, offset, length)
     return TensorInfo(f"storage {key}", storage.dtype, (storage.numel,), offset, length)
 
 
@@ -153,22 +169,33 @@ def _read(f: BinaryIO, offset: int, length: int) -> bytes:
     return data
 
 
-def _tensors(obj: object, path: str) -> Iterator[tuple[str, _Tensor]]:
-    """Every tensor in the unpickled value, with its name (see the module docstring)."""
-    stack = [(obj, path)]
+def _tensors(obj: object) -> Iterator[tuple[tuple[str, ...], _Tensor]]:
+    """Every tensor in the unpickled value, with its name's parts (see the module docstring), in
+    order; _Refused past :data:`MAX_DEPTH` levels or :data:`MAX_TENSORS` tensors. Memory is the
+    depth's: one iterator per open container (listing a container's items first took ~150 bytes
+    for each two-byte memo get in it), and a path is a tuple of the keys (building ``a/b/c``
+    strings level by level cost the square of the depth)."""
     seen: set[int] = set()  # memo references can make a container hold itself
+    count = 0
+    stack: list[tuple[tuple[str, ...], Iterator[tuple[object, object]]]] = [((), iter([(None, obj)]))]
     while stack:
-        value, where = stack.pop()
+        path, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        key, value = item
+        here = path if key is None else (*path, str(key))
         if isinstance(value, _Tensor):
-            yield where, value
-            continue
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, dict):
-            stack.extend((v, f"{where}/{k}" if where else str(k)) for k, v in reversed(value.items()))
-        elif isinstance(value, (list, tuple)):
-            stack.extend((v, f"{where}/{i}" if where else str(i)) for i, v in reversed(list(enumerate(value))))
+            count += 1
+            if count > MAX_TENSORS:  # the memo names one tensor again and again for 2 bytes each
+                raise _Refused
+            yield here, value
+        elif isinstance(value, (dict, list, tuple)) and id(value) not in seen:
+            seen.add(id(value))
+            if len(here) >= MAX_DEPTH:
+                raise _Refused
+            stack.append((here, iter(value.items()) if isinstance(value, dict) else enumerate(value)))
 
 
 _SIMPLE = frozenset({"BININT", "BININT1", "BININT2", "LONG1", "LONG4", "INT", "LONG", "BINFLOAT", "FLOAT",

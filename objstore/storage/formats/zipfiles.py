@@ -48,13 +48,17 @@ def entries(f: BinaryIO, size: int) -> dict[str, Entry] | None:
         stored = info.compress_type == zipfile.ZIP_STORED and info.compress_size == info.file_size
         offset = -1
         if stored:
+            # Checked before seeking: a lying end record makes zipfile compute offsets below 0,
+            # and a real file's seek there raises OSError, which would fail the file's ingest.
+            if not 0 <= info.header_offset <= size - _LOCAL.size:
+                return None
             f.seek(info.header_offset)
             local = f.read(_LOCAL.size)
             if len(local) != _LOCAL.size:
                 return None
             magic, name_len, extra_len = _LOCAL.unpack(local)
             offset = info.header_offset + _LOCAL.size + name_len + extra_len
-            if magic != ZIP_MAGIC or info.header_offset < 0 or offset + info.file_size > size:
+            if magic != ZIP_MAGIC or offset + info.file_size > size:
                 return None
         out[info.filename] = Entry(info.filename, offset, info.file_size, stored)
     return out
