@@ -13,34 +13,25 @@ subprocess."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import msgpack
 import pytest
 from cli_helpers import run_cli
+from old_releases import extract_release
 
 import objstore
 from objstore.model.store import CONFIG_KEY
 from objstore.storage.keys import LINEAGE_COMPLETE
 
 OLD_RELEASE = "07aa31d^"  # the last commit before the lineage index
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def old_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    done = subprocess.run(["git", "-C", str(REPO), "archive", OLD_RELEASE, "objstore"], capture_output=True, timeout=120,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"the older release is not in this checkout's history ({done.stderr.decode().strip()})")
-    root = tmp_path_factory.mktemp("old-release")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(root, filter="data")
-    return root
+    return extract_release(OLD_RELEASE, tmp_path_factory)
 
 
 def old_use(old_release: Path, store: Path, spec: str) -> subprocess.CompletedProcess[str]:

@@ -6,33 +6,24 @@ code of that commit, run in a subprocess."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import msgpack
 import pytest
+from old_releases import extract_release
 
 import objstore
 from objstore.model.deletion import expire_versions
 from objstore.model.store import CONFIG_KEY, Store
 
 OLD_RELEASE = "450bf2d^"  # the last commit before deleted versions left tombstones
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def old_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    done = subprocess.run(["git", "-C", str(REPO), "archive", OLD_RELEASE, "objstore"], capture_output=True, timeout=120,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"the older release is not in this checkout's history ({done.stderr.decode().strip()})")
-    root = tmp_path_factory.mktemp("old-release")
-    with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(root, filter="data")
-    return root
+    return extract_release(OLD_RELEASE, tmp_path_factory)
 
 
 def old_log(old_release: Path, store: Path, path: Path) -> str:
