@@ -626,6 +626,68 @@ def test_gc_deleting_while_a_writer_stores_the_same_pack_local(tmp_path: Path) -
     _gc_deleting_while_a_writer_stores_the_same_pack(str(tmp_path / "store"), tmp_path)
 
 
+def _gc_deleting_while_a_writer_logs_in_its_last_window(store: str, tmp_path: Path) -> None:
+    """The window gc's second look leaves: a writer that logs the bytes of a deleted
+    collection again (its file and tree objects and its pack "already there") and
+    writes its version ref after gc read the refs a second time and before gc's
+    deletes. Here the writer, a real process, is started once gc has taken its
+    second look, right at its first delete, and gc waits until the writer's version
+    ref exists before deleting anything. Before the gc intent, gc deleted the new
+    version's tree and pack (fsck: lost); now the writer, which looks for a deleting
+    gc after its ref, waits for it to finish and stores what it deleted again."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import marked_packs
+    from objstore.storage.keys import REFS
+
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(44, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+        (marked,) = marked_packs(s.backend)
+    writers: list[subprocess.Popen[str]] = []
+    with Store.open_existing(store) as s:
+        real_delete, real_list = s.backend.delete, s.backend.iter_prefix
+
+        def version_logged() -> bool:
+            return any("/two/versions/" in info.key for info in real_list(REFS))
+
+        def writer_in_the_window(key: str) -> None:
+            if key == idx_key(marked) and not writers:
+                writers.append(subprocess.Popen([str(OBJSTORE), "--store", store, "log-model", str(m), "--name", "two"],
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                stdin=subprocess.DEVNULL))
+                for _ in range(1200):
+                    if version_logged() or writers[0].poll() is not None:
+                        break
+                    time.sleep(0.1)
+                assert version_logged(), writers[0].communicate()
+            real_delete(key)
+
+        s.backend.delete = writer_in_the_window  # type: ignore[method-assign]
+        collect_garbage(s, grace_seconds=600, now=time.time() + 4 * HOUR)
+    assert writers  # the writer really ran inside gc's window
+    out, err = writers[0].communicate(timeout=300)
+    assert writers[0].returncode == 0, err
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_deleting_while_a_writer_logs_in_its_last_window_local(tmp_path: Path) -> None:
+    _gc_deleting_while_a_writer_logs_in_its_last_window(str(tmp_path / "store"), tmp_path)
+
+
+@pytest.mark.s3
+def test_gc_deleting_while_a_writer_logs_in_its_last_window_s3(s3_bucket_url: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _gc_deleting_while_a_writer_logs_in_its_last_window(s3_bucket_url, tmp_path)
+
+
 @pytest.mark.s3
 def test_gc_deleting_while_a_writer_stores_the_same_pack_s3(s3_bucket_url: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
