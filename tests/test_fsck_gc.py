@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -686,6 +687,41 @@ def test_gc_deleting_while_a_writer_logs_in_its_last_window_s3(s3_bucket_url: st
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _gc_deleting_while_a_writer_logs_in_its_last_window(s3_bucket_url, tmp_path)
+
+
+def test_a_gc_killed_while_deleting_leaves_writers_waiting_only_for_the_bound(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc is killed (SIGKILL) at its first delete, after it wrote its intent: the
+    intent stays, "deleting" for ever. A writer that logs the same bytes again
+    (everything "already there") sees it after its ref, waits only until the
+    intent is older than the bound (a dead gc's; the bound lowered here so the
+    test is short), then checks its version and stores what the dead gc
+    deleted of it again: it returns, and the store is whole."""
+    import objstore.model.gcintent as gcintent
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.keys import GC_DELETING
+
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(45, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    killed = run_cli(store, "gc", "--grace", "0", env={"OBJSTORE_FAULT": "delete:1"}, check=False)
+    assert killed.code == -9, killed
+    intents = list((store / GC_DELETING).iterdir())
+    assert len(intents) == 1  # left by the killed gc
+    # The bound: two seconds from now (from the intent's start, as writers count it).
+    monkeypatch.setattr(gcintent, "GC_INTENT_STALE_SECONDS", time.time() - intents[0].stat().st_mtime + 2.0)
+    waits: list[float] = []
+    monkeypatch.setattr(gcintent, "time", SimpleNamespace(time=time.time, sleep=lambda s: waits.append(s) or time.sleep(s)))
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_model(str(m), name="two")
+    assert waits  # it saw the dead gc's intent, waited, and went on
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
 
 
 @pytest.mark.s3

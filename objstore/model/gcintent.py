@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgpack
@@ -94,7 +93,7 @@ def _state(store: Store, key: str) -> tuple[float, float | None] | None:
         return None
 
 
-def overlapped(store: Store, started: float, sleep: Callable[[float], None] = time.sleep) -> bool:
+def overlapped(store: Store, started: float) -> bool:
     """Writer, after its version ref: whether a gc may have deleted, since
     ``started`` (this machine's clock, before the writer's first "already there"),
     what the version names. Waits for a running gc to finish (bounded). One
@@ -107,7 +106,7 @@ def overlapped(store: Store, started: float, sleep: Callable[[float], None] = ti
             continue  # finished, or died, before this writer started
         state = _state(store, info.key)
         while state is not None and state[1] is None and time.time() - state[0] < GC_INTENT_STALE_SECONDS:
-            sleep(POLL_SECONDS)  # a gc is deleting: wait for it to finish before checking
+            time.sleep(POLL_SECONDS)  # a gc is deleting: wait for it to finish before checking
             state = _state(store, info.key)
         if state is None or state[1] is None or state[1] >= started - GC_INTENT_CLOCK_MARGIN:
             relevant = True  # gone or unreadable, a dead gc's, or finished within this window
