@@ -724,6 +724,36 @@ def test_a_gc_killed_while_deleting_leaves_writers_waiting_only_for_the_bound(tm
     assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
 
 
+def test_only_a_writer_that_reused_stored_bytes_looks_for_a_deleting_gc(tmp_path: Path) -> None:
+    """The writer's look costs nothing when it stored everything anew (the
+    request-count bound of log_model, tests/test_request_counts.py), and one
+    listing of the intents when its objects or pack were already there."""
+    from objstore.storage.keys import GC_DELETING
+
+    store = tmp_path / "store"
+    m = tmp_path / "m.bin"
+    m.write_bytes(os.urandom(50_000))
+    run_cli(store, "init")
+
+    def looks(name: str) -> list[str]:
+        seen: list[str] = []
+        with Store.open_existing(store) as s:
+            real = s.backend.iter_prefix
+
+            def listing(prefix: str) -> object:
+                if prefix.startswith(GC_DELETING):
+                    seen.append(prefix)
+                return real(prefix)
+
+            s.backend.iter_prefix = listing  # type: ignore[method-assign,assignment]
+            with objstore.init(entity="e", project="p", store=s) as run:
+                run.log_model(str(m), name=name)
+        return seen
+
+    assert looks("new") == []
+    assert looks("again") == [GC_DELETING]  # the same bytes: its file object, tree and pack already there
+
+
 @pytest.mark.s3
 def test_gc_deleting_while_a_writer_stores_the_same_pack_s3(s3_bucket_url: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
