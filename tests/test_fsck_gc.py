@@ -754,6 +754,52 @@ def test_only_a_writer_that_reused_stored_bytes_looks_for_a_deleting_gc(tmp_path
     assert looks("again") == [GC_DELETING]  # the same bytes: its file object, tree and pack already there
 
 
+def _gc_running_wholly_inside_a_writers_window(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole deleting gc between a writer's "already there" and its version ref:
+    the gc's intent is done (not running) by the time the writer looks. Its end,
+    kept, falls inside the writer's window, so the writer checks its version and
+    stores again what that gc deleted (its file and tree objects)."""
+    import objstore.api.commit as commit
+    from objstore.maintenance.fsck import fsck
+
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(46, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+    real_commit = commit.commit_version
+    deleted: list[int] = []
+
+    def gc_first(*args: object, **kwargs: object) -> object:
+        with Store.open_existing(store) as other:
+            deleted.append(collect_garbage(other, grace_seconds=600, now=time.time() + 4 * HOUR).objects_deleted)
+        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commit, "commit_version", gc_first)
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_model(str(m), name="two")
+    # The gc deleted the file and tree objects the writer had found already there
+    # (not the pack: storing it lifted its mark, which gc looks at before deleting).
+    assert deleted and deleted[0] >= 2
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_running_wholly_inside_a_writers_window_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _gc_running_wholly_inside_a_writers_window(str(tmp_path / "store"), tmp_path, monkeypatch)
+
+
+@pytest.mark.s3
+def test_gc_running_wholly_inside_a_writers_window_s3(s3_bucket_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _gc_running_wholly_inside_a_writers_window(s3_bucket_url, tmp_path, monkeypatch)
+
+
 @pytest.mark.s3
 def test_gc_deleting_while_a_writer_stores_the_same_pack_s3(s3_bucket_url: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,6 +146,7 @@ def _survive_gc(store: Store, draft: Draft, entry: ResolvedVersion) -> None:
     why = lost(store, entry.object_id)
     if why is None:
         return
+    store.odb.reload()  # forget the packs that gc deleted, so their chunks are stored again, not taken for hits
     tree_id, _ = store_staged(store, draft.staged)
     why = lost(store, entry.object_id) if tree_id == entry.version.tree else f"its tree (the files changed: now {tree_id.hex[:16]})"
     if why is not None:
