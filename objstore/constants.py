@@ -51,6 +51,14 @@ INDEX_COMPACT_THRESHOLD = 16
 # gc deletes nothing younger than this: a writer that stored chunks but has not
 # yet written its version must not lose them.
 GC_GRACE_SECONDS = 3600.0
+# A gc's intent to delete (objstore.model.gcintent): a writer that relied on bytes
+# already stored waits at most this long after the intent's start for that gc to
+# finish (an older running intent is a dead gc's); a finished intent is kept this
+# long again, so a writer whose window held that gc's whole run still sees it; and
+# times are compared with this margin for clocks that differ between machines.
+GC_INTENT_STALE_SECONDS = 600.0
+GC_INTENT_KEEP_SECONDS = 3600.0
+GC_INTENT_CLOCK_MARGIN = 300.0
 # gc rewrites a pack (copying its live chunks to a new pack) once at least this
 # fraction of its stored bytes is garbage; below it, the copy costs more than
 # the space it frees.

@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -624,6 +625,179 @@ def _gc_deleting_while_a_writer_stores_the_same_pack(store: str, tmp_path: Path)
 
 def test_gc_deleting_while_a_writer_stores_the_same_pack_local(tmp_path: Path) -> None:
     _gc_deleting_while_a_writer_stores_the_same_pack(str(tmp_path / "store"), tmp_path)
+
+
+def _gc_deleting_while_a_writer_logs_in_its_last_window(store: str, tmp_path: Path) -> None:
+    """The window gc's second look leaves: a writer that logs the bytes of a deleted
+    collection again (its file and tree objects and its pack "already there") and
+    writes its version ref after gc read the refs a second time and before gc's
+    deletes. Here the writer, a real process, is started once gc has taken its
+    second look, right at its first delete, and gc waits until the writer's version
+    ref exists before deleting anything. Before the gc intent, gc deleted the new
+    version's tree and pack (fsck: lost); now the writer, which looks for a deleting
+    gc after its ref, waits for it to finish and stores what it deleted again."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import marked_packs
+    from objstore.storage.keys import REFS
+
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(44, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+        (marked,) = marked_packs(s.backend)
+    writers: list[subprocess.Popen[str]] = []
+    with Store.open_existing(store) as s:
+        real_delete, real_list = s.backend.delete, s.backend.iter_prefix
+
+        def version_logged() -> bool:
+            return any("/two/versions/" in info.key for info in real_list(REFS))
+
+        def writer_in_the_window(key: str) -> None:
+            if key == idx_key(marked) and not writers:
+                writers.append(subprocess.Popen([str(OBJSTORE), "--store", store, "log-model", str(m), "--name", "two"],
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                stdin=subprocess.DEVNULL))
+                for _ in range(1200):
+                    if version_logged() or writers[0].poll() is not None:
+                        break
+                    time.sleep(0.1)
+                assert version_logged(), writers[0].communicate()
+            real_delete(key)
+
+        s.backend.delete = writer_in_the_window  # type: ignore[method-assign]
+        collect_garbage(s, grace_seconds=600, now=time.time() + 4 * HOUR)
+    assert writers  # the writer really ran inside gc's window
+    out, err = writers[0].communicate(timeout=300)
+    assert writers[0].returncode == 0, err
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_deleting_while_a_writer_logs_in_its_last_window_local(tmp_path: Path) -> None:
+    _gc_deleting_while_a_writer_logs_in_its_last_window(str(tmp_path / "store"), tmp_path)
+
+
+@pytest.mark.s3
+def test_gc_deleting_while_a_writer_logs_in_its_last_window_s3(s3_bucket_url: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _gc_deleting_while_a_writer_logs_in_its_last_window(s3_bucket_url, tmp_path)
+
+
+def test_a_gc_killed_while_deleting_leaves_writers_waiting_only_for_the_bound(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """gc is killed (SIGKILL) at its first delete, after it wrote its intent: the
+    intent stays, "deleting" for ever. A writer that logs the same bytes again
+    (everything "already there") sees it after its ref, waits only until the
+    intent is older than the bound (a dead gc's; the bound lowered here so the
+    test is short), then checks its version and stores what the dead gc
+    deleted of it again: it returns, and the store is whole."""
+    import objstore.model.gcintent as gcintent
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.keys import GC_DELETING
+
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(45, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    killed = run_cli(store, "gc", "--grace", "0", env={"OBJSTORE_FAULT": "delete:1"}, check=False)
+    assert killed.code == -9, killed
+    intents = list((store / GC_DELETING).iterdir())
+    assert len(intents) == 1  # left by the killed gc
+    # The bound: two seconds from now (from the intent's start, as writers count it).
+    monkeypatch.setattr(gcintent, "GC_INTENT_STALE_SECONDS", time.time() - intents[0].stat().st_mtime + 2.0)
+    waits: list[float] = []
+    monkeypatch.setattr(gcintent, "time", SimpleNamespace(time=time.time, sleep=lambda s: waits.append(s) or time.sleep(s)))
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_model(str(m), name="two")
+    assert waits  # it saw the dead gc's intent, waited, and went on
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_only_a_writer_that_reused_stored_bytes_looks_for_a_deleting_gc(tmp_path: Path) -> None:
+    """The writer's look costs nothing when it stored everything anew (the
+    request-count bound of log_model, tests/test_request_counts.py), and one
+    listing of the intents when its objects or pack were already there."""
+    from objstore.storage.keys import GC_DELETING
+
+    store = tmp_path / "store"
+    m = tmp_path / "m.bin"
+    m.write_bytes(os.urandom(50_000))
+    run_cli(store, "init")
+
+    def looks(name: str) -> list[str]:
+        seen: list[str] = []
+        with Store.open_existing(store) as s:
+            real = s.backend.iter_prefix
+
+            def listing(prefix: str) -> object:
+                if prefix.startswith(GC_DELETING):
+                    seen.append(prefix)
+                return real(prefix)
+
+            s.backend.iter_prefix = listing  # type: ignore[method-assign,assignment]
+            with objstore.init(entity="e", project="p", store=s) as run:
+                run.log_model(str(m), name=name)
+        return seen
+
+    assert looks("new") == []
+    assert looks("again") == [GC_DELETING]  # the same bytes: its file object, tree and pack already there
+
+
+def _gc_running_wholly_inside_a_writers_window(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole deleting gc between a writer's "already there" and its version ref:
+    the gc's intent is done (not running) by the time the writer looks. Its end,
+    kept, falls inside the writer's window, so the writer checks its version and
+    stores again what that gc deleted (its file and tree objects)."""
+    import objstore.api.commit as commit
+    from objstore.maintenance.fsck import fsck
+
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(46, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+    real_commit = commit.commit_version
+    deleted: list[int] = []
+
+    def gc_first(*args: object, **kwargs: object) -> object:
+        with Store.open_existing(store) as other:
+            deleted.append(collect_garbage(other, grace_seconds=600, now=time.time() + 4 * HOUR).objects_deleted)
+        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commit, "commit_version", gc_first)
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.log_model(str(m), name="two")
+    # The gc deleted the file and tree objects the writer had found already there
+    # (not the pack: storing it lifted its mark, which gc looks at before deleting).
+    assert deleted and deleted[0] >= 2
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+def test_gc_running_wholly_inside_a_writers_window_local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _gc_running_wholly_inside_a_writers_window(str(tmp_path / "store"), tmp_path, monkeypatch)
+
+
+@pytest.mark.s3
+def test_gc_running_wholly_inside_a_writers_window_s3(s3_bucket_url: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _gc_running_wholly_inside_a_writers_window(s3_bucket_url, tmp_path, monkeypatch)
 
 
 @pytest.mark.s3

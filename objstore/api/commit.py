@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from objstore.errors import InvalidInput, NotFound, UnsafePath
+from objstore.errors import InvalidInput, NotFound, ObjstoreError, UnsafePath
 from objstore.files.ingest import chunk_file
 from objstore.files.materialize import check_symlinks
 from objstore.model.distributed import PENDING_INDEX, Part, add_part, clear_parts, expected_type, pending_parts
+from objstore.model.gcintent import lost, overlapped
 from objstore.model.nameclaims import claim_names
 from objstore.model.names import LATEST, CollectionPath, VersionSpec
 from objstore.model.store import Store
@@ -124,15 +125,33 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
     metadata: dict[str, Any] = storable_dict(draft.metadata, "metadata")
     description = storable_text(draft.description, "description")
     check_links(draft.staged)
-    before = store.odb.new_bytes
+    before, reused, started = store.odb.new_bytes, store.odb.reused, time.time()
     tree_id, size = store_staged(store, draft.staged, progress)
     committed = commit_version(
         store, CollectionPath(entity, project, draft.name), tree=tree_id, size=size,
         new_bytes=store.odb.new_bytes - before, artifact_type=draft.artifact_type, metadata=metadata,
         description=description, run=run_path, aliases=aliases, before_ref=before_ref,
     )
+    if store.odb.reused > reused and overlapped(store, started):
+        _survive_gc(store, draft, committed[0])
     store.odb.maintain()  # the writer's automatic compaction and repack: after the version's refs (odb's write order)
     return committed
+
+
+def _survive_gc(store: Store, draft: Draft, entry: ResolvedVersion) -> None:
+    """After a gc that deleted while this writer relied on bytes already stored
+    (:mod:`objstore.model.gcintent`): if it deleted part of the version just
+    logged, store the draft again (the same bytes give the same ids, so the
+    version's refs name it whole again); if that cannot restore it, say so."""
+    why = lost(store, entry.object_id)
+    if why is None:
+        return
+    store.odb.reload()  # forget the packs that gc deleted, so their chunks are stored again, not taken for hits
+    tree_id, _ = store_staged(store, draft.staged)
+    why = lost(store, entry.object_id) if tree_id == entry.version.tree else f"its tree (the files changed: now {tree_id.hex[:16]})"
+    if why is not None:
+        raise ObjstoreError(f"a gc deleted {why} of {entry.name} while it was being logged, and storing it again did not "
+                          f"restore it; log it again")
 
 
 def stored_entries(store: Store, tree: ObjectId) -> dict[str, Staged]:

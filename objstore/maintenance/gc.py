@@ -46,11 +46,14 @@ objects, then refs — :mod:`objstore.storage.odb`):
   lost its tree and its pack). So just before its deletes gc reads the refs
   again, and the reflog entries written since, walks only what is new, and
   keeps (unmarked) what that reaches; if that walk cannot tell, nothing due is
-  deleted. The window left is that read to the deletes (a listing of refs, then
-  one delete per pack and object), not the whole run: no lock-free check can
-  close it, since a writer's "already there" leaves no trace gc could see.
-  Closing it needs the writer to look after its ref (e.g. for a deleting gc's
-  intent key that gc writes before its second look: Dekker's order).
+  deleted. The window left, that read to the deletes, gc cannot close alone
+  (a writer's "already there" leaves no trace gc could see): before that second
+  look gc writes its intent (``gc/deleting/…``), and marks it done after its last
+  delete; a writer that relied on bytes already stored looks for intents after
+  its version ref, waits for a running gc (bounded: a dead gc's intent goes
+  stale), and stores again what that gc deleted of its version
+  (:mod:`objstore.model.gcintent`; Dekker's order: one of the two sees the other;
+  ``test_gc_deleting_while_a_writer_logs_in_its_last_window_*``).
 - A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
   bytes) is rewritten: its live chunks are copied, verified, into a new pack
   (create-only, index written), and only then is the old pack marked.
@@ -81,6 +84,7 @@ import numpy as np
 
 from objstore.constants import GC_GRACE_SECONDS, GC_REWRITE_GARBAGE_FRACTION
 from objstore.errors import NotFound, ObjstoreError
+from objstore.model.gcintent import Intent, announce, withdraw
 from objstore.model.inventory import deleted_entries, reach
 from objstore.model.store import Store
 from objstore.storage.backend import KeyInfo
@@ -258,6 +262,7 @@ class _Run:
     listing: _Listing
     progress: Callable[[str, int, int], None]
     logs_read: frozenset[str] = frozenset()  # reflog entry keys listed before ``reach`` was computed
+    intent: Intent | None = None  # this gc's "deleting now", written before its first second look
     counts: _Counts = field(default_factory=lambda: _Counts(
         packs_marked=0, packs_rewritten=0, chunks_copied=0, packs_deleted=0, packs_unmarked=0,
         objects_marked=0, objects_deleted=0, bytes_marked=0, bytes_freed=0, bytes_young=0, bytes_pending=0))
@@ -309,8 +314,12 @@ def collect_garbage(store: Store, *, grace_seconds: float = GC_GRACE_SECONDS, dr
     marked = {marked_pack_name_of(info.key): info.mtime for info in store.backend.iter_prefix(MARKED_PACKS)}
     copied_chunks = _mark_packs(run, marked)  # phase 1
     object_marks = _mark_objects(run)  # phase 1
-    _delete_due_packs(run, marked, copied_chunks)  # phase 2
-    _delete_due_objects(run, object_marks)  # phase 2
+    try:
+        _delete_due_packs(run, marked, copied_chunks)  # phase 2
+        _delete_due_objects(run, object_marks)  # phase 2
+    finally:
+        if run.intent is not None:
+            withdraw(store, run.intent)  # after the last delete (a killed gc's intent goes stale)
     if not dry_run and store.odb.index_files:  # never on a format-1 store (see objstore.model.store)
         compact(store.backend)  # the .idx files of the packs it wrote, with the rest
     return GcReport(dry_run, len(run.reach.objects), len(run.reach.chunks), **run.counts,
@@ -487,6 +496,10 @@ def _reached_since(run: _Run) -> bool:
     was computed reach, right before deleting (see the module docstring); False
     if what they reach cannot be learned (then nothing is deleted)."""
     store = run.store
+    if run.intent is None:
+        # Before reading the refs again: a writer whose ref this look misses sees the
+        # intent after its ref (Dekker's order, objstore.model.gcintent).
+        run.intent = announce(store)
     roots = {oid for _, oid in store.refs.iter_refs(REFS)}
     # Kept if present, like reflog entries; a deleted version's entries keep it here
     # too (this look only ever keeps more).

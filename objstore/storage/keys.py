@@ -8,6 +8,7 @@ Layout (the same on every backend)::
     packs/<name>.midx                                 a consolidated index over many packs (objstore.storage.indexfile)
     gc/marked/<pack name>                             packs gc will delete (objstore.maintenance.gc)
     gc/objects/<time>-<pid>-<random>                  loose objects gc will delete
+    gc/deleting/<time>-<pid>-<random>                 a gc's intent: deleting now, or done at (objstore.model.gcintent)
     tmp/...                                           staging; never read as content
     refs/<entity>/<project>/<name>/versions/v<N>      written once (create-only)
     refs/<entity>/<project>/<name>/aliases/<alias>    moved by compare-and-swap
@@ -65,6 +66,7 @@ IDX_SUFFIX = ".idx"
 INDEX_FILE_SUFFIX = ".midx"
 GC_MARKED = "gc/marked/"  # where gc marks packs it will delete (objstore.maintenance.gc)
 GC_MARKED_OBJECTS = "gc/objects/"  # where gc lists loose objects it will delete
+GC_DELETING = "gc/deleting/"  # a gc's intent to delete, for writers to look for (objstore.model.gcintent)
 TMP = "tmp/"  # staging: never content, swept by gc, skipped by listings of other prefixes
 REFS = "refs/"
 LOGS = "logs/"
@@ -163,6 +165,10 @@ def marked_pack_name_of(key: str) -> str:
 
 def marked_objects_key(stamp: str) -> str:
     return f"{GC_MARKED_OBJECTS}{stamp}"
+
+
+def gc_intent_key(stamp: str) -> str:
+    return f"{GC_DELETING}{stamp}"
 
 
 def quarantine_key(key: str) -> str:

@@ -276,6 +276,9 @@ class ObjectDatabase:
         self._pack_checked: dict[str, float] = {}  # pack -> when (monotonic) it was last seen stored and its mark read
         self.new_chunks = 0
         self.new_bytes = 0  # stored bytes this database wrote (after dedup and compression)
+        # Creates that found their key already there (objects, packs): a writer relying on
+        # them looks for a deleting gc after its ref (objstore.model.gcintent).
+        self.reused = 0
 
     # -- index -----------------------------------------------------------
     def refresh(self, *, lazy: bool = False) -> None:
@@ -745,7 +748,9 @@ class ObjectDatabase:
                 name, index = writer.finish()
             except OSError as exc:
                 raise backend_error("cannot write a new pack", exc) from exc
-            self.backend.put_file_if_absent(pack_key(name), writer.path)
+            if not self.backend.put_file_if_absent(pack_key(name), writer.path):
+                with self._lock:
+                    self.reused += 1
             self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
             # The very same pack (same chunks, same order) may have existed before
             # this write, even when the create reports True (S3: a retried create
@@ -927,9 +932,10 @@ class ObjectDatabase:
         # a stat is far cheaper than put_if_absent's temp file + fsync, and means the
         # same here (put_if_absent never touches an existing object either). On object
         # storage the conditional PUT is one request, like the stat it would save.
-        if self._local and self.has_object(oid):
-            return oid
-        self.backend.put_if_absent(object_key(oid), codecs.zstd_compressor().compress(body))
+        if (self._local and self.has_object(oid)) or not self.backend.put_if_absent(
+                object_key(oid), codecs.zstd_compressor().compress(body)):
+            with self._lock:
+                self.reused += 1
         return oid
 
     def get_object(self, oid: ObjectId) -> MetaObject:
