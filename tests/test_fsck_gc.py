@@ -805,3 +805,147 @@ def test_gc_deleting_while_a_writer_stores_the_same_pack_s3(s3_bucket_url: str, 
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     _gc_deleting_while_a_writer_stores_the_same_pack(s3_bucket_url, tmp_path)
+
+
+def _gc_deleting_while_a_transfer_lands_in_its_last_window(direction: str, tmp_path: Path) -> None:
+    """commit_draft's window, for a transfer: the store gc runs on (``here``) holds,
+    as garbage, the bytes of a deleted collection; another store logged the same
+    bytes as ``two``. A pull of ``two`` into it (or a push of ``two`` to it) finds
+    the tree and file objects already there, copies the pack, which is the very same
+    pack (it lifts the mark), and writes its refs (tracking refs, or the version's)
+    after gc's second look, before gc's deletes: here the transfer, a real process,
+    starts at gc's first delete, and gc waits until the transfer's ref naming ``two``
+    exists. Before the transfer looked for gc's intent, gc deleted the tree and the
+    pack the new refs name (fsck: lost); now the transfer waits for that gc and
+    copies again what it deleted."""
+    from objstore.maintenance.fsck import fsck
+    from objstore.storage.chunkindex import marked_packs
+    from objstore.storage.keys import REFS, REMOTES
+
+    here, other = tmp_path / "here", tmp_path / "other"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(47, layers=2))
+    for store in (here, other):
+        run_cli(store, "init")
+    run_cli(here, "log-model", str(m), "--name", "one")
+    run_cli(here, "delete", "one", "--yes")
+    run_cli(other, "log-model", str(m), "--name", "two")
+    with Store.open_existing(here) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+        (marked,) = marked_packs(s.backend)
+    if direction == "pull":
+        run_cli(here, "remote", "add", "o", str(other))
+        argv, names = ["--store", str(here), "pull", "o"], REMOTES  # its tracking ref comes first
+    else:
+        run_cli(other, "remote", "add", "o", str(here))
+        argv, names = ["--store", str(other), "push", "o"], REFS
+    transfers: list[subprocess.Popen[str]] = []
+    with Store.open_existing(here) as s:
+        real_delete, real_list = s.backend.delete, s.backend.iter_prefix
+
+        def landed() -> bool:
+            return any("/two/versions/" in info.key for info in real_list(names))
+
+        def transfer_in_the_window(key: str) -> None:
+            if key == idx_key(marked) and not transfers:
+                transfers.append(subprocess.Popen([str(OBJSTORE), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                  text=True, stdin=subprocess.DEVNULL))
+                for _ in range(1200):
+                    if landed() or transfers[0].poll() is not None:
+                        break
+                    time.sleep(0.1)
+                assert landed(), transfers[0].communicate()
+            real_delete(key)
+
+        s.backend.delete = transfer_in_the_window  # type: ignore[method-assign]
+        deleted = collect_garbage(s, grace_seconds=600, now=time.time() + 4 * HOUR)
+    assert transfers and deleted.packs_deleted == 1 and deleted.objects_deleted >= 1  # it really ran in gc's window
+    out, err = transfers[0].communicate(timeout=300)
+    assert transfers[0].returncode == 0, err
+    with Store.open_existing(here) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    assert sha(run_cli(here, "use-model", "two", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+@pytest.mark.parametrize("direction", ["pull", "push"])
+def test_gc_deleting_while_a_transfer_lands_in_its_last_window(direction: str, tmp_path: Path) -> None:
+    _gc_deleting_while_a_transfer_lands_in_its_last_window(direction, tmp_path)
+
+
+def test_only_a_transfer_that_relied_on_bytes_there_looks_for_a_deleting_gc(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transfer's look (after its refs) costs nothing when it copied everything
+    anew or moved no ref, and one listing of the intents when it found part of
+    what its new refs name already there."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from objstore.storage.backend import LocalBackend
+    from objstore.storage.keys import GC_DELETING
+
+    origin, here = tmp_path / "origin", tmp_path / "here"
+    m = tmp_path / "m.bin"
+    m.write_bytes(os.urandom(50_000))
+    for store in (origin, here):
+        run_cli(store, "init")
+    run_cli(origin, "log-model", str(m), "--name", "one")
+    run_cli(here, "remote", "add", "o", str(origin))
+    seen: list[str] = []
+    real = LocalBackend.iter_prefix
+
+    def listing(self: LocalBackend, prefix: str) -> object:
+        if prefix.startswith(GC_DELETING):
+            seen.append(prefix)
+        return real(self, prefix)
+
+    monkeypatch.setattr(LocalBackend, "iter_prefix", listing)
+
+    def looks(*args: str) -> list[str]:
+        seen.clear()
+        result = CliRunner().invoke(main, ["--store", str(here), *args], env={"OBJSTORE_PROJECT": None})
+        assert result.exit_code == 0, result.output
+        return list(seen)
+
+    assert looks("pull", "o") == []  # all new here
+    assert looks("pull", "o") == []  # nothing moved
+    run_cli(origin, "log-model", str(m), "--name", "again")  # the same bytes: a new version, its tree already here
+    assert looks("pull", "o") == [GC_DELETING]
+
+
+def test_gc_running_wholly_inside_an_upserting_writers_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """commit_draft's window, for a part (``upsert_artifact``): its part ref is a root
+    like a version's ref, and its tree and pack may be a deleted collection's garbage.
+    A whole deleting gc runs between the writer's "already there" and its part ref:
+    before the part looked for gc's intent, the part's tree was gone (fsck: lost,
+    and finish_artifact failed); now it stores again what that gc deleted."""
+    import objstore.api.commit as commit
+    from objstore.maintenance.fsck import fsck
+
+    store = tmp_path / "store"
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(48, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+    real_add = commit.add_part
+    deleted: list[int] = []
+
+    def gc_first(*args: object, **kwargs: object) -> object:
+        with Store.open_existing(store) as other:
+            deleted.append(collect_garbage(other, grace_seconds=600, now=time.time() + 4 * HOUR).objects_deleted)
+        return real_add(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(commit, "add_part", gc_first)
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.upsert_artifact(str(m), name="two", type="model", distributed_id="d1")
+    assert deleted and deleted[0] >= 1
+    with Store.open_existing(store) as s:
+        report = fsck(s)
+    assert report.ok, [p.message for p in report.problems]
+    monkeypatch.setattr(commit, "add_part", real_add)
+    with objstore.init(entity="e", project="p", store=store) as run:
+        run.finish_artifact(objstore.Artifact("two", "model"), distributed_id="d1")
+    assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)

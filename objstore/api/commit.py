@@ -33,6 +33,7 @@ from objstore.model.distributed import PENDING_INDEX, Part, add_part, clear_part
 from objstore.model.gcintent import lost, overlapped
 from objstore.model.nameclaims import claim_names
 from objstore.model.names import LATEST, CollectionPath, VersionSpec
+from objstore.model.refs import decode_value
 from objstore.model.store import Store
 from objstore.model.versions import ResolvedVersion, commit_version, refuse_case_twin, resolve
 from objstore.storage.ids import ObjectId
@@ -133,24 +134,24 @@ def commit_draft(store: Store, draft: Draft, entity: str, project: str, run_path
         description=description, run=run_path, aliases=aliases, before_ref=before_ref,
     )
     if store.odb.reused > reused and overlapped(store, started):
-        _survive_gc(store, draft, committed[0])
+        _survive_gc(store, draft, committed[0].object_id, committed[0].version.tree, committed[0].name)
     store.odb.maintain()  # the writer's automatic compaction and repack: after the version's refs (odb's write order)
     return committed
 
 
-def _survive_gc(store: Store, draft: Draft, entry: ResolvedVersion) -> None:
+def _survive_gc(store: Store, draft: Draft, object_id: ObjectId, tree: ObjectId, name: str) -> None:
     """After a gc that deleted while this writer relied on bytes already stored
-    (:mod:`objstore.model.gcintent`): if it deleted part of the version just
-    logged, store the draft again (the same bytes give the same ids, so the
-    version's refs name it whole again); if that cannot restore it, say so."""
-    why = lost(store, entry.object_id)
+    (:mod:`objstore.model.gcintent`): if it deleted part of the version (or part)
+    ``object_id`` just logged, store the draft again (the same bytes give the same
+    ids, so its refs name it whole again); if that cannot restore it, say so."""
+    why = lost(store, object_id)
     if why is None:
         return
     store.odb.reload()  # forget the packs that gc deleted, so their chunks are stored again, not taken for hits
     tree_id, _ = store_staged(store, draft.staged)
-    why = lost(store, entry.object_id) if tree_id == entry.version.tree else f"its tree (the files changed: now {tree_id.hex[:16]})"
+    why = lost(store, object_id) if tree_id == tree else f"its tree (the files changed: now {tree_id.hex[:16]})"
     if why is not None:
-        raise ObjstoreError(f"a gc deleted {why} of {entry.name} while it was being logged, and storing it again did not "
+        raise ObjstoreError(f"a gc deleted {why} of {name} while it was being logged, and storing it again did not "
                           f"restore it; log it again")
 
 
@@ -200,7 +201,7 @@ def store_part(store: Store, draft: Draft, entity: str, project: str, distribute
     # The part's key holds the collection's, project's and entity's names: none may have a case twin.
     # (checked as the collection's first version ref would be: a new project's entity is looked at store-wide)
     refuse_case_twin(store, [version_ref(entity, project, draft.name, 0)], [refs_prefix(entity, project)])
-    before = store.odb.new_bytes
+    before, reused, started = store.odb.new_bytes, store.odb.reused, time.time()
     tree_id, size = store_staged(store, draft.staged, progress)
     claim_names(store, entity, project, draft.name)  # of two racing twins, one wins here
     if before_ref is not None:
@@ -208,7 +209,11 @@ def store_part(store: Store, draft: Draft, entity: str, project: str, distribute
     record = Version(tree_id, None, draft.artifact_type, entity, project, draft.name, PENDING_INDEX, size,
                      store.odb.new_bytes - before, description, {"metadata": metadata, "aliases": list(aliases)},
                      time.time(), run_path)
-    return add_part(store, coll, distributed_id, record)
+    part = add_part(store, coll, distributed_id, record)
+    part_id = decode_value(part.ref, part.raw)
+    if part_id is not None and store.odb.reused > reused and overlapped(store, started):  # a part ref is a root too
+        _survive_gc(store, draft, part_id, tree_id, f"a part of {coll}")
+    return part
 
 
 def finish_parts(store: Store, draft: Draft, entity: str, project: str, distributed_id: str, run_path: str | None,

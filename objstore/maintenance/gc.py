@@ -53,7 +53,23 @@ objects, then refs — :mod:`objstore.storage.odb`):
   its version ref, waits for a running gc (bounded: a dead gc's intent goes
   stale), and stores again what that gc deleted of its version
   (:mod:`objstore.model.gcintent`; Dekker's order: one of the two sees the other;
-  ``test_gc_deleting_while_a_writer_logs_in_its_last_window_*``).
+  ``test_gc_deleting_while_a_writer_logs_in_its_last_window_*``). The writers
+  that look: ``commit_draft`` and ``upsert_artifact``'s part (a part ref is a
+  root like a version's), and every transfer into a store (fetch and pull, push
+  to a remote, the parts they carry): a transfer skips what the destination holds
+  already, so it relies on bytes there just as a re-log does, looks after its refs
+  (tracking, version or part refs) and copies again from its source what a gc
+  there deleted (:func:`objstore.transfer.closure.survive_gc`;
+  ``test_gc_deleting_while_a_transfer_lands_in_its_last_window``). Two writers need
+  no look. ``link_model`` names a version it resolved through a live ref, so every
+  gc that looked before the link's ref existed still saw that version reached; it
+  is deleted only if its source is deleted meanwhile, then marked by one gc and
+  deleted by a later one after the grace period — a link whose resolve-to-ref
+  window spans the grace period, or the user's own deletion racing the link (with
+  ``grace_seconds=0`` no writer may run at all). ``finish_artifact`` lays the
+  parts' trees into a version the parts' refs keep reachable throughout: it
+  clears them (``clear_parts``) only after ``commit_draft`` wrote, and looked
+  after, the version's ref.
 - A pack that is mostly garbage (``GC_REWRITE_GARBAGE_FRACTION`` of its stored
   bytes) is rewritten: its live chunks are copied, verified, into a new pack
   (create-only, index written), and only then is the old pack marked.

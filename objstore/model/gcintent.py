@@ -113,10 +113,10 @@ def overlapped(store: Store, started: float) -> bool:
     return relevant
 
 
-def lost(store: Store, version_id: ObjectId) -> str | None:
-    """What of ``version_id``'s strong closure is not stored now (a phrase for a
-    message), or None if it is whole."""
-    r = reach(store, [version_id])
+def lost(store: Store, *roots: ObjectId) -> str | None:
+    """What of the strong closure of ``roots`` (a version, or whatever a transfer's
+    refs name) is not stored now (a phrase for a message), or None if it is whole."""
+    r = reach(store, list(roots))
     if r.unknown:
         oid, why = r.unknown[0]
         return f"object {oid.hex[:16]} ({why})"

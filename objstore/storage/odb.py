@@ -787,7 +787,9 @@ class ObjectDatabase:
             if self._broken is not None:
                 raise StoreBroken(f"an earlier write failed ({self._broken}); start a new session") from self._broken
         try:
-            self.backend.put_file_if_absent(pack_key(name), path)
+            if not self.backend.put_file_if_absent(pack_key(name), path):
+                with self._lock:
+                    self.reused += 1  # the very same pack was there: relied on, as in _seal
             self.backend.put_if_absent(idx_key(name), encode_idx(name, index))
             self.backend.delete(marked_pack_key(name))  # as in _seal: this writer needs the pack
         finally:

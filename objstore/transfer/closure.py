@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from objstore.constants import PACK_TARGET
-from objstore.errors import CorruptObject
+from objstore.errors import CorruptObject, ObjstoreError
+from objstore.model.gcintent import lost, overlapped
 from objstore.model.inventory import edges
 from objstore.model.store import Store
 from objstore.storage.backend import LocalBackend
@@ -50,18 +52,32 @@ def _children(obj: MetaObject) -> tuple[list[ObjectId], list[tuple[ObjectId, int
 class _Missing:
     objects: dict[ObjectId, tuple[bytes, list[ObjectId]]] = field(default_factory=dict)  # id -> (stored, children)
     chunks: dict[ObjectId, int] = field(default_factory=dict)  # chunk id -> raw length
+    present: int = 0  # objects found already in ``dst`` (not copied: relied on)
 
 
-def _walk(src: Store, dst: Store, roots: Iterable[ObjectId]) -> _Missing:
-    """Every object reachable from ``roots`` that ``dst`` lacks, and the chunks they name."""
+@dataclass(frozen=True)
+class Copied:
+    """What a :func:`copy_closure` relied on: when it started (this machine's clock) and
+    how many objects, chunks and packs it found already in the destination instead of
+    copying them. Those may be garbage there that a deleting gc removes before the
+    transfer's refs name them: see :func:`survive_gc`."""
+
+    started: float
+    relied: int
+
+
+def _walk(src: Store, dst: Store, roots: Iterable[ObjectId], *, again: bool = False) -> _Missing:
+    """Every object reachable from ``roots`` that ``dst`` lacks, and the chunks they name
+    (``again``: every object, present or not, as a repair after a gc needs)."""
     missing = _Missing()
     seen: set[ObjectId] = set()
     frontier = list(dict.fromkeys(roots))
     while frontier:
         frontier = [o for o in frontier if o not in seen]
         seen.update(frontier)
-        present = pmap(dst.odb.has_object, frontier)
+        present = [False] * len(frontier) if again else pmap(dst.odb.has_object, frontier)
         need = [o for o, p in zip(frontier, present) if not p]
+        missing.present += len(frontier) - len(need)
         loaded = pmap(lambda o: read_object_verified(src, o), need)
         nxt: list[ObjectId] = []
         for oid, (obj, stored) in zip(need, loaded):
@@ -238,8 +254,9 @@ def _send_whole_packs(src: Store, dst: Store, located: list[tuple[ObjectId, Chun
     return [(cid, loc) for cid, loc in located if cid.raw not in carried], done
 
 
-def _send_objects(dst: Store, missing: _Missing, result: TransferResult, progress: Progress | None) -> None:
-    """Store the missing objects children first, so holding one means holding its closure."""
+def _send_objects(dst: Store, missing: _Missing, result: TransferResult, progress: Progress | None) -> int:
+    """Store the missing objects children first, so holding one means holding its closure.
+    Returns how many were there already (a create that found its key)."""
     waiting = {oid: {k for k in kids if k in missing.objects and k != oid} for oid, (_, kids) in missing.objects.items()}
     parents: dict[ObjectId, list[ObjectId]] = {}
     for oid, kids in waiting.items():
@@ -247,9 +264,9 @@ def _send_objects(dst: Store, missing: _Missing, result: TransferResult, progres
             parents.setdefault(k, []).append(oid)
     ready = [oid for oid, kids in waiting.items() if not kids]
     total = len(waiting)
-    written = 0
+    written = there = 0
     while ready:
-        pmap(lambda oid: dst.backend.put_if_absent(object_key(oid), missing.objects[oid][0]), ready)
+        there += sum(not new for new in pmap(lambda oid: dst.backend.put_if_absent(object_key(oid), missing.objects[oid][0]), ready))
         written += len(ready)
         if progress is not None:
             progress("objects", written, total)
@@ -263,17 +280,40 @@ def _send_objects(dst: Store, missing: _Missing, result: TransferResult, progres
     if written != total:
         raise CorruptObject("the objects to transfer reference each other in a cycle; the source store is damaged")
     result.objects += written
+    return there
 
 
 def copy_closure(src: Store, dst: Store, roots: Iterable[ObjectId], result: TransferResult, *,
-                 pack_target: int = PACK_TARGET, progress: Progress | None = None) -> None:
-    """Make ``dst`` hold everything reachable from ``roots``: chunks, then objects."""
+                 pack_target: int = PACK_TARGET, progress: Progress | None = None, again: bool = False) -> Copied:
+    """Make ``dst`` hold everything reachable from ``roots``: chunks, then objects.
+    ``again``: copy every object (create-only), not only those ``dst`` lacks."""
+    started, reused = time.time(), dst.odb.reused
     src.odb.flush()  # chunks this process logged but has not stored yet
-    missing = _walk(src, dst, roots)
+    missing = _walk(src, dst, roots, again=again)
     lacking = _chunks_lacking(dst, missing.chunks)
     _send_chunks(src, dst, lacking, result, min(pack_target, PACK_TARGET), progress)
     dst.odb.flush()
-    _send_objects(dst, missing, result, progress)
+    there = _send_objects(dst, missing, result, progress)
+    relied = missing.present + len(missing.chunks) - len(lacking) + there + dst.odb.reused - reused
+    return Copied(started, relied)
+
+
+def survive_gc(src: Store, dst: Store, roots: Iterable[ObjectId], copied: Copied, result: TransferResult, *,
+               pack_target: int = PACK_TARGET) -> None:
+    """After the refs that make ``roots`` reachable in ``dst`` (the writer's look of
+    :mod:`objstore.model.gcintent`): if the copy relied on anything already in ``dst``
+    and a gc deleted there meanwhile, copy again from ``src`` what it deleted of
+    ``roots``' closure; if that cannot restore it, say so. No request when nothing was
+    relied on; one listing when no gc deleted lately."""
+    wanted = list(dict.fromkeys(roots))
+    if not wanted or not copied.relied or not overlapped(dst, copied.started) or lost(dst, *wanted) is None:
+        return
+    dst.odb.reload()  # forget the packs that gc deleted, so their chunks are copied again, not taken for hits
+    copy_closure(src, dst, wanted, result, pack_target=pack_target, again=True)
+    why = lost(dst, *wanted)
+    if why is not None:
+        raise ObjstoreError(f"a gc at {dst.location} deleted {why} while it was being copied there, and copying it "
+                            f"again did not restore it; run the transfer again")
 
 
 def configured_pack_target() -> int:

@@ -33,7 +33,7 @@ from objstore.model.store import Store
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import parse_part_ref
 from objstore.storage.objects import Version
-from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.closure import configured_pack_target, copy_closure, survive_gc
 from objstore.transfer.sync import TransferResult, read_keys, ref_target
 
 
@@ -56,13 +56,14 @@ def carry_parts(src: Store, dst: Store, prefixes: Sequence[str], result: Transfe
     new = {k: v for k, v in here.items() if v and k not in there}
     if new:
         roots = [oid for k, v in new.items() if (oid := ref_target(k, v)) is not None]
-        copy_closure(src, dst, roots, result, pack_target=configured_pack_target())
+        copied = copy_closure(src, dst, roots, result, pack_target=configured_pack_target())
         for key, raw in sorted(new.items()):
             oid = ref_target(key, raw)
             assert oid is not None  # live: not a tombstone
             _check_part(dst, key, oid, result.remote)
             if dst.refs.create(key, oid, why):
                 result.refs.append(key)
+        survive_gc(src, dst, roots, copied, result, pack_target=configured_pack_target())  # after the part refs
         dst.odb.maintain()  # after the refs that reach what was copied (odb's write order)
     for key in sorted(k for k, v in here.items() if not v and there.get(k)):
         try:

@@ -25,7 +25,7 @@ from objstore.storage.objects import (
     Version,
 )
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations, carry_rebased
-from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.closure import configured_pack_target, copy_closure, survive_gc
 from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
 from objstore.transfer.parts import carry_parts
 from objstore.transfer.sync import (
@@ -74,11 +74,15 @@ def fetch(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[st
         refuse_arriving_case_twins(local, theirs)
     except InvalidName as exc:
         raise InvalidName(f"{result.remote}: {exc.args[0]}; nothing was changed here") from exc
-    copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
+    copied = copy_closure(remote, local, root_ids(theirs), result, pack_target=configured_pack_target(), progress=progress)
     _check_taken_refs(local, theirs, result.remote)
     # A ref tracked before and absent there now was removed there (a deleted
     # version's digest ref, a removed run): forget it, as git's fetch --prune does.
     tracking.update(theirs, tracked, gone=[k for k in tracked if k not in theirs])
+    # What a tracking ref named before stayed reachable throughout; what the moved ones
+    # name now may be garbage here that a gc deleted meanwhile (objstore.model.gcintent).
+    survive_gc(remote, local, root_ids({k: v for k, v in theirs.items() if tracked.get(k) != v}), copied, result,
+               pack_target=configured_pack_target())
     local.odb.maintain()  # after the tracking refs that reach what arrived (odb's write order)
     result.refs = sorted(k for k, v in theirs.items() if tracked.get(k) != v)
     finish_stats(result, remote, before, started)

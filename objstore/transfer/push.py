@@ -26,7 +26,7 @@ from objstore.model.versions import (
 from objstore.storage.ids import ObjectId
 from objstore.storage.keys import ANNOTATIONS, alias_ref, ref_display, version_ref
 from objstore.transfer.annotate import carry_annotations, carry_collection_annotations
-from objstore.transfer.closure import configured_pack_target, copy_closure
+from objstore.transfer.closure import Copied, configured_pack_target, copy_closure, survive_gc
 from objstore.transfer.deletions import carry_deletions, deleted_at_source, deleted_in_reflog
 from objstore.transfer.parts import carry_parts, part_refs
 from objstore.transfer.sync import Progress, TransferResult, parse_ref, read_refs, ref_target, ref_value, selection_prefixes
@@ -66,6 +66,8 @@ def push(local: Store, remote: Store, *, tracking: Tracking, names: Iterable[str
     _send_objects(run, progress)
     _create_versions(run)
     _move_refs(run)
+    if run.copied is not None:  # after the refs that name what was sent (objstore.model.gcintent)
+        survive_gc(run.local, run.remote, run.roots, run.copied, run.result, pack_target=configured_pack_target())
     _carry_deletions(run)
     # Pending parts last: a part finished here is tombstoned there only once its version is there.
     carry_parts(local, remote, selection_prefixes(names), run.result, f"push from {local.refs.who}", mine=run.parts)
@@ -101,6 +103,8 @@ class _Push:
     deleted_there: set[ObjectId] | None = None  # see _deleted_there
     gone: list[str] = field(default_factory=list)  # tracked refs this push removed there (see _carry_deletions)
     parts: dict[str, bytes] = field(default_factory=dict)  # pending parts here (objstore.transfer.parts)
+    roots: list[ObjectId] = field(default_factory=list)  # what _send_objects sent the closure of
+    copied: Copied | None = None  # what that copy relied on (see objstore.transfer.closure.survive_gc)
 
 
 def _read_sides(run: _Push, names: Iterable[str] | None) -> None:
@@ -190,7 +194,9 @@ def _send_objects(run: _Push, progress: Progress | None) -> None:
         theirs = run.their_colls.get(coll, CollectionRefs()).digests
         roots += [oid for key, oid in digest_targets(coll, {t: raw for t, raw in c.digests.items() if t not in theirs})
                   if oid not in _deleted_there(run)]
-    copy_closure(run.local, run.remote, roots, run.result, pack_target=configured_pack_target(), progress=progress)
+    run.roots = roots
+    run.copied = copy_closure(run.local, run.remote, roots, run.result, pack_target=configured_pack_target(),
+                              progress=progress)
 
 
 def _create_versions(run: _Push) -> None:
