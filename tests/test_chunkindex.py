@@ -31,6 +31,7 @@ from objstore.maintenance.gc import collect_garbage
 from objstore.model.deletion import delete_collection
 from objstore.model.names import CollectionPath
 from objstore.model.store import Store
+from objstore.storage import indexfile
 from objstore.storage.chunkindex import ChunkIndex, cache_path, compact, list_indexes, open_index_file
 from objstore.storage.ids import Kind, hash_bytes
 from objstore.storage.indexfile import (
@@ -113,11 +114,18 @@ def test_search_agrees_with_searchsorted(ids: list[bytes], extra: list[bytes], t
     arr = np.sort(np.array(ids, dtype="S32"))
     probe = np.array(ids + extra + [b"\xaa" * 8 + b"\x09" * 24], dtype="S32")
     fanout = np.cumsum(np.bincount(arr.view(np.uint8)[::32], minlength=256)).astype("<u8")
-    for fan in (None, fanout):
-        pos, hit = search(arr, probe, fan)
-        want = np.searchsorted(arr, probe)
-        assert hit.tolist() == [bool(w < len(arr) and arr[w] == p) for w, p in zip(want, probe)]
-        assert pos[hit].tolist() == want[hit].tolist()
+    few = indexfile.FEW_PROBES
+    try:
+        for limit in (few, 0):  # a few probes (np.searchsorted), then the prefix loop
+            indexfile.FEW_PROBES = limit
+            for fan in (None, fanout):
+                pos, hit = search(arr, probe, fan)
+                want = np.searchsorted(arr, probe)
+                assert hit.tolist() == [bool(w < len(arr) and arr[w] == p) for w, p in zip(want, probe)]
+                assert pos[hit].tolist() == want[hit].tolist()
+                assert ((0 <= pos) & (pos < max(len(arr), 1))).all()
+    finally:
+        indexfile.FEW_PROBES = few
 
 
 def test_merge_is_the_union_and_idempotent() -> None:

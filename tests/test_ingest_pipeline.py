@@ -4,10 +4,12 @@ sequential path, whatever the thread count or job size; bounded memory."""
 from __future__ import annotations
 
 import json
+import operator
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,54 @@ def test_logging_a_1gib_file_keeps_peak_rss_bounded(tmp_path: Path) -> None:
     print(f"peak RSS logging 1 GiB: {peak / 2**20:.0f} MiB")
     assert peak < 256 * 2**20, f"peak RSS {peak / 2**20:.0f} MiB"
     os.unlink(big)
+
+
+def test_jobs_ahead_never_take_the_room_kept_for_the_job_being_written() -> None:
+    # Without the reserve, threads on later jobs could take every place while the
+    # thread of the job the writer waits for waits for one: a deadlock.
+    stop = threading.Event()
+    room = ingest._Room(3, 2)
+    assert room.take(2, stop)  # a job ahead: 3 free > 2 reserved
+    got: list[bool] = []
+    ahead = threading.Thread(target=lambda: got.append(room.take(1, stop)))
+    ahead.start()
+    ahead.join(0.3)
+    assert ahead.is_alive(), "a job ahead took a place of the reserve"
+    assert room.take(0, stop) and room.take(0, stop)  # the job being written takes the reserve
+    room.give()  # the writer wrote one of job 0's blocks: one place free, still reserved
+    ahead.join(0.3)
+    assert ahead.is_alive(), "a job ahead took a place of the reserve"
+    room.advance(1)  # the writer moves on to job 1: its thread may now take it
+    ahead.join(5)
+    assert got == [True]
+    assert not room.take(0, _set())  # full, and stopping: gives up instead of waiting
+
+
+def _set() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+def test_encoders_run_the_writers_next_job_first_and_hand_back_errors() -> None:
+    encoders = ingest._Encoders(1)
+    gate = threading.Event()
+    order: list[int] = []
+    try:
+        blocker = encoders.submit(0, gate.wait)
+        later = [encoders.submit(5, order.append, 5), encoders.submit(5, order.append, 6)]
+        sooner = encoders.submit(1, order.append, 1)
+        failing = encoders.submit(2, operator.truediv, 1, 0)
+        gate.set()
+        for fut in (blocker, *later, sooner):
+            fut.result(timeout=10)
+        assert order == [1, 5, 6]  # job 1 before job 5, submitted before it; within a job, as submitted
+        with pytest.raises(ZeroDivisionError):
+            failing.result(timeout=10)
+        gate.clear()
+        encoders.submit(0, gate.wait)
+        pending = encoders.submit(3, order.append, 9)
+    finally:
+        gate.set()
+        encoders.shutdown()
+    assert pending.cancelled() or pending.done()

@@ -25,10 +25,11 @@ Per chunk, Python only builds its id and calls the codec (new chunks); a block's
 records go into the pack in one write, and everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
-written, each with at most ``QUEUE_BATCHES`` blocks holding new chunks waiting
-(and ``LIGHT_BATCHES`` blocks of ids of chunks already stored, which hold no
-buffer), plus one block being cut per chunking thread — tens of MiB whatever the
-file size.
+written, with at most ``WAITING_BATCHES`` blocks holding new chunks waiting in all
+(:class:`_Room`: jobs not yet being written share all but ``QUEUE_BATCHES`` of
+them, so the job being written always finds room; and ``LIGHT_BATCHES`` blocks of
+ids of chunks already stored per job, which hold no buffer), plus one block being
+cut per chunking thread — tens of MiB whatever the file size.
 
 Re-logging an unchanged file skips all of that: :mod:`objstore.files.statcache`
 remembers each file's chunk list by its stat. A tensor the store has seen before,
@@ -67,6 +68,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import os
 import queue
 import threading
@@ -76,6 +78,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from objstore.errors import FileChanged, InvalidInput, NotFound
 from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
@@ -94,11 +97,17 @@ JOB_BYTES = 8 * 1024 * 1024  # segments are grouped into jobs of at least this m
 # the block's chunks to the writer at once: large enough that the per-block Python
 # (a few calls) vanishes, small enough that the blocks waiting stay a few MiB each.
 BLOCK_BYTES = 2 * 1024 * 1024
-QUEUE_BATCHES = 4  # blocks carrying new chunk bytes a job may have waiting for the writer
+QUEUE_BATCHES = 4  # blocks carrying new chunk bytes kept free for the job being written
 # ... and blocks carrying only ids (chunks already stored): small, so a job whose
 # tensors the segment cache answered can run far ahead of a job still chunking.
 LIGHT_BATCHES = 256
 LOOKAHEAD = 3  # jobs started ahead of the one being written
+# Blocks carrying new chunk bytes waiting for the writer, all jobs together. Shared
+# rather than per job: a job is ~21 MiB (10 blocks) in a model's layers, so with
+# QUEUE_BATCHES per job the thread cutting the next job stopped 4 blocks in and
+# waited for the writer to finish the job before (a quarter to a third of its
+# time); now it may fill the room the jobs further ahead are not using.
+WAITING_BATCHES = LOOKAHEAD * QUEUE_BATCHES
 # Below this a file is chunked on the calling thread: threads cost more than they save.
 PIPELINE_MIN_BYTES = 4 * 1024 * 1024
 # Longest wait for a just-changed file's timestamp tick to pass before reading it
@@ -532,6 +541,90 @@ _Queue = queue.Queue[tuple[_Item, bool] | None | BaseException]
 _DONE = None
 
 
+class _Room:
+    """Places for blocks with new chunks waiting for the writer, shared by every job.
+
+    A job other than the one being written (the ``head``) takes a place only while
+    more than ``reserve`` are free, so the head always finds one: the places it
+    holds are freed by the writer, which waits only for the head. Without the
+    reserve, jobs ahead could take every place while the head waits for one."""
+
+    def __init__(self, total: int, reserve: int) -> None:
+        assert 0 < reserve <= total
+        self._free = total
+        self._reserve = reserve
+        self._head = 0
+        self._cond = threading.Condition()
+
+    def take(self, job: int, stop: threading.Event) -> bool:
+        """A place for a block of ``job``, once there is one; False if ``stop`` is set first."""
+        with self._cond:
+            while not stop.is_set():
+                if self._free > (0 if job == self._head else self._reserve):
+                    self._free -= 1
+                    return True
+                self._cond.wait(0.1)  # and see stop
+        return False
+
+    def give(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+    def advance(self, job: int) -> None:
+        """The writer now waits for ``job``: its thread may take the reserve."""
+        with self._cond:
+            self._head = job
+            self._cond.notify_all()
+
+
+_Task = tuple[float, int, "Future[Any] | None", Callable[..., Any] | None, tuple[Any, ...]]
+
+
+class _Encoders:
+    """``workers`` threads running encode tasks in the writer's order (by job, then
+    as submitted), not in the order they were submitted: a thread that runs ahead on
+    a later job must not put its blocks' encoding before the blocks the writer is
+    waiting for (with a plain FIFO pool the writer spent ~45% of a cold ingest
+    waiting for encode results while later jobs' blocks were being encoded)."""
+
+    def __init__(self, workers: int) -> None:
+        self._tasks: queue.PriorityQueue[_Task] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._threads = [threading.Thread(target=self._work, name=f"objstore-encode_{i}", daemon=True)
+                         for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, job: int, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._tasks.put((job, next(self._order), fut, fn, args))
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            _, _, fut, fn, args = self._tasks.get()
+            if fut is None or fn is None:
+                return  # shut down: every task before this one is done or cancelled
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args))
+                except BaseException as exc:  # the writer re-raises it from result()
+                    fut.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel the tasks not started, let the running ones end, stop the threads."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                fut = self._tasks.get_nowait()[2]
+                if fut is not None:
+                    fut.cancel()
+        for _ in self._threads:
+            self._tasks.put((float("inf"), next(self._order), None, None, ()))
+        for t in self._threads:
+            t.join()
+
+
 class _Pipeline:
     def __init__(self, fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectDatabase | None,
                  progress: Progress | None, workers: int, reuse: _Reuse | None = None) -> None:
@@ -543,13 +636,13 @@ class _Pipeline:
         self.progress = progress
         self.workers = workers
         self.queues: list[_Queue] = [queue.Queue() for _ in self.jobs]
-        # Room for a job's waiting batches: (with new bytes, ids only).
-        self.room = [(threading.Semaphore(QUEUE_BATCHES), threading.Semaphore(LIGHT_BATCHES)) for _ in self.jobs]
+        self.room = _Room(WAITING_BATCHES, QUEUE_BATCHES)  # for blocks with new bytes
+        self.light = [threading.Semaphore(LIGHT_BATCHES) for _ in self.jobs]  # for blocks of ids only
         self.ahead = threading.Semaphore(LOOKAHEAD)
         self.next_job = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.encoders = ThreadPoolExecutor(workers, thread_name_prefix="objstore-encode") if odb is not None else None
+        self.encoders = _Encoders(workers) if odb is not None else None
         # With a store, each block in a buffer of its own, from a pool: the encoder
         # reads the new chunks where they were read, and the buffer is reused once
         # they are written. It keeps as many as can be in flight at once.
@@ -600,14 +693,14 @@ class _Pipeline:
                 if odb is not None and new:
                     assert self.encoders is not None  # made whenever odb is given
                     out = self.out_pool.take() if self.out_pool is not None else None
-                    fut = self.encoders.submit(codecs.encode_many, [(run.view(k), seg.dtype) for k in new],
+                    fut = self.encoders.submit(j, codecs.encode_many, [(run.view(k), seg.dtype) for k in new],
                                                odb.codec_policy, out)
                 lease = run.block.lease if run.block is not None else None
                 if fut is None and lease is not None:
                     lease.release()  # nothing to write from this buffer
                     lease = None
                 heavy = fut is not None
-                if self._wait_for_room(self.room[j][0 if heavy else 1]):
+                if self.room.take(j, self.stop) if heavy else self._wait_for_room(self.light[j]):
                     q.put(((run.ids, run.lengths, fut, new, lease, out), heavy))  # unbounded: the room semaphores bound what waits
 
     # -- the writer (calling thread) ----------------------------------------
@@ -619,7 +712,8 @@ class _Pipeline:
         chunks: list[tuple[ObjectId, int]] = []
         odb, progress = self.odb, self.progress
         try:
-            for q, room in zip(self.queues, self.room):
+            for j, (q, light) in enumerate(zip(self.queues, self.light)):
+                self.room.advance(j)
                 while True:
                     got = q.get()
                     if got is _DONE:
@@ -637,14 +731,17 @@ class _Pipeline:
                         self.out_pool.give(out)  # so are the payloads laid out in it
                     if progress is not None:
                         progress(sum(lengths))
-                    room[0 if heavy else 1].release()
+                    if heavy:
+                        self.room.give()
+                    else:
+                        light.release()
                 self.ahead.release()
         finally:
             self.stop.set()
             for t in threads:
                 t.join()
             if self.encoders is not None:
-                self.encoders.shutdown(wait=True, cancel_futures=True)
+                self.encoders.shutdown()
         return chunks
 
 

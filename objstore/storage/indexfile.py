@@ -89,6 +89,9 @@ def prefixes(ids: np.ndarray) -> np.ndarray:
     return ids.view(np.uint8).reshape(len(ids), 32)[:, :8].view(">u8")[:, 0]
 
 
+FEW_PROBES = 1024  # up to this many probes, search() asks np.searchsorted (measured: faster below ~1000)
+
+
 def search(ids: np.ndarray, probe: np.ndarray, fanout: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each id of ``probe`` (contiguous ``S32``), the first position in ``ids``
     (sorted, contiguous ``S32``, possibly memory-mapped) holding it, and whether it
@@ -99,6 +102,14 @@ def search(ids: np.ndarray, probe: np.ndarray, fanout: np.ndarray | None = None)
     n = len(ids)
     if not n or not len(probe):
         return np.zeros(len(probe), dtype=np.int64), np.zeros(len(probe), dtype=bool)
+    if fanout is None and len(probe) <= FEW_PROBES:
+        # A few probes (one read block's chunks: the cold-ingest lookup): numpy's own
+        # binary search over whole ids, one call, beats the vectorized loop's ~100
+        # calls (3 against 90-140 us for 16 probes, 5k to 1M ids); for many probes the
+        # integer prefixes win. The same positions for every id present (the first
+        # copy); for an id absent, an insertion point either way.
+        pos = np.minimum(np.searchsorted(ids, probe), n - 1)
+        return pos, ids[pos] == probe
     keys, wanted = prefixes(ids), prefixes(probe)
     if fanout is not None:
         first = first_bytes(probe).astype(np.int64)
