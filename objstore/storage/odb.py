@@ -696,8 +696,8 @@ class ObjectDatabase:
             # The error said again (a run's finish flushes after a failed log): the cause.
             if writer is not None:
                 writer.discard()
-            if isinstance(broken, ObjstoreError):
-                raise broken
+            if isinstance(broken, ObjstoreError) or not isinstance(broken, Exception):
+                raise broken  # an interrupt stays one (the CLI's exit 130)
             raise StoreBroken(f"an earlier write failed ({broken}); start a new session") from broken
         if writer is not None:
             self._seal(writer)
