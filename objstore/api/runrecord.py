@@ -98,8 +98,9 @@ def index_lineage(store: Store, record: RunRecord, before: RunRecord | None) -> 
     payload = f"{record.entity}/{record.project}/{record.id}".encode()
     for role, ids, old in (("used", record.inputs, before.inputs if before else ()),
                            ("logged", record.outputs, before.outputs if before else ())):
+        known = set(old)  # a run that logged thousands of versions: a tuple scan per id was quadratic
         for vid in ids:
-            if vid not in old:
+            if vid not in known:
                 store.backend.put_if_absent(lineage_key(role, vid.hex, record.entity, record.project, record.id), payload)
 
 
