@@ -583,6 +583,20 @@ def test_fsck_checks_a_marked_pack_whose_idx_a_compaction_merged_meanwhile(tmp_p
     assert report.chunks == chunks  # every chunk of the pack, read where readers find it
 
 
+
+def _a_deleted_collections_pack_marked(store: str | Path, tmp_path: Path, seed: int) -> Path:
+    """A model logged as ``one`` in a new ``store``, deleted, and its pack marked by a
+    gc (two hours later): the garbage a writer re-logging the same bytes meets."""
+    m = tmp_path / "m.safetensors"
+    write_safetensors(m, random_layers(seed, layers=2))
+    run_cli(store, "init")
+    run_cli(store, "log-model", str(m), "--name", "one")
+    run_cli(store, "delete", "one", "--yes")
+    with Store.open_existing(store) as s:
+        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+    return m
+
+
 def _gc_deleting_while_a_writer_stores_the_same_pack(store: str, tmp_path: Path) -> None:
     """gc's phase 2 asks whether a due pack is still marked, then deletes it. A
     writer that logs the bytes of a deleted collection again sees the mark, stores
@@ -596,13 +610,8 @@ def _gc_deleting_while_a_writer_stores_the_same_pack(store: str, tmp_path: Path)
     from objstore.storage.chunkindex import marked_packs
     from objstore.storage.keys import marked_pack_key
 
-    m = tmp_path / "m.safetensors"
-    write_safetensors(m, random_layers(43, layers=2))
-    run_cli(store, "init")
-    run_cli(store, "log-model", str(m), "--name", "one")
-    run_cli(store, "delete", "one", "--yes")
+    m = _a_deleted_collections_pack_marked(store, tmp_path, 43)
     with Store.open_existing(store) as s:
-        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
         (marked,) = marked_packs(s.backend)
     logged: list[str] = []
     with Store.open_existing(store) as s:
@@ -640,13 +649,8 @@ def _gc_deleting_while_a_writer_logs_in_its_last_window(store: str, tmp_path: Pa
     from objstore.storage.chunkindex import marked_packs
     from objstore.storage.keys import REFS
 
-    m = tmp_path / "m.safetensors"
-    write_safetensors(m, random_layers(44, layers=2))
-    run_cli(store, "init")
-    run_cli(store, "log-model", str(m), "--name", "one")
-    run_cli(store, "delete", "one", "--yes")
+    m = _a_deleted_collections_pack_marked(store, tmp_path, 44)
     with Store.open_existing(store) as s:
-        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
         (marked,) = marked_packs(s.backend)
     writers: list[subprocess.Popen[str]] = []
     with Store.open_existing(store) as s:
@@ -762,13 +766,7 @@ def _gc_running_wholly_inside_a_writers_window(store: str, tmp_path: Path, monke
     import objstore.api.commit as commit
     from objstore.maintenance.fsck import fsck
 
-    m = tmp_path / "m.safetensors"
-    write_safetensors(m, random_layers(46, layers=2))
-    run_cli(store, "init")
-    run_cli(store, "log-model", str(m), "--name", "one")
-    run_cli(store, "delete", "one", "--yes")
-    with Store.open_existing(store) as s:
-        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+    m = _a_deleted_collections_pack_marked(store, tmp_path, 46)
     real_commit = commit.commit_version
     deleted: list[int] = []
 
@@ -923,13 +921,7 @@ def test_gc_running_wholly_inside_an_upserting_writers_window(tmp_path: Path, mo
     from objstore.maintenance.fsck import fsck
 
     store = tmp_path / "store"
-    m = tmp_path / "m.safetensors"
-    write_safetensors(m, random_layers(48, layers=2))
-    run_cli(store, "init")
-    run_cli(store, "log-model", str(m), "--name", "one")
-    run_cli(store, "delete", "one", "--yes")
-    with Store.open_existing(store) as s:
-        assert collect_garbage(s, grace_seconds=600, now=time.time() + 2 * HOUR).packs_marked == 1
+    m = _a_deleted_collections_pack_marked(store, tmp_path, 48)
     real_add = commit.add_part
     deleted: list[int] = []
 
