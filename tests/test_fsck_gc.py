@@ -597,6 +597,22 @@ def _a_deleted_collections_pack_marked(store: str | Path, tmp_path: Path, seed: 
     return m
 
 
+
+def _whole_gc_before(monkeypatch: pytest.MonkeyPatch, module: object, name: str, store: str | Path) -> list[int]:
+    """Make ``module.name`` run a whole deleting gc (four hours on) first: the objects
+    each such gc deleted, in the list returned."""
+    real = getattr(module, name)
+    deleted: list[int] = []
+
+    def gc_first(*args: object, **kwargs: object) -> object:
+        with Store.open_existing(store) as other:
+            deleted.append(collect_garbage(other, grace_seconds=600, now=time.time() + 4 * HOUR).objects_deleted)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, gc_first)
+    return deleted
+
+
 def _gc_deleting_while_a_writer_stores_the_same_pack(store: str, tmp_path: Path) -> None:
     """gc's phase 2 asks whether a due pack is still marked, then deletes it. A
     writer that logs the bytes of a deleted collection again sees the mark, stores
@@ -767,15 +783,7 @@ def _gc_running_wholly_inside_a_writers_window(store: str, tmp_path: Path, monke
     from objstore.maintenance.fsck import fsck
 
     m = _a_deleted_collections_pack_marked(store, tmp_path, 46)
-    real_commit = commit.commit_version
-    deleted: list[int] = []
-
-    def gc_first(*args: object, **kwargs: object) -> object:
-        with Store.open_existing(store) as other:
-            deleted.append(collect_garbage(other, grace_seconds=600, now=time.time() + 4 * HOUR).objects_deleted)
-        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(commit, "commit_version", gc_first)
+    deleted = _whole_gc_before(monkeypatch, commit, "commit_version", store)
     with objstore.init(entity="e", project="p", store=store) as run:
         run.log_model(str(m), name="two")
     # The gc deleted the file and tree objects the writer had found already there
@@ -923,14 +931,7 @@ def test_gc_running_wholly_inside_an_upserting_writers_window(tmp_path: Path, mo
     store = tmp_path / "store"
     m = _a_deleted_collections_pack_marked(store, tmp_path, 48)
     real_add = commit.add_part
-    deleted: list[int] = []
-
-    def gc_first(*args: object, **kwargs: object) -> object:
-        with Store.open_existing(store) as other:
-            deleted.append(collect_garbage(other, grace_seconds=600, now=time.time() + 4 * HOUR).objects_deleted)
-        return real_add(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(commit, "add_part", gc_first)
+    deleted = _whole_gc_before(monkeypatch, commit, "add_part", store)
     with objstore.init(entity="e", project="p", store=store) as run:
         run.upsert_artifact(str(m), name="two", type="model", distributed_id="d1")
     assert deleted and deleted[0] >= 1
