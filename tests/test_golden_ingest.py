@@ -230,18 +230,19 @@ def test_golden_store_through_the_one_call_encoder(tmp_path: Path, monkeypatch: 
     assert calls and sum(calls) > len(calls)  # several chunks per call
 
 
-SEGMENT_KEYS = GOLDEN.parent / "segment_keys_v1.json"
+SEGMENT_KEYS = GOLDEN.parent / "segment_keys_v2.json"
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_golden_segment_keys(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The segment-cache keys a log records (the names of its entries): pinned, since a
-    key computed otherwise turns every entry of every store into a miss. Pieces of
-    100,000 bytes, so tensors span several pieces and end in a partial one."""
-    from objstore.files import ingest
+    """The segment-cache probes a log records (the names of its entries): pinned, since a
+    probe computed otherwise turns every entry of every store into a miss. Probe
+    ranges of 1,000 bytes, so larger tensors are probed in three ranges and the
+    smallest whole."""
+    from objstore.files import ingest, segmentcache
 
     monkeypatch.setattr(ingest, "MIN_SEGMENT", 1)
-    monkeypatch.setattr(ingest, "PIECE", 100_000)
+    monkeypatch.setattr(segmentcache, "PROBE_BYTES", 1000)
     monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
     monkeypatch.setattr(ingest, "JOB_BYTES", 1 << 20)
     path = safetensors_file(tmp_path / "model.safetensors")

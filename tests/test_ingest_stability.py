@@ -17,6 +17,7 @@ reads themselves are the kernel's). What must hold:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -40,7 +41,6 @@ from objstore.files import ingest, segmentcache, statcache
 from objstore.files.ingest import chunk_file
 from objstore.files.statcache import StatCache
 from objstore.model.store import Store
-from objstore.storage.segmenting import Segment
 
 KiB = 1024
 TARGET = "layers.0.attn.q.weight"
@@ -173,12 +173,12 @@ def test_a_file_changed_during_a_log_does_not_poison_the_segment_cache(tmp_path:
     run.finish()
 
 
-def test_a_change_no_stat_shows_is_caught_between_the_two_reads_of_a_tensor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_change_no_stat_shows_cannot_poison_the_segment_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Writes through a shared mapping to pages already dirty move neither mtime nor
-    ctime (numpy.memmap weights updated in place): no stat comparison sees them. The
-    segment key is hashed from the buffers that are cut, so it still differs from the
-    key the cache was asked about, and the log is refused instead of filing the new
-    bytes under the old bytes' key."""
+    ctime (numpy.memmap weights updated in place): no stat comparison sees them, so the
+    log may store a mix of the two states (the documented limit). Whatever entry it
+    files, a later file holding the original bytes gets them back: the cache's answer
+    is verified against the bytes being logged, never trusted."""
     run = objstore.init(project="p", entity="e", store=tmp_path / "store")
     run.log_model(write_safetensors(tmp_path / "other.safetensors", _model(seed=9)), name="other")
     tensors = _model()
@@ -190,9 +190,8 @@ def test_a_change_no_stat_shows_is_caught_between_the_two_reads_of_a_tensor(tmp_
         time.sleep(3 * statcache.RACY_SLACK_NS / 1e9)  # ... and let that stamp grow old
         before = x.stat()
         mutator = Mutator(x, offset, [(offset + 1000, _noise(5, 4096))], mapping)
-        with mutating(monkeypatch, mutator):
-            with pytest.raises(FileChanged, match="read twice, differently"):
-                run.log_model(x, name="x")
+        with mutating(monkeypatch, mutator), contextlib.suppress(FileChanged):
+            run.log_model(x, name="x")
         assert mutator.fired.is_set()
         after = x.stat()
         if (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):
@@ -258,9 +257,11 @@ def test_a_file_truncated_during_a_log_is_refused_and_stores_nothing(tmp_path: P
     run.finish()
 
 
-def test_entries_from_before_the_one_read_rule_are_not_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", [1, segmentcache.FORMAT], ids=["format-1", "current-format"])
+def test_an_entry_naming_other_bytes_is_not_an_answer(tmp_path: Path, fmt: int) -> None:
     """A cache poisoned by an older objstore (format 1: key from one read, chunks from
-    another) must not keep serving wrong bytes after an upgrade."""
+    another), or an entry of today's format filed under the wrong probe (forged, or a
+    file changed while it was logged), must not serve wrong bytes: it is a miss."""
     store = Store.open(tmp_path / "store")
     tensors = _model()
     original = write_safetensors(tmp_path / "original.safetensors", tensors)
@@ -274,7 +275,7 @@ def test_entries_from_before_the_one_read_rule_are_not_answers(tmp_path: Path) -
     # the original bytes' key, the changed bytes' chunks, format 1
     original_entry = next(p for p in entries if _is_entry_of(original, TARGET, p))
     changed_entry = msgpack.unpackb(next(p for p in entries if _is_entry_of(changed, TARGET, p)).read_bytes(), raw=False)
-    original_entry.write_bytes(msgpack.packb([1, *changed_entry[1:]], use_bin_type=True))
+    original_entry.write_bytes(msgpack.packb([fmt, *changed_entry[1:]], use_bin_type=True))
     y = age(write_safetensors(tmp_path / "y.safetensors", tensors, metadata={"note": "y"}))
     hits = segmentcache.stats.hits
     fobj = chunk_file(y, store.chunker, store.odb, stat_cache=None)
@@ -287,7 +288,7 @@ def _is_entry_of(path: Path, tensor: str, entry: Path) -> bool:
     offset, length = tensor_range(path, tensor)
     fd = os.open(path, os.O_RDONLY)
     try:
-        (key,) = ingest._hash_segments(fd, [Segment(offset, length)])
+        key = segmentcache.probe_key(fd, offset, length)
     finally:
         os.close(fd)
     h = key.hex()

@@ -122,26 +122,111 @@ def test_a_logged_model_verifies_after_a_cached_ingest(tmp_path: Path) -> None:
     art.verify(root=str(tmp_path / "out"))
 
 
-@settings(max_examples=40, deadline=None)
-@given(data=st.binary(min_size=0, max_size=5 * ingest.PIECE // 2),
-       splits=st.lists(st.integers(min_value=1, max_value=ingest.PIECE + 7), max_size=12))
-def test_the_key_is_the_same_streamed_in_any_pieces_or_hashed_in_parallel(tmp_path_factory, data: bytes, splits: list[int]) -> None:
-    path = tmp_path_factory.mktemp("key") / "f"
-    path.write_bytes(b"pad" + data)
+@settings(max_examples=60, deadline=None)
+@given(offset=st.integers(min_value=0, max_value=100), length=st.integers(min_value=1, max_value=8 * segmentcache.PROBE_BYTES))
+def test_the_probe_reads_inside_its_segment(offset: int, length: int) -> None:
+    ranges = segmentcache.probe_ranges(offset, length)
+    assert all(offset <= start and start + n <= offset + length and n > 0 for start, n in ranges)
+    assert [s for s, _ in ranges] == sorted(s for s, _ in ranges)
+    assert all(a + n <= b for (a, n), (b, _) in zip(ranges, ranges[1:])), "ranges overlap"
+    assert sum(n for _, n in ranges) == min(length, 3 * segmentcache.PROBE_BYTES)
+
+
+def _entries(root: Path) -> list[Path]:
+    return [p for p in (root / "cache" / "segments").rglob("*") if p.is_file()]
+
+
+def _entry_for(root: Path, path: Path, offset: int, length: int, align: int) -> Path:
     fd = os.open(path, os.O_RDONLY)
     try:
-        (parallel,) = ingest._hash_segments(fd, [Segment(3, len(data))])
+        h = segmentcache.probe_key(fd, offset, length).hex()
     finally:
         os.close(fd)
-    # Streamed as chunking does it: each call of the core that cuts a buffer feeds the
-    # bytes read since the last call (buf[fresh_from:filled]), in both implementations.
-    cdc = native.Cdc(1024, 256, 4096, 1)
-    for core in [native.python_core, *([native.native_core] if native.native_core is not None else [])]:
-        pieces = core.new_pieces(key_of(Kind.SEGMENT), ingest.PIECE)
-        buf, pos = bytearray(data), 0
-        for n in splits + [len(data)]:
-            end = min(len(data), pos + n)
-            core.chunk_block(cdc, buf, end, True, 0, 1, 0, None, pieces, pos)
-            pos = end
-        streamed = hash_bytes(Kind.SEGMENT, bytes(pieces.done) + core.pieces_tail(pieces)).raw
-        assert streamed == parallel, core.name
+    return root / "cache" / "segments" / h[:2] / f"{h[2:]}-{align}"
+
+
+def _tensor(path: Path, name: str) -> tuple[int, int]:
+    import json
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        start, end = json.loads(f.read(n))[name]["data_offsets"]
+    return 8 + n + start, end - start
+
+
+def test_a_tensor_changed_outside_its_probe_is_chunked_not_answered(tmp_path: Path) -> None:
+    """The probe reads a few KiB of a tensor: one changed elsewhere probes like its old
+    self, and only the verification against its bytes tells them apart."""
+    store = Store.open(tmp_path / "store")
+    tensors = _model()
+    name = "layers.0.attn.q.weight"
+    dtype, shape, data = tensors[name]
+    middle = len(data) // 2 + 3 * segmentcache.PROBE_BYTES  # between the probe's middle and last ranges
+    edited = bytearray(data)
+    edited[middle:middle + 64] = bytes(64)
+    base = write_safetensors(tmp_path / "base.safetensors", tensors)
+    other = write_safetensors(tmp_path / "edited.safetensors", {**tensors, name: (dtype, shape, bytes(edited))})
+    offset, length = _tensor(other, name)
+    assert _entry_for(tmp_path / "store", base, *_tensor(base, name), 2) == _entry_for(tmp_path / "store", other, offset, length, 2)
+    _cached(store, base)
+    store.odb.flush()
+    hits, misses = segmentcache.stats.hits, segmentcache.stats.misses
+    got = _cached(store, other)
+    store.odb.flush()
+    assert segmentcache.stats.hits - hits == len(LARGE) - 1
+    assert segmentcache.stats.misses - misses == 1
+    assert got == _uncached(Store.open(tmp_path / "fresh"), other)
+    assert b"".join(store.odb.iter_chunks([c for c, _ in got.chunks])) == other.read_bytes()
+
+
+def test_an_entry_of_the_right_bytes_cut_where_chunking_never_cuts_is_a_miss(tmp_path: Path) -> None:
+    """A forged entry can hash correctly and still not be chunking's answer: the whole
+    tensor as one chunk. Its ids verify, but no chunk may exceed the chunker's largest
+    (a restore would hold it whole), so it is a miss and the tensor is chunked."""
+    import msgpack
+
+    from objstore.storage.ids import Kind, hash_bytes
+
+    store = Store.open(tmp_path / "store")
+    path = write_safetensors(tmp_path / "m.safetensors", _model())
+    expected = _cached(store, path)
+    store.odb.flush()
+    name = "embed.weight"
+    offset, length = _tensor(path, name)
+    entry = _entry_for(tmp_path / "store", path, offset, length, 2)
+    fmt, chunking, align, entry_length, _ = msgpack.unpackb(entry.read_bytes(), raw=False)
+    whole = path.read_bytes()[offset:offset + length]
+    one = hash_bytes(Kind.CHUNK, whole).raw + length.to_bytes(8, "little")
+    entry.write_bytes(msgpack.packb([fmt, chunking, align, entry_length, one], use_bin_type=True))
+    store.odb.add_chunk(hash_bytes(Kind.CHUNK, whole), whole, "BF16")  # so the stored check passes
+    store.odb.flush()
+    assert length > store.chunker.params.max_size
+    misses = segmentcache.stats.misses
+    assert _cached(store, path) == expected
+    assert segmentcache.stats.misses - misses == 1
+
+
+def test_every_entry_forged_over_another_tensor_is_a_miss(tmp_path: Path) -> None:
+    """Each entry's chunk list swapped for another tensor's of the same length (all
+    stored, all of today's format): every one fails its verification, and the file
+    logs as if the cache were empty."""
+    store = Store.open(tmp_path / "store")
+    path = write_safetensors(tmp_path / "m.safetensors", _model())
+    expected = _cached(store, path)
+    store.odb.flush()
+    by_length: dict[int, list[Path]] = {}
+    for name in LARGE:
+        offset, length = _tensor(path, name)
+        by_length.setdefault(length, []).append(_entry_for(tmp_path / "store", path, offset, length, 2))
+    swapped = 0
+    for group in by_length.values():
+        bodies = [p.read_bytes() for p in group]
+        for p, body in zip(group, bodies[1:] + bodies[:1]):
+            if body != p.read_bytes():
+                p.write_bytes(body)
+                swapped += 1
+    assert swapped >= 4
+    hits = segmentcache.stats.hits
+    assert _cached(store, path) == expected
+    assert segmentcache.stats.hits - hits == len(LARGE) - swapped

@@ -33,18 +33,21 @@ cut per chunking thread — tens of MiB whatever the file size.
 
 Re-logging an unchanged file skips all of that: :mod:`objstore.files.statcache`
 remembers each file's chunk list by its stat. A tensor the store has seen before,
-in any file at any offset, skips chunking: :mod:`objstore.files.segmentcache` maps the
-hash of its bytes to its chunk list.
+in any file at any offset, skips chunking: :mod:`objstore.files.segmentcache` maps a
+probe of it to its chunk list, which the chunking thread verifies by hashing the
+tensor's bytes at the entry's cuts (the one hash chunking would have made).
+
+Each byte of a new tensor is hashed once (its chunk id, in the call of the core
+that cuts it); a tensor the cache answers is read and hashed once too.
 
 Invariants kept here, the one place that makes cache entries and file objects
 from a file's bytes:
 
-- **An entry describes the bytes it was made from.** A segment's cache key is
-  hashed from the very buffers that are cut into its chunks (one read gives both),
-  never taken from the earlier hashing pass that looked the cache up; if the two
-  reads differ, the file changed and the log is refused. A stat-cache entry pairs
-  the stat taken before the read with the chunks of that read, and is written only
-  if the read was stable (next point).
+- **A cache answers only for bytes it was checked against.** A segment-cache entry
+  is used only once the segment's bytes, read now, hash to its chunk ids, so an
+  entry filed from a read that changed (or forged) is a miss, never a wrong answer.
+  A stat-cache entry pairs the stat taken before the read with the chunks of that
+  read, and is written only if the read was stable (next point).
 - **A file object is one real state of the file.** Reading begins only once the
   file's last change (mtime or ctime) is older than a timestamp tick, waiting out
   at most that tick (:func:`_settled_stat`; git's racy-index rule), so a write
@@ -54,9 +57,9 @@ from a file's bytes:
   are collected while reading and written only after that check), and the caller
   stores no version. Refusing costs no second pass over the file.
 - Limits: a change no stat shows (a write through a shared mapping to pages
-  already dirty moves neither mtime nor ctime) is caught only when it falls
-  between the two reads of a large tensor; elsewhere it can make a file object a
-  mix. Cache entries stay true even then, since each is made from one buffer.
+  already dirty moves neither mtime nor ctime) can make a file object a mix of two
+  states; every chunk is still the bytes its id names, and the segment cache stays
+  true, since it verifies what it answers.
   Timestamps are trusted to come from a clock that agrees with ours within the
   tick, as git trusts them.
 
@@ -73,19 +76,18 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from objstore.errors import FileChanged, InvalidInput, NotFound
-from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache
+from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache, probe_key
 from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 from objstore.storage import codecs, native
 from objstore.storage.chunking import Block, BufferPool, Chunker, Lease
-from objstore.storage.ids import Kind, ObjectId, hash_bytes, hasher, ids_from_digests, key_of
+from objstore.storage.ids import Kind, ObjectId, ids_from_digests, key_of
 from objstore.storage.objects import FileObject
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.segmenting import Segment, segment_file
@@ -142,87 +144,10 @@ class _PReader:
         return n
 
 
-# A segment's cache key is a two-level hash: BLAKE3 of each PIECE-byte piece, then
-# of the list of those digests. The pieces hash on every core at once (a single
-# BLAKE3 stream over pread'd blocks runs at about one core's read + hash speed),
-# and the key is only ever compared with itself.
-PIECE = 2 * 1024 * 1024
-PIECES_IN_FLIGHT = 64
-
-
-def _key_of(pieces: list[bytes]) -> bytes:
-    return hash_bytes(Kind.SEGMENT, b"".join(pieces)).raw
-
-
-_SEGMENT_KEY = key_of(Kind.SEGMENT)
-
-
-_hash_pool_lock = threading.Lock()
-_hash_pool: ThreadPoolExecutor | None = None
-_piece_buffers = threading.local()
-
-
-def _forget_pool_in_child() -> None:
-    global _hash_pool, _hash_pool_lock
-    _hash_pool, _hash_pool_lock = None, threading.Lock()  # the parent's threads do not exist here
-
-
-os.register_at_fork(after_in_child=_forget_pool_in_child)
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _hash_pool
-    with _hash_pool_lock:
-        if _hash_pool is None:
-            _hash_pool = ThreadPoolExecutor(default_workers(), thread_name_prefix="objstore-hash")
-        return _hash_pool
-
-
-def _hash_piece(fd: int, offset: int, length: int) -> bytes:
-    buf = getattr(_piece_buffers, "buf", None)
-    if buf is None:
-        buf = _piece_buffers.buf = memoryview(bytearray(PIECE))
-    n = os.preadv(fd, [buf[:length]], offset)
-    if n != length:
-        raise FileChanged(detail=" (it ended early)")
-    return hasher(Kind.SEGMENT).update(buf[:n]).digest()
-
-
-def _hash_segments(fd: int, segments: list[Segment]) -> Iterator[bytes]:
-    """The segment-cache keys of ``segments`` in order, their pieces hashed on every core
-    at once (at most ``PIECES_IN_FLIGHT`` queued, so a huge file costs no more memory).
-    Each key is yielded as soon as its pieces are hashed, so the caller's look-ups
-    overlap the hashing of the segments after it."""
-    pool = _pool()
-    work = ((i, off, min(PIECE, seg.offset + seg.length - off))
-            for i, seg in enumerate(segments) for off in range(seg.offset, seg.offset + seg.length, PIECE))
-    digests: list[list[bytes]] = [[] for _ in segments]
-    pieces_left = [-(-seg.length // PIECE) for seg in segments]
-    in_flight: deque[tuple[int, Future[bytes]]] = deque()
-    ready = 0  # keys yielded so far
-
-    def collect() -> None:
-        j, fut = in_flight.popleft()
-        digests[j].append(fut.result())
-        pieces_left[j] -= 1
-
-    try:
-        for i, off, length in work:
-            in_flight.append((i, pool.submit(_hash_piece, fd, off, length)))
-            if len(in_flight) >= PIECES_IN_FLIGHT:
-                collect()
-            while ready < len(segments) and pieces_left[ready] == 0:
-                yield _key_of(digests[ready])
-                ready += 1
-        while in_flight:
-            collect()
-        for d in digests[ready:]:
-            yield _key_of(d)
-    finally:
-        # abandoned (an error): the pieces still queued must not outlive the descriptor
-        for _, fut in in_flight:
-            fut.cancel()
-        wait([fut for _, fut in in_flight])
+# A segment the segment cache has an entry for is verified in blocks of about this
+# many bytes: each read once into a per-thread buffer and hashed at the entry's cuts.
+VERIFY_BYTES = 2 * 1024 * 1024
+_verify_buffers = threading.local()
 
 
 _Chunks = list[tuple[ObjectId, int]]
@@ -231,20 +156,20 @@ _Chunks = list[tuple[ObjectId, int]]
 class _Reuse:
     """What one ``chunk_file`` call does with the segment cache.
 
-    When the cache holds entries, every large segment is hashed first (all of
-    them at once, on every core) and looked up; a hit whose chunks are all stored
-    is not chunked at all. Every segment that is chunked has its key computed
-    from the very buffers that are cut (by the same call of the core), so an entry's
-    key and chunk list always describe the same bytes; a key that differs from
-    the one hashed first means the file changed in between (:class:`FileChanged`).
-    Entries are only collected while the file is read, and written by
-    :meth:`commit` once the whole read is known to be of one state of the file.
+    Each large segment is probed (:func:`~objstore.files.segmentcache.probe_key`) by
+    the thread that would chunk it; an entry found is used only if its chunks are
+    all stored and the segment's bytes, read once, hash to them (:func:`_verified`):
+    then the segment is not cut at all. Otherwise it is chunked, and its chunk list
+    collected under its probe. Entries are only collected while the file is read,
+    and written by :meth:`commit` once the whole read is known to be of one state of
+    the file.
     """
 
-    def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None) -> None:
+    def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None, max_chunk: int) -> None:
         self.cache = cache
         self.odb = odb
-        self.known: dict[int, tuple[bytes, _Chunks | None]] = {}  # by segment offset
+        self.max_chunk = max_chunk
+        self.empty = cache.is_empty()  # a new store has nothing to find: no look-ups
         # (key, align, length, chunks) of each segment chunked: written by commit()
         self.entries: list[tuple[bytes, int, int, _Chunks]] = []
 
@@ -252,21 +177,18 @@ class _Reuse:
     def applies(segment: Segment) -> bool:
         return segment.length >= MIN_SEGMENT
 
-    def plan(self, fd: int, segments: list[Segment]) -> None:
-        if self.cache.is_empty():
-            return
-        large = [seg for seg in segments if self.applies(seg)]
-        for seg, digest in zip(large, _hash_segments(fd, large)):
-            found = self.cache.lookup(digest, seg.align, seg.length, self._stored)
-            self.known[seg.offset] = (digest, found)
+    def answer(self, fd: int, segment: Segment) -> tuple[bytes, _Chunks | None]:
+        """The segment's probe, and its chunk list if the cache holds one verified now."""
+        key = probe_key(fd, segment.offset, segment.length)
+        if self.empty:
+            return key, None
+        found = self.cache.lookup(key, segment.align, segment.length,
+                                  lambda chunks: self._stored(chunks) and _verified(fd, segment, chunks, self.max_chunk),
+                                  self.max_chunk)
+        return key, found
 
     def _stored(self, chunks: _Chunks) -> bool:
         return self.odb is None or all(self.odb.has_chunks([c for c, _ in chunks]))
-
-    def work(self, segment: Segment) -> int:
-        """Bytes ``segment`` still needs chunked (0 when the cache answered)."""
-        known = self.known.get(segment.offset)
-        return 0 if known is not None and known[1] is not None else segment.length
 
     def record(self, key: bytes, segment: Segment, chunks: _Chunks) -> None:
         self.entries.append((key, segment.align, segment.length, chunks))
@@ -276,6 +198,30 @@ class _Reuse:
         for key, align, length, chunks in self.entries:
             self.cache.store(key, align, length, chunks)
         self.entries = []
+
+
+def _verified(fd: int, segment: Segment, chunks: _Chunks, max_chunk: int) -> bool:
+    """Whether ``segment``'s bytes, read now, hash to ``chunks`` at their cuts (each chunk
+    at most ``max_chunk`` bytes, which the segment cache checked). Reads stop at the
+    first block that differs."""
+    room = max(VERIFY_BYTES, max_chunk)
+    buf = getattr(_verify_buffers, "buf", None)
+    if buf is None or len(buf) < room:
+        buf = _verify_buffers.buf = memoryview(bytearray(room))
+    offset, i = segment.offset, 0
+    while i < len(chunks):
+        ends: list[int] = []
+        size, j = 0, i
+        while j < len(chunks) and size + chunks[j][1] <= room:
+            size += chunks[j][1]
+            ends.append(size)
+            j += 1
+        if os.preadv(fd, [buf[:size]], offset) != size:
+            return False  # the file is shorter now: the stat check after the read refuses it
+        if native.core.hash_many(_CHUNK_KEY, buf, 0, ends) != b"".join(c.raw for c, _ in chunks[i:j]):
+            return False
+        offset, i = offset + size, j
+    return True
 
 
 _CHUNK_KEY = key_of(Kind.CHUNK)
@@ -309,11 +255,10 @@ class _Run:
         return new
 
 
-def _cut(chunker: Chunker, reader: _PReader, segment: Segment, pool: BufferPool | None,
-         pieces: native.Pieces | None = None) -> Iterator[_Run]:
+def _cut(chunker: Chunker, reader: _PReader, segment: Segment, pool: BufferPool | None) -> Iterator[_Run]:
     fresh = pool is not None
     read_block = BLOCK_BYTES if fresh else None
-    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool, pieces):
+    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool):
         assert block.ids is not None  # asked for with a key
         ends = block.ends
         lengths = [ends[0] - block.start, *(b - a for a, b in zip(ends, ends[1:]))]
@@ -328,23 +273,14 @@ def _segment_runs(fd: int, segment: Segment, chunker: Chunker, reuse: _Reuse | N
     if reuse is None or not reuse.applies(segment):
         yield from _cut(chunker, _PReader(fd, segment.offset), segment, pool)
         return
-    planned, found = reuse.known.get(segment.offset, (None, None))
+    key, found = reuse.answer(fd, segment)
     if found is not None:
         yield _Run([c for c, _ in found], [n for _, n in found], None)
         return
-    # The key is hashed from the buffers that are cut, never taken from the plan's
-    # earlier read: a key and a chunk list from two reads describe two states of a
-    # file that changed in between, and would answer for bytes never chunked.
-    # The pieces are hashed by the same call of the core that cuts them, from the same
-    # buffer: each byte is read once, and the key costs no Python per piece.
-    pieces = native.core.new_pieces(_SEGMENT_KEY, PIECE)
     chunks: _Chunks = []
-    for run in _cut(chunker, _PReader(fd, segment.offset), segment, pool, pieces):
+    for run in _cut(chunker, _PReader(fd, segment.offset), segment, pool):
         chunks.extend(zip(run.ids, run.lengths))
         yield run
-    key = hash_bytes(Kind.SEGMENT, bytes(pieces.done) + native.core.pieces_tail(pieces)).raw
-    if planned is not None and key != planned:
-        raise FileChanged(detail=f" (tensor {segment.name or segment.offset} read twice, differently)")
     reuse.record(key, segment, chunks)
 
 
@@ -392,7 +328,7 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         stat_cache = stat_cache_for(odb, chunker) if odb is not None else None
     if segment_cache is _DEFAULT:
         segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
-    reuse = _Reuse(segment_cache, odb) if isinstance(segment_cache, SegmentCache) else None
+    reuse = _Reuse(segment_cache, odb, chunker.params.max_size) if isinstance(segment_cache, SegmentCache) else None
     cache = stat_cache if odb is not None and isinstance(stat_cache, StatCache) else None
     if cache is not None and odb is not None and (hit := _stat_cache_hit(path, cache, odb)) is not None:
         if progress is not None:
@@ -451,8 +387,6 @@ def _read_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
             segments = segment_file(f, st.st_size, path)
         n_workers = default_workers() if workers is None else workers
-        if reuse is not None:
-            reuse.plan(fd, segments)
         if n_workers <= 0 or st.st_size < PIPELINE_MIN_BYTES:
             chunks = _sequential(fd, segments, chunker, odb, progress, reuse)
         else:
@@ -514,15 +448,15 @@ def _sequential(fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectD
     return chunks
 
 
-def _jobs(segments: list[Segment], work: Callable[[Segment], int] = lambda seg: seg.length) -> list[list[Segment]]:
-    """Runs of whole segments with at least ``JOB_BYTES`` of chunking ``work`` each
-    (segments the segment cache answered weigh nothing, so they ride along)."""
+def _jobs(segments: list[Segment]) -> list[list[Segment]]:
+    """Runs of whole segments of at least ``JOB_BYTES`` each (a segment the segment cache
+    answers is still read and hashed once, so it weighs what it holds)."""
     jobs: list[list[Segment]] = []
     current: list[Segment] = []
     size = 0
     for seg in segments:
         current.append(seg)
-        size += work(seg)
+        size += seg.length
         if size >= JOB_BYTES:
             jobs.append(current)
             current, size = [], 0
@@ -630,7 +564,7 @@ class _Pipeline:
                  progress: Progress | None, workers: int, reuse: _Reuse | None = None) -> None:
         self.fd = fd
         self.reuse = reuse
-        self.jobs = _jobs(segments, reuse.work) if reuse is not None else _jobs(segments)
+        self.jobs = _jobs(segments)
         self.chunker = chunker
         self.odb = odb
         self.progress = progress

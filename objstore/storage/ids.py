@@ -28,7 +28,7 @@ class Kind(enum.Enum):
     LINK = "link"
     RUN = "run"
     PACK = "pack"
-    SEGMENT = "segment"  # segment-cache keys: a tensor's 2 MiB pieces, then their list (never stored)
+    SEGMENT = "segment"  # segment-cache probes: a tensor's length and a few of its bytes (never stored)
 
 
 _KEYS = {kind: blake3.blake3(b"objstore/v1/" + kind.value.encode()).digest() for kind in Kind}
