@@ -151,21 +151,12 @@ def test_stream_agrees_across_its_buffer(sizes: list[int]) -> None:
 def test_native_refuses_states_it_did_not_make() -> None:
     assert native.native_core is not None
     m = native.native_core._m
-    cdc = native.Cdc(1024, 256, 4096, 1)
-    pieces, stream = m.pieces_new(KEY, 1024), m.stream_new(KEY)
-    for bad in (bytearray(len(pieces)), bytearray(8), b"x" * len(pieces)):  # zeroed, short, read-only
-        with pytest.raises((ValueError, BufferError, TypeError)):
-            m.chunk_block(b"abc" * 100, 300, True, 0, 1, 0, cdc.config, None, bad, 0)
+    stream = m.stream_new(KEY)
+    for bad in (bytearray(len(stream)), bytearray(8), b"x" * len(stream)):  # zeroed, short, read-only
         with pytest.raises((ValueError, BufferError, TypeError)):
             m.stream_update(bad, [b"abc"])
-    with pytest.raises(ValueError):
-        m.stream_update(pieces, [b"abc"])  # a piece state is not a stream
-    with pytest.raises(ValueError):
-        m.chunk_block(b"abc" * 100, 300, True, 0, 1, 0, cdc.config, None, stream, 0)  # nor the reverse
-    with pytest.raises(ValueError):
-        m.chunk_block(b"abc" * 100, 300, True, 0, 1, 0, cdc.config, None, pieces, 301)  # fresh_from past filled
-    with pytest.raises(ValueError):
-        m.pieces_new(KEY, 0)
+        with pytest.raises((ValueError, BufferError, TypeError)):
+            m.stream_digest(bad)
     with pytest.raises(TypeError):
         m.stream_update(stream, [b"ok", 3])  # the buffers taken so far are let go
 

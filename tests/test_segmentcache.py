@@ -3,10 +3,13 @@ sits in the file, and what the cache answers is exactly what chunking would."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 from pathlib import Path
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,9 +18,7 @@ from modelgen import fine_tune, transformer, write_safetensors
 from objstore.files import ingest, segmentcache
 from objstore.files.ingest import chunk_file
 from objstore.model.store import Store
-from objstore.storage import native
-from objstore.storage.ids import Kind, hash_bytes, key_of
-from objstore.storage.segmenting import Segment
+from objstore.storage.ids import Kind, hash_bytes
 
 KiB = 1024
 LARGE = [f"layers.{i}.attn.{p}.weight" for i in range(2) for p in ("q", "k", "v", "o")] + ["embed.weight"]
@@ -146,9 +147,6 @@ def _entry_for(root: Path, path: Path, offset: int, length: int, align: int) -> 
 
 
 def _tensor(path: Path, name: str) -> tuple[int, int]:
-    import json
-    import struct
-
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         start, end = json.loads(f.read(n))[name]["data_offsets"]
@@ -184,10 +182,6 @@ def test_an_entry_of_the_right_bytes_cut_where_chunking_never_cuts_is_a_miss(tmp
     """A forged entry can hash correctly and still not be chunking's answer: the whole
     tensor as one chunk. Its ids verify, but no chunk may exceed the chunker's largest
     (a restore would hold it whole), so it is a miss and the tensor is chunked."""
-    import msgpack
-
-    from objstore.storage.ids import Kind, hash_bytes
-
     store = Store.open(tmp_path / "store")
     path = write_safetensors(tmp_path / "m.safetensors", _model())
     expected = _cached(store, path)

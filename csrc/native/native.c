@@ -3,7 +3,7 @@
  * chunk_block: FastCDC cut points over a buffer (bit-identical to pyfastcdc 0.3.1,
  * which objstore.storage.chunking uses as the reference), rounded up to element
  * boundaries exactly as chunking.py does, and optionally the keyed BLAKE3 of every
- * chunk, and the pieces of a segment-cache key. hash_many: keyed BLAKE3 of consecutive
+ * chunk. hash_many: keyed BLAKE3 of consecutive
  * slices of one buffer. stream_*: one keyed BLAKE3 stream over many buffers (pack checksums).
  *
  * Every function releases the GIL for its whole computation and touches only the
@@ -111,89 +111,12 @@ static int get_key(PyObject *obj, Py_buffer *key) {
     return 0;
 }
 
-/* -- streaming hashes whose state lives in a caller's bytearray ------------------------------
+/* -- a streaming hash whose state lives in a caller's bytearray ----------------------------
  *
- * A segment-cache key hashes a tensor's bytes in PIECE-byte pieces (each keyed BLAKE3,
- * counted from the segment's start), then the list of piece digests (in Python). The
- * pieces are fed by chunk_block from the very buffer it cuts, inside its GIL-free call,
- * so the key costs no Python per piece. A pack checksum is one keyed BLAKE3 stream
- * (stream_update). The state is a plain struct (blake3_hasher holds no pointers) kept in
- * a bytearray the caller owns; it is copied in and out, so its alignment does not matter. */
-typedef struct {
-    uint64_t magic, piece, filled;
-    uint8_t key[BLAKE3_KEY_LEN];
-    blake3_hasher h;
-} piece_state;
-
-#define PIECE_MAGIC 0x6f62737069656365ull /* "obspiece" */
+ * A pack checksum is one keyed BLAKE3 stream (stream_update). The state is a plain struct
+ * (blake3_hasher holds no pointers) kept in a bytearray the caller owns; it is copied in
+ * and out, so its alignment does not matter. */
 #define STREAM_MAGIC 0x6f62737374726561ull /* "obsstrea" */
-
-/* Feed data[0:len] into the pieces; each completed piece's digest goes to out (room for
- * len / piece + 1 digests), and their count to *n. */
-static void piece_feed(piece_state *ps, const uint8_t *data, size_t len, uint8_t *out, size_t *n) {
-    while (len) {
-        size_t take = (size_t)(ps->piece - ps->filled) < len ? (size_t)(ps->piece - ps->filled) : len;
-        blake3_hasher_update(&ps->h, data, take);
-        ps->filled += take;
-        data += take;
-        len -= take;
-        if (ps->filled == ps->piece) {
-            blake3_hasher_finalize(&ps->h, out + (size_t)BLAKE3_OUT_LEN * (*n)++, BLAKE3_OUT_LEN);
-            blake3_hasher_init_keyed(&ps->h, ps->key);
-            ps->filled = 0;
-        }
-    }
-}
-
-/* The state in a bytearray: held (so it cannot be resized) and copied out; -1 if it is not
- * one of ours of that kind. */
-static int state_take(PyObject *obj, uint64_t magic, Py_buffer *view, piece_state *ps) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0) return -1;
-    if ((size_t)view->len != sizeof(piece_state)) goto bad;
-    memcpy(ps, view->buf, sizeof(*ps));
-    if (ps->magic != magic) goto bad;
-    return 0;
-bad:
-    PyBuffer_Release(view);
-    PyErr_SetString(PyExc_ValueError, "not a hashing state made by this module");
-    return -1;
-}
-
-static PyObject *state_new(PyObject *key_obj, uint64_t magic, unsigned long long piece) {
-    Py_buffer key;
-    if (get_key(key_obj, &key) < 0) return NULL;
-    piece_state ps;
-    memset(&ps, 0, sizeof(ps));
-    ps.magic = magic;
-    ps.piece = piece;
-    memcpy(ps.key, key.buf, BLAKE3_KEY_LEN);
-    PyBuffer_Release(&key);
-    blake3_hasher_init_keyed(&ps.h, ps.key);
-    return PyByteArray_FromStringAndSize((const char *)&ps, sizeof(ps));
-}
-
-/* pieces_new(key, piece) -> bytearray: the state of a piece hash (for chunk_block). */
-static PyObject *pieces_new(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *key_obj;
-    unsigned long long piece;
-    if (!PyArg_ParseTuple(args, "OK", &key_obj, &piece)) return NULL;
-    if (piece == 0) { PyErr_SetString(PyExc_ValueError, "pieces_new: a piece is at least one byte"); return NULL; }
-    return state_new(key_obj, PIECE_MAGIC, piece);
-}
-
-/* pieces_tail(state) -> bytes: the digest of the last, partial piece (b"" if none). */
-static PyObject *pieces_tail(PyObject *self, PyObject *arg) {
-    (void)self;
-    Py_buffer view;
-    piece_state ps;
-    if (state_take(arg, PIECE_MAGIC, &view, &ps) < 0) return NULL;
-    PyBuffer_Release(&view);
-    uint8_t out[BLAKE3_OUT_LEN];
-    if (ps.filled == 0) return PyBytes_FromStringAndSize(NULL, 0);
-    blake3_hasher_finalize(&ps.h, out, BLAKE3_OUT_LEN);
-    return PyBytes_FromStringAndSize((const char *)out, BLAKE3_OUT_LEN);
-}
 
 /* A stream's state: its hasher, then a STREAM_BUF-byte buffer. Bytes are hashed only in
  * whole buffers, each starting at a multiple of STREAM_BUF from the stream's start, so
@@ -312,23 +235,19 @@ static PyObject *ends_list(const uint64_t *ends, size_t n) {
     return list;
 }
 
-/* chunk_block(buf, filled, at_end, base, align, emitted, (min, avg, max, mask_s, mask_l), key | None
- *             [, pieces | None, fresh_from])
- *   -> (ends: list[int], ids: bytes | None, carry_from: int, done: bool, piece_digests: bytes | None)
- * With a pieces state (pieces_new), buf[fresh_from:filled] (the bytes read since the last
- * call; those before were carried over and fed already) is fed into it in the same
- * GIL-free call, and the digests of the pieces it completes are returned. */
+/* chunk_block(buf, filled, at_end, base, align, emitted, (min, avg, max, mask_s, mask_l), key | None)
+ *   -> (ends: list[int], ids: bytes | None, carry_from: int, done: bool) */
 static PyObject *chunk_block(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *buf_obj, *key_obj, *pieces_obj = Py_None;
-    long long s_filled, s_base, s_align, s_emitted, s_fresh = 0;  /* signed: "K" would wrap -1 to 2**64 - 1 unchecked */
+    PyObject *buf_obj, *key_obj;
+    long long s_filled, s_base, s_align, s_emitted;  /* signed: "K" would wrap -1 to 2**64 - 1 unchecked */
     unsigned long long filled, base, align, emitted, min_size, avg_size, max_size, mask_s, mask_l;
     int at_end;
-    if (!PyArg_ParseTuple(args, "OLpLLL(KKKKK)O|OL", &buf_obj, &s_filled, &at_end, &s_base, &s_align, &s_emitted, &min_size,
-                          &avg_size, &max_size, &mask_s, &mask_l, &key_obj, &pieces_obj, &s_fresh))
+    if (!PyArg_ParseTuple(args, "OLpLLL(KKKKK)O", &buf_obj, &s_filled, &at_end, &s_base, &s_align, &s_emitted, &min_size,
+                          &avg_size, &max_size, &mask_s, &mask_l, &key_obj))
         return NULL;
-    if (s_filled < 0 || s_base < 0 || s_align < 0 || s_emitted < 0 || s_fresh < 0 || s_fresh > s_filled) {
-        PyErr_SetString(PyExc_ValueError, "chunk_block: filled, base, align and emitted must not be negative, 0 <= fresh_from <= filled");
+    if (s_filled < 0 || s_base < 0 || s_align < 0 || s_emitted < 0) {
+        PyErr_SetString(PyExc_ValueError, "chunk_block: filled, base, align and emitted must not be negative");
         return NULL;
     }
     filled = (unsigned long long)s_filled, base = (unsigned long long)s_base;
@@ -359,43 +278,23 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
         PyBuffer_Release(&buf);
         return PyErr_NoMemory();
     }
-    int piecing = pieces_obj != Py_None;
-    Py_buffer sv;
-    piece_state ps;
-    size_t fresh = (size_t)s_fresh, n_pieces = 0;
-    uint8_t *piece_out = NULL;
-    if (piecing) {
-        if (state_take(pieces_obj, PIECE_MAGIC, &sv, &ps) < 0) goto fail;
-        piece_out = PyMem_RawMalloc(((filled - fresh) / ps.piece + 1) * BLAKE3_OUT_LEN);
-        if (piece_out == NULL) { PyBuffer_Release(&sv); PyErr_NoMemory(); goto fail; }
-    }
     uint64_t carry;
     int done;
     size_t n;
     Py_BEGIN_ALLOW_THREADS
-    if (piecing) piece_feed(&ps, (const uint8_t *)buf.buf + fresh, (size_t)(filled - fresh), piece_out, &n_pieces);
     n = block_cuts(&c, buf.buf, filled, at_end, base, align, emitted, ends, &carry, &done, hashing ? key.buf : NULL, ids);
     Py_END_ALLOW_THREADS
-    if (piecing) { memcpy(sv.buf, &ps, sizeof(ps)); PyBuffer_Release(&sv); }
     if (hashing) PyBuffer_Release(&key);
     PyBuffer_Release(&buf);
     PyObject *list = ends_list(ends, n);
     PyObject *id_bytes = hashing ? PyBytes_FromStringAndSize((const char *)ids, (Py_ssize_t)(n * BLAKE3_OUT_LEN)) : Py_NewRef(Py_None);
-    PyObject *pieces = piecing ? PyBytes_FromStringAndSize((const char *)piece_out, (Py_ssize_t)(n_pieces * BLAKE3_OUT_LEN))
-                               : Py_NewRef(Py_None);
     PyMem_RawFree(ends);
     PyMem_RawFree(ids);
-    PyMem_RawFree(piece_out);
-    if (list == NULL || id_bytes == NULL || pieces == NULL) {
-        Py_XDECREF(list); Py_XDECREF(id_bytes); Py_XDECREF(pieces);
+    if (list == NULL || id_bytes == NULL) {
+        Py_XDECREF(list); Py_XDECREF(id_bytes);
         return NULL;
     }
-    return Py_BuildValue("(NNKON)", list, id_bytes, (unsigned long long)carry, done ? Py_True : Py_False, pieces);
-fail:
-    PyMem_RawFree(ends); PyMem_RawFree(ids);
-    if (hashing) PyBuffer_Release(&key);
-    PyBuffer_Release(&buf);
-    return NULL;
+    return Py_BuildValue("(NNKO)", list, id_bytes, (unsigned long long)carry, done ? Py_True : Py_False);
 }
 
 /* hash_many(key, buf, start, ends) -> bytes: the keyed BLAKE3 of buf[start:ends[0]], buf[ends[0]:ends[1]], ... */
@@ -863,8 +762,6 @@ static PyObject *simd(PyObject *self, PyObject *noargs) {
 static PyMethodDef methods[] = {
     {"chunk_block", chunk_block, METH_VARARGS, "FastCDC cuts of one read block, aligned, with each chunk's keyed BLAKE3."},
     {"hash_many", hash_many, METH_VARARGS, "Keyed BLAKE3 of consecutive slices of one buffer."},
-    {"pieces_new", pieces_new, METH_VARARGS, "The state of a piece hash (segment-cache keys), fed by chunk_block."},
-    {"pieces_tail", pieces_tail, METH_O, "The digest of a piece hash's last, partial piece (b'' if none)."},
     {"stream_new", stream_new, METH_O, "The state of one keyed BLAKE3 stream (pack checksums)."},
     {"stream_update", stream_update, METH_VARARGS, "Hash a sequence of buffers into a stream, GIL released."},
     {"stream_digest", stream_digest, METH_O, "The digest of a stream so far."},

@@ -164,8 +164,8 @@ class Chunker:
                 start = end
 
     def iter_blocks(self, stream: Readable, length: int, align: int = 1, key: bytes | None = None,
-                    fresh: bool = False, read_block: int | None = None, pool: BufferPool | None = None,
-                    pieces: native.Pieces | None = None) -> Iterator[Block]:
+                    fresh: bool = False, read_block: int | None = None, pool: BufferPool | None = None
+                    ) -> Iterator[Block]:
         """The chunks of the next ``length`` bytes of ``stream``, a read buffer at a
         time, cut (and, given a BLAKE3 ``key``, hashed) in one call of the core
         (:mod:`objstore.storage.native`) per buffer.
@@ -174,10 +174,7 @@ class Chunker:
         next read are copied, not the chunks), valid as long as its views are
         referenced, or with a ``pool`` (of buffers of read block + max chunk size)
         until the block's lease is released. ``read_block``: bytes read per block,
-        instead of the chunker's own. ``pieces``: every byte read is also fed, once and
-        in order, into this piece hash, in the same call of the core that cuts it (the
-        digests of the pieces completed collect in ``pieces.done``). Raises if the
-        stream ends early.
+        instead of the chunker's own. Raises if the stream ends early.
         """
         if length <= 0:
             return
@@ -194,10 +191,8 @@ class Chunker:
         emitted = 0  # buffer offset up to which chunks were yielded (>= 0)
         try:
             while True:
-                fed = filled  # the bytes carried over were fed with the read that brought them
                 filled, remaining = _fill(stream, whole, filled, limit, remaining)
-                cuts = native.core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key,
-                                               pieces, fed)
+                cuts = native.core.chunk_block(self._cdc, buf, filled, remaining == 0, base, align, emitted, key)
                 if cuts.ends:
                     yield Block(whole, emitted, cuts.ends, cuts.ids, lease)
                     emitted = cuts.ends[-1]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Protocol, cast
+from typing import Protocol
 
 import blake3
 from pyfastcdc import FastCDC
@@ -41,47 +41,12 @@ class BlockCuts:
     """The chunks one buffer yields: each ends at ``ends[i]`` (buffer offsets; the
     first starts where the previous buffer's last emitted chunk ended), their
     keyed BLAKE3 digests (32 bytes each, if a key was given), where the next buffer
-    must start, whether the segment is done, and (given a piece state) the digests
-    of the pieces the buffer's fresh bytes completed."""
+    must start, and whether the segment is done."""
 
     ends: list[int]
     ids: bytes | None
     carry_from: int
     done: bool
-    pieces: bytes | None = None
-
-
-class Pieces:
-    """A piece hash's state: the bytes fed so far, cut into ``piece``-byte pieces counted
-    from the first byte fed, each hashed with BLAKE3 under ``key``. Made by
-    :meth:`Core.new_pieces`, fed by :meth:`Core.chunk_block`, which appends the digests of
-    the pieces it completes to ``done``; used by one thread at a time."""
-
-    __slots__ = ("state", "done")
-
-    def __init__(self, state: object) -> None:
-        self.state = state  # the implementation's own (a bytearray for C, _PyPieces for Python)
-        self.done = bytearray()  # digests of the pieces completed, in order
-
-
-class _PyPieces:
-    __slots__ = ("key", "piece", "hasher", "filled")
-
-    def __init__(self, key: bytes, piece: int) -> None:
-        self.key, self.piece, self.filled = key, piece, 0
-        self.hasher = blake3.blake3(key=key)
-
-    def feed(self, data: memoryview) -> bytes:
-        done: list[bytes] = []
-        while len(data):
-            take = min(len(data), self.piece - self.filled)
-            self.hasher.update(data[:take])
-            self.filled += take
-            data = data[take:]
-            if self.filled == self.piece:
-                done.append(self.hasher.digest())
-                self.hasher, self.filled = blake3.blake3(key=self.key), 0
-        return b"".join(done)
 
 
 class Cdc:
@@ -101,13 +66,9 @@ class Core(Protocol):
     name: str
 
     def chunk_block(self, cdc: Cdc, buf: bytearray | memoryview, filled: int, at_end: bool, base: int, align: int,
-                    emitted: int, key: bytes | None, pieces: Pieces | None = None, fresh_from: int = 0) -> BlockCuts: ...
+                    emitted: int, key: bytes | None) -> BlockCuts: ...
 
     def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes: ...
-
-    def new_pieces(self, key: bytes, piece: int) -> Pieces: ...
-
-    def pieces_tail(self, pieces: Pieces) -> bytes: ...
 
     def new_stream(self, key: bytes) -> Stream: ...
 
@@ -157,28 +118,16 @@ class PythonCore:
 
     name = "python"
 
-    def new_pieces(self, key: bytes, piece: int) -> Pieces:
-        return Pieces(_PyPieces(key, piece))
-
-    def pieces_tail(self, pieces: Pieces) -> bytes:
-        state = cast(_PyPieces, pieces.state)
-        return state.hasher.digest() if state.filled else b""
-
     def new_stream(self, key: bytes) -> Stream:
         return _PyStream(key)
 
     def chunk_block(self, cdc: Cdc, buf: bytearray | memoryview, filled: int, at_end: bool, base: int, align: int,
-                    emitted: int, key: bytes | None, pieces: Pieces | None = None, fresh_from: int = 0) -> BlockCuts:
+                    emitted: int, key: bytes | None) -> BlockCuts:
         ends: list[int] = []
         first = emitted  # where the first chunk starts
         carry_from = filled
         view = memoryview(buf)[:filled]
         try:
-            if not 0 <= fresh_from <= filled:
-                raise ValueError("chunk_block: 0 <= fresh_from <= filled")
-            digests = None if pieces is None else cast(_PyPieces, pieces.state).feed(view[fresh_from:])
-            if pieces is not None and digests:
-                pieces.done += digests
             for chunk in cdc.fastcdc.cut_buf(view):
                 start = chunk.offset
                 end = start + chunk.length
@@ -202,7 +151,7 @@ class PythonCore:
             ids = None if key is None else self.hash_many(key, view, first, ends)
         finally:
             view.release()
-        return BlockCuts(ends, ids, carry_from, done, digests)
+        return BlockCuts(ends, ids, carry_from, done)
 
     def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes:
         with memoryview(buf) as view:
@@ -222,24 +171,13 @@ class NativeCore:
         self._m = module
         self.simd: str = module.simd()
 
-    def new_pieces(self, key: bytes, piece: int) -> Pieces:
-        return Pieces(self._m.pieces_new(key, piece))
-
-    def pieces_tail(self, pieces: Pieces) -> bytes:
-        out: bytes = self._m.pieces_tail(pieces.state)
-        return out
-
     def new_stream(self, key: bytes) -> Stream:
         return _NativeStream(self._m, key)
 
     def chunk_block(self, cdc: Cdc, buf: bytearray | memoryview, filled: int, at_end: bool, base: int, align: int,
-                    emitted: int, key: bytes | None, pieces: Pieces | None = None, fresh_from: int = 0) -> BlockCuts:
-        state = None if pieces is None else pieces.state
-        ends, ids, carry_from, done, digests = self._m.chunk_block(buf, filled, at_end, base, align, emitted, cdc.config,
-                                                                   key, state, fresh_from)
-        if pieces is not None and digests:
-            pieces.done += digests
-        return BlockCuts(ends, ids, carry_from, done, digests)
+                    emitted: int, key: bytes | None) -> BlockCuts:
+        ends, ids, carry_from, done = self._m.chunk_block(buf, filled, at_end, base, align, emitted, cdc.config, key)
+        return BlockCuts(ends, ids, carry_from, done)
 
     def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes:
         out: bytes = self._m.hash_many(key, buf, start, ends)
