@@ -154,3 +154,40 @@ def test_encoders_run_the_writers_next_job_first_and_hand_back_errors() -> None:
         gate.set()
         encoders.shutdown()
     assert pending.cancelled() or pending.done()
+
+
+def test_jobs_holding_only_ids_do_not_wait_behind_a_slow_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job whose tensors the segment cache answers holds only ids once done: it gives its
+    place among the LOOKAHEAD back at once, so while one thread is stuck on a long job
+    (a large new tensor being chunked) the other verifies every later tensor instead of
+    stopping LOOKAHEAD - 1 jobs in to wait for it. The file object is the same."""
+    monkeypatch.setattr(ingest, "MIN_SEGMENT", 64 << 10)
+    monkeypatch.setattr(ingest, "JOB_BYTES", 1)  # a job per segment
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    tensors = transformer(11, layers=4, hidden=512, vocab=2048)
+    store = Store.open(tmp_path / "store")
+    chunk_file(write_safetensors(tmp_path / "base.safetensors", tensors), store.chunker, store.odb, stat_cache=None,
+               workers=2)
+    store.odb.flush()
+    shifted = write_safetensors(tmp_path / "shifted.safetensors", tensors, metadata={"note": "x" * 11})
+    expected = chunk_file(shifted, store.chunker, None, workers=0)
+
+    wanted = ingest.LOOKAHEAD + 3
+    done: list[int] = []
+    seen_while_stuck: list[int] = []
+    go_on = threading.Event()
+    real = ingest._segment_runs
+
+    def runs(fd: int, segment: object, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        if segment.offset == 0:  # type: ignore[attr-defined]  # the first job: stuck until the others got far
+            go_on.wait(5)
+            seen_while_stuck.append(len(done))
+        yield from real(fd, segment, *args, **kwargs)  # type: ignore[arg-type]
+        done.append(segment.offset)  # type: ignore[attr-defined]
+        if len(done) >= wanted:
+            go_on.set()
+
+    monkeypatch.setattr(ingest, "_segment_runs", runs)
+    got = chunk_file(shifted, store.chunker, store.odb, stat_cache=None, workers=2)
+    assert seen_while_stuck and seen_while_stuck[0] >= wanted, f"only {seen_while_stuck} jobs ran while the first was stuck"
+    assert got == expected

@@ -25,8 +25,8 @@ Per chunk, Python only builds its id and calls the codec (new chunks); a block's
 records go into the pack in one write, and everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
-written, with at most ``WAITING_BATCHES`` blocks holding new chunks waiting in all
-(:class:`_Room`: jobs not yet being written share all but ``QUEUE_BATCHES`` of
+written (a job done that holds only ids, no buffer, gives its place back), with
+at most ``WAITING_BATCHES`` blocks holding new chunks waiting in all (:class:`_Room`: jobs not yet being written share all but ``QUEUE_BATCHES`` of
 them, so the job being written always finds room; and ``LIGHT_BATCHES`` blocks of
 ids of chunks already stored per job, which hold no buffer), plus one block being
 cut per chunking thread — tens of MiB whatever the file size.
@@ -103,13 +103,18 @@ QUEUE_BATCHES = 4  # blocks carrying new chunk bytes kept free for the job being
 # ... and blocks carrying only ids (chunks already stored): small, so a job whose
 # tensors the segment cache answered can run far ahead of a job still chunking.
 LIGHT_BATCHES = 256
-LOOKAHEAD = 3  # jobs started ahead of the one being written
+# Jobs started ahead of the one being written, not counting jobs already done that
+# hold only ids (tensors the segment cache answered, chunks already stored): those
+# give their place back at once, so a thread verifying tensors runs on ahead of a
+# thread still chunking a large new one (an embedding grown by a few rows) instead
+# of waiting for it two jobs in.
+LOOKAHEAD = 3
 # Blocks carrying new chunk bytes waiting for the writer, all jobs together. Shared
 # rather than per job: a job is ~21 MiB (10 blocks) in a model's layers, so with
 # QUEUE_BATCHES per job the thread cutting the next job stopped 4 blocks in and
 # waited for the writer to finish the job before (a quarter to a third of its
 # time); now it may fill the room the jobs further ahead are not using.
-WAITING_BATCHES = LOOKAHEAD * QUEUE_BATCHES
+WAITING_BATCHES = 3 * QUEUE_BATCHES
 # Below this a file is chunked on the calling thread: threads cost more than they save.
 PIPELINE_MIN_BYTES = 4 * 1024 * 1024
 # Longest wait for a just-changed file's timestamp tick to pass before reading it
@@ -573,6 +578,7 @@ class _Pipeline:
         self.room = _Room(WAITING_BATCHES, QUEUE_BATCHES)  # for blocks with new bytes
         self.light = [threading.Semaphore(LIGHT_BATCHES) for _ in self.jobs]  # for blocks of ids only
         self.ahead = threading.Semaphore(LOOKAHEAD)
+        self.placed = [False] * len(self.jobs)  # jobs holding one of the LOOKAHEAD places
         self.next_job = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -580,7 +586,8 @@ class _Pipeline:
         # With a store, each block in a buffer of its own, from a pool: the encoder
         # reads the new chunks where they were read, and the buffer is reused once
         # they are written. It keeps as many as can be in flight at once.
-        self.pool = (BufferPool(BLOCK_BYTES + chunker.params.max_size, LOOKAHEAD * (QUEUE_BATCHES + 1) + 2 * workers)
+        # (the blocks waiting, and per thread the block being cut, one waiting for room and the next one's buffer)
+        self.pool = (BufferPool(BLOCK_BYTES + chunker.params.max_size, WAITING_BATCHES + 3 * workers)
                      if odb is not None else None)
         # ... and, with the C batch encoder, one for the encoded payloads of each block
         # with new chunks (they are smaller than the block's raw bytes, or stored raw).
@@ -597,6 +604,7 @@ class _Pipeline:
                         return None
                     j = self.next_job
                     self.next_job += 1
+                    self.placed[j] = True
                 return j
         return None
 
@@ -604,11 +612,21 @@ class _Pipeline:
         while (j := self._take_job()) is not None:
             q = self.queues[j]
             try:
-                self._run_job(j, q)
+                heavy = self._run_job(j, q)
                 q.put(_DONE)
             except BaseException as exc:  # handed to the writer, which re-raises it
                 q.put(exc)
                 return
+            if not heavy:
+                self._give_place(j)  # only ids wait in its queue: they cost no buffer
+
+    def _give_place(self, j: int) -> None:
+        """Job ``j``'s place among the ``LOOKAHEAD``, given back once: by the thread that
+        ran it if it holds no new bytes, else by the writer once it is written."""
+        with self.lock:
+            if self.placed[j]:
+                self.placed[j] = False
+                self.ahead.release()
 
     def _wait_for_room(self, room: threading.Semaphore) -> bool:
         while not self.stop.is_set():
@@ -616,12 +634,14 @@ class _Pipeline:
                 return True
         return False
 
-    def _run_job(self, j: int, q: _Queue) -> None:
+    def _run_job(self, j: int, q: _Queue) -> bool:
+        """Chunk job ``j`` into ``q``; whether any block with new bytes went into it."""
         odb = self.odb
+        any_heavy = False
         for seg in self.jobs[j]:
             for run in _segment_runs(self.fd, seg, self.chunker, self.reuse, self.pool):
                 if self.stop.is_set():
-                    return
+                    return True
                 fut = out = None
                 new = run.new_chunks(odb) if odb is not None else []
                 if odb is not None and new:
@@ -634,8 +654,10 @@ class _Pipeline:
                     lease.release()  # nothing to write from this buffer
                     lease = None
                 heavy = fut is not None
+                any_heavy |= heavy
                 if self.room.take(j, self.stop) if heavy else self._wait_for_room(self.light[j]):
                     q.put(((run.ids, run.lengths, fut, new, lease, out), heavy))  # unbounded: the room semaphores bound what waits
+        return any_heavy
 
     # -- the writer (calling thread) ----------------------------------------
     def run(self) -> list[tuple[ObjectId, int]]:
@@ -669,7 +691,7 @@ class _Pipeline:
                         self.room.give()
                     else:
                         light.release()
-                self.ahead.release()
+                self._give_place(j)
         finally:
             self.stop.set()
             for t in threads:
