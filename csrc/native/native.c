@@ -34,18 +34,29 @@ static uint64_t cut_gear(const cdc_config *c, const uint8_t *buf, uint64_t len) 
     uint64_t h = 0, pos;
     const uint64_t start = (c->min_size / 2) * 2, mid = (center / 2) * 2, end = (remaining / 2) * 2;
     const uint64_t ms = c->mask_s, msl = c->mask_s_ls, ml = c->mask_l, mll = c->mask_l_ls;
-    for (pos = start; pos < mid; pos += 2) {
-        h = (h << 2) + OBJSTORE_GEAR_LS[buf[pos]];
-        if (!(h & msl)) return pos;
-        h = h + OBJSTORE_GEAR[buf[pos + 1]];
-        if (!(h & ms)) return pos + 1;
+    /* Four byte pairs per turn: the same tests in the same order, fewer instructions
+     * per byte (the loop is bound by their count, not by the hash's chain). */
+#define OBJSTORE_GEAR_PAIR(p, m_ls, m) do { \
+        h = (h << 2) + OBJSTORE_GEAR_LS[buf[(p)]]; \
+        if (!(h & (m_ls))) return (p); \
+        h = h + OBJSTORE_GEAR[buf[(p) + 1]]; \
+        if (!(h & (m))) return (p) + 1; \
+    } while (0)
+    for (pos = start; pos + 8 <= mid; pos += 8) {
+        OBJSTORE_GEAR_PAIR(pos, msl, ms);
+        OBJSTORE_GEAR_PAIR(pos + 2, msl, ms);
+        OBJSTORE_GEAR_PAIR(pos + 4, msl, ms);
+        OBJSTORE_GEAR_PAIR(pos + 6, msl, ms);
     }
-    for (pos = mid; pos < end; pos += 2) {
-        h = (h << 2) + OBJSTORE_GEAR_LS[buf[pos]];
-        if (!(h & mll)) return pos;
-        h = h + OBJSTORE_GEAR[buf[pos + 1]];
-        if (!(h & ml)) return pos + 1;
+    for (; pos < mid; pos += 2) OBJSTORE_GEAR_PAIR(pos, msl, ms);
+    for (pos = mid; pos + 8 <= end; pos += 8) {
+        OBJSTORE_GEAR_PAIR(pos, mll, ml);
+        OBJSTORE_GEAR_PAIR(pos + 2, mll, ml);
+        OBJSTORE_GEAR_PAIR(pos + 4, mll, ml);
+        OBJSTORE_GEAR_PAIR(pos + 6, mll, ml);
     }
+    for (; pos < end; pos += 2) OBJSTORE_GEAR_PAIR(pos, mll, ml);
+#undef OBJSTORE_GEAR_PAIR
     return remaining;
 }
 
