@@ -26,7 +26,8 @@ records go into the pack in one write, and everything else is per block.
 
 Memory is bounded: at most ``LOOKAHEAD`` jobs are started ahead of the one being
 written (a job done that holds only ids, no buffer, gives its place back), with
-at most ``WAITING_BATCHES`` blocks holding new chunks waiting in all (:class:`_Room`: jobs not yet being written share all but ``QUEUE_BATCHES`` of
+at most ``WAITING_BATCHES`` blocks holding new chunks waiting in all
+(:class:`_Room`: jobs not yet being written share all but ``QUEUE_BATCHES`` of
 them, so the job being written always finds room; and ``LIGHT_BATCHES`` blocks of
 ids of chunks already stored per job, which hold no buffer), plus one block being
 cut per chunking thread — tens of MiB whatever the file size.
