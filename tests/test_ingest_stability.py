@@ -18,10 +18,8 @@ reads themselves are the kernel's). What must hold:
 from __future__ import annotations
 
 import contextlib
-import json
 import mmap
 import os
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +31,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from modelgen import random_weights, transformer, write_safetensors
+from modelgen import random_weights, tensor_range, transformer, write_safetensors
 
 import objstore
 from objstore.errors import FileChanged, NotFound, ObjstoreError
@@ -61,15 +59,6 @@ def age(path: Path, seconds_ago: int = 3600) -> Path:
     past = time.time_ns() - seconds_ago * 10**9
     os.utime(path, ns=(past, past))
     return path
-
-
-def tensor_range(path: Path, name: str) -> tuple[int, int]:
-    """(absolute offset, length) of tensor ``name`` in a safetensors file."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    start, end = header[name]["data_offsets"]
-    return 8 + n + start, end - start
 
 
 def cache_files(store_root: Path) -> set[str]:
@@ -202,14 +191,18 @@ def test_a_change_no_stat_shows_cannot_poison_the_segment_cache(tmp_path: Path, 
     run.finish()
 
 
-@pytest.mark.parametrize("warm_cache", [False, True], ids=["new-store", "warm-segment-cache"])
+@pytest.mark.parametrize("cache", ["new-store", "warm-segment-cache", "answering-segment-cache"])
 @pytest.mark.parametrize("workers", [0, None], ids=["sequential", "pipeline"])
 def test_a_same_size_rewrite_during_a_log_is_refused_and_stores_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm_cache: bool, workers: int | None) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: str, workers: int | None) -> None:
+    """Also when the segment cache holds x's own tensors (logged before at other
+    offsets): then the rewrite lands while the cache's answer is being verified."""
     root = tmp_path / "store"
     store = Store.open(root)
-    if warm_cache:
-        chunk_file(write_safetensors(tmp_path / "other.safetensors", _model(seed=9)), store.chunker, store.odb)
+    if cache != "new-store":
+        tensors = _model() if cache == "answering-segment-cache" else _model(seed=9)
+        chunk_file(write_safetensors(tmp_path / "other.safetensors", tensors, metadata={"note": "o" * 7}),
+                   store.chunker, store.odb)
         store.odb.flush()
     monkeypatch.setattr(ingest, "default_workers", lambda: 2)
     x = age(write_safetensors(tmp_path / "x.safetensors", _model()))
@@ -220,6 +213,7 @@ def test_a_same_size_rewrite_during_a_log_is_refused_and_stores_nothing(
     new[offset:] = _noise(4, len(old) - offset)
     mutator = Mutator(x, offset, [(offset, bytes(new[offset:]))])
     before = cache_files(root)
+    hits = segmentcache.stats.hits
     run = objstore.init(project="p", entity="e", store=store)
     with mutating(monkeypatch, mutator):
         with pytest.raises(FileChanged, match="changed while it was being logged"):
@@ -229,6 +223,8 @@ def test_a_same_size_rewrite_during_a_log_is_refused_and_stores_nothing(
                 chunk_file(x, store.chunker, store.odb, workers=workers)
                 raise AssertionError("chunk_file returned the chunks of a file that changed while it was read")
     assert mutator.fired.is_set()
+    if cache == "answering-segment-cache":
+        assert segmentcache.stats.hits > hits, "the cache answered nothing: its verification was never read through"
     assert cache_files(root) == before, "a refused log left cache entries"
     with pytest.raises(NotFound):
         objstore.Api(store=store).artifact("e/p/x:latest")

@@ -3,17 +3,15 @@ sits in the file, and what the cache answers is exactly what chunking would."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from modelgen import fine_tune, transformer, write_safetensors
+from modelgen import fine_tune, tensor_range, transformer, write_safetensors
 
 from objstore.files import ingest, segmentcache
 from objstore.files.ingest import chunk_file
@@ -44,7 +42,7 @@ def _cached(store: Store, path: Path, workers: int | None = None):
 
 
 @pytest.mark.parametrize("workers", [0, None])
-def test_a_shifted_model_reuses_every_large_tensor(tmp_path: Path, workers: int | None) -> None:
+def test_a_shifted_model_reuses_every_largetensor_range(tmp_path: Path, workers: int | None) -> None:
     store = Store.open(tmp_path / "store")
     tensors = _model()
     base = write_safetensors(tmp_path / "base.safetensors", tensors)
@@ -133,10 +131,6 @@ def test_the_probe_reads_inside_its_segment(offset: int, length: int) -> None:
     assert sum(n for _, n in ranges) == min(length, 3 * segmentcache.PROBE_BYTES)
 
 
-def _entries(root: Path) -> list[Path]:
-    return [p for p in (root / "cache" / "segments").rglob("*") if p.is_file()]
-
-
 def _entry_for(root: Path, path: Path, offset: int, length: int, align: int) -> Path:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -144,13 +138,6 @@ def _entry_for(root: Path, path: Path, offset: int, length: int, align: int) -> 
     finally:
         os.close(fd)
     return root / "cache" / "segments" / h[:2] / f"{h[2:]}-{align}"
-
-
-def _tensor(path: Path, name: str) -> tuple[int, int]:
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        start, end = json.loads(f.read(n))[name]["data_offsets"]
-    return 8 + n + start, end - start
 
 
 def test_a_tensor_changed_outside_its_probe_is_chunked_not_answered(tmp_path: Path) -> None:
@@ -165,8 +152,8 @@ def test_a_tensor_changed_outside_its_probe_is_chunked_not_answered(tmp_path: Pa
     edited[middle:middle + 64] = bytes(64)
     base = write_safetensors(tmp_path / "base.safetensors", tensors)
     other = write_safetensors(tmp_path / "edited.safetensors", {**tensors, name: (dtype, shape, bytes(edited))})
-    offset, length = _tensor(other, name)
-    assert _entry_for(tmp_path / "store", base, *_tensor(base, name), 2) == _entry_for(tmp_path / "store", other, offset, length, 2)
+    offset, length = tensor_range(other, name)
+    assert _entry_for(tmp_path / "store", base, *tensor_range(base, name), 2) == _entry_for(tmp_path / "store", other, offset, length, 2)
     _cached(store, base)
     store.odb.flush()
     hits, misses = segmentcache.stats.hits, segmentcache.stats.misses
@@ -187,7 +174,7 @@ def test_an_entry_of_the_right_bytes_cut_where_chunking_never_cuts_is_a_miss(tmp
     expected = _cached(store, path)
     store.odb.flush()
     name = "embed.weight"
-    offset, length = _tensor(path, name)
+    offset, length = tensor_range(path, name)
     entry = _entry_for(tmp_path / "store", path, offset, length, 2)
     fmt, chunking, align, entry_length, _ = msgpack.unpackb(entry.read_bytes(), raw=False)
     whole = path.read_bytes()[offset:offset + length]
@@ -211,7 +198,7 @@ def test_every_entry_forged_over_another_tensor_is_a_miss(tmp_path: Path) -> Non
     store.odb.flush()
     by_length: dict[int, list[Path]] = {}
     for name in LARGE:
-        offset, length = _tensor(path, name)
+        offset, length = tensor_range(path, name)
         by_length.setdefault(length, []).append(_entry_for(tmp_path / "store", path, offset, length, 2))
     swapped = 0
     for group in by_length.values():
