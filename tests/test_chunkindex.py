@@ -29,11 +29,14 @@ from objstore.errors import CorruptObject
 from objstore.maintenance.fsck import fsck
 from objstore.maintenance.gc import collect_garbage
 from objstore.model.deletion import delete_collection
-from objstore.model.names import CollectionPath
+from objstore.model.gcintent import lost
+from objstore.model.inventory import reach
+from objstore.model.names import LATEST, CollectionPath, VersionSpec
 from objstore.model.store import Store
+from objstore.model.versions import resolve
 from objstore.storage import indexfile
-from objstore.storage.chunkindex import ChunkIndex, cache_path, compact, list_indexes, open_index_file
-from objstore.storage.ids import Kind, hash_bytes
+from objstore.storage.chunkindex import ChunkIndex, cache_path, compact, list_indexes, marked_packs, open_index_file
+from objstore.storage.ids import Kind, ObjectId, hash_bytes
 from objstore.storage.indexfile import (
     HEADER,
     IndexFile,
@@ -45,6 +48,7 @@ from objstore.storage.indexfile import (
     write_index_file,
 )
 from objstore.storage.packs import INDEX_DTYPE
+from objstore.storage.repack import repack_small_packs
 
 # -- the format -----------------------------------------------------------------
 
@@ -415,6 +419,59 @@ def test_a_reader_whose_listing_names_merged_idx_files_lists_again(tmp_path: Pat
     reader.odb.refresh()  # every .idx it listed is gone: it must list again, not lose them
     assert not listings and len(reader.odb.index.files) == 1 and not reader.odb.damaged_packs
     _read_all(store, files, range(5))
+
+
+def _version_id(store: Store, name: str) -> ObjectId:
+    return resolve(store, VersionSpec(CollectionPath("e", "p", name), LATEST)).object_id
+
+
+def test_a_version_whose_chunk_only_a_pending_idx_lists_is_not_lost(tmp_path: Path) -> None:
+    # A writer may call one chunk new without reading the .idx files it has not read
+    # (a false "new" only costs a copy): fine for dedup, wrong for whoever asks whether
+    # a version is whole. lost() asked has_chunks, so a gc's writer called a stored
+    # version of one chunk lost.
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 3)
+    s = Store.open_existing(store)
+    assert lost(s, _version_id(s, "m0")) is None
+
+
+def test_a_version_copied_before_a_mark_newer_than_the_listing_is_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # gc's rewrite and repack copy a pack's chunks (a new pack and .idx), then mark it. A
+    # reader whose listing is older than the copy sees the mark and not the copy; the
+    # chunk is stored all the same (in the marked pack, which a gc deletes only after
+    # looking at the refs again, and in the copy). has_chunks drops hits on marked packs
+    # (a writer stores those again), so lost() called the version lost and a writer that
+    # survived a gc failed: "storing it again did not restore it"
+    # (test_compaction_racing_writers_and_gc_local).
+    import objstore.storage.odb as odb_module
+
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 3)
+    stale = list_indexes(Store.open_existing(store).backend)
+    assert repack_small_packs(Store.open_existing(store), min_packs=2).packs_written
+    assert marked_packs(Store.open_existing(store).backend) == set(stale.packs)
+    monkeypatch.setattr(odb_module, "list_indexes", lambda backend: stale)  # every listing is older than the copy
+    s = Store.open_existing(store)
+    for i in range(3):
+        assert lost(s, _version_id(s, f"m{i}")) is None
+
+
+def test_a_version_whose_pack_is_gone_is_lost(tmp_path: Path) -> None:
+    # The other side: a pack deleted behind the reader's back, while a stale index
+    # file still names it, is lost, whatever the reader loaded before.
+    store, files = tmp_path / "store", tmp_path / "files"
+    _sessions(store, files, 0, 3)
+    compact(Store.open_existing(store).backend)
+    s = Store.open_existing(store)
+    vid = _version_id(s, "m1")
+    assert lost(s, vid) is None
+    (chunk,) = {c for c in reach(s, [vid]).chunks}
+    pack = s.odb.index.locate(chunk)
+    assert pack is not None
+    (store / "packs" / f"{pack.pack}.pack").unlink()
+    assert lost(s, vid) == f"chunk {chunk.hex()[:16]}"
+    assert lost(s, _version_id(s, "m0")) is None and lost(s, _version_id(s, "m2")) is None
 
 
 def test_fsck_names_an_index_file_that_disagrees_with_its_pack(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ Invariants:
   stored everything anew makes no request more: gc deletes only what it listed
   before this writer's creates, and never deletes a key twice.
 - :func:`lost` checks a version's strong closure where it is stored now (each
-  object by a stat, never a cache; chunks by the pack listing as it is now).
+  object by a stat, never a cache; chunks by ``ObjectDatabase.stored_now``: a fresh
+  listing, every ``.idx`` it needs read, each pack stat'd; never dedup's answer,
+  which may call a stored chunk new).
 """
 
 from __future__ import annotations
@@ -125,9 +127,8 @@ def lost(store: Store, *roots: ObjectId) -> str | None:
             store.backend.stat(object_key(oid))
         except NotFound:
             return f"object {oid.hex[:16]}"
-    store.odb.reload()  # the packs as listed now: one gc deleted drops out
     chunks = [ObjectId(raw) for raw in sorted(r.chunks)]
-    for chunk, found in zip(chunks, store.odb.has_chunks(chunks)):
+    for chunk, found in zip(chunks, store.odb.stored_now(chunks)):
         if not found:
             return f"chunk {chunk.hex[:16]}"
     return None

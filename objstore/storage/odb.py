@@ -564,6 +564,36 @@ class ObjectDatabase:
                 return [bool(f) or any(c in b for b in open_packs) for f, c in zip(found, chunk_ids)]
             return [bool(f) for f in found]
 
+    def stored_now(self, chunk_ids: list[ObjectId]) -> list[bool]:
+        """For each id, whether a pack stored now holds it. Exact, unlike :meth:`has_chunks`,
+        whose "new" may be a chunk that is stored (a ``.idx`` left unread, a hit on a pack
+        gc marked whose copy is newer than this process's listing): that costs a writer
+        only a copy, but whoever must know whether a version is whole
+        (:func:`objstore.model.gcintent.lost`) asks this. The index is loaded again from
+        a fresh listing, every ``.idx`` read as needed, and each pack holding one looked
+        at now (a stat), its twins asked for if it is gone. A pack gc marked counts: it
+        is stored, and gc deletes it only after a fresh look at the refs."""
+        self.reload()
+        raws = [c.raw for c in chunk_ids]
+        out = [False] * len(raws)
+        with self._lock:
+            todo = list(range(len(raws)))
+            while todo:
+                located = list(zip(todo, self._located([raws[i] for i in todo])))
+                gone = {loc.pack for _, loc in located if loc is not None and not self._pack_exists(loc.pack)}
+                self.index.gone |= gone  # locate skips these: the next turn asks for a twin
+                for i, loc in located:
+                    out[i] = loc is not None and loc.pack not in gone
+                todo = [i for i, loc in located if loc is not None and loc.pack in gone]
+        return out
+
+    def _pack_exists(self, name: str) -> bool:
+        try:
+            self.backend.stat(pack_key(name))
+            return True
+        except NotFound:
+            return False
+
     def _unmarked_hits(self, chunk_ids: list[ObjectId], found: np.ndarray) -> np.ndarray:
         """``found`` without the chunks held only by marked packs (under ``_lock``):
         such a chunk is stored again, while one with a copy in a pack gc has not
