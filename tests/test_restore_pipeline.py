@@ -180,6 +180,34 @@ def test_sinks_in_the_workers_get_every_chunk_once_and_done_comes_in_order(tmp_p
     assert len(order) > 4 and threads and all(t.startswith("objstore-decode") for t in threads)
 
 
+def test_sinks_in_the_workers_never_run_two_at_once(tmp_path: Path) -> None:
+    # Two workers writing one file by turns spin on its inode lock: the workers hand
+    # runs to one sink at a time (a worker that finds it busy goes on decoding).
+    src = tmp_path / "blob.bin"
+    data = _content(15, 400_000)
+    src.write_bytes(data)
+    _log(tmp_path / "store", src)
+    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    got: dict[int, bytes] = {}
+    active, most, lock = [0], [0], threading.Lock()
+    threads: set[str] = set()
+
+    def sink(first: int, chunks: list[bytes | memoryview]) -> None:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        threads.add(threading.current_thread().name)
+        time.sleep(0.005)  # long enough that every other worker finishes a decode meanwhile
+        got.update((i, bytes(c)) for i, c in enumerate(chunks, first))
+        with lock:
+            active[0] -= 1
+
+    st_.odb.decode_runs(iter(chunk_ids), sink, workers=4, in_workers=True)
+    assert b"".join(got[i] for i in range(len(chunk_ids))) == data
+    assert most[0] == 1
+    assert len(threads) > 1  # still handed on by the workers, not by one of them alone
+
+
 def test_a_sink_failing_in_a_worker_stops_every_worker_before_the_error_comes_out(tmp_path: Path) -> None:
     src = tmp_path / "blob.bin"
     src.write_bytes(_content(13, 300_000))

@@ -10,8 +10,8 @@ to a fresh temp name renamed into place when complete, and removes the temp file
 of writers that were killed. Symlinks are made last, so nothing is ever written
 through one, and checked again once all exist. Every chunk is verified against
 its id (and its length against the file's claim) before its bytes reach a file:
-a file's runs of chunks are decoded and verified on every core, each written by
-the thread that verified it at its offsets into the temp file (reserved at its
+a file's runs of chunks are decoded and verified on every core, and written by
+those threads, one at a time, at their offsets into the temp file (reserved at its
 full size first), so a damaged run anywhere leaves only verified bytes in a temp
 file that is removed, never renamed into place.
 
@@ -93,13 +93,13 @@ def file_writer(odb: ObjectDatabase, file_id: ObjectId, expected_size: int,
             if progress is not None:
                 progress(offsets[first + n] - offsets[first])
 
-        # Each worker writes the run it verified, at its offsets, while the others
-        # decode: the copy into fresh page-cache pages is the largest cost of a
-        # restore, and one writer thread left the decoders idle a quarter of the time.
-        # A chunk per write: on the VMs measured, one write per run (megabytes) costs
-        # 4-6x the system time (the kernel's copy into large fresh folios), and the
-        # threads' writes of ~128 KiB to one file do not contend measurably.
-        # Nothing goes through ``out``'s buffer.
+        # The workers write the runs they verified, at their offsets, one writer at a
+        # time while the others decode (decode_runs' hand-off): the copy into fresh
+        # page-cache pages is the largest cost of a restore, one writer thread left the
+        # decoders idle a quarter of the time, and two threads writing one file by
+        # turns spun on its inode lock (5% of the CPU). A chunk per write: on the VMs
+        # measured, one write per run (megabytes) costs 4-6x the system time (the
+        # kernel's copy into large fresh folios). Nothing goes through ``out``'s buffer.
         odb.decode_runs((c for c, _ in fobj.chunks), write, workers=default_workers(), in_workers=True, done=done)
 
     return fill
