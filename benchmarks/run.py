@@ -226,9 +226,9 @@ def _child_restore(store: str, root: str, selector: str, source: str) -> dict[st
     import objstore
 
     run = objstore.init(project="bench", entity="bench", store=store)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), os.times()
     path = run.use_model(f"{MODEL_NAME}:{selector}", root)
-    seconds = time.perf_counter() - t0
+    seconds, c1 = time.perf_counter() - t0, os.times()
     run.finish()
 
     def digest(p: str) -> str:
@@ -239,7 +239,8 @@ def _child_restore(store: str, root: str, selector: str, source: str) -> dict[st
                 h.update(block)
         return h.hexdigest()
 
-    return {"seconds": seconds, "verified": digest(path) == digest(source)}
+    return {"seconds": seconds, "user_seconds": c1.user - c0.user, "sys_seconds": c1.system - c0.system,
+            "verified": digest(path) == digest(source)}
 
 
 def _child_sequence(store: str, paths: list[str], chunking: dict[str, int] | None = None) -> dict[str, Any]:
@@ -672,7 +673,8 @@ class Bench:
         # two runs. That first one is timed apart (``first_read_seconds``), and the
         # trials read the packs from the page cache, as ``cp`` reads its source.
         first = self.fresh_dir("restore")
-        first_read = self.child("restore", store=str(base), root=str(first), selector="v0", source=str(path))["seconds"]
+        first_run = self.child("restore", store=str(base), root=str(first), selector="v0", source=str(path))
+        first_read = first_run["seconds"]
         shutil.rmtree(first, ignore_errors=True)
         runs = []
         for _ in range(self.trials):
@@ -681,11 +683,13 @@ class Bench:
             r = self.child("restore", store=str(base), root=str(root), selector="v0", source=str(path))
             if not r["verified"]:
                 raise RuntimeError("restore wrote bytes that differ from the logged file")
-            runs.append((r["seconds"], r["peak_rss"], cp))
+            runs.append((r["seconds"], r["peak_rss"], cp, r["user_seconds"] + r["sys_seconds"], r["sys_seconds"]))
             shutil.rmtree(root, ignore_errors=True)
         secs = statistics.median(x[0] for x in runs)
         gbps = size / secs / GB
         self.here["restore"] = {"logical": size, "seconds": secs, "seconds_each": [x[0] for x in runs], "first_read_seconds": first_read,
+                                "first_read_cpu_sys": [first_run["user_seconds"] + first_run["sys_seconds"], first_run["sys_seconds"]],
+                                "cpu_sys_each": [[x[3], x[4]] for x in runs],
                                 "gbps": gbps, "peak_rss_mib": max(x[1] for x in runs) / MiB,
                                 "verified": True, "vs_limits": self.rel(gbps), "cp_seconds_paired": [x[2] for x in runs],
                                 "vs_cp_paired": statistics.median(x[2] / x[0] for x in runs)}
