@@ -259,6 +259,31 @@ class _HandOff:
             return self._handed.pop(first)
 
 
+def _in_pool(runs: Iterable[tuple[int, _Run]], work: Callable[[int, _Run], _Decoded | None],
+             settle: Callable[[int, _Decoded | None], None], workers: int) -> None:
+    """``work`` on each run on ``workers`` threads, at most ``2 * workers + 1`` in
+    flight, and ``settle`` of each result on this thread, in order; when this returns
+    or raises, no ``work`` is still running."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="objstore-decode")
+    pending: deque[tuple[int, Future[_Decoded | None]]] = deque()
+
+    def settle_oldest() -> None:
+        first, fut = pending.popleft()
+        settle(first, fut.result())
+
+    try:
+        for first, batch in runs:
+            pending.append((first, pool.submit(work, first, batch)))
+            while len(pending) > 2 * workers:
+                settle_oldest()
+        while pending:
+            settle_oldest()
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True)
+
+
 def _nothing(first: int, n: int) -> None:
     pass
 
@@ -957,29 +982,15 @@ class ObjectDatabase:
             for first, batch in itertools.chain(head, runs):
                 after(first, _hand_on(sink, first, *decode(batch), free))
             return
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="objstore-decode")
-        pending: deque[tuple[int, Future[_Decoded | None]]] = deque()
 
-        def settle() -> None:
-            first, fut = pending.popleft()
-            got = fut.result()
+        def settle(first: int, got: _Decoded | None) -> None:
             if got is None:  # handed on by the workers
                 assert hand_off is not None
                 after(first, hand_off.wait(first))
             else:
                 after(first, _hand_on(sink, first, *got, free))
 
-        try:
-            for first, batch in itertools.chain(head, runs):
-                pending.append((first, pool.submit(work, first, batch)))
-                while len(pending) > 2 * workers:
-                    settle()
-            while pending:
-                settle()
-        finally:
-            for _, fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=True)
+        _in_pool(itertools.chain(head, runs), work, settle, workers)
 
     def locate_many(self, chunk_ids: Iterable[ObjectId]) -> list[tuple[ObjectId, ChunkLocation]]:
         """Each id with its location (:meth:`locate` for a batch: NotFound or CorruptObject
