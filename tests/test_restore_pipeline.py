@@ -153,12 +153,17 @@ def _file_chunks(store: Path) -> tuple[Store, list[ObjectId]]:
     return st_, [c for c, _ in read_file_object(st_.odb, entry.id).chunks]
 
 
-def test_sinks_in_the_workers_get_every_chunk_once_and_done_comes_in_order(tmp_path: Path) -> None:
+def _logged_blob(tmp_path: Path, seed: int, size: int) -> tuple[bytes, Store, list[ObjectId]]:
+    """A blob of ``size`` bytes logged into a new store: its bytes, the store and its chunk ids."""
     src = tmp_path / "blob.bin"
-    data = _content(12, 300_000)
+    data = _content(seed, size)
     src.write_bytes(data)
     _log(tmp_path / "store", src)
-    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    return (data, *_file_chunks(tmp_path / "store"))
+
+
+def test_sinks_in_the_workers_get_every_chunk_once_and_done_comes_in_order(tmp_path: Path) -> None:
+    data, st_, chunk_ids = _logged_blob(tmp_path, 12, 300_000)
     got: dict[int, bytes] = {}
     threads: set[str] = set()
     order: list[tuple[int, int]] = []
@@ -183,11 +188,7 @@ def test_sinks_in_the_workers_get_every_chunk_once_and_done_comes_in_order(tmp_p
 def test_sinks_in_the_workers_never_run_two_at_once(tmp_path: Path) -> None:
     # Two workers writing one file by turns spin on its inode lock: the workers hand
     # runs to one sink at a time (a worker that finds it busy goes on decoding).
-    src = tmp_path / "blob.bin"
-    data = _content(15, 400_000)
-    src.write_bytes(data)
-    _log(tmp_path / "store", src)
-    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    data, st_, chunk_ids = _logged_blob(tmp_path, 15, 400_000)
     got: dict[int, bytes] = {}
     active, most, lock = [0], [0], threading.Lock()
     threads: set[str] = set()
@@ -209,10 +210,7 @@ def test_sinks_in_the_workers_never_run_two_at_once(tmp_path: Path) -> None:
 
 
 def test_a_sink_failing_in_a_worker_stops_every_worker_before_the_error_comes_out(tmp_path: Path) -> None:
-    src = tmp_path / "blob.bin"
-    src.write_bytes(_content(13, 300_000))
-    _log(tmp_path / "store", src)
-    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    _, st_, chunk_ids = _logged_blob(tmp_path, 13, 300_000)
     calls: list[int] = []
 
     def sink(first: int, chunks: list[bytes | memoryview]) -> None:
@@ -236,10 +234,7 @@ def test_a_damaged_run_anywhere_leaves_nothing_at_the_destination(tmp_path: Path
     wrote into is removed, nothing is renamed into place, and the file already there
     is left as it was."""
     monkeypatch.setattr(materialize, "default_workers", lambda: 4)
-    src = tmp_path / "blob.bin"
-    src.write_bytes(_content(14, 500_000))
-    _log(tmp_path / "store", src)
-    st_, chunk_ids = _file_chunks(tmp_path / "store")
+    _, st_, chunk_ids = _logged_blob(tmp_path, 14, 500_000)
     victim = chunk_ids[{"first": 0, "middle": len(chunk_ids) // 2, "last": -1}[where]]
     loc = st_.odb.locate(victim)
     pack = tmp_path / "store" / pack_key(loc.pack)
