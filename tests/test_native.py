@@ -148,6 +148,62 @@ def test_stream_agrees_across_its_buffer(sizes: list[int]) -> None:
 
 
 @requires_native
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(min_size=1, max_size=30_000), cuts=st.lists(st.integers(1, 30_000), max_size=12),
+       offset=st.integers(0, 200), room=st.integers(1, 12_000), damage=st.sampled_from(["none", "byte", "id", "truncate"]),
+       where=st.integers(0, 1 << 30))
+def test_verify_at_agrees(tmp_path: Path, data: bytes, cuts: list[int], offset: int, room: int, damage: str,
+                          where: int) -> None:
+    # the segment cache's verification: a file's bytes at given cuts against given ids,
+    # read a buffer at a time; both cores answer alike, and True exactly when it holds
+    ends = sorted({min(c, len(data)) for c in cuts} | {len(data)})
+    lengths = [b - a for a, b in zip([0, *ends], ends) if b > a]
+    room = max(room, max(lengths))
+    ids = native.python_core.hash_many(KEY, data, 0, ends)
+    body = bytearray(data)
+    if damage == "byte":
+        body[where % len(body)] ^= 1
+    elif damage == "id":
+        k = where % len(ids)
+        ids = ids[:k] + bytes([ids[k] ^ 1]) + ids[k + 1 :]
+    elif damage == "truncate":
+        del body[where % len(body):]
+    path = tmp_path / "f"
+    path.write_bytes(b"\xa5" * offset + bytes(body))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        answers = {core.name: core.verify_at(KEY, fd, offset, lengths, ids, memoryview(bytearray(room)))
+                   for core in (native.native_core, native.python_core) if core is not None}
+    finally:
+        os.close(fd)
+    assert answers == {"native": damage == "none", "python": damage == "none"}
+
+
+@requires_native
+def test_verify_at_refuses_what_no_caller_may_ask() -> None:
+    fd = os.open(__file__, os.O_RDONLY)
+    try:
+        for core in (native.native_core, native.python_core):
+            assert core is not None
+            with pytest.raises(ValueError):
+                core.verify_at(KEY, fd, 0, [10, 5], b"x" * 32, memoryview(bytearray(16)))  # ids for one chunk of two
+            with pytest.raises(ValueError):
+                core.verify_at(KEY, fd, 0, [17], b"x" * 32, memoryview(bytearray(16)))  # a chunk larger than the buffer
+            with pytest.raises(ValueError):
+                core.verify_at(KEY, fd, 0, [0], b"x" * 32, memoryview(bytearray(16)))  # an empty chunk
+    finally:
+        os.close(fd)
+    bad = os.open(os.path.dirname(__file__), os.O_RDONLY)  # a directory: every read fails
+    try:
+        for core in (native.native_core, native.python_core):
+            assert core is not None
+            with pytest.raises(OSError):
+                core.verify_at(KEY, bad, 0, [10], b"x" * 32, memoryview(bytearray(16)))
+    finally:
+        os.close(bad)
+
+
+@requires_native
 def test_native_refuses_states_it_did_not_make() -> None:
     assert native.native_core is not None
     m = native.native_core._m

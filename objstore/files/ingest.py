@@ -214,20 +214,9 @@ def _verified(fd: int, segment: Segment, chunks: _Chunks, max_chunk: int) -> boo
     buf = getattr(_verify_buffers, "buf", None)
     if buf is None or len(buf) < room:
         buf = _verify_buffers.buf = memoryview(bytearray(room))
-    offset, i = segment.offset, 0
-    while i < len(chunks):
-        ends: list[int] = []
-        size, j = 0, i
-        while j < len(chunks) and size + chunks[j][1] <= room:
-            size += chunks[j][1]
-            ends.append(size)
-            j += 1
-        if os.preadv(fd, [buf[:size]], offset) != size:
-            return False  # the file is shorter now: the stat check after the read refuses it
-        if native.core.hash_many(_CHUNK_KEY, buf, 0, ends) != b"".join(c.raw for c, _ in chunks[i:j]):
-            return False
-        offset, i = offset + size, j
-    return True
+    # A file shorter now fails here; the stat check after the read refuses it.
+    return native.core.verify_at(_CHUNK_KEY, fd, segment.offset, [n for _, n in chunks],
+                                 b"".join(c.raw for c, _ in chunks), buf[:room])
 
 
 _CHUNK_KEY = key_of(Kind.CHUNK)

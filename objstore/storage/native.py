@@ -70,6 +70,8 @@ class Core(Protocol):
 
     def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes: ...
 
+    def verify_at(self, key: bytes, fd: int, offset: int, lengths: list[int], ids: bytes, buf: memoryview) -> bool: ...
+
     def new_stream(self, key: bytes) -> Stream: ...
 
 
@@ -161,6 +163,29 @@ class PythonCore:
                 start = end
             return b"".join(out)
 
+    def verify_at(self, key: bytes, fd: int, offset: int, lengths: list[int], ids: bytes, buf: memoryview) -> bool:
+        """Whether the bytes of ``fd`` from ``offset``, cut at ``lengths``, hash (keyed)
+        to ``ids`` (32 bytes each): read into ``buf`` as many whole chunks a read as
+        fit; False at the first read whose chunks differ, or when the file ends early."""
+        if len(ids) != DIGEST * len(lengths):
+            raise ValueError("verify_at: ids must hold 32 bytes per length")
+        if not all(0 < n <= len(buf) for n in lengths):
+            raise ValueError("verify_at: every length must be between 1 and the buffer's size")
+        i = 0
+        while i < len(lengths):
+            ends: list[int] = []
+            size, j = 0, i
+            while j < len(lengths) and size + lengths[j] <= len(buf):
+                size += lengths[j]
+                ends.append(size)
+                j += 1
+            if os.preadv(fd, [buf[:size]], offset) != size:
+                return False
+            if self.hash_many(key, buf, 0, ends) != ids[DIGEST * i : DIGEST * j]:
+                return False
+            offset, i = offset + size, j
+        return True
+
 
 class NativeCore:
     """The C extension."""
@@ -182,6 +207,12 @@ class NativeCore:
     def hash_many(self, key: bytes, buf: bytes | bytearray | memoryview, start: int, ends: list[int]) -> bytes:
         out: bytes = self._m.hash_many(key, buf, start, ends)
         return out
+
+    def verify_at(self, key: bytes, fd: int, offset: int, lengths: list[int], ids: bytes, buf: memoryview) -> bool:
+        if not hasattr(self._m, "verify_at"):  # not built where there is no pread (Windows)
+            return python_core.verify_at(key, fd, offset, lengths, ids, buf)
+        same: bool = self._m.verify_at(key, fd, offset, lengths, ids, buf)
+        return same
 
 
 def _load_native() -> NativeCore | None:
