@@ -474,6 +474,24 @@ def test_a_version_whose_pack_is_gone_is_lost(tmp_path: Path) -> None:
     assert lost(s, _version_id(s, "m0")) is None and lost(s, _version_id(s, "m2")) is None
 
 
+def test_stored_now_looks_at_each_pack_once_not_at_each_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a bucket each look is a request: a version of many chunks in a few packs
+    # costs a stat per pack.
+    p = tmp_path / "big.bin"
+    p.write_bytes(np.random.default_rng(7).bytes(3_000_000))
+    with objstore.init(project="p", entity="e", store=str(tmp_path / "store")) as run:
+        run.log_model(path=str(p), name="big")
+    s = Store.open_existing(tmp_path / "store")
+    chunks = [ObjectId(c) for c in reach(s, [_version_id(s, "big")]).chunks]
+    assert len(chunks) > 4
+    looked: list[str] = []
+    real = s.backend.stat
+    monkeypatch.setattr(s.backend, "stat", lambda key: looked.append(key) or real(key))
+    assert all(s.odb.stored_now(chunks))
+    packs = [k for k in looked if k.endswith(".pack")]
+    assert packs and len(packs) == len(set(packs))
+
+
 def test_fsck_names_an_index_file_that_disagrees_with_its_pack(tmp_path: Path) -> None:
     store, files = tmp_path / "store", tmp_path / "files"
     _sessions(store, files, 0, 3)

@@ -653,7 +653,8 @@ class ObjectDatabase:
             todo = list(range(len(raws)))
             while todo:
                 located = list(zip(todo, self._located([raws[i] for i in todo])))
-                gone = {loc.pack for _, loc in located if loc is not None and not self._pack_exists(loc.pack)}
+                packs = {loc.pack for _, loc in located if loc is not None}
+                gone = {name for name in packs if not self._pack_exists(name)}  # a look per pack, not per chunk
                 self.index.gone |= gone  # locate skips these: the next turn asks for a twin
                 for i, loc in located:
                     out[i] = loc is not None and loc.pack not in gone
