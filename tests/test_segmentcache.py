@@ -72,6 +72,87 @@ def test_a_fine_tune_rechunks_only_its_changed_tensors(tmp_path: Path) -> None:
     assert got == _uncached(store, tuned)
 
 
+@pytest.mark.parametrize("workers,job_bytes", [(2, 1 << 20), (3, 256 * KiB)])
+def test_a_fine_tune_is_scheduled_out_of_file_order_and_stored_as_the_sequential_path_stores_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, job_bytes: int) -> None:
+    # The changed tensors of a fine-tune are interleaved with the answered ones
+    # (ingest._schedule), so new chunks reach the packs out of file order: whatever
+    # the threads, the packs must still be the sequential path's and the file object
+    # the file's own, in file order.
+    monkeypatch.setattr(ingest, "JOB_BYTES", job_bytes)
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    tensors = _model()
+    base = write_safetensors(tmp_path / "base.safetensors", tensors)
+    tuned_tensors = fine_tune(tensors, ["layers.0.attn.k.weight", "layers.1.attn.o.weight"], seed=5)
+    # ... and one changed between its probe's ranges: filed under a known probe, so
+    # scheduled among the answered tensors, then chunked when its bytes disagree.
+    name = "layers.0.attn.q.weight"
+    dtype, shape, data = tensors[name]
+    edited = bytearray(data)
+    middle = len(data) // 2 + 3 * segmentcache.PROBE_BYTES
+    edited[middle : middle + 64] = bytes(64)
+    tuned_tensors[name] = (dtype, shape, bytes(edited))
+    tuned = write_safetensors(tmp_path / "tuned.safetensors", tuned_tensors)
+    first = Store.open(tmp_path / "first")
+    _cached(first, base)
+    first.odb.flush()
+    for name in ("seq", "par"):
+        shutil.copytree(tmp_path / "first", tmp_path / name)
+    store = Store.open(tmp_path / "seq")
+    segments = ingest.segment_file(open(tuned, "rb"), tuned.stat().st_size, tuned)
+    fd = os.open(tuned, os.O_RDONLY)
+    try:
+        reuse = ingest._Reuse(ingest.segment_cache_for(store.odb, store.chunker), store.odb, store.chunker.params.max_size)
+        scheduled = [s.offset for job in ingest._schedule(fd, segments, reuse) for s in job]
+    finally:
+        os.close(fd)
+    assert scheduled != sorted(scheduled), "the test must exercise an order other than the file's"
+
+    def packs(root: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (root / "packs").iterdir() if p.name not in before}
+
+    before = {p.name for p in (tmp_path / "first" / "packs").iterdir()}
+    seq = _cached(store, tuned, workers=0)
+    store.odb.flush()
+    par_store = Store.open(tmp_path / "par")
+    par = _cached(par_store, tuned, workers=workers)
+    par_store.odb.flush()
+    assert par == seq == chunk_file(tuned, store.chunker, None)
+    assert packs(tmp_path / "par") == packs(tmp_path / "seq") != {}
+    assert b"".join(par_store.odb.iter_chunks([c for c, _ in par.chunks])) == tuned.read_bytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=st.lists(st.integers(min_value=0, max_value=50), max_size=12),
+       second=st.lists(st.integers(min_value=0, max_value=50), max_size=12))
+def test_interleaving_keeps_each_order_and_spreads_both_over_the_whole(first: list[int], second: list[int]) -> None:
+    from objstore.storage.segmenting import Segment
+
+    def jobs(sizes: list[int], tag: int) -> list[list[Segment]]:
+        return [[Segment(1000 * tag + i, n)] for i, n in enumerate(sizes)]
+
+    a, b = jobs(first, 1), jobs(second, 2)
+    merged = ingest._interleave(a, b)
+    assert [j for j in merged if j in a] == a and [j for j in merged if j in b] == b
+    assert len(merged) == len(a) + len(b)
+    # Whenever a job of one list is handed out, that list had handed out no larger a
+    # share of its bytes than the other (unless the other was used up).
+    total_a, total_b = sum(first) or 1, sum(second) or 1
+    taken_a = taken_b = left_a = 0
+    left_b = len(b)
+    left_a = len(a)
+    for job in merged:
+        n = job[0].length
+        if job in a:
+            assert left_b == 0 or taken_a * total_b <= taken_b * total_a
+            taken_a += n
+            left_a -= 1
+        else:
+            assert left_a == 0 or taken_b * total_a < taken_a * total_b
+            taken_b += n
+            left_b -= 1
+
+
 def test_entries_naming_chunks_the_store_lacks_are_not_used(tmp_path: Path) -> None:
     """A cache copied from another store (or outliving a gc) must not vouch for chunks
     this store does not hold: the file is chunked and stored in full."""

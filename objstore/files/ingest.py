@@ -17,9 +17,12 @@ The pipeline (what makes this run near the hashing limit on every core):
 - **encode**: a block's new chunks, views into its buffer (never copied), are
   encoded in one task by a pool of ``workers`` threads (zstd and numpy release
   the GIL);
-- **write**: the calling thread takes the results job by job, in file order, and
-  appends each block's new chunks to the pack (one write per block), so packs and
-  file objects are the same whatever the timing.
+- **write**: the calling thread takes the results job by job, in the schedule's
+  order (:func:`_schedule`: file order, except that tensors the segment cache may
+  answer are spread among the others), and appends each block's new chunks to the
+  pack (one write per block); the file object lists the chunks in file order. The
+  order depends on the file and the cache only, so packs and file objects are the
+  same whatever the timing, and the sequential path's.
 
 Per chunk, Python only builds its id and calls the codec (new chunks); a block's new
 records go into the pack in one write, and everything else is per block.
@@ -178,14 +181,21 @@ class _Reuse:
         self.empty = cache.is_empty()  # a new store has nothing to find: no look-ups
         # (key, align, length, chunks) of each segment chunked: written by commit()
         self.entries: list[tuple[bytes, int, int, _Chunks]] = []
+        self.probes: dict[int, bytes] = {}  # offset -> probe, made while planning (_schedule)
 
     @staticmethod
     def applies(segment: Segment) -> bool:
         return segment.length >= MIN_SEGMENT
 
+    def known(self, fd: int, segment: Segment) -> bool:
+        """Whether the cache holds an entry under ``segment``'s probe (not yet verified:
+        a hint for the schedule). The probe is kept for :meth:`answer`."""
+        key = self.probes[segment.offset] = probe_key(fd, segment.offset, segment.length)
+        return self.cache.has_entry(key, segment.align)
+
     def answer(self, fd: int, segment: Segment) -> tuple[bytes, _Chunks | None]:
         """The segment's probe, and its chunk list if the cache holds one verified now."""
-        key = probe_key(fd, segment.offset, segment.length)
+        key = self.probes.get(segment.offset) or probe_key(fd, segment.offset, segment.length)
         if self.empty:
             return key, None
         found = self.cache.lookup(key, segment.align, segment.length,
@@ -431,16 +441,16 @@ def file_id_of(path: Path, chunker: Chunker) -> ObjectId:
 
 def _sequential(fd: int, segments: list[Segment], chunker: Chunker, odb: ObjectDatabase | None,
                 progress: Progress | None, reuse: _Reuse | None = None) -> list[tuple[ObjectId, int]]:
-    chunks: list[tuple[ObjectId, int]] = []
-    for segment in segments:
+    chunks = _FileOrder(segments)
+    for segment in itertools.chain.from_iterable(_schedule(fd, segments, reuse)):
         for run in _segment_runs(fd, segment, chunker, reuse):
-            chunks.extend(zip(run.ids, run.lengths))
+            chunks.add(segment, run.ids, run.lengths)
             if odb is not None:
                 for k in run.new_chunks(odb):
                     odb.add_chunk(run.ids[k], run.view(k), segment.dtype, known_new=True)
             if progress is not None:
                 progress(sum(run.lengths))
-    return chunks
+    return chunks.in_file_order()
 
 
 def _jobs(segments: list[Segment]) -> list[list[Segment]]:
@@ -460,11 +470,65 @@ def _jobs(segments: list[Segment]) -> list[list[Segment]]:
     return jobs
 
 
-# One run in flight: its ids and lengths, and (if it has new chunks) the encoding
+def _schedule(fd: int, segments: list[Segment], reuse: _Reuse | None) -> list[list[Segment]]:
+    """The jobs, in the order they are chunked and their new chunks written.
+
+    Tensors the segment cache may answer (an entry under their probe) cost a read and a
+    hash each; the others (new, grown, small) a cut scan, and the encoding of whatever
+    the store lacks. In file order the two kinds come in runs (a fine-tune's changed
+    layers and head are the file's last tensors, a grown vocabulary its first and last),
+    so one chunking thread works alone at the end while the other has nothing left.
+    Each kind is grouped into jobs in file order and the two lists are merged evenly by
+    bytes (:func:`_interleave`), so both threads have both kinds of work to the end.
+    The order depends only on the file and the cache, never on timing, so packs are
+    the same however the threads run; a new store (empty cache) keeps file order."""
+    if reuse is None or reuse.empty:
+        return _jobs(segments)
+    known = {s.offset for s in segments if reuse.applies(s) and reuse.known(fd, s)}
+    return _interleave(_jobs([s for s in segments if s.offset not in known]),
+                       _jobs([s for s in segments if s.offset in known]))
+
+
+def _interleave(first: list[list[Segment]], second: list[list[Segment]]) -> list[list[Segment]]:
+    """Both job lists, each in its own order, merged so that each is spread over the
+    whole: the next job comes from the list that has handed out the smaller share of
+    its bytes (``first`` on a tie)."""
+    totals = [sum(s.length for job in jobs for s in job) or 1 for jobs in (first, second)]
+    lists, taken, next_of, out = (first, second), [0, 0], [0, 0], []
+    while next_of[0] < len(first) or next_of[1] < len(second):
+        if next_of[1] == len(second):
+            side = 0
+        elif next_of[0] == len(first):
+            side = 1
+        else:  # shares compared as taken[0] / totals[0] <= taken[1] / totals[1], in integers
+            side = 0 if taken[0] * totals[1] <= taken[1] * totals[0] else 1
+        job = lists[side][next_of[side]]
+        next_of[side] += 1
+        taken[side] += sum(s.length for s in job)
+        out.append(job)
+    return out
+
+
+class _FileOrder:
+    """Chunks collected by segment in any order, handed back in file order."""
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self._segments = segments
+        # Keyed by (offset, length): segments never overlap, so only empty ones share a key.
+        self._by_segment: dict[tuple[int, int], list[tuple[ObjectId, int]]] = {}
+
+    def add(self, segment: Segment, ids: list[ObjectId], lengths: list[int]) -> None:
+        self._by_segment.setdefault((segment.offset, segment.length), []).extend(zip(ids, lengths))
+
+    def in_file_order(self) -> list[tuple[ObjectId, int]]:
+        return [c for s in self._segments for c in self._by_segment.get((s.offset, s.length), ())]
+
+
+# One run in flight: its segment, its ids and lengths, and (if it has new chunks) the encoding
 # task, which of the run's chunks it encodes, in order, the lease of the buffer
 # they are in and the pooled buffer their payloads are laid out in (both given back
 # once they are written).
-_Item = tuple[list[ObjectId], list[int], "Future[list[tuple[int, bytes | memoryview]]] | None", list[int],
+_Item = tuple[Segment, list[ObjectId], list[int], "Future[list[tuple[int, bytes | memoryview]]] | None", list[int],
               Lease | None, bytearray | None]
 _Queue = queue.Queue[tuple[_Item, bool] | None | BaseException]
 _DONE = None
@@ -559,7 +623,8 @@ class _Pipeline:
                  progress: Progress | None, workers: int, reuse: _Reuse | None = None) -> None:
         self.fd = fd
         self.reuse = reuse
-        self.jobs = _jobs(segments)
+        self.segments = segments
+        self.jobs = _schedule(fd, segments, reuse)
         self.chunker = chunker
         self.odb = odb
         self.progress = progress
@@ -646,7 +711,7 @@ class _Pipeline:
                 heavy = fut is not None
                 any_heavy |= heavy
                 if self.room.take(j, self.stop) if heavy else self._wait_for_room(self.light[j]):
-                    q.put(((run.ids, run.lengths, fut, new, lease, out), heavy))  # unbounded: the room semaphores bound what waits
+                    q.put(((seg, run.ids, run.lengths, fut, new, lease, out), heavy))  # unbounded: the room semaphores bound what waits
         return any_heavy
 
     # -- the writer (calling thread) ----------------------------------------
@@ -655,7 +720,7 @@ class _Pipeline:
                    for i in range(min(self.workers, len(self.jobs)))]
         for t in threads:
             t.start()
-        chunks: list[tuple[ObjectId, int]] = []
+        chunks = _FileOrder(self.segments)
         odb, progress = self.odb, self.progress
         try:
             for j, (q, light) in enumerate(zip(self.queues, self.light)):
@@ -666,8 +731,8 @@ class _Pipeline:
                         break
                     if isinstance(got, BaseException):
                         raise got
-                    (ids, lengths, fut, new, lease, out), heavy = got
-                    chunks.extend(zip(ids, lengths))
+                    (segment, ids, lengths, fut, new, lease, out), heavy = got
+                    chunks.add(segment, ids, lengths)
                     if fut is not None and odb is not None:
                         odb.add_encoded_many([(ids[k], codec_id, lengths[k], payload)
                                               for k, (codec_id, payload) in zip(new, fut.result())])
@@ -688,7 +753,7 @@ class _Pipeline:
                 t.join()
             if self.encoders is not None:
                 self.encoders.shutdown()
-        return chunks
+        return chunks.in_file_order()
 
 
 def iter_file_chunks(path: Path, chunker: Chunker) -> Iterator[tuple[ObjectId, int]]:

@@ -97,6 +97,10 @@ class SegmentCache(localcache.ChunkListCache):
         h = digest.hex()
         return self.directory / h[:2] / f"{h[2:]}-{align}"
 
+    def has_entry(self, digest: bytes, align: int) -> bool:
+        """Whether an entry is filed under ``digest`` (unread, unchecked: a hint only)."""
+        return self._entry_path(digest, align).is_file()
+
     def lookup(self, digest: bytes, align: int, length: int, usable: Callable[[ChunkList], bool],
                max_chunk: int) -> ChunkList | None:
         """The chunk list recorded for a segment of ``length`` bytes probing to ``digest``,
