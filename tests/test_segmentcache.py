@@ -99,7 +99,8 @@ def test_a_fine_tune_is_scheduled_out_of_file_order_and_stored_as_the_sequential
     for name in ("seq", "par"):
         shutil.copytree(tmp_path / "first", tmp_path / name)
     store = Store.open(tmp_path / "seq")
-    segments = ingest.segment_file(open(tuned, "rb"), tuned.stat().st_size, tuned)
+    with open(tuned, "rb") as f:
+        segments = ingest.segment_file(f, tuned.stat().st_size, tuned)
     fd = os.open(tuned, os.O_RDONLY)
     try:
         reuse = ingest._Reuse(ingest.segment_cache_for(store.odb, store.chunker), store.odb, store.chunker.params.max_size)
@@ -138,9 +139,8 @@ def test_interleaving_keeps_each_order_and_spreads_both_over_the_whole(first: li
     # Whenever a job of one list is handed out, that list had handed out no larger a
     # share of its bytes than the other (unless the other was used up).
     total_a, total_b = sum(first) or 1, sum(second) or 1
-    taken_a = taken_b = left_a = 0
-    left_b = len(b)
-    left_a = len(a)
+    taken_a = taken_b = 0
+    left_a, left_b = len(a), len(b)
     for job in merged:
         n = job[0].length
         if job in a:
