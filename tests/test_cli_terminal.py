@@ -366,7 +366,9 @@ def test_push_and_clone_draw_the_one_bar_with_rate_and_eta_at_80_columns(tmp_pat
     assert code == 0, raw
     draws = [ESCAPE.sub("", d) for d in re.split(r"[\r\n]", raw) if BAR.search(d)]
     assert draws and all(len(d.rstrip()) <= 80 for d in draws), draws
-    assert any("MiB/s" in d or "KiB/s" in d or "GiB/s" in d for d in draws), draws
+    # A stage of whole packs hard-linked ends within a millisecond of its start: its
+    # rate may be TiB/s, which is still the bar's rate.
+    assert any(re.search(r"\d [KMGT]iB/s|\d B/s", d) for d in draws), draws
     etas = ETA.findall(raw)
     assert etas and all(HUMAN_ETA.match(e) for e in etas), etas
     screen = Screen(80)
