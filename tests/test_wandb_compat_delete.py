@@ -217,6 +217,30 @@ def test_delete_collection_drops_its_annotations(store: Path) -> None:
     assert list(opened.backend.iter_prefix(ANNOTATIONS)) == []
 
 
+def test_a_writer_whose_new_version_is_deleted_before_it_moves_latest_gives_up_at_once(tmp_path: Path) -> None:
+    # The race above, one step at a time: a writer holds its new version's entry
+    # (mine) while a deleter tombstones that version and moves latest back. Moving
+    # latest onto it, seeing the tombstone and retreating must not repeat: with the
+    # entry taken from the writer's hand each time, it did, 10,000 times, then Conflict.
+    from objstore.model import versions as v
+
+    s = tmp_path / "s"
+    log(s, tmp_path, b"zero")
+    log(s, tmp_path, b"one")
+    opened = Store.open_existing(s)
+    coll = CollectionPath("e", "p", "m")
+    (_, _), (index, oid) = list_versions(opened, coll)
+    ref = v.version_ref("e", "p", "m", index)
+    mine = v.read_entry(opened, coll, oid, ref=ref)
+    api(s).artifact(f"e/p/m:v{index}").delete(delete_aliases=True)
+    assert api(s).artifact("e/p/m:latest").version == "v0"
+    started = time.monotonic()
+    v.advance_latest(opened, coll, index, mine=(ref, mine))
+    assert time.monotonic() - started < 5
+    assert api(s).artifact("e/p/m:latest").version == "v0"  # never left on the deleted version
+    assert fsck(Store.open_existing(s)).ok
+
+
 RACER = textwrap.dedent('''
     import os, sys, time
     from pathlib import Path

@@ -571,7 +571,8 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int, *, known: tupl
 
     ``known``: latest's raw value and number as the caller just read them (tried
     first; a Conflict reads them again); ``mine``: the version ref and entry of
-    v<upto> the caller holds, so it is not read back."""
+    v<upto> the caller holds, so it is not read back (until it is found deleted:
+    then its ref is read like any other, so the loop passes over its tombstone)."""
     ref = alias_ref(coll.entity, coll.project, coll.name, LATEST)
     for _ in range(10_000):
         if known is not None:
@@ -613,6 +614,8 @@ def advance_latest(store: Store, coll: CollectionPath, upto: int, *, known: tupl
             # latest, then looks at the tombstone: one of the two sees the other, so
             # latest never stays on a deleted version.
             retreat_latest(store, coll, nxt)
+            if mine is not None and mine[0] == nxt_ref:
+                mine = None  # from now on its ref is read, and its tombstone passed over
             continue
         if j >= upto:
             return  # moved there by this very swap: nothing to read again
