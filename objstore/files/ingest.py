@@ -87,7 +87,7 @@ from pathlib import Path
 from typing import Any
 
 from objstore.errors import FileChanged, InvalidInput, NotFound
-from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache, probe_key
+from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache, probe_key, probe_ranges
 from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 from objstore.storage import codecs, native
 from objstore.storage.chunking import Block, BufferPool, Chunker, Lease
@@ -484,7 +484,14 @@ def _schedule(fd: int, segments: list[Segment], reuse: _Reuse | None) -> list[li
     the same however the threads run; a new store (empty cache) keeps file order."""
     if reuse is None or reuse.empty:
         return _jobs(segments)
-    known = {s.offset for s in segments if reuse.applies(s) and reuse.known(fd, s)}
+    large = [s for s in segments if reuse.applies(s)]
+    if hasattr(os, "posix_fadvise"):
+        # The probes are read here, one after another, before any chunking: ask for
+        # them all first, so a file not in the page cache costs one round of reads.
+        for s in large:
+            for start, n in probe_ranges(s.offset, s.length):
+                os.posix_fadvise(fd, start, n, os.POSIX_FADV_WILLNEED)
+    known = {s.offset for s in large if reuse.known(fd, s)}
     return _interleave(_jobs([s for s in segments if s.offset not in known]),
                        _jobs([s for s in segments if s.offset in known]))
 
