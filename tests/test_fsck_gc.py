@@ -942,3 +942,43 @@ def test_gc_running_wholly_inside_an_upserting_writers_window(tmp_path: Path, mo
     with objstore.init(entity="e", project="p", store=store) as run:
         run.finish_artifact(objstore.Artifact("two", "model"), distributed_id="d1")
     assert sha(run_cli(store, "use-model", "e/p/two:latest", "--root", str(tmp_path / "o")).out.strip()) == sha(m)
+
+
+@pytest.mark.parametrize("comes_back", [True, False])
+def test_a_listed_idx_that_vanishes_beside_its_unmarked_pack_is_a_write_in_progress(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, comes_back: bool) -> None:
+    # gc deleted a pack and its .idx while a writer whose chunks they were stored the
+    # same pack again (same bytes, same name): between listing the .idx and reading
+    # it, fsck sees the pack, unmarked, and no .idx, until the writer stores it. That
+    # is the state of a pack stored before its index, not damage; if the index never
+    # comes, what needs the pack is named, with the reason.
+    from objstore.maintenance import fsck as fsck_module
+
+    (tmp_path / "m.bin").write_bytes(os.urandom(50_000))
+    with objstore.init(project="p", entity="e", store=tmp_path / "s") as run:
+        run.log_model(str(tmp_path / "m.bin"), name="m")
+    store = Store.open_existing(tmp_path / "s")
+    (idx_file,) = (tmp_path / "s" / "packs").glob("*.idx")
+    saved = idx_file.read_bytes()
+    real_get, real_refs = store.backend.get, fsck_module._check_refs
+
+    def get(key: str, **kwargs: object) -> bytes:
+        if key.endswith(".idx") and idx_file.exists() and not hasattr(get, "done"):
+            get.done = True  # type: ignore[attr-defined]
+            idx_file.unlink()  # gc, between fsck's listing and its read
+        return real_get(key, **kwargs)
+
+    def check_refs(*args: object) -> object:
+        if comes_back:
+            idx_file.write_bytes(saved)  # the writer stores the index after the pack
+        return real_refs(*args)
+
+    monkeypatch.setattr(store.backend, "get", get)
+    monkeypatch.setattr(fsck_module, "_check_refs", check_refs)
+    report = fsck_module.fsck(store)
+    assert hasattr(get, "done"), "the test must make the .idx vanish under fsck"
+    if comes_back:
+        assert report.ok, [p.message for p in report.problems]
+    else:
+        assert not report.ok
+        assert all("no index (an interrupted write)" in p.message for p in report.problems), report.problems

@@ -248,11 +248,19 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
             index = decode_idx(store.backend.get(idx_key(name)), name)
         except CorruptObject as exc:
             index = _index_damaged(st, name, data, exc)
-        except NotFound as exc:
+        except NotFound:
             if (gone := _idx_gone(store, name, covered, relist)) == "deleting":
                 return None
-            index = covered[name] if gone == "covered" else _index_damaged(st, name, data, exc)
-    elif index is not None:
+            if gone == "covered":
+                index = covered[name]
+            else:
+                # The pack is here and unmarked, its listed .idx gone: gc deleted a pack
+                # and its .idx while a writer, whose chunks those were, stored the same
+                # pack again (same chunks, same bytes, same name) and has yet to store
+                # the .idx. That is a pack stored before its index, as below; the
+                # second look after the refs finds the .idx or names what needs it.
+                has_idx = False
+    if has_idx or index is not None:
         pass
     elif name in relist():  # its .idx was merged into an index file since the listing
         index = covered[name]
@@ -275,7 +283,8 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
 def _idx_gone(store: Store, name: str, covered: dict[str, np.ndarray],
              relist: Callable[[], dict[str, np.ndarray]]) -> str:
     """Why pack ``name``'s listed ``.idx`` was not there when read: ``covered`` (an
-    index file has its entries), ``deleting`` (gc is deleting the pack) or ``lost``."""
+    index file has its entries), ``deleting`` (gc is deleting the pack) or ``gone``
+    (the pack is here, unmarked, without it)."""
     if name not in covered:
         relist()  # a compaction may have replaced the .idx since the listing
     if name in covered:
@@ -293,7 +302,7 @@ def _idx_gone(store: Store, name: str, covered: dict[str, np.ndarray],
         # first: a mark gone and the pack seen after it means no gc is deleting
         # it, but the other order misses a gc finishing between the two asks.
         return "deleting"
-    return "lost"
+    return "gone"
 
 
 def _verify_chunks(st: _State, name: str, data: bytes, index: np.ndarray) -> None:
