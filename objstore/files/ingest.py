@@ -500,7 +500,10 @@ def _interleave(first: list[list[Segment]], second: list[list[Segment]]) -> list
     """Both job lists, each in its own order, merged so that each is spread over the
     whole: the next job comes from the list that has handed out the smaller share of
     its bytes (``first`` on a tie)."""
-    totals = [sum(s.length for job in jobs for s in job) or 1 for jobs in (first, second)]
+    def size(job: list[Segment]) -> int:
+        return sum(s.length for s in job)
+
+    totals = [sum(map(size, jobs)) or 1 for jobs in (first, second)]
     lists, taken, next_of, out = (first, second), [0, 0], [0, 0], []
     while next_of[0] < len(first) or next_of[1] < len(second):
         if next_of[1] == len(second):
@@ -511,7 +514,7 @@ def _interleave(first: list[list[Segment]], second: list[list[Segment]]) -> list
             side = 0 if taken[0] * totals[1] <= taken[1] * totals[0] else 1
         job = lists[side][next_of[side]]
         next_of[side] += 1
-        taken[side] += sum(s.length for s in job)
+        taken[side] += size(job)
         out.append(job)
     return out
 

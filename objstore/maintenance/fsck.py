@@ -254,11 +254,12 @@ def _pack_index(store: Store, st: _State, name: str, data: bytes, has_idx: bool,
             if gone == "covered":
                 index = covered[name]
             else:
-                # The pack is here and unmarked, its listed .idx gone: gc deleted a pack
-                # and its .idx while a writer, whose chunks those were, stored the same
-                # pack again (same chunks, same bytes, same name) and has yet to store
-                # the .idx. That is a pack stored before its index, as below; the
-                # second look after the refs finds the .idx or names what needs it.
+                # The pack is here and unmarked, its listed .idx gone. One way: gc
+                # deleted a pack and its .idx while a writer whose chunks those were
+                # stored them again (the same chunks can make the same bytes, so the
+                # same name) and has yet to store the .idx. Either way it is a pack
+                # stored before its index, as below; the second look after the refs
+                # finds the .idx or names what needs it.
                 has_idx = False
     if has_idx or index is not None:
         pass
