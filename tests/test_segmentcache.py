@@ -123,6 +123,42 @@ def test_a_fine_tune_is_scheduled_out_of_file_order_and_stored_as_the_sequential
     assert b"".join(par_store.odb.iter_chunks([c for c, _ in par.chunks])) == tuned.read_bytes()
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_rewritten_between_its_schedule_and_its_chunking_is_refused_and_the_cache_stays_true(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    # The schedule probes every large tensor before any is chunked, and the probes are
+    # kept for the answers: a write in between must still be refused, and what the
+    # cache learnt from that read must never answer for bytes it does not match.
+    from objstore.errors import FileChanged
+
+    monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
+    tensors = _model()
+    base = write_safetensors(tmp_path / "base.safetensors", tensors)
+    store = Store.open(tmp_path / "store")
+    _cached(store, base)
+    store.odb.flush()
+    path = tmp_path / "m.safetensors"
+    shutil.copyfile(base, path)
+    offset, length = tensor_range(path, "layers.1.attn.v.weight")
+    real = ingest._schedule
+
+    def schedule_then_write(fd: int, segments: list, reuse: object) -> list:  # type: ignore[type-arg]
+        jobs = real(fd, segments, reuse)  # type: ignore[arg-type]
+        with open(path, "r+b") as f:  # same length, other bytes, outside the probe's ranges
+            f.seek(offset + length // 2 + 3 * segmentcache.PROBE_BYTES)
+            f.write(os.urandom(4096))
+        return jobs
+
+    monkeypatch.setattr(ingest, "_schedule", schedule_then_write)
+    with pytest.raises(FileChanged):
+        _cached(store, path, workers)
+    monkeypatch.setattr(ingest, "_schedule", real)
+    got = _cached(store, path, workers)
+    store.odb.flush()
+    assert got == _uncached(Store.open(tmp_path / "fresh"), path)
+    assert b"".join(store.odb.iter_chunks([c for c, _ in got.chunks])) == path.read_bytes()
+
+
 @settings(max_examples=200, deadline=None)
 @given(first=st.lists(st.integers(min_value=0, max_value=50), max_size=12),
        second=st.lists(st.integers(min_value=0, max_value=50), max_size=12))
