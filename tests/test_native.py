@@ -46,17 +46,20 @@ def tensor_bytes(seed: int, n: int, dtype: str) -> bytes:
 PARAMS = st.sampled_from([ChunkParams(1024, 256, 4096, 1), ChunkParams(4096, 1024, 16384, 2),
                           ChunkParams(2048, 1024, 8192, 0), ChunkParams(8192, 64, 65536, 3), ChunkParams()])
 needs_native = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 0: FastCDC's gear; else the word-sampled cuts on that grid (every divisor of 64)
+STRIDES = st.sampled_from([0, 1, 2, 4, 8, 16, 32, 64])
 
 
 @requires_native
 @needs_native
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300_000), dtype=st.sampled_from(["bf16", "f32", "bytes", "runs"]),
        params=PARAMS, align=st.sampled_from([1, 2, 4, 8]), base=st.integers(0, 7), emitted_frac=st.floats(0, 1),
-       at_end=st.booleans())
+       at_end=st.booleans(), stride=STRIDES)
 def test_one_block_cuts_and_ids_agree(seed: int, n: int, dtype: str, params: ChunkParams, align: int, base: int,
-                                      emitted_frac: float, at_end: bool) -> None:
+                                      emitted_frac: float, at_end: bool, stride: int) -> None:
     data = bytearray(tensor_bytes(seed, n, dtype))
-    cdc = native.Cdc(max(params.avg_size - params.min_size, 256), params.min_size, params.max_size, params.normalization)
+    cdc = native.Cdc(max(params.avg_size - params.min_size, 256), params.min_size, params.max_size, params.normalization,
+                     stride=stride)
     emitted = min(int(emitted_frac * params.max_size), n)
     args = (cdc, data, n, at_end, base, align, emitted, KEY)
     assert native.native_core is not None
@@ -77,12 +80,13 @@ class SplitReader:
 
 
 def stream_chunks(core: native.Core, data: bytes, params: ChunkParams, read_block: int, sizes: list[int], align: int,
-                  fresh: bool) -> list[tuple[bytes, bytes]]:
+                  fresh: bool, stride: int = 0) -> list[tuple[bytes, bytes]]:
     saved = native.core
     native.core = core
     try:
         out = []
-        for block in Chunker(params, read_block=read_block).iter_blocks(SplitReader(data, sizes), len(data), align, KEY, fresh):
+        chunker = Chunker(params, read_block=read_block)
+        for block in chunker.iter_blocks(SplitReader(data, sizes), len(data), align, KEY, fresh, stride=stride):
             assert block.ids is not None
             start = block.start
             for i, end in enumerate(block.ends):
@@ -97,17 +101,20 @@ def stream_chunks(core: native.Core, data: bytes, params: ChunkParams, read_bloc
 @needs_native
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 400_000), dtype=st.sampled_from(["bf16", "f32", "bytes", "runs"]),
        params=PARAMS, align=st.sampled_from([1, 2, 4]), read_block=st.sampled_from([1, 5000, 65_536, 1 << 20]),
-       sizes=st.lists(st.integers(1, 100_000), min_size=1, max_size=5), fresh=st.booleans())
+       sizes=st.lists(st.integers(1, 100_000), min_size=1, max_size=5), fresh=st.booleans(), stride=STRIDES)
 def test_streams_agree_whatever_the_read_splits(seed: int, n: int, dtype: str, params: ChunkParams, align: int,
-                                                read_block: int, sizes: list[int], fresh: bool) -> None:
+                                                read_block: int, sizes: list[int], fresh: bool, stride: int) -> None:
     data = tensor_bytes(seed, n, dtype)
+    stride = stride and max(stride, align)  # a tensor's grid is a multiple of its element size
     assert native.native_core is not None
-    got = stream_chunks(native.native_core, data, params, read_block, sizes, align, fresh)
-    want = stream_chunks(native.python_core, data, params, 1 << 20, [1 << 30], align, False)
+    got = stream_chunks(native.native_core, data, params, read_block, sizes, align, fresh, stride)
+    want = stream_chunks(native.python_core, data, params, 1 << 20, [1 << 30], align, False, stride)
     assert [len(c) for c, _ in got] == [len(c) for c, _ in want]
     assert got == want
     assert all(blake3.blake3(c, key=KEY).digest() == i for c, i in got)
     assert b"".join(c for c, _ in got) == data
+    if stride:  # every cut but the segment's end is on the grid
+        assert all(len(c) % stride == 0 for c, _ in got[:-1])
 
 
 @requires_native
@@ -297,7 +304,8 @@ def test_packs_agree(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 def test_native_refuses_parameters_that_would_not_progress() -> None:
     assert native.native_core is not None
     m = native.native_core._m
-    for config in [(1, 256, 4096, 0, 0), (64, 256, 32, 0, 0), (0, 0, 0, 0, 0)]:
+    for config in [(1, 256, 4096, 0, 0, 0), (64, 256, 32, 0, 0, 0), (0, 0, 0, 0, 0, 0), (64, 256, 4096, 0, 0, 65),
+                   (1, 256, 4096, 0, 0, 64)]:
         with pytest.raises(ValueError):
             m.chunk_block(bytes(10_000), 10_000, True, 0, 1, 0, config, None)
 

@@ -32,13 +32,15 @@ def run_native(call: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, cwd=ROOT)
 
 
+@pytest.mark.parametrize("stride", [0, 64], ids=["gear", "words"])
 @pytest.mark.parametrize("config", [
     (64, 1 << 20, 1024, ALL_ONES, ALL_ONES),  # avg > max: the first scan runs to avg, past the buffer
     (4096, 2, 8192, 1, 1),  # avg < min: chunks shorter than min - 1 overflow the ends array
     (4096, 0, 8192, 1, 1),  # avg 0: empty chunks, no progress (a GIL-free endless loop)
-], ids=["avg>max", "avg<min", "avg=0"])
-def test_native_refuses_an_average_outside_min_max(config: tuple[int, ...]) -> None:
-    proc = run_native(f"n.chunk_block(buf, len(buf), True, 0, 1, 0, {config!r}, bytes(32))")
+    (32, 256, 1024, 1, 1),  # min < 64: a word-sampled candidate's word would start before the chunk
+], ids=["avg>max", "avg<min", "avg=0", "min<64"])
+def test_native_refuses_an_average_outside_min_max(config: tuple[int, ...], stride: int) -> None:
+    proc = run_native(f"n.chunk_block(buf, len(buf), True, 0, 1, 0, {(*config, stride)!r}, bytes(32))")
     assert proc.returncode == 0 and proc.stdout.startswith("refused:"), (proc.returncode, proc.stdout, proc.stderr[-500:])
 
 
@@ -47,7 +49,7 @@ def test_native_refuses_an_average_outside_min_max(config: tuple[int, ...]) -> N
 def test_native_refuses_negative_offsets(args: str) -> None:
     """An unsigned conversion without a range check would wrap -1 to 2**64 - 1 and
     cut (silently) where the Python core never would."""
-    proc = run_native(f"n.chunk_block({args}, (64, 256, 1024, 255, 63), bytes(32))")
+    proc = run_native(f"n.chunk_block({args}, (64, 256, 1024, 255, 63, 0), bytes(32))")
     assert proc.returncode == 0 and proc.stdout.startswith("refused:"), (proc.returncode, proc.stdout, proc.stderr[-500:])
 
 
@@ -80,11 +82,12 @@ def test_a_buffer_being_cut_cannot_be_resized() -> None:
     assert refused > 0
 
 
-def test_a_buffer_mutated_while_cut_gives_valid_cuts() -> None:
+@pytest.mark.parametrize("stride", [0, 2, 64], ids=["gear", "words2", "words64"])
+def test_a_buffer_mutated_while_cut_gives_valid_cuts(stride: int) -> None:
     """Bytes changed by another thread during the call may give any cuts and ids,
     but cuts stay inside the buffer, increase, and each id is of 32 bytes."""
     assert native.native_core is not None
-    cdc = native.Cdc(1024, 256, 4096, 1)
+    cdc = native.Cdc(1024, 256, 4096, 1, stride=stride)
     buf = bytearray(os.urandom(2 << 20))
     stop = threading.Event()
 

@@ -2,7 +2,8 @@
  *
  * chunk_block: FastCDC cut points over a buffer (bit-identical to pyfastcdc 0.3.1,
  * which objstore.storage.chunking uses as the reference), rounded up to element
- * boundaries exactly as chunking.py does, and optionally the keyed BLAKE3 of every
+ * boundaries exactly as chunking.py does, or the word-sampled cuts of a tensor
+ * (bit-identical to native.py's numpy reference), and optionally the keyed BLAKE3 of every
  * chunk. hash_many: keyed BLAKE3 of consecutive
  * slices of one buffer. stream_*: one keyed BLAKE3 stream over many buffers (pack checksums).
  *
@@ -26,6 +27,7 @@
 
 typedef struct {
     uint64_t min_size, avg_size, max_size, mask_s, mask_l, mask_s_ls, mask_l_ls;
+    uint64_t stride; /* 0: the gear over every byte; else word-sampled cuts every `stride` bytes */
 } cdc_config;
 
 #define OBJSTORE_NO_CUT UINT64_MAX
@@ -70,6 +72,35 @@ static uint64_t cut_gear(const cdc_config *c, const uint8_t *buf, uint64_t len) 
     return cut == OBJSTORE_NO_CUT ? remaining : cut;
 }
 
+/* Word-sampled cuts (chunking.py, "words"): the candidates are the multiples of
+ * c->stride from the chunk start (itself one), and a candidate p cuts when the
+ * 64-bit little-endian word buf[p-8:p], mixed, has no bit of the mask set. The
+ * same loop as cut_gear's: mask_s up to avg_size, mask_l on to max_size. One
+ * multiply per candidate, not a gear step per byte: the scan costs nearly nothing
+ * (min_size >= 64 keeps p - 8 inside the chunk). */
+#define OBJSTORE_WORD_XOR 0x243F6A8885A308D3ull
+#define OBJSTORE_WORD_MUL 0x9E3779B97F4A7C15ull
+static inline uint64_t word_mix(const uint8_t *end) {
+    uint64_t w;
+    memcpy(&w, end - 8, 8);
+    return (le64(w) ^ OBJSTORE_WORD_XOR) * OBJSTORE_WORD_MUL;
+}
+
+static uint64_t cut_words(const cdc_config *c, const uint8_t *buf, uint64_t len) {
+    uint64_t remaining = len;
+    if (remaining <= c->min_size) return remaining;
+    uint64_t center = c->avg_size;
+    if (remaining > c->max_size) remaining = c->max_size;
+    else if (remaining < center) center = remaining;
+    const uint64_t g = c->stride;
+    uint64_t p = (c->min_size + g - 1) / g * g;
+    for (; p < center; p += g)
+        if (!(word_mix(buf + p) & c->mask_s)) return p;
+    for (; p < remaining; p += g)
+        if (!(word_mix(buf + p) & c->mask_l)) return p;
+    return remaining;
+}
+
 static void hash_one(const uint8_t key[BLAKE3_KEY_LEN], const uint8_t *data, size_t len, uint8_t *out) {
     blake3_hasher h;
     blake3_hasher_init_keyed(&h, key);
@@ -88,7 +119,7 @@ static size_t block_cuts(const cdc_config *c, const uint8_t *buf, uint64_t fille
     size_t n = 0;
     uint64_t off = 0, carry = filled;
     while (off < filled) {
-        uint64_t start = off, end = off + cut_gear(c, buf + off, filled - off);
+        uint64_t start = off, end = off + (c->stride ? cut_words(c, buf + off, filled - off) : cut_gear(c, buf + off, filled - off));
         if (end == filled && !at_end) { carry = start; break; }  /* may not be a real cut */
         uint64_t cut = end;
         if (align > 1) {
@@ -256,16 +287,16 @@ static PyObject *ends_list(const uint64_t *ends, size_t n) {
     return list;
 }
 
-/* chunk_block(buf, filled, at_end, base, align, emitted, (min, avg, max, mask_s, mask_l), key | None)
+/* chunk_block(buf, filled, at_end, base, align, emitted, (min, avg, max, mask_s, mask_l, stride), key | None)
  *   -> (ends: list[int], ids: bytes | None, carry_from: int, done: bool) */
 static PyObject *chunk_block(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *buf_obj, *key_obj;
     long long s_filled, s_base, s_align, s_emitted;  /* signed: "K" would wrap -1 to 2**64 - 1 unchecked */
-    unsigned long long filled, base, align, emitted, min_size, avg_size, max_size, mask_s, mask_l;
+    unsigned long long filled, base, align, emitted, min_size, avg_size, max_size, mask_s, mask_l, stride;
     int at_end;
-    if (!PyArg_ParseTuple(args, "OLpLLL(KKKKK)O", &buf_obj, &s_filled, &at_end, &s_base, &s_align, &s_emitted, &min_size,
-                          &avg_size, &max_size, &mask_s, &mask_l, &key_obj))
+    if (!PyArg_ParseTuple(args, "OLpLLL(KKKKKK)O", &buf_obj, &s_filled, &at_end, &s_base, &s_align, &s_emitted, &min_size,
+                          &avg_size, &max_size, &mask_s, &mask_l, &stride, &key_obj))
         return NULL;
     if (s_filled < 0 || s_base < 0 || s_align < 0 || s_emitted < 0) {
         PyErr_SetString(PyExc_ValueError, "chunk_block: filled, base, align and emitted must not be negative");
@@ -276,8 +307,9 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     /* pyfastcdc's own bounds (min >= 64, min <= avg <= max) keep every chunk >= min - 1
      * bytes long, which is what sizes ends[] below and guarantees progress, and keep
      * the scan inside the buffer (it runs to avg before it stops at max). */
-    if (min_size < 64 || avg_size < min_size || max_size < avg_size || align < 1 || emitted > filled) {
-        PyErr_SetString(PyExc_ValueError, "chunk_block: needs min_size >= 64, min_size <= avg_size <= max_size, align >= 1, emitted <= filled");
+    if (min_size < 64 || avg_size < min_size || max_size < avg_size || align < 1 || emitted > filled || stride > 64) {
+        PyErr_SetString(PyExc_ValueError, "chunk_block: needs min_size >= 64, min_size <= avg_size <= max_size, align >= 1, "
+                                          "emitted <= filled, stride <= 64");
         return NULL;
     }
     Py_buffer buf, key = {0};
@@ -289,7 +321,7 @@ static PyObject *chunk_block(PyObject *self, PyObject *args) {
     }
     int hashing = key_obj != Py_None;
     if (hashing && get_key(key_obj, &key) < 0) { PyBuffer_Release(&buf); return NULL; }
-    cdc_config c = {min_size, avg_size, max_size, mask_s, mask_l, mask_s << 1, mask_l << 1};
+    cdc_config c = {min_size, avg_size, max_size, mask_s, mask_l, mask_s << 1, mask_l << 1, stride};
     size_t cap = (size_t)(filled / (min_size - 1)) + 2;
     uint64_t *ends = PyMem_RawMalloc(cap * sizeof(uint64_t));
     uint8_t *ids = hashing ? PyMem_RawMalloc(cap * BLAKE3_OUT_LEN) : NULL;
