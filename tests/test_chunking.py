@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from pathlib import Path
 
 import blake3
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from objstore.files.ingest import chunk_file, iter_file_chunks
-from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.chunking import GEAR, Chunker, ChunkParams
+from objstore.storage.formats import TensorInfo
 from objstore.storage.ids import Kind, hash_bytes
+from objstore.storage.segmenting import cut_stride
 
 GOLDEN = Path(__file__).parent / "golden" / "chunking_v1.json"
 SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=1)
@@ -88,6 +92,89 @@ def test_boundaries_resynchronise_after_an_insertion() -> None:
     assert reused >= 0.95, f"only {reused:.1%} of chunks survived a 99-byte insertion"
 
 
+def word_cuts(data: bytes, stride: int, read_block: int = 1 << 20, sizes: list[int] | None = None) -> list[int]:
+    out, pos = [], 0
+    chunker = Chunker(SMALL, read_block=read_block)
+    for view in chunker.iter_chunks(SplitReader(data, sizes or [len(data) or 1]), len(data), 2, stride):
+        pos += len(view)
+        out.append(pos)
+    return out
+
+
+def bf16_rows(seed: int, rows: int, cols: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return ((rng.standard_normal(rows * cols, dtype=np.float32) * 0.02).view(np.uint32) >> 16).astype("<u2").tobytes()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.integers(1, 400), cols=st.sampled_from([32, 100, 512, 1000]), at=st.floats(0, 1), added=st.integers(1, 40),
+       seed=st.integers(0, 3), sizes=st.lists(st.integers(1, 70_000), min_size=1, max_size=4))
+def test_word_cuts_survive_rows_added_anywhere(rows: int, cols: int, at: float, added: int, seed: int,
+                                               sizes: list[int]) -> None:
+    """Word-sampled cuts are on the tensor's row grid: rows inserted anywhere (vocab
+    growth, a pruned layer's rows back) keep every chunk that lies wholly before them
+    and resynchronise after them; the cuts do not depend on the read splits."""
+    row = 2 * cols
+    stride = math.gcd(row, 64)
+    data = bf16_rows(seed, rows, cols)
+    k = int(at * rows) * row
+    grown = data[:k] + bf16_rows(seed + 100, added, cols) + data[k:]
+    before, after = word_cuts(data, stride), word_cuts(grown, stride, 5000, sizes)
+    assert word_cuts(data, stride, 30_000, sizes) == before
+    assert all(c % stride == 0 for c in before[:-1]) and before[-1] == len(data)
+    # a chunk that starts within max_size of the end is cut against the end (FastCDC's
+    # rule, the gear's too), so only the cuts before both the rows and that are kept
+    kept = min(k, len(data) - SMALL.max_size)
+    assert [c for c in before if c <= kept] == [c for c in after if c <= kept]
+    shift = len(grown) - len(data)
+    tail_before = {c + shift for c in before if c > k + SMALL.max_size}
+    assert tail_before <= set(after), "the cuts after the inserted rows did not come back"
+
+
+def test_word_cuts_of_a_fine_tune_change_only_around_changed_values() -> None:
+    """Values changed in place move only the cuts whose 8 sampled bytes changed:
+    one weight in a million changed leaves almost every chunk as it was."""
+    data = bytearray(bf16_rows(7, 2000, 512))
+    before = word_cuts(bytes(data), 64)
+    rng = np.random.default_rng(8)
+    for at in rng.integers(0, len(data) // 2, 3):
+        data[2 * at] ^= 0x55
+    after = word_cuts(bytes(data), 64)
+    assert len(set(before) ^ set(after)) <= 6
+
+
+def test_the_stride_is_the_row_grid_up_to_64() -> None:
+    t = TensorInfo
+    assert cut_stride(t("w", "BF16", (4096, 4096), 0, 2 * 4096 * 4096), 2) == 64
+    assert cut_stride(t("w", "BF16", (100, 1000), 0, 200_000), 2) == 16  # a 2000-byte row
+    assert cut_stride(t("w", "F32", (7, 3), 0, 84), 4) == 4  # a 12-byte row
+    assert cut_stride(t("b", "BF16", (4096,), 0, 8192), 2) == 2  # 1-D: one element
+    assert cut_stride(t("q", "Q4_K", (32, 256), 0, 32 * 144), 1) == 16  # a 144-byte row of blocks
+    assert cut_stride(t("x", "BF16", (0, 8), 0, 0), 2) == 2
+    assert cut_stride(t("x", "BF16", (3, 5), 0, 31), 2) == 2  # a length no whole number of rows: elements
+
+
+def test_a_gear_store_keeps_its_cuts_inside_tensors() -> None:
+    """Stores made before word-sampled cuts (no tensor_scan in their config) cut tensors
+    with the gear, stride or not, exactly as before."""
+    data = bf16_rows(3, 300, 512)
+    gear = ChunkParams(SMALL.avg_size, SMALL.min_size, SMALL.max_size, SMALL.normalization, GEAR)
+    assert ChunkParams.from_dict({"avg": 4096, "min": 1024, "max": 16384, "nc": 1}) == gear
+    assert "tensor" not in gear.to_dict()
+    assert cuts(Chunker(gear), io.BytesIO(data), len(data), 2) == [
+        pos for pos in _positions(Chunker(gear).iter_chunks(io.BytesIO(data), len(data), 2, 64))]
+    assert Chunker(gear).grain(2, 64) == 2 and Chunker(SMALL).grain(2, 64) == "w64"
+    assert cuts(Chunker(SMALL), io.BytesIO(data), len(data), 2) != word_cuts(data, 64)
+
+
+def _positions(views: object) -> list[int]:
+    out, pos = [], 0
+    for v in views:  # type: ignore[attr-defined]
+        pos += len(v)
+        out.append(pos)
+    return out
+
+
 def golden_input(tmp: Path) -> tuple[bytes, Path]:
     """The fixed inputs of the golden vectors: plain bytes, and a small bf16 safetensors file."""
     plain = stream_bytes("objstore golden v1", 3 * 1024 * 1024 + 17)
@@ -105,7 +192,7 @@ def golden_input(tmp: Path) -> tuple[bytes, Path]:
 
 # The vectors were recorded with the default of stores made before 128 KiB became the
 # default (64 KiB average): those stores keep their parameters, so their cuts must not move.
-V1_DEFAULT = ChunkParams(avg_size=64 * 1024, min_size=16 * 1024, max_size=256 * 1024, normalization=1)
+V1_DEFAULT = ChunkParams(avg_size=64 * 1024, min_size=16 * 1024, max_size=256 * 1024, normalization=1, tensor_scan=GEAR)
 
 
 def golden_vectors(tmp: Path) -> dict[str, object]:
@@ -145,3 +232,19 @@ def test_golden_vectors(tmp_path: Path) -> None:
     for offset, size, length in tensors:
         assert offset in ends and offset + length in ends, "a chunk straddles a tensor edge"
         assert all((e - offset) % size == 0 for e in ends if offset < e < offset + length), "a cut splits an element"
+
+
+def test_a_store_config_names_its_tensor_scan_and_an_old_one_reads_as_gear(tmp_path: Path) -> None:
+    """A new store records word-sampled cuts in its config; a config without the field
+    (every store made before) opens as gear and logs with the gear's cuts."""
+    import msgpack
+
+    from objstore.model.store import Store
+
+    new = Store.open(tmp_path / "new")
+    assert new.config.chunking.tensor_scan == "words"
+    assert msgpack.unpackb((tmp_path / "new" / "config").read_bytes())["chunking"]["tensor"] == "words"
+    Store.open(tmp_path / "old", chunking=ChunkParams(tensor_scan=GEAR))
+    raw = msgpack.unpackb((tmp_path / "old" / "config").read_bytes())
+    assert "tensor" not in raw["chunking"]
+    assert Store.open_existing(tmp_path / "old").config.chunking.tensor_scan == GEAR

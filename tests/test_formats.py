@@ -33,8 +33,9 @@ def test_safetensors_segments_are_header_then_each_tensor(tmp_path: Path) -> Non
     })
     data = path.read_bytes()
     header = 8 + struct.unpack("<Q", data[:8])[0]
-    assert _segments(data) == [Segment(0, header), Segment(header, 1024, "BF16", "b"),
-                               Segment(header + 1024, 12, "F32", "a"), Segment(header + 1036, 5, "I8", "odd")]
+    # strides: a row of b is 16 bytes; a and odd are 1-D (one element)
+    assert _segments(data) == [Segment(0, header), Segment(header, 1024, "BF16", "b", 16),
+                               Segment(header + 1024, 12, "F32", "a", 4), Segment(header + 1036, 5, "I8", "odd", 1)]
     parsed = formats.parse(io.BytesIO(data), len(data))
     assert parsed is not None and parsed.format == "safetensors"
     assert [t.name for t in parsed.tensors] == ["b", "a", "odd"]

@@ -5,7 +5,10 @@ index bytes of a small store ingest (by their checksums, which cover every byte)
 
 Both implementations (:mod:`objstore.storage.native`: the compiled one and the
 Python fallback, ``OBJSTORE_NATIVE=0``) must reproduce them; a difference is a
-format change. Regenerate only with a new store format:
+format change. Two sets: ``ingest_v1.json``, the gear scan inside tensors that
+stores made before stop 28 keep (``tensor_scan="gear"``), and
+``ingest_words_v1.json``, the word-sampled cuts of new stores (recorded from the
+numpy reference when they were introduced). Regenerate only with a new store format:
 ``OBJSTORE_WRITE_GOLDEN=1 pytest tests/test_golden_ingest.py``.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import blake3
@@ -23,19 +27,24 @@ import pytest
 from objstore.files.ingest import chunk_file
 from objstore.storage import codecs
 from objstore.storage.backend import open_backend
-from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.chunking import GEAR, WORDS, Chunker, ChunkParams
 from objstore.storage.ids import Kind, hash_bytes
 from objstore.storage.odb import ObjectDatabase
 
-GOLDEN = Path(__file__).parent / "data" / "golden" / "ingest_v1.json"
+GOLDEN_DIR = Path(__file__).parent / "data" / "golden"
+GOLDEN = GOLDEN_DIR / "ingest_v1.json"
+GOLDEN_FILES = {GEAR: GOLDEN, WORDS: GOLDEN_DIR / "ingest_words_v1.json"}
 
-TINY = ChunkParams(avg_size=1024, min_size=256, max_size=4096, normalization=1)
-SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=2)
+TINY = ChunkParams(avg_size=1024, min_size=256, max_size=4096, normalization=1, tensor_scan=GEAR)
+SMALL = ChunkParams(avg_size=4096, min_size=1024, max_size=16384, normalization=2, tensor_scan=GEAR)
 # the default of stores made before 128 KiB became the default; such stores keep it
-DEFAULT = ChunkParams(avg_size=64 * 1024, min_size=16 * 1024, max_size=256 * 1024, normalization=1)
+DEFAULT = ChunkParams(avg_size=64 * 1024, min_size=16 * 1024, max_size=256 * 1024, normalization=1, tensor_scan=GEAR)
 PARAMS = {"tiny": TINY, "small": SMALL, "default": DEFAULT,
-          "nc0": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=0),
-          "nc3": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=3)}
+          "nc0": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=0, tensor_scan=GEAR),
+          "nc3": ChunkParams(avg_size=8192, min_size=2048, max_size=32768, normalization=3, tensor_scan=GEAR)}
+# the store-level cases of the word-sampled set: today's default, and SMALL's sizes
+STORE_PARAMS = {GEAR: (("st_default", DEFAULT), ("st_small", SMALL)),
+                WORDS: (("st_default", ChunkParams()), ("st_small", replace(SMALL, tensor_scan=WORDS)))}
 
 
 def xof(seed: str, n: int) -> bytes:
@@ -80,23 +89,23 @@ class SplitReader:
         return n
 
 
-def _inputs() -> dict[str, tuple[bytes, int]]:
-    """name -> (bytes, align)."""
+def _inputs() -> dict[str, tuple[bytes, int, int]]:
+    """name -> (bytes, align, stride: the tensor grid the word-sampled set cuts on)."""
     return {
-        "random": (xof("golden random", 700_001), 1),
-        "random_a2": (xof("golden random a2", 300_000), 2),
-        "random_a4": (xof("golden random a4", 300_000), 4),
-        "bf16": (bf16_like("golden bf16", 400_000), 2),
-        "fp32": (fp32_like("golden fp32", 150_000), 4),
-        "zeros": (bytes(200_000), 1),
-        "zeros_a4": (bytes(200_000), 4),
-        "repetitive": (repetitive("golden rep", 500_000), 1),
-        "below_min": (xof("golden small", 255), 1),
-        "exactly_min": (xof("golden min", 256), 1),
-        "exactly_max": (xof("golden max", 4096), 1),
-        "max_plus_one": (xof("golden max1", 4097), 1),
-        "odd_a2": (xof("golden odd", 99_999), 2),
-        "one_byte": (b"\x07", 1),
+        "random": (xof("golden random", 700_001), 1, 1),
+        "random_a2": (xof("golden random a2", 300_000), 2, 2),
+        "random_a4": (xof("golden random a4", 300_000), 4, 64),
+        "bf16": (bf16_like("golden bf16", 400_000), 2, 64),
+        "fp32": (fp32_like("golden fp32", 150_000), 4, 16),
+        "zeros": (bytes(200_000), 1, 8),
+        "zeros_a4": (bytes(200_000), 4, 4),
+        "repetitive": (repetitive("golden rep", 500_000), 1, 32),
+        "below_min": (xof("golden small", 255), 1, 1),
+        "exactly_min": (xof("golden min", 256), 1, 64),
+        "exactly_max": (xof("golden max", 4096), 1, 64),
+        "max_plus_one": (xof("golden max1", 4097), 1, 64),
+        "odd_a2": (xof("golden odd", 99_999), 2, 2),
+        "one_byte": (b"\x07", 1, 1),
     }
 
 
@@ -105,28 +114,31 @@ _SPLITS = {"whole": (1 << 20, [1 << 30]), "block_1": (1, [1 << 30]), "block_5000
            "reads_odd": (65_536, [1, 4095, 12_289, 777]), "reads_7": (20_000, [7, 1 << 30])}
 
 
-def _chunk_case(data: bytes, align: int, params: ChunkParams, read_block: int, sizes: list[int], full: bool) -> dict[str, object]:
+def _chunk_case(data: bytes, align: int, stride: int, params: ChunkParams, read_block: int, sizes: list[int],
+                full: bool) -> dict[str, object]:
     """Lengths in full for one split of each input (to read in a diff), as a digest for the others."""
     chunker = Chunker(params, read_block=read_block)
     lengths, ids = [], blake3.blake3()
-    for view in chunker.iter_chunks(SplitReader(data, sizes), len(data), align):
+    for view in chunker.iter_chunks(SplitReader(data, sizes), len(data), align, stride):
         lengths.append(len(view))
         ids.update(hash_bytes(Kind.CHUNK, view).raw)
     digest = blake3.blake3(np.array(lengths, dtype="<u4").tobytes()).hexdigest()
     return {"n": len(lengths), "lengths": lengths if full else digest, "ids": ids.hexdigest()}
 
 
-def chunk_vectors() -> dict[str, object]:
+def chunk_vectors(scan: str) -> dict[str, object]:
     out: dict[str, object] = {}
     inputs = _inputs()
     for pname, params in PARAMS.items():
         names = list(inputs) if pname == "tiny" else ["random", "bf16", "fp32", "zeros", "repetitive", "odd_a2"]
         splits = list(_SPLITS) if pname in ("tiny", "small") else ["whole", "reads_odd"]
         for name in names:
-            data, align = inputs[name]
+            data, align, stride = inputs[name]
             for split in splits:
                 read_block, sizes = _SPLITS[split]
-                out[f"{pname}/{name}/{split}"] = _chunk_case(data, align, params, read_block, sizes, split == "whole")
+                out[f"{pname}/{name}/{split}"] = _chunk_case(data, align, stride if scan == WORDS else 0,
+                                                             replace(params, tensor_scan=scan), read_block, sizes,
+                                                             split == "whole")
     return out
 
 
@@ -155,14 +167,15 @@ class PinnedPolicy:
         return {"BF16": (2,), "F16": (2,), "F32": (3,)}.get(dtype or "", (codecs.ZSTD,))
 
 
-def store_vectors(tmp: Path, workers: int) -> dict[str, object]:
+def store_vectors(tmp: Path, workers: int, scan: str = GEAR) -> dict[str, object]:
     st = safetensors_file(tmp / "model.safetensors")
     plain = tmp / "plain.bin"
     plain.write_bytes(repetitive("golden plain", 3_000_000))
     root = tmp / f"store-{workers}"
     odb = ObjectDatabase(open_backend(str(root)), codec_policy=PinnedPolicy())
     out: dict[str, object] = {}
-    for name, path, params in (("st_default", st, DEFAULT), ("st_small", st, SMALL), ("plain_small", plain, SMALL)):
+    cases = [(name, st, params) for name, params in STORE_PARAMS[scan]] + [("plain_small", plain, SMALL)]
+    for name, path, params in cases:
         fobj = chunk_file(path, Chunker(params), odb, stat_cache=None, segment_cache=None, workers=workers)
         out[name] = {"file_id": fobj.compute_id().hex, "chunks": len(fobj.chunks), "size": fobj.size}
         out[name + "/identity"] = chunk_file(path, Chunker(params), None, workers=workers).compute_id().hex
@@ -173,8 +186,8 @@ def store_vectors(tmp: Path, workers: int) -> dict[str, object]:
     return out
 
 
-def golden_vectors(tmp: Path) -> dict[str, object]:
-    return {"chunks": chunk_vectors(), "store": store_vectors(tmp, 0)}
+def golden_vectors(tmp: Path, scan: str) -> dict[str, object]:
+    return {"chunks": chunk_vectors(scan), "store": store_vectors(tmp, 0, scan)}
 
 
 def _dump(vectors: dict[str, object]) -> str:
@@ -184,25 +197,28 @@ def _dump(vectors: dict[str, object]) -> str:
     return f'{{"chunks": {chunks},\n"store": {json.dumps(vectors["store"], sort_keys=True, indent=1)}}}\n'
 
 
-def test_golden_ingest(tmp_path: Path) -> None:
-    got = golden_vectors(tmp_path)
+@pytest.mark.parametrize("scan", [GEAR, WORDS])
+def test_golden_ingest(tmp_path: Path, scan: str) -> None:
+    got = golden_vectors(tmp_path, scan)
+    golden = GOLDEN_FILES[scan]
     if os.environ.get("OBJSTORE_WRITE_GOLDEN"):
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text(_dump(got))
-    want = json.loads(GOLDEN.read_text())
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(_dump(got))
+    want = json.loads(golden.read_text())
     moved = [k for k in want["chunks"] if got["chunks"].get(k) != want["chunks"][k]]  # type: ignore[attr-defined]
     assert not moved, f"chunk boundaries or ids changed for {moved[:5]} (+{max(len(moved) - 5, 0)})"
     assert got["store"] == want["store"], "file ids or pack bytes changed"
 
 
+@pytest.mark.parametrize("scan", [GEAR, WORDS])
 @pytest.mark.parametrize("workers", [1, 2])
-def test_golden_store_through_the_pipeline(tmp_path: Path, workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_golden_store_through_the_pipeline(tmp_path: Path, workers: int, scan: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from objstore.files import ingest
 
     monkeypatch.setattr(ingest, "PIPELINE_MIN_BYTES", 0)
     monkeypatch.setattr(ingest, "JOB_BYTES", 1 << 20)
-    want = json.loads(GOLDEN.read_text())["store"]
-    assert store_vectors(tmp_path, workers) == want
+    want = json.loads(GOLDEN_FILES[scan].read_text())["store"]
+    assert store_vectors(tmp_path, workers, scan) == want
 
 
 @pytest.mark.skipif(os.environ.get("OBJSTORE_NATIVE") == "0", reason="the fallback has no one-call encoder")

@@ -593,7 +593,7 @@ def _forge(store: Path, **changes: Any) -> None:
     key = store / "config"
     d = msgpack.unpackb(key.read_bytes(), raw=False)
     for k, v in changes.items():
-        if k in ("avg", "min", "max", "nc"):
+        if k in ("avg", "min", "max", "nc", "tensor"):
             if v is _DROP:
                 del d["chunking"][k]
             else:
@@ -620,6 +620,8 @@ FORGED = [
     ("nc-as-bool", {"nc": True}, "chunking"),
     ("missing-max", {"max": _DROP}, "chunking"),
     ("chunking-not-a-map", {"chunking": [1, 2]}, "chunking"),
+    ("tensor-scan-unknown", {"tensor": "every-3rd-byte"}, "tensor scan"),
+    ("tensor-scan-not-text", {"tensor": [1]}, "tensor scan"),
     ("format-as-text", {"format": "1"}, "format"),
     ("newer-format", {"format": 99}, "upgrade objstore"),
     ("no-format", {"format": _DROP}, "format"),

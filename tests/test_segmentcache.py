@@ -16,7 +16,9 @@ from modelgen import fine_tune, tensor_range, transformer, write_safetensors
 from objstore.files import ingest, segmentcache
 from objstore.files.ingest import chunk_file
 from objstore.model.store import Store
+from objstore.storage.chunking import Chunker, ChunkParams
 from objstore.storage.ids import Kind, hash_bytes
+from objstore.storage.segmenting import segment_file
 
 KiB = 1024
 LARGE = [f"layers.{i}.attn.{p}.weight" for i in range(2) for p in ("q", "k", "v", "o")] + ["embed.weight"]
@@ -103,7 +105,7 @@ def test_a_fine_tune_is_scheduled_out_of_file_order_and_stored_as_the_sequential
         segments = ingest.segment_file(f, tuned.stat().st_size, tuned)
     fd = os.open(tuned, os.O_RDONLY)
     try:
-        reuse = ingest._Reuse(ingest.segment_cache_for(store.odb, store.chunker), store.odb, store.chunker.params.max_size)
+        reuse = ingest._Reuse(ingest.segment_cache_for(store.odb, store.chunker), store.odb, store.chunker)
         scheduled = [s.offset for job in ingest._schedule(fd, segments, reuse) for s in job]
     finally:
         os.close(fd)
@@ -248,13 +250,14 @@ def test_the_probe_reads_inside_its_segment(offset: int, length: int) -> None:
     assert sum(n for _, n in ranges) == min(length, 3 * segmentcache.PROBE_BYTES)
 
 
-def _entry_for(root: Path, path: Path, offset: int, length: int, align: int) -> Path:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        h = segmentcache.probe_key(fd, offset, length).hex()
-    finally:
-        os.close(fd)
-    return root / "cache" / "segments" / h[:2] / f"{h[2:]}-{align}"
+def _entry_for(root: Path, path: Path, offset: int, length: int, chunker: Chunker | None = None) -> Path:
+    """The cache entry of the tensor at ``offset``, filed under its grain for ``chunker``
+    (a new store's: word-sampled cuts on the tensor's grid)."""
+    with open(path, "rb") as f:
+        segment = next(s for s in segment_file(f, os.fstat(f.fileno()).st_size) if s.offset == offset)
+        h = segmentcache.probe_key(f.fileno(), offset, length).hex()
+    grain = (chunker or Chunker(ChunkParams())).grain(segment.align, segment.stride)
+    return root / "cache" / "segments" / h[:2] / f"{h[2:]}-{grain}"
 
 
 def test_a_tensor_changed_outside_its_probe_is_chunked_not_answered(tmp_path: Path) -> None:
@@ -270,7 +273,7 @@ def test_a_tensor_changed_outside_its_probe_is_chunked_not_answered(tmp_path: Pa
     base = write_safetensors(tmp_path / "base.safetensors", tensors)
     other = write_safetensors(tmp_path / "edited.safetensors", {**tensors, name: (dtype, shape, bytes(edited))})
     offset, length = tensor_range(other, name)
-    assert _entry_for(tmp_path / "store", base, *tensor_range(base, name), 2) == _entry_for(tmp_path / "store", other, offset, length, 2)
+    assert _entry_for(tmp_path / "store", base, *tensor_range(base, name)) == _entry_for(tmp_path / "store", other, offset, length)
     _cached(store, base)
     store.odb.flush()
     hits, misses = segmentcache.stats.hits, segmentcache.stats.misses
@@ -292,7 +295,7 @@ def test_an_entry_of_the_right_bytes_cut_where_chunking_never_cuts_is_a_miss(tmp
     store.odb.flush()
     name = "embed.weight"
     offset, length = tensor_range(path, name)
-    entry = _entry_for(tmp_path / "store", path, offset, length, 2)
+    entry = _entry_for(tmp_path / "store", path, offset, length)
     fmt, chunking, align, entry_length, _ = msgpack.unpackb(entry.read_bytes(), raw=False)
     whole = path.read_bytes()[offset:offset + length]
     one = hash_bytes(Kind.CHUNK, whole).raw + length.to_bytes(8, "little")
@@ -316,7 +319,7 @@ def test_every_entry_forged_over_another_tensor_is_a_miss(tmp_path: Path) -> Non
     by_length: dict[int, list[Path]] = {}
     for name in LARGE:
         offset, length = tensor_range(path, name)
-        by_length.setdefault(length, []).append(_entry_for(tmp_path / "store", path, offset, length, 2))
+        by_length.setdefault(length, []).append(_entry_for(tmp_path / "store", path, offset, length))
     swapped = 0
     for group in by_length.values():
         bodies = [p.read_bytes() for p in group]

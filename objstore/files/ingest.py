@@ -90,7 +90,7 @@ from objstore.errors import FileChanged, InvalidInput, NotFound
 from objstore.files.segmentcache import MIN_SEGMENT, SegmentCache, probe_key, probe_ranges
 from objstore.files.statcache import COARSE_SLACK_NS, StatCache, StatKey, racy_slack_ns
 from objstore.storage import codecs, native
-from objstore.storage.chunking import Block, BufferPool, Chunker, Lease
+from objstore.storage.chunking import GEAR, TENSOR_SCANS, Block, BufferPool, Chunker, Lease
 from objstore.storage.ids import Kind, ObjectId, ids_from_digests, key_of
 from objstore.storage.objects import FileObject
 from objstore.storage.odb import ObjectDatabase
@@ -174,13 +174,14 @@ class _Reuse:
     the file.
     """
 
-    def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None, max_chunk: int) -> None:
+    def __init__(self, cache: SegmentCache, odb: ObjectDatabase | None, chunker: Chunker) -> None:
         self.cache = cache
         self.odb = odb
-        self.max_chunk = max_chunk
+        self.chunker = chunker
+        self.max_chunk = chunker.params.max_size
         self.empty = cache.is_empty()  # a new store has nothing to find: no look-ups
-        # (key, align, length, chunks) of each segment chunked: written by commit()
-        self.entries: list[tuple[bytes, int, int, _Chunks]] = []
+        # (key, grain, length, chunks) of each segment chunked: written by commit()
+        self.entries: list[tuple[bytes, int | str, int, _Chunks]] = []
         self.probes: dict[int, bytes] = {}  # offset -> probe, made while planning (_schedule)
 
     @staticmethod
@@ -191,14 +192,17 @@ class _Reuse:
         """Whether the cache holds an entry under ``segment``'s probe (not yet verified:
         a hint for the schedule). The probe is kept for :meth:`answer`."""
         key = self.probes[segment.offset] = probe_key(fd, segment.offset, segment.length)
-        return self.cache.has_entry(key, segment.align)
+        return self.cache.has_entry(key, self._grain(segment))
+
+    def _grain(self, segment: Segment) -> int | str:
+        return self.chunker.grain(segment.align, segment.stride)
 
     def answer(self, fd: int, segment: Segment) -> tuple[bytes, _Chunks | None]:
         """The segment's probe, and its chunk list if the cache holds one verified now."""
         key = self.probes.get(segment.offset) or probe_key(fd, segment.offset, segment.length)
         if self.empty:
             return key, None
-        found = self.cache.lookup(key, segment.align, segment.length,
+        found = self.cache.lookup(key, self._grain(segment), segment.length,
                                   lambda chunks: self._stored(chunks) and _verified(fd, segment, chunks, self.max_chunk),
                                   self.max_chunk)
         return key, found
@@ -207,12 +211,12 @@ class _Reuse:
         return self.odb is None or all(self.odb.has_chunks([c for c, _ in chunks]))
 
     def record(self, key: bytes, segment: Segment, chunks: _Chunks) -> None:
-        self.entries.append((key, segment.align, segment.length, chunks))
+        self.entries.append((key, self._grain(segment), segment.length, chunks))
 
     def commit(self) -> None:
         """Write the entries collected: only once the file read was found stable."""
-        for key, align, length, chunks in self.entries:
-            self.cache.store(key, align, length, chunks)
+        for key, grain, length, chunks in self.entries:
+            self.cache.store(key, grain, length, chunks)
         self.entries = []
 
 
@@ -263,7 +267,8 @@ class _Run:
 def _cut(chunker: Chunker, reader: _PReader, segment: Segment, pool: BufferPool | None) -> Iterator[_Run]:
     fresh = pool is not None
     read_block = BLOCK_BYTES if fresh else None
-    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool):
+    for block in chunker.iter_blocks(reader, segment.length, segment.align, _CHUNK_KEY, fresh, read_block, pool,
+                                     segment.stride):
         assert block.ids is not None  # asked for with a key
         ends = block.ends
         lengths = [ends[0] - block.start, *(b - a for a, b in zip(ends, ends[1:]))]
@@ -302,7 +307,9 @@ def _open(path: Path) -> int:
 
 def _chunking_key(chunker: Chunker) -> tuple[int, ...]:
     p = chunker.params
-    return (p.avg_size, p.min_size, p.max_size, p.normalization)
+    key = (p.avg_size, p.min_size, p.max_size, p.normalization)
+    # a gear store's key is as it always was, so its caches stay valid
+    return key if p.tensor_scan == GEAR else (*key, TENSOR_SCANS.index(p.tensor_scan))
 
 
 def stat_cache_for(odb: ObjectDatabase, chunker: Chunker) -> StatCache:
@@ -333,7 +340,7 @@ def chunk_file(path: Path, chunker: Chunker, odb: ObjectDatabase | None, progres
         stat_cache = stat_cache_for(odb, chunker) if odb is not None else None
     if segment_cache is _DEFAULT:
         segment_cache = segment_cache_for(odb, chunker) if odb is not None else None
-    reuse = _Reuse(segment_cache, odb, chunker.params.max_size) if isinstance(segment_cache, SegmentCache) else None
+    reuse = _Reuse(segment_cache, odb, chunker) if isinstance(segment_cache, SegmentCache) else None
     cache = stat_cache if odb is not None and isinstance(stat_cache, StatCache) else None
     if cache is not None and odb is not None and (hit := _stat_cache_hit(path, cache, odb)) is not None:
         if progress is not None:

@@ -7,7 +7,8 @@ found by a *probe* of the segment — its length and a few small ranges of its b
 (:func:`probe_key`) — and is an answer only once the file's bytes at the entry's
 cuts hash to the entry's chunk ids, which the caller checks in the same pass that
 would otherwise have hashed them anyway (:mod:`objstore.files.ingest`). Cuts depend
-only on the bytes, the chunking parameters and the element size, so a verified
+only on the bytes, the chunking parameters and the grain (the element size, or the
+stride of word-sampled cuts: :meth:`Chunker.grain`), so a verified
 entry is exactly the chunk list chunking would produce, and a tensor the cache
 answers costs one read and one hash of its bytes instead of a cut scan and a hash.
 
@@ -19,7 +20,7 @@ Invariants:
   never a chunk list that names bytes the file does not hold. So an entry may be
   written from any read — its probe and its chunks need not even come from the same
   one — and a file that changed while it was logged cannot poison the cache.
-- Entries are used only if the format, chunking parameters, element size and total
+- Entries are used only if the format, chunking parameters, grain and total
   length agree, every chunk's length is one chunking can make, and (the caller's
   ``usable`` check) every chunk is still stored; anything else is a miss. The cache
   lives in the store's ``segments`` cache (:mod:`objstore.files.localcache`).
@@ -93,26 +94,26 @@ class SegmentCache(localcache.ChunkListCache):
         except OSError:
             return True
 
-    def _entry_path(self, digest: bytes, align: int) -> Path:
+    def _entry_path(self, digest: bytes, grain: int | str) -> Path:
         h = digest.hex()
-        return self.directory / h[:2] / f"{h[2:]}-{align}"
+        return self.directory / h[:2] / f"{h[2:]}-{grain}"
 
-    def has_entry(self, digest: bytes, align: int) -> bool:
+    def has_entry(self, digest: bytes, grain: int | str) -> bool:
         """Whether an entry is filed under ``digest`` (unread, unchecked: a hint only)."""
-        return self._entry_path(digest, align).is_file()
+        return self._entry_path(digest, grain).is_file()
 
-    def lookup(self, digest: bytes, align: int, length: int, usable: Callable[[ChunkList], bool],
+    def lookup(self, digest: bytes, grain: int | str, length: int, usable: Callable[[ChunkList], bool],
                max_chunk: int) -> ChunkList | None:
         """The chunk list recorded for a segment of ``length`` bytes probing to ``digest``,
         if ``usable`` accepts it: the caller's checks that its chunks are stored and
         that the segment's bytes hash to them. No chunk may be longer than ``max_chunk``
         (chunking's largest), so verifying an entry never needs more memory than that."""
-        data = localcache.read_entry(self._entry_path(digest, align))
+        data = localcache.read_entry(self._entry_path(digest, grain))
         try:
             if data is None:
                 raise ValueError("no entry")
-            fmt, chunking, entry_align, entry_length, chunks = msgpack.unpackb(data, raw=False)
-            if fmt != FORMAT or chunking != self.chunking or entry_align != align or entry_length != length:
+            fmt, chunking, entry_grain, entry_length, chunks = msgpack.unpackb(data, raw=False)
+            if fmt != FORMAT or chunking != self.chunking or entry_grain != grain or entry_length != length:
                 raise ValueError("stale entry")
             if not isinstance(chunks, bytes) or len(chunks) % _CHUNK.size:
                 raise ValueError("damaged entry")
@@ -129,9 +130,9 @@ class SegmentCache(localcache.ChunkListCache):
             stats.hits += 1
         return found
 
-    def store(self, digest: bytes, align: int, length: int, chunks: ChunkList) -> None:
-        body = msgpack.packb([FORMAT, self.chunking, align, length, b"".join(_CHUNK.pack(c.raw, n) for c, n in chunks)],
+    def store(self, digest: bytes, grain: int | str, length: int, chunks: ChunkList) -> None:
+        body = msgpack.packb([FORMAT, self.chunking, grain, length, b"".join(_CHUNK.pack(c.raw, n) for c, n in chunks)],
                              use_bin_type=True)
-        if localcache.write_entry(self._entry_path(digest, align), body):
+        if localcache.write_entry(self._entry_path(digest, grain), body):
             with _stats_lock:
                 stats.stores += 1

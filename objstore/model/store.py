@@ -55,7 +55,7 @@ from objstore.constants import STORE_DIRNAME as STORE_DIRNAME  # re-exported: th
 from objstore.errors import Conflict, CorruptObject, InvalidInput, NotFound
 from objstore.model.refs import RefStore
 from objstore.storage.backend import Backend, open_backend, parse_location
-from objstore.storage.chunking import Chunker, ChunkParams
+from objstore.storage.chunking import GEAR, TENSOR_SCANS, Chunker, ChunkParams
 from objstore.storage.keys import LINEAGE_COMPLETE
 from objstore.storage.odb import ObjectDatabase
 from objstore.storage.remotecache import wrap as with_cache
@@ -87,6 +87,7 @@ def check_chunking(params: ChunkParams) -> ChunkParams:
         "avg - min (256 at least) must lie between min and the smaller of max and 4 MiB"
         if not low <= cdc_avg <= min(high, 4 * MiB) else
         "nc (normalization) must be 0 .. 3" if not 0 <= nc <= 3 else
+        f"tensor_scan must be one of {', '.join(TENSOR_SCANS)}" if params.tensor_scan not in TENSOR_SCANS else
         None
     )
     if why is None:
@@ -143,7 +144,11 @@ class StoreConfig:
         chunking = d.get("chunking")
         if not isinstance(chunking, dict) or not all(_is_int(chunking.get(k)) for k in _CHUNKING_FIELDS):
             raise CorruptObject(f"{damaged} (its chunking field is {_short(chunking)}, not integers {', '.join(_CHUNKING_FIELDS)}); {fix}")
-        params = ChunkParams(chunking["avg"], chunking["min"], chunking["max"], chunking["nc"])
+        scan = chunking.get("tensor", GEAR)
+        if scan not in TENSOR_SCANS:
+            raise CorruptObject(f"{damaged} (its chunking names tensor scan {_short(scan)}, not one of "
+                                f"{', '.join(TENSOR_SCANS)}); {fix}")
+        params = ChunkParams(chunking["avg"], chunking["min"], chunking["max"], chunking["nc"], scan)
         try:
             check_chunking(params)
         except InvalidInput as exc:

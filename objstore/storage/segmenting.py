@@ -13,6 +13,7 @@ order, each byte once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,12 +28,17 @@ class Segment:
 
     ``dtype`` is the dtype of a tensor segment as :class:`~objstore.storage.formats.ParsedFile`
     spells it (None for gaps and plain files), ``align`` the element size chunk cuts must respect.
+    ``stride`` (tensors; 0 otherwise): the grid word-sampled cuts may fall on, the
+    gcd of the tensor's row (its bytes over its first dimension, or one element)
+    and 64, so adding or removing whole rows keeps the grid; always a multiple of
+    ``align``.
     """
 
     offset: int
     length: int
     dtype: str | None = None
     name: str | None = None
+    stride: int = 0
 
     @property
     def align(self) -> int:
@@ -56,8 +62,17 @@ def segment_file(f: BinaryIO, size: int, path: Path | None = None) -> list[Segme
         if t.length:
             # A tensor whose bytes are no whole number of its elements is cut as plain bytes.
             dtype = t.dtype if t.length % DTYPE_SIZES.get(t.dtype, 1) == 0 else None
-            segments.append(Segment(t.offset, t.length, dtype, t.name))
+            stride = cut_stride(t, DTYPE_SIZES.get(t.dtype, 1)) if dtype else 0
+            segments.append(Segment(t.offset, t.length, dtype, t.name, stride))
         pos = t.offset + t.length
     if pos < size:
         segments.append(Segment(pos, size - pos))
     return segments
+
+
+def cut_stride(tensor: formats.TensorInfo, align: int) -> int:
+    """The grid of ``tensor``'s word-sampled cuts (:attr:`Segment.stride`)."""
+    rows = tensor.shape[0] if len(tensor.shape) >= 2 else 0
+    row = tensor.length // rows if rows > 0 and tensor.length % rows == 0 else align
+    stride = math.gcd(row, 64)
+    return stride if stride % align == 0 else 0
