@@ -152,6 +152,7 @@ def test_the_stride_is_the_row_grid_up_to_64() -> None:
     assert cut_stride(t("q", "Q4_K", (32, 256), 0, 32 * 144), 1) == 16  # a 144-byte row of blocks
     assert cut_stride(t("x", "BF16", (0, 8), 0, 0), 2) == 2
     assert cut_stride(t("x", "BF16", (3, 5), 0, 31), 2) == 2  # a length no whole number of rows: elements
+    assert cut_stride(t("x", "F32", (8, 1), 0, 8), 4) == 4  # a row shorter than an element: elements
 
 
 def test_a_gear_store_keeps_its_cuts_inside_tensors() -> None:

@@ -59,14 +59,15 @@ def test_checked_refuses_lies() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 12), st.sampled_from(["F32", "BF16", "I8", "Q4_K"])),
-                max_size=6), st.integers(0, 20))
-def test_segments_cover_every_byte_once_for_any_layout(ranges: list[tuple[int, int, str]], tail: int) -> None:
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 12), st.sampled_from(["F32", "BF16", "I8", "Q4_K"]),
+                          st.lists(st.one_of(st.integers(-3, 13), st.integers(0, 1 << 62)), max_size=3)), max_size=6), st.integers(0, 20))
+def test_segments_cover_every_byte_once_for_any_layout(ranges: list[tuple[int, int, str, list[int]]], tail: int) -> None:
     """Whatever layout a parser returns, the segments are the whole file in order; tensors
-    keep their dtype exactly when their length is whole elements."""
+    keep their dtype exactly when their length is whole elements; a tensor's cut grid,
+    whatever shape it claims, divides 64 and is whole elements (0 for plain bytes)."""
     tensors, pos = [], 0
-    for i, (gap, length, dtype) in enumerate(ranges):
-        tensors.append(TensorInfo(f"t{i}", dtype, (length,), pos + gap, length))
+    for i, (gap, length, dtype, shape) in enumerate(ranges):
+        tensors.append(TensorInfo(f"t{i}", dtype, tuple(shape) if shape else (length,), pos + gap, length))
         pos += gap + length
     size = pos + tail
     parsed = checked("fake", tensors, {}, size)
@@ -96,4 +97,7 @@ def test_segments_cover_every_byte_once_for_any_layout(ranges: list[tuple[int, i
     for t in tensors:
         if t.length:
             size_of = formats.DTYPE_SIZES.get(t.dtype, 1)
-            assert by_name[t.name].dtype == (t.dtype if t.length % size_of == 0 else None)
+            segment = by_name[t.name]
+            assert segment.dtype == (t.dtype if t.length % size_of == 0 else None)
+            assert (segment.stride == 0) == (segment.dtype is None)
+            assert segment.stride == 0 or (64 % segment.stride == 0 and segment.stride % segment.align == 0)

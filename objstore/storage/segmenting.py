@@ -71,8 +71,8 @@ def segment_file(f: BinaryIO, size: int, path: Path | None = None) -> list[Segme
 
 
 def cut_stride(tensor: formats.TensorInfo, align: int) -> int:
-    """The grid of ``tensor``'s word-sampled cuts (:attr:`Segment.stride`)."""
+    """The grid of ``tensor``'s word-sampled cuts (:attr:`Segment.stride`): gcd(row, 64),
+    or the element size where the shape gives no whole row of whole elements."""
     rows = tensor.shape[0] if len(tensor.shape) >= 2 else 0
     row = tensor.length // rows if rows > 0 and tensor.length % rows == 0 else align
-    stride = math.gcd(row, 64)
-    return stride if stride % align == 0 else 0
+    return math.gcd(row, 64) if row % align == 0 else align
