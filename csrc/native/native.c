@@ -58,13 +58,19 @@ static inline uint64_t gear_scan(const uint8_t *buf, uint64_t pos, uint64_t end,
     return OBJSTORE_NO_CUT;
 }
 
+/* pyfastcdc's window for the next chunk of len bytes (len > min_size): where the
+ * scan ends (the chunk's largest length) and where it switches from mask_s to mask_l. */
+static inline uint64_t chunk_window(const cdc_config *c, uint64_t len, uint64_t *center) {
+    *center = c->avg_size;
+    if (len > c->max_size) return c->max_size;
+    if (len < *center) *center = len;
+    return len;
+}
+
 /* pyfastcdc's _cut_gear: the length of the next chunk of buf[0:len]. */
 static uint64_t cut_gear(const cdc_config *c, const uint8_t *buf, uint64_t len) {
-    uint64_t remaining = len;
-    if (remaining <= c->min_size) return remaining;
-    uint64_t center = c->avg_size;
-    if (remaining > c->max_size) remaining = c->max_size;
-    else if (remaining < center) center = remaining;
+    if (len <= c->min_size) return len;
+    uint64_t center, remaining = chunk_window(c, len, &center);
     uint64_t h = 0;
     const uint64_t start = (c->min_size / 2) * 2, mid = (center / 2) * 2, end = (remaining / 2) * 2;
     uint64_t cut = gear_scan(buf, start, mid, c->mask_s_ls, c->mask_s, &h);
@@ -87,11 +93,8 @@ static inline uint64_t word_mix(const uint8_t *end) {
 }
 
 static uint64_t cut_words(const cdc_config *c, const uint8_t *buf, uint64_t len) {
-    uint64_t remaining = len;
-    if (remaining <= c->min_size) return remaining;
-    uint64_t center = c->avg_size;
-    if (remaining > c->max_size) remaining = c->max_size;
-    else if (remaining < center) center = remaining;
+    if (len <= c->min_size) return len;
+    uint64_t center, remaining = chunk_window(c, len, &center);
     const uint64_t g = c->stride;
     uint64_t p = (c->min_size + g - 1) / g * g;
     for (; p < center; p += g)
