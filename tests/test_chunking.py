@@ -48,9 +48,9 @@ class SplitReader:
         return n
 
 
-def cuts(chunker: Chunker, stream: object, length: int, align: int = 1) -> list[int]:
+def cuts(chunker: Chunker, stream: object, length: int, align: int = 1, stride: int = 0) -> list[int]:
     out, pos = [], 0
-    for view in chunker.iter_chunks(stream, length, align):  # type: ignore[arg-type]
+    for view in chunker.iter_chunks(stream, length, align, stride):  # type: ignore[arg-type]
         pos += len(view)
         out.append(pos)
     return out
@@ -93,12 +93,7 @@ def test_boundaries_resynchronise_after_an_insertion() -> None:
 
 
 def word_cuts(data: bytes, stride: int, read_block: int = 1 << 20, sizes: list[int] | None = None) -> list[int]:
-    out, pos = [], 0
-    chunker = Chunker(SMALL, read_block=read_block)
-    for view in chunker.iter_chunks(SplitReader(data, sizes or [len(data) or 1]), len(data), 2, stride):
-        pos += len(view)
-        out.append(pos)
-    return out
+    return cuts(Chunker(SMALL, read_block=read_block), SplitReader(data, sizes or [len(data) or 1]), len(data), 2, stride)
 
 
 def bf16_rows(seed: int, rows: int, cols: int) -> bytes:
@@ -162,18 +157,9 @@ def test_a_gear_store_keeps_its_cuts_inside_tensors() -> None:
     gear = ChunkParams(SMALL.avg_size, SMALL.min_size, SMALL.max_size, SMALL.normalization, GEAR)
     assert ChunkParams.from_dict({"avg": 4096, "min": 1024, "max": 16384, "nc": 1}) == gear
     assert "tensor" not in gear.to_dict()
-    assert cuts(Chunker(gear), io.BytesIO(data), len(data), 2) == [
-        pos for pos in _positions(Chunker(gear).iter_chunks(io.BytesIO(data), len(data), 2, 64))]
+    assert cuts(Chunker(gear), io.BytesIO(data), len(data), 2) == cuts(Chunker(gear), io.BytesIO(data), len(data), 2, 64)
     assert Chunker(gear).grain(2, 64) == 2 and Chunker(SMALL).grain(2, 64) == "w64"
     assert cuts(Chunker(SMALL), io.BytesIO(data), len(data), 2) != word_cuts(data, 64)
-
-
-def _positions(views: object) -> list[int]:
-    out, pos = [], 0
-    for v in views:  # type: ignore[attr-defined]
-        pos += len(v)
-        out.append(pos)
-    return out
 
 
 def golden_input(tmp: Path) -> tuple[bytes, Path]:
@@ -237,7 +223,7 @@ def test_golden_vectors(tmp_path: Path) -> None:
 
 def test_a_store_config_names_its_tensor_scan_and_an_old_one_reads_as_gear(tmp_path: Path) -> None:
     """A new store records word-sampled cuts in its config; a config without the field
-    (every store made before) opens as gear and logs with the gear's cuts."""
+    (every store made before) opens as gear, and its chunker cuts with the gear."""
     import msgpack
 
     from objstore.model.store import Store
@@ -248,4 +234,5 @@ def test_a_store_config_names_its_tensor_scan_and_an_old_one_reads_as_gear(tmp_p
     Store.open(tmp_path / "old", chunking=ChunkParams(tensor_scan=GEAR))
     raw = msgpack.unpackb((tmp_path / "old" / "config").read_bytes())
     assert "tensor" not in raw["chunking"]
-    assert Store.open_existing(tmp_path / "old").config.chunking.tensor_scan == GEAR
+    old = Store.open_existing(tmp_path / "old")
+    assert old.config.chunking.tensor_scan == GEAR and old.chunker.grain(2, 64) == 2
